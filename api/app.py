@@ -1,0 +1,53 @@
+"""The FastAPI application: one router per resource, errors mapped in one place."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from api import errors
+from api.bootstrap import Container, build
+from api.settings import Settings
+
+
+def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
+    """Build the app; the container is built at startup unless one is given (tests)."""
+    own = container is None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if app.state.container is None:
+            app.state.container = build(settings or Settings())
+        yield
+        if own:
+            app.state.container.close()
+
+    app = FastAPI(title="dataledger", version="0.1.0", lifespan=lifespan,
+                  description="Public data authorized-operation platform: every step an "
+                  "event in one append-only log.", responses=errors.ERROR_RESPONSES)
+    app.state.container = container
+    errors.install(app)
+    _include_routers(app)
+
+    @app.get("/health", tags=["health"])
+    def health() -> dict[str, Any]:
+        """Liveness and the log's head."""
+        c: Container = app.state.container
+        return {"status": "ok", "head": c.store.max_seq(), "projected": c.runner.position}
+
+    @app.get("/noop", tags=["health"], include_in_schema=False)
+    async def noop() -> dict[str, str]:
+        """A no-op endpoint: the HTTP baseline of `dataledger bench append`."""
+        return {"status": "ok"}
+
+    return app
+
+
+def _include_routers(app: FastAPI) -> None:
+    from api.routes import ROUTERS
+
+    for router in ROUTERS:
+        app.include_router(router)

@@ -1,0 +1,92 @@
+"""The composition root: builds everything from settings, nothing at import."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from api.settings import Settings
+from domain.application import Ledger
+from domain.base import Actor, Context
+from domain.participant import Participant, found_platform
+from events.store import DatabaseURL, EventStore, LedgerLog, open_store
+from projections import all_projections
+from projections.runner import ProjectionRunner, views_engine
+
+#: the platform operator's participant id: fixed, so every process finds it
+PLATFORM_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "dataledger:platform"))
+PLATFORM_ADMIN_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "dataledger:platform-admin"))
+SYSTEM = Actor("system", "system", "system")
+
+
+def hash_token(token: str) -> str:
+    """Tokens are stored as SHA-256 hex, never in clear."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    """A fresh bearer token (256 bits)."""
+    return "dl_" + secrets.token_urlsafe(32)
+
+
+@dataclass
+class Container:
+    """Everything the API and the CLI use, built once."""
+
+    settings: Settings
+    store: EventStore
+    ledger: Ledger
+    runner: ProjectionRunner
+    engine: Engine
+    first_admin_token: str | None = None
+
+    def close(self) -> None:
+        self.runner.stop()
+        self.ledger.close()
+        self.engine.dispose()
+        self.store.close()
+
+
+def build(settings: Settings, *, start_background: bool = True) -> Container:
+    """Open the store and read models, make sure the platform exists, start projecting."""
+    url = DatabaseURL.parse(settings.resolved_database_url())
+    if url.kind == "sqlite":
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = open_store(url)
+    ledger = Ledger(LedgerLog(store), group_commit=settings.group_commit)
+    engine = views_engine(url, settings.views_path())
+    runner = ProjectionRunner(store, engine, all_projections())
+    runner.create_tables()
+    container = Container(settings, store, ledger, runner, engine)
+    container.first_admin_token = ensure_platform(container)
+    runner.catch_up()
+    if start_background:
+        runner.start()
+        ledger.on_commit = runner.notify
+    return container
+
+
+def ensure_platform(c: Container) -> str | None:
+    """Create the platform operator and its admin at first start.
+
+    Returns a newly made admin token (to print once) or None.
+    """
+    events = c.store.load(PLATFORM_ID)
+    wanted = c.settings.admin_token
+    ctx = Context(SYSTEM, c.ledger.clock())
+    if not events:
+        token = wanted or new_token()
+        agg = found_platform(PLATFORM_ID, ctx, name=c.settings.platform_name)
+        agg.add_member(ctx, member_id=PLATFORM_ADMIN_ID, name="platform admin",
+                       member_roles=["admin"], token_hash=hash_token(token))
+        c.ledger.log.append_batches(agg.collect(), [])
+        return None if wanted else token
+    agg = Participant.replay(PLATFORM_ID, events)
+    if wanted and agg.members[PLATFORM_ADMIN_ID].token_hash != hash_token(wanted):
+        agg.rotate_token(ctx, member_id=PLATFORM_ADMIN_ID, token_hash=hash_token(wanted))
+        c.ledger.log.append_batches(agg.collect(), [])
+    return None

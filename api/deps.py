@@ -1,0 +1,118 @@
+"""Dependencies: the container, the current member, command running, read consistency."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request
+from sqlalchemy import Connection, select
+
+from api.bootstrap import Container, hash_token
+from domain.application import CommandResult, Idempotency
+from domain.base import Actor
+from domain.errors import InvalidInput, Unauthenticated
+from projections.participants import members, participants
+
+CommandHandler = Callable[..., dict[str, Any]]
+
+
+def get_container(request: Request) -> Container:
+    container: Container = request.app.state.container
+    return container
+
+
+ContainerDep = Annotated[Container, Depends(get_container)]
+
+
+def _lookup(container: Container, token_hash: str) -> Actor | None:
+    with container.engine.connect() as conn:
+        row = conn.execute(
+            select(members.c.member_id, members.c.participant_id, members.c.roles,
+                   participants.c.role)
+            .join(participants, participants.c.id == members.c.participant_id)
+            .where(members.c.token_hash == token_hash)).first()
+    if row is None:
+        return None
+    return Actor(row.participant_id, row.member_id, row.role, tuple(row.roles))
+
+
+def current_actor(container: ContainerDep,
+                  authorization: Annotated[str | None, Header()] = None) -> Actor:
+    """The member whose bearer token came with the request (401 otherwise)."""
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise Unauthenticated("send Authorization: Bearer <token>")
+    token_hash = hash_token(authorization[7:].strip())
+    actor = _lookup(container, token_hash)
+    if actor is None and container.runner.wait_for(container.ledger.last_seq,
+                                                   container.settings.read_wait_seconds):
+        actor = _lookup(container, token_hash)
+    if actor is None:
+        raise Unauthenticated("unknown bearer token")
+    return actor
+
+
+CurrentActor = Annotated[Actor, Depends(current_actor)]
+
+
+async def idempotency(request: Request, actor: CurrentActor,
+                      idempotency_key: Annotated[str | None, Header()] = None) -> Idempotency | None:
+    """The request's Idempotency-Key with a fingerprint of method, path and body."""
+    if idempotency_key is None:
+        return None
+    if not 1 <= len(idempotency_key) <= 200:
+        raise InvalidInput("Idempotency-Key", "must be 1 to 200 characters")
+    digest = hashlib.sha256()
+    for part in (request.method.encode(), request.url.path.encode(), await request.body()):
+        digest.update(len(part).to_bytes(8, "big") + part)
+    return Idempotency(actor.member_id, idempotency_key, digest.hexdigest())
+
+
+@dataclass
+class Commands:
+    """Runs a domain use case as the current actor, honouring the Idempotency-Key."""
+
+    container: Container
+    actor: Actor
+    idempotency: Idempotency | None
+
+    async def run(self, handler: CommandHandler, *args: Any, allow_pending: bool = False,
+                  **kwargs: Any) -> CommandResult:
+        return await self.container.ledger.execute_async(
+            handler, self.actor, *args, idempotency=self.idempotency,
+            allow_pending=allow_pending, **kwargs)
+
+
+def commands(container: ContainerDep, actor: CurrentActor,
+             idem: Annotated[Idempotency | None, Depends(idempotency)]) -> Commands:
+    return Commands(container, actor, idem)
+
+
+CommandsDep = Annotated[Commands, Depends(commands)]
+
+
+@dataclass
+class Reader:
+    """A read-model connection, after the read models caught up with the last write."""
+
+    container: Container
+    actor: Actor
+
+    @property
+    def sees_all(self) -> bool:
+        """The regulator and the platform see every row."""
+        return self.actor.role in ("regulator", "platform")
+
+    def connect(self) -> Connection:
+        self.container.runner.wait_for(self.container.ledger.last_seq,
+                                       self.container.settings.read_wait_seconds)
+        return self.container.engine.connect()
+
+
+def reader(container: ContainerDep, actor: CurrentActor) -> Reader:
+    return Reader(container, actor)
+
+
+ReaderDep = Annotated[Reader, Depends(reader)]

@@ -1,0 +1,88 @@
+"""Errors at the boundary: every failure is ``{"error": CODE, "detail": ...}``, no stack trace."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from domain import errors as e
+
+log = logging.getLogger("dataledger.api")
+
+STATUS: dict[type[e.DomainError], int] = {
+    e.InvalidInput: 422,
+    e.IdempotencyKeyReused: 422,
+    e.NotFound: 404,
+    e.Unauthenticated: 401,
+    e.Forbidden: 403,
+    e.WrongState: 409,
+    e.ConcurrencyConflict: 409,
+}
+
+#: the shape of every error body, for OpenAPI
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"description": text, "content": {"application/json": {"example": {
+        "error": name, "detail": text}}}}
+    for code, name, text in [
+        (400, "bad_request", "malformed request"),
+        (401, "unauthenticated", "missing or unknown bearer token"),
+        (403, "forbidden", "the caller's role may not do this"),
+        (404, "not_found", "no such resource visible to the caller"),
+        (409, "wrong_state", "the command does not fit the current state"),
+        (422, "invalid_input", "a field is invalid; the detail names it"),
+    ]
+}
+
+
+def error_body(code: str, detail: Any, **extra: Any) -> dict[str, Any]:
+    return {"error": code, "detail": detail, **extra}
+
+
+def _status_of(exc: e.DomainError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 400
+
+
+async def domain_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, e.DomainError)
+    extra = {"field": exc.field} if isinstance(exc, e.InvalidInput) else {}
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, e.Unauthenticated) else None
+    return JSONResponse(error_body(exc.code, exc.detail, **extra), _status_of(exc),
+                        headers=headers)
+
+
+async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = [{"field": ".".join(str(p) for p in err["loc"] if p != "body") or "body",
+                 "reason": err["msg"]} for err in exc.errors()]
+    fields = ", ".join(p["field"] for p in problems)
+    return JSONResponse(error_body("invalid_input", f"invalid field(s): {fields}",
+                                   fields=problems), 422)
+
+
+async def http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated",
+            400: "bad_request"}.get(exc.status_code, "http_error")
+    return JSONResponse(error_body(code, exc.detail), exc.status_code, headers=exc.headers)
+
+
+async def unexpected_error(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return JSONResponse(error_body("internal_error", "the server failed; nothing was written "
+                                   "unless the response said so"), 500)
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers: one place maps domain errors to HTTP."""
+    app.add_exception_handler(e.DomainError, domain_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected_error)

@@ -1,0 +1,41 @@
+"""Settings: every one an environment variable ``DATALEDGER_*`` (listed in the README)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+WEAK_TOKENS = {"admin", "changeme", "change-me", "secret", "password", "token", "test"}
+
+
+class Settings(BaseSettings):
+    """Read once by the composition root; never a module global."""
+
+    model_config = SettingsConfigDict(env_prefix="DATALEDGER_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("var"), description="where the embedded default keeps its files")
+    database_url: str = Field(default="", description="sqlite:///path or postgresql://user@host:port/db[?schema=s]; empty = SQLite in data_dir")
+    admin_token: str | None = Field(default=None, description="the platform admin's bearer token; if unset, one is made and printed once at first start")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    group_commit: bool = Field(default=True, description="group the commits of concurrent commands in one transaction")
+    read_wait_seconds: float = Field(default=5.0, description="how long a query waits for the read models to reach the last write")
+    platform_name: str = "Platform operator"
+
+    @field_validator("admin_token")
+    @classmethod
+    def _strong_token(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) < 16 or value.lower() in WEAK_TOKENS):
+            raise ValueError("DATALEDGER_ADMIN_TOKEN must be at least 16 characters and not a default")
+        return value
+
+    def resolved_database_url(self) -> str:
+        """The event store's URL (SQLite file under data_dir unless set)."""
+        return self.database_url or f"sqlite:///{self.data_dir.absolute() / 'ledger.db'}"
+
+    def views_path(self) -> str:
+        """The SQLite file of the read models in the embedded default."""
+        return os.fspath(self.data_dir.absolute() / "views.db")

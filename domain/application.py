@@ -1,0 +1,278 @@
+"""The application service: run a command handler in a unit of work, save its events.
+
+Commits of concurrent commands are grouped: a single committer thread takes every
+commit waiting in its queue and appends them in one transaction (one fsync for
+many commands). If the group fails on a conflict, its commits are retried one by
+one so that only the conflicting command is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+from domain.base import Actor, Aggregate, Context
+from domain.errors import ConcurrencyConflict, IdempotencyKeyReused, WrongState
+from domain.participant import Participant
+from domain.unit_of_work import UnitOfWork
+from events.catalogue import Event
+
+A = TypeVar("A", bound=Aggregate)
+Handler = Callable[..., dict[str, Any]]
+
+
+class ConflictError(Exception):
+    """Raised by the log when an (aggregate, version) or idempotency key is taken."""
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """An Idempotency-Key as sent by one member, with the fingerprint of its request."""
+
+    member_id: str
+    key: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What ``EventLog.append`` takes per command: the count of events and its key."""
+
+    count: int
+    idempotency: Idempotency | None
+    response: dict[str, Any]
+
+
+class EventLog(Protocol):
+    """What the application needs from the event store."""
+
+    def load(self, originator_id: str, after_version: int = 0) -> list[Event]: ...
+
+    def append_batches(self, events: list[Event], batches: list[Batch]) -> list[int]: ...
+
+    def idempotent_answer(self, member_id: str, key: str) -> tuple[str, dict[str, Any]] | None: ...
+
+
+@dataclass
+class CommandResult:
+    """What a command answers: its result, the seqs it wrote, and whether it was a replay."""
+
+    body: dict[str, Any]
+    replayed: bool = False
+
+    @property
+    def seqs(self) -> list[int]:
+        return list(self.body.get("seqs", []))
+
+
+class StoreUnitOfWork(UnitOfWork):
+    """A unit of work reading aggregates from the event log."""
+
+    def __init__(self, log: EventLog) -> None:
+        super().__init__()
+        self.log = log
+
+    def _load(self, cls: type[A], id: str) -> A | None:
+        events = self.log.load(id)
+        if not events or type(events[0]) not in cls._evolvers:
+            return None
+        return cls.replay(id, events)
+
+
+@dataclass
+class _Commit:
+    events: list[Event]
+    batch: Batch
+    future: Future[list[int]] = field(default_factory=Future)
+
+
+def utc_now() -> str:
+    """The current time, ISO-8601 UTC with microseconds."""
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class GroupCommitter:
+    """One thread that appends queued commits, many per transaction."""
+
+    def __init__(self, log: EventLog, max_batch: int = 256) -> None:
+        self.log = log
+        self.max_batch = max_batch
+        self._queue: queue.Queue[_Commit | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="group-committer", daemon=True)
+        self._thread.start()
+
+    def submit(self, events: list[Event], batch: Batch) -> Future[list[int]]:
+        """Queue one command's events; the future gives their seqs or raises ConflictError."""
+        commit = _Commit(events, batch)
+        self._queue.put(commit)
+        return commit.future
+
+    def close(self) -> None:
+        """Finish what is queued, then stop."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            group = [first]
+            while len(group) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)
+                    break
+                group.append(item)
+            self._write(group)
+
+    def _write(self, group: list[_Commit]) -> None:
+        group = self._drop_clashes(group)
+        if not group:
+            return
+        try:
+            seqs = self.log.append_batches([e for c in group for e in c.events],
+                                           [c.batch for c in group])
+        except ConflictError:
+            for commit in group:
+                self._write_one(commit)
+            return
+        except BaseException as exc:  # noqa: BLE001 - every waiter must hear of it
+            for commit in group:
+                commit.future.set_exception(exc)
+            return
+        start = 0
+        for commit in group:
+            commit.future.set_result(seqs[start:start + len(commit.events)])
+            start += len(commit.events)
+
+    def _write_one(self, commit: _Commit) -> None:
+        try:
+            commit.future.set_result(self.log.append_batches(commit.events, [commit.batch]))
+        except BaseException as exc:  # noqa: BLE001
+            commit.future.set_exception(exc)
+
+    def _drop_clashes(self, group: list[_Commit]) -> list[_Commit]:
+        """Commits that clash with an earlier one in the group wait for a solo write."""
+        taken: set[tuple[str, int] | tuple[str, str]] = set()
+        keep, later = [], []
+        for commit in group:
+            keys: set[tuple[str, int] | tuple[str, str]] = {
+                (e.originator_id, e.originator_version) for e in commit.events}
+            idem = commit.batch.idempotency
+            if idem is not None:
+                keys.add((idem.member_id, idem.key))
+            (later if keys & taken else keep).append(commit)
+            taken |= keys
+        if later:
+            self._write(keep)
+            for commit in later:
+                self._write_one(commit)
+            return []
+        return keep
+
+
+class Ledger:
+    """Runs commands: check the actor, decide in a unit of work, save atomically."""
+
+    def __init__(self, log: EventLog, clock: Callable[[], str] = utc_now,
+                 group_commit: bool = True) -> None:
+        self.log = log
+        self.clock = clock
+        self.committer = GroupCommitter(log) if group_commit else None
+        self.last_seq = 0
+        #: called after every commit (the in-process dispatcher wakes the projections)
+        self.on_commit: Callable[[], None] | None = None
+
+    def close(self) -> None:
+        if self.committer is not None:
+            self.committer.close()
+
+    def execute(self, handler: Handler, actor: Actor, *args: Any,
+                idempotency: Idempotency | None = None, allow_pending: bool = False,
+                **kwargs: Any) -> CommandResult:
+        """Run one command to completion (blocking)."""
+        prepared = self._prepare(handler, actor, args, kwargs, idempotency, allow_pending)
+        if isinstance(prepared, CommandResult):
+            return prepared
+        events, batch = prepared
+        try:
+            seqs = (self.committer.submit(events, batch).result() if self.committer
+                    else self.log.append_batches(events, [batch]))
+        except ConflictError:
+            return self._after_conflict(idempotency)
+        return self._done(batch, seqs)
+
+    async def execute_async(self, handler: Handler, actor: Actor, *args: Any,
+                            idempotency: Idempotency | None = None, allow_pending: bool = False,
+                            **kwargs: Any) -> CommandResult:
+        """Run one command; the wait for the group commit does not block the event loop."""
+        prepared = self._prepare(handler, actor, args, kwargs, idempotency, allow_pending)
+        if isinstance(prepared, CommandResult):
+            return prepared
+        events, batch = prepared
+        try:
+            if self.committer is None:
+                seqs = self.log.append_batches(events, [batch])
+            else:
+                seqs = await asyncio.wrap_future(self.committer.submit(events, batch))
+        except ConflictError:
+            return self._after_conflict(idempotency)
+        return self._done(batch, seqs)
+
+    def _prepare(self, handler: Handler, actor: Actor, args: tuple[Any, ...],
+                 kwargs: dict[str, Any], idempotency: Idempotency | None,
+                 allow_pending: bool) -> CommandResult | tuple[list[Event], Batch]:
+        if idempotency is not None:
+            replay = self._replay(idempotency)
+            if replay is not None:
+                return replay
+        uow = StoreUnitOfWork(self.log)
+        ctx = Context(actor, self.clock())
+        if actor.role != "system":
+            self._require_active(uow, actor, allow_pending)
+        response = handler(uow, ctx, *args, **kwargs)
+        events = [e for agg in uow.pending() for e in agg.collect()]
+        return events, Batch(len(events), idempotency, response)
+
+    def _done(self, batch: Batch, seqs: list[int]) -> CommandResult:
+        if seqs:
+            self.last_seq = max(self.last_seq, seqs[-1])
+            if self.on_commit is not None:
+                self.on_commit()
+        return CommandResult(dict(batch.response, seqs=seqs))
+
+    def _after_conflict(self, idempotency: Idempotency | None) -> CommandResult:
+        if idempotency is not None:
+            replay = self._replay(idempotency)
+            if replay is not None:
+                return replay
+        raise ConcurrencyConflict("another command changed the same aggregate first; "
+                                  "reload and retry")
+
+    def _replay(self, idempotency: Idempotency) -> CommandResult | None:
+        found = self.log.idempotent_answer(idempotency.member_id, idempotency.key)
+        if found is None:
+            return None
+        fingerprint, response = found
+        if fingerprint != idempotency.fingerprint:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was used with a different request", key=idempotency.key)
+        return CommandResult(response, replayed=True)
+
+    @staticmethod
+    def _require_active(uow: UnitOfWork, actor: Actor, allow_pending: bool) -> None:
+        participant = uow.get(Participant, actor.participant_id)
+        if participant.state == "admitted" or (allow_pending and participant.state == "pending"):
+            return
+        raise WrongState(f"participant {participant.id} is {participant.state}; "
+                         "only admitted participants act", state=participant.state)

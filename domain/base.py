@@ -1,0 +1,124 @@
+"""Aggregate base: decide (commands raise or trigger events), evolve (``apply``).
+
+``apply`` is deterministic: no clock, randomness or I/O; the time and the actor
+come in the command context and are recorded in the event.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self, TypeVar
+
+from domain.errors import Forbidden, WrongState
+from events.catalogue import Event
+
+ROLES = ("provider", "operator", "developer", "demander", "platform", "regulator")
+
+A = TypeVar("A", bound="Aggregate")
+Handler = Callable[[Any, Any], None]
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who makes a command: a member of a participant acting in the participant's role."""
+
+    participant_id: str
+    member_id: str
+    role: str
+    member_roles: tuple[str, ...] = ()
+
+    def record(self) -> dict[str, str]:
+        """The actor as recorded in every event."""
+        return {"participant": self.participant_id, "member": self.member_id, "role": self.role}
+
+    def require_role(self, *roles: str) -> None:
+        """Raise Forbidden unless the actor's participant has one of ``roles``."""
+        if self.role not in roles:
+            raise Forbidden(f"role {self.role!r} may not do this; needs {' or '.join(roles)}",
+                            needed=list(roles))
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything a command needs besides its arguments: the actor and the time."""
+
+    actor: Actor
+    at: str
+
+
+def new_id() -> str:
+    """A fresh aggregate id."""
+    return str(uuid.uuid4())
+
+
+def applies(event_cls: type[Event]) -> Callable[[Handler], Handler]:
+    """Mark an aggregate method as the evolver for ``event_cls``."""
+
+    def mark(fn: Handler) -> Handler:
+        fn.__applies__ = event_cls  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+class Aggregate:
+    """An event-sourced entity; subclasses set ``kind`` and mark evolvers with @applies."""
+
+    kind: ClassVar[str] = "aggregate"
+    _evolvers: ClassVar[dict[type[Event], Handler]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._evolvers = {}
+        for klass in reversed(cls.__mro__):
+            for value in vars(klass).values():
+                target = getattr(value, "__applies__", None)
+                if target is not None:
+                    cls._evolvers[target] = value
+
+    def __init__(self, id: str) -> None:
+        self.id = id
+        self.version = 0
+        self.pending: list[Event] = []
+
+    @classmethod
+    def replay(cls, id: str, events: Iterable[Event]) -> Self:
+        """Rebuild an aggregate from its stored events."""
+        agg = cls(id)
+        for event in events:
+            agg.apply(event)
+        return agg
+
+    def apply(self, event: Event) -> None:
+        """Evolve the state by one event (deterministic)."""
+        try:
+            evolve = self._evolvers[type(event)]
+        except KeyError:
+            raise TypeError(f"{type(self).__name__} cannot apply {event.type_name}") from None
+        evolve(self, event)
+        self.version = event.originator_version
+
+    def trigger(self, event_cls: type[Event], ctx: Context, **fields: Any) -> Event:
+        """Create the next event from a decided command, apply it and keep it pending."""
+        event = event_cls(originator_id=self.id, originator_version=self.version + 1,
+                          at=ctx.at, actor=ctx.actor.record(), **fields)
+        self.apply(event)
+        self.pending.append(event)
+        return event
+
+    def collect(self) -> list[Event]:
+        """Take the pending events (to be saved)."""
+        out, self.pending = self.pending, []
+        return out
+
+    def require_state(self, allowed: Iterable[str], action: str) -> None:
+        """Raise WrongState unless ``self.state`` is one of ``allowed``."""
+        allowed = tuple(allowed)
+        state = getattr(self, "state")
+        if state not in allowed:
+            raise WrongState(
+                f"cannot {action}: {self.kind} {self.id} is {state}, "
+                f"needs {' or '.join(allowed)}",
+                state=state, allowed=list(allowed))

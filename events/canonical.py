@@ -1,0 +1,67 @@
+"""Canonical encoding: the exact bytes that the Merkle tree hashes.
+
+Deterministic JSON: keys sorted, no insignificant whitespace, UTF-8 (not ASCII
+escapes), integers only (a float has no single canonical text, so it is refused),
+strings, booleans, null, lists and objects with string keys.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+
+class CanonicalEncodingError(ValueError):
+    """A value cannot be encoded canonically; the message names its path."""
+
+
+def _check(value: Any, path: str) -> None:
+    if value is None or isinstance(value, (bool, str)):
+        return
+    if isinstance(value, int):
+        return
+    if isinstance(value, float):
+        raise CanonicalEncodingError(f"{path}: floats are not allowed, use an integer or a string")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise CanonicalEncodingError(f"{path}: object keys must be strings, got {key!r}")
+            _check(item, f"{path}.{key}")
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check(item, f"{path}[{i}]")
+        return
+    raise CanonicalEncodingError(f"{path}: {type(value).__name__} is not a JSON value")
+
+
+def canonical_bytes(value: Any) -> bytes:
+    """Return the canonical JSON bytes of ``value`` (raises CanonicalEncodingError)."""
+    _check(value, "$")
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def decode(data: bytes) -> Any:
+    """Decode canonical JSON bytes (floats in the input are refused)."""
+
+    def no_float(text: str) -> Any:
+        raise CanonicalEncodingError(f"float {text} in canonical data")
+
+    return json.loads(data.decode("utf-8"), parse_float=no_float)
+
+
+def stored_event_bytes(seq: int, originator_id: str, version: int, type_name: str,
+                       payload_bytes: bytes) -> bytes:
+    """The canonical bytes of one stored event: the Merkle leaf's preimage.
+
+    ``payload_bytes`` must already be canonical (as stored); the envelope is built
+    around it byte for byte, so it equals ``canonical_bytes`` of the whole record.
+    """
+    head = canonical_bytes({"id": originator_id, "seq": seq, "type": type_name,
+                            "version": version})
+    # {"id":..,"payload":<payload>,"seq":..} keeps keys sorted: id < payload < seq < type.
+    id_part, rest = head[1:-1].split(b',"seq":', 1)
+    return b"{" + id_part + b',"payload":' + payload_bytes + b',"seq":' + rest + b"}"

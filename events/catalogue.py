@@ -1,0 +1,103 @@
+"""The event catalogue: every event type, its stable name and version.
+
+An event class declares ``type_name`` (stable, stored in the log, e.g.
+``"contract.approved"``) and ``class_version``. When a class changes shape its
+version goes up and it gains ``upcast_v1_v2(state)`` (and so on), which rewrites a
+stored payload of the old version in place, as the eventsourcing library's Mapper
+does. Nothing in the log ever names a Python module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import TypeAdapter
+
+_CATALOGUE: dict[str, type[Event]] = {}
+
+E = TypeVar("E", bound="Event")
+
+#: keys of the stored payload that are not fields of the event class
+CLASS_VERSION_KEY = "class_version"
+
+
+class UnknownEventTypeError(LookupError):
+    """A stored event names a type that is not in the catalogue."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Event:
+    """Base of every domain event.
+
+    ``originator_id``/``originator_version`` place it in its aggregate's stream;
+    ``at`` (UTC ISO-8601, set by the application service, never inside ``apply``)
+    and ``actor`` (participant, member and role that made the command) are recorded
+    with every event.
+    """
+
+    type_name: ClassVar[str] = ""
+    class_version: ClassVar[int] = 1
+
+    originator_id: str
+    originator_version: int
+    at: str
+    actor: dict[str, str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("type_name")
+        if name:
+            if name in _CATALOGUE and _CATALOGUE[name] is not cls:
+                raise TypeError(f"event type name {name!r} registered twice")
+            _CATALOGUE[name] = cls
+
+    def payload(self) -> dict[str, Any]:
+        """The stored payload: every field but the stream position."""
+        state = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        del state["originator_id"], state["originator_version"]
+        if self.class_version > 1:
+            state[CLASS_VERSION_KEY] = self.class_version
+        return state
+
+    @classmethod
+    def from_payload(cls: type[E], originator_id: str, version: int,
+                     payload: dict[str, Any]) -> E:
+        """Rebuild an event from a stored payload, upcasting older versions."""
+        state = dict(payload)
+        stored_version = state.pop(CLASS_VERSION_KEY, 1)
+        while stored_version < cls.class_version:
+            getattr(cls, f"upcast_v{stored_version}_v{stored_version + 1}")(state)
+            stored_version += 1
+        return cls(originator_id=originator_id, originator_version=version, **state)
+
+
+def event_class(type_name: str) -> type[Event]:
+    """The class registered under ``type_name``."""
+    try:
+        return _CATALOGUE[type_name]
+    except KeyError:
+        raise UnknownEventTypeError(f"unknown event type {type_name!r}") from None
+
+
+def catalogue() -> dict[str, type[Event]]:
+    """Every registered event type by its stable name (domain modules imported)."""
+    import domain  # noqa: F401  (registers the aggregates' events)
+
+    return dict(sorted(_CATALOGUE.items()))
+
+
+def json_schemas() -> dict[str, Any]:
+    """JSON schema of every event type's stored payload, for integrators."""
+    out: dict[str, Any] = {}
+    for name, cls in catalogue().items():
+        schema = TypeAdapter(cls).json_schema()
+        props = schema.get("properties", {})
+        for key in ("originator_id", "originator_version"):
+            props.pop(key, None)
+        schema["required"] = [r for r in schema.get("required", []) if r in props]
+        schema["title"] = name
+        schema["x-class-version"] = cls.class_version
+        schema["description"] = (cls.__doc__ or "").strip()
+        out[name] = schema
+    return out

@@ -1,0 +1,288 @@
+"""Store wiring on the eventsourcing library's recorders (SQLite file or PostgreSQL).
+
+Each stored event gets a global, gap-free sequence number ``seq`` (the library's
+notification id). Two small extensions of the library's application recorders,
+both inside the same transaction as the events:
+
+* idempotency records (member, key) → the first answer, so that a retried request
+  writes nothing new;
+* on PostgreSQL, notification ids are assigned as MAX+1 under the library's table
+  lock instead of from a sequence, so a rolled-back insert leaves no gap (a
+  PostgreSQL sequence is not transactional).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from eventsourcing.persistence import ApplicationRecorder, IntegrityError, StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
+from psycopg.sql import SQL, Identifier
+
+from events.canonical import canonical_bytes, decode, stored_event_bytes
+from events.catalogue import Event, event_class
+
+__all__ = ["DatabaseURL", "EventStore", "IdempotencyRecord", "IntegrityError", "LogEntry", "open_store"]
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    """The first answer to a request carrying an Idempotency-Key."""
+
+    member_id: str
+    key: str
+    fingerprint: str
+    response: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One stored event as the log holds it."""
+
+    seq: int
+    originator_id: str
+    version: int
+    type_name: str
+    payload_bytes: bytes
+
+    def canonical(self) -> bytes:
+        """The canonical bytes of the whole stored event (the Merkle leaf preimage)."""
+        return stored_event_bytes(self.seq, self.originator_id, self.version,
+                                  self.type_name, self.payload_bytes)
+
+    def payload(self) -> Any:
+        """The decoded payload."""
+        return decode(self.payload_bytes)
+
+    def event(self) -> Event:
+        """The domain event (upcast to its current class version)."""
+        return event_class(self.type_name).from_payload(
+            self.originator_id, self.version, self.payload())
+
+
+def to_stored(event: Event) -> StoredEvent:
+    """Domain event → the library's StoredEvent: topic is the stable type name."""
+    return StoredEvent(originator_id=event.originator_id,
+                       originator_version=event.originator_version,
+                       topic=event.type_name, state=canonical_bytes(event.payload()))
+
+
+def from_stored(stored: StoredEvent) -> Event:
+    """The library's StoredEvent → domain event."""
+    return event_class(stored.topic).from_payload(
+        str(stored.originator_id), stored.originator_version, decode(stored.state))
+
+
+def _response_rows(batches: Sequence[tuple[int, IdempotencyRecord | None]],
+                   ids: Sequence[int]) -> list[tuple[str, str, str, bytes]]:
+    """Idempotency rows for the batches (n events each) that carry a key."""
+    rows, start = [], 0
+    for n, record in batches:
+        if record is not None:
+            response = dict(record.response, seqs=list(ids[start:start + n]))
+            rows.append((record.member_id, record.key, record.fingerprint,
+                         canonical_bytes(response)))
+        start += n
+    return rows
+
+
+class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
+    """The library's SQLite application recorder plus the idempotency table."""
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [*super().construct_create_table_statements(),
+                "CREATE TABLE IF NOT EXISTS idempotency (member_id TEXT, key TEXT, "
+                "fingerprint TEXT, response BLOB, PRIMARY KEY (member_id, key))"]
+
+    def _insert_events(self, c: Any, stored_events: Sequence[StoredEvent],
+                       **kwargs: Any) -> Sequence[int] | None:
+        ids = list(super()._insert_events(c, stored_events) or [])
+        rows = _response_rows(kwargs.get("batches", ()), ids)
+        if rows:
+            c.executemany("INSERT INTO idempotency VALUES (?,?,?,?)", rows)
+        return ids
+
+    def idempotency(self, member_id: str, key: str) -> tuple[str, bytes] | None:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute("SELECT fingerprint, response FROM idempotency WHERE member_id=? AND key=?",
+                      (member_id, key))
+            row = c.fetchone()
+        return None if row is None else (row["fingerprint"], bytes(row["response"]))
+
+
+class PostgresLedgerRecorder(PostgresApplicationRecorder):
+    """The library's PostgreSQL application recorder, gap-free ids, idempotency table."""
+
+    def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
+        super().__init__(datastore, **kwargs)
+        schema, table = Identifier(datastore.schema), Identifier(self.events_table_name)
+        self.sql_create_statements.append(SQL(
+            "CREATE TABLE IF NOT EXISTS {0}.idempotency (member_id text, key text, "
+            "fingerprint text, response bytea, PRIMARY KEY (member_id, key))").format(schema))
+        self._max_id = SQL("SELECT COALESCE(MAX(notification_id), 0) AS m FROM {0}.{1}").format(
+            schema, table)
+        self._insert_with_ids = SQL(
+            "INSERT INTO {0}.{1} (originator_id, originator_version, topic, state, "
+            "notification_id) VALUES (%s, %s, %s, %s, %s)").format(schema, table)
+        self._insert_idem = SQL("INSERT INTO {0}.idempotency VALUES (%s, %s, %s, %s)").format(
+            schema)
+        self._select_idem = SQL("SELECT fingerprint, response FROM {0}.idempotency "
+                                "WHERE member_id = %s AND key = %s").format(schema)
+
+    def insert_events(self, stored_events: Sequence[StoredEvent],
+                      **kwargs: Any) -> Sequence[int] | None:
+        if not stored_events:
+            return []
+        with self.datastore.transaction(commit=True) as curs:
+            for statement in self.lock_table_statements:
+                curs.execute(statement, prepare=False)
+            curs.execute(self._max_id)
+            row = curs.fetchone()
+            base = int(row["m"]) if row else 0
+            ids = list(range(base + 1, base + 1 + len(stored_events)))
+            curs.executemany(self._insert_with_ids, [
+                (s.originator_id, s.originator_version, s.topic, s.state, i)
+                for s, i in zip(stored_events, ids, strict=True)])
+            rows = _response_rows(kwargs.get("batches", ()), ids)
+            if rows:
+                curs.executemany(self._insert_idem, rows)
+            self._notify_channel(curs)
+        return ids
+
+    def idempotency(self, member_id: str, key: str) -> tuple[str, bytes] | None:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self._select_idem, (member_id, key))
+            row = curs.fetchone()
+        return None if row is None else (row["fingerprint"], bytes(row["response"]))
+
+
+@dataclass(frozen=True)
+class DatabaseURL:
+    """``sqlite:///path`` or ``postgresql://user[:pw]@host:port/db[?schema=name]``."""
+
+    kind: str
+    path: str = ""
+    host: str = ""
+    port: int = 5432
+    user: str = ""
+    password: str = ""
+    dbname: str = ""
+    schema: str = "public"
+
+    @classmethod
+    def parse(cls, url: str) -> DatabaseURL:
+        parsed = urlparse(url)
+        if parsed.scheme == "sqlite":
+            return cls("sqlite", path=url.removeprefix("sqlite:///").removeprefix("sqlite://"))
+        if parsed.scheme in ("postgresql", "postgres", "postgresql+psycopg"):
+            query = parse_qs(parsed.query)
+            return cls("postgresql", host=parsed.hostname or "127.0.0.1",
+                       port=parsed.port or 5432, user=parsed.username or "postgres",
+                       password=parsed.password or "", dbname=parsed.path.lstrip("/") or "postgres",
+                       schema=query.get("schema", ["public"])[0])
+        raise ValueError(f"DATALEDGER_DATABASE_URL: unsupported scheme {parsed.scheme!r} "
+                         "(use sqlite:///path or postgresql://user@host:port/db)")
+
+    def sqlalchemy_url(self) -> str:
+        """The same database for SQLAlchemy (read models)."""
+        if self.kind == "sqlite":
+            return f"sqlite:///{self.path}"
+        auth = self.user + (f":{self.password}" if self.password else "")
+        return f"postgresql+psycopg://{auth}@{self.host}:{self.port}/{self.dbname}"
+
+
+class EventStore:
+    """The append-only log: load streams, append batches atomically, read in seq order."""
+
+    def __init__(self, recorder: SQLiteLedgerRecorder | PostgresLedgerRecorder,
+                 closer: Any) -> None:
+        self.recorder = recorder
+        self._closer = closer
+
+    def load(self, originator_id: str, after_version: int = 0) -> list[Event]:
+        """The events of one aggregate after ``after_version``, in order."""
+        stored = self.recorder.select_events(originator_id, gt=after_version or None)
+        return [from_stored(s) for s in stored]
+
+    def append(self, events: Sequence[Event],
+               batches: Sequence[tuple[int, IdempotencyRecord | None]] = ()) -> list[int]:
+        """Store ``events`` in one transaction; return their seqs.
+
+        Raises the library's IntegrityError if any (originator, version) or
+        idempotency key is already taken; then nothing is stored.
+        """
+        ids = self.recorder.insert_events([to_stored(e) for e in events], batches=batches)
+        return list(ids or [])
+
+    def read(self, after: int = 0, limit: int = 100) -> list[LogEntry]:
+        """Up to ``limit`` stored events with seq > ``after``, in seq order."""
+        notes = self.recorder.select_notifications(start=after, limit=limit,
+                                                   inclusive_of_start=False)
+        return [LogEntry(n.id, str(n.originator_id), n.originator_version, n.topic, n.state)
+                for n in notes]
+
+    def max_seq(self) -> int:
+        """The seq of the last stored event (0 when empty)."""
+        return self.recorder.max_notification_id() or 0
+
+    def idempotency(self, member_id: str, key: str) -> tuple[str, dict[str, Any]] | None:
+        """The fingerprint and first answer stored for (member, key), if any."""
+        found = self.recorder.idempotency(member_id, key)
+        return None if found is None else (found[0], decode(found[1]))
+
+    def close(self) -> None:
+        """Release connections."""
+        self._closer.close()
+
+
+def open_store(url: DatabaseURL, *, create: bool = True) -> EventStore:
+    """Open (and by default create) the event store named by ``url``."""
+    recorder: SQLiteLedgerRecorder | PostgresLedgerRecorder
+    if url.kind == "sqlite":
+        if url.path not in ("", ":memory:"):
+            os.makedirs(os.path.dirname(os.path.abspath(url.path)), exist_ok=True)
+        sqlite_store = SQLiteDatastore(url.path or ":memory:", originator_id_type="text",
+                                       lock_timeout=30)
+        recorder = SQLiteLedgerRecorder(sqlite_store)
+        closer: Any = sqlite_store
+    else:
+        pg_store = PostgresDatastore(url.dbname, url.host, url.port, url.user, url.password,
+                                     originator_id_type="text", schema=url.schema,
+                                     pool_size=4, max_overflow=8, lock_timeout=30)
+        if url.schema != "public":
+            with pg_store.transaction(commit=True) as curs:
+                curs.execute(SQL("CREATE SCHEMA IF NOT EXISTS {0}").format(Identifier(url.schema)))
+        recorder = PostgresLedgerRecorder(pg_store)
+        closer = pg_store
+    if create:
+        recorder.create_table()
+    return EventStore(recorder, closer)
+
+
+class LedgerLog:
+    """The EventStore seen as the application's EventLog (conflicts translated)."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+
+    def load(self, originator_id: str, after_version: int = 0) -> list[Event]:
+        return self.store.load(originator_id, after_version)
+
+    def append_batches(self, events: list[Event], batches: list[Any]) -> list[int]:
+        from domain.application import ConflictError
+
+        records = [(b.count, None if b.idempotency is None else IdempotencyRecord(
+            b.idempotency.member_id, b.idempotency.key, b.idempotency.fingerprint, b.response))
+            for b in batches]
+        try:
+            return self.store.append(events, records)
+        except IntegrityError as exc:
+            raise ConflictError(str(exc)) from exc
+
+    def idempotent_answer(self, member_id: str, key: str) -> tuple[str, dict[str, Any]] | None:
+        return self.store.idempotency(member_id, key)

@@ -1,0 +1,118 @@
+"""Participants and their members (the members table also serves authentication)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, Column, Connection, Integer, String, Table, insert, select, update
+
+from events.store import LogEntry
+from projections.base import METADATA, EventHandler, Projection
+
+participants = Table(
+    "rm_participants", METADATA,
+    Column("id", String, primary_key=True),
+    Column("name", String, nullable=False),
+    Column("role", String, nullable=False),
+    Column("credit_code", String, nullable=False),
+    Column("state", String, nullable=False),
+    Column("registered_at", String, nullable=False),
+    Column("version", Integer, nullable=False),
+)
+
+members = Table(
+    "rm_members", METADATA,
+    Column("member_id", String, primary_key=True),
+    Column("participant_id", String, nullable=False, index=True),
+    Column("name", String, nullable=False),
+    Column("roles", JSON, nullable=False),
+    Column("token_hash", String, nullable=False, unique=True),
+    Column("public_key", String, nullable=True),
+)
+
+
+def _touch(conn: Connection, entry: LogEntry, **values: Any) -> None:
+    conn.execute(update(participants).where(participants.c.id == entry.originator_id)
+                 .values(version=entry.version, **values))
+
+
+def _registered(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
+    conn.execute(insert(participants).values(
+        id=entry.originator_id, name=p["name"], role=p["role"], credit_code=p["credit_code"],
+        state="pending", registered_at=p["at"], version=entry.version))
+
+
+def _member_added(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
+    conn.execute(insert(members).values(
+        member_id=p["member_id"], participant_id=entry.originator_id, name=p["name"],
+        roles=p["member_roles"], token_hash=p["token_hash"]))
+    _touch(conn, entry)
+
+
+def _member_update(**column_of: str) -> EventHandler:
+    def handle(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
+        values = {column: p[key] for column, key in column_of.items()}
+        conn.execute(update(members).where(members.c.member_id == p["member_id"]).values(**values))
+        _touch(conn, entry)
+    return handle
+
+
+def _state(state: str) -> EventHandler:
+    def handle(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
+        _touch(conn, entry, state=state)
+    return handle
+
+
+class ParticipantsProjection(Projection):
+    name = "participants"
+    tables = (participants, members)
+
+    def handlers(self) -> dict[str, EventHandler]:
+        return {
+            "participant.registered": _registered,
+            "participant.admission_approved": _state("admitted"),
+            "participant.admission_rejected": _state("rejected"),
+            "participant.suspended": _state("suspended"),
+            "participant.member_added": _member_added,
+            "participant.member_token_rotated": _member_update(token_hash="token_hash"),
+            "participant.key_registered": _member_update(public_key="public_key"),
+        }
+
+
+# -- queries ----------------------------------------------------------------------
+def _participant_row(row: Any, with_members: list[dict[str, Any]] | None) -> dict[str, Any]:
+    out = {k: row[k] for k in ("id", "name", "role", "credit_code", "state", "registered_at",
+                               "version")}
+    if with_members is not None:
+        out["members"] = with_members
+    return out
+
+
+def list_participants(conn: Connection, viewer_id: str, sees_all: bool,
+                      role: str | None = None) -> list[dict[str, Any]]:
+    """Admitted participants for everyone; every participant for the regulator and platform."""
+    query = select(participants).order_by(participants.c.registered_at, participants.c.id)
+    if not sees_all:
+        query = query.where((participants.c.state == "admitted") | (participants.c.id == viewer_id))
+    if role:
+        query = query.where(participants.c.role == role)
+    return [_participant_row(r, None) for r in conn.execute(query).mappings()]
+
+
+def get_participant(conn: Connection, participant_id: str, viewer_id: str,
+                    sees_all: bool) -> dict[str, Any] | None:
+    """One participant; its members only for itself, the regulator and the platform."""
+    row = conn.execute(select(participants).where(participants.c.id == participant_id)).mappings().first()
+    if row is None:
+        return None
+    own = sees_all or participant_id == viewer_id
+    if not own and row["state"] != "admitted":
+        return None
+    member_rows = None
+    if own:
+        member_rows = [{"member_id": m["member_id"], "name": m["name"], "roles": m["roles"],
+                        "public_key": m["public_key"]}
+                       for m in conn.execute(select(members).where(
+                           members.c.participant_id == participant_id)
+                           .order_by(members.c.member_id)).mappings()]
+    return _participant_row(row, member_rows)

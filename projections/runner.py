@@ -1,0 +1,147 @@
+"""Runs projections: follow the log in order, write read models and positions atomically."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+
+from sqlalchemy import Connection, Engine, create_engine, event, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from events.store import DatabaseURL, EventStore, LogEntry
+from projections.base import METADATA, Projection, tracking
+
+log = logging.getLogger(__name__)
+
+
+def views_engine(url: DatabaseURL, sqlite_path: str | None = None) -> Engine:
+    """The engine of the read models: a SQLite file of its own, or the same PostgreSQL."""
+    if url.kind == "sqlite":
+        engine = create_engine(f"sqlite:///{sqlite_path or ':memory:'}",
+                               connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+            dbapi_conn.execute("PRAGMA synchronous=NORMAL")
+
+        return engine
+    options = f"-csearch_path={url.schema}"
+    return create_engine(url.sqlalchemy_url(), connect_args={"options": options},
+                         pool_size=8, max_overflow=8)
+
+
+def _upsert_tracking(conn: Connection, name: str, seq: int) -> None:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(tracking).values(projection=name, seq=seq)
+    conn.execute(stmt.on_conflict_do_update(index_elements=["projection"], set_={"seq": seq}))
+
+
+class ProjectionRunner:
+    """Catches every projection up with the log; safe to repeat after a crash."""
+
+    def __init__(self, store: EventStore, engine: Engine, projections: Sequence[Projection],
+                 batch_size: int = 500) -> None:
+        self.store = store
+        self.engine = engine
+        self.projections = list(projections)
+        self.batch_size = batch_size
+        self.position = 0
+        self._lock = threading.Lock()
+        self._advanced = threading.Condition()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def create_tables(self) -> None:
+        """Create every read-model table that does not exist."""
+        METADATA.create_all(self.engine)
+        self.position = self._min_position()
+
+    def _min_position(self) -> int:
+        with self.engine.connect() as conn:
+            rows = dict(conn.execute(select(tracking.c.projection, tracking.c.seq)).all())
+        return min((rows.get(p.name, 0) for p in self.projections), default=0)
+
+    def catch_up(self) -> int:
+        """Apply every stored event not yet applied; return the new position."""
+        with self._lock:
+            while True:
+                entries = self.store.read(self.position, self.batch_size)
+                if not entries:
+                    return self.position
+                self._apply(entries)
+                with self._advanced:
+                    self.position = entries[-1].seq
+                    self._advanced.notify_all()
+
+    def _apply(self, entries: list[LogEntry]) -> None:
+        with self.engine.begin() as conn:
+            positions = dict(conn.execute(select(tracking.c.projection, tracking.c.seq)).all())
+            for projection in self.projections:
+                done = positions.get(projection.name, 0)
+                handlers = projection.handlers()
+                for entry in entries:
+                    handler = handlers.get(entry.type_name)
+                    if entry.seq > done and handler is not None:
+                        handler(conn, entry, entry.payload())
+                if entries[-1].seq > done:
+                    _upsert_tracking(conn, projection.name, entries[-1].seq)
+
+    def rebuild(self) -> int:
+        """Drop every read model and build it again from seq 1."""
+        with self._lock:
+            METADATA.drop_all(self.engine)
+            METADATA.create_all(self.engine)
+            self.position = 0
+        return self.catch_up()
+
+    def digests(self) -> dict[str, str]:
+        """Each projection's state digest (equal states, equal digests)."""
+        with self.engine.connect() as conn:
+            return {p.name: p.digest(conn) for p in self.projections}
+
+    # -- background ------------------------------------------------------------------
+    def start(self, poll_interval: float = 0.5) -> None:
+        """Follow the log in a thread: on ``notify`` or every ``poll_interval`` seconds."""
+        self._thread = threading.Thread(target=self._loop, args=(poll_interval,),
+                                        name="projections", daemon=True)
+        self._thread.start()
+
+    def notify(self) -> None:
+        """New events were stored: catch up soon."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _loop(self, poll_interval: float) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(poll_interval)
+            self._wake.clear()
+            try:
+                self.catch_up()
+            except Exception:  # keep following; the next round retries from the position
+                log.exception("projection catch-up failed")
+                time.sleep(poll_interval)
+
+    def wait_for(self, seq: int, timeout: float = 5.0) -> bool:
+        """Block until every event up to ``seq`` is projected (False on timeout)."""
+        if self.position >= seq:
+            return True
+        if self._thread is None:
+            return self.catch_up() >= seq
+        self.notify()
+        deadline = time.monotonic() + timeout
+        with self._advanced:
+            while self.position < seq:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._advanced.wait(left)
+        return True
