@@ -1,0 +1,98 @@
+"""Participants over HTTP: onboarding, admission, members, and the errors a client sees."""
+
+from __future__ import annotations
+
+from tests.e2e.conftest import ADMIN_TOKEN, World, bearer
+
+
+def head(world: World) -> int:
+    return int(world.client.get("/health").json()["head"])
+
+
+def test_the_platform_onboards_and_admits_a_provider(world: World) -> None:
+    provider = world.onboard("provider", "Tax bureau 税务局")
+    seen = world.call("GET", f"/participants/{provider.participant_id}", provider)
+    assert seen["state"] == "admitted" and seen["role"] == "provider"
+    assert [m["name"] for m in seen["members"]] == ["provider admin"]
+
+
+def test_missing_or_unknown_token_is_401(world: World) -> None:
+    assert world.client.get("/participants").status_code == 401
+    r = world.client.get("/participants", headers=bearer("dl_nope"))
+    assert r.status_code == 401 and r.json()["error"] == "unauthenticated"
+
+
+def test_a_provider_may_not_onboard_participants(world: World) -> None:
+    provider = world.onboard("provider", "Tax bureau")
+    before = head(world)
+    r = world.client.post("/participants", headers=provider.headers, json={
+        "name": "x", "role": "demander", "credit_code": "1", "admin_name": "a"})
+    assert r.status_code == 403 and r.json()["error"] == "forbidden"
+    assert head(world) == before
+
+
+def test_invalid_fields_are_422_naming_the_field(world: World) -> None:
+    before = head(world)
+    r = world.client.post("/participants", headers=bearer(ADMIN_TOKEN), json={
+        "name": "", "role": "bank", "credit_code": "1", "admin_name": "a"})
+    assert r.status_code == 422
+    assert {f["field"] for f in r.json()["fields"]} == {"name", "role"}
+    assert head(world) == before
+
+
+def test_only_the_regulator_admits_an_operator(world: World) -> None:
+    operator = world.onboard("operator", "Operator Co.", admit=False)
+    before = head(world)
+    r = world.client.post(f"/participants/{operator.participant_id}/admission",
+                          headers=world.platform.headers, json={"approve": True})
+    assert r.status_code == 403
+    assert head(world) == before
+
+
+def test_deciding_admission_twice_is_409(world: World) -> None:
+    provider = world.onboard("provider", "Tax bureau")
+    before = head(world)
+    r = world.client.post(f"/participants/{provider.participant_id}/admission",
+                          headers=world.platform.headers, json={"approve": False, "comment": "x"})
+    assert r.status_code == 409 and r.json()["error"] == "wrong_state"
+    assert head(world) == before
+
+
+def test_unknown_participant_is_404(world: World) -> None:
+    r = world.client.post("/participants/nope/admission", headers=world.platform.headers,
+                          json={"approve": True})
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+
+
+def test_a_pending_participant_is_hidden_from_others(world: World) -> None:
+    pending = world.onboard("demander", "Bank", admit=False)
+    other = world.onboard("provider", "Tax bureau")
+    r = world.client.get(f"/participants/{pending.participant_id}", headers=other.headers)
+    assert r.status_code == 404
+    ids = [p["id"] for p in world.call("GET", "/participants", other)]
+    assert pending.participant_id not in ids
+    assert pending.participant_id in [p["id"] for p in world.call("GET", "/participants",
+                                                                   world.regulator)]
+
+
+def test_a_new_member_token_works_at_once(world: World) -> None:
+    provider = world.onboard("provider", "Tax bureau")
+    clerk = world.member(provider, "clerk", ["member"])
+    me = world.call("GET", "/participants/me", clerk)
+    assert me["member_id"] == clerk.member_id and me["member_roles"] == ["member"]
+
+
+def test_a_replayed_idempotency_key_returns_the_first_answer_and_writes_nothing(
+        world: World) -> None:
+    body = {"name": "Bank", "role": "demander", "credit_code": "9111", "admin_name": "a"}
+    headers = {**world.platform.headers, "Idempotency-Key": "onboard-bank-1"}
+    first = world.client.post("/participants", headers=headers, json=body)
+    after_first = head(world)
+    again = world.client.post("/participants", headers=headers, json=body)
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["participant_id"] == first.json()["participant_id"]
+    assert again.json()["seqs"] == first.json()["seqs"]
+    assert head(world) == after_first
+    changed = world.client.post("/participants", headers=headers, json={**body, "name": "Other"})
+    assert changed.status_code == 422 and changed.json()["error"] == "idempotency_key_reused"
+    assert head(world) == after_first

@@ -1,0 +1,163 @@
+"""One persistence suite, run on a SQLite file and on the real PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from domain.application import Idempotency, Ledger
+from domain.base import Actor, Context, new_id
+from domain.errors import ConcurrencyConflict, IdempotencyKeyReused
+from domain.participant import Participant, found_platform, register_participant
+from events.canonical import decode
+from events.store import DatabaseURL, EventStore, IdempotencyRecord, IntegrityError, LedgerLog, open_store
+
+SYSTEM = Actor("system", "system", "system")
+AT = "2026-11-26T10:00:00.000000Z"
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[EventStore]:
+    s = open_store(DatabaseURL.parse(database_url))
+    yield s
+    s.close()
+
+
+def platform_events(id: str | None = None) -> list:  # type: ignore[type-arg]
+    return found_platform(id or new_id(), Context(SYSTEM, AT), name="p").collect()
+
+
+def test_appends_get_gap_free_seqs_from_one(store: EventStore) -> None:
+    assert store.max_seq() == 0
+    assert store.append(platform_events()) == [1, 2]
+    assert store.append(platform_events()) == [3, 4]
+    assert store.max_seq() == 4
+
+
+def test_a_conflicting_batch_stores_nothing_and_leaves_no_gap(store: EventStore) -> None:
+    first = platform_events("agg-1")
+    store.append(first)
+    with pytest.raises(IntegrityError):
+        store.append(platform_events() + first[1:])
+    assert store.max_seq() == 2
+    assert [e.seq for e in store.read(0, 10)] == [1, 2]
+    assert store.append(platform_events()) == [3, 4]
+
+
+def test_load_gives_back_equal_events_in_order(store: EventStore) -> None:
+    events = platform_events("agg-2")
+    store.append(events)
+    assert store.load("agg-2") == events
+    assert store.load("agg-2", after_version=1) == events[1:]
+    assert store.load("nothing-here") == []
+
+
+def test_read_returns_canonical_bytes_in_seq_order(store: EventStore) -> None:
+    store.append(platform_events("a"))
+    store.append(platform_events("b"))
+    entries = store.read(after=1, limit=2)
+    assert [e.seq for e in entries] == [2, 3]
+    whole = decode(entries[0].canonical())
+    assert whole == {"seq": 2, "id": "a", "version": 2, "type": "participant.admission_approved",
+                     "payload": entries[0].payload()}
+    assert entries[1].event() == store.load("b")[0]
+
+
+def test_idempotency_record_is_written_with_the_events(store: EventStore) -> None:
+    record = IdempotencyRecord("m1", "key-1", "fp", {"participant_id": "x"})
+    seqs = store.append(platform_events(), [(2, record)])
+    assert store.idempotency("m1", "key-1") == ("fp", {"participant_id": "x", "seqs": seqs})
+    with pytest.raises(IntegrityError):
+        store.append(platform_events(), [(2, record)])
+    assert store.max_seq() == 2
+    assert store.idempotency("m1", "other") is None
+
+
+@pytest.fixture
+def ledger(store: EventStore) -> Iterator[Ledger]:
+    led = Ledger(LedgerLog(store), clock=lambda: AT)
+    yield led
+    led.close()
+
+
+PLATFORM = "platform-1"
+ADMIN = Actor(PLATFORM, "admin", "platform", ("admin",))
+
+
+def _setup_platform(store: EventStore) -> None:
+    store.append(platform_events(PLATFORM))
+
+
+def register(ledger: Ledger, name: str, idem: Idempotency | None = None):  # type: ignore[no-untyped-def]
+    return ledger.execute(register_participant, ADMIN, name=name, role="provider",
+                          credit_code="91110000MA0000000X", admin_name="a",
+                          admin_token_hash="0" * 64, idempotency=idem)
+
+
+def test_a_replayed_idempotency_key_writes_nothing_and_returns_the_first_answer(
+        store: EventStore, ledger: Ledger) -> None:
+    _setup_platform(store)
+    idem = Idempotency("admin", "k", "fingerprint")
+    first = register(ledger, "Tax bureau", idem)
+    again = register(ledger, "Tax bureau", idem)
+    assert again.replayed and again.body == first.body
+    assert store.max_seq() == 4
+    with pytest.raises(IdempotencyKeyReused):
+        register(ledger, "Tax bureau", Idempotency("admin", "k", "another request"))
+    assert store.max_seq() == 4
+
+
+def test_concurrent_commands_are_grouped_without_gaps_or_losses(
+        store: EventStore, ledger: Ledger) -> None:
+    _setup_platform(store)
+    results: list[list[int]] = []
+    lock = threading.Lock()
+
+    def work(i: int) -> None:
+        r = register(ledger, f"p{i}")
+        with lock:
+            results.append(r.seqs)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seqs = sorted(s for r in results for s in r)
+    assert seqs == list(range(3, 3 + 80))
+    assert store.max_seq() == 82
+
+
+def test_concurrent_retries_of_one_idempotency_key_write_once(
+        store: EventStore, ledger: Ledger) -> None:
+    _setup_platform(store)
+    answers = []
+    idem = Idempotency("admin", "same", "fp")
+    threads = [threading.Thread(target=lambda: answers.append(register(ledger, "x", idem)))
+               for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.max_seq() == 4
+    assert len({tuple(a.seqs) for a in answers}) == 1
+
+
+def test_a_stale_write_to_the_same_aggregate_is_a_concurrency_conflict(
+        store: EventStore, ledger: Ledger) -> None:
+    _setup_platform(store)
+    pid = register(ledger, "x").body["participant_id"]
+    stale = Participant.replay(pid, store.load(pid))
+    ctx = Context(ADMIN, AT)
+    stale.decide_admission(ctx, approve=True, comment="")
+    from domain.participant import decide_admission
+
+    ledger.execute(decide_admission, ADMIN, pid, approve=False, comment="no")
+    with pytest.raises(ConcurrencyConflict):
+        def replay_stale(uow, ctx, *_a, **_k):  # type: ignore[no-untyped-def]
+            uow.add(stale)
+            return {}
+        ledger.execute(replay_stale, ADMIN)
+    assert [e.type_name for e in store.load(pid)][-1] == "participant.admission_rejected"
