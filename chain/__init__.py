@@ -1,0 +1,1 @@
+"""Verifiable log: RFC 9162 Merkle tree, proofs, checkpoints."""
