@@ -1,0 +1,91 @@
+"""The ``dataledger`` command as an operator runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+EXE = [sys.executable, "-m", "api.cli"]
+
+
+def run(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(EXE + args, env={**os.environ, **env}, capture_output=True, text=True,
+                          timeout=timeout, cwd=Path(__file__).parents[2])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_events_catalogue_prints_a_schema_per_stable_type_name(tmp_path: Path) -> None:
+    out = run(["events", "catalogue"], {"DATALEDGER_DATA_DIR": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    schemas = json.loads(out.stdout)
+    assert "contract.approved" in schemas and "participant.registered" in schemas
+    registered = schemas["dataset.registered"]
+    assert registered["x-class-version"] == 1
+    assert {"owner_id", "classification", "fields", "at", "actor"} <= set(registered["properties"])
+    assert "originator_id" not in registered["properties"]
+    assert all("." in name and name == name.lower() for name in schemas)
+
+
+def start_serve(data_dir: Path, port: int) -> subprocess.Popen[str]:
+    env = {**os.environ, "DATALEDGER_DATA_DIR": str(data_dir)}
+    env.pop("DATALEDGER_ADMIN_TOKEN", None)
+    return subprocess.Popen(EXE + ["serve", "--port", str(port)], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            cwd=Path(__file__).parents[2])
+
+
+def wait_healthy(port: int, proc: subprocess.Popen[str]) -> dict[str, object]:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        try:
+            return dict(httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).json())
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise AssertionError("serve did not become healthy in 30 s")
+
+
+def stop(proc: subprocess.Popen[str]) -> str:
+    proc.terminate()
+    out, _ = proc.communicate(timeout=20)
+    return out
+
+
+def test_serve_prints_the_admin_token_once_and_keeps_its_files_in_the_data_dir(
+        tmp_path: Path) -> None:
+    data = tmp_path / "var"
+    port = free_port()
+    proc = start_serve(data, port)
+    try:
+        assert wait_healthy(port, proc)["status"] == "ok"
+    finally:
+        first = stop(proc)
+    token = [line.strip() for line in first.splitlines() if line.strip().startswith("dl_")]
+    assert len(token) == 1, first
+    assert (data / "ledger.db").exists() and (data / "views.db").exists()
+
+    proc = start_serve(data, port)
+    try:
+        wait_healthy(port, proc)
+        me = httpx.get(f"http://127.0.0.1:{port}/participants/me",
+                       headers={"Authorization": f"Bearer {token[0]}"}, timeout=5)
+        assert me.status_code == 200 and me.json()["participant"]["role"] == "platform"
+    finally:
+        second = stop(proc)
+    assert "dl_" not in second
+
+    rebuilt = run(["projections", "rebuild"], {"DATALEDGER_DATA_DIR": str(data)})
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    assert "participants" in rebuilt.stdout and "CHANGED" not in rebuilt.stdout
