@@ -164,7 +164,8 @@ class GroupCommitter:
     def _drop_clashes(self, group: list[_Commit]) -> list[_Commit]:
         """Commits that clash with an earlier one in the group wait for a solo write."""
         taken: set[tuple[str, int] | tuple[str, str]] = set()
-        keep, later = [], []
+        keep: list[_Commit] = []
+        later: list[_Commit] = []
         for commit in group:
             keys: set[tuple[str, int] | tuple[str, str]] = {
                 (e.originator_id, e.originator_version) for e in commit.events}

@@ -116,7 +116,7 @@ class Aggregate:
     def require_state(self, allowed: Iterable[str], action: str) -> None:
         """Raise WrongState unless ``self.state`` is one of ``allowed``."""
         allowed = tuple(allowed)
-        state = getattr(self, "state")
+        state: str = self.state  # type: ignore[attr-defined]
         if state not in allowed:
             raise WrongState(
                 f"cannot {action}: {self.kind} {self.id} is {state}, "

@@ -10,7 +10,7 @@ does. Nothing in the log ever names a Python module.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 from pydantic import TypeAdapter
 
@@ -61,8 +61,8 @@ class Event:
         return state
 
     @classmethod
-    def from_payload(cls: type[E], originator_id: str, version: int,
-                     payload: dict[str, Any]) -> E:
+    def from_payload(cls, originator_id: str, version: int,
+                     payload: dict[str, Any]) -> Self:
         """Rebuild an event from a stored payload, upcasting older versions."""
         state = dict(payload)
         stored_version = state.pop(CLASS_VERSION_KEY, 1)

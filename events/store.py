@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from eventsourcing.persistence import ApplicationRecorder, IntegrityError, StoredEvent
+from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
 from psycopg.sql import SQL, Identifier
@@ -96,8 +96,8 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
 
     def construct_create_table_statements(self) -> list[str]:
         return [*super().construct_create_table_statements(),
-                "CREATE TABLE IF NOT EXISTS idempotency (member_id TEXT, key TEXT, "
-                "fingerprint TEXT, response BLOB, PRIMARY KEY (member_id, key))"]
+                ("CREATE TABLE IF NOT EXISTS idempotency (member_id TEXT, key TEXT, "
+                 "fingerprint TEXT, response BLOB, PRIMARY KEY (member_id, key))")]
 
     def _insert_events(self, c: Any, stored_events: Sequence[StoredEvent],
                        **kwargs: Any) -> Sequence[int] | None:

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, Engine, create_engine, event, select, update
+from sqlalchemy import Connection, Engine, create_engine, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from events.store import DatabaseURL, EventStore, LogEntry

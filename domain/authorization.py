@@ -1,0 +1,181 @@
+"""Authorization (数据授权): a provider lets an approved scenario's operator use some of its
+datasets' fields for a period, under a usage policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from domain.base import Aggregate, Context, applies, new_id
+from domain.dataset import Dataset, require_text, validate_selection
+from domain.errors import Forbidden, InvalidInput, WrongState
+from domain.policy import normalize_instant, parse_instant, require_window, validate_policy
+from domain.scenario import Scenario
+from domain.unit_of_work import UnitOfWork
+from events.catalogue import Event
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthorizationGranted(Event):
+    """A provider authorized a scenario's operator to use datasets' fields in a period."""
+
+    type_name = "authorization.granted"
+    provider_id: str
+    scenario_id: str
+    operator_id: str
+    datasets: list[dict[str, Any]]
+    not_before: str
+    not_after: str
+    usage_policy: dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthorizationRevoked(Event):
+    """The granting provider revoked the authorization; terminal."""
+
+    type_name = "authorization.revoked"
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthorizationExpired(Event):
+    """The authorization's period ended (recorded by the platform); terminal."""
+
+    type_name = "authorization.expired"
+
+
+class Authorization(Aggregate):
+    """granted → revoked | expired; both terminal."""
+
+    kind = "authorization"
+
+    def __init__(self, id: str) -> None:
+        super().__init__(id)
+        self.state = "new"
+        self.provider_id = ""
+        self.scenario_id = ""
+        self.operator_id = ""
+        self.datasets: list[dict[str, Any]] = []
+        self.not_before = ""
+        self.not_after = ""
+        self.usage_policy: dict[str, Any] = {}
+
+    # -- queries ----------------------------------------------------------------
+    def granted_fields(self, dataset_id: str) -> list[str] | None:
+        """The fields granted on ``dataset_id``, or None if it is not granted."""
+        for item in self.datasets:
+            if item["dataset_id"] == dataset_id:
+                return list(item["fields"])
+        return None
+
+    def covers(self, dataset_id: str, fields: list[str], at: str) -> bool:
+        """Live at ``at`` (granted, not_before <= at < not_after) and ``fields`` all granted."""
+        if self.state != "granted":
+            return False
+        start, end = parse_instant(self.not_before, "not_before"), parse_instant(
+            self.not_after, "not_after")
+        if not start <= parse_instant(at, "at") < end:
+            return False
+        granted = self.granted_fields(dataset_id)
+        return granted is not None and set(fields) <= set(granted)
+
+    # -- decide -----------------------------------------------------------------
+    @classmethod
+    def grant(cls, id: str, ctx: Context, *, scenario: Scenario, datasets: list[dict[str, Any]],
+              not_before: str, not_after: str, usage_policy: Any) -> Authorization:
+        """Grant; ``datasets`` was checked against the scenario and the datasets by the caller."""
+        ctx.actor.require_role("provider")
+        scenario.require_approved()
+        start = normalize_instant(not_before, "not_before")
+        end = normalize_instant(not_after, "not_after")
+        require_window(start, end, "not_after")
+        agg = cls(id)
+        agg.trigger(AuthorizationGranted, ctx, provider_id=ctx.actor.participant_id,
+                    scenario_id=scenario.id, operator_id=scenario.operator_id,
+                    datasets=datasets, not_before=start, not_after=end,
+                    usage_policy=validate_policy(usage_policy))
+        return agg
+
+    def revoke(self, ctx: Context, *, reason: str) -> None:
+        ctx.actor.require_role("provider")
+        if ctx.actor.participant_id != self.provider_id:
+            raise Forbidden(f"only the granting provider revokes authorization {self.id}")
+        self.require_state(["granted"], "revoke")
+        self.trigger(AuthorizationRevoked, ctx, reason=require_text(reason, "reason"))
+
+    def expire(self, ctx: Context) -> None:
+        ctx.actor.require_role("platform")
+        self.require_state(["granted"], "expire")
+        if parse_instant(ctx.at, "at") < parse_instant(self.not_after, "not_after"):
+            raise WrongState(f"authorization {self.id} runs until {self.not_after}; "
+                             "it cannot expire before not_after")
+        self.trigger(AuthorizationExpired, ctx)
+
+    # -- evolve -----------------------------------------------------------------
+    @applies(AuthorizationGranted)
+    def _granted(self, e: AuthorizationGranted) -> None:
+        self.state, self.provider_id, self.scenario_id = "granted", e.provider_id, e.scenario_id
+        self.operator_id, self.not_before, self.not_after = e.operator_id, e.not_before, e.not_after
+        self.datasets = [{"dataset_id": d["dataset_id"], "fields": list(d["fields"])}
+                         for d in e.datasets]
+        self.usage_policy = dict(e.usage_policy)
+
+    @applies(AuthorizationRevoked)
+    def _revoked(self, e: AuthorizationRevoked) -> None:
+        self.state = "revoked"
+
+    @applies(AuthorizationExpired)
+    def _expired(self, e: AuthorizationExpired) -> None:
+        self.state = "expired"
+
+
+def _check_datasets(uow: UnitOfWork, ctx: Context, scenario: Scenario,
+                    datasets: Any) -> list[dict[str, Any]]:
+    """Each dataset is the provider's own, published, requested by the scenario, fields too."""
+    items = validate_selection(datasets, "datasets")
+    for i, item in enumerate(items):
+        dataset = uow.get(Dataset, item["dataset_id"])
+        if dataset.owner_id != ctx.actor.participant_id:
+            raise Forbidden(f"dataset {dataset.id} is not owned by the granting provider")
+        dataset.require_published()
+        requested = scenario.requested_fields(dataset.id)
+        if requested is None:
+            raise InvalidInput(f"datasets[{i}].dataset_id",
+                               f"scenario {scenario.id} did not request dataset {dataset.id}")
+        extra = [f for f in item["fields"] if f not in requested]
+        if extra:
+            raise InvalidInput(f"datasets[{i}].fields",
+                               f"fields {extra!r} were not requested by scenario {scenario.id}")
+    return items
+
+
+# -- use cases ------------------------------------------------------------------
+def grant_authorization(uow: UnitOfWork, ctx: Context, *, scenario_id: str,
+                        datasets: list[dict[str, Any]], not_before: str, not_after: str,
+                        usage_policy: dict[str, Any]) -> dict[str, str]:
+    """A provider authorizes an approved scenario to use some of its datasets' fields."""
+    ctx.actor.require_role("provider")
+    scenario = uow.get(Scenario, scenario_id)
+    scenario.require_approved()
+    items = _check_datasets(uow, ctx, scenario, datasets)
+    agg = Authorization.grant(new_id(), ctx, scenario=scenario, datasets=items,
+                              not_before=not_before, not_after=not_after,
+                              usage_policy=usage_policy)
+    uow.add(agg)
+    return {"authorization_id": agg.id, "state": agg.state}
+
+
+def revoke_authorization(uow: UnitOfWork, ctx: Context, authorization_id: str, *,
+                         reason: str) -> dict[str, str]:
+    """The granting provider revokes the authorization (terminal)."""
+    agg = uow.get(Authorization, authorization_id)
+    agg.revoke(ctx, reason=reason)
+    return {"authorization_id": agg.id, "state": agg.state}
+
+
+def expire_authorization(uow: UnitOfWork, ctx: Context,
+                         authorization_id: str) -> dict[str, str]:
+    """The platform records that the authorization's period is over (terminal)."""
+    agg = uow.get(Authorization, authorization_id)
+    agg.expire(ctx)
+    return {"authorization_id": agg.id, "state": agg.state}

@@ -1,0 +1,253 @@
+"""Dataset: a catalog entry (数据目录/元数据登记). The data itself stays on the provider's
+datasite and is never in the log; only its metadata, classification (分类分级) and fields are.
+
+Also the input checks shared by the aggregates that name datasets and their fields
+(scenarios, authorizations, products): ``require_text`` and ``validate_selection``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from domain.base import Aggregate, Context, applies, new_id
+from domain.errors import Forbidden, InvalidInput, WrongState
+from domain.unit_of_work import UnitOfWork
+from events.catalogue import Event
+
+CLASSIFICATIONS = ("L1", "L2", "L3", "L4")
+#: from least to most sensitive
+SENSITIVITIES = ("public", "internal", "sensitive", "personal")
+FIELD_KEYS = ("name", "sensitivity", "type")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatasetRegistered(Event):
+    """A provider registered a dataset's metadata (元数据登记): owner, classification, fields."""
+
+    type_name = "dataset.registered"
+    owner_id: str
+    name: str
+    description: str
+    source_system: str
+    classification: str
+    fields: list[dict[str, str]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatasetPublished(Event):
+    """The owner published the dataset to the catalog (数据目录)."""
+
+    type_name = "dataset.published"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatasetUpdated(Event):
+    """The owner changed the description and/or the fields (``None``: unchanged)."""
+
+    type_name = "dataset.updated"
+    description: str | None = None
+    fields: list[dict[str, str]] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatasetWithdrawn(Event):
+    """The owner withdrew the dataset from the platform; terminal."""
+
+    type_name = "dataset.withdrawn"
+    reason: str
+
+
+# -- input checks -----------------------------------------------------------------
+def require_text(value: Any, field: str) -> str:
+    """``value`` if it is a non-empty string (after stripping), else InvalidInput."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput(field, "must be a non-empty string")
+    return value
+
+
+def require_names(value: Any, field: str) -> list[str]:
+    """A non-empty list of distinct non-empty strings, order kept."""
+    if not isinstance(value, list) or not value:
+        raise InvalidInput(field, "must be a non-empty list of names")
+    for i, item in enumerate(value):
+        require_text(item, f"{field}[{i}]")
+    if len(set(value)) != len(value):
+        raise InvalidInput(field, "names must be distinct")
+    return list(value)
+
+
+def validate_selection(items: Any, field: str) -> list[dict[str, Any]]:
+    """A non-empty list of ``{"dataset_id", "fields"}``, each dataset once."""
+    if not isinstance(items, list) or not items:
+        raise InvalidInput(field, "must be a non-empty list of {dataset_id, fields}")
+    out: list[dict[str, Any]] = []
+    for i, item in enumerate(items):
+        path = f"{field}[{i}]"
+        if not isinstance(item, dict) or set(item) != {"dataset_id", "fields"}:
+            raise InvalidInput(path, "must be an object with exactly dataset_id and fields")
+        dataset_id = require_text(item["dataset_id"], f"{path}.dataset_id")
+        if any(o["dataset_id"] == dataset_id for o in out):
+            raise InvalidInput(f"{path}.dataset_id", f"dataset {dataset_id} is named twice")
+        out.append({"dataset_id": dataset_id,
+                    "fields": require_names(item["fields"], f"{path}.fields")})
+    return out
+
+
+def validate_fields(value: Any, field: str = "fields") -> list[dict[str, str]]:
+    """A non-empty list of ``{"name", "type", "sensitivity"}`` with distinct names."""
+    if not isinstance(value, list) or not value:
+        raise InvalidInput(field, "must be a non-empty list of {name, type, sensitivity}")
+    out = [_validate_field(item, f"{field}[{i}]") for i, item in enumerate(value)]
+    require_names([f["name"] for f in out], field)
+    return out
+
+
+def _validate_field(item: Any, path: str) -> dict[str, str]:
+    if not isinstance(item, dict) or set(item) != set(FIELD_KEYS):
+        raise InvalidInput(path, "must be an object with exactly name, type and sensitivity")
+    if item["sensitivity"] not in SENSITIVITIES:
+        raise InvalidInput(f"{path}.sensitivity", f"must be one of {', '.join(SENSITIVITIES)}")
+    return {"name": require_text(item["name"], f"{path}.name"),
+            "type": require_text(item["type"], f"{path}.type"),
+            "sensitivity": item["sensitivity"]}
+
+
+class Dataset(Aggregate):
+    """registered → published → withdrawn; registered → withdrawn. Withdrawn is terminal."""
+
+    kind = "dataset"
+
+    def __init__(self, id: str) -> None:
+        super().__init__(id)
+        self.state = "new"
+        self.owner_id = ""
+        self.name = ""
+        self.description = ""
+        self.source_system = ""
+        self.classification = ""
+        self.fields: list[dict[str, str]] = []
+
+    # -- queries ----------------------------------------------------------------
+    def field_names(self) -> list[str]:
+        return [f["name"] for f in self.fields]
+
+    def missing_fields(self, names: list[str]) -> list[str]:
+        """Those of ``names`` that the dataset does not have."""
+        have = set(self.field_names())
+        return [n for n in names if n not in have]
+
+    def require_published(self) -> None:
+        """Raise WrongState unless the dataset is in the catalog."""
+        if self.state != "published":
+            raise WrongState(f"dataset {self.id} is {self.state}, not published",
+                             state=self.state)
+
+    # -- decide -----------------------------------------------------------------
+    @classmethod
+    def register(cls, id: str, ctx: Context, *, name: str, description: str,
+                 source_system: str, classification: str, fields: Any) -> Dataset:
+        ctx.actor.require_role("provider")
+        if classification not in CLASSIFICATIONS:
+            raise InvalidInput("classification", f"must be one of {', '.join(CLASSIFICATIONS)}")
+        agg = cls(id)
+        agg.trigger(DatasetRegistered, ctx, owner_id=ctx.actor.participant_id,
+                    name=require_text(name, "name"), description=description,
+                    source_system=require_text(source_system, "source_system"),
+                    classification=classification, fields=validate_fields(fields))
+        return agg
+
+    def publish(self, ctx: Context) -> None:
+        self._require_owner(ctx)
+        self.require_state(["registered"], "publish")
+        self.trigger(DatasetPublished, ctx)
+
+    def update(self, ctx: Context, *, description: str | None, fields: Any) -> None:
+        self._require_owner(ctx)
+        self.require_state(["registered", "published"], "update")
+        if description is None and fields is None:
+            raise InvalidInput("fields", "an update needs a description or fields")
+        new_fields = None if fields is None else validate_fields(fields)
+        if new_fields is not None and self.state == "published":
+            self._require_growth(new_fields)
+        self.trigger(DatasetUpdated, ctx, description=description, fields=new_fields)
+
+    def withdraw(self, ctx: Context, *, reason: str) -> None:
+        self._require_owner(ctx)
+        self.require_state(["registered", "published"], "withdraw")
+        self.trigger(DatasetWithdrawn, ctx, reason=require_text(reason, "reason"))
+
+    def _require_owner(self, ctx: Context) -> None:
+        ctx.actor.require_role("provider")
+        if ctx.actor.participant_id != self.owner_id:
+            raise Forbidden(f"only the owning provider changes dataset {self.id}")
+
+    def _require_growth(self, new_fields: list[dict[str, str]]) -> None:
+        """A published dataset's fields only grow: none removed, retyped or made less sensitive."""
+        new = {f["name"]: f for f in new_fields}
+        for old in self.fields:
+            name, now = old["name"], new.get(old["name"])
+            if now is None:
+                raise WrongState(f"field {name!r} cannot be removed while published")
+            if now["type"] != old["type"]:
+                raise WrongState(f"field {name!r} cannot be retyped while published")
+            if SENSITIVITIES.index(now["sensitivity"]) < SENSITIVITIES.index(old["sensitivity"]):
+                raise WrongState(f"field {name!r} cannot be made less sensitive while published")
+
+    # -- evolve -----------------------------------------------------------------
+    @applies(DatasetRegistered)
+    def _registered(self, e: DatasetRegistered) -> None:
+        self.state, self.owner_id, self.name = "registered", e.owner_id, e.name
+        self.description, self.source_system = e.description, e.source_system
+        self.classification, self.fields = e.classification, [dict(f) for f in e.fields]
+
+    @applies(DatasetPublished)
+    def _published(self, e: DatasetPublished) -> None:
+        self.state = "published"
+
+    @applies(DatasetUpdated)
+    def _updated(self, e: DatasetUpdated) -> None:
+        if e.description is not None:
+            self.description = e.description
+        if e.fields is not None:
+            self.fields = [dict(f) for f in e.fields]
+
+    @applies(DatasetWithdrawn)
+    def _withdrawn(self, e: DatasetWithdrawn) -> None:
+        self.state = "withdrawn"
+
+
+# -- use cases ------------------------------------------------------------------
+def register_dataset(uow: UnitOfWork, ctx: Context, *, name: str, description: str,
+                     source_system: str, classification: str,
+                     fields: list[dict[str, str]]) -> dict[str, str]:
+    """A provider registers a dataset's metadata (it is not yet in the catalog)."""
+    agg = Dataset.register(new_id(), ctx, name=name, description=description,
+                           source_system=source_system, classification=classification,
+                           fields=fields)
+    uow.add(agg)
+    return {"dataset_id": agg.id, "state": agg.state}
+
+
+def publish_dataset(uow: UnitOfWork, ctx: Context, dataset_id: str) -> dict[str, str]:
+    """The owner publishes the dataset to the catalog."""
+    agg = uow.get(Dataset, dataset_id)
+    agg.publish(ctx)
+    return {"dataset_id": agg.id, "state": agg.state}
+
+
+def update_dataset(uow: UnitOfWork, ctx: Context, dataset_id: str, *,
+                   description: str | None = None,
+                   fields: list[dict[str, str]] | None = None) -> dict[str, str]:
+    """The owner changes the description and/or fields (published: fields only grow)."""
+    agg = uow.get(Dataset, dataset_id)
+    agg.update(ctx, description=description, fields=fields)
+    return {"dataset_id": agg.id, "state": agg.state}
+
+
+def withdraw_dataset(uow: UnitOfWork, ctx: Context, dataset_id: str, *,
+                     reason: str) -> dict[str, str]:
+    """The owner withdraws the dataset (terminal)."""
+    agg = uow.get(Dataset, dataset_id)
+    agg.withdraw(ctx, reason=reason)
+    return {"dataset_id": agg.id, "state": agg.state}

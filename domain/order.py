@@ -1,0 +1,335 @@
+"""Order and its contract (订单/合约): a demander orders a listed product, the operator
+proposes a contract (usage policy, price, revenue split), the demander accepts, the providers
+of the inputs and the operator approve. ``contract.approved`` triggers the computation.
+The contract id is the order id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from domain.authorization import Authorization
+from domain.base import Aggregate, Context, applies, new_id
+from domain.dataset import Dataset, require_text
+from domain.errors import Forbidden, InvalidInput, WrongState
+from domain.participant import Participant
+from domain.policy import validate_policy
+from domain.product import Product, check_inputs_covered
+from domain.unit_of_work import UnitOfWork
+from events.catalogue import Event
+
+SPLIT_KEYS = ("developer", "operator", "platform", "provider")
+BASIS_POINTS = 10000
+OPEN_STATES = ("placed", "proposed", "accepted")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrderPlaced(Event):
+    """A demander ordered a listed product for a declared purpose."""
+
+    type_name = "order.placed"
+    demander_id: str
+    product_id: str
+    operator_id: str
+    purpose: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialGranted(Event):
+    """The demander may try the product on mock data (试用)."""
+
+    type_name = "order.trial_granted"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContractProposed(Event):
+    """The operator proposed the contract; ``required_approvals`` are participant ids."""
+
+    type_name = "contract.proposed"
+    usage_policy: dict[str, Any]
+    price_fen: int
+    revenue_split: dict[str, int]
+    required_approvals: list[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContractAccepted(Event):
+    """The demander accepted the proposed contract."""
+
+    type_name = "contract.accepted"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContractPartyApproved(Event):
+    """One required party (an input's provider or the operator) approved the contract."""
+
+    type_name = "contract.party_approved"
+    party_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContractApproved(Event):
+    """Every required party approved: the contract is in force and computation may run."""
+
+    type_name = "contract.approved"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContractTerminated(Event):
+    """The contract was ended early; terminal."""
+
+    type_name = "contract.terminated"
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrderCancelled(Event):
+    """The demander cancelled the order before the contract was approved; terminal."""
+
+    type_name = "order.cancelled"
+    reason: str = ""
+
+
+def validate_split(split: Any, *, has_developer: bool) -> dict[str, int]:
+    """Shares in basis points, each >= 0, summing to exactly 10000."""
+    if not isinstance(split, dict) or set(split) != set(SPLIT_KEYS):
+        raise InvalidInput("revenue_split", f"must have exactly the shares {', '.join(SPLIT_KEYS)}")
+    for key in SPLIT_KEYS:
+        value = split[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidInput(f"revenue_split.{key}", "must be an integer of basis points >= 0")
+    total = sum(split[k] for k in SPLIT_KEYS)
+    if total != BASIS_POINTS:
+        raise InvalidInput("revenue_split", f"shares must sum to {BASIS_POINTS} basis points, "
+                                            f"not {total}")
+    if split["developer"] and not has_developer:
+        raise InvalidInput("revenue_split.developer", "the product has no developer; "
+                                                      "its share must be 0")
+    return {k: split[k] for k in SPLIT_KEYS}
+
+
+class Order(Aggregate):
+    """placed → proposed → accepted → approved → terminated; placed/proposed/accepted → cancelled."""
+
+    kind = "order"
+
+    def __init__(self, id: str) -> None:
+        super().__init__(id)
+        self.state = "new"
+        self.demander_id = ""
+        self.product_id = ""
+        self.operator_id = ""
+        self.purpose = ""
+        self.trial_granted = False
+        self.usage_policy: dict[str, Any] = {}
+        self.price_fen = 0
+        self.revenue_split: dict[str, int] = {}
+        self.required_approvals: list[str] = []
+        self.approvals: list[str] = []
+
+    def pending_approvals(self) -> list[str]:
+        """Required parties that have not approved yet."""
+        return [p for p in self.required_approvals if p not in self.approvals]
+
+    # -- decide -----------------------------------------------------------------
+    @classmethod
+    def place(cls, id: str, ctx: Context, *, product: Product, purpose: str) -> Order:
+        """Place; the caller checked that the demander is admitted."""
+        ctx.actor.require_role("demander")
+        product.require_listed()
+        agg = cls(id)
+        agg.trigger(OrderPlaced, ctx, demander_id=ctx.actor.participant_id,
+                    product_id=product.id, operator_id=product.operator_id,
+                    purpose=require_text(purpose, "purpose"))
+        return agg
+
+    def grant_trial(self, ctx: Context) -> None:
+        ctx.actor.require_role("operator", "platform")
+        if ctx.actor.role == "operator":
+            self._require_operator(ctx)
+        self.require_state(OPEN_STATES, "grant a trial")
+        if self.trial_granted:
+            raise WrongState(f"order {self.id} already has a trial; one trial per order")
+        self.trigger(TrialGranted, ctx)
+
+    def propose(self, ctx: Context, *, usage_policy: Any, price_fen: Any, revenue_split: Any,
+                required_approvals: list[str], has_developer: bool) -> None:
+        self.check_can_propose(ctx)
+        if isinstance(price_fen, bool) or not isinstance(price_fen, int) or price_fen < 0:
+            raise InvalidInput("price_fen", "must be an integer number of fen >= 0")
+        self.trigger(ContractProposed, ctx, usage_policy=validate_policy(usage_policy),
+                     price_fen=price_fen,
+                     revenue_split=validate_split(revenue_split, has_developer=has_developer),
+                     required_approvals=list(required_approvals))
+
+    def check_can_propose(self, ctx: Context) -> None:
+        """Raise unless ``ctx`` is the order's operator and the order awaits a proposal."""
+        self._require_operator(ctx)
+        self.require_state(["placed"], "propose a contract")
+
+    def accept(self, ctx: Context) -> None:
+        self._require_demander(ctx)
+        self.require_state(["proposed"], "accept the contract")
+        self.trigger(ContractAccepted, ctx)
+
+    def approve(self, ctx: Context) -> None:
+        party = ctx.actor.participant_id
+        self.require_state(["accepted"], "approve the contract")
+        if party not in self.required_approvals:
+            raise Forbidden(f"participant {party} is not a required approver of contract {self.id}")
+        if party in self.approvals:
+            raise WrongState(f"participant {party} already approved contract {self.id}; "
+                             "each party approves once")
+        self.trigger(ContractPartyApproved, ctx, party_id=party)
+        if not self.pending_approvals():
+            self.trigger(ContractApproved, ctx)
+
+    def terminate(self, ctx: Context, *, reason: str) -> None:
+        self._require_terminator(ctx)
+        self.require_state(["approved"], "terminate the contract")
+        self.trigger(ContractTerminated, ctx, reason=require_text(reason, "reason"))
+
+    def cancel(self, ctx: Context, *, reason: str) -> None:
+        self._require_demander(ctx)
+        self.require_state(OPEN_STATES, "cancel the order")
+        self.trigger(OrderCancelled, ctx, reason=reason)
+
+    def _require_operator(self, ctx: Context) -> None:
+        ctx.actor.require_role("operator")
+        if ctx.actor.participant_id != self.operator_id:
+            raise Forbidden(f"only the operator of order {self.id} does this")
+
+    def _require_demander(self, ctx: Context) -> None:
+        ctx.actor.require_role("demander")
+        if ctx.actor.participant_id != self.demander_id:
+            raise Forbidden(f"only the demander of order {self.id} does this")
+
+    def _require_terminator(self, ctx: Context) -> None:
+        ctx.actor.require_role("operator", "regulator", "provider")
+        if ctx.actor.role == "operator":
+            self._require_operator(ctx)
+        if ctx.actor.role != "provider":
+            return
+        if ctx.actor.participant_id not in self.required_approvals:
+            raise Forbidden(f"provider {ctx.actor.participant_id} is not a party "
+                            f"to contract {self.id}")
+        if self.usage_policy.get("provider_may_terminate") is not True:
+            raise Forbidden(f"the usage policy of contract {self.id} does not let "
+                            "providers terminate it (provider_may_terminate)")
+
+    # -- evolve -----------------------------------------------------------------
+    @applies(OrderPlaced)
+    def _placed(self, e: OrderPlaced) -> None:
+        self.state, self.demander_id, self.product_id = "placed", e.demander_id, e.product_id
+        self.operator_id, self.purpose = e.operator_id, e.purpose
+
+    @applies(TrialGranted)
+    def _trial(self, e: TrialGranted) -> None:
+        self.trial_granted = True
+
+    @applies(ContractProposed)
+    def _proposed(self, e: ContractProposed) -> None:
+        self.state, self.usage_policy, self.price_fen = "proposed", dict(e.usage_policy), e.price_fen
+        self.revenue_split = dict(e.revenue_split)
+        self.required_approvals = list(e.required_approvals)
+
+    @applies(ContractAccepted)
+    def _accepted(self, e: ContractAccepted) -> None:
+        self.state = "accepted"
+
+    @applies(ContractPartyApproved)
+    def _party_approved(self, e: ContractPartyApproved) -> None:
+        self.approvals.append(e.party_id)
+
+    @applies(ContractApproved)
+    def _approved(self, e: ContractApproved) -> None:
+        self.state = "approved"
+
+    @applies(ContractTerminated)
+    def _terminated(self, e: ContractTerminated) -> None:
+        self.state = "terminated"
+
+    @applies(OrderCancelled)
+    def _cancelled(self, e: OrderCancelled) -> None:
+        self.state = "cancelled"
+
+
+def _required_approvals(uow: UnitOfWork, product: Product) -> list[str]:
+    """The providers owning the product's input datasets, and the operator."""
+    providers = {uow.get(Dataset, d).owner_id for d in product.dataset_ids()}
+    return sorted(providers | {product.operator_id})
+
+
+def _require_product_usable(uow: UnitOfWork, product: Product, at: str) -> None:
+    """The product is still listed and its inputs are still covered by live authorizations."""
+    product.require_listed()
+    auths = [uow.get(Authorization, a) for a in product.authorization_ids]
+    check_inputs_covered(product.inputs, auths, at)
+
+
+def _order_view(order: Order) -> dict[str, Any]:
+    return {"order_id": order.id, "contract_id": order.id, "state": order.state}
+
+
+# -- use cases ------------------------------------------------------------------
+def place_order(uow: UnitOfWork, ctx: Context, *, product_id: str,
+                purpose: str) -> dict[str, Any]:
+    """An admitted demander orders a listed product for a declared purpose."""
+    ctx.actor.require_role("demander")
+    uow.get(Participant, ctx.actor.participant_id).require_admitted()
+    agg = Order.place(new_id(), ctx, product=uow.get(Product, product_id), purpose=purpose)
+    uow.add(agg)
+    return _order_view(agg)
+
+
+def grant_trial(uow: UnitOfWork, ctx: Context, order_id: str) -> dict[str, Any]:
+    """The order's operator or the platform lets the demander try the product on mock data."""
+    agg = uow.get(Order, order_id)
+    agg.grant_trial(ctx)
+    return {**_order_view(agg), "trial_granted": agg.trial_granted}
+
+
+def propose_contract(uow: UnitOfWork, ctx: Context, order_id: str, *,
+                     usage_policy: dict[str, Any], price_fen: int,
+                     revenue_split: dict[str, int]) -> dict[str, Any]:
+    """The order's operator proposes the contract; the required approvers are computed here."""
+    agg = uow.get(Order, order_id)
+    agg.check_can_propose(ctx)
+    product = uow.get(Product, agg.product_id)
+    _require_product_usable(uow, product, ctx.at)
+    agg.propose(ctx, usage_policy=usage_policy, price_fen=price_fen,
+                revenue_split=revenue_split,
+                required_approvals=_required_approvals(uow, product),
+                has_developer=product.developer_id is not None)
+    return {**_order_view(agg), "required_approvals": list(agg.required_approvals)}
+
+
+def accept_contract(uow: UnitOfWork, ctx: Context, order_id: str) -> dict[str, Any]:
+    """The order's demander accepts the proposed contract."""
+    agg = uow.get(Order, order_id)
+    agg.accept(ctx)
+    return _order_view(agg)
+
+
+def approve_contract(uow: UnitOfWork, ctx: Context, order_id: str) -> dict[str, Any]:
+    """A required party approves; the last approval puts the contract in force."""
+    agg = uow.get(Order, order_id)
+    agg.approve(ctx)
+    return {**_order_view(agg), "pending_approvals": agg.pending_approvals()}
+
+
+def terminate_contract(uow: UnitOfWork, ctx: Context, order_id: str, *,
+                       reason: str) -> dict[str, Any]:
+    """The operator, the regulator, or a party provider (if the policy allows) ends it."""
+    agg = uow.get(Order, order_id)
+    agg.terminate(ctx, reason=reason)
+    return _order_view(agg)
+
+
+def cancel_order(uow: UnitOfWork, ctx: Context, order_id: str, *,
+                 reason: str = "") -> dict[str, Any]:
+    """The demander cancels before the contract is approved (terminal)."""
+    agg = uow.get(Order, order_id)
+    agg.cancel(ctx, reason=reason)
+    return _order_view(agg)

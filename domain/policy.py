@@ -1,0 +1,119 @@
+"""Usage-control policies (使用控制策略, white paper 6.2; IDS usage-control patterns).
+
+A policy is a JSON object of known constraints. It is checked when a contract or an
+authorization is made and evaluated, fail closed, when data is used: a key that is
+not known here is refused rather than ignored.
+
+| key | meaning |
+|---|---|
+| ``view_count``, ``processing_count``, ``download_count`` | 查看/处理/下载次数: at most that many |
+| ``not_before``, ``not_after`` | 指定时间控制: the usage window (ISO-8601 with offset) |
+| ``designated_users`` | 指定用户控制: member ids that may receive the data |
+| ``provider_may_terminate`` | 数据终止控制: a provider may end the contract early |
+| ``derivatives_need_approval`` | 数据审批控制: derived outputs need the provider's approval |
+| ``circulation_modes`` | allowed circulation modes (plaintext / ciphertext / trusted exchange) |
+| ``allowed_fields`` | column restriction |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from domain.errors import InvalidInput
+
+CIRCULATION_MODES = ("plaintext", "ciphertext", "trusted_exchange")
+COUNT_KEYS = ("view_count", "processing_count", "download_count")
+FLAG_KEYS = ("provider_may_terminate", "derivatives_need_approval")
+TIME_KEYS = ("not_before", "not_after")
+LIST_KEYS = ("designated_users", "allowed_fields")
+
+
+def parse_instant(value: Any, field: str) -> datetime:
+    """An ISO-8601 date-time with a UTC offset, or InvalidInput naming ``field``."""
+    if not isinstance(value, str):
+        raise InvalidInput(field, "must be an ISO-8601 date-time string")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(field, f"{value!r} is not an ISO-8601 date-time") from None
+    if parsed.tzinfo is None:
+        raise InvalidInput(field, "must carry a UTC offset (e.g. 'Z' or '+08:00')")
+    return parsed
+
+
+def normalize_instant(value: Any, field: str) -> str:
+    """The instant as UTC ISO-8601 text ending in ``Z`` (one spelling per instant)."""
+    text = parse_instant(value, field).astimezone(UTC).isoformat()
+    return text.removesuffix("+00:00") + "Z"
+
+
+def require_window(not_before: str, not_after: str, field: str) -> None:
+    """Raise InvalidInput naming ``field`` unless ``not_before`` < ``not_after``."""
+    if parse_instant(not_before, field) >= parse_instant(not_after, field):
+        raise InvalidInput(field, "not_before must be earlier than not_after")
+
+
+def _count(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInput(field, "must be an integer >= 0")
+    return value
+
+
+def _flag(value: Any, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInput(field, "must be true or false")
+    return value
+
+
+def _strings(value: Any, field: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise InvalidInput(field, "must be a list of non-empty strings")
+    return sorted(set(value))
+
+
+def _modes(value: Any, field: str) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise InvalidInput(field, f"must be a non-empty list of {', '.join(CIRCULATION_MODES)}")
+    bad = [v for v in value if v not in CIRCULATION_MODES]
+    if bad:
+        raise InvalidInput(field, f"unknown circulation modes {bad!r}; "
+                                  f"allowed: {', '.join(CIRCULATION_MODES)}")
+    return [m for m in CIRCULATION_MODES if m in value]
+
+
+def _checker(key: str) -> Callable[[Any, str], Any]:
+    if key in COUNT_KEYS:
+        return _count
+    if key in FLAG_KEYS:
+        return _flag
+    if key in TIME_KEYS:
+        return normalize_instant
+    if key in LIST_KEYS:
+        return _strings
+    return _modes
+
+
+KNOWN_KEYS = (*COUNT_KEYS, *TIME_KEYS, "designated_users", *FLAG_KEYS,
+              "circulation_modes", "allowed_fields")
+
+
+def validate_policy(policy: Any, field: str = "usage_policy") -> dict[str, Any]:
+    """A normalized copy of ``policy``, or InvalidInput naming ``<field>.<key>``.
+
+    Fails closed: an unknown constraint is refused. Times become UTC ``...Z`` text,
+    lists of ids and fields are sorted and deduplicated, circulation modes keep
+    their canonical order.
+    """
+    if not isinstance(policy, dict):
+        raise InvalidInput(field, "must be an object of usage constraints")
+    out: dict[str, Any] = {}
+    for key in sorted(policy, key=str):
+        if key not in KNOWN_KEYS:
+            raise InvalidInput(f"{field}.{key}", "unknown constraint; policies fail closed "
+                                                 f"(known: {', '.join(KNOWN_KEYS)})")
+        out[key] = _checker(key)(policy[key], f"{field}.{key}")
+    if "not_before" in out and "not_after" in out:
+        require_window(out["not_before"], out["not_after"], f"{field}.not_after")
+    return out

@@ -1,0 +1,267 @@
+"""Product (数据产品): an operator's computation over authorized datasets, sold as a dataset,
+an API, a model or a verification service (核验); listed (上架) after the platform's review."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from domain.authorization import Authorization
+from domain.base import Aggregate, Context, applies, new_id
+from domain.dataset import require_names, require_text, validate_selection
+from domain.errors import Forbidden, InvalidInput, WrongState
+from domain.participant import Participant
+from domain.scenario import Scenario
+from domain.unit_of_work import UnitOfWork
+from events.catalogue import Event
+
+KINDS = ("dataset", "api", "model", "verification")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProductRegistered(Event):
+    """An operator registered a product: its code and SHA-256, inputs, output schema, price."""
+
+    type_name = "product.registered"
+    operator_id: str
+    scenario_id: str
+    authorization_ids: list[str]
+    name: str
+    kind: str
+    description: str
+    code: str
+    code_sha256: str
+    inputs: list[dict[str, Any]]
+    output_schema: dict[str, Any]
+    quality_report: str
+    price_fen: int
+    developer_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProductListingRequested(Event):
+    """The operator asked the platform to list the product."""
+
+    type_name = "product.listing_requested"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProductListed(Event):
+    """The platform reviewed and listed the product (上架)."""
+
+    type_name = "product.listed"
+    comment: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProductListingRejected(Event):
+    """The platform refused the listing; the product is back to registered."""
+
+    type_name = "product.listing_rejected"
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProductDelisted(Event):
+    """The product was taken off the market (下架); terminal."""
+
+    type_name = "product.delisted"
+    reason: str
+
+
+def code_digest(code: str) -> str:
+    """The hex SHA-256 of the UTF-8 code: what the compute node checks before running it."""
+    return hashlib.sha256(code.encode("utf-8")).hexdigest()
+
+
+def _price(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInput("price_fen", "must be an integer number of fen >= 0")
+    return value
+
+
+class Product(Aggregate):
+    """registered → listing_requested → listed → delisted; listing_requested → registered."""
+
+    kind = "product"
+
+    def __init__(self, id: str) -> None:
+        super().__init__(id)
+        self.state = "new"
+        self.operator_id = ""
+        self.scenario_id = ""
+        self.authorization_ids: list[str] = []
+        self.name = ""
+        self.product_kind = ""
+        self.code_sha256 = ""
+        self.inputs: list[dict[str, Any]] = []
+        self.price_fen = 0
+        self.developer_id: str | None = None
+
+    def dataset_ids(self) -> list[str]:
+        """The input datasets, in input order."""
+        return [i["dataset_id"] for i in self.inputs]
+
+    # -- decide -----------------------------------------------------------------
+    @classmethod
+    def register(cls, id: str, ctx: Context, *, details: dict[str, Any]) -> Product:
+        """Register; ``details`` are the event's fields, cross-checked by the caller."""
+        ctx.actor.require_role("operator")
+        if details["kind"] not in KINDS:
+            raise InvalidInput("kind", f"must be one of {', '.join(KINDS)}")
+        if not isinstance(details["output_schema"], dict):
+            raise InvalidInput("output_schema", "must be an object")
+        require_text(details["name"], "name")
+        _price(details["price_fen"])
+        agg = cls(id)
+        agg.trigger(ProductRegistered, ctx, operator_id=ctx.actor.participant_id, **details)
+        return agg
+
+    def request_listing(self, ctx: Context) -> None:
+        self._require_owner(ctx)
+        self.require_state(["registered"], "request listing")
+        self.trigger(ProductListingRequested, ctx)
+
+    def decide_listing(self, ctx: Context, *, approve: bool, comment: str) -> None:
+        ctx.actor.require_role("platform")
+        self.require_state(["listing_requested"], "decide listing")
+        if approve:
+            self.trigger(ProductListed, ctx, comment=comment)
+        else:
+            self.trigger(ProductListingRejected, ctx, reason=require_text(comment, "comment"))
+
+    def delist(self, ctx: Context, *, reason: str) -> None:
+        ctx.actor.require_role("platform", "operator", "regulator")
+        if ctx.actor.role == "operator":
+            self._require_owner(ctx)
+        self.require_state(["listed"], "delist")
+        self.trigger(ProductDelisted, ctx, reason=require_text(reason, "reason"))
+
+    def require_listed(self) -> None:
+        """Raise WrongState unless the product is on the market."""
+        if self.state != "listed":
+            raise WrongState(f"product {self.id} is {self.state}, not listed", state=self.state)
+
+    def _require_owner(self, ctx: Context) -> None:
+        ctx.actor.require_role("operator")
+        if ctx.actor.participant_id != self.operator_id:
+            raise Forbidden(f"only the owning operator manages product {self.id}")
+
+    # -- evolve -----------------------------------------------------------------
+    @applies(ProductRegistered)
+    def _registered(self, e: ProductRegistered) -> None:
+        self.state, self.operator_id, self.scenario_id = "registered", e.operator_id, e.scenario_id
+        self.authorization_ids, self.name = list(e.authorization_ids), e.name
+        self.product_kind, self.code_sha256 = e.kind, e.code_sha256
+        self.inputs = [{"dataset_id": i["dataset_id"], "fields": list(i["fields"])}
+                       for i in e.inputs]
+        self.price_fen, self.developer_id = e.price_fen, e.developer_id
+
+    @applies(ProductListingRequested)
+    def _requested(self, e: ProductListingRequested) -> None:
+        self.state = "listing_requested"
+
+    @applies(ProductListed)
+    def _listed(self, e: ProductListed) -> None:
+        self.state = "listed"
+
+    @applies(ProductListingRejected)
+    def _listing_rejected(self, e: ProductListingRejected) -> None:
+        self.state = "registered"
+
+    @applies(ProductDelisted)
+    def _delisted(self, e: ProductDelisted) -> None:
+        self.state = "delisted"
+
+
+# -- cross-aggregate checks -------------------------------------------------------
+def _own_approved_scenario(uow: UnitOfWork, ctx: Context, scenario_id: str) -> Scenario:
+    scenario = uow.get(Scenario, scenario_id)
+    if scenario.operator_id != ctx.actor.participant_id:
+        raise Forbidden(f"scenario {scenario.id} belongs to another operator")
+    scenario.require_approved()
+    return scenario
+
+
+def _live_authorizations(uow: UnitOfWork, scenario_id: str,
+                         authorization_ids: Any) -> list[Authorization]:
+    ids = require_names(authorization_ids, "authorization_ids")
+    auths = [uow.get(Authorization, a) for a in ids]
+    for i, auth in enumerate(auths):
+        if auth.scenario_id != scenario_id:
+            raise InvalidInput(f"authorization_ids[{i}]",
+                               f"authorization {auth.id} is for another scenario")
+        auth.require_state(["granted"], "use it for a product")
+    return auths
+
+
+def check_inputs_covered(inputs: list[dict[str, Any]], auths: list[Authorization],
+                         at: str) -> None:
+    """Raise Forbidden unless each input's dataset and fields are covered by a live authorization."""
+    for i, item in enumerate(inputs):
+        if not any(a.covers(item["dataset_id"], item["fields"], at) for a in auths):
+            raise Forbidden(f"inputs[{i}]: dataset {item['dataset_id']} fields "
+                            f"{item['fields']!r} are not covered by a live authorization")
+
+
+def _check_developer(uow: UnitOfWork, developer_id: str | None) -> None:
+    if developer_id is None:
+        return
+    developer = uow.get(Participant, developer_id)
+    if developer.role != "developer":
+        raise InvalidInput("developer_id", f"participant {developer_id} is not a developer")
+    developer.require_admitted()
+
+
+def _checked_digest(code: Any, code_sha256: str | None) -> str:
+    digest = code_digest(require_text(code, "code"))
+    if code_sha256 is not None and code_sha256.lower() != digest:
+        raise InvalidInput("code_sha256", f"does not match the code (its SHA-256 is {digest})")
+    return digest
+
+
+# -- use cases ------------------------------------------------------------------
+def register_product(uow: UnitOfWork, ctx: Context, *, scenario_id: str,
+                     authorization_ids: list[str], name: str, kind: str, description: str,
+                     code: str, inputs: list[dict[str, Any]], output_schema: dict[str, Any],
+                     quality_report: str, price_fen: int, developer_id: str | None = None,
+                     code_sha256: str | None = None) -> dict[str, str]:
+    """An operator registers a product over inputs covered by live authorizations."""
+    ctx.actor.require_role("operator")
+    _own_approved_scenario(uow, ctx, scenario_id)
+    auths = _live_authorizations(uow, scenario_id, authorization_ids)
+    items = validate_selection(inputs, "inputs")
+    check_inputs_covered(items, auths, ctx.at)
+    _check_developer(uow, developer_id)
+    details = {"scenario_id": scenario_id, "authorization_ids": list(authorization_ids),
+               "name": name, "kind": kind, "description": description, "code": code,
+               "code_sha256": _checked_digest(code, code_sha256), "inputs": items,
+               "output_schema": output_schema, "quality_report": quality_report,
+               "price_fen": price_fen, "developer_id": developer_id}
+    agg = Product.register(new_id(), ctx, details=details)
+    uow.add(agg)
+    return {"product_id": agg.id, "state": agg.state, "code_sha256": agg.code_sha256}
+
+
+def request_listing(uow: UnitOfWork, ctx: Context, product_id: str) -> dict[str, str]:
+    """The owning operator asks for the product to be listed."""
+    agg = uow.get(Product, product_id)
+    agg.request_listing(ctx)
+    return {"product_id": agg.id, "state": agg.state}
+
+
+def decide_listing(uow: UnitOfWork, ctx: Context, product_id: str, *, approve: bool,
+                   comment: str) -> dict[str, str]:
+    """The platform lists the product (上架) or sends it back to registered."""
+    agg = uow.get(Product, product_id)
+    agg.decide_listing(ctx, approve=approve, comment=comment)
+    return {"product_id": agg.id, "state": agg.state}
+
+
+def delist_product(uow: UnitOfWork, ctx: Context, product_id: str, *,
+                   reason: str) -> dict[str, str]:
+    """The platform, the owning operator or the regulator delists the product (下架, terminal)."""
+    agg = uow.get(Product, product_id)
+    agg.delist(ctx, reason=reason)
+    return {"product_id": agg.id, "state": agg.state}

@@ -1,0 +1,360 @@
+"""Order and contract: place, trial, propose, accept, approve by every party, terminate, cancel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from domain.authorization import revoke_authorization
+from domain.errors import Forbidden, InvalidInput, NotFound, WrongState
+from domain.order import (
+    Order,
+    accept_contract,
+    approve_contract,
+    cancel_order,
+    grant_trial,
+    place_order,
+    propose_contract,
+    terminate_contract,
+)
+from domain.participant import Participant
+from domain.product import decide_listing, delist_product, request_listing
+from tests.unit.domain.test_authorization import granted_authorization
+from tests.unit.domain.test_dataset import PROVIDER, published_dataset
+from tests.unit.domain.test_participant import PLATFORM, REGULATOR, admitted, refused
+from tests.unit.domain.test_product import listed_product, registered_product
+from tests.unit.domain.test_scenario import OPERATOR, approved_scenario
+from tests.unit.fakes import MemoryUnitOfWork, ctx, run
+
+DEMANDER = ctx("demander")
+SPLIT = {"provider": 4000, "operator": 4000, "developer": 0, "platform": 2000}
+POLICY: dict[str, Any] = {"download_count": 3, "circulation_modes": ["ciphertext"]}
+
+
+def ordered(uow: MemoryUnitOfWork, **product_overrides: Any) -> dict[str, str]:
+    """A listed product and an admitted demander's order for it (``order_id``)."""
+    w = listed_product(uow, **product_overrides)
+    admitted(uow, "demander")
+    ids = run(uow, place_order, DEMANDER, product_id=w["product_id"], purpose="loan approval")
+    return {**w, "order_id": ids["order_id"]}
+
+
+def proposed(uow: MemoryUnitOfWork, policy: dict[str, Any] = POLICY) -> str:
+    order_id = ordered(uow)["order_id"]
+    run(uow, propose_contract, OPERATOR, order_id, usage_policy=policy, price_fen=500_000,
+        revenue_split=SPLIT)
+    return order_id
+
+
+def accepted(uow: MemoryUnitOfWork, policy: dict[str, Any] = POLICY) -> str:
+    order_id = proposed(uow, policy)
+    run(uow, accept_contract, DEMANDER, order_id)
+    return order_id
+
+
+def approved(uow: MemoryUnitOfWork, policy: dict[str, Any] = POLICY) -> str:
+    order_id = accepted(uow, policy)
+    run(uow, approve_contract, PROVIDER, order_id)
+    run(uow, approve_contract, OPERATOR, order_id)
+    return order_id
+
+
+def propose_kwargs(**overrides: Any) -> dict[str, Any]:
+    return {"usage_policy": POLICY, "price_fen": 500_000, "revenue_split": SPLIT, **overrides}
+
+
+def test_happy_path_place_trial_propose_accept_approve_terminate() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = ordered(uow)["order_id"]
+    assert run(uow, grant_trial, OPERATOR, order_id)["trial_granted"] is True
+    ids = run(uow, propose_contract, OPERATOR, order_id, **propose_kwargs())
+    assert ids["required_approvals"] == ["p-operator", "p-provider"]
+    assert ids["contract_id"] == order_id
+    run(uow, accept_contract, DEMANDER, order_id)
+    first = run(uow, approve_contract, PROVIDER, order_id)
+    assert (first["state"], first["pending_approvals"]) == ("accepted", ["p-operator"])
+    assert run(uow, approve_contract, OPERATOR, order_id)["state"] == "approved"
+    run(uow, terminate_contract, OPERATOR, order_id, reason="demander left")
+    assert [e.type_name for e in uow.streams[order_id]] == [
+        "order.placed", "order.trial_granted", "contract.proposed", "contract.accepted",
+        "contract.party_approved", "contract.party_approved", "contract.approved",
+        "contract.terminated"]
+    agg = uow.get(Order, order_id)
+    assert (agg.state, agg.demander_id, agg.revenue_split) == ("terminated", "p-demander", SPLIT)
+
+
+def test_last_approval_emits_party_approval_then_contract_approved_in_one_command() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = accepted(uow)
+    run(uow, approve_contract, PROVIDER, order_id)
+    agg = uow.get(Order, order_id)
+    agg.approve(OPERATOR)
+    assert [e.type_name for e in agg.pending] == ["contract.party_approved", "contract.approved"]
+
+
+def test_platform_may_grant_a_trial() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = ordered(uow)["order_id"]
+    run(uow, grant_trial, PLATFORM, order_id)
+
+
+def test_requires_every_input_provider_and_the_operator() -> None:
+    uow = MemoryUnitOfWork()
+    second = ctx("provider", "p-provider-2")
+    datasets = [published_dataset(uow), published_dataset(uow, second)]
+    scenario_id = approved_scenario(uow, datasets)
+    auths = [granted_authorization(uow, scenario_id, datasets[0]),
+             granted_authorization(uow, scenario_id, datasets[1], second)]
+    w = {"scenario_id": scenario_id, "dataset_id": datasets[0], "authorization_id": auths[0]}
+    inputs = [{"dataset_id": d, "fields": ["tax_paid_fen"]} for d in datasets]
+    product_id = registered_product(uow, w, authorization_ids=auths, inputs=inputs)
+    run(uow, request_listing, OPERATOR, product_id)
+    run(uow, decide_listing, PLATFORM, product_id, approve=True, comment="")
+    admitted(uow, "demander")
+    order_id = run(uow, place_order, DEMANDER, product_id=product_id, purpose="p")["order_id"]
+    ids = run(uow, propose_contract, OPERATOR, order_id, **propose_kwargs())
+    assert ids["required_approvals"] == ["p-operator", "p-provider", "p-provider-2"]
+    run(uow, accept_contract, DEMANDER, order_id)
+    for party in (PROVIDER, OPERATOR):
+        assert run(uow, approve_contract, party, order_id)["state"] == "accepted"
+    assert run(uow, approve_contract, second, order_id)["state"] == "approved"
+
+
+def test_developer_share_allowed_when_the_product_has_a_developer() -> None:
+    uow = MemoryUnitOfWork()
+    developer = admitted(uow, "developer")
+    order_id = ordered(uow, developer_id=developer)["order_id"]
+    split = {"provider": 3000, "operator": 3000, "developer": 2000, "platform": 2000}
+    run(uow, propose_contract, OPERATOR, order_id, **propose_kwargs(revenue_split=split))
+
+
+def test_regulator_may_terminate() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = approved(uow)
+    assert run(uow, terminate_contract, REGULATOR, order_id, reason="audit")["state"] == (
+        "terminated")
+
+
+def test_provider_may_terminate_when_the_policy_allows() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = approved(uow, {**POLICY, "provider_may_terminate": True})
+    run(uow, terminate_contract, PROVIDER, order_id, reason="data recalled")
+
+
+def placed(uow: MemoryUnitOfWork) -> str:
+    return ordered(uow)["order_id"]
+
+
+@pytest.mark.parametrize("stage", [placed, proposed, accepted])
+def test_demander_may_cancel_before_approval(stage: Any) -> None:
+    uow = MemoryUnitOfWork()
+    order_id = stage(uow)
+    assert run(uow, cancel_order, DEMANDER, order_id, reason="budget")["state"] == "cancelled"
+
+
+# -- place ----------------------------------------------------------------------
+def test_refuses_order_by_non_demander() -> None:
+    uow = MemoryUnitOfWork()
+    product_id = listed_product(uow)["product_id"]
+    refused(uow, Forbidden, place_order, OPERATOR, product_id=product_id, purpose="p")
+
+
+def test_refuses_order_by_demander_not_admitted() -> None:
+    uow = MemoryUnitOfWork()
+    product_id = listed_product(uow)["product_id"]
+    pending = Participant.register("p-demander", PLATFORM, name="bank", role="demander",
+                                   credit_code="c")
+    uow.add(pending)
+    uow.commit()
+    refused(uow, WrongState, place_order, DEMANDER, product_id=product_id, purpose="p")
+
+
+def test_refuses_order_by_unknown_demander() -> None:
+    uow = MemoryUnitOfWork()
+    product_id = listed_product(uow)["product_id"]
+    refused(uow, NotFound, place_order, DEMANDER, product_id=product_id, purpose="p")
+
+
+def test_refuses_order_of_unlisted_product() -> None:
+    uow = MemoryUnitOfWork()
+    w = listed_product(uow)
+    run(uow, delist_product, PLATFORM, w["product_id"], reason="x")
+    admitted(uow, "demander")
+    refused(uow, WrongState, place_order, DEMANDER, product_id=w["product_id"], purpose="p")
+
+
+def test_refuses_order_of_unknown_product() -> None:
+    uow = MemoryUnitOfWork()
+    admitted(uow, "demander")
+    refused(uow, NotFound, place_order, DEMANDER, product_id="nope", purpose="p")
+
+
+def test_refuses_order_without_purpose() -> None:
+    uow = MemoryUnitOfWork()
+    product_id = listed_product(uow)["product_id"]
+    admitted(uow, "demander")
+    refused(uow, InvalidInput, place_order, DEMANDER, product_id=product_id, purpose="")
+
+
+# -- trial ----------------------------------------------------------------------
+def test_refuses_trial_by_another_operator_or_the_demander() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = ordered(uow)["order_id"]
+    refused(uow, Forbidden, grant_trial, ctx("operator", "p-op-2"), order_id)
+    refused(uow, Forbidden, grant_trial, DEMANDER, order_id)
+
+
+def test_refuses_second_trial() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = ordered(uow)["order_id"]
+    run(uow, grant_trial, OPERATOR, order_id)
+    refused(uow, WrongState, grant_trial, PLATFORM, order_id)
+
+
+def test_refuses_trial_after_approval() -> None:
+    uow = MemoryUnitOfWork()
+    refused(uow, WrongState, grant_trial, OPERATOR, approved(uow))
+
+
+# -- propose ----------------------------------------------------------------------
+def test_refuses_proposal_by_another_operator_or_the_demander() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = ordered(uow)["order_id"]
+    refused(uow, Forbidden, propose_contract, ctx("operator", "p-op-2"), order_id,
+            **propose_kwargs())
+    refused(uow, Forbidden, propose_contract, DEMANDER, order_id, **propose_kwargs())
+
+
+def test_refuses_second_proposal() -> None:
+    uow = MemoryUnitOfWork()
+    refused(uow, WrongState, propose_contract, OPERATOR, proposed(uow), **propose_kwargs())
+
+
+@pytest.mark.parametrize(("override", "field"), [
+    ({"usage_policy": {"resell": True}}, "usage_policy.resell"),
+    ({"price_fen": -1}, "price_fen"),
+    ({"price_fen": 10.5}, "price_fen"),
+    ({"revenue_split": {**SPLIT, "platform": 1999}}, "revenue_split"),
+    ({"revenue_split": {"provider": 10000}}, "revenue_split"),
+    ({"revenue_split": {**SPLIT, "provider": -1, "operator": 6001}}, "revenue_split.provider"),
+    ({"revenue_split": {**SPLIT, "operator": 40.0}}, "revenue_split.operator"),
+    ({"revenue_split": {**SPLIT, "operator": 3000, "developer": 1000}},
+     "revenue_split.developer"),
+])
+def test_refuses_bad_contract_terms_naming_the_field(override: dict[str, Any],
+                                                     field: str) -> None:
+    uow = MemoryUnitOfWork()
+    order_id = ordered(uow)["order_id"]
+    err = refused(uow, InvalidInput, propose_contract, OPERATOR, order_id,
+                  **propose_kwargs(**override))
+    assert isinstance(err, InvalidInput) and err.field == field
+
+
+def test_refuses_proposal_for_a_product_delisted_since() -> None:
+    uow = MemoryUnitOfWork()
+    w = ordered(uow)
+    run(uow, delist_product, PLATFORM, w["product_id"], reason="x")
+    refused(uow, WrongState, propose_contract, OPERATOR, w["order_id"], **propose_kwargs())
+
+
+def test_refuses_proposal_when_an_input_authorization_was_revoked() -> None:
+    uow = MemoryUnitOfWork()
+    w = ordered(uow)
+    run(uow, revoke_authorization, PROVIDER, w["authorization_id"], reason="misuse")
+    refused(uow, Forbidden, propose_contract, OPERATOR, w["order_id"], **propose_kwargs())
+
+
+# -- accept / approve -----------------------------------------------------------
+def test_refuses_acceptance_by_another_demander() -> None:
+    uow = MemoryUnitOfWork()
+    refused(uow, Forbidden, accept_contract, ctx("demander", "p-bank-2"), proposed(uow))
+
+
+def test_refuses_acceptance_before_proposal() -> None:
+    uow = MemoryUnitOfWork()
+    refused(uow, WrongState, accept_contract, DEMANDER, ordered(uow)["order_id"])
+
+
+def test_refuses_approval_by_non_party() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = accepted(uow)
+    refused(uow, Forbidden, approve_contract, ctx("provider", "p-other"), order_id)
+    refused(uow, Forbidden, approve_contract, DEMANDER, order_id)
+
+
+def test_refuses_second_approval_by_one_party() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = accepted(uow)
+    run(uow, approve_contract, PROVIDER, order_id)
+    refused(uow, WrongState, approve_contract, PROVIDER, order_id)
+
+
+def test_refuses_approval_before_acceptance() -> None:
+    uow = MemoryUnitOfWork()
+    refused(uow, WrongState, approve_contract, PROVIDER, proposed(uow))
+
+
+# -- terminate / cancel ----------------------------------------------------------
+def test_refuses_termination_by_provider_unless_the_policy_allows() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = approved(uow)
+    err = refused(uow, Forbidden, terminate_contract, PROVIDER, order_id, reason="x")
+    assert "provider_may_terminate" in err.detail
+
+
+def test_refuses_termination_by_a_provider_not_party_to_the_contract() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = approved(uow, {"provider_may_terminate": True})
+    refused(uow, Forbidden, terminate_contract, ctx("provider", "p-other"), order_id, reason="x")
+
+
+def test_refuses_termination_by_others() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = approved(uow)
+    for who in (PLATFORM, DEMANDER, ctx("operator", "p-op-2")):
+        refused(uow, Forbidden, terminate_contract, who, order_id, reason="x")
+
+
+def test_refuses_termination_before_approval() -> None:
+    uow = MemoryUnitOfWork()
+    refused(uow, WrongState, terminate_contract, OPERATOR, accepted(uow), reason="x")
+
+
+def test_refuses_termination_without_reason() -> None:
+    uow = MemoryUnitOfWork()
+    refused(uow, InvalidInput, terminate_contract, OPERATOR, approved(uow), reason="")
+
+
+def test_refuses_cancellation_by_anyone_but_the_demander() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = ordered(uow)["order_id"]
+    refused(uow, Forbidden, cancel_order, OPERATOR, order_id)
+    refused(uow, Forbidden, cancel_order, ctx("demander", "p-bank-2"), order_id)
+
+
+def test_refuses_cancellation_after_approval() -> None:
+    uow = MemoryUnitOfWork()
+    refused(uow, WrongState, cancel_order, DEMANDER, approved(uow))
+
+
+def test_terminated_is_terminal() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = approved(uow)
+    run(uow, terminate_contract, REGULATOR, order_id, reason="audit")
+    refused(uow, WrongState, terminate_contract, OPERATOR, order_id, reason="again")
+    refused(uow, WrongState, cancel_order, DEMANDER, order_id)
+    refused(uow, WrongState, grant_trial, OPERATOR, order_id)
+    refused(uow, WrongState, approve_contract, PROVIDER, order_id)
+
+
+def test_cancelled_is_terminal() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = proposed(uow)
+    run(uow, cancel_order, DEMANDER, order_id)
+    refused(uow, WrongState, cancel_order, DEMANDER, order_id)
+    refused(uow, WrongState, accept_contract, DEMANDER, order_id)
+    refused(uow, WrongState, grant_trial, OPERATOR, order_id)
+    refused(uow, WrongState, propose_contract, OPERATOR, order_id, **propose_kwargs())
+    refused(uow, WrongState, approve_contract, PROVIDER, order_id)
+    refused(uow, WrongState, terminate_contract, OPERATOR, order_id, reason="x")

@@ -1,0 +1,160 @@
+"""Participant: onboarding, admission (准入审核), members, keys, suspension.
+
+Also home of ``refused`` and ``admitted``, the helpers the other domain tests share.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from domain.errors import DomainError, Forbidden, InvalidInput, WrongState
+from domain.participant import (
+    Participant,
+    add_member,
+    decide_admission,
+    found_platform,
+    register_key,
+    register_participant,
+    suspend_participant,
+)
+from tests.unit.fakes import MemoryUnitOfWork, ctx, run
+
+PLATFORM = ctx("platform")
+REGULATOR = ctx("regulator")
+
+
+def refused(uow: MemoryUnitOfWork, error: type[DomainError], handler: Any, *args: Any,
+            **kwargs: Any) -> DomainError:
+    """Run ``handler``, expect ``error``, and check that nothing would be written."""
+    before = {k: len(v) for k, v in uow.streams.items()}
+    with pytest.raises(error) as info:
+        handler(uow, *args, **kwargs)
+    assert uow.commit() == []
+    assert {k: len(v) for k, v in uow.streams.items()} == before
+    return info.value
+
+
+def admitted(uow: MemoryUnitOfWork, role: str, participant_id: str | None = None) -> str:
+    """Put an admitted participant in ``role`` (id ``p-<role>`` by default) into the store."""
+    agg = Participant.register(participant_id or f"p-{role}", PLATFORM, name=f"{role} org",
+                               role=role, credit_code="91110000XXXXXXXXXX")
+    agg.decide_admission(REGULATOR, approve=True, comment="ok")
+    uow.add(agg)
+    uow.commit()
+    return agg.id
+
+
+def pending(uow: MemoryUnitOfWork, role: str = "provider") -> dict[str, str]:
+    ids: dict[str, str] = run(uow, register_participant, PLATFORM, name="市数据局下属中心",
+                              role=role, credit_code="12110000ABC", admin_name="张三",
+                              admin_token_hash="ab" * 32)
+    return ids
+
+
+def test_happy_path_register_admit_member_key_suspend() -> None:
+    uow = MemoryUnitOfWork()
+    ids = pending(uow)
+    pid = ids["participant_id"]
+    assert run(uow, decide_admission, PLATFORM, pid, approve=True, comment="ok")["state"] == "admitted"
+    member = run(uow, add_member, ctx("provider", pid, ids["member_id"]), pid, name="李四",
+                 member_roles=["member"], token_hash="cd" * 32)["member_id"]
+    run(uow, register_key, ctx("provider", pid, member, ("member",)), pid, public_key="a2V5")
+    run(uow, suspend_participant, REGULATOR, pid, reason="breach")
+    names = [e.type_name for e in uow.streams[pid]]
+    assert names == ["participant.registered", "participant.member_added",
+                     "participant.admission_approved", "participant.member_added",
+                     "participant.key_registered", "participant.suspended"]
+    agg = uow.get(Participant, pid)
+    assert agg.state == "suspended" and agg.members[member].public_key == "a2V5"
+
+
+def test_found_platform_is_admitted_at_once() -> None:
+    agg = found_platform("p-platform", PLATFORM, name="平台")
+    assert (agg.state, agg.role) == ("admitted", "platform")
+
+
+def test_refuses_registration_by_non_platform() -> None:
+    uow = MemoryUnitOfWork()
+    refused(uow, Forbidden, register_participant, ctx("operator"), name="x", role="provider",
+            credit_code="c", admin_name="a", admin_token_hash="h")
+
+
+def test_refuses_unknown_role() -> None:
+    err = refused(MemoryUnitOfWork(), InvalidInput, register_participant, PLATFORM, name="x",
+                  role="bank", credit_code="c", admin_name="a", admin_token_hash="h")
+    assert isinstance(err, InvalidInput) and err.field == "role"
+
+
+def test_refuses_a_second_platform() -> None:
+    refused(MemoryUnitOfWork(), InvalidInput, register_participant, PLATFORM, name="x",
+            role="platform", credit_code="c", admin_name="a", admin_token_hash="h")
+
+
+def test_refuses_operator_admission_by_platform() -> None:
+    uow = MemoryUnitOfWork()
+    pid = pending(uow, "operator")["participant_id"]
+    refused(uow, Forbidden, decide_admission, PLATFORM, pid, approve=True, comment="")
+
+
+def test_refuses_rejection_without_reason() -> None:
+    uow = MemoryUnitOfWork()
+    pid = pending(uow)["participant_id"]
+    refused(uow, InvalidInput, decide_admission, PLATFORM, pid, approve=False, comment="")
+
+
+def test_refuses_deciding_admission_twice() -> None:
+    uow = MemoryUnitOfWork()
+    pid = admitted(uow, "provider")
+    refused(uow, WrongState, decide_admission, PLATFORM, pid, approve=True, comment="again")
+
+
+def test_refuses_expert_members_outside_the_regulator() -> None:
+    uow = MemoryUnitOfWork()
+    pid = admitted(uow, "provider")
+    refused(uow, InvalidInput, add_member, PLATFORM, pid, name="x", member_roles=["expert"],
+            token_hash="h")
+
+
+def test_refuses_unknown_member_roles() -> None:
+    uow = MemoryUnitOfWork()
+    pid = admitted(uow, "provider")
+    refused(uow, InvalidInput, add_member, PLATFORM, pid, name="x", member_roles=["boss"],
+            token_hash="h")
+
+
+def test_refuses_member_added_by_a_non_admin_of_another_participant() -> None:
+    uow = MemoryUnitOfWork()
+    pid = admitted(uow, "provider")
+    refused(uow, Forbidden, add_member, ctx("operator"), pid, name="x", member_roles=["member"],
+            token_hash="h")
+
+
+def test_refuses_key_of_unknown_member() -> None:
+    uow = MemoryUnitOfWork()
+    pid = admitted(uow, "provider")
+    refused(uow, InvalidInput, register_key, ctx("provider", pid, "m-ghost"), pid,
+            public_key="k")
+
+
+def test_refuses_key_before_admission() -> None:
+    uow = MemoryUnitOfWork()
+    ids = pending(uow)
+    who = ctx("provider", ids["participant_id"], ids["member_id"])
+    refused(uow, WrongState, register_key, who, ids["participant_id"], public_key="k")
+
+
+def test_refuses_suspension_without_reason() -> None:
+    uow = MemoryUnitOfWork()
+    pid = admitted(uow, "provider")
+    refused(uow, InvalidInput, suspend_participant, REGULATOR, pid, reason="")
+
+
+def test_suspended_is_terminal() -> None:
+    uow = MemoryUnitOfWork()
+    pid = admitted(uow, "provider")
+    run(uow, suspend_participant, REGULATOR, pid, reason="breach")
+    refused(uow, WrongState, suspend_participant, REGULATOR, pid, reason="again")
+    refused(uow, WrongState, add_member, PLATFORM, pid, name="x", member_roles=["member"],
+            token_hash="h")
