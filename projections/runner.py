@@ -33,6 +33,11 @@ def views_engine(url: DatabaseURL, sqlite_path: str | None = None) -> Engine:
                          pool_size=8, max_overflow=8)
 
 
+def _positions(conn: Connection) -> dict[str, int]:
+    rows = conn.execute(select(tracking.c.projection, tracking.c.seq)).all()
+    return {str(name): int(seq) for name, seq in rows}
+
+
 def _upsert_tracking(conn: Connection, name: str, seq: int) -> None:
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     stmt = dialect.insert(tracking).values(projection=name, seq=seq)
@@ -62,7 +67,7 @@ class ProjectionRunner:
 
     def _min_position(self) -> int:
         with self.engine.connect() as conn:
-            rows = dict(conn.execute(select(tracking.c.projection, tracking.c.seq)).all())
+            rows = _positions(conn)
         return min((rows.get(p.name, 0) for p in self.projections), default=0)
 
     def catch_up(self) -> int:
@@ -78,15 +83,16 @@ class ProjectionRunner:
                     self._advanced.notify_all()
 
     def _apply(self, entries: list[LogEntry]) -> None:
+        payloads = [entry.payload() for entry in entries]
         with self.engine.begin() as conn:
-            positions = dict(conn.execute(select(tracking.c.projection, tracking.c.seq)).all())
+            positions = _positions(conn)
             for projection in self.projections:
                 done = positions.get(projection.name, 0)
                 handlers = projection.handlers()
-                for entry in entries:
+                for entry, payload in zip(entries, payloads, strict=True):
                     handler = handlers.get(entry.type_name)
                     if entry.seq > done and handler is not None:
-                        handler(conn, entry, entry.payload())
+                        handler(conn, entry, payload)
                 if entries[-1].seq > done:
                     _upsert_tracking(conn, projection.name, entries[-1].seq)
 
