@@ -80,6 +80,14 @@ async def unexpected_error(_: Request, exc: Exception) -> JSONResponse:
                                    "unless the response said so"), 500)
 
 
+async def refuse_nul_in_path(request: Request, call_next: Any) -> Any:
+    """A NUL character can name nothing here (and PostgreSQL text cannot hold one)."""
+    if "\x00" in request.url.path or "%00" in request.url.path:
+        return JSONResponse(error_body("not_found", "no resource has a NUL character in its "
+                                       "path"), 404)
+    return await call_next(request)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers: one place maps domain errors to HTTP."""
     app.add_exception_handler(e.DomainError, domain_error)

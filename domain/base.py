@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self, TypeVar
 
-from domain.errors import Forbidden, WrongState
+from domain.errors import Forbidden, InvalidInput, WrongState
+from events.canonical import CanonicalEncodingError, canonical_bytes
 from events.catalogue import Event
 
 ROLES = ("provider", "operator", "developer", "demander", "platform", "regulator")
@@ -104,6 +105,10 @@ class Aggregate:
         """Create the next event from a decided command, apply it and keep it pending."""
         event = event_cls(originator_id=self.id, originator_version=self.version + 1,
                           at=ctx.at, actor=ctx.actor.record(), **fields)
+        try:  # a value the log cannot hold is the caller's error, found before anything is saved
+            canonical_bytes(event.payload())
+        except CanonicalEncodingError as exc:
+            raise InvalidInput(exc.path.removeprefix("$."), exc.reason) from None
         self.apply(event)
         self.pending.append(event)
         return event

@@ -12,28 +12,43 @@ from collections.abc import Mapping
 from typing import Any
 
 
+#: I-JSON (RFC 7493): integers every JSON reader represents exactly
+MAX_SAFE_INTEGER = 2**53 - 1
+
+
 class CanonicalEncodingError(ValueError):
-    """A value cannot be encoded canonically; the message names its path."""
+    """A value cannot be encoded canonically; ``path`` names where ($.a.b[0])."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
 
 
 def _check(value: Any, path: str) -> None:
-    if value is None or isinstance(value, (bool, str)):
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise CanonicalEncodingError(path, "the NUL character is not allowed in text")
         return
     if isinstance(value, int):
+        if abs(value) > MAX_SAFE_INTEGER:
+            raise CanonicalEncodingError(path, "integers must lie within ±(2**53 - 1)")
         return
     if isinstance(value, float):
-        raise CanonicalEncodingError(f"{path}: floats are not allowed, use an integer or a string")
+        raise CanonicalEncodingError(path, "floats are not allowed, use an integer or a string")
     if isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise CanonicalEncodingError(f"{path}: object keys must be strings, got {key!r}")
+                raise CanonicalEncodingError(path, f"object keys must be strings, got {key!r}")
             _check(item, f"{path}.{key}")
         return
     if isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
             _check(item, f"{path}[{i}]")
         return
-    raise CanonicalEncodingError(f"{path}: {type(value).__name__} is not a JSON value")
+    raise CanonicalEncodingError(path, f"{type(value).__name__} is not a JSON value")
 
 
 def canonical_bytes(value: Any) -> bytes:
@@ -48,7 +63,7 @@ def decode(data: bytes) -> Any:
     """Decode canonical JSON bytes (floats in the input are refused)."""
 
     def no_float(text: str) -> Any:
-        raise CanonicalEncodingError(f"float {text} in canonical data")
+        raise CanonicalEncodingError("$", f"float {text} in canonical data")
 
     return json.loads(data.decode("utf-8"), parse_float=no_float)
 

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import importlib
-
 from projections.base import Projection
-
-# TEMPORARY while the modules are being written: skip the ones not there yet.
-_ORDER = [("participants", "ParticipantsProjection"), ("datasets", "DatasetsProjection"),
-          ("scenarios", "ScenariosProjection"), ("authorizations", "AuthorizationsProjection"),
-          ("products", "ProductsProjection"), ("orders", "OrdersProjection")]
 
 
 def all_projections() -> list[Projection]:
-    """Every read model, in the order they are applied."""
-    out: list[Projection] = []
-    for module, cls in _ORDER:
-        try:
-            mod = importlib.import_module(f"projections.{module}")
-        except ModuleNotFoundError:
-            continue
-        if hasattr(mod, cls):
-            out.append(getattr(mod, cls)())
-    return out
+    """Every read model, in the order they are applied (scenarios read datasets' owners)."""
+    from projections.authorizations import AuthorizationsProjection
+    from projections.datasets import DatasetsProjection
+    from projections.orders import OrdersProjection
+    from projections.participants import ParticipantsProjection
+    from projections.products import ProductsProjection
+    from projections.scenarios import ScenariosProjection
+
+    return [ParticipantsProjection(), DatasetsProjection(), ScenariosProjection(),
+            AuthorizationsProjection(), ProductsProjection(), OrdersProjection()]

@@ -29,10 +29,14 @@ class LedgerPage(BaseModel):
 
 
 @router.get("/events", response_model=LedgerPage)
-def events(container: ContainerDep, _: CurrentActor,
+def events(container: ContainerDep, actor: CurrentActor,
            after: Annotated[int, Query(ge=0)] = 0,
            limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> LedgerPage:
-    """Stored events with seq > ``after``, in order, canonical bytes and decoded payload."""
+    """Stored events with seq > ``after``, in order, canonical bytes and decoded payload.
+
+    The whole log (every tenant's payloads) is for the regulator and the platform.
+    """
+    actor.require_role("regulator", "platform")
     entries = container.store.read(after, limit)
     return LedgerPage(
         events=[LedgerEvent(seq=e.seq, originator_id=e.originator_id, version=e.version,

@@ -96,3 +96,23 @@ def test_a_replayed_idempotency_key_returns_the_first_answer_and_writes_nothing(
     changed = world.client.post("/participants", headers=headers, json={**body, "name": "Other"})
     assert changed.status_code == 422 and changed.json()["error"] == "idempotency_key_reused"
     assert head(world) == after_first
+
+
+def test_a_value_the_log_cannot_hold_is_422_and_writes_nothing(world: World) -> None:
+    before = head(world)
+    r = world.client.post("/participants", headers=world.platform.headers, json={
+        "name": "Tax\u0000bureau", "role": "provider", "credit_code": "9111", "admin_name": "a"})
+    assert r.status_code == 422 and r.json()["field"] == "name"
+    assert head(world) == before
+    assert world.client.get("/health").json()["projected"] == before
+
+
+def test_a_nul_in_a_path_is_404(world: World) -> None:
+    r = world.client.get("/participants/a%00b", headers=world.platform.headers)
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+
+
+def test_the_raw_log_is_for_the_regulator_and_the_platform(world: World) -> None:
+    provider = world.onboard("provider", "Tax bureau")
+    assert world.client.get("/ledger/events", headers=provider.headers).status_code == 403
+    assert world.client.get("/ledger/events", headers=world.regulator.headers).status_code == 200

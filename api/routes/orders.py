@@ -1,0 +1,199 @@
+"""Orders and contracts (订单/合约): the contract id is the order id.
+
+A demander orders a listed product, the operator may grant a trial (试用) and proposes
+the contract, the demander accepts, the input providers and the operator approve;
+``contract.approved`` puts it in force.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, get_args
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
+
+from api.deps import CommandsDep, ReaderDep
+from api.routes.common import CommandAnswer, answer, found
+from api.routes.products import MAX_FEN, Id, Name, NoNul, Text
+from domain import order as uc
+from domain import policy
+from projections import orders as q
+
+router = APIRouter(prefix="/orders", tags=["orders"])
+
+State = Literal["placed", "proposed", "accepted", "approved", "terminated", "cancelled"]
+Count = Annotated[StrictInt, Field(ge=0)]
+BasisPoints = Annotated[StrictInt, Field(ge=0, le=10000)]
+Instant = Annotated[str, Field(min_length=1, max_length=64,
+                                description="ISO-8601 with a UTC offset"), NoNul]
+CirculationMode = Literal["plaintext", "ciphertext", "trusted_exchange"]
+assert get_args(CirculationMode) == policy.CIRCULATION_MODES
+
+
+class OrderCreate(BaseModel):
+    product_id: Id = Field(description="a listed product")
+    purpose: Annotated[str, NoNul] = Field(min_length=1, max_length=5000,
+                                           description="the declared purpose")
+
+
+class UsagePolicy(BaseModel):
+    """Usage constraints (使用控制策略); an unknown constraint is refused (fail closed)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    view_count: Count | None = None
+    processing_count: Count | None = None
+    download_count: Count | None = None
+    not_before: Instant | None = None
+    not_after: Instant | None = None
+    designated_users: list[Name] | None = Field(default=None, description="member ids")
+    provider_may_terminate: StrictBool | None = None
+    derivatives_need_approval: StrictBool | None = None
+    circulation_modes: list[CirculationMode] | None = Field(default=None, min_length=1)
+    allowed_fields: list[Name] | None = None
+
+
+class RevenueSplit(BaseModel):
+    """Shares in basis points (万分比), summing to exactly 10000."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    developer: BasisPoints
+    operator: BasisPoints
+    platform: BasisPoints
+    provider: BasisPoints
+
+    @model_validator(mode="after")
+    def _sums_to_10000(self) -> RevenueSplit:
+        total = self.developer + self.operator + self.platform + self.provider
+        if total != uc.BASIS_POINTS:
+            raise ValueError(f"shares must sum to {uc.BASIS_POINTS} basis points, not {total}")
+        return self
+
+
+assert tuple(RevenueSplit.model_fields) == uc.SPLIT_KEYS
+assert set(UsagePolicy.model_fields) == set(policy.KNOWN_KEYS)
+
+
+class ContractProposal(BaseModel):
+    usage_policy: UsagePolicy
+    price_fen: StrictInt = Field(ge=0, le=MAX_FEN, description="integer fen (分), never a float")
+    revenue_split: RevenueSplit
+
+
+class Termination(BaseModel):
+    reason: Annotated[str, NoNul] = Field(min_length=1, max_length=5000)
+
+
+class Cancellation(BaseModel):
+    reason: Text = ""
+
+
+class OrderAnswer(CommandAnswer):
+    order_id: str
+    contract_id: str = Field(description="the same as order_id")
+    state: str
+
+
+class TrialAnswer(OrderAnswer):
+    trial_granted: bool
+
+
+class ProposalAnswer(OrderAnswer):
+    required_approvals: list[str] = Field(description="participant ids that must approve")
+
+
+class ApprovalAnswer(OrderAnswer):
+    pending_approvals: list[str]
+
+
+class OrderView(BaseModel):
+    id: str
+    contract_id: str
+    demander_id: str
+    product_id: str
+    operator_id: str
+    purpose: str
+    state: str
+    trial_granted: bool
+    usage_policy: dict[str, Any] | None = Field(description="null until the contract is proposed")
+    price_fen: int | None
+    revenue_split: dict[str, int] | None
+    required_approvals: list[str]
+    approvals: list[str]
+    pending_approvals: list[str]
+    termination_reason: str | None
+    cancellation_reason: str | None
+    placed_at: str
+    proposed_at: str | None
+    accepted_at: str | None
+    approved_at: str | None
+    closed_at: str | None
+    updated_at: str
+    version: int
+
+
+@router.post("", status_code=201, response_model=OrderAnswer)
+async def place_order(body: OrderCreate, cmd: CommandsDep) -> JSONResponse:
+    """An admitted demander orders a listed product for a declared purpose."""
+    return answer(await cmd.run(uc.place_order, product_id=body.product_id,
+                                purpose=body.purpose), 201)
+
+
+@router.post("/{order_id}/trial", response_model=TrialAnswer)
+async def grant_trial(order_id: str, cmd: CommandsDep) -> JSONResponse:
+    """The order's operator or the platform lets the demander try the product on mock data."""
+    return answer(await cmd.run(uc.grant_trial, order_id))
+
+
+@router.post("/{order_id}/contract", response_model=ProposalAnswer)
+async def propose_contract(order_id: str, body: ContractProposal,
+                           cmd: CommandsDep) -> JSONResponse:
+    """The order's operator proposes the contract: usage policy, price, revenue split."""
+    return answer(await cmd.run(
+        uc.propose_contract, order_id,
+        usage_policy=body.usage_policy.model_dump(exclude_none=True),
+        price_fen=body.price_fen, revenue_split=body.revenue_split.model_dump()))
+
+
+@router.post("/{order_id}/contract/acceptance", response_model=OrderAnswer)
+async def accept_contract(order_id: str, cmd: CommandsDep) -> JSONResponse:
+    """The order's demander accepts the proposed contract."""
+    return answer(await cmd.run(uc.accept_contract, order_id))
+
+
+@router.post("/{order_id}/contract/approvals", response_model=ApprovalAnswer)
+async def approve_contract(order_id: str, cmd: CommandsDep) -> JSONResponse:
+    """A required party approves once; the last approval puts the contract in force."""
+    return answer(await cmd.run(uc.approve_contract, order_id))
+
+
+@router.post("/{order_id}/contract/termination", response_model=OrderAnswer)
+async def terminate_contract(order_id: str, body: Termination, cmd: CommandsDep) -> JSONResponse:
+    """The operator, the regulator, or a party provider (if the policy allows) ends it."""
+    return answer(await cmd.run(uc.terminate_contract, order_id, reason=body.reason))
+
+
+@router.post("/{order_id}/cancellation", response_model=OrderAnswer)
+async def cancel_order(order_id: str, body: Cancellation, cmd: CommandsDep) -> JSONResponse:
+    """The demander cancels the order before the contract is approved (terminal)."""
+    return answer(await cmd.run(uc.cancel_order, order_id, reason=body.reason))
+
+
+@router.get("", response_model=list[OrderView])
+def list_orders(reader: ReaderDep, state: Annotated[State | None, Query()] = None,
+                product_id: Annotated[str | None, Query(max_length=200)] = None,
+                ) -> list[dict[str, Any]]:
+    """The orders the caller is a party to (all of them for the regulator and the platform)."""
+    with reader.connect() as conn:
+        return q.list_orders(conn, reader.actor.participant_id, reader.sees_all, state,
+                             product_id)
+
+
+@router.get("/{order_id}", response_model=OrderView)
+def get_order(order_id: str, reader: ReaderDep) -> dict[str, Any]:
+    """One order with its contract terms, for its parties, the regulator and the platform."""
+    with reader.connect() as conn:
+        row = q.get_order(conn, order_id, reader.actor.participant_id, reader.sees_all)
+    return found(row, "order", order_id)

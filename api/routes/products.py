@@ -1,0 +1,170 @@
+"""Products (数据产品): registration by an operator, listing review (上架), delisting (下架)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, get_args
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
+
+from api.deps import CommandsDep, ReaderDep
+from api.routes.common import CommandAnswer, answer, found
+from domain import product as uc
+from projections import products as q
+
+router = APIRouter(prefix="/products", tags=["products"])
+
+Kind = Literal["dataset", "api", "model", "verification"]
+State = Literal["registered", "listing_requested", "listed", "delisted"]
+assert get_args(Kind) == uc.KINDS
+
+
+def no_nul(value: Any) -> Any:
+    """Refuse NUL characters anywhere in ``value``: PostgreSQL text cannot hold them, and an
+    event the read models cannot store would stop every projection behind it."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("must not contain NUL (\\u0000) characters")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            no_nul(key)
+            no_nul(item)
+    elif isinstance(value, list):
+        for item in value:
+            no_nul(item)
+    return value
+
+
+NoNul = AfterValidator(no_nul)
+Id = Annotated[str, Field(min_length=1, max_length=200), NoNul]
+Name = Annotated[str, Field(min_length=1, max_length=200), NoNul]
+Text = Annotated[str, Field(max_length=5000), NoNul]
+Reason = Annotated[str, Field(min_length=1, max_length=5000), NoNul]
+#: the largest integer every JSON client reads exactly (2**53 - 1); also fits a BIGINT
+MAX_FEN = 2**53 - 1
+Money = Annotated[StrictInt, Field(ge=0, le=MAX_FEN,
+                                   description="integer fen (分), never a float")]
+
+
+class InputSelection(BaseModel):
+    """One input: a dataset and the fields the product reads from it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset_id: Id
+    fields: list[Name] = Field(min_length=1)
+
+
+class ProductCreate(BaseModel):
+    scenario_id: Id = Field(description="the operator's approved scenario")
+    authorization_ids: list[Id] = Field(min_length=1, description="live authorizations of "
+                                        "that scenario covering every input")
+    name: Name
+    kind: Kind
+    description: Text = ""
+    code: Annotated[str, NoNul] = Field(
+        min_length=1, max_length=1_000_000,
+        description="the computation's source; the compute node checks its SHA-256")
+    code_sha256: str | None = Field(default=None, pattern="^[0-9a-fA-F]{64}$",
+                                    description="optional: refused unless it matches the code")
+    inputs: list[InputSelection] = Field(min_length=1)
+    output_schema: Annotated[dict[str, Any], NoNul]
+    quality_report: Text = ""
+    price_fen: Money
+    developer_id: Id | None = Field(default=None, description="an admitted developer, if any")
+
+
+class ListingDecision(BaseModel):
+    approve: bool
+    comment: Text = Field(default="", description="required to reject")
+
+
+class Delisting(BaseModel):
+    reason: Reason
+
+
+class ProductAnswer(CommandAnswer):
+    product_id: str
+    state: str
+
+
+class ProductRegistered(ProductAnswer):
+    code_sha256: str
+
+
+class ProductView(BaseModel):
+    id: str
+    operator_id: str
+    developer_id: str | None
+    scenario_id: str
+    authorization_ids: list[str]
+    name: str
+    kind: str
+    description: str
+    code: str | None = Field(description="only for the owning operator, the developer, "
+                             "the regulator and the platform")
+    code_sha256: str
+    inputs: list[dict[str, Any]]
+    output_schema: dict[str, Any]
+    quality_report: str
+    price_fen: int
+    state: str
+    review_comment: str | None
+    delist_reason: str | None
+    registered_at: str
+    listed_at: str | None
+    delisted_at: str | None
+    updated_at: str
+    version: int
+
+
+@router.post("", status_code=201, response_model=ProductRegistered)
+async def register_product(body: ProductCreate, cmd: CommandsDep) -> JSONResponse:
+    """An operator registers a product over inputs covered by live authorizations."""
+    result = await cmd.run(
+        uc.register_product, scenario_id=body.scenario_id,
+        authorization_ids=list(body.authorization_ids), name=body.name, kind=body.kind,
+        description=body.description, code=body.code,
+        inputs=[i.model_dump() for i in body.inputs], output_schema=body.output_schema,
+        quality_report=body.quality_report, price_fen=body.price_fen,
+        developer_id=body.developer_id, code_sha256=body.code_sha256)
+    return answer(result, 201)
+
+
+@router.post("/{product_id}/listing-request", response_model=ProductAnswer)
+async def request_listing(product_id: str, cmd: CommandsDep) -> JSONResponse:
+    """The owning operator asks the platform to list the product."""
+    return answer(await cmd.run(uc.request_listing, product_id))
+
+
+@router.post("/{product_id}/listing-decision", response_model=ProductAnswer)
+async def decide_listing(product_id: str, body: ListingDecision,
+                         cmd: CommandsDep) -> JSONResponse:
+    """The platform lists the product (上架) or sends it back to registered (with a reason)."""
+    return answer(await cmd.run(uc.decide_listing, product_id, approve=body.approve,
+                                comment=body.comment))
+
+
+@router.post("/{product_id}/delisting", response_model=ProductAnswer)
+async def delist_product(product_id: str, body: Delisting, cmd: CommandsDep) -> JSONResponse:
+    """The platform, the owning operator or the regulator delists the product (下架, terminal)."""
+    return answer(await cmd.run(uc.delist_product, product_id, reason=body.reason))
+
+
+@router.get("", response_model=list[ProductView])
+def list_products(reader: ReaderDep, state: Annotated[State | None, Query()] = None,
+                  operator_id: Annotated[str | None, Query(max_length=200)] = None,
+                  ) -> list[dict[str, Any]]:
+    """The storefront (listed and delisted products) plus the caller's own products;
+    every product for the regulator and the platform."""
+    with reader.connect() as conn:
+        return q.list_products(conn, reader.actor.participant_id, reader.sees_all, state,
+                               operator_id)
+
+
+@router.get("/{product_id}", response_model=ProductView)
+def get_product(product_id: str, reader: ReaderDep) -> dict[str, Any]:
+    """One product (its code only for its operator, developer, the regulator, the platform)."""
+    with reader.connect() as conn:
+        row = q.get_product(conn, product_id, reader.actor.participant_id, reader.sees_all)
+    return found(row, "product", product_id)
