@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 
 from api.settings import Settings
+from chain.checkpointer import CutPolicy
+from chain.service import ChainService, build_chain
 from domain.application import Ledger
 from domain.base import Actor, Context
 from domain.participant import Participant, found_platform
@@ -42,9 +44,18 @@ class Container:
     ledger: Ledger
     runner: ProjectionRunner
     engine: Engine
+    chain: ChainService | None = None
     first_admin_token: str | None = None
 
+    def on_commit(self) -> None:
+        """The in-process dispatcher: wake the projections and the chain."""
+        self.runner.notify()
+        if self.chain is not None:
+            self.chain.notify()
+
     def close(self) -> None:
+        if self.chain is not None:
+            self.chain.close()
         self.runner.stop()
         self.ledger.close()
         self.engine.dispose()
@@ -54,8 +65,7 @@ class Container:
 def build(settings: Settings, *, start_background: bool = True) -> Container:
     """Open the store and read models, make sure the platform exists, start projecting."""
     url = DatabaseURL.parse(settings.resolved_database_url())
-    if url.kind == "sqlite":
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(url)
     ledger = Ledger(LedgerLog(store), group_commit=settings.group_commit)
     engine = views_engine(url, settings.views_path())
@@ -64,9 +74,18 @@ def build(settings: Settings, *, start_background: bool = True) -> Container:
     container = Container(settings, store, ledger, runner, engine)
     container.first_admin_token = ensure_platform(container)
     runner.catch_up()
+    if settings.chain:
+        container.chain = build_chain(
+            store, url, settings.data_dir, origin=settings.log_origin,
+            key_file=settings.log_key_file,
+            witness_urls=[u.strip() for u in settings.witness_urls.split(",") if u.strip()],
+            quorum=settings.witness_quorum,
+            policy=CutPolicy(settings.checkpoint_every_leaves, settings.checkpoint_every_seconds))
     if start_background:
         runner.start()
-        ledger.on_commit = runner.notify
+        if container.chain is not None:
+            container.chain.start()
+        ledger.on_commit = container.on_commit
     return container
 
 

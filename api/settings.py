@@ -24,6 +24,13 @@ class Settings(BaseSettings):
     group_commit: bool = Field(default=True, description="group the commits of concurrent commands in one transaction")
     read_wait_seconds: float = Field(default=5.0, description="how long a query waits for the read models to reach the last write")
     platform_name: str = "Platform operator"
+    log_origin: str = Field(default="dataledger.local/log", description="the log's origin line in checkpoints (and the name of its signing key)")
+    log_key_file: Path | None = Field(default=None, description="the platform's Ed25519 checkpoint key; default data_dir/log.key, made at first start")
+    checkpoint_every_leaves: int = Field(default=1000, ge=1, description="cut a checkpoint after this many new events")
+    checkpoint_every_seconds: float = Field(default=5.0, gt=0, description="or after this many seconds, whichever first")
+    witness_urls: str = Field(default="", description="comma-separated URLs of witnesses (dataledger witness); empty = two in-process witnesses")
+    witness_quorum: int | None = Field(default=None, ge=0, description="co-signatures needed to anchor a checkpoint; default all witnesses")
+    chain: bool = Field(default=True, description="integrate the Merkle tree and checkpoint in this process")
 
     @field_validator("admin_token")
     @classmethod

@@ -8,11 +8,13 @@ default, PostgreSQL when configured (same tests on both).
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import psycopg
 
@@ -24,6 +26,35 @@ T = TypeVar("T")
 
 class MissingNodeError(LookupError):
     """A node the tree should have is not stored (the store is damaged or behind)."""
+
+
+_CP_COLUMNS = "size, note, cosigned, signers, aggregate, anchored, cut_at"
+
+CHECKPOINT_TABLES = (
+    ("CREATE TABLE IF NOT EXISTS chain_checkpoints (size {int} PRIMARY KEY, note TEXT NOT NULL, "
+     "cosigned TEXT NOT NULL, signers TEXT NOT NULL, aggregate {blob}, anchored {int} NOT NULL, "
+     "cut_at TEXT NOT NULL)"),
+    "CREATE TABLE IF NOT EXISTS chain_witness_sizes (name TEXT PRIMARY KEY, size {int} NOT NULL)",
+)
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    """A checkpoint as stored: the platform-signed note and its co-signatures so far."""
+
+    size: int
+    note: str
+    cosigned: str
+    signers: list[str]
+    aggregate: bytes | None
+    anchored: bool
+    cut_at: str
+
+
+def _stored_checkpoint(row: Sequence[Any]) -> StoredCheckpoint:
+    size, note, cosigned, signers, agg, anchored, cut_at = row
+    return StoredCheckpoint(int(size), str(note), str(cosigned), list(json.loads(signers)),
+                            None if agg is None else bytes(agg), bool(anchored), str(cut_at))
 
 
 class _Recorder:
@@ -55,6 +86,52 @@ class TreeStore(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release the connection."""
+
+    # -- checkpoints and witnesses' positions -------------------------------------------
+    @abstractmethod
+    def _q(self, sql: str, params: Sequence[Any] = (), *, write: bool = False) -> list[Any]:
+        """Run one statement (``?`` placeholders) and return its rows."""
+
+    def put_checkpoint(self, size: int, note: str, cut_at: str) -> None:
+        """Store a newly signed checkpoint (not yet anchored)."""
+        self._q("INSERT INTO chain_checkpoints (size, note, cosigned, signers, aggregate, "
+                "anchored, cut_at) VALUES (?, ?, ?, '[]', NULL, 0, ?)",
+                (size, note, note, cut_at), write=True)
+
+    def record_cosignatures(self, size: int, cosigned: str, signers: list[str],
+                            aggregate: bytes | None, anchored: bool) -> None:
+        """Store the co-signed note, who signed, the aggregate and whether a quorum signed."""
+        self._q("UPDATE chain_checkpoints SET cosigned = ?, signers = ?, aggregate = ?, "
+                "anchored = ? WHERE size = ?",
+                (cosigned, json.dumps(sorted(signers)), aggregate, int(anchored), size),
+                write=True)
+
+    def checkpoint(self, size: int) -> StoredCheckpoint | None:
+        """The checkpoint cut at tree size ``size``, if any."""
+        rows = self._q(f"SELECT {_CP_COLUMNS} FROM chain_checkpoints WHERE size = ?", (size,))
+        return _stored_checkpoint(rows[0]) if rows else None
+
+    def latest_checkpoint(self, *, anchored: bool = False) -> StoredCheckpoint | None:
+        """The newest checkpoint (the newest anchored one if ``anchored``)."""
+        where = "WHERE anchored = 1 " if anchored else ""
+        rows = self._q(f"SELECT {_CP_COLUMNS} FROM chain_checkpoints {where}"
+                       "ORDER BY size DESC LIMIT 1")
+        return _stored_checkpoint(rows[0]) if rows else None
+
+    def checkpoints(self) -> list[StoredCheckpoint]:
+        """Every checkpoint, oldest first."""
+        return [_stored_checkpoint(r) for r in self._q(
+            f"SELECT {_CP_COLUMNS} FROM chain_checkpoints ORDER BY size")]
+
+    def witness_size(self, name: str) -> int:
+        """The size the witness ``name`` last co-signed for us (0 if never)."""
+        rows = self._q("SELECT size FROM chain_witness_sizes WHERE name = ?", (name,))
+        return int(rows[0][0]) if rows else 0
+
+    def set_witness_size(self, name: str, size: int) -> None:
+        """Remember the size the witness ``name`` last co-signed."""
+        self._q("DELETE FROM chain_witness_sizes WHERE name = ?", (name,), write=True)
+        self._q("INSERT INTO chain_witness_sizes VALUES (?, ?)", (name, size), write=True)
 
     # -- appending --------------------------------------------------------------------
     def compact_range(self) -> CompactRange:
@@ -136,6 +213,11 @@ class SQLiteTreeStore(TreeStore):
         self.conn.execute("CREATE TABLE IF NOT EXISTS chain_state (id INTEGER PRIMARY KEY "
                           "CHECK (id = 1), size INTEGER NOT NULL)")
         self.conn.execute("INSERT OR IGNORE INTO chain_state VALUES (1, 0)")
+        for statement in CHECKPOINT_TABLES:
+            self.conn.execute(statement.format(int="INTEGER", blob="BLOB"))
+
+    def _q(self, sql: str, params: Sequence[Any] = (), *, write: bool = False) -> list[Any]:
+        return list(self.conn.execute(sql, params).fetchall())
 
     def size(self) -> int:
         return int(self.conn.execute("SELECT size FROM chain_state").fetchone()[0])
@@ -183,6 +265,13 @@ class PostgresTreeStore(TreeStore):
             cur.execute("CREATE TABLE IF NOT EXISTS chain_state (id int PRIMARY KEY "
                         "CHECK (id = 1), size bigint NOT NULL)")
             cur.execute("INSERT INTO chain_state VALUES (1, 0) ON CONFLICT DO NOTHING")
+            for statement in CHECKPOINT_TABLES:
+                cur.execute(statement.format(int="bigint", blob="bytea"))
+
+    def _q(self, sql: str, params: Sequence[Any] = (), *, write: bool = False) -> list[Any]:
+        with self.conn.cursor() as cur:
+            cur.execute(sql.replace("?", "%s"), params)
+            return list(cur.fetchall()) if cur.description else []
 
     def size(self) -> int:
         with self.conn.cursor() as cur:

@@ -188,6 +188,11 @@ class DatabaseURL:
         raise ValueError(f"DATALEDGER_DATABASE_URL: unsupported scheme {parsed.scheme!r} "
                          "(use sqlite:///path or postgresql://user@host:port/db)")
 
+    def conninfo(self) -> str:
+        """A libpq connection string for this PostgreSQL database."""
+        auth = self.user + (f":{self.password}" if self.password else "")
+        return f"postgresql://{auth}@{self.host}:{self.port}/{self.dbname}"
+
     def sqlalchemy_url(self) -> str:
         """The same database for SQLAlchemy (read models)."""
         if self.kind == "sqlite":

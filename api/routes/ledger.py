@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from api.deps import ContainerDep, CurrentActor
+from chain.integrator import leaf_hash
 
 router = APIRouter(prefix="/ledger", tags=["ledger"])
 
@@ -19,6 +20,7 @@ class LedgerEvent(BaseModel):
     version: int
     type: str = Field(description="stable event type name, e.g. contract.approved")
     canonical: str = Field(description="base64 of the canonical bytes of the stored event")
+    leaf_hash: str = Field(description="base64 Merkle leaf: SHA-256(0x00 ‖ canonical bytes)")
     payload: dict[str, Any]
 
 
@@ -41,6 +43,7 @@ def events(container: ContainerDep, actor: CurrentActor,
     return LedgerPage(
         events=[LedgerEvent(seq=e.seq, originator_id=e.originator_id, version=e.version,
                             type=e.type_name, canonical=base64.b64encode(e.canonical()).decode(),
+                            leaf_hash=base64.b64encode(leaf_hash(e)).decode(),
                             payload=e.payload()) for e in entries],
         next_after=entries[-1].seq if entries else after,
         head=container.store.max_seq())

@@ -20,7 +20,7 @@ ADMIN_TOKEN = "dl_test_admin_token_0123456789abcdef"
 @pytest.fixture
 def container(database_url: str, tmp_path: Path) -> Iterator[Container]:
     settings = Settings(data_dir=tmp_path / "var", database_url=database_url,
-                        admin_token=ADMIN_TOKEN)
+                        admin_token=ADMIN_TOKEN, checkpoint_every_seconds=0.3)
     c = build(settings)
     yield c
     c.close()

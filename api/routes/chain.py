@@ -1,0 +1,131 @@
+"""The verifiable log: checkpoints, proofs and witnesses. Hashes only, so no token needed."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from api.deps import ContainerDep
+from chain.service import ChainService
+from chain.treestore import StoredCheckpoint
+from domain.errors import InvalidInput, NotFound
+
+router = APIRouter(prefix="/ledger", tags=["chain"])
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _chain(container: Any) -> ChainService:
+    if container.chain is None:
+        raise NotFound("this server does not run the chain (DATALEDGER_CHAIN=false)")
+    chain: ChainService = container.chain
+    return chain
+
+
+class CheckpointView(BaseModel):
+    size: int = Field(description="tree size (number of events covered)")
+    note: str = Field(description="the C2SP signed note, platform signature only")
+    cosigned: str = Field(description="the same note with every witness co-signature line")
+    signers: list[str] = Field(description="witnesses whose co-signature verified")
+    aggregate: str | None = Field(description="base64 aggregate BLS signature of the signers")
+    anchored: bool = Field(description="a quorum of witnesses co-signed")
+    cut_at: str
+
+
+def _view(cp: StoredCheckpoint) -> CheckpointView:
+    return CheckpointView(size=cp.size, note=cp.note, cosigned=cp.cosigned, signers=cp.signers,
+                          aggregate=None if cp.aggregate is None else _b64(cp.aggregate),
+                          anchored=cp.anchored, cut_at=cp.cut_at)
+
+
+@router.get("/checkpoints/latest", response_model=CheckpointView)
+def latest_checkpoint(container: ContainerDep, anchored: bool = False) -> CheckpointView:
+    """The newest checkpoint (``?anchored=true``: the newest a quorum of witnesses co-signed)."""
+    cp = _chain(container).tree.latest_checkpoint(anchored=anchored)
+    if cp is None:
+        raise NotFound("no checkpoint yet")
+    return _view(cp)
+
+
+@router.get("/checkpoints/{size}", response_model=CheckpointView)
+def checkpoint(size: int, container: ContainerDep) -> CheckpointView:
+    """The checkpoint cut at tree size ``size``."""
+    cp = _chain(container).tree.checkpoint(size)
+    if cp is None:
+        raise NotFound(f"no checkpoint at size {size}")
+    return _view(cp)
+
+
+class InclusionProof(BaseModel):
+    index: int = Field(description="leaf index = seq - 1")
+    size: int
+    leaf_hash: str = Field(description="base64 SHA-256(0x00 ‖ canonical event bytes)")
+    proof: list[str] = Field(description="base64 hashes, RFC 9162 order")
+
+
+@router.get("/proofs/inclusion", response_model=InclusionProof)
+def inclusion(container: ContainerDep, index: Annotated[int, Query(ge=0)],
+              size: Annotated[int, Query(ge=1)]) -> InclusionProof:
+    """Proof that leaf ``index`` is in the tree of ``size`` leaves."""
+    tree = _chain(container).tree
+    _within(index < size, "index", f"must be below size {size}")
+    _within(size <= tree.size(), "size", f"the tree has {tree.size()} leaves")
+    return InclusionProof(index=index, size=size, leaf_hash=_b64(tree.node(0, index)),
+                          proof=[_b64(h) for h in tree.inclusion_proof(index, size)])
+
+
+class ConsistencyProof(BaseModel):
+    old: int
+    new: int
+    proof: list[str] = Field(description="base64 hashes, RFC 9162 order")
+
+
+@router.get("/proofs/consistency", response_model=ConsistencyProof)
+def consistency(container: ContainerDep, old: Annotated[int, Query(ge=1)],
+                new: Annotated[int, Query(ge=1)]) -> ConsistencyProof:
+    """Proof that the tree of ``old`` leaves is a prefix of the tree of ``new`` leaves."""
+    tree = _chain(container).tree
+    _within(old <= new, "old", "must not exceed new")
+    _within(new <= tree.size(), "new", f"the tree has {tree.size()} leaves")
+    return ConsistencyProof(old=old, new=new,
+                            proof=[_b64(h) for h in tree.consistency_proof(old, new)])
+
+
+class WitnessView(BaseModel):
+    name: str
+    public_key: str = Field(description="base64 BLS12-381 G1 public key (48 bytes)")
+    pop: str = Field(description="base64 proof of possession")
+    vkey: str
+
+
+class WitnessesView(BaseModel):
+    origin: str
+    log_vkey: str = Field(description="the platform's Ed25519 note verifier key")
+    quorum: int
+    witnesses: list[WitnessView]
+
+
+@router.get("/witnesses", response_model=WitnessesView)
+def witnesses(container: ContainerDep) -> WitnessesView:
+    """The log's key and the witnesses whose co-signatures anchor checkpoints."""
+    chain = _chain(container)
+    cp = chain.checkpointer
+    return WitnessesView(origin=cp.origin, log_vkey=cp.signer.verifier().vkey,
+                         quorum=cp.quorum,
+                         witnesses=[_witness(w.published()) for w in chain.witnesses])
+
+
+def _witness(p: Any) -> WitnessView:
+    return WitnessView(name=p.name, public_key=_b64(p.public_key), pop=_b64(p.pop),
+                       vkey=p.encode())
+
+
+def _within(ok: bool, field: str, reason: str) -> None:
+    if not ok:
+        raise InvalidInput(field, reason)
+

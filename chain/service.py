@@ -1,0 +1,135 @@
+"""The chain as the server runs it: integrate new events, cut and co-sign checkpoints."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from chain.checkpointer import Checkpointer, CutPolicy, WitnessClient
+from chain.integrator import Integrator
+from chain.note import Signer, generate_ed25519
+from chain.treestore import PostgresTreeStore, SQLiteTreeStore, StoredCheckpoint, TreeStore
+from chain.witness import Witness, WitnessState, load_or_create_key
+from chain.witness_clients import LocalWitness, http_witnesses
+from events.store import DatabaseURL, EventStore
+
+log = logging.getLogger(__name__)
+
+#: the embedded default's two witnesses (DESIGN.md §3): the regulator's and the providers'
+EMBEDDED_WITNESSES = ("regulator-witness", "provider-consortium-witness")
+
+
+def open_tree(url: DatabaseURL, data_dir: Path) -> TreeStore:
+    """The tree beside the events: chain.db in the data dir, or the same PostgreSQL schema."""
+    if url.kind == "sqlite":
+        return SQLiteTreeStore(os.fspath(data_dir.absolute() / "chain.db"))
+    return PostgresTreeStore(url.conninfo(), url.schema)
+
+
+def load_or_create_signer(path: Path, origin: str) -> Signer:
+    """The platform's Ed25519 note key, made at first start (file mode 0600)."""
+    if path.exists():
+        signer = Signer.from_key(path.read_text().strip())
+        if signer.name != origin:
+            raise ValueError(f"{path} holds the key of {signer.name!r}, not {origin!r}")
+        return signer
+    path.parent.mkdir(parents=True, exist_ok=True)
+    skey, _ = generate_ed25519(origin)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(skey + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return Signer.from_key(skey)
+
+
+def embedded_witnesses(data_dir: Path, origin_host: str, signer: Signer) -> list[WitnessClient]:
+    """Two in-process witnesses, each with its own key and state file under data_dir."""
+    out: list[WitnessClient] = []
+    for short in EMBEDDED_WITNESSES:
+        home = data_dir / "witnesses" / short
+        key = load_or_create_key(home / "witness.key", f"{origin_host}/{short}")
+        state = WitnessState(home / "state.db")
+        out.append(LocalWitness(Witness(key, {signer.name: signer.verifier()}, state)))
+    return out
+
+
+class ChainService:
+    """Follows the log in a thread: integrate, then checkpoint when due."""
+
+    def __init__(self, store: EventStore, tree: TreeStore, checkpointer: Checkpointer,
+                 interval: float = 0.2) -> None:
+        self.tree = tree
+        self.integrator = Integrator(store, tree)
+        self.checkpointer = checkpointer
+        self.interval = interval
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def witnesses(self) -> Sequence[WitnessClient]:
+        return self.checkpointer.witnesses
+
+    def step(self) -> StoredCheckpoint | None:
+        """Integrate everything stored, cut and co-sign if due; the newest checkpoint."""
+        with self._lock:
+            self.integrator.catch_up()
+            return self.checkpointer.tick()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="chain", daemon=True)
+        self._thread.start()
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def close(self) -> None:
+        self.stop()
+        self.tree.close()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            try:
+                self.step()
+            except Exception:  # keep following: the next round resumes from the tree size
+                log.exception("chain step failed")
+                time.sleep(self.interval)
+
+    def wait_anchored(self, size: int, timeout: float = 10.0) -> StoredCheckpoint | None:
+        """Block until an anchored checkpoint covers ``size`` leaves (None on timeout)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            latest = self.tree.latest_checkpoint(anchored=True)
+            if latest is not None and latest.size >= size:
+                return latest
+            if self._thread is None:
+                self.step()
+            time.sleep(0.05)
+        return None
+
+
+def build_chain(store: EventStore, url: DatabaseURL, data_dir: Path, *, origin: str,
+                key_file: Path | None, witness_urls: Sequence[str], quorum: int | None,
+                policy: CutPolicy) -> ChainService:
+    """Wire the tree, the platform key and the witnesses from settings."""
+    tree = open_tree(url, data_dir)
+    signer = load_or_create_signer(key_file or data_dir / "log.key", origin)
+    witnesses: list[WitnessClient] = (
+        list(http_witnesses(witness_urls)) if witness_urls
+        else embedded_witnesses(data_dir, origin.split("/")[0], signer))
+    needed = len(witnesses) if quorum is None else quorum
+    return ChainService(store, tree, Checkpointer(tree, signer, witnesses, needed, policy))

@@ -1,0 +1,71 @@
+"""How the platform reaches its witnesses: in-process (embedded default) or over HTTP."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+
+import httpx
+
+from chain.bls import WitnessPublicKey
+from chain.checkpointer import WitnessConflict, WitnessRefused
+from chain.witness import OldSizeMismatch, Witness, WitnessError, format_add_checkpoint
+
+
+class LocalWitness:
+    """A witness running in this process (its own key and state file)."""
+
+    def __init__(self, witness: Witness) -> None:
+        self.witness = witness
+
+    @property
+    def name(self) -> str:
+        return self.witness.key.name
+
+    def published(self) -> WitnessPublicKey:
+        return self.witness.published()
+
+    def add_checkpoint(self, old_size: int, proof: list[bytes], note: str) -> str:
+        try:
+            return self.witness.add_checkpoint(old_size, proof, note)
+        except OldSizeMismatch as exc:
+            raise WitnessConflict(exc.current_size) from exc
+        except WitnessError as exc:
+            raise WitnessRefused(str(exc)) from exc
+
+
+class HttpWitness:
+    """A witness in another process, reached by C2SP tlog-witness ``add-checkpoint``."""
+
+    def __init__(self, url: str, timeout: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self.client = httpx.Client(timeout=timeout)
+        described = self.client.get(self.url + "/").json()
+        self._published = WitnessPublicKey(described["name"],
+                                           base64.b64decode(described["public_key"]),
+                                           base64.b64decode(described["pop"]))
+
+    @property
+    def name(self) -> str:
+        return self._published.name
+
+    def published(self) -> WitnessPublicKey:
+        return self._published
+
+    def add_checkpoint(self, old_size: int, proof: list[bytes], note: str) -> str:
+        body = format_add_checkpoint(old_size, proof, note)
+        try:
+            response = self.client.post(self.url + "/add-checkpoint", content=body.encode())
+        except httpx.HTTPError as exc:
+            raise WitnessRefused(f"witness {self.url} unreachable: {exc}") from exc
+        if response.status_code == 200:
+            return response.text
+        if response.status_code == 409 and response.text.strip().isdigit():
+            raise WitnessConflict(int(response.text.strip()))
+        raise WitnessRefused(f"witness {self.url} answered {response.status_code}: "
+                             f"{response.text.strip()}")
+
+
+def http_witnesses(urls: Sequence[str]) -> list[HttpWitness]:
+    """Clients for the witnesses at ``urls``."""
+    return [HttpWitness(u) for u in urls if u.strip()]
