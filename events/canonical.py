@@ -11,7 +11,6 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-
 #: I-JSON (RFC 7493): integers every JSON reader represents exactly
 MAX_SAFE_INTEGER = 2**53 - 1
 

@@ -12,7 +12,14 @@ from domain.base import Actor, Context, new_id
 from domain.errors import ConcurrencyConflict, IdempotencyKeyReused
 from domain.participant import Participant, found_platform, register_participant
 from events.canonical import decode
-from events.store import DatabaseURL, EventStore, IdempotencyRecord, IntegrityError, LedgerLog, open_store
+from events.store import (
+    DatabaseURL,
+    EventStore,
+    IdempotencyRecord,
+    IntegrityError,
+    LedgerLog,
+    open_store,
+)
 
 SYSTEM = Actor("system", "system", "system")
 AT = "2026-11-26T10:00:00.000000Z"
