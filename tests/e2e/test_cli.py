@@ -15,8 +15,9 @@ import httpx
 EXE = [sys.executable, "-m", "api.cli"]
 
 
-def run(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(EXE + args, env={**os.environ, **env}, capture_output=True, text=True,
+def run(args: list[str], env: dict[str, str],
+        timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(EXE + args, check=False, env={**os.environ, **env}, capture_output=True, text=True,
                           timeout=timeout, cwd=Path(__file__).parents[2])
 
 
