@@ -57,6 +57,40 @@ def _rebuild(_: argparse.Namespace) -> int:
     return 0 if before == after else 1
 
 
+def _chain_verify(_: argparse.Namespace) -> int:
+    from api.settings import Settings
+    from chain.check import ChainChecker
+    from chain.checkpointer import CutPolicy
+    from chain.service import build_chain
+    from events.store import DatabaseURL, open_store
+
+    settings = Settings()
+    url = DatabaseURL.parse(settings.resolved_database_url())
+    store = open_store(url, create=False)
+    chain = build_chain(store, url, settings.data_dir, origin=settings.log_origin,
+                        key_file=settings.log_key_file,
+                        witness_urls=[u for u in settings.witness_urls.split(",") if u.strip()],
+                        quorum=settings.witness_quorum, policy=CutPolicy())
+    cp = chain.checkpointer
+    try:
+        checker = ChainChecker(store, chain.tree, cp.signer.verifier(), cp.origin, cp.trusted,
+                               cp.quorum)
+        findings = checker.run()
+        checkpoints = chain.tree.checkpoints()
+        size = chain.tree.size()
+    finally:
+        chain.close()
+        store.close()
+    for finding in findings:
+        print(f"FAIL {finding}")
+    anchored = [c for c in checkpoints if c.anchored]
+    summary = (f"{size} leaves recomputed, {len(checkpoints)} checkpoints "
+               f"({len(anchored)} anchored, latest anchored at size "
+               f"{anchored[-1].size if anchored else 0})")
+    print(("FAILED: " if findings else "ok: ") + summary)
+    return 1 if findings else 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from bench import run as bench_run
 
@@ -78,6 +112,12 @@ def parser() -> argparse.ArgumentParser:
     proj_sub = proj.add_subparsers(dest="projections_command", required=True)
     proj_sub.add_parser("rebuild", help="drop and rebuild every read model from seq 1; "
                         "exit 1 if the state differs").set_defaults(func=_rebuild)
+    chain = sub.add_parser("chain", help="the verifiable log")
+    chain_sub = chain.add_subparsers(dest="chain_command", required=True)
+    chain_sub.add_parser("verify", help="recompute every leaf and tree hash from the stored "
+                         "events and check the checkpoints; exit 1 naming what differs"
+                         ).set_defaults(func=_chain_verify)
+    sub.add_parser("witness", help="run a witness (see dataledger witness --help)")
     bench = sub.add_parser("bench", help="benchmarks (print a table, write JSON)")
     bench.add_argument("suite", choices=["append"])
     bench.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
@@ -88,6 +128,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["witness"]:  # its own parser, flags and all
+        from chain.witness_app import main as witness_main
+
+        return witness_main(argv[1:])
     args = parser().parse_args(argv)
     code: int = args.func(args)
     return code

@@ -87,6 +87,19 @@ class TreeStore(ABC):
     def close(self) -> None:
         """Release the connection."""
 
+    def nodes_between(self, nodes: Sequence[Node]) -> dict[NodeID, bytes]:
+        """The stored hashes of the nodes named in ``nodes`` (one range query per level)."""
+        spans: dict[int, tuple[int, int]] = {}
+        for level, index, _ in nodes:
+            lo, hi = spans.get(level, (index, index))
+            spans[level] = (min(lo, index), max(hi, index))
+        out: dict[NodeID, bytes] = {}
+        for level, (lo, hi) in spans.items():
+            for lv, ix, h in self._q("SELECT level, idx, hash FROM chain_nodes WHERE level = ? "
+                                     "AND idx BETWEEN ? AND ?", (level, lo, hi)):
+                out[(int(lv), int(ix))] = bytes(h)
+        return out
+
     # -- checkpoints and witnesses' positions -------------------------------------------
     @abstractmethod
     def _q(self, sql: str, params: Sequence[Any] = (), *, write: bool = False) -> list[Any]:

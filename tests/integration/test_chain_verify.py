@@ -1,0 +1,106 @@
+"""``dataledger chain verify`` on real database files: a flipped byte is named, exit 1."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from api.bootstrap import build
+from api.settings import Settings
+from events.store import DatabaseURL
+
+REPO = Path(__file__).parents[2]
+
+
+def make_ledger(database_url: str, data_dir: Path) -> int:
+    """A platform with a few participants, integrated and anchored; returns the log size.
+
+    seq 1-3: the platform; then two events per participant: "provider 3" is seq 10.
+    """
+    settings = Settings(data_dir=data_dir, database_url=database_url,
+                        admin_token="dl_verify_test_token_0123456789", checkpoint_every_leaves=4)
+    c = build(settings, start_background=False)
+    try:
+        from api.bootstrap import PLATFORM_ADMIN_ID, PLATFORM_ID
+        from domain.base import Actor
+        from domain.participant import register_participant
+
+        admin = Actor(PLATFORM_ID, PLATFORM_ADMIN_ID, "platform", ("admin",))
+        assert c.chain is not None
+        for i in range(5):
+            c.ledger.execute(register_participant, admin, name=f"provider {i}", role="provider",
+                             credit_code="9111", admin_name="a", admin_token_hash=f"{i:064d}")
+            c.chain.step()
+        head = c.store.max_seq()
+        assert c.chain.wait_anchored(head, timeout=10) is not None
+        return head
+    finally:
+        c.close()
+
+
+def verify(database_url: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATALEDGER_DATA_DIR": str(data_dir),
+           "DATALEDGER_DATABASE_URL": database_url}
+    return subprocess.run([sys.executable, "-m", "api.cli", "chain", "verify"], env=env,
+                          capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
+
+
+def execute(database_url: str, sql: str) -> None:
+    url = DatabaseURL.parse(database_url)
+    if url.kind == "sqlite":
+        path = url.path if "chain_nodes" not in sql else str(Path(url.path).parent / "chain.db")
+        with sqlite3.connect(path) as conn:
+            conn.execute(sql)
+        return
+    with psycopg.connect(url.conninfo(), autocommit=True) as conn:
+        conn.execute(f'SET search_path TO "{url.schema}"')
+        conn.execute(sql)
+
+
+@pytest.fixture
+def ledger(database_url: str, tmp_path: Path) -> tuple[str, Path, int]:
+    url = database_url
+    if url.startswith("sqlite"):
+        url = f"sqlite:///{tmp_path / 'var' / 'ledger.db'}"
+    head = make_ledger(url, tmp_path / "var")
+    return url, tmp_path / "var", head
+
+
+def test_an_untouched_ledger_verifies(ledger: tuple[str, Path, int]) -> None:
+    url, data, head = ledger
+    out = verify(url, data)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"ok: {head} leaves recomputed" in out.stdout
+
+
+def test_a_flipped_byte_of_a_stored_event_is_named_by_its_seq(
+        ledger: tuple[str, Path, int]) -> None:
+    url, data, _ = ledger
+    rowid = "rowid" if url.startswith("sqlite") else "notification_id"
+    # "provider 3" -> "provider 4" inside the stored payload of seq 10
+    if url.startswith("sqlite"):
+        swap = "CAST(replace(state, 'provider 3', 'provider 4') AS BLOB)"
+    else:
+        swap = ("convert_to(replace(convert_from(state, 'UTF8'), 'provider 3', 'provider 4'), "
+                "'UTF8')")
+    execute(url, f"UPDATE stored_events SET state = {swap} WHERE {rowid} = 10")
+    out = verify(url, data)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "FAIL seq 10: stored event does not hash to its stored leaf" in out.stdout
+
+
+def test_a_flipped_byte_of_a_stored_tree_hash_is_named_by_its_node(
+        ledger: tuple[str, Path, int]) -> None:
+    url, data, _ = ledger
+    flip = ("CAST(x'ff' || substr(hash, 2) AS BLOB)" if url.startswith("sqlite")
+            else "'\\xff'::bytea || substring(hash from 2)")
+    execute(url, f"UPDATE chain_nodes SET hash = {flip} WHERE level = 2 AND idx = 1")
+    out = verify(url, data)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "FAIL node (2, 1): stored tree hash differs" in out.stdout
