@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
                   "event in one append-only log.", responses=errors.ERROR_RESPONSES)
     app.state.container = container
     errors.install(app)
-    app.middleware("http")(errors.refuse_nul_in_path)
+    app.add_middleware(errors.RefuseNulInPath)
     _include_routers(app)
 
     @app.get("/health", tags=["health"])

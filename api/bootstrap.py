@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
@@ -35,6 +36,36 @@ def new_token() -> str:
     return "dl_" + secrets.token_urlsafe(32)
 
 
+class AuthCache:
+    """Token hash → actor, so a request need not query the members table.
+
+    Cleared whenever this process projects a participant event (token rotated,
+    member added, participant suspended); entries also expire after ``ttl``
+    seconds, for changes projected by another process. Commands re-check the
+    participant's state on the event store anyway.
+    """
+
+    def __init__(self, ttl: float = 5.0) -> None:
+        self.ttl = ttl
+        self._entries: dict[str, tuple[float, Actor]] = {}
+
+    def get(self, token_hash: str) -> Actor | None:
+        entry = self._entries.get(token_hash)
+        if entry is None or time.monotonic() - entry[0] > self.ttl:
+            return None
+        return entry[1]
+
+    def put(self, token_hash: str, actor: Actor) -> None:
+        if len(self._entries) > 100_000:
+            self._entries.clear()
+        self._entries[token_hash] = (time.monotonic(), actor)
+
+    def invalidate(self, types: set[str]) -> None:
+        """Forget everything after participant events were projected."""
+        if any(t.startswith("participant.") for t in types):
+            self._entries.clear()
+
+
 @dataclass
 class Container:
     """Everything the API and the CLI use, built once."""
@@ -46,6 +77,7 @@ class Container:
     engine: Engine
     chain: ChainService | None = None
     first_admin_token: str | None = None
+    auth_cache: AuthCache = field(default_factory=AuthCache)
 
     def on_commit(self) -> None:
         """The in-process dispatcher: wake the projections and the chain."""
@@ -72,6 +104,7 @@ def build(settings: Settings, *, start_background: bool = True) -> Container:
     runner = ProjectionRunner(store, engine, all_projections())
     runner.create_tables()
     container = Container(settings, store, ledger, runner, engine)
+    runner.on_applied.append(container.auth_cache.invalidate)
     container.first_admin_token = ensure_platform(container)
     runner.catch_up()
     if settings.chain:

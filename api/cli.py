@@ -25,7 +25,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"  {container.first_admin_token}", flush=True)
     app = create_app(settings, container)
     try:
-        uvicorn.run(app, host=host, port=port, log_level="info")
+        uvicorn.run(app, host=host, port=port, log_level="info",
+                    access_log=settings.access_log)
     finally:
         container.close()
     return 0

@@ -19,7 +19,7 @@ from projections.participants import members, participants
 CommandHandler = Callable[..., dict[str, Any]]
 
 
-def get_container(request: Request) -> Container:
+async def get_container(request: Request) -> Container:
     container: Container = request.app.state.container
     return container
 
@@ -28,18 +28,32 @@ ContainerDep = Annotated[Container, Depends(get_container)]
 
 
 def _lookup(container: Container, token_hash: str) -> Actor | None:
+    cached = container.auth_cache.get(token_hash)
+    if cached is not None:
+        return cached
+    actor = _lookup_uncached(container, token_hash)
+    if actor is not None:
+        container.auth_cache.put(token_hash, actor)
+    return actor
+
+
+def _lookup_uncached(container: Container, token_hash: str) -> Actor | None:
     with container.engine.connect() as conn:
         row = conn.execute(
             select(members.c.member_id, members.c.participant_id, members.c.roles,
-                   participants.c.role)
+                   participants.c.role, participants.c.state)
             .join(participants, participants.c.id == members.c.participant_id)
             .where(members.c.token_hash == token_hash)).first()
     if row is None:
         return None
-    return Actor(row.participant_id, row.member_id, row.role, tuple(row.roles))
+    return Actor(row.participant_id, row.member_id, row.role, tuple(row.roles),
+                 admitted=row.state == "admitted")
 
 
-def current_actor(container: ContainerDep,
+# The dependencies are coroutines so that FastAPI runs them on the event loop, not each
+# in a worker thread of its own (a hop costs more than their work: the token lookup is
+# an in-memory cache hit, and only on a miss a short indexed read).
+async def current_actor(container: ContainerDep,
                   authorization: Annotated[str | None, Header()] = None) -> Actor:
     """The member whose bearer token came with the request (401 otherwise)."""
     if not authorization or not authorization.lower().startswith("bearer "):
@@ -78,14 +92,15 @@ class Commands:
     actor: Actor
     idempotency: Idempotency | None
 
-    async def run(self, handler: CommandHandler, *args: Any, allow_pending: bool = False,
-                  **kwargs: Any) -> CommandResult:
-        return await self.container.ledger.execute_async(
+    def run(self, handler: CommandHandler, *args: Any, allow_pending: bool = False,
+            **kwargs: Any) -> CommandResult:
+        """Run in the request's worker thread: reads, decision and (group) commit."""
+        return self.container.ledger.execute(
             handler, self.actor, *args, idempotency=self.idempotency,
             allow_pending=allow_pending, **kwargs)
 
 
-def commands(container: ContainerDep, actor: CurrentActor,
+async def commands(container: ContainerDep, actor: CurrentActor,
              idem: Annotated[Idempotency | None, Depends(idempotency)]) -> Commands:
     return Commands(container, actor, idem)
 
@@ -111,7 +126,7 @@ class Reader:
         return self.container.engine.connect()
 
 
-def reader(container: ContainerDep, actor: CurrentActor) -> Reader:
+async def reader(container: ContainerDep, actor: CurrentActor) -> Reader:
     return Reader(container, actor)
 
 

@@ -108,6 +108,7 @@ class ChainService:
             except Exception:  # keep following: the next round resumes from the tree size
                 log.exception("chain step failed")
                 time.sleep(self.interval)
+            self._stop.wait(0.05)  # under load, integrate the events of 50 ms at once
 
     def wait_anchored(self, size: int, timeout: float = 10.0) -> StoredCheckpoint | None:
         """Block until an anchored checkpoint covers ``size`` leaves (None on timeout)."""

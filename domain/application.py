@@ -8,8 +8,6 @@ one so that only the conflicting command is refused.
 
 from __future__ import annotations
 
-import asyncio
-import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -71,15 +69,43 @@ class CommandResult:
         return list(self.body.get("seqs", []))
 
 
-class StoreUnitOfWork(UnitOfWork):
-    """A unit of work reading aggregates from the event log."""
+class StreamCache:
+    """Recently read event streams: a load reads only the events after the cached ones.
 
-    def __init__(self, log: EventLog) -> None:
-        super().__init__()
+    Stored events never change, so a cached prefix stays valid; each load still
+    asks the store for newer events, so other processes' writes are seen.
+    """
+
+    def __init__(self, log: EventLog, max_streams: int = 10_000) -> None:
         self.log = log
+        self.max_streams = max_streams
+        self._streams: dict[str, list[Event]] = {}
+        self._lock = threading.Lock()
+
+    def load(self, id: str) -> list[Event]:
+        """Every stored event of stream ``id``, in order."""
+        with self._lock:
+            cached = self._streams.get(id, [])
+        newer = self.log.load(id, len(cached))
+        if not newer:
+            return cached
+        events = cached + newer
+        with self._lock:
+            if len(self._streams) >= self.max_streams:
+                self._streams.pop(next(iter(self._streams)))
+            self._streams[id] = events
+        return events
+
+
+class StoreUnitOfWork(UnitOfWork):
+    """A unit of work reading aggregates from the event log (through the stream cache)."""
+
+    def __init__(self, streams: StreamCache) -> None:
+        super().__init__()
+        self.streams = streams
 
     def _load(self, cls: type[A], id: str) -> A | None:
-        events = self.log.load(id)
+        events = self.streams.load(id)
         if not events or type(events[0]) not in cls._evolvers:
             return None
         return cls.replay(id, events)
@@ -98,42 +124,45 @@ def utc_now() -> str:
 
 
 class GroupCommitter:
-    """One thread that appends queued commits, many per transaction."""
+    """Leader/follower group commit: whoever gets the write lock writes every waiting commit.
+
+    An uncontended command commits in its own thread (no hand-off); while one
+    transaction is being written, the commits that arrive meanwhile queue up and
+    the next leader writes them all in one transaction.
+    """
 
     def __init__(self, log: EventLog, max_batch: int = 256) -> None:
         self.log = log
         self.max_batch = max_batch
-        self._queue: queue.Queue[_Commit | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="group-committer", daemon=True)
-        self._thread.start()
+        self._pending: list[_Commit] = []
+        self._pending_lock = threading.Lock()
+        self._write_lock = threading.Lock()
 
-    def submit(self, events: list[Event], batch: Batch) -> Future[list[int]]:
-        """Queue one command's events; the future gives their seqs or raises ConflictError."""
-        commit = _Commit(events, batch)
-        self._queue.put(commit)
-        return commit.future
+    def commit(self, events: list[Event], batch: Batch) -> list[int]:
+        """Append one command's events (grouped with concurrent ones); their seqs.
+
+        Raises ConflictError when an (aggregate, version) or idempotency key is taken.
+        """
+        mine = _Commit(events, batch)
+        with self._pending_lock:
+            self._pending.append(mine)
+        with self._write_lock:
+            if not mine.future.done():
+                with self._pending_lock:
+                    group = self._pending[:self.max_batch]
+                    del self._pending[:self.max_batch]
+                self._write(group)
+        while not mine.future.done():  # beyond max_batch: a later leader writes it
+            with self._write_lock:
+                if not mine.future.done():
+                    with self._pending_lock:
+                        group = self._pending[:self.max_batch]
+                        del self._pending[:self.max_batch]
+                    self._write(group)
+        return mine.future.result()
 
     def close(self) -> None:
-        """Finish what is queued, then stop."""
-        self._queue.put(None)
-        self._thread.join()
-
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            group = [first]
-            while len(group) < self.max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._queue.put(None)
-                    break
-                group.append(item)
-            self._write(group)
+        """Nothing runs in the background."""
 
     def _write(self, group: list[_Commit]) -> None:
         group = self._drop_clashes(group)
@@ -190,6 +219,7 @@ class Ledger:
         self.log = log
         self.clock = clock
         self.committer = GroupCommitter(log) if group_commit else None
+        self.streams = StreamCache(log)
         self.last_seq = 0
         #: called after every commit (the in-process dispatcher wakes the projections)
         self.on_commit: Callable[[], None] | None = None
@@ -207,25 +237,8 @@ class Ledger:
             return prepared
         events, batch = prepared
         try:
-            seqs = (self.committer.submit(events, batch).result() if self.committer
+            seqs = (self.committer.commit(events, batch) if self.committer
                     else self.log.append_batches(events, [batch]))
-        except ConflictError:
-            return self._after_conflict(idempotency)
-        return self._done(batch, seqs)
-
-    async def execute_async(self, handler: Handler, actor: Actor, *args: Any,
-                            idempotency: Idempotency | None = None, allow_pending: bool = False,
-                            **kwargs: Any) -> CommandResult:
-        """Run one command; the wait for the group commit does not block the event loop."""
-        prepared = self._prepare(handler, actor, args, kwargs, idempotency, allow_pending)
-        if isinstance(prepared, CommandResult):
-            return prepared
-        events, batch = prepared
-        try:
-            if self.committer is None:
-                seqs = self.log.append_batches(events, [batch])
-            else:
-                seqs = await asyncio.wrap_future(self.committer.submit(events, batch))
         except ConflictError:
             return self._after_conflict(idempotency)
         return self._done(batch, seqs)
@@ -237,7 +250,7 @@ class Ledger:
             replay = self._replay(idempotency)
             if replay is not None:
                 return replay
-        uow = StoreUnitOfWork(self.log)
+        uow = StoreUnitOfWork(self.streams)
         ctx = Context(actor, self.clock())
         if actor.role != "system":
             self._require_active(uow, actor, allow_pending)
@@ -272,6 +285,8 @@ class Ledger:
 
     @staticmethod
     def _require_active(uow: UnitOfWork, actor: Actor, allow_pending: bool) -> None:
+        if actor.admitted:  # known at authentication (the read model of participants)
+            return
         participant = uow.get(Participant, actor.participant_id)
         if participant.state == "admitted" or (allow_pending and participant.state == "pending"):
             return

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self, TypeVar
 
 from domain.errors import Forbidden, InvalidInput, WrongState
@@ -29,6 +29,8 @@ class Actor:
     member_id: str
     role: str
     member_roles: tuple[str, ...] = ()
+    #: whether the participant was admitted when the caller was authenticated (None: unknown)
+    admitted: bool | None = field(default=None, compare=False)
 
     def record(self) -> dict[str, str]:
         """The actor as recorded in every event."""

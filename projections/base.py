@@ -17,7 +17,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, delete, insert, select
+from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, delete, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from events.store import LogEntry
 
@@ -40,13 +41,12 @@ EventHandler = Callable[[Connection, LogEntry, dict[str, Any]], None]
 
 
 def grant(conn: Connection, kind: str, resource_id: str, *participant_ids: str) -> None:
-    """Let ``participant_ids`` see resource ``kind``/``resource_id``."""
-    seen = set(conn.execute(select(acl.c.participant_id).where(
-        acl.c.kind == kind, acl.c.resource_id == resource_id)).scalars())
+    """Let ``participant_ids`` see resource ``kind``/``resource_id`` (again: no change)."""
     rows = [{"kind": kind, "resource_id": resource_id, "participant_id": p}
-            for p in dict.fromkeys(participant_ids) if p and p not in seen]
+            for p in dict.fromkeys(participant_ids) if p]
     if rows:
-        conn.execute(insert(acl), rows)
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        conn.execute(dialect.insert(acl).on_conflict_do_nothing(), rows)
 
 
 class Projection(ABC):

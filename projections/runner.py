@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import Connection, Engine, create_engine, event, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.pool import QueuePool
 
 from events.store import DatabaseURL, EventStore, LogEntry
 from projections.base import METADATA, Projection, tracking
@@ -20,7 +21,8 @@ def views_engine(url: DatabaseURL, sqlite_path: str | None = None) -> Engine:
     """The engine of the read models: a SQLite file of its own, or the same PostgreSQL."""
     if url.kind == "sqlite":
         engine = create_engine(f"sqlite:///{sqlite_path or ':memory:'}",
-                               connect_args={"check_same_thread": False, "timeout": 30})
+                               connect_args={"check_same_thread": False, "timeout": 30},
+                               poolclass=QueuePool, pool_size=48, max_overflow=16)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
@@ -30,7 +32,7 @@ def views_engine(url: DatabaseURL, sqlite_path: str | None = None) -> Engine:
         return engine
     options = f"-csearch_path={url.schema}"
     return create_engine(url.sqlalchemy_url(), connect_args={"options": options},
-                         pool_size=8, max_overflow=8)
+                         pool_size=16, max_overflow=32)
 
 
 def _positions(conn: Connection) -> dict[str, int]:
@@ -59,6 +61,8 @@ class ProjectionRunner:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: called after each committed batch with the event type names it held
+        self.on_applied: list[Callable[[set[str]], None]] = []
 
     def create_tables(self) -> None:
         """Create every read-model table that does not exist."""
@@ -81,6 +85,9 @@ class ProjectionRunner:
                 with self._advanced:
                     self.position = entries[-1].seq
                     self._advanced.notify_all()
+                types = {e.type_name for e in entries}
+                for hook in self.on_applied:
+                    hook(types)
 
     def _apply(self, entries: list[LogEntry]) -> None:
         payloads = [entry.payload() for entry in entries]
@@ -135,6 +142,7 @@ class ProjectionRunner:
             except Exception:  # keep following; the next round retries from the position
                 log.exception("projection catch-up failed")
                 time.sleep(poll_interval)
+            self._stop.wait(0.01)  # under load, take the events of 10 ms in one batch
 
     def wait_for(self, seq: int, timeout: float = 5.0) -> bool:
         """Block until every event up to ``seq`` is projected (False on timeout)."""
