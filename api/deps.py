@@ -92,10 +92,10 @@ class Commands:
     actor: Actor
     idempotency: Idempotency | None
 
-    def run(self, handler: CommandHandler, *args: Any, allow_pending: bool = False,
-            **kwargs: Any) -> CommandResult:
-        """Run in the request's worker thread: reads, decision and (group) commit."""
-        return self.container.ledger.execute(
+    async def run(self, handler: CommandHandler, *args: Any, allow_pending: bool = False,
+                        **kwargs: Any) -> CommandResult:
+        """Decide on the event loop, commit in the background group writer."""
+        return await self.container.ledger.execute_async(
             handler, self.actor, *args, idempotency=self.idempotency,
             allow_pending=allow_pending, **kwargs)
 

@@ -8,6 +8,7 @@ one so that only the conflicting command is refused.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -137,6 +138,34 @@ class GroupCommitter:
         self._pending: list[_Commit] = []
         self._pending_lock = threading.Lock()
         self._write_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def submit(self, events: list[Event], batch: Batch) -> Future[list[int]]:
+        """Queue a commit for the background writer (for callers that must not block)."""
+        mine = _Commit(events, batch)
+        with self._pending_lock:
+            self._pending.append(mine)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._drain, name="group-committer",
+                                                daemon=True)
+                self._thread.start()
+        self._wake.set()
+        return mine.future
+
+    def _drain(self) -> None:
+        while not self._closed:
+            self._wake.wait()
+            self._wake.clear()
+            while True:
+                with self._write_lock:
+                    with self._pending_lock:
+                        group = self._pending[:self.max_batch]
+                        del self._pending[:self.max_batch]
+                    if not group:
+                        break
+                    self._write(group)
 
     def commit(self, events: list[Event], batch: Batch) -> list[int]:
         """Append one command's events (grouped with concurrent ones); their seqs.
@@ -162,7 +191,11 @@ class GroupCommitter:
         return mine.future.result()
 
     def close(self) -> None:
-        """Nothing runs in the background."""
+        """Stop the background writer once what is queued is written."""
+        self._closed = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
 
     def _write(self, group: list[_Commit]) -> None:
         group = self._drop_clashes(group)
@@ -239,6 +272,23 @@ class Ledger:
         try:
             seqs = (self.committer.commit(events, batch) if self.committer
                     else self.log.append_batches(events, [batch]))
+        except ConflictError:
+            return self._after_conflict(idempotency)
+        return self._done(batch, seqs)
+
+    async def execute_async(self, handler: Handler, actor: Actor, *args: Any,
+                            idempotency: Idempotency | None = None, allow_pending: bool = False,
+                            **kwargs: Any) -> CommandResult:
+        """Run one command from the event loop: decide here, commit in the background writer."""
+        prepared = self._prepare(handler, actor, args, kwargs, idempotency, allow_pending)
+        if isinstance(prepared, CommandResult):
+            return prepared
+        events, batch = prepared
+        try:
+            if self.committer is None:
+                seqs = self.log.append_batches(events, [batch])
+            else:
+                seqs = await asyncio.wrap_future(self.committer.submit(events, batch))
         except ConflictError:
             return self._after_conflict(idempotency)
         return self._done(batch, seqs)

@@ -65,26 +65,26 @@ class AuthorizationView(BaseModel):
 
 
 @router.post("", status_code=201, response_model=AuthorizationAnswer)
-def grant_authorization(body: AuthorizationCreate, cmd: CommandsDep) -> JSONResponse:
+async def grant_authorization(body: AuthorizationCreate, cmd: CommandsDep) -> JSONResponse:
     """A provider authorizes an approved scenario's operator to use some of its datasets'
     fields between not_before and not_after, under a usage policy."""
-    return answer(cmd.run(uc.grant_authorization, scenario_id=body.scenario_id,
+    return answer(await cmd.run(uc.grant_authorization, scenario_id=body.scenario_id,
                                 datasets=[d.model_dump() for d in body.datasets],
                                 not_before=body.not_before, not_after=body.not_after,
                                 usage_policy=body.usage_policy), 201)
 
 
 @router.post("/{authorization_id}/revocation", response_model=AuthorizationAnswer)
-def revoke_authorization(authorization_id: str, body: Revocation,
+async def revoke_authorization(authorization_id: str, body: Revocation,
                                cmd: CommandsDep) -> JSONResponse:
     """The granting provider revokes the authorization (terminal)."""
-    return answer(cmd.run(uc.revoke_authorization, authorization_id, reason=body.reason))
+    return answer(await cmd.run(uc.revoke_authorization, authorization_id, reason=body.reason))
 
 
 @router.post("/{authorization_id}/expiry", response_model=AuthorizationAnswer)
-def expire_authorization(authorization_id: str, cmd: CommandsDep) -> JSONResponse:
+async def expire_authorization(authorization_id: str, cmd: CommandsDep) -> JSONResponse:
     """The platform records that the authorization's period is over (not before not_after)."""
-    return answer(cmd.run(uc.expire_authorization, authorization_id))
+    return answer(await cmd.run(uc.expire_authorization, authorization_id))
 
 
 @router.get("", response_model=list[AuthorizationView])

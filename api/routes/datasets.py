@@ -77,32 +77,32 @@ class DatasetView(BaseModel):
 
 
 @router.post("", status_code=201, response_model=DatasetAnswer)
-def register_dataset(body: DatasetCreate, cmd: CommandsDep) -> JSONResponse:
+async def register_dataset(body: DatasetCreate, cmd: CommandsDep) -> JSONResponse:
     """A provider registers a dataset's metadata; it is not in the catalog until published."""
-    return answer(cmd.run(uc.register_dataset, name=body.name,
+    return answer(await cmd.run(uc.register_dataset, name=body.name,
                                 description=body.description, source_system=body.source_system,
                                 classification=body.classification,
                                 fields=[f.model_dump() for f in body.fields]), 201)
 
 
 @router.post("/{dataset_id}/publication", response_model=DatasetAnswer)
-def publish_dataset(dataset_id: str, cmd: CommandsDep) -> JSONResponse:
+async def publish_dataset(dataset_id: str, cmd: CommandsDep) -> JSONResponse:
     """The owning provider publishes a registered dataset to the catalog."""
-    return answer(cmd.run(uc.publish_dataset, dataset_id))
+    return answer(await cmd.run(uc.publish_dataset, dataset_id))
 
 
 @router.patch("/{dataset_id}", response_model=DatasetAnswer)
-def update_dataset(dataset_id: str, body: DatasetUpdate, cmd: CommandsDep) -> JSONResponse:
+async def update_dataset(dataset_id: str, body: DatasetUpdate, cmd: CommandsDep) -> JSONResponse:
     """The owning provider changes the description and/or fields (published: fields only grow)."""
     fields = None if body.fields is None else [f.model_dump() for f in body.fields]
-    return answer(cmd.run(uc.update_dataset, dataset_id, description=body.description,
+    return answer(await cmd.run(uc.update_dataset, dataset_id, description=body.description,
                                 fields=fields))
 
 
 @router.post("/{dataset_id}/withdrawal", response_model=DatasetAnswer)
-def withdraw_dataset(dataset_id: str, body: Withdrawal, cmd: CommandsDep) -> JSONResponse:
+async def withdraw_dataset(dataset_id: str, body: Withdrawal, cmd: CommandsDep) -> JSONResponse:
     """The owning provider withdraws the dataset from the platform (terminal)."""
-    return answer(cmd.run(uc.withdraw_dataset, dataset_id, reason=body.reason))
+    return answer(await cmd.run(uc.withdraw_dataset, dataset_id, reason=body.reason))
 
 
 @router.get("", response_model=list[DatasetView])

@@ -135,50 +135,50 @@ class OrderView(BaseModel):
 
 
 @router.post("", status_code=201, response_model=OrderAnswer)
-def place_order(body: OrderCreate, cmd: CommandsDep) -> JSONResponse:
+async def place_order(body: OrderCreate, cmd: CommandsDep) -> JSONResponse:
     """An admitted demander orders a listed product for a declared purpose."""
-    return answer(cmd.run(uc.place_order, product_id=body.product_id,
+    return answer(await cmd.run(uc.place_order, product_id=body.product_id,
                                 purpose=body.purpose), 201)
 
 
 @router.post("/{order_id}/trial", response_model=TrialAnswer)
-def grant_trial(order_id: str, cmd: CommandsDep) -> JSONResponse:
+async def grant_trial(order_id: str, cmd: CommandsDep) -> JSONResponse:
     """The order's operator or the platform lets the demander try the product on mock data."""
-    return answer(cmd.run(uc.grant_trial, order_id))
+    return answer(await cmd.run(uc.grant_trial, order_id))
 
 
 @router.post("/{order_id}/contract", response_model=ProposalAnswer)
-def propose_contract(order_id: str, body: ContractProposal,
+async def propose_contract(order_id: str, body: ContractProposal,
                            cmd: CommandsDep) -> JSONResponse:
     """The order's operator proposes the contract: usage policy, price, revenue split."""
-    return answer(cmd.run(
+    return answer(await cmd.run(
         uc.propose_contract, order_id,
         usage_policy=body.usage_policy.model_dump(exclude_none=True),
         price_fen=body.price_fen, revenue_split=body.revenue_split.model_dump()))
 
 
 @router.post("/{order_id}/contract/acceptance", response_model=OrderAnswer)
-def accept_contract(order_id: str, cmd: CommandsDep) -> JSONResponse:
+async def accept_contract(order_id: str, cmd: CommandsDep) -> JSONResponse:
     """The order's demander accepts the proposed contract."""
-    return answer(cmd.run(uc.accept_contract, order_id))
+    return answer(await cmd.run(uc.accept_contract, order_id))
 
 
 @router.post("/{order_id}/contract/approvals", response_model=ApprovalAnswer)
-def approve_contract(order_id: str, cmd: CommandsDep) -> JSONResponse:
+async def approve_contract(order_id: str, cmd: CommandsDep) -> JSONResponse:
     """A required party approves once; the last approval puts the contract in force."""
-    return answer(cmd.run(uc.approve_contract, order_id))
+    return answer(await cmd.run(uc.approve_contract, order_id))
 
 
 @router.post("/{order_id}/contract/termination", response_model=OrderAnswer)
-def terminate_contract(order_id: str, body: Termination, cmd: CommandsDep) -> JSONResponse:
+async def terminate_contract(order_id: str, body: Termination, cmd: CommandsDep) -> JSONResponse:
     """The operator, the regulator, or a party provider (if the policy allows) ends it."""
-    return answer(cmd.run(uc.terminate_contract, order_id, reason=body.reason))
+    return answer(await cmd.run(uc.terminate_contract, order_id, reason=body.reason))
 
 
 @router.post("/{order_id}/cancellation", response_model=OrderAnswer)
-def cancel_order(order_id: str, body: Cancellation, cmd: CommandsDep) -> JSONResponse:
+async def cancel_order(order_id: str, body: Cancellation, cmd: CommandsDep) -> JSONResponse:
     """The demander cancels the order before the contract is approved (terminal)."""
-    return answer(cmd.run(uc.cancel_order, order_id, reason=body.reason))
+    return answer(await cmd.run(uc.cancel_order, order_id, reason=body.reason))
 
 
 @router.get("", response_model=list[OrderView])

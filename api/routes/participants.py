@@ -52,43 +52,43 @@ class TokenAnswer(CommandAnswer):
 
 
 @router.post("", status_code=201, response_model=TokenAnswer)
-def register_participant(body: ParticipantCreate, cmd: CommandsDep) -> JSONResponse:
+async def register_participant(body: ParticipantCreate, cmd: CommandsDep) -> JSONResponse:
     """The platform onboards an organization with its first admin member."""
     token = new_token()
-    result = cmd.run(uc.register_participant, name=body.name, role=body.role,
+    result = await cmd.run(uc.register_participant, name=body.name, role=body.role,
                            credit_code=body.credit_code, admin_name=body.admin_name,
                            admin_token_hash=hash_token(token))
     return answer(result, 201, token=None if result.replayed else token)
 
 
 @router.post("/{participant_id}/admission", response_model=CommandAnswer)
-def decide_admission(participant_id: str, body: AdmissionDecision,
+async def decide_admission(participant_id: str, body: AdmissionDecision,
                            cmd: CommandsDep) -> JSONResponse:
     """Admission review: the regulator admits operators, the platform or regulator the others."""
-    return answer(cmd.run(uc.decide_admission, participant_id, approve=body.approve,
+    return answer(await cmd.run(uc.decide_admission, participant_id, approve=body.approve,
                                 comment=body.comment))
 
 
 @router.post("/{participant_id}/members", status_code=201, response_model=TokenAnswer)
-def add_member(participant_id: str, body: MemberCreate, cmd: CommandsDep) -> JSONResponse:
+async def add_member(participant_id: str, body: MemberCreate, cmd: CommandsDep) -> JSONResponse:
     """An admin member (or the platform) adds a member; its token is shown once."""
     token = new_token()
-    result = cmd.run(uc.add_member, participant_id, name=body.name,
+    result = await cmd.run(uc.add_member, participant_id, name=body.name,
                            member_roles=list(body.roles), token_hash=hash_token(token),
                            allow_pending=True)
     return answer(result, 201, token=None if result.replayed else token)
 
 
 @router.post("/{participant_id}/keys", status_code=201, response_model=CommandAnswer)
-def register_key(participant_id: str, body: KeyCreate, cmd: CommandsDep) -> JSONResponse:
+async def register_key(participant_id: str, body: KeyCreate, cmd: CommandsDep) -> JSONResponse:
     """The calling member registers its Ed25519 public key for decision signatures."""
-    return answer(cmd.run(uc.register_key, participant_id, public_key=body.public_key), 201)
+    return answer(await cmd.run(uc.register_key, participant_id, public_key=body.public_key), 201)
 
 
 @router.post("/{participant_id}/suspension", response_model=CommandAnswer)
-def suspend(participant_id: str, body: Suspension, cmd: CommandsDep) -> JSONResponse:
+async def suspend(participant_id: str, body: Suspension, cmd: CommandsDep) -> JSONResponse:
     """The regulator or platform suspends an admitted participant."""
-    return answer(cmd.run(uc.suspend_participant, participant_id, reason=body.reason))
+    return answer(await cmd.run(uc.suspend_participant, participant_id, reason=body.reason))
 
 
 @router.get("")

@@ -119,9 +119,9 @@ class ProductView(BaseModel):
 
 
 @router.post("", status_code=201, response_model=ProductRegistered)
-def register_product(body: ProductCreate, cmd: CommandsDep) -> JSONResponse:
+async def register_product(body: ProductCreate, cmd: CommandsDep) -> JSONResponse:
     """An operator registers a product over inputs covered by live authorizations."""
-    result = cmd.run(
+    result = await cmd.run(
         uc.register_product, scenario_id=body.scenario_id,
         authorization_ids=list(body.authorization_ids), name=body.name, kind=body.kind,
         description=body.description, code=body.code,
@@ -132,23 +132,23 @@ def register_product(body: ProductCreate, cmd: CommandsDep) -> JSONResponse:
 
 
 @router.post("/{product_id}/listing-request", response_model=ProductAnswer)
-def request_listing(product_id: str, cmd: CommandsDep) -> JSONResponse:
+async def request_listing(product_id: str, cmd: CommandsDep) -> JSONResponse:
     """The owning operator asks the platform to list the product."""
-    return answer(cmd.run(uc.request_listing, product_id))
+    return answer(await cmd.run(uc.request_listing, product_id))
 
 
 @router.post("/{product_id}/listing-decision", response_model=ProductAnswer)
-def decide_listing(product_id: str, body: ListingDecision,
+async def decide_listing(product_id: str, body: ListingDecision,
                          cmd: CommandsDep) -> JSONResponse:
     """The platform lists the product (上架) or sends it back to registered (with a reason)."""
-    return answer(cmd.run(uc.decide_listing, product_id, approve=body.approve,
+    return answer(await cmd.run(uc.decide_listing, product_id, approve=body.approve,
                                 comment=body.comment))
 
 
 @router.post("/{product_id}/delisting", response_model=ProductAnswer)
-def delist_product(product_id: str, body: Delisting, cmd: CommandsDep) -> JSONResponse:
+async def delist_product(product_id: str, body: Delisting, cmd: CommandsDep) -> JSONResponse:
     """The platform, the owning operator or the regulator delists the product (下架, terminal)."""
-    return answer(cmd.run(uc.delist_product, product_id, reason=body.reason))
+    return answer(await cmd.run(uc.delist_product, product_id, reason=body.reason))
 
 
 @router.get("", response_model=list[ProductView])

@@ -99,33 +99,33 @@ class ScenarioDetail(ScenarioView):
 
 
 @router.post("", status_code=201, response_model=ScenarioAnswer)
-def submit_scenario(body: ScenarioCreate, cmd: CommandsDep) -> JSONResponse:
+async def submit_scenario(body: ScenarioCreate, cmd: CommandsDep) -> JSONResponse:
     """An operator applies for a scenario over published datasets (一场景一审核)."""
-    return answer(cmd.run(uc.submit_scenario, title=body.title, purpose=body.purpose,
+    return answer(await cmd.run(uc.submit_scenario, title=body.title, purpose=body.purpose,
                                 sector=body.sector,
                                 requested=[r.model_dump() for r in body.requested],
                                 circulation_mode=body.circulation_mode), 201)
 
 
 @router.post("/{scenario_id}/opinions", status_code=201, response_model=OpinionAnswer)
-def record_opinion(scenario_id: str, body: OpinionCreate, cmd: CommandsDep) -> JSONResponse:
+async def record_opinion(scenario_id: str, body: OpinionCreate, cmd: CommandsDep) -> JSONResponse:
     """An expert of the regulator's expert group (专家组) gives one review opinion."""
-    return answer(cmd.run(uc.record_opinion, scenario_id, verdict=body.verdict,
+    return answer(await cmd.run(uc.record_opinion, scenario_id, verdict=body.verdict,
                                 comment=body.comment), 201)
 
 
 @router.post("/{scenario_id}/decision", response_model=ScenarioAnswer)
-def decide_scenario(scenario_id: str, body: ScenarioDecision,
+async def decide_scenario(scenario_id: str, body: ScenarioDecision,
                           cmd: CommandsDep) -> JSONResponse:
     """A regulator admin approves (needs a majority of approving opinions) or rejects."""
-    return answer(cmd.run(uc.decide_scenario, scenario_id, approve=body.approve,
+    return answer(await cmd.run(uc.decide_scenario, scenario_id, approve=body.approve,
                                 comment=body.comment))
 
 
 @router.post("/{scenario_id}/suspension", response_model=ScenarioAnswer)
-def suspend_scenario(scenario_id: str, body: Suspension, cmd: CommandsDep) -> JSONResponse:
+async def suspend_scenario(scenario_id: str, body: Suspension, cmd: CommandsDep) -> JSONResponse:
     """The regulator suspends an approved scenario (terminal)."""
-    return answer(cmd.run(uc.suspend_scenario, scenario_id, reason=body.reason))
+    return answer(await cmd.run(uc.suspend_scenario, scenario_id, reason=body.reason))
 
 
 @router.get("", response_model=list[ScenarioView])
