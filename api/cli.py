@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -58,20 +59,55 @@ def _rebuild(_: argparse.Namespace) -> int:
     return 0 if before == after else 1
 
 
-def _chain_verify(_: argparse.Namespace) -> int:
+def _open_chain() -> tuple[Any, Any]:
+    """The event store and the chain service as configured (nothing started)."""
     from api.settings import Settings
-    from chain.check import ChainChecker
     from chain.checkpointer import CutPolicy
     from chain.service import build_chain
     from events.store import DatabaseURL, open_store
 
     settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = DatabaseURL.parse(settings.resolved_database_url())
-    store = open_store(url, create=False)
+    store = open_store(url)
     chain = build_chain(store, url, settings.data_dir, origin=settings.log_origin,
                         key_file=settings.log_key_file,
                         witness_urls=[u for u in settings.witness_urls.split(",") if u.strip()],
-                        quorum=settings.witness_quorum, policy=CutPolicy())
+                        quorum=settings.witness_quorum,
+                        policy=CutPolicy(settings.checkpoint_every_leaves,
+                                         settings.checkpoint_every_seconds))
+    return store, chain
+
+
+def _chain_run(args: argparse.Namespace) -> int:
+    """Integrate and checkpoint in this process (the chain half of serve, on its own)."""
+    import signal
+    import threading
+
+    store, chain = _open_chain()
+    try:
+        if args.once:
+            latest = chain.step()
+            print(f"tree size {chain.tree.size()}; latest checkpoint "
+                  f"{latest.size if latest else 0} (anchored: {bool(latest and latest.anchored)})")
+            return 0
+        done = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: done.set())
+        chain.start()
+        try:
+            done.wait()
+        except KeyboardInterrupt:
+            pass
+    finally:
+        chain.close()
+        store.close()
+    return 0
+
+
+def _chain_verify(_: argparse.Namespace) -> int:
+    from chain.check import ChainChecker
+
+    store, chain = _open_chain()
     cp = chain.checkpointer
     try:
         checker = ChainChecker(store, chain.tree, cp.signer.verifier(), cp.origin, cp.trusted,
@@ -115,6 +151,10 @@ def parser() -> argparse.ArgumentParser:
                         "exit 1 if the state differs").set_defaults(func=_rebuild)
     chain = sub.add_parser("chain", help="the verifiable log")
     chain_sub = chain.add_subparsers(dest="chain_command", required=True)
+    run = chain_sub.add_parser("run", help="integrate the log into the tree and cut "
+                               "checkpoints in this process (what serve does in a thread)")
+    run.add_argument("--once", action="store_true", help="catch up once, then exit")
+    run.set_defaults(func=_chain_run)
     chain_sub.add_parser("verify", help="recompute every leaf and tree hash from the stored "
                          "events and check the checkpoints; exit 1 naming what differs"
                          ).set_defaults(func=_chain_verify)
