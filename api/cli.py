@@ -17,6 +17,10 @@ def _serve(args: argparse.Namespace) -> int:
     from api.settings import Settings
 
     settings = Settings()
+    # The event loop thread gives up the GIL at every system call and then waits for the
+    # background threads (projections, chain, group commit) to hand it back: a shorter
+    # switch interval bounds that wait (CPython's default is 5 ms).
+    sys.setswitchinterval(settings.switch_interval_ms / 1000)
     host = args.host or settings.host
     port = args.port or settings.port
     container = build(settings)
@@ -160,9 +164,9 @@ def parser() -> argparse.ArgumentParser:
                          ).set_defaults(func=_chain_verify)
     sub.add_parser("witness", help="run a witness (see dataledger witness --help)")
     bench = sub.add_parser("bench", help="benchmarks (print a table, write JSON)")
-    bench.add_argument("suite", choices=["append"])
+    bench.add_argument("suite", choices=["append", "chain"])
     bench.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
-    bench.add_argument("--json", default="bench-results/append.json")
+    bench.add_argument("--json", default=None, help="default: bench-results/<suite>.json")
     bench.add_argument("--quick", action="store_true", help="a short run (for tests)")
     bench.set_defaults(func=_bench)
     return p

@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     checkpoint_every_seconds: float = Field(default=5.0, gt=0, description="or after this many seconds, whichever first")
     witness_urls: str = Field(default="", description="comma-separated URLs of witnesses (dataledger witness); empty = two in-process witnesses")
     witness_quorum: int | None = Field(default=None, ge=0, description="co-signatures needed to anchor a checkpoint; default all witnesses")
+    switch_interval_ms: float = Field(default=1.0, gt=0, description="CPython's GIL switch interval for serve (default 1 ms; CPython's own is 5 ms)")
     access_log: bool = Field(default=False, description="log every HTTP request (uvicorn access log)")
     chain: bool = Field(default=True, description="integrate the Merkle tree and checkpoint in this process")
 
