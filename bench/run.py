@@ -14,7 +14,7 @@ from typing import Any
 
 from bench.append import GOAL_RATIO
 
-SUITES = ("append",)
+SUITES = ("append", "chain")
 
 
 def machine() -> dict[str, Any]:
@@ -104,16 +104,18 @@ def main(args: Any) -> int:
     quick = bool(getattr(args, "quick", False))
     json_path = Path(getattr(args, "json", None) or f"bench-results/{suite}.json")
 
-    from bench import append
+    from bench import append, chain
 
+    run_suite, table_of = {"append": (append.run, format_table),
+                           "chain": (chain.run, chain.format_table)}[suite]
     command = f"dataledger bench {suite} --backend {backend}" + (" --quick" if quick else "")
     print(f"{command}: measuring {', '.join(backends)}"
           f"{' (quick: short runs, figures are indicative only)' if quick else ''} ...",
           flush=True)
-    report = append.run(backends, quick)
+    report = run_suite(backends, quick)
     report = {"command": command, "machine": machine(), **report}
     print()
-    print(format_table(report["table"]))
+    print(table_of(report["table"]))
     print()
     for note in report["notes"]:
         print(f"note: {note}")
