@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Column, Connection, Integer, String, Table, insert, select, update
+from sqlalchemy import JSON, Column, Connection, Integer, String, Table, select, update
 
 from events.store import LogEntry
-from projections.base import METADATA, EventHandler, Projection, grant, visible_to
+from projections.base import METADATA, EventHandler, Projection, grant, insert_row, visible_to
 
 KIND = "authorization"
 
@@ -36,11 +36,11 @@ def _touch(conn: Connection, entry: LogEntry, p: dict[str, Any], **values: Any) 
 
 
 def _granted(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
-    conn.execute(insert(authorizations).values(
+    insert_row(conn, authorizations, 
         id=entry.originator_id, provider_id=p["provider_id"], scenario_id=p["scenario_id"],
         operator_id=p["operator_id"], datasets=p["datasets"], not_before=p["not_before"],
         not_after=p["not_after"], usage_policy=p["usage_policy"], state="granted",
-        granted_at=p["at"], updated_at=p["at"], version=entry.version))
+        granted_at=p["at"], updated_at=p["at"], version=entry.version)
     grant(conn, KIND, entry.originator_id, p["provider_id"], p["operator_id"])
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Column, Connection, Integer, String, Table, insert, select, update
+from sqlalchemy import JSON, Column, Connection, Integer, String, Table, select, update
 
 from events.store import LogEntry
-from projections.base import METADATA, EventHandler, Projection, grant, visible_to
+from projections.base import METADATA, EventHandler, Projection, grant, insert_row, visible_to
 
 KIND = "dataset"
 
@@ -36,11 +36,11 @@ def _touch(conn: Connection, entry: LogEntry, p: dict[str, Any], **values: Any) 
 
 
 def _registered(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
-    conn.execute(insert(datasets).values(
+    insert_row(conn, datasets, 
         id=entry.originator_id, owner_id=p["owner_id"], name=p["name"],
         description=p["description"], source_system=p["source_system"],
         classification=p["classification"], fields=p["fields"], state="registered",
-        registered_at=p["at"], updated_at=p["at"], version=entry.version))
+        registered_at=p["at"], updated_at=p["at"], version=entry.version)
     grant(conn, KIND, entry.originator_id, p["owner_id"])
 
 

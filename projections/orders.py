@@ -20,14 +20,13 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    insert,
     select,
     true,
     update,
 )
 
 from events.store import LogEntry
-from projections.base import METADATA, EventHandler, Projection, grant, visible_to
+from projections.base import METADATA, EventHandler, Projection, grant, insert_row, visible_to
 
 KIND = "order"
 
@@ -64,11 +63,11 @@ def _touch(conn: Connection, entry: LogEntry, p: dict[str, Any], **values: Any) 
 
 
 def _placed(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
-    conn.execute(insert(orders).values(
+    insert_row(conn, orders, 
         id=entry.originator_id, demander_id=p["demander_id"], product_id=p["product_id"],
         operator_id=p["operator_id"], purpose=p["purpose"], state="placed", trial_granted=False,
         required_approvals=[], approvals=[], placed_at=p["at"], updated_at=p["at"],
-        version=entry.version))
+        version=entry.version)
     grant(conn, KIND, entry.originator_id, p["demander_id"], p["operator_id"])
 
 

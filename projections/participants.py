@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Column, Connection, Integer, String, Table, insert, select, update
+from sqlalchemy import JSON, Column, Connection, Integer, String, Table, select, update
 
 from events.store import LogEntry
-from projections.base import METADATA, EventHandler, Projection
+from projections.base import METADATA, EventHandler, Projection, insert_row
 
 participants = Table(
     "rm_participants", METADATA,
@@ -37,15 +37,15 @@ def _touch(conn: Connection, entry: LogEntry, **values: Any) -> None:
 
 
 def _registered(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
-    conn.execute(insert(participants).values(
+    insert_row(conn, participants, 
         id=entry.originator_id, name=p["name"], role=p["role"], credit_code=p["credit_code"],
-        state="pending", registered_at=p["at"], version=entry.version))
+        state="pending", registered_at=p["at"], version=entry.version)
 
 
 def _member_added(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
-    conn.execute(insert(members).values(
+    insert_row(conn, members, 
         member_id=p["member_id"], participant_id=entry.originator_id, name=p["name"],
-        roles=p["member_roles"], token_hash=p["token_hash"]))
+        roles=p["member_roles"], token_hash=p["token_hash"])
     _touch(conn, entry)
 
 

@@ -20,14 +20,13 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    insert,
     select,
     true,
     update,
 )
 
 from events.store import LogEntry
-from projections.base import METADATA, EventHandler, Projection, grant, visible_to
+from projections.base import METADATA, EventHandler, Projection, grant, insert_row, visible_to
 
 KIND = "product"
 #: states everyone sees: the storefront and its history
@@ -66,13 +65,13 @@ def _touch(conn: Connection, entry: LogEntry, p: dict[str, Any], **values: Any) 
 
 
 def _registered(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
-    conn.execute(insert(products).values(
+    insert_row(conn, products, 
         id=entry.originator_id, operator_id=p["operator_id"], developer_id=p.get("developer_id"),
         scenario_id=p["scenario_id"], authorization_ids=list(p["authorization_ids"]),
         name=p["name"], kind=p["kind"], description=p["description"], code=p["code"],
         code_sha256=p["code_sha256"], inputs=p["inputs"], output_schema=p["output_schema"],
         quality_report=p["quality_report"], price_fen=p["price_fen"], state="registered",
-        registered_at=p["at"], updated_at=p["at"], version=entry.version))
+        registered_at=p["at"], updated_at=p["at"], version=entry.version)
     grant(conn, KIND, entry.originator_id, p["operator_id"], p.get("developer_id") or "")
 
 

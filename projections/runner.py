@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.pool import QueuePool
 
 from events.store import DatabaseURL, EventStore, LogEntry
-from projections.base import METADATA, Projection, tracking
+from projections.base import METADATA, BufferedConnection, Projection, tracking
 
 log = logging.getLogger(__name__)
 
@@ -91,17 +91,19 @@ class ProjectionRunner:
 
     def _apply(self, entries: list[LogEntry]) -> None:
         payloads = [entry.payload() for entry in entries]
-        with self.engine.begin() as conn:
-            positions = _positions(conn)
+        with self.engine.begin() as raw:
+            positions = _positions(raw)
+            conn = BufferedConnection(raw)
             for projection in self.projections:
                 done = positions.get(projection.name, 0)
                 handlers = projection.handlers()
                 for entry, payload in zip(entries, payloads, strict=True):
                     handler = handlers.get(entry.type_name)
                     if entry.seq > done and handler is not None:
-                        handler(conn, entry, payload)
+                        handler(conn, entry, payload)  # type: ignore[arg-type]
                 if entries[-1].seq > done:
-                    _upsert_tracking(conn, projection.name, entries[-1].seq)
+                    _upsert_tracking(conn, projection.name, entries[-1].seq)  # type: ignore[arg-type]
+            conn.flush()
 
     def rebuild(self) -> int:
         """Drop every read model and build it again from seq 1."""

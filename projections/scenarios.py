@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Column, Connection, Integer, String, Table, insert, select, update
+from sqlalchemy import JSON, Column, Connection, Integer, String, Table, select, update
 
 from events.store import LogEntry
-from projections.base import METADATA, EventHandler, Projection, grant, visible_to
+from projections.base import METADATA, EventHandler, Projection, grant, insert_row, visible_to
 from projections.datasets import datasets
 
 KIND = "scenario"
@@ -53,11 +53,11 @@ def _touch(conn: Connection, entry: LogEntry, p: dict[str, Any], **values: Any) 
 
 
 def _submitted(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
-    conn.execute(insert(scenarios).values(
+    insert_row(conn, scenarios, 
         id=entry.originator_id, operator_id=p["operator_id"], title=p["title"],
         purpose=p["purpose"], sector=p["sector"], requested=p["requested"],
         circulation_mode=p["circulation_mode"], state="submitted", opinion_count=0,
-        submitted_at=p["at"], updated_at=p["at"], version=entry.version))
+        submitted_at=p["at"], updated_at=p["at"], version=entry.version)
     dataset_ids = [item["dataset_id"] for item in p["requested"]]
     owners = conn.execute(select(datasets.c.owner_id).where(datasets.c.id.in_(dataset_ids))
                           .order_by(datasets.c.owner_id)).scalars().all()
@@ -65,9 +65,9 @@ def _submitted(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
 
 
 def _opinion(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
-    conn.execute(insert(opinions).values(
+    insert_row(conn, opinions, 
         scenario_id=entry.originator_id, expert_id=p["expert_id"], verdict=p["verdict"],
-        comment=p["comment"], at=p["at"]))
+        comment=p["comment"], at=p["at"])
     _touch(conn, entry, p, opinion_count=scenarios.c.opinion_count + 1)
 
 
