@@ -59,6 +59,7 @@ class ProjectionRunner:
         self._lock = threading.Lock()
         self._advanced = threading.Condition()
         self._wake = threading.Event()
+        self._urgent = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         #: called after each committed batch with the event type names it held
@@ -131,6 +132,7 @@ class ProjectionRunner:
 
     def stop(self) -> None:
         self._stop.set()
+        self._urgent.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
@@ -144,7 +146,9 @@ class ProjectionRunner:
             except Exception:  # keep following; the next round retries from the position
                 log.exception("projection catch-up failed")
                 time.sleep(poll_interval)
-            self._stop.wait(0.01)  # under load, take the events of 10 ms in one batch
+            # Under load, take the events of up to 50 ms in one batch, unless a reader waits.
+            self._urgent.wait(0.05)
+            self._urgent.clear()
 
     def wait_for(self, seq: int, timeout: float = 5.0) -> bool:
         """Block until every event up to ``seq`` is projected (False on timeout)."""
@@ -152,6 +156,7 @@ class ProjectionRunner:
             return True
         if self._thread is None:
             return self.catch_up() >= seq
+        self._urgent.set()
         self.notify()
         deadline = time.monotonic() + timeout
         with self._advanced:
