@@ -40,10 +40,15 @@ def _positions(conn: Connection) -> dict[str, int]:
     return {str(name): int(seq) for name, seq in rows}
 
 
-def _upsert_tracking(conn: Connection, name: str, seq: int) -> None:
+def _upsert_tracking(conn: Connection, names: list[str], seq: int) -> None:
+    """Record ``seq`` as the position of every projection in ``names`` (one statement)."""
+    if not names:
+        return
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(tracking).values(projection=name, seq=seq)
-    conn.execute(stmt.on_conflict_do_update(index_elements=["projection"], set_={"seq": seq}))
+    stmt = dialect.insert(tracking)
+    conn.execute(stmt.on_conflict_do_update(index_elements=["projection"],
+                                            set_={"seq": stmt.excluded.seq}),
+                 [{"projection": name, "seq": seq} for name in names])
 
 
 class ProjectionRunner:
@@ -95,6 +100,7 @@ class ProjectionRunner:
         with self.engine.begin() as raw:
             positions = _positions(raw)
             conn = BufferedConnection(raw)
+            advanced = []
             for projection in self.projections:
                 done = positions.get(projection.name, 0)
                 handlers = projection.handlers()
@@ -103,8 +109,9 @@ class ProjectionRunner:
                     if entry.seq > done and handler is not None:
                         handler(conn, entry, payload)  # type: ignore[arg-type]
                 if entries[-1].seq > done:
-                    _upsert_tracking(conn, projection.name, entries[-1].seq)  # type: ignore[arg-type]
+                    advanced.append(projection.name)
             conn.flush()
+            _upsert_tracking(raw, advanced, entries[-1].seq)
 
     def rebuild(self) -> int:
         """Drop every read model and build it again from seq 1."""
