@@ -1,0 +1,66 @@
+"""An event type that changed shape reads its old stored payloads through its upcasters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from events.canonical import CanonicalEncodingError, canonical_bytes, decode
+from events.catalogue import Event, UnknownEventTypeError, event_class
+
+
+@dataclass(frozen=True, kw_only=True)
+class GradeAssigned(Event):
+    """Test-only event, now at version 3: ``grade`` was ``level`` (v1), then gained ``scale`` (v2)."""
+
+    type_name = "test.grade_assigned"
+    class_version = 3
+    grade: str
+    scale: str
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, object]) -> None:
+        state["grade"] = state.pop("level")
+
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, object]) -> None:
+        state["scale"] = "A-D"
+
+
+ACTOR = {"participant": "p", "member": "m", "role": "regulator"}
+
+
+def test_a_v1_payload_is_upcast_to_the_current_version() -> None:
+    stored_v1 = canonical_bytes({"at": "2026-01-01T00:00:00Z", "actor": ACTOR, "level": "B"})
+    event = event_class("test.grade_assigned").from_payload("agg", 1, decode(stored_v1))
+    assert event == GradeAssigned(originator_id="agg", originator_version=1,
+                                  at="2026-01-01T00:00:00Z", actor=ACTOR, grade="B", scale="A-D")
+
+
+def test_a_current_payload_records_its_version_and_reads_back_unchanged() -> None:
+    event = GradeAssigned(originator_id="agg", originator_version=2, at="t", actor=ACTOR,
+                          grade="A", scale="1-5")
+    payload = decode(canonical_bytes(event.payload()))
+    assert payload["class_version"] == 3
+    assert GradeAssigned.from_payload("agg", 2, payload) == event
+
+
+def test_an_unknown_type_name_is_refused() -> None:
+    with pytest.raises(UnknownEventTypeError):
+        event_class("no.such_event")
+
+
+@pytest.mark.parametrize("value, path", [
+    ({"a": 1.5}, "$.a"), ({"a": [1, {"b": 2**60}]}, "$.a[1].b"), ({"a": "x\x00"}, "$.a"),
+    ({1: "x"}, "$"),
+])
+def test_values_without_a_canonical_form_are_refused_naming_their_path(
+        value: object, path: str) -> None:
+    with pytest.raises(CanonicalEncodingError) as err:
+        canonical_bytes(value)
+    assert err.value.path == path
+
+
+def test_canonical_bytes_sort_keys_and_keep_utf8() -> None:
+    assert canonical_bytes({"b": 1, "a": "数据"}) == '{"a":"数据","b":1}'.encode()
