@@ -16,6 +16,7 @@ from chain.service import ChainService, build_chain
 from domain.application import Ledger
 from domain.base import Actor, Context
 from domain.participant import Participant, found_platform
+from events.publisher import JetStreamPublisher, open_position_store
 from events.store import DatabaseURL, EventStore, LedgerLog, open_store
 from projections import all_projections
 from projections.runner import ProjectionRunner, views_engine
@@ -76,6 +77,7 @@ class Container:
     runner: ProjectionRunner
     engine: Engine
     chain: ChainService | None = None
+    publisher: JetStreamPublisher | None = None
     first_admin_token: str | None = None
     auth_cache: AuthCache = field(default_factory=AuthCache)
 
@@ -84,8 +86,13 @@ class Container:
         self.runner.notify()
         if self.chain is not None:
             self.chain.notify()
+        if self.publisher is not None:
+            self.publisher.notify()
 
     def close(self) -> None:
+        if self.publisher is not None:
+            self.publisher.stop()
+            self.publisher.positions.close()
         if self.chain is not None:
             self.chain.close()
         self.runner.stop()
@@ -114,8 +121,14 @@ def build(settings: Settings, *, start_background: bool = True) -> Container:
             witness_urls=[u.strip() for u in settings.witness_urls.split(",") if u.strip()],
             quorum=settings.witness_quorum,
             policy=CutPolicy(settings.checkpoint_every_leaves, settings.checkpoint_every_seconds))
+    if settings.nats_url:
+        container.publisher = JetStreamPublisher(
+            store, settings.nats_url, open_position_store(url), stream=settings.nats_stream,
+            subject_prefix=settings.nats_subject_prefix)
     if start_background:
         runner.start()
+        if container.publisher is not None:
+            container.publisher.start()
         if container.chain is not None:
             container.chain.start()
         ledger.on_commit = container.on_commit

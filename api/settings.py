@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     witness_urls: str = Field(default="", description="comma-separated URLs of witnesses (dataledger witness); empty = two in-process witnesses")
     witness_quorum: int | None = Field(default=None, ge=0, description="co-signatures needed to anchor a checkpoint; default all witnesses")
     switch_interval_ms: float = Field(default=1.0, gt=0, description="CPython's GIL switch interval for serve (default 1 ms; CPython's own is 5 ms)")
+    nats_url: str = Field(default="", description="NATS JetStream server to publish every event to (e.g. nats://127.0.0.1:4222); empty = the in-process dispatcher only")
+    nats_stream: str = Field(default="LEDGER", description="the JetStream stream")
+    nats_subject_prefix: str = Field(default="ledger", description="events go to <prefix>.<type>")
     access_log: bool = Field(default=False, description="log every HTTP request (uvicorn access log)")
     chain: bool = Field(default=True, description="integrate the Merkle tree and checkpoint in this process")
 
