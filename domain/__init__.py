@@ -8,6 +8,7 @@ this list, never this package, so there is no import cycle.
 
 from domain import (  # noqa: F401  (registers the event types)
     authorization,
+    computation,
     dataset,
     order,
     participant,

@@ -58,6 +58,18 @@ class DatasetWithdrawn(Event):
     reason: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class DatasetDataLoaded(Event):
+    """The owner loaded the private data onto its datasite: rows, schema, the file's SHA-256
+    (the data itself never leaves the datasite) and the rows of its mock."""
+
+    type_name = "dataset.data_loaded"
+    rows: int
+    schema: list[dict[str, str]]
+    sha256: str
+    mock_rows: int
+
+
 # -- input checks -----------------------------------------------------------------
 def require_text(value: Any, field: str) -> str:
     """``value`` if it is a non-empty string (after stripping), else InvalidInput."""
@@ -113,6 +125,26 @@ def _validate_field(item: Any, path: str) -> dict[str, str]:
             "sensitivity": item["sensitivity"]}
 
 
+def _count(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInput(field, "must be an integer >= 0")
+    return value
+
+
+def _validate_schema(value: Any) -> list[dict[str, str]]:
+    """The loaded table's columns: a non-empty list of ``{"name", "type"}``, names distinct."""
+    if not isinstance(value, list) or not value:
+        raise InvalidInput("schema", "must be a non-empty list of {name, type}")
+    out: list[dict[str, str]] = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict) or set(item) != {"name", "type"}:
+            raise InvalidInput(f"schema[{i}]", "must be an object with exactly name and type")
+        out.append({"name": require_text(item["name"], f"schema[{i}].name"),
+                    "type": require_text(item["type"], f"schema[{i}].type")})
+    require_names([c["name"] for c in out], "schema")
+    return out
+
+
 class Dataset(Aggregate):
     """registered → published → withdrawn; registered → withdrawn. Withdrawn is terminal."""
 
@@ -127,6 +159,9 @@ class Dataset(Aggregate):
         self.source_system = ""
         self.classification = ""
         self.fields: list[dict[str, str]] = []
+        #: the SHA-256 of the private data last loaded onto the datasite ("" until loaded)
+        self.data_sha256 = ""
+        self.data_rows = 0
 
     # -- queries ----------------------------------------------------------------
     def field_names(self) -> list[str]:
@@ -177,6 +212,17 @@ class Dataset(Aggregate):
         self.require_state(["registered", "published"], "withdraw")
         self.trigger(DatasetWithdrawn, ctx, reason=require_text(reason, "reason"))
 
+    def record_data_loaded(self, ctx: Context, *, rows: Any, schema: Any, sha256: Any,
+                           mock_rows: Any) -> None:
+        self._require_owner(ctx)
+        self.require_state(["registered", "published"], "record loaded data")
+        digest = sha256.lower() if isinstance(sha256, str) else ""
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise InvalidInput("sha256", "must be a hex SHA-256 digest (64 hex digits)")
+        self.trigger(DatasetDataLoaded, ctx, rows=_count(rows, "rows"),
+                     schema=_validate_schema(schema), sha256=digest,
+                     mock_rows=_count(mock_rows, "mock_rows"))
+
     def _require_owner(self, ctx: Context) -> None:
         ctx.actor.require_role("provider")
         if ctx.actor.participant_id != self.owner_id:
@@ -216,6 +262,10 @@ class Dataset(Aggregate):
     def _withdrawn(self, e: DatasetWithdrawn) -> None:
         self.state = "withdrawn"
 
+    @applies(DatasetDataLoaded)
+    def _data_loaded(self, e: DatasetDataLoaded) -> None:
+        self.data_sha256, self.data_rows = e.sha256, e.rows
+
 
 # -- use cases ------------------------------------------------------------------
 def register_dataset(uow: UnitOfWork, ctx: Context, *, name: str, description: str,
@@ -251,3 +301,13 @@ def withdraw_dataset(uow: UnitOfWork, ctx: Context, dataset_id: str, *,
     agg = uow.get(Dataset, dataset_id)
     agg.withdraw(ctx, reason=reason)
     return {"dataset_id": agg.id, "state": agg.state}
+
+
+def record_data_loaded(uow: UnitOfWork, ctx: Context, dataset_id: str, *, rows: int,
+                       schema: list[dict[str, str]], sha256: str,
+                       mock_rows: int) -> dict[str, Any]:
+    """The owner records that its datasite holds the data (by hash) and a mock of it."""
+    agg = uow.get(Dataset, dataset_id)
+    agg.record_data_loaded(ctx, rows=rows, schema=schema, sha256=sha256, mock_rows=mock_rows)
+    return {"dataset_id": agg.id, "state": agg.state, "sha256": agg.data_sha256,
+            "rows": agg.data_rows}

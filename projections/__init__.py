@@ -8,6 +8,7 @@ from projections.base import Projection
 def all_projections() -> list[Projection]:
     """Every read model, in the order they are applied (scenarios read datasets' owners)."""
     from projections.authorizations import AuthorizationsProjection
+    from projections.computations import ComputationsProjection
     from projections.datasets import DatasetsProjection
     from projections.orders import OrdersProjection
     from projections.participants import ParticipantsProjection
@@ -15,4 +16,5 @@ def all_projections() -> list[Projection]:
     from projections.scenarios import ScenariosProjection
 
     return [ParticipantsProjection(), DatasetsProjection(), ScenariosProjection(),
-            AuthorizationsProjection(), ProductsProjection(), OrdersProjection()]
+            AuthorizationsProjection(), ProductsProjection(), OrdersProjection(),
+            ComputationsProjection()]
