@@ -136,22 +136,24 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
 
     def insert_events(self, stored_events: Sequence[StoredEvent],
                       **kwargs: Any) -> Sequence[int] | None:
-        if not stored_events:
-            return []
+        rows_only = not stored_events
         with self.datastore.transaction(commit=True) as curs:
-            for statement in self.lock_table_statements:
-                curs.execute(statement, prepare=False)
-            curs.execute(self._max_id)
-            row = curs.fetchone()
-            base = int(row["m"]) if row else 0
-            ids = list(range(base + 1, base + 1 + len(stored_events)))
-            curs.executemany(self._insert_with_ids, [
-                (s.originator_id, s.originator_version, s.topic, s.state, i)
-                for s, i in zip(stored_events, ids, strict=True)])
+            ids: list[int] = []
+            if not rows_only:  # a command that wrote no event still keeps its first answer
+                for statement in self.lock_table_statements:
+                    curs.execute(statement, prepare=False)
+                curs.execute(self._max_id)
+                row = curs.fetchone()
+                base = int(row["m"]) if row else 0
+                ids = list(range(base + 1, base + 1 + len(stored_events)))
+                curs.executemany(self._insert_with_ids, [
+                    (s.originator_id, s.originator_version, s.topic, s.state, i)
+                    for s, i in zip(stored_events, ids, strict=True)])
             rows = _response_rows(kwargs.get("batches", ()), ids)
             if rows:
                 curs.executemany(self._insert_idem, rows)
-            self._notify_channel(curs)
+            if not rows_only:
+                self._notify_channel(curs)
         return ids
 
     def idempotency(self, member_id: str, key: str) -> tuple[str, bytes] | None:

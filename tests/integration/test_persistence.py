@@ -168,3 +168,10 @@ def test_a_stale_write_to_the_same_aggregate_is_a_concurrency_conflict(
             return {}
         ledger.execute(replay_stale, ADMIN)
     assert [e.type_name for e in store.load(pid)][-1] == "participant.admission_rejected"
+
+
+def test_a_command_that_writes_no_event_keeps_its_first_answer(store: EventStore) -> None:
+    record = IdempotencyRecord("m1", "noop-key", "fp", {"existing": True})
+    assert store.append([], [(0, record)]) == []
+    assert store.idempotency("m1", "noop-key") == ("fp", {"existing": True, "seqs": []})
+    assert store.max_seq() == 0

@@ -1,0 +1,211 @@
+"""Computations and deliveries (计算/交付): what a provider's compute node reports.
+
+On ``contract.approved`` a party provider's node asks for execution ``n`` of the contract
+(``POST /computations``: idempotent per contract and execution number), runs the product's
+registered code on its PySyft datasite and posts the result. The result's bytes are kept
+off the log (only their SHA-256 is recorded) and served to the demander. The node also
+records the data it loaded onto its datasite (``POST /datasets/{id}/data-loaded``).
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import CommandsDep, ReaderDep
+from api.routes.common import CommandAnswer, answer, found
+from api.routes.products import Id, Name, NoNul
+from domain import computation as uc
+from domain import dataset as datasets_uc
+from domain.errors import InvalidInput, NotFound, WrongState
+from events.canonical import CanonicalEncodingError
+from projections import computations as q
+from projections import results
+
+router = APIRouter(tags=["computations"])
+
+State = Literal["requested", "succeeded", "failed"]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$", description="hex SHA-256")]
+Count = Annotated[StrictInt, Field(ge=0, le=2**53 - 1)]
+
+
+class ComputationRequest(BaseModel):
+    contract_id: Id = Field(description="an approved contract (the order id)")
+    execution: StrictInt = Field(ge=1, le=2**31 - 1,
+                                 description="execution number, from 1; with the contract "
+                                             "id, the idempotency key")
+    datasite: Name = Field(description="the PySyft datasite that will run the code")
+    code_sha256: Sha256 = Field(description="the SHA-256 of the code the node will run; "
+                                            "must be the listed product's")
+
+
+class ResultReport(BaseModel):
+    result: Any = Field(description="the result as JSON (integers, strings, no floats); "
+                                    "its SHA-256 over the canonical bytes is recorded")
+    input_hashes: dict[Annotated[str, NoNul], Sha256] = Field(
+        description="input dataset id → SHA-256 of the private data the code read")
+    result_rows: Count
+    datasite: Name
+
+
+class FailureReport(BaseModel):
+    reason: Annotated[str, NoNul] = Field(min_length=1, max_length=uc.MAX_REASON)
+
+
+class SchemaColumn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    type: str = Field(min_length=1, max_length=100)
+
+
+class DataLoaded(BaseModel):
+    rows: Count = Field(description="rows of the private data")
+    schema_: list[SchemaColumn] = Field(alias="schema", min_length=1, max_length=1000)
+    sha256: Sha256 = Field(description="SHA-256 of the private data file")
+    mock_rows: Count = Field(description="rows of its mock")
+
+
+class ComputationAnswer(CommandAnswer):
+    computation_id: str
+    contract_id: str
+    execution: int
+    state: str
+    existing: bool = Field(description="true: this execution was already requested or "
+                                       "reported; nothing was written")
+
+
+class ResultAnswer(ComputationAnswer):
+    result_sha256: str
+
+
+class DataLoadedAnswer(CommandAnswer):
+    dataset_id: str
+    state: str
+    sha256: str
+    rows: int
+
+
+class ComputationView(BaseModel):
+    id: str
+    computation_id: str
+    contract_id: str
+    execution: int
+    product_id: str
+    demander_id: str
+    operator_id: str
+    provider_id: str = Field(description="the provider whose node requested it")
+    code_sha256: str
+    datasite: str
+    dataset_ids: list[str]
+    state: State
+    input_hashes: dict[str, str] | None
+    result_sha256: str | None
+    result_rows: int | None
+    failure_reason: str | None
+    requested_at: str
+    finished_at: str | None
+    updated_at: str
+    version: int
+
+
+@router.post("/computations", status_code=201, response_model=ComputationAnswer,
+             responses={200: {"model": ComputationAnswer,
+                              "description": "this execution already exists; nothing written"}})
+async def request_computation(body: ComputationRequest, cmd: CommandsDep) -> JSONResponse:
+    """A party provider's compute node asks to run execution ``n`` of an approved contract.
+
+    201 with the new computation; 200 with ``existing: true`` if it was already requested.
+    """
+    result = await cmd.run(uc.request_computation, contract_id=body.contract_id,
+                           execution=body.execution, datasite=body.datasite,
+                           code_sha256=body.code_sha256)
+    return answer(result, 200 if result.body.get("existing") else 201)
+
+
+@router.post("/computations/{computation_id}/result", response_model=ResultAnswer)
+async def record_result(computation_id: str, body: ResultReport,
+                        cmd: CommandsDep) -> JSONResponse:
+    """The requesting provider posts the result: its SHA-256 is recorded with the delivery,
+    its bytes are stored off the log. Posting the same result again writes nothing."""
+    try:
+        content, digest = results.encode(body.result)
+    except CanonicalEncodingError as exc:
+        raise InvalidInput(("result" + exc.path.removeprefix("$")), exc.reason) from None
+    outcome = await cmd.run(uc.record_success, computation_id, result_sha256=digest,
+                            input_hashes=dict(body.input_hashes), result_rows=body.result_rows,
+                            datasite=body.datasite)
+    await run_in_threadpool(results.put, cmd.container.engine, computation_id, content)
+    return answer(outcome)
+
+
+@router.post("/computations/{computation_id}/failure", response_model=ComputationAnswer)
+async def record_failure(computation_id: str, body: FailureReport,
+                         cmd: CommandsDep) -> JSONResponse:
+    """The requesting provider reports that the execution failed (terminal)."""
+    return answer(await cmd.run(uc.record_failure, computation_id, reason=body.reason))
+
+
+@router.get("/computations", response_model=list[ComputationView])
+def list_computations(reader: ReaderDep,
+                      contract_id: Annotated[str | None, Query(max_length=200)] = None,
+                      state: Annotated[State | None, Query()] = None) -> list[dict[str, Any]]:
+    """The computations of the caller's contracts (as demander, operator or requesting
+    provider); all of them for the regulator and the platform."""
+    with reader.connect() as conn:
+        return q.list_computations(conn, reader.actor.participant_id, reader.sees_all,
+                                   contract_id, state)
+
+
+@router.get("/computations/{computation_id}", response_model=ComputationView)
+def get_computation(computation_id: str, reader: ReaderDep) -> dict[str, Any]:
+    """One computation, for its demander, operator and requesting provider."""
+    with reader.connect() as conn:
+        row = q.get_computation(conn, computation_id, reader.actor.participant_id,
+                                reader.sees_all)
+    return found(row, "computation", computation_id)
+
+
+@router.get("/deliveries/{delivery_id}/result", responses={200: {
+    "description": "the delivered result, as posted by the compute node (canonical JSON)",
+    "content": {"application/json": {"schema": {"description": "any JSON value"}}}}})
+def get_delivered_result(delivery_id: str, reader: ReaderDep) -> Response:
+    """The delivered result (the delivery id is the computation id), for the demander, the
+    operator, the regulator and the platform; ``X-Result-SHA256`` is the recorded hash.
+
+    404 to anyone else; 409 while nothing is delivered yet.
+    """
+    viewer = reader.actor.participant_id
+    with reader.connect() as conn:
+        delivery = q.get_delivery(conn, delivery_id, viewer, reader.sees_all)
+        if delivery is None:
+            comp = q.get_computation(conn, delivery_id, viewer, reader.sees_all)
+    if delivery is None:
+        if comp is None or not (reader.sees_all
+                                or viewer in (comp["demander_id"], comp["operator_id"])):
+            raise NotFound(f"no delivery {delivery_id}", kind="delivery", id=delivery_id)
+        raise WrongState(f"computation {delivery_id} is {comp['state']}; nothing is "
+                         "delivered yet", state=comp["state"])
+    stored = results.get(reader.container.engine, delivery_id)
+    if stored is None or stored[1] != delivery["result_sha256"]:
+        raise WrongState(f"the result of delivery {delivery_id} is not stored yet")
+    content, digest = stored
+    b64 = base64.b64encode(bytes.fromhex(digest)).decode()
+    return Response(content, media_type="application/json",
+                    headers={"X-Result-SHA256": digest, "Content-Digest": f"sha-256=:{b64}:"})
+
+
+@router.post("/datasets/{dataset_id}/data-loaded", response_model=DataLoadedAnswer,
+             tags=["datasets"])
+async def record_data_loaded(dataset_id: str, body: DataLoaded,
+                             cmd: CommandsDep) -> JSONResponse:
+    """The owning provider records that its datasite holds the dataset's private data (by
+    SHA-256; the data never leaves the datasite) and a mock of it."""
+    return answer(await cmd.run(datasets_uc.record_data_loaded, dataset_id, rows=body.rows,
+                                schema=[c.model_dump() for c in body.schema_],
+                                sha256=body.sha256, mock_rows=body.mock_rows))

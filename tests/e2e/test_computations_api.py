@@ -1,0 +1,219 @@
+"""Computations and deliveries over HTTP, as a provider's compute node drives them after
+``contract.approved``: one computation per (contract, execution), the result's hash in the
+log and its bytes for the demander only."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from typing import Any
+
+import pytest
+
+from api.bootstrap import Container
+from events.canonical import canonical_bytes
+from tests.e2e.conftest import Party, World
+from tests.e2e.setup_chain import CODE, Chain, build_chain, list_product
+from tests.e2e.test_market_api import (
+    accepted_contract,
+    approved_contract,
+    head,
+    place,
+    policy,
+    proposal,
+    refused,
+)
+
+CODE_SHA256 = hashlib.sha256(CODE.encode()).hexdigest()
+SITE = "tax-bureau-datasite"
+DATA_SHA = hashlib.sha256(b"taxpayer_id,annual_revenue\n").hexdigest()
+RESULT = [{"firm": "A", "score": 812}, {"firm": "B", "score": 655}]
+
+
+@pytest.fixture
+def chain(world: World) -> Chain:
+    return build_chain(world)
+
+
+def ask(contract_id: str, execution: int = 1, **changes: Any) -> dict[str, Any]:
+    return {"contract_id": contract_id, "execution": execution, "datasite": SITE,
+            "code_sha256": CODE_SHA256, **changes}
+
+
+def report(chain: Chain, result: Any = RESULT) -> dict[str, Any]:
+    return {"result": result, "input_hashes": {chain.dataset_id: DATA_SHA},
+            "result_rows": len(result), "datasite": SITE}
+
+
+def events_of(world: World, originator_id: str) -> list[dict[str, Any]]:
+    page = world.call("GET", "/ledger/events?limit=1000", world.regulator)["events"]
+    return [e for e in page if e["originator_id"] == originator_id]
+
+
+def test_a_node_runs_execution_one_once_and_the_demander_gets_the_result(
+        world: World, chain: Chain, container: Container) -> None:
+    loaded = world.call("POST", f"/datasets/{chain.dataset_id}/data-loaded", chain.provider,
+                        json={"rows": 2, "schema": [{"name": "taxpayer_id", "type": "string"},
+                                                    {"name": "annual_revenue", "type": "int"}],
+                              "sha256": DATA_SHA, "mock_rows": 2})
+    assert loaded["sha256"] == DATA_SHA and len(loaded["seqs"]) == 1
+    _, oid = approved_contract(world, chain)
+
+    made = world.call("POST", "/computations", chain.provider, 201, json=ask(oid))
+    cid = made["computation_id"]
+    assert (made["state"], made["existing"], made["execution"]) == ("requested", False, 1)
+    assert len(made["seqs"]) == 1
+    before = head(world)
+    again = world.call("POST", "/computations", chain.provider, 200, json=ask(oid))
+    assert again["computation_id"] == cid and again["existing"] is True
+    assert again["seqs"] == [] and head(world) == before
+    # a restarted node sending an Idempotency-Key gets the same answer either way
+    # (whether the store keeps a key for a command that wrote nothing differs by backend)
+    keyed = {**chain.provider.headers, "Idempotency-Key": "node-1-exec-1"}
+    for _ in range(2):
+        r = world.client.post("/computations", json=ask(oid), headers=keyed)
+        assert r.status_code == 200 and r.json()["computation_id"] == cid
+        assert r.json()["existing"] is True and r.json()["seqs"] == []
+    assert head(world) == before
+    assert [e["type"] for e in events_of(world, cid)] == ["computation.requested"]
+
+    for party in (chain.provider, chain.demander, chain.operator, world.regulator):
+        seen = world.call("GET", f"/computations/{cid}", party)
+        assert seen["state"] == "requested" and seen["contract_id"] == oid
+    assert [c["id"] for c in world.call("GET", f"/computations?contract_id={oid}",
+                                        chain.demander)] == [cid]
+    refused(world, "GET", f"/deliveries/{cid}/result", chain.demander, 409)
+
+    posted = world.call("POST", f"/computations/{cid}/result", chain.provider,
+                        json=report(chain))
+    digest = hashlib.sha256(canonical_bytes(RESULT)).hexdigest()
+    assert posted["state"] == "succeeded" and posted["result_sha256"] == digest
+    assert len(posted["seqs"]) == 2
+    same = world.call("POST", f"/computations/{cid}/result", chain.provider,
+                      json=report(chain))
+    assert same["existing"] is True and same["seqs"] == []
+
+    got = world.client.get(f"/deliveries/{cid}/result", headers=chain.demander.headers)
+    assert got.status_code == 200, got.text
+    assert json.loads(got.content) == RESULT
+    assert hashlib.sha256(got.content).hexdigest() == digest
+    assert got.headers["X-Result-SHA256"] == digest
+    assert got.headers["Content-Digest"] == (
+        f"sha-256=:{base64.b64encode(bytes.fromhex(digest)).decode()}:")
+
+    logged = events_of(world, cid)
+    assert [e["type"] for e in logged] == [
+        "computation.requested", "computation.succeeded", "delivery.made"]
+    succeeded = logged[1]["payload"]
+    assert succeeded["result_sha256"] == digest and succeeded["code_sha256"] == CODE_SHA256
+    assert succeeded["input_hashes"] == {chain.dataset_id: DATA_SHA}
+    assert logged[2]["payload"]["demander_id"] == chain.demander.participant_id
+    assert "score" not in json.dumps(logged)  # the result itself is never in the log
+
+    for party in (chain.operator, world.regulator, world.platform):
+        assert world.client.get(f"/deliveries/{cid}/result",
+                                headers=party.headers).status_code == 200
+    refused(world, "GET", f"/deliveries/{cid}/result", chain.provider, 404)
+    other = world.onboard("demander", "Another bank 另一家银行")
+    refused(world, "GET", f"/deliveries/{cid}/result", other, 404)
+    refused(world, "GET", f"/computations/{cid}", other, 404)
+    assert world.call("GET", "/computations", other) == []
+    seen = world.call("GET", f"/computations/{cid}", chain.demander)
+    assert seen["state"] == "succeeded" and seen["result_sha256"] == digest
+    assert seen["result_rows"] == 2
+
+    # rebuilding the read models gives the same state and keeps the stored result
+    runner = container.runner
+    assert runner.wait_for(head(world))
+    digests = runner.digests()
+    runner.rebuild()
+    assert runner.digests() == digests
+    again_got = world.client.get(f"/deliveries/{cid}/result", headers=chain.demander.headers)
+    assert again_got.status_code == 200 and again_got.content == got.content
+
+
+def test_a_failed_execution_then_the_next_one(world: World, chain: Chain) -> None:
+    _, oid = approved_contract(world, chain)
+    cid = world.call("POST", "/computations", chain.provider, 201, json=ask(oid))["computation_id"]
+    refused(world, "POST", f"/computations/{cid}/failure", chain.demander, 403,
+            json={"reason": "x"})
+    failed = world.call("POST", f"/computations/{cid}/failure", chain.provider,
+                        json={"reason": "the datasite ran out of memory"})
+    assert failed["state"] == "failed"
+    refused(world, "POST", f"/computations/{cid}/result", chain.provider, 409,
+            json=report(chain))
+    refused(world, "GET", f"/deliveries/{cid}/result", chain.demander, 409)
+    second = world.call("POST", "/computations", chain.provider, 201, json=ask(oid, 2))
+    assert second["execution"] == 2 and second["computation_id"] != cid
+
+
+def test_refusals_write_nothing(world: World, chain: Chain) -> None:
+    _, oid = accepted_contract(world, chain)
+    refused(world, "POST", "/computations", chain.provider, 409, json=ask(oid))  # not approved
+    world.call("POST", f"/orders/{oid}/contract/approvals", chain.provider)
+    world.call("POST", f"/orders/{oid}/contract/approvals", chain.operator)
+    for party in (chain.demander, chain.operator, world.regulator):
+        refused(world, "POST", "/computations", party, 403, json=ask(oid))
+    body = refused(world, "POST", "/computations", chain.provider, 422,
+                   json=ask(oid, code_sha256=hashlib.sha256(b"other code").hexdigest()))
+    assert body["field"] == "code_sha256"
+    refused(world, "POST", "/computations", chain.provider, 409, json=ask(oid, 2))  # gap
+    refused(world, "POST", "/computations", chain.provider, 422, json=ask(oid, 0))
+    refused(world, "POST", "/computations", chain.provider, 404, json=ask("nope"))
+
+    cid = world.call("POST", "/computations", chain.provider, 201, json=ask(oid))["computation_id"]
+    refused(world, "POST", f"/computations/{cid}/result", chain.demander, 403,
+            json=report(chain))
+    body = refused(world, "POST", f"/computations/{cid}/result", chain.provider, 422,
+                   json=report(chain, [{"score": 0.5}]))
+    assert body["field"].startswith("result")
+    refused(world, "POST", f"/computations/{cid}/result", chain.provider, 422,
+            json={**report(chain), "input_hashes": {chain.dataset_id: "nothex"}})
+    refused(world, "POST", f"/computations/{cid}/result", chain.provider, 422,
+            json={**report(chain), "datasite": "elsewhere"})
+    refused(world, "POST", "/computations/nope/result", chain.provider, 404,
+            json=report(chain))
+    refused(world, "GET", f"/deliveries/{cid}/result", chain.demander, 409)
+    refused(world, "GET", "/deliveries/nope/result", chain.demander, 404)
+
+
+def test_a_terminated_contract_runs_nothing(world: World, chain: Chain) -> None:
+    _, oid = approved_contract(world, chain)
+    world.call("POST", f"/orders/{oid}/contract/termination", world.regulator,
+               json={"reason": "the regulator ends it"})
+    body = refused(world, "POST", "/computations", chain.provider, 409, json=ask(oid))
+    assert body["error"] == "wrong_state" and "terminated" in body["detail"]
+    assert world.call("GET", "/computations", world.regulator) == []
+
+
+def test_processing_count_one_refuses_execution_two(world: World, chain: Chain) -> None:
+    product_id = list_product(world, chain)
+    oid = place(world, chain, product_id)
+    terms = proposal(usage_policy={**policy(), "processing_count": 1})
+    world.call("POST", f"/orders/{oid}/contract", chain.operator, json=terms)
+    world.call("POST", f"/orders/{oid}/contract/acceptance", chain.demander)
+    world.call("POST", f"/orders/{oid}/contract/approvals", chain.provider)
+    world.call("POST", f"/orders/{oid}/contract/approvals", chain.operator)
+    cid = world.call("POST", "/computations", chain.provider, 201, json=ask(oid))["computation_id"]
+    world.call("POST", f"/computations/{cid}/failure", chain.provider, json={"reason": "oom"})
+    body = refused(world, "POST", "/computations", chain.provider, 409, json=ask(oid, 2))
+    assert "processing count exhausted" in body["detail"]
+
+
+def test_a_revoked_authorization_stops_new_executions(world: World, chain: Chain) -> None:
+    _, oid = approved_contract(world, chain)
+    world.call("POST", f"/authorizations/{chain.authorization_id}/revocation", chain.provider,
+               json={"reason": "consent withdrawn"})
+    body = refused(world, "POST", "/computations", chain.provider, 403, json=ask(oid))
+    assert chain.dataset_id in body["detail"]
+
+
+def test_data_loaded_only_by_the_owner(world: World, chain: Chain) -> None:
+    body = {"rows": 2, "schema": [{"name": "a", "type": "int"}], "sha256": DATA_SHA,
+            "mock_rows": 1}
+    other: Party = world.onboard("provider", "Another bureau 另一个局")
+    refused(world, "POST", f"/datasets/{chain.dataset_id}/data-loaded", other, 403, json=body)
+    refused(world, "POST", f"/datasets/{chain.dataset_id}/data-loaded", chain.provider, 422,
+            json={**body, "sha256": "abc"})
+    refused(world, "POST", "/datasets/nope/data-loaded", chain.provider, 404, json=body)

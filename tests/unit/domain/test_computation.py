@@ -1,0 +1,435 @@
+"""Computation and delivery: request (idempotent per contract and execution), success with
+its delivery, failure; the guards of the contract, the code, the count and the authorizations.
+Also ``dataset.data_loaded``, and the application running a command that writes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from domain.application import Batch, Idempotency, Ledger
+from domain.authorization import revoke_authorization
+from domain.base import Actor, Context
+from domain.computation import (
+    Computation,
+    computation_id,
+    record_failure,
+    record_success,
+    request_computation,
+)
+from domain.dataset import Dataset, record_data_loaded, withdraw_dataset
+from domain.errors import Forbidden, InvalidInput, NotFound, WrongState
+from domain.order import Order, terminate_contract
+from domain.product import Product, delist_product
+from events.catalogue import Event
+from events.store import DatabaseURL, LedgerLog, open_store
+from tests.unit.domain.test_dataset import PROVIDER, published_dataset
+from tests.unit.domain.test_order import DEMANDER, POLICY, accepted, approved
+from tests.unit.domain.test_participant import PLATFORM, REGULATOR, refused
+from tests.unit.domain.test_product import CODE_SHA256
+from tests.unit.domain.test_scenario import OPERATOR
+from tests.unit.fakes import MemoryUnitOfWork, ctx, run
+
+SITE = "tax-bureau-datasite"
+RESULT_SHA = hashlib.sha256(b'[{"score":1}]').hexdigest()
+DATA_SHA = hashlib.sha256(b"credit_code,tax_paid_fen\n").hexdigest()
+OTHER_PROVIDER = ctx("provider", "p-provider-2")
+
+
+def request_kwargs(order_id: str, execution: int = 1, **overrides: Any) -> dict[str, Any]:
+    return {"contract_id": order_id, "execution": execution, "datasite": SITE,
+            "code_sha256": CODE_SHA256, **overrides}
+
+
+def requested(uow: MemoryUnitOfWork, policy: dict[str, Any] = POLICY) -> tuple[str, str]:
+    """An approved contract and execution 1 of it: (order_id, computation_id)."""
+    order_id = approved(uow, policy)
+    ids = run(uow, request_computation, PROVIDER, **request_kwargs(order_id))
+    return order_id, ids["computation_id"]
+
+
+def inputs_of(uow: MemoryUnitOfWork, cid: str, digest: str = DATA_SHA) -> dict[str, str]:
+    return {d: digest for d in uow.get(Computation, cid).dataset_ids}
+
+
+def success_kwargs(uow: MemoryUnitOfWork, cid: str, **overrides: Any) -> dict[str, Any]:
+    return {"result_sha256": RESULT_SHA, "input_hashes": inputs_of(uow, cid), "result_rows": 1,
+            "datasite": SITE, **overrides}
+
+
+# -- happy paths --------------------------------------------------------------------------
+def test_computation_id_is_a_uuid5_of_contract_and_execution() -> None:
+    assert computation_id("c-1", 1) == computation_id("c-1", 1)
+    assert len({computation_id("c-1", 1), computation_id("c-1", 2),
+                computation_id("c-2", 1)}) == 3
+
+
+def test_request_succeed_and_deliver() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = approved(uow)
+    ids = run(uow, request_computation, PROVIDER, **request_kwargs(order_id))
+    cid = ids["computation_id"]
+    assert cid == computation_id(order_id, 1)
+    assert (ids["state"], ids["existing"], ids["execution"]) == ("requested", False, 1)
+    done = run(uow, record_success, PROVIDER, cid, **success_kwargs(uow, cid))
+    assert (done["state"], done["result_sha256"]) == ("succeeded", RESULT_SHA)
+    events = uow.streams[cid]
+    assert [e.type_name for e in events] == [
+        "computation.requested", "computation.succeeded", "delivery.made"]
+    first = events[0].payload()
+    order = uow.get(Order, order_id)
+    assert first["contract_id"] == order_id and first["demander_id"] == "p-demander"
+    assert first["operator_id"] == "p-operator" and first["provider_id"] == "p-provider"
+    assert first["code_sha256"] == CODE_SHA256 and first["datasite"] == SITE
+    assert first["execution"] == 1 and order.state == "approved"
+    assert first["dataset_ids"] == [i["dataset_id"] for i in
+                                    uow.get(Product, order.product_id).inputs]
+    succeeded = events[1].payload()
+    assert succeeded["code_sha256"] == CODE_SHA256
+    assert succeeded["result_sha256"] == RESULT_SHA and succeeded["result_rows"] == 1
+    assert events[2].payload()["demander_id"] == "p-demander"
+    assert events[2].payload()["result_sha256"] == RESULT_SHA
+
+
+def test_success_and_delivery_come_from_one_command() -> None:
+    uow = MemoryUnitOfWork()
+    _, cid = requested(uow)
+    agg = uow.get(Computation, cid)
+    agg.succeed(PROVIDER, result_sha256=RESULT_SHA, input_hashes=inputs_of(uow, cid),
+                result_rows=3, datasite=SITE)
+    assert [e.type_name for e in agg.pending] == ["computation.succeeded", "delivery.made"]
+
+
+def test_existing_computation_is_returned_without_events() -> None:
+    uow = MemoryUnitOfWork()
+    order_id, cid = requested(uow)
+    before = len(uow.streams[cid])
+    again = request_computation(uow, PROVIDER, **request_kwargs(order_id))
+    assert again == {"computation_id": cid, "contract_id": order_id, "execution": 1,
+                     "state": "requested", "existing": True}
+    assert uow.commit() == [] and len(uow.streams[cid]) == before
+
+
+def test_existing_computation_is_returned_even_after_the_contract_ended() -> None:
+    uow = MemoryUnitOfWork()
+    order_id, cid = requested(uow)
+    run(uow, record_failure, PROVIDER, cid, reason="datasite out of memory")
+    run(uow, terminate_contract, OPERATOR, order_id, reason="ended")
+    again = request_computation(uow, PROVIDER, **request_kwargs(order_id))
+    assert (again["existing"], again["state"]) == (True, "failed")
+    assert uow.commit() == []
+
+
+def test_next_execution_after_the_previous_one() -> None:
+    uow = MemoryUnitOfWork()
+    order_id, first = requested(uow)
+    run(uow, record_failure, PROVIDER, first, reason="node restarted")
+    second = run(uow, request_computation, PROVIDER, **request_kwargs(order_id, 2))
+    assert second["computation_id"] == computation_id(order_id, 2)
+    assert second["state"] == "requested"
+
+
+def test_the_same_result_reported_again_writes_nothing() -> None:
+    uow = MemoryUnitOfWork()
+    _, cid = requested(uow)
+    run(uow, record_success, PROVIDER, cid, **success_kwargs(uow, cid))
+    again = record_success(uow, PROVIDER, cid, **success_kwargs(uow, cid))
+    assert (again["existing"], again["state"]) == (True, "succeeded")
+    assert uow.commit() == []
+
+
+def test_failure_is_terminal() -> None:
+    uow = MemoryUnitOfWork()
+    _, cid = requested(uow)
+    done = run(uow, record_failure, PROVIDER, cid, reason="code raised KeyError")
+    assert done["state"] == "failed"
+    assert uow.get(Computation, cid).reason == "code raised KeyError"
+    refused(uow, WrongState, record_failure, PROVIDER, cid, reason="again")
+    refused(uow, WrongState, record_success, PROVIDER, cid, **success_kwargs(uow, cid))
+
+
+# -- request guards -------------------------------------------------------------------------
+@pytest.mark.parametrize("who", [DEMANDER, OPERATOR, REGULATOR, PLATFORM, OTHER_PROVIDER])
+def test_refuses_a_request_by_anyone_but_a_party_provider(who: Any) -> None:
+    uow = MemoryUnitOfWork()
+    order_id = approved(uow)
+    refused(uow, Forbidden, request_computation, who, **request_kwargs(order_id))
+
+
+def test_refuses_a_non_party_even_for_an_existing_computation() -> None:
+    uow = MemoryUnitOfWork()
+    order_id, _ = requested(uow)
+    refused(uow, Forbidden, request_computation, OTHER_PROVIDER, **request_kwargs(order_id))
+
+
+def test_refuses_a_contract_not_yet_approved() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = accepted(uow)
+    err = refused(uow, WrongState, request_computation, PROVIDER, **request_kwargs(order_id))
+    assert "accepted" in err.detail and err.context["state"] == "accepted"
+
+
+def test_refuses_a_terminated_contract() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = approved(uow)
+    run(uow, terminate_contract, OPERATOR, order_id, reason="breach")
+    err = refused(uow, WrongState, request_computation, PROVIDER, **request_kwargs(order_id))
+    assert "terminated" in err.detail
+
+
+def test_refuses_an_unknown_contract() -> None:
+    uow = MemoryUnitOfWork()
+    refused(uow, NotFound, request_computation, PROVIDER, **request_kwargs("nope"))
+
+
+def test_refuses_code_that_differs_from_the_listed_one() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = approved(uow)
+    other = hashlib.sha256(b"print('hi')").hexdigest()
+    err = refused(uow, InvalidInput, request_computation, PROVIDER,
+                  **request_kwargs(order_id, code_sha256=other))
+    assert isinstance(err, InvalidInput) and err.field == "code_sha256"
+
+
+def test_accepts_the_code_hash_in_upper_case() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = approved(uow)
+    run(uow, request_computation, PROVIDER,
+        **request_kwargs(order_id, code_sha256=CODE_SHA256.upper()))
+
+
+@pytest.mark.parametrize(("override", "field"), [
+    ({"execution": 0}, "execution"), ({"execution": True}, "execution"),
+    ({"execution": "1"}, "execution"), ({"datasite": " "}, "datasite"),
+    ({"code_sha256": "abc"}, "code_sha256"),
+])
+def test_refuses_bad_request_fields(override: dict[str, Any], field: str) -> None:
+    uow = MemoryUnitOfWork()
+    order_id = approved(uow)
+    err = refused(uow, InvalidInput, request_computation, PROVIDER,
+                  **request_kwargs(order_id, **override))
+    assert isinstance(err, InvalidInput) and err.field == field
+
+
+def test_refuses_executions_beyond_the_processing_count() -> None:
+    uow = MemoryUnitOfWork()
+    order_id, _ = requested(uow, {**POLICY, "processing_count": 1})
+    err = refused(uow, WrongState, request_computation, PROVIDER, **request_kwargs(order_id, 2))
+    assert "processing count exhausted" in err.detail
+
+
+def test_a_processing_count_of_zero_allows_no_execution() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = approved(uow, {**POLICY, "processing_count": 0})
+    err = refused(uow, WrongState, request_computation, PROVIDER, **request_kwargs(order_id))
+    assert "processing count exhausted" in err.detail
+
+
+def test_refuses_an_execution_whose_predecessor_was_not_requested() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = approved(uow)
+    refused(uow, WrongState, request_computation, PROVIDER, **request_kwargs(order_id, 2))
+
+
+def test_refuses_when_an_input_authorization_was_revoked() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = approved(uow)
+    product = uow.get(Product, uow.get(Order, order_id).product_id)
+    for auth_id in product.authorization_ids:
+        run(uow, revoke_authorization, PROVIDER, auth_id, reason="consent withdrawn")
+    err = refused(uow, Forbidden, request_computation, PROVIDER, **request_kwargs(order_id))
+    assert product.dataset_ids()[0] in err.detail
+
+
+def test_refuses_when_the_authorization_period_is_over() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = approved(uow)
+    late = ctx("provider", at="2099-01-01T00:00:00Z")
+    refused(uow, Forbidden, request_computation, late, **request_kwargs(order_id))
+
+
+def test_refuses_a_delisted_product() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = approved(uow)
+    run(uow, delist_product, PLATFORM, uow.get(Order, order_id).product_id, reason="recall")
+    refused(uow, WrongState, request_computation, PROVIDER, **request_kwargs(order_id))
+
+
+# -- report guards --------------------------------------------------------------------------
+@pytest.mark.parametrize("who", [DEMANDER, OPERATOR, REGULATOR, OTHER_PROVIDER])
+def test_only_the_requesting_provider_reports(who: Any) -> None:
+    uow = MemoryUnitOfWork()
+    _, cid = requested(uow)
+    refused(uow, Forbidden, record_success, who, cid, **success_kwargs(uow, cid))
+    refused(uow, Forbidden, record_failure, who, cid, reason="x")
+
+
+def test_refuses_a_different_result_after_success() -> None:
+    uow = MemoryUnitOfWork()
+    _, cid = requested(uow)
+    run(uow, record_success, PROVIDER, cid, **success_kwargs(uow, cid))
+    other = hashlib.sha256(b"other").hexdigest()
+    refused(uow, WrongState, record_success, PROVIDER, cid,
+            **success_kwargs(uow, cid, result_sha256=other))
+    refused(uow, WrongState, record_failure, PROVIDER, cid, reason="too late")
+
+
+def test_refuses_reports_on_an_unknown_computation() -> None:
+    uow = MemoryUnitOfWork()
+    refused(uow, NotFound, record_failure, PROVIDER, "nope", reason="x")
+
+
+@pytest.mark.parametrize(("override", "field"), [
+    ({"result_sha256": "xyz"}, "result_sha256"),
+    ({"result_rows": -1}, "result_rows"),
+    ({"result_rows": 1.5}, "result_rows"),
+    ({"datasite": "another-site"}, "datasite"),
+    ({"input_hashes": {}}, "input_hashes"),
+])
+def test_refuses_bad_result_fields(override: dict[str, Any], field: str) -> None:
+    uow = MemoryUnitOfWork()
+    _, cid = requested(uow)
+    err = refused(uow, InvalidInput, record_success, PROVIDER, cid,
+                  **success_kwargs(uow, cid, **override))
+    assert isinstance(err, InvalidInput) and err.field == field
+
+
+def test_input_hashes_must_match_the_loaded_data() -> None:
+    uow = MemoryUnitOfWork()
+    _, cid = requested(uow)
+    dataset_id = uow.get(Computation, cid).dataset_ids[0]
+    run(uow, record_data_loaded, PROVIDER, dataset_id, rows=10,
+        schema=[{"name": "credit_code", "type": "str"}], sha256=DATA_SHA, mock_rows=3)
+    wrong = hashlib.sha256(b"other data").hexdigest()
+    err = refused(uow, InvalidInput, record_success, PROVIDER, cid,
+                  **success_kwargs(uow, cid, input_hashes=inputs_of(uow, cid, wrong)))
+    assert isinstance(err, InvalidInput) and err.field == f"input_hashes.{dataset_id}"
+    run(uow, record_success, PROVIDER, cid, **success_kwargs(uow, cid))
+
+
+def test_refuses_an_empty_failure_reason() -> None:
+    uow = MemoryUnitOfWork()
+    _, cid = requested(uow)
+    refused(uow, InvalidInput, record_failure, PROVIDER, cid, reason=" ")
+
+
+# -- dataset.data_loaded ------------------------------------------------------------------
+def test_records_the_data_loaded_keeping_the_latest_hash() -> None:
+    uow = MemoryUnitOfWork()
+    dataset_id = published_dataset(uow)
+    schema = [{"name": "credit_code", "type": "str"}, {"name": "tax_paid_fen", "type": "int"}]
+    ids = run(uow, record_data_loaded, PROVIDER, dataset_id, rows=100, schema=schema,
+              sha256=DATA_SHA.upper(), mock_rows=10)
+    assert ids == {"dataset_id": dataset_id, "state": "published", "sha256": DATA_SHA,
+                   "rows": 100}
+    newer = hashlib.sha256(b"newer").hexdigest()
+    run(uow, record_data_loaded, PROVIDER, dataset_id, rows=120, schema=schema, sha256=newer,
+        mock_rows=10)
+    agg = uow.get(Dataset, dataset_id)
+    assert (agg.data_sha256, agg.data_rows, agg.state) == (newer, 120, "published")
+    assert [e.type_name for e in uow.streams[dataset_id]][-2:] == [
+        "dataset.data_loaded", "dataset.data_loaded"]
+    assert uow.streams[dataset_id][-1].payload()["schema"] == schema
+
+
+def test_data_loaded_guards() -> None:
+    uow = MemoryUnitOfWork()
+    dataset_id = published_dataset(uow)
+    good: dict[str, Any] = {"rows": 1, "schema": [{"name": "a", "type": "int"}],
+                            "sha256": DATA_SHA, "mock_rows": 1}
+    refused(uow, Forbidden, record_data_loaded, OTHER_PROVIDER, dataset_id, **good)
+    refused(uow, Forbidden, record_data_loaded, OPERATOR, dataset_id, **good)
+    for field, value in [("rows", -1), ("sha256", "00"), ("mock_rows", True),
+                         ("schema", []), ("schema", [{"name": "a"}]),
+                         ("schema", [{"name": "a", "type": "x"}, {"name": "a", "type": "y"}])]:
+        err = refused(uow, InvalidInput, record_data_loaded, PROVIDER, dataset_id,
+                      **{**good, field: value})
+        assert isinstance(err, InvalidInput) and err.field.startswith(field)
+    run(uow, withdraw_dataset, PROVIDER, dataset_id, reason="retired")
+    refused(uow, WrongState, record_data_loaded, PROVIDER, dataset_id, **good)
+
+
+# -- the application: a command that triggers no event ----------------------------------
+class MemoryLog:
+    """An EventLog over the streams of a MemoryUnitOfWork."""
+
+    def __init__(self, streams: dict[str, list[Event]]) -> None:
+        self.streams = streams
+        self.appended: list[tuple[list[Event], list[Batch]]] = []
+        self.answers: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+        self.seq = 0
+
+    def load(self, originator_id: str, after_version: int = 0) -> list[Event]:
+        return [e for e in self.streams.get(originator_id, [])
+                if e.originator_version > after_version]
+
+    def append_batches(self, events: list[Event], batches: list[Batch]) -> list[int]:
+        self.appended.append((list(events), list(batches)))
+        seqs = list(range(self.seq + 1, self.seq + 1 + len(events)))
+        self.seq += len(events)
+        start = 0
+        for batch in batches:
+            if batch.idempotency is not None:
+                idem = batch.idempotency
+                self.answers[(idem.member_id, idem.key)] = (
+                    idem.fingerprint, dict(batch.response, seqs=seqs[start:start + batch.count]))
+            start += batch.count
+        for e in events:
+            self.streams.setdefault(e.originator_id, []).append(e)
+        return seqs
+
+    def idempotent_answer(self, member_id: str, key: str) -> tuple[str, dict[str, Any]] | None:
+        return self.answers.get((member_id, key))
+
+
+def _actor(context: Context) -> Actor:
+    return dataclasses.replace(context.actor, admitted=True)
+
+
+@pytest.mark.parametrize("group_commit", [True, False])
+def test_ledger_runs_a_command_that_writes_nothing(group_commit: bool) -> None:
+    uow = MemoryUnitOfWork()
+    order_id, cid = requested(uow)
+    log = MemoryLog(uow.streams)
+    ledger = Ledger(log, clock=lambda: "2026-11-26T11:00:00Z", group_commit=group_commit)
+    try:
+        result = ledger.execute(request_computation, _actor(PROVIDER), **request_kwargs(order_id))
+        assert result.body["existing"] is True and result.body["computation_id"] == cid
+        assert result.seqs == [] and not result.replayed
+        again = asyncio.run(ledger.execute_async(request_computation, _actor(PROVIDER),
+                                                 **request_kwargs(order_id)))
+        assert again.body["existing"] is True and again.seqs == []
+        assert all(events == [] for events, _ in log.appended)
+        assert len(uow.streams[cid]) == 1 and ledger.last_seq == 0
+    finally:
+        ledger.close()
+
+
+@pytest.mark.parametrize("group_commit", [True, False])
+def test_ledger_on_a_real_store_runs_a_command_that_writes_nothing(
+        tmp_path: Path, group_commit: bool) -> None:
+    uow = MemoryUnitOfWork()
+    order_id, cid = requested(uow)
+    store = open_store(DatabaseURL.parse(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    seqs = store.append([e for stream in uow.streams.values() for e in stream])
+    ledger = Ledger(LedgerLog(store), clock=lambda: "2026-11-26T11:00:00Z",
+                    group_commit=group_commit)
+    try:
+        idem = Idempotency("m-1", "node-restart-1", "fp")
+        for attempt in range(2):
+            result = ledger.execute(request_computation, _actor(PROVIDER),
+                                    idempotency=idem, **request_kwargs(order_id))
+            assert result.body["existing"] is True and result.body["computation_id"] == cid
+            assert result.seqs == [] and result.replayed is (attempt == 1)
+        result = ledger.execute(request_computation, _actor(PROVIDER),
+                                **request_kwargs(order_id))
+        assert result.seqs == [] and result.body["state"] == "requested"
+        assert store.max_seq() == seqs[-1]
+    finally:
+        ledger.close()
+        store.close()
