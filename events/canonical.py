@@ -50,6 +50,11 @@ def _check(value: Any, path: str) -> None:
     raise CanonicalEncodingError(path, f"{type(value).__name__} is not a JSON value")
 
 
+def check_canonical(value: Any) -> None:
+    """Raise CanonicalEncodingError if ``value`` has no canonical encoding (nothing encoded)."""
+    _check(value, "$")
+
+
 def canonical_bytes(value: Any) -> bytes:
     """Return the canonical JSON bytes of ``value`` (raises CanonicalEncodingError)."""
     _check(value, "$")

@@ -114,6 +114,20 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
             row = c.fetchone()
         return None if row is None else (row["fingerprint"], bytes(row["response"]))
 
+    def select_events_after(self, originator_id: str, after: int) -> list[StoredEvent]:
+        """One stream's events after a version: a single autocommit SELECT.
+
+        The library's ``select_events`` wraps its SELECT in BEGIN … ROLLBACK; one
+        statement is atomic by itself, and the command path reads a stream per command.
+        """
+        with self.datastore.get_connection(commit=False) as conn:
+            cur = conn.cursor()
+            cur.execute(f"SELECT topic, state, originator_version FROM {self.events_table_name} "
+                        "WHERE originator_id=? AND originator_version>? "
+                        "ORDER BY originator_version", (originator_id, after))
+            return [StoredEvent(originator_id, row["originator_version"], row["topic"],
+                                bytes(row["state"])) for row in cur.fetchall()]
+
 
 class PostgresLedgerRecorder(PostgresApplicationRecorder):
     """The library's PostgreSQL application recorder, gap-free ids, idempotency table."""
@@ -213,7 +227,10 @@ class EventStore:
 
     def load(self, originator_id: str, after_version: int = 0) -> list[Event]:
         """The events of one aggregate after ``after_version``, in order."""
-        stored = self.recorder.select_events(originator_id, gt=after_version or None)
+        if isinstance(self.recorder, SQLiteLedgerRecorder):
+            stored = self.recorder.select_events_after(originator_id, after_version)
+        else:
+            stored = list(self.recorder.select_events(originator_id, gt=after_version or None))
         return [from_stored(s) for s in stored]
 
     def append(self, events: Sequence[Event],
