@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Column, Connection, Integer, String, Table, select, update
+from sqlalchemy import JSON, Column, Connection, Integer, String, Table, select
 
 from events.store import LogEntry
-from projections.base import METADATA, EventHandler, Projection, grant, insert_row, visible_to
+from projections.base import (
+    METADATA,
+    EventHandler,
+    Projection,
+    grant,
+    insert_row,
+    touch,
+    visible_to,
+)
 
 KIND = "authorization"
 
@@ -31,12 +39,11 @@ authorizations = Table(
 
 
 def _touch(conn: Connection, entry: LogEntry, p: dict[str, Any], **values: Any) -> None:
-    conn.execute(update(authorizations).where(authorizations.c.id == entry.originator_id)
-                 .values(version=entry.version, updated_at=p["at"], **values))
+    touch(conn, authorizations, entry, p["at"], **values)
 
 
 def _granted(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
-    insert_row(conn, authorizations, 
+    insert_row(conn, authorizations,
         id=entry.originator_id, provider_id=p["provider_id"], scenario_id=p["scenario_id"],
         operator_id=p["operator_id"], datasets=p["datasets"], not_before=p["not_before"],
         not_after=p["not_after"], usage_policy=p["usage_policy"], state="granted",

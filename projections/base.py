@@ -28,6 +28,7 @@ from sqlalchemy import (
     delete,
     insert,
     select,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -60,6 +61,14 @@ def grant(conn: Connection, kind: str, resource_id: str, *participant_ids: str) 
             conn.add(acl, row, ignore_conflicts=True)
     elif rows:
         conn.execute(insert_ignoring_conflicts(conn, acl), rows)
+
+
+def touch(conn: Connection, table: Table, entry: LogEntry, at: str | None,
+          **values: Any) -> None:
+    """Update the row of the event's aggregate: ``values``, its version and (if given) updated_at."""
+    stamp = {} if at is None else {"updated_at": at}
+    conn.execute(update(table).where(table.c.id == entry.originator_id)
+                 .values(version=entry.version, **stamp, **values))
 
 
 def insert_row(conn: Connection, table: Table, **values: Any) -> None:

@@ -21,11 +21,18 @@ from sqlalchemy import (
     Text,
     select,
     true,
-    update,
 )
 
 from events.store import LogEntry
-from projections.base import METADATA, EventHandler, Projection, grant, insert_row, visible_to
+from projections.base import (
+    METADATA,
+    EventHandler,
+    Projection,
+    grant,
+    insert_row,
+    touch,
+    visible_to,
+)
 
 KIND = "computation"
 DELIVERY_KIND = "delivery"
@@ -65,8 +72,7 @@ deliveries = Table(
 
 
 def _touch(conn: Connection, entry: LogEntry, p: dict[str, Any], **values: Any) -> None:
-    conn.execute(update(computations).where(computations.c.id == entry.originator_id)
-                 .values(version=entry.version, updated_at=p["at"], **values))
+    touch(conn, computations, entry, p["at"], **values)
 
 
 def _requested(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Column, Connection, Integer, String, Table, select, update
+from sqlalchemy import JSON, Column, Connection, Integer, String, Table, select
 
 from events.store import LogEntry
-from projections.base import METADATA, EventHandler, Projection, grant, insert_row, visible_to
+from projections.base import (
+    METADATA,
+    EventHandler,
+    Projection,
+    grant,
+    insert_row,
+    touch,
+    visible_to,
+)
 
 KIND = "dataset"
 
@@ -31,12 +39,11 @@ datasets = Table(
 
 
 def _touch(conn: Connection, entry: LogEntry, p: dict[str, Any], **values: Any) -> None:
-    conn.execute(update(datasets).where(datasets.c.id == entry.originator_id)
-                 .values(version=entry.version, updated_at=p["at"], **values))
+    touch(conn, datasets, entry, p["at"], **values)
 
 
 def _registered(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
-    insert_row(conn, datasets, 
+    insert_row(conn, datasets,
         id=entry.originator_id, owner_id=p["owner_id"], name=p["name"],
         description=p["description"], source_system=p["source_system"],
         classification=p["classification"], fields=p["fields"], state="registered",

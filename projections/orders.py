@@ -22,11 +22,18 @@ from sqlalchemy import (
     Text,
     select,
     true,
-    update,
 )
 
 from events.store import LogEntry
-from projections.base import METADATA, EventHandler, Projection, grant, insert_row, visible_to
+from projections.base import (
+    METADATA,
+    EventHandler,
+    Projection,
+    grant,
+    insert_row,
+    touch,
+    visible_to,
+)
 
 KIND = "order"
 
@@ -58,12 +65,11 @@ orders = Table(
 
 
 def _touch(conn: Connection, entry: LogEntry, p: dict[str, Any], **values: Any) -> None:
-    conn.execute(update(orders).where(orders.c.id == entry.originator_id)
-                 .values(version=entry.version, updated_at=p["at"], **values))
+    touch(conn, orders, entry, p["at"], **values)
 
 
 def _placed(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
-    insert_row(conn, orders, 
+    insert_row(conn, orders,
         id=entry.originator_id, demander_id=p["demander_id"], product_id=p["product_id"],
         operator_id=p["operator_id"], purpose=p["purpose"], state="placed", trial_granted=False,
         required_approvals=[], approvals=[], placed_at=p["at"], updated_at=p["at"],

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Connection, Integer, String, Table, select, update
 
 from events.store import LogEntry
-from projections.base import METADATA, EventHandler, Projection, insert_row
+from projections.base import METADATA, EventHandler, Projection, insert_row, touch
 
 participants = Table(
     "rm_participants", METADATA,
@@ -32,18 +32,17 @@ members = Table(
 
 
 def _touch(conn: Connection, entry: LogEntry, **values: Any) -> None:
-    conn.execute(update(participants).where(participants.c.id == entry.originator_id)
-                 .values(version=entry.version, **values))
+    touch(conn, participants, entry, None, **values)
 
 
 def _registered(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
-    insert_row(conn, participants, 
+    insert_row(conn, participants,
         id=entry.originator_id, name=p["name"], role=p["role"], credit_code=p["credit_code"],
         state="pending", registered_at=p["at"], version=entry.version)
 
 
 def _member_added(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
-    insert_row(conn, members, 
+    insert_row(conn, members,
         member_id=p["member_id"], participant_id=entry.originator_id, name=p["name"],
         roles=p["member_roles"], token_hash=p["token_hash"])
     _touch(conn, entry)

@@ -22,11 +22,18 @@ from sqlalchemy import (
     Text,
     select,
     true,
-    update,
 )
 
 from events.store import LogEntry
-from projections.base import METADATA, EventHandler, Projection, grant, insert_row, visible_to
+from projections.base import (
+    METADATA,
+    EventHandler,
+    Projection,
+    grant,
+    insert_row,
+    touch,
+    visible_to,
+)
 
 KIND = "product"
 #: states everyone sees: the storefront and its history
@@ -60,12 +67,11 @@ products = Table(
 
 
 def _touch(conn: Connection, entry: LogEntry, p: dict[str, Any], **values: Any) -> None:
-    conn.execute(update(products).where(products.c.id == entry.originator_id)
-                 .values(version=entry.version, updated_at=p["at"], **values))
+    touch(conn, products, entry, p["at"], **values)
 
 
 def _registered(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
-    insert_row(conn, products, 
+    insert_row(conn, products,
         id=entry.originator_id, operator_id=p["operator_id"], developer_id=p.get("developer_id"),
         scenario_id=p["scenario_id"], authorization_ids=list(p["authorization_ids"]),
         name=p["name"], kind=p["kind"], description=p["description"], code=p["code"],

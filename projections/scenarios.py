@@ -9,10 +9,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Column, Connection, Integer, String, Table, select, update
+from sqlalchemy import JSON, Column, Connection, Integer, String, Table, select
 
 from events.store import LogEntry
-from projections.base import METADATA, EventHandler, Projection, grant, insert_row, visible_to
+from projections.base import (
+    METADATA,
+    EventHandler,
+    Projection,
+    grant,
+    insert_row,
+    touch,
+    visible_to,
+)
 from projections.datasets import datasets
 
 KIND = "scenario"
@@ -48,12 +56,11 @@ opinions = Table(
 
 
 def _touch(conn: Connection, entry: LogEntry, p: dict[str, Any], **values: Any) -> None:
-    conn.execute(update(scenarios).where(scenarios.c.id == entry.originator_id)
-                 .values(version=entry.version, updated_at=p["at"], **values))
+    touch(conn, scenarios, entry, p["at"], **values)
 
 
 def _submitted(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
-    insert_row(conn, scenarios, 
+    insert_row(conn, scenarios,
         id=entry.originator_id, operator_id=p["operator_id"], title=p["title"],
         purpose=p["purpose"], sector=p["sector"], requested=p["requested"],
         circulation_mode=p["circulation_mode"], state="submitted", opinion_count=0,
@@ -65,7 +72,7 @@ def _submitted(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
 
 
 def _opinion(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
-    insert_row(conn, opinions, 
+    insert_row(conn, opinions,
         scenario_id=entry.originator_id, expert_id=p["expert_id"], verdict=p["verdict"],
         comment=p["comment"], at=p["at"])
     _touch(conn, entry, p, opinion_count=scenarios.c.opinion_count + 1)
