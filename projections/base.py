@@ -158,6 +158,23 @@ class Projection(ABC):
             conn.execute(delete(acl).where(acl.c.kind.in_(self.kinds)))
 
 
+#: the acl kind of each event type's aggregate, by the type name's first part
+ACL_KIND_OF_TYPE = {"dataset": "dataset", "scenario": "scenario", "authorization": "authorization",
+                    "product": "product", "order": "order", "contract": "order",
+                    "computation": "computation", "delivery": "computation"}
+
+
+def may_see_event(conn: Connection, type_name: str, originator_id: str,
+                  participant_id: str) -> bool:
+    """Whether ``participant_id`` was granted the aggregate that an event belongs to."""
+    kind = ACL_KIND_OF_TYPE.get(type_name.split(".", 1)[0])
+    if kind is None:
+        return False
+    return conn.execute(select(acl.c.resource_id).where(
+        acl.c.kind == kind, acl.c.resource_id == originator_id,
+        acl.c.participant_id == participant_id)).first() is not None
+
+
 def visible_to(kind: str, id_column: Any, participant_id: str) -> Any:
     """A WHERE clause: rows of ``kind`` that ``participant_id`` was granted."""
     return id_column.in_(select(acl.c.resource_id).where(

@@ -2,7 +2,8 @@
 
 Listed and delisted products are public (the storefront, and its history); the other
 states are seen only by the owning operator and the product's developer (acl kind
-``product``). The ``code`` itself is shown only to the owning operator, the developer,
+``product``). The ``code`` itself is shown only to the owning operator, the developer, the
+providers of the input datasets (their datasites run it),
 the regulator and the platform; everyone who sees a product sees its ``code_sha256``.
 """
 
@@ -34,6 +35,7 @@ from projections.base import (
     touch,
     visible_to,
 )
+from projections.datasets import datasets
 
 KIND = "product"
 #: states everyone sees: the storefront and its history
@@ -50,6 +52,7 @@ products = Table(
     Column("kind", String, nullable=False),
     Column("description", Text, nullable=False),
     Column("code", Text, nullable=False),
+    Column("code_readers", JSON, nullable=False),
     Column("code_sha256", String, nullable=False),
     Column("inputs", JSON, nullable=False),
     Column("output_schema", JSON, nullable=False),
@@ -71,14 +74,18 @@ def _touch(conn: Connection, entry: LogEntry, p: dict[str, Any], **values: Any) 
 
 
 def _registered(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
-    insert_row(conn, products,
+    # The providers of the inputs read the code too: their datasites run it (after review).
+    owners = list(conn.execute(select(datasets.c.owner_id).where(
+        datasets.c.id.in_([i["dataset_id"] for i in p["inputs"]]))).scalars())
+    readers = sorted({p["operator_id"], p.get("developer_id") or "", *owners} - {""})
+    insert_row(conn, products, code_readers=readers,
         id=entry.originator_id, operator_id=p["operator_id"], developer_id=p.get("developer_id"),
         scenario_id=p["scenario_id"], authorization_ids=list(p["authorization_ids"]),
         name=p["name"], kind=p["kind"], description=p["description"], code=p["code"],
         code_sha256=p["code_sha256"], inputs=p["inputs"], output_schema=p["output_schema"],
         quality_report=p["quality_report"], price_fen=p["price_fen"], state="registered",
         registered_at=p["at"], updated_at=p["at"], version=entry.version)
-    grant(conn, KIND, entry.originator_id, p["operator_id"], p.get("developer_id") or "")
+    grant(conn, KIND, entry.originator_id, *readers)
 
 
 def _listing_requested(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
@@ -129,7 +136,7 @@ def _visible(viewer_id: str, sees_all: bool) -> ColumnElement[bool]:
 
 def _product_row(row: Any, viewer_id: str, sees_all: bool) -> dict[str, Any]:
     out = {k: row[k] for k in _FIELDS}
-    own = sees_all or viewer_id in (row["operator_id"], row["developer_id"])
+    own = sees_all or viewer_id in row["code_readers"]
     out["code"] = row["code"] if own else None
     return out
 

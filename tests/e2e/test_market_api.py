@@ -218,15 +218,18 @@ def test_product_commands_by_the_wrong_role_are_403(world: World, chain: Chain) 
     refused(world, "POST", "/products", other, 403, body)
 
 
-def test_an_unlisted_product_is_seen_only_by_its_operator_and_developer(
+def test_an_unlisted_product_is_seen_only_by_its_operator_developer_and_input_providers(
         world: World, chain: Chain) -> None:
     pid = register_product(world, chain)
     other = world.onboard("operator", "Another operator")
-    for party in (chain.demander, chain.provider, other):
+    # the provider of an input dataset reads the code: its datasite runs it after review
+    assert world.call("GET", f"/products/{pid}", chain.provider)["code"] == CODE
+    for party in (chain.demander, other):
         body = refused(world, "GET", f"/products/{pid}", party, 404)
         assert body["error"] == "not_found" and CODE not in str(body)
         assert world.call("GET", "/products", party) == []
-    for party in (chain.operator, chain.developer, world.regulator, world.platform):
+    for party in (chain.operator, chain.developer, chain.provider, world.regulator,
+                  world.platform):
         assert [p["id"] for p in world.call("GET", "/products", party)] == [pid]
     assert world.call("GET", f"/products?operator_id={other.participant_id}",
                       world.regulator) == []
@@ -462,3 +465,16 @@ def test_a_replayed_idempotency_key_places_one_order(world: World, chain: Chain)
     theirs = world.client.post("/orders", json=body,
                                headers={**other.headers, "Idempotency-Key": "order-sme-score-1"})
     assert theirs.status_code == 201 and theirs.json()["order_id"] != first.json()["order_id"]
+
+
+def test_a_party_reads_its_contract_events_one_by_one_and_others_do_not(
+        world: World, chain: Chain) -> None:
+    approved_contract(world, chain)
+    events = world.call("GET", "/ledger/events?limit=1000", world.regulator)["events"]
+    approved = [e for e in events if e["type"] == "contract.approved"]
+    seq = approved[-1]["seq"]
+    seen = world.call("GET", f"/ledger/events/{seq}", chain.provider)
+    assert seen == approved[-1]
+    stranger = world.onboard("demander", "Another bank")
+    assert refused(world, "GET", f"/ledger/events/{seq}", stranger, 404)["error"] == "not_found"
+    assert refused(world, "GET", "/ledger/events/999999", chain.provider, 404)
