@@ -77,10 +77,13 @@ def stored_event_bytes(seq: int, originator_id: str, version: int, type_name: st
     """The canonical bytes of one stored event: the Merkle leaf's preimage.
 
     ``payload_bytes`` must already be canonical (as stored); the envelope is built
-    around it byte for byte, so it equals ``canonical_bytes`` of the whole record.
+    around it byte for byte, so it equals ``canonical_bytes`` of the whole record
+    (keys in sorted order: id, payload, seq, type, version).
     """
-    head = canonical_bytes({"id": originator_id, "seq": seq, "type": type_name,
-                            "version": version})
-    # {"id":..,"payload":<payload>,"seq":..} keeps keys sorted: id < payload < seq < type.
-    id_part, rest = head[1:-1].split(b',"seq":', 1)
-    return b"{" + id_part + b',"payload":' + payload_bytes + b',"seq":' + rest + b"}"
+    quote = json.dumps
+    return b"".join((
+        b'{"id":', quote(originator_id, ensure_ascii=False).encode("utf-8"),
+        b',"payload":', payload_bytes,
+        b',"seq":', str(int(seq)).encode("ascii"),
+        b',"type":', quote(type_name, ensure_ascii=False).encode("utf-8"),
+        b',"version":', str(int(version)).encode("ascii"), b"}"))

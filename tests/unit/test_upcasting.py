@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
-from events.canonical import CanonicalEncodingError, canonical_bytes, decode
+from events.canonical import CanonicalEncodingError, canonical_bytes, decode, stored_event_bytes
 from events.catalogue import Event, UnknownEventTypeError, event_class
 
 
@@ -64,3 +66,14 @@ def test_values_without_a_canonical_form_are_refused_naming_their_path(
 
 def test_canonical_bytes_sort_keys_and_keep_utf8() -> None:
     assert canonical_bytes({"b": 1, "a": "数据"}) == '{"a":"数据","b":1}'.encode()
+
+
+@given(st.text(), st.integers(1, 2**40), st.integers(1, 2**20), st.text(min_size=1),
+       st.dictionaries(st.text(), st.one_of(st.integers(-2**50, 2**50), st.text(), st.booleans())))
+def test_the_stored_event_envelope_equals_the_canonical_encoding_of_the_whole(
+        oid: str, seq: int, version: int, type_name: str, payload: dict[str, object]) -> None:
+    assume("\x00" not in oid + type_name and all("\x00" not in k for k in payload)
+           and all("\x00" not in v for v in payload.values() if isinstance(v, str)))
+    whole = {"seq": seq, "id": oid, "version": version, "type": type_name, "payload": payload}
+    assert stored_event_bytes(seq, oid, version, type_name, canonical_bytes(payload)) == \
+        canonical_bytes(whole)
