@@ -58,6 +58,9 @@ orders = Table(
     Column("proposed_at", String, nullable=True),
     Column("accepted_at", String, nullable=True),
     Column("approved_at", String, nullable=True),
+    # the seq of the contract.approved event: a compute node fetches exactly that event
+    # (GET /ledger/events/{seq}) to check it against an anchored checkpoint
+    Column("approved_seq", BigInteger, nullable=True),
     Column("closed_at", String, nullable=True),
     Column("updated_at", String, nullable=False),
     Column("version", Integer, nullable=False),
@@ -99,7 +102,7 @@ def _party_approved(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> Non
 
 
 def _approved(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
-    _touch(conn, entry, p, state="approved", approved_at=p["at"])
+    _touch(conn, entry, p, state="approved", approved_at=p["at"], approved_seq=entry.seq)
 
 
 def _terminated(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
@@ -133,7 +136,7 @@ class OrdersProjection(Projection):
 _FIELDS = ("id", "demander_id", "product_id", "operator_id", "purpose", "state",
            "trial_granted", "usage_policy", "price_fen", "revenue_split", "required_approvals",
            "approvals", "termination_reason", "cancellation_reason", "placed_at", "proposed_at",
-           "accepted_at", "approved_at", "closed_at", "updated_at", "version")
+           "accepted_at", "approved_at", "approved_seq", "closed_at", "updated_at", "version")
 
 
 def _visible(viewer_id: str, sees_all: bool) -> ColumnElement[bool]:

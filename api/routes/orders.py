@@ -129,6 +129,8 @@ class OrderView(BaseModel):
     proposed_at: str | None
     accepted_at: str | None
     approved_at: str | None
+    approved_seq: int | None = Field(
+        default=None, description="seq of the contract.approved event (GET /ledger/events/{seq})")
     closed_at: str | None
     updated_at: str
     version: int
