@@ -132,6 +132,29 @@ def _chain_verify(_: argparse.Namespace) -> int:
     return 1 if findings else 0
 
 
+def _compute_node(argv: list[str]) -> int:
+    """``dataledger compute-node load|run …``: the node's CLI in its own environment.
+
+    PySyft is never imported here: the command is handed to ``.venv-compute`` (made by
+    ``compute_nodes/setup-env`` the first time), with the repository on its path.
+    """
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    venv = Path(os.environ.get("DATALEDGER_COMPUTE_VENV", root / ".venv-compute"))
+    setup = subprocess.run([str(root / "compute_nodes" / "setup-env")], check=False)
+    if setup.returncode != 0:
+        print("dataledger compute-node: the compute environment could not be set up",
+              file=sys.stderr)
+        return setup.returncode
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)}
+    return subprocess.run([str(venv / "bin" / "python"), "-m", "compute_nodes.cli", *argv],
+                          env=env, check=False).returncode
+
+
 def _bench(args: argparse.Namespace) -> int:
     from bench import run as bench_run
 
@@ -163,6 +186,8 @@ def parser() -> argparse.ArgumentParser:
                          "events and check the checkpoints; exit 1 naming what differs"
                          ).set_defaults(func=_chain_verify)
     sub.add_parser("witness", help="run a witness (see dataledger witness --help)")
+    sub.add_parser("compute-node", help="the compute node, in its own environment: "
+                   "load --dataset ID --private FILE --mock FILE | run [--once]")
     bench = sub.add_parser("bench", help="benchmarks (print a table, write JSON)")
     bench.add_argument("suite", choices=["append", "chain"])
     bench.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
@@ -178,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from chain.witness_app import main as witness_main
 
         return witness_main(argv[1:])
+    if argv[:1] == ["compute-node"]:  # runs in the compute node's own environment
+        return _compute_node(argv[1:])
     args = parser().parse_args(argv)
     code: int = args.func(args)
     return code
