@@ -43,12 +43,14 @@ class AuthCache:
     Cleared whenever this process projects a participant event (token rotated,
     member added, participant suspended); entries also expire after ``ttl``
     seconds, for changes projected by another process. Commands re-check the
-    participant's state on the event store anyway.
+    participant's admission on the event store anyway (Ledger._require_active).
     """
 
     def __init__(self, ttl: float = 5.0) -> None:
         self.ttl = ttl
         self._entries: dict[str, tuple[float, Actor]] = {}
+        #: bumped by every invalidation: a lookup that began before one is not cached
+        self.generation = 0
 
     def get(self, token_hash: str) -> Actor | None:
         entry = self._entries.get(token_hash)
@@ -56,7 +58,10 @@ class AuthCache:
             return None
         return entry[1]
 
-    def put(self, token_hash: str, actor: Actor) -> None:
+    def put(self, token_hash: str, actor: Actor, generation: int) -> None:
+        """Cache a lookup that began at ``generation`` (dropped if invalidated since)."""
+        if generation != self.generation:
+            return
         if len(self._entries) > 100_000:
             self._entries.clear()
         self._entries[token_hash] = (time.monotonic(), actor)
@@ -64,6 +69,7 @@ class AuthCache:
     def invalidate(self, types: set[str]) -> None:
         """Forget everything after participant events were projected."""
         if any(t.startswith("participant.") for t in types):
+            self.generation += 1
             self._entries.clear()
 
 

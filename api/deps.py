@@ -31,9 +31,10 @@ def _lookup(container: Container, token_hash: str) -> Actor | None:
     cached = container.auth_cache.get(token_hash)
     if cached is not None:
         return cached
+    generation = container.auth_cache.generation
     actor = _lookup_uncached(container, token_hash)
     if actor is not None:
-        container.auth_cache.put(token_hash, actor)
+        container.auth_cache.put(token_hash, actor, generation)
     return actor
 
 
@@ -41,13 +42,12 @@ def _lookup_uncached(container: Container, token_hash: str) -> Actor | None:
     with container.engine.connect() as conn:
         row = conn.execute(
             select(members.c.member_id, members.c.participant_id, members.c.roles,
-                   participants.c.role, participants.c.state)
+                   participants.c.role)
             .join(participants, participants.c.id == members.c.participant_id)
             .where(members.c.token_hash == token_hash)).first()
     if row is None:
         return None
-    return Actor(row.participant_id, row.member_id, row.role, tuple(row.roles),
-                 admitted=row.state == "admitted")
+    return Actor(row.participant_id, row.member_id, row.role, tuple(row.roles))
 
 
 # The dependencies are coroutines so that FastAPI runs them on the event loop, not each

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -220,6 +221,9 @@ class SQLiteTreeStore(TreeStore):
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                                     timeout=30)
+        #: one connection serves the integrator and the proof readers: one user at a time,
+        #: so a reader never runs inside the integrator's open transaction
+        self.lock = threading.RLock()
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("CREATE TABLE IF NOT EXISTS chain_nodes (level INTEGER, idx INTEGER, "
                           "hash BLOB NOT NULL, PRIMARY KEY (level, idx)) WITHOUT ROWID")
@@ -230,12 +234,18 @@ class SQLiteTreeStore(TreeStore):
             self.conn.execute(statement.format(int="INTEGER", blob="BLOB"))
 
     def _q(self, sql: str, params: Sequence[Any] = (), *, write: bool = False) -> list[Any]:
-        return list(self.conn.execute(sql, params).fetchall())
+        with self.lock:
+            return list(self.conn.execute(sql, params).fetchall())
 
     def size(self) -> int:
-        return int(self.conn.execute("SELECT size FROM chain_state").fetchone()[0])
+        with self.lock:
+            return int(self.conn.execute("SELECT size FROM chain_state").fetchone()[0])
 
     def _write(self, nodes: Sequence[Node], new_size: int, old_size: int) -> None:
+        with self.lock:
+            self._write_locked(nodes, new_size, old_size)
+
+    def _write_locked(self, nodes: Sequence[Node], new_size: int, old_size: int) -> None:
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
         try:
@@ -249,6 +259,10 @@ class SQLiteTreeStore(TreeStore):
         c.execute("COMMIT")
 
     def _fetch(self, ids: Sequence[NodeID]) -> dict[NodeID, bytes]:
+        with self.lock:
+            return self._fetch_locked(ids)
+
+    def _fetch_locked(self, ids: Sequence[NodeID]) -> dict[NodeID, bytes]:
         out: dict[NodeID, bytes] = {}
         unique = list(dict.fromkeys(ids))
         for start in range(0, len(unique), 400):
@@ -270,6 +284,8 @@ class PostgresTreeStore(TreeStore):
     def __init__(self, conninfo: str, schema: str = "public") -> None:
         self.schema = schema
         self.conn = psycopg.connect(conninfo, autocommit=True)
+        #: one connection serves the integrator and the proof readers: one user at a time
+        self.lock = threading.RLock()
         with self.conn.cursor() as cur:
             cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
             cur.execute(f'SET search_path TO "{schema}"')
@@ -282,18 +298,18 @@ class PostgresTreeStore(TreeStore):
                 cur.execute(statement.format(int="bigint", blob="bytea"))
 
     def _q(self, sql: str, params: Sequence[Any] = (), *, write: bool = False) -> list[Any]:
-        with self.conn.cursor() as cur:
+        with self.lock, self.conn.cursor() as cur:
             cur.execute(sql.replace("?", "%s"), params)
             return list(cur.fetchall()) if cur.description else []
 
     def size(self) -> int:
-        with self.conn.cursor() as cur:
+        with self.lock, self.conn.cursor() as cur:
             cur.execute("SELECT size FROM chain_state")
             row = cur.fetchone()
         return int(row[0]) if row else 0
 
     def _write(self, nodes: Sequence[Node], new_size: int, old_size: int) -> None:
-        with self.conn.transaction(), self.conn.cursor() as cur:
+        with self.lock, self.conn.transaction(), self.conn.cursor() as cur:
             cur.execute("SELECT size FROM chain_state FOR UPDATE")
             row = cur.fetchone()
             if row is None or row[0] != old_size:
@@ -307,7 +323,7 @@ class PostgresTreeStore(TreeStore):
         unique = list(dict.fromkeys(ids))
         if not unique:
             return {}
-        with self.conn.cursor() as cur:
+        with self.lock, self.conn.cursor() as cur:
             cur.execute("SELECT n.level, n.idx, n.hash FROM chain_nodes n JOIN "
                         "unnest(%s::smallint[], %s::bigint[]) AS w(level, idx) "
                         "ON n.level = w.level AND n.idx = w.idx",

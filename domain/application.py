@@ -9,6 +9,7 @@ one so that only the conflicting command is refused.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -21,6 +22,8 @@ from domain.errors import ConcurrencyConflict, IdempotencyKeyReused, WrongState
 from domain.participant import Participant
 from domain.unit_of_work import UnitOfWork
 from events.catalogue import Event
+
+log = logging.getLogger(__name__)
 
 A = TypeVar("A", bound=Aggregate)
 Handler = Callable[..., dict[str, Any]]
@@ -41,11 +44,13 @@ class Idempotency:
 
 @dataclass(frozen=True)
 class Batch:
-    """What ``EventLog.append`` takes per command: the count of events and its key."""
+    """What ``EventLog.append`` takes per command: the count of events, its key, and the
+    versions of the aggregates its decision read (checked in the append transaction)."""
 
     count: int
     idempotency: Idempotency | None
     response: dict[str, Any]
+    reads: dict[str, int] = field(default_factory=dict)
 
 
 class EventLog(Protocol):
@@ -144,6 +149,8 @@ class GroupCommitter:
 
     def submit(self, events: list[Event], batch: Batch) -> Future[list[int]]:
         """Queue a commit for the background writer (for callers that must not block)."""
+        if self._closed:
+            raise RuntimeError("the group committer is closed")
         mine = _Commit(events, batch)
         with self._pending_lock:
             self._pending.append(mine)
@@ -160,12 +167,20 @@ class GroupCommitter:
             self._wake.clear()
             while True:
                 with self._write_lock:
-                    with self._pending_lock:
-                        group = self._pending[:self.max_batch]
-                        del self._pending[:self.max_batch]
+                    group = self._take()
                     if not group:
                         break
-                    self._write(group)
+                    try:
+                        self._write(group)
+                    except Exception:  # the writer must outlive any one group
+                        log.exception("group commit failed")
+
+    def _take(self) -> list[_Commit]:
+        """Up to max_batch waiting commits, each claimed (a cancelled waiter is dropped)."""
+        with self._pending_lock:
+            group = self._pending[:self.max_batch]
+            del self._pending[:self.max_batch]
+        return [c for c in group if c.future.set_running_or_notify_cancel()]
 
     def commit(self, events: list[Event], batch: Batch) -> list[int]:
         """Append one command's events (grouped with concurrent ones); their seqs.
@@ -175,19 +190,10 @@ class GroupCommitter:
         mine = _Commit(events, batch)
         with self._pending_lock:
             self._pending.append(mine)
-        with self._write_lock:
-            if not mine.future.done():
-                with self._pending_lock:
-                    group = self._pending[:self.max_batch]
-                    del self._pending[:self.max_batch]
-                self._write(group)
         while not mine.future.done():  # beyond max_batch: a later leader writes it
             with self._write_lock:
                 if not mine.future.done():
-                    with self._pending_lock:
-                        group = self._pending[:self.max_batch]
-                        del self._pending[:self.max_batch]
-                    self._write(group)
+                    self._write(self._take())
         return mine.future.result()
 
     def close(self) -> None:
@@ -224,8 +230,15 @@ class GroupCommitter:
             commit.future.set_exception(exc)
 
     def _drop_clashes(self, group: list[_Commit]) -> list[_Commit]:
-        """Commits that clash with an earlier one in the group wait for a solo write."""
+        """Commits that clash with an earlier one in the group wait for a solo write.
+
+        A clash: the same (aggregate, version) or idempotency key, or one command writes
+        an aggregate that another one's decision read (reads are checked before the
+        group's inserts, so the two must not share a transaction).
+        """
         taken: set[tuple[str, int] | tuple[str, str]] = set()
+        written: set[str] = set()
+        read: set[str] = set()
         keep: list[_Commit] = []
         later: list[_Commit] = []
         for commit in group:
@@ -234,8 +247,13 @@ class GroupCommitter:
             idem = commit.batch.idempotency
             if idem is not None:
                 keys.add((idem.member_id, idem.key))
-            (later if keys & taken else keep).append(commit)
+            writes = {e.originator_id for e in commit.events}
+            reads = set(commit.batch.reads)
+            clash = bool(keys & taken or reads & written or writes & read)
+            (later if clash else keep).append(commit)
             taken |= keys
+            written |= writes
+            read |= reads
         if later:
             self._write(keep)
             for commit in later:
@@ -305,8 +323,9 @@ class Ledger:
         if actor.role != "system":
             self._require_active(uow, actor, allow_pending)
         response = handler(uow, ctx, *args, **kwargs)
+        reads = uow.unchanged_reads()
         events = [e for agg in uow.pending() for e in agg.collect()]
-        return events, Batch(len(events), idempotency, response)
+        return events, Batch(len(events), idempotency, response, reads)
 
     def _done(self, batch: Batch, seqs: list[int]) -> CommandResult:
         if seqs:
@@ -335,8 +354,6 @@ class Ledger:
 
     @staticmethod
     def _require_active(uow: UnitOfWork, actor: Actor, allow_pending: bool) -> None:
-        if actor.admitted:  # known at authentication (the read model of participants)
-            return
         participant = uow.get(Participant, actor.participant_id)
         if participant.state == "admitted" or (allow_pending and participant.state == "pending"):
             return

@@ -10,7 +10,7 @@ import os
 import random
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Self, TypeVar
 
 from domain.errors import Forbidden, InvalidInput, WrongState
@@ -31,8 +31,6 @@ class Actor:
     member_id: str
     role: str
     member_roles: tuple[str, ...] = ()
-    #: whether the participant was admitted when the caller was authenticated (None: unknown)
-    admitted: bool | None = field(default=None, compare=False)
 
     def record(self) -> dict[str, str]:
         """The actor as recorded in every event."""
@@ -55,8 +53,10 @@ class Context:
 
 #: version-4 UUIDs from a generator seeded once from the OS: ``uuid4()`` makes a system
 #: call per id, and the event loop thread that releases the GIL for it waits to get it
-#: back behind the background threads. Ids are not secrets (access is checked on each read).
+#: back behind the background threads. Ids are not secrets (access is checked on each read);
+#: a forked child reseeds, so workers never repeat each other's ids.
 _ids = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(32)))
 
 
 def new_id() -> str:

@@ -21,6 +21,8 @@ class UnitOfWork(ABC):
 
     def __init__(self) -> None:
         self.seen: dict[str, Aggregate] = {}
+        #: the version of every aggregate as loaded: a decision rests on these staying put
+        self.read_versions: dict[str, int] = {}
 
     @abstractmethod
     def _load(self, cls: type[A], id: str) -> A | None:
@@ -34,6 +36,7 @@ class UnitOfWork(ABC):
             if agg is None:
                 raise NotFound(f"no {cls.kind} {id}", kind=cls.kind, id=id)
             self.seen[id] = agg
+            self.read_versions[id] = agg.version
         if not isinstance(agg, cls):
             raise NotFound(f"no {cls.kind} {id}", kind=cls.kind, id=id)
         if expected_version is not None and agg.version != expected_version:
@@ -49,3 +52,8 @@ class UnitOfWork(ABC):
     def pending(self) -> list[Aggregate]:
         """Aggregates with events to save."""
         return [a for a in self.seen.values() if a.pending]
+
+    def unchanged_reads(self) -> dict[str, int]:
+        """Aggregates read but not changed, with their versions: the append checks that no
+        other command changed them meanwhile (a terminated contract, a revoked grant)."""
+        return {id: v for id, v in self.read_versions.items() if not self.seen[id].pending}

@@ -30,6 +30,11 @@ def _check(value: Any, path: str) -> None:
     if isinstance(value, str):
         if "\x00" in value:
             raise CanonicalEncodingError(path, "the NUL character is not allowed in text")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise CanonicalEncodingError(path, "text must be valid Unicode (a lone surrogate "
+                                         "has no UTF-8 form)") from None
         return
     if isinstance(value, int):
         if abs(value) > MAX_SAFE_INTEGER:
@@ -64,12 +69,14 @@ def canonical_bytes(value: Any) -> bytes:
 
 
 def decode(data: bytes) -> Any:
-    """Decode canonical JSON bytes (floats in the input are refused)."""
+    """Decode canonical JSON bytes; anything canonical_bytes would refuse is refused."""
 
     def no_float(text: str) -> Any:
         raise CanonicalEncodingError("$", f"float {text} in canonical data")
 
-    return json.loads(data.decode("utf-8"), parse_float=no_float)
+    value = json.loads(data.decode("utf-8"), parse_float=no_float, parse_constant=no_float)
+    _check(value, "$")
+    return value
 
 
 def stored_event_bytes(seq: int, originator_id: str, version: int, type_name: str,

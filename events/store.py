@@ -78,6 +78,13 @@ def from_stored(stored: StoredEvent) -> Event:
         str(stored.originator_id), stored.originator_version, decode(stored.state))
 
 
+def _check_read(originator_id: str, read: int, current: int | None) -> None:
+    """Refuse the append if an aggregate the decision read has changed since."""
+    if (current or 0) != read:
+        raise IntegrityError(f"{originator_id} changed since it was read: version {current}, "
+                             f"read at {read}")
+
+
 def _response_rows(batches: Sequence[tuple[int, IdempotencyRecord | None]],
                    ids: Sequence[int]) -> list[tuple[str, str, str, bytes]]:
     """Idempotency rows for the batches (n events each) that carry a key."""
@@ -101,6 +108,10 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
 
     def _insert_events(self, c: Any, stored_events: Sequence[StoredEvent],
                        **kwargs: Any) -> Sequence[int] | None:
+        for originator_id, version in kwargs.get("reads", {}).items():
+            c.execute(f"SELECT MAX(originator_version) FROM {self.events_table_name} "
+                      "WHERE originator_id=?", (originator_id,))
+            _check_read(originator_id, version, c.fetchone()[0])
         ids = list(super()._insert_events(c, stored_events) or [])
         rows = _response_rows(kwargs.get("batches", ()), ids)
         if rows:
@@ -145,17 +156,24 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
             "notification_id) VALUES (%s, %s, %s, %s, %s)").format(schema, table)
         self._insert_idem = SQL("INSERT INTO {0}.idempotency VALUES (%s, %s, %s, %s)").format(
             schema)
+        self._max_version = SQL("SELECT MAX(originator_version) AS v FROM {0}.{1} "
+                                "WHERE originator_id = %s").format(schema, table)
         self._select_idem = SQL("SELECT fingerprint, response FROM {0}.idempotency "
                                 "WHERE member_id = %s AND key = %s").format(schema)
 
     def insert_events(self, stored_events: Sequence[StoredEvent],
                       **kwargs: Any) -> Sequence[int] | None:
         rows_only = not stored_events
+        reads: dict[str, int] = kwargs.get("reads", {})
         with self.datastore.transaction(commit=True) as curs:
             ids: list[int] = []
             if not rows_only:  # a command that wrote no event still keeps its first answer
                 for statement in self.lock_table_statements:
                     curs.execute(statement, prepare=False)
+                for originator_id, version in reads.items():
+                    curs.execute(self._max_version, (originator_id,))
+                    row = curs.fetchone()
+                    _check_read(originator_id, version, row["v"] if row else None)
                 curs.execute(self._max_id)
                 row = curs.fetchone()
                 base = int(row["m"]) if row else 0
@@ -234,13 +252,16 @@ class EventStore:
         return [from_stored(s) for s in stored]
 
     def append(self, events: Sequence[Event],
-               batches: Sequence[tuple[int, IdempotencyRecord | None]] = ()) -> list[int]:
+               batches: Sequence[tuple[int, IdempotencyRecord | None]] = (),
+               reads: dict[str, int] | None = None) -> list[int]:
         """Store ``events`` in one transaction; return their seqs.
 
         Raises the library's IntegrityError if any (originator, version) or
-        idempotency key is already taken; then nothing is stored.
+        idempotency key is already taken, or an aggregate in ``reads`` is no longer
+        at the version given; then nothing is stored.
         """
-        ids = self.recorder.insert_events([to_stored(e) for e in events], batches=batches)
+        ids = self.recorder.insert_events([to_stored(e) for e in events], batches=batches,
+                                          reads=reads or {})
         return list(ids or [])
 
     def read(self, after: int = 0, limit: int = 100) -> list[LogEntry]:
@@ -303,8 +324,11 @@ class LedgerLog:
         records = [(b.count, None if b.idempotency is None else IdempotencyRecord(
             b.idempotency.member_id, b.idempotency.key, b.idempotency.fingerprint, b.response))
             for b in batches]
+        reads: dict[str, int] = {}
+        for b in batches:
+            reads.update(b.reads)
         try:
-            return self.store.append(events, records)
+            return self.store.append(events, records, reads)
         except IntegrityError as exc:
             raise ConflictError(str(exc)) from exc
 

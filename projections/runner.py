@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from sqlalchemy import Connection, Engine, create_engine, event, select
+from sqlalchemy import Connection, Engine, create_engine, event, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.pool import QueuePool
 
@@ -47,7 +47,8 @@ def _upsert_tracking(conn: Connection, names: list[str], seq: int) -> None:
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     stmt = dialect.insert(tracking)
     conn.execute(stmt.on_conflict_do_update(index_elements=["projection"],
-                                            set_={"seq": stmt.excluded.seq}),
+                                            set_={"seq": stmt.excluded.seq},
+                                            where=tracking.c.seq < stmt.excluded.seq),
                  [{"projection": name, "seq": seq} for name in names])
 
 
@@ -98,6 +99,8 @@ class ProjectionRunner:
     def _apply(self, entries: list[LogEntry]) -> None:
         payloads = [entry.payload() for entry in entries]
         with self.engine.begin() as raw:
+            if raw.dialect.name == "postgresql":  # one applier at a time across processes
+                raw.execute(text("SELECT pg_advisory_xact_lock(7263001)"))
             positions = _positions(raw)
             conn = BufferedConnection(raw)
             advanced = []

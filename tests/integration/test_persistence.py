@@ -175,3 +175,26 @@ def test_a_command_that_writes_no_event_keeps_its_first_answer(store: EventStore
     assert store.append([], [(0, record)]) == []
     assert store.idempotency("m1", "noop-key") == ("fp", {"existing": True, "seqs": []})
     assert store.max_seq() == 0
+
+
+def test_a_decision_on_a_changed_aggregate_is_a_conflict_and_writes_nothing(
+        store: EventStore, ledger: Ledger) -> None:
+    """A command that read an aggregate which another command changed before the append
+    (e.g. a computation requested while its contract is being terminated) is refused."""
+    _setup_platform(store)
+    pid = register(ledger, "x").body["participant_id"]
+    from domain.participant import decide_admission
+
+    def decide_on_stale_read(uow, ctx):  # type: ignore[no-untyped-def]
+        seen = uow.get(Participant, pid)  # read at version 2 (registered + admin member)
+        ledger.execute(decide_admission, ADMIN, pid, approve=True, comment="")  # now 3
+        assert seen.state == "pending"
+        other = found_platform("other-agg", ctx, name="q")
+        uow.add(other)
+        return {}
+
+    before = store.max_seq()
+    with pytest.raises(ConcurrencyConflict):
+        ledger.execute(decide_on_stale_read, ADMIN)
+    assert store.max_seq() == before + 1  # only the admission decision
+    assert store.load("other-agg") == []

@@ -5,7 +5,6 @@ Also ``dataset.data_loaded``, and the application running a command that writes 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from domain.computation import (
 from domain.dataset import Dataset, record_data_loaded, withdraw_dataset
 from domain.errors import Forbidden, InvalidInput, NotFound, WrongState
 from domain.order import Order, terminate_contract
+from domain.participant import AdmissionApproved, Participant, ParticipantRegistered
 from domain.product import Product, delist_product
 from events.catalogue import Event
 from events.store import DatabaseURL, LedgerLog, open_store
@@ -387,8 +387,17 @@ class MemoryLog:
         return self.answers.get((member_id, key))
 
 
-def _actor(context: Context) -> Actor:
-    return dataclasses.replace(context.actor, admitted=True)
+def _actor(context: Context, uow: MemoryUnitOfWork) -> Actor:
+    """The context's actor, its participant admitted in ``uow`` (the Ledger checks that)."""
+    pid = context.actor.participant_id
+    if pid not in uow.streams:
+        system = Context(Actor("system", "system", "system"), context.at)
+        agg = Participant(pid)
+        agg.trigger(ParticipantRegistered, system, name="node's provider", role="provider",
+                    credit_code="9111")
+        agg.trigger(AdmissionApproved, system, comment="")
+        uow.streams[pid] = agg.collect()
+    return context.actor
 
 
 @pytest.mark.parametrize("group_commit", [True, False])
@@ -398,10 +407,11 @@ def test_ledger_runs_a_command_that_writes_nothing(group_commit: bool) -> None:
     log = MemoryLog(uow.streams)
     ledger = Ledger(log, clock=lambda: "2026-11-26T11:00:00Z", group_commit=group_commit)
     try:
-        result = ledger.execute(request_computation, _actor(PROVIDER), **request_kwargs(order_id))
+        result = ledger.execute(request_computation, _actor(PROVIDER, uow),
+                                **request_kwargs(order_id))
         assert result.body["existing"] is True and result.body["computation_id"] == cid
         assert result.seqs == [] and not result.replayed
-        again = asyncio.run(ledger.execute_async(request_computation, _actor(PROVIDER),
+        again = asyncio.run(ledger.execute_async(request_computation, _actor(PROVIDER, uow),
                                                  **request_kwargs(order_id)))
         assert again.body["existing"] is True and again.seqs == []
         assert all(events == [] for events, _ in log.appended)
@@ -415,6 +425,7 @@ def test_ledger_on_a_real_store_runs_a_command_that_writes_nothing(
         tmp_path: Path, group_commit: bool) -> None:
     uow = MemoryUnitOfWork()
     order_id, cid = requested(uow)
+    actor = _actor(PROVIDER, uow)
     store = open_store(DatabaseURL.parse(f"sqlite:///{tmp_path / 'ledger.db'}"))
     seqs = store.append([e for stream in uow.streams.values() for e in stream])
     ledger = Ledger(LedgerLog(store), clock=lambda: "2026-11-26T11:00:00Z",
@@ -422,11 +433,11 @@ def test_ledger_on_a_real_store_runs_a_command_that_writes_nothing(
     try:
         idem = Idempotency("m-1", "node-restart-1", "fp")
         for attempt in range(2):
-            result = ledger.execute(request_computation, _actor(PROVIDER),
+            result = ledger.execute(request_computation, actor,
                                     idempotency=idem, **request_kwargs(order_id))
             assert result.body["existing"] is True and result.body["computation_id"] == cid
             assert result.seqs == [] and result.replayed is (attempt == 1)
-        result = ledger.execute(request_computation, _actor(PROVIDER),
+        result = ledger.execute(request_computation, actor,
                                 **request_kwargs(order_id))
         assert result.seqs == [] and result.body["state"] == "requested"
         assert store.max_seq() == seqs[-1]
