@@ -108,11 +108,15 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
 
     def _insert_events(self, c: Any, stored_events: Sequence[StoredEvent],
                        **kwargs: Any) -> Sequence[int] | None:
+        # Insert first: the first write takes SQLite's write lock (waiting up to the busy
+        # timeout); a read first would make a deferred transaction fail at once with
+        # "database is locked" if another connection wrote meanwhile. The reads are then
+        # checked under the lock (this command's own inserts never touch them).
+        ids = list(super()._insert_events(c, stored_events) or [])
         for originator_id, version in kwargs.get("reads", {}).items():
             c.execute(f"SELECT MAX(originator_version) FROM {self.events_table_name} "
                       "WHERE originator_id=?", (originator_id,))
             _check_read(originator_id, version, c.fetchone()[0])
-        ids = list(super()._insert_events(c, stored_events) or [])
         rows = _response_rows(kwargs.get("batches", ()), ids)
         if rows:
             c.executemany("INSERT INTO idempotency VALUES (?,?,?,?)", rows)
