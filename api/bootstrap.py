@@ -112,7 +112,8 @@ def build(settings: Settings, *, start_background: bool = True) -> Container:
     url = DatabaseURL.parse(settings.resolved_database_url())
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(url)
-    ledger = Ledger(LedgerLog(store), group_commit=settings.group_commit)
+    ledger = Ledger(LedgerLog(store), group_commit=settings.group_commit,
+                    decide_in_thread=url.kind == "postgresql")
     engine = views_engine(url, settings.views_path())
     runner = ProjectionRunner(store, engine, all_projections())
     runner.create_tables()

@@ -266,11 +266,14 @@ class Ledger:
     """Runs commands: check the actor, decide in a unit of work, save atomically."""
 
     def __init__(self, log: EventLog, clock: Callable[[], str] = utc_now,
-                 group_commit: bool = True) -> None:
+                 group_commit: bool = True, decide_in_thread: bool = False) -> None:
         self.log = log
         self.clock = clock
         self.committer = GroupCommitter(log) if group_commit else None
         self.streams = StreamCache(log)
+        #: execute_async decides in a worker thread (for stores reached over the network,
+        #: whose reads must not block the event loop); else on the loop itself
+        self.decide_in_thread = decide_in_thread
         self.last_seq = 0
         #: called after every commit (the in-process dispatcher wakes the projections)
         self.on_commit: Callable[[], None] | None = None
@@ -297,8 +300,12 @@ class Ledger:
     async def execute_async(self, handler: Handler, actor: Actor, *args: Any,
                             idempotency: Idempotency | None = None, allow_pending: bool = False,
                             **kwargs: Any) -> CommandResult:
-        """Run one command from the event loop: decide here, commit in the background writer."""
-        prepared = self._prepare(handler, actor, args, kwargs, idempotency, allow_pending)
+        """Run one command from the event loop: decide, then commit in the background writer."""
+        if self.decide_in_thread:
+            prepared = await asyncio.to_thread(self._prepare, handler, actor, args, kwargs,
+                                               idempotency, allow_pending)
+        else:
+            prepared = self._prepare(handler, actor, args, kwargs, idempotency, allow_pending)
         if isinstance(prepared, CommandResult):
             return prepared
         events, batch = prepared
@@ -321,7 +328,9 @@ class Ledger:
         uow = StoreUnitOfWork(self.streams)
         ctx = Context(actor, self.clock())
         if actor.role != "system":
-            self._require_active(uow, actor, allow_pending)
+            # Its own unit of work: the caller's admission is checked now, but is not part
+            # of the decision's read set (a suspension racing a command is no conflict).
+            self._require_active(StoreUnitOfWork(self.streams), actor, allow_pending)
         response = handler(uow, ctx, *args, **kwargs)
         reads = uow.unchanged_reads()
         events = [e for agg in uow.pending() for e in agg.collect()]
