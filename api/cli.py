@@ -189,7 +189,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("compute-node", help="the compute node, in its own environment: "
                    "load --dataset ID --private FILE --mock FILE | run [--once]")
     bench = sub.add_parser("bench", help="benchmarks (print a table, write JSON)")
-    bench.add_argument("suite", choices=["append", "chain"])
+    bench.add_argument("suite", choices=["append", "chain", "compute"])
     bench.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     bench.add_argument("--json", default=None, help="default: bench-results/<suite>.json")
     bench.add_argument("--quick", action="store_true", help="a short run (for tests)")

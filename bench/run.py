@@ -14,7 +14,7 @@ from typing import Any
 
 from bench.append import GOAL_RATIO
 
-SUITES = ("append", "chain")
+SUITES = ("append", "chain", "compute")
 
 
 def machine() -> dict[str, Any]:
@@ -104,10 +104,11 @@ def main(args: Any) -> int:
     quick = bool(getattr(args, "quick", False))
     json_path = Path(getattr(args, "json", None) or f"bench-results/{suite}.json")
 
-    from bench import append, chain
+    from bench import append, chain, compute
 
     run_suite, table_of = {"append": (append.run, format_table),
-                           "chain": (chain.run, chain.format_table)}[suite]
+                           "chain": (chain.run, chain.format_table),
+                           "compute": (compute.run, chain.format_table)}[suite]
     command = f"dataledger bench {suite} --backend {backend}" + (" --quick" if quick else "")
     print(f"{command}: measuring {', '.join(backends)}"
           f"{' (quick: short runs, figures are indicative only)' if quick else ''} ...",
