@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -29,12 +30,50 @@ def _serve(args: argparse.Namespace) -> int:
               flush=True)
         print(f"  {container.first_admin_token}", flush=True)
     app = create_app(settings, container)
+    node = _start_compute_node(settings, container, host, port)
     try:
         uvicorn.run(app, host=host, port=port, log_level="info",
                     access_log=settings.access_log)
     finally:
+        if node is not None:
+            node.stop()
         container.close()
     return 0
+
+
+def _loopback_url(host: str, port: int) -> str:
+    """How a process on this machine reaches a server listening on ``host``."""
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _start_compute_node(settings: Any, container: Any, host: str, port: int) -> Any:
+    """The embedded compute node (``DATALEDGER_COMPUTE_NODE``), or None."""
+    from api.node_supervisor import NodeSupervisor, compute_python, trust_document
+
+    wanted = settings.compute_node
+    if wanted == "false":
+        return None
+    why = ""
+    if container.chain is None:
+        why = "the node trusts anchored checkpoints only, and DATALEDGER_CHAIN=false"
+    elif not compute_python().exists():
+        why = (f"the compute environment {compute_python().parent.parent} is missing "
+               "(compute_nodes/setup-env makes it; ./dev serve does)")
+    if why:
+        if wanted == "true":
+            raise SystemExit(f"DATALEDGER_COMPUTE_NODE=true but {why}")
+        print(f"No compute node: {why}. Contracts will not be computed.", flush=True)
+        return None
+    node = NodeSupervisor(settings.data_dir.absolute() / "node", _loopback_url(host, port),
+                          trust_document(container), nats_url=settings.nats_url,
+                          nats_stream=settings.nats_stream,
+                          nats_subject_prefix=settings.nats_subject_prefix)
+    node.start()
+    print(f"Compute node: started from {compute_python()}; providers enroll with "
+          "`dataledger compute-node enroll --token TOKEN`", flush=True)
+    return node
 
 
 def _catalogue(_: argparse.Namespace) -> int:
@@ -138,21 +177,26 @@ def _compute_node(argv: list[str]) -> int:
     PySyft is never imported here: the command is handed to ``.venv-compute`` (made by
     ``compute_nodes/setup-env`` the first time), with the repository on its path.
     """
-    import os
     import subprocess
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
-    venv = Path(os.environ.get("DATALEDGER_COMPUTE_VENV", root / ".venv-compute"))
-    setup = subprocess.run([str(root / "compute_nodes" / "setup-env")], check=False)
+    from api.node_supervisor import ROOT, compute_env, compute_python
+    from api.settings import Settings
+
+    setup = subprocess.run([str(ROOT / "compute_nodes" / "setup-env")], check=False)
     if setup.returncode != 0:
         print("dataledger compute-node: the compute environment could not be set up",
               file=sys.stderr)
         return setup.returncode
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)}
-    return subprocess.run([str(venv / "bin" / "python"), "-m", "compute_nodes.cli", *argv],
-                          env=env, check=False).returncode
+    settings = Settings()
+    defaults = {"DATALEDGER_NODE_DATA_DIR": str(settings.data_dir.absolute() / "node"),
+                "DATALEDGER_NODE_PLATFORM_URL": _loopback_url(settings.host, settings.port)}
+    env = compute_env({k: v for k, v in defaults.items() if not os.environ.get(k)})
+    # run: a standalone node for one provider; the rest: the host that serve starts
+    module = "compute_nodes.cli" if argv[:1] == ["run"] else "compute_nodes.host"
+    if argv[:1] == ["host"]:
+        argv = ["run", *argv[1:]]
+    return subprocess.run([str(compute_python()), "-m", module, *argv], env=env,
+                          check=False).returncode
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -187,7 +231,11 @@ def parser() -> argparse.ArgumentParser:
                          ).set_defaults(func=_chain_verify)
     sub.add_parser("witness", help="run a witness (see dataledger witness --help)")
     sub.add_parser("compute-node", help="the compute node, in its own environment: "
-                   "load --dataset ID --private FILE --mock FILE | run [--once]")
+                   "enroll --token TOKEN | load --dataset ID --private FILE --mock FILE | "
+                   "status | host | run (a standalone node; see --help of each)")
+    demo = sub.add_parser("demo", help="run a scenario of the white paper end to end")
+    demo.add_argument("scenario", choices=["finance"],
+                      help="finance: inclusive finance (6.1), see dataledger demo finance --help")
     bench = sub.add_parser("bench", help="benchmarks (print a table, write JSON)")
     bench.add_argument("suite", choices=["append", "chain", "compute"])
     bench.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
@@ -205,6 +253,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return witness_main(argv[1:])
     if argv[:1] == ["compute-node"]:  # runs in the compute node's own environment
         return _compute_node(argv[1:])
+    if argv[:2] == ["demo", "finance"]:  # its own flags
+        from demo.finance import main as finance_main
+
+        return finance_main(argv[2:])
     args = parser().parse_args(argv)
     code: int = args.func(args)
     return code

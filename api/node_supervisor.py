@@ -1,0 +1,153 @@
+"""The embedded compute node: ``dataledger serve`` starts it in its own environment.
+
+The node (``compute_nodes/host.py``) runs PySyft 0.9.5, which the server never imports: it
+is a child process of ``serve`` using the interpreter of ``.venv-compute`` (made by
+``compute_nodes/setup-env``), with the repository on its path. It talks to this server as
+any integrator does, over HTTP on loopback, with the credentials each provider enrolled
+(``dataledger compute-node enroll``), and it trusts the keys written to
+``<data dir>/node/trust.json`` at start (the same document as ``GET /ledger/witnesses``).
+
+The supervisor restarts a node that exits, with a growing pause, and stops it with the
+server (SIGTERM, then SIGKILL after a grace period).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+STOP_GRACE_S = 15.0
+RESTART_PAUSE_S = (1.0, 30.0)  # first pause after an exit, and the most
+
+
+def compute_python() -> Path:
+    """The compute environment's interpreter (it may not exist yet)."""
+    venv = Path(os.environ.get("DATALEDGER_COMPUTE_VENV", ROOT / ".venv-compute"))
+    return venv / "bin" / "python"
+
+
+def compute_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a compute-node process: ours, the repository on its path."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **(extra or {})}
+
+
+def trust_document(container: Any) -> dict[str, Any]:
+    """What the node trusts: the log's key and origin, the witnesses, the quorum."""
+    chain = container.chain
+    cp = chain.checkpointer
+    witnesses = []
+    for w in chain.witnesses:
+        published = w.published()
+        witnesses.append({"name": published.name, "vkey": published.encode()})
+    return {"origin": cp.origin, "log_vkey": cp.signer.verifier().vkey, "quorum": cp.quorum,
+            "witnesses": witnesses}
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file readable by this user only, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class NodeSupervisor:
+    """Runs ``python -m compute_nodes.host run`` from the compute venv and keeps it running."""
+
+    def __init__(self, node_dir: Path, platform_url: str, trust: dict[str, Any], *,
+                 nats_url: str = "", nats_stream: str = "LEDGER",
+                 nats_subject_prefix: str = "ledger", python: Path | None = None) -> None:
+        self.node_dir = node_dir
+        self.platform_url = platform_url
+        self.trust = trust
+        self.nats = (nats_url, nats_stream, nats_subject_prefix)
+        self.python = python or compute_python()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+        self.starts = 0
+
+    def command(self) -> list[str]:
+        return [str(self.python), "-m", "compute_nodes.host", "run"]
+
+    def environment(self) -> dict[str, str]:
+        url, stream, prefix = self.nats
+        return compute_env({
+            "DATALEDGER_NODE_PLATFORM_URL": self.platform_url,
+            "DATALEDGER_NODE_DATA_DIR": str(self.node_dir),
+            "DATALEDGER_NODE_TRUST_FILE": str(self.node_dir / "trust.json"),
+            "DATALEDGER_NODE_NATS_URL": url,
+            "DATALEDGER_NODE_NATS_STREAM": stream,
+            "DATALEDGER_NODE_NATS_SUBJECT_PREFIX": prefix,
+        })
+
+    def start(self) -> None:
+        if not self.python.exists():
+            raise FileNotFoundError(
+                f"the compute environment is missing ({self.python}): run "
+                "compute_nodes/setup-env (./dev serve does), or set DATALEDGER_COMPUTE_NODE=false")
+        write_private(self.node_dir / "trust.json", json.dumps(self.trust, indent=2))
+        self._thread = threading.Thread(target=self._keep_running, name="compute-node",
+                                        daemon=True)
+        self._thread.start()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        self.starts += 1
+        log.info("starting the compute node: %s", " ".join(self.command()))
+        return subprocess.Popen(self.command(), env=self.environment(), cwd=str(ROOT),
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def _keep_running(self) -> None:
+        pause = RESTART_PAUSE_S[0]
+        while not self._stop.is_set():
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                self._process = process = self._spawn()
+            started = time.monotonic()
+            code = process.wait()
+            if self._stop.is_set():
+                return
+            if time.monotonic() - started > 60:
+                pause = RESTART_PAUSE_S[0]
+            log.error("the compute node exited with %s; restarting in %.0f s", code, pause)
+            if self._stop.wait(pause):
+                return
+            pause = min(pause * 2, RESTART_PAUSE_S[1])
+
+    @property
+    def pid(self) -> int | None:
+        process = self._process
+        return process.pid if process is not None and process.poll() is None else None
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stop.set()
+            process = self._process
+        if process is not None and process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(STOP_GRACE_S)
+            except ProcessLookupError:
+                pass
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if self._thread is not None:
+            self._thread.join(STOP_GRACE_S)

@@ -1,0 +1,1 @@
+"""End-to-end demonstrations of the platform's scenarios (``dataledger demo ...``)."""
