@@ -5,6 +5,13 @@ The idempotency key of an execution is (contract id, execution number): the comp
 is derived from it (``computation_id``), so a redelivered ``contract.approved`` or a
 restarted node finds the computation it already asked for and never runs or delivers twice.
 The result itself stays off the log; only its SHA-256 is recorded (``delivery.made``).
+
+A request that the ledger check refuses for a *policy* reason (the contract, its processing
+count, the code, the listing, the authorizations) is recorded, not just refused:
+``computation.requested`` and ``computation.failed`` are written together, the reason
+starting with one of ``REFUSAL_CODES`` then ``": "``. Errors that are not policy (invalid
+fields, a caller that is no party provider, an unknown contract, a gap in the execution
+numbers) write nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from domain.base import Aggregate, Context, applies
 from domain.dataset import Dataset, require_text
 from domain.errors import Forbidden, InvalidInput, NotFound, WrongState
 from domain.order import Order
-from domain.product import Product, check_inputs_covered
+from domain.product import Product
 from domain.unit_of_work import UnitOfWork
 from events.catalogue import Event
 
@@ -27,6 +34,10 @@ from events.catalogue import Event
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "dataledger:computation")
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 MAX_REASON = 5000
+#: the stable codes a recorded policy refusal's reason starts with (``code: sentence``)
+REFUSAL_CODES = ("contract_not_approved", "contract_terminated", "count_exhausted",
+                 "code_hash_mismatch", "product_not_listed", "authorization_revoked",
+                 "authorization_expired", "no_authorization")
 
 
 def computation_id(contract_id: str, execution: int) -> str:
@@ -118,14 +129,14 @@ class Computation(Aggregate):
     # -- decide -----------------------------------------------------------------
     @classmethod
     def request(cls, ctx: Context, *, order: Order, product: Product, execution: int,
-                datasite: str) -> Computation:
-        """Request; the caller checked the contract, the product and the authorizations."""
+                datasite: str, code_sha256: str, dataset_ids: list[str]) -> Computation:
+        """Request (the code the node will run, over ``dataset_ids``); the caller decided
+        whether it may run (else it records the refusal with ``fail`` at once)."""
         agg = cls(computation_id(order.id, execution))
         agg.trigger(ComputationRequested, ctx, contract_id=order.id, product_id=product.id,
                     demander_id=order.demander_id, operator_id=order.operator_id,
                     provider_id=ctx.actor.participant_id, execution=execution,
-                    code_sha256=product.code_sha256, datasite=datasite,
-                    dataset_ids=product.dataset_ids())
+                    code_sha256=code_sha256, datasite=datasite, dataset_ids=list(dataset_ids))
         return agg
 
     def succeed(self, ctx: Context, *, result_sha256: str, input_hashes: dict[str, str],
@@ -185,7 +196,8 @@ def _find(uow: UnitOfWork, id: str) -> Computation | None:
 
 def _view(agg: Computation, existing: bool = False) -> dict[str, Any]:
     return {"computation_id": agg.id, "contract_id": agg.contract_id,
-            "execution": agg.execution, "state": agg.state, "existing": existing}
+            "execution": agg.execution, "state": agg.state, "existing": existing,
+            "reason": agg.reason if agg.state == "failed" else None}
 
 
 def _require_party_provider(ctx: Context, order: Order) -> None:
@@ -211,41 +223,104 @@ def _check_input_hashes(uow: UnitOfWork, agg: Computation, value: Any) -> dict[s
     return out
 
 
+def _contract_refusal(order: Order, number: int) -> str | None:
+    if order.state == "approved":
+        return None
+    if order.state == "terminated":
+        return (f"contract_terminated: contract {order.id} was terminated; execution "
+                f"{number} cannot run")
+    return (f"contract_not_approved: contract {order.id} is {order.state}, not approved; "
+            f"execution {number} cannot run")
+
+
+def _count_refusal(uow: UnitOfWork, order: Order, provider_id: str, number: int) -> str | None:
+    """The contract's processing count against this provider's earlier successful runs."""
+    limit = order.usage_policy.get("processing_count")
+    if limit is None:
+        return None
+    done = [n for n in range(1, number)
+            if (c := _find(uow, computation_id(order.id, n))) is not None
+            and c.state == "succeeded"]
+    if len(done) < limit:
+        return None
+    return (f"count_exhausted: contract {order.id} allows {limit} processing(s) and provider "
+            f"{provider_id} already ran {len(done)} successfully (executions "
+            f"{', '.join(map(str, done)) or 'none'}); execution {number} cannot run")
+
+
+def _authorization_refusal(auths: list[Authorization], product: Product,
+                           inputs: list[dict[str, Any]], at: str) -> str | None:
+    """Each input must be covered by a live authorization of the product (first gap wins)."""
+    for item in inputs:
+        dataset_id, fields = item["dataset_id"], item["fields"]
+        if any(a.covers(dataset_id, fields, at) for a in auths):
+            continue
+        fitting = [a for a in auths if (granted := a.granted_fields(dataset_id)) is not None
+                   and set(fields) <= set(granted)]
+        what = f"dataset {dataset_id} fields {fields!r} of product {product.id}"
+        revoked = [a.id for a in fitting if a.state == "revoked"]
+        if revoked:
+            return (f"authorization_revoked: authorization {', '.join(revoked)} covering "
+                    f"{what} was revoked and no live authorization covers them")
+        lapsed = [a.id for a in fitting if a.state in ("expired", "granted")]
+        if lapsed:
+            return (f"authorization_expired: authorization {', '.join(lapsed)} covering "
+                    f"{what} is expired or not yet valid at {at}")
+        return f"no_authorization: no authorization of product {product.id} covers {what}"
+    return None
+
+
+def policy_refusal(uow: UnitOfWork, ctx: Context, *, order: Order, product: Product,
+                   number: int, code_sha256: str,
+                   inputs: list[dict[str, Any]]) -> str | None:
+    """Why the ledger refuses to run execution ``number``, as ``code: sentence``; else None."""
+    provider_id = ctx.actor.participant_id
+    refusal = (_contract_refusal(order, number)
+               or _count_refusal(uow, order, provider_id, number))
+    if refusal:
+        return refusal
+    if code_sha256 != product.code_sha256:
+        return (f"code_hash_mismatch: the code posted for execution {number} of contract "
+                f"{order.id} has SHA-256 {code_sha256}, not that of product {product.id} "
+                f"({product.code_sha256})")
+    if product.state != "listed":
+        return f"product_not_listed: product {product.id} is {product.state}, not listed"
+    auths = [uow.get(Authorization, a) for a in product.authorization_ids]
+    return _authorization_refusal(auths, product, inputs, ctx.at)
+
+
 # -- use cases ------------------------------------------------------------------
 def request_computation(uow: UnitOfWork, ctx: Context, *, contract_id: str, execution: int,
                         datasite: str, code_sha256: str) -> dict[str, Any]:
     """A party provider's node asks to run execution ``execution`` of an approved contract.
 
-    Idempotent: if that execution was already requested, its id and state come back with
-    ``existing: true`` and nothing is written.
+    Idempotent: if that execution was already requested, its id, state and reason come back
+    with ``existing: true`` and nothing is written. A policy refusal is recorded:
+    ``computation.requested`` + ``computation.failed`` (``reason``: ``code: sentence``).
     """
     order = uow.get(Order, contract_id)
     _require_party_provider(ctx, order)
     number = _require_count(execution, "execution", 1)
     digest = require_sha256(code_sha256, "code_sha256")
+    site = require_text(datasite, "datasite")
     found = _find(uow, computation_id(order.id, number))
     if found is not None:
         if found.code_sha256 != digest:
             raise InvalidInput("code_sha256", f"computation {found.id} was requested for code "
                                               f"{found.code_sha256}")
         return _view(found, existing=True)
-    order.require_state(["approved"], "run a computation")
-    limit = order.usage_policy.get("processing_count")
-    if limit is not None and number > limit:
-        raise WrongState(f"processing count exhausted: contract {order.id} allows {limit} "
-                         f"execution(s), not execution {number}", limit=limit)
     if number > 1 and _find(uow, computation_id(order.id, number - 1)) is None:
         raise WrongState(f"execution {number - 1} of contract {order.id} was not requested; "
                          "executions are numbered from 1 without gaps")
     product = uow.get(Product, order.product_id)
-    if product.code_sha256 != digest:
-        raise InvalidInput("code_sha256", "the code differs from the listed one (its SHA-256 "
-                                          f"is {product.code_sha256})")
-    product.require_listed()
-    auths = [uow.get(Authorization, a) for a in product.authorization_ids]
-    check_inputs_covered(product.inputs, auths, ctx.at)
+    inputs = product.inputs
+    refusal = policy_refusal(uow, ctx, order=order, product=product, number=number,
+                             code_sha256=digest, inputs=inputs)
     agg = Computation.request(ctx, order=order, product=product, execution=number,
-                              datasite=require_text(datasite, "datasite"))
+                              datasite=site, code_sha256=digest,
+                              dataset_ids=[i["dataset_id"] for i in inputs])
+    if refusal is not None:
+        agg.fail(ctx, reason=refusal)
     uow.add(agg)
     return _view(agg)
 

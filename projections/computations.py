@@ -138,6 +138,7 @@ def _visible(kind: str, column: Any, viewer_id: str, sees_all: bool) -> ColumnEl
 def _computation_row(row: Any) -> dict[str, Any]:
     out = {k: row[k] for k in _FIELDS}
     out["computation_id"] = row["id"]
+    out["reason"] = row["failure_reason"]
     return out
 
 

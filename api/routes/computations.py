@@ -2,7 +2,8 @@
 
 On ``contract.approved`` a party provider's node asks for execution ``n`` of the contract
 (``POST /computations``: idempotent per contract and execution number), runs the product's
-registered code on its PySyft datasite and posts the result. The result's bytes are kept
+registered code on its PySyft datasite and posts the result. A request the ledger refuses
+for a policy reason is recorded as a failed computation (``reason``: ``code: sentence``). The result's bytes are kept
 off the log (only their SHA-256 is recorded) and served to the demander. The node also
 records the data it loaded onto its datasite (``POST /datasets/{id}/data-loaded``).
 """
@@ -78,6 +79,9 @@ class ComputationAnswer(CommandAnswer):
     state: str
     existing: bool = Field(description="true: this execution was already requested or "
                                        "reported; nothing was written")
+    reason: str | None = Field(default=None, description=(
+        "null unless state is failed: a stable code, ': ', then a sentence naming the ids; "
+        "codes of a policy refusal: " + ", ".join(uc.REFUSAL_CODES)))
 
 
 class ResultAnswer(ComputationAnswer):
@@ -108,6 +112,7 @@ class ComputationView(BaseModel):
     result_sha256: str | None
     result_rows: int | None
     failure_reason: str | None
+    reason: str | None = Field(default=None, description="the same as failure_reason")
     requested_at: str
     finished_at: str | None
     updated_at: str
@@ -120,7 +125,20 @@ class ComputationView(BaseModel):
 async def request_computation(body: ComputationRequest, cmd: CommandsDep) -> JSONResponse:
     """A party provider's compute node asks to run execution ``n`` of an approved contract.
 
-    201 with the new computation; 200 with ``existing: true`` if it was already requested.
+    201 with the new computation, ``state: "requested"``; 200 with ``existing: true`` (and
+    its current state and reason) if this provider already requested that execution.
+
+    When the ledger check refuses for a policy reason, the refusal is recorded:
+    ``computation.requested`` + ``computation.failed`` are written at once and the answer is
+    201 with ``state: "failed"`` and ``reason`` = ``code: sentence``, the code one of
+    ``contract_not_approved``, ``contract_terminated``, ``count_exhausted`` (this provider's
+    earlier successful executions reached the contract's ``processing_count``),
+    ``code_hash_mismatch``, ``product_not_listed``, ``authorization_revoked``,
+    ``authorization_expired`` (or not yet valid), ``no_authorization``.
+
+    Other errors write nothing: 422 invalid field, 403 the caller is not a provider party to
+    the contract, 404 unknown contract, 409 execution ``n - 1`` was never requested by this
+    provider.
     """
     result = await cmd.run(uc.request_computation, contract_id=body.contract_id,
                            execution=body.execution, datasite=body.datasite,

@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -14,7 +16,7 @@ import pytest
 from api.bootstrap import Container
 from events.canonical import canonical_bytes
 from tests.e2e.conftest import Party, World
-from tests.e2e.setup_chain import CODE, Chain, build_chain, list_product
+from tests.e2e.setup_chain import CODE, USED, Chain, build_chain, list_product
 from tests.e2e.test_market_api import (
     accepted_contract,
     approved_contract,
@@ -51,6 +53,30 @@ def events_of(world: World, originator_id: str) -> list[dict[str, Any]]:
     return [e for e in page if e["originator_id"] == originator_id]
 
 
+def recorded(world: World, party: Party, code: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A policy refusal: 201, state failed, reason ``code: …``; exactly computation.requested
+    and computation.failed are written; asking again answers 200 with the same, writing nothing."""
+    before = head(world)
+    made = world.call("POST", "/computations", party, 201, json=body)
+    cid = made["computation_id"]
+    assert (made["state"], made["existing"]) == ("failed", False), made
+    assert made["reason"].startswith(f"{code}: "), made["reason"]
+    assert set(made) == {"computation_id", "contract_id", "execution", "state", "existing",
+                         "reason", "seqs"}
+    assert made["seqs"] == [before + 1, before + 2] and head(world) == before + 2
+    written = world.call("GET", f"/ledger/events?after={before}&limit=10", world.regulator)
+    assert [(e["type"], e["originator_id"]) for e in written["events"]] == [
+        ("computation.requested", cid), ("computation.failed", cid)]
+    assert written["events"][1]["payload"]["reason"] == made["reason"]
+    again = world.call("POST", "/computations", party, 200, json=body)
+    assert again == {**made, "existing": True, "seqs": []}
+    assert head(world) == before + 2
+    seen = world.call("GET", f"/computations/{cid}", party)
+    assert seen["state"] == "failed" and seen["failure_reason"] == made["reason"]
+    assert seen["reason"] == made["reason"]
+    return dict(made)
+
+
 def test_a_node_runs_execution_one_once_and_the_demander_gets_the_result(
         world: World, chain: Chain, container: Container) -> None:
     loaded = world.call("POST", f"/datasets/{chain.dataset_id}/data-loaded", chain.provider,
@@ -63,7 +89,7 @@ def test_a_node_runs_execution_one_once_and_the_demander_gets_the_result(
     made = world.call("POST", "/computations", chain.provider, 201, json=ask(oid))
     cid = made["computation_id"]
     assert (made["state"], made["existing"], made["execution"]) == ("requested", False, 1)
-    assert len(made["seqs"]) == 1
+    assert len(made["seqs"]) == 1 and made["reason"] is None
     before = head(world)
     again = world.call("POST", "/computations", chain.provider, 200, json=ask(oid))
     assert again["computation_id"] == cid and again["existing"] is True
@@ -148,18 +174,40 @@ def test_a_failed_execution_then_the_next_one(world: World, chain: Chain) -> Non
     assert second["execution"] == 2 and second["computation_id"] != cid
 
 
-def test_refusals_write_nothing(world: World, chain: Chain) -> None:
+def test_a_contract_not_yet_approved_is_recorded_as_refused(world: World, chain: Chain) -> None:
     _, oid = accepted_contract(world, chain)
-    refused(world, "POST", "/computations", chain.provider, 409, json=ask(oid))  # not approved
-    world.call("POST", f"/orders/{oid}/contract/approvals", chain.provider)
-    world.call("POST", f"/orders/{oid}/contract/approvals", chain.operator)
-    for party in (chain.demander, chain.operator, world.regulator):
-        refused(world, "POST", "/computations", party, 403, json=ask(oid))
-    body = refused(world, "POST", "/computations", chain.provider, 422,
-                   json=ask(oid, code_sha256=hashlib.sha256(b"other code").hexdigest()))
+    made = recorded(world, chain.provider, "contract_not_approved", ask(oid))
+    assert oid in made["reason"] and "accepted" in made["reason"]
+
+
+def test_code_that_is_not_the_listed_one_is_recorded_as_refused(
+        world: World, chain: Chain) -> None:
+    _, oid = approved_contract(world, chain)
+    other = hashlib.sha256(b"other code").hexdigest()
+    made = recorded(world, chain.provider, "code_hash_mismatch", ask(oid, code_sha256=other))
+    assert other in made["reason"] and CODE_SHA256 in made["reason"]
+    # the same execution with another code: an invalid request, nothing written
+    body = refused(world, "POST", "/computations", chain.provider, 422, json=ask(oid))
     assert body["field"] == "code_sha256"
+
+
+def test_a_delisted_product_is_recorded_as_refused(world: World, chain: Chain) -> None:
+    pid, oid = approved_contract(world, chain)
+    world.call("POST", f"/products/{pid}/delisting", world.platform, json={"reason": "recall"})
+    made = recorded(world, chain.provider, "product_not_listed", ask(oid))
+    assert pid in made["reason"]
+
+
+def test_refusals_write_nothing(world: World, chain: Chain) -> None:
+    _, oid = approved_contract(world, chain)
+    other = world.onboard("provider", "Another bureau 另一个局")
+    for party in (chain.demander, chain.operator, world.regulator, other):
+        refused(world, "POST", "/computations", party, 403, json=ask(oid))
     refused(world, "POST", "/computations", chain.provider, 409, json=ask(oid, 2))  # gap
     refused(world, "POST", "/computations", chain.provider, 422, json=ask(oid, 0))
+    refused(world, "POST", "/computations", chain.provider, 422, json=ask(oid, datasite=""))
+    refused(world, "POST", "/computations", chain.provider, 422,
+            json=ask(oid, code_sha256="abc"))
     refused(world, "POST", "/computations", chain.provider, 404, json=ask("nope"))
 
     cid = world.call("POST", "/computations", chain.provider, 201, json=ask(oid))["computation_id"]
@@ -182,12 +230,13 @@ def test_a_terminated_contract_runs_nothing(world: World, chain: Chain) -> None:
     _, oid = approved_contract(world, chain)
     world.call("POST", f"/orders/{oid}/contract/termination", world.regulator,
                json={"reason": "the regulator ends it"})
-    body = refused(world, "POST", "/computations", chain.provider, 409, json=ask(oid))
-    assert body["error"] == "wrong_state" and "terminated" in body["detail"]
-    assert world.call("GET", "/computations", world.regulator) == []
+    made = recorded(world, chain.provider, "contract_terminated", ask(oid))
+    assert oid in made["reason"]
+    assert [c["state"] for c in world.call("GET", "/computations", world.regulator)] == [
+        "failed"]
 
 
-def test_processing_count_one_refuses_execution_two(world: World, chain: Chain) -> None:
+def test_processing_count_one_refuses_after_one_success(world: World, chain: Chain) -> None:
     product_id = list_product(world, chain)
     oid = place(world, chain, product_id)
     terms = proposal(usage_policy={**policy(), "processing_count": 1})
@@ -197,16 +246,39 @@ def test_processing_count_one_refuses_execution_two(world: World, chain: Chain) 
     world.call("POST", f"/orders/{oid}/contract/approvals", chain.operator)
     cid = world.call("POST", "/computations", chain.provider, 201, json=ask(oid))["computation_id"]
     world.call("POST", f"/computations/{cid}/failure", chain.provider, json={"reason": "oom"})
-    body = refused(world, "POST", "/computations", chain.provider, 409, json=ask(oid, 2))
-    assert "processing count exhausted" in body["detail"]
+    second = world.call("POST", "/computations", chain.provider, 201, json=ask(oid, 2))
+    assert second["state"] == "requested"  # a failed execution does not count
+    world.call("POST", f"/computations/{second['computation_id']}/result", chain.provider,
+               json=report(chain))
+    made = recorded(world, chain.provider, "count_exhausted", ask(oid, 3))
+    assert oid in made["reason"] and made["execution"] == 3
 
 
 def test_a_revoked_authorization_stops_new_executions(world: World, chain: Chain) -> None:
     _, oid = approved_contract(world, chain)
     world.call("POST", f"/authorizations/{chain.authorization_id}/revocation", chain.provider,
                json={"reason": "consent withdrawn"})
-    body = refused(world, "POST", "/computations", chain.provider, 403, json=ask(oid))
-    assert chain.dataset_id in body["detail"]
+    made = recorded(world, chain.provider, "authorization_revoked", ask(oid))
+    assert chain.dataset_id in made["reason"] and chain.authorization_id in made["reason"]
+
+
+def test_an_expired_authorization_is_recorded_as_refused(world: World, chain: Chain) -> None:
+    now = datetime.now(UTC)
+    end = now + timedelta(seconds=3)
+    short = world.call("POST", "/authorizations", chain.provider, 201, json={
+        "scenario_id": chain.scenario_id,
+        "datasets": [{"dataset_id": chain.dataset_id, "fields": USED}],
+        "not_before": (now - timedelta(days=1)).isoformat(), "not_after": end.isoformat(),
+        "usage_policy": {}})["authorization_id"]
+    product_id = list_product(world, chain, authorization_ids=[short])
+    oid = place(world, chain, product_id)
+    world.call("POST", f"/orders/{oid}/contract", chain.operator, json=proposal())
+    world.call("POST", f"/orders/{oid}/contract/acceptance", chain.demander)
+    world.call("POST", f"/orders/{oid}/contract/approvals", chain.provider)
+    world.call("POST", f"/orders/{oid}/contract/approvals", chain.operator)
+    time.sleep(max(0.0, (end - datetime.now(UTC)).total_seconds()) + 0.05)
+    made = recorded(world, chain.provider, "authorization_expired", ask(oid))
+    assert short in made["reason"] and chain.dataset_id in made["reason"]
 
 
 def test_data_loaded_only_by_the_owner(world: World, chain: Chain) -> None:

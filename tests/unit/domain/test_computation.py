@@ -5,6 +5,7 @@ Also ``dataset.data_loaded``, and the application running a command that writes 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from domain.dataset import Dataset, record_data_loaded, withdraw_dataset
 from domain.errors import Forbidden, InvalidInput, NotFound, WrongState
 from domain.order import Order, terminate_contract
 from domain.participant import AdmissionApproved, Participant, ParticipantRegistered
-from domain.product import Product, delist_product
+from domain.product import Product, ProductRegistered, delist_product
 from events.catalogue import Event
 from events.store import DatabaseURL, LedgerLog, open_store
 from tests.unit.domain.test_dataset import PROVIDER, published_dataset
@@ -51,6 +52,26 @@ def requested(uow: MemoryUnitOfWork, policy: dict[str, Any] = POLICY) -> tuple[s
     order_id = approved(uow, policy)
     ids = run(uow, request_computation, PROVIDER, **request_kwargs(order_id))
     return order_id, ids["computation_id"]
+
+
+def recorded_refusal(uow: MemoryUnitOfWork, code: str, who: Any = PROVIDER,
+                     **kwargs: Any) -> dict[str, Any]:
+    """The request is refused for a policy reason: exactly computation.requested and
+    computation.failed are written, the reason starts with ``code``; a repeat writes nothing."""
+    before = {k: len(v) for k, v in uow.streams.items()}
+    out = run(uow, request_computation, who, **kwargs)
+    cid = out["computation_id"]
+    assert (out["state"], out["existing"]) == ("failed", False)
+    assert out["reason"].startswith(f"{code}: ")
+    changed = {k for k, v in uow.streams.items() if len(v) != before.get(k, 0)}
+    assert changed == {cid}
+    assert [e.type_name for e in uow.streams[cid]] == ["computation.requested",
+                                                        "computation.failed"]
+    assert uow.streams[cid][1].payload()["reason"] == out["reason"]
+    again = request_computation(uow, who, **kwargs)
+    assert again == {**out, "existing": True}
+    assert uow.commit() == []
+    return dict(out)
 
 
 def inputs_of(uow: MemoryUnitOfWork, cid: str, digest: str = DATA_SHA) -> dict[str, str]:
@@ -111,7 +132,7 @@ def test_existing_computation_is_returned_without_events() -> None:
     before = len(uow.streams[cid])
     again = request_computation(uow, PROVIDER, **request_kwargs(order_id))
     assert again == {"computation_id": cid, "contract_id": order_id, "execution": 1,
-                     "state": "requested", "existing": True}
+                     "state": "requested", "existing": True, "reason": None}
     assert uow.commit() == [] and len(uow.streams[cid]) == before
 
 
@@ -167,19 +188,19 @@ def test_refuses_a_non_party_even_for_an_existing_computation() -> None:
     refused(uow, Forbidden, request_computation, OTHER_PROVIDER, **request_kwargs(order_id))
 
 
-def test_refuses_a_contract_not_yet_approved() -> None:
+def test_records_a_contract_not_yet_approved() -> None:
     uow = MemoryUnitOfWork()
     order_id = accepted(uow)
-    err = refused(uow, WrongState, request_computation, PROVIDER, **request_kwargs(order_id))
-    assert "accepted" in err.detail and err.context["state"] == "accepted"
+    out = recorded_refusal(uow, "contract_not_approved", **request_kwargs(order_id))
+    assert order_id in out["reason"] and "accepted" in out["reason"]
 
 
-def test_refuses_a_terminated_contract() -> None:
+def test_records_a_terminated_contract() -> None:
     uow = MemoryUnitOfWork()
     order_id = approved(uow)
     run(uow, terminate_contract, OPERATOR, order_id, reason="breach")
-    err = refused(uow, WrongState, request_computation, PROVIDER, **request_kwargs(order_id))
-    assert "terminated" in err.detail
+    out = recorded_refusal(uow, "contract_terminated", **request_kwargs(order_id))
+    assert order_id in out["reason"]
 
 
 def test_refuses_an_unknown_contract() -> None:
@@ -187,12 +208,16 @@ def test_refuses_an_unknown_contract() -> None:
     refused(uow, NotFound, request_computation, PROVIDER, **request_kwargs("nope"))
 
 
-def test_refuses_code_that_differs_from_the_listed_one() -> None:
+def test_records_code_that_differs_from_the_listed_one() -> None:
     uow = MemoryUnitOfWork()
     order_id = approved(uow)
     other = hashlib.sha256(b"print('hi')").hexdigest()
-    err = refused(uow, InvalidInput, request_computation, PROVIDER,
-                  **request_kwargs(order_id, code_sha256=other))
+    out = recorded_refusal(uow, "code_hash_mismatch",
+                           **request_kwargs(order_id, code_sha256=other))
+    assert other in out["reason"] and CODE_SHA256 in out["reason"]
+    assert uow.get(Computation, out["computation_id"]).code_sha256 == other
+    # the same execution asked for with another code is an invalid request, not a new run
+    err = refused(uow, InvalidInput, request_computation, PROVIDER, **request_kwargs(order_id))
     assert isinstance(err, InvalidInput) and err.field == "code_sha256"
 
 
@@ -216,18 +241,21 @@ def test_refuses_bad_request_fields(override: dict[str, Any], field: str) -> Non
     assert isinstance(err, InvalidInput) and err.field == field
 
 
-def test_refuses_executions_beyond_the_processing_count() -> None:
+def test_the_processing_count_meters_successful_executions_only() -> None:
     uow = MemoryUnitOfWork()
-    order_id, _ = requested(uow, {**POLICY, "processing_count": 1})
-    err = refused(uow, WrongState, request_computation, PROVIDER, **request_kwargs(order_id, 2))
-    assert "processing count exhausted" in err.detail
+    order_id, first = requested(uow, {**POLICY, "processing_count": 1})
+    run(uow, record_failure, PROVIDER, first, reason="node restarted")  # a failure is free
+    second = run(uow, request_computation, PROVIDER, **request_kwargs(order_id, 2))
+    cid = second["computation_id"]
+    run(uow, record_success, PROVIDER, cid, **success_kwargs(uow, cid))
+    out = recorded_refusal(uow, "count_exhausted", **request_kwargs(order_id, 3))
+    assert order_id in out["reason"] and "executions 2" in out["reason"]
 
 
 def test_a_processing_count_of_zero_allows_no_execution() -> None:
     uow = MemoryUnitOfWork()
     order_id = approved(uow, {**POLICY, "processing_count": 0})
-    err = refused(uow, WrongState, request_computation, PROVIDER, **request_kwargs(order_id))
-    assert "processing count exhausted" in err.detail
+    recorded_refusal(uow, "count_exhausted", **request_kwargs(order_id))
 
 
 def test_refuses_an_execution_whose_predecessor_was_not_requested() -> None:
@@ -242,22 +270,47 @@ def test_refuses_when_an_input_authorization_was_revoked() -> None:
     product = uow.get(Product, uow.get(Order, order_id).product_id)
     for auth_id in product.authorization_ids:
         run(uow, revoke_authorization, PROVIDER, auth_id, reason="consent withdrawn")
-    err = refused(uow, Forbidden, request_computation, PROVIDER, **request_kwargs(order_id))
-    assert product.dataset_ids()[0] in err.detail
+    out = recorded_refusal(uow, "authorization_revoked", **request_kwargs(order_id))
+    assert product.dataset_ids()[0] in out["reason"]
+    assert product.authorization_ids[0] in out["reason"]
 
 
-def test_refuses_when_the_authorization_period_is_over() -> None:
+@pytest.mark.parametrize("at", ["2099-01-01T00:00:00Z", "2001-01-01T00:00:00Z"])
+def test_records_when_the_authorization_period_is_over_or_not_begun(at: str) -> None:
     uow = MemoryUnitOfWork()
     order_id = approved(uow)
-    late = ctx("provider", at="2099-01-01T00:00:00Z")
-    refused(uow, Forbidden, request_computation, late, **request_kwargs(order_id))
+    recorded_refusal(uow, "authorization_expired", ctx("provider", at=at),
+                     **request_kwargs(order_id))
 
 
-def test_refuses_a_delisted_product() -> None:
+def test_records_when_no_authorization_of_the_product_covers_the_inputs() -> None:
     uow = MemoryUnitOfWork()
     order_id = approved(uow)
-    run(uow, delist_product, PLATFORM, uow.get(Order, order_id).product_id, reason="recall")
-    refused(uow, WrongState, request_computation, PROVIDER, **request_kwargs(order_id))
+    product_id = uow.get(Order, order_id).product_id
+    registered = uow.streams[product_id][0]
+    assert isinstance(registered, ProductRegistered)  # a product whose grant covers less
+    narrowed = [{**i, "fields": [*i["fields"], "not_granted"]} for i in registered.inputs]
+    uow.streams[product_id][0] = dataclasses.replace(registered, inputs=narrowed)
+    out = recorded_refusal(uow, "no_authorization", **request_kwargs(order_id))
+    assert product_id in out["reason"]
+
+
+def test_records_a_delisted_product() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = approved(uow)
+    product_id = uow.get(Order, order_id).product_id
+    run(uow, delist_product, PLATFORM, product_id, reason="recall")
+    out = recorded_refusal(uow, "product_not_listed", **request_kwargs(order_id))
+    assert product_id in out["reason"] and "delisted" in out["reason"]
+
+
+def test_a_policy_refusal_is_terminal_and_the_reason_is_kept() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = approved(uow, {**POLICY, "processing_count": 0})
+    cid = recorded_refusal(uow, "count_exhausted", **request_kwargs(order_id))["computation_id"]
+    assert uow.get(Computation, cid).reason.startswith("count_exhausted: ")
+    refused(uow, WrongState, record_success, PROVIDER, cid, **success_kwargs(uow, cid))
+    refused(uow, WrongState, record_failure, PROVIDER, cid, reason="x")
 
 
 # -- report guards --------------------------------------------------------------------------
