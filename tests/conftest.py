@@ -16,6 +16,10 @@ import pytest
 
 PG_DSN = os.environ.get("DATALEDGER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
+# A `dataledger serve` started by a test runs no embedded compute node unless the test asks
+# for one (tests/compute does): the node is a PySyft process of its own.
+os.environ.setdefault("DATALEDGER_COMPUTE_NODE", "false")
+
 
 def _pg_reachable() -> str | None:
     try:
