@@ -30,7 +30,11 @@ def _serve(args: argparse.Namespace) -> int:
               flush=True)
         print(f"  {container.first_admin_token}", flush=True)
     app = create_app(settings, container)
-    node = _start_compute_node(settings, container, host, port)
+    try:
+        node = _start_compute_node(settings, container, host, port)
+    except BaseException:
+        container.close()
+        raise
     try:
         uvicorn.run(app, host=host, port=port, log_level="info",
                     access_log=settings.access_log)

@@ -95,6 +95,8 @@ class NodeSupervisor:
             "DATALEDGER_NODE_NATS_URL": url,
             "DATALEDGER_NODE_NATS_STREAM": stream,
             "DATALEDGER_NODE_NATS_SUBJECT_PREFIX": prefix,
+            # the node exits when this process is gone (even after a kill -9)
+            "DATALEDGER_NODE_PARENT_PID": str(os.getpid()),
         })
 
     def start(self) -> None:

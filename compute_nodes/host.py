@@ -19,6 +19,7 @@ Settings from the environment (``dataledger compute-node`` and ``serve`` set the
     DATALEDGER_NODE_PLATFORM_URL   the ledger API (default http://127.0.0.1:8000)
     DATALEDGER_NODE_TRUST_FILE     the keys trusted (default <node dir>/trust.json)
     DATALEDGER_NODE_POLL_SECONDS   pause between rounds when idle (default 1)
+    DATALEDGER_NODE_PARENT_PID     set by serve: the host exits when that process is gone
 
 Layout of the node directory:
     providers/<participant id>.json  an enrolled provider: token, datasite name and password
@@ -292,8 +293,12 @@ class Host:
 
     def run(self, pause: float) -> None:
         _write_private(self.dir / "host.json", {"pid": os.getpid(), "url": self.url})
+        parent = int(os.environ.get("DATALEDGER_NODE_PARENT_PID") or 0)
         try:
             while not self.stopping.is_set():
+                if parent and os.getppid() != parent:
+                    log.error("the server that started this node (pid %d) is gone", parent)
+                    break
                 if self.step() == 0:
                     self.stopping.wait(pause)
         finally:
