@@ -1,9 +1,12 @@
 """Computation (计算) and delivery (交付): on ``contract.approved`` a provider's compute node
 runs the product's registered code on its PySyft datasite and reports back here.
 
-The idempotency key of an execution is (contract id, execution number): the computation id
-is derived from it (``computation_id``), so a redelivered ``contract.approved`` or a
-restarted node finds the computation it already asked for and never runs or delivers twice.
+A product's inputs may belong to several providers, all party to the contract: each party
+provider owning at least one input dataset runs its own computation per execution, over its
+own input datasets. The idempotency key of a computation is (contract id, execution number,
+provider id): the computation id is derived from it (``computation_id``), so a redelivered
+``contract.approved`` or a restarted node finds the computation it already asked for and
+never runs or delivers twice.
 The result itself stays off the log; only its SHA-256 is recorded (``delivery.made``).
 
 A request that the ledger check refuses for a *policy* reason (the contract, its processing
@@ -30,7 +33,7 @@ from domain.product import Product
 from domain.unit_of_work import UnitOfWork
 from events.catalogue import Event
 
-#: the namespace of computation ids: uuid5(NAMESPACE, f"{contract_id}#{execution}")
+#: the namespace of computation ids: uuid5(NAMESPACE, f"{contract_id}#{execution}#{provider_id}")
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "dataledger:computation")
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 MAX_REASON = 5000
@@ -40,14 +43,16 @@ REFUSAL_CODES = ("contract_not_approved", "contract_terminated", "count_exhauste
                  "authorization_expired", "no_authorization")
 
 
-def computation_id(contract_id: str, execution: int) -> str:
-    """The id of execution ``execution`` of contract ``contract_id`` (its idempotency key)."""
-    return str(uuid.uuid5(NAMESPACE, f"{contract_id}#{execution}"))
+def computation_id(contract_id: str, execution: int, provider_id: str) -> str:
+    """The id of provider ``provider_id``'s run of execution ``execution`` of contract
+    ``contract_id`` (its idempotency key)."""
+    return str(uuid.uuid5(NAMESPACE, f"{contract_id}#{execution}#{provider_id}"))
 
 
 @dataclass(frozen=True, kw_only=True)
 class ComputationRequested(Event):
-    """A party provider's compute node is to run execution ``execution`` of the contract."""
+    """A party provider's compute node is to run execution ``execution`` of the contract
+    over its own input datasets ``dataset_ids`` (in product input order)."""
 
     type_name = "computation.requested"
     contract_id: str
@@ -132,7 +137,7 @@ class Computation(Aggregate):
                 datasite: str, code_sha256: str, dataset_ids: list[str]) -> Computation:
         """Request (the code the node will run, over ``dataset_ids``); the caller decided
         whether it may run (else it records the refusal with ``fail`` at once)."""
-        agg = cls(computation_id(order.id, execution))
+        agg = cls(computation_id(order.id, execution, ctx.actor.participant_id))
         agg.trigger(ComputationRequested, ctx, contract_id=order.id, product_id=product.id,
                     demander_id=order.demander_id, operator_id=order.operator_id,
                     provider_id=ctx.actor.participant_id, execution=execution,
@@ -239,7 +244,7 @@ def _count_refusal(uow: UnitOfWork, order: Order, provider_id: str, number: int)
     if limit is None:
         return None
     done = [n for n in range(1, number)
-            if (c := _find(uow, computation_id(order.id, n))) is not None
+            if (c := _find(uow, computation_id(order.id, n, provider_id))) is not None
             and c.state == "succeeded"]
     if len(done) < limit:
         return None
@@ -289,10 +294,21 @@ def policy_refusal(uow: UnitOfWork, ctx: Context, *, order: Order, product: Prod
     return _authorization_refusal(auths, product, inputs, ctx.at)
 
 
+def _own_inputs(uow: UnitOfWork, product: Product, provider_id: str) -> list[dict[str, Any]]:
+    """The product's inputs whose datasets ``provider_id`` owns, in input order (409 if none)."""
+    own = [i for i in product.inputs if uow.get(Dataset, i["dataset_id"]).owner_id == provider_id]
+    if not own:
+        raise WrongState(f"provider {provider_id} owns none of the input datasets of product "
+                         f"{product.id}; a provider runs a computation only over its own "
+                         "input datasets")
+    return own
+
+
 # -- use cases ------------------------------------------------------------------
 def request_computation(uow: UnitOfWork, ctx: Context, *, contract_id: str, execution: int,
                         datasite: str, code_sha256: str) -> dict[str, Any]:
-    """A party provider's node asks to run execution ``execution`` of an approved contract.
+    """A party provider's node asks to run execution ``execution`` of an approved contract
+    over its own input datasets (one computation per contract, execution and provider).
 
     Idempotent: if that execution was already requested, its id, state and reason come back
     with ``existing: true`` and nothing is written. A policy refusal is recorded:
@@ -300,20 +316,21 @@ def request_computation(uow: UnitOfWork, ctx: Context, *, contract_id: str, exec
     """
     order = uow.get(Order, contract_id)
     _require_party_provider(ctx, order)
+    provider_id = ctx.actor.participant_id
     number = _require_count(execution, "execution", 1)
     digest = require_sha256(code_sha256, "code_sha256")
     site = require_text(datasite, "datasite")
-    found = _find(uow, computation_id(order.id, number))
+    product = uow.get(Product, order.product_id)
+    inputs = _own_inputs(uow, product, provider_id)
+    found = _find(uow, computation_id(order.id, number, provider_id))
     if found is not None:
         if found.code_sha256 != digest:
             raise InvalidInput("code_sha256", f"computation {found.id} was requested for code "
                                               f"{found.code_sha256}")
         return _view(found, existing=True)
-    if number > 1 and _find(uow, computation_id(order.id, number - 1)) is None:
-        raise WrongState(f"execution {number - 1} of contract {order.id} was not requested; "
-                         "executions are numbered from 1 without gaps")
-    product = uow.get(Product, order.product_id)
-    inputs = product.inputs
+    if number > 1 and _find(uow, computation_id(order.id, number - 1, provider_id)) is None:
+        raise WrongState(f"execution {number - 1} of contract {order.id} was not requested by "
+                         f"provider {provider_id}; executions are numbered from 1 without gaps")
     refusal = policy_refusal(uow, ctx, order=order, product=product, number=number,
                              code_sha256=digest, inputs=inputs)
     agg = Computation.request(ctx, order=order, product=product, execution=number,

@@ -1,6 +1,7 @@
 """Computations and deliveries over HTTP, as a provider's compute node drives them after
-``contract.approved``: one computation per (contract, execution), the result's hash in the
-log and its bytes for the demander only."""
+``contract.approved``: one computation per (contract, execution, provider), policy refusals
+recorded as failed computations, the result's hash in the log and its bytes for the demander
+only."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from typing import Any
 import pytest
 
 from api.bootstrap import Container
+from domain.computation import computation_id
 from events.canonical import canonical_bytes
 from tests.e2e.conftest import Party, World
-from tests.e2e.setup_chain import CODE, USED, Chain, build_chain, list_product
+from tests.e2e.setup_chain import CODE, FIELDS, USED, Chain, build_chain, list_product
 from tests.e2e.test_market_api import (
     accepted_contract,
     approved_contract,
@@ -279,6 +281,78 @@ def test_an_expired_authorization_is_recorded_as_refused(world: World, chain: Ch
     time.sleep(max(0.0, (end - datetime.now(UTC)).total_seconds()) + 0.05)
     made = recorded(world, chain.provider, "authorization_expired", ask(oid))
     assert short in made["reason"] and chain.dataset_id in made["reason"]
+
+
+def two_provider_contract(world: World, chain: Chain) -> tuple[Party, str, str]:
+    """An approved contract on a product whose inputs belong to the chain's provider and to a
+    second provider: (second provider, its dataset id, contract id)."""
+    second = world.onboard("provider", "Social security bureau 社保局")
+    ds2 = world.call("POST", "/datasets", second, 201, json={
+        "name": "Employer contributions", "description": "monthly filings",
+        "source_system": "si-core", "classification": "L3", "fields": FIELDS})["dataset_id"]
+    world.call("POST", f"/datasets/{ds2}/publication", second)
+    requested = [{"dataset_id": d, "fields": USED} for d in (chain.dataset_id, ds2)]
+    sc = world.call("POST", "/scenarios", chain.operator, 201, json={
+        "title": "SME credit scoring, two sources", "purpose": "score small firms for loans",
+        "sector": "finance", "requested": requested,
+        "circulation_mode": "ciphertext"})["scenario_id"]
+    world.call("POST", f"/scenarios/{sc}/opinions", chain.expert, 201,
+               json={"verdict": "approve", "comment": "proportionate"})
+    world.call("POST", f"/scenarios/{sc}/decision", world.regulator,
+               json={"approve": True, "comment": "approved"})
+    now = datetime.now(UTC)
+    auths = [world.call("POST", "/authorizations", party, 201, json={
+        "scenario_id": sc, "datasets": [{"dataset_id": d, "fields": USED}],
+        "not_before": (now - timedelta(days=1)).isoformat(),
+        "not_after": (now + timedelta(days=30)).isoformat(),
+        "usage_policy": {}})["authorization_id"]
+        for party, d in ((chain.provider, chain.dataset_id), (second, ds2))]
+    # the second provider's dataset first: computations keep the product's input order
+    product_id = list_product(world, chain, scenario_id=sc, authorization_ids=auths,
+                              inputs=requested[::-1])
+    oid = place(world, chain, product_id)
+    made = world.call("POST", f"/orders/{oid}/contract", chain.operator, json=proposal())
+    assert set(made["required_approvals"]) == {chain.provider.participant_id,
+                                               second.participant_id,
+                                               chain.operator.participant_id}
+    world.call("POST", f"/orders/{oid}/contract/acceptance", chain.demander)
+    for party in (chain.provider, second, chain.operator):
+        world.call("POST", f"/orders/{oid}/contract/approvals", party)
+    return second, str(ds2), oid
+
+
+def test_each_input_provider_runs_its_own_computation(world: World, chain: Chain) -> None:
+    second, ds2, oid = two_provider_contract(world, chain)
+    first = world.call("POST", "/computations", chain.provider, 201, json=ask(oid))
+    # execution numbers run per provider: the first provider's execution 1 is not the second's
+    refused(world, "POST", "/computations", second, 409, json=ask(oid, 2, datasite="si-datasite"))
+    other = world.call("POST", "/computations", second, 201,
+                       json=ask(oid, datasite="si-datasite"))
+    assert first["computation_id"] != other["computation_id"]
+    assert first["computation_id"] == computation_id(oid, 1, chain.provider.participant_id)
+    assert other["computation_id"] == computation_id(oid, 1, second.participant_id)
+    assert (first["state"], other["state"]) == ("requested", "requested")
+    mine = world.call("GET", f"/computations/{first['computation_id']}", chain.provider)
+    theirs = world.call("GET", f"/computations/{other['computation_id']}", second)
+    assert mine["dataset_ids"] == [chain.dataset_id] and theirs["dataset_ids"] == [ds2]
+    assert (mine["provider_id"], theirs["provider_id"]) == (chain.provider.participant_id,
+                                                            second.participant_id)
+    # each provider sees its own computation, not the other's
+    refused(world, "GET", f"/computations/{other['computation_id']}", chain.provider, 404)
+    seen = world.call("GET", f"/computations?contract_id={oid}", chain.demander)
+    assert {c["id"] for c in seen} == {first["computation_id"], other["computation_id"]}
+    # input hashes are those of the provider's own datasets only
+    refused(world, "POST", f"/computations/{other['computation_id']}/result", second, 422,
+            json={**report(chain), "datasite": "si-datasite",
+                  "input_hashes": {chain.dataset_id: DATA_SHA, ds2: DATA_SHA}})
+    done = world.call("POST", f"/computations/{other['computation_id']}/result", second,
+                      json={**report(chain), "datasite": "si-datasite",
+                            "input_hashes": {ds2: DATA_SHA}})
+    assert done["state"] == "succeeded"
+    # the second provider's repeat finds its own computation
+    again = world.call("POST", "/computations", second, 200,
+                       json=ask(oid, datasite="si-datasite"))
+    assert again["computation_id"] == other["computation_id"] and again["existing"] is True
 
 
 def test_data_loaded_only_by_the_owner(world: World, chain: Chain) -> None:

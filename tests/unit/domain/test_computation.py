@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from domain.application import Batch, Idempotency, Ledger
 from domain.authorization import revoke_authorization
 from domain.base import Actor, Context
 from domain.computation import (
+    NAMESPACE,
     Computation,
     computation_id,
     record_failure,
@@ -24,7 +26,7 @@ from domain.computation import (
 )
 from domain.dataset import Dataset, record_data_loaded, withdraw_dataset
 from domain.errors import Forbidden, InvalidInput, NotFound, WrongState
-from domain.order import Order, terminate_contract
+from domain.order import ContractProposed, Order, terminate_contract
 from domain.participant import AdmissionApproved, Participant, ParticipantRegistered
 from domain.product import Product, ProductRegistered, delist_product
 from events.catalogue import Event
@@ -84,10 +86,11 @@ def success_kwargs(uow: MemoryUnitOfWork, cid: str, **overrides: Any) -> dict[st
 
 
 # -- happy paths --------------------------------------------------------------------------
-def test_computation_id_is_a_uuid5_of_contract_and_execution() -> None:
-    assert computation_id("c-1", 1) == computation_id("c-1", 1)
-    assert len({computation_id("c-1", 1), computation_id("c-1", 2),
-                computation_id("c-2", 1)}) == 3
+def test_computation_id_is_a_uuid5_of_contract_execution_and_provider() -> None:
+    assert computation_id("c-1", 1, "p-1") == computation_id("c-1", 1, "p-1")
+    assert computation_id("c-1", 1, "p-1") == str(uuid.uuid5(NAMESPACE, "c-1#1#p-1"))
+    assert len({computation_id("c-1", 1, "p-1"), computation_id("c-1", 2, "p-1"),
+                computation_id("c-2", 1, "p-1"), computation_id("c-1", 1, "p-2")}) == 4
 
 
 def test_request_succeed_and_deliver() -> None:
@@ -95,7 +98,7 @@ def test_request_succeed_and_deliver() -> None:
     order_id = approved(uow)
     ids = run(uow, request_computation, PROVIDER, **request_kwargs(order_id))
     cid = ids["computation_id"]
-    assert cid == computation_id(order_id, 1)
+    assert cid == computation_id(order_id, 1, "p-provider")
     assert (ids["state"], ids["existing"], ids["execution"]) == ("requested", False, 1)
     done = run(uow, record_success, PROVIDER, cid, **success_kwargs(uow, cid))
     assert (done["state"], done["result_sha256"]) == ("succeeded", RESULT_SHA)
@@ -151,7 +154,7 @@ def test_next_execution_after_the_previous_one() -> None:
     order_id, first = requested(uow)
     run(uow, record_failure, PROVIDER, first, reason="node restarted")
     second = run(uow, request_computation, PROVIDER, **request_kwargs(order_id, 2))
-    assert second["computation_id"] == computation_id(order_id, 2)
+    assert second["computation_id"] == computation_id(order_id, 2, "p-provider")
     assert second["state"] == "requested"
 
 
@@ -180,6 +183,20 @@ def test_refuses_a_request_by_anyone_but_a_party_provider(who: Any) -> None:
     uow = MemoryUnitOfWork()
     order_id = approved(uow)
     refused(uow, Forbidden, request_computation, who, **request_kwargs(order_id))
+
+
+def test_refuses_a_party_provider_that_owns_no_input_dataset() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = approved(uow)
+    stream = uow.streams[order_id]  # a contract that also names a provider without inputs
+    at = next(i for i, e in enumerate(stream) if isinstance(e, ContractProposed))
+    proposal = stream[at]
+    assert isinstance(proposal, ContractProposed)
+    stream[at] = dataclasses.replace(proposal, required_approvals=[
+        *proposal.required_approvals, OTHER_PROVIDER.actor.participant_id])
+    err = refused(uow, WrongState, request_computation, OTHER_PROVIDER,
+                  **request_kwargs(order_id))
+    assert "owns none of the input datasets" in err.detail
 
 
 def test_refuses_a_non_party_even_for_an_existing_computation() -> None:
