@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -164,15 +164,36 @@ ACL_KIND_OF_TYPE = {"dataset": "dataset", "scenario": "scenario", "authorization
                     "computation": "computation", "delivery": "computation"}
 
 
+def acl_kind_of_event(type_name: str) -> str | None:
+    """The acl kind of the aggregate an event of ``type_name`` belongs to (None: no grants,
+    e.g. participant events: only the regulator and the platform read those in the log)."""
+    return ACL_KIND_OF_TYPE.get(type_name.split(".", 1)[0])
+
+
 def may_see_event(conn: Connection, type_name: str, originator_id: str,
                   participant_id: str) -> bool:
     """Whether ``participant_id`` was granted the aggregate that an event belongs to."""
-    kind = ACL_KIND_OF_TYPE.get(type_name.split(".", 1)[0])
-    if kind is None:
-        return False
-    return conn.execute(select(acl.c.resource_id).where(
-        acl.c.kind == kind, acl.c.resource_id == originator_id,
-        acl.c.participant_id == participant_id)).first() is not None
+    return bool(visible_events(conn, [(type_name, originator_id)], participant_id))
+
+
+def visible_events(conn: Connection, events: Iterable[tuple[str, str]],
+                   participant_id: str) -> set[tuple[str, str]]:
+    """Which of ``events`` (type name, originator id) ``participant_id`` may see: those whose
+    aggregate it was granted (the rule of ``may_see_event``, one query per acl kind)."""
+    wanted: dict[str, dict[str, list[tuple[str, str]]]] = {}
+    for type_name, originator_id in events:
+        kind = acl_kind_of_event(type_name)
+        if kind is not None:
+            wanted.setdefault(kind, {}).setdefault(originator_id, []).append(
+                (type_name, originator_id))
+    out: set[tuple[str, str]] = set()
+    for kind, by_id in wanted.items():
+        granted = conn.execute(select(acl.c.resource_id).where(
+            acl.c.kind == kind, acl.c.participant_id == participant_id,
+            acl.c.resource_id.in_(list(by_id)))).scalars()
+        for resource_id in granted:
+            out.update(by_id[resource_id])
+    return out
 
 
 def visible_to(kind: str, id_column: Any, participant_id: str) -> Any:

@@ -78,7 +78,12 @@ class ProjectionRunner:
 
     def _min_position(self) -> int:
         with self.engine.connect() as conn:
-            rows = _positions(conn)
+            return self.committed_position(conn)
+
+    def committed_position(self, conn: Connection) -> int:
+        """The seq up to which every projection's writes (and acl grants) are committed, as
+        ``conn`` reads them (any process's applier may have advanced them)."""
+        rows = _positions(conn)
         return min((rows.get(p.name, 0) for p in self.projections), default=0)
 
     def catch_up(self) -> int:

@@ -8,11 +8,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from api.deps import ContainerDep, CurrentActor, ReaderDep
+from api.deps import ContainerDep, ReaderDep
 from chain.integrator import leaf_hash
 from domain.errors import NotFound
 from events.store import LogEntry
-from projections.base import may_see_event
+from projections.base import may_see_event, visible_events
 
 router = APIRouter(prefix="/ledger", tags=["ledger"])
 
@@ -29,23 +29,39 @@ class LedgerEvent(BaseModel):
 
 class LedgerPage(BaseModel):
     events: list[LedgerEvent]
-    next_after: int = Field(description="pass as ?after= to read on")
+    next_after: int = Field(description="the last seq scanned (visible or not): pass as "
+                                        "?after= to read on")
     head: int = Field(description="the last seq stored")
 
 
 @router.get("/events", response_model=LedgerPage)
-def events(container: ContainerDep, actor: CurrentActor,
+def events(container: ContainerDep, reader: ReaderDep,
            after: Annotated[int, Query(ge=0)] = 0,
            limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> LedgerPage:
     """Stored events with seq > ``after``, in order, canonical bytes and decoded payload.
 
-    The whole log (every tenant's payloads) is for the regulator and the platform.
+    Scans at most ``limit`` events after ``after`` and returns those the caller may see:
+    every one for the regulator and the platform; for any other participant the events of
+    the aggregates it was granted (the rule of ``GET /ledger/events/{seq}``: a party to an
+    order sees its events, the input providers from the contract's proposal on, so
+    ``contract.approved`` and ``contract.query_submitted``). ``next_after`` is the last seq
+    scanned, so a caller that sees nothing still moves on. For a participant the scan stops
+    at the seq the read models (and so the grants) have reached, never skipping an event
+    whose grant is not projected yet.
     """
-    actor.require_role("regulator", "platform")
-    entries = container.store.read(after, limit)
+    if reader.sees_all:
+        entries = container.store.read(after, limit)
+        return LedgerPage(events=[_event(e) for e in entries],
+                          next_after=entries[-1].seq if entries else after,
+                          head=container.store.max_seq())
+    with reader.connect() as conn:
+        projected = container.runner.committed_position(conn)
+        scanned = [e for e in container.store.read(after, limit) if e.seq <= projected]
+        seen = visible_events(conn, [(e.type_name, e.originator_id) for e in scanned],
+                              reader.actor.participant_id)
     return LedgerPage(
-        events=[_event(e) for e in entries],
-        next_after=entries[-1].seq if entries else after,
+        events=[_event(e) for e in scanned if (e.type_name, e.originator_id) in seen],
+        next_after=scanned[-1].seq if scanned else after,
         head=container.store.max_seq())
 
 

@@ -112,7 +112,11 @@ def test_a_nul_in_a_path_is_404(world: World) -> None:
     assert r.status_code == 404 and r.json()["error"] == "not_found"
 
 
-def test_the_raw_log_is_for_the_regulator_and_the_platform(world: World) -> None:
+def test_the_raw_log_shows_a_participant_only_what_it_may_see(world: World) -> None:
     provider = world.onboard("provider", "Tax bureau")
-    assert world.client.get("/ledger/events", headers=provider.headers).status_code == 403
-    assert world.client.get("/ledger/events", headers=world.regulator.headers).status_code == 200
+    mine = world.client.get("/ledger/events", headers=provider.headers)
+    assert mine.status_code == 200 and mine.json()["events"] == []  # participant events: none
+    assert mine.json()["next_after"] == head(world)
+    whole = world.client.get("/ledger/events", headers=world.regulator.headers)
+    assert whole.status_code == 200 and len(whole.json()["events"]) == head(world)
+    assert world.client.get("/ledger/events").status_code == 401
