@@ -7,13 +7,17 @@ which the ledger server never does. The worker calls:
   uvicorn child process serving HTTP on ``127.0.0.1:port``; ``Datasite.land()`` stops it.
 - ``load_dataset(admin, dataset_id, private_path, mock_path)``: upload a CSV/Parquet table
   as one asset holding the private data and its mock.
-- ``submit(client, code_source, function_name, dataset_id, request_key)``: a code request
-  for a product's registered code, bound to that asset (input policy ``ExactMatch``, output
-  policy ``OutputPolicyExecuteCount``); idempotent per ``request_key``.
+- ``submit(client, code_source, function_name, dataset_ids, request_key)``: a code request
+  for a product's registered code, its parameters bound by position to the assets of
+  ``dataset_ids`` (one input: ``def f(data)``; two: ``def f(a, b)``; input policy
+  ``ExactMatch``, output policy ``OutputPolicyExecuteCount``); idempotent per
+  ``request_key``.
+- ``input_hashes(client, dataset_ids)``: the SHA-256 of each dataset's private file, as
+  recorded when it was loaded (the asset's content hash the node reports).
 - ``approve_and_run(admin, request_id, runner=...)``: approve the request and run the code
   on the private data; once the execution count is used up, the recorded result is returned
   again without running the code (PySyft 0.9.5 itself would run it again, see below).
-- ``run_on_mock(client, code_source, function_name, dataset_id)``: the trial, on mock rows.
+- ``run_on_mock(client, code_source, function_name, dataset_ids)``: the trial, on mock rows.
 
 PySyft 0.9.5 facts this module relies on or works around:
 
@@ -42,7 +46,7 @@ import logging
 import os
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -82,7 +86,7 @@ class DatasiteUnavailableError(ComputeNodeError):
 
 
 class CodeSourceError(ComputeNodeError):
-    """The registered code is not one plain function of one argument."""
+    """The registered code is not one plain function of one argument per input."""
 
 
 class DatasetError(ComputeNodeError):
@@ -242,25 +246,27 @@ def submit(
     client: Client,
     code_source: str,
     function_name: str,
-    dataset_id: str,
+    dataset_ids: str | Sequence[str],
     request_key: str,
     *,
     executions: int = 1,
 ) -> str:
-    """Request to run ``function_name`` from ``code_source`` on dataset ``dataset_id``.
+    """Request to run ``function_name`` from ``code_source`` on the datasets ``dataset_ids``.
 
-    Returns the request id. Submitting the same ``request_key`` again returns the same id.
+    The function's parameters are bound by position to the datasets' assets (a single id
+    may be given as a string). Returns the request id. Submitting the same
+    ``request_key`` again returns the same id.
     """
+    ids = _ids(dataset_ids)
     service_name = request_function_name(function_name, request_key)
-    function, param = function_from_source(code_source, function_name)
+    function, params = function_from_source(code_source, function_name, inputs=len(ids))
     stored_code = replace_func_name(textwrap.dedent(inspect.getsource(function)), service_name)
     existing = _find_request(client, service_name, stored_code)
     if existing is not None:
         return existing
-    asset = _asset(client, dataset_id)
-    input_policy = sy.ExactMatch(
-        init_kwargs={ServerIdentity.from_api(client.api): {param: asset.action_id}}
-    )
+    bound = {param: _asset(client, dataset_id).action_id
+             for param, dataset_id in zip(params, ids, strict=True)}
+    input_policy = sy.ExactMatch(init_kwargs={ServerIdentity.from_api(client.api): bound})
     with _quiet():
         syft_function = sy.syft_function(
             input_policy=input_policy,
@@ -271,6 +277,33 @@ def submit(
             syft_function, reason=f"dataledger request_key={request_key}"
         )
     return str(request.id)
+
+
+def request_exists(client: Client, function_name: str, request_key: str) -> bool:
+    """Whether any code was ever requested under ``request_key`` (for audits and tests)."""
+    with _quiet():
+        codes = client.api.services.code.get_by_service_func_name(
+            request_function_name(function_name, request_key))
+    return bool(codes)
+
+
+@_unavailable_on_http_errors
+def input_hashes(client: Client, dataset_ids: str | Sequence[str]) -> dict[str, str]:
+    """Each dataset's private-file SHA-256, as recorded at load (the asset's content hash).
+
+    Raises DatasetError if a dataset is not on this datasite.
+    """
+    out = {}
+    for dataset_id in _ids(dataset_ids):
+        dataset = _find_dataset(client, dataset_id)
+        if dataset is None:
+            raise DatasetError(f"no dataset {dataset_id} on this datasite")
+        summary = str(dataset.summary or "")
+        if not summary.startswith(_SUMMARY_PREFIX):
+            raise DatasetError(f"dataset {dataset_id} was not loaded by dataledger "
+                               f"(summary {summary!r})")
+        out[dataset_id] = summary.removeprefix(_SUMMARY_PREFIX)
+    return out
 
 
 @_unavailable_on_http_errors
@@ -304,16 +337,21 @@ def approve_and_run(admin: Client, request_id: str, runner: Client | None = None
 
 
 @_unavailable_on_http_errors
-def run_on_mock(client: Client, code_source: str, function_name: str, dataset_id: str) -> Any:
-    """The trial: run the code here on the dataset's mock rows only; return the result."""
-    function, param = function_from_source(code_source, function_name)
-    mock = _asset(client, dataset_id).mock
-    if not isinstance(mock, pd.DataFrame):
-        raise DatasetError(f"mock of {dataset_id} is a {type(mock).__name__}, not a table")
+def run_on_mock(client: Client, code_source: str, function_name: str,
+                dataset_ids: str | Sequence[str]) -> Any:
+    """The trial: run the code here on the datasets' mock rows only; return the result."""
+    ids = _ids(dataset_ids)
+    function, params = function_from_source(code_source, function_name, inputs=len(ids))
+    mocks = {}
+    for param, dataset_id in zip(params, ids, strict=True):
+        mock = _asset(client, dataset_id).mock
+        if not isinstance(mock, pd.DataFrame):
+            raise DatasetError(f"mock of {dataset_id} is a {type(mock).__name__}, not a table")
+        mocks[param] = mock
     with _quiet():
         syft_function = sy.syft_function()(function)  # the parse the datasite will do
         try:
-            return syft_function.local_call(**{param: mock})
+            return syft_function.local_call(**mocks)
         except Exception as exc:
             raise ComputationError(f"{type(exc).__name__}: {exc}") from exc
 
@@ -323,11 +361,13 @@ def request_function_name(function_name: str, request_key: str) -> str:
     return f"{function_name}_{hashlib.sha256(request_key.encode()).hexdigest()[:16]}"
 
 
-def function_from_source(code_source: str, function_name: str) -> tuple[Callable[..., Any], str]:
-    """Define the function from its source text; return it and its parameter's name.
+def function_from_source(code_source: str, function_name: str,
+                         inputs: int | None = None) -> tuple[Callable[..., Any], list[str]]:
+    """Define the function from its source text; return it and its parameters' names.
 
-    The source must be exactly one undecorated ``def function_name(param):`` (imports go
-    inside the body): PySyft keeps only the function's own lines, which it reads back with
+    The source must be exactly one undecorated ``def function_name(a, b, ...):`` with one
+    plain parameter per input (``inputs`` of them, if given; imports go inside the body):
+    PySyft keeps only the function's own lines, which it reads back with
     ``inspect.getsource``, so the text is registered in ``linecache``. Annotations are not
     evaluated; defining the function runs none of its code.
     """
@@ -342,8 +382,12 @@ def function_from_source(code_source: str, function_name: str) -> tuple[Callable
         raise CodeSourceError(f"the code defines {node.name!r}, not {function_name!r}")
     args = node.args
     if node.decorator_list or args.vararg or args.kwarg or args.kwonlyargs or args.posonlyargs \
-            or args.defaults or len(args.args) != 1:
-        raise CodeSourceError("the function takes exactly one plain argument (the table)")
+            or args.defaults or not args.args:
+        raise CodeSourceError("the function takes plain arguments only, one per input table")
+    params = [a.arg for a in args.args]
+    if inputs is not None and len(params) != inputs:
+        raise CodeSourceError(f"the function takes {len(params)} argument(s); the product "
+                              f"has {inputs} input(s), bound by position")
     filename = f"<dataledger-code-{hashlib.sha256(code_source.encode()).hexdigest()[:16]}>"
     linecache.cache[filename] = (
         len(code_source), None, code_source.splitlines(keepends=True), filename,
@@ -351,7 +395,7 @@ def function_from_source(code_source: str, function_name: str) -> tuple[Callable
     flags = __future__.annotations.compiler_flag
     namespace: dict[str, Any] = {"__name__": "dataledger_code", "__builtins__": builtins}
     exec(compile(code_source, filename, "exec", flags=flags, dont_inherit=True), namespace)  # noqa: S102 - the point
-    return namespace[function_name], args.args[0].arg
+    return namespace[function_name], params
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -478,6 +522,13 @@ def _set_admin_password(site: Datasite, password: str) -> None:
     admin = site.login(site.admin_email, DEFAULT_ADMIN_PASSWORD)
     with _quiet():
         admin.account.set_password(password, confirm=False)
+
+
+def _ids(dataset_ids: str | Sequence[str]) -> list[str]:
+    ids = [dataset_ids] if isinstance(dataset_ids, str) else [str(i) for i in dataset_ids]
+    if not ids:
+        raise DatasetError("no input dataset")
+    return ids
 
 
 def _read_table(path: Path) -> pd.DataFrame:

@@ -216,23 +216,59 @@ def test_failing_code_raises_computation_error(node: Any) -> None:
         datasite.run_on_mock(node.ds, source, "broken", "enterprise-tax-power")
 
 
+JOIN_SOURCE = '''def joined(tax, power):
+    table = tax.merge(power, on="uscc")
+    return {"rows": int(len(table)), "kwh": int(table["kwh"].sum()),
+            "tax": int(table["tax_paid_yuan"].sum())}
+'''
+
+
+def test_two_inputs_are_bound_by_position_and_report_their_hashes(
+    node: Any, tables: dict[str, Any], tmp_path: Path
+) -> None:
+    power = tables["private"][["uscc"]].head(50).assign(kwh=range(50))
+    power.to_csv(tmp_path / "power.csv", index=False)
+    power.head(5).to_csv(tmp_path / "power-mock.csv", index=False)
+    loaded = datasite.load_dataset(node.admin, "enterprise-power", tmp_path / "power.csv",
+                                   tmp_path / "power-mock.csv")
+    ids = ["enterprise-tax-power", "enterprise-power"]
+    request_id = datasite.submit(node.ds, JOIN_SOURCE, "joined", ids, "c-7:1#p")
+    assert datasite.submit(node.ds, JOIN_SOURCE, "joined", ids, "c-7:1#p") == request_id
+    result = datasite.approve_and_run(node.admin, request_id, runner=node.ds)
+    top = tables["private"].head(50)
+    assert result == {"rows": 50, "kwh": sum(range(50)), "tax": int(top["tax_paid_yuan"].sum())}
+    assert datasite.request_exists(node.ds, "joined", "c-7:1#p")
+    assert not datasite.request_exists(node.ds, "joined", "c-7:2#p")
+    assert datasite.input_hashes(node.admin, ids) == {
+        "enterprise-tax-power": node.info["sha256_of_private_file"],
+        "enterprise-power": loaded["sha256_of_private_file"]}
+    trial = datasite.run_on_mock(node.ds, JOIN_SOURCE, "joined", ids)
+    assert trial["rows"] == len(tables["mock"].merge(power.head(5), on="uscc"))
+    with pytest.raises(datasite.CodeSourceError, match="1 input"):
+        datasite.submit(node.ds, JOIN_SOURCE, "joined", ids[:1], "c-7:3#p")
+    with pytest.raises(datasite.DatasetError, match="no dataset"):
+        datasite.input_hashes(node.admin, ["nowhere"])
+
+
 @pytest.mark.parametrize(("source", "problem"), [
     ("import pandas\ndef score(data):\n    return 1\n", "exactly one top-level function"),
     ("def other(data):\n    return 1\n", "defines 'other'"),
-    ("def score(data, extra):\n    return 1\n", "one plain argument"),
-    ("@staticmethod\ndef score(data):\n    return 1\n", "one plain argument"),
+    ("def score(data, extra):\n    return 1\n", "2 argument\\(s\\); the product has 1 input"),
+    ("def score(*tables):\n    return 1\n", "plain arguments only"),
+    ("def score(data, n=1):\n    return 1\n", "plain arguments only"),
+    ("@staticmethod\ndef score(data):\n    return 1\n", "plain arguments only"),
     ("def score(data):\n  return (\n", "not Python"),
 ])
 def test_code_source_must_be_one_plain_function(source: str, problem: str) -> None:
     with pytest.raises(datasite.CodeSourceError, match=problem):
-        datasite.function_from_source(source, "score")
+        datasite.function_from_source(source, "score", inputs=1)
 
 
 def test_annotations_in_code_source_are_not_evaluated() -> None:
-    function, param = datasite.function_from_source(
+    function, params = datasite.function_from_source(
         "def score(data: no_such_name) -> 1 / 0:\n    return len(data)\n", "score"
     )
-    assert param == "data"
+    assert params == ["data"]
     assert function([1, 2, 3]) == 3
 
 
