@@ -1,17 +1,31 @@
-"""The compute node's command line (compute venv only).
+"""A standalone compute node's command line (compute venv only): one provider, one datasite.
 
     python -m compute_nodes.cli load --dataset ID --private FILE --mock FILE
-    python -m compute_nodes.cli run [--once]
+    python -m compute_nodes.cli run [--once] [--nats URL [--stream NAME] [--durable NAME]
+                                    [--subject-prefix PREFIX]]
+
+``load`` puts a dataset's private data and mock on the datasite and records it on the
+ledger (``POST /datasets/{id}/data-loaded``). ``run`` follows the log and acts on
+``contract.approved`` and ``contract.query_submitted`` (see compute_nodes/worker.py): from
+JetStream with ``--nats`` (a durable pull consumer, acknowledged once each outcome is on
+the ledger), else by polling ``GET /ledger/events`` from the position kept in
+``<data dir>/position.json``. ``--once`` (HTTP only): catch up with the log, then exit.
+Each outcome is printed as one JSON line on stdout; logs go to stderr. SIGTERM and Ctrl-C
+stop it between two events (an event being handled is finished or left unacknowledged).
 
 Settings from the environment:
     DATALEDGER_NODE_PLATFORM_URL   the ledger API, e.g. http://127.0.0.1:8000
     DATALEDGER_NODE_TOKEN          this provider's bearer token
     DATALEDGER_NODE_TRUST_FILE     JSON shaped like GET /ledger/witnesses: the keys trusted
-    DATALEDGER_NODE_DATA_DIR       where the datasite keeps its state (default var/node)
-    DATALEDGER_NODE_DATASITE_PORT  empty = in-process datasite; a port = HTTP on loopback
+    DATALEDGER_NODE_DATA_DIR       the datasite's state and position.json (default var/node)
+    DATALEDGER_NODE_DATASITE_PORT  empty = in-process datasite; a port = HTTP on 127.0.0.1
     DATALEDGER_NODE_DATASITE_NAME  (optional, default "provider-datasite")
     DATALEDGER_NODE_DATASITE_PASSWORD  (optional) the datasite admin's password
-    DATALEDGER_NODE_POLL_SECONDS   (optional, default 2) pause between rounds of ``run``
+    DATALEDGER_NODE_POLL_SECONDS   (optional, default 2) pause when the log has nothing new
+    DATALEDGER_NODE_NATS_URL       (optional) as --nats
+    DATALEDGER_NODE_NATS_STREAM    (optional, default LEDGER) as --stream
+    DATALEDGER_NODE_NATS_DURABLE   (optional, default compute-<participant id>) as --durable
+    DATALEDGER_NODE_NATS_SUBJECT_PREFIX  (optional, default ledger) as --subject-prefix
 """
 
 from __future__ import annotations
@@ -20,8 +34,9 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
-import time
+import threading
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -38,23 +53,34 @@ def _env(name: str, default: str | None = None) -> str:
     return value
 
 
+def data_dir() -> Path:
+    return Path(_env("DATALEDGER_NODE_DATA_DIR", "var/node"))
+
+
 def _node() -> tuple[Any, Any]:
     from compute_nodes import datasite
     from compute_nodes.worker import ComputeNode, Trust
 
     trust = Trust.from_file(_env("DATALEDGER_NODE_TRUST_FILE"))
-    data_dir = Path(_env("DATALEDGER_NODE_DATA_DIR", "var/node"))
     port_text = os.environ.get("DATALEDGER_NODE_DATASITE_PORT", "")
     name = _env("DATALEDGER_NODE_DATASITE_NAME", "provider-datasite")
     password = os.environ.get("DATALEDGER_NODE_DATASITE_PASSWORD") or None
     site = datasite.launch(name, port=int(port_text) if port_text else None,
-                           data_dir=data_dir / "datasites", admin_password=password)
-    admin = site.admin()
-    runner_password = password or "node-runner-pass"
-    runner = datasite.data_scientist(site, admin, RUNNER_EMAIL, runner_password)
-    node = ComputeNode(_env("DATALEDGER_NODE_PLATFORM_URL"), _env("DATALEDGER_NODE_TOKEN"),
-                       admin, runner, name, trust)
+                           data_dir=data_dir() / "datasites", admin_password=password)
+    try:
+        admin = site.admin()
+        runner_password = password or "node-runner-pass"
+        runner = datasite.data_scientist(site, admin, RUNNER_EMAIL, runner_password)
+        node = ComputeNode(_env("DATALEDGER_NODE_PLATFORM_URL"), _env("DATALEDGER_NODE_TOKEN"),
+                           admin, runner, name, trust)
+    except BaseException:
+        site.land()
+        raise
     return node, site
+
+
+def _print(outcome: Any) -> None:
+    print(json.dumps(asdict(outcome), ensure_ascii=False, default=str), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,24 +90,39 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("--dataset", required=True)
     load.add_argument("--private", required=True)
     load.add_argument("--mock", required=True)
-    run = sub.add_parser("run", help="act on approved contracts")
-    run.add_argument("--once", action="store_true", help="one round, then exit")
+    run = sub.add_parser("run", help="follow the log and act on contract events")
+    run.add_argument("--once", action="store_true",
+                     help="HTTP: catch up with the log, then exit")
+    run.add_argument("--nats", default=os.environ.get("DATALEDGER_NODE_NATS_URL") or None,
+                     metavar="URL", help="follow JetStream at URL instead of polling HTTP")
+    run.add_argument("--stream", default=_env("DATALEDGER_NODE_NATS_STREAM", "LEDGER"))
+    run.add_argument("--durable", default=os.environ.get("DATALEDGER_NODE_NATS_DURABLE")
+                     or None, help="the durable consumer's name "
+                     "(default compute-<participant id>)")
+    run.add_argument("--subject-prefix",
+                     default=_env("DATALEDGER_NODE_NATS_SUBJECT_PREFIX", "ledger"))
     args = parser.parse_args(argv)
+    if args.command == "run" and args.once and args.nats:
+        parser.error("--once follows the HTTP log only")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
     node, site = _node()
     try:
         if args.command == "load":
             info = node.load(args.dataset, args.private, args.mock)
             print(json.dumps(info, ensure_ascii=False, default=str))
             return 0
-        pause = float(_env("DATALEDGER_NODE_POLL_SECONDS", "2"))
-        while True:
-            for outcome in node.run_once():
-                print(json.dumps(asdict(outcome), ensure_ascii=False, default=str), flush=True)
-            if args.once:
-                return 0
-            time.sleep(pause)
+        if args.nats:
+            node.follow_nats(args.nats, args.stream, args.durable,
+                             subject_prefix=args.subject_prefix, stop=stop, on_outcome=_print)
+        else:
+            node.follow_http(data_dir() / "position.json", stop=stop, once=args.once,
+                             poll_s=float(_env("DATALEDGER_NODE_POLL_SECONDS", "2")),
+                             on_outcome=_print)
+        return 0
     except KeyboardInterrupt:
         return 0
     finally:

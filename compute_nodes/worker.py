@@ -1,27 +1,53 @@
-"""A provider's compute node: follows approved contracts, runs the product's code on its
-PySyft datasite and reports back to the ledger over HTTP (DESIGN.md §5).
+"""A provider's compute node: acts on contract events of the log, runs the product's code on
+its PySyft datasite and reports back to the ledger over HTTP (DESIGN.md §5).
 
 Runs in the compute venv only (``compute_nodes/setup-env``). The node trusts the keys its
 operator gave it at start (the log's note key, its origin, the witnesses' BLS keys and the
-quorum: a JSON file shaped like ``GET /ledger/witnesses``), never the platform's word: a
-``contract.approved`` event is acted on only once it is included in a checkpoint signed by
-the log key and co-signed by a quorum of the trusted witnesses.
+quorum: a JSON file shaped like ``GET /ledger/witnesses``), never the platform's word: an
+event is acted on only once it is included in a checkpoint signed by the log key and
+co-signed by a quorum of the trusted witnesses (an inclusion proof of the event's own
+canonical bytes). An event not yet under an anchored checkpoint is answered
+``not_anchored``, to be handled again later, never dropped.
 
-Idempotency: the computation of execution ``n`` of a contract is keyed by
-``(contract id, n)`` on the ledger (``POST /computations`` returns an existing one) and the
-datasite request by ``f"{contract_id}#{n}"``: a redelivered event or a restarted node never
-runs or delivers twice.
+Events acted on (:meth:`ComputeNode.handle`):
+
+- ``contract.approved``: execution 1 of the contract, with the order's ``query``;
+- ``contract.query_submitted {execution, query}``: execution ``n >= 2``;
+
+for contracts this provider is a party to and owns inputs of. Each party provider runs its
+own computation per execution over its own inputs (in product order, bound by position to
+the function's parameters). The node posts ``POST /computations`` with the SHA-256 of the
+code it is about to submit; the ledger checks the policies (approved contract, code hash,
+processing count, live authorizations) and records a refusal itself as
+``computation.failed``: the node then runs nothing. With a query ``{"field", "values"}``
+only the result rows whose ``field`` is one of ``values`` are reported.
+
+Feeding it: :meth:`ComputeNode.follow_http` (polls ``GET /ledger/events`` from a position
+kept in a JSON file, written once an event's outcome is on the ledger) or
+:meth:`ComputeNode.follow_nats` (a durable JetStream pull consumer filtered to the two
+event types, acknowledging a message only once its outcome is on the ledger).
+
+Exactly once: the ledger's computation id is derived from (contract, execution, provider)
+(``POST /computations`` answers the existing one), the datasite request key is
+``f"{contract}#{execution}#{provider}"`` (``datasite.submit`` answers the existing request,
+``datasite.approve_and_run`` the recorded result): a redelivered event or a node restarted
+mid-computation never runs the code twice after a recorded run nor delivers twice. A
+datasite that does not answer is retried with backoff, then the execution is reported
+failed with the reason.
 """
 
 from __future__ import annotations
 
 import ast
 import base64
+import binascii
 import hashlib
 import json
 import logging
 import math
+import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +71,15 @@ log = logging.getLogger(__name__)
 HTTP_TIMEOUT_S = 30.0
 RETRIES = 3  # datasite attempts per execution
 BACKOFF_S = 0.5  # first pause between attempts; doubles
-APPROVED_SCAN_LIMIT = 5000  # fallback search for contract.approved when approved_seq is absent
+PAGE = 500  # events per GET /ledger/events
+RETRY_S = 1.0  # first pause before handling an unsettled event again; doubles up to MAX
+MAX_RETRY_S = 30.0
+
+APPROVED = "contract.approved"
+QUERY_SUBMITTED = "contract.query_submitted"
+WATCHED = (APPROVED, QUERY_SUBMITTED)
+#: outcome statuses that leave the event to be handled again later
+RETRY_LATER = frozenset({"not_anchored", "refused", "error"})
 
 
 class NodeError(Exception):
@@ -54,6 +88,10 @@ class NodeError(Exception):
 
 class PlatformError(Exception):
     """The platform answered with an unexpected status."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 # -- trust ----------------------------------------------------------------------------------
@@ -108,20 +146,119 @@ def leaf_hash(canonical: bytes) -> bytes:
     return hashlib.sha256(b"\x00" + canonical).digest()
 
 
+# -- events ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LedgerEvent:
+    """One stored event, read from its canonical bytes (what an inclusion proof covers)."""
+
+    seq: int
+    type: str
+    originator_id: str
+    version: int
+    payload: dict[str, Any]
+    canonical: bytes
+
+    @classmethod
+    def from_canonical(cls, canonical: bytes) -> LedgerEvent:
+        """Raises ValueError unless the bytes are a stored event's canonical record."""
+        try:
+            record = json.loads(canonical.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"not canonical JSON: {exc}") from exc
+        if not isinstance(record, dict) or set(record) != {"id", "payload", "seq", "type",
+                                                            "version"}:
+            raise ValueError("not a stored event (keys id, payload, seq, type, version)")
+        seq, version = record["seq"], record["version"]
+        if not (isinstance(seq, int) and seq >= 1 and isinstance(version, int)
+                and isinstance(record["type"], str) and isinstance(record["id"], str)
+                and isinstance(record["payload"], dict)):
+            raise ValueError("malformed stored event")
+        return cls(seq=seq, type=record["type"], originator_id=record["id"], version=version,
+                   payload=record["payload"], canonical=canonical)
+
+    @classmethod
+    def parse(cls, event: Any) -> LedgerEvent:
+        """From a ``GET /ledger/events`` view (its ``canonical`` is what counts: the other
+        fields must agree with it), from canonical bytes, or a LedgerEvent as is."""
+        if isinstance(event, LedgerEvent):
+            return event
+        if isinstance(event, bytes | bytearray):
+            return cls.from_canonical(bytes(event))
+        if not isinstance(event, dict) or "canonical" not in event:
+            raise ValueError("an event view needs its canonical bytes")
+        try:
+            canonical = base64.b64decode(event["canonical"], validate=True)
+        except (binascii.Error, TypeError) as exc:
+            raise ValueError(f"canonical is not base64: {exc}") from exc
+        parsed = cls.from_canonical(canonical)
+        shown = (event.get("seq", parsed.seq), event.get("type", parsed.type),
+                 event.get("originator_id", parsed.originator_id))
+        if shown != (parsed.seq, parsed.type, parsed.originator_id):
+            raise ValueError(f"the view says {shown}, its canonical bytes say "
+                             f"{(parsed.seq, parsed.type, parsed.originator_id)}")
+        return parsed
+
+
 # -- outcomes -------------------------------------------------------------------------------
 
 
 @dataclass
 class Outcome:
-    """What the node did with one approved contract in one round."""
+    """What the node did with one event (one execution of one contract).
+
+    ``status``: ``delivered`` (result on the ledger), ``failed`` (the execution is recorded
+    as failed: a policy refusal by the ledger, or the code or the datasite failed),
+    ``skipped`` (the execution was already succeeded or failed), ``ignored`` (nothing for
+    this provider to do), and the ones to retry later (:data:`RETRY_LATER`):
+    ``not_anchored`` (no anchored checkpoint covers the event yet), ``refused`` (a check of
+    what the platform showed failed), ``error`` (the platform did not answer as expected).
+    """
 
     contract_id: str
-    status: str  # delivered | failed | skipped | not_anchored | refused | error
+    status: str
     detail: str = ""
     execution: int | None = None
     computation_id: str | None = None
     result_sha256: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    seq: int | None = None
+    event_type: str | None = None
+
+    @property
+    def settled(self) -> bool:
+        """True once nothing is left to do for the event (its position may move on)."""
+        return self.status not in RETRY_LATER
+
+
+def settled(outcomes: Sequence[Outcome]) -> bool:
+    return all(o.settled for o in outcomes)
+
+
+# -- the position of an HTTP follower --------------------------------------------------------
+
+
+class Position:
+    """The last seq handled, in a small JSON file ``{"seq": n}`` (written atomically)."""
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.path = Path(path) if path is not None else None
+        self.seq = 0
+        if self.path is not None and self.path.exists():
+            self.seq = int(json.loads(self.path.read_text(encoding="utf-8")).get("seq", 0))
+
+    def save(self, seq: int) -> None:
+        self.seq = max(self.seq, seq)
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        with tmp.open("w", encoding="utf-8") as handle:
+            json.dump({"seq": self.seq}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)
 
 
 # -- the node -------------------------------------------------------------------------------
@@ -133,8 +270,7 @@ class ComputeNode:
     def __init__(self, platform_url: str, token: str, datasite_admin: Any,
                  datasite_runner: Any, datasite_name: str, trusted: Trust | dict[str, Any],
                  *, http: httpx.Client | None = None, retries: int = RETRIES,
-                 backoff_s: float = BACKOFF_S,
-                 executions_for: Callable[[dict[str, Any]], int] | None = None) -> None:
+                 backoff_s: float = BACKOFF_S) -> None:
         self.platform_url = platform_url.rstrip("/")
         self.admin = datasite_admin
         self.runner = datasite_runner
@@ -144,11 +280,9 @@ class ComputeNode:
         self.http.headers["Authorization"] = f"Bearer {token}"
         self.retries = max(1, retries)
         self.backoff_s = backoff_s
-        # how many executions to run per contract: one unless a policy says otherwise
-        self.executions_for = executions_for or (lambda order: 1)
         self._participant_id: str | None = None
-        self._approved_seq: dict[str, int] = {}
-        self._scanned_to: dict[str, int] = {}  # fallback search: checked up to this seq
+        self._checkpoint: Checkpoint | None = None
+        self._owners: dict[str, str] = {}  # dataset id -> owner id (never changes)
         self.sleep = time.sleep
 
     # -- platform HTTP ------------------------------------------------------------------
@@ -156,7 +290,8 @@ class ComputeNode:
               **kwargs: Any) -> httpx.Response:
         response = self.http.request(method, path, **kwargs)
         if response.status_code not in expect:
-            raise PlatformError(f"{method} {path}: {response.status_code} {response.text[:500]}")
+            raise PlatformError(f"{method} {path}: {response.status_code} "
+                                f"{response.text[:500]}", response.status_code)
         return response
 
     @property
@@ -178,148 +313,168 @@ class ComputeNode:
         answer = self._call("POST", f"/datasets/{dataset_id}/data-loaded", json=body).json()
         return {**info, "mock_rows": mock_rows, "ledger": answer}
 
-    # -- one round ----------------------------------------------------------------------
-    def run_once(self) -> list[Outcome]:
-        """Act on every approved contract this provider is a party to; one outcome each."""
-        orders = self._call("GET", "/orders", params={"state": "approved"}).json()
-        mine = [o for o in orders if self.participant_id in o.get("required_approvals", [])]
-        if not mine:
-            return []
+    # -- one event ----------------------------------------------------------------------
+    def handle(self, event: Any) -> list[Outcome]:
+        """Act on one ledger event (a ``GET /ledger/events`` item, canonical bytes or a
+        :class:`LedgerEvent`); one outcome per execution it concerns, none for an event
+        type the node does not act on. Never raises for what the platform answers: an
+        outcome whose status is in :data:`RETRY_LATER` asks to be handled again later."""
         try:
-            checkpoint: Checkpoint | None = self._anchored_checkpoint()
-            problem = ""
-        except (VerificationError, ValueError, KeyError) as exc:
-            checkpoint, problem = None, f"checkpoint refused: {exc}"
-            log.error("%s", problem)
-        except PlatformError as exc:
-            checkpoint, problem = None, f"no anchored checkpoint: {exc}"
-        outcomes = []
-        for order in mine:
-            contract_id = str(order["id"])
-            if checkpoint is None:
-                status = "refused" if problem.startswith("checkpoint refused") else "not_anchored"
-                outcomes.append(Outcome(contract_id, status, problem))
-                continue
-            try:
-                outcomes.extend(self._contract(order, checkpoint))
-            except (NodeError, VerificationError) as exc:
-                log.error("contract %s refused: %s", contract_id, exc)
-                outcomes.append(Outcome(contract_id, "refused", str(exc)))
-            except (PlatformError, httpx.HTTPError) as exc:
-                log.warning("contract %s: platform error, retried next round: %s",
-                            contract_id, exc)
-                outcomes.append(Outcome(contract_id, "error", str(exc)))
-        return outcomes
+            ev = LedgerEvent.parse(event)
+        except ValueError as exc:
+            seq = event.get("seq") if isinstance(event, dict) else None
+            return [Outcome("", "refused", f"not a ledger event: {exc}", seq=seq)]
+        if ev.type not in WATCHED:
+            return []
+        contract_id = ev.originator_id
+        try:
+            outcome = self._event(ev)
+        except (NodeError, VerificationError) as exc:
+            log.error("event %d (%s of %s) refused: %s", ev.seq, ev.type, contract_id, exc)
+            outcome = Outcome(contract_id, "refused", str(exc))
+        except (PlatformError, httpx.HTTPError, KeyError, TypeError, ValueError) as exc:
+            log.warning("event %d (%s of %s): platform error, to be retried: %s", ev.seq,
+                        ev.type, contract_id, exc)
+            outcome = Outcome(contract_id, "error", f"{type(exc).__name__}: {exc}")
+        outcome.seq, outcome.event_type = ev.seq, ev.type
+        return [outcome]
 
-    def _anchored_checkpoint(self) -> Checkpoint:
-        view = self._call("GET", "/ledger/checkpoints/latest",
-                          params={"anchored": "true"}).json()
-        return self.trust.open(view)
-
-    # -- verification of the contract ---------------------------------------------------
-    def _approved_event_seq(self, order: dict[str, Any], size: int) -> int | None:
-        seq = order.get("approved_seq")
-        if isinstance(seq, int) and seq >= 1:
-            return seq
-        contract_id = str(order["id"])
-        if contract_id in self._approved_seq:
-            return self._approved_seq[contract_id]
-        # Fallback when the API does not return approved_seq: walk back through the
-        # events this provider may see (others answer 404) under the checkpoint.
-        floor = max(self._scanned_to.get(contract_id, 0), size - APPROVED_SCAN_LIMIT, 0)
-        for candidate in range(size, floor, -1):
-            r = self.http.get(f"/ledger/events/{candidate}")
-            if r.status_code == 200:
-                e = r.json()
-                if e["type"] == "contract.approved" and e["originator_id"] == contract_id:
-                    self._approved_seq[contract_id] = candidate
-                    return candidate
-        self._scanned_to[contract_id] = max(size, floor)
-        return None  # not under this checkpoint (yet): looked for again next round
-
-    def verify_contract(self, order: dict[str, Any], checkpoint: Checkpoint) -> int | None:
-        """Check that ``contract.approved`` of the order is in the anchored log.
-
-        Returns its seq, or None if the checkpoint does not cover it yet. Raises NodeError
-        or VerificationError if anything does not check out.
-        """
-        contract_id = str(order["id"])
-        seq = self._approved_event_seq(order, checkpoint.size)
-        if seq is None or seq > checkpoint.size:
-            return None
-        event = self._call("GET", f"/ledger/events/{seq}").json()
-        canonical = base64.b64decode(event["canonical"], validate=True)
-        record = json.loads(canonical)
-        if (record.get("type"), record.get("id"), record.get("seq")) != (
-                "contract.approved", contract_id, seq):
-            raise NodeError(f"event {seq} is {record.get('type')} of {record.get('id')}, "
-                            f"not contract.approved of {contract_id}")
-        leaf = leaf_hash(canonical)
-        proof = self._call("GET", "/ledger/proofs/inclusion",
-                           params={"index": seq - 1, "size": checkpoint.size}).json()
-        hashes = [base64.b64decode(h, validate=True) for h in proof["proof"]]
-        verify_inclusion(leaf, seq - 1, checkpoint.size, hashes, checkpoint.root)
-        return seq
-
-    # -- one contract -------------------------------------------------------------------
-    def _contract(self, order: dict[str, Any], checkpoint: Checkpoint) -> list[Outcome]:
-        contract_id = str(order["id"])
-        seq = self.verify_contract(order, checkpoint)
-        if seq is None:
-            return [Outcome(contract_id, "not_anchored",
-                            f"contract.approved not yet under an anchored checkpoint "
-                            f"(size {checkpoint.size})")]
+    def _event(self, ev: LedgerEvent) -> Outcome:
+        contract_id = ev.originator_id
+        if ev.type == APPROVED:
+            execution = 1
+        else:
+            execution = ev.payload.get("execution")
+            if isinstance(execution, bool) or not isinstance(execution, int) or execution < 2:
+                raise NodeError(f"event {ev.seq}: execution {execution!r} is not >= 2")
+        r = self._call("GET", f"/orders/{contract_id}", expect=(200, 403, 404))
+        if r.status_code != 200:
+            return Outcome(contract_id, "ignored", "not a party to this contract", execution)
+        order = r.json()
+        if self.participant_id not in order.get("required_approvals", []):
+            return Outcome(contract_id, "ignored", "not a party to this contract", execution)
         product = self._call("GET", f"/products/{order['product_id']}").json()
-        limit = (order.get("usage_policy") or {}).get("processing_count")
-        wanted = self.executions_for(order)
-        if limit is not None:
-            wanted = min(wanted, int(limit))
-        outcomes = []
-        for execution in range(1, wanted + 1):
-            outcome = self._execution(order, product, execution)
-            outcome.extra["approved_seq"] = seq
-            outcomes.append(outcome)
-            if outcome.status not in ("delivered", "skipped"):
-                break
-        return outcomes
+        inputs = self._my_inputs(product)
+        if not inputs:
+            return Outcome(contract_id, "ignored", "no input of the product is this "
+                           "provider's", execution)
+        checkpoint = self._checkpoint_covering(ev.seq)
+        if checkpoint is None:
+            return Outcome(contract_id, "not_anchored", f"event {ev.seq} is not yet under "
+                           "an anchored checkpoint", execution)
+        self._verify(ev, checkpoint)
+        query = self._query(ev, order, checkpoint)
+        return self._execution(contract_id, execution, product, inputs, query)
 
-    def _execution(self, order: dict[str, Any], product: dict[str, Any],
-                   execution: int) -> Outcome:
-        contract_id = str(order["id"])
-        listed = str(product["code_sha256"]).lower()
-        inputs = [str(i["dataset_id"]) for i in product.get("inputs", [])]
-        if len(inputs) != 1:
-            raise NodeError(f"product {product['id']} has {len(inputs)} inputs; this node "
-                            "runs single-input products only")
-        dataset_id = inputs[0]
-        asset = datasite._find_dataset(self.admin, dataset_id)
-        if asset is None:
-            raise NodeError(f"dataset {dataset_id} is not loaded on datasite "
-                            f"{self.datasite_name}")
+    def _my_inputs(self, product: dict[str, Any]) -> list[str]:
+        """This provider's input datasets of the product, in product order."""
+        mine = []
+        for item in product.get("inputs", []):
+            dataset_id = str(item["dataset_id"])
+            owner = item.get("owner_id") or item.get("provider_id") or self._owners.get(
+                dataset_id)
+            if owner is None:
+                owner = str(self._call("GET", f"/datasets/{dataset_id}").json()["owner_id"])
+                self._owners[dataset_id] = owner
+            if owner == self.participant_id:
+                mine.append(dataset_id)
+        return mine
+
+    # -- verification -------------------------------------------------------------------
+    def _checkpoint_covering(self, seq: int) -> Checkpoint | None:
+        """A verified anchored checkpoint of size >= seq, or None if there is none yet.
+
+        Raises VerificationError if the platform's checkpoint does not verify."""
+        if self._checkpoint is not None and self._checkpoint.size >= seq:
+            return self._checkpoint
+        try:
+            view = self._call("GET", "/ledger/checkpoints/latest",
+                              params={"anchored": "true"}).json()
+        except PlatformError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        try:
+            checkpoint = self.trust.open(view)
+        except (ValueError, KeyError) as exc:
+            raise VerificationError(f"checkpoint refused: {exc}") from exc
+        except VerificationError as exc:
+            raise VerificationError(f"checkpoint refused: {exc}") from exc
+        if self._checkpoint is None or checkpoint.size > self._checkpoint.size:
+            self._checkpoint = checkpoint
+        return checkpoint if checkpoint.size >= seq else None
+
+    def _verify(self, ev: LedgerEvent, checkpoint: Checkpoint) -> None:
+        """The event's canonical bytes are leaf ``seq - 1`` of the anchored tree."""
+        proof = self._call("GET", "/ledger/proofs/inclusion",
+                           params={"index": ev.seq - 1, "size": checkpoint.size}).json()
+        try:
+            hashes = [base64.b64decode(h, validate=True) for h in proof["proof"]]
+        except (binascii.Error, TypeError) as exc:
+            raise NodeError(f"inclusion proof of event {ev.seq} is not base64") from exc
+        verify_inclusion(leaf_hash(ev.canonical), ev.seq - 1, checkpoint.size, hashes,
+                         checkpoint.root)
+
+    def _query(self, ev: LedgerEvent, order: dict[str, Any],
+               checkpoint: Checkpoint) -> dict[str, Any] | None:
+        """The execution's query: from the verified event itself (query_submitted), or
+        execution 1's, from the order (checked against its event when the order names it)."""
+        if ev.type == QUERY_SUBMITTED:
+            return check_query(ev.payload.get("query"))
+        shown = check_query(order.get("query"))
+        first = [q for q in order.get("queries") or [] if q.get("execution") == 1]
+        seq = first[0].get("seq") if first else None
+        if isinstance(seq, int) and 1 <= seq <= checkpoint.size:
+            source = LedgerEvent.parse(self._call("GET", f"/ledger/events/{seq}").json())
+            if source.seq != seq or source.originator_id != ev.originator_id:
+                raise NodeError(f"event {seq} is not an event of contract {ev.originator_id}")
+            self._verify(source, checkpoint)
+            if "query" in source.payload:
+                recorded = check_query(source.payload["query"])
+                if recorded != shown:
+                    raise NodeError(f"the order's query differs from event {seq}'s")
+        return shown
+
+    # -- one execution ------------------------------------------------------------------
+    def request_key(self, contract_id: str, execution: int) -> str:
+        """The datasite request key of one execution: one request per key, ever."""
+        return f"{contract_id}#{execution}#{self.participant_id}"
+
+    def _execution(self, contract_id: str, execution: int, product: dict[str, Any],
+                   inputs: list[str], query: dict[str, Any] | None) -> Outcome:
+        code = product.get("code")
+        visible = isinstance(code, str)
+        code_sha256 = (hashlib.sha256(code.encode("utf-8")).hexdigest() if visible
+                       else str(product["code_sha256"]).lower())
         made = self._call("POST", "/computations", expect=(200, 201), json={
             "contract_id": contract_id, "execution": execution,
-            "datasite": self.datasite_name, "code_sha256": listed}).json()
+            "datasite": self.datasite_name, "code_sha256": code_sha256}).json()
         comp_id = str(made["computation_id"])
-        if made["state"] in ("succeeded", "failed"):
-            return Outcome(contract_id, "skipped", f"execution {execution} already "
-                           f"{made['state']}", execution, comp_id)
-        code = product.get("code")
-        if not isinstance(code, str):
+        state = made.get("state")
+        if made.get("existing") and state in ("succeeded", "failed"):
+            return Outcome(contract_id, "skipped", f"execution {execution} already {state}",
+                           execution, comp_id)
+        if state == "failed":  # refused by the ledger's policy check, recorded there
+            return Outcome(contract_id, "failed", str(made.get("reason") or "refused"),
+                           execution, comp_id)
+        if state == "succeeded":
+            return Outcome(contract_id, "skipped", f"execution {execution} already succeeded",
+                           execution, comp_id)
+        if not visible:
             return self._fail(contract_id, execution, comp_id,
                               "the product's code is not visible to this provider")
-        if hashlib.sha256(code.encode("utf-8")).hexdigest() != listed:
-            return self._fail(contract_id, execution, comp_id,
-                              "code differs from the listed hash")
         try:
             function_name = _function_name(code)
         except NodeError as exc:
             return self._fail(contract_id, execution, comp_id, str(exc))
-        key = f"{contract_id}#{execution}"
+        key = self.request_key(contract_id, execution)
         error = ""
         result: Any = None
+        hashes: dict[str, str] = {}
         for attempt in range(self.retries):
             try:
-                request_id = datasite.submit(self.runner, code, function_name, dataset_id, key)
+                hashes = datasite.input_hashes(self.admin, inputs)
+                request_id = datasite.submit(self.runner, code, function_name, inputs, key)
                 result = datasite.approve_and_run(self.admin, request_id, runner=self.runner)
                 error = ""
                 break
@@ -336,25 +491,216 @@ class ComputeNode:
             if attempt + 1 < self.retries:
                 self.sleep(self.backoff_s * 2 ** attempt)
         if error:
+            if error.startswith("datasite unavailable"):
+                error += f" (after {self.retries} attempts)"
             return self._fail(contract_id, execution, comp_id, error)
         try:
-            value, rows = to_json_result(result)
+            value, rows = to_json_result(apply_query(result, query))
         except ValueError as exc:
             return self._fail(contract_id, execution, comp_id, f"result not reportable: {exc}")
-        digest = str(asset.summary).removeprefix("sha256:")
         answer = self._call("POST", f"/computations/{comp_id}/result", json={
-            "result": value, "input_hashes": {dataset_id: digest}, "result_rows": rows,
+            "result": value, "input_hashes": hashes, "result_rows": rows,
             "datasite": self.datasite_name}).json()
         return Outcome(contract_id, "delivered", "", execution, comp_id,
-                       answer.get("result_sha256"))
+                       answer.get("result_sha256"), extra={"rows": rows})
 
     def _fail(self, contract_id: str, execution: int, comp_id: str, reason: str) -> Outcome:
         log.error("contract %s execution %d failed: %s", contract_id, execution, reason)
         self._call("POST", f"/computations/{comp_id}/failure", json={"reason": reason[:5000]})
         return Outcome(contract_id, "failed", reason, execution, comp_id)
 
+    # -- feeding it ---------------------------------------------------------------------
+    def settle(self, event: Any, stop: threading.Event | None = None,
+               retry_s: float = RETRY_S) -> list[Outcome] | None:
+        """Handle an event until its outcome is settled (pauses doubling from ``retry_s``
+        up to MAX_RETRY_S); None if ``stop`` was set first."""
+        pause = retry_s
+        stop = stop or threading.Event()
+        while True:
+            outcomes = self.handle(event)
+            if settled(outcomes):
+                return outcomes
+            for o in outcomes:
+                log.info("event %s of %s: %s (%s), again in %.1f s", o.seq, o.contract_id,
+                         o.status, o.detail, pause)
+            if stop.wait(pause):
+                return None
+            pause = min(pause * 2, MAX_RETRY_S)
+
+    def follow_http(self, position: str | Path | Position | None = None, *,
+                    stop: threading.Event | None = None, poll_s: float = 2.0,
+                    once: bool = False, page: int = PAGE, retry_s: float = RETRY_S,
+                    on_outcome: Callable[[Outcome], Any] | None = None) -> int:
+        """Follow ``GET /ledger/events`` from ``position`` (a JSON file; None: from the
+        start, kept in memory) and handle each event in order. The position moves past an
+        event only once its outcome is settled on the ledger. Runs until ``stop`` is set
+        (or, with ``once``, until it has caught up with the log); returns the position."""
+        pos = position if isinstance(position, Position) else Position(position)
+        stop = stop or threading.Event()
+        pause = retry_s
+        while not stop.is_set():
+            try:
+                answer = self._call("GET", "/ledger/events",
+                                    params={"after": pos.seq, "limit": page}).json()
+            except (PlatformError, httpx.HTTPError, ValueError) as exc:
+                log.warning("GET /ledger/events after %d: %s; again in %.1f s", pos.seq, exc,
+                            pause)
+                stop.wait(pause)
+                pause = min(pause * 2, MAX_RETRY_S)
+                continue
+            pause = retry_s
+            events = answer.get("events") or []
+            for event in events:
+                if event.get("type") in WATCHED:
+                    outcomes = self.settle(event, stop, retry_s)
+                    if outcomes is None:
+                        return pos.seq
+                    for o in outcomes:
+                        if on_outcome is not None:
+                            on_outcome(o)
+                    pos.save(int(event["seq"]))
+                else:
+                    pos.seq = max(pos.seq, int(event["seq"]))
+            pos.save(max(pos.seq, int(answer.get("next_after") or pos.seq)))
+            if not events:
+                if once:
+                    return pos.seq
+                stop.wait(poll_s)
+        return pos.seq
+
+    def follow_nats(self, url: str, stream: str = "LEDGER", durable: str | None = None, *,
+                    subject_prefix: str = "ledger", stop: threading.Event | None = None,
+                    idle_timeout: float | None = None, batch: int = 1,
+                    fetch_timeout: float = 1.0, ack_wait: float = 300.0,
+                    retry_s: float = RETRY_S,
+                    on_outcome: Callable[[Outcome], Any] | None = None) -> int:
+        """Follow a durable JetStream pull consumer (``durable``, default
+        ``compute-<participant id>``) on ``stream``, filtered to the contract events the
+        node acts on, and handle each in order; a message is acknowledged only once its
+        outcome is settled on the ledger (an unsettled one is handled again, see
+        :meth:`settle`). NATS or the stream being unavailable is logged and retried with
+        backoff. Runs until ``stop`` is set or ``idle_timeout`` seconds pass with no
+        message (then a NATS error is raised, not retried); returns the last seq handled
+        (0 if none)."""
+        import nats.errors
+
+        from compute_nodes.jetstream import Follower, JetStreamError
+
+        stop = stop or threading.Event()
+        subjects = [f"{subject_prefix}.{t}" for t in WATCHED]
+        name = durable or f"compute-{self.participant_id}"
+        last = 0
+        idle_since = time.monotonic()
+        pause = retry_s
+        while not stop.is_set():
+            try:
+                with Follower(url, stream, name, subjects, batch=batch,
+                              ack_wait=ack_wait) as follower:
+                    pause = retry_s
+                    while not stop.is_set():
+                        if idle_timeout is not None and \
+                                time.monotonic() - idle_since > idle_timeout:
+                            return last
+                        messages = follower.fetch(fetch_timeout)
+                        if messages:
+                            idle_since = time.monotonic()
+                        for msg in messages:
+                            seq = self._consume(msg, follower, stop, retry_s, on_outcome)
+                            if seq is None:
+                                return last  # not acknowledged: it comes again next time
+                            last = max(last, seq)
+            except (JetStreamError, nats.errors.Error, OSError, TimeoutError) as exc:
+                log.warning("JetStream %s on %s: %s: %s; again in %.1f s", stream, url,
+                            type(exc).__name__, exc, pause)
+                if idle_timeout is not None and time.monotonic() - idle_since > idle_timeout:
+                    raise
+                stop.wait(pause)
+                pause = min(pause * 2, MAX_RETRY_S)
+        return last
+
+    def _consume(self, msg: Any, follower: Any, stop: threading.Event, retry_s: float,
+                 on_outcome: Callable[[Outcome], Any] | None) -> int | None:
+        """Handle one message until settled, then acknowledge it; its seq (None: stopped)."""
+        try:
+            event = LedgerEvent.from_canonical(bytes(msg.data))
+        except ValueError as exc:
+            log.error("message on %s is not a ledger event (%s): acknowledged and skipped",
+                      msg.subject, exc)
+            follower.ack(msg)
+            return 0
+        outcomes = self.settle(event, stop, retry_s) if event.type in WATCHED else []
+        if outcomes is None:
+            return None
+        for o in outcomes:
+            if on_outcome is not None:
+                on_outcome(o)
+        follower.ack(msg)
+        return event.seq
+
+    # -- the approved orders, for a one-off catch-up -------------------------------------
+    def run_once(self) -> list[Outcome]:
+        """Handle the contract events of every approved order this provider is a party to
+        (execution 1 and each submitted query), looked up from the order views."""
+        orders = self._call("GET", "/orders", params={"state": "approved"}).json()
+        outcomes: list[Outcome] = []
+        for order in orders:
+            if self.participant_id not in order.get("required_approvals", []):
+                continue
+            seqs = [order.get("approved_seq")] + [
+                q.get("seq") for q in order.get("queries") or []
+                if isinstance(q.get("execution"), int) and q["execution"] >= 2]
+            for seq in seqs:
+                if not isinstance(seq, int):
+                    outcomes.append(Outcome(str(order["id"]), "error",
+                                            "the order view names no event seq"))
+                    continue
+                try:
+                    event = self._call("GET", f"/ledger/events/{seq}").json()
+                except (PlatformError, httpx.HTTPError) as exc:
+                    outcomes.append(Outcome(str(order["id"]), "error", str(exc), seq=seq))
+                    continue
+                outcomes.extend(self.handle(event))
+        return outcomes
+
 
 # -- helpers --------------------------------------------------------------------------------
+
+
+def check_query(query: Any) -> dict[str, Any] | None:
+    """None, or ``{"field": column, "values": [str, ...]}``; NodeError otherwise."""
+    if query is None:
+        return None
+    if not isinstance(query, dict) or set(query) != {"field", "values"} \
+            or not isinstance(query["field"], str) or not query["field"] \
+            or not isinstance(query["values"], list) \
+            or not all(isinstance(v, str) for v in query["values"]):
+        raise NodeError(f"query {query!r} is not {{field: column, values: [str, ...]}}")
+    return {"field": query["field"], "values": list(query["values"])}
+
+
+def apply_query(value: Any, query: dict[str, Any] | None) -> Any:
+    """Keep only the rows whose ``query["field"]`` is one of ``query["values"]`` (as text).
+
+    Raises ValueError when the result is not rows, or no row has that column."""
+    if query is None:
+        return value
+    import pandas as pd  # type: ignore[import-untyped]  # the compute venv has it
+
+    if isinstance(value, pd.DataFrame):
+        value = value.to_dict(orient="records")
+    column, wanted = query["field"], set(query["values"])
+    if not isinstance(value, list) or not all(isinstance(row, dict) for row in value):
+        raise ValueError(f"a query on {column!r} needs a table of rows; the result is a "
+                         f"{type(value).__name__}")
+    if value and not any(column in row for row in value):
+        raise ValueError(f"the result has no column {column!r}")
+    return [row for row in value if column in row and _text(row[column]) in wanted]
+
+
+def _text(value: Any) -> str:
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    return value if isinstance(value, str) else str(value)
 
 
 def _function_name(code: str) -> str:
@@ -370,7 +716,7 @@ def _function_name(code: str) -> str:
 
 def to_json_result(value: Any) -> tuple[Any, int]:
     """The result as the ledger takes it (JSON: no floats unless integral) and its rows."""
-    import pandas as pd  # type: ignore[import-untyped]  # the compute venv has it (syft's pin)
+    import pandas as pd  # the compute venv has it (syft's pin)
 
     if isinstance(value, pd.DataFrame):
         value = value.to_dict(orient="records")
@@ -399,3 +745,8 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return _plain(value.tolist())
     raise ValueError(f"a {type(value).__name__} is not JSON")
+
+
+__all__ = ["APPROVED", "QUERY_SUBMITTED", "RETRY_LATER", "WATCHED", "ComputeNode",
+           "LedgerEvent", "NodeError", "Outcome", "PlatformError", "Position", "Trust",
+           "apply_query", "check_query", "settled", "to_json_result"]

@@ -1,5 +1,5 @@
 """The compute node against the REAL ledger server (a ``dataledger serve`` subprocess from the
-server's venv) and a real in-process PySyft 0.9.5 datasite.
+server's venv) and real PySyft 0.9.5 datasites (in-process, and once over HTTP on loopback).
 
 Runs inside the compute venv only: ``compute_nodes/setup-env test``.
 """
@@ -9,306 +9,164 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import httpx
-import pandas as pd
 import pytest
 
 from chain.bls import WitnessKey
 from compute_nodes import datasite
-from compute_nodes.worker import ComputeNode, Trust
-from tests.compute.test_datasite import enterprises
+from compute_nodes.worker import ComputeNode, Outcome, Position
+from tests.compute.ledger import (
+    ADMIN_TOKEN,
+    PRIVATE_COLUMNS,
+    PYTHON,
+    ROOT,
+    expected_joined,
+    expected_scores,
+    free_port,
+    ledger_server,
+    provider_view,
+    until_settled,
+    world,
+)
 
-pytestmark = pytest.mark.timeout(90)
-
-ROOT = Path(__file__).resolve().parents[2]
-SERVER = ROOT / ".venv" / "bin" / "dataledger"
-ADMIN_TOKEN = "dl_worker_test_admin_token_0123456789"
-
-FIELDS = [{"name": "uscc", "type": "string", "sensitivity": "public"},
-          {"name": "industry", "type": "string", "sensitivity": "public"},
-          {"name": "tax_paid_yuan", "type": "integer", "sensitivity": "sensitive"},
-          {"name": "power_kwh", "type": "integer", "sensitivity": "sensitive"}]
-USED = ["uscc", "tax_paid_yuan", "power_kwh"]
-PRIVATE_COLUMNS = {"industry", "tax_paid_yuan", "power_kwh"}
-
-# The product's registered code: a small per-enterprise score table.
-SCORE = '''def score(data):
-    table = data.sort_values("uscc")
-    points = table["tax_paid_yuan"] // 10000 + table["power_kwh"] // 20000
-    return [{"uscc": str(u), "score": int(p)} for u, p in zip(table["uscc"], points)]
-'''
-
-
-def expected_scores(private: pd.DataFrame) -> list[dict[str, Any]]:
-    """The same function, computed directly with pandas on the private table."""
-    table = private.sort_values("uscc")
-    points = table["tax_paid_yuan"] // 10000 + table["power_kwh"] // 20000
-    return [{"uscc": u, "score": int(p)} for u, p in zip(table["uscc"], points, strict=True)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Api:
-    """The parties, over HTTP, as in tests/e2e/setup_chain.py."""
-
-    def __init__(self, url: str) -> None:
-        self.http = httpx.Client(base_url=url, timeout=30)
-        me = self.call("GET", "/participants/me", ADMIN_TOKEN)
-        self.platform = SimpleNamespace(id=me["participant"]["id"], token=ADMIN_TOKEN)
-        self.regulator = self.onboard("regulator", "Municipal data bureau 大数据局")
-
-    def call(self, method: str, path: str, token: str, expect: int = 200, **kw: Any) -> Any:
-        r = self.http.request(method, path, headers={"Authorization": f"Bearer {token}"}, **kw)
-        assert r.status_code == expect, f"{method} {path}: {r.status_code} {r.text}"
-        return r.json() if r.headers.get("content-type", "").startswith("application/json") \
-            else r.content
-
-    def onboard(self, role: str, name: str) -> SimpleNamespace:
-        made = self.call("POST", "/participants", ADMIN_TOKEN, 201, json={
-            "name": name, "role": role, "credit_code": "91110000MA01ABCDE" + role[0].upper(),
-            "admin_name": f"{role} admin"})
-        party = SimpleNamespace(id=made["participant_id"], token=made["token"])
-        judge = self.regulator.token if role == "operator" else ADMIN_TOKEN
-        self.call("POST", f"/participants/{party.id}/admission", judge,
-                  json={"approve": True, "comment": "meets the admission criteria"})
-        return party
-
-    def events(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        after = 0
-        while True:
-            page = self.call("GET", f"/ledger/events?after={after}&limit=1000", ADMIN_TOKEN)
-            out += page["events"]
-            if not page["events"]:
-                return out
-            after = page["next_after"]
-
-    def approved_order(self, parties: SimpleNamespace, product_id: str) -> str:
-        p = parties
-        oid = self.call("POST", "/orders", p.demander.token, 201, json={
-            "product_id": product_id, "purpose": "credit decisions on SMEs"})["order_id"]
-        now = datetime.now(UTC)
-        self.call("POST", f"/orders/{oid}/contract", p.operator.token, json={
-            "usage_policy": {"processing_count": 1, "not_before": now.isoformat(),
-                             "not_after": (now + timedelta(days=90)).isoformat(),
-                             "circulation_modes": ["ciphertext"]},
-            "price_fen": 1_000_000,
-            "revenue_split": {"developer": 1000, "operator": 3000, "platform": 1000,
-                              "provider": 5000}})
-        self.call("POST", f"/orders/{oid}/contract/acceptance", p.demander.token)
-        self.call("POST", f"/orders/{oid}/contract/approvals", p.provider.token)
-        self.call("POST", f"/orders/{oid}/contract/approvals", p.operator.token)
-        return str(oid)
-
-
-def build_market(api: Api) -> SimpleNamespace:
-    """provider → dataset → scenario → authorization → listed product; two approved orders."""
-    p = SimpleNamespace(provider=api.onboard("provider", "Tax bureau 税务局"),
-                        operator=api.onboard("operator", "Data operator 数据运营公司"),
-                        developer=api.onboard("developer", "Model studio 模型工作室"),
-                        demander=api.onboard("demander", "City bank 城市商业银行"))
-    expert = api.call("POST", f"/participants/{api.regulator.id}/members", api.regulator.token,
-                      201, json={"name": "expert 专家", "roles": ["expert"]})["token"]
-    ds = api.call("POST", "/datasets", p.provider.token, 201, json={
-        "name": "Enterprise tax and power", "description": "per enterprise",
-        "source_system": "tax-core", "classification": "L3", "fields": FIELDS})["dataset_id"]
-    api.call("POST", f"/datasets/{ds}/publication", p.provider.token)
-    sc = api.call("POST", "/scenarios", p.operator.token, 201, json={
-        "title": "SME credit scoring", "purpose": "score small firms for loans",
-        "sector": "finance", "requested": [{"dataset_id": ds, "fields": USED}],
-        "circulation_mode": "ciphertext"})["scenario_id"]
-    api.call("POST", f"/scenarios/{sc}/opinions", expert, 201,
-             json={"verdict": "approve", "comment": "proportionate"})
-    api.call("POST", f"/scenarios/{sc}/decision", api.regulator.token,
-             json={"approve": True, "comment": "approved"})
-    now = datetime.now(UTC)
-    auth = api.call("POST", "/authorizations", p.provider.token, 201, json={
-        "scenario_id": sc, "datasets": [{"dataset_id": ds, "fields": USED}],
-        "not_before": (now - timedelta(days=1)).isoformat(),
-        "not_after": (now + timedelta(days=365)).isoformat(),
-        "usage_policy": {"processing_count": 100}})["authorization_id"]
-    product = api.call("POST", "/products", p.operator.token, 201, json={
-        "scenario_id": sc, "authorization_ids": [auth], "name": "SME credit score",
-        "kind": "api", "description": "a score per firm", "code": SCORE,
-        "inputs": [{"dataset_id": ds, "fields": USED}],
-        "output_schema": {"type": "array"}, "quality_report": "AUC 0.81",
-        "price_fen": 1_250_000, "developer_id": p.developer.id})["product_id"]
-    api.call("POST", f"/products/{product}/listing-request", p.operator.token)
-    api.call("POST", f"/products/{product}/listing-decision", ADMIN_TOKEN,
-             json={"approve": True, "comment": "complete and documented"})
-    p.dataset_id, p.product_id = str(ds), str(product)
-    p.orders = [api.approved_order(p, product), api.approved_order(p, product)]
-    return p
+pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
+def w(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
     tmp = tmp_path_factory.mktemp("worker")
-    port = free_port()
-    env = {**os.environ, "DATALEDGER_DATA_DIR": str(tmp / "ledger"),
-           "DATALEDGER_ADMIN_TOKEN": ADMIN_TOKEN, "DATALEDGER_CHECKPOINT_EVERY_SECONDS": "0.5"}
-    env.pop("VIRTUAL_ENV", None)
-    log_file = (tmp / "server.log").open("wb")
-    server = subprocess.Popen([str(SERVER), "serve", "--port", str(port)], env=env,
-                              stdout=log_file, stderr=subprocess.STDOUT, cwd=tmp)
-    site = None
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert server.poll() is None, (tmp / "server.log").read_text()
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
-        api = Api(url)
-        parties = build_market(api)
-        trust = api.call("GET", "/ledger/witnesses", ADMIN_TOKEN)
-        (tmp / "trust.json").write_text(json.dumps(trust))
-
-        private, mock = enterprises(20, seed=3), enterprises(8, seed=4)
-        private.to_csv(tmp / "private.csv", index=False)
-        mock.to_csv(tmp / "mock.csv", index=False)
-        site = datasite.launch("tax-bureau-node", data_dir=tmp / "datasite", reset=True,
-                               admin_password="admin-pass-1")
-        admin = site.admin()
-        runner = datasite.data_scientist(site, admin, "node@tax.example", "node-pass-1")
-
-        def node(trusted: Any) -> ComputeNode:
-            return ComputeNode(url, parties.provider.token, admin, runner, "tax-bureau-node",
-                               trusted, backoff_s=0.05)
-
-        loaded = node(Trust.from_file(tmp / "trust.json")).load(
-            parties.dataset_id, tmp / "private.csv", tmp / "mock.csv")
-        yield SimpleNamespace(api=api, parties=parties, trust=trust, node=node, url=url,
-                              private=private, loaded=loaded, tmp=tmp, admin=admin,
-                              runner=runner)
-    finally:
-        if site is not None:
-            site.land()
-        server.terminate()
+    with ledger_server(tmp) as url:
+        made = world(tmp, url)
         try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=5)
-        log_file.close()
+            yield made
+        finally:
+            made.site.land()
 
 
-def run_until_settled(node: ComputeNode, contracts: list[str], seconds: float = 20) -> list[Any]:
-    """Rounds until no contract waits for an anchored checkpoint (bounded)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        outcomes = [o for o in node.run_once() if o.contract_id in contracts]
-        if outcomes and all(o.status != "not_anchored" for o in outcomes):
-            return outcomes
-        assert time.monotonic() < deadline, f"never anchored: {outcomes}"
-        time.sleep(0.3)
+def delivered_once(w: SimpleNamespace, outcome: Outcome) -> list[dict[str, Any]]:
+    """The computation's events are requested, succeeded, delivery.made; those three."""
+    mine = [e for e in w.api.events() if e["originator_id"] == outcome.computation_id]
+    assert [e["type"] for e in mine] == [
+        "computation.requested", "computation.succeeded", "delivery.made"]
+    assert mine[2]["payload"]["result_sha256"] == outcome.result_sha256
+    return mine
 
 
-def test_data_loaded_is_recorded(world: SimpleNamespace) -> None:
-    digest = world.loaded["sha256_of_private_file"]
-    assert world.loaded["ledger"]["sha256"] == digest and world.loaded["rows"] == 20
-    assert world.loaded["mock_rows"] == 8
+def result_of(w: SimpleNamespace, outcome: Outcome) -> Any:
+    result = w.api.call("GET", f"/deliveries/{outcome.computation_id}/result",
+                        w.p.demander.token)
+    assert not PRIVATE_COLUMNS & {k for row in result for k in row}
+    return result
 
 
-def test_node_with_a_wrong_trust_file_refuses(world: SimpleNamespace) -> None:
-    forged = json.loads(json.dumps(world.trust))
+def test_data_loaded_is_recorded(w: SimpleNamespace) -> None:
+    digest = w.loaded["sha256_of_private_file"]
+    assert w.loaded["ledger"]["sha256"] == digest and w.loaded["rows"] == 20
+    assert w.loaded["mock_rows"] == 8
+    assert w.loaded_loans["ledger"]["rows"] == len(w.loans)
+
+
+def test_node_with_a_wrong_trust_file_refuses_and_retries_later(w: SimpleNamespace) -> None:
+    forged = json.loads(json.dumps(w.trust))
     other = WitnessKey.generate(forged["witnesses"][0]["name"]).published()
     forged["witnesses"][0].update(public_key=base64.b64encode(other.public_key).decode(),
                                   pop=base64.b64encode(other.pop).decode(), vkey=other.encode())
-    node = world.node(forged)
-    time.sleep(1.2)  # let a checkpoint cover the contracts: refused for the keys, not timing
-    outcomes = node.run_once()
-    assert {o.contract_id for o in outcomes} == set(world.parties.orders)
-    assert {o.status for o in outcomes} == {"refused"}, outcomes
-    assert "co-signature" in outcomes[0].detail
-    assert world.api.call("GET", "/computations", ADMIN_TOKEN) == []
+    contract = w.api.order(w.p, w.p.product_id)
+    event = provider_view(w, contract, "contract.approved")
+    time.sleep(1.2)  # a checkpoint covers it: refused for the keys, not the timing
+    [outcome] = w.node(forged).handle(event)
+    assert outcome.status == "refused" and "co-signature" in outcome.detail, outcome
+    assert not outcome.settled and outcome.seq == event["seq"]
+    assert w.api.computations(contract) == []
+    # the same event with the right keys is acted on: nothing was dropped
+    [done] = until_settled(w.node(), event)
+    assert done.status == "delivered", done
 
 
-def test_node_delivers_each_contract_exactly_once(world: SimpleNamespace) -> None:
-    api, parties = world.api, world.parties
-    node = world.node(Trust.from_file(world.tmp / "trust.json"))
-    order = api.call("GET", f"/orders/{parties.orders[0]}", parties.provider.token)
-    outcomes = run_until_settled(node, parties.orders)
-    assert [o.status for o in outcomes] == ["delivered", "delivered"], outcomes
-    assert all(o.execution == 1 for o in outcomes)
-    if order.get("approved_seq") is not None:
-        assert outcomes[0].extra["approved_seq"] == order["approved_seq"]
+def test_approved_contract_is_delivered_exactly_once(w: SimpleNamespace) -> None:
+    api, p = w.api, w.p
+    contract = api.order(p, p.product_id)
+    event = provider_view(w, contract, "contract.approved")
+    node = w.node()
+    [outcome] = until_settled(node, event)
+    assert outcome.status == "delivered" and outcome.execution == 1, outcome
+    assert outcome.contract_id == contract and outcome.event_type == "contract.approved"
+    requested, succeeded, _ = delivered_once(w, outcome)
+    assert requested["payload"]["dataset_ids"] == [p.dataset_id]
+    assert requested["payload"]["provider_id"] == p.provider.id
+    assert succeeded["payload"]["input_hashes"] == {
+        p.dataset_id: w.loaded["sha256_of_private_file"]}
+    result = result_of(w, outcome)
+    assert result == expected_scores(w.private)
+    assert all(set(row) == {"uscc", "score"} for row in result)
 
-    events = api.events()
-    for outcome in outcomes:
-        mine = [e for e in events if e["originator_id"] == outcome.computation_id]
-        assert [e["type"] for e in mine] == [
-            "computation.requested", "computation.succeeded", "delivery.made"]
-        assert mine[1]["payload"]["input_hashes"] == {
-            parties.dataset_id: world.loaded["sha256_of_private_file"]}
-        assert mine[2]["payload"]["result_sha256"] == outcome.result_sha256
-
-        result = api.call("GET", f"/deliveries/{outcome.computation_id}/result",
-                          parties.demander.token)
-        assert result == expected_scores(world.private)
-        assert all(set(row) == {"uscc", "score"} for row in result)
-        assert not PRIVATE_COLUMNS & {k for row in result for k in row}
-
-    # Again, and with a fresh node (a restart): nothing runs or is written twice.
-    head = len(events)
-    for again in (node, world.node(Trust.from_file(world.tmp / "trust.json"))):
-        second = again.run_once()
-        assert {o.status for o in second} == {"skipped"}, second
+    # The same event again, to the same node and to a fresh one (a restart).
+    head = len(api.events())
+    for again in (node, w.node()):
+        [second] = again.handle(event)
+        assert second.status == "skipped" and second.computation_id == outcome.computation_id
     assert len(api.events()) == head
 
 
-class TamperingPlatform(ComputeNode):
-    """A platform that serves other code than the listed product's (the hash is its check)."""
-
-    def _call(self, method: str, path: str, expect: Any = (200,), **kw: Any) -> httpx.Response:
-        response = super()._call(method, path, expect, **kw)
-        if method == "GET" and path.startswith("/products/"):
-            body = response.json()
-            body["code"] = body["code"].replace("// 10000", "// 1")
-            return httpx.Response(200, json=body)
-        return response
-
-
-def failures(api: Api, computation_id: str) -> list[dict[str, Any]]:
-    return [e for e in api.events()
-            if e["originator_id"] == computation_id and e["type"] == "computation.failed"]
+def test_two_inputs_of_the_provider_are_bound_by_position(w: SimpleNamespace) -> None:
+    contract = w.api.order(w.p, w.p.joined_id)
+    [outcome] = until_settled(w.node(), provider_view(w, contract, "contract.approved"))
+    assert outcome.status == "delivered", outcome
+    requested, succeeded, _ = delivered_once(w, outcome)
+    assert requested["payload"]["dataset_ids"] == [w.p.dataset_id, w.p.loans_id]
+    assert succeeded["payload"]["input_hashes"] == {
+        w.p.dataset_id: w.loaded["sha256_of_private_file"],
+        w.p.loans_id: w.loaded_loans["sha256_of_private_file"]}
+    assert result_of(w, outcome) == expected_joined(w.private, w.loans)
 
 
-def test_code_that_differs_from_the_listed_hash_is_not_run(world: SimpleNamespace) -> None:
-    api, parties = world.api, world.parties
-    contract = api.approved_order(parties, parties.product_id)
-    node = TamperingPlatform(world.url, parties.provider.token, world.admin, world.runner,
-                             "tax-bureau-node", Trust.from_file(world.tmp / "trust.json"))
-    [outcome] = run_until_settled(node, [contract])
-    assert outcome.status == "failed" and outcome.detail == "code differs from the listed hash"
-    [failed] = failures(api, outcome.computation_id)
-    assert failed["payload"]["reason"] == "code differs from the listed hash"
-    again = [o for o in node.run_once() if o.contract_id == contract]
-    assert [o.status for o in again] == ["skipped"]
+def test_an_event_not_yet_anchored_is_left_for_later(w: SimpleNamespace) -> None:
+    contract = w.api.order(w.p, w.p.product_id)
+    event = provider_view(w, contract, "contract.approved")
+
+    def no_anchor(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/ledger/checkpoints/latest":
+            return httpx.Response(404, json={"error": "not_found", "detail": "none yet"})
+        return real.handle_request(request)
+
+    real = httpx.HTTPTransport()
+    blind = w.node(http=httpx.Client(base_url=w.url, transport=httpx.MockTransport(no_anchor)))
+    [outcome] = blind.handle(event)
+    assert outcome.status == "not_anchored" and not outcome.settled, outcome
+    assert w.api.computations(contract) == []
+    [done] = until_settled(w.node(), event)
+    assert done.status == "delivered"
+
+
+def test_follow_http_acts_on_new_events_and_keeps_its_position(
+        w: SimpleNamespace, tmp_path: Any) -> None:
+    head = w.api.events()[-1]["seq"]
+    Position(tmp_path / "position.json").save(head)
+    contract = w.api.order(w.p, w.p.product_id)
+    seen: list[Outcome] = []
+    node = w.node()
+    deadline = time.monotonic() + 30
+    while not any(o.contract_id == contract for o in seen):
+        node.follow_http(tmp_path / "position.json", once=True, retry_s=0.3,
+                         on_outcome=seen.append)
+        assert time.monotonic() < deadline
+    assert [(o.contract_id, o.status) for o in seen] == [(contract, "delivered")]
+    approved = w.api.event(contract, "contract.approved")["seq"]
+    assert Position(tmp_path / "position.json").seq >= approved
+    again: list[Outcome] = []
+    node.follow_http(tmp_path / "position.json", once=True, on_outcome=again.append)
+    assert again == []  # nothing is handled twice from a saved position
 
 
 def test_a_datasite_outage_is_retried_then_reported_as_failed(
-        world: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
-    api, parties = world.api, world.parties
-    contract = api.approved_order(parties, parties.product_id)
+        w: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
+    contract = w.api.order(w.p, w.p.product_id)
     attempts: list[str] = []
 
     def down(*args: Any, **kwargs: Any) -> str:
@@ -316,40 +174,74 @@ def test_a_datasite_outage_is_retried_then_reported_as_failed(
         raise datasite.DatasiteUnavailableError("ConnectionError: datasite is down")
 
     monkeypatch.setattr(datasite, "submit", down)
-    node = world.node(Trust.from_file(world.tmp / "trust.json"))
+    node = w.node()
     pauses: list[float] = []
     node.sleep = pauses.append
-    [outcome] = run_until_settled(node, [contract])
+    [outcome] = until_settled(node, provider_view(w, contract, "contract.approved"))
     assert outcome.status == "failed" and "datasite is down" in outcome.detail
-    assert attempts == [f"{contract}#1"] * 3 and pauses == [0.05, 0.1]
-    [failed] = failures(api, outcome.computation_id)
-    assert "datasite unavailable" in failed["payload"]["reason"]
-    assert not [e for e in api.events() if e["type"] == "delivery.made"
-                and e["originator_id"] == outcome.computation_id]
+    assert attempts == [f"{contract}#1#{w.p.provider.id}"] * 3 and pauses == [0.05, 0.1]
+    assert w.api.of(outcome.computation_id) == ["computation.requested", "computation.failed"]
+    reason = w.api.event(outcome.computation_id, "computation.failed")["payload"]["reason"]
+    assert reason.startswith("datasite unavailable") and "after 3 attempts" in reason
 
 
-def test_the_command_line_loads_and_runs_once(world: SimpleNamespace) -> None:
-    api, parties = world.api, world.parties
-    contract = api.approved_order(parties, parties.product_id)
-    env = {**os.environ, "DATALEDGER_NODE_PLATFORM_URL": world.url,
-           "DATALEDGER_NODE_TOKEN": parties.provider.token,
-           "DATALEDGER_NODE_TRUST_FILE": str(world.tmp / "trust.json"),
-           "DATALEDGER_NODE_DATA_DIR": str(world.tmp / "cli-node"),
+def test_over_an_http_datasite_on_loopback(w: SimpleNamespace) -> None:
+    port = free_port()
+    site = datasite.launch("tax-bureau-http", port=port, data_dir=w.tmp / "http-datasite",
+                           reset=True, admin_password="admin-pass-2")
+    try:
+        assert site.url == f"http://127.0.0.1:{port}"
+        admin = site.admin()
+        runner = datasite.data_scientist(site, admin, "node@tax.example", "node-pass-2")
+        node = ComputeNode(w.url, w.p.provider.token, admin, runner, "tax-bureau-http",
+                           w.trust, backoff_s=0.05)
+        node.load(w.p.dataset_id, w.tmp / "private.csv", w.tmp / "mock.csv")
+        contract = w.api.order(w.p, w.p.product_id)
+        [outcome] = until_settled(node, provider_view(w, contract, "contract.approved"))
+        assert outcome.status == "delivered", outcome
+        delivered_once(w, outcome)
+        assert result_of(w, outcome) == expected_scores(w.private)
+        comp = w.api.call("GET", f"/computations/{outcome.computation_id}", ADMIN_TOKEN)
+        assert comp["datasite"] == "tax-bureau-http"
+    finally:
+        site.land()
+
+
+def test_the_command_line_loads_and_runs_once(w: SimpleNamespace) -> None:
+    node_dir = w.tmp / "cli-node"
+    env = {**os.environ, "DATALEDGER_NODE_PLATFORM_URL": w.url,
+           "DATALEDGER_NODE_TOKEN": w.p.provider.token,
+           "DATALEDGER_NODE_TRUST_FILE": str(w.tmp / "trust.json"),
+           "DATALEDGER_NODE_DATA_DIR": str(node_dir),
            "DATALEDGER_NODE_DATASITE_PORT": "", "DATALEDGER_NODE_POLL_SECONDS": "0.3"}
-    python = str(ROOT / ".venv-compute" / "bin" / "python")
 
     def cli(*args: str) -> list[dict[str, Any]]:
-        done = subprocess.run([python, "-m", "compute_nodes.cli", *args], env=env, cwd=ROOT,
-                              capture_output=True, text=True, timeout=40, check=False)
+        done = subprocess.run([str(PYTHON), "-m", "compute_nodes.cli", *args], env=env,
+                              cwd=ROOT, capture_output=True, text=True, timeout=60,
+                              check=False)
         assert done.returncode == 0, done.stderr[-3000:]
         return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
-    [loaded] = cli("load", "--dataset", parties.dataset_id, "--private",
-                   str(world.tmp / "private.csv"), "--mock", str(world.tmp / "mock.csv"))
-    assert loaded["sha256_of_private_file"] == world.loaded["sha256_of_private_file"]
+    [loaded] = cli("load", "--dataset", w.p.dataset_id, "--private",
+                   str(w.tmp / "private.csv"), "--mock", str(w.tmp / "mock.csv"))
+    assert loaded["sha256_of_private_file"] == w.loaded["sha256_of_private_file"]
+    Position(node_dir / "position.json").save(w.api.events()[-1]["seq"])
+    contract = w.api.order(w.p, w.p.product_id)
     time.sleep(1.2)  # a checkpoint covering the new contract gets anchored meanwhile
     mine = [o for o in cli("run", "--once") if o["contract_id"] == contract]
     assert [o["status"] for o in mine] == ["delivered"], mine
-    result = api.call("GET", f"/deliveries/{mine[0]['computation_id']}/result",
-                      parties.demander.token)
-    assert result == expected_scores(world.private)
+    result = w.api.call("GET", f"/deliveries/{mine[0]['computation_id']}/result",
+                        w.p.demander.token)
+    assert result == expected_scores(w.private)
+    assert json.loads((node_dir / "position.json").read_text())["seq"] >= mine[0]["seq"]
+
+
+def test_inputs_the_provider_does_not_own_are_not_its_computation(w: SimpleNamespace) -> None:
+    """A provider that is no party to the contract (and owns no input) does nothing."""
+    other = w.api.onboard("provider", "Power grid 电网公司", code="PG")
+    contract = w.api.order(w.p, w.p.product_id)
+    event = provider_view(w, contract, "contract.approved")
+    node = ComputeNode(w.url, other.token, w.admin, w.runner, w.site_name, w.trust)
+    [outcome] = node.handle(event)
+    assert outcome.status == "ignored" and outcome.settled, outcome
+    assert w.api.computations(contract) == []

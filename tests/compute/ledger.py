@@ -1,0 +1,319 @@
+"""Shared by the compute-node tests: a REAL ledger server (``dataledger serve`` from the
+server's venv, as a subprocess), the parties over HTTP, a listed market, a node factory.
+
+Each test module starts its own server and datasite once (module-scoped fixtures).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVER = ROOT / ".venv" / "bin" / "dataledger"
+PYTHON = ROOT / ".venv-compute" / "bin" / "python"
+ADMIN_TOKEN = "dl_worker_test_admin_token_0123456789"
+NATS_URL = "nats://127.0.0.1:4222"
+
+FIELDS = [{"name": "uscc", "type": "string", "sensitivity": "public"},
+          {"name": "industry", "type": "string", "sensitivity": "public"},
+          {"name": "tax_paid_yuan", "type": "integer", "sensitivity": "sensitive"},
+          {"name": "power_kwh", "type": "integer", "sensitivity": "sensitive"}]
+USED = ["uscc", "tax_paid_yuan", "power_kwh"]
+LOAN_FIELDS = [{"name": "uscc", "type": "string", "sensitivity": "public"},
+               {"name": "overdue_days", "type": "integer", "sensitivity": "sensitive"}]
+LOAN_USED = ["uscc", "overdue_days"]
+PRIVATE_COLUMNS = {"industry", "tax_paid_yuan", "power_kwh", "overdue_days"}
+
+# The single-input product's registered code: a small per-enterprise score table.
+SCORE = '''def score(data):
+    table = data.sort_values("uscc")
+    points = table["tax_paid_yuan"] // 10000 + table["power_kwh"] // 20000
+    return [{"uscc": str(u), "score": int(p)} for u, p in zip(table["uscc"], points)]
+'''
+
+# The two-input product: the tax table and the loan table, bound by position.
+JOINED = '''def joined(tax, loans):
+    table = tax.merge(loans, on="uscc").sort_values("uscc")
+    points = table["tax_paid_yuan"] // 10000 - table["overdue_days"]
+    return [{"uscc": str(u), "score": int(p)} for u, p in zip(table["uscc"], points)]
+'''
+
+
+def expected_scores(private: pd.DataFrame) -> list[dict[str, Any]]:
+    """SCORE computed directly with pandas on the private table."""
+    table = private.sort_values("uscc")
+    points = table["tax_paid_yuan"] // 10000 + table["power_kwh"] // 20000
+    return [{"uscc": u, "score": int(p)} for u, p in zip(table["uscc"], points, strict=True)]
+
+
+def expected_joined(tax: pd.DataFrame, loans: pd.DataFrame) -> list[dict[str, Any]]:
+    table = tax.merge(loans, on="uscc").sort_values("uscc")
+    points = table["tax_paid_yuan"] // 10000 - table["overdue_days"]
+    return [{"uscc": u, "score": int(p)} for u, p in zip(table["uscc"], points, strict=True)]
+
+
+def loans_for(tax: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """A loan table over most of the enterprises of ``tax``."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    keep = tax["uscc"].iloc[: max(1, len(tax) * 3 // 4)]
+    return pd.DataFrame({"uscc": keep.to_list(),
+                         "overdue_days": rng.integers(0, 90, len(keep)).tolist()})
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def nats_up(host: str = "127.0.0.1", port: int = 4222) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+        return True
+    return False
+
+
+@contextlib.contextmanager
+def ledger_server(tmp: Path, **env_extra: str) -> Iterator[str]:
+    """``dataledger serve`` on a free loopback port (no embedded compute node); its URL."""
+    port = free_port()
+    env = {**os.environ, "DATALEDGER_DATA_DIR": str(tmp / "ledger"),
+           "DATALEDGER_ADMIN_TOKEN": ADMIN_TOKEN, "DATALEDGER_CHECKPOINT_EVERY_SECONDS": "0.5",
+           "DATALEDGER_COMPUTE_NODE": "false", **env_extra}
+    env.pop("VIRTUAL_ENV", None)
+    log_path = tmp / "server.log"
+    with log_path.open("wb") as log_file:
+        server = subprocess.Popen([str(SERVER), "serve", "--port", str(port)], env=env,
+                                  stdout=log_file, stderr=subprocess.STDOUT, cwd=tmp)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert server.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.2)
+            yield url
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(timeout=5)
+
+
+class Api:
+    """The parties, over HTTP, as in tests/e2e/setup_chain.py."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.http = httpx.Client(base_url=url, timeout=30)
+        me = self.call("GET", "/participants/me", ADMIN_TOKEN)
+        self.platform = SimpleNamespace(id=me["participant"]["id"], token=ADMIN_TOKEN)
+        self.regulator = self.onboard("regulator", "Municipal data bureau 大数据局")
+
+    def call(self, method: str, path: str, token: str, expect: int | tuple[int, ...] = 200,
+             **kw: Any) -> Any:
+        r = self.http.request(method, path, headers={"Authorization": f"Bearer {token}"}, **kw)
+        expected = (expect,) if isinstance(expect, int) else expect
+        assert r.status_code in expected, f"{method} {path}: {r.status_code} {r.text}"
+        return r.json() if r.headers.get("content-type", "").startswith("application/json") \
+            else r.content
+
+    def onboard(self, role: str, name: str, code: str = "") -> SimpleNamespace:
+        made = self.call("POST", "/participants", ADMIN_TOKEN, 201, json={
+            "name": name, "role": role,
+            "credit_code": "91110000MA01ABCD" + (code or "E" + role[0].upper()),
+            "admin_name": f"{role} admin"})
+        party = SimpleNamespace(id=made["participant_id"], token=made["token"])
+        judge = self.regulator.token if role == "operator" else ADMIN_TOKEN
+        self.call("POST", f"/participants/{party.id}/admission", judge,
+                  json={"approve": True, "comment": "meets the admission criteria"})
+        return party
+
+    def events(self, after: int = 0) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        while True:
+            page = self.call("GET", f"/ledger/events?after={after}&limit=1000", ADMIN_TOKEN)
+            out += page["events"]
+            if not page["events"]:
+                return out
+            after = page["next_after"]
+
+    def of(self, originator: str) -> list[str]:
+        """The types of the events of one aggregate, in order."""
+        return [e["type"] for e in self.events() if e["originator_id"] == originator]
+
+    def event(self, contract: str, type_name: str) -> dict[str, Any]:
+        found = [e for e in self.events()
+                 if e["originator_id"] == contract and e["type"] == type_name]
+        assert found, f"no {type_name} of {contract}"
+        return found[-1]
+
+    def computations(self, contract: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.call("GET", f"/computations?contract_id={contract}",
+                                                 ADMIN_TOKEN)
+        return result
+
+    def grant(self, p: SimpleNamespace, *, seconds: float = 365 * 86400,
+              datasets: list[dict[str, Any]] | None = None) -> str:
+        now = datetime.now(UTC)
+        return str(self.call("POST", "/authorizations", p.provider.token, 201, json={
+            "scenario_id": p.scenario_id,
+            "datasets": datasets or [{"dataset_id": p.dataset_id, "fields": USED},
+                                     {"dataset_id": p.loans_id, "fields": LOAN_USED}],
+            "not_before": (now - timedelta(days=1)).isoformat(),
+            "not_after": (now + timedelta(seconds=seconds)).isoformat(),
+            "usage_policy": {"processing_count": 100}})["authorization_id"])
+
+    def product(self, p: SimpleNamespace, code: str, inputs: list[dict[str, Any]],
+                authorization: str | None = None, name: str = "SME credit score") -> str:
+        product = self.call("POST", "/products", p.operator.token, 201, json={
+            "scenario_id": p.scenario_id, "authorization_ids": [authorization or p.auth_id],
+            "name": name, "kind": "api", "description": "a score per firm", "code": code,
+            "inputs": inputs, "output_schema": {"type": "array"},
+            "quality_report": "AUC 0.81", "price_fen": 1_250_000,
+            "developer_id": p.developer.id})["product_id"]
+        self.call("POST", f"/products/{product}/listing-request", p.operator.token)
+        self.call("POST", f"/products/{product}/listing-decision", ADMIN_TOKEN,
+                  json={"approve": True, "comment": "complete and documented"})
+        return str(product)
+
+    def order(self, p: SimpleNamespace, product_id: str, *, processing_count: int = 1,
+              query: dict[str, Any] | None = None, approve: bool = True) -> str:
+        body: dict[str, Any] = {"product_id": product_id, "purpose": "credit decisions on SMEs"}
+        if query is not None:
+            body["query"] = query
+        oid = self.call("POST", "/orders", p.demander.token, 201, json=body)["order_id"]
+        now = datetime.now(UTC)
+        self.call("POST", f"/orders/{oid}/contract", p.operator.token, json={
+            "usage_policy": {"processing_count": processing_count,
+                             "not_before": (now - timedelta(minutes=1)).isoformat(),
+                             "not_after": (now + timedelta(days=90)).isoformat(),
+                             "circulation_modes": ["ciphertext"]},
+            "price_fen": 1_000_000,
+            "revenue_split": {"developer": 1000, "operator": 3000, "platform": 1000,
+                              "provider": 5000}})
+        self.call("POST", f"/orders/{oid}/contract/acceptance", p.demander.token)
+        if approve:
+            self.approve(p, str(oid))
+        return str(oid)
+
+    def approve(self, p: SimpleNamespace, oid: str) -> None:
+        self.call("POST", f"/orders/{oid}/contract/approvals", p.provider.token)
+        self.call("POST", f"/orders/{oid}/contract/approvals", p.operator.token)
+
+    def submit_query(self, p: SimpleNamespace, oid: str, query: dict[str, Any]) -> Any:
+        return self.call("POST", f"/orders/{oid}/queries", p.demander.token, (200, 201),
+                         json={"query": query})
+
+
+def build_market(api: Api) -> SimpleNamespace:
+    """provider (two datasets) → scenario → authorization → two listed products."""
+    p = SimpleNamespace(provider=api.onboard("provider", "Tax bureau 税务局"),
+                        operator=api.onboard("operator", "Data operator 数据运营公司"),
+                        developer=api.onboard("developer", "Model studio 模型工作室"),
+                        demander=api.onboard("demander", "City bank 城市商业银行"))
+    expert = api.call("POST", f"/participants/{api.regulator.id}/members", api.regulator.token,
+                      201, json={"name": "expert 专家", "roles": ["expert"]})["token"]
+    ids = []
+    for name, fields in (("Enterprise tax and power", FIELDS), ("Enterprise loans", LOAN_FIELDS)):
+        ds = api.call("POST", "/datasets", p.provider.token, 201, json={
+            "name": name, "description": "per enterprise", "source_system": "tax-core",
+            "classification": "L3", "fields": fields})["dataset_id"]
+        api.call("POST", f"/datasets/{ds}/publication", p.provider.token)
+        ids.append(str(ds))
+    p.dataset_id, p.loans_id = ids
+    p.scenario_id = api.call("POST", "/scenarios", p.operator.token, 201, json={
+        "title": "SME credit scoring", "purpose": "score small firms for loans",
+        "sector": "finance", "requested": [{"dataset_id": p.dataset_id, "fields": USED},
+                                           {"dataset_id": p.loans_id, "fields": LOAN_USED}],
+        "circulation_mode": "ciphertext"})["scenario_id"]
+    api.call("POST", f"/scenarios/{p.scenario_id}/opinions", expert, 201,
+             json={"verdict": "approve", "comment": "proportionate"})
+    api.call("POST", f"/scenarios/{p.scenario_id}/decision", api.regulator.token,
+             json={"approve": True, "comment": "approved"})
+    p.auth_id = api.grant(p)
+    p.product_id = api.product(p, SCORE, [{"dataset_id": p.dataset_id, "fields": USED}])
+    p.joined_id = api.product(p, JOINED, [{"dataset_id": p.dataset_id, "fields": USED},
+                                          {"dataset_id": p.loans_id, "fields": LOAN_USED}],
+                              name="SME score with loans")
+    return p
+
+
+def world(tmp: Path, url: str, *, datasite_port: int | None = None,
+          site_name: str = "tax-bureau-node") -> SimpleNamespace:
+    """The market, the trust file, the private and mock tables, a datasite with both
+    datasets loaded through a node, and ``w.node()`` making more nodes on that datasite.
+    The caller lands ``w.site``."""
+    from compute_nodes import datasite
+    from compute_nodes.worker import ComputeNode, Trust
+    from tests.compute.test_datasite import enterprises
+
+    api = Api(url)
+    parties = build_market(api)
+    trust = api.call("GET", "/ledger/witnesses", ADMIN_TOKEN)
+    (tmp / "trust.json").write_text(json.dumps(trust))
+    private, mock = enterprises(20, seed=3), enterprises(8, seed=4)
+    loans, loans_mock = loans_for(private, 5), loans_for(mock, 6)
+    for name, table in (("private", private), ("mock", mock), ("loans", loans),
+                        ("loans-mock", loans_mock)):
+        table.to_csv(tmp / f"{name}.csv", index=False)
+    site = datasite.launch(site_name, port=datasite_port, data_dir=tmp / "datasite", reset=True,
+                           admin_password="admin-pass-1")
+    try:
+        admin = site.admin()
+        runner = datasite.data_scientist(site, admin, "node@tax.example", "node-pass-1")
+
+        def node(trusted: Any = None, **kw: Any) -> ComputeNode:
+            return ComputeNode(url, parties.provider.token, admin, runner, site_name,
+                               trusted or Trust.from_file(tmp / "trust.json"),
+                               backoff_s=0.05, **kw)
+
+        first = node()
+        loaded = first.load(parties.dataset_id, tmp / "private.csv", tmp / "mock.csv")
+        loaded_loans = first.load(parties.loans_id, tmp / "loans.csv", tmp / "loans-mock.csv")
+    except BaseException:
+        site.land()
+        raise
+    return SimpleNamespace(api=api, p=parties, trust=trust, node=node, url=url, tmp=tmp,
+                           private=private, loans=loans, loaded=loaded,
+                           loaded_loans=loaded_loans, site=site, admin=admin, runner=runner,
+                           site_name=site_name)
+
+
+def until_settled(node: Any, event: dict[str, Any], seconds: float = 20) -> list[Any]:
+    """Handle one event until it is no longer waiting for an anchored checkpoint."""
+    deadline = time.monotonic() + seconds
+    while True:
+        outcomes = node.handle(event)
+        if all(o.status != "not_anchored" for o in outcomes):
+            return list(outcomes)
+        assert time.monotonic() < deadline, f"never anchored: {outcomes}"
+        time.sleep(0.3)
+
+
+def provider_view(w: SimpleNamespace, contract: str, type_name: str) -> dict[str, Any]:
+    """The contract event as the provider's node gets it (GET /ledger/events/{seq})."""
+    seq = w.api.event(contract, type_name)["seq"]
+    result: dict[str, Any] = w.api.call("GET", f"/ledger/events/{seq}", w.p.provider.token)
+    return result
