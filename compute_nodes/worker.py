@@ -417,22 +417,21 @@ class ComputeNode:
 
     def _query(self, ev: LedgerEvent, order: dict[str, Any],
                checkpoint: Checkpoint) -> dict[str, Any] | None:
-        """The execution's query: from the verified event itself (query_submitted), or
-        execution 1's, from the order (checked against its event when the order names it)."""
+        """The execution's query: from the verified event itself (query_submitted), or for
+        execution 1 the order's, checked against its ``order.placed`` event when the order
+        view names that event's seq (``placed_seq``)."""
         if ev.type == QUERY_SUBMITTED:
             return check_query(ev.payload.get("query"))
         shown = check_query(order.get("query"))
-        first = [q for q in order.get("queries") or [] if q.get("execution") == 1]
-        seq = first[0].get("seq") if first else None
+        seq = order.get("placed_seq")
         if isinstance(seq, int) and 1 <= seq <= checkpoint.size:
-            source = LedgerEvent.parse(self._call("GET", f"/ledger/events/{seq}").json())
-            if source.seq != seq or source.originator_id != ev.originator_id:
-                raise NodeError(f"event {seq} is not an event of contract {ev.originator_id}")
-            self._verify(source, checkpoint)
-            if "query" in source.payload:
-                recorded = check_query(source.payload["query"])
-                if recorded != shown:
-                    raise NodeError(f"the order's query differs from event {seq}'s")
+            placed = LedgerEvent.parse(self._call("GET", f"/ledger/events/{seq}").json())
+            if (placed.seq, placed.type, placed.originator_id) != (
+                    seq, "order.placed", ev.originator_id):
+                raise NodeError(f"event {seq} is not order.placed of {ev.originator_id}")
+            self._verify(placed, checkpoint)
+            if check_query(placed.payload.get("query")) != shown:
+                raise NodeError(f"the order's query differs from its order.placed (event {seq})")
         return shown
 
     # -- one execution ------------------------------------------------------------------

@@ -126,6 +126,43 @@ def test_two_inputs_of_the_provider_are_bound_by_position(w: SimpleNamespace) ->
     assert result_of(w, outcome) == expected_joined(w.private, w.loans)
 
 
+def test_queries_bring_back_only_the_asked_rows(w: SimpleNamespace) -> None:
+    """Execution 1 with the order's query, execution 2 with a submitted one: the demander
+    receives the enterprises it asked about, nothing of the others, no private column."""
+    usccs = sorted(w.private["uscc"])
+    first = {"field": "uscc", "values": [usccs[3], usccs[7], "91330100NOSUCHFIRM"]}
+    contract = w.api.order(w.p, w.p.product_id, processing_count=2, query=first)
+    order = w.api.call("GET", f"/orders/{contract}", w.p.provider.token)
+    assert order["query"] == first
+    node = w.node()
+    [one] = until_settled(node, provider_view(w, contract, "contract.approved"))
+    assert one.status == "delivered" and one.execution == 1, one
+    everything = {row["uscc"]: row for row in expected_scores(w.private)}
+    assert result_of(w, one) == [everything[usccs[3]], everything[usccs[7]]]
+    assert w.api.event(one.computation_id, "computation.succeeded")["payload"][
+        "result_rows"] == 2
+
+    second = {"field": "uscc", "values": [usccs[0]]}
+    w.api.submit_query(w.p, contract, second)
+    event = provider_view(w, contract, "contract.query_submitted")
+    assert event["payload"]["execution"] == 2
+    [two] = until_settled(node, event)
+    assert two.status == "delivered" and two.execution == 2, two
+    assert two.computation_id != one.computation_id
+    assert result_of(w, two) == [everything[usccs[0]]]
+    delivered_once(w, two)
+    assert [c["execution"] for c in w.api.computations(contract)] in ([1, 2], [2, 1])
+
+
+def test_a_query_on_a_column_the_result_lacks_fails_clearly(w: SimpleNamespace) -> None:
+    contract = w.api.order(w.p, w.p.product_id,
+                           query={"field": "industry", "values": ["retail"]})
+    [outcome] = until_settled(w.node(), provider_view(w, contract, "contract.approved"))
+    assert outcome.status == "failed", outcome
+    assert "no column 'industry'" in outcome.detail
+    assert w.api.of(outcome.computation_id) == ["computation.requested", "computation.failed"]
+
+
 def test_an_event_not_yet_anchored_is_left_for_later(w: SimpleNamespace) -> None:
     contract = w.api.order(w.p, w.p.product_id)
     event = provider_view(w, contract, "contract.approved")

@@ -1,0 +1,126 @@
+"""The ledger's policy refusals, met by a real node and a real datasite: each is recorded as
+``computation.failed`` whose reason starts with the refusal's code, nothing runs on the
+datasite and nothing is delivered.
+
+Runs inside the compute venv only: ``compute_nodes/setup-env test``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from types import SimpleNamespace
+
+import httpx
+import pytest
+
+from compute_nodes import datasite
+from compute_nodes.worker import ComputeNode, Outcome
+from tests.compute.ledger import (
+    SCORE,
+    USED,
+    ledger_server,
+    provider_view,
+    until_settled,
+    world,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def w(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
+    tmp = tmp_path_factory.mktemp("refusals")
+    with ledger_server(tmp) as url:
+        made = world(tmp, url, site_name="tax-refusals")
+        try:
+            yield made
+        finally:
+            made.site.land()
+
+
+def refused(w: SimpleNamespace, node: ComputeNode, contract: str, code: str,
+            event_type: str = "contract.approved", function: str = "score") -> Outcome:
+    """Handle the event; check the refusal is recorded, nothing ran, nothing delivered."""
+    [outcome] = until_settled(node, provider_view(w, contract, event_type))
+    assert outcome.status == "failed", outcome
+    assert outcome.detail.startswith(f"{code}: "), outcome.detail
+    assert w.api.of(outcome.computation_id) == ["computation.requested", "computation.failed"]
+    failed = w.api.event(outcome.computation_id, "computation.failed")
+    assert failed["payload"]["reason"].startswith(f"{code}: ")
+    assert not datasite.request_exists(
+        w.runner, function, node.request_key(contract, outcome.execution))
+    assert not [e for e in w.api.events() if e["type"] == "delivery.made"
+                and e["originator_id"] == outcome.computation_id]
+    view = w.api.call("GET", f"/computations/{outcome.computation_id}", w.p.provider.token)
+    assert view["state"] == "failed"
+    # handled again (a redelivery): nothing more is written or run
+    head = len(w.api.events())
+    [again] = node.handle(provider_view(w, contract, event_type))
+    assert again.status == "skipped", again
+    assert len(w.api.events()) == head
+    return outcome
+
+
+class Tampering(httpx.BaseTransport):
+    """The platform (or the wire) serves other code than the listed product's."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if request.method == "GET" and request.url.path.startswith("/products/"):
+            response.read()
+            body = json.loads(response.content)
+            body["code"] = body["code"].replace("// 10000", "// 1")
+            return httpx.Response(200, json=body)
+        return response
+
+
+def test_code_that_differs_from_the_listed_hash(w: SimpleNamespace) -> None:
+    contract = w.api.order(w.p, w.p.product_id)
+    http = httpx.Client(base_url=w.url, timeout=30, transport=Tampering())
+    refused(w, w.node(http=http), contract, "code_hash_mismatch")
+
+
+def test_an_expired_authorization(w: SimpleNamespace) -> None:
+    auth = w.api.grant(w.p, seconds=4, datasets=[{"dataset_id": w.p.dataset_id,
+                                                  "fields": USED}])
+    view = w.api.call("GET", f"/authorizations/{auth}", w.p.provider.token)
+    product = w.api.product(w.p, SCORE, [{"dataset_id": w.p.dataset_id, "fields": USED}],
+                            authorization=auth, name="short-lived score")
+    contract = w.api.order(w.p, product)
+    ends = datetime.fromisoformat(view["not_after"])
+    time.sleep(max(0.0, (ends - datetime.now(UTC)).total_seconds()) + 0.5)
+    refused(w, w.node(), contract, "authorization_expired")
+
+
+def test_a_revoked_authorization(w: SimpleNamespace) -> None:
+    auth = w.api.grant(w.p, datasets=[{"dataset_id": w.p.dataset_id, "fields": USED}])
+    product = w.api.product(w.p, SCORE, [{"dataset_id": w.p.dataset_id, "fields": USED}],
+                            authorization=auth, name="revocable score")
+    contract = w.api.order(w.p, product)
+    w.api.call("POST", f"/authorizations/{auth}/revocation", w.p.provider.token,
+               json={"reason": "the source system is being audited"})
+    refused(w, w.node(), contract, "authorization_revoked")
+
+
+def test_a_contract_terminated_before_the_node_acts(w: SimpleNamespace) -> None:
+    contract = w.api.order(w.p, w.p.product_id)
+    w.api.call("POST", f"/orders/{contract}/contract/termination", w.p.operator.token,
+               json={"reason": "the bank withdrew"})
+    refused(w, w.node(), contract, "contract_terminated")
+
+
+def test_an_exhausted_processing_count(w: SimpleNamespace) -> None:
+    contract = w.api.order(w.p, w.p.product_id, processing_count=1)
+    node = w.node()
+    [first] = until_settled(node, provider_view(w, contract, "contract.approved"))
+    assert first.status == "delivered", first
+    usccs = sorted(w.private["uscc"])[:2]
+    w.api.submit_query(w.p, contract, {"field": "uscc", "values": usccs})
+    second = refused(w, node, contract, "count_exhausted", "contract.query_submitted")
+    assert second.execution == 2
