@@ -14,7 +14,7 @@ count, the code, the listing, the authorizations) is recorded, not just refused:
 ``computation.requested`` and ``computation.failed`` are written together, the reason
 starting with one of ``REFUSAL_CODES`` then ``": "``. Errors that are not policy (invalid
 fields, a caller that is no party provider, an unknown contract, a gap in the execution
-numbers) write nothing.
+numbers, an execution the demander has not asked for) write nothing.
 """
 
 from __future__ import annotations
@@ -331,6 +331,11 @@ def request_computation(uow: UnitOfWork, ctx: Context, *, contract_id: str, exec
     if number > 1 and _find(uow, computation_id(order.id, number - 1, provider_id)) is None:
         raise WrongState(f"execution {number - 1} of contract {order.id} was not requested by "
                          f"provider {provider_id}; executions are numbered from 1 without gaps")
+    asked = max(1, order.executions)  # execution 1 is the order's own; the rest are queries
+    if number > asked:
+        raise WrongState(f"execution {number} of contract {order.id} was not asked for: the "
+                         f"demander asked for {asked} (POST /orders/{order.id}/queries asks "
+                         "for the next)", executions=asked)
     refusal = policy_refusal(uow, ctx, order=order, product=product, number=number,
                              code_sha256=digest, inputs=inputs)
     agg = Computation.request(ctx, order=order, product=product, execution=number,

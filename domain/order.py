@@ -2,10 +2,17 @@
 proposes a contract (usage policy, price, revenue split), the demander accepts, the providers
 of the inputs and the operator approve. ``contract.approved`` triggers the computation.
 The contract id is the order id.
+
+The demander says what it wants computed with a *query* (a column name and the values to
+look up): the order's own query is execution 1, implied by ``contract.approved``; while the
+contract is approved the demander asks for executions 2, 3, … with
+``contract.query_submitted``. Asking is not metered here: the processing count is the
+computation's check (an execution beyond it is refused as ``count_exhausted``).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +29,10 @@ from events.catalogue import Event
 SPLIT_KEYS = ("developer", "operator", "platform", "provider")
 BASIS_POINTS = 10000
 OPEN_STATES = ("placed", "proposed", "accepted")
+QUERY_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_QUERY_FIELD = 64
+MAX_QUERY_VALUES = 10_000
+MAX_QUERY_VALUE = 200
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,10 +40,18 @@ class OrderPlaced(Event):
     """A demander ordered a listed product for a declared purpose."""
 
     type_name = "order.placed"
+    class_version = 2
     demander_id: str
     product_id: str
     operator_id: str
     purpose: str
+    #: what execution 1 computes: {"field": column name, "values": [str, ...]}; or null
+    query: dict[str, Any] | None = None
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Version 1 had no query."""
+        state["query"] = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,6 +95,16 @@ class ContractApproved(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ContractQuerySubmitted(Event):
+    """The demander asked for one more execution (2, 3, …) of the approved contract, with
+    its query: {"field": column name, "values": [str, ...]}."""
+
+    type_name = "contract.query_submitted"
+    execution: int
+    query: dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
 class ContractTerminated(Event):
     """The contract was ended early; terminal."""
 
@@ -89,6 +118,33 @@ class OrderCancelled(Event):
 
     type_name = "order.cancelled"
     reason: str = ""
+
+
+def validate_query(value: Any, field: str = "query") -> dict[str, Any]:
+    """A query: ``field`` a column name (1–64 chars, ``[A-Za-z_][A-Za-z0-9_]*``) and
+    ``values`` 1–10,000 distinct non-empty strings of at most 200 characters."""
+    if not isinstance(value, dict) or set(value) != {"field", "values"}:
+        raise InvalidInput(field, "must be an object with exactly field and values")
+    name, values = value["field"], value["values"]
+    if (not isinstance(name, str) or not 1 <= len(name) <= MAX_QUERY_FIELD
+            or not QUERY_FIELD.fullmatch(name)):
+        raise InvalidInput(f"{field}.field", f"must be a column name of 1 to {MAX_QUERY_FIELD} "
+                                             "characters matching [A-Za-z_][A-Za-z0-9_]*")
+    if not isinstance(values, list) or not 1 <= len(values) <= MAX_QUERY_VALUES:
+        raise InvalidInput(f"{field}.values", f"must be a list of 1 to {MAX_QUERY_VALUES} "
+                                              "strings")
+    first: dict[str, int] = {}
+    for i, item in enumerate(values):
+        where = f"{field}.values[{i}]"
+        if not isinstance(item, str) or not 1 <= len(item) <= MAX_QUERY_VALUE:
+            raise InvalidInput(where, f"must be a non-empty string of at most "
+                                      f"{MAX_QUERY_VALUE} characters")
+        if "\x00" in item:
+            raise InvalidInput(where, "must not contain NUL")
+        if item in first:
+            raise InvalidInput(where, f"duplicates {field}.values[{first[item]}]")
+        first[item] = i
+    return {"field": name, "values": list(values)}
 
 
 def validate_split(split: Any, *, has_developer: bool) -> dict[str, int]:
@@ -127,6 +183,9 @@ class Order(Aggregate):
         self.revenue_split: dict[str, int] = {}
         self.required_approvals: list[str] = []
         self.approvals: list[str] = []
+        self.query: dict[str, Any] | None = None
+        #: executions asked for: 1 once approved (the order's query), +1 per submitted query
+        self.executions = 0
 
     def pending_approvals(self) -> list[str]:
         """Required parties that have not approved yet."""
@@ -134,14 +193,16 @@ class Order(Aggregate):
 
     # -- decide -----------------------------------------------------------------
     @classmethod
-    def place(cls, id: str, ctx: Context, *, product: Product, purpose: str) -> Order:
+    def place(cls, id: str, ctx: Context, *, product: Product, purpose: str,
+              query: Any = None) -> Order:
         """Place; the caller checked that the demander is admitted."""
         ctx.actor.require_role("demander")
         product.require_listed()
         agg = cls(id)
         agg.trigger(OrderPlaced, ctx, demander_id=ctx.actor.participant_id,
                     product_id=product.id, operator_id=product.operator_id,
-                    purpose=require_text(purpose, "purpose"))
+                    purpose=require_text(purpose, "purpose"),
+                    query=None if query is None else validate_query(query))
         return agg
 
     def grant_trial(self, ctx: Context) -> None:
@@ -185,6 +246,15 @@ class Order(Aggregate):
         if not self.pending_approvals():
             self.trigger(ContractApproved, ctx)
 
+    def submit_query(self, ctx: Context, *, query: Any) -> int:
+        """The demander asks for the next execution with ``query``; its number."""
+        self._require_demander(ctx)
+        checked = validate_query(query)
+        self.require_state(["approved"], "submit a query")
+        execution = self.executions + 1
+        self.trigger(ContractQuerySubmitted, ctx, execution=execution, query=checked)
+        return execution
+
     def terminate(self, ctx: Context, *, reason: str) -> None:
         self._require_terminator(ctx)
         self.require_state(["approved"], "terminate the contract")
@@ -223,6 +293,7 @@ class Order(Aggregate):
     def _placed(self, e: OrderPlaced) -> None:
         self.state, self.demander_id, self.product_id = "placed", e.demander_id, e.product_id
         self.operator_id, self.purpose = e.operator_id, e.purpose
+        self.query = None if e.query is None else dict(e.query)
 
     @applies(TrialGranted)
     def _trial(self, e: TrialGranted) -> None:
@@ -244,7 +315,11 @@ class Order(Aggregate):
 
     @applies(ContractApproved)
     def _approved(self, e: ContractApproved) -> None:
-        self.state = "approved"
+        self.state, self.executions = "approved", 1
+
+    @applies(ContractQuerySubmitted)
+    def _query_submitted(self, e: ContractQuerySubmitted) -> None:
+        self.executions = e.execution
 
     @applies(ContractTerminated)
     def _terminated(self, e: ContractTerminated) -> None:
@@ -273,12 +348,14 @@ def _order_view(order: Order) -> dict[str, Any]:
 
 
 # -- use cases ------------------------------------------------------------------
-def place_order(uow: UnitOfWork, ctx: Context, *, product_id: str,
-                purpose: str) -> dict[str, Any]:
-    """An admitted demander orders a listed product for a declared purpose."""
+def place_order(uow: UnitOfWork, ctx: Context, *, product_id: str, purpose: str,
+                query: Any = None) -> dict[str, Any]:
+    """An admitted demander orders a listed product for a declared purpose, optionally with
+    the query of execution 1."""
     ctx.actor.require_role("demander")
     uow.get(Participant, ctx.actor.participant_id).require_admitted()
-    agg = Order.place(new_id(), ctx, product=uow.get(Product, product_id), purpose=purpose)
+    agg = Order.place(new_id(), ctx, product=uow.get(Product, product_id), purpose=purpose,
+                      query=query)
     uow.add(agg)
     return _order_view(agg)
 
@@ -317,6 +394,18 @@ def approve_contract(uow: UnitOfWork, ctx: Context, order_id: str) -> dict[str, 
     agg = uow.get(Order, order_id)
     agg.approve(ctx)
     return {**_order_view(agg), "pending_approvals": agg.pending_approvals()}
+
+
+def submit_query(uow: UnitOfWork, ctx: Context, order_id: str, *,
+                 query: Any) -> dict[str, Any]:
+    """The demander asks for the next execution (2, 3, …) of its approved contract.
+
+    Not metered here: an execution beyond the processing count is refused when a provider's
+    node asks to run it (recorded as ``count_exhausted``).
+    """
+    agg = uow.get(Order, order_id)
+    execution = agg.submit_query(ctx, query=query)
+    return {"order_id": agg.id, "execution": execution}
 
 
 def terminate_contract(uow: UnitOfWork, ctx: Context, order_id: str, *,

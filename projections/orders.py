@@ -61,6 +61,12 @@ orders = Table(
     # the seq of the contract.approved event: a compute node fetches exactly that event
     # (GET /ledger/events/{seq}) to check it against an anchored checkpoint
     Column("approved_seq", BigInteger, nullable=True),
+    # what the demander asked to compute: the order's query (execution 1), the number of
+    # executions asked for (1 once approved) and the queries of executions 2, 3, … with the
+    # seq of each contract.query_submitted (a node proves its inclusion before running it)
+    Column("query", JSON, nullable=True),
+    Column("executions", Integer, nullable=False),
+    Column("queries", JSON, nullable=False),
     Column("closed_at", String, nullable=True),
     Column("updated_at", String, nullable=False),
     Column("version", Integer, nullable=False),
@@ -76,7 +82,7 @@ def _placed(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
         id=entry.originator_id, demander_id=p["demander_id"], product_id=p["product_id"],
         operator_id=p["operator_id"], purpose=p["purpose"], state="placed", trial_granted=False,
         required_approvals=[], approvals=[], placed_at=p["at"], updated_at=p["at"],
-        version=entry.version)
+        version=entry.version, query=p.get("query"), executions=0, queries=[])
     grant(conn, KIND, entry.originator_id, p["demander_id"], p["operator_id"])
 
 
@@ -102,7 +108,15 @@ def _party_approved(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> Non
 
 
 def _approved(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
-    _touch(conn, entry, p, state="approved", approved_at=p["at"], approved_seq=entry.seq)
+    _touch(conn, entry, p, state="approved", approved_at=p["at"], approved_seq=entry.seq,
+           executions=1)
+
+
+def _query_submitted(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
+    queries = conn.execute(select(orders.c.queries).where(
+        orders.c.id == entry.originator_id)).scalar_one()
+    _touch(conn, entry, p, executions=p["execution"], queries=[
+        *queries, {"execution": p["execution"], "seq": entry.seq, "query": p["query"]}])
 
 
 def _terminated(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
@@ -127,6 +141,7 @@ class OrdersProjection(Projection):
             "contract.accepted": _accepted,
             "contract.party_approved": _party_approved,
             "contract.approved": _approved,
+            "contract.query_submitted": _query_submitted,
             "contract.terminated": _terminated,
             "order.cancelled": _cancelled,
         }
@@ -136,7 +151,8 @@ class OrdersProjection(Projection):
 _FIELDS = ("id", "demander_id", "product_id", "operator_id", "purpose", "state",
            "trial_granted", "usage_policy", "price_fen", "revenue_split", "required_approvals",
            "approvals", "termination_reason", "cancellation_reason", "placed_at", "proposed_at",
-           "accepted_at", "approved_at", "approved_seq", "closed_at", "updated_at", "version")
+           "accepted_at", "approved_at", "approved_seq", "query", "executions", "queries",
+           "closed_at", "updated_at", "version")
 
 
 def _visible(viewer_id: str, sees_all: bool) -> ColumnElement[bool]:

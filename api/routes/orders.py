@@ -1,8 +1,9 @@
 """Orders and contracts (订单/合约): the contract id is the order id.
 
-A demander orders a listed product, the operator may grant a trial (试用) and proposes
-the contract, the demander accepts, the input providers and the operator approve;
-``contract.approved`` puts it in force.
+A demander orders a listed product (optionally with a query: what execution 1 computes), the
+operator may grant a trial (试用) and proposes the contract, the demander accepts, the input
+providers and the operator approve; ``contract.approved`` puts it in force. The demander asks
+for more executions with ``POST /orders/{id}/queries``.
 """
 
 from __future__ import annotations
@@ -31,10 +32,41 @@ CirculationMode = Literal["plaintext", "ciphertext", "trusted_exchange"]
 assert get_args(CirculationMode) == policy.CIRCULATION_MODES
 
 
+class DataQuery(BaseModel):
+    """What to compute: the rows whose column ``field`` has one of ``values``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    field: str = Field(min_length=1, max_length=uc.MAX_QUERY_FIELD,
+                       pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="a column name")
+    values: list[Any] = Field(
+        min_length=1, max_length=uc.MAX_QUERY_VALUES,
+        json_schema_extra={"items": {"type": "string", "minLength": 1,
+                                     "maxLength": uc.MAX_QUERY_VALUE}},
+        description=f"1 to {uc.MAX_QUERY_VALUES} distinct non-empty strings of at most "
+                    f"{uc.MAX_QUERY_VALUE} characters (each checked as query.values[i])")
+
+
 class OrderCreate(BaseModel):
     product_id: Id = Field(description="a listed product")
     purpose: Annotated[str, NoNul] = Field(min_length=1, max_length=5000,
                                            description="the declared purpose")
+    query: DataQuery | None = Field(default=None, description="what execution 1 computes")
+
+
+class QuerySubmission(BaseModel):
+    query: DataQuery
+
+
+class QueryAnswer(CommandAnswer):
+    order_id: str
+    execution: int = Field(description="the execution this query asks for: 2, 3, …")
+
+
+class SubmittedQuery(BaseModel):
+    execution: int
+    seq: int = Field(description="seq of its contract.query_submitted event")
+    query: dict[str, Any]
 
 
 class UsagePolicy(BaseModel):
@@ -131,6 +163,12 @@ class OrderView(BaseModel):
     approved_at: str | None
     approved_seq: int | None = Field(
         default=None, description="seq of the contract.approved event (GET /ledger/events/{seq})")
+    query: dict[str, Any] | None = Field(default=None,
+                                         description="the order's query: execution 1")
+    executions: int = Field(default=0, description="executions asked for: 0 until the "
+                                                   "contract is approved, then 1 + queries")
+    queries: list[SubmittedQuery] = Field(default_factory=list,
+                                          description="the queries of executions 2, 3, …")
     closed_at: str | None
     updated_at: str
     version: int
@@ -138,9 +176,24 @@ class OrderView(BaseModel):
 
 @router.post("", status_code=201, response_model=OrderAnswer)
 async def place_order(body: OrderCreate, cmd: CommandsDep) -> JSONResponse:
-    """An admitted demander orders a listed product for a declared purpose."""
+    """An admitted demander orders a listed product for a declared purpose, optionally with
+    the query of execution 1 (``contract.approved`` asks for it)."""
+    query = None if body.query is None else body.query.model_dump()
     return answer(await cmd.run(uc.place_order, product_id=body.product_id,
-                                purpose=body.purpose), 201)
+                                purpose=body.purpose, query=query), 201)
+
+
+@router.post("/{order_id}/queries", status_code=201, response_model=QueryAnswer)
+async def submit_query(order_id: str, body: QuerySubmission, cmd: CommandsDep) -> JSONResponse:
+    """The order's demander asks for the next execution (2, 3, …) of its approved contract
+    (``contract.query_submitted``); 409 unless the contract is approved.
+
+    The processing count is not checked here: metering is the computation's check, so a
+    query beyond the contract's ``processing_count`` is accepted and its execution is
+    refused when a provider's node asks to run it (``count_exhausted``).
+    """
+    return answer(await cmd.run(uc.submit_query, order_id, query=body.query.model_dump()),
+                  201)
 
 
 @router.post("/{order_id}/trial", response_model=TrialAnswer)

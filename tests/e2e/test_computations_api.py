@@ -50,6 +50,16 @@ def report(chain: Chain, result: Any = RESULT) -> dict[str, Any]:
             "result_rows": len(result), "datasite": SITE}
 
 
+QUERY = {"field": "taxpayer_id", "values": ["91110000MA01", "91110000MA02"]}
+
+
+def ask_next(world: World, chain: Chain, oid: str, expect: int) -> None:
+    """The demander asks for execution ``expect`` (a query)."""
+    made = world.call("POST", f"/orders/{oid}/queries", chain.demander, 201,
+                      json={"query": QUERY})
+    assert made["execution"] == expect
+
+
 def events_of(world: World, originator_id: str) -> list[dict[str, Any]]:
     page = world.call("GET", "/ledger/events?limit=1000", world.regulator)["events"]
     return [e for e in page if e["originator_id"] == originator_id]
@@ -172,6 +182,9 @@ def test_a_failed_execution_then_the_next_one(world: World, chain: Chain) -> Non
     refused(world, "POST", f"/computations/{cid}/result", chain.provider, 409,
             json=report(chain))
     refused(world, "GET", f"/deliveries/{cid}/result", chain.demander, 409)
+    body = refused(world, "POST", "/computations", chain.provider, 409, json=ask(oid, 2))
+    assert "not asked for" in body["detail"]
+    ask_next(world, chain, oid, 2)
     second = world.call("POST", "/computations", chain.provider, 201, json=ask(oid, 2))
     assert second["execution"] == 2 and second["computation_id"] != cid
 
@@ -205,6 +218,8 @@ def test_refusals_write_nothing(world: World, chain: Chain) -> None:
     other = world.onboard("provider", "Another bureau 另一个局")
     for party in (chain.demander, chain.operator, world.regulator, other):
         refused(world, "POST", "/computations", party, 403, json=ask(oid))
+    refused(world, "POST", "/computations", chain.provider, 409, json=ask(oid, 2))  # not asked
+    ask_next(world, chain, oid, 2)
     refused(world, "POST", "/computations", chain.provider, 409, json=ask(oid, 2))  # gap
     refused(world, "POST", "/computations", chain.provider, 422, json=ask(oid, 0))
     refused(world, "POST", "/computations", chain.provider, 422, json=ask(oid, datasite=""))
@@ -248,6 +263,8 @@ def test_processing_count_one_refuses_after_one_success(world: World, chain: Cha
     world.call("POST", f"/orders/{oid}/contract/approvals", chain.operator)
     cid = world.call("POST", "/computations", chain.provider, 201, json=ask(oid))["computation_id"]
     world.call("POST", f"/computations/{cid}/failure", chain.provider, json={"reason": "oom"})
+    ask_next(world, chain, oid, 2)
+    ask_next(world, chain, oid, 3)  # asking is not metered; running is
     second = world.call("POST", "/computations", chain.provider, 201, json=ask(oid, 2))
     assert second["state"] == "requested"  # a failed execution does not count
     world.call("POST", f"/computations/{second['computation_id']}/result", chain.provider,

@@ -77,3 +77,23 @@ def test_the_stored_event_envelope_equals_the_canonical_encoding_of_the_whole(
     whole = {"seq": seq, "id": oid, "version": version, "type": type_name, "payload": payload}
     assert stored_event_bytes(seq, oid, version, type_name, canonical_bytes(payload)) == \
         canonical_bytes(whole)
+
+
+def test_a_v1_order_placed_reads_as_version_2_with_no_query() -> None:
+    from domain.order import OrderPlaced  # registers the domain's events
+
+    stored_v1 = canonical_bytes({"at": "2026-01-01T00:00:00Z", "actor": ACTOR,
+                                 "demander_id": "d", "product_id": "p", "operator_id": "o",
+                                 "purpose": "loans"})
+    event = event_class("order.placed").from_payload("order-1", 1, decode(stored_v1))
+    assert event == OrderPlaced(originator_id="order-1", originator_version=1,
+                                at="2026-01-01T00:00:00Z", actor=ACTOR, demander_id="d",
+                                product_id="p", operator_id="o", purpose="loans", query=None)
+    assert OrderPlaced.class_version == 2
+    query = {"field": "credit_code", "values": ["a", "b"]}
+    current = OrderPlaced(originator_id="order-1", originator_version=1, at="t", actor=ACTOR,
+                          demander_id="d", product_id="p", operator_id="o", purpose="x",
+                          query=query)
+    payload = decode(canonical_bytes(current.payload()))
+    assert payload["class_version"] == 2 and payload["query"] == query
+    assert OrderPlaced.from_payload("order-1", 1, payload) == current

@@ -26,7 +26,7 @@ from domain.computation import (
 )
 from domain.dataset import Dataset, record_data_loaded, withdraw_dataset
 from domain.errors import Forbidden, InvalidInput, NotFound, WrongState
-from domain.order import ContractProposed, Order, terminate_contract
+from domain.order import ContractProposed, Order, submit_query, terminate_contract
 from domain.participant import AdmissionApproved, Participant, ParticipantRegistered
 from domain.product import Product, ProductRegistered, delist_product
 from events.catalogue import Event
@@ -149,10 +149,20 @@ def test_existing_computation_is_returned_even_after_the_contract_ended() -> Non
     assert uow.commit() == []
 
 
+def ask_next(uow: MemoryUnitOfWork, order_id: str) -> int:
+    """The demander asks for the next execution (a query); its number."""
+    out = run(uow, submit_query, DEMANDER, order_id,
+              query={"field": "credit_code", "values": ["91110000MA01"]})
+    return int(out["execution"])
+
+
 def test_next_execution_after_the_previous_one() -> None:
     uow = MemoryUnitOfWork()
     order_id, first = requested(uow)
     run(uow, record_failure, PROVIDER, first, reason="node restarted")
+    err = refused(uow, WrongState, request_computation, PROVIDER, **request_kwargs(order_id, 2))
+    assert "not asked for" in err.detail and err.context["executions"] == 1
+    assert ask_next(uow, order_id) == 2
     second = run(uow, request_computation, PROVIDER, **request_kwargs(order_id, 2))
     assert second["computation_id"] == computation_id(order_id, 2, "p-provider")
     assert second["state"] == "requested"
@@ -262,6 +272,8 @@ def test_the_processing_count_meters_successful_executions_only() -> None:
     uow = MemoryUnitOfWork()
     order_id, first = requested(uow, {**POLICY, "processing_count": 1})
     run(uow, record_failure, PROVIDER, first, reason="node restarted")  # a failure is free
+    ask_next(uow, order_id)
+    ask_next(uow, order_id)  # asking is not metered: the computation is
     second = run(uow, request_computation, PROVIDER, **request_kwargs(order_id, 2))
     cid = second["computation_id"]
     run(uow, record_success, PROVIDER, cid, **success_kwargs(uow, cid))
@@ -278,7 +290,26 @@ def test_a_processing_count_of_zero_allows_no_execution() -> None:
 def test_refuses_an_execution_whose_predecessor_was_not_requested() -> None:
     uow = MemoryUnitOfWork()
     order_id = approved(uow)
+    ask_next(uow, order_id)
+    err = refused(uow, WrongState, request_computation, PROVIDER, **request_kwargs(order_id, 2))
+    assert "execution 1" in err.detail and "without gaps" in err.detail
+
+
+def test_refuses_an_execution_the_demander_has_not_asked_for() -> None:
+    uow = MemoryUnitOfWork()
+    order_id, _ = requested(uow)
+    err = refused(uow, WrongState, request_computation, PROVIDER, **request_kwargs(order_id, 2))
+    assert "not asked for" in err.detail
+    run(uow, terminate_contract, OPERATOR, order_id, reason="ended")
     refused(uow, WrongState, request_computation, PROVIDER, **request_kwargs(order_id, 2))
+
+
+def test_an_asked_for_execution_of_a_terminated_contract_is_recorded_as_refused() -> None:
+    uow = MemoryUnitOfWork()
+    order_id, _ = requested(uow)
+    ask_next(uow, order_id)
+    run(uow, terminate_contract, OPERATOR, order_id, reason="ended")
+    recorded_refusal(uow, "contract_terminated", **request_kwargs(order_id, 2))
 
 
 def test_refuses_when_an_input_authorization_was_revoked() -> None:

@@ -16,6 +16,7 @@ from domain.order import (
     grant_trial,
     place_order,
     propose_contract,
+    submit_query,
     terminate_contract,
 )
 from domain.participant import Participant
@@ -358,3 +359,91 @@ def test_cancelled_is_terminal() -> None:
     refused(uow, WrongState, propose_contract, OPERATOR, order_id, **propose_kwargs())
     refused(uow, WrongState, approve_contract, PROVIDER, order_id)
     refused(uow, WrongState, terminate_contract, OPERATOR, order_id, reason="x")
+
+
+# -- queries --------------------------------------------------------------------------------
+QUERY: dict[str, Any] = {"field": "credit_code", "values": ["91110000MA01", "91110000MA02"]}
+
+
+def test_the_order_query_is_execution_one_and_queries_ask_for_more() -> None:
+    uow = MemoryUnitOfWork()
+    w = listed_product(uow)
+    admitted(uow, "demander")
+    order_id = run(uow, place_order, DEMANDER, product_id=w["product_id"], purpose="loans",
+                   query=QUERY)["order_id"]
+    placed = uow.streams[order_id][0]
+    assert placed.payload()["query"] == QUERY and placed.payload()["class_version"] == 2
+    order = uow.get(Order, order_id)
+    assert (order.query, order.executions) == (QUERY, 0)
+    run(uow, propose_contract, OPERATOR, order_id, **propose_kwargs())
+    run(uow, accept_contract, DEMANDER, order_id)
+    run(uow, approve_contract, PROVIDER, order_id)
+    run(uow, approve_contract, OPERATOR, order_id)
+    assert uow.get(Order, order_id).executions == 1
+    second = {"field": "taxpayer_id", "values": ["x"]}
+    assert run(uow, submit_query, DEMANDER, order_id, query=second) == {
+        "order_id": order_id, "execution": 2}
+    assert run(uow, submit_query, DEMANDER, order_id, query=QUERY)["execution"] == 3
+    events = uow.streams[order_id][-2:]
+    assert [e.type_name for e in events] == ["contract.query_submitted"] * 2
+    assert [(e.payload()["execution"], e.payload()["query"]) for e in events] == [
+        (2, second), (3, QUERY)]
+    assert uow.get(Order, order_id).executions == 3
+
+
+def test_an_order_without_a_query_records_null() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = ordered(uow)["order_id"]
+    assert uow.streams[order_id][0].payload()["query"] is None
+
+
+def test_queries_need_an_approved_contract() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = accepted(uow)
+    err = refused(uow, WrongState, submit_query, DEMANDER, order_id, query=QUERY)
+    assert err.context["state"] == "accepted"
+    run(uow, approve_contract, PROVIDER, order_id)
+    run(uow, approve_contract, OPERATOR, order_id)
+    run(uow, terminate_contract, OPERATOR, order_id, reason="ended")
+    refused(uow, WrongState, submit_query, DEMANDER, order_id, query=QUERY)
+
+
+@pytest.mark.parametrize("who", [OPERATOR, PROVIDER, REGULATOR, PLATFORM,
+                                 ctx("demander", "p-demander-2")])
+def test_only_the_demander_submits_queries(who: Any) -> None:
+    uow = MemoryUnitOfWork()
+    order_id = approved(uow)
+    refused(uow, Forbidden, submit_query, who, order_id, query=QUERY)
+
+
+@pytest.mark.parametrize(("query", "field"), [
+    (None, "query"), ([], "query"), ({"field": "a"}, "query"),
+    ({**QUERY, "extra": 1}, "query"),
+    ({**QUERY, "field": ""}, "query.field"), ({**QUERY, "field": "1abc"}, "query.field"),
+    ({**QUERY, "field": "a-b"}, "query.field"), ({**QUERY, "field": "a" * 65}, "query.field"),
+    ({**QUERY, "field": 7}, "query.field"),
+    ({**QUERY, "values": []}, "query.values"), ({**QUERY, "values": "x"}, "query.values"),
+    ({**QUERY, "values": [str(i) for i in range(10_001)]}, "query.values"),
+    ({**QUERY, "values": ["a", "b", "c", ""]}, "query.values[3]"),
+    ({**QUERY, "values": ["a", 1]}, "query.values[1]"),
+    ({**QUERY, "values": ["a", "x" * 201]}, "query.values[1]"),
+    ({**QUERY, "values": ["a", "b\x00"]}, "query.values[1]"),
+    ({**QUERY, "values": ["a", "b", "a"]}, "query.values[2]"),
+])
+def test_refuses_an_invalid_query_naming_the_field(query: Any, field: str) -> None:
+    uow = MemoryUnitOfWork()
+    order_id = approved(uow)
+    err = refused(uow, InvalidInput, submit_query, DEMANDER, order_id, query=query)
+    assert isinstance(err, InvalidInput) and err.field == field
+    if query is not None:
+        product_id = uow.get(Order, order_id).product_id
+        err = refused(uow, InvalidInput, place_order, DEMANDER, product_id=product_id,
+                      purpose="loans", query=query)
+        assert isinstance(err, InvalidInput) and err.field == field
+
+
+def test_the_largest_query_is_accepted() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = approved(uow)
+    query = {"field": "a" * 64, "values": [f"{i:0200d}" for i in range(10_000)]}
+    assert run(uow, submit_query, DEMANDER, order_id, query=query)["execution"] == 2
