@@ -248,6 +248,7 @@ def build_market(api: Api) -> SimpleNamespace:
         "sector": "finance", "requested": [{"dataset_id": p.dataset_id, "fields": USED},
                                            {"dataset_id": p.loans_id, "fields": LOAN_USED}],
         "circulation_mode": "ciphertext"})["scenario_id"]
+    p.expert = expert
     api.call("POST", f"/scenarios/{p.scenario_id}/opinions", expert, 201,
              json={"verdict": "approve", "comment": "proportionate"})
     api.call("POST", f"/scenarios/{p.scenario_id}/decision", api.regulator.token,

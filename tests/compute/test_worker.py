@@ -23,9 +23,12 @@ from compute_nodes import datasite
 from compute_nodes.worker import ComputeNode, Outcome, Position
 from tests.compute.ledger import (
     ADMIN_TOKEN,
+    LOAN_FIELDS,
+    LOAN_USED,
     PRIVATE_COLUMNS,
     PYTHON,
     ROOT,
+    USED,
     expected_joined,
     expected_scores,
     free_port,
@@ -282,3 +285,70 @@ def test_inputs_the_provider_does_not_own_are_not_its_computation(w: SimpleNames
     [outcome] = node.handle(event)
     assert outcome.status == "ignored" and outcome.settled, outcome
     assert w.api.computations(contract) == []
+
+
+PER_FIRM = '''def per_firm(data):
+    return [{"uscc": str(u), "seen": 1} for u in sorted(data["uscc"])]
+'''
+
+
+def test_each_party_provider_runs_its_own_computation_over_its_own_inputs(
+        w: SimpleNamespace) -> None:
+    api, p = w.api, w.p
+    grid = api.onboard("provider", "Power grid 电网公司", code="GR")
+    arrears = api.call("POST", "/datasets", grid.token, 201, json={
+        "name": "Electricity arrears", "description": "per enterprise",
+        "source_system": "grid-billing", "classification": "L3",
+        "fields": LOAN_FIELDS})["dataset_id"]
+    api.call("POST", f"/datasets/{arrears}/publication", grid.token)
+    inputs = [{"dataset_id": p.dataset_id, "fields": USED},
+              {"dataset_id": arrears, "fields": LOAN_USED}]
+    scenario = api.call("POST", "/scenarios", p.operator.token, 201, json={
+        "title": "SME credit with arrears", "purpose": "score small firms for loans",
+        "sector": "finance", "requested": inputs,
+        "circulation_mode": "ciphertext"})["scenario_id"]
+    api.call("POST", f"/scenarios/{scenario}/opinions", p.expert, 201,
+             json={"verdict": "approve", "comment": "proportionate"})
+    api.call("POST", f"/scenarios/{scenario}/decision", api.regulator.token,
+             json={"approve": True, "comment": "approved"})
+    two = SimpleNamespace(**{**vars(p), "scenario_id": scenario})
+    auth_tax = api.grant(two, datasets=inputs[:1])
+    auth_grid = api.grant(SimpleNamespace(**{**vars(two), "provider": grid}),
+                          datasets=inputs[1:])
+    product = api.call("POST", "/products", p.operator.token, 201, json={
+        "scenario_id": scenario, "authorization_ids": [auth_tax, auth_grid],
+        "name": "firms seen by each provider", "kind": "api", "code": PER_FIRM,
+        "inputs": inputs, "output_schema": {"type": "array"}, "price_fen": 100,
+        "developer_id": p.developer.id})["product_id"]
+    api.call("POST", f"/products/{product}/listing-request", p.operator.token)
+    api.call("POST", f"/products/{product}/listing-decision", ADMIN_TOKEN,
+             json={"approve": True, "comment": "ok"})
+    contract = api.order(p, product, approve=False)
+    api.call("POST", f"/orders/{contract}/contract/approvals", grid.token)
+    api.approve(p, contract)
+
+    site = datasite.launch("grid-node", data_dir=w.tmp / "grid-datasite", reset=True,
+                           admin_password="grid-admin-1")
+    try:
+        admin = site.admin()
+        runner = datasite.data_scientist(site, admin, "node@grid.example", "grid-pass-1")
+        grid_node = ComputeNode(w.url, grid.token, admin, runner, "grid-node", w.trust)
+        grid_loaded = grid_node.load(arrears, w.tmp / "loans.csv", w.tmp / "loans-mock.csv")
+        seq = api.event(contract, "contract.approved")["seq"]
+        outcomes = {}
+        for name, node, token in (("tax", w.node(), p.provider.token),
+                                  ("grid", grid_node, grid.token)):
+            event = api.call("GET", f"/ledger/events/{seq}", token)
+            [outcomes[name]] = until_settled(node, event)
+            assert outcomes[name].status == "delivered", outcomes[name]
+    finally:
+        site.land()
+    assert outcomes["tax"].computation_id != outcomes["grid"].computation_id
+    for name, dataset, digest, table in (
+            ("tax", p.dataset_id, w.loaded["sha256_of_private_file"], w.private),
+            ("grid", arrears, grid_loaded["sha256_of_private_file"], w.loans)):
+        requested, succeeded, _ = delivered_once(w, outcomes[name])
+        assert requested["payload"]["dataset_ids"] == [dataset]
+        assert succeeded["payload"]["input_hashes"] == {dataset: digest}
+        assert result_of(w, outcomes[name]) == [
+            {"uscc": u, "seen": 1} for u in sorted(table["uscc"])]
