@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from sqlalchemy import Connection, Engine, create_engine, event, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.pool import QueuePool
 
@@ -72,9 +72,26 @@ class ProjectionRunner:
         self.on_applied: list[Callable[[set[str]], None]] = []
 
     def create_tables(self) -> None:
-        """Create every read-model table that does not exist."""
+        """Create every read-model table that does not exist; if a table lacks a column this
+        version declares (read models made by an older version), drop them all: the catch-up
+        rebuilds them from seq 1 (they are projections of the log; nothing is lost)."""
+        missing = self._missing_columns()
+        if missing:
+            log.warning("read models lack columns %s: rebuilding them from the log",
+                        ", ".join(missing))
+            METADATA.drop_all(self.engine)
         METADATA.create_all(self.engine)
         self.position = self._min_position()
+
+    def _missing_columns(self) -> list[str]:
+        found = inspect(self.engine)
+        missing: list[str] = []
+        for table in METADATA.sorted_tables:
+            if found.has_table(table.name):
+                have = {c["name"] for c in found.get_columns(table.name)}
+                missing += [f"{table.name}.{c.name}" for c in table.columns
+                            if c.name not in have]
+        return missing
 
     def _min_position(self) -> int:
         with self.engine.connect() as conn:

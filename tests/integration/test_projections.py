@@ -89,3 +89,17 @@ def test_catching_up_twice_changes_nothing_and_a_rebuild_gives_the_same_state(
     assert runner.digests() == first
     assert runner.rebuild() == store.max_seq()
     assert runner.digests() == first
+
+
+def test_read_models_of_an_older_shape_are_rebuilt_from_the_log(
+        store: EventStore, runner: ProjectionRunner) -> None:
+    add_platform_with_members(store, 4)
+    runner.catch_up()
+    before = runner.digests()
+    with runner.engine.begin() as conn:  # as an older version made it: a column fewer
+        conn.exec_driver_sql("ALTER TABLE rm_members DROP COLUMN name")
+    again = ProjectionRunner(store, runner.engine, runner.projections, batch_size=3)
+    again.create_tables()
+    assert again.position == 0
+    again.catch_up()
+    assert again.digests() == before and count_members(again) == 4
