@@ -1,0 +1,108 @@
+"""The compute node's pure parts: event parsing, queries, results, positions, filters.
+
+Runs inside the compute venv only: ``compute_nodes/setup-env test``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from compute_nodes.jetstream import common_filter
+from compute_nodes.worker import (
+    RETRY_LATER,
+    LedgerEvent,
+    NodeError,
+    Outcome,
+    Position,
+    apply_query,
+    check_query,
+    settled,
+    to_json_result,
+)
+
+
+def canonical(seq: int = 7, type_name: str = "contract.approved", payload: dict | None = None,
+              originator: str = "c-1") -> bytes:
+    record = {"id": originator, "payload": payload or {}, "seq": seq, "type": type_name,
+              "version": 5}
+    return json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
+
+
+def test_an_event_is_read_from_its_canonical_bytes() -> None:
+    raw = canonical(payload={"execution": 2, "query": None}, type_name="contract.query_submitted")
+    view = {"seq": 7, "type": "contract.query_submitted", "originator_id": "c-1",
+            "canonical": base64.b64encode(raw).decode(), "payload": {"forged": True}}
+    event = LedgerEvent.parse(view)
+    assert (event.seq, event.type, event.originator_id) == (7, "contract.query_submitted", "c-1")
+    assert event.payload == {"execution": 2, "query": None}  # not the view's payload
+    assert LedgerEvent.parse(raw) == event
+
+
+@pytest.mark.parametrize(("view", "problem"), [
+    ({"seq": 8, "canonical": base64.b64encode(canonical()).decode()}, "the view says"),
+    ({"seq": 7}, "canonical bytes"),
+    ({"canonical": "not base64!"}, "base64"),
+    ({"canonical": base64.b64encode(b'{"id":"c"}').decode()}, "not a stored event"),
+    ({"canonical": base64.b64encode(b"\xff").decode()}, "not canonical JSON"),
+])
+def test_an_event_whose_view_and_bytes_disagree_is_refused(view: dict, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        LedgerEvent.parse(view)
+
+
+def test_queries_keep_only_the_asked_rows() -> None:
+    rows = [{"uscc": "A", "score": 1}, {"uscc": "B", "score": 2}, {"uscc": "C", "score": 3}]
+    assert apply_query(rows, None) == rows
+    assert apply_query(rows, {"field": "uscc", "values": ["C", "A", "Z"]}) == [rows[0], rows[2]]
+    table = pd.DataFrame({"id": [1, 2, 3], "n": [4, 5, 6]})
+    assert apply_query(table, {"field": "id", "values": ["2"]}) == [{"id": 2, "n": 5}]
+    with pytest.raises(ValueError, match="no column 'x'"):
+        apply_query(rows, {"field": "x", "values": ["A"]})
+    with pytest.raises(ValueError, match="table of rows"):
+        apply_query({"rows": 3}, {"field": "uscc", "values": ["A"]})
+    assert apply_query([], {"field": "uscc", "values": ["A"]}) == []
+
+
+@pytest.mark.parametrize("query", [
+    {"field": "uscc"}, {"field": "", "values": ["a"]}, {"field": "uscc", "values": [1]},
+    {"field": "uscc", "values": "a"}, ["uscc"], {"field": "u", "values": ["a"], "x": 1},
+])
+def test_a_malformed_query_is_refused(query: object) -> None:
+    with pytest.raises(NodeError):
+        check_query(query)
+
+
+def test_results_are_plain_json_with_rows() -> None:
+    value, rows = to_json_result(pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}))
+    assert (value, rows) == ([{"a": 1, "b": "x"}, {"a": 2, "b": "y"}], 2)
+    assert to_json_result({"n": 3.0}) == ({"n": 3}, 1)
+    with pytest.raises(ValueError, match="non-integral"):
+        to_json_result([0.5])
+
+
+def test_outcomes_left_for_later() -> None:
+    assert RETRY_LATER == {"not_anchored", "refused", "error"}
+    assert settled([Outcome("c", "delivered"), Outcome("c", "ignored"), Outcome("c", "failed")])
+    assert settled([])
+    assert not settled([Outcome("c", "skipped"), Outcome("c", "not_anchored")])
+
+
+def test_position_is_kept_in_a_file_and_never_moves_back(tmp_path: Path) -> None:
+    path = tmp_path / "node" / "position.json"
+    assert Position(path).seq == 0
+    Position(path).save(12)
+    position = Position(path)
+    assert position.seq == 12
+    position.save(5)
+    assert json.loads(path.read_text()) == {"seq": 12}
+
+
+def test_common_filter_for_servers_without_filter_subjects() -> None:
+    assert common_filter(["ledger.contract.approved", "ledger.contract.query_submitted"]) == \
+        "ledger.contract.>"
+    assert common_filter(["x.a", "x.a"]) == "x.a"
