@@ -53,7 +53,6 @@ log = logging.getLogger("compute_nodes.host")
 RUNNER_EMAIL = "compute-node@dataledger.example"
 PAGE = 500  # events per poll
 JOB_TIMEOUT_S = 600.0
-NOT_READY = ("not_anchored", "error")  # outcomes that leave the event to the next round
 
 
 def node_dir() -> Path:
@@ -227,18 +226,21 @@ class Host:
                                  params={"after": hosted.position, "limit": PAGE})
         if r.status_code != 200:
             raise RuntimeError(f"GET /ledger/events: {r.status_code} {r.text[:300]}")
+        from compute_nodes.worker import WATCHED, settled
+
         page = r.json()
         handled = 0
         for event in page["events"]:
-            outcomes = hosted.node.handle(event)
-            for outcome in outcomes:
-                log.info("%s: %s", hosted.enrollment.name,
-                         json.dumps(asdict(outcome), ensure_ascii=False, default=str))
-            if any(o.status in NOT_READY for o in outcomes):
-                self._save_position(hosted)
-                return handled
+            if event.get("type") in WATCHED:
+                outcomes = hosted.node.handle(event)
+                for outcome in outcomes:
+                    log.info("%s: %s", hosted.enrollment.name,
+                             json.dumps(asdict(outcome), ensure_ascii=False, default=str))
+                if not settled(outcomes):  # not anchored yet, or the platform failed
+                    self._save_position(hosted)
+                    return handled
+                handled += 1
             hosted.position = int(event["seq"])
-            handled += 1
         next_after = int(page.get("next_after") or hosted.position)
         hosted.position = max(hosted.position, next_after)
         self._save_position(hosted)

@@ -111,6 +111,12 @@ class Platform:
         return r.json() if r.headers.get("content-type", "").startswith("application/json") \
             else r.content
 
+    def raw(self, path: str, token: str) -> bytes:
+        r = self.http.get(path, headers={"Authorization": f"Bearer {token}"})
+        if r.status_code != 200:
+            raise DemoError(f"GET {path}: {r.status_code} {r.text[:500]}")
+        return r.content
+
     def onboard(self, role: str, name: str, judge: str) -> SimpleNamespace:
         code = credit_code(random.Random(name), region="310000")
         made = self.call("POST", "/participants", self.admin, 201, json={
@@ -323,7 +329,7 @@ def _scenario(api: Platform, data_dir: Path, enterprises: int, asked: int,
             continue
         check(f"{p.view}: the input hash on the ledger is its private file's",
               comp["input_hashes"] == {p.dataset: p.sha256})
-        raw = api.call("GET", f"/deliveries/{comp['computation_id']}/result", bank.token)
+        raw = api.raw(f"/deliveries/{comp['computation_id']}/result", bank.token)
         rows = json.loads(raw)
         check(f"{p.view}: the delivered bytes hash to the ledger's result SHA-256",
               hashlib.sha256(raw).hexdigest() == comp["result_sha256"])
