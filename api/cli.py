@@ -71,9 +71,7 @@ def _start_compute_node(settings: Any, container: Any, host: str, port: int) -> 
         print(f"No compute node: {why}. Contracts will not be computed.", flush=True)
         return None
     node = NodeSupervisor(settings.data_dir.absolute() / "node", _loopback_url(host, port),
-                          trust_document(container), nats_url=settings.nats_url,
-                          nats_stream=settings.nats_stream,
-                          nats_subject_prefix=settings.nats_subject_prefix)
+                          trust_document(container))
     node.start()
     print(f"Compute node: started from {compute_python()}; providers enroll with "
           "`dataledger compute-node enroll --token TOKEN`", flush=True)

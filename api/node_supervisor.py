@@ -70,12 +70,10 @@ class NodeSupervisor:
     """Runs ``python -m compute_nodes.host run`` from the compute venv and keeps it running."""
 
     def __init__(self, node_dir: Path, platform_url: str, trust: dict[str, Any], *,
-                 nats_url: str = "", nats_stream: str = "LEDGER",
-                 nats_subject_prefix: str = "ledger", python: Path | None = None) -> None:
+                 python: Path | None = None) -> None:
         self.node_dir = node_dir
         self.platform_url = platform_url
         self.trust = trust
-        self.nats = (nats_url, nats_stream, nats_subject_prefix)
         self.python = python or compute_python()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -87,14 +85,10 @@ class NodeSupervisor:
         return [str(self.python), "-m", "compute_nodes.host", "run"]
 
     def environment(self) -> dict[str, str]:
-        url, stream, prefix = self.nats
         return compute_env({
             "DATALEDGER_NODE_PLATFORM_URL": self.platform_url,
             "DATALEDGER_NODE_DATA_DIR": str(self.node_dir),
             "DATALEDGER_NODE_TRUST_FILE": str(self.node_dir / "trust.json"),
-            "DATALEDGER_NODE_NATS_URL": url,
-            "DATALEDGER_NODE_NATS_STREAM": stream,
-            "DATALEDGER_NODE_NATS_SUBJECT_PREFIX": prefix,
             # the node exits when this process is gone (even after a kill -9)
             "DATALEDGER_NODE_PARENT_PID": str(os.getpid()),
         })

@@ -305,44 +305,15 @@ def _scenario(api: Platform, data_dir: Path, enterprises: int, asked: int,
     _say("bank", f"order {order}: asked about {len(wanted)} of {enterprises} enterprises")
 
     print("\n6. Computation on each datasite and delivery (数据可用不可见)", flush=True)
-    deadline = time.monotonic() + timeout
-    computations: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        computations = api.call("GET", "/computations", bank.token,
-                                params={"contract_id": order})
-        done = [c for c in computations if c["state"] in ("succeeded", "failed")]
-        if len(done) == len(providers):
-            break
-        time.sleep(1)
-    else:
-        raise DemoError(f"after {timeout:.0f} s: computations "
-                        f"{[(c['provider_id'], c['state']) for c in computations]}")
-    by_provider = {c["provider_id"]: c for c in computations}
-    totals: Counter[str] = Counter()
-    private_columns = {f["name"] for p in providers.values() for f in p.fields} - {"uscc"}
-    for p in providers.values():
-        comp = by_provider.get(p.id)
-        check(f"{p.view}: its computation succeeded",
-              comp is not None and comp["state"] == "succeeded")
-        if comp is None or comp["state"] != "succeeded":
-            _say(p.name, f"computation: {comp}")
-            continue
-        check(f"{p.view}: the input hash on the ledger is its private file's",
-              comp["input_hashes"] == {p.dataset: p.sha256})
-        raw = api.raw(f"/deliveries/{comp['computation_id']}/result", bank.token)
-        rows = json.loads(raw)
-        check(f"{p.view}: the delivered bytes hash to the ledger's result SHA-256",
-              hashlib.sha256(raw).hexdigest() == comp["result_sha256"])
-        check(f"{p.view}: the bank got exactly the {len(wanted)} enterprises it asked about",
-              sorted(r["uscc"] for r in rows) == sorted(wanted))
-        check(f"{p.view}: no private column reached the bank",
-              all(set(r) == {"uscc", "points"} for r in rows)
-              and not private_columns & {k for r in rows for k in r})
-        for r in rows:
-            totals[r["uscc"]] += int(r["points"])
-        _say(p.name, f"computed on {len(tables['private'][p.view])} private rows in its own "
-             f"datasite; delivered {len(rows)} rows of points, result SHA-256 "
-             f"{comp['result_sha256'][:16]}…")
+    totals = _deliveries(api, bank, order, 1, providers, wanted, tables, check, timeout)
+    later = tables["codes"][asked:asked + 5]
+    if later:
+        answer = api.call("POST", f"/orders/{order}/queries", bank.token, 201,
+                          json={"query": {"field": "uscc", "values": later}})
+        _say("bank", f"a second query (execution {answer['execution']}): {len(later)} more "
+             "enterprises")
+        totals.update(_deliveries(api, bank, order, answer["execution"], providers, later,
+                                  tables, check, timeout))
 
     print("\n7. What each party saw", flush=True)
     _say("bank", f"credit points for its {len(totals)} applicants (sum of the three views):")
@@ -369,6 +340,52 @@ def _scenario(api: Platform, data_dir: Path, enterprises: int, asked: int,
     for what in failed:
         print(f"  FAILED: {what}", flush=True)
     return 1 if failed else 0
+
+
+def _deliveries(api: Platform, bank: SimpleNamespace, order: str, execution: int,
+                providers: dict[str, SimpleNamespace], wanted: list[str],
+                tables: dict[str, Any], check: Any, timeout: float) -> Counter[str]:
+    """Wait for each provider's computation of ``execution``; check and add up its points."""
+    deadline = time.monotonic() + timeout
+    computations: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        computations = [c for c in api.call("GET", "/computations", bank.token,
+                                            params={"contract_id": order})
+                        if c["execution"] == execution]
+        done = [c for c in computations if c["state"] in ("succeeded", "failed")]
+        if len(done) == len(providers):
+            break
+        time.sleep(1)
+    else:
+        raise DemoError(f"after {timeout:.0f} s: computations of execution {execution}: "
+                        f"{[(c['provider_id'], c['state']) for c in computations]}")
+    by_provider = {c["provider_id"]: c for c in computations}
+    totals: Counter[str] = Counter()
+    private_columns = {f["name"] for p in providers.values() for f in p.fields} - {"uscc"}
+    for p in providers.values():
+        comp = by_provider.get(p.id)
+        check(f"{p.view} #{execution}: its computation succeeded",
+              comp is not None and comp["state"] == "succeeded")
+        if comp is None or comp["state"] != "succeeded":
+            _say(p.name, f"computation: {comp}")
+            continue
+        check(f"{p.view} #{execution}: the input hash on the ledger is its private file's",
+              comp["input_hashes"] == {p.dataset: p.sha256})
+        raw = api.raw(f"/deliveries/{comp['computation_id']}/result", bank.token)
+        rows = json.loads(raw)
+        check(f"{p.view} #{execution}: the delivered bytes hash to the ledger's result SHA-256",
+              hashlib.sha256(raw).hexdigest() == comp["result_sha256"])
+        check(f"{p.view} #{execution}: the bank got exactly the {len(wanted)} enterprises it "
+              "asked about", sorted(r["uscc"] for r in rows) == sorted(wanted))
+        check(f"{p.view} #{execution}: no private column reached the bank",
+              all(set(r) == {"uscc", "points"} for r in rows)
+              and not private_columns & {k for r in rows for k in r})
+        for r in rows:
+            totals[r["uscc"]] += int(r["points"])
+        _say(p.name, f"execution {execution}: computed on {len(tables['private'][p.view])} "
+             f"private rows in its own datasite; delivered {len(rows)} rows of points, "
+             f"result SHA-256 {comp['result_sha256'][:16]}…")
+    return totals
 
 
 def _verify_delivery(api: Platform, bank: SimpleNamespace, order: str, check: Any) -> None:
