@@ -4,8 +4,9 @@
 provider that enrolled (``enroll``) it runs an in-process PySyft 0.9.5 datasite of that
 provider's own (``sy.orchestra.launch``, state under ``<node dir>/datasites``) and a
 :class:`~compute_nodes.worker.ComputeNode` acting with that provider's credentials, fed
-from the log (``GET /ledger/events`` as that provider sees it; JetStream if
-``DATALEDGER_NODE_NATS_URL`` is set — see the worker). Data is loaded into a provider's
+from the log as that provider sees it (``GET /ledger/events``, a page per provider per
+round, in one thread: the embedded default has no NATS; a standalone node follows JetStream
+with ``dataledger compute-node run --nats URL``). Data is loaded into a provider's
 datasite through the running host (``load`` drops a job in ``<node dir>/jobs`` and waits
 for its answer), since an in-process datasite belongs to the process that runs it.
 
