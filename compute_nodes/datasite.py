@@ -14,6 +14,8 @@ which the ledger server never does. The worker calls:
   ``request_key``.
 - ``input_hashes(client, dataset_ids)``: the SHA-256 of each dataset's private file, as
   recorded when it was loaded (the asset's content hash the node reports).
+- ``request_exists(client, function_name, request_key)``: whether any code was ever requested
+  under that key (an audit: a refused execution never reached the datasite).
 - ``approve_and_run(admin, request_id, runner=...)``: approve the request and run the code
   on the private data; once the execution count is used up, the recorded result is returned
   again without running the code (PySyft 0.9.5 itself would run it again, see below).
