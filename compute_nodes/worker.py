@@ -211,7 +211,9 @@ class Outcome:
     ``status``: ``delivered`` (result on the ledger), ``failed`` (the execution is recorded
     as failed: a policy refusal by the ledger, or the code or the datasite failed),
     ``skipped`` (the execution was already succeeded or failed), ``ignored`` (nothing for
-    this provider to do), and the ones to retry later (:data:`RETRY_LATER`):
+    this provider to do), ``rejected`` (``POST /computations`` answered 403, 404, 409
+    wrong_state or 422: nothing is recorded and asking again would get the same answer),
+    and the ones to retry later (:data:`RETRY_LATER`):
     ``not_anchored`` (no anchored checkpoint covers the event yet), ``refused`` (a check of
     what the platform showed failed), ``error`` (the platform did not answer as expected).
     """
@@ -445,9 +447,18 @@ class ComputeNode:
         visible = isinstance(code, str)
         code_sha256 = (hashlib.sha256(code.encode("utf-8")).hexdigest() if visible
                        else str(product["code_sha256"]).lower())
-        made = self._call("POST", "/computations", expect=(200, 201), json={
-            "contract_id": contract_id, "execution": execution,
-            "datasite": self.datasite_name, "code_sha256": code_sha256}).json()
+        try:
+            made = self._call("POST", "/computations", expect=(200, 201), json={
+                "contract_id": contract_id, "execution": execution,
+                "datasite": self.datasite_name, "code_sha256": code_sha256}).json()
+        except PlatformError as exc:
+            if not _final(exc):
+                raise
+            # The ledger decided on its event store (not a lagging read model) and will
+            # answer the same way again: waiting would stall the follower on this event.
+            log.error("contract %s execution %d rejected by the ledger: %s", contract_id,
+                      execution, exc)
+            return Outcome(contract_id, "rejected", str(exc), execution)
         comp_id = str(made["computation_id"])
         state = made.get("state")
         if made.get("existing") and state in ("succeeded", "failed"):
@@ -700,6 +711,14 @@ def _text(value: Any) -> str:
     if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
         value = value.item()
     return value if isinstance(value, str) else str(value)
+
+
+def _final(exc: PlatformError) -> bool:
+    """A refusal of ``POST /computations`` that asking again cannot change: forbidden,
+    unknown contract, invalid field, or a state rule (not an optimistic-concurrency clash)."""
+    if exc.status in (403, 404, 422):
+        return True
+    return exc.status == 409 and '"wrong_state"' in str(exc)
 
 
 def _function_name(code: str) -> str:

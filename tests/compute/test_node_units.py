@@ -18,7 +18,9 @@ from compute_nodes.worker import (
     LedgerEvent,
     NodeError,
     Outcome,
+    PlatformError,
     Position,
+    _final,
     apply_query,
     check_query,
     settled,
@@ -106,3 +108,19 @@ def test_common_filter_for_servers_without_filter_subjects() -> None:
     assert common_filter(["ledger.contract.approved", "ledger.contract.query_submitted"]) == \
         "ledger.contract.>"
     assert common_filter(["x.a", "x.a"]) == "x.a"
+
+
+@pytest.mark.parametrize(("status", "body", "final"), [
+    (403, '{"error":"forbidden","detail":"not a party"}', True),
+    (404, '{"error":"not_found","detail":"no contract"}', True),
+    (422, '{"error":"invalid_input","detail":"execution"}', True),
+    (409, '{"error":"wrong_state","detail":"execution 3 was not asked for"}', True),
+    (409, '{"error":"concurrency_conflict","detail":"try again"}', False),
+    (500, '{"error":"internal"}', False),
+    (503, "", False),
+])
+def test_which_refusals_of_a_computation_request_are_final(status: int, body: str,
+                                                           final: bool) -> None:
+    exc = PlatformError(f"POST /computations: {status} {body}", status)
+    assert _final(exc) is final
+    assert ("rejected" not in RETRY_LATER) and Outcome("c", "rejected").settled
