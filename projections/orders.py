@@ -1,8 +1,11 @@
 """Orders and their contracts (订单/合约): the contract id is the order id.
 
-An order is seen by its demander and its operator from placement, and by every
-participant in ``required_approvals`` (the input providers) once the contract is
-proposed (acl kind ``order``); the regulator and the platform see every order.
+An order is seen by its demander, its operator and the owners of the product's input
+datasets (the providers who will approve the contract, and who run the trial on their mock
+data before it) from placement, and by every participant in ``required_approvals`` once the
+contract is proposed (acl kind ``order``); the regulator and the platform see every order.
+The owners are read from the datasets and products read models (applied before this one; a
+product's inputs and a dataset's owner never change), so a rebuild grants the same.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from projections.base import (
     touch,
     visible_to,
 )
+from projections.datasets import datasets
+from projections.products import products
 
 KIND = "order"
 
@@ -46,6 +51,9 @@ orders = Table(
     Column("purpose", Text, nullable=False),
     Column("state", String, nullable=False),
     Column("trial_granted", Boolean, nullable=False),
+    # the seq of the order.trial_granted event: the input providers' nodes prove its
+    # inclusion before running the trial (execution 0) on their mock data
+    Column("trial_seq", BigInteger, nullable=True),
     # the contract terms: null (or empty) until the operator proposes the contract
     Column("usage_policy", JSON, nullable=True),
     Column("price_fen", BigInteger, nullable=True),
@@ -83,11 +91,21 @@ def _placed(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
         operator_id=p["operator_id"], purpose=p["purpose"], state="placed", trial_granted=False,
         required_approvals=[], approvals=[], placed_at=p["at"], updated_at=p["at"],
         version=entry.version, query=p.get("query"), executions=0, queries=[])
-    grant(conn, KIND, entry.originator_id, p["demander_id"], p["operator_id"])
+    grant(conn, KIND, entry.originator_id, p["demander_id"], p["operator_id"],
+          *_input_owners(conn, p["product_id"]))
+
+
+def _input_owners(conn: Connection, product_id: str) -> list[str]:
+    """The owners of the product's input datasets, sorted."""
+    inputs = conn.execute(select(products.c.inputs).where(
+        products.c.id == product_id)).scalar_one_or_none() or []
+    ids = [i["dataset_id"] for i in inputs]
+    return sorted(set(conn.execute(select(datasets.c.owner_id).where(
+        datasets.c.id.in_(ids))).scalars()))
 
 
 def _trial_granted(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
-    _touch(conn, entry, p, trial_granted=True)
+    _touch(conn, entry, p, trial_granted=True, trial_seq=entry.seq)
 
 
 def _proposed(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
@@ -149,7 +167,7 @@ class OrdersProjection(Projection):
 
 # -- queries ----------------------------------------------------------------------
 _FIELDS = ("id", "demander_id", "product_id", "operator_id", "purpose", "state",
-           "trial_granted", "usage_policy", "price_fen", "revenue_split", "required_approvals",
+           "trial_granted", "trial_seq", "usage_policy", "price_fen", "revenue_split", "required_approvals",
            "approvals", "termination_reason", "cancellation_reason", "placed_at", "proposed_at",
            "accepted_at", "approved_at", "approved_seq", "query", "executions", "queries",
            "closed_at", "updated_at", "version")

@@ -1,7 +1,8 @@
 """Orders and contracts (订单/合约): the contract id is the order id.
 
 A demander orders a listed product (optionally with a query: what execution 1 computes), the
-operator may grant a trial (试用) and proposes the contract, the demander accepts, the input
+operator may grant a trial (试用: the input providers' nodes run the code on mock data,
+execution 0) and proposes the contract, the demander accepts, the input
 providers and the operator approve; ``contract.approved`` puts it in force. The demander asks
 for more executions with ``POST /orders/{id}/queries``.
 """
@@ -149,6 +150,10 @@ class OrderView(BaseModel):
     purpose: str
     state: str
     trial_granted: bool
+    trial_seq: int | None = Field(
+        default=None, description="seq of the order.trial_granted event: the input "
+                                  "providers' nodes run the trial (execution 0 of "
+                                  "POST /computations) on their mock data")
     usage_policy: dict[str, Any] | None = Field(description="null until the contract is proposed")
     price_fen: int | None
     revenue_split: dict[str, int] | None
@@ -198,7 +203,13 @@ async def submit_query(order_id: str, body: QuerySubmission, cmd: CommandsDep) -
 
 @router.post("/{order_id}/trial", response_model=TrialAnswer)
 async def grant_trial(order_id: str, cmd: CommandsDep) -> JSONResponse:
-    """The order's operator or the platform lets the demander try the product on mock data."""
+    """The order's operator or the platform lets the demander try the product on mock data
+    (试用), once per order, before the contract is approved (409 otherwise).
+
+    ``order.trial_granted`` is seen by the owners of the product's input datasets: their
+    nodes then run the trial, execution 0 of ``POST /computations``, on their datasites'
+    mock data, and the result is delivered to the demander like any other
+    (``GET /deliveries/{id}/result``)."""
     return answer(await cmd.run(uc.grant_trial, order_id))
 
 
@@ -248,7 +259,8 @@ def list_orders(reader: ReaderDep, state: Annotated[State | None, Query()] = Non
 
 @router.get("/{order_id}", response_model=OrderView)
 def get_order(order_id: str, reader: ReaderDep) -> dict[str, Any]:
-    """One order with its contract terms, for its parties, the regulator and the platform."""
+    """One order with its contract terms, for its parties (the owners of the product's input
+    datasets from placement), the regulator and the platform."""
     with reader.connect() as conn:
         row = q.get_order(conn, order_id, reader.actor.participant_id, reader.sees_all)
     return found(row, "order", order_id)

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from api.bootstrap import Container
 from tests.e2e.conftest import Party, World
-from tests.e2e.setup_chain import Chain, build_chain
-from tests.e2e.test_market_api import approved_contract, head
+from tests.e2e.setup_chain import Chain, build_chain, list_product
+from tests.e2e.test_market_api import approved_contract, head, place
 
 
 @pytest.fixture
@@ -59,3 +60,36 @@ def test_each_participant_pages_through_the_log_and_sees_exactly_its_events(
     other_bank = world.onboard("demander", "Another bank 另一家银行")
     assert page_through(world, other_bank, 1000) == []
     assert page_through(world, world.platform, 1000)[:end] == everything
+
+
+def test_input_providers_see_a_placed_order_and_its_trial_others_do_not(
+        world: World, chain: Chain, container: Container) -> None:
+    """The owners of the product's input datasets are granted the order at placement (they
+    run the trial, execution 0, on order.trial_granted): before any contract is proposed."""
+    _, approved_oid = approved_contract(world, chain)
+    oid = place(world, chain, list_product(world, chain))
+    world.call("POST", f"/orders/{oid}/trial", chain.operator)
+    stranger = world.onboard("provider", "Another bureau 另一个局")
+    other_bank = world.onboard("demander", "Another bank 另一家银行")
+
+    feed = page_through(world, chain.provider, 1000)
+    assert [e["type"] for e in feed if e["originator_id"] == oid] == [
+        "order.placed", "order.trial_granted"]
+    assert world.call("GET", f"/orders/{oid}", chain.provider)["trial_granted"] is True
+    assert {o["id"] for o in world.call("GET", "/orders", chain.provider)} == {
+        oid, approved_oid}
+    for party in (stranger, other_bank):
+        assert page_through(world, party, 1000) == []
+        assert world.client.get(f"/orders/{oid}", headers=party.headers).status_code == 404
+        assert world.call("GET", "/orders", party) == []
+    for seq in (e["seq"] for e in feed if e["originator_id"] == oid):
+        assert world.client.get(f"/ledger/events/{seq}",
+                                headers=stranger.headers).status_code == 404
+
+    runner = container.runner
+    assert runner.wait_for(head(world))
+    digests = runner.digests()
+    runner.rebuild()
+    assert runner.digests() == digests
+    assert page_through(world, chain.provider, 1000) == feed
+    assert page_through(world, stranger, 1000) == []

@@ -116,7 +116,10 @@ def test_from_product_registration_to_an_approved_contract(world: World, chain: 
     seen = world.call("GET", f"/orders/{oid}", chain.demander)
     assert seen["state"] == "placed" and seen["usage_policy"] is None
     assert seen["trial_granted"] is False and seen["operator_id"] == chain.operator.participant_id
-    refused(world, "GET", f"/orders/{oid}", chain.provider, 404)  # not a party before proposal
+    seen = world.call("GET", f"/orders/{oid}", chain.provider)  # an input's owner: from placement
+    assert seen["state"] == "placed" and seen["required_approvals"] == []
+    other_provider = world.onboard("provider", "Another bureau 另一个局")
+    refused(world, "GET", f"/orders/{oid}", other_provider, 404)
 
     trial = world.call("POST", f"/orders/{oid}/trial", chain.operator)
     assert trial["trial_granted"] is True
