@@ -15,6 +15,13 @@ count, the code, the listing, the authorizations) is recorded, not just refused:
 starting with one of ``REFUSAL_CODES`` then ``": "``. Errors that are not policy (invalid
 fields, a caller that is no party provider, an unknown contract, a gap in the execution
 numbers, an execution the demander has not asked for) write nothing.
+
+Execution 0 is the trial (试用): before the contract is approved, once the order's operator
+or the platform granted it (``order.trial_granted``), each provider owning an input dataset
+of the ordered product runs the same code on its datasite's *mock* data and the result is
+delivered to the demander like any other. The trial is checked for the trial itself
+(``trial_not_granted``, ``trial_after_approval``), the code and the listing; not for
+authorizations or the processing count, since mock data is not the provider's data.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from domain.authorization import Authorization
 from domain.base import Aggregate, Context, applies
 from domain.dataset import Dataset, require_text
 from domain.errors import Forbidden, InvalidInput, NotFound, WrongState
-from domain.order import Order
+from domain.order import OPEN_STATES, Order
 from domain.product import Product
 from domain.unit_of_work import UnitOfWork
 from events.catalogue import Event
@@ -40,7 +47,10 @@ MAX_REASON = 5000
 #: the stable codes a recorded policy refusal's reason starts with (``code: sentence``)
 REFUSAL_CODES = ("contract_not_approved", "contract_terminated", "count_exhausted",
                  "code_hash_mismatch", "product_not_listed", "authorization_revoked",
-                 "authorization_expired", "no_authorization")
+                 "authorization_expired", "no_authorization", "trial_not_granted",
+                 "trial_after_approval")
+#: the execution number of the trial (试用): the code run on mock data before approval
+TRIAL = 0
 
 
 def computation_id(contract_id: str, execution: int, provider_id: str) -> str:
@@ -52,7 +62,8 @@ def computation_id(contract_id: str, execution: int, provider_id: str) -> str:
 @dataclass(frozen=True, kw_only=True)
 class ComputationRequested(Event):
     """A party provider's compute node is to run execution ``execution`` of the contract
-    over its own input datasets ``dataset_ids`` (in product input order)."""
+    over its own input datasets ``dataset_ids`` (in product input order). Execution 0 is
+    the trial: the code runs on the datasets' mock data."""
 
     type_name = "computation.requested"
     contract_id: str
@@ -68,7 +79,8 @@ class ComputationRequested(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class ComputationSucceeded(Event):
-    """The code ran on the private data: the hashes of what went in and came out."""
+    """The code ran on the private data (on the mock data for execution 0): the hashes of
+    what went in and came out."""
 
     type_name = "computation.succeeded"
     datasite: str
@@ -213,14 +225,15 @@ def _require_party_provider(ctx: Context, order: Order) -> None:
 
 
 def _check_input_hashes(uow: UnitOfWork, agg: Computation, value: Any) -> dict[str, str]:
-    """One SHA-256 per input dataset; equal to the dataset's last loaded data, if recorded."""
+    """One SHA-256 per input dataset; equal to the dataset's last loaded data, if recorded
+    (not for the trial: its inputs are mock tables, whose hashes the ledger does not hold)."""
     if not isinstance(value, dict) or set(value) != set(agg.dataset_ids):
         raise InvalidInput("input_hashes", "must map exactly the input datasets "
                                            f"{agg.dataset_ids!r} to SHA-256 digests")
     out: dict[str, str] = {}
     for dataset_id in agg.dataset_ids:
         digest = require_sha256(value[dataset_id], f"input_hashes.{dataset_id}")
-        loaded = uow.get(Dataset, dataset_id).data_sha256
+        loaded = "" if agg.execution == TRIAL else uow.get(Dataset, dataset_id).data_sha256
         if loaded and digest != loaded:
             raise InvalidInput(f"input_hashes.{dataset_id}",
                                f"is not the SHA-256 of the data last loaded ({loaded})")
@@ -275,6 +288,30 @@ def _authorization_refusal(auths: list[Authorization], product: Product,
     return None
 
 
+def _code_refusal(order: Order, product: Product, number: int,
+                  code_sha256: str) -> str | None:
+    if code_sha256 != product.code_sha256:
+        return (f"code_hash_mismatch: the code posted for execution {number} of contract "
+                f"{order.id} has SHA-256 {code_sha256}, not that of product {product.id} "
+                f"({product.code_sha256})")
+    if product.state != "listed":
+        return f"product_not_listed: product {product.id} is {product.state}, not listed"
+    return None
+
+
+def trial_refusal(order: Order, product: Product, code_sha256: str) -> str | None:
+    """Why the ledger refuses to run the trial (execution 0), as ``code: sentence``; else
+    None. No authorization or processing-count check: the trial reads mock data only."""
+    if not order.trial_granted:
+        return (f"trial_not_granted: no trial was granted on order {order.id} (POST "
+                f"/orders/{order.id}/trial by its operator or the platform); the trial "
+                "cannot run")
+    if order.state not in OPEN_STATES:
+        return (f"trial_after_approval: contract {order.id} is {order.state}; the trial "
+                "runs only before the contract is approved")
+    return _code_refusal(order, product, TRIAL, code_sha256)
+
+
 def policy_refusal(uow: UnitOfWork, ctx: Context, *, order: Order, product: Product,
                    number: int, code_sha256: str,
                    inputs: list[dict[str, Any]]) -> str | None:
@@ -284,19 +321,22 @@ def policy_refusal(uow: UnitOfWork, ctx: Context, *, order: Order, product: Prod
                or _count_refusal(uow, order, provider_id, number))
     if refusal:
         return refusal
-    if code_sha256 != product.code_sha256:
-        return (f"code_hash_mismatch: the code posted for execution {number} of contract "
-                f"{order.id} has SHA-256 {code_sha256}, not that of product {product.id} "
-                f"({product.code_sha256})")
-    if product.state != "listed":
-        return f"product_not_listed: product {product.id} is {product.state}, not listed"
+    refusal = _code_refusal(order, product, number, code_sha256)
+    if refusal:
+        return refusal
     auths = [uow.get(Authorization, a) for a in product.authorization_ids]
     return _authorization_refusal(auths, product, inputs, ctx.at)
 
 
+def _inputs_owned(uow: UnitOfWork, product: Product, provider_id: str) -> list[dict[str, Any]]:
+    """The product's inputs whose datasets ``provider_id`` owns, in input order."""
+    return [i for i in product.inputs
+            if uow.get(Dataset, i["dataset_id"]).owner_id == provider_id]
+
+
 def _own_inputs(uow: UnitOfWork, product: Product, provider_id: str) -> list[dict[str, Any]]:
     """The product's inputs whose datasets ``provider_id`` owns, in input order (409 if none)."""
-    own = [i for i in product.inputs if uow.get(Dataset, i["dataset_id"]).owner_id == provider_id]
+    own = _inputs_owned(uow, product, provider_id)
     if not own:
         raise WrongState(f"provider {provider_id} owns none of the input datasets of product "
                          f"{product.id}; a provider runs a computation only over its own "
@@ -308,13 +348,16 @@ def _own_inputs(uow: UnitOfWork, product: Product, provider_id: str) -> list[dic
 def request_computation(uow: UnitOfWork, ctx: Context, *, contract_id: str, execution: int,
                         datasite: str, code_sha256: str) -> dict[str, Any]:
     """A party provider's node asks to run execution ``execution`` of an approved contract
-    over its own input datasets (one computation per contract, execution and provider).
+    over its own input datasets (one computation per contract, execution and provider);
+    execution 0 is the trial on mock data (``_request_trial``).
 
     Idempotent: if that execution was already requested, its id, state and reason come back
     with ``existing: true`` and nothing is written. A policy refusal is recorded:
     ``computation.requested`` + ``computation.failed`` (``reason``: ``code: sentence``).
     """
     order = uow.get(Order, contract_id)
+    if execution == TRIAL and not isinstance(execution, bool):
+        return _request_trial(uow, ctx, order, datasite=datasite, code_sha256=code_sha256)
     _require_party_provider(ctx, order)
     provider_id = ctx.actor.participant_id
     number = _require_count(execution, "execution", 1)
@@ -347,10 +390,49 @@ def request_computation(uow: UnitOfWork, ctx: Context, *, contract_id: str, exec
     return _view(agg)
 
 
+def _request_trial(uow: UnitOfWork, ctx: Context, order: Order, *, datasite: str,
+                   code_sha256: str) -> dict[str, Any]:
+    """A provider owning an input dataset of the ordered product asks to run the trial
+    (execution 0): the product's code on its datasite's *mock* data, before approval.
+
+    The contract may not be proposed yet, so the party here is an owner of an input dataset
+    of the order's product (403 otherwise). Refused and recorded (``computation.requested``
+    + ``computation.failed``) as ``trial_not_granted`` (no ``order.trial_granted``),
+    ``trial_after_approval`` (the contract is approved, terminated or cancelled),
+    ``code_hash_mismatch`` or ``product_not_listed``. Neither the authorizations nor the
+    processing count are checked: mock data is not the provider's data, and the trial is
+    not a processing of it. Idempotent as any execution (200, ``existing: true``).
+    """
+    ctx.actor.require_role("provider")
+    provider_id = ctx.actor.participant_id
+    product = uow.get(Product, order.product_id)
+    inputs = _inputs_owned(uow, product, provider_id)
+    if not inputs:
+        raise Forbidden(f"provider {provider_id} owns none of the input datasets of product "
+                        f"{product.id} ordered by {order.id}; only their owners run its trial")
+    digest = require_sha256(code_sha256, "code_sha256")
+    site = require_text(datasite, "datasite")
+    found = _find(uow, computation_id(order.id, TRIAL, provider_id))
+    if found is not None:
+        if found.code_sha256 != digest:
+            raise InvalidInput("code_sha256", f"computation {found.id} was requested for code "
+                                              f"{found.code_sha256}")
+        return _view(found, existing=True)
+    refusal = trial_refusal(order, product, digest)
+    agg = Computation.request(ctx, order=order, product=product, execution=TRIAL,
+                              datasite=site, code_sha256=digest,
+                              dataset_ids=[i["dataset_id"] for i in inputs])
+    if refusal is not None:
+        agg.fail(ctx, reason=refusal)
+    uow.add(agg)
+    return _view(agg)
+
+
 def record_success(uow: UnitOfWork, ctx: Context, computation_id: str, *, result_sha256: str,
                    input_hashes: dict[str, str], result_rows: int,
                    datasite: str) -> dict[str, Any]:
     """The requesting provider reports the result's hash; the delivery is recorded with it.
+    For the trial (execution 0) ``input_hashes`` are those of the mock tables the code read.
 
     A repeated report of the same result is answered with ``existing: true``, writing nothing.
     """

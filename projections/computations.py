@@ -139,6 +139,7 @@ def _computation_row(row: Any) -> dict[str, Any]:
     out = {k: row[k] for k in _FIELDS}
     out["computation_id"] = row["id"]
     out["reason"] = row["failure_reason"]
+    out["trial"] = row["execution"] == 0  # the trial (试用), on mock data
     return out
 
 

@@ -1,8 +1,10 @@
 """Computations and deliveries (计算/交付): what a provider's compute node reports.
 
 On ``contract.approved`` a party provider's node asks for execution ``n`` of the contract
-(``POST /computations``: idempotent per contract and execution number), runs the product's
-registered code on its PySyft datasite and posts the result. A request the ledger refuses
+(``POST /computations``: idempotent per contract, execution number and provider), runs the
+product's registered code on its PySyft datasite and posts the result. Execution 0 is the
+trial (试用): on ``order.trial_granted``, before approval, each input provider's node runs
+the same code on its datasite's mock data and the result goes to the demander the same way. A request the ledger refuses
 for a policy reason is recorded as a failed computation (``reason``: ``code: sentence``). The result's bytes are kept
 off the log (only their SHA-256 is recorded) and served to the demander. The node also
 records the data it loaded onto its datasite (``POST /datasets/{id}/data-loaded``).
@@ -36,10 +38,12 @@ Count = Annotated[StrictInt, Field(ge=0, le=2**53 - 1)]
 
 
 class ComputationRequest(BaseModel):
-    contract_id: Id = Field(description="an approved contract (the order id)")
-    execution: StrictInt = Field(ge=1, le=2**31 - 1,
-                                 description="execution number, from 1; with the contract "
-                                             "id, the idempotency key")
+    contract_id: Id = Field(description="an approved contract (the order id); for the "
+                                        "trial (execution 0) an order not yet approved")
+    execution: StrictInt = Field(ge=0, le=2**31 - 1,
+                                 description="execution number: 0 the trial on mock data, "
+                                             "then from 1; with the contract id and the "
+                                             "provider, the idempotency key")
     datasite: Name = Field(description="the PySyft datasite that will run the code")
     code_sha256: Sha256 = Field(description="the SHA-256 of the code the node will run; "
                                             "must be the listed product's")
@@ -49,7 +53,8 @@ class ResultReport(BaseModel):
     result: Any = Field(description="the result as JSON (integers, strings, no floats); "
                                     "its SHA-256 over the canonical bytes is recorded")
     input_hashes: dict[Annotated[str, NoNul], Sha256] = Field(
-        description="input dataset id → SHA-256 of the private data the code read")
+        description="input dataset id → SHA-256 of the private data the code read (of the "
+                    "mock table for the trial, execution 0)")
     result_rows: Count
     datasite: Name
 
@@ -100,6 +105,7 @@ class ComputationView(BaseModel):
     computation_id: str
     contract_id: str
     execution: int
+    trial: bool = Field(description="execution 0: the trial (试用), run on mock data")
     product_id: str
     demander_id: str
     operator_id: str
@@ -123,7 +129,8 @@ class ComputationView(BaseModel):
              responses={200: {"model": ComputationAnswer,
                               "description": "this execution already exists; nothing written"}})
 async def request_computation(body: ComputationRequest, cmd: CommandsDep) -> JSONResponse:
-    """A party provider's compute node asks to run execution ``n`` of an approved contract.
+    """A party provider's compute node asks to run execution ``n`` of an approved contract;
+    ``n = 0`` is the trial (试用), the code run on the datasite's mock data before approval.
 
     201 with the new computation, ``state: "requested"``; 200 with ``existing: true`` (and
     its current state and reason) if this provider already requested that execution.
@@ -136,9 +143,17 @@ async def request_computation(body: ComputationRequest, cmd: CommandsDep) -> JSO
     ``code_hash_mismatch``, ``product_not_listed``, ``authorization_revoked``,
     ``authorization_expired`` (or not yet valid), ``no_authorization``.
 
+    The trial (``n = 0``) may be asked for by a provider owning an input dataset of the
+    ordered product (the contract may not be proposed yet). Its policy codes are
+    ``trial_not_granted`` (no ``order.trial_granted``), ``trial_after_approval`` (the
+    contract is approved, terminated or cancelled), ``code_hash_mismatch`` and
+    ``product_not_listed``; authorizations and the processing count are not checked (mock
+    data is not the provider's data) and execution 1 does not need it.
+
     Other errors write nothing: 422 invalid field, 403 the caller is not a provider party to
-    the contract, 404 unknown contract, 409 execution ``n - 1`` was never requested by this
-    provider.
+    the contract (for the trial: owns no input dataset of the product), 404 unknown
+    contract, 409 execution ``n - 1`` (``n`` ≥ 2) was never requested by this provider or
+    execution ``n`` was not asked for.
     """
     result = await cmd.run(uc.request_computation, contract_id=body.contract_id,
                            execution=body.execution, datasite=body.datasite,
@@ -150,7 +165,12 @@ async def request_computation(body: ComputationRequest, cmd: CommandsDep) -> JSO
 async def record_result(computation_id: str, body: ResultReport,
                         cmd: CommandsDep) -> JSONResponse:
     """The requesting provider posts the result: its SHA-256 is recorded with the delivery,
-    its bytes are stored off the log. Posting the same result again writes nothing."""
+    its bytes are stored off the log. Posting the same result again writes nothing.
+
+    ``input_hashes`` name exactly the computation's input datasets; for executions ≥ 1 each
+    must equal the private file's hash of the dataset's last ``dataset.data_loaded`` (if
+    any); for the trial (execution 0) they are the hashes of the mock tables read, not
+    checked against it."""
     try:
         content, digest = results.encode(body.result)
     except CanonicalEncodingError as exc:

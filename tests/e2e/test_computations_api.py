@@ -221,7 +221,7 @@ def test_refusals_write_nothing(world: World, chain: Chain) -> None:
     refused(world, "POST", "/computations", chain.provider, 409, json=ask(oid, 2))  # not asked
     ask_next(world, chain, oid, 2)
     refused(world, "POST", "/computations", chain.provider, 409, json=ask(oid, 2))  # gap
-    refused(world, "POST", "/computations", chain.provider, 422, json=ask(oid, 0))
+    refused(world, "POST", "/computations", chain.provider, 422, json=ask(oid, -1))
     refused(world, "POST", "/computations", chain.provider, 422, json=ask(oid, datasite=""))
     refused(world, "POST", "/computations", chain.provider, 422,
             json=ask(oid, code_sha256="abc"))

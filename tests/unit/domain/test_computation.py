@@ -18,6 +18,7 @@ from domain.authorization import revoke_authorization
 from domain.base import Actor, Context
 from domain.computation import (
     NAMESPACE,
+    TRIAL,
     Computation,
     computation_id,
     record_failure,
@@ -26,13 +27,30 @@ from domain.computation import (
 )
 from domain.dataset import Dataset, record_data_loaded, withdraw_dataset
 from domain.errors import Forbidden, InvalidInput, NotFound, WrongState
-from domain.order import ContractProposed, Order, submit_query, terminate_contract
+from domain.order import (
+    ContractProposed,
+    Order,
+    accept_contract,
+    approve_contract,
+    cancel_order,
+    grant_trial,
+    propose_contract,
+    submit_query,
+    terminate_contract,
+)
 from domain.participant import AdmissionApproved, Participant, ParticipantRegistered
 from domain.product import Product, ProductRegistered, delist_product
 from events.catalogue import Event
 from events.store import DatabaseURL, LedgerLog, open_store
 from tests.unit.domain.test_dataset import PROVIDER, published_dataset
-from tests.unit.domain.test_order import DEMANDER, POLICY, accepted, approved
+from tests.unit.domain.test_order import (
+    DEMANDER,
+    POLICY,
+    accepted,
+    approved,
+    ordered,
+    propose_kwargs,
+)
 from tests.unit.domain.test_participant import PLATFORM, REGULATOR, refused
 from tests.unit.domain.test_product import CODE_SHA256
 from tests.unit.domain.test_scenario import OPERATOR
@@ -256,7 +274,7 @@ def test_accepts_the_code_hash_in_upper_case() -> None:
 
 
 @pytest.mark.parametrize(("override", "field"), [
-    ({"execution": 0}, "execution"), ({"execution": True}, "execution"),
+    ({"execution": -1}, "execution"), ({"execution": True}, "execution"),
     ({"execution": "1"}, "execution"), ({"datasite": " "}, "datasite"),
     ({"code_sha256": "abc"}, "code_sha256"),
 ])
@@ -545,3 +563,101 @@ def test_ledger_on_a_real_store_runs_a_command_that_writes_nothing(
     finally:
         ledger.close()
         store.close()
+
+
+# -- the trial (试用): execution 0, on mock data, before approval -------------------------
+def trial_order(uow: MemoryUnitOfWork) -> str:
+    """A placed order (no contract proposed yet) with a trial granted."""
+    order_id = ordered(uow)["order_id"]
+    run(uow, grant_trial, OPERATOR, order_id)
+    return order_id
+
+
+def test_the_trial_runs_before_the_contract_is_proposed_and_delivers() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = trial_order(uow)
+    out = run(uow, request_computation, PROVIDER, **request_kwargs(order_id, TRIAL))
+    cid = out["computation_id"]
+    assert cid == computation_id(order_id, 0, PROVIDER.actor.participant_id)
+    assert (out["state"], out["execution"], out["reason"]) == ("requested", 0, None)
+    # mock tables: not checked against the private file's hash of dataset.data_loaded
+    dataset_id = uow.get(Computation, cid).dataset_ids[0]
+    run(uow, record_data_loaded, PROVIDER, dataset_id, rows=10,
+        schema=[{"name": "credit_code", "type": "str"}], sha256=DATA_SHA, mock_rows=3)
+    mock = hashlib.sha256(b"mock rows").hexdigest()
+    run(uow, record_success, PROVIDER, cid,
+        **success_kwargs(uow, cid, input_hashes=inputs_of(uow, cid, mock)))
+    assert [e.type_name for e in uow.streams[cid]] == [
+        "computation.requested", "computation.succeeded", "delivery.made"]
+    assert run(uow, request_computation, PROVIDER,
+               **request_kwargs(order_id, TRIAL))["existing"] is True
+
+
+def test_a_trial_without_a_grant_is_recorded_as_refused() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = ordered(uow)["order_id"]
+    out = recorded_refusal(uow, "trial_not_granted", **request_kwargs(order_id, TRIAL))
+    assert order_id in out["reason"]
+
+
+def approved_after_trial(uow: MemoryUnitOfWork) -> str:
+    """An approved contract whose order had a trial granted while placed."""
+    order_id = trial_order(uow)
+    run(uow, propose_contract, OPERATOR, order_id, **propose_kwargs())
+    run(uow, accept_contract, DEMANDER, order_id)
+    run(uow, approve_contract, PROVIDER, order_id)
+    run(uow, approve_contract, OPERATOR, order_id)
+    return order_id
+
+
+@pytest.mark.parametrize("end", ["approved", "terminated", "cancelled"])
+def test_a_trial_after_approval_is_recorded_as_refused(end: str) -> None:
+    uow = MemoryUnitOfWork()
+    if end == "cancelled":
+        order_id = trial_order(uow)
+        run(uow, cancel_order, DEMANDER, order_id, reason="changed our mind")
+    else:
+        order_id = approved_after_trial(uow)
+        if end == "terminated":
+            run(uow, terminate_contract, REGULATOR, order_id, reason="ended")
+    out = recorded_refusal(uow, "trial_after_approval", **request_kwargs(order_id, TRIAL))
+    assert order_id in out["reason"] and end in out["reason"]
+
+
+def test_an_approved_contract_without_a_trial_refuses_it_as_not_granted() -> None:
+    uow = MemoryUnitOfWork()
+    recorded_refusal(uow, "trial_not_granted", **request_kwargs(approved(uow), TRIAL))
+
+
+def test_the_trial_checks_the_code_and_the_listing_not_the_authorizations() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = trial_order(uow)
+    other = hashlib.sha256(b"other code").hexdigest()
+    recorded_refusal(uow, "code_hash_mismatch", **request_kwargs(order_id, TRIAL,
+                                                                 code_sha256=other))
+    uow2 = MemoryUnitOfWork()
+    order2 = trial_order(uow2)
+    auth_id = uow2.get(Product, uow2.get(Order, order2).product_id).authorization_ids[0]
+    run(uow2, revoke_authorization, PROVIDER, auth_id, reason="consent withdrawn")
+    assert run(uow2, request_computation, PROVIDER,
+               **request_kwargs(order2, TRIAL))["state"] == "requested"
+    uow3 = MemoryUnitOfWork()
+    order3 = trial_order(uow3)
+    run(uow3, delist_product, PLATFORM, uow3.get(Order, order3).product_id, reason="recall")
+    recorded_refusal(uow3, "product_not_listed", **request_kwargs(order3, TRIAL))
+
+
+def test_only_an_input_owner_requests_the_trial() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = trial_order(uow)
+    for who in (OTHER_PROVIDER, DEMANDER, OPERATOR):
+        refused(uow, Forbidden, request_computation, who, **request_kwargs(order_id, TRIAL))
+    refused(uow, NotFound, request_computation, PROVIDER, **request_kwargs("nope", TRIAL))
+
+
+def test_execution_one_still_needs_approval_after_a_trial() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = trial_order(uow)
+    run(uow, request_computation, PROVIDER, **request_kwargs(order_id, TRIAL))
+    # before the proposal the provider is not yet a party to the contract
+    refused(uow, Forbidden, request_computation, PROVIDER, **request_kwargs(order_id))
