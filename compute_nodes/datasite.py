@@ -308,6 +308,22 @@ def input_hashes(client: Client, dataset_ids: str | Sequence[str]) -> dict[str, 
     return out
 
 
+def mock_hashes(client: Client, dataset_ids: str | Sequence[str]) -> dict[str, str]:
+    """Each dataset's mock rows, as a trial reads them: SHA-256 of the table as CSV (UTF-8,
+    header, no index, ``\n`` line ends).
+
+    Raises DatasetError if a dataset is not on this datasite or its mock is not a table.
+    """
+    out = {}
+    for dataset_id in _ids(dataset_ids):
+        mock = _asset(client, dataset_id).mock
+        if not isinstance(mock, pd.DataFrame):
+            raise DatasetError(f"mock of {dataset_id} is a {type(mock).__name__}, not a table")
+        text = mock.to_csv(index=False, lineterminator="\n")
+        out[dataset_id] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return out
+
+
 @_unavailable_on_http_errors
 def approve_and_run(admin: Client, request_id: str, runner: Client | None = None) -> Any:
     """Approve the request and run its code on the private data; return the result.

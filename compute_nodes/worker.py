@@ -11,6 +11,10 @@ canonical bytes). An event not yet under an anchored checkpoint is answered
 
 Events acted on (:meth:`ComputeNode.handle`):
 
+- ``order.trial_granted``: execution 0, the trial (试用): the code on this provider's mock
+  rows only (``datasite.run_on_mock``), for the owners of the product's inputs, before the
+  contract is approved (the ledger refuses it after); the input hashes reported are those
+  of the mock tables;
 - ``contract.approved``: execution 1 of the contract, with the order's ``query``;
 - ``contract.query_submitted {execution, query}``: execution ``n >= 2``;
 
@@ -77,7 +81,8 @@ MAX_RETRY_S = 30.0
 
 APPROVED = "contract.approved"
 QUERY_SUBMITTED = "contract.query_submitted"
-WATCHED = (APPROVED, QUERY_SUBMITTED)
+TRIAL = "order.trial_granted"
+WATCHED = (APPROVED, QUERY_SUBMITTED, TRIAL)
 #: outcome statuses that leave the event to be handled again later
 RETRY_LATER = frozenset({"not_anchored", "refused", "error"})
 
@@ -343,7 +348,9 @@ class ComputeNode:
 
     def _event(self, ev: LedgerEvent) -> Outcome:
         contract_id = ev.originator_id
-        if ev.type == APPROVED:
+        if ev.type == TRIAL:
+            execution = 0  # the trial (试用): the code on this provider's mock rows
+        elif ev.type == APPROVED:
             execution = 1
         else:
             execution = ev.payload.get("execution")
@@ -353,7 +360,8 @@ class ComputeNode:
         if r.status_code != 200:
             return Outcome(contract_id, "ignored", "not a party to this contract", execution)
         order = r.json()
-        if self.participant_id not in order.get("required_approvals", []):
+        # a trial may come before the contract is proposed: input owners run it
+        if execution > 0 and self.participant_id not in order.get("required_approvals", []):
             return Outcome(contract_id, "ignored", "not a party to this contract", execution)
         product = self._call("GET", f"/products/{order['product_id']}").json()
         inputs = self._my_inputs(product)
@@ -365,7 +373,8 @@ class ComputeNode:
             return Outcome(contract_id, "not_anchored", f"event {ev.seq} is not yet under "
                            "an anchored checkpoint", execution)
         self._verify(ev, checkpoint)
-        query = self._query(ev, order, checkpoint)
+        # the trial runs on mock rows, which hold none of the real keys a query names
+        query = None if execution == 0 else self._query(ev, order, checkpoint)
         return self._execution(contract_id, execution, product, inputs, query)
 
     def _my_inputs(self, product: dict[str, Any]) -> list[str]:
@@ -483,9 +492,15 @@ class ComputeNode:
         hashes: dict[str, str] = {}
         for attempt in range(self.retries):
             try:
-                hashes = datasite.input_hashes(self.admin, inputs)
-                request_id = datasite.submit(self.runner, code, function_name, inputs, key)
-                result = datasite.approve_and_run(self.admin, request_id, runner=self.runner)
+                if execution == 0:  # the trial: mock rows only, never a code request
+                    hashes = datasite.mock_hashes(self.admin, inputs)
+                    result = datasite.run_on_mock(self.runner, code, function_name, inputs)
+                else:
+                    hashes = datasite.input_hashes(self.admin, inputs)
+                    request_id = datasite.submit(self.runner, code, function_name, inputs,
+                                                 key)
+                    result = datasite.approve_and_run(self.admin, request_id,
+                                                      runner=self.runner)
                 error = ""
                 break
             except datasite.DatasiteUnavailableError as exc:
@@ -765,6 +780,6 @@ def _plain(value: Any) -> Any:
     raise ValueError(f"a {type(value).__name__} is not JSON")
 
 
-__all__ = ["APPROVED", "QUERY_SUBMITTED", "RETRY_LATER", "WATCHED", "ComputeNode",
+__all__ = ["APPROVED", "QUERY_SUBMITTED", "RETRY_LATER", "TRIAL", "WATCHED", "ComputeNode",
            "LedgerEvent", "NodeError", "Outcome", "PlatformError", "Position", "Trust",
            "apply_query", "check_query", "settled", "to_json_result"]

@@ -63,6 +63,8 @@ orders = Table(
     Column("termination_reason", Text, nullable=True),
     Column("cancellation_reason", Text, nullable=True),
     Column("placed_at", String, nullable=False),
+    # the seq of order.placed: a node proves the order's query (execution 1) from it
+    Column("placed_seq", BigInteger, nullable=True),
     Column("proposed_at", String, nullable=True),
     Column("accepted_at", String, nullable=True),
     Column("approved_at", String, nullable=True),
@@ -89,7 +91,8 @@ def _placed(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
     insert_row(conn, orders,
         id=entry.originator_id, demander_id=p["demander_id"], product_id=p["product_id"],
         operator_id=p["operator_id"], purpose=p["purpose"], state="placed", trial_granted=False,
-        required_approvals=[], approvals=[], placed_at=p["at"], updated_at=p["at"],
+        required_approvals=[], approvals=[], placed_at=p["at"], placed_seq=entry.seq,
+        updated_at=p["at"],
         version=entry.version, query=p.get("query"), executions=0, queries=[])
     grant(conn, KIND, entry.originator_id, p["demander_id"], p["operator_id"],
           *_input_owners(conn, p["product_id"]))
@@ -169,7 +172,7 @@ class OrdersProjection(Projection):
 _FIELDS = ("id", "demander_id", "product_id", "operator_id", "purpose", "state",
            "trial_granted", "trial_seq", "usage_policy", "price_fen", "revenue_split", "required_approvals",
            "approvals", "termination_reason", "cancellation_reason", "placed_at", "proposed_at",
-           "accepted_at", "approved_at", "approved_seq", "query", "executions", "queries",
+           "accepted_at", "approved_at", "approved_seq", "placed_seq", "query", "executions", "queries",
            "closed_at", "updated_at", "version")
 
 

@@ -150,6 +150,9 @@ class OrderView(BaseModel):
     purpose: str
     state: str
     trial_granted: bool
+    placed_seq: int | None = Field(
+        default=None, description="seq of the order.placed event (it carries the query of "
+                                  "execution 1)")
     trial_seq: int | None = Field(
         default=None, description="seq of the order.trial_granted event: the input "
                                   "providers' nodes run the trial (execution 0 of "
