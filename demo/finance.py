@@ -11,8 +11,9 @@ On the embedded default (SQLite, in-process witnesses, the compute node started 
 3. the operator's credit-assessment scenario is reviewed by an expert and approved by the
    regulator; each provider authorizes its dataset for it;
 4. the operator lists a credit-assessment product (its code and SHA-256 on the ledger);
-5. the bank orders it for the enterprises it is considering (a query by credit code), the
-   contract is approved by the three providers and the operator;
+5. the bank orders it for the enterprises it is considering (a query by credit code), tries
+   it on the providers' mock data (试用), then the contract is approved by the three
+   providers and the operator;
 6. each provider's node checks the approval against an anchored checkpoint, runs the code
    on its private data and delivers partial points for the asked enterprises only; the
    bank adds them up.
@@ -283,11 +284,18 @@ def _scenario(api: Platform, data_dir: Path, enterprises: int, asked: int,
           listed.get("code_sha256") == code_hash)
     _say("operator", f"product {product} listed; code SHA-256 {code_hash[:16]}…")
 
-    print("\n5. The bank's order, a query by credit code, and the contract", flush=True)
+    print("\n5. The bank's order, a query by credit code, a trial, the contract", flush=True)
     wanted = tables["codes"][:asked]
     order = api.call("POST", "/orders", bank.token, 201, json={
         "product_id": product, "purpose": "credit decisions on loan applicants 贷前审查",
         "query": {"field": "uscc", "values": wanted}})["order_id"]
+    api.call("POST", f"/orders/{order}/trial", operator.token)
+    trial = _deliveries(api, bank, order, 0, providers, None, tables, check, timeout)
+    check("the trial scored only invented enterprises (mock rows, region 999999)",
+          bool(trial) and all(c[2:8] == "999999" for c in trial)
+          and not set(trial) & set(tables["codes"]))
+    _say("bank", f"trial (试用) on mock data: points for {len(trial)} invented enterprises, "
+         "so it can judge the output before it signs")
     api.call("POST", f"/orders/{order}/contract", operator.token, json={
         "usage_policy": {"processing_count": 3, "not_before": now.isoformat(),
                          "not_after": (now + timedelta(days=90)).isoformat(),
@@ -343,9 +351,11 @@ def _scenario(api: Platform, data_dir: Path, enterprises: int, asked: int,
 
 
 def _deliveries(api: Platform, bank: SimpleNamespace, order: str, execution: int,
-                providers: dict[str, SimpleNamespace], wanted: list[str],
+                providers: dict[str, SimpleNamespace], wanted: list[str] | None,
                 tables: dict[str, Any], check: Any, timeout: float) -> Counter[str]:
-    """Wait for each provider's computation of ``execution``; check and add up its points."""
+    """Wait for each provider's computation of ``execution``; check and add up its points.
+
+    Execution 0 is the trial on mock rows (``wanted`` None: every mock row comes back)."""
     deadline = time.monotonic() + timeout
     computations: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
@@ -369,22 +379,30 @@ def _deliveries(api: Platform, bank: SimpleNamespace, order: str, execution: int
         if comp is None or comp["state"] != "succeeded":
             _say(p.name, f"computation: {comp}")
             continue
-        check(f"{p.view} #{execution}: the input hash on the ledger is its private file's",
-              comp["input_hashes"] == {p.dataset: p.sha256})
+        if execution == 0:
+            check(f"{p.view} #0: the trial's input is the mock table, not the private file",
+                  comp.get("trial") is True and set(comp["input_hashes"]) == {p.dataset}
+                  and comp["input_hashes"][p.dataset] != p.sha256)
+        else:
+            check(f"{p.view} #{execution}: the input hash on the ledger is its private file's",
+                  comp["input_hashes"] == {p.dataset: p.sha256})
         raw = api.raw(f"/deliveries/{comp['computation_id']}/result", bank.token)
         rows = json.loads(raw)
         check(f"{p.view} #{execution}: the delivered bytes hash to the ledger's result SHA-256",
               hashlib.sha256(raw).hexdigest() == comp["result_sha256"])
-        check(f"{p.view} #{execution}: the bank got exactly the {len(wanted)} enterprises it "
-              "asked about", sorted(r["uscc"] for r in rows) == sorted(wanted))
+        if wanted is not None:
+            check(f"{p.view} #{execution}: the bank got exactly the {len(wanted)} enterprises "
+                  "it asked about", sorted(r["uscc"] for r in rows) == sorted(wanted))
         check(f"{p.view} #{execution}: no private column reached the bank",
               all(set(r) == {"uscc", "points"} for r in rows)
               and not private_columns & {k for r in rows for k in r})
         for r in rows:
             totals[r["uscc"]] += int(r["points"])
-        _say(p.name, f"execution {execution}: computed on {len(tables['private'][p.view])} "
-             f"private rows in its own datasite; delivered {len(rows)} rows of points, "
-             f"result SHA-256 {comp['result_sha256'][:16]}…")
+        where = ("mock rows (trial)" if execution == 0
+                 else f"{len(tables['private'][p.view])} private rows")
+        _say(p.name, f"execution {execution}: computed on {where} in its own datasite; "
+             f"delivered {len(rows)} rows of points, result SHA-256 "
+             f"{comp['result_sha256'][:16]}…")
     return totals
 
 
