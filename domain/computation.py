@@ -37,6 +37,7 @@ from domain.dataset import Dataset, require_text
 from domain.errors import Forbidden, InvalidInput, NotFound, WrongState
 from domain.order import OPEN_STATES, Order
 from domain.product import Product
+from domain.scenario import Scenario
 from domain.unit_of_work import UnitOfWork
 from events.catalogue import Event
 
@@ -47,8 +48,8 @@ MAX_REASON = 5000
 #: the stable codes a recorded policy refusal's reason starts with (``code: sentence``)
 REFUSAL_CODES = ("contract_not_approved", "contract_terminated", "count_exhausted",
                  "code_hash_mismatch", "product_not_listed", "authorization_revoked",
-                 "authorization_expired", "no_authorization", "trial_not_granted",
-                 "trial_after_approval")
+                 "authorization_expired", "no_authorization", "scenario_suspended",
+                 "trial_not_granted", "trial_after_approval")
 #: the execution number of the trial (试用): the code run on mock data before approval
 TRIAL = 0
 
@@ -324,6 +325,12 @@ def policy_refusal(uow: UnitOfWork, ctx: Context, *, order: Order, product: Prod
     refusal = _code_refusal(order, product, number, code_sha256)
     if refusal:
         return refusal
+    # 一场景一审核: the scenario the regulator approved is what authorizes the use; once it
+    # is suspended no execution runs (read here, so a concurrent suspension clashes)
+    scenario = uow.get(Scenario, product.scenario_id)
+    if scenario.state != "approved":
+        return (f"scenario_suspended: scenario {scenario.id} of product {product.id} is "
+                f"{scenario.state}; execution {number} of contract {order.id} cannot run")
     auths = [uow.get(Authorization, a) for a in product.authorization_ids]
     return _authorization_refusal(auths, product, inputs, ctx.at)
 

@@ -281,6 +281,14 @@ def test_a_revoked_authorization_stops_new_executions(world: World, chain: Chain
     assert chain.dataset_id in made["reason"] and chain.authorization_id in made["reason"]
 
 
+def test_a_suspended_scenario_stops_new_executions(world: World, chain: Chain) -> None:
+    _, oid = approved_contract(world, chain)
+    world.call("POST", f"/scenarios/{chain.scenario_id}/suspension", world.regulator,
+               json={"reason": "complaints under investigation"})
+    made = recorded(world, chain.provider, "scenario_suspended", ask(oid))
+    assert chain.scenario_id in made["reason"] and oid in made["reason"]
+
+
 def test_an_expired_authorization_is_recorded_as_refused(world: World, chain: Chain) -> None:
     now = datetime.now(UTC)
     end = now + timedelta(seconds=3)
