@@ -166,6 +166,7 @@ class Host:
         self.trust_file = trust_file
         self.hosted: dict[str, Hosted] = {}
         self.failed: dict[str, str] = {}  # participant id -> why it is not hosted
+        self.anchoring = False  # an event waits for an anchored checkpoint
         self.stopping = threading.Event()
 
     # -- providers ------------------------------------------------------------------
@@ -239,6 +240,8 @@ class Host:
                              json.dumps(asdict(outcome), ensure_ascii=False, default=str))
                 if not settled(outcomes):  # not anchored yet, or the platform failed
                     self._save_position(hosted)
+                    if all(o.settled or o.status == "not_anchored" for o in outcomes):
+                        self.anchoring = True  # look again soon: checkpoints come often
                     return handled
                 handled += 1
             hosted.position = int(event["seq"])
@@ -286,6 +289,7 @@ class Host:
     def step(self) -> int:
         self.refresh()
         self.jobs()
+        self.anchoring = False
         busy = 0
         for hosted in list(self.hosted.values()):
             try:
@@ -295,6 +299,8 @@ class Host:
         return busy
 
     def run(self, pause: float) -> None:
+        from compute_nodes.worker import ANCHOR_RETRY_S  # PySyft: only in the running host
+
         _write_private(self.dir / "host.json", {"pid": os.getpid(), "url": self.url})
         parent = int(os.environ.get("DATALEDGER_NODE_PARENT_PID") or 0)
         try:
@@ -303,7 +309,7 @@ class Host:
                     log.error("the server that started this node (pid %d) is gone", parent)
                     break
                 if self.step() == 0:
-                    self.stopping.wait(pause)
+                    self.stopping.wait(min(pause, ANCHOR_RETRY_S) if self.anchoring else pause)
         finally:
             for hosted in self.hosted.values():
                 try:

@@ -78,6 +78,10 @@ BACKOFF_S = 0.5  # first pause between attempts; doubles
 PAGE = 500  # events per GET /ledger/events
 RETRY_S = 1.0  # first pause before handling an unsettled event again; doubles up to MAX
 MAX_RETRY_S = 30.0
+#: pause before looking again for an anchored checkpoint covering an event: checkpoints are
+#: cut every few seconds, so a short fixed pause (not a doubling one) starts the run soon
+#: after the event is anchored; each look is one small GET
+ANCHOR_RETRY_S = 0.25
 
 APPROVED = "contract.approved"
 QUERY_SUBMITTED = "contract.query_submitted"
@@ -537,20 +541,27 @@ class ComputeNode:
     # -- feeding it ---------------------------------------------------------------------
     def settle(self, event: Any, stop: threading.Event | None = None,
                retry_s: float = RETRY_S) -> list[Outcome] | None:
-        """Handle an event until its outcome is settled (pauses doubling from ``retry_s``
-        up to MAX_RETRY_S); None if ``stop`` was set first."""
+        """Handle an event until its outcome is settled; None if ``stop`` was set first.
+
+        Waiting for an anchored checkpoint is retried every ``ANCHOR_RETRY_S`` (at most
+        ``retry_s``); anything else (a refused check, a platform error) with pauses
+        doubling from ``retry_s`` up to MAX_RETRY_S."""
         pause = retry_s
         stop = stop or threading.Event()
         while True:
             outcomes = self.handle(event)
             if settled(outcomes):
                 return outcomes
+            anchoring = all(o.status in ("not_anchored",) or o.settled for o in outcomes)
+            wait = min(ANCHOR_RETRY_S, retry_s) if anchoring else pause
             for o in outcomes:
-                log.info("event %s of %s: %s (%s), again in %.1f s", o.seq, o.contract_id,
-                         o.status, o.detail, pause)
-            if stop.wait(pause):
+                log.log(logging.DEBUG if anchoring else logging.INFO,
+                        "event %s of %s: %s (%s), again in %.2f s", o.seq, o.contract_id,
+                        o.status, o.detail, wait)
+            if stop.wait(wait):
                 return None
-            pause = min(pause * 2, MAX_RETRY_S)
+            if not anchoring:
+                pause = min(pause * 2, MAX_RETRY_S)
 
     def follow_http(self, position: str | Path | Position | None = None, *,
                     stop: threading.Event | None = None, poll_s: float = 2.0,
