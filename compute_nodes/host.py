@@ -54,6 +54,7 @@ log = logging.getLogger("compute_nodes.host")
 RUNNER_EMAIL = "compute-node@dataledger.example"
 PAGE = 500  # events per poll
 JOB_TIMEOUT_S = 600.0
+HOST_START_S = 30.0  # how long load waits for the host of a serve that is starting
 
 
 def node_dir() -> Path:
@@ -299,9 +300,9 @@ class Host:
         return busy
 
     def run(self, pause: float) -> None:
-        from compute_nodes.worker import ANCHOR_RETRY_S  # PySyft: only in the running host
-
         _write_private(self.dir / "host.json", {"pid": os.getpid(), "url": self.url})
+        from compute_nodes.worker import ANCHOR_RETRY_S  # imports PySyft (seconds)
+
         parent = int(os.environ.get("DATALEDGER_NODE_PARENT_PID") or 0)
         try:
             while not self.stopping.is_set():
@@ -335,6 +336,10 @@ def running_host(directory: Path) -> int | None:
 def submit_load(directory: Path, dataset_id: str, private: Path, mock: Path,
                 timeout: float = JOB_TIMEOUT_S) -> dict[str, Any]:
     """Ask the running host to load a dataset into its owner's datasite; its answer."""
+    deadline = time.monotonic() + HOST_START_S  # a host that serve just started
+    while running_host(directory) is None and (directory / "trust.json").exists() \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)
     if running_host(directory) is None:
         raise RuntimeError(f"no compute node host runs on {directory}: start `dataledger "
                            "serve` (it starts one), or run a standalone node "
