@@ -74,7 +74,7 @@ def _start_compute_node(settings: Any, container: Any, host: str, port: int) -> 
                           trust_document(container))
     node.start()
     print(f"Compute node: started from {compute_python()}; providers enroll with "
-          "`dataledger compute-node enroll --token TOKEN`", flush=True)
+          "`DATALEDGER_NODE_TOKEN=TOKEN dataledger compute-node enroll`", flush=True)
     return node
 
 
@@ -233,7 +233,8 @@ def parser() -> argparse.ArgumentParser:
                          ).set_defaults(func=_chain_verify)
     sub.add_parser("witness", help="run a witness (see dataledger witness --help)")
     sub.add_parser("compute-node", help="the compute node, in its own environment: "
-                   "enroll --token TOKEN | load --dataset ID --private FILE --mock FILE | "
+                   "enroll (token from DATALEDGER_NODE_TOKEN or stdin) | "
+                   "load --dataset ID --private FILE --mock FILE | "
                    "status | host | run (a standalone node; see --help of each)")
     demo = sub.add_parser("demo", help="run a scenario of the white paper end to end")
     demo.add_argument("scenario", choices=["finance"],

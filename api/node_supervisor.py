@@ -36,10 +36,22 @@ def compute_python() -> Path:
     return venv / "bin" / "python"
 
 
-def compute_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a compute-node process: ours, the repository on its path."""
+#: what the embedded node inherits from serve's environment (not the admin token, the
+#: database URL or any other DATALEDGER_* secret of the server)
+NODE_ENV_ALLOWED = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "SSL_CERT_FILE",
+                    "SSL_CERT_DIR", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy",
+                    "https_proxy", "no_proxy")
+
+
+def compute_env(extra: dict[str, str] | None = None, *,
+                allow_listed: bool = False) -> dict[str, str]:
+    """The environment of a compute-node process: ours (``allow_listed``: only the
+    variables a node needs), the repository on its path, then ``extra``."""
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONPATH": path, **(extra or {})}
+    base = dict(os.environ)
+    if allow_listed:
+        base = {k: v for k, v in base.items() if k in NODE_ENV_ALLOWED or k.startswith("LC_")}
+    return {**base, "PYTHONPATH": path, **(extra or {})}
 
 
 def trust_document(container: Any) -> dict[str, Any]:
@@ -91,7 +103,7 @@ class NodeSupervisor:
             "DATALEDGER_NODE_TRUST_FILE": str(self.node_dir / "trust.json"),
             # the node exits when this process is gone (even after a kill -9)
             "DATALEDGER_NODE_PARENT_PID": str(os.getpid()),
-        })
+        }, allow_listed=True)
 
     def start(self) -> None:
         if not self.python.exists():

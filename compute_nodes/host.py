@@ -1,17 +1,23 @@
-"""The embedded compute node: one process hosting every enrolled provider's node.
+"""The embedded compute node: a host process keeping one node process per enrolled provider.
 
-``dataledger serve`` starts it from the compute venv (``api/node_supervisor.py``). For each
-provider that enrolled (``enroll``) it runs an in-process PySyft 0.9.5 datasite of that
-provider's own (``sy.orchestra.launch``, state under ``<node dir>/datasites``) and a
-:class:`~compute_nodes.worker.ComputeNode` acting with that provider's credentials, fed
+``dataledger serve`` starts the host from the compute venv (``api/node_supervisor.py``). For
+each provider that enrolled (``enroll``) the host runs a process of its own (restarted if it
+exits), with an allow-listed environment and only that provider's credentials: the product's
+code runs there (PySyft runs approved code in the datasite's process), so it can reach
+neither another provider's data or token nor the server's secrets. That process runs an
+in-process PySyft 0.9.5 datasite of the provider's own (``sy.orchestra.launch``, state under
+``<node dir>/datasites``, mode 0700) and a
+:class:`~compute_nodes.worker.ComputeNode` acting with the provider's credentials, fed
 from the log as that provider sees it (``GET /ledger/events``, a page per provider per
 round, in one thread: the embedded default has no NATS; a standalone node follows JetStream
 with ``dataledger compute-node run --nats URL``). Data is loaded into a provider's
-datasite through the running host (``load`` drops a job in ``<node dir>/jobs`` and waits
-for its answer), since an in-process datasite belongs to the process that runs it.
+datasite through the running host (``load`` drops a job in ``<node dir>/jobs``; the host
+hands it to the owner's process, which answers), since an in-process datasite belongs to
+the process that runs it. One host per node directory (``host.lock``).
 
     python -m compute_nodes.host run
-    python -m compute_nodes.host enroll --token TOKEN [--datasite NAME]
+    python -m compute_nodes.host provider --id PARTICIPANT_ID      (started by run)
+    DATALEDGER_NODE_TOKEN=TOKEN python -m compute_nodes.host enroll [--datasite NAME]
     python -m compute_nodes.host load --dataset ID --private FILE --mock FILE
     python -m compute_nodes.host status
 
@@ -26,19 +32,22 @@ Layout of the node directory:
     providers/<participant id>.json  an enrolled provider: token, datasite name and password
                                      (mode 0600: the provider's credentials)
     positions/<participant id>.json  the last seq of the log this provider's node handled
-    jobs/<id>.json, <id>.answer.json  load requests and their answers
-    host.json                        the running host's pid
+    jobs/<id>.json, <id>.answer.json  load requests and their answers (jobs/<participant id>/:
+                                     requests handed to that provider's process)
+    host.json, host.lock             the running host's pid; the lock one host holds
     datasites/                       the datasites' state
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
 import os
 import secrets
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -147,176 +156,292 @@ def enroll(directory: Path, url: str, token: str, datasite: str | None = None) -
     return entry
 
 
-# -- the host -------------------------------------------------------------------------------
+# -- one provider's node process -------------------------------------------------------------
+
+
+#: what a node process inherits from its parent's environment (nothing else: not the
+#: server's admin token, database URL or keys, which product code run here could read)
+ENV_ALLOWED = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "PYTHONPATH",
+               "SSL_CERT_FILE", "SSL_CERT_DIR", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+               "http_proxy", "https_proxy", "no_proxy")
+ENV_ALLOWED_PREFIXES = ("LC_", "DATALEDGER_NODE_")
+RESTART_PAUSE_S = (2.0, 60.0)  # after a provider's node process exits: first, most
+
+
+def node_environment(extra: dict[str, str]) -> dict[str, str]:
+    """An allow-listed copy of this environment, plus ``extra``."""
+    kept = {k: v for k, v in os.environ.items()
+            if k in ENV_ALLOWED or k.startswith(ENV_ALLOWED_PREFIXES)}
+    return {**kept, **extra}
+
+
+class ProviderNode:
+    """One enrolled provider's datasite and node, alone in this process
+    (``python -m compute_nodes.host provider --id P``, started by :class:`Host`).
+
+    The product's code runs in this process (PySyft runs approved code in the datasite's
+    process, and the trial here): it holds this provider's credentials and datasite only.
+    """
+
+    def __init__(self, directory: Path, url: str, trust_file: Path,
+                 participant_id: str) -> None:
+        self.dir = directory
+        self.url = url.rstrip("/")
+        self.trust_file = trust_file
+        self.participant_id = participant_id
+        self.enrollment = Enrollment.load(directory / "providers" / f"{participant_id}.json")
+        self.node: Any = None  # compute_nodes.worker.ComputeNode
+        self.site: Any = None  # compute_nodes.datasite.Datasite
+        self.position = int((_read(self._position_file()) or {}).get("seq", 0))
+        self.anchoring = False  # an event waits for an anchored checkpoint
+        self.behind = False  # the log has more than the last page showed
+        self.stopping = threading.Event()
+
+    def start(self) -> None:
+        from compute_nodes import datasite
+        from compute_nodes.worker import ComputeNode, Trust
+
+        trust = Trust.from_file(self.trust_file)
+        sites = self.dir / "datasites"
+        sites.mkdir(mode=0o700, parents=True, exist_ok=True)
+        site = datasite.launch(self.enrollment.datasite, data_dir=sites,
+                               admin_password=self.enrollment.datasite_password)
+        try:
+            admin = site.admin()
+            runner = datasite.data_scientist(site, admin, RUNNER_EMAIL,
+                                             self.enrollment.datasite_password + "-runner")
+        except BaseException:
+            site.land()
+            raise
+        self.site = site
+        self.node = ComputeNode(self.url, self.enrollment.token, admin, runner,
+                                self.enrollment.datasite, trust)
+        log.info("hosting %s (%s) on datasite %s from seq %d", self.enrollment.name,
+                 self.participant_id, self.enrollment.datasite, self.position)
+
+    def _position_file(self) -> Path:
+        return self.dir / "positions" / f"{self.participant_id}.json"
+
+    def _save_position(self) -> None:
+        _write_private(self._position_file(), {"seq": self.position})
+
+    # -- the log --------------------------------------------------------------------
+    def follow(self) -> int:
+        """Hand the next page of the log to the node; the number of events it acted on.
+
+        The position moves past an event only once its outcome is settled on the ledger
+        (or the event needs nothing); an event not yet anchored, or a platform error, stops
+        the page there and comes again next round. Handling an event twice is harmless:
+        the node's executions are idempotent.
+        """
+        from compute_nodes.worker import WATCHED, settled
+
+        r = self.node.http.get("/ledger/events", params={"after": self.position, "limit": PAGE})
+        if r.status_code != 200:
+            raise RuntimeError(f"GET /ledger/events: {r.status_code} {r.text[:300]}")
+        page = r.json()
+        handled = 0
+        for event in page["events"]:
+            if event.get("type") in WATCHED:
+                outcomes = self.node.handle(event)
+                for outcome in outcomes:
+                    log.info("%s: %s", self.enrollment.name,
+                             json.dumps(asdict(outcome), ensure_ascii=False, default=str))
+                if not settled(outcomes):  # not anchored yet, or the platform failed
+                    self._save_position()
+                    if all(o.settled or o.status == "not_anchored" for o in outcomes):
+                        self.anchoring = True  # look again soon: checkpoints come often
+                    return handled
+                handled += 1
+            self.position = int(event["seq"])
+        self.position = max(self.position, int(page.get("next_after") or self.position))
+        self.behind = self.position < int(page.get("head") or 0)
+        self._save_position()
+        return handled
+
+    # -- loads ----------------------------------------------------------------------
+    def jobs(self) -> None:
+        """Load the datasets the host routed to this provider (``jobs/<participant id>/``)."""
+        for path in sorted((self.dir / "jobs" / self.participant_id).glob("*.json")):
+            job = _read(path) or {}
+            try:
+                result = self.node.load(str(job["dataset_id"]), job["private"], job["mock"])
+                answer = {"ok": True, "result": result}
+            except Exception as exc:  # noqa: BLE001 - reported to the waiting command
+                answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            _write_private(self.dir / "jobs" / path.name.replace(".json", ".answer.json"),
+                           answer)
+            path.unlink(missing_ok=True)
+
+    # -- the loop -------------------------------------------------------------------
+    def run(self, pause: float) -> None:
+        from compute_nodes.worker import ANCHOR_RETRY_S
+
+        self.start()
+        parent = int(os.environ.get("DATALEDGER_NODE_PARENT_PID") or 0)
+        try:
+            while not self.stopping.is_set():
+                if parent and os.getppid() != parent:
+                    log.error("the host that started this node (pid %d) is gone", parent)
+                    break
+                self.jobs()
+                self.anchoring = self.behind = False
+                try:
+                    busy = self.follow()
+                except (httpx.HTTPError, RuntimeError) as exc:
+                    log.warning("%s: the platform: %s", self.enrollment.name, exc)
+                    busy = 0
+                if busy == 0 and not self.behind:
+                    self.stopping.wait(min(pause, ANCHOR_RETRY_S) if self.anchoring else pause)
+        finally:
+            self.site.land()
+
+
+# -- the host: a process per provider -----------------------------------------------------------
 
 
 @dataclass
-class Hosted:
-    enrollment: Enrollment
-    node: Any  # compute_nodes.worker.ComputeNode
-    site: Any  # compute_nodes.datasite.Datasite
-    position: int
+class Child:
+    """A provider's node process and its restarts."""
+
+    process: subprocess.Popen[bytes] | None = None
+    pause: float = RESTART_PAUSE_S[0]
+    next_start: float = 0.0
+    started: float = 0.0
 
 
 class Host:
-    """Every enrolled provider's datasite and node, in this process."""
+    """Keeps one node process per enrolled provider (:class:`ProviderNode`) and routes the
+    load requests of ``jobs/`` to the owner's process. Imports no PySyft itself."""
 
     def __init__(self, directory: Path, url: str, trust_file: Path) -> None:
         self.dir = directory
         self.url = url.rstrip("/")
         self.trust_file = trust_file
-        self.hosted: dict[str, Hosted] = {}
-        self.failed: dict[str, str] = {}  # participant id -> why it is not hosted
-        self.anchoring = False  # an event waits for an anchored checkpoint
+        self.children: dict[str, Child] = {}
         self.stopping = threading.Event()
+        self._lock: Any = None
 
-    # -- providers ------------------------------------------------------------------
-    def refresh(self) -> None:
-        """Host every enrolled provider not hosted yet; follow token rotations."""
+    def enrolled(self) -> dict[str, Enrollment]:
+        out = {}
         for path in sorted((self.dir / "providers").glob("*.json")):
             try:
                 entry = Enrollment.load(path)
             except (ValueError, KeyError, TypeError) as exc:
-                self._problem(path.stem, f"bad enrollment file {path}: {exc}")
+                log.error("bad enrollment file %s: %s", path, exc)
                 continue
-            hosted = self.hosted.get(entry.participant_id)
-            if hosted is not None:
-                if hosted.enrollment.token != entry.token:
-                    hosted.node.http.headers["Authorization"] = f"Bearer {entry.token}"
-                    hosted.enrollment = entry
+            out[entry.participant_id] = entry
+        return out
+
+    # -- the provider processes -----------------------------------------------------
+    def keep_running(self, enrolled: dict[str, Enrollment], pause: float) -> None:
+        now = time.monotonic()
+        for pid, entry in enrolled.items():
+            child = self.children.setdefault(pid, Child())
+            process = child.process
+            if process is not None and process.poll() is None:
                 continue
-            try:
-                self.hosted[entry.participant_id] = self._start(entry)
-                self.failed.pop(entry.participant_id, None)
-            except Exception as exc:  # noqa: BLE001 - PySyft raises many kinds; retried
-                self._problem(entry.participant_id, f"cannot host {entry.name}: "
-                              f"{type(exc).__name__}: {exc}")
+            if process is not None:  # it exited: start it again, later each time
+                if now - child.started > 300:
+                    child.pause = RESTART_PAUSE_S[0]
+                log.error("the node of %s exited with %s; restarting in %.0f s", entry.name,
+                          process.returncode, child.pause)
+                child.next_start = now + child.pause
+                child.pause = min(child.pause * 2, RESTART_PAUSE_S[1])
+                child.process = None
+            if now < child.next_start:
+                continue
+            child.started = now
+            child.process = subprocess.Popen(
+                [sys.executable, "-m", "compute_nodes.host", "provider", "--id", pid],
+                env=node_environment({
+                    "DATALEDGER_NODE_DATA_DIR": str(self.dir),
+                    "DATALEDGER_NODE_PLATFORM_URL": self.url,
+                    "DATALEDGER_NODE_TRUST_FILE": str(self.trust_file),
+                    "DATALEDGER_NODE_POLL_SECONDS": str(pause),
+                    "DATALEDGER_NODE_PARENT_PID": str(os.getpid())}),
+                stdin=subprocess.DEVNULL)
+            log.info("started the node of %s (pid %d)", entry.name, child.process.pid)
 
-    def _problem(self, key: str, why: str) -> None:
-        if self.failed.get(key) != why:
-            log.error("%s", why)
-        self.failed[key] = why
+    def stop_children(self) -> None:
+        for child in self.children.values():
+            if child.process is not None and child.process.poll() is None:
+                child.process.terminate()
+        for child in self.children.values():
+            if child.process is not None:
+                try:
+                    child.process.wait(15)
+                except subprocess.TimeoutExpired:
+                    child.process.kill()
+                    child.process.wait()
 
-    def _start(self, entry: Enrollment) -> Hosted:
-        from compute_nodes import datasite
-        from compute_nodes.worker import ComputeNode, Trust
-
-        trust = Trust.from_file(self.trust_file)
-        site = datasite.launch(entry.datasite, data_dir=self.dir / "datasites",
-                               admin_password=entry.datasite_password)
-        admin = site.admin()
-        runner = datasite.data_scientist(site, admin, RUNNER_EMAIL,
-                                         entry.datasite_password + "-runner")
-        node = ComputeNode(self.url, entry.token, admin, runner, entry.datasite, trust)
-        position = int((_read(self._position_file(entry.participant_id)) or {}).get("seq", 0))
-        log.info("hosting %s (%s) on datasite %s from seq %d", entry.name,
-                 entry.participant_id, entry.datasite, position)
-        return Hosted(entry, node, site, position)
-
-    def _position_file(self, participant_id: str) -> Path:
-        return self.dir / "positions" / f"{participant_id}.json"
-
-    # -- the log --------------------------------------------------------------------
-    def follow(self, hosted: Hosted) -> int:
-        """Hand the next page of the log to one provider's node; the number handled.
-
-        The position moves past an event only once its outcome is on the ledger (or the
-        event needs nothing); an event not yet anchored, or a platform error, stops the
-        page there and comes again next round. Handling an event twice is harmless: the
-        node's executions are idempotent.
-        """
-        r = hosted.node.http.get("/ledger/events",
-                                 params={"after": hosted.position, "limit": PAGE})
-        if r.status_code != 200:
-            raise RuntimeError(f"GET /ledger/events: {r.status_code} {r.text[:300]}")
-        from compute_nodes.worker import WATCHED, settled
-
-        page = r.json()
-        handled = 0
-        for event in page["events"]:
-            if event.get("type") in WATCHED:
-                outcomes = hosted.node.handle(event)
-                for outcome in outcomes:
-                    log.info("%s: %s", hosted.enrollment.name,
-                             json.dumps(asdict(outcome), ensure_ascii=False, default=str))
-                if not settled(outcomes):  # not anchored yet, or the platform failed
-                    self._save_position(hosted)
-                    if all(o.settled or o.status == "not_anchored" for o in outcomes):
-                        self.anchoring = True  # look again soon: checkpoints come often
-                    return handled
-                handled += 1
-            hosted.position = int(event["seq"])
-        next_after = int(page.get("next_after") or hosted.position)
-        hosted.position = max(hosted.position, next_after)
-        self._save_position(hosted)
-        return handled
-
-    def _save_position(self, hosted: Hosted) -> None:
-        _write_private(self._position_file(hosted.enrollment.participant_id),
-                       {"seq": hosted.position})
-
-    # -- jobs -----------------------------------------------------------------------
-    def jobs(self) -> None:
-        """Answer the load requests waiting in ``jobs/``."""
+    # -- loads ----------------------------------------------------------------------
+    def route_jobs(self, enrolled: dict[str, Enrollment]) -> None:
+        """Hand each load request to the process of the dataset's owner."""
         for path in sorted((self.dir / "jobs").glob("*.json")):
             if path.name.endswith(".answer.json"):
                 continue
-            answer_path = path.with_name(path.stem + ".answer.json")
-            if answer_path.exists():
-                continue
             job = _read(path) or {}
-            try:
-                answer = {"ok": True, "result": self._load(job)}
-            except Exception as exc:  # noqa: BLE001 - reported to the waiting command
-                answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-            _write_private(answer_path, answer)
+            dataset_id = str(job.get("dataset_id", ""))
+            owner = self._owner(dataset_id, enrolled)
+            child = self.children.get(owner or "")
+            if owner is None or child is None or child.process is None:
+                why = (f"dataset {dataset_id} belongs to no provider enrolled here "
+                       f"(enrolled: {sorted(e.name for e in enrolled.values())})"
+                       if owner is None else f"the node of {enrolled[owner].name} is not "
+                       "running (see the server's log)")
+                _write_private(path.with_name(path.stem + ".answer.json"),
+                               {"ok": False, "error": why})
+                path.unlink(missing_ok=True)
+                continue
+            target = self.dir / "jobs" / owner / path.name
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.replace(path, target)
 
-    def _load(self, job: dict[str, Any]) -> Any:
-        dataset_id = str(job["dataset_id"])
-        owner = None
-        for hosted in self.hosted.values():
-            r = hosted.node.http.get(f"/datasets/{dataset_id}")
-            if r.status_code == 200 and r.json().get("owner_id") == \
-                    hosted.enrollment.participant_id:
-                owner = hosted
-                break
-        if owner is None:
-            raise LookupError(f"dataset {dataset_id} belongs to no provider enrolled here "
-                              f"(enrolled: {sorted(h.enrollment.name for h in self.hosted.values())}"
-                              f"{'; not hosted: ' + str(self.failed) if self.failed else ''})")
-        return owner.node.load(dataset_id, job["private"], job["mock"])
+    def _owner(self, dataset_id: str, enrolled: dict[str, Enrollment]) -> str | None:
+        for pid, entry in enrolled.items():
+            try:
+                r = httpx.get(f"{self.url}/datasets/{dataset_id}", timeout=30,
+                              headers={"Authorization": f"Bearer {entry.token}"})
+            except httpx.HTTPError:
+                continue
+            if r.status_code == 200 and r.json().get("owner_id") == pid:
+                return pid
+        return None
+
+    def clean_spool(self) -> None:
+        """Forget requests and answers nobody waits for any more."""
+        old = time.time() - 2 * JOB_TIMEOUT_S
+        for path in (self.dir / "jobs").rglob("*.json"):
+            try:
+                if path.stat().st_mtime < old:
+                    path.unlink()
+            except FileNotFoundError:
+                pass
 
     # -- the loop -------------------------------------------------------------------
-    def step(self) -> int:
-        self.refresh()
-        self.jobs()
-        self.anchoring = False
-        busy = 0
-        for hosted in list(self.hosted.values()):
-            try:
-                busy += self.follow(hosted)
-            except (httpx.HTTPError, RuntimeError) as exc:
-                log.warning("%s: the platform: %s", hosted.enrollment.name, exc)
-        return busy
-
     def run(self, pause: float) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.dir / "host.lock", "a")  # noqa: SIM115 - held until exit
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SystemExit(f"another compute node host runs on {self.dir} "
+                             f"(pid {running_host(self.dir)})") from None
         _write_private(self.dir / "host.json", {"pid": os.getpid(), "url": self.url})
-        from compute_nodes.worker import ANCHOR_RETRY_S  # imports PySyft (seconds)
-
+        self.clean_spool()
         parent = int(os.environ.get("DATALEDGER_NODE_PARENT_PID") or 0)
         try:
             while not self.stopping.is_set():
                 if parent and os.getppid() != parent:
                     log.error("the server that started this node (pid %d) is gone", parent)
                     break
-                if self.step() == 0:
-                    self.stopping.wait(min(pause, ANCHOR_RETRY_S) if self.anchoring else pause)
+                enrolled = self.enrolled()
+                self.keep_running(enrolled, pause)
+                self.route_jobs(enrolled)
+                self.stopping.wait(min(pause, 0.5))
         finally:
-            for hosted in self.hosted.values():
-                try:
-                    hosted.site.land()
-                except Exception as exc:  # noqa: BLE001
-                    log.warning("landing %s: %s", hosted.enrollment.datasite, exc)
+            self.stop_children()
             (self.dir / "host.json").unlink(missing_ok=True)
 
 
@@ -376,9 +501,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="host every enrolled provider's datasite and node")
     sub.add_parser("host", help="the same as run")
-    en = sub.add_parser("enroll", help="give the node a provider's credentials")
-    en.add_argument("--token", required=True,
-                    help="a bearer token of the provider (e.g. a member made for the node)")
+    pv = sub.add_parser("provider", help="one provider's node (started by run)")
+    pv.add_argument("--id", required=True, help="the provider's participant id")
+    en = sub.add_parser("enroll", help="give the node a provider's credentials: a bearer "
+                        "token of one of its members, read from DATALEDGER_NODE_TOKEN or "
+                        "from standard input (never from the command line, which other "
+                        "users of the machine can see)")
     en.add_argument("--datasite", default=None, help="the datasite's name")
     ld = sub.add_parser("load", help="load a dataset's private data and mock")
     ld.add_argument("--dataset", required=True)
@@ -388,8 +516,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     directory = node_dir()
     if args.command == "enroll":
+        token = (os.environ.get("DATALEDGER_NODE_TOKEN") or sys.stdin.readline()).strip()
+        if not token:
+            print("enroll: no token (set DATALEDGER_NODE_TOKEN or give it on standard input)",
+                  file=sys.stderr)
+            return 2
         try:
-            entry = enroll(directory, platform_url(), args.token, args.datasite)
+            entry = enroll(directory, platform_url(), token, args.datasite)
         except EnrollmentError as exc:
             print(f"enroll: {exc}", file=sys.stderr)
             return 1
@@ -425,10 +558,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s compute-node: %(message)s")
     trust = Path(os.environ.get("DATALEDGER_NODE_TRUST_FILE") or directory / "trust.json")
-    host = Host(directory, platform_url(), trust)
-    signal.signal(signal.SIGTERM, lambda *_: host.stopping.set())
+    pause = float(os.environ.get("DATALEDGER_NODE_POLL_SECONDS") or 1)
+    runner: Host | ProviderNode
+    if args.command == "provider":
+        try:
+            runner = ProviderNode(directory, platform_url(), trust, args.id)
+        except (ValueError, KeyError, TypeError) as exc:
+            print(f"provider {args.id}: not enrolled here: {exc}", file=sys.stderr)
+            return 1
+    else:
+        runner = Host(directory, platform_url(), trust)
+    signal.signal(signal.SIGTERM, lambda *_: runner.stopping.set())
     try:
-        host.run(float(os.environ.get("DATALEDGER_NODE_POLL_SECONDS") or 1))
+        runner.run(pause)
     except KeyboardInterrupt:
         pass
     return 0

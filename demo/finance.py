@@ -154,12 +154,14 @@ def _wait_health(url: str, process: subprocess.Popen[bytes], log_file: Path) -> 
     raise DemoError(f"dataledger serve did not answer within 60 s; see {log_file}")
 
 
-def _node_cli(data_dir: Path, url: str, *args: str) -> dict[str, Any]:
+def _node_cli(data_dir: Path, url: str, *args: str, token: str | None = None) -> dict[str, Any]:
     """``dataledger compute-node ARGS`` against the demo's server; its JSON answer."""
     env = {**os.environ, "DATALEDGER_DATA_DIR": str(data_dir),
            "DATALEDGER_NODE_DATA_DIR": str(data_dir / "node"),
            "DATALEDGER_NODE_PLATFORM_URL": url}
     env.pop("DATALEDGER_NODE_TOKEN", None)
+    if token is not None:  # never on the command line, where `ps` shows it
+        env["DATALEDGER_NODE_TOKEN"] = token
     done = subprocess.run([sys.executable, "-m", "api.cli", "compute-node", *args], env=env,
                           cwd=str(ROOT), capture_output=True, text=True, timeout=900,
                           check=False)
@@ -218,7 +220,7 @@ def _scenario(api: Platform, data_dir: Path, enterprises: int, asked: int,
         p = api.onboard("provider", name, api.admin)
         node_token = api.call("POST", f"/participants/{p.id}/members", p.token, 201,
                               json={"name": "compute node", "roles": ["member"]})["token"]
-        enrolled = _node_cli(data_dir, api.url, "enroll", "--token", node_token)
+        enrolled = _node_cli(data_dir, api.url, "enroll", token=node_token)
         p.view, p.fields, p.datasite = view, fields, enrolled["datasite"]
         providers[view] = p
         _say(name, f"admitted; its compute node enrolled with datasite {p.datasite}")

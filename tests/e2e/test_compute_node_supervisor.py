@@ -59,7 +59,7 @@ def _fake_python(tmp_path: Path) -> Path:
     script = bin_dir / "python"
     script.write_text(f"""#!{sys.executable}
 import json, os, sys
-env = {{k: v for k, v in os.environ.items() if k.startswith(("DATALEDGER_NODE_", "PYTHONPATH"))}}
+env = dict(os.environ)
 trust = open(env["DATALEDGER_NODE_TRUST_FILE"]).read()
 with open({str(record)!r}, "a") as f:
     f.write(json.dumps({{"argv": sys.argv[1:], "env": env, "trust": json.loads(trust),
@@ -94,6 +94,10 @@ def test_serve_starts_the_node_with_the_keys_it_publishes_and_restarts_it(
     assert first["argv"] == ["-m", "compute_nodes.host", "run"]
     assert first["cwd"] == str(ROOT)
     assert str(ROOT) in first["env"]["PYTHONPATH"].split(os.pathsep)
+    # the node (which runs product code) never sees the server's secrets
+    assert "DATALEDGER_ADMIN_TOKEN" not in first["env"]
+    assert not [k for k in first["env"]
+                if k.startswith("DATALEDGER_") and not k.startswith("DATALEDGER_NODE_")]
     assert first["env"]["DATALEDGER_NODE_PLATFORM_URL"] == f"http://127.0.0.1:{port}"
     assert first["env"]["DATALEDGER_NODE_DATA_DIR"] == str((data / "node").absolute())
     trust = first["trust"]
