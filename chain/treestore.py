@@ -487,6 +487,12 @@ class PostgresTreeStore(TreeStore):
                         "hash bytea NOT NULL, PRIMARY KEY (level, idx))")
             cur.execute("CREATE TABLE IF NOT EXISTS chain_tiles (idx bigint PRIMARY KEY, "
                         "hashes bytea NOT NULL)")
+            # hashes do not compress: store tiles out of line without trying (TOAST EXTERNAL)
+            cur.execute("SELECT attstorage FROM pg_attribute WHERE attrelid = "
+                        "'chain_tiles'::regclass AND attname = 'hashes'")
+            row = cur.fetchone()
+            if row is not None and row[0] != "e":
+                cur.execute("ALTER TABLE chain_tiles ALTER COLUMN hashes SET STORAGE EXTERNAL")
             cur.execute("CREATE TABLE IF NOT EXISTS chain_state (id int PRIMARY KEY "
                         "CHECK (id = 1), size bigint NOT NULL)")
             cur.execute("INSERT INTO chain_state VALUES (1, 0) ON CONFLICT DO NOTHING")
@@ -508,20 +514,28 @@ class PostgresTreeStore(TreeStore):
     def _write(self, tiles: Sequence[tuple[int, bytes]], nodes: Sequence[Node], new_size: int,
                old_size: int) -> None:
         with self.lock, self.conn.transaction(), self.conn.cursor(binary=True) as cur:
-            cur.execute("SELECT size FROM chain_state FOR UPDATE")
-            row = cur.fetchone()
-            if row is None or row[0] != old_size:
+            # moving the size first locks its row: a second integrator waits, then finds
+            # the size moved and writes nothing
+            cur.execute("UPDATE chain_state SET size = %s WHERE size = %s", (new_size, old_size))
+            if cur.rowcount != 1:
                 raise ValueError("another integrator moved the tree; nothing written")
-            cur.execute("INSERT INTO chain_tiles (idx, hashes) SELECT * FROM "
-                        "unnest(%s::bigint[], %s::bytea[]) ON CONFLICT (idx) "
-                        "DO UPDATE SET hashes = EXCLUDED.hashes",
-                        ([t[0] for t in tiles], [t[1] for t in tiles]))
-            if nodes:
-                cur.execute("INSERT INTO chain_nodes (level, idx, hash) SELECT * FROM "
-                            "unnest(%s::smallint[], %s::bigint[], %s::bytea[])",
-                            ([n[0] for n in nodes], [n[1] for n in nodes],
-                             [n[2] for n in nodes]))
-            cur.execute("UPDATE chain_state SET size = %s", (new_size,))
+            # binary COPY (an INSERT per tile costs the server ~1.6x, an unnest of a bytea[]
+            # ~5x); only the first tile can exist already: the partial one, which grows
+            first, *rest = tiles
+            cur.execute("INSERT INTO chain_tiles (idx, hashes) VALUES (%s, %s) "
+                        "ON CONFLICT (idx) DO UPDATE SET hashes = EXCLUDED.hashes", first)
+            self._copy(cur, "chain_tiles (idx, hashes)", ["int8", "bytea"], rest)
+            self._copy(cur, "chain_nodes (level, idx, hash)", ["int2", "int8", "bytea"], nodes)
+
+    @staticmethod
+    def _copy(cur: psycopg.Cursor[Any], into: str, types: list[str],
+              rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        with cur.copy(f"COPY {into} FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(types)
+            for row in rows:
+                copy.write_row(row)
 
     def _fetch(self, ids: Sequence[NodeID],
                tiles: Sequence[int] = ()) -> tuple[dict[NodeID, bytes], dict[int, bytes]]:
