@@ -11,11 +11,14 @@ Two functions do all the tree's SHA-256 work for appending and for reading tiles
 ``chain._merkle`` (chain/_merkle.c, linked against OpenSSL's libcrypto) is built by
 ``pip install`` when a C compiler and the OpenSSL headers are there; otherwise
 ``chain._merkle_py`` is used. Both give identical results (tests/unit/chain run both).
-:data:`IMPLEMENTATION` says which one this process uses.
+``DATALEDGER_MERKLE_CORE=python`` in the environment makes a process use the pure-Python
+core even where the C one is built (to measure or rule it out). :data:`IMPLEMENTATION`
+says which one this process uses.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Sequence
 from types import ModuleType
 from typing import cast
@@ -36,15 +39,18 @@ def _load_c() -> ModuleType | None:
 
 _C = _load_c()
 
-#: "C (OpenSSL 3.0.x ...)" or "pure Python": which implementation this process uses
-IMPLEMENTATION: str = (f"C ({_C.OPENSSL_VERSION})" if _C is not None else "pure Python")
-
 #: the implementations available here, by name ("c" only when it was built)
 IMPLEMENTATIONS: dict[str, ModuleType] = {"python": _merkle_py}
 if _C is not None:
     IMPLEMENTATIONS["c"] = _C
 
-_impl: ModuleType = _C if _C is not None else _merkle_py
+_FORCED = os.environ.get("DATALEDGER_MERKLE_CORE", "").strip().lower() == "python"
+_impl: ModuleType = _C if _C is not None and not _FORCED else _merkle_py
+
+#: "C (OpenSSL 3.0.x ...)" or "pure Python": which implementation this process uses
+IMPLEMENTATION: str = (f"C ({_C.OPENSSL_VERSION})" if _impl is _C and _C is not None
+                       else "pure Python" + (" (DATALEDGER_MERKLE_CORE=python)"
+                                             if _FORCED else ""))
 
 
 def append(size: int, roots: Sequence[bytes], leaves: Iterable[bytes], *, hashed: bool = False,

@@ -8,8 +8,12 @@ pins this. Its indices count from one; its proofs carry the base hash first
 and a ``rule``/``subset`` layout, converted to RFC 9162 lists below.
 """
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from math import ceil, log2
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -515,5 +519,36 @@ def test_c_and_python_cores_give_identical_results(leaves: list[bytes], size: in
 
 
 def test_the_process_reports_which_core_it_uses() -> None:
-    assert merkle.IMPLEMENTATION == ("pure Python" if "c" not in merkle.IMPLEMENTATIONS
-                                     else f"C ({merkle.IMPLEMENTATIONS['c'].OPENSSL_VERSION})")
+    if os.environ.get("DATALEDGER_MERKLE_CORE") == "python":
+        assert merkle.IMPLEMENTATION.startswith("pure Python")
+    else:
+        assert merkle.IMPLEMENTATION == (
+            "pure Python" if "c" not in merkle.IMPLEMENTATIONS
+            else f"C ({merkle.IMPLEMENTATIONS['c'].OPENSSL_VERSION})")
+
+
+_PROBE = """
+import sys
+{block}
+from chain import merkle
+from chain.proof import InMemoryTree
+from chain.hasher import hash_leaf
+data = [i.to_bytes(2, "big") * (i % 50) for i in range(700)]
+hashes, nodes, roots = merkle.append(0, [], data)
+tree = InMemoryTree(hash_leaf(d) for d in data)
+assert hashes == b"".join(hash_leaf(d) for d in data) and roots == list(tree._range.roots)
+print(merkle.IMPLEMENTATION, sorted(merkle.IMPLEMENTATIONS))
+"""
+
+
+@pytest.mark.parametrize(("block", "env", "expected"), [
+    ("sys.modules['chain._merkle'] = None  # as if it was never built", {},
+     "pure Python ['python']"),
+    ("", {"DATALEDGER_MERKLE_CORE": "python"}, "pure Python (DATALEDGER_MERKLE_CORE=python)"),
+])
+def test_without_the_c_core_the_pure_python_one_is_used(block: str, env: dict[str, str],
+                                                        expected: str) -> None:
+    out = subprocess.run([sys.executable, "-c", _PROBE.format(block=block)],
+                         env={**os.environ, **env}, capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).parents[3], timeout=60)
+    assert out.stdout.startswith(expected), out.stdout + out.stderr
