@@ -38,6 +38,24 @@ class MissingNodeError(LookupError):
     """A node the tree should have is not stored (the store is damaged or behind)."""
 
 
+class TreeMovedError(ValueError):
+    """Another writer moved the tree since its size was read: nothing was written."""
+
+
+@dataclass(frozen=True)
+class _Tip:
+    """Where the tree ends: its size, its compact range's roots and its partial tile."""
+
+    size: int
+    roots: list[bytes]
+    partial: bytes
+
+
+def _split(hashes: bytes) -> list[bytes]:
+    """32-byte hashes concatenated, as a list."""
+    return [hashes[i:i + HASH_SIZE] for i in range(0, len(hashes), HASH_SIZE)]
+
+
 _CP_COLUMNS = "size, note, cosigned, signers, aggregate, anchored, cut_at"
 
 CHECKPOINT_TABLES = (
@@ -133,6 +151,9 @@ class TreeStore(ABC):
     (a partial tile only grows).
     """
 
+    #: the tip this store last wrote (None: read it from the database first)
+    _tip: _Tip | None = None
+
     @abstractmethod
     def size(self) -> int:
         """The number of integrated leaves."""
@@ -141,7 +162,7 @@ class TreeStore(ABC):
     def _write(self, tiles: Sequence[tuple[int, bytes]], nodes: Sequence[Node], new_size: int,
                old_size: int) -> None:
         """Store (upsert) ``tiles``, insert ``nodes`` and the new size in one transaction,
-        if the size is still ``old_size``."""
+        if the size is still ``old_size`` (else raise TreeMovedError, nothing written)."""
 
     @abstractmethod
     def _fetch(self, ids: Sequence[NodeID],
@@ -275,8 +296,8 @@ class TreeStore(ABC):
     @staticmethod
     def _resume(base: int, roots: list[bytes], partial: bytes) -> list[bytes]:
         """The roots of the whole range, the partial tile's leaves appended to ``roots``."""
-        leaves = [partial[i:i + HASH_SIZE] for i in range(0, len(partial), HASH_SIZE)]
-        return merkle.append(base, roots, leaves, hashed=True, store_from=TILE_HEIGHT)[2]
+        return merkle.append(base, roots, _split(partial), hashed=True,
+                             store_from=TILE_HEIGHT)[2]
 
     def compact_range(self) -> CompactRange:
         """The frontier of the current tree, read from the stored tiles and nodes."""
@@ -297,18 +318,39 @@ class TreeStore(ABC):
         in the C core when it is built. Otherwise as :meth:`append_leaves`."""
         return self._append(leaves, False, expected_size)
 
-    def _append(self, leaves: Iterable[bytes], hashed: bool, expected_size: int | None) -> int:
-        base, roots, partial = self._frontier()
-        old = base + len(partial) // HASH_SIZE
-        if expected_size is not None and old != expected_size:
-            raise ValueError(f"tree size is {old}, expected {expected_size}")
-        roots = self._resume(base, roots, partial)
-        hashes, nodes, _ = merkle.append(old, roots, leaves, hashed=hashed,
-                                         store_from=TILE_HEIGHT)
-        new = old + len(hashes) // HASH_SIZE
-        if new != old:
-            self._write(_tile_rows(base, partial + hashes), nodes, new, old)
+    def _append(self, leaves: Iterable[bytes], hashed: bool, expected_size: int | None,
+                fresh: bool = False) -> int:
+        """Hash and store ``leaves`` after the tree's tip.
+
+        The tip (size, roots, partial tile) this store last wrote is kept, so a run of
+        appends reads nothing back; the write's guard (the size must still be the tip's)
+        catches another writer, and the append is then redone once from the stored state.
+        """
+        tip = None if fresh else self._tip
+        if tip is None or (expected_size is not None and expected_size != tip.size):
+            tip, fresh = self._read_tip(), True
+        if expected_size is not None and tip.size != expected_size:
+            raise ValueError(f"tree size is {tip.size}, expected {expected_size}")
+        hashes, nodes, roots = merkle.append(tip.size, tip.roots, leaves, hashed=hashed,
+                                             store_from=TILE_HEIGHT)
+        if not hashes:
+            return tip.size if fresh else self.size()
+        base = tip.size - len(tip.partial) // HASH_SIZE
+        new = tip.size + len(hashes) // HASH_SIZE
+        whole = tip.partial + hashes  # the leaf hashes from the tile at ``base`` on
+        self._tip = None
+        try:
+            self._write(_tile_rows(base, whole), nodes, new, tip.size)
+        except TreeMovedError:
+            if fresh:
+                raise
+            return self._append(_split(hashes), True, expected_size, fresh=True)
+        self._tip = _Tip(new, roots, whole[(new - new % TILE_WIDTH - base) * HASH_SIZE:])
         return new
+
+    def _read_tip(self) -> _Tip:
+        base, roots, partial = self._frontier()
+        return _Tip(base + len(partial) // HASH_SIZE, self._resume(base, roots, partial), partial)
 
     # -- reading ----------------------------------------------------------------------
     def node(self, level: int, index: int) -> bytes:
@@ -413,7 +455,7 @@ class SQLiteTreeStore(TreeStore):
         c.execute("BEGIN IMMEDIATE")
         try:
             if c.execute("SELECT size FROM chain_state").fetchone()[0] != old_size:
-                raise ValueError("another integrator moved the tree; nothing written")
+                raise TreeMovedError("another integrator moved the tree; nothing written")
             c.executemany("INSERT INTO chain_tiles VALUES (?, ?) ON CONFLICT (idx) "
                           "DO UPDATE SET hashes = excluded.hashes", tiles)
             c.executemany("INSERT INTO chain_nodes VALUES (?, ?, ?)", nodes)
@@ -472,6 +514,10 @@ class SQLiteTreeStore(TreeStore):
         self.conn.close()
 
 
+_ROWS = 1000
+"""Rows per multi-row INSERT on PostgreSQL (its limit is 65,535 parameters)."""
+
+
 class PostgresTreeStore(TreeStore):
     """Tree tiles and upper nodes in PostgreSQL, in the same database and schema as the events."""
 
@@ -513,29 +559,30 @@ class PostgresTreeStore(TreeStore):
 
     def _write(self, tiles: Sequence[tuple[int, bytes]], nodes: Sequence[Node], new_size: int,
                old_size: int) -> None:
-        with self.lock, self.conn.transaction(), self.conn.cursor(binary=True) as cur:
-            # moving the size first locks its row: a second integrator waits, then finds
-            # the size moved and writes nothing
-            cur.execute("UPDATE chain_state SET size = %s WHERE size = %s", (new_size, old_size))
-            if cur.rowcount != 1:
-                raise ValueError("another integrator moved the tree; nothing written")
-            # binary COPY (an INSERT per tile costs the server ~1.6x, an unnest of a bytea[]
-            # ~5x); only the first tile can exist already: the partial one, which grows
-            first, *rest = tiles
-            cur.execute("INSERT INTO chain_tiles (idx, hashes) VALUES (%s, %s) "
-                        "ON CONFLICT (idx) DO UPDATE SET hashes = EXCLUDED.hashes", first)
-            self._copy(cur, "chain_tiles (idx, hashes)", ["int8", "bytea"], rest)
-            self._copy(cur, "chain_nodes (level, idx, hash)", ["int2", "int8", "bytea"], nodes)
-
-    @staticmethod
-    def _copy(cur: psycopg.Cursor[Any], into: str, types: list[str],
-              rows: Sequence[Sequence[Any]]) -> None:
-        if not rows:
-            return
-        with cur.copy(f"COPY {into} FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(types)
-            for row in rows:
-                copy.write_row(row)
+        # One round trip: the whole transaction is pipelined. Moving the size first locks
+        # its row (a second integrator waits, then finds it moved); if it had moved, the
+        # division by zero aborts the transaction, so nothing after it is written.
+        try:
+            with self.lock, self.conn.pipeline(), self.conn.transaction(), \
+                    self.conn.cursor(binary=True) as cur:
+                cur.execute("WITH moved AS (UPDATE chain_state SET size = %s WHERE size = %s "
+                            "RETURNING size) SELECT 1 / count(*) FROM moved",
+                            (new_size, old_size))
+                # multi-row INSERTs with binary parameters: about as cheap for the server as
+                # a binary COPY (which cannot be pipelined), an unnest of a bytea[] ~5x dearer
+                for start in range(0, len(tiles), _ROWS):
+                    chunk = tiles[start:start + _ROWS]
+                    cur.execute("INSERT INTO chain_tiles (idx, hashes) VALUES "
+                                + ", ".join(["(%s, %s)"] * len(chunk))
+                                + " ON CONFLICT (idx) DO UPDATE SET hashes = EXCLUDED.hashes",
+                                [v for row in chunk for v in row])
+                for start in range(0, len(nodes), _ROWS):
+                    rows = nodes[start:start + _ROWS]
+                    cur.execute("INSERT INTO chain_nodes (level, idx, hash) VALUES "
+                                + ", ".join(["(%s, %s, %s)"] * len(rows)),
+                                [v for row in rows for v in row])
+        except psycopg.errors.DivisionByZero:
+            raise TreeMovedError("another integrator moved the tree; nothing written") from None
 
     def _fetch(self, ids: Sequence[NodeID],
                tiles: Sequence[int] = ()) -> tuple[dict[NodeID, bytes], dict[int, bytes]]:

@@ -143,3 +143,23 @@ def test_a_tree_stored_before_tiles_is_moved_into_tiles_when_opened(
         assert tree.root() == REFERENCE.root(300)
     finally:
         tree.close()
+
+
+def test_two_stores_on_one_tree_take_turns_without_losing_a_leaf(
+        url: DatabaseURL, tmp_path: Path) -> None:
+    """Each store remembers the tip it wrote; when the other moved the tree, the write's
+    guard refuses and the append is redone from what is stored."""
+    a, b = open_tree(url, tmp_path), open_tree(url, tmp_path)
+    try:
+        assert a.append_leaf_data(DATA[:100]) == 100
+        assert b.append_leaf_data(DATA[100:170]) == 170  # b reads the tree a wrote
+        assert a.append_leaf_data(DATA[170:260]) == 260  # a's tip (100) is stale: redone
+        with pytest.raises(ValueError, match="tree size is 260, expected 170"):
+            b.append_leaf_data(DATA[260:], expected_size=170)
+        assert b.append_leaf_data(DATA[260:], expected_size=260) == 300
+        assert a.append_leaves([]) == b.append_leaves([]) == 300
+        assert a.root() == b.root() == REFERENCE.root(300)
+        assert a.leaf_hashes(0, 300) == b"".join(LEAVES)
+    finally:
+        a.close()
+        b.close()
