@@ -14,7 +14,7 @@ import os
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -49,6 +49,38 @@ class _Tip:
     size: int
     roots: list[bytes]
     partial: bytes
+
+
+_CHUNK = 1024
+"""Leaves hashed at a time while a write is under way (4 tiles)."""
+
+
+class _Batch:
+    """Leaves after a tip, hashed chunk by chunk as they are iterated: each chunk gives
+    the tiles it fills (and the partial tile at the end) and the nodes of level >= 8 it
+    completes. Once iterated, :attr:`end` is the new tip."""
+
+    def __init__(self, tip: _Tip, leaves: Sequence[bytes], hashed: bool) -> None:
+        self.tip, self.leaves, self.hashed = tip, leaves, hashed
+        self.end: _Tip | None = None
+
+    def __iter__(self) -> Iterator[tuple[list[tuple[int, bytes]], list[Node]]]:
+        size, roots, pending = self.tip.size, self.tip.roots, self.tip.partial
+        tile = (size - len(pending) // HASH_SIZE) >> TILE_HEIGHT  # the tile ``pending`` starts
+        full = TILE_WIDTH * HASH_SIZE
+        for start in range(0, len(self.leaves), _CHUNK):
+            hashes, nodes, roots = merkle.append(size, roots, self.leaves[start:start + _CHUNK],
+                                                 hashed=self.hashed, store_from=TILE_HEIGHT)
+            size += len(hashes) // HASH_SIZE
+            pending += hashes
+            tiles = []
+            while len(pending) >= full:
+                tiles.append((tile, pending[:full]))
+                pending, tile = pending[full:], tile + 1
+            if start + _CHUNK >= len(self.leaves) and pending:
+                tiles.append((tile, pending))
+            yield tiles, nodes
+        self.end = _Tip(size, roots, pending)
 
 
 def _split(hashes: bytes) -> list[bytes]:
@@ -159,10 +191,11 @@ class TreeStore(ABC):
         """The number of integrated leaves."""
 
     @abstractmethod
-    def _write(self, tiles: Sequence[tuple[int, bytes]], nodes: Sequence[Node], new_size: int,
-               old_size: int) -> None:
-        """Store (upsert) ``tiles``, insert ``nodes`` and the new size in one transaction,
-        if the size is still ``old_size`` (else raise TreeMovedError, nothing written)."""
+    def _write(self, batch: Iterable[tuple[list[tuple[int, bytes]], list[Node]]],
+               new_size: int, old_size: int) -> None:
+        """In one transaction, if the size is still ``old_size`` (else raise TreeMovedError,
+        nothing written): store (upsert) the tiles and insert the nodes of each chunk of
+        ``batch`` as it comes, and set the size to ``new_size``."""
 
     @abstractmethod
     def _fetch(self, ids: Sequence[NodeID],
@@ -325,28 +358,27 @@ class TreeStore(ABC):
         The tip (size, roots, partial tile) this store last wrote is kept, so a run of
         appends reads nothing back; the write's guard (the size must still be the tip's)
         catches another writer, and the append is then redone once from the stored state.
+        The leaves are hashed in chunks as the write transaction consumes them, so the
+        database works on one chunk's tiles while the next chunk is hashed.
         """
+        items = leaves if isinstance(leaves, list | tuple) else list(leaves)
         tip = None if fresh else self._tip
         if tip is None or (expected_size is not None and expected_size != tip.size):
             tip, fresh = self._read_tip(), True
         if expected_size is not None and tip.size != expected_size:
             raise ValueError(f"tree size is {tip.size}, expected {expected_size}")
-        hashes, nodes, roots = merkle.append(tip.size, tip.roots, leaves, hashed=hashed,
-                                             store_from=TILE_HEIGHT)
-        if not hashes:
+        if not items:
             return tip.size if fresh else self.size()
-        base = tip.size - len(tip.partial) // HASH_SIZE
-        new = tip.size + len(hashes) // HASH_SIZE
-        whole = tip.partial + hashes  # the leaf hashes from the tile at ``base`` on
+        batch = _Batch(tip, items, hashed)
         self._tip = None
         try:
-            self._write(_tile_rows(base, whole), nodes, new, tip.size)
+            self._write(batch, tip.size + len(items), tip.size)
         except TreeMovedError:
             if fresh:
                 raise
-            return self._append(_split(hashes), True, expected_size, fresh=True)
-        self._tip = _Tip(new, roots, whole[(new - new % TILE_WIDTH - base) * HASH_SIZE:])
-        return new
+            return self._append(items, hashed, expected_size, fresh=True)
+        self._tip = batch.end
+        return tip.size + len(items)
 
     def _read_tip(self) -> _Tip:
         base, roots, partial = self._frontier()
@@ -360,31 +392,40 @@ class TreeStore(ABC):
 
     def root(self, size: int | None = None) -> bytes:
         """The RFC 6962 root of the first ``size`` leaves (default: all). Requires size ≤ n."""
-        n = self._checked(size)
-        return self._two_pass(lambda get: root_at(n, get))
+        return self._two_pass(size, root_at)
 
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
         """Audit path of leaf ``index`` in the tree of ``size``. Requires 0 ≤ index < size ≤ n."""
-        n = self._checked(size)
-        return self._two_pass(lambda get: inclusion_proof(index, n, get))
+        return self._two_pass(size, lambda n, get: inclusion_proof(index, n, get))
 
     def consistency_proof(self, size1: int, size2: int | None = None) -> list[bytes]:
         """Proof that the tree of ``size1`` is a prefix of ``size2``. Requires 0 < size1 ≤ size2 ≤ n."""
-        n = self._checked(size2)
-        return self._two_pass(lambda get: consistency_proof(size1, n, get))
+        return self._two_pass(size2, lambda n, get: consistency_proof(size1, n, get))
 
-    def _checked(self, size: int | None) -> int:
-        current = self.size()
-        if size is None:
-            return current
-        if not 0 <= size <= current:
-            raise ValueError(f"size {size} is beyond the integrated tree ({current} leaves)")
-        return size
+    def _two_pass(self, size: int | None, compute: Callable[[int, NodeGetter], T]) -> T:
+        """``compute(n, get)`` at tree size ``size`` (default: the current size).
 
-    def _two_pass(self, compute: Callable[[NodeGetter], T]) -> T:
+        A first pass records the nodes it asks for, one query reads them (and, when
+        ``size`` is given, the current size with them, to check it), a second computes.
+        """
+        if size is not None and size < 0:
+            raise ValueError(f"size {size} is negative")
+        n = self.size() if size is None else size
         recorder = _Recorder()
-        compute(recorder)
-        return compute(self._getter(recorder.ids))
+        compute(n, recorder)
+        ids = [(level, index) for level, index in recorder.ids if level >= 0 and index >= 0]
+        found, tiles, current = self._fetch_sized(
+            [i for i in ids if i[0] >= TILE_HEIGHT],
+            sorted({_tile_of(i) for i in ids if i[0] < TILE_HEIGHT}))
+        if n > current:
+            raise ValueError(f"size {n} is beyond the integrated tree ({current} leaves)")
+        return compute(n, tiled_getter(found, tiles))
+
+    def _fetch_sized(self, ids: Sequence[NodeID], tiles: Sequence[int],
+                     ) -> tuple[dict[NodeID, bytes], dict[int, bytes], int]:
+        """:meth:`_fetch` and the current size, as one read (PostgreSQL: one query)."""
+        found, blobs = self._fetch(ids, tiles)
+        return found, blobs, self.size()
 
     def _getter(self, ids: Sequence[NodeID]) -> NodeGetter:
         """A node getter over ``ids``, read in one query: nodes of level >= 8 from their
@@ -444,21 +485,22 @@ class SQLiteTreeStore(TreeStore):
         with self.lock:
             return int(self.conn.execute("SELECT size FROM chain_state").fetchone()[0])
 
-    def _write(self, tiles: Sequence[tuple[int, bytes]], nodes: Sequence[Node], new_size: int,
-               old_size: int) -> None:
+    def _write(self, batch: Iterable[tuple[list[tuple[int, bytes]], list[Node]]],
+               new_size: int, old_size: int) -> None:
         with self.lock:
-            self._write_locked(tiles, nodes, new_size, old_size)
+            self._write_locked(batch, new_size, old_size)
 
-    def _write_locked(self, tiles: Sequence[tuple[int, bytes]], nodes: Sequence[Node],
+    def _write_locked(self, batch: Iterable[tuple[list[tuple[int, bytes]], list[Node]]],
                       new_size: int, old_size: int) -> None:
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
         try:
             if c.execute("SELECT size FROM chain_state").fetchone()[0] != old_size:
                 raise TreeMovedError("another integrator moved the tree; nothing written")
-            c.executemany("INSERT INTO chain_tiles VALUES (?, ?) ON CONFLICT (idx) "
-                          "DO UPDATE SET hashes = excluded.hashes", tiles)
-            c.executemany("INSERT INTO chain_nodes VALUES (?, ?, ?)", nodes)
+            for tiles, nodes in batch:
+                c.executemany("INSERT INTO chain_tiles VALUES (?, ?) ON CONFLICT (idx) "
+                              "DO UPDATE SET hashes = excluded.hashes", tiles)
+                c.executemany("INSERT INTO chain_nodes VALUES (?, ?, ?)", nodes)
             c.execute("UPDATE chain_state SET size = ?", (new_size,))
         except BaseException:
             c.execute("ROLLBACK")
@@ -469,6 +511,15 @@ class SQLiteTreeStore(TreeStore):
                tiles: Sequence[int] = ()) -> tuple[dict[NodeID, bytes], dict[int, bytes]]:
         with self.lock:
             return self._fetch_locked(ids), self._fetch_tiles_locked(tiles)
+
+    def _fetch_sized(self, ids: Sequence[NodeID], tiles: Sequence[int],
+                     ) -> tuple[dict[NodeID, bytes], dict[int, bytes], int]:
+        with self.lock:  # one read transaction: the size and the nodes agree
+            self.conn.execute("BEGIN")
+            try:
+                return self._fetch_locked(ids), self._fetch_tiles_locked(tiles), self.size()
+            finally:
+                self.conn.execute("COMMIT")
 
     def _fetch_locked(self, ids: Sequence[NodeID]) -> dict[NodeID, bytes]:
         out: dict[NodeID, bytes] = {}
@@ -557,11 +608,12 @@ class PostgresTreeStore(TreeStore):
             row = cur.fetchone()
         return int(row[0]) if row else 0
 
-    def _write(self, tiles: Sequence[tuple[int, bytes]], nodes: Sequence[Node], new_size: int,
-               old_size: int) -> None:
-        # One round trip: the whole transaction is pipelined. Moving the size first locks
-        # its row (a second integrator waits, then finds it moved); if it had moved, the
-        # division by zero aborts the transaction, so nothing after it is written.
+    def _write(self, batch: Iterable[tuple[list[tuple[int, bytes]], list[Node]]],
+               new_size: int, old_size: int) -> None:
+        # The whole transaction is pipelined: one round trip, and the server stores a
+        # chunk's tiles while the next chunk is hashed. Moving the size first locks its row
+        # (a second integrator waits, then finds it moved); if it had moved, the division
+        # by zero aborts the transaction, so nothing after it is written.
         try:
             with self.lock, self.conn.pipeline(), self.conn.transaction(), \
                     self.conn.cursor(binary=True) as cur:
@@ -570,42 +622,59 @@ class PostgresTreeStore(TreeStore):
                             (new_size, old_size))
                 # multi-row INSERTs with binary parameters: about as cheap for the server as
                 # a binary COPY (which cannot be pipelined), an unnest of a bytea[] ~5x dearer
-                for start in range(0, len(tiles), _ROWS):
-                    chunk = tiles[start:start + _ROWS]
-                    cur.execute("INSERT INTO chain_tiles (idx, hashes) VALUES "
-                                + ", ".join(["(%s, %s)"] * len(chunk))
-                                + " ON CONFLICT (idx) DO UPDATE SET hashes = EXCLUDED.hashes",
-                                [v for row in chunk for v in row])
-                for start in range(0, len(nodes), _ROWS):
-                    rows = nodes[start:start + _ROWS]
-                    cur.execute("INSERT INTO chain_nodes (level, idx, hash) VALUES "
-                                + ", ".join(["(%s, %s, %s)"] * len(rows)),
-                                [v for row in rows for v in row])
+                for tiles, nodes in batch:
+                    for start in range(0, len(tiles), _ROWS):
+                        chunk = tiles[start:start + _ROWS]
+                        cur.execute("INSERT INTO chain_tiles (idx, hashes) VALUES "
+                                    + ", ".join(["(%s, %s)"] * len(chunk))
+                                    + " ON CONFLICT (idx) DO UPDATE SET hashes = EXCLUDED.hashes",
+                                    [v for row in chunk for v in row])
+                    for start in range(0, len(nodes), _ROWS):
+                        rows = nodes[start:start + _ROWS]
+                        cur.execute("INSERT INTO chain_nodes (level, idx, hash) VALUES "
+                                    + ", ".join(["(%s, %s, %s)"] * len(rows)),
+                                    [v for row in rows for v in row])
         except psycopg.errors.DivisionByZero:
             raise TreeMovedError("another integrator moved the tree; nothing written") from None
 
     def _fetch(self, ids: Sequence[NodeID],
                tiles: Sequence[int] = ()) -> tuple[dict[NodeID, bytes], dict[int, bytes]]:
-        unique = list(dict.fromkeys(ids))
-        wanted = list(dict.fromkeys(tiles))
-        if not unique and not wanted:
+        if not ids and not tiles:
             return {}, {}
+        found, blobs, _ = self._read(ids, tiles, sized=False)
+        return found, blobs
+
+    def _fetch_sized(self, ids: Sequence[NodeID], tiles: Sequence[int],
+                     ) -> tuple[dict[NodeID, bytes], dict[int, bytes], int]:
+        return self._read(ids, tiles, sized=True)
+
+    def _read(self, ids: Sequence[NodeID], tiles: Sequence[int], sized: bool,
+              ) -> tuple[dict[NodeID, bytes], dict[int, bytes], int]:
+        """Upper nodes (kind 0), leaf tiles (kind 1) and the size (kind 2) in one query."""
+        unique = list(dict.fromkeys(ids))
+        # a primary-key lookup per node, whatever the planner's statistics say
+        sql = ("SELECT 0, w.level, w.idx, n.hash FROM unnest(%s::smallint[], %s::bigint[]) "
+               "AS w(level, idx) CROSS JOIN LATERAL (SELECT hash FROM chain_nodes n "
+               "WHERE n.level = w.level AND n.idx = w.idx) n "
+               "UNION ALL SELECT 1, 0, t.idx, t.hashes FROM chain_tiles t "
+               "WHERE t.idx = ANY(%s::bigint[])")
+        if sized:
+            sql += " UNION ALL SELECT 2, 0, size, NULL FROM chain_state"
         with self.lock, self.conn.cursor(binary=True) as cur:
-            cur.execute("SELECT n.level, n.idx, n.hash FROM chain_nodes n JOIN "
-                        "unnest(%s::smallint[], %s::bigint[]) AS w(level, idx) "
-                        "ON n.level = w.level AND n.idx = w.idx "
-                        "UNION ALL SELECT -1, t.idx, t.hashes FROM chain_tiles t "
-                        "WHERE t.idx = ANY(%s::bigint[])",
-                        ([i[0] for i in unique], [i[1] for i in unique], wanted))
+            cur.execute(sql, ([i[0] for i in unique], [i[1] for i in unique],
+                              list(dict.fromkeys(tiles))))
             rows = cur.fetchall()
         nodes: dict[NodeID, bytes] = {}
         found: dict[int, bytes] = {}
-        for lv, ix, h in rows:
-            if lv < 0:
+        size = -1
+        for kind, lv, ix, h in rows:
+            if kind == 0:
+                nodes[(int(lv), int(ix))] = bytes(h)
+            elif kind == 1:
                 found[int(ix)] = bytes(h)
             else:
-                nodes[(int(lv), int(ix))] = bytes(h)
-        return nodes, found
+                size = int(ix)
+        return nodes, found, size
 
     def _migrate_legacy(self) -> None:
         with self.lock, self.conn.cursor() as cur:
