@@ -686,8 +686,7 @@ class PostgresTreeStore(TreeStore):
                 cur.execute("SELECT idx, hash FROM chain_nodes WHERE level = 0 ORDER BY idx")
                 tiles = self._legacy_tiles(cur.fetchall())
                 cur.execute("DELETE FROM chain_tiles")
-                for idx, blob in tiles:
-                    cur.execute("INSERT INTO chain_tiles VALUES (%s, %s)", (idx, blob))
+                cur.executemany("INSERT INTO chain_tiles VALUES (%s, %s)", tiles)
                 cur.execute("DELETE FROM chain_nodes WHERE level < %s", (TILE_HEIGHT,))
 
     def close(self) -> None:

@@ -163,3 +163,16 @@ def test_two_stores_on_one_tree_take_turns_without_losing_a_leaf(
     finally:
         a.close()
         b.close()
+
+
+def test_a_batch_that_fails_halfway_writes_nothing(tree: TreeStore) -> None:
+    tree.append_leaf_data(DATA[:100])
+    bad: list[bytes] = [*DATA[100:200], "not bytes"]  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        tree.append_leaf_data(bad)
+    assert tree.size() == 100 and tree.leaf_hashes(0, 300) == b"".join(LEAVES[:100])
+    big = [f"more {i}".encode() for i in range(3000)]  # several chunks, the last one bad
+    with pytest.raises(TypeError):
+        tree.append_leaf_data([*big, None])  # type: ignore[list-item]
+    assert tree.size() == 100 and tree.leaf_hashes(0, 4000) == b"".join(LEAVES[:100])
+    assert tree.append_leaf_data(DATA[100:]) == 300 and tree.root() == REFERENCE.root(300)
