@@ -4,10 +4,12 @@ For each backend (SQLite files in a fresh temporary directory; PostgreSQL in fre
 schemas ``bench_<random>[_<part>]`` that are dropped at the end) it measures:
 
 1. **tree alone** – N leaf byte strings given (random, 200 bytes each),
-   ``tree.append_leaves(hash_leaf(b) for b in batch)`` in batches of 5,000 (the
-   integrator's), every node stored; baseline: ``hashlib.sha256(b"\\x00" + b).digest()``
-   over the same leaves, alternating with the tree in rounds. Goal: at least half the
-   baseline's rate and over 200,000 leaves/s.
+   ``tree.append_leaf_data(batch)`` in batches of 5,000 (the integrator's): the tree
+   hashes each leaf (SHA-256 of 0x00 ‖ leaf) and the nodes it completes in its hashing
+   core (C when built, see :mod:`chain.merkle`) and stores every hash it keeps (the leaf
+   tiles and the nodes of level >= 8) with the new size; baseline:
+   ``hashlib.sha256(b"\\x00" + b).digest()`` over the same leaves, alternating with the
+   tree in rounds. Goal: at least half the baseline's rate and over 200,000 leaves/s.
 2. **end to end** – N stored events (filled beforehand with the recorder's
    ``insert_events`` in big batches, not measured), then ``Integrator(store, tree)
    .catch_up()`` from an empty tree (read, canonical bytes, leaf hash, append); baseline:
@@ -53,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.append import PG_URL, _check_postgres, _drop_schemas
-from chain.compact import CompactRange
+from chain import merkle
 from chain.hasher import hash_children, hash_leaf
 from chain.integrator import Integrator
 from chain.treestore import PostgresTreeStore, SQLiteTreeStore, TreeStore
@@ -177,7 +179,7 @@ class Place:
 
 def _append_in_batches(tree: TreeStore, leaves: list[bytes], batch: int) -> None:
     for start in range(0, len(leaves), batch):
-        tree.append_leaves(hash_leaf(b) for b in leaves[start:start + batch])
+        tree.append_leaf_data(leaves[start:start + batch])
 
 
 # -- 1. the tree alone ---------------------------------------------------------------------
@@ -186,7 +188,7 @@ def measure_tree(place: Place, sizes: Sizes) -> list[Row]:
     rng = random.Random(1)
     leaves = [rng.randbytes(sizes.leaf_bytes) for _ in range(sizes.tree_leaves)]
     tree = place.tree("tree")
-    memory = CompactRange()
+    memory_size, memory_roots = 0, list[bytes]()
     sha256 = hashlib.sha256
     base_s = tree_s = memory_s = 0.0
     rounds: list[dict[str, float]] = []
@@ -205,8 +207,12 @@ def measure_tree(place: Place, sizes: Sizes) -> list[Row]:
             _append_in_batches(tree, part, sizes.batch)
             t2 = time.perf_counter()
             nodes: list[tuple[int, int, bytes]] = []
-            for b in part:  # what append_leaves computes, without the database
-                nodes += memory.append(hash_leaf(b))
+            for start in range(0, len(part), sizes.batch):  # the hashing, without the database
+                batch = part[start:start + sizes.batch]
+                _, created, memory_roots = merkle.append(memory_size, memory_roots, batch,
+                                                         store_from=8)
+                nodes += created
+                memory_size += len(batch)
             t3 = time.perf_counter()
             base_s += t1 - t0
             tree_s += t2 - t1
@@ -227,16 +233,16 @@ def measure_tree(place: Place, sizes: Sizes) -> list[Row]:
     missed = [w for w, ok in (("ratio", ratio >= TREE_RATIO_GOAL),
                               ("rate", rate > TREE_RATE_GOAL)) if not ok]
     return [Row(place.backend, "tree_alone",
-                f"tree alone: append_leaves, {n:,} leaves of {sizes.leaf_bytes} B, "
-                f"batches of {sizes.batch:,}",
+                f"tree alone: append_leaf_data, {n:,} leaves of {sizes.leaf_bytes} B, "
+                f"batches of {sizes.batch:,} [{merkle.IMPLEMENTATION}]",
                 f"{rate:,.0f} leaves/s", f"{base:,.0f} leaves/s (hashlib alone)",
                 f"{ratio:.2f}x", f">= {TREE_RATIO_GOAL:.2f}x and > {TREE_RATE_GOAL:,.0f}/s",
                 met, {"leaves": n, "seconds": round(tree_s, 4), "rate": round(rate, 1),
                       "baseline_seconds": round(base_s, 4), "baseline_rate": round(base, 1),
                       "ratio": round(ratio, 4), "rounds": rounds, "missed": missed,
-                      "started_at": started}),
+                      "implementation": merkle.IMPLEMENTATION, "started_at": started}),
             Row(place.backend, "tree_in_memory",
-                "(for information) the same, in memory: CompactRange.append, "
+                "(for information) the same hashing, in memory: chain.merkle.append, "
                 "nothing stored",
                 f"{mem:,.0f} leaves/s", f"{base:,.0f} leaves/s (hashlib alone)",
                 f"{mem / base:.2f}x", data={"seconds": round(memory_s, 4), "rate": round(mem, 1),
@@ -354,6 +360,7 @@ def measure_proofs(place: Place, sizes: Sizes) -> list[Row]:
     tree = place.tree("proofs")
     rng = random.Random(2)
     clock = time.perf_counter_ns
+    # a 32-byte row by primary key (leaves are in tiles; nodes from level 8 up are rows)
     pk_select = "SELECT hash FROM chain_nodes WHERE level = ? AND idx = ?"
     try:
         t0 = time.perf_counter()
@@ -366,7 +373,7 @@ def measure_proofs(place: Place, sizes: Sizes) -> list[Row]:
         for i in indices[:20]:  # warm-up
             tree.inclusion_proof(i, n)
             tree.consistency_proof(olds[0], n)
-            tree._q(pk_select, (0, i))
+            tree._q(pk_select, (8, i >> 8))
         select_ns: list[int] = []
         incl_ns: list[int] = []
         cons_ns: list[int] = []
@@ -375,7 +382,7 @@ def measure_proofs(place: Place, sizes: Sizes) -> list[Row]:
         gc.collect()
         for i, m in zip(indices, olds, strict=True):  # the three alternate, sample by sample
             a = clock()
-            tree._q(pk_select, (0, i))
+            tree._q(pk_select, (8, i >> 8))
             b = clock()
             incl.append(tree.inclusion_proof(i, n))
             c = clock()
@@ -632,6 +639,7 @@ def _progress(message: str) -> None:
 def run(backends: list[str], quick: bool) -> dict[str, Any]:
     """The whole suite; what run.py prints and writes."""
     sizes = QUICK if quick else FULL
+    _progress(f"tree hashing core: {merkle.IMPLEMENTATION}")
     results: list[dict[str, Any]] = []
     table: list[dict[str, Any]] = []
     for backend in backends:
@@ -651,16 +659,24 @@ def run(backends: list[str], quick: bool) -> dict[str, Any]:
     goals = [r["met"] for r in table if r["met"] is not None]
     return {"suite": "chain", "quick": quick, "sizes": asdict(sizes), "results": results,
             "table": table, "all_goals_met": bool(goals) and all(goals),
+            "merkle_core": merkle.IMPLEMENTATION,
             "notes": [
-                ("tree alone: leaves are given as bytes; the tree hashes each (SHA-256 of "
-                 "0x00 || leaf), hashes the interior nodes it completes (about one more per "
-                 "leaf) and stores every node; the baseline only hashes the leaves"),
+                (f"tree hashing core: {merkle.IMPLEMENTATION}"
+                 + (" (chain/_merkle.c was not built: no C compiler or OpenSSL headers at "
+                    "install time; the pure-Python fallback ran)"
+                    if "c" not in merkle.IMPLEMENTATIONS else "")),
+                ("tree alone: leaves are given as bytes to append_leaf_data; the tree hashes "
+                 "each (SHA-256 of 0x00 || leaf) and the interior nodes it completes (about "
+                 "one more per leaf) in its hashing core, and stores the leaf hashes in tiles "
+                 "of 256 and the nodes of level >= 8 (levels 1-7 are recomputed from the "
+                 "tiles when read); the baseline only hashes the leaves"),
                 ("end to end: the baseline is the library's read alone "
                  "(recorder.select_notifications, same batch size), without canonical bytes "
                  "or hashing; the fill (insert_events in big batches) is not measured"),
                 ("proofs: each from the database at the full tree size (size query + one "
-                 "node query), random leaf index / old size; judged on p95; verification "
-                 "needs the roots, which are read beforehand, untimed"),
+                 "query for the upper nodes and the leaf tiles, the nodes below level 8 "
+                 "recomputed from the tiles), random leaf index / old size; judged on p95; "
+                 "verification needs the roots, which are read beforehand, untimed"),
                 ("anchoring: time from Ledger.execute returning to the watcher (own "
                  "connection, polling every 10 ms) seeing an anchored checkpoint whose size "
                  "covers the command's last seq; projections and the chain service run in "

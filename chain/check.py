@@ -15,12 +15,13 @@ import base64
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from chain import merkle
 from chain.bls import TrustedWitness, aggregate, cosignatures
 from chain.checkpoint import NO_PREVIOUS, Checkpoint, checkpoint_hash, open_checkpoint
-from chain.compact import CompactRange, Node
-from chain.integrator import leaf_hash
+from chain.compact import Node, fold
+from chain.hasher import EMPTY_ROOT, HASH_SIZE
 from chain.note import NoteVerifier
-from chain.treestore import StoredCheckpoint, TreeStore
+from chain.treestore import TILE_HEIGHT, TILE_WIDTH, StoredCheckpoint, TreeStore
 from chain.verify import VerificationError
 from events.store import EventStore
 
@@ -64,39 +65,67 @@ class ChainChecker:
 
     # -- (1) + (2) ----------------------------------------------------------------------
     def _tree_findings(self, wanted: set[int]) -> Iterator[Finding]:
-        """Events past the tree's size are sequenced but not yet integrated: not checked."""
-        compact, after, size = CompactRange(), 0, self.tree.size()
+        """Events past the tree's size are sequenced but not yet integrated: not checked.
+
+        Leaves are recomputed in batches with the tree's own hashing core
+        (:func:`chain.merkle.append`, C when built) and compared with the leaf hashes stored
+        in the tiles; every completed node of level >= 8 is compared with its row.
+        """
+        done, size = 0, self.tree.size()
+        roots: list[bytes] = []
+        created: list[Node] = []
         if 0 in wanted:
-            self.roots[0] = compact.root()
-        while after < size:
-            entries = self.store.read(after, min(self.batch, size - after))
+            self.roots[0] = EMPTY_ROOT
+        while done < size:
+            entries = self.store.read(done, min(self.batch, size - done))
             if not entries:
                 break
-            created: list[Node] = []
-            for entry in entries:
-                if entry.seq != compact.size + 1:
-                    yield Finding(f"seq {compact.size + 1}", "missing from the log",
-                                  f"seq {compact.size + 1}", f"seq {entry.seq}")
-                    return
-                created += compact.append(leaf_hash(entry))
-                if compact.size in wanted:
-                    self.roots[compact.size] = compact.root()
+            gap = next((k for k, e in enumerate(entries) if e.seq != done + k + 1), None)
+            data = [entry.canonical() for entry in (entries if gap is None else entries[:gap])]
+            hashes, created = b"", []
+            cuts = sorted(w for w in wanted if done < w <= done + len(data))
+            at = done
+            for cut in [*cuts, done + len(data)]:
+                part, nodes, roots = merkle.append(at, roots, data[at - done:cut - done],
+                                                   store_from=TILE_HEIGHT)
+                hashes += part
+                created += nodes
+                at = cut
+                if cut in wanted:
+                    self.roots[cut] = fold(roots) if roots else EMPTY_ROOT
+            yield from self._compare_leaves(done, hashes)
             yield from self._compare(created)
-            after = entries[-1].seq
-        if compact.size != size:
+            done += len(data)
+            if gap is not None:
+                yield Finding(f"seq {done + 1}", "missing from the log", f"seq {done + 1}",
+                              f"seq {entries[gap].seq}")
+                return
+        if done != size:
             yield Finding("log", "the tree has more leaves than the log has events",
-                          f"{size} events", f"{compact.size} events")
+                          f"{size} events", f"{done} events")
+            return
+        extra = self.tree.leaf_hashes(size, size + TILE_WIDTH)
+        if extra:
+            yield Finding(f"leaf tile {size >> TILE_HEIGHT}", "stores leaf hashes beyond the "
+                          "tree's size", f"{size} leaves", f"{size + len(extra) // HASH_SIZE}")
+
+    def _compare_leaves(self, begin: int, want: bytes) -> Iterator[Finding]:
+        got = self.tree.leaf_hashes(begin, begin + len(want) // HASH_SIZE)
+        if got == want:
+            return
+        for k in range(len(want) // HASH_SIZE):
+            w, g = want[k * HASH_SIZE:(k + 1) * HASH_SIZE], got[k * HASH_SIZE:(k + 1) * HASH_SIZE]
+            if w != g:
+                index = begin + k
+                yield Finding(f"seq {index + 1}", "stored event does not hash to its stored "
+                              f"leaf (leaf tile {index >> TILE_HEIGHT}, hash "
+                              f"{index % TILE_WIDTH})", _b64(g or None), _b64(w))
 
     def _compare(self, created: list[Node]) -> Iterator[Finding]:
         stored = self.tree.nodes_between(created)
         for level, index, want in created:
             got = stored.get((level, index))
-            if got == want:
-                continue
-            if level == 0:
-                yield Finding(f"seq {index + 1}", "stored event does not hash to its stored leaf",
-                              _b64(got), _b64(want))
-            else:
+            if got != want:
                 yield Finding(f"node ({level}, {index})", "stored tree hash differs from the "
                               "hash recomputed from the events", _b64(want), _b64(got))
 

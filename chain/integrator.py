@@ -39,7 +39,8 @@ class Integrator:
         if [e.seq for e in entries] != expected:
             raise LogGapError(f"log seqs {entries[0].seq}..{entries[-1].seq} do not follow "
                               f"tree size {size} without a gap")
-        self.tree.append_leaves((leaf_hash(e) for e in entries), expected_size=size)
+        # the leaf hashes SHA-256(0x00 ‖ canonical bytes), computed by the tree's C core
+        self.tree.append_leaf_data([e.canonical() for e in entries], expected_size=size)
         return len(entries)
 
     def catch_up(self) -> int:

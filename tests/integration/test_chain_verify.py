@@ -18,10 +18,12 @@ from events.store import DatabaseURL
 REPO = Path(__file__).parents[2]
 
 
-def make_ledger(database_url: str, data_dir: Path) -> int:
+def make_ledger(database_url: str, data_dir: Path, participants: int = 5,
+                step_every: int = 1) -> int:
     """A platform with a few participants, integrated and anchored; returns the log size.
 
-    seq 1-3: the platform; then two events per participant: "provider 3" is seq 10.
+    seq 1-3: the platform; then two events per participant: "provider 3" is seq 10. With
+    130 participants the log has 263 leaves: one full leaf tile and the node (8, 0).
     """
     settings = Settings(data_dir=data_dir, database_url=database_url,
                         admin_token="dl_verify_test_token_0123456789", checkpoint_every_leaves=4)
@@ -33,10 +35,11 @@ def make_ledger(database_url: str, data_dir: Path) -> int:
 
         admin = Actor(PLATFORM_ID, PLATFORM_ADMIN_ID, "platform", ("admin",))
         assert c.chain is not None
-        for i in range(5):
+        for i in range(participants):
             c.ledger.execute(register_participant, admin, name=f"provider {i}", role="provider",
                              credit_code="9111", admin_name="a", admin_token_hash=f"{i:064d}")
-            c.chain.step()
+            if (i + 1) % step_every == 0:
+                c.chain.step()
         head = c.store.max_seq()
         assert c.chain.wait_anchored(head, timeout=10) is not None
         return head
@@ -51,16 +54,26 @@ def verify(database_url: str, data_dir: Path) -> subprocess.CompletedProcess[str
                           capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
 
 
-def execute(database_url: str, sql: str) -> None:
+def execute(database_url: str, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    """Run one statement on the event store's database (the tree's, for chain_ tables)."""
     url = DatabaseURL.parse(database_url)
     if url.kind == "sqlite":
-        path = url.path if "chain_nodes" not in sql else str(Path(url.path).parent / "chain.db")
+        path = url.path if "chain_" not in sql else str(Path(url.path).parent / "chain.db")
         with sqlite3.connect(path) as conn:
-            conn.execute(sql)
-        return
+            return conn.execute(sql.replace("%s", "?"), params).fetchall()
     with psycopg.connect(url.conninfo(), autocommit=True) as conn:
         conn.execute(f'SET search_path TO "{url.schema}"')
-        conn.execute(sql)
+        cur = conn.execute(sql, params)
+        return cur.fetchall() if cur.description else []
+
+
+def flip_byte(database_url: str, table: str, column: str, where: str, offset: int) -> None:
+    """XOR one byte of a stored blob with 0xff (the value surely changes)."""
+    [(blob,)] = execute(database_url, f"SELECT {column} FROM {table} WHERE {where}")
+    assert isinstance(blob, bytes | memoryview)
+    mutated = bytearray(blob)
+    mutated[offset] ^= 0xFF
+    execute(database_url, f"UPDATE {table} SET {column} = %s WHERE {where}", (bytes(mutated),))
 
 
 @pytest.fixture
@@ -95,12 +108,36 @@ def test_a_flipped_byte_of_a_stored_event_is_named_by_its_seq(
     assert "FAIL seq 10: stored event does not hash to its stored leaf" in out.stdout
 
 
-def test_a_flipped_byte_of_a_stored_tree_hash_is_named_by_its_node(
+def test_a_flipped_byte_of_a_stored_leaf_in_its_tile_is_named_by_its_seq(
         ledger: tuple[str, Path, int]) -> None:
     url, data, _ = ledger
-    flip = ("CAST(x'ff' || substr(hash, 2) AS BLOB)" if url.startswith("sqlite")
-            else "'\\xff'::bytea || substring(hash from 2)")
-    execute(url, f"UPDATE chain_nodes SET hash = {flip} WHERE level = 2 AND idx = 1")
+    # seq 10 is leaf 9: the 10th hash of leaf tile 0, bytes 288..319
+    flip_byte(url, "chain_tiles", "hashes", "idx = 0", 9 * 32 + 5)
     out = verify(url, data)
     assert out.returncode == 1, out.stdout + out.stderr
-    assert "FAIL node (2, 1): stored tree hash differs" in out.stdout
+    assert ("FAIL seq 10: stored event does not hash to its stored leaf (leaf tile 0, hash 9)"
+            in out.stdout)
+    assert "FAIL seq 9:" not in out.stdout and "FAIL seq 11:" not in out.stdout
+
+
+@pytest.fixture
+def big_ledger(database_url: str, tmp_path: Path) -> tuple[str, Path, int]:
+    url = database_url
+    if url.startswith("sqlite"):
+        url = f"sqlite:///{tmp_path / 'var' / 'ledger.db'}"
+    head = make_ledger(url, tmp_path / "var", participants=130, step_every=13)
+    assert head == 263
+    return url, tmp_path / "var", head
+
+
+def test_a_flipped_byte_of_a_stored_upper_node_is_named_by_its_node(
+        big_ledger: tuple[str, Path, int]) -> None:
+    url, data, head = big_ledger
+    untouched = verify(url, data)
+    assert untouched.returncode == 0, untouched.stdout + untouched.stderr
+    assert f"ok: {head} leaves recomputed" in untouched.stdout
+    flip_byte(url, "chain_nodes", "hash", "level = 8 AND idx = 0", 0)
+    out = verify(url, data)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "FAIL node (8, 0): stored tree hash differs" in out.stdout
+    assert "FAIL seq" not in out.stdout

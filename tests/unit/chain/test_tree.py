@@ -8,18 +8,25 @@ pins this. Its indices count from one; its proofs carry the base hash first
 and a ``rule``/``subset`` layout, converted to RFC 9162 lists below.
 """
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from math import ceil, log2
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymerkle import ConsistencyProof, InclusionProof, InmemoryTree  # type: ignore[import-untyped]
 
+from chain import merkle
 from chain.compact import CompactRange, Node, range_nodes
 from chain.hasher import EMPTY_ROOT, hash_children, hash_leaf
 from chain.proof import InMemoryTree, consistency_proof, inclusion_proof, root_at
+from chain.treestore import TILE_WIDTH
 from chain.verify import VerificationError, verify_consistency, verify_inclusion
+from tests.unit.chain.tiled import IMPLS, TiledTree, using
 
 FAST = settings(max_examples=60, deadline=None)
 MAX_LEAVES = 300
@@ -380,3 +387,169 @@ def test_building_beyond_the_stored_nodes_is_refused() -> None:
         tree.root(9)
     with pytest.raises(ValueError):
         tree.leaf_hash(8)
+
+
+# --- the hashing cores (C and pure Python) and the tiled layout ----------------------------------
+# Every test below runs once per core (tests/unit/chain/tiled.py: "c" is skipped, with the
+# reason, where the extension was not built). Trees span two leaf tiles (up to 600 leaves).
+
+TILED_MAX = 600
+
+
+@st.composite
+def tiled_entries(draw: st.DrawFn, min_size: int = 1) -> list[bytes]:
+    """A random tree of min_size..TILED_MAX distinct raw entries."""
+    n = draw(st.integers(min_size, TILED_MAX))
+    return _entries(n, draw(st.binary(max_size=8)))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@FAST
+@given(tiled_entries(), st.integers(1, 300), st.data())
+def test_core_tiled_tree_agrees_with_pymerkle(impl: str, entries: list[bytes], chunk: int,
+                                              data: st.DataObject) -> None:
+    oracle = InmemoryTree(algorithm="sha256")
+    for entry in entries:
+        oracle.append_entry(entry)
+    n = len(entries)
+    with using(impl):
+        tree = TiledTree(entries, chunk=chunk)
+        assert tree.size == n
+        sizes = {1, n, data.draw(st.integers(1, n), label="size")}
+        for size in sizes:
+            assert tree.root(size) == oracle.get_root(size)
+            index = data.draw(st.integers(0, size - 1), label="index")
+            proof = tree.inclusion_proof(index, size)
+            assert proof == _from_pymerkle_inclusion(oracle.prove_inclusion(index + 1, size))
+            verify_inclusion(hash_leaf(entries[index]), index, size, proof, oracle.get_root(size))
+            size1 = data.draw(st.integers(1, size), label="size1")
+            proof = tree.consistency_proof(size1, size)
+            assert proof == _from_pymerkle_consistency(oracle.prove_consistency(size1, size))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_core_every_proof_across_a_tile_boundary_matches_the_reference(impl: str) -> None:
+    entries = _entries(TILE_WIDTH + 40, b"edge")
+    reference = InMemoryTree(hash_leaf(entry) for entry in entries)
+    with using(impl):
+        tree = TiledTree(entries, chunk=64)
+        for size in (1, 2, 255, 256, 257, 296):
+            assert tree.root(size) == reference.root(size)
+            for index in range(0, size, 7):
+                assert tree.inclusion_proof(index, size) == reference.inclusion_proof(index, size)
+            for size1 in range(1, size + 1, 5):
+                assert (tree.consistency_proof(size1, size)
+                        == reference.consistency_proof(size1, size))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@FAST
+@given(leaf_entries(min_size=0), st.data(), st.booleans())
+def test_core_append_completes_the_same_nodes_as_compact_range(
+        impl: str, entries: list[bytes], data: st.DataObject, hashed: bool) -> None:
+    leaves = [hash_leaf(entry) for entry in entries]
+    split = data.draw(st.integers(0, len(leaves)), label="split")
+    reference, expected = CompactRange(), []
+    for leaf in leaves:
+        expected += reference.append(leaf)
+    given_leaves = leaves if hashed else entries
+    with using(impl):
+        first, nodes1, roots = merkle.append(0, [], given_leaves[:split], hashed=hashed,
+                                             store_from=0)
+        second, nodes2, roots = merkle.append(split, roots, given_leaves[split:], hashed=hashed,
+                                              store_from=0)
+        assert first + second == b"".join(leaves)
+        assert nodes1 + nodes2 == expected
+        assert roots == list(reference.roots)
+        store_from = data.draw(st.integers(1, 9), label="store_from")
+        hashes, upper, roots = merkle.append(0, [], given_leaves, hashed=hashed,
+                                             store_from=store_from)
+        assert hashes == b"".join(leaves) and roots == list(reference.roots)
+        assert upper == [node for node in expected if node[0] >= store_from]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@FAST
+@given(st.integers(0, 8), st.integers(0, 40), st.binary(max_size=4))
+def test_core_subtree_is_the_recursive_definition(impl: str, level: int, extra: int,
+                                                  salt: bytes) -> None:
+    leaves = [hash_leaf(entry) for entry in _entries((1 << level) + extra, salt)]
+    offset = extra // 2
+    with using(impl):
+        got = merkle.subtree(b"".join(leaves), offset, level)
+    assert got == _mth(leaves[offset:offset + (1 << level)])
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_core_refuses_what_it_cannot_hash(impl: str) -> None:
+    h = hash_leaf(b"x")
+    with using(impl):
+        for size, roots in ((3, [h]), (2, []), (1, [b"short"]), (-1, [])):
+            with pytest.raises(ValueError):
+                merkle.append(size, roots, [b"a"])
+        with pytest.raises(ValueError):
+            merkle.append(0, [], [b"short"], hashed=True)
+        with pytest.raises(TypeError):
+            merkle.append(0, [], ["text"])  # type: ignore[list-item]
+        with pytest.raises(ValueError):
+            merkle.append((1 << 63) - 1, [h] * 63, [b"a"])
+        with pytest.raises(ValueError):
+            merkle.append(0, [], [b"a"], store_from=-1)
+        for hashes, offset, level in ((h, 0, 1), (h * 3, 2, 1), (h[:31], 0, 0), (h, -1, 0),
+                                      (h, 0, 17), (h, 0, -1)):
+            with pytest.raises(ValueError):
+                merkle.subtree(hashes, offset, level)
+
+
+@pytest.mark.skipif("c" not in merkle.IMPLEMENTATIONS, reason="the C core is not built")
+@FAST
+@given(st.lists(st.binary(max_size=300), max_size=600), st.integers(0, 2**40), st.data())
+def test_c_and_python_cores_give_identical_results(leaves: list[bytes], size: int,
+                                                   data: st.DataObject) -> None:
+    roots = [hash_leaf(i.to_bytes(8, "big")) for i in range(size.bit_count())]
+    store_from = data.draw(st.integers(0, 10), label="store_from")
+    c, py = merkle.IMPLEMENTATIONS["c"], merkle.IMPLEMENTATIONS["python"]
+    assert (c.append(size, roots, leaves, store_from=store_from)
+            == py.append(size, roots, leaves, store_from=store_from))
+    hashes = b"".join(hash_leaf(leaf) for leaf in leaves)
+    if leaves:
+        level = data.draw(st.integers(0, (len(leaves)).bit_length() - 1), label="level")
+        offset = data.draw(st.integers(0, len(leaves) - (1 << level)), label="offset")
+        assert c.subtree(hashes, offset, level) == py.subtree(hashes, offset, level)
+
+
+def test_the_process_reports_which_core_it_uses() -> None:
+    if os.environ.get("DATALEDGER_MERKLE_CORE") == "python":
+        assert merkle.IMPLEMENTATION.startswith("pure Python")
+    else:
+        assert merkle.IMPLEMENTATION == (
+            "pure Python" if "c" not in merkle.IMPLEMENTATIONS
+            else f"C ({merkle.IMPLEMENTATIONS['c'].OPENSSL_VERSION})")
+
+
+_PROBE = """
+import sys
+{block}
+from chain import merkle
+from chain.proof import InMemoryTree
+from chain.hasher import hash_leaf
+data = [i.to_bytes(2, "big") * (i % 50) for i in range(700)]
+hashes, nodes, roots = merkle.append(0, [], data)
+tree = InMemoryTree(hash_leaf(d) for d in data)
+assert hashes == b"".join(hash_leaf(d) for d in data) and roots == list(tree._range.roots)
+print(merkle.IMPLEMENTATION, sorted(merkle.IMPLEMENTATIONS))
+"""
+
+
+@pytest.mark.parametrize(("block", "env", "expected"), [
+    ("sys.modules['chain._merkle'] = None  # as if it was never built", {},
+     "pure Python ['python']"),
+    ("", {"DATALEDGER_MERKLE_CORE": "python"}, "pure Python (DATALEDGER_MERKLE_CORE=python)"),
+])
+def test_without_the_c_core_the_pure_python_one_is_used(block: str, env: dict[str, str],
+                                                        expected: str) -> None:
+    clean = {k: v for k, v in os.environ.items() if k != "DATALEDGER_MERKLE_CORE"}
+    out = subprocess.run([sys.executable, "-c", _PROBE.format(block=block)],
+                         env={**clean, **env}, capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).parents[3], timeout=60)
+    assert out.stdout.startswith(expected), out.stdout + out.stderr

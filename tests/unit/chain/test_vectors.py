@@ -26,6 +26,7 @@ from chain.verify import (
     verify_consistency,
     verify_inclusion,
 )
+from tests.unit.chain.tiled import IMPLS, TiledTree, using
 
 VECTORS = Path(__file__).resolve().parents[2] / "testdata" / "rfc6962"
 
@@ -180,3 +181,22 @@ def test_consistency_checks_root1_even_when_it_is_not_the_seed() -> None:
         REFERENCE_ROOTS[4],
         REFERENCE_ROOTS[5],
     )
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_each_core_reproduces_the_reference_tree_and_the_happy_vectors(impl: str) -> None:
+    with using(impl):
+        tree = TiledTree(REFERENCE_LEAVES, chunk=3)
+        assert [tree.root(size) for size in range(1, 9)] == REFERENCE_ROOTS
+        hashed = TiledTree([hash_leaf(leaf) for leaf in REFERENCE_LEAVES], chunk=5, hashed=True)
+        assert [hashed.root(size) for size in range(1, 9)] == REFERENCE_ROOTS
+        for path in HAPPY_INCLUSION:
+            vector = _load(path)
+            index, size = vector["leafIdx"], vector["treeSize"]
+            assert tree.root(size) == _b64(vector["root"])
+            assert tree.inclusion_proof(index, size) == _proof(vector)
+        for path in HAPPY_CONSISTENCY:
+            vector = _load(path)
+            size1, size2 = vector["size1"], vector["size2"]
+            assert tree.root(size1) == _b64(vector["root1"])
+            assert tree.consistency_proof(size1, size2) == _proof(vector)
