@@ -7,7 +7,13 @@ quorum: a JSON file shaped like ``GET /ledger/witnesses``), never the platform's
 event is acted on only once it is included in a checkpoint signed by the log key and
 co-signed by a quorum of the trusted witnesses (an inclusion proof of the event's own
 canonical bytes). An event not yet under an anchored checkpoint is answered
-``not_anchored``, to be handled again later, never dropped.
+``not_anchored``, to be handled again later, never dropped. What runs comes from proven
+events too, under the same checkpoint: the order's product, demander and execution 1's
+query from its ``order.placed`` (the order view's ``placed_seq``), the code's SHA-256 and the
+inputs from ``product.registered`` (the product view's ``registered_seq``); a view that names
+no such event or differs from it is ``refused`` (handled again later, logged), and code
+whose SHA-256 is not the proven one never runs (the node asks with that hash: the ledger
+records ``code_hash_mismatch``, or the node records it itself if the ledger accepted).
 
 Events acted on (:meth:`ComputeNode.handle`):
 
@@ -368,7 +374,7 @@ class ComputeNode:
         if execution > 0 and self.participant_id not in order.get("required_approvals", []):
             return Outcome(contract_id, "ignored", "not a party to this contract", execution)
         product = self._call("GET", f"/products/{order['product_id']}").json()
-        inputs = self._my_inputs(product)
+        inputs = self._my_inputs(product.get("inputs") or [])
         if not inputs:
             return Outcome(contract_id, "ignored", "no input of the product is this "
                            "provider's", execution)
@@ -377,14 +383,31 @@ class ComputeNode:
             return Outcome(contract_id, "not_anchored", f"event {ev.seq} is not yet under "
                            "an anchored checkpoint", execution)
         self._verify(ev, checkpoint)
+        # What runs comes from proven events, not from the views: the order (its product,
+        # demander and execution 1's query) from order.placed, the code's SHA-256 and the
+        # inputs from product.registered, both under the same anchored checkpoint.
+        placed = self._proven(order, "placed_seq", "order.placed", contract_id, checkpoint)
+        for key in ("product_id", "demander_id"):
+            if placed.payload.get(key) != order.get(key):
+                raise NodeError(f"the order view's {key} {order.get(key)!r} is not the "
+                                f"{placed.payload.get(key)!r} of order.placed (event "
+                                f"{placed.seq})")
+        registered = self._proven(product, "registered_seq", "product.registered",
+                                  str(order["product_id"]), checkpoint)
+        if str(product.get("id", order["product_id"])) != registered.originator_id:
+            raise NodeError(f"the product view is not product {registered.originator_id}")
+        proven_inputs = registered.payload.get("inputs")
+        if not isinstance(proven_inputs, list) or self._my_inputs(proven_inputs) != inputs:
+            raise NodeError(f"the product view's inputs are not those of product.registered "
+                            f"(event {registered.seq})")
         # the trial runs on mock rows, which hold none of the real keys a query names
-        query = None if execution == 0 else self._query(ev, order, checkpoint)
-        return self._execution(contract_id, execution, product, inputs, query)
+        query = None if execution == 0 else self._query(ev, order, placed)
+        return self._execution(contract_id, execution, product, inputs, query, registered)
 
-    def _my_inputs(self, product: dict[str, Any]) -> list[str]:
-        """This provider's input datasets of the product, in product order."""
+    def _my_inputs(self, items: list[Any]) -> list[str]:
+        """This provider's input datasets among a product's ``inputs``, in product order."""
         mine = []
-        for item in product.get("inputs", []):
+        for item in items:
             dataset_id = str(item["dataset_id"])
             owner = item.get("owner_id") or item.get("provider_id") or self._owners.get(
                 dataset_id)
@@ -430,24 +453,32 @@ class ComputeNode:
         verify_inclusion(leaf_hash(ev.canonical), ev.seq - 1, checkpoint.size, hashes,
                          checkpoint.root)
 
+    def _proven(self, view: dict[str, Any], key: str, type_name: str, originator_id: str,
+                checkpoint: Checkpoint) -> LedgerEvent:
+        """The event a view names by ``view[key]`` (its seq), checked to be ``type_name`` of
+        ``originator_id`` and proven included in ``checkpoint``. NodeError (refused: handled
+        again later) if the view names none under the checkpoint, or another event."""
+        seq = view.get(key)
+        if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= checkpoint.size:
+            raise NodeError(f"{type_name} of {originator_id}: the view's {key} {seq!r} is "
+                            f"not an event under the anchored checkpoint {checkpoint.size}")
+        event = LedgerEvent.parse(self._call("GET", f"/ledger/events/{seq}").json())
+        if (event.seq, event.type, event.originator_id) != (seq, type_name, originator_id):
+            raise NodeError(f"event {seq} is not {type_name} of {originator_id}")
+        self._verify(event, checkpoint)
+        return event
+
     def _query(self, ev: LedgerEvent, order: dict[str, Any],
-               checkpoint: Checkpoint) -> dict[str, Any] | None:
-        """The execution's query: from the verified event itself (query_submitted), or for
-        execution 1 the order's, checked against its ``order.placed`` event when the order
-        view names that event's seq (``placed_seq``)."""
+               placed: LedgerEvent) -> dict[str, Any] | None:
+        """The execution's query, from a proven event: the query_submitted event itself, or
+        for execution 1 the order's ``order.placed`` (the view's must agree with it)."""
         if ev.type == QUERY_SUBMITTED:
             return check_query(ev.payload.get("query"))
-        shown = check_query(order.get("query"))
-        seq = order.get("placed_seq")
-        if isinstance(seq, int) and 1 <= seq <= checkpoint.size:
-            placed = LedgerEvent.parse(self._call("GET", f"/ledger/events/{seq}").json())
-            if (placed.seq, placed.type, placed.originator_id) != (
-                    seq, "order.placed", ev.originator_id):
-                raise NodeError(f"event {seq} is not order.placed of {ev.originator_id}")
-            self._verify(placed, checkpoint)
-            if check_query(placed.payload.get("query")) != shown:
-                raise NodeError(f"the order's query differs from its order.placed (event {seq})")
-        return shown
+        proven = check_query(placed.payload.get("query"))
+        if check_query(order.get("query")) != proven:
+            raise NodeError(f"the order's query differs from its order.placed (event "
+                            f"{placed.seq})")
+        return proven
 
     # -- one execution ------------------------------------------------------------------
     def request_key(self, contract_id: str, execution: int) -> str:
@@ -455,11 +486,16 @@ class ComputeNode:
         return f"{contract_id}#{execution}#{self.participant_id}"
 
     def _execution(self, contract_id: str, execution: int, product: dict[str, Any],
-                   inputs: list[str], query: dict[str, Any] | None) -> Outcome:
+                   inputs: list[str], query: dict[str, Any] | None,
+                   registered: LedgerEvent) -> Outcome:
         code = product.get("code")
         visible = isinstance(code, str)
+        proven_sha256 = str(registered.payload.get("code_sha256") or "").lower()
+        # the hash of the code it would submit: if it is not the proven one, the ledger
+        # records the refusal code_hash_mismatch (and, whatever the platform answers, the
+        # node runs nothing)
         code_sha256 = (hashlib.sha256(code.encode("utf-8")).hexdigest() if visible
-                       else str(product["code_sha256"]).lower())
+                       else proven_sha256)
         try:
             made = self._call("POST", "/computations", expect=(200, 201), json={
                 "contract_id": contract_id, "execution": execution,
@@ -483,6 +519,11 @@ class ComputeNode:
         if state == "succeeded":
             return Outcome(contract_id, "skipped", f"execution {execution} already succeeded",
                            execution, comp_id)
+        if code_sha256 != proven_sha256:
+            return self._fail(contract_id, execution, comp_id, (
+                f"code_hash_mismatch: the code the platform served (SHA-256 {code_sha256}) is "
+                f"not the code of product.registered (event {registered.seq}: "
+                f"{proven_sha256}); not run"))
         if not visible:
             return self._fail(contract_id, execution, comp_id,
                               "the product's code is not visible to this provider")

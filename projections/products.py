@@ -62,6 +62,8 @@ products = Table(
     Column("review_comment", Text, nullable=True),
     Column("delist_reason", Text, nullable=True),
     Column("registered_at", String, nullable=False),
+    # the seq of product.registered: a node proves the code's SHA-256 (and inputs) from it
+    Column("registered_seq", BigInteger, nullable=True),
     Column("listed_at", String, nullable=True),
     Column("delisted_at", String, nullable=True),
     Column("updated_at", String, nullable=False),
@@ -84,7 +86,8 @@ def _registered(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
         name=p["name"], kind=p["kind"], description=p["description"], code=p["code"],
         code_sha256=p["code_sha256"], inputs=p["inputs"], output_schema=p["output_schema"],
         quality_report=p["quality_report"], price_fen=p["price_fen"], state="registered",
-        registered_at=p["at"], updated_at=p["at"], version=entry.version)
+        registered_at=p["at"], registered_seq=entry.seq, updated_at=p["at"],
+        version=entry.version)
     grant(conn, KIND, entry.originator_id, *readers)
 
 
@@ -123,7 +126,7 @@ class ProductsProjection(Projection):
 _FIELDS = ("id", "operator_id", "developer_id", "scenario_id", "authorization_ids", "name",
            "kind", "description", "code_sha256", "inputs", "output_schema", "quality_report",
            "price_fen", "state", "review_comment", "delist_reason", "registered_at",
-           "listed_at", "delisted_at", "updated_at", "version")
+           "registered_seq", "listed_at", "delisted_at", "updated_at", "version")
 
 
 def _visible(viewer_id: str, sees_all: bool) -> ColumnElement[bool]:

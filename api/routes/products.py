@@ -112,6 +112,9 @@ class ProductView(BaseModel):
     review_comment: str | None
     delist_reason: str | None
     registered_at: str
+    registered_seq: int | None = Field(
+        default=None, description="seq of the product.registered event (it carries the "
+                                  "code's SHA-256 and the inputs a compute node checks)")
     listed_at: str | None
     delisted_at: str | None
     updated_at: str

@@ -7,11 +7,13 @@ Runs inside the compute venv only: ``compute_nodes/setup-env test``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import pytest
@@ -124,3 +126,93 @@ def test_an_exhausted_processing_count(w: SimpleNamespace) -> None:
     w.api.submit_query(w.p, contract, {"field": "uscc", "values": usccs})
     second = refused(w, node, contract, "count_exhausted", "contract.query_submitted")
     assert second.execution == 2
+
+
+# -- what runs comes from proven events, not from the platform's views ---------------------
+
+
+class Rewriting(httpx.BaseTransport):
+    """A platform that rewrites the JSON of some answers (``rewrite(request, body)``)."""
+
+    def __init__(self, rewrite: Callable[[httpx.Request, Any], Any]) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.rewrite = rewrite
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if not response.headers.get("content-type", "").startswith("application/json"):
+            return response
+        response.read()
+        body = self.rewrite(request, json.loads(response.content))
+        return httpx.Response(response.status_code, json=body)
+
+
+def nothing_ran(w: SimpleNamespace, node: ComputeNode, contract: str) -> None:
+    assert w.api.computations(contract) == []
+    assert not datasite.request_exists(w.runner, "score", node.request_key(contract, 1))
+
+
+def order_view(change: Callable[[dict[str, Any]], None]) -> Callable[[httpx.Request, Any], Any]:
+    def rewrite(request: httpx.Request, body: Any) -> Any:
+        if request.method == "GET" and request.url.path.startswith("/orders/"):
+            change(body)
+        return body
+    return rewrite
+
+
+@pytest.mark.parametrize("tamper", ["no placed_seq", "another placed_seq", "the query",
+                                    "the product", "no registered_seq"])
+def test_a_view_that_differs_from_the_proven_events_is_refused(
+        w: SimpleNamespace, tamper: str) -> None:
+    usccs = sorted(w.private["uscc"])
+    contract = w.api.order(w.p, w.p.product_id, query={"field": "uscc", "values": usccs[:1]})
+    approved = w.api.event(contract, "contract.approved")["seq"]
+    rewrite = {
+        "no placed_seq": order_view(lambda o: o.pop("placed_seq")),
+        "another placed_seq": order_view(lambda o: o.update(placed_seq=approved)),
+        "the query": order_view(lambda o: o.update(query={"field": "uscc",
+                                                          "values": usccs[1:]})),
+        "the product": order_view(lambda o: o.update(product_id=w.p.joined_id)),
+    }.get(tamper)
+    if rewrite is None:  # no registered_seq in the product view
+
+        def rewrite(request: httpx.Request, body: Any) -> Any:
+            if request.url.path.startswith("/products/"):
+                body.pop("registered_seq")
+            return body
+
+    node = w.node(http=httpx.Client(base_url=w.url, timeout=30, transport=Rewriting(rewrite)))
+    [outcome] = until_settled(node, provider_view(w, contract, "contract.approved"))
+    assert outcome.status == "refused" and not outcome.settled, outcome
+    expected = {"no placed_seq": "placed_seq None", "another placed_seq": "is not order.placed",
+                "the query": "query differs", "the product": "product_id",
+                "no registered_seq": "registered_seq None"}[tamper]
+    assert expected in outcome.detail, outcome.detail
+    nothing_ran(w, node, contract)
+
+
+def test_code_that_differs_from_product_registered_never_runs_whatever_the_ledger_says(
+        w: SimpleNamespace) -> None:
+    """The platform serves other code and tells the ledger (POST /computations) the listed
+    hash, so the ledger accepts: the node checks the code against product.registered
+    itself, records the failure and runs nothing."""
+    listed = hashlib.sha256(SCORE.encode()).hexdigest()
+
+    def rewrite(request: httpx.Request, body: Any) -> Any:
+        if request.method == "GET" and request.url.path.startswith("/products/"):
+            body["code"] = body["code"].replace("// 10000", "// 1")
+        return body
+
+    class Lying(Rewriting):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            if request.method == "POST" and request.url.path == "/computations":
+                sent = json.loads(request.content)
+                request = httpx.Request("POST", request.url, headers={
+                    "Authorization": request.headers["Authorization"]},
+                    json={**sent, "code_sha256": listed})
+            return super().handle_request(request)
+
+    contract = w.api.order(w.p, w.p.product_id)
+    http = httpx.Client(base_url=w.url, timeout=30, transport=Lying(rewrite))
+    outcome = refused(w, w.node(http=http), contract, "code_hash_mismatch")
+    assert "product.registered" in outcome.detail  # the node's own check, not the ledger's

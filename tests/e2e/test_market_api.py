@@ -93,6 +93,8 @@ def test_from_product_registration_to_an_approved_contract(world: World, chain: 
     for party in (chain.operator, chain.developer, world.regulator, world.platform):
         seen = world.call("GET", f"/products/{pid}", party)
         assert seen["code"] == CODE and seen["state"] == "registered"
+        # the seq of product.registered: a compute node proves the code's hash from it
+        assert seen["registered_seq"] == made["seqs"][0]
     assert seen["price_fen"] == 1_250_000 and seen["developer_id"] == chain.developer.participant_id
 
     asked = world.call("POST", f"/products/{pid}/listing-request", chain.operator)
