@@ -165,7 +165,14 @@ async def request_computation(body: ComputationRequest, cmd: CommandsDep) -> JSO
 async def record_result(computation_id: str, body: ResultReport,
                         cmd: CommandsDep) -> JSONResponse:
     """The requesting provider posts the result: its SHA-256 is recorded with the delivery,
-    its bytes are stored off the log. Posting the same result again writes nothing.
+    its bytes are stored off the log. Posting the same result again writes nothing to the
+    log (and stores the bytes if they are not stored yet).
+
+    The bytes are stored first, under (computation id, their SHA-256), and only then is the
+    command run that records that SHA-256: a crash between the two leaves bytes no delivery
+    names, never a delivery without its bytes. Bytes stored for a post the command then
+    refuses (another provider, other bytes after success) are never served: the delivery
+    serves the bytes whose SHA-256 the log recorded.
 
     ``input_hashes`` name exactly the computation's input datasets; for executions ≥ 1 each
     must equal the private file's hash of the dataset's last ``dataset.data_loaded`` (if
@@ -175,11 +182,10 @@ async def record_result(computation_id: str, body: ResultReport,
         content, digest = results.encode(body.result)
     except CanonicalEncodingError as exc:
         raise InvalidInput(("result" + exc.path.removeprefix("$")), exc.reason) from None
-    outcome = await cmd.run(uc.record_success, computation_id, result_sha256=digest,
-                            input_hashes=dict(body.input_hashes), result_rows=body.result_rows,
-                            datasite=body.datasite)
     await run_in_threadpool(results.put, cmd.container.engine, computation_id, content)
-    return answer(outcome)
+    return answer(await cmd.run(uc.record_success, computation_id, result_sha256=digest,
+                                input_hashes=dict(body.input_hashes),
+                                result_rows=body.result_rows, datasite=body.datasite))
 
 
 @router.post("/computations/{computation_id}/failure", response_model=ComputationAnswer)
@@ -229,10 +235,10 @@ def get_delivered_result(delivery_id: str, reader: ReaderDep) -> Response:
             raise NotFound(f"no delivery {delivery_id}", kind="delivery", id=delivery_id)
         raise WrongState(f"computation {delivery_id} is {comp['state']}; nothing is "
                          "delivered yet", state=comp["state"])
-    stored = results.get(reader.container.engine, delivery_id)
-    if stored is None or stored[1] != delivery["result_sha256"]:
+    digest = delivery["result_sha256"]
+    content = results.get(reader.container.engine, delivery_id, digest)
+    if content is None:  # only for a delivery recorded before the bytes were stored first
         raise WrongState(f"the result of delivery {delivery_id} is not stored yet")
-    content, digest = stored
     b64 = base64.b64encode(bytes.fromhex(digest)).decode()
     return Response(content, media_type="application/json",
                     headers={"X-Result-SHA256": digest, "Content-Digest": f"sha-256=:{b64}:"})

@@ -15,8 +15,11 @@ from typing import Any
 import pytest
 
 from api.bootstrap import Container
+from api.deps import Commands
+from domain import computation as uc
 from domain.computation import computation_id
 from events.canonical import canonical_bytes
+from projections import results
 from tests.e2e.conftest import Party, World
 from tests.e2e.setup_chain import CODE, FIELDS, USED, Chain, build_chain, list_product
 from tests.e2e.test_market_api import (
@@ -169,6 +172,85 @@ def test_a_node_runs_execution_one_once_and_the_demander_gets_the_result(
     assert runner.digests() == digests
     again_got = world.client.get(f"/deliveries/{cid}/result", headers=chain.demander.headers)
     assert again_got.status_code == 200 and again_got.content == got.content
+
+
+def delivered(world: World, chain: Chain, cid: str) -> bytes:
+    """The bytes the demander fetches for delivery ``cid`` (200, digest headers checked)."""
+    got = world.client.get(f"/deliveries/{cid}/result", headers=chain.demander.headers)
+    assert got.status_code == 200, got.text
+    assert got.headers["X-Result-SHA256"] == hashlib.sha256(got.content).hexdigest()
+    return got.content
+
+
+def test_a_crash_right_after_the_result_is_recorded_loses_no_bytes(
+        world: World, chain: Chain, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kill -9 between the commit of computation.succeeded + delivery.made and the end of the
+    request: the bytes were stored before the commit, so the delivery serves them although
+    the node, finding its execution succeeded on restart, never posts again."""
+    _, oid = approved_contract(world, chain)
+    cid = world.call("POST", "/computations", chain.provider, 201, json=ask(oid))["computation_id"]
+    run = Commands.run
+
+    async def killed_after_commit(self: Commands, handler: Any, *args: Any,
+                                  **kwargs: Any) -> Any:
+        done = await run(self, handler, *args, **kwargs)
+        if handler is uc.record_success:
+            raise RuntimeError("kill -9")
+        return done
+
+    monkeypatch.setattr(Commands, "run", killed_after_commit)
+    r = world.client.post(f"/computations/{cid}/result", json=report(chain),
+                          headers=chain.provider.headers)
+    assert r.status_code == 500
+    monkeypatch.undo()
+    assert [e["type"] for e in events_of(world, cid)] == [
+        "computation.requested", "computation.succeeded", "delivery.made"]
+    restarted = world.call("POST", "/computations", chain.provider, 200, json=ask(oid))
+    assert (restarted["existing"], restarted["state"]) == (True, "succeeded")
+    assert json.loads(delivered(world, chain, cid)) == RESULT
+
+
+def test_a_delivery_recorded_without_its_bytes_gets_them_when_the_result_is_posted_again(
+        world: World, chain: Chain, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A delivery recorded without its bytes (the order of older versions: commit, then
+    store): posting the same result again writes nothing to the log and stores the bytes."""
+    _, oid = approved_contract(world, chain)
+    cid = world.call("POST", "/computations", chain.provider, 201, json=ask(oid))["computation_id"]
+    monkeypatch.setattr(results, "put", lambda *args: None)
+    first = world.call("POST", f"/computations/{cid}/result", chain.provider,
+                       json=report(chain))
+    monkeypatch.undo()
+    assert first["state"] == "succeeded" and len(first["seqs"]) == 2
+    body = refused(world, "GET", f"/deliveries/{cid}/result", chain.demander, 409)
+    assert "not stored" in body["detail"]
+    before = head(world)
+    again = world.call("POST", f"/computations/{cid}/result", chain.provider,
+                       json=report(chain))
+    assert (again["existing"], again["seqs"], head(world)) == (True, [], before)
+    assert json.loads(delivered(world, chain, cid)) == RESULT
+
+
+def test_no_other_post_changes_the_bytes_the_demander_fetches(
+        world: World, chain: Chain, container: Container) -> None:
+    """The bytes are stored before the command decides, under (computation id, SHA-256):
+    another provider's post for the computation (refused afterwards, 403) and the provider's
+    own post of other bytes after success (409) store rows that are never served."""
+    second, ds2, oid = two_provider_contract(world, chain)
+    cid = world.call("POST", "/computations", chain.provider, 201, json=ask(oid))["computation_id"]
+    forged = [{"firm": "A", "score": 1}]
+    forged_sha = hashlib.sha256(canonical_bytes(forged)).hexdigest()
+    for report_ in (report(chain, forged), {**report(chain, forged), "datasite": "si-datasite",
+                                            "input_hashes": {ds2: DATA_SHA}}):
+        refused(world, "POST", f"/computations/{cid}/result", second, 403, json=report_)
+    world.call("POST", f"/computations/{cid}/result", chain.provider, json=report(chain))
+    assert json.loads(delivered(world, chain, cid)) == RESULT
+    refused(world, "POST", f"/computations/{cid}/result", second, 403,
+            json=report(chain, forged))
+    refused(world, "POST", f"/computations/{cid}/result", chain.provider, 409,
+            json=report(chain, forged))
+    assert json.loads(delivered(world, chain, cid)) == RESULT
+    # the refused bytes sit in a row of their own, which no delivery names
+    assert results.get(container.engine, cid, forged_sha) == canonical_bytes(forged)
 
 
 def test_a_failed_execution_then_the_next_one(world: World, chain: Chain) -> None:
