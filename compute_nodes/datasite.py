@@ -46,6 +46,7 @@ import io
 import linecache
 import logging
 import os
+import re
 import textwrap
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -95,8 +96,21 @@ class DatasetError(ComputeNodeError):
     """A dataset is missing, or its files do not fit (schema, or another file already)."""
 
 
+class DatasetMissingError(DatasetError):
+    """No dataset of that id is on this datasite (not loaded yet, or removed)."""
+
+
 class ComputationError(ComputeNodeError):
-    """The datasite refused to run the code, or the code raised."""
+    """The datasite refused to run the code, or the code raised.
+
+    ``kind``: the type name of the exception the code raised, when it is known (the trial
+    runs here; on the private data PySyft tells its caller only that the code raised, and
+    the type is read from the datasite's own log of it when that datasite runs in this
+    process); None otherwise. The message may quote the data: keep it local."""
+
+    def __init__(self, message: str, kind: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 Client = Any  # syft.client.datasite_client.DatasiteClient
@@ -299,7 +313,7 @@ def input_hashes(client: Client, dataset_ids: str | Sequence[str]) -> dict[str, 
     for dataset_id in _ids(dataset_ids):
         dataset = _find_dataset(client, dataset_id)
         if dataset is None:
-            raise DatasetError(f"no dataset {dataset_id} on this datasite")
+            raise DatasetMissingError(f"no dataset {dataset_id} on this datasite")
         summary = str(dataset.summary or "")
         if not summary.startswith(_SUMMARY_PREFIX):
             raise DatasetError(f"dataset {dataset_id} was not loaded by dataledger "
@@ -347,11 +361,16 @@ def approve_and_run(admin: Client, request_id: str, runner: Client | None = None
         if previous is not None:
             return previous[0]
         caller = admin if runner is None else runner
-        try:
-            pointer = caller.api.services.code.call(uid=code.id, **kwargs)
-            return _value(pointer)
-        except SyftException as exc:
-            raise ComputationError(str(exc)) from exc
+        with _user_code_errors(str(code.service_func_name)) as logged:
+            try:
+                pointer = caller.api.services.code.call(uid=code.id, **kwargs)
+                return _value(pointer)
+            except SyftException as exc:
+                text = "\n".join([str(exc), *logged])
+                raise ComputationError(text, exception_type(text)) from exc
+            except ComputationError as exc:
+                text = "\n".join([str(exc), *logged])
+                raise ComputationError(text, exception_type(text)) from exc
 
 
 @_unavailable_on_http_errors
@@ -371,7 +390,7 @@ def run_on_mock(client: Client, code_source: str, function_name: str,
         try:
             return syft_function.local_call(**mocks)
         except Exception as exc:
-            raise ComputationError(f"{type(exc).__name__}: {exc}") from exc
+            raise ComputationError(f"{type(exc).__name__}: {exc}", type(exc).__name__) from exc
 
 
 def request_function_name(function_name: str, request_key: str) -> str:
@@ -417,6 +436,53 @@ def function_from_source(code_source: str, function_name: str,
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+#: PySyft logs the traceback of user code that raised (the caller is told only that it did)
+_USER_CODE_LOGGER = "syft.service.code.user_code"
+_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::\s|:?$)")
+
+
+class _Collect(logging.Handler):
+    def __init__(self, needle: str) -> None:
+        super().__init__(logging.ERROR)
+        self.needle = needle
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            message = record.getMessage()
+            if self.needle in message:
+                self.messages.append(message)
+
+
+@contextlib.contextmanager
+def _user_code_errors(function_name: str) -> Iterator[list[str]]:
+    """What an in-process datasite logs about ``function_name`` raising, while in the block."""
+    handler = _Collect(function_name)
+    logger = logging.getLogger(_USER_CODE_LOGGER)
+    logger.addHandler(handler)
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+
+
+def exception_type(text: str) -> str | None:
+    """The type name of the exception a Python traceback in ``text`` ends with (the first
+    unindented line after the last ``Traceback`` header that is not a frame), else None."""
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent")]
+    if not starts:
+        return None
+    for line in lines[starts[-1] + 1:]:
+        if not line or line[0].isspace():
+            continue
+        match = _EXCEPTION_LINE.match(line)
+        if match:
+            return match.group(1).rsplit(".", 1)[-1]
+        return None
+    return None
 
 
 @contextlib.contextmanager
@@ -578,7 +644,7 @@ def _find_dataset(client: Client, dataset_id: str) -> Any | None:
 def _asset(client: Client, dataset_id: str) -> Any:
     dataset = _find_dataset(client, dataset_id)
     if dataset is None:
-        raise DatasetError(f"no dataset {dataset_id} on this datasite")
+        raise DatasetMissingError(f"no dataset {dataset_id} on this datasite")
     with _quiet():
         return dataset.assets[ASSET_NAME]
 

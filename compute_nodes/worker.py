@@ -532,7 +532,8 @@ class ComputeNode:
         except NodeError as exc:
             return self._fail(contract_id, execution, comp_id, str(exc))
         key = self.request_key(contract_id, execution)
-        error = ""
+        error = ""  # the reason recorded on the ledger (the demander reads it)
+        detail = ""  # what the node logs: it may quote the private data
         result: Any = None
         hashes: dict[str, str] = {}
         for attempt in range(self.retries):
@@ -549,33 +550,46 @@ class ComputeNode:
                 error = ""
                 break
             except datasite.DatasiteUnavailableError as exc:
-                error = f"datasite unavailable: {exc}"
-            except (datasite.ComputationError, datasite.CodeSourceError,
-                    datasite.DatasetError) as exc:
-                error = f"{type(exc).__name__}: {exc}"
+                error = detail = f"datasite unavailable: {exc}"
+            except datasite.ComputationError as exc:
+                detail = f"{type(exc).__name__}: {exc}"
+                error = code_failed(exc, execution)
                 break  # the same code on the same data fails the same way
+            except (datasite.CodeSourceError, datasite.DatasetError) as exc:
+                error = detail = f"{type(exc).__name__}: {exc}"
+                break
             except Exception as exc:  # noqa: BLE001 - PySyft raises many kinds
-                error = f"datasite error {type(exc).__name__}: {exc}"
+                detail = f"datasite error {type(exc).__name__}: {exc}"
+                error = detail if execution == 0 else (
+                    f"datasite_error: the datasite raised {type(exc).__name__}; details are "
+                    "in the node's log")
             log.warning("contract %s execution %d attempt %d: %s", contract_id, execution,
-                        attempt + 1, error)
+                        attempt + 1, detail)
             if attempt + 1 < self.retries:
                 self.sleep(self.backoff_s * 2 ** attempt)
         if error:
             if error.startswith("datasite unavailable"):
                 error += f" (after {self.retries} attempts)"
-            return self._fail(contract_id, execution, comp_id, error)
+            return self._fail(contract_id, execution, comp_id, error, detail)
         try:
             value, rows = to_json_result(apply_query(result, query))
         except ValueError as exc:
-            return self._fail(contract_id, execution, comp_id, f"result not reportable: {exc}")
+            public = str(exc) if execution == 0 else (
+                exc.public if isinstance(exc, ResultError) else "the result is not JSON")
+            return self._fail(contract_id, execution, comp_id,
+                              f"result_not_reportable: {public}", f"result not reportable: {exc}")
         answer = self._call("POST", f"/computations/{comp_id}/result", json={
             "result": value, "input_hashes": hashes, "result_rows": rows,
             "datasite": self.datasite_name}).json()
         return Outcome(contract_id, "delivered", "", execution, comp_id,
                        answer.get("result_sha256"), extra={"rows": rows})
 
-    def _fail(self, contract_id: str, execution: int, comp_id: str, reason: str) -> Outcome:
-        log.error("contract %s execution %d failed: %s", contract_id, execution, reason)
+    def _fail(self, contract_id: str, execution: int, comp_id: str, reason: str,
+              detail: str = "") -> Outcome:
+        """Record the execution as failed with ``reason`` (on the log: never private values;
+        ``detail``, which may quote them, goes to the node's own log only)."""
+        log.error("contract %s execution %d failed: %s%s", contract_id, execution, reason,
+                  f" ({detail})" if detail and detail != reason else "")
         self._call("POST", f"/computations/{comp_id}/failure", json={"reason": reason[:5000]})
         return Outcome(contract_id, "failed", reason, execution, comp_id)
 
@@ -743,6 +757,27 @@ class ComputeNode:
 # -- helpers --------------------------------------------------------------------------------
 
 
+class ResultError(ValueError):
+    """A result the ledger cannot take; ``public`` says why without quoting the result."""
+
+    def __init__(self, message: str, public: str | None = None) -> None:
+        super().__init__(message)
+        self.public = message if public is None else public
+
+
+def code_failed(exc: Exception, execution: int) -> str:
+    """The reason recorded when the product's code raised. The trial ran on mock rows: its
+    message is kept. On the private data only the exception's type: its message may quote
+    a private value (``invalid literal for int(): '张三'``)."""
+    if execution == 0:
+        return f"code_failed: {exc}"
+    kind = getattr(exc, "kind", None)
+    if not (isinstance(kind, str) and kind.isidentifier() and len(kind) <= 100):
+        kind = "an exception"
+    return (f"code_failed: the product's code raised {kind} on the private data; details "
+            "are in the node's log")
+
+
 def check_query(query: Any) -> dict[str, Any] | None:
     """None, or ``{"field": column, "values": [str, ...]}``; NodeError otherwise."""
     if query is None:
@@ -767,10 +802,10 @@ def apply_query(value: Any, query: dict[str, Any] | None) -> Any:
         value = value.to_dict(orient="records")
     column, wanted = query["field"], set(query["values"])
     if not isinstance(value, list) or not all(isinstance(row, dict) for row in value):
-        raise ValueError(f"a query on {column!r} needs a table of rows; the result is a "
-                         f"{type(value).__name__}")
+        raise ResultError(f"a query on {column!r} needs a table of rows; the result is a "
+                          f"{type(value).__name__}")
     if value and not any(column in row for row in value):
-        raise ValueError(f"the result has no column {column!r}")
+        raise ResultError(f"the result has no column {column!r}")
     return [row for row in value if column in row and _text(row[column]) in wanted]
 
 
@@ -822,16 +857,18 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float):
         if math.isfinite(value) and value.is_integer():
             return int(value)
-        raise ValueError(f"non-integral number {value!r} (report integers or strings)")
+        raise ResultError(f"non-integral number {value!r} (report integers or strings)",
+                          "a non-integral number in the result (report integers or strings)")
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     if hasattr(value, "tolist"):
         return _plain(value.tolist())
-    raise ValueError(f"a {type(value).__name__} is not JSON")
+    raise ResultError(f"a {type(value).__name__} is not JSON",
+                      f"a {type(value).__name__} in the result is not JSON")
 
 
 __all__ = ["APPROVED", "QUERY_SUBMITTED", "RETRY_LATER", "TRIAL", "WATCHED", "ComputeNode",
-           "LedgerEvent", "NodeError", "Outcome", "PlatformError", "Position", "Trust",
-           "apply_query", "check_query", "settled", "to_json_result"]
+           "LedgerEvent", "NodeError", "Outcome", "PlatformError", "Position", "ResultError",
+           "Trust", "apply_query", "check_query", "code_failed", "settled", "to_json_result"]

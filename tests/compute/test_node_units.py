@@ -20,9 +20,11 @@ from compute_nodes.worker import (
     Outcome,
     PlatformError,
     Position,
+    ResultError,
     _final,
     apply_query,
     check_query,
+    code_failed,
     settled,
     to_json_result,
 )
@@ -124,3 +126,27 @@ def test_which_refusals_of_a_computation_request_are_final(status: int, body: st
     exc = PlatformError(f"POST /computations: {status} {body}", status)
     assert _final(exc) is final
     assert ("rejected" not in RETRY_LATER) and Outcome("c", "rejected").settled
+
+
+def test_a_failure_on_private_data_is_recorded_by_the_exception_type_only() -> None:
+    from compute_nodes.datasite import ComputationError, exception_type
+
+    text = ("Exception encountered while running leaky_0e9e, please contact the Server Admin\n"
+            "Traceback (most recent call last):\n"
+            '  File "<string>", line 4, in leaky_0e9e\n'
+            "ValueError: invalid literal for int() with base 10: '91330100张三'\n\n"
+            "    2  def leaky_0e9e(data):\n--> 3      return int(...)\n")
+    assert exception_type(text) == "ValueError"
+    assert exception_type("Traceback (most recent call last):\n  x\nmod.KeyError\n") == \
+        "KeyError"
+    assert exception_type("please contact the Server Admin") is None
+    leaked = ComputationError(text, exception_type(text))
+    reason = code_failed(leaked, 1)
+    assert reason == ("code_failed: the product's code raised ValueError on the private "
+                      "data; details are in the node's log")
+    assert "an exception on" in code_failed(ComputationError(text), 2)
+    assert code_failed(ComputationError("ValueError: bad 'x'", "ValueError"), 0) == \
+        "code_failed: ValueError: bad 'x'"  # the trial, on mock rows, keeps its details
+    with pytest.raises(ResultError) as caught:
+        to_json_result([{"ratio": 52341.27}])
+    assert "52341.27" in str(caught.value) and "52341" not in caught.value.public

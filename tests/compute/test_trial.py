@@ -15,7 +15,14 @@ import pandas as pd
 import pytest
 
 from compute_nodes import datasite
-from tests.compute.ledger import expected_scores, ledger_server, provider_view, until_settled, world
+from tests.compute.ledger import (
+    USED,
+    expected_scores,
+    ledger_server,
+    provider_view,
+    until_settled,
+    world,
+)
 from tests.compute.test_refusals import refused
 from tests.compute.test_worker import delivered_once, result_of
 
@@ -69,3 +76,18 @@ def test_a_trial_met_after_approval_is_refused(w: SimpleNamespace) -> None:
     w.api.approve(w.p, contract)
     outcome = refused(w, w.node(), contract, "trial_after_approval", "order.trial_granted")
     assert outcome.execution == 0
+
+
+def test_a_trial_that_fails_on_mock_rows_keeps_the_details(w: SimpleNamespace) -> None:
+    """Mock rows are no secret: the trial's failure says what the code raised, with what."""
+    from tests.compute.test_worker import LEAKY
+
+    product = w.api.product(w.p, LEAKY, [{"dataset_id": w.p.dataset_id, "fields": USED}],
+                            name="leaky trial")
+    contract = w.api.order(w.p, product, approve=False)
+    w.api.call("POST", f"/orders/{contract}/trial", w.p.operator.token)
+    [outcome] = until_settled(w.node(), provider_view(w, contract, "order.trial_granted"))
+    assert outcome.status == "failed" and outcome.execution == 0, outcome
+    top = int(pd.read_csv(w.tmp / "mock.csv")["tax_paid_yuan"].max())
+    reason = w.api.event(outcome.computation_id, "computation.failed")["payload"]["reason"]
+    assert reason.startswith("code_failed: ValueError: invalid literal") and f"{top}张三" in reason

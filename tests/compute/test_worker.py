@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import subprocess
 import time
@@ -352,3 +353,41 @@ def test_each_party_provider_runs_its_own_computation_over_its_own_inputs(
         assert succeeded["payload"]["input_hashes"] == {dataset: digest}
         assert result_of(w, outcomes[name]) == [
             {"uscc": u, "seen": 1} for u in sorted(table["uscc"])]
+
+
+# The code fails on a private value and quotes it (as Python's own errors do).
+LEAKY = '''def leaky(data):
+    return int(str(data["tax_paid_yuan"].max()) + "张三")
+'''
+FLOATY = '''def ratio(data):
+    return [{"uscc": str(u), "ratio": int(t) / 7 + 0.01}
+            for u, t in zip(data["uscc"], data["tax_paid_yuan"])]
+'''
+
+
+@pytest.mark.parametrize(("code", "reason"), [
+    (LEAKY, ("code_failed: the product's code raised ValueError on the private data; "
+             "details are in the node's log")),
+    (FLOATY, ("result_not_reportable: a non-integral number in the result (report integers "
+              "or strings)")),
+])
+def test_a_failure_on_private_data_records_no_private_value(
+        w: SimpleNamespace, caplog: pytest.LogCaptureFixture, code: str, reason: str) -> None:
+    name = code.split("(", 1)[0].removeprefix("def ")
+    product = w.api.product(w.p, code, [{"dataset_id": w.p.dataset_id, "fields": USED}],
+                            name=f"{name} product")
+    contract = w.api.order(w.p, product)
+    with caplog.at_level(logging.WARNING, logger="compute_nodes.worker"):
+        [outcome] = until_settled(w.node(), provider_view(w, contract, "contract.approved"))
+    assert outcome.status == "failed" and outcome.detail == reason, outcome
+    recorded = w.api.event(outcome.computation_id, "computation.failed")["payload"]["reason"]
+    assert recorded == reason
+    top = int(w.private["tax_paid_yuan"].max())
+    private = [str(top), f"{top / 7 + 0.01}"[:8]] + [
+        f"{int(t) / 7 + 0.01}"[:8] for t in w.private["tax_paid_yuan"]]
+    assert not [v for v in private if v in recorded]
+    shown = w.api.call("GET", f"/computations/{outcome.computation_id}", w.p.demander.token)
+    assert "张三" not in json.dumps(shown, ensure_ascii=False)
+    # the details stay in the node's own log
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert (f"{top}张三" if code is LEAKY else "non-integral number") in logged
