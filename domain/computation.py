@@ -6,7 +6,8 @@ provider owning at least one input dataset runs its own computation per executio
 own input datasets. The idempotency key of a computation is (contract id, execution number,
 provider id): the computation id is derived from it (``computation_id``), so a redelivered
 ``contract.approved`` or a restarted node finds the computation it already asked for and
-never runs or delivers twice.
+never runs or delivers twice. One it finds still requested is checked against the policy
+again, so a node restarting after the policy changed does not run the code.
 The result itself stays off the log; only its SHA-256 is recorded (``delivery.made``).
 
 A request that the ledger check refuses for a *policy* reason (the contract, its processing
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -351,6 +353,27 @@ def _own_inputs(uow: UnitOfWork, product: Product, provider_id: str) -> list[dic
     return own
 
 
+def _existing(ctx: Context, found: Computation, code_sha256: str,
+              refusal: Callable[[], str | None]) -> dict[str, Any]:
+    """The answer to a request for an execution this provider already requested
+    (``existing: true``).
+
+    One still ``requested`` is checked again (``refusal``: the policy, or the trial's, as
+    for a new request): a node that crashed after requesting must not run the code once the
+    contract was terminated, an authorization revoked or the scenario suspended. A refusal
+    now is recorded (``computation.failed``, the reason ``code: sentence``) and answered with
+    ``state: "failed"``; otherwise nothing is written.
+    """
+    if found.code_sha256 != code_sha256:
+        raise InvalidInput("code_sha256", f"computation {found.id} was requested for code "
+                                          f"{found.code_sha256}")
+    if found.state == "requested":
+        reason = refusal()
+        if reason is not None:
+            found.fail(ctx, reason=reason)
+    return _view(found, existing=True)
+
+
 # -- use cases ------------------------------------------------------------------
 def request_computation(uow: UnitOfWork, ctx: Context, *, contract_id: str, execution: int,
                         datasite: str, code_sha256: str) -> dict[str, Any]:
@@ -359,8 +382,11 @@ def request_computation(uow: UnitOfWork, ctx: Context, *, contract_id: str, exec
     execution 0 is the trial on mock data (``_request_trial``).
 
     Idempotent: if that execution was already requested, its id, state and reason come back
-    with ``existing: true`` and nothing is written. A policy refusal is recorded:
-    ``computation.requested`` + ``computation.failed`` (``reason``: ``code: sentence``).
+    with ``existing: true`` and nothing is written, unless it is still ``requested`` and the
+    policy now refuses it: then ``computation.failed`` is recorded and the answer is
+    ``state: "failed"`` with the reason (``_existing``). A policy refusal of a new request is
+    recorded: ``computation.requested`` + ``computation.failed`` (``reason``: ``code:
+    sentence``).
     """
     order = uow.get(Order, contract_id)
     if execution == TRIAL and not isinstance(execution, bool):
@@ -374,10 +400,9 @@ def request_computation(uow: UnitOfWork, ctx: Context, *, contract_id: str, exec
     inputs = _own_inputs(uow, product, provider_id)
     found = _find(uow, computation_id(order.id, number, provider_id))
     if found is not None:
-        if found.code_sha256 != digest:
-            raise InvalidInput("code_sha256", f"computation {found.id} was requested for code "
-                                              f"{found.code_sha256}")
-        return _view(found, existing=True)
+        return _existing(ctx, found, digest, lambda: policy_refusal(
+            uow, ctx, order=order, product=product, number=number, code_sha256=digest,
+            inputs=inputs))
     if number > 1 and _find(uow, computation_id(order.id, number - 1, provider_id)) is None:
         raise WrongState(f"execution {number - 1} of contract {order.id} was not requested by "
                          f"provider {provider_id}; executions are numbered from 1 without gaps")
@@ -408,7 +433,8 @@ def _request_trial(uow: UnitOfWork, ctx: Context, order: Order, *, datasite: str
     ``trial_after_approval`` (the contract is approved, terminated or cancelled),
     ``code_hash_mismatch`` or ``product_not_listed``. Neither the authorizations nor the
     processing count are checked: mock data is not the provider's data, and the trial is
-    not a processing of it. Idempotent as any execution (200, ``existing: true``).
+    not a processing of it. Idempotent as any execution (200, ``existing: true``; a trial
+    still ``requested`` is checked again, and a refusal now recorded as ``computation.failed``).
     """
     ctx.actor.require_role("provider")
     provider_id = ctx.actor.participant_id
@@ -421,10 +447,7 @@ def _request_trial(uow: UnitOfWork, ctx: Context, order: Order, *, datasite: str
     site = require_text(datasite, "datasite")
     found = _find(uow, computation_id(order.id, TRIAL, provider_id))
     if found is not None:
-        if found.code_sha256 != digest:
-            raise InvalidInput("code_sha256", f"computation {found.id} was requested for code "
-                                              f"{found.code_sha256}")
-        return _view(found, existing=True)
+        return _existing(ctx, found, digest, lambda: trial_refusal(order, product, digest))
     refusal = trial_refusal(order, product, digest)
     agg = Computation.request(ctx, order=order, product=product, execution=TRIAL,
                               datasite=site, code_sha256=digest,

@@ -83,7 +83,9 @@ class ComputationAnswer(CommandAnswer):
     execution: int
     state: str
     existing: bool = Field(description="true: this execution was already requested or "
-                                       "reported; nothing was written")
+                                       "reported; nothing was written, unless it was still "
+                                       "requested and the policy now refuses it (then "
+                                       "computation.failed is, and state is failed)")
     reason: str | None = Field(default=None, description=(
         "null unless state is failed: a stable code, ': ', then a sentence naming the ids; "
         "codes of a policy refusal: " + ", ".join(uc.REFUSAL_CODES)))
@@ -133,7 +135,12 @@ async def request_computation(body: ComputationRequest, cmd: CommandsDep) -> JSO
     ``n = 0`` is the trial (试用), the code run on the datasite's mock data before approval.
 
     201 with the new computation, ``state: "requested"``; 200 with ``existing: true`` (and
-    its current state and reason) if this provider already requested that execution.
+    its current state and reason) if this provider already requested that execution. An
+    existing execution still ``requested`` is checked again as a new one would be: if the
+    policy now refuses it (contract terminated, authorization revoked, scenario suspended,
+    …; for the trial, the trial's check), ``computation.failed`` is recorded and the answer
+    is 200, ``existing: true``, ``state: "failed"`` with the reason, so a node restarting
+    after the policy changed does not run the code.
 
     When the ledger check refuses for a policy reason, the refusal is recorded:
     ``computation.requested`` + ``computation.failed`` are written at once and the answer is

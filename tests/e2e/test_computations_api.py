@@ -371,6 +371,55 @@ def test_a_suspended_scenario_stops_new_executions(world: World, chain: Chain) -
     assert chain.scenario_id in made["reason"] and oid in made["reason"]
 
 
+def refused_on_restart(world: World, party: Party, code: str, body: dict[str, Any],
+                       cid: str) -> dict[str, Any]:
+    """The execution ``cid`` was requested before the policy changed; the node, restarted,
+    asks again: 200, ``existing: true``, state failed with ``code``; only computation.failed
+    is written, and asking once more writes nothing."""
+    before = head(world)
+    again = world.call("POST", "/computations", party, 200, json=body)
+    assert again["computation_id"] == cid and again["existing"] is True, again
+    assert again["state"] == "failed" and again["reason"].startswith(f"{code}: "), again
+    assert again["seqs"] == [before + 1] and head(world) == before + 1
+    assert [e["type"] for e in events_of(world, cid)] == [
+        "computation.requested", "computation.failed"]
+    assert events_of(world, cid)[1]["payload"]["reason"] == again["reason"]
+    assert world.call("POST", "/computations", party, 200, json=body) == {**again, "seqs": []}
+    assert head(world) == before + 1
+    seen = world.call("GET", f"/computations/{cid}", party)
+    assert seen["state"] == "failed" and seen["reason"] == again["reason"]
+    return dict(again)
+
+
+POLICY_CHANGES = {
+    "contract_terminated": lambda world, chain, oid: world.call(
+        "POST", f"/orders/{oid}/contract/termination", world.regulator,
+        json={"reason": "the regulator ends it"}),
+    "authorization_revoked": lambda world, chain, oid: world.call(
+        "POST", f"/authorizations/{chain.authorization_id}/revocation", chain.provider,
+        json={"reason": "consent withdrawn"}),
+    "scenario_suspended": lambda world, chain, oid: world.call(
+        "POST", f"/scenarios/{chain.scenario_id}/suspension", world.regulator,
+        json={"reason": "complaints under investigation"}),
+}
+
+
+@pytest.mark.parametrize("code", list(POLICY_CHANGES))
+def test_a_node_restarting_after_the_policy_changed_does_not_run_the_code(
+        world: World, chain: Chain, code: str) -> None:
+    """A node crashed after requesting execution 1; meanwhile the policy changed. Asked
+    again, the ledger checks the requested execution again and records the refusal."""
+    _, oid = approved_contract(world, chain)
+    made = world.call("POST", "/computations", chain.provider, 201, json=ask(oid))
+    assert made["state"] == "requested"
+    POLICY_CHANGES[code](world, chain, oid)
+    again = refused_on_restart(world, chain.provider, code, ask(oid), made["computation_id"])
+    named = chain.authorization_id if code == "authorization_revoked" else oid
+    assert named in again["reason"]
+    refused(world, "POST", f"/computations/{made['computation_id']}/result", chain.provider,
+            409, json=report(chain))
+
+
 def test_an_expired_authorization_is_recorded_as_refused(world: World, chain: Chain) -> None:
     now = datetime.now(UTC)
     end = now + timedelta(seconds=3)

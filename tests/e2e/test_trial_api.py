@@ -21,6 +21,7 @@ from tests.e2e.test_computations_api import (
     ask,
     events_of,
     recorded,
+    refused_on_restart,
     report,
     two_provider_contract,
 )
@@ -122,6 +123,21 @@ def test_a_trial_after_approval_is_recorded_as_refused(world: World, chain: Chai
     world.call("POST", f"/orders/{oid}/contract/approvals", chain.operator)
     made = recorded(world, chain.provider, "trial_after_approval", ask(oid, 0))
     assert oid in made["reason"] and "approved" in made["reason"]
+
+
+def test_a_trial_requested_before_approval_is_not_run_after_it(
+        world: World, chain: Chain) -> None:
+    """A node crashed after requesting the trial; the contract was approved meanwhile. Asked
+    again, the ledger checks the requested trial again and records trial_after_approval."""
+    oid = trial_order(world, chain)
+    made = world.call("POST", "/computations", chain.provider, 201, json=ask(oid, 0))
+    world.call("POST", f"/orders/{oid}/contract", chain.operator, json=proposal())
+    world.call("POST", f"/orders/{oid}/contract/acceptance", chain.demander)
+    world.call("POST", f"/orders/{oid}/contract/approvals", chain.provider)
+    world.call("POST", f"/orders/{oid}/contract/approvals", chain.operator)
+    again = refused_on_restart(world, chain.provider, "trial_after_approval", ask(oid, 0),
+                               made["computation_id"])
+    assert again["execution"] == 0
 
 
 def test_a_trial_checks_the_code_and_the_listing(world: World, chain: Chain) -> None:

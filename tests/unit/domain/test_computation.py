@@ -40,6 +40,7 @@ from domain.order import (
 )
 from domain.participant import AdmissionApproved, Participant, ParticipantRegistered
 from domain.product import Product, ProductRegistered, delist_product
+from domain.scenario import suspend_scenario
 from events.catalogue import Event
 from events.store import DatabaseURL, LedgerLog, open_store
 from tests.unit.domain.test_dataset import PROVIDER, published_dataset
@@ -53,7 +54,7 @@ from tests.unit.domain.test_order import (
 )
 from tests.unit.domain.test_participant import PLATFORM, REGULATOR, refused
 from tests.unit.domain.test_product import CODE_SHA256
-from tests.unit.domain.test_scenario import OPERATOR
+from tests.unit.domain.test_scenario import ADMIN, OPERATOR
 from tests.unit.fakes import MemoryUnitOfWork, ctx, run
 
 SITE = "tax-bureau-datasite"
@@ -165,6 +166,59 @@ def test_existing_computation_is_returned_even_after_the_contract_ended() -> Non
     again = request_computation(uow, PROVIDER, **request_kwargs(order_id))
     assert (again["existing"], again["state"]) == (True, "failed")
     assert uow.commit() == []
+
+
+def terminate(uow: MemoryUnitOfWork, order_id: str) -> None:
+    run(uow, terminate_contract, OPERATOR, order_id, reason="ended")
+
+
+def revoke(uow: MemoryUnitOfWork, order_id: str) -> None:
+    for auth_id in uow.get(Product, uow.get(Order, order_id).product_id).authorization_ids:
+        run(uow, revoke_authorization, PROVIDER, auth_id, reason="consent withdrawn")
+
+
+def suspend(uow: MemoryUnitOfWork, order_id: str) -> None:
+    scenario_id = uow.get(Product, uow.get(Order, order_id).product_id).scenario_id
+    run(uow, suspend_scenario, ADMIN, scenario_id, reason="complaints")
+
+
+@pytest.mark.parametrize(("change", "code"), [(terminate, "contract_terminated"),
+                                              (revoke, "authorization_revoked"),
+                                              (suspend, "scenario_suspended")])
+def test_a_requested_execution_is_checked_again_when_asked_for_again(
+        change: Any, code: str) -> None:
+    """A node that crashed after requesting asks again after the policy changed: the
+    refusal is recorded (computation.failed only) and answered as existing, failed."""
+    uow = MemoryUnitOfWork()
+    order_id, cid = requested(uow)
+    still = request_computation(uow, PROVIDER, **request_kwargs(order_id))
+    assert (still["existing"], still["state"]) == (True, "requested")
+    assert uow.commit() == []  # nothing changed: nothing written
+    change(uow, order_id)
+    again = run(uow, request_computation, PROVIDER, **request_kwargs(order_id))
+    assert (again["computation_id"], again["existing"], again["state"]) == (cid, True, "failed")
+    assert again["reason"].startswith(f"{code}: ")
+    assert [e.type_name for e in uow.streams[cid]] == ["computation.requested",
+                                                        "computation.failed"]
+    assert uow.get(Computation, cid).reason == again["reason"]
+    assert request_computation(uow, PROVIDER, **request_kwargs(order_id)) == again
+    assert uow.commit() == []
+
+
+def test_a_requested_trial_is_checked_again_when_asked_for_again() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = trial_order(uow)
+    cid = run(uow, request_computation, PROVIDER,
+              **request_kwargs(order_id, TRIAL))["computation_id"]
+    run(uow, propose_contract, OPERATOR, order_id, **propose_kwargs())
+    run(uow, accept_contract, DEMANDER, order_id)
+    run(uow, approve_contract, PROVIDER, order_id)
+    run(uow, approve_contract, OPERATOR, order_id)
+    again = run(uow, request_computation, PROVIDER, **request_kwargs(order_id, TRIAL))
+    assert (again["computation_id"], again["existing"], again["state"]) == (cid, True, "failed")
+    assert again["reason"].startswith("trial_after_approval: ")
+    assert [e.type_name for e in uow.streams[cid]] == ["computation.requested",
+                                                        "computation.failed"]
 
 
 def ask_next(uow: MemoryUnitOfWork, order_id: str) -> int:
