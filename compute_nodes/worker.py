@@ -34,8 +34,12 @@ only the result rows whose ``field`` is one of ``values`` are reported.
 
 Feeding it: :meth:`ComputeNode.follow_http` (polls ``GET /ledger/events`` from a position
 kept in a JSON file, written once an event's outcome is on the ledger) or
-:meth:`ComputeNode.follow_nats` (a durable JetStream pull consumer filtered to the two
-event types, acknowledging a message only once its outcome is on the ledger).
+:meth:`ComputeNode.follow_nats` (a durable JetStream pull consumer filtered to the event
+types, acknowledging a message only once its outcome is on the ledger). The stream carries
+every tenant's events: a message is only a notification of its seq, the node acts on the
+event as ``GET /ledger/events/{seq}`` shows it to this provider. A 404 (of that, or of the
+order) is "not for this provider" only once ``GET /health``'s ``projected`` is past the
+event; before, the event is ``lagging`` and handled again shortly, never dropped.
 
 Exactly once: the ledger's computation id is derived from (contract, execution, provider)
 (``POST /computations`` answers the existing one), the datasite request key is
@@ -94,7 +98,10 @@ QUERY_SUBMITTED = "contract.query_submitted"
 TRIAL = "order.trial_granted"
 WATCHED = (APPROVED, QUERY_SUBMITTED, TRIAL)
 #: outcome statuses that leave the event to be handled again later
-RETRY_LATER = frozenset({"not_anchored", "refused", "error"})
+RETRY_LATER = frozenset({"not_anchored", "lagging", "refused", "error"})
+#: the ones looked at again after a short fixed pause (ANCHOR_RETRY_S): they end by themselves
+#: within seconds (the next anchored checkpoint; the read models catching up)
+SOON = frozenset({"not_anchored", "lagging"})
 
 
 class NodeError(Exception):
@@ -229,8 +236,10 @@ class Outcome:
     this provider to do), ``rejected`` (``POST /computations`` answered 403, 404, 409
     wrong_state or 422: nothing is recorded and asking again would get the same answer),
     and the ones to retry later (:data:`RETRY_LATER`):
-    ``not_anchored`` (no anchored checkpoint covers the event yet), ``refused`` (a check of
-    what the platform showed failed), ``error`` (the platform did not answer as expected).
+    ``not_anchored`` (no anchored checkpoint covers the event yet), ``lagging`` (the
+    platform's read models, by ``GET /health``'s ``projected``, are not yet at the event: a
+    404 means nothing yet), ``refused`` (a check of what the platform showed failed),
+    ``error`` (the platform did not answer as expected).
     """
 
     contract_id: str
@@ -368,6 +377,10 @@ class ComputeNode:
                 raise NodeError(f"event {ev.seq}: execution {execution!r} is not >= 2")
         r = self._call("GET", f"/orders/{contract_id}", expect=(200, 403, 404))
         if r.status_code != 200:
+            projected = self._projected()
+            if projected < ev.seq:  # the order (or this provider's grant) is not there yet
+                return Outcome(contract_id, "lagging", f"the read models are at {projected}, "
+                               f"before event {ev.seq}", execution)
             return Outcome(contract_id, "ignored", "not a party to this contract", execution)
         order = r.json()
         # a trial may come before the contract is proposed: input owners run it
@@ -417,6 +430,14 @@ class ComputeNode:
             if owner == self.participant_id:
                 mine.append(dataset_id)
         return mine
+
+    def _projected(self) -> int:
+        """How far the platform's read models are (``GET /health``'s ``projected``): an
+        answer 404 about an event above it may only mean "not projected yet"."""
+        projected = self._call("GET", "/health").json()["projected"]
+        if isinstance(projected, bool) or not isinstance(projected, int):
+            raise TypeError(f"GET /health: projected {projected!r}")
+        return projected
 
     # -- verification -------------------------------------------------------------------
     def _checkpoint_covering(self, seq: int) -> Checkpoint | None:
@@ -607,7 +628,7 @@ class ComputeNode:
             outcomes = self.handle(event)
             if settled(outcomes):
                 return outcomes
-            anchoring = all(o.status in ("not_anchored",) or o.settled for o in outcomes)
+            anchoring = all(o.status in SOON or o.settled for o in outcomes)
             wait = min(ANCHOR_RETRY_S, retry_s) if anchoring else pause
             for o in outcomes:
                 log.log(logging.DEBUG if anchoring else logging.INFO,
@@ -667,7 +688,8 @@ class ComputeNode:
                     on_outcome: Callable[[Outcome], Any] | None = None) -> int:
         """Follow a durable JetStream pull consumer (``durable``, default
         ``compute-<participant id>``) on ``stream``, filtered to the contract events the
-        node acts on, and handle each in order; a message is acknowledged only once its
+        node acts on, and handle each in order, as ``GET /ledger/events/{seq}`` shows it (the
+        message is only a notification); a message is acknowledged only once its
         outcome is settled on the ledger (an unsettled one is handled again, see
         :meth:`settle`). NATS or the stream being unavailable is logged and retried with
         backoff. Runs until ``stop`` is set or ``idle_timeout`` seconds pass with no
@@ -711,22 +733,58 @@ class ComputeNode:
 
     def _consume(self, msg: Any, follower: Any, stop: threading.Event, retry_s: float,
                  on_outcome: Callable[[Outcome], Any] | None) -> int | None:
-        """Handle one message until settled, then acknowledge it; its seq (None: stopped)."""
-        try:
-            event = LedgerEvent.from_canonical(bytes(msg.data))
-        except ValueError as exc:
-            log.error("message on %s is not a ledger event (%s): acknowledged and skipped",
-                      msg.subject, exc)
+        """Handle one message until settled, then acknowledge it; its seq (None: stopped).
+
+        A message is only a notification: the stream carries every tenant's events, so the
+        node takes the message's seq and acts on ``GET /ledger/events/{seq}`` as the
+        platform shows it to this provider (an event it may not see is acknowledged and
+        skipped), never on the message's own bytes."""
+        seq = message_seq(msg)
+        if seq is None:
+            log.error("message on %s names no ledger seq: acknowledged and skipped",
+                      msg.subject)
             follower.ack(msg)
             return 0
-        outcomes = self.settle(event, stop, retry_s) if event.type in WATCHED else []
+        event = self._event_view(seq, stop, retry_s)
+        if event is None:
+            return None
+        outcomes = (self.settle(event, stop, retry_s)
+                    if event and event.get("type") in WATCHED else [])
         if outcomes is None:
             return None
         for o in outcomes:
             if on_outcome is not None:
                 on_outcome(o)
         follower.ack(msg)
-        return event.seq
+        return seq
+
+    def _event_view(self, seq: int, stop: threading.Event,
+                    retry_s: float) -> dict[str, Any] | None:
+        """``GET /ledger/events/{seq}`` with this node's token, asked again until it answers;
+        ``{}`` if this provider may not see the event (404 once the read models are past
+        ``seq``), None if ``stop`` was set first."""
+        pause = retry_s
+        while True:
+            try:
+                r = self._call("GET", f"/ledger/events/{seq}", expect=(200, 404))
+                if r.status_code == 200:
+                    view = r.json()
+                    if not isinstance(view, dict) or view.get("seq") != seq:
+                        raise ValueError(f"GET /ledger/events/{seq} answered another event")
+                    return view
+                projected = self._projected()
+                if projected >= seq:
+                    log.debug("event %d is not visible to this provider: skipped", seq)
+                    return {}
+                wait = min(ANCHOR_RETRY_S, retry_s)
+                log.debug("event %d: the read models are at %d; again in %.2f s", seq,
+                          projected, wait)
+            except (PlatformError, httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+                wait = pause
+                pause = min(pause * 2, MAX_RETRY_S)
+                log.warning("GET /ledger/events/%d: %s; again in %.1f s", seq, exc, wait)
+            if stop.wait(wait):
+                return None
 
     # -- the approved orders, for a one-off catch-up -------------------------------------
     def run_once(self) -> list[Outcome]:
@@ -776,6 +834,25 @@ def code_failed(exc: Exception, execution: int) -> str:
         kind = "an exception"
     return (f"code_failed: the product's code raised {kind} on the private data; details "
             "are in the node's log")
+
+
+def message_seq(msg: Any) -> int | None:
+    """The ledger seq a JetStream message notifies of: the ``seq`` of its canonical bytes,
+    else its ``Dataledger-Seq`` header; None if it names none."""
+    try:
+        seq = json.loads(bytes(msg.data).decode("utf-8")).get("seq")
+    except (ValueError, AttributeError, TypeError):
+        seq = None
+    if seq is None:
+        headers = getattr(msg, "headers", None) or {}
+        seq = headers.get("Dataledger-Seq")
+        try:
+            seq = int(seq) if seq is not None else None
+        except ValueError:
+            seq = None
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+        return None
+    return seq
 
 
 def check_query(query: Any) -> dict[str, Any] | None:
@@ -869,6 +946,7 @@ def _plain(value: Any) -> Any:
                       f"a {type(value).__name__} in the result is not JSON")
 
 
-__all__ = ["APPROVED", "QUERY_SUBMITTED", "RETRY_LATER", "TRIAL", "WATCHED", "ComputeNode",
-           "LedgerEvent", "NodeError", "Outcome", "PlatformError", "Position", "ResultError",
-           "Trust", "apply_query", "check_query", "code_failed", "settled", "to_json_result"]
+__all__ = ["APPROVED", "QUERY_SUBMITTED", "RETRY_LATER", "SOON", "TRIAL", "WATCHED",
+           "ComputeNode", "LedgerEvent", "NodeError", "Outcome", "PlatformError", "Position",
+           "ResultError", "Trust", "apply_query", "check_query", "code_failed", "message_seq",
+           "settled", "to_json_result"]

@@ -15,6 +15,7 @@ import pytest
 from compute_nodes.jetstream import common_filter
 from compute_nodes.worker import (
     RETRY_LATER,
+    SOON,
     LedgerEvent,
     NodeError,
     Outcome,
@@ -25,6 +26,7 @@ from compute_nodes.worker import (
     apply_query,
     check_query,
     code_failed,
+    message_seq,
     settled,
     to_json_result,
 )
@@ -90,7 +92,8 @@ def test_results_are_plain_json_with_rows() -> None:
 
 
 def test_outcomes_left_for_later() -> None:
-    assert RETRY_LATER == {"not_anchored", "refused", "error"}
+    assert RETRY_LATER == {"not_anchored", "lagging", "refused", "error"}
+    assert SOON <= RETRY_LATER
     assert settled([Outcome("c", "delivered"), Outcome("c", "ignored"), Outcome("c", "failed")])
     assert settled([])
     assert not settled([Outcome("c", "skipped"), Outcome("c", "not_anchored")])
@@ -150,3 +153,12 @@ def test_a_failure_on_private_data_is_recorded_by_the_exception_type_only() -> N
     with pytest.raises(ResultError) as caught:
         to_json_result([{"ratio": 52341.27}])
     assert "52341.27" in str(caught.value) and "52341" not in caught.value.public
+
+
+def test_a_message_names_its_seq_or_nothing() -> None:
+    from types import SimpleNamespace
+
+    assert message_seq(SimpleNamespace(data=canonical(seq=42), headers=None)) == 42
+    assert message_seq(SimpleNamespace(data=b"\xff", headers={"Dataledger-Seq": "9"})) == 9
+    assert message_seq(SimpleNamespace(data=b"{}", headers={"Dataledger-Seq": "x"})) is None
+    assert message_seq(SimpleNamespace(data=b'{"seq": 0}', headers=None)) is None

@@ -11,8 +11,9 @@ import json
 import logging
 import os
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -391,3 +392,108 @@ def test_a_failure_on_private_data_records_no_private_value(
     # the details stay in the node's own log
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert (f"{top}张三" if code is LEAKY else "non-integral number") in logged
+
+
+# -- JetStream messages are notifications; a 404 is final only once the read models are past --
+
+
+class Acks:
+    """A stand-in for the JetStream follower: records what was acknowledged."""
+
+    def __init__(self) -> None:
+        self.acked: list[Any] = []
+
+    def ack(self, msg: Any) -> None:
+        self.acked.append(msg)
+
+
+def message(seq: int, type_name: str, originator: str, payload: dict[str, Any]) -> Any:
+    record = {"id": originator, "payload": payload, "seq": seq, "type": type_name,
+              "version": 1}
+    data = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
+    return SimpleNamespace(data=data, subject=f"ledger.{type_name}",
+                           headers={"Dataledger-Seq": str(seq)})
+
+
+class Recording(httpx.BaseTransport):
+    """The real platform, every request path noted; ``hide`` answers some 404 instead, and
+    then /health says the read models are not there yet (``lag`` times)."""
+
+    def __init__(self, hide: Callable[[httpx.Request], bool] = lambda r: False,
+                 lag: int = 0, behind: int = 0) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.paths: list[str] = []
+        self.hide, self.lag, self.behind = hide, lag, behind
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.paths.append(request.url.path)
+        if self.lag > 0 and self.hide(request):
+            return httpx.Response(404, json={"error": "not_found", "detail": "not yet"})
+        if request.url.path == "/health" and self.lag > 0:
+            self.lag -= 1
+            return httpx.Response(200, json={"status": "ok", "head": self.behind + 5,
+                                             "projected": self.behind})
+        return self.inner.handle_request(request)
+
+
+def test_a_jetstream_message_is_only_a_notification_of_its_seq(w: SimpleNamespace) -> None:
+    contract = w.api.order(w.p, w.p.product_id)
+    approved = w.api.event(contract, "contract.approved")["seq"]
+    time.sleep(1.2)  # anchored meanwhile
+    # a message whose bytes say something else than the log: the node acts on the log's event
+    forged = message(approved, "contract.query_submitted", contract,
+                     {"execution": 7, "query": {"field": "uscc", "values": ["x"]}})
+    transport = Recording()
+    node = w.node(http=httpx.Client(base_url=w.url, timeout=30, transport=transport))
+    acks, seen, stop = Acks(), [], threading.Event()
+    assert node._consume(forged, acks, stop, 0.2, seen.append) == approved
+    assert [(o.status, o.execution, o.event_type) for o in seen] == [
+        ("delivered", 1, "contract.approved")], seen
+    assert acks.acked == [forged] and f"/ledger/events/{approved}" in transport.paths
+    assert result_of(w, seen[0]) == expected_scores(w.private)
+
+    # an event this provider may not see (another tenant's) is acknowledged and skipped
+    hidden = next(e["seq"] for e in w.api.events()
+                  if w.api.http.get(f"/ledger/events/{e['seq']}", headers={
+                      "Authorization": f"Bearer {w.p.provider.token}"}).status_code == 404)
+    other = message(hidden, "contract.approved", "someone-else", {})
+    transport.paths.clear()
+    assert node._consume(other, acks, stop, 0.2, seen.append) == hidden
+    assert acks.acked[-1] is other and len(seen) == 1
+    assert not [p for p in transport.paths if p.startswith(("/orders", "/computations"))]
+    # a message that names no seq
+    junk = SimpleNamespace(data=b"\xff", subject="ledger.contract.approved", headers=None)
+    assert node._consume(junk, acks, stop, 0.2, seen.append) == 0 and acks.acked[-1] is junk
+
+
+def test_a_404_while_the_read_models_lag_is_looked_at_again_not_ignored(
+        w: SimpleNamespace) -> None:
+    contract = w.api.order(w.p, w.p.product_id)
+    approved = w.api.event(contract, "contract.approved")["seq"]
+    time.sleep(1.2)
+
+    def order(request: httpx.Request) -> bool:
+        return request.url.path == f"/orders/{contract}"
+
+    event = provider_view(w, contract, "contract.approved")
+    lagging = Recording(hide=order, lag=1, behind=approved - 1)
+    node = w.node(http=httpx.Client(base_url=w.url, timeout=30, transport=lagging))
+    [outcome] = node.handle(event)
+    assert outcome.status == "lagging" and not outcome.settled, outcome
+    assert w.api.computations(contract) == []
+    # read models past the event and still 404: not this provider's
+    past = Recording(hide=order, lag=10**6, behind=approved)  # projected = the event's seq
+    [ignored] = w.node(http=httpx.Client(base_url=w.url, transport=past)).handle(event)
+    assert ignored.status == "ignored" and ignored.settled, ignored
+
+    # JetStream: GET /ledger/events/{seq} 404 while lagging is asked again, then acted on
+    def listed(request: httpx.Request) -> bool:
+        return request.url.path == f"/ledger/events/{approved}"
+
+    waiting = Recording(hide=listed, lag=3, behind=approved - 1)
+    node = w.node(http=httpx.Client(base_url=w.url, timeout=30, transport=waiting))
+    acks, seen = Acks(), []
+    msg = message(approved, "contract.approved", contract, {})
+    assert node._consume(msg, acks, threading.Event(), 0.2, seen.append) == approved
+    assert waiting.paths.count(f"/ledger/events/{approved}") >= 3
+    assert [o.status for o in seen] == ["delivered"] and acks.acked == [msg]
