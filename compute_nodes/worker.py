@@ -47,7 +47,11 @@ Exactly once: the ledger's computation id is derived from (contract, execution, 
 ``datasite.approve_and_run`` the recorded result): a redelivered event or a node restarted
 mid-computation never runs the code twice after a recorded run nor delivers twice. A
 datasite that does not answer is retried with backoff, then the execution is reported
-failed with the reason.
+failed with the reason. An input dataset not on the datasite yet (the provider has not
+loaded it) is waited for, the event handled again, up to ``DATASET_WAIT_S`` from the first
+time the node met the execution; then the failure is recorded. The reason recorded for an
+execution on the private data never quotes it: the product's code failing is recorded as
+``code_failed`` with the exception's type, the details go to the node's own log.
 """
 
 from __future__ import annotations
@@ -88,6 +92,10 @@ BACKOFF_S = 0.5  # first pause between attempts; doubles
 PAGE = 500  # events per GET /ledger/events
 RETRY_S = 1.0  # first pause before handling an unsettled event again; doubles up to MAX
 MAX_RETRY_S = 30.0
+#: how long an execution whose input dataset is not on the datasite yet (the provider has not
+#: loaded it: e.g. a trial granted first) is handled again before its failure is recorded,
+#: from the first time this node met the execution
+DATASET_WAIT_S = 600.0
 #: pause before looking again for an anchored checkpoint covering an event: checkpoints are
 #: cut every few seconds, so a short fixed pause (not a doubling one) starts the run soon
 #: after the event is anchored; each look is one small GET
@@ -309,7 +317,10 @@ class ComputeNode:
         self._participant_id: str | None = None
         self._checkpoint: Checkpoint | None = None
         self._owners: dict[str, str] = {}  # dataset id -> owner id (never changes)
+        #: (contract, execution) -> when this node first met it (``clock``), while unsettled
+        self._met: dict[tuple[str, int], float] = {}
         self.sleep = time.sleep
+        self.clock = time.monotonic
 
     # -- platform HTTP ------------------------------------------------------------------
     def _call(self, method: str, path: str, expect: Sequence[int] = (200,),
@@ -509,6 +520,16 @@ class ComputeNode:
     def _execution(self, contract_id: str, execution: int, product: dict[str, Any],
                    inputs: list[str], query: dict[str, Any] | None,
                    registered: LedgerEvent) -> Outcome:
+        met = (contract_id, execution)
+        self._met.setdefault(met, self.clock())
+        outcome = self._run(contract_id, execution, product, inputs, query, registered)
+        if outcome.settled:
+            self._met.pop(met, None)
+        return outcome
+
+    def _run(self, contract_id: str, execution: int, product: dict[str, Any],
+             inputs: list[str], query: dict[str, Any] | None,
+             registered: LedgerEvent) -> Outcome:
         code = product.get("code")
         visible = isinstance(code, str)
         proven_sha256 = str(registered.payload.get("code_sha256") or "").lower()
@@ -576,6 +597,17 @@ class ComputeNode:
                 detail = f"{type(exc).__name__}: {exc}"
                 error = code_failed(exc, execution)
                 break  # the same code on the same data fails the same way
+            except datasite.DatasetMissingError as exc:
+                waited = self.clock() - self._met.get((contract_id, execution), self.clock())
+                if waited < DATASET_WAIT_S:  # not loaded yet: the provider may be loading it
+                    log.warning("contract %s execution %d: %s; handled again later (%.0f s "
+                                "of %.0f s)", contract_id, execution, exc, waited,
+                                DATASET_WAIT_S)
+                    return Outcome(contract_id, "error", f"waiting for the data: {exc}",
+                                   execution, comp_id)
+                error = detail = (f"{type(exc).__name__}: {exc} (waited "
+                                  f"{DATASET_WAIT_S:.0f} s for it)")
+                break
             except (datasite.CodeSourceError, datasite.DatasetError) as exc:
                 error = detail = f"{type(exc).__name__}: {exc}"
                 break

@@ -8,6 +8,7 @@ Runs inside the compute venv only: ``compute_nodes/setup-env test``.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from types import SimpleNamespace
 
@@ -15,6 +16,7 @@ import pandas as pd
 import pytest
 
 from compute_nodes import datasite
+from compute_nodes.worker import DATASET_WAIT_S, ComputeNode
 from tests.compute.ledger import (
     USED,
     expected_scores,
@@ -91,3 +93,41 @@ def test_a_trial_that_fails_on_mock_rows_keeps_the_details(w: SimpleNamespace) -
     top = int(pd.read_csv(w.tmp / "mock.csv")["tax_paid_yuan"].max())
     reason = w.api.event(outcome.computation_id, "computation.failed")["payload"]["reason"]
     assert reason.startswith("code_failed: ValueError: invalid literal") and f"{top}张三" in reason
+
+
+def test_data_not_loaded_yet_is_waited_for_then_the_failure_is_recorded(
+        w: SimpleNamespace) -> None:
+    """A trial granted before the provider loaded its data runs once it is loaded; an
+    execution whose data never comes fails after DATASET_WAIT_S, not at once."""
+    site = datasite.launch("tax-empty", data_dir=w.tmp / "empty-datasite", reset=True,
+                           admin_password="empty-admin-1")
+    try:
+        admin = site.admin()
+        runner = datasite.data_scientist(site, admin, "node@tax.example", "empty-pass-1")
+        node = ComputeNode(w.url, w.p.provider.token, admin, runner, "tax-empty", w.trust,
+                           backoff_s=0.05)
+        trial = w.api.order(w.p, w.p.product_id, approve=False)
+        w.api.call("POST", f"/orders/{trial}/trial", w.p.operator.token)
+        contract = w.api.order(w.p, w.p.product_id)
+        events = {trial: provider_view(w, trial, "order.trial_granted"),
+                  contract: provider_view(w, contract, "contract.approved")}
+        for oid, event in events.items():
+            [waiting] = until_settled(node, event)
+            assert waiting.status == "error" and not waiting.settled, waiting
+            assert "waiting for the data: no dataset" in waiting.detail
+            assert [c["state"] for c in w.api.computations(oid)] == ["requested"]
+
+        start = time.monotonic()
+        node.clock = lambda: start + DATASET_WAIT_S + 1  # the data never came for 10 minutes
+        [failed] = node.handle(events[contract])
+        assert failed.status == "failed" and "no dataset" in failed.detail, failed
+        assert w.api.event(failed.computation_id, "computation.failed")["payload"][
+            "reason"].startswith("DatasetMissingError: no dataset")
+
+        node.clock = time.monotonic
+        node.load(w.p.dataset_id, w.tmp / "private.csv", w.tmp / "mock.csv")
+        [done] = node.handle(events[trial])
+        assert done.status == "delivered" and done.execution == 0, done
+        assert result_of(w, done) == expected_scores(pd.read_csv(w.tmp / "mock.csv"))
+    finally:
+        site.land()
