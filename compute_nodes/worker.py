@@ -677,8 +677,11 @@ class ComputeNode:
                     on_outcome: Callable[[Outcome], Any] | None = None) -> int:
         """Follow ``GET /ledger/events`` from ``position`` (a JSON file; None: from the
         start, kept in memory) and handle each event in order. The position moves past an
-        event only once its outcome is settled on the ledger. Runs until ``stop`` is set
-        (or, with ``once``, until it has caught up with the log); returns the position."""
+        event only once its outcome is settled on the ledger. A page that leaves the position
+        behind the log's ``head`` is followed by the next at once (a page may hold nothing
+        this provider sees); ``poll_s`` is the pause once caught up. Runs until ``stop`` is
+        set (or, with ``once``, until it has caught up with the head); returns the
+        position."""
         pos = position if isinstance(position, Position) else Position(position)
         stop = stop or threading.Event()
         pause = retry_s
@@ -693,6 +696,7 @@ class ComputeNode:
                 pause = min(pause * 2, MAX_RETRY_S)
                 continue
             pause = retry_s
+            before = pos.seq
             events = answer.get("events") or []
             for event in events:
                 if event.get("type") in WATCHED:
@@ -706,10 +710,17 @@ class ComputeNode:
                 else:
                     pos.seq = max(pos.seq, int(event["seq"]))
             pos.save(max(pos.seq, int(answer.get("next_after") or pos.seq)))
-            if not events:
+            head = answer.get("head")
+            if pos.seq >= head if isinstance(head, int) else not events:  # caught up
                 if once:
                     return pos.seq
                 stop.wait(poll_s)
+            elif pos.seq == before:
+                # behind the head but nothing scanned: the platform lists a participant only
+                # the events its read models have reached; they catch up within moments
+                stop.wait(min(poll_s, ANCHOR_RETRY_S))
+            # else: more of the log is there (a page may show nothing to this provider and
+            # still move on): the next page at once
         return pos.seq
 
     def follow_nats(self, url: str, stream: str = "LEDGER", durable: str | None = None, *,

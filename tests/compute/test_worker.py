@@ -497,3 +497,39 @@ def test_a_404_while_the_read_models_lag_is_looked_at_again_not_ignored(
     assert node._consume(msg, acks, threading.Event(), 0.2, seen.append) == approved
     assert waiting.paths.count(f"/ledger/events/{approved}") >= 3
     assert [o.status for o in seen] == ["delivered"] and acks.acked == [msg]
+
+
+def test_follow_http_reads_on_past_pages_with_nothing_for_this_provider(
+        w: SimpleNamespace, tmp_path: Any) -> None:
+    start = w.api.events()[-1]["seq"]
+    for i in range(3):  # events of other participants: nothing this provider sees
+        w.api.onboard("demander", f"Rural bank {i} 农商行", code=f"Z{i}")
+    target = w.api.events()[-1]["seq"]
+    assert target - start >= 3
+    unseen = w.api.call("GET", f"/ledger/events?after={start}&limit=1000", w.p.provider.token)
+    assert unseen["events"] == []
+    node = w.node()
+
+    # --once returns only once caught up with the head, one event a page
+    path = tmp_path / "once.json"
+    Position(path).save(start)
+    began = time.monotonic()
+    assert node.follow_http(path, once=True, page=1, poll_s=60) >= target
+    assert time.monotonic() - began < 20
+
+    # following: no poll pause between pages while behind the head
+    path = tmp_path / "follow.json"
+    Position(path).save(start)
+    stop = threading.Event()
+    follower = threading.Thread(target=node.follow_http, args=(path,),
+                                kwargs={"stop": stop, "page": 1, "poll_s": 60})
+    follower.start()
+    try:
+        deadline = time.monotonic() + 20
+        while Position(path).seq < target:
+            assert time.monotonic() < deadline, Position(path).seq
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        follower.join(timeout=30)
+    assert not follower.is_alive()
