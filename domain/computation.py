@@ -254,19 +254,26 @@ def _contract_refusal(order: Order, number: int) -> str | None:
             f"execution {number} cannot run")
 
 
+#: the states of an execution that uses up one of the contract's processings: one still
+#: running counts, or two in flight could both succeed past the count; a failed one is free
+COUNTED = ("requested", "succeeded")
+
+
 def _count_refusal(uow: UnitOfWork, order: Order, provider_id: str, number: int) -> str | None:
-    """The contract's processing count against this provider's earlier successful runs."""
+    """The contract's processing count against this provider's earlier executions that are
+    requested (in flight) or succeeded; failed ones do not count."""
     limit = order.usage_policy.get("processing_count")
     if limit is None:
         return None
-    done = [n for n in range(1, number)
+    used = [n for n in range(1, number)
             if (c := _find(uow, computation_id(order.id, n, provider_id))) is not None
-            and c.state == "succeeded"]
-    if len(done) < limit:
+            and c.state in COUNTED]
+    if len(used) < limit:
         return None
     return (f"count_exhausted: contract {order.id} allows {limit} processing(s) and provider "
-            f"{provider_id} already ran {len(done)} successfully (executions "
-            f"{', '.join(map(str, done)) or 'none'}); execution {number} cannot run")
+            f"{provider_id} already has {len(used)} execution(s) requested or succeeded "
+            f"(executions {', '.join(map(str, used)) or 'none'}); execution {number} "
+            "cannot run")
 
 
 def _authorization_refusal(auths: list[Authorization], product: Product,

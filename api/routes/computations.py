@@ -146,7 +146,8 @@ async def request_computation(body: ComputationRequest, cmd: CommandsDep) -> JSO
     ``computation.requested`` + ``computation.failed`` are written at once and the answer is
     201 with ``state: "failed"`` and ``reason`` = ``code: sentence``, the code one of
     ``contract_not_approved``, ``contract_terminated``, ``count_exhausted`` (this provider's
-    earlier successful executions reached the contract's ``processing_count``),
+    earlier executions requested or succeeded reached the contract's ``processing_count``;
+    failed ones do not count),
     ``code_hash_mismatch``, ``product_not_listed``, ``authorization_revoked``,
     ``authorization_expired`` (or not yet valid), ``no_authorization``.
 

@@ -335,7 +335,8 @@ def test_a_terminated_contract_runs_nothing(world: World, chain: Chain) -> None:
         "failed"]
 
 
-def test_processing_count_one_refuses_after_one_success(world: World, chain: Chain) -> None:
+def test_processing_count_one_refuses_after_one_success_or_while_one_runs(
+        world: World, chain: Chain) -> None:
     product_id = list_product(world, chain)
     oid = place(world, chain, product_id)
     terms = proposal(usage_policy={**policy(), "processing_count": 1})
@@ -347,12 +348,17 @@ def test_processing_count_one_refuses_after_one_success(world: World, chain: Cha
     world.call("POST", f"/computations/{cid}/failure", chain.provider, json={"reason": "oom"})
     ask_next(world, chain, oid, 2)
     ask_next(world, chain, oid, 3)  # asking is not metered; running is
+    ask_next(world, chain, oid, 4)
     second = world.call("POST", "/computations", chain.provider, 201, json=ask(oid, 2))
     assert second["state"] == "requested"  # a failed execution does not count
-    world.call("POST", f"/computations/{second['computation_id']}/result", chain.provider,
-               json=report(chain))
+    # one in flight counts: two running at once could both succeed past the count
     made = recorded(world, chain.provider, "count_exhausted", ask(oid, 3))
     assert oid in made["reason"] and made["execution"] == 3
+    assert "(executions 2)" in made["reason"]
+    world.call("POST", f"/computations/{second['computation_id']}/result", chain.provider,
+               json=report(chain))
+    made = recorded(world, chain.provider, "count_exhausted", ask(oid, 4))
+    assert oid in made["reason"] and made["execution"] == 4
 
 
 def test_a_revoked_authorization_stops_new_executions(world: World, chain: Chain) -> None:

@@ -340,7 +340,8 @@ def test_refuses_bad_request_fields(override: dict[str, Any], field: str) -> Non
     assert isinstance(err, InvalidInput) and err.field == field
 
 
-def test_the_processing_count_meters_successful_executions_only() -> None:
+def test_the_processing_count_meters_requested_and_succeeded_executions_not_failed_ones(
+) -> None:
     uow = MemoryUnitOfWork()
     order_id, first = requested(uow, {**POLICY, "processing_count": 1})
     run(uow, record_failure, PROVIDER, first, reason="node restarted")  # a failure is free
@@ -351,6 +352,27 @@ def test_the_processing_count_meters_successful_executions_only() -> None:
     run(uow, record_success, PROVIDER, cid, **success_kwargs(uow, cid))
     out = recorded_refusal(uow, "count_exhausted", **request_kwargs(order_id, 3))
     assert order_id in out["reason"] and "executions 2" in out["reason"]
+
+
+def test_an_execution_in_flight_counts_against_the_processing_count() -> None:
+    """Two executions in flight could both succeed past the count: a requested one counts."""
+    uow = MemoryUnitOfWork()
+    order_id, first = requested(uow, {**POLICY, "processing_count": 1})
+    ask_next(uow, order_id)
+    out = recorded_refusal(uow, "count_exhausted", **request_kwargs(order_id, 2))
+    assert "1 execution(s) requested or succeeded (executions 1)" in out["reason"]
+    run(uow, record_success, PROVIDER, first, **success_kwargs(uow, first))
+
+
+def test_executions_in_flight_fill_a_larger_processing_count() -> None:
+    uow = MemoryUnitOfWork()
+    order_id, _ = requested(uow, {**POLICY, "processing_count": 2})
+    for _ in range(2):
+        ask_next(uow, order_id)
+    second = run(uow, request_computation, PROVIDER, **request_kwargs(order_id, 2))
+    assert second["state"] == "requested"
+    out = recorded_refusal(uow, "count_exhausted", **request_kwargs(order_id, 3))
+    assert "(executions 1, 2)" in out["reason"]
 
 
 def test_a_processing_count_of_zero_allows_no_execution() -> None:
