@@ -249,8 +249,18 @@ def test_no_other_post_changes_the_bytes_the_demander_fetches(
     refused(world, "POST", f"/computations/{cid}/result", chain.provider, 409,
             json=report(chain, forged))
     assert json.loads(delivered(world, chain, cid)) == RESULT
-    # the refused bytes sit in a row of their own, which no delivery names
+    # the requester's refused bytes sit in a row of their own, which no delivery names
     assert results.get(container.engine, cid, forged_sha) == canonical_bytes(forged)
+    # another provider stores nothing at all (it is refused before the bytes are kept)
+    other = [{"firm": "B", "score": 2}]
+    refused(world, "POST", f"/computations/{cid}/result", second, 403,
+            json=report(chain, other))
+    assert results.get(container.engine, cid,
+                       hashlib.sha256(canonical_bytes(other)).hexdigest()) is None
+    refused(world, "POST", "/computations/no-such-computation/result", chain.provider, 404,
+            json=report(chain, other))
+    refused(world, "POST", f"/computations/{oid}/result", chain.provider, 404,
+            json=report(chain, other))  # an id of another kind of aggregate
 
 
 def test_a_failed_execution_then_the_next_one(world: World, chain: Chain) -> None:
