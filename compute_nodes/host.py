@@ -234,7 +234,7 @@ class ProviderNode:
         the page there and comes again next round. Handling an event twice is harmless:
         the node's executions are idempotent.
         """
-        from compute_nodes.worker import WATCHED, settled
+        from compute_nodes.worker import SOON, WATCHED, settled
 
         r = self.node.http.get("/ledger/events", params={"after": self.position, "limit": PAGE})
         if r.status_code != 200:
@@ -249,7 +249,7 @@ class ProviderNode:
                              json.dumps(asdict(outcome), ensure_ascii=False, default=str))
                 if not settled(outcomes):  # not anchored yet, or the platform failed
                     self._save_position()
-                    if all(o.settled or o.status == "not_anchored" for o in outcomes):
+                    if all(o.settled or o.status in SOON for o in outcomes):
                         self.anchoring = True  # look again soon: checkpoints come often
                     return handled
                 handled += 1
