@@ -420,6 +420,13 @@ def request_computation(uow: UnitOfWork, ctx: Context, *, contract_id: str, exec
                          "for the next)", executions=asked)
     refusal = policy_refusal(uow, ctx, order=order, product=product, number=number,
                              code_sha256=digest, inputs=inputs)
+    return _record_request(uow, ctx, order, product, number, site, digest, inputs, refusal)
+
+
+def _record_request(uow: UnitOfWork, ctx: Context, order: Order, product: Product,
+                    number: int, site: str, digest: str, inputs: list[dict[str, Any]],
+                    refusal: str | None) -> dict[str, Any]:
+    """Record the request, and with it the refusal if the policy said no."""
     agg = Computation.request(ctx, order=order, product=product, execution=number,
                               datasite=site, code_sha256=digest,
                               dataset_ids=[i["dataset_id"] for i in inputs])
@@ -455,14 +462,8 @@ def _request_trial(uow: UnitOfWork, ctx: Context, order: Order, *, datasite: str
     found = _find(uow, computation_id(order.id, TRIAL, provider_id))
     if found is not None:
         return _existing(ctx, found, digest, lambda: trial_refusal(order, product, digest))
-    refusal = trial_refusal(order, product, digest)
-    agg = Computation.request(ctx, order=order, product=product, execution=TRIAL,
-                              datasite=site, code_sha256=digest,
-                              dataset_ids=[i["dataset_id"] for i in inputs])
-    if refusal is not None:
-        agg.fail(ctx, reason=refusal)
-    uow.add(agg)
-    return _view(agg)
+    return _record_request(uow, ctx, order, product, TRIAL, site, digest, inputs,
+                           trial_refusal(order, product, digest))
 
 
 def record_success(uow: UnitOfWork, ctx: Context, computation_id: str, *, result_sha256: str,

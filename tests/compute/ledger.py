@@ -302,6 +302,18 @@ def world(tmp: Path, url: str, *, datasite_port: int | None = None,
                            site_name=site_name)
 
 
+@contextlib.contextmanager
+def running_world(tmp: Path, site_name: str = "tax-bureau-node",
+                  **server_env: str) -> Iterator[SimpleNamespace]:
+    """A ledger server and :func:`world` on it, for a module's tests; landed afterwards."""
+    with ledger_server(tmp, **server_env) as url:
+        made = world(tmp, url, site_name=site_name)
+        try:
+            yield made
+        finally:
+            made.site.land()
+
+
 def until_settled(node: Any, event: dict[str, Any], seconds: float = 20) -> list[Any]:
     """Handle one event until it is no longer waiting for an anchored checkpoint."""
     deadline = time.monotonic() + seconds

@@ -23,10 +23,9 @@ from compute_nodes.worker import ComputeNode, Outcome
 from tests.compute.ledger import (
     SCORE,
     USED,
-    ledger_server,
     provider_view,
+    running_world,
     until_settled,
-    world,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -34,13 +33,8 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(scope="module")
 def w(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
-    tmp = tmp_path_factory.mktemp("refusals")
-    with ledger_server(tmp) as url:
-        made = world(tmp, url, site_name="tax-refusals")
-        try:
-            yield made
-        finally:
-            made.site.land()
+    with running_world(tmp_path_factory.mktemp("refusals"), "tax-refusals") as made:
+        yield made
 
 
 def refused(w: SimpleNamespace, node: ComputeNode, contract: str, code: str,

@@ -20,10 +20,9 @@ from compute_nodes.worker import DATASET_WAIT_S, ComputeNode
 from tests.compute.ledger import (
     USED,
     expected_scores,
-    ledger_server,
     provider_view,
+    running_world,
     until_settled,
-    world,
 )
 from tests.compute.test_refusals import refused
 from tests.compute.test_worker import delivered_once, result_of
@@ -33,13 +32,8 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(scope="module")
 def w(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
-    tmp = tmp_path_factory.mktemp("trial")
-    with ledger_server(tmp) as url:
-        made = world(tmp, url, site_name="tax-trial")
-        try:
-            yield made
-        finally:
-            made.site.land()
+    with running_world(tmp_path_factory.mktemp("trial"), "tax-trial") as made:
+        yield made
 
 
 def test_a_granted_trial_runs_on_mock_rows_only_and_reaches_the_demander(

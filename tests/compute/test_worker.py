@@ -34,10 +34,9 @@ from tests.compute.ledger import (
     expected_joined,
     expected_scores,
     free_port,
-    ledger_server,
     provider_view,
+    running_world,
     until_settled,
-    world,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -45,13 +44,8 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(scope="module")
 def w(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
-    tmp = tmp_path_factory.mktemp("worker")
-    with ledger_server(tmp) as url:
-        made = world(tmp, url)
-        try:
-            yield made
-        finally:
-            made.site.land()
+    with running_world(tmp_path_factory.mktemp("worker")) as made:
+        yield made
 
 
 def delivered_once(w: SimpleNamespace, outcome: Outcome) -> list[dict[str, Any]]:
