@@ -27,7 +27,12 @@ from psycopg.sql import SQL, Identifier
 from events.canonical import canonical_bytes, decode, stored_event_bytes
 from events.catalogue import Event, event_class
 
-__all__ = ["DatabaseURL", "EventStore", "IdempotencyRecord", "IntegrityError", "LogEntry", "open_store"]
+__all__ = ["AdmissionChanged", "DatabaseURL", "EventStore", "IdempotencyRecord", "IntegrityError",
+           "LogEntry", "open_store"]
+
+
+class AdmissionChanged(IntegrityError):
+    """The acting participant's stream moved past the version its admission was read at."""
 
 
 @dataclass(frozen=True)
@@ -78,11 +83,19 @@ def from_stored(stored: StoredEvent) -> Event:
         str(stored.originator_id), stored.originator_version, decode(stored.state))
 
 
-def _check_read(originator_id: str, read: int, current: int | None) -> None:
+def _check_read(originator_id: str, read: int, current: int | None,
+                error: type[IntegrityError] = IntegrityError) -> None:
     """Refuse the append if an aggregate the decision read has changed since."""
     if (current or 0) != read:
-        raise IntegrityError(f"{originator_id} changed since it was read: version {current}, "
-                             f"read at {read}")
+        raise error(f"{originator_id} changed since it was read: version {current}, "
+                    f"read at {read}")
+
+
+def _checks(kwargs: dict[str, Any]) -> list[tuple[str, int, type[IntegrityError]]]:
+    """The versions an append must find unchanged: the decisions' reads, then the acting
+    participants' admissions (read from the command path's cache, see Ledger._prepare)."""
+    return [*((i, v, IntegrityError) for i, v in kwargs.get("reads", {}).items()),
+            *((i, v, AdmissionChanged) for i, v in kwargs.get("admissions", ()))]
 
 
 def _response_rows(batches: Sequence[tuple[int, IdempotencyRecord | None]],
@@ -113,10 +126,10 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
         # "database is locked" if another connection wrote meanwhile. The reads are then
         # checked under the lock (this command's own inserts never touch them).
         ids = list(super()._insert_events(c, stored_events) or [])
-        for originator_id, version in kwargs.get("reads", {}).items():
+        for originator_id, version, error in _checks(kwargs):
             c.execute(f"SELECT MAX(originator_version) FROM {self.events_table_name} "
                       "WHERE originator_id=?", (originator_id,))
-            _check_read(originator_id, version, c.fetchone()[0])
+            _check_read(originator_id, version, c.fetchone()[0], error)
         rows = _response_rows(kwargs.get("batches", ()), ids)
         if rows:
             c.executemany("INSERT INTO idempotency VALUES (?,?,?,?)", rows)
@@ -168,16 +181,15 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
     def insert_events(self, stored_events: Sequence[StoredEvent],
                       **kwargs: Any) -> Sequence[int] | None:
         rows_only = not stored_events
-        reads: dict[str, int] = kwargs.get("reads", {})
         with self.datastore.transaction(commit=True) as curs:
             ids: list[int] = []
             if not rows_only:  # a command that wrote no event still keeps its first answer
                 for statement in self.lock_table_statements:
                     curs.execute(statement, prepare=False)
-                for originator_id, version in reads.items():
+                for originator_id, version, error in _checks(kwargs):
                     curs.execute(self._max_version, (originator_id,))
                     row = curs.fetchone()
-                    _check_read(originator_id, version, row["v"] if row else None)
+                    _check_read(originator_id, version, row["v"] if row else None, error)
                 curs.execute(self._max_id)
                 row = curs.fetchone()
                 base = int(row["m"]) if row else 0
@@ -257,15 +269,17 @@ class EventStore:
 
     def append(self, events: Sequence[Event],
                batches: Sequence[tuple[int, IdempotencyRecord | None]] = (),
-               reads: dict[str, int] | None = None) -> list[int]:
+               reads: dict[str, int] | None = None,
+               admissions: Sequence[tuple[str, int]] = ()) -> list[int]:
         """Store ``events`` in one transaction; return their seqs.
 
         Raises the library's IntegrityError if any (originator, version) or
         idempotency key is already taken, or an aggregate in ``reads`` is no longer
-        at the version given; then nothing is stored.
+        at the version given (AdmissionChanged for one in ``admissions``); then
+        nothing is stored.
         """
         ids = self.recorder.insert_events([to_stored(e) for e in events], batches=batches,
-                                          reads=reads or {})
+                                          reads=reads or {}, admissions=admissions)
         return list(ids or [])
 
     def read(self, after: int = 0, limit: int = 100) -> list[LogEntry]:
@@ -323,16 +337,21 @@ class LedgerLog:
         return self.store.load(originator_id, after_version)
 
     def append_batches(self, events: list[Event], batches: list[Any]) -> list[int]:
-        from domain.application import ConflictError
+        from domain.application import AdmissionStale, ConflictError
 
         records = [(b.count, None if b.idempotency is None else IdempotencyRecord(
             b.idempotency.member_id, b.idempotency.key, b.idempotency.fingerprint, b.response))
             for b in batches]
         reads: dict[str, int] = {}
+        admissions: set[tuple[str, int]] = set()
         for b in batches:
             reads.update(b.reads)
+            if b.admission is not None:
+                admissions.add(b.admission)
         try:
-            return self.store.append(events, records, reads)
+            return self.store.append(events, records, reads, sorted(admissions))
+        except AdmissionChanged as exc:
+            raise AdmissionStale(str(exc)) from exc
         except IntegrityError as exc:
             raise ConflictError(str(exc)) from exc
 
