@@ -14,13 +14,19 @@ both inside the same transaction as the events:
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 from uuid import UUID
 
-from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.persistence import (
+    IntegrityError,
+    OperationalError,
+    PersistenceError,
+    StoredEvent,
+)
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
 from psycopg.sql import SQL, Identifier
@@ -136,6 +142,56 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
             c.executemany("INSERT INTO idempotency VALUES (?,?,?,?)", rows)
         return ids
 
+    def insert_events(self, stored_events: Sequence[StoredEvent],
+                      **kwargs: Any) -> Sequence[int] | None:
+        """Store events (and idempotency rows) atomically; their notification ids.
+
+        The usual group (no idempotency row, at most 500 events) is one INSERT … SELECT
+        … WHERE <every check holds> in autocommit mode: one statement is atomic by
+        itself, so no BEGIN and no COMMIT, and the committer waits for the GIL once per
+        group rather than at each of four statements. Everything else goes the library's
+        way: BEGIN, the statements below, COMMIT.
+        """
+        batches = kwargs.get("batches", ())
+        if (not stored_events or len(stored_events) > 500
+                or any(record is not None for _, record in batches)):
+            return super().insert_events(stored_events, **kwargs)
+        checks = _checks(kwargs)
+        rows = ",".join(["(?,?,?,?)"] * len(stored_events))
+        check = (f"(SELECT IFNULL(MAX(originator_version), 0) FROM {self.events_table_name} "
+                 "WHERE originator_id=?) = ?")
+        where = " AND ".join([check] * len(checks)) or "1"
+        params = [*self._row_values(stored_events), *(v for i, n, _ in checks for v in (i, n))]
+        with self.datastore.get_connection(commit=True) as conn:
+            cursor = conn.cursor().sqlite_cursor
+            try:
+                cursor.execute(f"INSERT INTO {self.events_table_name} (originator_id, "
+                               "originator_version, topic, state) SELECT * FROM (VALUES "
+                               f"{rows}) WHERE {where}", params)
+                if cursor.rowcount != len(stored_events):  # a check failed: which one?
+                    for originator_id, version, error in checks:
+                        cursor.execute(f"SELECT MAX(originator_version) FROM "
+                                       f"{self.events_table_name} WHERE originator_id=?",
+                                       (originator_id,))
+                        _check_read(originator_id, version, cursor.fetchone()[0], error)
+                    raise IntegrityError("the append's checks failed")
+                last = int(cursor.lastrowid or 0)
+            except sqlite3.IntegrityError as exc:
+                raise IntegrityError(exc) from exc
+            except sqlite3.OperationalError as exc:
+                raise OperationalError(exc) from exc
+            except sqlite3.Error as exc:
+                raise PersistenceError(exc) from exc
+            finally:
+                cursor.close()
+        return list(range(last - len(stored_events) + 1, last + 1))
+
+    @staticmethod
+    def _row_values(stored_events: Sequence[StoredEvent]) -> list[Any]:
+        return [v for s in stored_events for v in (
+            s.originator_id.hex if isinstance(s.originator_id, UUID) else s.originator_id,
+            s.originator_version, s.topic, s.state)]
+
     def _insert_rows(self, c: Any, stored_events: Sequence[StoredEvent]) -> list[int]:
         """Insert the events with one multi-row INSERT per 500 (the library runs one
         INSERT per event); their notification ids.
@@ -152,9 +208,7 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
             rows = ",".join(["(?,?,?,?)"] * len(chunk))
             c.execute(f"INSERT INTO {self.events_table_name} (originator_id, "
                       f"originator_version, topic, state) VALUES {rows}",
-                      [v for s in chunk for v in (
-                          s.originator_id.hex if isinstance(s.originator_id, UUID)
-                          else s.originator_id, s.originator_version, s.topic, s.state)])
+                      self._row_values(chunk))
             last = int(c.lastrowid)
             ids += range(last - len(chunk) + 1, last + 1)
         return ids

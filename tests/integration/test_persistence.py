@@ -280,3 +280,28 @@ def test_concurrent_async_commands_are_grouped_without_gaps_or_losses(
     seqs = asyncio.run(many())
     assert seqs == list(range(before + 1, before + 41))
     assert store.max_seq() == before + 40
+
+
+def test_a_group_of_many_events_gets_consecutive_seqs_in_its_order(store: EventStore) -> None:
+    """SQLite writes a group as one INSERT … SELECT: the seqs follow the events' order."""
+    events = [e for i in range(300) for e in platform_events(f"p-{i:03d}")]
+    seqs = store.append(events)
+    assert seqs == list(range(1, len(events) + 1))
+    entries = store.read(0, len(events))
+    assert [(x.originator_id, x.version) for x in entries] == \
+        [(e.originator_id, e.originator_version) for e in events]
+
+
+def test_a_failed_check_in_a_group_append_stores_nothing(store: EventStore) -> None:
+    store.append(platform_events("seen"))
+    at = store.load("seen")[-1].originator_version
+    before = store.max_seq()
+    with pytest.raises(IntegrityError):
+        store.append(platform_events("new"), reads={"seen": 7})
+    from events.store import AdmissionChanged
+    with pytest.raises(AdmissionChanged):
+        store.append(platform_events("new"), reads={"seen": at}, admissions=[("seen", 5)])
+    assert store.max_seq() == before
+    made = platform_events("new")
+    assert store.append(made, reads={"seen": at}, admissions=[("seen", at)]) == \
+        list(range(before + 1, before + 1 + len(made)))
