@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     nats_subject_prefix: str = Field(default="ledger", description="events go to <prefix>.<type>")
     access_log: bool = Field(default=False, description="log every HTTP request (uvicorn access log)")
     chain: bool = Field(default=True, description="integrate the Merkle tree and checkpoint in this process")
+    background_process: bool = Field(default=True, description="serve applies the projections and integrates the chain in a child process (both only need the store), not in threads competing with the requests for the GIL")
 
     @field_validator("admin_token")
     @classmethod
