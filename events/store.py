@@ -255,9 +255,58 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
                                 "WHERE originator_id = %s").format(schema, table)
         self._select_idem = SQL("SELECT fingerprint, response FROM {0}.idempotency "
                                 "WHERE member_id = %s AND key = %s").format(schema)
+        self._check_sql = SQL("(SELECT COALESCE(MAX(originator_version), 0) FROM {0}.{1} "
+                              "WHERE originator_id = %s::text) = %s::bigint").format(schema, table)
 
     def insert_events(self, stored_events: Sequence[StoredEvent],
                       **kwargs: Any) -> Sequence[int] | None:
+        batches = kwargs.get("batches", ())
+        if (stored_events and len(stored_events) <= 500
+                and all(record is None for _, record in batches)):
+            return self._insert_pipelined(stored_events, _checks(kwargs))
+        return self._insert_stepwise(stored_events, **kwargs)
+
+    def _insert_pipelined(self, stored_events: Sequence[StoredEvent],
+                          checks: list[tuple[str, int, type[IntegrityError]]]) -> list[int]:
+        """The usual group (no idempotency row, at most 500 events) in one round trip.
+
+        BEGIN, the library's table lock, one INSERT … SELECT that takes the ids MAX+1…
+        under that lock, inserts only if every check holds and notifies the channel,
+        then COMMIT: sent as one pipeline, so the committer waits for the network (and
+        then for the GIL) once per group instead of at each of eight statements.
+        """
+        n = len(stored_events)
+        rows = SQL(",").join([SQL("(%s::text,%s::bigint,%s::text,%s::bytea,%s::bigint)")] * n)
+        where = SQL(" AND ").join([self._check_sql] * len(checks)) if checks else SQL("true")
+        statement = SQL(
+            "WITH ins AS (INSERT INTO {0}.{1} (originator_id, originator_version, topic, state, "
+            "notification_id) SELECT v.i, v.ver, v.t, v.s, m.base + v.o FROM (VALUES {2}) AS "
+            "v(i, ver, t, s, o) CROSS JOIN (SELECT COALESCE(MAX(notification_id), 0) AS base "
+            "FROM {0}.{1}) AS m WHERE {3} RETURNING notification_id) "
+            "SELECT notification_id, pg_notify({4}, '') FROM ins").format(
+                Identifier(self.datastore.schema), Identifier(self.events_table_name), rows,
+                where, self.channel_name)
+        params: list[Any] = [v for i, s in enumerate(stored_events, 1) for v in (
+            s.originator_id, s.originator_version, s.topic, s.state, i)]
+        params += [v for originator_id, version, _ in checks for v in (originator_id, version)]
+        with self.datastore.get_connection() as conn:
+            with conn.pipeline(), conn.transaction():
+                curs = conn.cursor()
+                for lock in self.lock_table_statements:
+                    conn.execute(lock, prepare=False)
+                curs.execute(statement, params, prepare=False)
+            ids = sorted(int(row["notification_id"]) for row in curs.fetchall())
+        if len(ids) != n:  # a check failed (nothing was inserted): say which
+            with self.datastore.transaction(commit=False) as read:
+                for originator_id, version, error in checks:
+                    read.execute(self._max_version, (originator_id,))
+                    row = read.fetchone()
+                    _check_read(originator_id, version, row["v"] if row else None, error)
+            raise IntegrityError("the append's checks failed")
+        return ids
+
+    def _insert_stepwise(self, stored_events: Sequence[StoredEvent],
+                         **kwargs: Any) -> Sequence[int] | None:
         rows_only = not stored_events
         with self.datastore.transaction(commit=True) as curs:
             ids: list[int] = []
