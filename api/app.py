@@ -32,6 +32,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     errors.install(app)
     app.add_middleware(errors.RefuseNulInPath)
     _include_routers(app)
+    _document_command_headers(app)
 
     @app.get("/health", tags=["health"])
     def health() -> dict[str, Any]:
@@ -45,6 +46,42 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         return {"status": "ok"}
 
     return app
+
+
+def _document_command_headers(app: FastAPI) -> None:
+    """List the command routes' headers in the OpenAPI document.
+
+    The command dependency reads ``Authorization`` and ``Idempotency-Key`` from the
+    request itself (declared as FastAPI header parameters they cost every command a
+    validation step each), so they are added to the document here, as FastAPI would.
+    """
+    from fastapi.dependencies.models import Dependant
+    from fastapi.routing import APIRoute
+
+    from api.deps import COMMAND_HEADERS, commands
+    from api.routes import ROUTERS
+
+    def uses_commands(dependant: Dependant) -> bool:
+        return any(d.call is commands or uses_commands(d) for d in dependant.dependencies)
+
+    operations = [(route.path_format, method.lower()) for router in ROUTERS
+                  for route in router.routes
+                  if isinstance(route, APIRoute) and uses_commands(route.dependant)
+                  for method in route.methods or ()]
+    build_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build_openapi()
+        for path, method in operations:
+            operation = schema["paths"][path][method]
+            parameters = operation.setdefault("parameters", [])
+            names = {p["name"] for p in parameters}
+            parameters.extend(dict(h) for h in COMMAND_HEADERS if h["name"] not in names)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _include_routers(app: FastAPI) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
+from api.background import BackgroundProcess
 from api.settings import Settings
 from chain.checkpointer import CutPolicy
 from chain.service import ChainService, build_chain
@@ -86,6 +87,8 @@ class Container:
     publisher: JetStreamPublisher | None = None
     first_admin_token: str | None = None
     auth_cache: AuthCache = field(default_factory=AuthCache)
+    #: projections and chain in a child process (settings.background_process)
+    background: BackgroundProcess | None = None
 
     def on_commit(self) -> None:
         """The in-process dispatcher: wake the projections and the chain."""
@@ -96,6 +99,8 @@ class Container:
             self.publisher.notify()
 
     def close(self) -> None:
+        if self.background is not None:
+            self.background.stop()
         if self.publisher is not None:
             self.publisher.stop()
             self.publisher.positions.close()
@@ -133,11 +138,15 @@ def build(settings: Settings, *, start_background: bool = True) -> Container:
             store, settings.nats_url, open_position_store(url), stream=settings.nats_stream,
             subject_prefix=settings.nats_subject_prefix)
     if start_background:
-        runner.start()
+        if settings.background_process:  # the chain here only serves the /ledger routes
+            container.background = BackgroundProcess(settings)
+            runner.follow(container.background.hurry)
+        else:
+            runner.start()
+            if container.chain is not None:
+                container.chain.start()
         if container.publisher is not None:
             container.publisher.start()
-        if container.chain is not None:
-            container.chain.start()
         ledger.on_commit = container.on_commit
     return container
 

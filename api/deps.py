@@ -53,9 +53,7 @@ def _lookup_uncached(container: Container, token_hash: str) -> Actor | None:
 # The dependencies are coroutines so that FastAPI runs them on the event loop, not each
 # in a worker thread of its own (a hop costs more than their work: the token lookup is
 # an in-memory cache hit, and only on a miss a short indexed read).
-async def current_actor(container: ContainerDep,
-                  authorization: Annotated[str | None, Header()] = None) -> Actor:
-    """The member whose bearer token came with the request (401 otherwise)."""
+def _authenticate(container: Container, authorization: str | None) -> Actor:
     if not authorization or not authorization.lower().startswith("bearer "):
         raise Unauthenticated("send Authorization: Bearer <token>")
     token_hash = hash_token(authorization[7:].strip())
@@ -68,11 +66,17 @@ async def current_actor(container: ContainerDep,
     return actor
 
 
+async def current_actor(container: ContainerDep,
+                        authorization: Annotated[str | None, Header()] = None) -> Actor:
+    """The member whose bearer token came with the request (401 otherwise)."""
+    return _authenticate(container, authorization)
+
+
 CurrentActor = Annotated[Actor, Depends(current_actor)]
 
 
-async def idempotency(request: Request, actor: CurrentActor,
-                      idempotency_key: Annotated[str | None, Header()] = None) -> Idempotency | None:
+async def _idempotency(request: Request, actor: Actor,
+                       idempotency_key: str | None) -> Idempotency | None:
     """The request's Idempotency-Key with a fingerprint of method, path and body."""
     if idempotency_key is None:
         return None
@@ -100,9 +104,24 @@ class Commands:
             allow_pending=allow_pending, **kwargs)
 
 
-async def commands(container: ContainerDep, actor: CurrentActor,
-             idem: Annotated[Idempotency | None, Depends(idempotency)]) -> Commands:
-    return Commands(container, actor, idem)
+#: the headers ``commands`` reads, as the OpenAPI document lists them (see api.app)
+COMMAND_HEADERS: list[dict[str, Any]] = [
+    {"name": name, "in": "header", "required": False,
+     "schema": {"anyOf": [{"type": "string"}, {"type": "null"}], "title": title}}
+    for name, title in (("authorization", "Authorization"),
+                        ("idempotency-key", "Idempotency-Key"))]
+
+
+# One dependency for the command routes rather than a tree of them (container, actor,
+# idempotency), and the headers read from the request: FastAPI's per-request cost grows
+# with every dependency and every declared parameter (each one validated).
+async def commands(request: Request) -> Commands:
+    """The current actor (401 without a known bearer token) and its Idempotency-Key."""
+    authorization = request.headers.get("authorization")
+    idempotency_key = request.headers.get("idempotency-key")
+    container: Container = request.app.state.container
+    actor = _authenticate(container, authorization)
+    return Commands(container, actor, await _idempotency(request, actor, idempotency_key))
 
 
 CommandsDep = Annotated[Commands, Depends(commands)]

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     access_log: bool = Field(default=False, description="log every HTTP request (uvicorn access log)")
     chain: bool = Field(default=True, description="integrate the Merkle tree and checkpoint in this process")
     compute_node: Literal["auto", "true", "false"] = Field(default="auto", description="serve starts the embedded compute node from .venv-compute: auto = if that environment exists")
+    background_process: bool = Field(default=True, description="serve applies the projections and integrates the chain in a child process (both only need the store), not in threads competing with the requests for the GIL")
 
     @field_validator("admin_token")
     @classmethod

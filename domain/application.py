@@ -33,6 +33,11 @@ class ConflictError(Exception):
     """Raised by the log when an (aggregate, version) or idempotency key is taken."""
 
 
+class AdmissionStale(ConflictError):
+    """Raised by the log when the acting participant changed after its admission was checked
+    from the cache (the command is then decided again on a fresh read)."""
+
+
 @dataclass(frozen=True)
 class Idempotency:
     """An Idempotency-Key as sent by one member, with the fingerprint of its request."""
@@ -44,13 +49,16 @@ class Idempotency:
 
 @dataclass(frozen=True)
 class Batch:
-    """What ``EventLog.append`` takes per command: the count of events, its key, and the
-    versions of the aggregates its decision read (checked in the append transaction)."""
+    """What ``EventLog.append`` takes per command: the count of events, its key, the
+    versions of the aggregates its decision read, and (when the caller's admission was
+    checked on cached events) the caller's participant and its version then: both are
+    checked in the append transaction."""
 
     count: int
     idempotency: Idempotency | None
     response: dict[str, Any]
     reads: dict[str, int] = field(default_factory=dict)
+    admission: tuple[str, int] | None = None
 
 
 class EventLog(Protocol):
@@ -88,6 +96,11 @@ class StreamCache:
         self._streams: dict[str, list[Event]] = {}
         self._lock = threading.Lock()
 
+    def cached(self, id: str) -> list[Event] | None:
+        """The events of ``id`` read so far (possibly not all), without asking the store."""
+        with self._lock:
+            return self._streams.get(id)
+
     def load(self, id: str) -> list[Event]:
         """Every stored event of stream ``id``, in order."""
         with self._lock:
@@ -101,6 +114,17 @@ class StreamCache:
                 self._streams.pop(next(iter(self._streams)))
             self._streams[id] = events
         return events
+
+
+class _NeedsStore(Exception):
+    """A handler run on cached state only wanted to load an aggregate."""
+
+
+class _NoLoadUnitOfWork(UnitOfWork):
+    """A unit of work that refuses every load: for deciding without touching the store."""
+
+    def _load(self, cls: type[A], id: str) -> A | None:
+        raise _NeedsStore(id)
 
 
 class StoreUnitOfWork(UnitOfWork):
@@ -122,6 +146,38 @@ class _Commit:
     events: list[Event]
     batch: Batch
     future: Future[list[int]] = field(default_factory=Future)
+    #: for a caller on an event loop: its loop and the asyncio future it awaits
+    loop: asyncio.AbstractEventLoop | None = None
+    waiter: asyncio.Future[list[int]] | None = None
+
+
+def _settle(commits: list[_Commit]) -> None:
+    """On the callers' event loop: pass each written commit's outcome to its waiter."""
+    for commit in commits:
+        waiter = commit.waiter
+        if waiter is None or waiter.done():
+            continue
+        if not commit.future.done():  # the writer failed before answering it
+            waiter.set_exception(RuntimeError("the group commit failed"))
+            continue
+        exc = commit.future.exception()
+        if exc is not None:
+            waiter.set_exception(exc)
+        else:
+            waiter.set_result(commit.future.result())
+
+
+def _wake_loops(group: list[_Commit]) -> None:
+    """One call into each event loop per written group (not one per commit)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Commit]] = {}
+    for commit in group:
+        if commit.loop is not None:
+            by_loop.setdefault(commit.loop, []).append(commit)
+    for loop, commits in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, commits)
+        except RuntimeError:  # that loop is closed: nobody waits any more
+            pass
 
 
 def utc_now() -> str:
@@ -161,6 +217,27 @@ class GroupCommitter:
         self._wake.set()
         return mine.future
 
+    def submit_async(self, events: list[Event], batch: Batch) -> asyncio.Future[list[int]]:
+        """Queue a commit for the background writer; await the answer on this event loop.
+
+        The writer settles all the waiters of a group with one call into the loop, not one
+        per commit. Cancelling the waiter drops the commit unless it is being written.
+        """
+        if self._closed:
+            raise RuntimeError("the group committer is closed")
+        loop = asyncio.get_running_loop()
+        mine = _Commit(events, batch, loop=loop, waiter=loop.create_future())
+        mine.waiter.add_done_callback(  # type: ignore[union-attr]
+            lambda w: w.cancelled() and mine.future.cancel())
+        with self._pending_lock:
+            self._pending.append(mine)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._drain, name="group-committer",
+                                                daemon=True)
+                self._thread.start()
+        self._wake.set()
+        return mine.waiter  # type: ignore[return-value]
+
     def _drain(self) -> None:
         while not self._closed:
             self._wake.wait()
@@ -174,6 +251,7 @@ class GroupCommitter:
                         self._write(group)
                     except Exception:  # the writer must outlive any one group
                         log.exception("group commit failed")
+                    _wake_loops(group)
 
     def _take(self) -> list[_Commit]:
         """Up to max_batch waiting commits, each claimed (a cancelled waiter is dropped)."""
@@ -193,7 +271,11 @@ class GroupCommitter:
         while not mine.future.done():  # beyond max_batch: a later leader writes it
             with self._write_lock:
                 if not mine.future.done():
-                    self._write(self._take())
+                    group = self._take()
+                    try:
+                        self._write(group)
+                    finally:
+                        _wake_loops(group)
         return mine.future.result()
 
     def close(self) -> None:
@@ -249,6 +331,8 @@ class GroupCommitter:
                 keys.add((idem.member_id, idem.key))
             writes = {e.originator_id for e in commit.events}
             reads = set(commit.batch.reads)
+            if commit.batch.admission is not None:
+                reads.add(commit.batch.admission[0])
             clash = bool(keys & taken or reads & written or writes & read)
             (later if clash else keep).append(commit)
             taken |= keys
@@ -271,6 +355,8 @@ class Ledger:
         self.clock = clock
         self.committer = GroupCommitter(log) if group_commit else None
         self.streams = StreamCache(log)
+        #: participant id -> (events replayed, state): admission read from cached events
+        self._admissions: dict[str, tuple[int, str]] = {}
         #: execute_async decides in a worker thread (for stores reached over the network,
         #: whose reads must not block the event loop); else on the loop itself
         self.decide_in_thread = decide_in_thread
@@ -286,37 +372,98 @@ class Ledger:
                 idempotency: Idempotency | None = None, allow_pending: bool = False,
                 **kwargs: Any) -> CommandResult:
         """Run one command to completion (blocking)."""
-        prepared = self._prepare(handler, actor, args, kwargs, idempotency, allow_pending)
-        if isinstance(prepared, CommandResult):
-            return prepared
-        events, batch = prepared
-        try:
-            seqs = (self.committer.commit(events, batch) if self.committer
-                    else self.log.append_batches(events, [batch]))
-        except ConflictError:
-            return self._after_conflict(idempotency)
-        return self._done(batch, seqs)
+        prepared: CommandResult | tuple[list[Event], Batch] | None = self._prepare_cached(
+            handler, actor, args, kwargs, idempotency, allow_pending)
+        for _ in range(2):  # the cached decision, else (or if stale) one on a fresh read
+            if prepared is None:
+                prepared = self._prepare(handler, actor, args, kwargs, idempotency,
+                                         allow_pending)
+            if isinstance(prepared, CommandResult):
+                return prepared
+            events, batch = prepared
+            try:
+                seqs = (self.committer.commit(events, batch) if self.committer
+                        else self.log.append_batches(events, [batch]))
+            except AdmissionStale:
+                prepared = None
+                continue
+            except ConflictError:
+                return self._after_conflict(idempotency)
+            return self._done(batch, seqs)
+        raise AssertionError("unreachable: a fresh decision is never AdmissionStale")
 
     async def execute_async(self, handler: Handler, actor: Actor, *args: Any,
                             idempotency: Idempotency | None = None, allow_pending: bool = False,
                             **kwargs: Any) -> CommandResult:
-        """Run one command from the event loop: decide, then commit in the background writer."""
-        if self.decide_in_thread:
-            prepared = await asyncio.to_thread(self._prepare, handler, actor, args, kwargs,
-                                               idempotency, allow_pending)
-        else:
-            prepared = self._prepare(handler, actor, args, kwargs, idempotency, allow_pending)
-        if isinstance(prepared, CommandResult):
-            return prepared
-        events, batch = prepared
+        """Run one command from the event loop: decide, then commit in the background writer.
+
+        A command whose decision needs no store read (its caller's participant cached, no
+        aggregate loaded, no Idempotency-Key) is decided on the loop from the cache; else
+        on a fresh read, in a worker thread when ``decide_in_thread``.
+        """
+        prepared: CommandResult | tuple[list[Event], Batch] | None = self._prepare_cached(
+            handler, actor, args, kwargs, idempotency, allow_pending)
+        for _ in range(2):  # the cached decision, else (or if stale) one on a fresh read
+            if prepared is None:
+                if self.decide_in_thread:
+                    prepared = await asyncio.to_thread(self._prepare, handler, actor, args,
+                                                       kwargs, idempotency, allow_pending)
+                else:
+                    prepared = self._prepare(handler, actor, args, kwargs, idempotency,
+                                             allow_pending)
+            if isinstance(prepared, CommandResult):
+                return prepared
+            events, batch = prepared
+            try:
+                if self.committer is None:
+                    seqs = self.log.append_batches(events, [batch])
+                else:
+                    seqs = await self.committer.submit_async(events, batch)
+            except AdmissionStale:
+                prepared = None
+                continue
+            except ConflictError:
+                return self._after_conflict(idempotency)
+            return self._done(batch, seqs)
+        raise AssertionError("unreachable: a fresh decision is never AdmissionStale")
+
+    def _prepare_cached(self, handler: Handler, actor: Actor, args: tuple[Any, ...],
+                        kwargs: dict[str, Any], idempotency: Idempotency | None,
+                        allow_pending: bool) -> tuple[list[Event], Batch] | None:
+        """Decide without reading the store, or None if that is not possible.
+
+        Possible when the command carries no Idempotency-Key (a replay must be looked up
+        first), the caller's participant was read before (its admission is then checked
+        on the cached events, and the append checks in its transaction that the
+        participant is still at that version), the handler loads no aggregate, and it
+        writes at least one event (that is what carries the check to the store).
+        """
+        if idempotency is not None or actor.role == "system":
+            return None
+        pid = actor.participant_id
+        cached = self.streams.cached(pid)
+        if not cached:
+            return None
+        known = self._admissions.get(pid)
+        if known is None or known[0] != len(cached):
+            if type(cached[0]) not in Participant._evolvers:
+                return None
+            known = (len(cached), Participant.replay(pid, cached).state)
+            self._admissions[pid] = known
+        state = known[1]
+        if not (state == "admitted" or (allow_pending and state == "pending")):
+            return None  # refused on a fresh read (the cache may be behind)
+        uow = _NoLoadUnitOfWork()
+        ctx = Context(actor, self.clock())
         try:
-            if self.committer is None:
-                seqs = self.log.append_batches(events, [batch])
-            else:
-                seqs = await asyncio.wrap_future(self.committer.submit(events, batch))
-        except ConflictError:
-            return self._after_conflict(idempotency)
-        return self._done(batch, seqs)
+            response = handler(uow, ctx, *args, **kwargs)
+        except _NeedsStore:
+            return None
+        events = [e for agg in uow.pending() for e in agg.collect()]
+        if not events:
+            return None
+        return events, Batch(len(events), None, response, {},
+                             (pid, cached[-1].originator_version))
 
     def _prepare(self, handler: Handler, actor: Actor, args: tuple[Any, ...],
                  kwargs: dict[str, Any], idempotency: Idempotency | None,

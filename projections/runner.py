@@ -70,6 +70,9 @@ class ProjectionRunner:
         self._thread: threading.Thread | None = None
         #: called after each committed batch with the event type names it held
         self.on_applied: list[Callable[[set[str]], None]] = []
+        #: when another process applies the projections (see ``follow``): asks it to hurry
+        self._hurry: Callable[[], None] | None = None
+        self._follow_lock = threading.Lock()
 
     def create_tables(self) -> None:
         """Create every read-model table that does not exist; if a table lacks a column this
@@ -158,6 +161,52 @@ class ProjectionRunner:
                                         name="projections", daemon=True)
         self._thread.start()
 
+    def follow(self, hurry: Callable[[], None], poll_interval: float = 0.05) -> None:
+        """Another process applies the projections (same store, same read models): follow
+        its position in the tracking table instead of applying here.
+
+        A thread reads the position every ``poll_interval`` seconds and calls the
+        ``on_applied`` hooks with the types of the events newly projected; ``wait_for``
+        asks the other process to ``hurry`` and reads the position until it is reached.
+        """
+        self._hurry = hurry
+        self._thread = threading.Thread(target=self._follow_loop, args=(poll_interval,),
+                                        name="projections-follower", daemon=True)
+        self._thread.start()
+
+    def _follow_loop(self, poll_interval: float) -> None:
+        while not self._stop.wait(poll_interval):
+            try:
+                self._refresh()
+            except Exception:  # keep following; the next round retries
+                log.exception("reading the projections' position failed")
+
+    def _refresh(self) -> int:
+        """Read the position the other process reached; run the hooks for what it applied."""
+        with self._follow_lock:
+            old, new = self.position, self._min_position()
+            if new <= old:
+                return old
+            types: set[str] = set()
+            after = old
+            while after < new:
+                entries = self.store.read(after, min(1000, new - after))
+                if not entries:
+                    break
+                types.update(e.type_name for e in entries if e.seq <= new)
+                after = entries[-1].seq
+            with self._advanced:
+                self.position = new
+                self._advanced.notify_all()
+            for hook in self.on_applied:
+                hook(types)
+            return new
+
+    def hurry(self) -> None:
+        """A reader waits: catch up now, not at the end of the current batching window."""
+        self._urgent.set()
+        self._wake.set()
+
     def notify(self) -> None:
         """New events were stored: catch up soon."""
         self._wake.set()
@@ -185,6 +234,14 @@ class ProjectionRunner:
     def wait_for(self, seq: int, timeout: float = 5.0) -> bool:
         """Block until every event up to ``seq`` is projected (False on timeout)."""
         if self.position >= seq:
+            return True
+        if self._hurry is not None:  # another process applies them
+            deadline = time.monotonic() + timeout
+            self._hurry()
+            while self._refresh() < seq:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.002)
             return True
         if self._thread is None:
             return self.catch_up() >= seq

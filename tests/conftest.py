@@ -66,3 +66,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'ledger.db'}"
     url: str = request.getfixturevalue("pg_url")
     return url
+
+
+# The suite builds containers with the projections and the chain in threads of the test
+# process (tests drive runner.rebuild() and read runner.position directly); the child
+# process that `serve` uses by default is tested in tests/e2e/test_background_process.py.
+os.environ.setdefault("DATALEDGER_BACKGROUND_PROCESS", "false")

@@ -9,13 +9,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from api.deps import CommandsDep, ReaderDep
-from api.routes.common import CommandAnswer, answer, found
+from api.routes.common import CommandAnswer, CommandRoute, answer, found
 from api.routes.scenarios import DatasetSelection
 from domain import authorization as uc
 from domain.policy import KNOWN_KEYS
 from projections import authorizations as q
 
-router = APIRouter(prefix="/authorizations", tags=["authorizations"])
+router = APIRouter(prefix="/authorizations", tags=["authorizations"], route_class=CommandRoute)
 
 AuthorizationState = Literal["granted", "revoked", "expired"]
 

@@ -9,11 +9,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import CommandsDep, ReaderDep
-from api.routes.common import NAME, TEXT, CommandAnswer, answer, found
+from api.routes.common import NAME, TEXT, CommandAnswer, CommandRoute, answer, found
 from domain import dataset as uc
 from projections import datasets as q
 
-router = APIRouter(prefix="/datasets", tags=["datasets"])
+router = APIRouter(prefix="/datasets", tags=["datasets"], route_class=CommandRoute)
 
 Classification = Literal["L1", "L2", "L3", "L4"]
 Sensitivity = Literal["public", "internal", "sensitive", "personal"]

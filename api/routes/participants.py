@@ -10,12 +10,12 @@ from pydantic import BaseModel, Field
 
 from api.bootstrap import hash_token, new_token
 from api.deps import CommandsDep, ReaderDep
-from api.routes.common import NAME, TEXT, CommandAnswer, answer, found
+from api.routes.common import NAME, TEXT, CommandAnswer, CommandRoute, answer, found
 from domain import participant as uc
 from domain.base import ROLES
 from projections import participants as q
 
-router = APIRouter(prefix="/participants", tags=["participants"])
+router = APIRouter(prefix="/participants", tags=["participants"], route_class=CommandRoute)
 
 Role = Literal["provider", "operator", "developer", "demander", "regulator"]
 

@@ -9,11 +9,11 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 
 from api.deps import CommandsDep, ReaderDep
-from api.routes.common import CommandAnswer, answer, found
+from api.routes.common import CommandAnswer, CommandRoute, answer, found
 from domain import product as uc
 from projections import products as q
 
-router = APIRouter(prefix="/products", tags=["products"])
+router = APIRouter(prefix="/products", tags=["products"], route_class=CommandRoute)
 
 Kind = Literal["dataset", "api", "model", "verification"]
 State = Literal["registered", "listing_requested", "listed", "delisted"]

@@ -9,12 +9,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import CommandsDep, ReaderDep
-from api.routes.common import NAME, TEXT, CommandAnswer, answer, found
+from api.routes.common import NAME, TEXT, CommandAnswer, CommandRoute, answer, found
 from domain import scenario as uc
 from domain.policy import CIRCULATION_MODES
 from projections import scenarios as q
 
-router = APIRouter(prefix="/scenarios", tags=["scenarios"])
+router = APIRouter(prefix="/scenarios", tags=["scenarios"], route_class=CommandRoute)
 
 CirculationMode = Literal["plaintext", "ciphertext", "trusted_exchange"]
 Verdict = Literal["approve", "reject"]

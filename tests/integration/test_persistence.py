@@ -198,3 +198,110 @@ def test_a_decision_on_a_changed_aggregate_is_a_conflict_and_writes_nothing(
         ledger.execute(decide_on_stale_read, ADMIN)
     assert store.max_seq() == before + 1  # only the admission decision
     assert store.load("other-agg") == []
+
+
+# -- the command path's cached admission (Ledger._prepare_cached) ----------------------------
+def _admitted_provider(ledger: Ledger) -> Actor:
+    from domain.participant import decide_admission
+
+    pid = register(ledger, "provider").body["participant_id"]
+    ledger.execute(decide_admission, ADMIN, pid, approve=True, comment="")
+    return Actor(pid, "m", "provider", ("admin",))
+
+
+def _register_dataset(ledger: Ledger, actor: Actor, name: str):  # type: ignore[no-untyped-def]
+    from domain.dataset import register_dataset
+
+    return ledger.execute(register_dataset, actor, name=name, description="", source_system="s",
+                          classification="L2",
+                          fields=[{"name": "a", "type": "string", "sensitivity": "public"}])
+
+
+def test_a_participant_suspended_elsewhere_is_refused_though_its_admission_was_cached(
+        store: EventStore, ledger: Ledger) -> None:
+    """Another process (here: another Ledger on the same store) suspends the caller after
+    this process cached its admission: the append's check sees it, the command is decided
+    again on a fresh read and refused, and nothing is written."""
+    from domain.errors import WrongState
+    from domain.participant import suspend_participant
+
+    _setup_platform(store)
+    provider = _admitted_provider(ledger)
+    _register_dataset(ledger, provider, "first")  # caches the provider's stream
+    assert ledger.streams.cached(provider.participant_id)
+    other = Ledger(LedgerLog(store), clock=lambda: AT)
+    try:
+        other.execute(suspend_participant, ADMIN, provider.participant_id, reason="audit")
+    finally:
+        other.close()
+    before = store.max_seq()
+    with pytest.raises(WrongState):
+        _register_dataset(ledger, provider, "second")
+    assert store.max_seq() == before
+
+
+def test_a_participant_changed_elsewhere_but_still_admitted_is_no_conflict(
+        store: EventStore, ledger: Ledger) -> None:
+    from domain.participant import add_member
+
+    _setup_platform(store)
+    provider = _admitted_provider(ledger)
+    _register_dataset(ledger, provider, "first")
+    other = Ledger(LedgerLog(store), clock=lambda: AT)
+    try:
+        other.execute(add_member, ADMIN, provider.participant_id, name="b",
+                      member_roles=["admin"], token_hash="1" * 64)
+    finally:
+        other.close()
+    result = _register_dataset(ledger, provider, "second")
+    assert result.seqs == [store.max_seq()]
+
+
+def test_concurrent_async_commands_are_grouped_without_gaps_or_losses(
+        store: EventStore, ledger: Ledger) -> None:
+    import asyncio
+
+    from domain.dataset import register_dataset
+
+    _setup_platform(store)
+    provider = _admitted_provider(ledger)
+    _register_dataset(ledger, provider, "first")
+    before = store.max_seq()
+
+    async def many() -> list[int]:
+        results = await asyncio.gather(*(
+            ledger.execute_async(register_dataset, provider, name=f"d{i}", description="",
+                                 source_system="s", classification="L2",
+                                 fields=[{"name": "a", "type": "string",
+                                          "sensitivity": "public"}])
+            for i in range(40)))
+        return sorted(s for r in results for s in r.seqs)
+
+    seqs = asyncio.run(many())
+    assert seqs == list(range(before + 1, before + 41))
+    assert store.max_seq() == before + 40
+
+
+def test_a_group_of_many_events_gets_consecutive_seqs_in_its_order(store: EventStore) -> None:
+    """SQLite writes a group as one INSERT … SELECT: the seqs follow the events' order."""
+    events = [e for i in range(300) for e in platform_events(f"p-{i:03d}")]
+    seqs = store.append(events)
+    assert seqs == list(range(1, len(events) + 1))
+    entries = store.read(0, len(events))
+    assert [(x.originator_id, x.version) for x in entries] == \
+        [(e.originator_id, e.originator_version) for e in events]
+
+
+def test_a_failed_check_in_a_group_append_stores_nothing(store: EventStore) -> None:
+    store.append(platform_events("seen"))
+    at = store.load("seen")[-1].originator_version
+    before = store.max_seq()
+    with pytest.raises(IntegrityError):
+        store.append(platform_events("new"), reads={"seen": 7})
+    from events.store import AdmissionChanged
+    with pytest.raises(AdmissionChanged):
+        store.append(platform_events("new"), reads={"seen": at}, admissions=[("seen", 5)])
+    assert store.max_seq() == before
+    made = platform_events("new")
+    assert store.append(made, reads={"seen": at}, admissions=[("seen", at)]) == \
+        list(range(before + 1, before + 1 + len(made)))
