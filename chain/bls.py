@@ -30,6 +30,7 @@ not the IETF KeyGen, so the same seed gives different keys in each library.
 
 import base64
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -37,9 +38,16 @@ from typing import Any, Final, Protocol
 
 from eth_typing import BLSPubkey, BLSSignature
 from eth_utils.exceptions import ValidationError
+
+_RECURSION_LIMIT = sys.getrecursionlimit()
 from py_ecc.bls.ciphersuites import G2ProofOfPossession
 from py_ecc.bls.g2_primitives import signature_to_G2, subgroup_check
 from py_ecc.optimized_bls12_381.optimized_curve import curve_order
+
+# py_ecc raises the interpreter's recursion limit to 100,000 when imported. In the server
+# that turns a deeply nested JSON body into a C stack overflow (the process dies) instead
+# of a RecursionError answered 4xx; the optimized BLS code used here needs no deep recursion.
+sys.setrecursionlimit(_RECURSION_LIMIT)
 
 from chain.note import (
     NoteSignature,

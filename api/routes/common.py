@@ -81,7 +81,7 @@ class CommandRoute(APIRoute):
                     return await standard(request)
                 try:
                     values[body_name] = model.model_validate(json.loads(await request.body()))
-                except (ValueError, ValidationError):  # FastAPI reports it its own way
+                except (ValueError, ValidationError, RecursionError):  # FastAPI answers these
                     return await standard(request)
             values[commands_name] = await commands(request)
             response = await call(**values)

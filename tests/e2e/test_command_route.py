@@ -51,6 +51,7 @@ def test_a_valid_command_goes_the_short_path(world: World, provider, monkeypatch
 
 
 @pytest.mark.parametrize("case", ["bad json", "not an object", "missing field", "wrong type",
+                                  "nested too deep",
                                   "text/plain", "no auth, bad json", "no auth, missing field",
                                   "unknown token, valid"])
 def test_refusals_are_fastapis_own(world: World, provider, case: str) -> None:  # type: ignore[no-untyped-def]
@@ -62,6 +63,9 @@ def test_refusals_are_fastapis_own(world: World, provider, case: str) -> None:  
         body = "{"
     elif case == "not an object":
         body = "[1]"
+    elif case == "nested too deep":  # json.loads raises RecursionError, not ValueError
+        body = "[" * 100_000 + "]" * 100_000
+        expect = 0  # FastAPI's handler: a 4xx, never a 500
     elif case == "missing field":
         body = json.dumps({k: v for k, v in dataset_body().items() if k != "name"})
     elif case == "wrong type":
@@ -80,7 +84,25 @@ def test_refusals_are_fastapis_own(world: World, provider, case: str) -> None:  
         expect = 401
     before = world.client.get("/health").json()["head"]
     r = world.client.post("/datasets", content=body.encode(), headers=headers)
+    if expect == 0:
+        assert 400 <= r.status_code < 500 and "Traceback" not in r.text, r.text
+        assert world.client.get("/health").json()["head"] == before
+        return
     assert r.status_code == expect, r.text
     assert world.client.get("/health").json()["head"] == before
     if expect == 422:
         assert r.json()["error"] == "invalid_input"
+
+
+def test_the_server_keeps_pythons_recursion_limit() -> None:
+    """py_ecc raises the limit to 100,000 at import; with it a deeply nested JSON body
+    overflows the C stack and kills the server (chain/bls.py puts the limit back)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; before = sys.getrecursionlimit(); "
+            "import api.cli, api.app, api.bootstrap, chain.bls, chain.witness_app; "
+            "print(before, sys.getrecursionlimit())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout.split()
+    assert out[0] == out[1] == "1000"
