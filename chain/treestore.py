@@ -10,6 +10,7 @@ SQLite file by default, PostgreSQL when configured (same tests on both).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -26,6 +27,8 @@ from chain.hasher import HASH_SIZE
 from chain.proof import NodeGetter, consistency_proof, inclusion_proof, root_at
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 TILE_HEIGHT = 8
 """Levels below this are kept in tiles: leaf hashes stored, nodes of level 1-7 recomputed."""
@@ -145,6 +148,12 @@ def _tile_rows(first_leaf: int, hashes: bytes) -> list[tuple[int, bytes]]:
             for k, start in enumerate(range(0, len(hashes), step))]
 
 
+def _on_conflict(damage: str | None) -> str:
+    """How the migration writes a tile already stored: replaced from the old rows when they
+    are whole, left alone when they are damaged (their prefix never overwrites a tile)."""
+    return "DO UPDATE SET hashes = excluded.hashes" if damage is None else "DO NOTHING"
+
+
 def tiled_getter(nodes: dict[NodeID, bytes], tiles: dict[int, bytes]) -> NodeGetter:
     """A node getter for the tiled layout: ``nodes`` holds nodes of level >= 8 by
     (level, index), ``tiles`` leaf tiles by tile index. A node of level < 8 is recomputed
@@ -186,6 +195,10 @@ class TreeStore(ABC):
     #: the tip this store last wrote (None: read it from the database first)
     _tip: _Tip | None = None
 
+    #: why the old layout found at open was not moved into tiles (None: nothing left to
+    #: move); while set, the tree takes no new leaf
+    _legacy_damage: str | None = None
+
     @abstractmethod
     def size(self) -> int:
         """The number of integrated leaves."""
@@ -205,7 +218,18 @@ class TreeStore(ABC):
 
     @abstractmethod
     def _migrate_legacy(self) -> None:
-        """Move a tree stored in the old layout (every node a row) into tiles, at open."""
+        """Move a tree stored in the old layout (every node a row) into tiles, at open.
+
+        Under the lock that writers take (the size row), and only if the old rows are
+        still there once it is held (another store may just have moved them): the leaf
+        tiles are upserted from the old leaf rows, then the old rows of levels < 8 are
+        deleted, in one transaction. Tiles are never deleted. If the old leaf rows are not
+        exactly 0..size-1 (see :meth:`_legacy_tiles`), no old row is deleted: only the
+        intact prefix is copied, into tiles not stored yet (so reads and ``chain verify``
+        see every leaf before the first missing one, and verify names that one), the
+        damage is logged, and this store refuses to append (:attr:`_legacy_damage`). Once
+        the rows are repaired, the next open moves the tree.
+        """
 
     @abstractmethod
     def close(self) -> None:
@@ -361,6 +385,10 @@ class TreeStore(ABC):
         The leaves are hashed in chunks as the write transaction consumes them, so the
         database works on one chunk's tiles while the next chunk is hashed.
         """
+        if self._legacy_damage is not None:
+            raise MissingNodeError(f"the tree is still in the old layout, which is damaged "
+                                   f"({self._legacy_damage}): no leaf is appended until it "
+                                   "is repaired")
         items = leaves if isinstance(leaves, list | tuple) else list(leaves)
         tip = None if fresh else self._tip
         if tip is None or (expected_size is not None and expected_size != tip.size):
@@ -443,15 +471,36 @@ class TreeStore(ABC):
             raise MissingNodeError(f"tree node {node_id} (level, index) is not stored") from None
 
     @staticmethod
-    def _legacy_tiles(leaves: Iterable[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
-        """Tiles from the old layout's leaf rows ``(idx, hash)``, in idx order; stops at the
-        first missing leaf (a damaged store: ``chain verify`` then names what is missing)."""
-        hashes = []
-        for expected, (idx, h) in enumerate(leaves):
-            if idx != expected:
-                break
-            hashes.append(bytes(h))
-        return _tile_rows(0, b"".join(hashes))
+    def _legacy_tiles(leaves: Iterable[tuple[int, bytes]], size: int,
+                      ) -> tuple[list[tuple[int, bytes]], str | None]:
+        """``(tiles, damage)`` from the old layout's leaf rows ``(idx, hash)`` (in idx order)
+        and the tree's size: the tiles of the leaves before the first missing one (at most
+        ``size``), and ``None`` if the rows are exactly leaves 0..size-1, else what is
+        wrong (the first missing leaf, or rows beyond the size)."""
+        hashes: list[bytes] = []
+        rows = 0
+        for idx, h in leaves:
+            rows += 1
+            if idx == len(hashes) and idx < size:
+                hashes.append(bytes(h))
+        damage = None
+        if len(hashes) < size:
+            damage = (f"leaf {len(hashes)} (seq {len(hashes) + 1}) is missing: "
+                      f"{rows} leaf rows for a tree of {size}")
+        elif rows > size:
+            damage = f"{rows - size} leaf rows beyond the tree's size {size}"
+        return _tile_rows(0, b"".join(hashes)), damage
+
+    def _legacy_moved(self, damage: str | None) -> bool:
+        """After the tiles are written: whether the old rows may go (else log why not)."""
+        self._legacy_damage = damage
+        if damage is None:
+            return True
+        log.error("chain tree: the old layout (one row per node) is damaged, %s; it was not "
+                  "moved into tiles and every old row is kept (only the leaves before the "
+                  "damage were copied into tiles); run `dataledger chain verify` and repair "
+                  "the rows, the next open moves the tree", damage)
+        return False
 
 
 class SQLiteTreeStore(TreeStore):
@@ -552,10 +601,16 @@ class SQLiteTreeStore(TreeStore):
                 return
             c.execute("BEGIN IMMEDIATE")
             try:
-                tiles = self._legacy_tiles(c.execute(
-                    "SELECT idx, hash FROM chain_nodes WHERE level = 0 ORDER BY idx"))
-                c.executemany("INSERT OR REPLACE INTO chain_tiles VALUES (?, ?)", tiles)
-                c.execute("DELETE FROM chain_nodes WHERE level < ?", (TILE_HEIGHT,))
+                # again under the write lock: another store may have moved them meanwhile
+                if c.execute("SELECT 1 FROM chain_nodes WHERE level < ? LIMIT 1",
+                             (TILE_HEIGHT,)).fetchone() is not None:
+                    size = int(c.execute("SELECT size FROM chain_state").fetchone()[0])
+                    tiles, damage = self._legacy_tiles(c.execute(
+                        "SELECT idx, hash FROM chain_nodes WHERE level = 0 ORDER BY idx"), size)
+                    c.executemany("INSERT INTO chain_tiles VALUES (?, ?) ON CONFLICT (idx) "
+                                  + _on_conflict(damage), tiles)
+                    if self._legacy_moved(damage):
+                        c.execute("DELETE FROM chain_nodes WHERE level < ?", (TILE_HEIGHT,))
             except BaseException:
                 c.execute("ROLLBACK")
                 raise
@@ -682,12 +737,21 @@ class PostgresTreeStore(TreeStore):
             if cur.fetchone() is None:
                 return
             with self.conn.transaction():
+                # the writers' lock; then look again (READ COMMITTED: each statement sees
+                # what committed before it), as another store may have moved the rows
                 cur.execute("SELECT size FROM chain_state FOR UPDATE")
+                row = cur.fetchone()
+                size = int(row[0]) if row else 0
+                cur.execute("SELECT 1 FROM chain_nodes WHERE level < %s LIMIT 1",
+                            (TILE_HEIGHT,))
+                if cur.fetchone() is None:
+                    return
                 cur.execute("SELECT idx, hash FROM chain_nodes WHERE level = 0 ORDER BY idx")
-                tiles = self._legacy_tiles(cur.fetchall())
-                cur.execute("DELETE FROM chain_tiles")
-                cur.executemany("INSERT INTO chain_tiles VALUES (%s, %s)", tiles)
-                cur.execute("DELETE FROM chain_nodes WHERE level < %s", (TILE_HEIGHT,))
+                tiles, damage = self._legacy_tiles(cur.fetchall(), size)
+                cur.executemany("INSERT INTO chain_tiles VALUES (%s, %s) ON CONFLICT (idx) "
+                                + _on_conflict(damage), tiles)
+                if self._legacy_moved(damage):
+                    cur.execute("DELETE FROM chain_nodes WHERE level < %s", (TILE_HEIGHT,))
 
     def close(self) -> None:
         self.conn.close()
