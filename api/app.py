@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 
 from api import errors
 from api.bootstrap import Container, build
@@ -34,11 +34,18 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     _include_routers(app)
     _document_command_headers(app)
 
-    @app.get("/health", tags=["health"])
-    def health() -> dict[str, Any]:
-        """Liveness and the log's head."""
+    @app.get("/health", tags=["health"],
+             responses={503: {"description": "degraded: the background process (projections, "
+                                             "chain) is down and being restarted"}})
+    def health(response: Response) -> dict[str, Any]:
+        """Liveness and the log's head; 503 ``degraded`` while the background process is down."""
         c: Container = app.state.container
-        return {"status": "ok", "head": c.store.max_seq(), "projected": c.runner.position}
+        body: dict[str, Any] = {"status": "ok", "head": c.store.max_seq(),
+                                "projected": c.runner.position}
+        if c.background is not None and not c.background.running:
+            response.status_code = 503
+            body.update(status="degraded", background=c.background.state())
+        return body
 
     @app.get("/noop", tags=["health"], include_in_schema=False)
     async def noop() -> dict[str, str]:
