@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -35,6 +36,11 @@ def _serve(args: argparse.Namespace) -> int:
     except BaseException:
         container.close()
         raise
+    # uvicorn shuts down gracefully on SIGTERM, then restores the previous handler and raises
+    # the signal again: with the default handler the process would die here, before the
+    # cleanup below (the background process and the compute node left behind). This one
+    # turns it into a normal exit.
+    signal.signal(signal.SIGTERM, _exit_now)
     try:
         uvicorn.run(app, host=host, port=port, log_level="info",
                     access_log=settings.access_log)
@@ -43,6 +49,10 @@ def _serve(args: argparse.Namespace) -> int:
             node.stop()
         container.close()
     return 0
+
+
+def _exit_now(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
 
 
 def _loopback_url(host: str, port: int) -> str:
@@ -126,7 +136,6 @@ def _open_chain() -> tuple[Any, Any]:
 
 def _chain_run(args: argparse.Namespace) -> int:
     """Integrate and checkpoint in this process (the chain half of serve, on its own)."""
-    import signal
     import threading
 
     store, chain = _open_chain()

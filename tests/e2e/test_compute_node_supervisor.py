@@ -132,3 +132,35 @@ def test_supervisor_stops_a_running_node_with_the_server(tmp_path: Path) -> None
         alive = False
     assert not alive, "the node outlived the server"
     assert node.starts == 1
+
+
+def test_sigterm_to_serve_stops_the_node_too(tmp_path: Path) -> None:
+    """uvicorn raises SIGTERM again after its graceful shutdown: serve must still run its
+    cleanup (stop the node) and exit 0."""
+    bin_dir = tmp_path / "venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    python = bin_dir / "python"
+    pid_file = tmp_path / "node.pid"
+    python.write_text(f"#!{sys.executable}\nimport os, time\n"
+                      f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(600)\n")
+    python.chmod(0o755)
+    port = free_port()
+    proc = _serve(tmp_path / "var", port, DATALEDGER_COMPUTE_NODE="true",
+                  DATALEDGER_COMPUTE_VENV=str(python.parent.parent))
+    wait_healthy(port, proc)
+    deadline = time.monotonic() + 20
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    node_pid = int(pid_file.read_text())
+    proc.terminate()  # SIGTERM
+    proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(node_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the node outlived serve after SIGTERM")
