@@ -208,13 +208,7 @@ class GroupCommitter:
         if self._closed:
             raise RuntimeError("the group committer is closed")
         mine = _Commit(events, batch)
-        with self._pending_lock:
-            self._pending.append(mine)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._drain, name="group-committer",
-                                                daemon=True)
-                self._thread.start()
-        self._wake.set()
+        self._enqueue(mine)
         return mine.future
 
     def submit_async(self, events: list[Event], batch: Batch) -> asyncio.Future[list[int]]:
@@ -229,14 +223,18 @@ class GroupCommitter:
         mine = _Commit(events, batch, loop=loop, waiter=loop.create_future())
         mine.waiter.add_done_callback(  # type: ignore[union-attr]
             lambda w: w.cancelled() and mine.future.cancel())
+        self._enqueue(mine)
+        return mine.waiter  # type: ignore[return-value]
+
+    def _enqueue(self, commit: _Commit) -> None:
+        """Queue a commit and wake the background writer (started on first use)."""
         with self._pending_lock:
-            self._pending.append(mine)
+            self._pending.append(commit)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._drain, name="group-committer",
                                                 daemon=True)
                 self._thread.start()
         self._wake.set()
-        return mine.waiter  # type: ignore[return-value]
 
     def _drain(self) -> None:
         while not self._closed:
