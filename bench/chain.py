@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.append import PG_URL, _check_postgres, _drop_schemas
+from bench.table import aligned, quantile
 from chain import merkle
 from chain.hasher import hash_children, hash_leaf
 from chain.integrator import Integrator
@@ -104,12 +105,6 @@ QUICK = Sizes(tree_leaves=20_000, tree_rounds=1, e2e_events=20_000, e2e_rounds=1
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def quantile(values: list[float], q: float) -> float:
-    """Nearest-rank quantile (q in (0, 1]) of a non-empty list."""
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))]
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -623,13 +618,7 @@ def format_table(table: list[dict[str, Any]]) -> str:
     lines = [header] + [
         [r["backend"], r["measure"], r["value"], r["baseline"], r["ratio"], r["goal"],
          "-" if r["met"] is None else ("yes" if r["met"] else "NO")] for r in table]
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
-    out = []
-    for n, line in enumerate(lines):
-        out.append(" | ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
-        if n == 0:
-            out.append("-+-".join("-" * w for w in widths))
-    return "\n".join(out)
+    return aligned(lines)
 
 
 def _progress(message: str) -> None:

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import os
 import secrets
 import shutil
@@ -61,6 +60,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from bench.table import quantile
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = ROOT / ".venv" / "bin" / "dataledger"
@@ -105,12 +106,6 @@ class Sizes:
 FULL = Sizes(rows=3000, sequential=5, concurrent=10, baseline_runs=30)
 QUICK = Sizes(rows=1000, sequential=2, concurrent=3, baseline_runs=10,
               deliver_timeout_s=30.0, node_timeout_s=240.0)
-
-
-def quantile(values: list[float], q: float) -> float:
-    """Nearest-rank quantile (q in (0, 1]) of a non-empty list."""
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))]
 
 
 def summary(values: list[float]) -> dict[str, float]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.append import GOAL_RATIO
+from bench.table import aligned
 
 SUITES = ("append", "chain", "compute")
 
@@ -84,13 +85,7 @@ def format_table(table: list[dict[str, Any]]) -> str:
         met = "-" if r.get("met") is None else ("yes" if r["met"] else "NO")
         lines.append([r["backend"], r["measure"], rate, baseline, ratio, r.get("goal") or "-",
                       met])
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
-    out = []
-    for n, line in enumerate(lines):
-        out.append(" | ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
-        if n == 0:
-            out.append("-+-".join("-" * w for w in widths))
-    return "\n".join(out)
+    return aligned(lines)
 
 
 def main(args: Any) -> int:
