@@ -22,6 +22,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         if app.state.container is None:
             app.state.container = build(settings or Settings())
         yield
+        await app.state.container.ledger.aclose()  # this loop's connection, if it made one
         if own:
             app.state.container.close()
 

@@ -3,7 +3,9 @@
 Commits of concurrent commands are grouped: a single committer thread takes every
 commit waiting in its queue and appends them in one transaction (one fsync for
 many commands). If the group fails on a conflict, its commits are retried one by
-one so that only the conflicting command is refused.
+one so that only the conflicting command is refused. On a log that appends from an
+event loop (PostgreSQL), the commands of a loop (the HTTP API's) are grouped the same
+way by a task of that loop instead (LoopCommitter): no thread to hand the GIL to.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -59,6 +62,13 @@ class Batch:
     response: dict[str, Any]
     reads: dict[str, int] = field(default_factory=dict)
     admission: tuple[str, int] | None = None
+
+
+class AsyncEventLog(Protocol):
+    """An EventLog that can also append from an event loop, without a thread."""
+
+    async def append_batches_async(self, events: list[Event], batches: list[Batch]) -> list[int]:
+        ...
 
 
 class EventLog(Protocol):
@@ -263,6 +273,12 @@ class GroupCommitter:
 
         Raises ConflictError when an (aggregate, version) or idempotency key is taken.
         """
+        if not self._pending and self._write_lock.acquire(blocking=False):
+            try:  # nobody writing and nothing queued: no group to join, write it here
+                if not self._pending:
+                    return self.log.append_batches(events, [batch])
+            finally:
+                self._write_lock.release()
         mine = _Commit(events, batch)
         with self._pending_lock:
             self._pending.append(mine)
@@ -284,9 +300,13 @@ class GroupCommitter:
             self._thread.join()
 
     def _write(self, group: list[_Commit]) -> None:
-        group = self._drop_clashes(group)
-        if not group:
-            return
+        keep, later = _split_clashes(group)
+        if keep:
+            self._write_group(keep)
+        for commit in later:
+            self._write_one(commit)
+
+    def _write_group(self, group: list[_Commit]) -> None:
         try:
             seqs = self.log.append_batches([e for c in group for e in c.events],
                                            [c.batch for c in group])
@@ -309,39 +329,124 @@ class GroupCommitter:
         except BaseException as exc:  # noqa: BLE001
             commit.future.set_exception(exc)
 
-    def _drop_clashes(self, group: list[_Commit]) -> list[_Commit]:
-        """Commits that clash with an earlier one in the group wait for a solo write.
 
-        A clash: the same (aggregate, version) or idempotency key, or one command writes
-        an aggregate that another one's decision read (reads are checked before the
-        group's inserts, so the two must not share a transaction).
-        """
-        taken: set[tuple[str, int] | tuple[str, str]] = set()
-        written: set[str] = set()
-        read: set[str] = set()
-        keep: list[_Commit] = []
-        later: list[_Commit] = []
+class _Grouped(Protocol):
+    events: list[Event]
+    batch: Batch
+
+
+G = TypeVar("G", bound=_Grouped)
+
+
+def _split_clashes(group: list[G]) -> tuple[list[G], list[G]]:
+    """The commits that may share one transaction, and those that wait for a solo write.
+
+    A clash: the same (aggregate, version) or idempotency key as an earlier commit of
+    the group, or one command writes an aggregate that another one's decision read
+    (reads are checked before the group's inserts, so the two must not share a
+    transaction). The first group is written first, then each clashing commit alone.
+    """
+    taken: set[tuple[str, int] | tuple[str, str]] = set()
+    written: set[str] = set()
+    read: set[str] = set()
+    keep: list[G] = []
+    later: list[G] = []
+    for commit in group:
+        keys: set[tuple[str, int] | tuple[str, str]] = {
+            (e.originator_id, e.originator_version) for e in commit.events}
+        idem = commit.batch.idempotency
+        if idem is not None:
+            keys.add((idem.member_id, idem.key))
+        writes = {e.originator_id for e in commit.events}
+        reads = set(commit.batch.reads)
+        if commit.batch.admission is not None:
+            reads.add(commit.batch.admission[0])
+        clash = bool(keys & taken or reads & written or writes & read)
+        (later if clash else keep).append(commit)
+        taken |= keys
+        written |= writes
+        read |= reads
+    return keep, later
+
+
+@dataclass
+class _LoopCommit:
+    events: list[Event]
+    batch: Batch
+    waiter: asyncio.Future[list[int]]
+
+
+class LoopCommitter:
+    """Group commit on an event loop, for a log that appends without a thread.
+
+    Commands of the loop queue their commits; one task writes whatever is queued as
+    one group, awaiting the store, and meanwhile the next commits queue up. No
+    thread, so no hand-over of the GIL between the loop and a writer per group.
+    Clashes and conflicts are handled as GroupCommitter does.
+    """
+
+    def __init__(self, log: AsyncEventLog, max_batch: int = 256) -> None:
+        self.log = log
+        self.max_batch = max_batch
+        self._pending: list[_LoopCommit] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def submit(self, events: list[Event], batch: Batch) -> asyncio.Future[list[int]]:
+        """Queue a commit; the future gives its seqs (or its error)."""
+        loop = asyncio.get_running_loop()
+        commit = _LoopCommit(events, batch, loop.create_future())
+        self._pending.append(commit)
+        if self._task is None:
+            self._task = loop.create_task(self._drain())
+        return commit.waiter
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                group = [c for c in self._pending[:self.max_batch] if not c.waiter.done()]
+                del self._pending[:self.max_batch]
+                keep, later = _split_clashes(group)
+                if keep:
+                    await self._write_group(keep)
+                for commit in later:
+                    await self._write_one(commit)
+        finally:
+            self._task = None
+
+    async def _write_group(self, group: list[_LoopCommit]) -> None:
+        try:
+            seqs = await self.log.append_batches_async(
+                [e for c in group for e in c.events], [c.batch for c in group])
+        except ConflictError:
+            for commit in group:
+                await self._write_one(commit)
+            return
+        except Exception as exc:  # noqa: BLE001 - every waiter must hear of it
+            for commit in group:
+                _answer(commit.waiter, exc=exc)
+            return
+        start = 0
         for commit in group:
-            keys: set[tuple[str, int] | tuple[str, str]] = {
-                (e.originator_id, e.originator_version) for e in commit.events}
-            idem = commit.batch.idempotency
-            if idem is not None:
-                keys.add((idem.member_id, idem.key))
-            writes = {e.originator_id for e in commit.events}
-            reads = set(commit.batch.reads)
-            if commit.batch.admission is not None:
-                reads.add(commit.batch.admission[0])
-            clash = bool(keys & taken or reads & written or writes & read)
-            (later if clash else keep).append(commit)
-            taken |= keys
-            written |= writes
-            read |= reads
-        if later:
-            self._write(keep)
-            for commit in later:
-                self._write_one(commit)
-            return []
-        return keep
+            _answer(commit.waiter, seqs[start:start + len(commit.events)])
+            start += len(commit.events)
+
+    async def _write_one(self, commit: _LoopCommit) -> None:
+        try:
+            seqs = await self.log.append_batches_async(commit.events, [commit.batch])
+        except Exception as exc:  # noqa: BLE001 - the waiter hears of it
+            _answer(commit.waiter, exc=exc)
+        else:
+            _answer(commit.waiter, seqs)
+
+
+def _answer(waiter: asyncio.Future[list[int]], seqs: list[int] | None = None,
+            exc: BaseException | None = None) -> None:
+    if waiter.done():  # its request was cancelled (the client went away)
+        return
+    if exc is not None:
+        waiter.set_exception(exc)
+    else:
+        waiter.set_result(seqs or [])
 
 
 class Ledger:
@@ -352,6 +457,11 @@ class Ledger:
         self.log = log
         self.clock = clock
         self.committer = GroupCommitter(log) if group_commit else None
+        #: a log that appends from an event loop (PostgreSQL) gets a LoopCommitter per loop
+        #: for the commits of execute_async that carry no Idempotency-Key
+        self._loop_committers: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, LoopCommitter] = weakref.WeakKeyDictionary()
+        self._appends_async = group_commit and bool(getattr(log, "appends_async", False))
         self.streams = StreamCache(log)
         #: participant id -> (events replayed, state): admission read from cached events
         self._admissions: dict[str, tuple[int, str]] = {}
@@ -365,6 +475,12 @@ class Ledger:
     def close(self) -> None:
         if self.committer is not None:
             self.committer.close()
+
+    async def aclose(self) -> None:
+        """On an event loop that ran commands: release what the log keeps for that loop."""
+        aclose = getattr(self.log, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
     def execute(self, handler: Handler, actor: Actor, *args: Any,
                 idempotency: Idempotency | None = None, allow_pending: bool = False,
@@ -393,7 +509,9 @@ class Ledger:
     async def execute_async(self, handler: Handler, actor: Actor, *args: Any,
                             idempotency: Idempotency | None = None, allow_pending: bool = False,
                             **kwargs: Any) -> CommandResult:
-        """Run one command from the event loop: decide, then commit in the background writer.
+        """Run one command from the event loop: decide, then commit in a group (by the loop's
+        own committer task on PostgreSQL unless it carries an Idempotency-Key; else by the
+        background writer thread).
 
         A command whose decision needs no store read (its caller's participant cached, no
         aggregate loaded, no Idempotency-Key) is decided on the loop from the cache; else
@@ -415,6 +533,8 @@ class Ledger:
             try:
                 if self.committer is None:
                     seqs = self.log.append_batches(events, [batch])
+                elif self._appends_async and batch.idempotency is None:
+                    seqs = await self._loop_committer().submit(events, batch)
                 else:
                     seqs = await self.committer.submit_async(events, batch)
             except AdmissionStale:
@@ -424,6 +544,14 @@ class Ledger:
                 return self._after_conflict(idempotency)
             return self._done(batch, seqs)
         raise AssertionError("unreachable: a fresh decision is never AdmissionStale")
+
+    def _loop_committer(self) -> LoopCommitter:
+        loop = asyncio.get_running_loop()
+        committer = self._loop_committers.get(loop)
+        if committer is None:
+            committer = LoopCommitter(self.log)  # type: ignore[arg-type]
+            self._loop_committers[loop] = committer
+        return committer
 
     def _prepare_cached(self, handler: Handler, actor: Actor, args: tuple[Any, ...],
                         kwargs: dict[str, Any], idempotency: Idempotency | None,

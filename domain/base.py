@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Self, TypeVar
 
 from domain.errors import Forbidden, InvalidInput, WrongState
-from events.canonical import CanonicalEncodingError, check_canonical
+from events.canonical import CanonicalEncodingError
 from events.catalogue import Event
 
 ROLES = ("provider", "operator", "developer", "demander", "platform", "regulator")
@@ -116,7 +116,7 @@ class Aggregate:
         event = event_cls(originator_id=self.id, originator_version=self.version + 1,
                           at=ctx.at, actor=ctx.actor.record(), **fields)
         try:  # a value the log cannot hold is the caller's error, found before anything is saved
-            check_canonical(event.payload())
+            event.canonical_payload()
         except CanonicalEncodingError as exc:
             raise InvalidInput(exc.path.removeprefix("$."), exc.reason) from None
         self.apply(event)

@@ -98,21 +98,28 @@ def check_canonical(value: Any) -> None:
     _check(value, "$")
 
 
+#: one encoder for every call (json.dumps with options builds an encoder each time)
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                            allow_nan=False)
+
+
 def canonical_bytes(value: Any) -> bytes:
     """Return the canonical JSON bytes of ``value`` (raises CanonicalEncodingError)."""
     _check(value, "$")
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    return _ENCODER.encode(value).encode("utf-8")
+
+
+def _no_float(text: str) -> Any:
+    raise CanonicalEncodingError("$", f"float {text} in canonical data")
+
+
+#: one decoder for every call (json.loads with options builds a decoder and its scanner each time)
+_DECODER = json.JSONDecoder(parse_float=_no_float, parse_constant=_no_float)
 
 
 def decode(data: bytes) -> Any:
     """Decode canonical JSON bytes; anything canonical_bytes would refuse is refused."""
-
-    def no_float(text: str) -> Any:
-        raise CanonicalEncodingError("$", f"float {text} in canonical data")
-
-    value = json.loads(data.decode("utf-8"), parse_float=no_float, parse_constant=no_float)
+    value = _DECODER.decode(data.decode("utf-8"))
     _check(value, "$")
     return value
 

@@ -14,6 +14,8 @@ from typing import Any, ClassVar, Self, TypeVar
 
 from pydantic import TypeAdapter
 
+from events.canonical import canonical_bytes
+
 _CATALOGUE: dict[str, type[Event]] = {}
 
 E = TypeVar("E", bound="Event")
@@ -59,6 +61,19 @@ class Event:
         if self.class_version > 1:
             state[CLASS_VERSION_KEY] = self.class_version
         return state
+
+    def canonical_payload(self) -> bytes:
+        """The canonical bytes of ``payload()`` (the stored state), encoded once per event.
+
+        Raises CanonicalEncodingError naming the place of a value the log cannot hold.
+        Events are immutable: the first encoding (made when the event is triggered, which
+        is where a bad value is refused) is the one stored.
+        """
+        encoded: bytes | None = self.__dict__.get("_canonical")
+        if encoded is None:
+            encoded = canonical_bytes(self.payload())
+            object.__setattr__(self, "_canonical", encoded)
+        return encoded
 
     @classmethod
     def from_payload(cls, originator_id: str, version: int,

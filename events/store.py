@@ -13,14 +13,18 @@ both inside the same transaction as the events:
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
 import sqlite3
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 from uuid import UUID
 
+import psycopg
 from eventsourcing.persistence import (
     IntegrityError,
     OperationalError,
@@ -29,7 +33,8 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
-from psycopg.sql import SQL, Identifier
+from psycopg.rows import tuple_row
+from psycopg.sql import SQL, Identifier, Literal
 
 from events.canonical import canonical_bytes, decode, stored_event_bytes
 from events.catalogue import Event, event_class
@@ -81,7 +86,7 @@ def to_stored(event: Event) -> StoredEvent:
     """Domain event → the library's StoredEvent: topic is the stable type name."""
     return StoredEvent(originator_id=event.originator_id,
                        originator_version=event.originator_version,
-                       topic=event.type_name, state=canonical_bytes(event.payload()))
+                       topic=event.type_name, state=event.canonical_payload())
 
 
 def from_stored(stored: StoredEvent) -> Event:
@@ -105,6 +110,16 @@ def _checks(kwargs: dict[str, Any]) -> list[tuple[str, int, type[IntegrityError]
             *((i, v, AdmissionChanged) for i, v in kwargs.get("admissions", ()))]
 
 
+def _append_params(stored_events: Sequence[StoredEvent],
+                   checks: list[tuple[str, int, type[IntegrityError]]]) -> tuple[list[Any], ...]:
+    """The append function's six arrays: the events' columns, then the checks'."""
+    return ([s.originator_id for s in stored_events],
+            [s.originator_version for s in stored_events],
+            [s.topic for s in stored_events], [s.state for s in stored_events],
+            [originator_id for originator_id, _, _ in checks],
+            [version for _, version, _ in checks])
+
+
 def _response_rows(batches: Sequence[tuple[int, IdempotencyRecord | None]],
                    ids: Sequence[int]) -> list[tuple[str, str, str, bytes]]:
     """Idempotency rows for the batches (n events each) that carry a key."""
@@ -121,6 +136,22 @@ def _response_rows(batches: Sequence[tuple[int, IdempotencyRecord | None]],
 #: SQLite caps an expression's depth at 1000: a group with more read and admission checks
 #: than this goes the stepwise way (BEGIN, inserts, checks, COMMIT) instead of one statement
 MAX_WHERE_CHECKS = 200
+
+#: PostgreSQL: the function that appends a group (versioned: a changed body gets a new name)
+APPEND_FUNCTION = "dataledger_append_v1"
+#: PostgreSQL: the advisory lock that serializes creating the schema, tables and function
+#: (two processes opening a fresh store at once would otherwise race on CREATE … IF NOT EXISTS)
+CREATE_LOCK = 7263002
+
+
+@functools.lru_cache(maxsize=512)
+def _sqlite_group_insert(table: str, events: int, checks: int) -> str:
+    """SQLite: INSERT ``events`` rows only if each of ``checks`` stream versions holds."""
+    rows = ",".join(["(?,?,?,?)"] * events)
+    check = f"(SELECT IFNULL(MAX(originator_version), 0) FROM {table} WHERE originator_id=?) = ?"
+    where = " AND ".join([check] * checks) or "1"
+    return (f"INSERT INTO {table} (originator_id, originator_version, topic, state) "
+            f"SELECT * FROM (VALUES {rows}) WHERE {where}")
 
 
 class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
@@ -162,17 +193,12 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
         if (not stored_events or len(stored_events) > 500 or len(checks) > MAX_WHERE_CHECKS
                 or any(record is not None for _, record in batches)):
             return super().insert_events(stored_events, **kwargs)
-        rows = ",".join(["(?,?,?,?)"] * len(stored_events))
-        check = (f"(SELECT IFNULL(MAX(originator_version), 0) FROM {self.events_table_name} "
-                 "WHERE originator_id=?) = ?")
-        where = " AND ".join([check] * len(checks)) or "1"
         params = [*self._row_values(stored_events), *(v for i, n, _ in checks for v in (i, n))]
+        statement = _sqlite_group_insert(self.events_table_name, len(stored_events), len(checks))
         with self.datastore.get_connection(commit=True) as conn:
             cursor = conn.cursor().sqlite_cursor
             try:
-                cursor.execute(f"INSERT INTO {self.events_table_name} (originator_id, "
-                               "originator_version, topic, state) SELECT * FROM (VALUES "
-                               f"{rows}) WHERE {where}", params)
+                cursor.execute(statement, params)
                 if cursor.rowcount != len(stored_events):  # a check failed: which one?
                     for originator_id, version, error in checks:
                         cursor.execute(f"SELECT MAX(originator_version) FROM "
@@ -225,6 +251,13 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
             row = c.fetchone()
         return None if row is None else (row["fingerprint"], bytes(row["response"]))
 
+    def topics_between(self, after: int, upto: int) -> list[str]:
+        with self.datastore.get_connection(commit=False) as conn:
+            cur = conn.cursor()
+            cur.execute(f"SELECT DISTINCT topic FROM {self.events_table_name} "
+                        "WHERE rowid > ? AND rowid <= ?", (after, upto))
+            return [row["topic"] for row in cur.fetchall()]
+
     def select_events_after(self, originator_id: str, after: int) -> list[StoredEvent]:
         """One stream's events after a version: a single autocommit SELECT.
 
@@ -240,11 +273,25 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
                                 bytes(row["state"])) for row in cur.fetchall()]
 
 
+#: an event loop's own connection unused for longer than this is checked before use
+IDLE_CHECK_S = 1.0
+
+
+@dataclass
+class _HeldConnection:
+    conn: psycopg.AsyncConnection[Any]
+    used: float = 0.0
+
+
 class PostgresLedgerRecorder(PostgresApplicationRecorder):
     """The library's PostgreSQL application recorder, gap-free ids, idempotency table."""
 
-    def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
+    def __init__(self, datastore: PostgresDatastore, conninfo: str = "", **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
+        #: how an event loop connects for its own appends (insert_events_async)
+        self.conninfo = conninfo
+        self._loop_connections: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, _HeldConnection] = weakref.WeakKeyDictionary()
         schema, table = Identifier(datastore.schema), Identifier(self.events_table_name)
         self.sql_create_statements.append(SQL(
             "CREATE TABLE IF NOT EXISTS {0}.idempotency (member_id text, key text, "
@@ -260,55 +307,128 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
                                 "WHERE originator_id = %s").format(schema, table)
         self._select_idem = SQL("SELECT fingerprint, response FROM {0}.idempotency "
                                 "WHERE member_id = %s AND key = %s").format(schema)
-        self._check_sql = SQL("(SELECT COALESCE(MAX(originator_version), 0) FROM {0}.{1} "
-                              "WHERE originator_id = %s::text) = %s::bigint").format(schema, table)
+        # the append function (see _insert_by_function); the advisory lock first, so that
+        # two processes creating the tables at once do not race on CREATE OR REPLACE
+        self.sql_create_statements.insert(0, SQL("SELECT pg_advisory_xact_lock({0})").format(
+            Literal(CREATE_LOCK)))
+        self.sql_create_statements.append(SQL(
+            "CREATE OR REPLACE FUNCTION {0}.{2}(ids text[], versions bigint[], topics text[], "
+            "states bytea[], check_ids text[], check_versions bigint[]) RETURNS bigint "
+            "LANGUAGE plpgsql SET lock_timeout = {3} AS $$ "
+            "DECLARE base bigint; "
+            "BEGIN "
+            "  LOCK TABLE {0}.{1} IN EXCLUSIVE MODE; "
+            "  IF EXISTS (SELECT FROM unnest(check_ids, check_versions) AS c(id, version) "
+            "             WHERE COALESCE((SELECT MAX(originator_version) FROM {0}.{1} "
+            "                             WHERE originator_id = c.id), 0) <> c.version) THEN "
+            "    RETURN 0; "
+            "  END IF; "
+            "  SELECT COALESCE(MAX(notification_id), 0) INTO base FROM {0}.{1}; "
+            "  INSERT INTO {0}.{1} (originator_id, originator_version, topic, state, "
+            "                      notification_id) "
+            "    SELECT e.id, e.version, e.topic, e.state, base + e.n "
+            "    FROM unnest(ids, versions, topics, states) WITH ORDINALITY "
+            "         AS e(id, version, topic, state, n); "
+            "  PERFORM pg_notify({4}, ''); "
+            "  RETURN base + 1; "
+            "END $$").format(schema, table, Identifier(APPEND_FUNCTION),
+                             Literal(f"{int(datastore.lock_timeout)}s"),
+                             Literal(self.channel_name)))
+        self._select_log = SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state "
+            "FROM {0}.{1} WHERE notification_id > %s::bigint ORDER BY notification_id "
+            "LIMIT %s::bigint").format(schema, table)
+        self._topics_between = SQL(
+            "SELECT DISTINCT topic FROM {0}.{1} WHERE notification_id > %s::bigint "
+            "AND notification_id <= %s::bigint").format(schema, table)
+        self._call_append = SQL(
+            "SELECT {0}.{1}(%b::text[], %b::bigint[], %b::text[], %b::bytea[], %b::text[], "
+            "%b::bigint[]) AS first").format(schema, Identifier(APPEND_FUNCTION))
 
     def insert_events(self, stored_events: Sequence[StoredEvent],
                       **kwargs: Any) -> Sequence[int] | None:
         batches = kwargs.get("batches", ())
-        if (stored_events and len(stored_events) <= 500
-                and all(record is None for _, record in batches)):
-            return self._insert_pipelined(stored_events, _checks(kwargs))
+        if stored_events and all(record is None for _, record in batches):
+            return self._insert_by_function(stored_events, _checks(kwargs))
         return self._insert_stepwise(stored_events, **kwargs)
 
-    def _insert_pipelined(self, stored_events: Sequence[StoredEvent],
-                          checks: list[tuple[str, int, type[IntegrityError]]]) -> list[int]:
-        """The usual group (no idempotency row, at most 500 events) in one round trip.
+    def _insert_by_function(self, stored_events: Sequence[StoredEvent],
+                            checks: list[tuple[str, int, type[IntegrityError]]]) -> list[int]:
+        """The usual group (no idempotency row) as one call of the append function.
 
-        BEGIN, the library's table lock, one INSERT … SELECT that takes the ids MAX+1…
-        under that lock, inserts only if every check holds and notifies the channel,
-        then COMMIT: sent as one pipeline, so the committer waits for the network (and
-        then for the GIL) once per group instead of at each of eight statements.
+        One prepared statement in autocommit mode, so one round trip and one transaction:
+        the function takes the library's table lock, returns 0 if a check fails (nothing
+        inserted), else inserts the events with the ids MAX+1… and notifies the channel.
+        The statement text never changes, so each connection parses and plans it once,
+        and psycopg sends the group as six arrays in binary.
         """
-        n = len(stored_events)
-        rows = SQL(",").join([SQL("(%s::text,%s::bigint,%s::text,%s::bytea,%s::bigint)")] * n)
-        where = SQL(" AND ").join([self._check_sql] * len(checks)) if checks else SQL("true")
-        statement = SQL(
-            "WITH ins AS (INSERT INTO {0}.{1} (originator_id, originator_version, topic, state, "
-            "notification_id) SELECT v.i, v.ver, v.t, v.s, m.base + v.o FROM (VALUES {2}) AS "
-            "v(i, ver, t, s, o) CROSS JOIN (SELECT COALESCE(MAX(notification_id), 0) AS base "
-            "FROM {0}.{1}) AS m WHERE {3} RETURNING notification_id) "
-            "SELECT notification_id, pg_notify({4}, '') FROM ins").format(
-                Identifier(self.datastore.schema), Identifier(self.events_table_name), rows,
-                where, self.channel_name)
-        params: list[Any] = [v for i, s in enumerate(stored_events, 1) for v in (
-            s.originator_id, s.originator_version, s.topic, s.state, i)]
-        params += [v for originator_id, version, _ in checks for v in (originator_id, version)]
         with self.datastore.get_connection() as conn:
-            with conn.pipeline(), conn.transaction():
-                curs = conn.cursor()
-                for lock in self.lock_table_statements:
-                    conn.execute(lock, prepare=False)
-                curs.execute(statement, params, prepare=False)
-            ids = sorted(int(row["notification_id"]) for row in curs.fetchall())
-        if len(ids) != n:  # a check failed (nothing was inserted): say which
-            with self.datastore.transaction(commit=False) as read:
+            row = conn.execute(self._call_append, _append_params(stored_events, checks),
+                               prepare=True).fetchone()
+            first = int(row["first"]) if row else 0
+            if not first:  # a check failed (nothing was inserted): say which
                 for originator_id, version, error in checks:
-                    read.execute(self._max_version, (originator_id,))
-                    row = read.fetchone()
-                    _check_read(originator_id, version, row["v"] if row else None, error)
-            raise IntegrityError("the append's checks failed")
-        return ids
+                    found = conn.execute(self._max_version, (originator_id,)).fetchone()
+                    _check_read(originator_id, version, found["v"] if found else None, error)
+                raise IntegrityError("the append's checks failed")
+        return list(range(first, first + len(stored_events)))
+
+    async def insert_events_async(self, stored_events: Sequence[StoredEvent],
+                                  checks: list[tuple[str, int, type[IntegrityError]]]
+                                  ) -> list[int]:
+        """``_insert_by_function`` over the running event loop's own connection.
+
+        The commits of the HTTP API are written by a task on the server's event loop (see
+        domain.application.LoopCommitter): its awaits let the loop serve requests
+        meanwhile, with no writer thread to hand the GIL to and back for every group.
+        A connection that fails is closed and replaced at the next append.
+        """
+        conn = await self._loop_connection()
+        try:
+            cursor = await conn.execute(self._call_append, _append_params(stored_events, checks),
+                                        prepare=True)
+            row = await cursor.fetchone()
+            first = int(row[0]) if row else 0
+            if not first:  # a check failed (nothing was inserted): say which
+                for originator_id, version, error in checks:
+                    cursor = await conn.execute(self._max_version, (originator_id,))
+                    found = await cursor.fetchone()
+                    _check_read(originator_id, version, found[0] if found else None, error)
+                raise IntegrityError("the append's checks failed")
+        except psycopg.IntegrityError as exc:
+            raise IntegrityError(str(exc)) from exc
+        except psycopg.Error as exc:
+            if conn.broken or conn.closed:
+                self._loop_connections.pop(asyncio.get_running_loop(), None)
+                await conn.close()
+            if isinstance(exc, psycopg.OperationalError):
+                raise OperationalError(str(exc)) from exc
+            raise PersistenceError(str(exc)) from exc
+        return list(range(first, first + len(stored_events)))
+
+    async def _loop_connection(self) -> psycopg.AsyncConnection[Any]:
+        """The running loop's connection. After a pause it is checked with an empty query
+        first, so that a connection the server dropped meanwhile (a restart, an idle
+        timeout) is replaced before it can fail a command."""
+        loop = asyncio.get_running_loop()
+        held = self._loop_connections.get(loop)
+        if held is not None and not held.conn.closed and loop.time() - held.used > IDLE_CHECK_S:
+            try:
+                await held.conn.execute("")
+            except psycopg.Error:
+                await held.conn.close()
+        if held is None or held.conn.closed:
+            held = _HeldConnection(
+                await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True))
+            self._loop_connections[loop] = held
+        held.used = loop.time()
+        return held.conn
+
+    async def aclose(self) -> None:
+        """Close the running loop's connection (if it made one)."""
+        held = self._loop_connections.pop(asyncio.get_running_loop(), None)
+        if held is not None:
+            await held.conn.close()
 
     def _insert_stepwise(self, stored_events: Sequence[StoredEvent],
                          **kwargs: Any) -> Sequence[int] | None:
@@ -335,6 +455,21 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
             if not rows_only:
                 self._notify_channel(curs)
         return ids
+
+    def select_log(self, after: int, limit: int) -> list[LogEntry]:
+        """The library's ``select_notifications`` (seq > ``after``, in order) as log
+        entries: one prepared statement, rows as tuples (the projections and the chain
+        read every event this way)."""
+        with self.datastore.get_connection() as conn:
+            cursor = conn.cursor(row_factory=tuple_row)
+            rows = cursor.execute(self._select_log, (after, limit), prepare=True).fetchall()
+        return [LogEntry(seq, originator_id, version, topic, bytes(state))
+                for seq, originator_id, version, topic, state in rows]
+
+    def topics_between(self, after: int, upto: int) -> list[str]:
+        with self.datastore.get_connection() as conn:
+            rows = conn.execute(self._topics_between, (after, upto), prepare=True).fetchall()
+        return [row["topic"] for row in rows]
 
     def idempotency(self, member_id: str, key: str) -> tuple[str, bytes] | None:
         with self.datastore.transaction(commit=False) as curs:
@@ -414,12 +549,37 @@ class EventStore:
                                           reads=reads or {}, admissions=admissions)
         return list(ids or [])
 
+    async def append_async(self, events: Sequence[Event],
+                           batches: Sequence[tuple[int, IdempotencyRecord | None]] = (),
+                           reads: dict[str, int] | None = None,
+                           admissions: Sequence[tuple[str, int]] = ()) -> list[int]:
+        """``append`` from an event loop: on PostgreSQL, events without idempotency records
+        over the loop's own connection; anything else in a worker thread."""
+        if (isinstance(self.recorder, PostgresLedgerRecorder) and events
+                and all(record is None for _, record in batches)):
+            checks = _checks({"reads": reads or {}, "admissions": admissions})
+            return await self.recorder.insert_events_async(
+                [to_stored(e) for e in events], checks)
+        return await asyncio.to_thread(self.append, events, batches, reads, admissions)
+
     def read(self, after: int = 0, limit: int = 100) -> list[LogEntry]:
         """Up to ``limit`` stored events with seq > ``after``, in seq order."""
+        if isinstance(self.recorder, PostgresLedgerRecorder):
+            return self.recorder.select_log(after, limit)
         notes = self.recorder.select_notifications(start=after, limit=limit,
                                                    inclusive_of_start=False)
         return [LogEntry(n.id, str(n.originator_id), n.originator_version, n.topic, n.state)
                 for n in notes]
+
+    def types_between(self, after: int, upto: int) -> set[str]:
+        """The type names of the stored events with ``after`` < seq <= ``upto``.
+
+        One query that returns only the distinct topics (for followers that need to
+        know what kinds of events arrived, not the events themselves).
+        """
+        if upto <= after:
+            return set()
+        return set(self.recorder.topics_between(after, upto))
 
     def max_seq(self) -> int:
         """The seq of the last stored event (0 when empty)."""
@@ -451,12 +611,46 @@ def open_store(url: DatabaseURL, *, create: bool = True) -> EventStore:
                                      pool_size=4, max_overflow=8, lock_timeout=30)
         if url.schema != "public":
             with pg_store.transaction(commit=True) as curs:
+                curs.execute(SQL("SELECT pg_advisory_xact_lock({0})").format(Literal(CREATE_LOCK)))
                 curs.execute(SQL("CREATE SCHEMA IF NOT EXISTS {0}").format(Identifier(url.schema)))
-        recorder = PostgresLedgerRecorder(pg_store)
+        recorder = PostgresLedgerRecorder(pg_store, conninfo=url.conninfo())
         closer = pg_store
     if create:
         recorder.create_table()
     return EventStore(recorder, closer)
+
+
+def _append_arguments(batches: list[Any]) -> tuple[
+        list[tuple[int, IdempotencyRecord | None]], dict[str, int], list[tuple[str, int]]]:
+    """The application's batches as EventStore.append takes them: idempotency records, the
+    versions the decisions read, the callers' admissions."""
+    from domain.application import ConflictError
+
+    records = [(b.count, None if b.idempotency is None else IdempotencyRecord(
+        b.idempotency.member_id, b.idempotency.key, b.idempotency.fingerprint, b.response))
+        for b in batches]
+    reads: dict[str, int] = {}
+    admissions: set[tuple[str, int]] = set()
+    for b in batches:
+        for read_id, version in b.reads.items():
+            if reads.setdefault(read_id, version) != version:
+                # two decisions read one aggregate at two versions: one check cannot
+                # hold for both (the older decision may rest on a state since changed);
+                # the committer then writes each commit alone, with its own checks
+                raise ConflictError(f"decisions of one group read {read_id} at versions "
+                                    f"{reads[read_id]} and {version}")
+        if b.admission is not None:
+            admissions.add(b.admission)
+    return records, reads, sorted(admissions)
+
+
+def _as_conflict(exc: IntegrityError) -> Exception:
+    """The store's integrity error as the application's conflict."""
+    from domain.application import AdmissionStale, ConflictError
+
+    if isinstance(exc, AdmissionChanged):
+        return AdmissionStale(str(exc))
+    return ConflictError(str(exc))
 
 
 class LedgerLog:
@@ -468,30 +662,31 @@ class LedgerLog:
     def load(self, originator_id: str, after_version: int = 0) -> list[Event]:
         return self.store.load(originator_id, after_version)
 
-    def append_batches(self, events: list[Event], batches: list[Any]) -> list[int]:
-        from domain.application import AdmissionStale, ConflictError
+    @property
+    def appends_async(self) -> bool:
+        """Whether ``append_batches_async`` appends without a thread (PostgreSQL)."""
+        return isinstance(self.store.recorder, PostgresLedgerRecorder)
 
-        records = [(b.count, None if b.idempotency is None else IdempotencyRecord(
-            b.idempotency.member_id, b.idempotency.key, b.idempotency.fingerprint, b.response))
-            for b in batches]
-        reads: dict[str, int] = {}
-        admissions: set[tuple[str, int]] = set()
-        for b in batches:
-            for read_id, version in b.reads.items():
-                if reads.setdefault(read_id, version) != version:
-                    # two decisions read one aggregate at two versions: one check cannot
-                    # hold for both (the older decision may rest on a state since changed);
-                    # the committer then writes each commit alone, with its own checks
-                    raise ConflictError(f"decisions of one group read {read_id} at versions "
-                                        f"{reads[read_id]} and {version}")
-            if b.admission is not None:
-                admissions.add(b.admission)
+    def append_batches(self, events: list[Event], batches: list[Any]) -> list[int]:
+        records, reads, admissions = _append_arguments(batches)
         try:
-            return self.store.append(events, records, reads, sorted(admissions))
-        except AdmissionChanged as exc:
-            raise AdmissionStale(str(exc)) from exc
+            return self.store.append(events, records, reads, admissions)
         except IntegrityError as exc:
-            raise ConflictError(str(exc)) from exc
+            raise _as_conflict(exc) from exc
+
+    async def append_batches_async(self, events: list[Event], batches: list[Any]) -> list[int]:
+        """``append_batches`` from the event loop: batches without an idempotency record on
+        PostgreSQL go over the loop's own connection; anything else in a worker thread."""
+        records, reads, admissions = _append_arguments(batches)
+        try:
+            return await self.store.append_async(events, records, reads, admissions)
+        except IntegrityError as exc:
+            raise _as_conflict(exc) from exc
+
+    async def aclose(self) -> None:
+        """Close the running event loop's own connection, if it made one."""
+        if isinstance(self.store.recorder, PostgresLedgerRecorder):
+            await self.store.recorder.aclose()
 
     def idempotent_answer(self, member_id: str, key: str) -> tuple[str, dict[str, Any]] | None:
         return self.store.idempotency(member_id, key)

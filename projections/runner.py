@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, select, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.pool import QueuePool
 
 from events.store import DatabaseURL, EventStore, LogEntry
@@ -44,7 +44,13 @@ def _upsert_tracking(conn: Connection, names: list[str], seq: int) -> None:
     """Record ``seq`` as the position of every projection in ``names`` (one statement)."""
     if not names:
         return
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    if conn.dialect.name == "postgresql":  # one statement, not an executemany of one per name
+        conn.exec_driver_sql(
+            "INSERT INTO rm_tracking (projection, seq) SELECT unnest(%b::varchar[]), %s "
+            "ON CONFLICT (projection) DO UPDATE SET seq = excluded.seq "
+            "WHERE rm_tracking.seq < excluded.seq", (names, seq))
+        return
+    dialect = sqlite
     stmt = dialect.insert(tracking)
     conn.execute(stmt.on_conflict_do_update(index_elements=["projection"],
                                             set_={"seq": stmt.excluded.seq},
@@ -187,14 +193,7 @@ class ProjectionRunner:
             old, new = self.position, self._min_position()
             if new <= old:
                 return old
-            types: set[str] = set()
-            after = old
-            while after < new:
-                entries = self.store.read(after, min(1000, new - after))
-                if not entries:
-                    break
-                types.update(e.type_name for e in entries if e.seq <= new)
-                after = entries[-1].seq
+            types = self.store.types_between(old, new)
             with self._advanced:
                 self.position = new
                 self._advanced.notify_all()
