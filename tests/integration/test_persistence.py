@@ -348,3 +348,68 @@ def test_a_group_with_more_checks_than_one_statement_holds_is_still_written(
     with pytest.raises(IntegrityError):
         store.append(platform_events("refused"), reads={**reads, readers[-1]: 99})
     assert store.max_seq() == before + 2
+
+
+# -- commits from an event loop (the HTTP API's path: execute_async) -------------------------
+# On PostgreSQL they are written by a task on the loop over its own connection
+# (LoopCommitter); on SQLite by the group committer's thread. Same outcomes on both.
+def test_two_async_decisions_on_one_aggregate_in_one_group_one_is_a_conflict(
+        store: EventStore, ledger: Ledger) -> None:
+    """Both publish the same dataset from the same read; they queue into one group: the
+    first is written, the second clashes with it, is written alone, and is refused."""
+    import asyncio
+
+    from domain.dataset import publish_dataset
+
+    _setup_platform(store)
+    provider = _admitted_provider(ledger)
+    dataset_id = _register_dataset(ledger, provider, "shared").body["dataset_id"]
+    before = store.max_seq()
+
+    async def both() -> list[object]:
+        return await asyncio.gather(
+            *(ledger.execute_async(publish_dataset, provider, dataset_id) for _ in range(2)),
+            return_exceptions=True)
+
+    outcomes = asyncio.run(both())
+    assert sum(isinstance(o, ConcurrencyConflict) for o in outcomes) == 1
+    written = [o for o in outcomes if not isinstance(o, BaseException)]
+    assert len(written) == 1 and written[0].seqs == [before + 1]  # type: ignore[attr-defined]
+    assert [e.type_name for e in store.read(before, 10)] == ["dataset.published"]
+
+
+def test_an_async_command_of_a_participant_suspended_elsewhere_is_refused(
+        store: EventStore, ledger: Ledger) -> None:
+    """The cached admission is checked in the append (here over the loop's path): the
+    command is decided again on a fresh read, refused, and nothing is written."""
+    import asyncio
+
+    from domain.dataset import register_dataset
+    from domain.errors import WrongState
+    from domain.participant import suspend_participant
+
+    _setup_platform(store)
+    provider = _admitted_provider(ledger)
+    _register_dataset(ledger, provider, "first")  # caches the provider's stream
+    other = Ledger(LedgerLog(store), clock=lambda: AT)
+    try:
+        other.execute(suspend_participant, ADMIN, provider.participant_id, reason="audit")
+    finally:
+        other.close()
+    before = store.max_seq()
+    with pytest.raises(WrongState):
+        asyncio.run(ledger.execute_async(
+            register_dataset, provider, name="second", description="", source_system="s",
+            classification="L2", fields=[{"name": "a", "type": "string",
+                                          "sensitivity": "public"}]))
+    assert store.max_seq() == before
+
+
+def test_types_between_names_the_types_of_a_range_of_seqs(store: EventStore) -> None:
+    store.append(platform_events("a"))  # 1 participant.registered, 2 admission_approved
+    store.append(platform_events("b"))  # 3, 4
+    assert store.types_between(0, 1) == {"participant.registered"}
+    assert store.types_between(1, 4) == {"participant.registered",
+                                         "participant.admission_approved"}
+    assert store.types_between(4, 4) == set()
+    assert store.types_between(4, 100) == set()

@@ -1,0 +1,199 @@
+"""PostgreSQL's write paths: the append function, the event loop's own connection, and the
+projections' array inserts, on the real server at 127.0.0.1:5432."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    insert,
+    select,
+)
+
+from domain.application import Ledger
+from domain.base import Actor
+from domain.dataset import register_dataset
+from events.store import APPEND_FUNCTION, DatabaseURL, EventStore, LedgerLog, open_store
+from projections.base import BufferedConnection
+from projections.runner import views_engine
+from tests.conftest import PG_DSN
+from tests.integration.test_persistence import (
+    AT,
+    _admitted_provider,
+    _register_dataset,
+    _setup_platform,
+)
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def store(pg_url: str) -> Iterator[EventStore]:
+    s = open_store(DatabaseURL.parse(pg_url))
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def ledger(store: EventStore) -> Iterator[Ledger]:
+    led = Ledger(LedgerLog(store), clock=lambda: AT)
+    yield led
+    led.close()
+
+
+def _schema(url: str) -> str:
+    return DatabaseURL.parse(url).schema
+
+
+def _dataset(ledger: Ledger, provider: Actor, name: str):  # type: ignore[no-untyped-def]
+    return ledger.execute_async(register_dataset, provider, name=name, description="",
+                                source_system="s", classification="L2",
+                                fields=[{"name": "a", "type": "string",
+                                         "sensitivity": "public"}])
+
+
+def test_concurrent_commands_of_one_loop_share_transactions_and_leave_no_gap(
+        pg_url: str, store: EventStore, ledger: Ledger) -> None:
+    """60 commands at once on one event loop: written in fewer transactions than commands
+    (each event's xmin names its transaction), seqs gap-free, every answer its own seq."""
+    _setup_platform(store)
+    provider = _admitted_provider(ledger)
+    _register_dataset(ledger, provider, "warm")  # caches the provider: decided on the loop
+    before = store.max_seq()
+
+    async def many() -> list[int]:
+        results = await asyncio.gather(*(_dataset(ledger, provider, f"d{i}") for i in range(60)))
+        await ledger.aclose()
+        return [s for r in results for s in r.seqs]
+
+    seqs = asyncio.run(many())
+    assert sorted(seqs) == list(range(before + 1, before + 61))
+    with psycopg.connect(PG_DSN) as conn:
+        row = conn.execute(f'SELECT count(*), count(DISTINCT xmin::text) FROM '
+                           f'"{_schema(pg_url)}".stored_events WHERE notification_id > %s',
+                           (before,)).fetchone()
+    assert row is not None and row[0] == 60 and row[1] < 60
+
+
+def test_a_dropped_loop_connection_is_replaced_before_the_next_command(
+        store: EventStore, ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server ends the loop's connection (a restart, an admin): after a pause the
+    connection is checked, replaced, and the next command is written."""
+    import events.store as store_module
+
+    monkeypatch.setattr(store_module, "IDLE_CHECK_S", 0.0)
+    _setup_platform(store)
+    provider = _admitted_provider(ledger)
+    _register_dataset(ledger, provider, "warm")
+
+    async def run() -> tuple[list[int], list[int]]:
+        first = (await _dataset(ledger, provider, "before")).seqs
+        recorder = store.recorder
+        pid = next(iter(recorder._loop_connections.values())).conn.info.backend_pid
+        with psycopg.connect(PG_DSN, autocommit=True) as admin:
+            assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
+        await asyncio.sleep(0.1)
+        second = (await _dataset(ledger, provider, "after")).seqs
+        await ledger.aclose()
+        return first, second
+
+    first, second = asyncio.run(run())
+    assert second == [first[0] + 1] and store.max_seq() == second[0]
+
+
+def test_an_existing_store_without_the_append_function_gets_it_at_open(pg_url: str) -> None:
+    """A store made by an earlier version has no append function: opening makes it."""
+    url = DatabaseURL.parse(pg_url)
+    open_store(url).close()
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP FUNCTION "{url.schema}".{APPEND_FUNCTION}')
+    store = open_store(url)
+    try:
+        _setup_platform(store)
+        assert store.max_seq() == 2
+    finally:
+        store.close()
+
+
+def test_processes_opening_one_fresh_store_at_once_all_succeed(pg_url: str) -> None:
+    """Creating the tables and the function is serialized (an advisory lock): four openers
+    at once neither fail on a concurrent CREATE nor lose the function."""
+    url = DatabaseURL.parse(pg_url)
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def open_and_close() -> None:
+        try:
+            start.wait()
+            open_store(url).close()
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_and_close) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    store = open_store(url, create=False)
+    try:
+        _setup_platform(store)
+        assert store.max_seq() == 2
+    finally:
+        store.close()
+
+
+def test_buffered_rows_are_written_as_arrays_exactly_as_one_insert_per_row(
+        pg_url: str) -> None:
+    """The projections' PostgreSQL flush (one INSERT … SELECT FROM unnest per table) writes
+    the rows SQLAlchemy's INSERT per row writes: strings, integers, JSON, booleans, bytes
+    and NULLs; with ON CONFLICT DO NOTHING, repeated rows (in the batch or already there)
+    are skipped."""
+    open_store(DatabaseURL.parse(pg_url)).close()  # makes the schema
+    engine = views_engine(DatabaseURL.parse(pg_url))
+    meta = MetaData()
+    columns = lambda: [Column("id", String, primary_key=True), Column("n", Integer),  # noqa: E731
+                       Column("doc", JSON), Column("flag", Boolean),
+                       Column("blob", LargeBinary), Column("note", String, nullable=True)]
+    arrays = Table("t_arrays", meta, *columns())
+    single = Table("t_single", meta, *columns())
+    rows = [{"id": "a", "n": 1, "doc": {"k": [1, "é"]}, "flag": True, "blob": b"\x00\x01",
+             "note": None},
+            {"id": "b", "n": -(2**31), "doc": [], "flag": False, "blob": b"", "note": "x'y"},
+            {"id": "c", "n": 0, "doc": None, "flag": None, "blob": None, "note": "\\N"}]
+    try:
+        meta.create_all(engine)
+        with engine.begin() as conn:
+            buffered = BufferedConnection(conn)
+            for row in rows:
+                buffered.add(arrays, row)
+            buffered.flush()
+            conn.execute(insert(single), rows)
+        with engine.connect() as conn:
+            got = [dict(r) for r in conn.execute(select(arrays).order_by(arrays.c.id)).mappings()]
+            want = [dict(r) for r in conn.execute(select(single).order_by(single.c.id)).mappings()]
+        assert got == want and [r["id"] for r in got] == ["a", "b", "c"]
+
+        with engine.begin() as conn:
+            buffered = BufferedConnection(conn)
+            for row in [rows[0], {**rows[0], "id": "d"}, {**rows[0], "id": "d"}]:
+                buffered.add(arrays, row, ignore_conflicts=True)
+            buffered.flush()
+        with engine.connect() as conn:
+            ids = list(conn.execute(select(arrays.c.id).order_by(arrays.c.id)).scalars())
+        assert ids == ["a", "b", "c", "d"]
+    finally:
+        meta.drop_all(engine)
+        engine.dispose()
