@@ -223,6 +223,17 @@ def test_a_participant_suspended_elsewhere_is_refused_though_its_admission_was_c
     this process cached its admission: the append's check sees it, the command is decided
     again on a fresh read and refused, and nothing is written."""
     from domain.errors import WrongState
+
+    provider = _suspended_elsewhere_after_caching(store, ledger)
+    before = store.max_seq()
+    with pytest.raises(WrongState):
+        _register_dataset(ledger, provider, "second")
+    assert store.max_seq() == before
+
+
+def _suspended_elsewhere_after_caching(store: EventStore, ledger: Ledger) -> Actor:
+    """An admitted provider whose stream ``ledger`` cached, then suspended through another
+    Ledger on the same store (as another process would)."""
     from domain.participant import suspend_participant
 
     _setup_platform(store)
@@ -234,10 +245,7 @@ def test_a_participant_suspended_elsewhere_is_refused_though_its_admission_was_c
         other.execute(suspend_participant, ADMIN, provider.participant_id, reason="audit")
     finally:
         other.close()
-    before = store.max_seq()
-    with pytest.raises(WrongState):
-        _register_dataset(ledger, provider, "second")
-    assert store.max_seq() == before
+    return provider
 
 
 def test_a_participant_changed_elsewhere_but_still_admitted_is_no_conflict(
@@ -386,16 +394,8 @@ def test_an_async_command_of_a_participant_suspended_elsewhere_is_refused(
 
     from domain.dataset import register_dataset
     from domain.errors import WrongState
-    from domain.participant import suspend_participant
 
-    _setup_platform(store)
-    provider = _admitted_provider(ledger)
-    _register_dataset(ledger, provider, "first")  # caches the provider's stream
-    other = Ledger(LedgerLog(store), clock=lambda: AT)
-    try:
-        other.execute(suspend_participant, ADMIN, provider.participant_id, reason="audit")
-    finally:
-        other.close()
+    provider = _suspended_elsewhere_after_caching(store, ledger)
     before = store.max_seq()
     with pytest.raises(WrongState):
         asyncio.run(ledger.execute_async(

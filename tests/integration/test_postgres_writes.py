@@ -164,9 +164,12 @@ def test_buffered_rows_are_written_as_arrays_exactly_as_one_insert_per_row(
     open_store(DatabaseURL.parse(pg_url)).close()  # makes the schema
     engine = views_engine(DatabaseURL.parse(pg_url))
     meta = MetaData()
-    columns = lambda: [Column("id", String, primary_key=True), Column("n", Integer),  # noqa: E731
-                       Column("doc", JSON), Column("flag", Boolean),
-                       Column("blob", LargeBinary), Column("note", String, nullable=True)]
+
+    def columns() -> list[Column]:  # type: ignore[type-arg]
+        return [Column("id", String, primary_key=True), Column("n", Integer),
+                Column("doc", JSON), Column("flag", Boolean), Column("blob", LargeBinary),
+                Column("note", String, nullable=True)]
+
     arrays = Table("t_arrays", meta, *columns())
     single = Table("t_single", meta, *columns())
     rows = [{"id": "a", "n": 1, "doc": {"k": [1, "é"]}, "flag": True, "blob": b"\x00\x01",
