@@ -147,8 +147,9 @@ _ARRAY_INSERTS: dict[tuple[Any, ...], tuple[str, list[Callable[[Any], Any] | Non
 
 def _array_insert(dialect: Any, table: Table, ignore: bool, columns: tuple[str, ...]
                   ) -> tuple[str, list[Callable[[Any], Any] | None]]:
-    """``INSERT INTO t (cols) SELECT * FROM unnest(%s::type[], …)`` for PostgreSQL, and the
-    bind processors SQLAlchemy would apply to each column's values (JSON → text, …)."""
+    """``INSERT INTO t (cols) SELECT * FROM unnest(%b::type[], …)`` for PostgreSQL (the
+    arrays sent in binary), and the bind processors SQLAlchemy would apply to each
+    column's values (JSON → text, …)."""
     key = (table, ignore, columns)
     found = _ARRAY_INSERTS.get(key)
     if found is None:
@@ -159,7 +160,7 @@ def _array_insert(dialect: Any, table: Table, ignore: bool, columns: tuple[str, 
                      f"({', '.join(quote.quote(c.name) for c in cols)}) "
                      f"SELECT * FROM unnest({arrays})"
                      + (" ON CONFLICT DO NOTHING" if ignore else ""))
-        found = statement, [c.type._cached_bind_processor(dialect) for c in cols]
+        found = statement, [c.type.dialect_impl(dialect).bind_processor(dialect) for c in cols]
         _ARRAY_INSERTS[key] = found
     return found
 

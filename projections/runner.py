@@ -46,12 +46,11 @@ def _upsert_tracking(conn: Connection, names: list[str], seq: int) -> None:
         return
     if conn.dialect.name == "postgresql":  # one statement, not an executemany of one per name
         conn.exec_driver_sql(
-            "INSERT INTO rm_tracking (projection, seq) SELECT unnest(%b::varchar[]), %s "
+            f"INSERT INTO {tracking.name} (projection, seq) SELECT unnest(%b::varchar[]), %s "
             "ON CONFLICT (projection) DO UPDATE SET seq = excluded.seq "
-            "WHERE rm_tracking.seq < excluded.seq", (names, seq))
+            f"WHERE {tracking.name}.seq < excluded.seq", (names, seq))
         return
-    dialect = sqlite
-    stmt = dialect.insert(tracking)
+    stmt = sqlite.insert(tracking)
     conn.execute(stmt.on_conflict_do_update(index_elements=["projection"],
                                             set_={"seq": stmt.excluded.seq},
                                             where=tracking.c.seq < stmt.excluded.seq),
