@@ -9,6 +9,11 @@ both inside the same transaction as the events:
 * on PostgreSQL, notification ids are assigned as MAX+1 under the library's table
   lock instead of from a sequence, so a rolled-back insert leaves no gap (a
   PostgreSQL sequence is not transactional).
+
+Both backends write the usual group (no idempotency row) as one statement: SQLite one
+``INSERT … SELECT … WHERE <checks>`` in autocommit mode, PostgreSQL one call of the
+``dataledger_append_v1`` function (made with the tables), which an event loop can also
+make over a connection of its own (``EventStore.append_async``).
 """
 
 from __future__ import annotations
