@@ -312,10 +312,7 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
                                 "WHERE originator_id = %s").format(schema, table)
         self._select_idem = SQL("SELECT fingerprint, response FROM {0}.idempotency "
                                 "WHERE member_id = %s AND key = %s").format(schema)
-        # the append function (see _insert_by_function); the advisory lock first, so that
-        # two processes creating the tables at once do not race on CREATE OR REPLACE
-        self.sql_create_statements.insert(0, SQL("SELECT pg_advisory_xact_lock({0})").format(
-            Literal(CREATE_LOCK)))
+        # the append function (see _insert_by_function), made with the tables
         self.sql_create_statements.append(SQL(
             "CREATE OR REPLACE FUNCTION {0}.{2}(ids text[], versions bigint[], topics text[], "
             "states bytea[], check_ids text[], check_versions bigint[]) RETURNS bigint "
@@ -349,6 +346,19 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         self._call_append = SQL(
             "SELECT {0}.{1}(%b::text[], %b::bigint[], %b::text[], %b::bytea[], %b::text[], "
             "%b::bigint[]) AS first").format(schema, Identifier(APPEND_FUNCTION))
+
+    def create_table(self) -> None:
+        """The library's create_table (its types, then the tables, indexes and function)
+        under an advisory lock held by a session of its own: two processes opening a
+        fresh store at once would otherwise race on CREATE TYPE and CREATE … IF NOT
+        EXISTS, and one of them fail."""
+        lock = Literal(CREATE_LOCK)
+        with self.datastore.get_connection() as conn:
+            conn.execute(SQL("SELECT pg_advisory_lock({0})").format(lock))
+            try:
+                super().create_table()
+            finally:
+                conn.execute(SQL("SELECT pg_advisory_unlock({0})").format(lock))
 
     def insert_events(self, stored_events: Sequence[StoredEvent],
                       **kwargs: Any) -> Sequence[int] | None:

@@ -128,11 +128,11 @@ def test_an_existing_store_without_the_append_function_gets_it_at_open(pg_url: s
 
 
 def test_processes_opening_one_fresh_store_at_once_all_succeed(pg_url: str) -> None:
-    """Creating the tables and the function is serialized (an advisory lock): four openers
-    at once neither fail on a concurrent CREATE nor lose the function."""
+    """Creating the schema, types, tables and function is serialized (advisory locks): eight openers
+    at once neither fail on a concurrent CREATE (TYPE, SCHEMA, TABLE) nor lose the function."""
     url = DatabaseURL.parse(pg_url)
     errors: list[BaseException] = []
-    start = threading.Barrier(4)
+    start = threading.Barrier(8)
 
     def open_and_close() -> None:
         try:
@@ -141,7 +141,7 @@ def test_processes_opening_one_fresh_store_at_once_all_succeed(pg_url: str) -> N
         except BaseException as exc:  # noqa: BLE001 - collected and asserted
             errors.append(exc)
 
-    threads = [threading.Thread(target=open_and_close) for _ in range(4)]
+    threads = [threading.Thread(target=open_and_close) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
