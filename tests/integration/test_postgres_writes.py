@@ -128,8 +128,9 @@ def test_an_existing_store_without_the_append_function_gets_it_at_open(pg_url: s
 
 
 def test_processes_opening_one_fresh_store_at_once_all_succeed(pg_url: str) -> None:
-    """Creating the schema, types, tables and function is serialized (advisory locks): eight openers
-    at once neither fail on a concurrent CREATE (TYPE, SCHEMA, TABLE) nor lose the function."""
+    """Creating the schema, types, tables and function is serialized (advisory locks):
+    eight openers at once neither fail on a concurrent CREATE (SCHEMA, TYPE, TABLE) nor
+    lose the function."""
     url = DatabaseURL.parse(pg_url)
     errors: list[BaseException] = []
     start = threading.Barrier(8)
