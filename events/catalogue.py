@@ -23,6 +23,9 @@ E = TypeVar("E", bound="Event")
 #: keys of the stored payload that are not fields of the event class
 CLASS_VERSION_KEY = "class_version"
 
+#: event class -> the names of its payload's fields (dataclasses.fields is slow per call)
+_PAYLOAD_FIELDS: dict[type, tuple[str, ...]] = {}
+
 
 class UnknownEventTypeError(LookupError):
     """A stored event names a type that is not in the catalogue."""
@@ -56,8 +59,12 @@ class Event:
 
     def payload(self) -> dict[str, Any]:
         """The stored payload: every field but the stream position."""
-        state = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        del state["originator_id"], state["originator_version"]
+        names = _PAYLOAD_FIELDS.get(type(self))
+        if names is None:
+            names = tuple(f.name for f in dataclasses.fields(self)
+                          if f.name not in ("originator_id", "originator_version"))
+            _PAYLOAD_FIELDS[type(self)] = names
+        state = {name: getattr(self, name) for name in names}
         if self.class_version > 1:
             state[CLASS_VERSION_KEY] = self.class_version
         return state
