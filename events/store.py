@@ -169,18 +169,20 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
 
     def _insert_events(self, c: Any, stored_events: Sequence[StoredEvent],
                        **kwargs: Any) -> Sequence[int] | None:
-        # Insert first: the first write takes SQLite's write lock (waiting up to the busy
+        # Write first: the first write takes SQLite's write lock (waiting up to the busy
         # timeout); a read first would make a deferred transaction fail at once with
         # "database is locked" if another connection wrote meanwhile. The reads are then
-        # checked under the lock (this command's own inserts never touch them).
+        # checked under the lock (this command's own inserts never touch them). Checks guard
+        # events: a batch without events (a command that changed nothing) only keeps its
+        # answer, as on PostgreSQL.
         ids = self._insert_rows(c, stored_events)
-        for originator_id, version, error in _checks(kwargs):
-            c.execute(f"SELECT MAX(originator_version) FROM {self.events_table_name} "
-                      "WHERE originator_id=?", (originator_id,))
-            _check_read(originator_id, version, c.fetchone()[0], error)
         rows = _response_rows(kwargs.get("batches", ()), ids)
         if rows:
             c.executemany("INSERT INTO idempotency VALUES (?,?,?,?)", rows)
+        for originator_id, version, error in _checks(kwargs) if stored_events else ():
+            c.execute(f"SELECT MAX(originator_version) FROM {self.events_table_name} "
+                      "WHERE originator_id=?", (originator_id,))
+            _check_read(originator_id, version, c.fetchone()[0], error)
         return ids
 
     def insert_events(self, stored_events: Sequence[StoredEvent],
