@@ -250,11 +250,11 @@ class GroupCommitter:
         while not self._closed:
             self._wake.wait()
             self._wake.clear()
-            while True:
+            while self._pending:  # (a taken slice may hold only cancelled commits)
                 with self._write_lock:
                     group = self._take()
                     if not group:
-                        break
+                        continue
                     try:
                         self._write(group)
                     except Exception:  # the writer must outlive any one group

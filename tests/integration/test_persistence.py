@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
+import psycopg
 import pytest
+from psycopg.sql import SQL, Identifier
 
 from domain.application import Idempotency, Ledger
 from domain.base import Actor, Context, new_id
@@ -413,3 +417,66 @@ def test_types_between_names_the_types_of_a_range_of_seqs(store: EventStore) -> 
                                          "participant.admission_approved"}
     assert store.types_between(4, 4) == set()
     assert store.types_between(4, 100) == set()
+
+
+def _hold_write_lock(url: DatabaseURL) -> tuple[Any, Callable[[], None]]:
+    """Another connection holding the lock a keyed append needs (SQLite's write lock; on
+    PostgreSQL the idempotency table's); returns it and how to let go."""
+    if url.kind == "sqlite":
+        conn = sqlite3.connect(url.path, isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        return conn, lambda: (conn.execute("COMMIT"), conn.close())
+    pg = psycopg.connect(url.conninfo())
+    pg.execute(SQL("LOCK TABLE {0}.idempotency IN EXCLUSIVE MODE").format(
+        Identifier(url.schema)))
+    return pg, lambda: (pg.commit(), pg.close())
+
+
+def test_a_keyed_command_that_writes_no_event_waits_for_another_writer(
+        store: EventStore, database_url: str) -> None:
+    # it must wait for the lock (up to the store's timeout), not fail with "database is
+    # locked": on SQLite a read before the first write made the transaction unable to wait
+    store.append(platform_events("x"))
+    record = IdempotencyRecord("m1", "busy-key", "fp", {"existing": True})
+    outcome: list[object] = []
+
+    def append() -> None:
+        try:
+            outcome.append(store.append([], [(0, record)], reads={"x": 2}))
+        except Exception as exc:  # noqa: BLE001 - the assertion shows it
+            outcome.append(exc)
+
+    _, release = _hold_write_lock(DatabaseURL.parse(database_url))
+    worker = threading.Thread(target=append)
+    worker.start()
+    worker.join(timeout=0.5)
+    still_waiting = worker.is_alive()
+    release()
+    worker.join(timeout=30)
+    assert still_waiting and outcome == [[]]
+    assert store.idempotency("m1", "busy-key") == ("fp", {"existing": True, "seqs": []})
+
+
+def test_commits_queued_behind_a_slice_of_cancelled_ones_are_still_written(
+        store: EventStore) -> None:
+    import asyncio
+
+    from domain.application import Batch, GroupCommitter
+
+    committer = GroupCommitter(LedgerLog(store), max_batch=2)
+
+    async def run() -> list[int]:
+        committer._write_lock.acquire()  # a group being written (as if waiting on a lock)
+        waiters = [committer.submit_async(platform_events(), Batch(2, None, {}))
+                   for _ in range(3)]
+        waiters[0].cancel()  # the first max_batch commits' clients went away meanwhile
+        waiters[1].cancel()
+        await asyncio.sleep(0.05)
+        committer._write_lock.release()
+        return await asyncio.wait_for(waiters[2], 10)
+
+    try:
+        assert asyncio.run(run()) == [1, 2]
+    finally:
+        committer.close()
+    assert store.max_seq() == 2
