@@ -31,7 +31,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
                   "event in one append-only log.", responses=errors.ERROR_RESPONSES)
     app.state.container = container
     errors.install(app)
-    app.add_middleware(errors.RefuseNulInPath)
+    app.add_middleware(errors.RefuseNul)
     _include_routers(app)
     _document_command_headers(app)
 

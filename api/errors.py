@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -81,8 +82,9 @@ async def unexpected_error(_: Request, exc: Exception) -> JSONResponse:
                                    "unless the response said so"), 500)
 
 
-class RefuseNulInPath:
-    """ASGI middleware: a NUL character names nothing here (PostgreSQL text cannot hold one).
+class RefuseNul:
+    """ASGI middleware: a NUL character in a URL names nothing (PostgreSQL text cannot hold
+    one): in the path it is 404; in a query parameter, 422 naming the parameter.
 
     Plain ASGI rather than Starlette's BaseHTTPMiddleware, which costs every request.
     """
@@ -91,13 +93,31 @@ class RefuseNulInPath:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and ("\x00" in scope["path"]
-                                        or b"%00" in scope.get("raw_path", b"")):
-            response = JSONResponse(error_body(
-                "not_found", "no resource has a NUL character in its path"), 404)
-            await response(scope, receive, send)
-            return
+        if scope["type"] == "http":
+            response = _nul_in_url(scope)
+            if response is not None:
+                await response(scope, receive, send)
+                return
         await self.app(scope, receive, send)
+
+
+def _nul_in_url(scope: Scope) -> JSONResponse | None:
+    if "\x00" in scope["path"] or b"%00" in scope.get("raw_path", b""):
+        return JSONResponse(error_body(
+            "not_found", "no resource has a NUL character in its path"), 404)
+    query: bytes = scope.get("query_string", b"")
+    if b"%00" not in query and b"\x00" not in query:
+        return None
+    names = sorted({name.replace("\x00", "\\0") for name, value in
+                    parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+                    if "\x00" in name or "\x00" in value})
+    if not names:  # "%00" was itself escaped ("%2500"): no NUL
+        return None
+    problems = [{"field": f"query.{name}", "reason": "must not contain the NUL character"}
+                for name in names]
+    return JSONResponse(error_body(
+        "invalid_input", f"invalid field(s): {', '.join(p['field'] for p in problems)}",
+        fields=problems), 422)
 
 
 def install(app: FastAPI) -> None:

@@ -118,6 +118,28 @@ def test_a_nul_in_a_path_is_404(world: World) -> None:
     assert r.status_code == 404 and r.json()["error"] == "not_found"
 
 
+def test_a_nul_in_a_query_parameter_is_422_naming_it(world: World) -> None:
+    r = world.client.get("/authorizations?state=active&scenario_id=a%00b",
+                         headers=world.platform.headers)
+    assert r.status_code == 422 and r.json()["error"] == "invalid_input"
+    assert r.json()["fields"] == [{"field": "query.scenario_id",
+                                   "reason": "must not contain the NUL character"}]
+    # an escaped "%00" is three plain characters, not a NUL
+    r = world.client.get("/authorizations?scenario_id=%2500", headers=world.platform.headers)
+    assert r.status_code == 200 and r.json() == []
+
+
+def test_a_nul_in_an_id_of_a_command_body_is_404_and_writes_nothing(world: World) -> None:
+    provider = world.onboard("provider", "Tax bureau")
+    before = head(world)
+    r = world.client.post("/authorizations", headers=provider.headers, json={
+        "scenario_id": "sc\u0000x", "datasets": [{"dataset_id": "d", "fields": ["a"]}],
+        "not_before": "2025-01-01T00:00:00+08:00", "not_after": "2026-01-01T00:00:00+08:00",
+        "usage_policy": {}})
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+    assert head(world) == before
+
+
 def test_the_raw_log_shows_a_participant_only_what_it_may_see(world: World) -> None:
     provider = world.onboard("provider", "Tax bureau")
     mine = world.client.get("/ledger/events", headers=provider.headers)
