@@ -25,8 +25,8 @@ import sqlite3
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import parse_qs, urlparse
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, quote, unquote, urlparse
 from uuid import UUID
 
 import psycopg
@@ -43,6 +43,9 @@ from psycopg.sql import SQL, Identifier, Literal
 
 from events.canonical import canonical_bytes, decode, stored_event_bytes
 from events.catalogue import Event, event_class
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 __all__ = ["AdmissionChanged", "DatabaseURL", "EventStore", "IdempotencyRecord", "IntegrityError",
            "LogEntry", "open_store"]
@@ -515,24 +518,36 @@ class DatabaseURL:
             return cls("sqlite", path=url.removeprefix("sqlite:///").removeprefix("sqlite://"))
         if parsed.scheme in ("postgresql", "postgres", "postgresql+psycopg"):
             query = parse_qs(parsed.query)
+            # user, password and database name are percent-decoded here (a password may
+            # hold "@" or "%") and encoded again wherever a URL is made of them
             return cls("postgresql", host=parsed.hostname or "127.0.0.1",
-                       port=parsed.port or 5432, user=parsed.username or "postgres",
-                       password=parsed.password or "", dbname=parsed.path.lstrip("/") or "postgres",
+                       port=parsed.port or 5432, user=unquote(parsed.username or "postgres"),
+                       password=unquote(parsed.password or ""),
+                       dbname=unquote(parsed.path.lstrip("/")) or "postgres",
                        schema=query.get("schema", ["public"])[0])
         raise ValueError(f"DATALEDGER_DATABASE_URL: unsupported scheme {parsed.scheme!r} "
                          "(use sqlite:///path or postgresql://user@host:port/db)")
 
     def conninfo(self) -> str:
         """A libpq connection string for this PostgreSQL database."""
-        auth = self.user + (f":{self.password}" if self.password else "")
-        return f"postgresql://{auth}@{self.host}:{self.port}/{self.dbname}"
+        return f"postgresql://{self._netloc()}/{quote(self.dbname, safe='')}"
 
-    def sqlalchemy_url(self) -> str:
-        """The same database for SQLAlchemy (read models)."""
+    def sqlalchemy_url(self) -> URL:
+        """The same database for SQLAlchemy (read models), built from its parts (SQLAlchemy
+        decodes a URL's user and password but not its database name)."""
+        from sqlalchemy.engine import URL
+
         if self.kind == "sqlite":
-            return f"sqlite:///{self.path}"
-        auth = self.user + (f":{self.password}" if self.password else "")
-        return f"postgresql+psycopg://{auth}@{self.host}:{self.port}/{self.dbname}"
+            return URL.create("sqlite", database=self.path)
+        return URL.create("postgresql+psycopg", username=self.user,
+                          password=self.password or None, host=self.host, port=self.port,
+                          database=self.dbname)
+
+    def _netloc(self) -> str:
+        auth = quote(self.user, safe="") + (
+            f":{quote(self.password, safe='')}" if self.password else "")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{auth}@{host}:{self.port}"
 
 
 class EventStore:

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from collections.abc import Iterator
+from urllib.parse import quote
 
 import psycopg
 import pytest
+from psycopg.sql import SQL, Identifier, Literal
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -201,3 +204,52 @@ def test_buffered_rows_are_written_as_arrays_exactly_as_one_insert_per_row(
     finally:
         meta.drop_all(engine)
         engine.dispose()
+
+
+def test_a_url_with_percent_encoded_user_and_password_reaches_every_connection(
+        pg_url: str) -> None:
+    """User and password hold "@", ":" and "%" (percent-encoded in the URL): the store's
+    pool, the event loop's own connection and the read models all log in as that role."""
+    from sqlalchemy import text
+
+    role, password = f"dl@test%{uuid.uuid4().hex[:8]}", "p@ss:w%rd"
+    with psycopg.connect(PG_DSN, autocommit=True) as admin:
+        admin.execute(SQL("CREATE ROLE {0} LOGIN SUPERUSER PASSWORD {1}").format(
+            Identifier(role), Literal(password)))
+    try:
+        base = DatabaseURL.parse(pg_url)
+        url = DatabaseURL.parse(
+            f"postgresql://{quote(role, safe='')}:{quote(password, safe='')}@{base.host}:"
+            f"{base.port}/{base.dbname}?schema={base.schema}")
+        assert (url.user, url.password) == (role, password)
+        store = open_store(url)
+        ledger = Ledger(LedgerLog(store), clock=lambda: AT)
+        try:
+            _setup_platform(store)
+            provider = _admitted_provider(ledger)
+            _register_dataset(ledger, provider, "warm")
+
+            async def on_the_loop() -> tuple[list[int], str]:
+                seqs = (await _dataset(ledger, provider, "loop")).seqs
+                user = next(iter(store.recorder._loop_connections.values())).conn.info.user
+                await ledger.aclose()
+                return seqs, user
+
+            seqs, loop_user = asyncio.run(on_the_loop())
+            assert seqs == [store.max_seq()] and loop_user == role
+            with store.recorder.datastore.transaction(commit=False) as curs:
+                curs.execute("SELECT current_user AS u")
+                assert curs.fetchone()["u"] == role
+        finally:
+            ledger.close()
+            store.close()
+        engine = views_engine(url)
+        try:
+            with engine.connect() as conn:
+                assert conn.execute(text("SELECT current_user")).scalar() == role
+        finally:
+            engine.dispose()
+    finally:
+        with psycopg.connect(PG_DSN, autocommit=True) as admin:
+            admin.execute(SQL("DROP OWNED BY {0} CASCADE").format(Identifier(role)))
+            admin.execute(SQL("DROP ROLE {0}").format(Identifier(role)))
