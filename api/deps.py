@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,13 +54,17 @@ def _lookup_uncached(container: Container, token_hash: str) -> Actor | None:
 # The dependencies are coroutines so that FastAPI runs them on the event loop, not each
 # in a worker thread of its own (a hop costs more than their work: the token lookup is
 # an in-memory cache hit, and only on a miss a short indexed read).
-def _authenticate(container: Container, authorization: str | None) -> Actor:
+async def _authenticate(container: Container, authorization: str | None) -> Actor:
     if not authorization or not authorization.lower().startswith("bearer "):
         raise Unauthenticated("send Authorization: Bearer <token>")
     token_hash = hash_token(authorization[7:].strip())
     actor = _lookup(container, token_hash)
-    if actor is None and container.runner.wait_for(container.ledger.last_seq,
-                                                   container.settings.read_wait_seconds):
+    # a token this process just issued may not be projected yet: wait for it, in a thread
+    # (the loop serves every other request meanwhile; an unknown token sent while the read
+    # models lag must not stall the server)
+    if (actor is None and container.runner.position < container.ledger.last_seq
+            and await asyncio.to_thread(container.runner.wait_for, container.ledger.last_seq,
+                                        container.settings.read_wait_seconds)):
         actor = _lookup(container, token_hash)
     if actor is None:
         raise Unauthenticated("unknown bearer token")
@@ -69,7 +74,7 @@ def _authenticate(container: Container, authorization: str | None) -> Actor:
 async def current_actor(container: ContainerDep,
                         authorization: Annotated[str | None, Header()] = None) -> Actor:
     """The member whose bearer token came with the request (401 otherwise)."""
-    return _authenticate(container, authorization)
+    return await _authenticate(container, authorization)
 
 
 CurrentActor = Annotated[Actor, Depends(current_actor)]
@@ -120,7 +125,7 @@ async def commands(request: Request) -> Commands:
     authorization = request.headers.get("authorization")
     idempotency_key = request.headers.get("idempotency-key")
     container: Container = request.app.state.container
-    actor = _authenticate(container, authorization)
+    actor = await _authenticate(container, authorization)
     return Commands(container, actor, await _idempotency(request, actor, idempotency_key))
 
 

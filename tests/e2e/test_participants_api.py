@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
+from api.app import create_app
+from api.bootstrap import Container
 from tests.e2e.conftest import ADMIN_TOKEN, World, bearer
 
 
@@ -111,6 +115,42 @@ def test_a_value_the_log_cannot_hold_is_422_and_writes_nothing(world: World) -> 
     while world.client.get("/health").json()["projected"] < before and time.monotonic() < deadline:
         time.sleep(0.01)
     assert world.client.get("/health").json()["projected"] == before
+
+
+def test_an_unknown_token_while_the_read_models_lag_does_not_stall_the_server(
+        container: Container, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a token miss the server waits for the read models (a token it just issued may not
+    be projected yet): the wait must not hold the event loop that serves everyone else."""
+    import asyncio
+
+    import httpx
+
+    def lagging(seq: int, timeout: float = 5.0) -> bool:
+        time.sleep(1.0)  # the read models are behind (a background process restarting)
+        return False
+
+    monkeypatch.setattr(container.runner, "wait_for", lagging)
+    container.ledger.last_seq = container.runner.position + 1
+    transport = httpx.ASGITransport(app=create_app(container=container))
+
+    async def both() -> tuple[list[str], int]:
+        done: list[str] = []
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            async def unknown() -> int:
+                r = await client.get("/participants/me", headers=bearer("dl_" + "x" * 40))
+                done.append("unknown token")
+                return r.status_code
+
+            async def noop() -> None:
+                await asyncio.sleep(0.2)  # the unknown token's request is waiting by now
+                await client.get("/noop")
+                done.append("noop")
+
+            status, _ = await asyncio.gather(unknown(), noop())
+        return done, status
+
+    done, status = asyncio.run(both())
+    assert done == ["noop", "unknown token"] and status == 401
 
 
 def test_a_nul_in_a_path_is_404(world: World) -> None:
