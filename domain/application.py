@@ -431,6 +431,8 @@ class LoopCommitter:
             start += len(commit.events)
 
     async def _write_one(self, commit: _LoopCommit) -> None:
+        if commit.waiter.done():  # its request was cancelled meanwhile: nobody waits for it
+            return
         try:
             seqs = await self.log.append_batches_async(commit.events, [commit.batch])
         except Exception as exc:  # noqa: BLE001 - the waiter hears of it

@@ -253,3 +253,26 @@ def test_a_url_with_percent_encoded_user_and_password_reaches_every_connection(
         with psycopg.connect(PG_DSN, autocommit=True) as admin:
             admin.execute(SQL("DROP OWNED BY {0} CASCADE").format(Identifier(role)))
             admin.execute(SQL("DROP ROLE {0}").format(Identifier(role)))
+
+
+def test_a_clashing_commit_cancelled_while_the_group_is_written_is_not_written(
+        store: EventStore, ledger: Ledger) -> None:
+    """The loop's committer writes a clashing commit alone after the group; if its request
+    was cancelled meanwhile, nobody waits for it and it is dropped, as from a group."""
+    from domain.application import Batch
+    from tests.integration.test_persistence import platform_events
+
+    async def run() -> list[int]:
+        committer = ledger._loop_committer()
+        first = committer.submit(platform_events("a"), Batch(2, None, {}, {"z": 0}))
+        # writes what `first` read: a clash, written alone after the group
+        clashing = committer.submit(platform_events("z"), Batch(2, None, {}))
+        await asyncio.sleep(0)  # the group is formed and being written
+        clashing.cancel()
+        seqs = await first
+        await asyncio.sleep(0.2)  # time for a solo write, were there one
+        await ledger.aclose()
+        return seqs
+
+    assert asyncio.run(run()) == [1, 2]
+    assert store.max_seq() == 2 and store.load("z") == []
