@@ -118,7 +118,13 @@ class ProjectionRunner:
                 entries = self.store.read(self.position, self.batch_size)
                 if not entries:
                     return self.position
-                self._apply(entries)
+                behind = self._apply(entries)
+                if behind is not None:  # the read models were rebuilt meanwhile: from there
+                    log.warning("read models at seq %d, not %d (rebuilt by another process): "
+                                "applying from there", behind, self.position)
+                    with self._advanced:
+                        self.position = behind
+                    continue
                 with self._advanced:
                     self.position = entries[-1].seq
                     self._advanced.notify_all()
@@ -126,12 +132,19 @@ class ProjectionRunner:
                 for hook in self.on_applied:
                     hook(types)
 
-    def _apply(self, entries: list[LogEntry]) -> None:
+    def _apply(self, entries: list[LogEntry]) -> int | None:
+        """Apply ``entries`` and record the positions, in one transaction; or, if some
+        projection's committed position is short of the event before them (another process
+        dropped and rebuilt the read models since this one read its position), nothing, and
+        return the committed position to read from."""
         payloads = [entry.payload() for entry in entries]
         with self.engine.begin() as raw:
             if raw.dialect.name == "postgresql":  # one applier at a time across processes
                 raw.execute(text("SELECT pg_advisory_xact_lock(7263001)"))
             positions = _positions(raw)
+            committed = min((positions.get(p.name, 0) for p in self.projections), default=0)
+            if committed < entries[0].seq - 1:
+                return committed
             conn = BufferedConnection(raw)
             advanced = []
             for projection in self.projections:
@@ -145,12 +158,21 @@ class ProjectionRunner:
                     advanced.append(projection.name)
             conn.flush()
             _upsert_tracking(raw, advanced, entries[-1].seq)
+        return None
 
     def rebuild(self) -> int:
-        """Drop every read model and build it again from seq 1."""
+        """Drop every read model and build it again from seq 1.
+
+        Safe beside a live applier (``serve``): on PostgreSQL the drop waits for the batch
+        it is applying; on either backend it then finds its position gone and applies from
+        seq 1 again, as this catch-up does (each event once: positions are per projection).
+        """
         with self._lock:
-            METADATA.drop_all(self.engine)
-            METADATA.create_all(self.engine)
+            with self.engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(7263001)"))
+                METADATA.drop_all(conn)
+                METADATA.create_all(conn)
             self.position = 0
         return self.catch_up()
 

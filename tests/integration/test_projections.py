@@ -12,7 +12,7 @@ from sqlalchemy import Connection, select
 from domain.base import Actor, Context, new_id
 from domain.participant import MemberAdded, found_platform
 from events.store import DatabaseURL, EventStore, LogEntry, open_store
-from projections.base import tracking
+from projections.base import METADATA, tracking
 from projections.participants import ParticipantsProjection, members
 from projections.runner import ProjectionRunner, views_engine
 
@@ -103,3 +103,27 @@ def test_read_models_of_an_older_shape_are_rebuilt_from_the_log(
     assert again.position == 0
     again.catch_up()
     assert again.digests() == before and count_members(again) == 4
+
+
+def test_a_rebuild_by_another_process_beside_a_live_applier_gives_the_same_state(
+        store: EventStore, runner: ProjectionRunner) -> None:
+    """`dataledger projections rebuild` while `serve` applies: the server's applier,
+    knowing itself at seq 7, must not project only the next event onto the emptied tables
+    and record the head as every projection's position (the rebuild would then skip it all)."""
+    add_platform_with_members(store, 5)  # seqs 1..7
+    assert runner.catch_up() == 7
+    clean = runner.digests()
+    other = ProjectionRunner(store, runner.engine, [ParticipantsProjection()], batch_size=3)
+    with runner.engine.begin() as conn:  # the other process's rebuild, its first half
+        METADATA.drop_all(conn)
+        METADATA.create_all(conn)
+    later = found_platform(new_id(), CTX, name="q")  # seqs 8..10, applied by the live one
+    later.add_member(CTX, member_id="late", name="late member", member_roles=["member"],
+                     token_hash="f" * 64)
+    store.append(later.collect())
+    assert runner.catch_up() == 10
+    assert other.catch_up() == 10  # the rebuild's second half
+    assert count_members(runner) == 6 and position(runner) == 10
+    fresh = ProjectionRunner(store, runner.engine, [ParticipantsProjection()])
+    fresh.rebuild()
+    assert runner.digests() == fresh.digests() != clean
