@@ -47,7 +47,7 @@ from events.catalogue import Event, event_class
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
-__all__ = ["AdmissionChanged", "DatabaseURL", "EventStore", "IdempotencyRecord", "IntegrityError",
+__all__ = ["MAX_SEQ", "AdmissionChanged", "DatabaseURL", "EventStore", "IdempotencyRecord", "IntegrityError",
            "LogEntry", "open_store"]
 
 
@@ -285,6 +285,9 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
 
 #: an event loop's own connection unused for longer than this is checked before use
 IDLE_CHECK_S = 1.0
+
+#: the largest seq (and tree size) a store can hold: a signed 64-bit integer on both backends
+MAX_SEQ = 2**63 - 1
 
 
 @dataclass

@@ -5,13 +5,14 @@ from __future__ import annotations
 import base64
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
 from api.deps import ContainerDep
 from chain.service import ChainService
 from chain.treestore import StoredCheckpoint
 from domain.errors import InvalidInput, NotFound
+from events.store import MAX_SEQ
 
 router = APIRouter(prefix="/ledger", tags=["chain"])
 
@@ -53,7 +54,8 @@ def latest_checkpoint(container: ContainerDep, anchored: bool = False) -> Checkp
 
 
 @router.get("/checkpoints/{size}", response_model=CheckpointView)
-def checkpoint(size: int, container: ContainerDep) -> CheckpointView:
+def checkpoint(size: Annotated[int, Path(ge=1, le=MAX_SEQ)],
+               container: ContainerDep) -> CheckpointView:
     """The checkpoint cut at tree size ``size``."""
     cp = _chain(container).tree.checkpoint(size)
     if cp is None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import base64
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
 from api.deps import ContainerDep, ReaderDep
 from chain.integrator import leaf_hash
 from domain.errors import NotFound
-from events.store import LogEntry
+from events.store import MAX_SEQ, LogEntry
 from projections.base import may_see_event, visible_events
 
 router = APIRouter(prefix="/ledger", tags=["ledger"])
@@ -36,7 +36,7 @@ class LedgerPage(BaseModel):
 
 @router.get("/events", response_model=LedgerPage)
 def events(container: ContainerDep, reader: ReaderDep,
-           after: Annotated[int, Query(ge=0)] = 0,
+           after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
            limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> LedgerPage:
     """Stored events with seq > ``after``, in order, canonical bytes and decoded payload.
 
@@ -72,10 +72,11 @@ def _event(e: LogEntry) -> LedgerEvent:
 
 
 @router.get("/events/{seq}", response_model=LedgerEvent)
-def event(seq: int, container: ContainerDep, reader: ReaderDep) -> LedgerEvent:
+def event(seq: Annotated[int, Path(ge=1, le=MAX_SEQ)], container: ContainerDep,
+          reader: ReaderDep) -> LedgerEvent:
     """One stored event, to anyone who may see its aggregate (a party to an order sees its
     contract's events, with the canonical bytes to check against a checkpoint)."""
-    found = container.store.read(seq - 1, 1) if seq >= 1 else []
+    found = container.store.read(seq - 1, 1)
     if not found or found[0].seq != seq:
         raise NotFound(f"no event {seq}")
     entry = found[0]

@@ -65,3 +65,21 @@ def test_bad_proof_requests_are_422_naming_the_field(world: World) -> None:
     r = world.client.get("/ledger/proofs/consistency?old=1&new=100000")
     assert r.status_code == 422 and r.json()["field"] == "new"
     assert world.client.get("/ledger/checkpoints/999999").status_code == 404
+
+
+def test_seqs_and_sizes_beyond_what_a_store_holds_are_422_naming_the_field(
+        world: World) -> None:
+    huge = 2**64  # no 64-bit integer holds it: the database must not be asked
+    for path, field in ((f"/ledger/events?after={huge}", "query.after"),
+                        (f"/ledger/events/{huge}", "path.seq"),
+                        ("/ledger/events/0", "path.seq"),
+                        (f"/ledger/checkpoints/{huge}", "path.size"),
+                        (f"/ledger/checkpoints/{-huge}", "path.size"),
+                        (f"/ledger/proofs/inclusion?index={huge}&size={huge + 1}", "size"),
+                        (f"/ledger/proofs/consistency?old=1&new={huge}", "new")):
+        r = world.client.get(path, headers=world.regulator.headers)
+        assert r.status_code == 422, (path, r.text)
+        named = [f["field"] for f in r.json().get("fields", [])] or [r.json().get("field")]
+        assert named == [field], (path, r.text)
+    r = world.client.get(f"/ledger/events?after={2**63 - 1}", headers=world.regulator.headers)
+    assert r.status_code == 200 and r.json()["events"] == []
