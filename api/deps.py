@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -139,10 +140,16 @@ class Reader:
     container: Container
     actor: Actor
 
-    @property
+    @functools.cached_property
     def sees_all(self) -> bool:
-        """The regulator and the platform see every row."""
-        return self.actor.role in ("regulator", "platform")
+        """The regulator and the platform see every row, while admitted (pending, rejected
+        or suspended, they see what any participant sees: their own and public rows)."""
+        if self.actor.role not in ("regulator", "platform"):
+            return False
+        with self.connect() as conn:
+            state = conn.execute(select(participants.c.state).where(
+                participants.c.id == self.actor.participant_id)).scalar()
+        return state == "admitted"
 
     def connect(self) -> Connection:
         self.container.runner.wait_for(self.container.ledger.last_seq,

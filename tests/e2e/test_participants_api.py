@@ -188,3 +188,20 @@ def test_the_raw_log_shows_a_participant_only_what_it_may_see(world: World) -> N
     whole = world.client.get("/ledger/events", headers=world.regulator.headers)
     assert whole.status_code == 200 and len(whole.json()["events"]) == head(world)
     assert world.client.get("/ledger/events").status_code == 401
+
+
+def test_a_regulator_sees_everything_only_while_admitted(world: World) -> None:
+    provider = world.onboard("provider", "Tax bureau")
+    pending = world.onboard("regulator", "Another bureau", admit=False)
+    suspended = world.onboard("regulator", "A third bureau")
+    assert len(world.call("GET", "/ledger/events", suspended)["events"]) == head(world)
+    world.call("POST", f"/participants/{suspended.participant_id}/suspension", world.platform,
+               json={"reason": "under investigation"})
+    for regulator in (pending, suspended):
+        # what any participant sees: no other tenant's events, pending participants hidden
+        assert world.call("GET", "/ledger/events", regulator)["events"] == []
+        seen = {p["id"] for p in world.call("GET", "/participants", regulator)}
+        assert provider.participant_id in seen and regulator.participant_id in seen
+        if regulator is suspended:
+            assert pending.participant_id not in seen
+    assert len(world.call("GET", "/ledger/events", world.regulator)["events"]) == head(world)
