@@ -76,6 +76,8 @@ class DatasetsProjection(Projection):
             "dataset.published": _published,
             "dataset.updated": _updated,
             "dataset.withdrawn": _withdrawn,
+            # the data stays on the owner's datasite: the view only follows the stream
+            "dataset.data_loaded": _touch,
         }
 
 

@@ -127,3 +127,13 @@ def test_a_rebuild_by_another_process_beside_a_live_applier_gives_the_same_state
     fresh = ProjectionRunner(store, runner.engine, [ParticipantsProjection()])
     fresh.rebuild()
     assert runner.digests() == fresh.digests() != clean
+
+
+def test_every_event_type_in_the_catalogue_is_projected() -> None:
+    """A view's ``version`` is its stream's: an event type no projection handles would leave
+    the views behind their streams (and its facts out of every read)."""
+    from events.catalogue import catalogue
+    from projections import all_projections
+
+    handled = {name for p in all_projections() for name in p.handlers()}
+    assert set(catalogue()) - handled == set()
