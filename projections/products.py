@@ -1,8 +1,8 @@
 """Products (数据产品): the storefront of listed products and each operator's own products.
 
 Listed and delisted products are public (the storefront, and its history); the other
-states are seen only by the owning operator and the product's developer (acl kind
-``product``). The ``code`` itself is shown only to the owning operator, the developer, the
+states are seen only by the owning operator, the product's developer and the providers of
+its input datasets (acl kind ``product``). The ``code`` itself is shown only to the owning operator, the developer, the
 providers of the input datasets (their datasites run it),
 the regulator and the platform; everyone who sees a product sees its ``code_sha256``.
 """
