@@ -136,4 +136,6 @@ def test_every_event_type_in_the_catalogue_is_projected() -> None:
     from projections import all_projections
 
     handled = {name for p in all_projections() for name in p.handlers()}
-    assert set(catalogue()) - handled == set()
+    domain_types = {name for name, cls in catalogue().items()  # (tests define types of their own)
+                    if cls.__module__.startswith("domain.")}
+    assert domain_types and domain_types - handled == set()
