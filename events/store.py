@@ -47,8 +47,8 @@ from events.catalogue import Event, event_class
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
-__all__ = ["MAX_SEQ", "AdmissionChanged", "DatabaseURL", "EventStore", "IdempotencyRecord", "IntegrityError",
-           "LogEntry", "open_store"]
+__all__ = ["MAX_SEQ", "AdmissionChanged", "DatabaseURL", "EventStore", "IdempotencyRecord",
+           "IntegrityError", "LogEntry", "open_store"]
 
 
 class AdmissionChanged(IntegrityError):
