@@ -2,9 +2,9 @@
 
 Listed and delisted products are public (the storefront, and its history); the other
 states are seen only by the owning operator, the product's developer and the providers of
-its input datasets (acl kind ``product``). The ``code`` itself is shown only to the owning operator, the developer, the
-providers of the input datasets (their datasites run it),
-the regulator and the platform; everyone who sees a product sees its ``code_sha256``.
+its input datasets (acl kind ``product``). The ``code`` itself is shown only to the owning
+operator, the developer, the providers of the input datasets (their datasites run it), the
+regulator and the platform; everyone who sees a product sees its ``code_sha256``.
 """
 
 from __future__ import annotations
