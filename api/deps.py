@@ -60,12 +60,14 @@ async def _authenticate(container: Container, authorization: str | None) -> Acto
         raise Unauthenticated("send Authorization: Bearer <token>")
     token_hash = hash_token(authorization[7:].strip())
     actor = _lookup(container, token_hash)
-    # a token this process just issued may not be projected yet: wait for it, in a thread
-    # (the loop serves every other request meanwhile; an unknown token sent while the read
-    # models lag must not stall the server)
-    if (actor is None and container.runner.position < container.ledger.last_seq
-            and await asyncio.to_thread(container.runner.wait_for, container.ledger.last_seq,
-                                        container.settings.read_wait_seconds)):
+    # a token this process just issued may not have been projected at the first lookup:
+    # look again once the read models reach this process's last write, waiting for them in
+    # a thread if they lag (the loop serves every other request meanwhile: an unknown token
+    # sent while they lag must not stall the server)
+    if actor is None and (
+            container.runner.position >= container.ledger.last_seq
+            or await asyncio.to_thread(container.runner.wait_for, container.ledger.last_seq,
+                                       container.settings.read_wait_seconds)):
         actor = _lookup(container, token_hash)
     if actor is None:
         raise Unauthenticated("unknown bearer token")

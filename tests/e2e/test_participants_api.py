@@ -153,6 +153,25 @@ def test_an_unknown_token_while_the_read_models_lag_does_not_stall_the_server(
     assert done == ["noop", "unknown token"] and status == 401
 
 
+def test_a_token_projected_just_after_its_first_lookup_is_found(
+        world: World, container: Container, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first lookup misses (the member was not projected yet); by the time the server
+    asks whether the read models lag, they no longer do: it must look again, not say 401."""
+    from api import deps
+
+    provider = world.onboard("provider", "Tax bureau")
+    assert container.runner.wait_for(container.ledger.last_seq, 10)
+    real, calls = deps._lookup_uncached, []
+
+    def projected_late(c: Container, token_hash: str) -> object:
+        calls.append(token_hash)
+        return None if len(calls) == 1 else real(c, token_hash)
+
+    monkeypatch.setattr(deps, "_lookup_uncached", projected_late)
+    r = world.client.get("/participants/me", headers=provider.headers)
+    assert r.status_code == 200 and len(calls) == 2
+
+
 def test_a_nul_in_a_path_is_404(world: World) -> None:
     r = world.client.get("/participants/a%00b", headers=world.platform.headers)
     assert r.status_code == 404 and r.json()["error"] == "not_found"
