@@ -13,16 +13,16 @@ computation's check (an execution beyond it is refused as ``count_exhausted``).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from domain.authorization import Authorization
 from domain.base import Aggregate, Context, applies, new_id
 from domain.dataset import Dataset, require_text
 from domain.errors import Forbidden, InvalidInput, WrongState
 from domain.participant import Participant
 from domain.policy import validate_policy
-from domain.product import Product, check_inputs_covered
+from domain.product import Product, require_still_authorized
 from domain.unit_of_work import UnitOfWork
 from events.catalogue import Event
 
@@ -234,7 +234,9 @@ class Order(Aggregate):
         self.require_state(["proposed"], "accept the contract")
         self.trigger(ContractAccepted, ctx)
 
-    def approve(self, ctx: Context) -> None:
+    def approve(self, ctx: Context, product_usable: Callable[[], None] = lambda: None) -> None:
+        """A required party approves (``product_usable`` raises if the product may no longer
+        be put to use: checked after this contract's own rules, before anything is decided)."""
         party = ctx.actor.participant_id
         self.require_state(["accepted"], "approve the contract")
         if party not in self.required_approvals:
@@ -242,6 +244,7 @@ class Order(Aggregate):
         if party in self.approvals:
             raise WrongState(f"participant {party} already approved contract {self.id}; "
                              "each party approves once")
+        product_usable()
         self.trigger(ContractPartyApproved, ctx, party_id=party)
         if not self.pending_approvals():
             self.trigger(ContractApproved, ctx)
@@ -337,10 +340,10 @@ def _required_approvals(uow: UnitOfWork, product: Product) -> list[str]:
 
 
 def _require_product_usable(uow: UnitOfWork, product: Product, at: str) -> None:
-    """The product is still listed and its inputs are still covered by live authorizations."""
+    """The product is still listed, its scenario still approved and its inputs still covered
+    by live authorizations."""
     product.require_listed()
-    auths = [uow.get(Authorization, a) for a in product.authorization_ids]
-    check_inputs_covered(product.inputs, auths, at)
+    require_still_authorized(uow, product, at)
 
 
 def _order_view(order: Order) -> dict[str, Any]:
@@ -354,8 +357,9 @@ def place_order(uow: UnitOfWork, ctx: Context, *, product_id: str, purpose: str,
     the query of execution 1."""
     ctx.actor.require_role("demander")
     uow.get(Participant, ctx.actor.participant_id).require_admitted()
-    agg = Order.place(new_id(), ctx, product=uow.get(Product, product_id), purpose=purpose,
-                      query=query)
+    product = uow.get(Product, product_id)
+    agg = Order.place(new_id(), ctx, product=product, purpose=purpose, query=query)
+    _require_product_usable(uow, product, ctx.at)
     uow.add(agg)
     return _order_view(agg)
 
@@ -390,9 +394,11 @@ def accept_contract(uow: UnitOfWork, ctx: Context, order_id: str) -> dict[str, A
 
 
 def approve_contract(uow: UnitOfWork, ctx: Context, order_id: str) -> dict[str, Any]:
-    """A required party approves; the last approval puts the contract in force."""
+    """A required party approves; the last approval puts the contract in force (only while
+    the product is listed, its scenario approved and its inputs authorized)."""
     agg = uow.get(Order, order_id)
-    agg.approve(ctx)
+    agg.approve(ctx, lambda: _require_product_usable(uow, uow.get(Product, agg.product_id),
+                                                     ctx.at))
     return {**_order_view(agg), "pending_approvals": agg.pending_approvals()}
 
 

@@ -4,6 +4,7 @@ an API, a model or a verification service (核验); listed (上架) after the pl
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,15 +119,21 @@ class Product(Aggregate):
         agg.trigger(ProductRegistered, ctx, operator_id=ctx.actor.participant_id, **details)
         return agg
 
-    def request_listing(self, ctx: Context) -> None:
+    def request_listing(self, ctx: Context,
+                        still_authorized: Callable[[], None] = lambda: None) -> None:
+        """The owner asks for listing (``still_authorized`` raises if the scenario or the
+        grants no longer allow it: checked after this product's own rules)."""
         self._require_owner(ctx)
         self.require_state(["registered"], "request listing")
+        still_authorized()
         self.trigger(ProductListingRequested, ctx)
 
-    def decide_listing(self, ctx: Context, *, approve: bool, comment: str) -> None:
+    def decide_listing(self, ctx: Context, *, approve: bool, comment: str,
+                       still_authorized: Callable[[], None] = lambda: None) -> None:
         ctx.actor.require_role("platform")
         self.require_state(["listing_requested"], "decide listing")
         if approve:
+            still_authorized()
             self.trigger(ProductListed, ctx, comment=comment)
         else:
             self.trigger(ProductListingRejected, ctx, reason=require_text(comment, "comment"))
@@ -205,6 +212,15 @@ def check_inputs_covered(inputs: list[dict[str, Any]], auths: list[Authorization
                             f"{item['fields']!r} are not covered by a live authorization")
 
 
+def require_still_authorized(uow: UnitOfWork, product: Product, at: str) -> None:
+    """Raise unless the product's scenario is still approved (WrongState: suspended) and its
+    inputs are still covered by live authorizations (Forbidden: revoked or expired); checked
+    again at each step that puts the product to use, not only at its registration."""
+    uow.get(Scenario, product.scenario_id).require_approved()
+    auths = [uow.get(Authorization, a) for a in product.authorization_ids]
+    check_inputs_covered(product.inputs, auths, at)
+
+
 def _check_developer(uow: UnitOfWork, developer_id: str | None) -> None:
     if developer_id is None:
         return
@@ -245,17 +261,20 @@ def register_product(uow: UnitOfWork, ctx: Context, *, scenario_id: str,
 
 
 def request_listing(uow: UnitOfWork, ctx: Context, product_id: str) -> dict[str, str]:
-    """The owning operator asks for the product to be listed."""
+    """The owning operator asks for the product to be listed (its scenario still approved,
+    its inputs still authorized)."""
     agg = uow.get(Product, product_id)
-    agg.request_listing(ctx)
+    agg.request_listing(ctx, lambda: require_still_authorized(uow, agg, ctx.at))
     return {"product_id": agg.id, "state": agg.state}
 
 
 def decide_listing(uow: UnitOfWork, ctx: Context, product_id: str, *, approve: bool,
                    comment: str) -> dict[str, str]:
-    """The platform lists the product (上架) or sends it back to registered."""
+    """The platform lists the product (上架: its scenario still approved, its inputs still
+    authorized) or sends it back to registered."""
     agg = uow.get(Product, product_id)
-    agg.decide_listing(ctx, approve=approve, comment=comment)
+    agg.decide_listing(ctx, approve=approve, comment=comment,
+                       still_authorized=lambda: require_still_authorized(uow, agg, ctx.at))
     return {"product_id": agg.id, "state": agg.state}
 
 

@@ -21,6 +21,7 @@ from domain.order import (
 )
 from domain.participant import Participant
 from domain.product import decide_listing, delist_product, request_listing
+from domain.scenario import suspend_scenario
 from tests.unit.domain.test_authorization import granted_authorization
 from tests.unit.domain.test_dataset import PROVIDER, published_dataset
 from tests.unit.domain.test_participant import PLATFORM, REGULATOR, admitted, refused
@@ -447,3 +448,49 @@ def test_the_largest_query_is_accepted() -> None:
     order_id = approved(uow)
     query = {"field": "a" * 64, "values": [f"{i:0200d}" for i in range(10_000)]}
     assert run(uow, submit_query, DEMANDER, order_id, query=query)["execution"] == 2
+
+
+# -- the product must stay usable: listed, its scenario approved, its inputs authorized ------
+def _revoke(uow: MemoryUnitOfWork, w: dict[str, str]) -> None:
+    run(uow, revoke_authorization, PROVIDER, w["authorization_id"], reason="misuse")
+
+
+def _suspend(uow: MemoryUnitOfWork, w: dict[str, str]) -> None:
+    run(uow, suspend_scenario, REGULATOR, w["scenario_id"], reason="under review")
+
+
+@pytest.mark.parametrize(("stop", "error"), [(_revoke, Forbidden), (_suspend, WrongState)])
+def test_refuses_an_order_once_the_product_lost_its_grant_or_scenario(
+        stop: Any, error: type[Exception]) -> None:
+    uow = MemoryUnitOfWork()
+    w = listed_product(uow)
+    admitted(uow, "demander")
+    stop(uow, w)
+    refused(uow, error, place_order, DEMANDER, product_id=w["product_id"], purpose="loans")
+
+
+@pytest.mark.parametrize(("stop", "error"), [(_revoke, Forbidden), (_suspend, WrongState)])
+def test_refuses_every_approval_once_the_product_lost_its_grant_or_scenario(
+        stop: Any, error: type[Exception]) -> None:
+    uow = MemoryUnitOfWork()
+    order_id = accepted(uow)
+    w = {"authorization_id": _only(uow, "authorization"), "scenario_id": _only(uow, "scenario")}
+    stop(uow, w)
+    refused(uow, error, approve_contract, PROVIDER, order_id)
+    refused(uow, error, approve_contract, OPERATOR, order_id)
+    assert uow.get(Order, order_id).state == "accepted"
+
+
+def test_refuses_proposal_once_the_scenario_was_suspended() -> None:
+    uow = MemoryUnitOfWork()
+    w = ordered(uow)
+    _suspend(uow, w)
+    err = refused(uow, WrongState, propose_contract, OPERATOR, w["order_id"], **propose_kwargs())
+    assert "suspended, not approved" in str(err)
+
+
+def _only(uow: MemoryUnitOfWork, kind: str) -> str:
+    """The id of the one aggregate of ``kind`` in the store."""
+    ids = [i for i, events in uow.streams.items() if events[0].type_name.startswith(f"{kind}.")]
+    assert len(ids) == 1
+    return ids[0]

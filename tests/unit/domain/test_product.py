@@ -254,3 +254,28 @@ def test_delisted_is_terminal() -> None:
     refused(uow, WrongState, delist_product, PLATFORM, product_id, reason="again")
     refused(uow, WrongState, request_listing, OPERATOR, product_id)
     refused(uow, WrongState, decide_listing, PLATFORM, product_id, approve=True, comment="")
+
+
+@pytest.mark.parametrize("stop", ["revoke", "suspend"])
+def test_refuses_listing_once_the_grant_was_revoked_or_the_scenario_suspended(
+        stop: str) -> None:
+    from domain.scenario import suspend_scenario
+
+    def halt(uow: MemoryUnitOfWork, w: dict[str, str]) -> type[Exception]:
+        if stop == "revoke":
+            run(uow, revoke_authorization, PROVIDER, w["authorization_id"], reason="misuse")
+            return Forbidden
+        run(uow, suspend_scenario, REGULATOR, w["scenario_id"], reason="under review")
+        return WrongState
+
+    uow = MemoryUnitOfWork()  # before the request
+    w = product_world(uow)
+    product_id = registered_product(uow, w)
+    refused(uow, halt(uow, w), request_listing, OPERATOR, product_id)
+    uow = MemoryUnitOfWork()  # between the request and the platform's decision
+    w = product_world(uow)
+    product_id = registered_product(uow, w)
+    run(uow, request_listing, OPERATOR, product_id)
+    error = halt(uow, w)
+    refused(uow, error, decide_listing, PLATFORM, product_id, approve=True, comment="ok")
+    run(uow, decide_listing, PLATFORM, product_id, approve=False, comment="its grant is gone")
