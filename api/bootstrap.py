@@ -124,8 +124,6 @@ def build(settings: Settings, *, start_background: bool = True) -> Container:
     runner.create_tables()
     container = Container(settings, store, ledger, runner, engine)
     runner.on_applied.append(container.auth_cache.invalidate)
-    container.first_admin_token = ensure_platform(container)
-    runner.catch_up()
     if settings.chain:
         container.chain = build_chain(
             store, url, settings.data_dir, origin=settings.log_origin,
@@ -137,6 +135,10 @@ def build(settings: Settings, *, start_background: bool = True) -> Container:
         container.publisher = JetStreamPublisher(
             store, settings.nats_url, open_position_store(url), stream=settings.nats_stream,
             subject_prefix=settings.nats_subject_prefix)
+    # the platform is made once everything else is configured: a first start that fails
+    # on a setting writes nothing (its admin token is never made and lost)
+    container.first_admin_token = ensure_platform(container)
+    runner.catch_up()
     if start_background:
         if settings.background_process:  # the chain here only serves the /ledger routes
             container.background = BackgroundProcess(settings)

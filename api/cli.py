@@ -11,25 +11,69 @@ from collections.abc import Sequence
 from typing import Any
 
 
+def _settings() -> Any:
+    """The settings from the environment, or exit with one line per bad one, naming it."""
+    from pydantic import ValidationError
+
+    from api.settings import Settings
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = "_".join(str(part) for part in error["loc"]).upper()
+            message = str(error["msg"]).removeprefix("Value error, ")
+            lines.append(f"DATALEDGER_{name}: {message}" if name else message)
+        raise SystemExit("dataledger: invalid settings:\n  " + "\n  ".join(lines)) from None
+
+
+def _build(settings: Any, **kwargs: Any) -> Any:
+    """``api.bootstrap.build``, a bad setting or an unreachable database said in one line,
+    and the first admin token printed as soon as it is made (whichever command made it)."""
+    import psycopg
+    from eventsourcing.persistence import PersistenceError
+
+    from api.bootstrap import build
+    from events.store import DatabaseURL
+
+    try:
+        url = DatabaseURL.parse(settings.resolved_database_url())
+    except ValueError as exc:
+        raise SystemExit(f"dataledger: {exc}") from None
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SystemExit(f"dataledger: DATALEDGER_DATA_DIR: cannot create {settings.data_dir}: "
+                         f"{exc.strerror or exc}") from None
+    try:
+        container = build(settings, **kwargs)
+    except (PersistenceError, psycopg.Error) as exc:
+        where = (f"{url.kind} at {url.host}:{url.port}/{url.dbname}" if url.kind == "postgresql"
+                 else f"SQLite file {url.path}")
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SystemExit(f"dataledger: cannot open the store ({where}, from "
+                         f"DATALEDGER_DATABASE_URL / DATALEDGER_DATA_DIR): {first}") from None
+    if container.first_admin_token:
+        print("First start: the platform admin's bearer token (shown once, keep it):",
+              flush=True)
+        print(f"  {container.first_admin_token}", flush=True)
+    return container
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
-    from api.bootstrap import build
-    from api.settings import Settings
 
-    settings = Settings()
+    settings = _settings()
     # The event loop thread gives up the GIL at every system call and then waits for the
     # background threads (projections, chain, group commit) to hand it back: a shorter
     # switch interval bounds that wait (CPython's default is 5 ms).
     sys.setswitchinterval(settings.switch_interval_ms / 1000)
     host = args.host or settings.host
     port = args.port or settings.port
-    container = build(settings)
-    if container.first_admin_token:
-        print("First start: the platform admin's bearer token (shown once, keep it):",
-              flush=True)
-        print(f"  {container.first_admin_token}", flush=True)
+    container = _build(settings)
     app = create_app(settings, container)
     try:
         node = _start_compute_node(settings, container, host, port)
@@ -49,6 +93,17 @@ def _serve(args: argparse.Namespace) -> int:
             node.stop()
         container.close()
     return 0
+
+
+def _port(text: str) -> int:
+    """A TCP port (argparse type): 1 to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (1 to 65535)")
+    return port
 
 
 def _exit_now(signum: int, frame: Any) -> None:
@@ -97,10 +152,7 @@ def _catalogue(_: argparse.Namespace) -> int:
 
 
 def _rebuild(_: argparse.Namespace) -> int:
-    from api.bootstrap import build
-    from api.settings import Settings
-
-    container = build(Settings(), start_background=False)
+    container = _build(_settings(), start_background=False)
     try:
         before = container.runner.digests()
         position = container.runner.rebuild()
@@ -221,7 +273,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the HTTP API on the configured store")
     serve.add_argument("--host", default=None)
-    serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--port", type=_port, default=None)
     serve.set_defaults(func=_serve)
     events = sub.add_parser("events", help="the event catalogue")
     events_sub = events.add_subparsers(dest="events_command", required=True)

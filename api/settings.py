@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 WEAK_TOKENS = {"admin", "changeme", "change-me", "secret", "password", "token", "test"}
@@ -21,7 +21,7 @@ class Settings(BaseSettings):
     database_url: str = Field(default="", description="sqlite:///path or postgresql://user@host:port/db[?schema=s]; empty = SQLite in data_dir")
     admin_token: str | None = Field(default=None, description="the platform admin's bearer token; if unset, one is made and printed once at first start")
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = Field(default=8000, ge=1, le=65535, description="where serve listens")
     group_commit: bool = Field(default=True, description="group the commits of concurrent commands in one transaction")
     read_wait_seconds: float = Field(default=5.0, description="how long a query waits for the read models to reach the last write")
     platform_name: str = "Platform operator"
@@ -44,8 +44,16 @@ class Settings(BaseSettings):
     @classmethod
     def _strong_token(cls, value: str | None) -> str | None:
         if value is not None and (len(value) < 16 or value.lower() in WEAK_TOKENS):
-            raise ValueError("DATALEDGER_ADMIN_TOKEN must be at least 16 characters and not a default")
+            raise ValueError("must be at least 16 characters and not a default")
         return value
+
+    @model_validator(mode="after")
+    def _quorum_of_witnesses(self) -> Settings:
+        witnesses = len([u for u in self.witness_urls.split(",") if u.strip()]) or 2
+        if self.witness_quorum is not None and self.witness_quorum > witnesses:
+            raise ValueError(f"DATALEDGER_WITNESS_QUORUM: {self.witness_quorum} is more than "
+                             f"the {witnesses} witnesses")
+        return self
 
     def resolved_database_url(self) -> str:
         """The event store's URL (SQLite file under data_dir unless set)."""

@@ -17,8 +17,10 @@ EXE = [sys.executable, "-m", "api.cli"]
 
 def run(args: list[str], env: dict[str, str],
         timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(EXE + args, check=False, env={**os.environ, **env}, capture_output=True, text=True,
-                          timeout=timeout, cwd=Path(__file__).parents[2])
+    """The command with ``env`` over this environment (less any admin token of its own)."""
+    full = {k: v for k, v in os.environ.items() if k != "DATALEDGER_ADMIN_TOKEN"}
+    return subprocess.run(EXE + args, check=False, env={**full, **env}, capture_output=True,
+                          text=True, timeout=timeout, cwd=Path(__file__).parents[2])
 
 
 def free_port() -> int:
@@ -90,3 +92,32 @@ def test_serve_prints_the_admin_token_once_and_keeps_its_files_in_the_data_dir(
     rebuilt = run(["projections", "rebuild"], {"DATALEDGER_DATA_DIR": str(data)})
     assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
     assert "participants" in rebuilt.stdout and "CHANGED" not in rebuilt.stdout
+
+
+def test_a_bad_setting_stops_serve_with_one_line_naming_it_and_writes_nothing(
+        tmp_path: Path) -> None:
+    data = tmp_path / "var"
+    for env, named in (({"DATALEDGER_PORT": "abc"}, "DATALEDGER_PORT: "),
+                       ({"DATALEDGER_PORT": "70000"}, "DATALEDGER_PORT: "),
+                       ({"DATALEDGER_ADMIN_TOKEN": "short"}, "DATALEDGER_ADMIN_TOKEN: "),
+                       ({"DATALEDGER_WITNESS_QUORUM": "5"}, "DATALEDGER_WITNESS_QUORUM: "),
+                       ({"DATALEDGER_DATABASE_URL": "mysql://x"}, "DATALEDGER_DATABASE_URL: "),
+                       ({"DATALEDGER_DATA_DIR": "/proc/no/such/dir"}, "DATALEDGER_DATA_DIR: ")):
+        out = run(["serve"], {"DATALEDGER_DATA_DIR": str(data), "DATALEDGER_COMPUTE_NODE": "false",
+                              **env})
+        assert out.returncode == 1 and named in out.stderr, (env, out.stderr)
+        assert "Traceback" not in out.stderr and len(out.stderr.splitlines()) <= 2, out.stderr
+    assert not (data / "ledger.db").exists()
+    refused = run(["serve", "--port", "70000"], {"DATALEDGER_DATA_DIR": str(data)})
+    assert refused.returncode == 2 and "70000 is not a port" in refused.stderr
+
+
+def test_the_command_that_founds_the_platform_prints_its_admin_token(tmp_path: Path) -> None:
+    # a rebuild on a fresh data dir is a first start too: the token must not be made unseen
+    env = {"DATALEDGER_DATA_DIR": str(tmp_path / "var")}
+    rebuilt = run(["projections", "rebuild"], env)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    token = [line.strip() for line in rebuilt.stdout.splitlines() if line.strip().startswith("dl_")]
+    assert len(token) == 1, rebuilt.stdout
+    again = run(["projections", "rebuild"], env)
+    assert again.returncode == 0 and "dl_" not in again.stdout
