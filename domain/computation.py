@@ -38,6 +38,7 @@ from domain.base import Aggregate, Context, applies
 from domain.dataset import Dataset, require_text
 from domain.errors import Forbidden, InvalidInput, NotFound, WrongState
 from domain.order import OPEN_STATES, Order
+from domain.policy import parse_instant
 from domain.product import Product
 from domain.scenario import Scenario
 from domain.unit_of_work import UnitOfWork
@@ -48,8 +49,8 @@ NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "dataledger:computation")
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 MAX_REASON = 5000
 #: the stable codes a recorded policy refusal's reason starts with (``code: sentence``)
-REFUSAL_CODES = ("contract_not_approved", "contract_terminated", "count_exhausted",
-                 "code_hash_mismatch", "product_not_listed", "authorization_revoked",
+REFUSAL_CODES = ("contract_not_approved", "contract_terminated", "outside_contract_window",
+                 "count_exhausted", "code_hash_mismatch", "product_not_listed", "authorization_revoked",
                  "authorization_expired", "no_authorization", "scenario_suspended",
                  "trial_not_granted", "trial_after_approval")
 #: the execution number of the trial (试用): the code run on mock data before approval
@@ -244,6 +245,19 @@ def _check_input_hashes(uow: UnitOfWork, agg: Computation, value: Any) -> dict[s
     return out
 
 
+def _window_refusal(order: Order, number: int, at: str) -> str | None:
+    """The contract's usage window (指定时间控制: ``not_before`` <= now < ``not_after``)."""
+    now = parse_instant(at, "at")
+    start, end = order.usage_policy.get("not_before"), order.usage_policy.get("not_after")
+    if start is not None and now < parse_instant(start, "not_before"):
+        return (f"outside_contract_window: contract {order.id} may be used from {start}; "
+                f"execution {number} cannot run at {at}")
+    if end is not None and now >= parse_instant(end, "not_after"):
+        return (f"outside_contract_window: contract {order.id} could be used until {end}; "
+                f"execution {number} cannot run at {at}")
+    return None
+
+
 def _contract_refusal(order: Order, number: int) -> str | None:
     if order.state == "approved":
         return None
@@ -328,6 +342,7 @@ def policy_refusal(uow: UnitOfWork, ctx: Context, *, order: Order, product: Prod
     """Why the ledger refuses to run execution ``number``, as ``code: sentence``; else None."""
     provider_id = ctx.actor.participant_id
     refusal = (_contract_refusal(order, number)
+               or _window_refusal(order, number, ctx.at)
                or _count_refusal(uow, order, provider_id, number))
     if refusal:
         return refusal

@@ -21,7 +21,7 @@ from domain.base import Aggregate, Context, applies, new_id
 from domain.dataset import Dataset, require_text
 from domain.errors import Forbidden, InvalidInput, WrongState
 from domain.participant import Participant
-from domain.policy import validate_policy
+from domain.policy import parse_instant, validate_policy
 from domain.product import Product, require_still_authorized
 from domain.unit_of_work import UnitOfWork
 from events.catalogue import Event
@@ -219,7 +219,12 @@ class Order(Aggregate):
         self.check_can_propose(ctx)
         if isinstance(price_fen, bool) or not isinstance(price_fen, int) or price_fen < 0:
             raise InvalidInput("price_fen", "must be an integer number of fen >= 0")
-        self.trigger(ContractProposed, ctx, usage_policy=validate_policy(usage_policy),
+        policy = validate_policy(usage_policy)
+        if "not_after" in policy and parse_instant(policy["not_after"], "usage_policy.not_after"
+                                                   ) <= parse_instant(ctx.at, "at"):
+            raise InvalidInput("usage_policy.not_after", f"{policy['not_after']} is already "
+                               "past: the contract could never be used")
+        self.trigger(ContractProposed, ctx, usage_policy=policy,
                      price_fen=price_fen,
                      revenue_split=validate_split(revenue_split, has_developer=has_developer),
                      required_approvals=list(required_approvals))

@@ -145,7 +145,8 @@ async def request_computation(body: ComputationRequest, cmd: CommandsDep) -> JSO
     When the ledger check refuses for a policy reason, the refusal is recorded:
     ``computation.requested`` + ``computation.failed`` are written at once and the answer is
     201 with ``state: "failed"`` and ``reason`` = ``code: sentence``, the code one of
-    ``contract_not_approved``, ``contract_terminated``, ``count_exhausted`` (this provider's
+    ``contract_not_approved``, ``contract_terminated``, ``outside_contract_window`` (the
+    contract's usage window), ``count_exhausted`` (this provider's
     earlier executions requested or succeeded reached the contract's ``processing_count``;
     failed ones do not count),
     ``code_hash_mismatch``, ``product_not_listed``, ``authorization_revoked``,

@@ -737,3 +737,19 @@ def test_execution_one_still_needs_approval_after_a_trial() -> None:
     run(uow, request_computation, PROVIDER, **request_kwargs(order_id, TRIAL))
     # before the proposal the provider is not yet a party to the contract
     refused(uow, Forbidden, request_computation, PROVIDER, **request_kwargs(order_id))
+
+
+def test_records_an_execution_outside_the_contract_s_usage_window() -> None:
+    window = {**POLICY, "not_before": "2026-11-26T09:00:00Z", "not_after": "2026-11-26T11:00:00Z"}
+    uow = MemoryUnitOfWork()  # the ctx's clock: 2026-11-26T10:00:00Z, inside the window
+    order_id, cid = requested(uow, window)
+    assert uow.get(Computation, cid).state == "requested"
+    late = ctx("provider", "p-provider", at="2026-11-26T11:00:00Z")  # not_after is exclusive
+    out = recorded_refusal(uow, "outside_contract_window", who=late,
+                           **request_kwargs(order_id, ask_next(uow, order_id)))
+    assert "until 2026-11-26T11:00:00Z" in out["reason"]
+    early = MemoryUnitOfWork()
+    order_id = approved(early, {**POLICY, "not_before": "2026-11-27T00:00:00Z",
+                                "not_after": "2026-12-01T00:00:00Z"})
+    out = recorded_refusal(early, "outside_contract_window", **request_kwargs(order_id))
+    assert "from 2026-11-27T00:00:00Z" in out["reason"]

@@ -494,3 +494,11 @@ def _only(uow: MemoryUnitOfWork, kind: str) -> str:
     ids = [i for i, events in uow.streams.items() if events[0].type_name.startswith(f"{kind}.")]
     assert len(ids) == 1
     return ids[0]
+
+
+def test_refuses_a_contract_whose_usage_window_is_already_past() -> None:
+    uow = MemoryUnitOfWork()  # the ctx's clock: 2026-11-26T10:00:00Z
+    order_id = ordered(uow)["order_id"]
+    err = refused(uow, InvalidInput, propose_contract, OPERATOR, order_id, **propose_kwargs(
+        usage_policy={**POLICY, "not_after": "2026-11-26T10:00:00Z"}))
+    assert err.field == "usage_policy.not_after"  # type: ignore[attr-defined]
