@@ -148,6 +148,9 @@ class Participant(Aggregate):
 
     def suspend(self, ctx: Context, *, reason: str) -> None:
         ctx.actor.require_role("platform", "regulator")
+        if self.role == "platform":
+            raise Forbidden("the platform operator cannot be suspended: suspension is "
+                            "terminal, and the platform onboards and lists for everyone")
         self.require_state(["admitted"], "suspend")
         if not reason:
             raise InvalidInput("reason", "a suspension needs a reason")

@@ -158,3 +158,13 @@ def test_suspended_is_terminal() -> None:
     refused(uow, WrongState, suspend_participant, REGULATOR, pid, reason="again")
     refused(uow, WrongState, add_member, PLATFORM, pid, name="x", member_roles=["member"],
             token_hash="h")
+
+
+@pytest.mark.parametrize("who", [PLATFORM, REGULATOR])
+def test_the_platform_operator_cannot_be_suspended(who: Any) -> None:
+    # suspension is terminal: nobody could onboard or list again
+    uow = MemoryUnitOfWork()
+    uow.add(found_platform("p-platform", PLATFORM, name="平台"))
+    uow.commit()
+    err = refused(uow, Forbidden, suspend_participant, who, "p-platform", reason="x")
+    assert "platform operator cannot be suspended" in str(err)
