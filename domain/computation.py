@@ -50,9 +50,9 @@ SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 MAX_REASON = 5000
 #: the stable codes a recorded policy refusal's reason starts with (``code: sentence``)
 REFUSAL_CODES = ("contract_not_approved", "contract_terminated", "outside_contract_window",
-                 "count_exhausted", "code_hash_mismatch", "product_not_listed", "authorization_revoked",
-                 "authorization_expired", "no_authorization", "scenario_suspended",
-                 "trial_not_granted", "trial_after_approval")
+                 "count_exhausted", "code_hash_mismatch", "product_not_listed",
+                 "authorization_revoked", "authorization_expired", "no_authorization",
+                 "scenario_suspended", "trial_not_granted", "trial_after_approval")
 #: the execution number of the trial (试用): the code run on mock data before approval
 TRIAL = 0
 
