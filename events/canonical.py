@@ -93,11 +93,6 @@ def _check(value: Any, path: str) -> None:
     raise CanonicalEncodingError(path, f"{type(value).__name__} is not a JSON value")
 
 
-def check_canonical(value: Any) -> None:
-    """Raise CanonicalEncodingError if ``value`` has no canonical encoding (nothing encoded)."""
-    _check(value, "$")
-
-
 #: one encoder for every call (json.dumps with options builds an encoder each time)
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                             allow_nan=False)

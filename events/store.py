@@ -23,9 +23,9 @@ import functools
 import os
 import sqlite3
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import parse_qs, quote, unquote, urlparse
 from uuid import UUID
 
@@ -118,6 +118,15 @@ def _checks(kwargs: dict[str, Any]) -> list[tuple[str, int, type[IntegrityError]
             *((i, v, AdmissionChanged) for i, v in kwargs.get("admissions", ()))]
 
 
+def _raise_failed_check(checks: list[tuple[str, int, type[IntegrityError]]],
+                        current: Callable[[str], int | None]) -> NoReturn:
+    """A one-statement append inserted nothing because a check failed: raise naming the
+    first that fails, ``current`` giving a stream's stored version."""
+    for originator_id, version, error in checks:
+        _check_read(originator_id, version, current(originator_id), error)
+    raise IntegrityError("the append's checks failed")
+
+
 def _append_params(stored_events: Sequence[StoredEvent],
                    checks: list[tuple[str, int, type[IntegrityError]]]) -> tuple[list[Any], ...]:
     """The append function's six arrays: the events' columns, then the checks'."""
@@ -183,10 +192,15 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
         if rows:
             c.executemany("INSERT INTO idempotency VALUES (?,?,?,?)", rows)
         for originator_id, version, error in _checks(kwargs) if stored_events else ():
-            c.execute(f"SELECT MAX(originator_version) FROM {self.events_table_name} "
-                      "WHERE originator_id=?", (originator_id,))
-            _check_read(originator_id, version, c.fetchone()[0], error)
+            _check_read(originator_id, version, self._max_version(c, originator_id), error)
         return ids
+
+    def _max_version(self, cursor: Any, originator_id: str) -> int | None:
+        """The stored version of stream ``originator_id`` (None: no events)."""
+        cursor.execute(f"SELECT MAX(originator_version) FROM {self.events_table_name} "
+                       "WHERE originator_id=?", (originator_id,))
+        version: int | None = cursor.fetchone()[0]
+        return version
 
     def insert_events(self, stored_events: Sequence[StoredEvent],
                       **kwargs: Any) -> Sequence[int] | None:
@@ -210,12 +224,7 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
             try:
                 cursor.execute(statement, params)
                 if cursor.rowcount != len(stored_events):  # a check failed: which one?
-                    for originator_id, version, error in checks:
-                        cursor.execute(f"SELECT MAX(originator_version) FROM "
-                                       f"{self.events_table_name} WHERE originator_id=?",
-                                       (originator_id,))
-                        _check_read(originator_id, version, cursor.fetchone()[0], error)
-                    raise IntegrityError("the append's checks failed")
+                    _raise_failed_check(checks, lambda i: self._max_version(cursor, i))
                 last = int(cursor.lastrowid or 0)
             except sqlite3.IntegrityError as exc:
                 raise IntegrityError(exc) from exc
@@ -281,6 +290,11 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
                         "ORDER BY originator_version", (originator_id, after))
             return [StoredEvent(originator_id, row["originator_version"], row["topic"],
                                 bytes(row["state"])) for row in cur.fetchall()]
+
+
+def _value(row: Any, key: str | int) -> Any:
+    """One column of a fetched row, or None when there is no row."""
+    return None if row is None else row[key]
 
 
 #: an event loop's own connection unused for longer than this is checked before use
@@ -390,10 +404,8 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
                                prepare=True).fetchone()
             first = int(row["first"]) if row else 0
             if not first:  # a check failed (nothing was inserted): say which
-                for originator_id, version, error in checks:
-                    found = conn.execute(self._max_version, (originator_id,)).fetchone()
-                    _check_read(originator_id, version, found["v"] if found else None, error)
-                raise IntegrityError("the append's checks failed")
+                _raise_failed_check(checks, lambda i: _value(
+                    conn.execute(self._max_version, (i,)).fetchone(), "v"))
         return list(range(first, first + len(stored_events)))
 
     async def insert_events_async(self, stored_events: Sequence[StoredEvent],
@@ -413,11 +425,11 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
             row = await cursor.fetchone()
             first = int(row[0]) if row else 0
             if not first:  # a check failed (nothing was inserted): say which
-                for originator_id, version, error in checks:
+                current = {}
+                for originator_id, _, _ in checks:
                     cursor = await conn.execute(self._max_version, (originator_id,))
-                    found = await cursor.fetchone()
-                    _check_read(originator_id, version, found[0] if found else None, error)
-                raise IntegrityError("the append's checks failed")
+                    current[originator_id] = _value(await cursor.fetchone(), 0)
+                _raise_failed_check(checks, current.get)
         except psycopg.IntegrityError as exc:
             raise IntegrityError(str(exc)) from exc
         except psycopg.Error as exc:
@@ -463,8 +475,7 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
                     curs.execute(statement, prepare=False)
                 for originator_id, version, error in _checks(kwargs):
                     curs.execute(self._max_version, (originator_id,))
-                    row = curs.fetchone()
-                    _check_read(originator_id, version, row["v"] if row else None, error)
+                    _check_read(originator_id, version, _value(curs.fetchone(), "v"), error)
                 curs.execute(self._max_id)
                 row = curs.fetchone()
                 base = int(row["m"]) if row else 0

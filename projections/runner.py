@@ -57,6 +57,18 @@ def _upsert_tracking(conn: Connection, names: list[str], seq: int) -> None:
                  [{"projection": name, "seq": seq} for name in names])
 
 
+#: PostgreSQL: the advisory lock that one applier (or a rebuild) holds at a time, across
+#: processes, for the length of its transaction
+APPLY_LOCK = 7263001
+
+
+def _lock_appliers(conn: Connection) -> None:
+    """Take APPLY_LOCK for ``conn``'s transaction (PostgreSQL; on SQLite its one writer at
+    a time serializes the appliers)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text(f"SELECT pg_advisory_xact_lock({APPLY_LOCK})"))
+
+
 class ProjectionRunner:
     """Catches every projection up with the log; safe to repeat after a crash."""
 
@@ -108,8 +120,10 @@ class ProjectionRunner:
     def committed_position(self, conn: Connection) -> int:
         """The seq up to which every projection's writes (and acl grants) are committed, as
         ``conn`` reads them (any process's applier may have advanced them)."""
-        rows = _positions(conn)
-        return min((rows.get(p.name, 0) for p in self.projections), default=0)
+        return self._lowest(_positions(conn))
+
+    def _lowest(self, positions: dict[str, int]) -> int:
+        return min((positions.get(p.name, 0) for p in self.projections), default=0)
 
     def catch_up(self) -> int:
         """Apply every stored event not yet applied; return the new position."""
@@ -139,10 +153,9 @@ class ProjectionRunner:
         return the committed position to read from."""
         payloads = [entry.payload() for entry in entries]
         with self.engine.begin() as raw:
-            if raw.dialect.name == "postgresql":  # one applier at a time across processes
-                raw.execute(text("SELECT pg_advisory_xact_lock(7263001)"))
+            _lock_appliers(raw)
             positions = _positions(raw)
-            committed = min((positions.get(p.name, 0) for p in self.projections), default=0)
+            committed = self._lowest(positions)
             if committed < entries[0].seq - 1:
                 return committed
             conn = BufferedConnection(raw)
@@ -169,8 +182,7 @@ class ProjectionRunner:
         """
         with self._lock:
             with self.engine.begin() as conn:
-                if conn.dialect.name == "postgresql":
-                    conn.execute(text("SELECT pg_advisory_xact_lock(7263001)"))
+                _lock_appliers(conn)
                 METADATA.drop_all(conn)
                 METADATA.create_all(conn)
             self.position = 0
