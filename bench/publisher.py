@@ -35,13 +35,8 @@ from typing import Any
 import nats
 
 from bench.append import GOAL_RATIO, PG_URL, _check_postgres, _drop_schemas
-from events.publisher import (
-    HEADER_MSG_ID,
-    JetStreamPublisher,
-    ensure_stream,
-    open_position_store,
-    subject_for,
-)
+from core.subjects import HEADER_MSG_ID, subject_for
+from events.publisher import JetStreamPublisher, ensure_stream, open_position_store
 from events.store import DatabaseURL, EventStore, open_store
 
 NATS_URL = "nats://127.0.0.1:4222"

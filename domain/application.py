@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
+from core.event import Event
 from domain.base import Actor, Aggregate, Context
 from domain.errors import ConcurrencyConflict, IdempotencyKeyReused, WrongState
 from domain.participant import Participant
 from domain.unit_of_work import UnitOfWork
-from events.catalogue import Event
 
 log = logging.getLogger(__name__)
 

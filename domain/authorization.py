@@ -6,13 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from core.event import Event
 from domain.base import Aggregate, Context, applies, new_id
 from domain.dataset import Dataset, require_text, validate_selection
 from domain.errors import Forbidden, InvalidInput, WrongState
 from domain.policy import normalize_instant, parse_instant, require_window, validate_policy
 from domain.scenario import Scenario
 from domain.unit_of_work import UnitOfWork
-from events.catalogue import Event
 
 
 @dataclass(frozen=True, kw_only=True)

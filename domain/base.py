@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self, TypeVar
 
+from core.canonical import CanonicalEncodingError
+from core.event import Event
 from domain.errors import Forbidden, InvalidInput, WrongState
-from events.canonical import CanonicalEncodingError
-from events.catalogue import Event
 
 ROLES = ("provider", "operator", "developer", "demander", "platform", "regulator")
 

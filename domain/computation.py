@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from core.event import Event
 from domain.authorization import Authorization
 from domain.base import Aggregate, Context, applies
 from domain.dataset import Dataset, require_text
@@ -42,7 +43,6 @@ from domain.policy import parse_instant
 from domain.product import Product
 from domain.scenario import Scenario
 from domain.unit_of_work import UnitOfWork
-from events.catalogue import Event
 
 #: the namespace of computation ids: uuid5(NAMESPACE, f"{contract_id}#{execution}#{provider_id}")
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "dataledger:computation")

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from core.event import Event
 from domain.base import Aggregate, Context, applies, new_id
 from domain.errors import Forbidden, InvalidInput, WrongState
 from domain.unit_of_work import UnitOfWork
-from events.catalogue import Event
 
 CLASSIFICATIONS = ("L1", "L2", "L3", "L4")
 #: from least to most sensitive

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from core.event import Event
 from domain.base import Aggregate, Context, applies, new_id
 from domain.dataset import Dataset, require_text
 from domain.errors import Forbidden, InvalidInput, WrongState
@@ -24,7 +25,6 @@ from domain.participant import Participant
 from domain.policy import parse_instant, validate_policy
 from domain.product import Product, require_still_authorized
 from domain.unit_of_work import UnitOfWork
-from events.catalogue import Event
 
 SPLIT_KEYS = ("developer", "operator", "platform", "provider")
 BASIS_POINTS = 10000

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.event import Event
 from domain.base import ROLES, Aggregate, Context, applies, new_id
 from domain.errors import Forbidden, InvalidInput, WrongState
 from domain.unit_of_work import UnitOfWork
-from events.catalogue import Event
 
 MEMBER_ROLES = ("admin", "expert", "member")
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from core.event import Event
 from domain.authorization import Authorization
 from domain.base import Aggregate, Context, applies, new_id
 from domain.dataset import require_names, require_text, validate_selection
@@ -15,7 +16,6 @@ from domain.errors import Forbidden, InvalidInput, WrongState
 from domain.participant import Participant
 from domain.scenario import Scenario
 from domain.unit_of_work import UnitOfWork
-from events.catalogue import Event
 
 KINDS = ("dataset", "api", "model", "verification")
 

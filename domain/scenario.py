@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from core.event import Event
 from domain.base import Aggregate, Context, applies, new_id
 from domain.dataset import Dataset, require_text, validate_selection
 from domain.errors import Forbidden, InvalidInput, WrongState
 from domain.policy import CIRCULATION_MODES
 from domain.unit_of_work import UnitOfWork
-from events.catalogue import Event
 
 VERDICTS = ("approve", "reject")
 

@@ -31,14 +31,9 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from events.publisher import (
-    DUPLICATE_WINDOW_SECONDS,
-    HEADER_MSG_ID,
-    HEADER_SEQ,
-    decode_entry,
-    ensure_stream,
-)
-from events.store import LogEntry
+from core.record import LogEntry
+from core.subjects import HEADER_MSG_ID, HEADER_SEQ
+from events.publisher import DUPLICATE_WINDOW_SECONDS, decode_entry, ensure_stream
 
 __all__ = ["follow", "follow_async"]
 

@@ -57,24 +57,27 @@ from nats.js.api import PubAck, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 from psycopg.sql import SQL, Identifier
 
-from chain.hasher import hash_leaf
-from chain.integrator import leaf_hash
-from events.canonical import canonical_bytes, decode, stored_event_bytes
-from events.store import DatabaseURL, EventStore, LogEntry
+from core.record import LogEntry
+from core.subjects import (
+    HEADER_EXPECTED_LAST_SEQUENCE,
+    HEADER_LEAF_HASH,
+    HEADER_MSG_ID,
+    HEADER_SEQ,
+    BadMessageError,
+    entry_from_message,
+    headers_for,
+    subject_for,
+)
+from events.store import DatabaseURL, EventStore
 
 __all__ = [
-    "DUPLICATE_WINDOW_SECONDS", "HEADER_EXPECTED_LAST_SEQUENCE", "HEADER_LEAF_HASH",
-    "HEADER_MSG_ID", "HEADER_SEQ", "BadMessageError", "Delivered", "JetStreamPublisher",
-    "PositionStore", "PostgresPositionStore", "PublishError", "SQLitePositionStore",
-    "decode_entry", "decode_message", "ensure_stream", "open_position_store", "subject_for",
+    "DUPLICATE_WINDOW_SECONDS", "Delivered", "JetStreamPublisher", "PositionStore",
+    "PostgresPositionStore", "PublishError", "SQLitePositionStore", "decode_entry",
+    "decode_message", "ensure_stream", "open_position_store",
 ]
 
 log = logging.getLogger(__name__)
 
-HEADER_MSG_ID = "Nats-Msg-Id"
-HEADER_EXPECTED_LAST_SEQUENCE = "Nats-Expected-Last-Sequence"
-HEADER_SEQ = "Dataledger-Seq"
-HEADER_LEAF_HASH = "Dataledger-Leaf-Hash"
 #: how long the server remembers message ids (the stream's ``duplicate_window``)
 DUPLICATE_WINDOW_SECONDS = 120.0
 #: JetStream's error code for a failed ``Nats-Expected-Last-Sequence``
@@ -85,10 +88,6 @@ T = TypeVar("T")
 
 class PublishError(RuntimeError):
     """A publishing session failed; the position holds what was acknowledged before it."""
-
-
-class BadMessageError(ValueError):
-    """A message is not an event of the log as the publisher sends it."""
 
 
 # -- the position table --------------------------------------------------------------------
@@ -200,14 +199,6 @@ def open_position_store(url: DatabaseURL | str) -> PositionStore:
 
 
 # -- messages --------------------------------------------------------------------------------
-def subject_for(prefix: str, type_name: str) -> str:
-    """``<prefix>.<type_name>``; a type name must be a valid run of subject tokens."""
-    if not type_name or any(c in type_name for c in " \t\r\n*>") or ".." in type_name \
-            or type_name.startswith(".") or type_name.endswith("."):
-        raise BadMessageError(f"event type {type_name!r} cannot be a NATS subject")
-    return f"{prefix}.{type_name}"
-
-
 class Delivered(NamedTuple):
     """What :func:`decode_message` gives: the seq, the type and the decoded payload."""
 
@@ -222,30 +213,11 @@ def _headers(msg: Any) -> dict[str, str]:
 
 
 def decode_entry(msg: Any) -> LogEntry:
-    """The stored event a message carries, checked.
+    """The stored event a message carries, checked (:func:`core.subjects.entry_from_message`).
 
-    ``msg`` is a ``nats.aio.msg.Msg`` (or anything with ``data`` and ``headers``). The
-    body must be the canonical bytes of a stored event; the ``Dataledger-Seq`` header
-    must match its seq and ``Dataledger-Leaf-Hash`` (when present) its leaf hash.
+    ``msg`` is a ``nats.aio.msg.Msg`` (or anything with ``data`` and ``headers``).
     """
-    data = bytes(msg.data or b"")
-    try:
-        record = decode(data)
-        entry = LogEntry(int(record["seq"]), str(record["id"]), int(record["version"]),
-                         str(record["type"]), canonical_bytes(record["payload"]))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BadMessageError(f"not a stored event: {exc}") from exc
-    if stored_event_bytes(entry.seq, entry.originator_id, entry.version, entry.type_name,
-                          entry.payload_bytes) != data:
-        raise BadMessageError(f"seq {entry.seq}: the body is not in canonical form")
-    headers = _headers(msg)
-    if headers.get(HEADER_SEQ, str(entry.seq)) != str(entry.seq):
-        raise BadMessageError(f"header {HEADER_SEQ}={headers[HEADER_SEQ]} but the body has "
-                              f"seq {entry.seq}")
-    want = headers.get(HEADER_LEAF_HASH)
-    if want is not None and want != leaf_hash(entry).hex():
-        raise BadMessageError(f"seq {entry.seq}: the leaf hash header does not match the body")
-    return entry
+    return entry_from_message(bytes(msg.data or b""), _headers(msg))
 
 
 def decode_message(msg: Any) -> Delivered:
@@ -541,11 +513,9 @@ class JetStreamPublisher:
         """The next batch of events after ``after``, encoded (runs in a worker thread)."""
         out = []
         for e in self.store.read(after, self.batch_size):
-            body = e.canonical()  # leaf_hash(e) is hash_leaf of these very bytes
-            seq = str(e.seq)
+            body = e.canonical()
             out.append(_Outgoing(e.seq, subject_for(self.subject_prefix, e.type_name), body,
-                                 {HEADER_MSG_ID: seq, HEADER_SEQ: seq,
-                                  HEADER_LEAF_HASH: hash_leaf(body).hex()}))
+                                 headers_for(e.seq, body)))
         return out
 
     async def _reconcile(self, js: JetStreamContext, position: int) -> tuple[int, int]:
@@ -569,7 +539,7 @@ class JetStreamPublisher:
                                f"{last_stream_seq}) has no seq header: not this log's") from None
         mine = await self._thread_call(self.store.read, in_stream - 1, 1)
         want = headers.get(HEADER_LEAF_HASH)
-        if not mine or mine[0].seq != in_stream or (want and want != leaf_hash(mine[0]).hex()):
+        if not mine or mine[0].seq != in_stream or (want and want != mine[0].leaf_hash().hex()):
             raise PublishError(f"stream {self.stream} ends with seq {in_stream}, which differs "
                                "from this log's event of that seq: it is fed by another log")
         if in_stream > position:

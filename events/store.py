@@ -41,14 +41,15 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier, Literal
 
-from events.canonical import canonical_bytes, decode, stored_event_bytes
-from events.catalogue import Event, event_class
+from core.canonical import canonical_bytes, decode
+from core.event import Event, event_class
+from core.record import LogEntry
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
 __all__ = ["MAX_SEQ", "AdmissionChanged", "DatabaseURL", "EventStore", "IdempotencyRecord",
-           "IntegrityError", "LogEntry", "open_store"]
+           "IntegrityError", "open_store"]
 
 
 class AdmissionChanged(IntegrityError):
@@ -63,31 +64,6 @@ class IdempotencyRecord:
     key: str
     fingerprint: str
     response: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class LogEntry:
-    """One stored event as the log holds it."""
-
-    seq: int
-    originator_id: str
-    version: int
-    type_name: str
-    payload_bytes: bytes
-
-    def canonical(self) -> bytes:
-        """The canonical bytes of the whole stored event (the Merkle leaf preimage)."""
-        return stored_event_bytes(self.seq, self.originator_id, self.version,
-                                  self.type_name, self.payload_bytes)
-
-    def payload(self) -> Any:
-        """The decoded payload."""
-        return decode(self.payload_bytes)
-
-    def event(self) -> Event:
-        """The domain event (upcast to its current class version)."""
-        return event_class(self.type_name).from_payload(
-            self.originator_id, self.version, self.payload())
 
 
 def to_stored(event: Event) -> StoredEvent:

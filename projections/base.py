@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from events.store import LogEntry
+from core.record import LogEntry
 
 METADATA = MetaData()
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import JSON, Column, Connection, Integer, String, Table, select
 
-from events.store import LogEntry
+from core.record import LogEntry
 from projections.base import (
     METADATA,
     EventHandler,

@@ -25,7 +25,7 @@ from sqlalchemy import (
     true,
 )
 
-from events.store import LogEntry
+from core.record import LogEntry
 from projections.base import (
     METADATA,
     EventHandler,

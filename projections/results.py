@@ -35,7 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from events.canonical import canonical_bytes
+from core.canonical import canonical_bytes
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def migrate(engine: Engine) -> None:
 def encode(result: Any) -> tuple[bytes, str]:
     """The canonical JSON bytes of ``result`` and their hex SHA-256.
 
-    Raises ``events.canonical.CanonicalEncodingError`` (floats, NUL, …).
+    Raises ``core.canonical.CanonicalEncodingError`` (floats, NUL, …).
     """
     content = canonical_bytes(result)
     return content, hashlib.sha256(content).hexdigest()

@@ -11,7 +11,8 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect, select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.pool import QueuePool
 
-from events.store import DatabaseURL, EventStore, LogEntry
+from core.record import LogEntry
+from events.store import DatabaseURL, EventStore
 from projections.base import METADATA, BufferedConnection, Projection, tracking
 
 log = logging.getLogger(__name__)

@@ -23,10 +23,10 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import Commands, CommandsDep, ReaderDep
 from api.routes.common import CommandAnswer, answer, found
 from api.routes.products import Id, Name, NoNul
+from core.canonical import CanonicalEncodingError
 from domain import computation as uc
 from domain import dataset as datasets_uc
 from domain.errors import Forbidden, InvalidInput, NotFound, WrongState
-from events.canonical import CanonicalEncodingError
 from projections import computations as q
 from projections import results
 

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
 from api.deps import ContainerDep, ReaderDep
-from chain.integrator import leaf_hash
+from core.record import LogEntry
 from domain.errors import NotFound
-from events.store import MAX_SEQ, LogEntry
+from events.store import MAX_SEQ
 from projections.base import may_see_event, visible_events
 
 router = APIRouter(prefix="/ledger", tags=["ledger"])
@@ -68,7 +68,7 @@ def events(container: ContainerDep, reader: ReaderDep,
 def _event(e: LogEntry) -> LedgerEvent:
     return LedgerEvent(seq=e.seq, originator_id=e.originator_id, version=e.version,
                        type=e.type_name, canonical=base64.b64encode(e.canonical()).decode(),
-                       leaf_hash=base64.b64encode(leaf_hash(e)).decode(), payload=e.payload())
+                       leaf_hash=base64.b64encode(e.leaf_hash()).decode(), payload=e.payload())
 
 
 @router.get("/events/{seq}", response_model=LedgerEvent)

@@ -16,9 +16,9 @@ import pytest
 
 from api.bootstrap import Container
 from api.deps import Commands
+from core.canonical import canonical_bytes
 from domain import computation as uc
 from domain.computation import computation_id
-from events.canonical import canonical_bytes
 from projections import results
 from tests.e2e.conftest import Party, World
 from tests.e2e.setup_chain import CODE, FIELDS, USED, Chain, build_chain, list_product

@@ -9,7 +9,7 @@ import base64
 import hashlib
 
 from api.bootstrap import Container
-from events.canonical import decode
+from core.canonical import decode
 from tests.e2e.conftest import World
 
 CREDIT_CODE = [

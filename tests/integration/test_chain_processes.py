@@ -14,12 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from anchoring.service import load_or_create_signer, open_tree
 from api.bootstrap import PLATFORM_ADMIN_ID, PLATFORM_ID, build
 from api.settings import Settings
 from chain.bls import WitnessPublicKey, cosignatures, trust_witness
-from chain.integrator import leaf_hash
 from chain.proof import InMemoryTree
-from chain.service import load_or_create_signer, open_tree
 from domain.base import Actor
 from domain.participant import ParticipantRegistered, register_participant
 from events.store import DatabaseURL, open_store
@@ -78,7 +77,7 @@ def test_a_killed_integrator_loses_nothing_and_resumes(database_url: str, tmp_pa
     assert tree.size() == n
     store = open_store(DatabaseURL.parse(database_url))
     try:
-        expected = InMemoryTree(leaf_hash(e) for e in store.read(0, n))
+        expected = InMemoryTree(e.leaf_hash() for e in store.read(0, n))
     finally:
         store.close()
     assert tree.root() == expected.root()

@@ -11,11 +11,11 @@ import psycopg
 import pytest
 from psycopg.sql import SQL, Identifier
 
+from core.canonical import decode
 from domain.application import Idempotency, Ledger
 from domain.base import Actor, Context, new_id
 from domain.errors import ConcurrencyConflict, IdempotencyKeyReused
 from domain.participant import Participant, found_platform, register_participant
-from events.canonical import decode
 from events.store import (
     DatabaseURL,
     EventStore,

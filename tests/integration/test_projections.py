@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, select
 
+from core.record import LogEntry
 from domain.base import Actor, Context, new_id
 from domain.participant import MemberAdded, found_platform
-from events.store import DatabaseURL, EventStore, LogEntry, open_store
+from events.store import DatabaseURL, EventStore, open_store
 from projections.base import METADATA, tracking
 from projections.participants import ParticipantsProjection, members
 from projections.runner import ProjectionRunner, views_engine

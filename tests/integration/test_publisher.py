@@ -21,14 +21,12 @@ import nats
 import pytest
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
-from chain.integrator import leaf_hash
+from core.record import LogEntry
+from core.subjects import HEADER_LEAF_HASH, HEADER_MSG_ID, HEADER_SEQ
 from domain.base import Actor, Context, new_id
 from domain.participant import found_platform
 from events.consumer import follow
 from events.publisher import (
-    HEADER_LEAF_HASH,
-    HEADER_MSG_ID,
-    HEADER_SEQ,
     JetStreamPublisher,
     PositionStore,
     PublishError,
@@ -36,7 +34,7 @@ from events.publisher import (
     decode_message,
     open_position_store,
 )
-from events.store import DatabaseURL, EventStore, LogEntry, open_store
+from events.store import DatabaseURL, EventStore, open_store
 from tests.conftest import require_service
 
 NATS_URL = os.environ.get("DATALEDGER_TEST_NATS", "nats://127.0.0.1:4222")
@@ -169,7 +167,7 @@ def assert_exactly_once_in_order(stream: Stream, store: EventStore) -> None:
         assert msg.subject == f"{stream.prefix}.{entry.type_name}"
         assert msg.data == entry.canonical()
         assert msg.headers[HEADER_SEQ] == str(entry.seq)
-        assert msg.headers[HEADER_LEAF_HASH] == leaf_hash(entry).hex()
+        assert msg.headers[HEADER_LEAF_HASH] == entry.leaf_hash().hex()
 
 
 class Proxy:

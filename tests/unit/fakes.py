@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
+from core.event import Event
 from domain.base import Actor, Aggregate, Context
 from domain.unit_of_work import UnitOfWork
-from events.catalogue import Event
 
 A = TypeVar("A", bound=Aggregate)
 

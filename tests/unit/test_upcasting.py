@@ -8,8 +8,8 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from events.canonical import CanonicalEncodingError, canonical_bytes, decode, stored_event_bytes
-from events.catalogue import Event, UnknownEventTypeError, event_class
+from core.canonical import CanonicalEncodingError, canonical_bytes, decode, stored_event_bytes
+from core.event import Event, UnknownEventTypeError, event_class
 
 
 @dataclass(frozen=True, kw_only=True)

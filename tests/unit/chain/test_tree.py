@@ -20,11 +20,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymerkle import ConsistencyProof, InclusionProof, InmemoryTree  # type: ignore[import-untyped]
 
+from anchoring.treestore import TILE_WIDTH
 from chain import merkle
 from chain.compact import CompactRange, Node, range_nodes
 from chain.hasher import EMPTY_ROOT, hash_children, hash_leaf
 from chain.proof import InMemoryTree, consistency_proof, inclusion_proof, root_at
-from chain.treestore import TILE_WIDTH
 from chain.verify import VerificationError, verify_consistency, verify_inclusion
 from tests.unit.chain.tiled import IMPLS, TiledTree, using
 

@@ -13,12 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from chain.bls import WitnessKey, trust_witness, verify_cosignature
-from chain.checkpoint import Checkpoint, sign_checkpoint
-from chain.hasher import EMPTY_ROOT, hash_leaf
-from chain.note import Signer, generate_ed25519, open_note, sign_note
-from chain.proof import InMemoryTree
-from chain.witness import (
+from anchoring.witness import (
     MAX_PROOF_LINES,
     BadSignature,
     LogState,
@@ -34,6 +29,11 @@ from chain.witness import (
     load_or_create_key,
     parse_add_checkpoint,
 )
+from chain.bls import WitnessKey, trust_witness, verify_cosignature
+from chain.checkpoint import Checkpoint, sign_checkpoint
+from chain.hasher import EMPTY_ROOT, hash_leaf
+from chain.note import Signer, generate_ed25519, open_note, sign_note
+from chain.proof import InMemoryTree
 
 ORIGIN = "dataledger.test/log"
 OTHER_ORIGIN = "dataledger.test/other"

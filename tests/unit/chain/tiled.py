@@ -13,11 +13,11 @@ from contextlib import contextmanager
 
 import pytest
 
+from anchoring.treestore import TILE_HEIGHT, TILE_WIDTH, tiled_getter
 from chain import merkle
 from chain.compact import NodeID
 from chain.hasher import HASH_SIZE
 from chain.proof import consistency_proof, inclusion_proof, root_at
-from chain.treestore import TILE_HEIGHT, TILE_WIDTH, tiled_getter
 
 _C_MISSING = "chain._merkle (the C core) is not built: no C compiler or OpenSSL headers"
 if "c" not in merkle.IMPLEMENTATIONS and os.environ.get("CI"):

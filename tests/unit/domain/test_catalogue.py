@@ -9,8 +9,9 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import pytest
 
-from events.canonical import canonical_bytes, decode
-from events.catalogue import Event, catalogue, event_class
+from core.canonical import canonical_bytes, decode
+from core.event import Event, event_class
+from events.catalogue import catalogue
 
 
 def sample(tp: Any, none: bool = False) -> Any:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from core.event import Event
 from domain.application import Batch, Idempotency, Ledger
 from domain.authorization import revoke_authorization
 from domain.base import Actor, Context
@@ -41,7 +42,6 @@ from domain.order import (
 from domain.participant import AdmissionApproved, Participant, ParticipantRegistered
 from domain.product import Product, ProductRegistered, delist_product
 from domain.scenario import suspend_scenario
-from events.catalogue import Event
 from events.store import DatabaseURL, LedgerLog, open_store
 from tests.unit.domain.test_dataset import PROVIDER, published_dataset
 from tests.unit.domain.test_order import (
