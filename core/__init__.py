@@ -1,0 +1,1 @@
+"""The wire format every process shares (see docs/ARCHITECTURE.md)."""

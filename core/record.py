@@ -1,0 +1,108 @@
+"""The stored record: one event as the log holds it, its canonical bytes and its leaf hash.
+
+The canonical record of a stored event is the deterministic JSON object with the keys
+``id``, ``payload``, ``seq``, ``type`` and ``version`` (:func:`core.canonical.stored_event_bytes`).
+Those bytes are the Merkle leaf's preimage, what ``GET /ledger/events`` shows base64-encoded
+as ``canonical``, and the body of a JetStream message. The server, the compute node and the
+offline audit all read records through :class:`LogEntry`, so there is one parser.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from chain.hasher import hash_leaf
+from core.canonical import CanonicalEncodingError, canonical_bytes, decode, stored_event_bytes
+from core.event import Event, event_class
+
+RECORD_KEYS = frozenset({"id", "payload", "seq", "type", "version"})
+
+
+class RecordError(ValueError):
+    """Bytes or a view that are not a stored event's canonical record; the message says why."""
+
+
+def leaf_hash(canonical: bytes) -> bytes:
+    """The Merkle leaf of a stored event: SHA-256(0x00 ‖ its canonical bytes)."""
+    return hash_leaf(canonical)
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One stored event as the log holds it."""
+
+    seq: int
+    originator_id: str
+    version: int
+    type_name: str
+    payload_bytes: bytes
+
+    def canonical(self) -> bytes:
+        """The canonical bytes of the whole stored event (the Merkle leaf preimage)."""
+        return stored_event_bytes(self.seq, self.originator_id, self.version,
+                                  self.type_name, self.payload_bytes)
+
+    def leaf_hash(self) -> bytes:
+        """This record's Merkle leaf."""
+        return leaf_hash(self.canonical())
+
+    def payload(self) -> Any:
+        """The decoded payload."""
+        return decode(self.payload_bytes)
+
+    def event(self) -> Event:
+        """The domain event (upcast to its current class version); its type must be registered."""
+        return event_class(self.type_name).from_payload(
+            self.originator_id, self.version, self.payload())
+
+    @classmethod
+    def from_canonical(cls, data: bytes) -> LogEntry:
+        """The record whose canonical bytes are exactly ``data``.
+
+        Raises RecordError unless ``data`` is canonical JSON of an object with the keys id,
+        payload (an object), seq (≥ 1), type and version, encoded exactly as the log encodes it.
+        """
+        try:
+            record = decode(data)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise RecordError(f"not canonical JSON: {exc}") from exc
+        if not isinstance(record, dict) or set(record) != RECORD_KEYS:
+            raise RecordError("not a stored event (keys id, payload, seq, type, version)")
+        seq, version = record["seq"], record["version"]
+        if not (type(seq) is int and seq >= 1 and type(version) is int
+                and isinstance(record["type"], str) and isinstance(record["id"], str)
+                and isinstance(record["payload"], dict)):
+            raise RecordError("malformed stored event")
+        try:
+            entry = cls(seq, record["id"], version, record["type"],
+                        canonical_bytes(record["payload"]))
+        except CanonicalEncodingError as exc:
+            raise RecordError(f"payload: {exc}") from exc
+        if entry.canonical() != data:
+            raise RecordError(f"seq {seq}: the bytes are not in canonical form")
+        return entry
+
+    @classmethod
+    def from_view(cls, view: Mapping[str, Any]) -> LogEntry:
+        """The record of a ``GET /ledger/events`` item.
+
+        Its base64 ``canonical`` is what counts; the ``seq``, ``type`` and ``originator_id``
+        it also shows must agree with those bytes (RecordError otherwise).
+        """
+        if "canonical" not in view:
+            raise RecordError("an event view needs its canonical bytes")
+        try:
+            data = base64.b64decode(view["canonical"], validate=True)
+        except (binascii.Error, TypeError, ValueError) as exc:
+            raise RecordError(f"canonical is not base64: {exc}") from exc
+        entry = cls.from_canonical(data)
+        parsed = (entry.seq, entry.type_name, entry.originator_id)
+        shown = (view.get("seq", entry.seq), view.get("type", entry.type_name),
+                 view.get("originator_id", entry.originator_id))
+        if shown != parsed:
+            raise RecordError(f"the view says {shown}, its canonical bytes say {parsed}")
+        return entry
