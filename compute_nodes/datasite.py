@@ -1,7 +1,8 @@
-"""A provider's PySyft 0.9.5 datasite, as the compute-node worker drives it.
+"""A provider's PySyft 0.9.5 datasite, as the compute node drives it.
 
 Runs only inside the compute environment (``compute_nodes/setup-env``): it imports ``syft``,
-which the ledger server never does. The worker calls:
+which the ledger server never does (what PySyft needs around it, quiet stdout, identity,
+HTTP timeouts, the type of what user code raised, is in ``syft_support.py``). The node calls:
 
 - ``launch(name, port=None, data_dir=...)``: a datasite in this process (``port=None``) or a
   uvicorn child process serving HTTP on ``127.0.0.1:port``; ``Datasite.land()`` stops it.
@@ -38,18 +39,14 @@ import __future__
 
 import ast
 import builtins
-import contextlib
 import functools
 import hashlib
 import inspect
-import io
 import linecache
 import logging
-import os
-import re
 import textwrap
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -57,26 +54,28 @@ from typing import Any, TypeVar
 import pandas as pd
 import requests
 import syft as sy
-from requests.adapters import HTTPAdapter
-from syft.client import client as syft_client
 from syft.client.api import ServerIdentity
-from syft.server import server as syft_server
-from syft.server.credentials import SyftSigningKey
-from syft.server.utils import get_named_server_uid
 from syft.service.code.user_code import replace_func_name
 from syft.service.policy.policy import OutputPolicyExecuteCount
 from syft.service.request.request import RequestStatus
 from syft.types.errors import SyftException
 from syft.types.uid import UID
 
-log = logging.getLogger(__name__)
+from compute_nodes.syft_support import (
+    bound_http,
+    exception_type,
+    quiet,
+    server_identity,
+    signing_key,
+    temp_root,
+    user_code_errors,
+)
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_ADMIN_EMAIL = "info@openmined.org"  # PySyft 0.9.5's root account
 DEFAULT_ADMIN_PASSWORD = "changethis"  # PySyft default until changed
 ASSET_NAME = "data"
 READY_TIMEOUT_S = 30.0
-HTTP_TIMEOUT_S = (5.0, 120.0)  # connect, read: PySyft's own HTTP calls set none
 _SUMMARY_PREFIX = "sha256:"
 
 
@@ -147,22 +146,22 @@ class Datasite:
 
     @_unavailable_on_http_errors
     def login(self, email: str, password: str) -> Client:
-        with _quiet():
+        with quiet():
             if self.port is None:
                 return self.handle.login(email=email, password=password, cache=False)
-            _bound_http(None)
+            bound_http(None)
             client = sy.login(
                 url=f"http://{LOOPBACK}", port=self.port, email=email, password=password,
                 cache=False,
             )
-        _bound_http(client)
+        bound_http(client)
         return client
 
     def admin(self) -> Client:
         return self.login(self.admin_email, self.admin_password)
 
     def land(self) -> None:
-        with _quiet():
+        with quiet():
             self.handle.land()
 
 
@@ -182,10 +181,10 @@ def launch(
     """
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    key = _signing_key(data_dir, name)
+    key = signing_key(data_dir, name)
     root_level = logging.getLogger().level
     try:
-        with _quiet(), _temp_root(data_dir), _server_identity(name, key):
+        with quiet(), temp_root(data_dir), server_identity(name, key):
             handle = sy.orchestra.launch(
                 name=name, port=port, host=LOOPBACK, reset=reset, dev_mode=False,
                 n_consumers=0, create_producer=False, enable_warnings=False,
@@ -206,7 +205,7 @@ def data_scientist(
     site: Datasite, admin: Client, email: str, password: str, name: str = "compute node"
 ) -> Client:
     """Log in as the account that submits code requests, creating it first if needed."""
-    with _quiet():
+    with quiet():
         try:
             admin.users.create(
                 name=name, email=email, password=password, password_verify=password,
@@ -252,7 +251,7 @@ def load_dataset(
         description=f"{private_path.name}: {len(private)} rows",
     )
     dataset.add_asset(sy.Asset(name=ASSET_NAME, data=private, mock=mock))
-    with _quiet():
+    with quiet():
         client.upload_dataset(dataset)
     return info
 
@@ -283,7 +282,7 @@ def submit(
     bound = {param: _asset(client, dataset_id).action_id
              for param, dataset_id in zip(params, ids, strict=True)}
     input_policy = sy.ExactMatch(init_kwargs={ServerIdentity.from_api(client.api): bound})
-    with _quiet():
+    with quiet():
         syft_function = sy.syft_function(
             input_policy=input_policy,
             output_policy=OutputPolicyExecuteCount(limit=executions),
@@ -297,7 +296,7 @@ def submit(
 
 def request_exists(client: Client, function_name: str, request_key: str) -> bool:
     """Whether any code was ever requested under ``request_key`` (for audits and tests)."""
-    with _quiet():
+    with quiet():
         codes = client.api.services.code.get_by_service_func_name(
             request_function_name(function_name, request_key))
     return bool(codes)
@@ -347,7 +346,7 @@ def approve_and_run(admin: Client, request_id: str, runner: Client | None = None
     recorded the last result is returned again without running. With ``runner=None`` the
     admin runs it: PySyft then checks no policy and records nothing (every call runs).
     """
-    with _quiet():
+    with quiet():
         request = admin.api.services.request.get_by_uid(UID(request_id))
         code = request.code
         if request.status != RequestStatus.APPROVED:
@@ -361,7 +360,7 @@ def approve_and_run(admin: Client, request_id: str, runner: Client | None = None
         if previous is not None:
             return previous[0]
         caller = admin if runner is None else runner
-        with _user_code_errors(str(code.service_func_name)) as logged:
+        with user_code_errors(str(code.service_func_name)) as logged:
             try:
                 pointer = caller.api.services.code.call(uid=code.id, **kwargs)
                 return _value(pointer)
@@ -385,7 +384,7 @@ def run_on_mock(client: Client, code_source: str, function_name: str,
         if not isinstance(mock, pd.DataFrame):
             raise DatasetError(f"mock of {dataset_id} is a {type(mock).__name__}, not a table")
         mocks[param] = mock
-    with _quiet():
+    with quiet():
         syft_function = sy.syft_function()(function)  # the parse the datasite will do
         try:
             return syft_function.local_call(**mocks)
@@ -438,110 +437,6 @@ def function_from_source(code_source: str, function_name: str,
 # -- helpers ---------------------------------------------------------------------------------
 
 
-#: PySyft logs the traceback of user code that raised (the caller is told only that it did)
-_USER_CODE_LOGGER = "syft.service.code.user_code"
-_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::\s|:?$)")
-
-
-class _Collect(logging.Handler):
-    def __init__(self, needle: str) -> None:
-        super().__init__(logging.ERROR)
-        self.needle = needle
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        with contextlib.suppress(Exception):
-            message = record.getMessage()
-            if self.needle in message:
-                self.messages.append(message)
-
-
-@contextlib.contextmanager
-def _user_code_errors(function_name: str) -> Iterator[list[str]]:
-    """What an in-process datasite logs about ``function_name`` raising, while in the block."""
-    handler = _Collect(function_name)
-    logger = logging.getLogger(_USER_CODE_LOGGER)
-    logger.addHandler(handler)
-    try:
-        yield handler.messages
-    finally:
-        logger.removeHandler(handler)
-
-
-def exception_type(text: str) -> str | None:
-    """The type name of the exception a Python traceback in ``text`` ends with (the first
-    unindented line after the last ``Traceback`` header that is not a frame), else None."""
-    lines = text.splitlines()
-    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent")]
-    if not starts:
-        return None
-    for line in lines[starts[-1] + 1:]:
-        if not line or line[0].isspace():
-            continue
-        match = _EXCEPTION_LINE.match(line)
-        if match:
-            return match.group(1).rsplit(".", 1)[-1]
-        return None
-    return None
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """PySyft prints banners and notices on stdout: keep them out of the worker's stdout."""
-    buffer = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(buffer):
-            yield
-    finally:
-        if buffer.getvalue().strip():
-            log.debug("syft: %s", buffer.getvalue().strip())
-
-
-@contextlib.contextmanager
-def _temp_root(data_dir: Path) -> Iterator[None]:
-    """PySyft keeps a server's db and blobs under $TMPDIR/$SYFT_TEMP_ROOT/<uid>; an absolute
-    SYFT_TEMP_ROOT replaces the whole prefix (pathlib drops what precedes it)."""
-    saved = os.environ.get("SYFT_TEMP_ROOT")
-    os.environ["SYFT_TEMP_ROOT"] = str(data_dir)
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("SYFT_TEMP_ROOT", None)
-        else:
-            os.environ["SYFT_TEMP_ROOT"] = saved
-
-
-@contextlib.contextmanager
-def _server_identity(name: str, key: SyftSigningKey) -> Iterator[None]:
-    """Give the server a uid derived from its name and a key kept in data_dir.
-
-    Server.__init__ prefers the module globals read from SERVER_UID / SERVER_PRIVATE_KEY at
-    import. Without them an HTTP datasite (orchestra + non-dev uvicorn) gets a random uid,
-    hence a fresh empty db, on every launch, and an in-process one (Server.named) a signing
-    key derived from the public name. The uvicorn child is forked during launch, so it
-    inherits the values set here.
-    """
-    saved = (syft_server.server_uid_env, syft_server.signing_key_env)
-    syft_server.server_uid_env = str(get_named_server_uid(name))
-    syft_server.signing_key_env = str(key)
-    try:
-        yield
-    finally:
-        syft_server.server_uid_env, syft_server.signing_key_env = saved
-
-
-def _signing_key(data_dir: Path, name: str) -> SyftSigningKey:
-    path = data_dir / f"{hashlib.sha256(name.encode()).hexdigest()[:16]}.signing-key"
-    if path.exists():
-        return SyftSigningKey.from_string(path.read_text().strip())
-    key = SyftSigningKey.generate()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(str(key))
-    return key
-
-
 def _wait_ready(site: Datasite) -> None:
     """orchestra waits 20 tries and then goes on silently: check, and fail loudly."""
     deadline = time.monotonic() + READY_TIMEOUT_S
@@ -558,44 +453,6 @@ def _wait_ready(site: Datasite) -> None:
         time.sleep(0.2)
 
 
-class _TimeoutAdapter(HTTPAdapter):
-    def send(self, request: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        if kwargs.get("timeout") is None:
-            kwargs["timeout"] = HTTP_TIMEOUT_S
-        return super().send(request, **kwargs)
-
-
-class _RequestsWithTimeout:
-    """``requests`` as seen by syft.client.client, with a default timeout.
-
-    HTTPConnection.make_call (every API call) and get_server_metadata use module-level
-    ``requests.post`` with no timeout: a stopped datasite would block the worker forever.
-    """
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(requests, name)
-
-    def post(self, *args: Any, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", HTTP_TIMEOUT_S)
-        return requests.post(*args, **kwargs)
-
-    def get(self, *args: Any, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", HTTP_TIMEOUT_S)
-        return requests.get(*args, **kwargs)
-
-
-def _bound_http(client: Client) -> None:
-    """Put a timeout on every HTTP call PySyft's client makes (it sets none itself)."""
-    if not isinstance(syft_client.requests, _RequestsWithTimeout):
-        syft_client.requests = _RequestsWithTimeout()
-    connection = getattr(client, "connection", None)
-    if connection is None or not hasattr(connection, "session"):
-        return
-    session = connection.session  # blob and metadata GETs go through this one
-    adapter = _TimeoutAdapter(max_retries=session.get_adapter("http://").max_retries)
-    session.mount("http://", adapter)
-
-
 def _set_admin_password(site: Datasite, password: str) -> None:
     site.admin_password = password
     try:
@@ -604,7 +461,7 @@ def _set_admin_password(site: Datasite, password: str) -> None:
     except SyftException:
         pass
     admin = site.login(site.admin_email, DEFAULT_ADMIN_PASSWORD)
-    with _quiet():
+    with quiet():
         admin.account.set_password(password, confirm=False)
 
 
@@ -633,7 +490,7 @@ def _sha256_file(path: Path) -> str:
 
 
 def _find_dataset(client: Client, dataset_id: str) -> Any | None:
-    with _quiet():
+    with quiet():
         datasets = client.api.services.dataset.get_all()
     for dataset in datasets:
         if dataset.name == dataset_id and not dataset.to_be_deleted:
@@ -645,13 +502,13 @@ def _asset(client: Client, dataset_id: str) -> Any:
     dataset = _find_dataset(client, dataset_id)
     if dataset is None:
         raise DatasetMissingError(f"no dataset {dataset_id} on this datasite")
-    with _quiet():
+    with quiet():
         return dataset.assets[ASSET_NAME]
 
 
 def _find_request(client: Client, service_name: str, stored_code: str) -> str | None:
     """The request already made under this name; refused if it was for other code."""
-    with _quiet():
+    with quiet():
         codes = client.api.services.code.get_by_service_func_name(service_name)
         if any(code.raw_code != stored_code for code in codes):
             raise CodeSourceError(f"{service_name} was requested before with other code")

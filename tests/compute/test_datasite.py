@@ -19,7 +19,7 @@ import psutil
 import pytest
 from syft.types.errors import SyftException
 
-from compute_nodes import datasite
+from compute_nodes import datasite, syft_support
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -310,7 +310,7 @@ def test_http_datasite_on_loopback_end_to_end_and_keeps_state_across_restart(
 def test_stalled_http_datasite_is_unavailable_within_the_timeout(
     tmp_path: Path, tables: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(datasite, "HTTP_TIMEOUT_S", (1.0, 1.5))
+    monkeypatch.setattr(syft_support, "HTTP_TIMEOUT_S", (1.0, 1.5))
     port = free_loopback_port()
     site = datasite.launch("test-http-stall", port=port, data_dir=tmp_path, reset=True)
     server = psutil.Process(_listeners(port)[0].pid)

@@ -132,7 +132,8 @@ def test_which_refusals_of_a_computation_request_are_final(status: int, body: st
 
 
 def test_a_failure_on_private_data_is_recorded_by_the_exception_type_only() -> None:
-    from compute_nodes.datasite import ComputationError, exception_type
+    from compute_nodes.datasite import ComputationError
+    from compute_nodes.syft_support import exception_type
 
     text = ("Exception encountered while running leaky_0e9e, please contact the Server Admin\n"
             "Traceback (most recent call last):\n"

@@ -1,0 +1,172 @@
+"""What running PySyft 0.9.5 in a compute node needs around it: its stdout kept quiet, a
+datasite's state and identity kept under the node's directory, a timeout on every HTTP call
+its client makes, and the type of the exception user code raised read from its log.
+
+Used by ``compute_nodes/datasite.py`` only; imports ``syft``, so compute venv only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from syft.client import client as syft_client
+from syft.server import server as syft_server
+from syft.server.credentials import SyftSigningKey
+from syft.server.utils import get_named_server_uid
+
+log = logging.getLogger("compute_nodes.datasite")
+
+HTTP_TIMEOUT_S = (5.0, 120.0)  # connect, read: PySyft's own HTTP calls set none
+
+
+#: PySyft logs the traceback of user code that raised (the caller is told only that it did)
+_USER_CODE_LOGGER = "syft.service.code.user_code"
+_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::\s|:?$)")
+
+
+class _Collect(logging.Handler):
+    def __init__(self, needle: str) -> None:
+        super().__init__(logging.ERROR)
+        self.needle = needle
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            message = record.getMessage()
+            if self.needle in message:
+                self.messages.append(message)
+
+
+@contextlib.contextmanager
+def user_code_errors(function_name: str) -> Iterator[list[str]]:
+    """What an in-process datasite logs about ``function_name`` raising, while in the block."""
+    handler = _Collect(function_name)
+    logger = logging.getLogger(_USER_CODE_LOGGER)
+    logger.addHandler(handler)
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+
+
+def exception_type(text: str) -> str | None:
+    """The type name of the exception a Python traceback in ``text`` ends with (the first
+    unindented line after the last ``Traceback`` header that is not a frame), else None."""
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent")]
+    if not starts:
+        return None
+    for line in lines[starts[-1] + 1:]:
+        if not line or line[0].isspace():
+            continue
+        match = _EXCEPTION_LINE.match(line)
+        if match:
+            return match.group(1).rsplit(".", 1)[-1]
+        return None
+    return None
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """PySyft prints banners and notices on stdout: keep them out of the worker's stdout."""
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            yield
+    finally:
+        if buffer.getvalue().strip():
+            log.debug("syft: %s", buffer.getvalue().strip())
+
+
+@contextlib.contextmanager
+def temp_root(data_dir: Path) -> Iterator[None]:
+    """PySyft keeps a server's db and blobs under $TMPDIR/$SYFT_TEMP_ROOT/<uid>; an absolute
+    SYFT_TEMP_ROOT replaces the whole prefix (pathlib drops what precedes it)."""
+    saved = os.environ.get("SYFT_TEMP_ROOT")
+    os.environ["SYFT_TEMP_ROOT"] = str(data_dir)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("SYFT_TEMP_ROOT", None)
+        else:
+            os.environ["SYFT_TEMP_ROOT"] = saved
+
+
+@contextlib.contextmanager
+def server_identity(name: str, key: SyftSigningKey) -> Iterator[None]:
+    """Give the server a uid derived from its name and a key kept in data_dir.
+
+    Server.__init__ prefers the module globals read from SERVER_UID / SERVER_PRIVATE_KEY at
+    import. Without them an HTTP datasite (orchestra + non-dev uvicorn) gets a random uid,
+    hence a fresh empty db, on every launch, and an in-process one (Server.named) a signing
+    key derived from the public name. The uvicorn child is forked during launch, so it
+    inherits the values set here.
+    """
+    saved = (syft_server.server_uid_env, syft_server.signing_key_env)
+    syft_server.server_uid_env = str(get_named_server_uid(name))
+    syft_server.signing_key_env = str(key)
+    try:
+        yield
+    finally:
+        syft_server.server_uid_env, syft_server.signing_key_env = saved
+
+
+def signing_key(data_dir: Path, name: str) -> SyftSigningKey:
+    path = data_dir / f"{hashlib.sha256(name.encode()).hexdigest()[:16]}.signing-key"
+    if path.exists():
+        return SyftSigningKey.from_string(path.read_text().strip())
+    key = SyftSigningKey.generate()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(str(key))
+    return key
+
+
+class _TimeoutAdapter(HTTPAdapter):
+    def send(self, request: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = HTTP_TIMEOUT_S
+        return super().send(request, **kwargs)
+
+
+class _RequestsWithTimeout:
+    """``requests`` as seen by syft.client.client, with a default timeout.
+
+    HTTPConnection.make_call (every API call) and get_server_metadata use module-level
+    ``requests.post`` with no timeout: a stopped datasite would block the worker forever.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(requests, name)
+
+    def post(self, *args: Any, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", HTTP_TIMEOUT_S)
+        return requests.post(*args, **kwargs)
+
+    def get(self, *args: Any, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", HTTP_TIMEOUT_S)
+        return requests.get(*args, **kwargs)
+
+
+def bound_http(client: Any) -> None:
+    """Put a timeout on every HTTP call PySyft's client makes (it sets none itself)."""
+    if not isinstance(syft_client.requests, _RequestsWithTimeout):
+        syft_client.requests = _RequestsWithTimeout()
+    connection = getattr(client, "connection", None)
+    if connection is None or not hasattr(connection, "session"):
+        return
+    session = connection.session  # blob and metadata GETs go through this one
+    adapter = _TimeoutAdapter(max_retries=session.get_adapter("http://").max_retries)
+    session.mount("http://", adapter)
+
