@@ -54,12 +54,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from anchoring.integrator import Integrator
+from anchoring.treestore import PostgresTreeStore, SQLiteTreeStore, TreeStore
 from bench.append import PG_URL, _check_postgres, _drop_schemas
 from bench.table import aligned, quantile
 from chain import merkle
 from chain.hasher import hash_children, hash_leaf
-from chain.integrator import Integrator
-from chain.treestore import PostgresTreeStore, SQLiteTreeStore, TreeStore
 from chain.verify import verify_consistency, verify_inclusion
 from events.store import DatabaseURL, EventStore, open_store
 
@@ -491,9 +491,9 @@ class Watcher(threading.Thread):
 
 def measure_anchoring(place: Place, sizes: Sizes, interval: float) -> Row:
     """Commit → covered by an anchored checkpoint, with the whole service running."""
+    from anchoring.service import open_tree
     from api.bootstrap import PLATFORM_ADMIN_ID, PLATFORM_ID, build, hash_token
     from api.settings import Settings
-    from chain.service import open_tree
     from domain import participant as uc
     from domain.base import Actor
 

@@ -8,9 +8,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
+from anchoring.service import ChainService
+from anchoring.treestore import StoredCheckpoint
 from api.deps import ContainerDep
-from chain.service import ChainService
-from chain.treestore import StoredCheckpoint
 from domain.errors import InvalidInput, NotFound
 from events.store import MAX_SEQ
 

@@ -17,13 +17,13 @@ from typing import Any, cast
 import psycopg
 import pytest
 
-from chain.check import ChainChecker
+from anchoring.check import ChainChecker
+from anchoring.service import open_tree
+from anchoring.treestore import MissingNodeError, TreeStore
 from chain.compact import CompactRange
 from chain.hasher import hash_leaf
 from chain.note import Signer, generate_ed25519
 from chain.proof import InMemoryTree
-from chain.service import open_tree
-from chain.treestore import MissingNodeError, TreeStore
 from chain.verify import verify_consistency, verify_inclusion
 from events.store import DatabaseURL, EventStore
 from tests.unit.chain.tiled import IMPLS, using

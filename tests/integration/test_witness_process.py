@@ -2,7 +2,7 @@
 
 Every status of the add-checkpoint call, then ``kill -9`` in the middle of the
 work: after persisting but before answering, and before persisting. The
-crash points come from the test hook of :mod:`chain.witness`
+crash points come from the test hook of :mod:`anchoring.witness`
 (``DATALEDGER_WITNESS_TEST_PAUSE_{BEFORE,AFTER}_PERSIST``: the witness prints a
 line to stderr and sleeps there). Every wait is bounded; every process started
 here is killed, by its pid, in a finally.
@@ -21,12 +21,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from anchoring.witness import LogState, WitnessState, format_add_checkpoint
 from chain.bls import TrustedWitness, WitnessPublicKey, trust_witness, verify_cosignature
 from chain.checkpoint import Checkpoint, sign_checkpoint
 from chain.hasher import hash_leaf
 from chain.note import Signer, generate_ed25519, open_note
 from chain.proof import InMemoryTree
-from chain.witness import LogState, WitnessState, format_add_checkpoint
 
 ROOT = Path(__file__).parents[2]
 ORIGIN = "dataledger.test/log"
@@ -84,7 +84,7 @@ class Witnesses:
             "--host", "127.0.0.1",
             "--port", str(self.port),
         ]  # fmt: skip
-        code = f"from chain.witness_app import main; raise SystemExit(main({argv!r}))"
+        code = f"from anchoring.witness_app import main; raise SystemExit(main({argv!r}))"
         clean = {k: v for k, v in os.environ.items() if "WITNESS_TEST_PAUSE" not in k}
         with open(self.tmp / f"witness-{n}.out", "wb") as out, open(self.stderr, "wb") as err:
             proc = subprocess.Popen(
@@ -293,7 +293,7 @@ def test_kill_9_before_persisting(witnesses: Witnesses) -> None:
 
 
 def test_cli_refuses_a_malformed_log_key(tmp_path: Path) -> None:
-    from chain.witness_app import main
+    from anchoring.witness_app import main
 
     argv = ["--name", WITNESS_NAME, "--state-dir", str(tmp_path), "--log-key", "not-a-vkey"]
     assert main(argv) == 2

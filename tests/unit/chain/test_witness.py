@@ -1,4 +1,4 @@
-"""chain.witness: the witness co-signs only consistent growth, and remembers what it signed.
+"""anchoring.witness: the witness co-signs only consistent growth, and remembers what it signed.
 
 Logs are InMemoryTree instances whose checkpoints are signed by a generated
 Ed25519 note key; the witness co-signs with blspy (default_backend), so the

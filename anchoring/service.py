@@ -9,12 +9,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from chain.checkpointer import Checkpointer, CutPolicy, WitnessClient
-from chain.integrator import Integrator
+from anchoring.checkpointer import Checkpointer, CutPolicy, WitnessClient
+from anchoring.integrator import Integrator
+from anchoring.treestore import PostgresTreeStore, SQLiteTreeStore, StoredCheckpoint, TreeStore
+from anchoring.witness import Witness, WitnessState, load_or_create_key
+from anchoring.witness_clients import LocalWitness, http_witnesses
 from chain.note import Signer, generate_ed25519
-from chain.treestore import PostgresTreeStore, SQLiteTreeStore, StoredCheckpoint, TreeStore
-from chain.witness import Witness, WitnessState, load_or_create_key
-from chain.witness_clients import LocalWitness, http_witnesses
 from events.store import DatabaseURL, EventStore
 
 log = logging.getLogger(__name__)

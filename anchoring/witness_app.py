@@ -1,7 +1,7 @@
 """The witness over HTTP (c2sp.org/tlog-witness ``add-checkpoint``) and its command line.
 
 ``POST /add-checkpoint`` takes the raw request body of the spec (see
-:mod:`chain.witness`) and answers:
+:mod:`anchoring.witness`) and answers:
 
 - 200, ``text/plain; charset=utf-8``: the witness's co-signature line,
   ``— <witness name> <base64(key ID || BLS signature)>\\n``;
@@ -31,8 +31,7 @@ from typing import Any, Final
 from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from chain.note import NoteVerifier, Verifier
-from chain.witness import (
+from anchoring.witness import (
     BadSignature,
     Malformed,
     OldSizeMismatch,
@@ -45,6 +44,7 @@ from chain.witness import (
     load_or_create_key,
     parse_add_checkpoint,
 )
+from chain.note import NoteVerifier, Verifier
 
 MAX_BODY_BYTES: Final = 64 * 1024
 """Largest accepted request body; a checkpoint with 100 signature lines fits easily."""

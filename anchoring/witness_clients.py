@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import httpx
 
+from anchoring.checkpointer import WitnessConflict, WitnessRefused
+from anchoring.witness import OldSizeMismatch, Witness, WitnessError, format_add_checkpoint
 from chain.bls import WitnessPublicKey
-from chain.checkpointer import WitnessConflict, WitnessRefused
-from chain.witness import OldSizeMismatch, Witness, WitnessError, format_add_checkpoint
 
 
 class LocalWitness:

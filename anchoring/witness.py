@@ -23,7 +23,7 @@ checkpoint body (:func:`chain.bls.cosign`, signature type 0xB1), not a
 ``cosignature/v1`` Ed25519 one; standard Ed25519 note verifiers skip it.
 
 Refusals raise a :class:`WitnessError` whose subclass says which HTTP status
-the spec gives it (see :mod:`chain.witness_app`): :class:`Malformed` (400),
+the spec gives it (see :mod:`anchoring.witness_app`): :class:`Malformed` (400),
 :class:`BadSignature` (403), :class:`UnknownOrigin` (404),
 :class:`OldSizeMismatch` (409, with the size the witness holds),
 :class:`RootConflict` (409), :class:`ProofFailed` (422).

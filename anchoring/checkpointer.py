@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from anchoring.treestore import StoredCheckpoint, TreeStore
 from chain.bls import TrustedWitness, WitnessPublicKey, aggregate, cosignatures, trust_witness
 from chain.checkpoint import (
     NO_PREVIOUS,
@@ -27,7 +28,6 @@ from chain.checkpoint import (
     time_extension,
 )
 from chain.note import Signer
-from chain.treestore import StoredCheckpoint, TreeStore
 from chain.verify import VerificationError
 
 log = logging.getLogger(__name__)

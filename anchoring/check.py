@@ -15,13 +15,13 @@ import base64
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from anchoring.treestore import TILE_HEIGHT, TILE_WIDTH, StoredCheckpoint, TreeStore
 from chain import merkle
 from chain.bls import TrustedWitness, aggregate, cosignatures
 from chain.checkpoint import NO_PREVIOUS, Checkpoint, checkpoint_hash, open_checkpoint
 from chain.compact import Node, fold
 from chain.hasher import EMPTY_ROOT, HASH_SIZE
 from chain.note import NoteVerifier
-from chain.treestore import TILE_HEIGHT, TILE_WIDTH, StoredCheckpoint, TreeStore
 from chain.verify import VerificationError
 from events.store import EventStore
 
