@@ -168,6 +168,7 @@ class Workload:
 
     def __init__(self) -> None:
         from api.bootstrap import PLATFORM_ADMIN_ID, PLATFORM_ID, hash_token
+
         from domain.base import Actor
 
         self._hash_token = hash_token
@@ -734,7 +735,7 @@ def _check_postgres(url: Any) -> None:
 
 def run_backend(backend: str, sizes: Sizes) -> dict[str, Any]:
     """Every measurement of one backend; the temporary database is removed at the end."""
-    from domain.application import Ledger
+    from events.commit import new_ledger
     from events.store import DatabaseURL, LedgerLog, open_store
 
     tag = secrets.token_hex(4)
@@ -758,7 +759,7 @@ def run_backend(backend: str, sizes: Sizes) -> dict[str, Any]:
                           "DATALEDGER_DATABASE_URL": f"{PG_URL}?schema={schemas[1]}"}
         store = open_store(url)
         log = _CountingLog(LedgerLog(store))
-        ledger = Ledger(log, group_commit=True)
+        ledger = new_ledger(log, group_commit=True)
         try:
             workload.setup(ledger)
             n = sizes.threads

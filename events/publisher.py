@@ -63,7 +63,6 @@ from core.subjects import (
     HEADER_LEAF_HASH,
     HEADER_MSG_ID,
     HEADER_SEQ,
-    BadMessageError,
     entry_from_message,
     headers_for,
     subject_for,

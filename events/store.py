@@ -44,6 +44,7 @@ from psycopg.sql import SQL, Identifier, Literal
 from core.canonical import canonical_bytes, decode
 from core.event import Event, event_class
 from core.record import LogEntry
+from domain.application import AdmissionStale, ConflictError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
@@ -390,7 +391,7 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         """``_insert_by_function`` over the running event loop's own connection.
 
         The commits of the HTTP API are written by a task on the server's event loop (see
-        domain.application.LoopCommitter): its awaits let the loop serve requests
+        events.commit.LoopCommitter): its awaits let the loop serve requests
         meanwhile, with no writer thread to hand the GIL to and back for every group.
         A connection that fails is closed and replaced at the next append.
         """
@@ -652,7 +653,6 @@ def _append_arguments(batches: list[Any]) -> tuple[
         list[tuple[int, IdempotencyRecord | None]], dict[str, int], list[tuple[str, int]]]:
     """The application's batches as EventStore.append takes them: idempotency records, the
     versions the decisions read, the callers' admissions."""
-    from domain.application import ConflictError
 
     records = [(b.count, None if b.idempotency is None else IdempotencyRecord(
         b.idempotency.member_id, b.idempotency.key, b.idempotency.fingerprint, b.response))
@@ -674,7 +674,6 @@ def _append_arguments(batches: list[Any]) -> tuple[
 
 def _as_conflict(exc: IntegrityError) -> Exception:
     """The store's integrity error as the application's conflict."""
-    from domain.application import AdmissionStale, ConflictError
 
     if isinstance(exc, AdmissionChanged):
         return AdmissionStale(str(exc))

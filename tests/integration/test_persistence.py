@@ -16,6 +16,7 @@ from domain.application import Idempotency, Ledger
 from domain.base import Actor, Context, new_id
 from domain.errors import ConcurrencyConflict, IdempotencyKeyReused
 from domain.participant import Participant, found_platform, register_participant
+from events.commit import new_ledger
 from events.store import (
     DatabaseURL,
     EventStore,
@@ -88,7 +89,7 @@ def test_idempotency_record_is_written_with_the_events(store: EventStore) -> Non
 
 @pytest.fixture
 def ledger(store: EventStore) -> Iterator[Ledger]:
-    led = Ledger(LedgerLog(store), clock=lambda: AT)
+    led = new_ledger(LedgerLog(store), clock=lambda: AT)
     yield led
     led.close()
 
@@ -244,7 +245,7 @@ def _suspended_elsewhere_after_caching(store: EventStore, ledger: Ledger) -> Act
     provider = _admitted_provider(ledger)
     _register_dataset(ledger, provider, "first")  # caches the provider's stream
     assert ledger.streams.cached(provider.participant_id)
-    other = Ledger(LedgerLog(store), clock=lambda: AT)
+    other = new_ledger(LedgerLog(store), clock=lambda: AT)
     try:
         other.execute(suspend_participant, ADMIN, provider.participant_id, reason="audit")
     finally:
@@ -259,7 +260,7 @@ def test_a_participant_changed_elsewhere_but_still_admitted_is_no_conflict(
     _setup_platform(store)
     provider = _admitted_provider(ledger)
     _register_dataset(ledger, provider, "first")
-    other = Ledger(LedgerLog(store), clock=lambda: AT)
+    other = new_ledger(LedgerLog(store), clock=lambda: AT)
     try:
         other.execute(add_member, ADMIN, provider.participant_id, name="b",
                       member_roles=["admin"], token_hash="1" * 64)
@@ -461,7 +462,8 @@ def test_commits_queued_behind_a_slice_of_cancelled_ones_are_still_written(
         store: EventStore) -> None:
     import asyncio
 
-    from domain.application import Batch, GroupCommitter
+    from domain.application import Batch
+    from events.commit import GroupCommitter
 
     committer = GroupCommitter(LedgerLog(store), max_batch=2)
 

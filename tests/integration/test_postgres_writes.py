@@ -28,6 +28,7 @@ from sqlalchemy import (
 from domain.application import Ledger
 from domain.base import Actor
 from domain.dataset import register_dataset
+from events.commit import new_ledger
 from events.store import APPEND_FUNCTION, DatabaseURL, EventStore, LedgerLog, open_store
 from projections.base import BufferedConnection
 from projections.runner import views_engine
@@ -51,7 +52,7 @@ def store(pg_url: str) -> Iterator[EventStore]:
 
 @pytest.fixture
 def ledger(store: EventStore) -> Iterator[Ledger]:
-    led = Ledger(LedgerLog(store), clock=lambda: AT)
+    led = new_ledger(LedgerLog(store), clock=lambda: AT)
     yield led
     led.close()
 
@@ -223,7 +224,7 @@ def test_a_url_with_percent_encoded_user_and_password_reaches_every_connection(
             f"{base.port}/{base.dbname}?schema={base.schema}")
         assert (url.user, url.password) == (role, password)
         store = open_store(url)
-        ledger = Ledger(LedgerLog(store), clock=lambda: AT)
+        ledger = new_ledger(LedgerLog(store), clock=lambda: AT)
         try:
             _setup_platform(store)
             provider = _admitted_provider(ledger)
@@ -263,7 +264,7 @@ def test_a_clashing_commit_cancelled_while_the_group_is_written_is_not_written(
     from tests.integration.test_persistence import platform_events
 
     async def run() -> list[int]:
-        committer = ledger._loop_committer()
+        committer = ledger.committer._loop_committer()  # type: ignore[attr-defined]
         first = committer.submit(platform_events("a"), Batch(2, None, {}, {"z": 0}))
         # writes what `first` read: a clash, written alone after the group
         clashing = committer.submit(platform_events("z"), Batch(2, None, {}))

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from core.event import Event
-from domain.application import Batch, Idempotency, Ledger
+from domain.application import Batch, Idempotency
 from domain.authorization import revoke_authorization
 from domain.base import Actor, Context
 from domain.computation import (
@@ -42,6 +42,7 @@ from domain.order import (
 from domain.participant import AdmissionApproved, Participant, ParticipantRegistered
 from domain.product import Product, ProductRegistered, delist_product
 from domain.scenario import suspend_scenario
+from events.commit import new_ledger
 from events.store import DatabaseURL, LedgerLog, open_store
 from tests.unit.domain.test_dataset import PROVIDER, published_dataset
 from tests.unit.domain.test_order import (
@@ -600,7 +601,7 @@ def test_ledger_runs_a_command_that_writes_nothing(group_commit: bool) -> None:
     uow = MemoryUnitOfWork()
     order_id, cid = requested(uow)
     log = MemoryLog(uow.streams)
-    ledger = Ledger(log, clock=lambda: "2026-11-26T11:00:00Z", group_commit=group_commit)
+    ledger = new_ledger(log, clock=lambda: "2026-11-26T11:00:00Z", group_commit=group_commit)
     try:
         result = ledger.execute(request_computation, _actor(PROVIDER, uow),
                                 **request_kwargs(order_id))
@@ -623,8 +624,8 @@ def test_ledger_on_a_real_store_runs_a_command_that_writes_nothing(
     actor = _actor(PROVIDER, uow)
     store = open_store(DatabaseURL.parse(f"sqlite:///{tmp_path / 'ledger.db'}"))
     seqs = store.append([e for stream in uow.streams.values() for e in stream])
-    ledger = Ledger(LedgerLog(store), clock=lambda: "2026-11-26T11:00:00Z",
-                    group_commit=group_commit)
+    ledger = new_ledger(LedgerLog(store), clock=lambda: "2026-11-26T11:00:00Z",
+                        group_commit=group_commit)
     try:
         idem = Idempotency("m-1", "node-restart-1", "fp")
         for attempt in range(2):
