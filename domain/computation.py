@@ -31,7 +31,7 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from core.event import Event
 from domain.authorization import Authorization
@@ -435,16 +435,24 @@ def request_computation(uow: UnitOfWork, ctx: Context, *, contract_id: str, exec
                          "for the next)", executions=asked)
     refusal = policy_refusal(uow, ctx, order=order, product=product, number=number,
                              code_sha256=digest, inputs=inputs)
-    return _record_request(uow, ctx, order, product, number, site, digest, inputs, refusal)
+    return _record_request(uow, ctx, order, product, _Run(number, site, digest, inputs), refusal)
 
 
-def _record_request(uow: UnitOfWork, ctx: Context, order: Order, product: Product,
-                    number: int, site: str, digest: str, inputs: list[dict[str, Any]],
+class _Run(NamedTuple):
+    """One execution as requested: its number, datasite, code hash and inputs."""
+
+    number: int
+    datasite: str
+    code_sha256: str
+    inputs: list[dict[str, Any]]
+
+
+def _record_request(uow: UnitOfWork, ctx: Context, order: Order, product: Product, run: _Run,
                     refusal: str | None) -> dict[str, Any]:
     """Record the request, and with it the refusal if the policy said no."""
-    agg = Computation.request(ctx, order=order, product=product, execution=number,
-                              datasite=site, code_sha256=digest,
-                              dataset_ids=[i["dataset_id"] for i in inputs])
+    agg = Computation.request(ctx, order=order, product=product, execution=run.number,
+                              datasite=run.datasite, code_sha256=run.code_sha256,
+                              dataset_ids=[i["dataset_id"] for i in run.inputs])
     if refusal is not None:
         agg.fail(ctx, reason=refusal)
     uow.add(agg)
@@ -477,7 +485,7 @@ def _request_trial(uow: UnitOfWork, ctx: Context, order: Order, *, datasite: str
     found = _find(uow, computation_id(order.id, TRIAL, provider_id))
     if found is not None:
         return _existing(ctx, found, digest, lambda: trial_refusal(order, product, digest))
-    return _record_request(uow, ctx, order, product, TRIAL, site, digest, inputs,
+    return _record_request(uow, ctx, order, product, _Run(TRIAL, site, digest, inputs),
                            trial_refusal(order, product, digest))
 
 

@@ -238,23 +238,39 @@ def _checked_digest(code: Any, code_sha256: str | None) -> str:
 
 
 # -- use cases ------------------------------------------------------------------
-def register_product(uow: UnitOfWork, ctx: Context, *, scenario_id: str,
-                     authorization_ids: list[str], name: str, kind: str, description: str,
-                     code: str, inputs: list[dict[str, Any]], output_schema: dict[str, Any],
-                     quality_report: str, price_fen: int, developer_id: str | None = None,
-                     code_sha256: str | None = None) -> dict[str, str]:
-    """An operator registers a product over inputs covered by live authorizations."""
+@dataclass(frozen=True, kw_only=True)
+class ProductDraft:
+    """What an operator registers: the product's scenario, authorizations, code and terms."""
+
+    scenario_id: str
+    authorization_ids: list[str]
+    name: str
+    kind: str
+    description: str
+    code: str
+    inputs: list[dict[str, Any]]
+    output_schema: dict[str, Any]
+    quality_report: str
+    price_fen: int
+    developer_id: str | None = None
+    code_sha256: str | None = None
+
+
+def register_product(uow: UnitOfWork, ctx: Context, **draft: Any) -> dict[str, str]:
+    """An operator registers a product over inputs covered by live authorizations
+    (``draft``: the fields of :class:`ProductDraft`)."""
+    d = ProductDraft(**draft)
     ctx.actor.require_role("operator")
-    _own_approved_scenario(uow, ctx, scenario_id)
-    auths = _live_authorizations(uow, scenario_id, authorization_ids)
-    items = validate_selection(inputs, "inputs")
+    _own_approved_scenario(uow, ctx, d.scenario_id)
+    auths = _live_authorizations(uow, d.scenario_id, d.authorization_ids)
+    items = validate_selection(d.inputs, "inputs")
     check_inputs_covered(items, auths, ctx.at)
-    _check_developer(uow, developer_id)
-    details = {"scenario_id": scenario_id, "authorization_ids": list(authorization_ids),
-               "name": name, "kind": kind, "description": description, "code": code,
-               "code_sha256": _checked_digest(code, code_sha256), "inputs": items,
-               "output_schema": output_schema, "quality_report": quality_report,
-               "price_fen": price_fen, "developer_id": developer_id}
+    _check_developer(uow, d.developer_id)
+    details = {"scenario_id": d.scenario_id, "authorization_ids": list(d.authorization_ids),
+               "name": d.name, "kind": d.kind, "description": d.description, "code": d.code,
+               "code_sha256": _checked_digest(d.code, d.code_sha256), "inputs": items,
+               "output_schema": d.output_schema, "quality_report": d.quality_report,
+               "price_fen": d.price_fen, "developer_id": d.developer_id}
     agg = Product.register(new_id(), ctx, details=details)
     uow.add(agg)
     return {"product_id": agg.id, "state": agg.state, "code_sha256": agg.code_sha256}
