@@ -1,8 +1,11 @@
-"""Read models: SQL tables built from the log in order, one handler per event type.
+"""The kit of the read models: SQL tables built from the log in order, one handler per
+event type.
 
-A projection declares its tables on the shared ``METADATA`` and maps stable event
-type names to handlers ``(conn, entry, payload) -> None``. The runner applies them
-and records each projection's position in the same transaction as its writes.
+A projection declares its tables on the shared ``METADATA`` (an aggregate's row in a
+``state_table``) and maps stable event type names to handlers ``(conn, entry, payload) ->
+None`` (a plain state change is a ``transition``). The runner applies them and records each
+projection's position in the same transaction as its writes. Its queries are a ``Listing``:
+the rows a viewer may see, filtered and ordered.
 
 Tenant isolation is one table for every read model: ``acl(kind, resource_id,
 participant_id)`` lists who may see a non-public row; the regulator and the
@@ -19,15 +22,18 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     Column,
+    ColumnElement,
     Connection,
     Insert,
     Integer,
     MetaData,
+    RowMapping,
     String,
     Table,
     delete,
     insert,
     select,
+    true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -36,6 +42,7 @@ from core.record import LogEntry
 
 METADATA = MetaData()
 
+#: who may see a non-public row: the read models' one table of tenant isolation
 acl = Table(
     "rm_acl", METADATA,
     Column("kind", String, primary_key=True),
@@ -43,6 +50,7 @@ acl = Table(
     Column("participant_id", String, primary_key=True),
 )
 
+#: each projection's position: the seq of the last event it applied
 tracking = Table(
     "rm_tracking", METADATA,
     Column("projection", String, primary_key=True),
@@ -63,12 +71,34 @@ def grant(conn: Connection, kind: str, resource_id: str, *participant_ids: str) 
         conn.execute(insert_ignoring_conflicts(conn, acl), rows)
 
 
-def touch(conn: Connection, table: Table, entry: LogEntry, at: str | None,
+def state_table(name: str, *columns: Column[Any], stamped: bool = True) -> Table:
+    """A table of one row per aggregate: its ``id``, ``columns``, then the time of its last
+    event ``updated_at`` (unless not ``stamped``) and its ``version``, both kept by ``touch``."""
+    stamp = [Column("updated_at", String, nullable=False)] if stamped else []
+    return Table(name, METADATA, Column("id", String, primary_key=True), *columns, *stamp,
+                 Column("version", Integer, nullable=False))
+
+
+def touch(conn: Connection, table: Table, entry: LogEntry, payload: dict[str, Any],
           **values: Any) -> None:
-    """Update the row of the event's aggregate: ``values``, its version and (if given) updated_at."""
-    stamp = {} if at is None else {"updated_at": at}
+    """Update the row of the event's aggregate: ``values``, its version and, if the table
+    has the column, ``updated_at`` (the event's time ``at``)."""
+    stamp = {"updated_at": payload["at"]} if "updated_at" in table.c else {}
     conn.execute(update(table).where(table.c.id == entry.originator_id)
                  .values(version=entry.version, **stamp, **values))
+
+
+def transition(table: Table, state: str | None = None, **from_payload: str) -> EventHandler:
+    """The handler of an event that only changes its aggregate's row (``touch``): to
+    ``state`` if given, and each column named in ``from_payload`` to the payload's value
+    under the key given (``closed_at="at"``)."""
+    moved = {} if state is None else {"state": state}
+
+    def handle(conn: Connection, entry: LogEntry, payload: dict[str, Any]) -> None:
+        values = {column: payload[key] for column, key in from_payload.items()}
+        touch(conn, table, entry, payload, **moved, **values)
+
+    return handle
 
 
 def insert_row(conn: Connection, table: Table, **values: Any) -> None:
@@ -241,3 +271,58 @@ def visible_to(kind: str, id_column: Any, participant_id: str) -> Any:
     """A WHERE clause: rows of ``kind`` that ``participant_id`` was granted."""
     return id_column.in_(select(acl.c.resource_id).where(
         acl.c.kind == kind, acl.c.participant_id == participant_id))
+
+
+def pick(row: RowMapping, fields: Iterable[str]) -> dict[str, Any]:
+    """The ``fields`` of ``row``, as a dict."""
+    return {k: row[k] for k in fields}
+
+
+Shape = Callable[[RowMapping, str, bool], dict[str, Any]]
+
+
+class Listing:
+    """The visible-list queries of one table keyed by ``id``: which rows a viewer may see
+    (every row for those who see all; else those of acl ``kind`` granted to it and the
+    ``public`` ones), in which order, and what of each row it is shown (``fields``, or
+    ``shape(row, viewer_id, sees_all)``)."""
+
+    def __init__(self, table: Table, kind: str, *, order_by: tuple[str, ...],
+                 fields: tuple[str, ...] = (), public: ColumnElement[bool] | None = None,
+                 shape: Shape | None = None) -> None:
+        self.table = table
+        self.kind = kind
+        self.order_by = [table.c[name] for name in order_by]
+        self.fields = fields
+        self.public = public
+        self.shape = shape
+
+    def visible(self, viewer_id: str, sees_all: bool) -> ColumnElement[bool]:
+        """A WHERE clause: the rows ``viewer_id`` may see."""
+        if sees_all:
+            return true()
+        granted: ColumnElement[bool] = visible_to(self.kind, self.table.c.id, viewer_id)
+        return granted if self.public is None else self.public | granted
+
+    def find_all(self, conn: Connection, viewer_id: str, sees_all: bool,
+                 **filters: str | None) -> list[dict[str, Any]]:
+        """The rows the viewer may see, in order, narrowed by each filter given (column =
+        value; None or empty: any)."""
+        query = select(self.table).where(self.visible(viewer_id, sees_all)).order_by(
+            *self.order_by)
+        for column, value in filters.items():
+            if value:
+                query = query.where(self.table.c[column] == value)
+        return [self._shown(row, viewer_id, sees_all)
+                for row in conn.execute(query).mappings()]
+
+    def find(self, conn: Connection, row_id: str, viewer_id: str,
+             sees_all: bool) -> dict[str, Any] | None:
+        """Row ``row_id`` if the viewer may see it, else None (never the data)."""
+        row = conn.execute(select(self.table).where(
+            self.table.c.id == row_id, self.visible(viewer_id, sees_all))).mappings().first()
+        return None if row is None else self._shown(row, viewer_id, sees_all)
+
+    def _shown(self, row: RowMapping, viewer_id: str, sees_all: bool) -> dict[str, Any]:
+        return pick(row, self.fields) if self.shape is None else self.shape(row, viewer_id,
+                                                                            sees_all)

@@ -17,34 +17,23 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
-    ColumnElement,
     Connection,
     Integer,
+    RowMapping,
     String,
-    Table,
     Text,
     select,
-    true,
 )
 
 from core.record import LogEntry
-from projections.base import (
-    METADATA,
-    EventHandler,
-    Projection,
-    grant,
-    insert_row,
-    touch,
-    visible_to,
-)
+from projections import base
 from projections.datasets import datasets
 from projections.products import products
 
 KIND = "order"
 
-orders = Table(
-    "rm_orders", METADATA,
-    Column("id", String, primary_key=True),
+orders = base.state_table(
+    "rm_orders",
     Column("demander_id", String, nullable=False, index=True),
     Column("product_id", String, nullable=False, index=True),
     Column("operator_id", String, nullable=False),
@@ -78,23 +67,17 @@ orders = Table(
     Column("executions", Integer, nullable=False),
     Column("queries", JSON, nullable=False),
     Column("closed_at", String, nullable=True),
-    Column("updated_at", String, nullable=False),
-    Column("version", Integer, nullable=False),
 )
 
 
-def _touch(conn: Connection, entry: LogEntry, p: dict[str, Any], **values: Any) -> None:
-    touch(conn, orders, entry, p["at"], **values)
-
-
 def _placed(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
-    insert_row(conn, orders,
+    base.insert_row(conn, orders,
         id=entry.originator_id, demander_id=p["demander_id"], product_id=p["product_id"],
         operator_id=p["operator_id"], purpose=p["purpose"], state="placed", trial_granted=False,
         required_approvals=[], approvals=[], placed_at=p["at"], placed_seq=entry.seq,
         updated_at=p["at"],
         version=entry.version, query=p.get("query"), executions=0, queries=[])
-    grant(conn, KIND, entry.originator_id, p["demander_id"], p["operator_id"],
+    base.grant(conn, KIND, entry.originator_id, p["demander_id"], p["operator_id"],
           *_input_owners(conn, p["product_id"]))
 
 
@@ -108,83 +91,68 @@ def _input_owners(conn: Connection, product_id: str) -> list[str]:
 
 
 def _trial_granted(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
-    _touch(conn, entry, p, trial_granted=True, trial_seq=entry.seq)
+    base.touch(conn, orders, entry, p, trial_granted=True, trial_seq=entry.seq)
 
 
 def _proposed(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
-    _touch(conn, entry, p, state="proposed", usage_policy=p["usage_policy"],
-           price_fen=p["price_fen"], revenue_split=p["revenue_split"],
-           required_approvals=list(p["required_approvals"]), proposed_at=p["at"])
-    grant(conn, KIND, entry.originator_id, *p["required_approvals"])
-
-
-def _accepted(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
-    _touch(conn, entry, p, state="accepted", accepted_at=p["at"])
+    base.touch(conn, orders, entry, p, state="proposed", usage_policy=p["usage_policy"],
+               price_fen=p["price_fen"], revenue_split=p["revenue_split"],
+               required_approvals=list(p["required_approvals"]), proposed_at=p["at"])
+    base.grant(conn, KIND, entry.originator_id, *p["required_approvals"])
 
 
 def _party_approved(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
     approvals = conn.execute(select(orders.c.approvals).where(
         orders.c.id == entry.originator_id)).scalar_one()
-    _touch(conn, entry, p, approvals=[*approvals, p["party_id"]])
+    base.touch(conn, orders, entry, p, approvals=[*approvals, p["party_id"]])
 
 
 def _approved(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
-    _touch(conn, entry, p, state="approved", approved_at=p["at"], approved_seq=entry.seq,
-           executions=1)
+    base.touch(conn, orders, entry, p, state="approved", approved_at=p["at"],
+               approved_seq=entry.seq, executions=1)
 
 
 def _query_submitted(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
     queries = conn.execute(select(orders.c.queries).where(
         orders.c.id == entry.originator_id)).scalar_one()
-    _touch(conn, entry, p, executions=p["execution"], queries=[
-        *queries, {"execution": p["execution"], "seq": entry.seq, "query": p["query"]}])
-
-
-def _terminated(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
-    _touch(conn, entry, p, state="terminated", termination_reason=p["reason"], closed_at=p["at"])
+    base.touch(conn, orders, entry, p, executions=p["execution"], queries=[
+               *queries, {"execution": p["execution"], "seq": entry.seq, "query": p["query"]}])
 
 
 def _cancelled(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
-    _touch(conn, entry, p, state="cancelled", cancellation_reason=p.get("reason", ""),
-           closed_at=p["at"])
+    base.touch(conn, orders, entry, p, state="cancelled",
+               cancellation_reason=p.get("reason", ""), closed_at=p["at"])
 
 
-class OrdersProjection(Projection):
+class OrdersProjection(base.Projection):
     name = "orders"
     tables = (orders,)
     kinds = (KIND,)
 
-    def handlers(self) -> dict[str, EventHandler]:
+    def handlers(self) -> dict[str, base.EventHandler]:
         return {
             "order.placed": _placed,
             "order.trial_granted": _trial_granted,
             "contract.proposed": _proposed,
-            "contract.accepted": _accepted,
+            "contract.accepted": base.transition(orders, "accepted", accepted_at="at"),
             "contract.party_approved": _party_approved,
             "contract.approved": _approved,
             "contract.query_submitted": _query_submitted,
-            "contract.terminated": _terminated,
+            "contract.terminated": base.transition(orders, "terminated", closed_at="at",
+                                                   termination_reason="reason"),
             "order.cancelled": _cancelled,
         }
 
 
-# -- queries ----------------------------------------------------------------------
 _FIELDS = ("id", "demander_id", "product_id", "operator_id", "purpose", "state",
-           "trial_granted", "trial_seq", "usage_policy", "price_fen", "revenue_split", "required_approvals",
-           "approvals", "termination_reason", "cancellation_reason", "placed_at", "proposed_at",
-           "accepted_at", "approved_at", "approved_seq", "placed_seq", "query", "executions", "queries",
-           "closed_at", "updated_at", "version")
+           "trial_granted", "trial_seq", "usage_policy", "price_fen", "revenue_split",
+           "required_approvals", "approvals", "termination_reason", "cancellation_reason",
+           "placed_at", "proposed_at", "accepted_at", "approved_at", "approved_seq",
+           "placed_seq", "query", "executions", "queries", "closed_at", "updated_at", "version")
 
 
-def _visible(viewer_id: str, sees_all: bool) -> ColumnElement[bool]:
-    if sees_all:
-        return true()
-    clause: ColumnElement[bool] = visible_to(KIND, orders.c.id, viewer_id)
-    return clause
-
-
-def _order_row(row: Any) -> dict[str, Any]:
-    out = {k: row[k] for k in _FIELDS}
+def _order_row(row: RowMapping, viewer_id: str, sees_all: bool) -> dict[str, Any]:
+    out = base.pick(row, _FIELDS)
     out["trial_granted"] = bool(out["trial_granted"])
     out["contract_id"] = row["id"]
     out["pending_approvals"] = [p for p in row["required_approvals"]
@@ -192,21 +160,6 @@ def _order_row(row: Any) -> dict[str, Any]:
     return out
 
 
-def list_orders(conn: Connection, viewer_id: str, sees_all: bool, state: str | None = None,
-                product_id: str | None = None) -> list[dict[str, Any]]:
-    """The orders the caller is a party to (every order for the regulator and the platform)."""
-    query = (select(orders).where(_visible(viewer_id, sees_all))
-             .order_by(orders.c.placed_at, orders.c.id))
-    if state:
-        query = query.where(orders.c.state == state)
-    if product_id:
-        query = query.where(orders.c.product_id == product_id)
-    return [_order_row(r) for r in conn.execute(query).mappings()]
-
-
-def get_order(conn: Connection, order_id: str, viewer_id: str,
-              sees_all: bool) -> dict[str, Any] | None:
-    """One order with its contract terms if the caller is a party (None otherwise)."""
-    row = conn.execute(select(orders).where(
-        orders.c.id == order_id, _visible(viewer_id, sees_all))).mappings().first()
-    return None if row is None else _order_row(row)
+#: the orders the viewer is a party to, with their contract terms (every order for those
+#: who see all); filters: state, product_id
+ORDERS = base.Listing(orders, KIND, order_by=("placed_at", "id"), shape=_order_row)

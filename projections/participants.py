@@ -4,24 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Column, Connection, Integer, String, Table, select, update
+from sqlalchemy import JSON, Column, Connection, String, Table, select, update
 
 from core.record import LogEntry
-from projections.base import METADATA, EventHandler, Projection, insert_row, touch
+from projections import base
 
-participants = Table(
-    "rm_participants", METADATA,
-    Column("id", String, primary_key=True),
+participants = base.state_table(
+    "rm_participants",
     Column("name", String, nullable=False),
     Column("role", String, nullable=False),
     Column("credit_code", String, nullable=False),
     Column("state", String, nullable=False),
     Column("registered_at", String, nullable=False),
-    Column("version", Integer, nullable=False),
+    stamped=False,
 )
 
 members = Table(
-    "rm_members", METADATA,
+    "rm_members", base.METADATA,
     Column("member_id", String, primary_key=True),
     Column("participant_id", String, nullable=False, index=True),
     Column("name", String, nullable=False),
@@ -31,47 +30,37 @@ members = Table(
 )
 
 
-def _touch(conn: Connection, entry: LogEntry, **values: Any) -> None:
-    touch(conn, participants, entry, None, **values)
-
-
 def _registered(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
-    insert_row(conn, participants,
+    base.insert_row(conn, participants,
         id=entry.originator_id, name=p["name"], role=p["role"], credit_code=p["credit_code"],
         state="pending", registered_at=p["at"], version=entry.version)
 
 
 def _member_added(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
-    insert_row(conn, members,
+    base.insert_row(conn, members,
         member_id=p["member_id"], participant_id=entry.originator_id, name=p["name"],
         roles=p["member_roles"], token_hash=p["token_hash"])
-    _touch(conn, entry)
+    base.touch(conn, participants, entry, p)
 
 
-def _member_update(**column_of: str) -> EventHandler:
+def _member_update(**column_of: str) -> base.EventHandler:
     def handle(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
         values = {column: p[key] for column, key in column_of.items()}
         conn.execute(update(members).where(members.c.member_id == p["member_id"]).values(**values))
-        _touch(conn, entry)
+        base.touch(conn, participants, entry, p)
     return handle
 
 
-def _state(state: str) -> EventHandler:
-    def handle(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
-        _touch(conn, entry, state=state)
-    return handle
-
-
-class ParticipantsProjection(Projection):
+class ParticipantsProjection(base.Projection):
     name = "participants"
     tables = (participants, members)
 
-    def handlers(self) -> dict[str, EventHandler]:
+    def handlers(self) -> dict[str, base.EventHandler]:
         return {
             "participant.registered": _registered,
-            "participant.admission_approved": _state("admitted"),
-            "participant.admission_rejected": _state("rejected"),
-            "participant.suspended": _state("suspended"),
+            "participant.admission_approved": base.transition(participants, "admitted"),
+            "participant.admission_rejected": base.transition(participants, "rejected"),
+            "participant.suspended": base.transition(participants, "suspended"),
             "participant.member_added": _member_added,
             "participant.member_token_rotated": _member_update(token_hash="token_hash"),
             "participant.key_registered": _member_update(public_key="public_key"),

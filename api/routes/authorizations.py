@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from api.deps import CommandsDep, ReaderDep
-from api.routes.common import CommandAnswer, CommandRoute, answer, found
+from api.routes.common import CommandAnswer, CommandRoute, answer, visible_row, visible_rows
 from api.routes.scenarios import DatasetSelection
 from domain import authorization as uc
 from domain.policy import KNOWN_KEYS
@@ -96,15 +96,11 @@ def list_authorizations(reader: ReaderDep,
                         ) -> list[dict[str, Any]]:
     """Authorizations the caller granted or received; all of them for the regulator and the
     platform."""
-    with reader.connect() as conn:
-        return q.list_authorizations(conn, reader.actor.participant_id, reader.sees_all,
-                                     state, scenario_id, provider_id, operator_id)
+    return visible_rows(reader, q.AUTHORIZATIONS, state=state, scenario_id=scenario_id,
+                        provider_id=provider_id, operator_id=operator_id)
 
 
 @router.get("/{authorization_id}", response_model=AuthorizationView)
 def get_authorization(authorization_id: str, reader: ReaderDep) -> dict[str, Any]:
     """One authorization, for its provider and operator (404 for anyone else)."""
-    with reader.connect() as conn:
-        row = q.get_authorization(conn, authorization_id, reader.actor.participant_id,
-                                  reader.sees_all)
-    return found(row, "authorization", authorization_id)
+    return visible_row(reader, q.AUTHORIZATIONS, "authorization", authorization_id)

@@ -1,4 +1,4 @@
-"""Shapes shared by every router: command answers and not-found."""
+"""Shapes shared by every router: command answers, not-found and the read-model queries."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field, ValidationError
 
-from api.deps import commands
+from api.deps import Reader, commands
 from domain.application import CommandResult
 from domain.errors import NotFound
+from projections.base import Listing
 
 RouteHandler = Callable[[Request], Coroutine[Any, Any, Response]]
 
@@ -39,6 +40,19 @@ def found(row: dict[str, Any] | None, kind: str, id: str) -> dict[str, Any]:
     if row is None:
         raise NotFound(f"no {kind} {id}", kind=kind, id=id)
     return row
+
+
+def visible_rows(reader: Reader, listing: Listing, **filters: str | None) -> list[dict[str, Any]]:
+    """The rows of ``listing`` the caller may see, narrowed by ``filters`` (None: any)."""
+    with reader.connect() as conn:
+        return listing.find_all(conn, reader.actor.participant_id, reader.sees_all, **filters)
+
+
+def visible_row(reader: Reader, listing: Listing, kind: str, id: str) -> dict[str, Any]:
+    """Row ``id`` of ``listing`` if the caller may see it, else 404 (never the data)."""
+    with reader.connect() as conn:
+        row = listing.find(conn, id, reader.actor.participant_id, reader.sees_all)
+    return found(row, kind, id)
 
 
 NAME = Field(min_length=1, max_length=200)

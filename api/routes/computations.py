@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import Commands, CommandsDep, ReaderDep
-from api.routes.common import CommandAnswer, answer, found
+from api.routes.common import CommandAnswer, answer, visible_row, visible_rows
 from api.routes.products import Id, Name, NoNul
 from core.canonical import CanonicalEncodingError
 from domain import computation as uc
@@ -226,18 +226,13 @@ def list_computations(reader: ReaderDep,
                       state: Annotated[State | None, Query()] = None) -> list[dict[str, Any]]:
     """The computations of the caller's contracts (as demander, operator or requesting
     provider); all of them for the regulator and the platform."""
-    with reader.connect() as conn:
-        return q.list_computations(conn, reader.actor.participant_id, reader.sees_all,
-                                   contract_id, state)
+    return visible_rows(reader, q.COMPUTATIONS, contract_id=contract_id, state=state)
 
 
 @router.get("/computations/{computation_id}", response_model=ComputationView)
 def get_computation(computation_id: str, reader: ReaderDep) -> dict[str, Any]:
     """One computation, for its demander, operator and requesting provider."""
-    with reader.connect() as conn:
-        row = q.get_computation(conn, computation_id, reader.actor.participant_id,
-                                reader.sees_all)
-    return found(row, "computation", computation_id)
+    return visible_row(reader, q.COMPUTATIONS, "computation", computation_id)
 
 
 @router.get("/deliveries/{delivery_id}/result", responses={200: {
@@ -251,9 +246,9 @@ def get_delivered_result(delivery_id: str, reader: ReaderDep) -> Response:
     """
     viewer = reader.actor.participant_id
     with reader.connect() as conn:
-        delivery = q.get_delivery(conn, delivery_id, viewer, reader.sees_all)
+        delivery = q.DELIVERIES.find(conn, delivery_id, viewer, reader.sees_all)
         if delivery is None:
-            comp = q.get_computation(conn, delivery_id, viewer, reader.sees_all)
+            comp = q.COMPUTATIONS.find(conn, delivery_id, viewer, reader.sees_all)
     if delivery is None:
         if comp is None or not (reader.sees_all
                                 or viewer in (comp["demander_id"], comp["operator_id"])):

@@ -9,7 +9,15 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import CommandsDep, ReaderDep
-from api.routes.common import NAME, TEXT, CommandAnswer, CommandRoute, answer, found
+from api.routes.common import (
+    NAME,
+    TEXT,
+    CommandAnswer,
+    CommandRoute,
+    answer,
+    visible_row,
+    visible_rows,
+)
 from domain import dataset as uc
 from projections import datasets as q
 
@@ -113,14 +121,11 @@ def list_datasets(reader: ReaderDep,
                   ) -> list[dict[str, Any]]:
     """The catalog (published datasets) and the caller's own; everything for the regulator
     and the platform."""
-    with reader.connect() as conn:
-        return q.list_datasets(conn, reader.actor.participant_id, reader.sees_all, state,
-                               owner_id, classification)
+    return visible_rows(reader, q.DATASETS, state=state, owner_id=owner_id,
+                        classification=classification)
 
 
 @router.get("/{dataset_id}", response_model=DatasetView)
 def get_dataset(dataset_id: str, reader: ReaderDep) -> dict[str, Any]:
     """One dataset: published ones for everyone, others for the owner (404 otherwise)."""
-    with reader.connect() as conn:
-        row = q.get_dataset(conn, dataset_id, reader.actor.participant_id, reader.sees_all)
-    return found(row, "dataset", dataset_id)
+    return visible_row(reader, q.DATASETS, "dataset", dataset_id)

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
 from api.deps import CommandsDep, ReaderDep
-from api.routes.common import CommandAnswer, answer, found
+from api.routes.common import CommandAnswer, answer, visible_row, visible_rows
 from api.routes.products import MAX_FEN, Id, Name, NoNul, Text
 from domain import order as uc
 from domain import policy
@@ -255,15 +255,11 @@ def list_orders(reader: ReaderDep, state: Annotated[State | None, Query()] = Non
                 product_id: Annotated[str | None, Query(max_length=200)] = None,
                 ) -> list[dict[str, Any]]:
     """The orders the caller is a party to (all of them for the regulator and the platform)."""
-    with reader.connect() as conn:
-        return q.list_orders(conn, reader.actor.participant_id, reader.sees_all, state,
-                             product_id)
+    return visible_rows(reader, q.ORDERS, state=state, product_id=product_id)
 
 
 @router.get("/{order_id}", response_model=OrderView)
 def get_order(order_id: str, reader: ReaderDep) -> dict[str, Any]:
     """One order with its contract terms, for its parties (the owners of the product's input
     datasets from placement), the regulator and the platform."""
-    with reader.connect() as conn:
-        row = q.get_order(conn, order_id, reader.actor.participant_id, reader.sees_all)
-    return found(row, "order", order_id)
+    return visible_row(reader, q.ORDERS, "order", order_id)

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 
 from api.deps import CommandsDep, ReaderDep
-from api.routes.common import CommandAnswer, CommandRoute, answer, found
+from api.routes.common import CommandAnswer, CommandRoute, answer, visible_row, visible_rows
 from domain import product as uc
 from projections import products as q
 
@@ -160,14 +160,10 @@ def list_products(reader: ReaderDep, state: Annotated[State | None, Query()] = N
                   ) -> list[dict[str, Any]]:
     """The storefront (listed and delisted products) plus the caller's own products;
     every product for the regulator and the platform."""
-    with reader.connect() as conn:
-        return q.list_products(conn, reader.actor.participant_id, reader.sees_all, state,
-                               operator_id)
+    return visible_rows(reader, q.PRODUCTS, state=state, operator_id=operator_id)
 
 
 @router.get("/{product_id}", response_model=ProductView)
 def get_product(product_id: str, reader: ReaderDep) -> dict[str, Any]:
     """One product (its code only for its operator, developer, the regulator, the platform)."""
-    with reader.connect() as conn:
-        row = q.get_product(conn, product_id, reader.actor.participant_id, reader.sees_all)
-    return found(row, "product", product_id)
+    return visible_row(reader, q.PRODUCTS, "product", product_id)

@@ -9,7 +9,15 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import CommandsDep, ReaderDep
-from api.routes.common import NAME, TEXT, CommandAnswer, CommandRoute, answer, found
+from api.routes.common import (
+    NAME,
+    TEXT,
+    CommandAnswer,
+    CommandRoute,
+    answer,
+    visible_row,
+    visible_rows,
+)
 from domain import scenario as uc
 from domain.policy import CIRCULATION_MODES
 from projections import scenarios as q
@@ -135,14 +143,10 @@ def list_scenarios(reader: ReaderDep,
                    ) -> list[dict[str, Any]]:
     """Scenarios the caller submitted or whose datasets it provides; all of them for the
     regulator and the platform."""
-    with reader.connect() as conn:
-        return q.list_scenarios(conn, reader.actor.participant_id, reader.sees_all, state,
-                                operator_id)
+    return visible_rows(reader, q.SCENARIOS, state=state, operator_id=operator_id)
 
 
 @router.get("/{scenario_id}", response_model=ScenarioDetail)
 def get_scenario(scenario_id: str, reader: ReaderDep) -> dict[str, Any]:
     """One scenario with its expert opinions (404 unless the caller may see it)."""
-    with reader.connect() as conn:
-        row = q.get_scenario(conn, scenario_id, reader.actor.participant_id, reader.sees_all)
-    return found(row, "scenario", scenario_id)
+    return visible_row(reader, q.SCENARIOS, "scenario", scenario_id)
