@@ -15,7 +15,9 @@ import base64
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from anchoring.treestore import TILE_HEIGHT, TILE_WIDTH, StoredCheckpoint, TreeStore
+from anchoring.checkpoints import StoredCheckpoint
+from anchoring.tiles import TILE_HEIGHT, TILE_WIDTH
+from anchoring.treestore import TreeStore
 from chain import merkle
 from chain.bls import TrustedWitness, aggregate, cosignatures
 from chain.checkpoint import NO_PREVIOUS, Checkpoint, checkpoint_hash, open_checkpoint
@@ -55,7 +57,7 @@ class ChainChecker:
 
     def run(self, limit: int = 20) -> list[Finding]:
         """Every finding (at most ``limit`` of the tree kind), empty when all holds."""
-        wanted = {cp.size for cp in self.tree.checkpoints()}
+        wanted = {cp.size for cp in self.tree.checkpoints.all()}
         findings = []
         for finding in self._tree_findings(wanted):
             findings.append(finding)
@@ -134,7 +136,7 @@ class ChainChecker:
         findings: list[Finding] = []
         prev = NO_PREVIOUS
         last_anchored: StoredCheckpoint | None = None
-        for stored in self.tree.checkpoints():
+        for stored in self.tree.checkpoints.all():
             where = f"checkpoint {stored.size}"
             try:
                 cp, _ = open_checkpoint(stored.note, [self.log_key], self.origin)

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from anchoring.treestore import StoredCheckpoint, TreeStore
+from anchoring.checkpoints import StoredCheckpoint
+from anchoring.treestore import TreeStore
 from chain.bls import TrustedWitness, WitnessPublicKey, aggregate, cosignatures, trust_witness
 from chain.checkpoint import (
     NO_PREVIOUS,
@@ -75,6 +76,7 @@ class Checkpointer:
         if not 0 <= quorum <= len(witnesses):
             raise ValueError(f"quorum {quorum} needs 0..{len(witnesses)} witnesses")
         self.tree = tree
+        self.checkpoints = tree.checkpoints
         self.signer = signer
         self.witnesses = list(witnesses)
         self.trusted: list[TrustedWitness] = [trust_witness(w.published()) for w in witnesses]
@@ -89,7 +91,7 @@ class Checkpointer:
 
     def due(self) -> bool:
         """Whether a new checkpoint should be cut now."""
-        last = self.tree.latest_checkpoint()
+        last = self.checkpoints.latest()
         size = self.tree.size()
         if last is None:
             return size > 0
@@ -104,22 +106,22 @@ class Checkpointer:
         """Cut a checkpoint if due, and retry co-signing the newest one if not anchored."""
         if self.due():
             self.cut()
-        last = self.tree.latest_checkpoint()
+        last = self.checkpoints.latest()
         if last is not None and not last.anchored:
             return self.collect(last)
         return last
 
     def cut(self) -> StoredCheckpoint:
         """Sign a checkpoint of the whole integrated tree and store it."""
-        previous = self.tree.latest_checkpoint()
+        previous = self.checkpoints.latest()
         size = self.tree.size()
         now = datetime.fromtimestamp(self.clock(), UTC)
         prev = NO_PREVIOUS if previous is None else checkpoint_hash(previous.note)
         checkpoint = Checkpoint(self.origin, size, self.tree.root(size),
                                 (time_extension(now), prev_extension(prev)))
         note = sign_checkpoint(checkpoint, [self.signer])
-        self.tree.put_checkpoint(size, note, now.isoformat())
-        stored = self.tree.checkpoint(size)
+        self.checkpoints.put(size, note, now.isoformat())
+        stored = self.checkpoints.get(size)
         assert stored is not None
         return stored
 
@@ -136,13 +138,13 @@ class Checkpointer:
         signers = sorted(s.name for s in valid)
         agg = aggregate([s.signature for s in valid]) if valid else None
         anchored = len(valid) >= self.quorum
-        self.tree.record_cosignatures(stored.size, cosigned, signers, agg, anchored)
-        result = self.tree.checkpoint(stored.size)
+        self.checkpoints.record_cosignatures(stored.size, cosigned, signers, agg, anchored)
+        result = self.checkpoints.get(stored.size)
         assert result is not None
         return result
 
     def _ask(self, witness: WitnessClient, stored: StoredCheckpoint) -> str | None:
-        old = self.tree.witness_size(witness.name)
+        old = self.checkpoints.witness_size(witness.name)
         for _ in range(2):
             proof = self.tree.consistency_proof(old, stored.size) if 0 < old < stored.size else []
             try:
@@ -158,6 +160,6 @@ class Checkpointer:
                 log.warning("witness %s refused checkpoint %d: %s", witness.name, stored.size,
                             refused)
                 return None
-            self.tree.set_witness_size(witness.name, stored.size)
+            self.checkpoints.set_witness_size(witness.name, stored.size)
             return line
         return None

@@ -10,8 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from anchoring.checkpointer import Checkpointer, CutPolicy, WitnessClient
+from anchoring.checkpoints import StoredCheckpoint
 from anchoring.integrator import Integrator
-from anchoring.treestore import PostgresTreeStore, SQLiteTreeStore, StoredCheckpoint, TreeStore
+from anchoring.tilestore_postgres import PostgresTileStore
+from anchoring.tilestore_sqlite import SQLiteTileStore
+from anchoring.treestore import TreeStore
 from anchoring.witness import Witness, WitnessState, load_or_create_key
 from anchoring.witness_clients import LocalWitness, http_witnesses
 from chain.note import Signer, generate_ed25519
@@ -26,8 +29,8 @@ EMBEDDED_WITNESSES = ("regulator-witness", "provider-consortium-witness")
 def open_tree(url: DatabaseURL, data_dir: Path) -> TreeStore:
     """The tree beside the events: chain.db in the data dir, or the same PostgreSQL schema."""
     if url.kind == "sqlite":
-        return SQLiteTreeStore(os.fspath(data_dir.absolute() / "chain.db"))
-    return PostgresTreeStore(url.conninfo(), url.schema)
+        return TreeStore(SQLiteTileStore(os.fspath(data_dir.absolute() / "chain.db")))
+    return TreeStore(PostgresTileStore(url.conninfo(), url.schema))
 
 
 def load_or_create_signer(path: Path, origin: str) -> Signer:
@@ -114,7 +117,7 @@ class ChainService:
         """Block until an anchored checkpoint covers ``size`` leaves (None on timeout)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            latest = self.tree.latest_checkpoint(anchored=True)
+            latest = self.tree.checkpoints.latest(anchored=True)
             if latest is not None and latest.size >= size:
                 return latest
             if self._thread is None:

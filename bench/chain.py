@@ -55,7 +55,9 @@ from pathlib import Path
 from typing import Any
 
 from anchoring.integrator import Integrator
-from anchoring.treestore import PostgresTreeStore, SQLiteTreeStore, TreeStore
+from anchoring.tilestore_postgres import PostgresTileStore
+from anchoring.tilestore_sqlite import SQLiteTileStore
+from anchoring.treestore import TreeStore
 from bench.append import PG_URL, _check_postgres, _drop_schemas
 from bench.table import aligned, quantile
 from chain import merkle
@@ -154,8 +156,9 @@ class Place:
     def tree(self, label: str) -> TreeStore:
         """A new, empty tree store."""
         if self.backend == "sqlite":
-            return SQLiteTreeStore(os.fspath(self.tmp / label / "chain.db"))
-        return PostgresTreeStore(DatabaseURL.parse(PG_URL).conninfo(), self._schema(label))
+            return TreeStore(SQLiteTileStore(os.fspath(self.tmp / label / "chain.db")))
+        return TreeStore(PostgresTileStore(DatabaseURL.parse(PG_URL).conninfo(),
+                                           self._schema(label)))
 
     def database_url(self, label: str) -> str:
         """The URL of a new, empty event store."""
@@ -474,7 +477,7 @@ class Watcher(threading.Thread):
     def run(self) -> None:
         try:
             while not self.stop.is_set():
-                latest = self.tree.latest_checkpoint(anchored=True)
+                latest = self.tree.checkpoints.latest(anchored=True)
                 now, wall = time.perf_counter(), time.time()
                 if latest is not None and latest.size > self.size:
                     self.size = latest.size

@@ -65,6 +65,24 @@ def consistency_proof(size1: int, size2: int, get: NodeGetter) -> list[bytes]:
     return seed + _path(level, index, size2, get)
 
 
+def nodes_read(compute: Callable[[NodeGetter], object]) -> list[NodeID]:
+    """Return the perfect subtrees ``compute`` reads through its getter, in the order asked.
+
+    ``compute`` runs once on a getter that records each ``(level, index)`` and answers a
+    zero hash: the functions above ask for the same nodes whatever the hashes are, so a
+    store can read them all at once and then compute for real (with ``root_at``,
+    ``inclusion_proof`` or ``consistency_proof`` at a given size).
+    """
+    asked: list[NodeID] = []
+
+    def record(level: int, index: int) -> bytes:
+        asked.append((level, index))
+        return bytes(32)
+
+    compute(record)
+    return asked
+
+
 def _path(level: int, index: int, size: int, get: NodeGetter) -> list[bytes]:
     """Return the inclusion proof of the perfect node (level, index) in a tree of ``size``.
 

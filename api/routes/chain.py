@@ -8,8 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
+from anchoring.checkpoints import StoredCheckpoint
 from anchoring.service import ChainService
-from anchoring.treestore import StoredCheckpoint
 from api.deps import ContainerDep
 from domain.errors import InvalidInput, NotFound
 from events.store import MAX_SEQ
@@ -47,7 +47,7 @@ def _view(cp: StoredCheckpoint) -> CheckpointView:
 @router.get("/checkpoints/latest", response_model=CheckpointView)
 def latest_checkpoint(container: ContainerDep, anchored: bool = False) -> CheckpointView:
     """The newest checkpoint (``?anchored=true``: the newest a quorum of witnesses co-signed)."""
-    cp = _chain(container).tree.latest_checkpoint(anchored=anchored)
+    cp = _chain(container).tree.checkpoints.latest(anchored=anchored)
     if cp is None:
         raise NotFound("no checkpoint yet")
     return _view(cp)
@@ -57,7 +57,7 @@ def latest_checkpoint(container: ContainerDep, anchored: bool = False) -> Checkp
 def checkpoint(size: Annotated[int, Path(ge=1, le=MAX_SEQ)],
                container: ContainerDep) -> CheckpointView:
     """The checkpoint cut at tree size ``size``."""
-    cp = _chain(container).tree.checkpoint(size)
+    cp = _chain(container).tree.checkpoints.get(size)
     if cp is None:
         raise NotFound(f"no checkpoint at size {size}")
     return _view(cp)

@@ -5,27 +5,18 @@ Each test runs with each hashing core (C and pure Python) on each backend.
 
 from __future__ import annotations
 
-import logging
-import sqlite3
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
 
-import psycopg
 import pytest
 
-from anchoring.check import ChainChecker
 from anchoring.service import open_tree
 from anchoring.treestore import MissingNodeError, TreeStore
 from chain.compact import CompactRange
 from chain.hasher import hash_leaf
-from chain.note import Signer, generate_ed25519
 from chain.proof import InMemoryTree
 from chain.verify import verify_consistency, verify_inclusion
-from events.store import DatabaseURL, EventStore
+from events.store import DatabaseURL
 from tests.unit.chain.tiled import IMPLS, using
 
 DATA = [f"event {i}".encode() for i in range(300)]
@@ -124,174 +115,6 @@ def test_only_leaf_tiles_and_nodes_of_level_8_and_up_are_stored(tree: TreeStore)
     assert [tuple(t) for t in tiles] == [(0, 256 * 32), (1, 44 * 32)]
     levels = tree._q("SELECT level, idx FROM chain_nodes ORDER BY level, idx")
     assert [tuple(r) for r in levels] == [(8, 0)]
-
-
-def _legacy_layout(tree: TreeStore, leaves: list[bytes]) -> None:
-    """Write ``leaves`` the way the tree stored them before tiles: every node a row."""
-    compact, rows = CompactRange(), []
-    for leaf in leaves:
-        rows += compact.append(leaf)
-    for level, index, h in rows:
-        tree._q("INSERT INTO chain_nodes VALUES (?, ?, ?)", (level, index, h), write=True)
-    tree._q("UPDATE chain_state SET size = ?", (len(leaves),), write=True)
-
-
-def test_a_tree_stored_before_tiles_is_moved_into_tiles_when_opened(
-        url: DatabaseURL, tmp_path: Path) -> None:
-    old = open_tree(url, tmp_path)
-    _legacy_layout(old, LEAVES[:290])
-    old.close()
-    tree = open_tree(url, tmp_path)
-    try:
-        assert tree.size() == 290
-        assert [tuple(r) for r in tree._q("SELECT level, idx FROM chain_nodes")] == [(8, 0)]
-        assert tree.leaf_hashes(0, 290) == b"".join(LEAVES[:290])
-        assert tree.root() == REFERENCE.root(290)
-        assert tree.inclusion_proof(260, 290) == REFERENCE.inclusion_proof(260, 290)
-        tree.append_leaves(LEAVES[290:])
-        assert tree.root() == REFERENCE.root(300)
-    finally:
-        tree.close()
-
-
-def _open_together(url: DatabaseURL, tmp_path: Path,
-                   monkeypatch: pytest.MonkeyPatch) -> list[TreeStore]:
-    """Open two stores on the same tree at once, both past the migration's first "old rows
-    exist?" look before either takes the lock (PostgreSQL: a third connection holds the
-    size row FOR UPDATE until both wait on it; SQLite: both meet at BEGIN IMMEDIATE)."""
-    opened: list[TreeStore] = []
-    errors: list[BaseException] = []
-
-    def open_one() -> None:
-        try:
-            opened.append(open_tree(url, tmp_path))
-        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=open_one) for _ in range(2)]
-    if url.kind == "sqlite":
-        gate = threading.Barrier(2, timeout=20)
-
-        class Gated(sqlite3.Connection):
-            met = False  # only the migration's BEGIN IMMEDIATE waits for the other
-
-            def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
-                if sql == "BEGIN IMMEDIATE" and not self.met:
-                    self.met = True
-                    gate.wait()
-                return super().execute(sql, *args)
-
-        connect = sqlite3.connect
-        monkeypatch.setattr(sqlite3, "connect",
-                            lambda *a, **kw: connect(*a, **kw, factory=Gated))
-        for t in threads:
-            t.start()
-    else:
-        with psycopg.connect(url.conninfo()) as holder:
-            holder.execute(f'SET search_path TO "{url.schema}"')
-            holder.execute("SELECT size FROM chain_state FOR UPDATE")
-            for t in threads:
-                t.start()
-            try:  # wait until both wait: on the holder, or queued behind the other
-                with psycopg.connect(url.conninfo(), autocommit=True) as watch:
-                    deadline = time.monotonic() + 20
-                    while watch.execute(
-                            "SELECT count(*) FROM pg_stat_activity a WHERE %(h)s = "
-                            "ANY(pg_blocking_pids(a.pid)) OR EXISTS (SELECT 1 FROM "
-                            "pg_stat_activity b WHERE b.pid = ANY(pg_blocking_pids(a.pid)) "
-                            "AND %(h)s = ANY(pg_blocking_pids(b.pid)))",
-                            {"h": holder.info.backend_pid}).fetchone() != (2,):
-                        assert time.monotonic() < deadline, "the two stores never waited"
-                        time.sleep(0.02)
-            finally:
-                holder.commit()
-    for t in threads:
-        t.join(30)
-    assert not errors, errors
-    assert len(opened) == 2
-    return opened
-
-
-def test_two_stores_opening_an_old_layout_tree_together_keep_every_tile(
-        url: DatabaseURL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The second to take the lock finds the tree already moved and leaves it alone."""
-    old = open_tree(url, tmp_path)
-    _legacy_layout(old, LEAVES[:290])
-    old.close()
-    stores = _open_together(url, tmp_path, monkeypatch)
-    try:
-        for tree in stores:
-            tiles = tree._q("SELECT idx, length(hashes) FROM chain_tiles ORDER BY idx")
-            assert [tuple(t) for t in tiles] == [(0, 256 * 32), (1, 34 * 32)]
-            assert [tuple(r) for r in tree._q("SELECT level, idx FROM chain_nodes")] == [(8, 0)]
-            assert tree.size() == 290 and tree.root() == REFERENCE.root(290)
-            assert tree.leaf_hashes(0, 290) == b"".join(LEAVES[:290])
-        assert stores[0].append_leaves(LEAVES[290:]) == 300
-        assert stores[1].root() == REFERENCE.root(300)
-    finally:
-        for tree in stores:
-            tree.close()
-
-
-@dataclass(frozen=True)
-class _Entry:
-    seq: int
-    data: bytes
-
-    def canonical(self) -> bytes:
-        return self.data
-
-
-class _Log:
-    """The events the leaves were made from (what ``chain verify`` recomputes)."""
-
-    def read(self, after: int = 0, limit: int = 100) -> list[_Entry]:
-        return [_Entry(i + 1, DATA[i]) for i in range(after, min(after + limit, len(DATA)))]
-
-
-def test_a_damaged_old_layout_tree_is_not_migrated_and_loses_nothing(
-        url: DatabaseURL, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """Leaf 100 of 290 is missing: every old row stays, the error names leaf 100, the tree
-    takes no new leaf, and ``chain verify`` names seq 101 first. Once the row is put back,
-    the next open moves the whole tree."""
-    old = open_tree(url, tmp_path)
-    _legacy_layout(old, LEAVES[:290])
-    old._q("DELETE FROM chain_nodes WHERE level = 0 AND idx = 100", write=True)
-    rows = sorted(tuple(r) for r in old._q("SELECT level, idx, hash FROM chain_nodes"))
-    old.close()
-    with caplog.at_level(logging.ERROR, logger="chain.treestore"):
-        tree = open_tree(url, tmp_path)
-    try:
-        assert "leaf 100 " in caplog.text and "not moved" in caplog.text
-        stored = sorted(tuple(r) for r in tree._q("SELECT level, idx, hash FROM chain_nodes"))
-        assert [(lv, ix, bytes(h)) for lv, ix, h in stored] == \
-            [(lv, ix, bytes(h)) for lv, ix, h in rows]
-        assert tree.size() == 290
-        assert tree.leaf_hashes(0, 290) == b"".join(LEAVES[:100])  # the intact prefix
-        assert tree.root(100) == REFERENCE.root(100)
-        with pytest.raises(MissingNodeError):
-            tree.root()
-        with pytest.raises(MissingNodeError, match="leaf 100 "):
-            tree.append_leaves(LEAVES[290:])
-        assert tree.size() == 290
-        log_key = Signer.from_key(generate_ed25519("log.example/verify")[0]).verifier()
-        checker = ChainChecker(cast(EventStore, _Log()), tree, log_key, "log.example/verify",
-                               [], 0)
-        findings = checker.run()
-        assert findings[0].where == "seq 101"
-    finally:
-        tree.close()
-    again = open_tree(url, tmp_path)
-    again._q("INSERT INTO chain_nodes VALUES (?, ?, ?)", (0, 100, LEAVES[100]), write=True)
-    again.close()
-    repaired = open_tree(url, tmp_path)
-    try:
-        assert [tuple(r) for r in repaired._q("SELECT level, idx FROM chain_nodes")] == [(8, 0)]
-        assert repaired.root() == REFERENCE.root(290)
-        assert repaired.append_leaves(LEAVES[290:]) == 300
-        assert repaired.root() == REFERENCE.root(300)
-    finally:
-        repaired.close()
 
 
 def test_two_stores_on_one_tree_take_turns_without_losing_a_leaf(

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymerkle import ConsistencyProof, InclusionProof, InmemoryTree  # type: ignore[import-untyped]
 
-from anchoring.treestore import TILE_WIDTH
+from anchoring.tiles import TILE_WIDTH
 from chain import merkle
 from chain.compact import CompactRange, Node, range_nodes
 from chain.hasher import EMPTY_ROOT, hash_children, hash_leaf

@@ -1,7 +1,7 @@
 """The tree as TreeStore keeps it, in memory: leaf tiles + nodes of level >= 8.
 
 Built with chain.merkle.append (as TreeStore.append_leaf_data does) and read through
-chain.treestore.tiled_getter (as TreeStore reads), so the unit tests check the tiled
+anchoring.tiles.tiled_getter (as TreeStore reads), so the unit tests check the tiled
 layout and both hashing cores against the oracles without a database.
 """
 
@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from anchoring.treestore import TILE_HEIGHT, TILE_WIDTH, tiled_getter
+from anchoring.tiles import TILE_HEIGHT, TILE_WIDTH, tiled_getter
 from chain import merkle
 from chain.compact import NodeID
 from chain.hasher import HASH_SIZE
