@@ -50,6 +50,7 @@ from py_ecc.optimized_bls12_381.optimized_curve import curve_order
 sys.setrecursionlimit(_RECURSION_LIMIT)
 
 from chain.note import (
+    NamedKey,
     NoteSignature,
     check_note_body,
     format_signature_line,
@@ -307,7 +308,7 @@ class WitnessPublicKey:
         return key
 
 
-class WitnessKey:
+class WitnessKey(NamedKey):
     """A witness's signing key: a name and a 32-byte BLS secret key. A NoteSigner."""
 
     def __init__(self, name: str, secret_key: bytes, backend: BlsBackend | None = None) -> None:
@@ -315,11 +316,10 @@ class WitnessKey:
         if not is_valid_key_name(name):
             raise ValueError(f"invalid witness name {name!r}")
         _scalar(secret_key)
-        self._name = name
         self._secret_key = secret_key
         self._backend = backend or default_backend()
-        self._public_key = self._backend.sk_to_pk(secret_key)
-        self._key_id = witness_key_id(name, self._public_key)
+        public_key = self._backend.sk_to_pk(secret_key)
+        super().__init__(name, witness_key_id(name, public_key), public_key)
 
     @classmethod
     def generate(cls, name: str, backend: BlsBackend | None = None) -> "WitnessKey":
@@ -327,24 +327,9 @@ class WitnessKey:
         return cls(name, generate_secret_key(), backend)
 
     @property
-    def name(self) -> str:
-        """The witness name."""
-        return self._name
-
-    @property
-    def key_id(self) -> int:
-        """The key ID of the witness's co-signature lines."""
-        return self._key_id
-
-    @property
     def secret_key(self) -> bytes:
         """The 32-byte big-endian secret key: what to store."""
         return self._secret_key
-
-    @property
-    def public_key(self) -> bytes:
-        """The 48-byte public key."""
-        return self._public_key
 
     def sign(self, message: bytes) -> bytes:
         """Return the 96-byte BLS signature of ``message``."""

@@ -124,7 +124,36 @@ def format_signature_line(name: str, key_id: int, signature: bytes) -> str:
     return f"{SIGNATURE_PREFIX}{name} {base64.b64encode(blob).decode('ascii')}\n"
 
 
-class Verifier:
+class NamedKey:
+    """A key as notes name it: its key name, its key ID and its public key.
+
+    The key ID is SHA-256(name || "\\n" || signature type byte || public key)[:4]
+    (:func:`key_id`); Ed25519 note keys and BLS witness keys both are one.
+    """
+
+    def __init__(self, name: str, key_id: int, public_key: bytes) -> None:
+        """Name the key; the caller has checked ``name`` and computed ``key_id``."""
+        self._name = name
+        self._key_id = key_id
+        self._public_key = public_key
+
+    @property
+    def name(self) -> str:
+        """The key name of its signature lines."""
+        return self._name
+
+    @property
+    def key_id(self) -> int:
+        """The 32-bit key ID of its signature lines."""
+        return self._key_id
+
+    @property
+    def public_key(self) -> bytes:
+        """The raw public key (32 bytes for Ed25519, 48 for BLS)."""
+        return self._public_key
+
+
+class Verifier(NamedKey):
     """An Ed25519 note verifier: a key name and a 32-byte Ed25519 public key."""
 
     def __init__(self, name: str, public_key: bytes) -> None:
@@ -133,10 +162,8 @@ class Verifier:
             raise ValueError(f"invalid key name {name!r}")
         if len(public_key) != _ED25519_KEY_SIZE:
             raise ValueError(f"Ed25519 public key must be 32 bytes, got {len(public_key)}")
-        self._name = name
-        self._public_key = public_key
+        super().__init__(name, key_id(name, bytes([ALG_ED25519]) + public_key), public_key)
         self._key = Ed25519PublicKey.from_public_bytes(public_key)
-        self._key_id = key_id(name, bytes([ALG_ED25519]) + public_key)
 
     @classmethod
     def from_vkey(cls, vkey: str) -> "Verifier":
@@ -152,21 +179,6 @@ class Verifier:
         if verifier.key_id != int(hex_id, 16):
             raise ValueError(f"verifier key {vkey!r}: key ID {hex_id} does not match the key")
         return verifier
-
-    @property
-    def name(self) -> str:
-        """The key name."""
-        return self._name
-
-    @property
-    def key_id(self) -> int:
-        """The key ID: SHA-256(name || "\\n" || 0x01 || public key)[:4]."""
-        return self._key_id
-
-    @property
-    def public_key(self) -> bytes:
-        """The raw 32-byte Ed25519 public key."""
-        return self._public_key
 
     @property
     def vkey(self) -> str:
