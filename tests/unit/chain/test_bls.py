@@ -11,8 +11,8 @@ Vectors:
   the curve but outside the prime-order subgroup, compressed here.
 
 py-ecc needs ~0.1 s to sign and ~0.3 s to verify, so its results are
-computed once per module, and the tests that make py-ecc verify are marked
-``slow`` (deselect with ``-m "not slow"``). The whole file runs in seconds.
+computed once per module, and the tests that make py-ecc sign or verify are
+marked ``slow`` (deselect with ``-m "not slow"``). The whole file runs in seconds.
 """
 
 import base64
@@ -160,7 +160,8 @@ def trusted(witnesses: list[WitnessKey]) -> list[TrustedWitness]:
 
 @pytest.mark.parametrize(
     "backend",
-    [pytest.param(PYECC, id="py-ecc"), pytest.param(BLSPY, id="blspy", marks=needs_blspy)],
+    [pytest.param(PYECC, id="py-ecc", marks=slow),
+     pytest.param(BLSPY, id="blspy", marks=needs_blspy)],
 )
 def test_backends_reproduce_the_eth2_sign_vectors(backend: BlsBackend) -> None:
     assert backend.sk_to_pk(ETH_SK[0]) == ETH_PK0
@@ -172,12 +173,14 @@ def test_backends_reproduce_the_eth2_sign_vectors(backend: BlsBackend) -> None:
 # --- Byte identity of the backends --------------------------------------------------
 
 
+@slow
 @needs_blspy
 @pytest.mark.parametrize("index", range(len(SECRET_KEYS)), ids=KEY_IDS)
 def test_backends_are_byte_identical(index: int, pyecc_outputs: list[Outputs]) -> None:
     assert compute(blspy(), SECRET_KEYS[index]) == pyecc_outputs[index]
 
 
+@slow
 @needs_blspy
 @pytest.mark.parametrize("index", range(len(SECRET_KEYS)), ids=KEY_IDS)
 def test_blspy_verifies_py_ecc_output(index: int, pyecc_outputs: list[Outputs]) -> None:
@@ -196,6 +199,7 @@ def test_py_ecc_verifies_blspy_output(index: int) -> None:
     assert PYECC.pop_verify(out.public_key, out.pop)
 
 
+@slow
 @needs_blspy
 def test_aggregates_are_byte_identical(pyecc_outputs: list[Outputs]) -> None:
     signatures = [out.signature for out in pyecc_outputs]
@@ -246,7 +250,8 @@ def test_backends_refuse_secret_keys_outside_the_group(
         backend.sign(secret_key, MESSAGE)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "backend", [pytest.param(PYECC, id="py-ecc", marks=slow), *BACKENDS[1:]])
 def test_backends_refuse_points_outside_the_subgroup(backend: BlsBackend) -> None:
     secret_key = ETH_SK[0]
     signature = (BLSPY or PYECC).sign(secret_key, MESSAGE)
