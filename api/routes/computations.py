@@ -24,11 +24,11 @@ from api.deps import Commands, CommandsDep, ReaderDep
 from api.routes.common import CommandAnswer, answer, visible_row, visible_rows
 from api.routes.products import Id, Name, NoNul
 from core.canonical import CanonicalEncodingError
+from delivery import results
 from domain import computation as uc
 from domain import dataset as datasets_uc
 from domain.errors import Forbidden, InvalidInput, NotFound, WrongState
 from projections import computations as q
-from projections import results
 
 router = APIRouter(tags=["computations"])
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Column, Engine, LargeBinary, MetaData, String, Table, event, inspect, text
 
-from events.store import DatabaseURL
-from projections import results
+from delivery import results
+from events.url import DatabaseURL
 from projections.runner import views_engine
 
 CID = "c-0001"

@@ -8,9 +8,10 @@ exist (a provider that posted other bytes, or a party the command then refused) 
 never served: a delivery serves the row whose digest the log recorded, which no later post
 can replace.
 
-The table has a ``MetaData`` of its own: it is not a read model, so rebuilding the read
-models (which drops their tables) never touches it. A table made by an older version, keyed
-by computation id alone, is migrated in place on first use (``ensure_table``).
+The table lives beside the read models (in their database) but has a ``MetaData`` of its
+own: it is not a read model, so rebuilding the read models (which drops their tables) never
+touches it. A table made by an older version, keyed by computation id alone, is migrated in
+place on first use (``ensure_table``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""The delivered results' bytes, kept off the log (the log records only their SHA-256)."""
