@@ -1,0 +1,324 @@
+"""The platform's HTTP API as its parties drive it: one method per call they make.
+
+Each method takes the calling party (a :class:`Party` or a bare bearer token), checks the
+status the call answers on success and raises :class:`PlatformError` otherwise; it returns
+the new aggregate's id for a creation and the decoded JSON answer for the rest.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+
+#: the admission comment the callers record unless they give their own
+ADMITTED = "meets the admission criteria"
+
+
+class PlatformError(Exception):
+    """The platform answered with a status the caller did not expect."""
+
+    def __init__(self, method: str, path: str, status: int, body: str) -> None:
+        super().__init__(f"{method} {path}: {status} {body[:500]}")
+        self.method = method
+        self.path = path
+        self.status = status
+        self.body = body
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The Authorization header of a member's token."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+@dataclass
+class Party:
+    """An onboarded participant as one of its members acts for it: the member's token."""
+
+    participant_id: str
+    token: str
+    role: str = ""
+    member_id: str = ""
+    name: str = ""
+
+    @property
+    def id(self) -> str:
+        """The participant's id."""
+        return self.participant_id
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return bearer(self.token)
+
+
+#: who makes a call: a party, or a bare bearer token
+Caller = Party | str
+
+
+def _token(who: Caller) -> str:
+    return who.token if isinstance(who, Party) else who
+
+
+class Platform:
+    """A client of one platform server (any ``httpx.Client``, a test app's included)."""
+
+    def __init__(self, http: httpx.Client) -> None:
+        self.http = http
+
+    @classmethod
+    def at(cls, url: str, timeout: float = 30) -> Platform:
+        """A client of the server at ``url``."""
+        return cls(httpx.Client(base_url=url, timeout=timeout))
+
+    @property
+    def url(self) -> str:
+        return str(self.http.base_url).rstrip("/")
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # -- any call -----------------------------------------------------------------------
+    def request(self, method: str, path: str, who: Caller,
+                expect: int | tuple[int, ...] = 200, **kwargs: Any) -> httpx.Response:
+        """One request as ``who``; the response when its status is ``expect`` (one of them,
+        for a tuple), :class:`PlatformError` otherwise."""
+        headers = {**kwargs.pop("headers", {}), **bearer(_token(who))}
+        response = self.http.request(method, path, headers=headers, **kwargs)
+        expected = (expect,) if isinstance(expect, int) else expect
+        if response.status_code not in expected:
+            raise PlatformError(method, path, response.status_code, response.text)
+        return response
+
+    def call(self, method: str, path: str, who: Caller, expect: int | tuple[int, ...] = 200,
+             **kwargs: Any) -> Any:
+        """:meth:`request`, then its JSON answer (its bytes if it is not JSON)."""
+        response = self.request(method, path, who, expect, **kwargs)
+        if response.headers.get("content-type", "").startswith("application/json"):
+            return response.json()
+        return response.content
+
+    def health(self) -> dict[str, Any]:
+        """``GET /health``: the log's head and the read models' position."""
+        answer: dict[str, Any] = self.http.get("/health").raise_for_status().json()
+        return answer
+
+    def wait_until_up(self, timeout: float, alive: Callable[[], bool] = lambda: True) -> bool:
+        """Poll ``GET /health`` until it answers 200 (True), ``alive()`` turns false or
+        ``timeout`` seconds pass (False)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and alive():
+            try:
+                if self.http.get("/health", timeout=2).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        return False
+
+    # -- participants (入驻, 准入) ---------------------------------------------------------
+    def me(self, who: Caller) -> dict[str, Any]:
+        """The caller: its member id, roles and participant."""
+        answer: dict[str, Any] = self.call("GET", "/participants/me", who)
+        return answer
+
+    def party(self, token: str) -> Party:
+        """The party a token acts for."""
+        me = self.me(token)
+        return Party(str(me["participant"]["id"]), token, str(me["participant"]["role"]),
+                     str(me["member_id"]), str(me["participant"]["name"]))
+
+    def register_participant(self, platform: Caller, role: str, name: str,
+                             credit_code: str) -> Party:
+        """The platform onboards an organization with a first admin member (pending)."""
+        made = self.call("POST", "/participants", platform, 201, json={
+            "name": name, "role": role, "credit_code": credit_code,
+            "admin_name": f"{role} admin"})
+        return Party(str(made["participant_id"]), str(made["token"]), role,
+                     str(made["member_id"]), name)
+
+    def admit(self, judge: Caller, participant_id: str, comment: str = ADMITTED) -> Any:
+        """The regulator or the platform approves a participant's admission."""
+        return self.call("POST", f"/participants/{participant_id}/admission", judge,
+                         json={"approve": True, "comment": comment})
+
+    def onboard(self, platform: Caller, role: str, name: str, *, credit_code: str,
+                judge: Caller | None, comment: str = ADMITTED) -> Party:
+        """Register a participant and, when a ``judge`` is given, have it admitted."""
+        party = self.register_participant(platform, role, name, credit_code)
+        if judge is not None:
+            self.admit(judge, party.participant_id, comment)
+        return party
+
+    def add_member(self, admin: Party, name: str, roles: list[str]) -> Party:
+        """A participant's admin (or the platform) adds a member; the member's party."""
+        made = self.call("POST", f"/participants/{admin.participant_id}/members", admin, 201,
+                         json={"name": name, "roles": roles})
+        return Party(admin.participant_id, str(made["token"]), admin.role,
+                     str(made["member_id"]), admin.name)
+
+    # -- the catalog: datasets, scenarios (一场景一审核), authorizations ---------------------
+    def register_dataset(self, provider: Caller, *, name: str, description: str,
+                         source_system: str, fields: list[dict[str, Any]],
+                         classification: str = "L3") -> str:
+        """A provider registers a dataset's catalog entry; its id."""
+        made = self.call("POST", "/datasets", provider, 201, json={
+            "name": name, "description": description, "source_system": source_system,
+            "classification": classification, "fields": fields})
+        return str(made["dataset_id"])
+
+    def publish_dataset(self, provider: Caller, dataset_id: str) -> Any:
+        return self.call("POST", f"/datasets/{dataset_id}/publication", provider)
+
+    def propose_scenario(self, operator: Caller, *, title: str, purpose: str, sector: str,
+                         requested: list[dict[str, Any]],
+                         circulation_mode: str = "ciphertext") -> str:
+        """An operator proposes a scenario over the datasets' fields it requests; its id."""
+        made = self.call("POST", "/scenarios", operator, 201, json={
+            "title": title, "purpose": purpose, "sector": sector, "requested": requested,
+            "circulation_mode": circulation_mode})
+        return str(made["scenario_id"])
+
+    def give_opinion(self, expert: Caller, scenario_id: str, verdict: str,
+                     comment: str) -> Any:
+        return self.call("POST", f"/scenarios/{scenario_id}/opinions", expert, 201,
+                         json={"verdict": verdict, "comment": comment})
+
+    def decide_scenario(self, regulator: Caller, scenario_id: str, comment: str,
+                        approve: bool = True) -> Any:
+        return self.call("POST", f"/scenarios/{scenario_id}/decision", regulator,
+                         json={"approve": approve, "comment": comment})
+
+    def authorize(self, provider: Caller, scenario_id: str, datasets: list[dict[str, Any]],
+                  window: tuple[datetime, datetime],
+                  usage_policy: Mapping[str, Any]) -> str:
+        """A provider authorizes its datasets' fields for a scenario between ``window``'s
+        two instants; the authorization's id."""
+        made = self.call("POST", "/authorizations", provider, 201, json={
+            "scenario_id": scenario_id, "datasets": datasets,
+            "not_before": window[0].isoformat(), "not_after": window[1].isoformat(),
+            "usage_policy": dict(usage_policy)})
+        return str(made["authorization_id"])
+
+    # -- products (上架) ------------------------------------------------------------------
+    def register_product(self, operator: Caller, body: Mapping[str, Any]) -> str:
+        """An operator registers a product (the ``POST /products`` body); its id."""
+        made = self.call("POST", "/products", operator, 201, json=dict(body))
+        return str(made["product_id"])
+
+    def request_listing(self, operator: Caller, product_id: str) -> Any:
+        return self.call("POST", f"/products/{product_id}/listing-request", operator)
+
+    def decide_listing(self, platform: Caller, product_id: str, comment: str,
+                       approve: bool = True) -> Any:
+        return self.call("POST", f"/products/{product_id}/listing-decision", platform,
+                         json={"approve": approve, "comment": comment})
+
+    def list_product(self, operator: Caller, platform: Caller, body: Mapping[str, Any],
+                     comment: str = "complete and documented") -> str:
+        """Register a product, request its listing and have the platform approve it."""
+        product_id = self.register_product(operator, body)
+        self.request_listing(operator, product_id)
+        self.decide_listing(platform, product_id, comment)
+        return product_id
+
+    def product(self, who: Caller, product_id: str) -> dict[str, Any]:
+        answer: dict[str, Any] = self.call("GET", f"/products/{product_id}", who)
+        return answer
+
+    # -- orders and contracts -----------------------------------------------------------
+    def place_order(self, demander: Caller, product_id: str, purpose: str,
+                    query: Mapping[str, Any] | None = None) -> str:
+        """A demander orders a product (for the rows ``query`` selects); the order's id."""
+        body: dict[str, Any] = {"product_id": product_id, "purpose": purpose}
+        if query is not None:
+            body["query"] = dict(query)
+        return str(self.call("POST", "/orders", demander, 201, json=body)["order_id"])
+
+    def grant_trial(self, operator: Caller, order_id: str) -> Any:
+        return self.call("POST", f"/orders/{order_id}/trial", operator)
+
+    def propose_contract(self, operator: Caller, order_id: str, *,
+                         usage_policy: Mapping[str, Any], price_fen: int,
+                         revenue_split: Mapping[str, int]) -> Any:
+        return self.call("POST", f"/orders/{order_id}/contract", operator, json={
+            "usage_policy": dict(usage_policy), "price_fen": price_fen,
+            "revenue_split": dict(revenue_split)})
+
+    def accept_contract(self, demander: Caller, order_id: str) -> Any:
+        return self.call("POST", f"/orders/{order_id}/contract/acceptance", demander)
+
+    def approve_contract(self, party: Caller, order_id: str) -> Any:
+        return self.call("POST", f"/orders/{order_id}/contract/approvals", party)
+
+    def submit_query(self, demander: Caller, order_id: str, query: Mapping[str, Any],
+                     expect: int | tuple[int, ...] = 201) -> Any:
+        """The demander asks for the contract's next execution, on the rows ``query``
+        selects."""
+        return self.call("POST", f"/orders/{order_id}/queries", demander, expect,
+                         json={"query": dict(query)})
+
+    def order(self, who: Caller, order_id: str) -> dict[str, Any]:
+        answer: dict[str, Any] = self.call("GET", f"/orders/{order_id}", who)
+        return answer
+
+    # -- computations and deliveries ----------------------------------------------------
+    def computations(self, who: Caller, contract_id: str | None = None) -> list[dict[str, Any]]:
+        """The computations the caller sees (of one contract, if given)."""
+        params = {} if contract_id is None else {"contract_id": contract_id}
+        answer: list[dict[str, Any]] = self.call("GET", "/computations", who, params=params)
+        return answer
+
+    def delivery(self, who: Caller, computation_id: str) -> bytes:
+        """The result bytes delivered for a computation, as stored."""
+        return self.request("GET", f"/deliveries/{computation_id}/result", who).content
+
+    # -- the ledger and its chain -------------------------------------------------------
+    def events_page(self, who: Caller, after: int = 0, limit: int = 1000) -> dict[str, Any]:
+        """One page of ``GET /ledger/events`` (``events`` and ``next_after``)."""
+        answer: dict[str, Any] = self.call("GET", f"/ledger/events?after={after}&limit={limit}",
+                                           who)
+        return answer
+
+    def events(self, who: Caller, after: int = 0) -> list[dict[str, Any]]:
+        """Every event after ``after`` the caller may read, page by page."""
+        out: list[dict[str, Any]] = []
+        while True:
+            page = self.events_page(who, after)
+            out += page["events"]
+            if not page["events"]:
+                return out
+            after = page["next_after"]
+
+    def event(self, who: Caller, seq: int) -> dict[str, Any]:
+        """The event at ``seq`` (404 unless the caller is one of its parties)."""
+        answer: dict[str, Any] = self.call("GET", f"/ledger/events/{seq}", who)
+        return answer
+
+    def witnesses(self, who: Caller) -> dict[str, Any]:
+        """The log's origin and key, the witnesses' keys and the quorum (a trust file)."""
+        answer: dict[str, Any] = self.call("GET", "/ledger/witnesses", who)
+        return answer
+
+    def latest_checkpoint(self, who: Caller, anchored: bool = True) -> dict[str, Any]:
+        flag = "true" if anchored else "false"
+        answer: dict[str, Any] = self.call(
+            "GET", f"/ledger/checkpoints/latest?anchored={flag}", who)
+        return answer
+
+    def inclusion_proof(self, who: Caller, index: int, size: int) -> dict[str, Any]:
+        """The audit path of leaf ``index`` in the tree of ``size`` leaves."""
+        answer: dict[str, Any] = self.call(
+            "GET", f"/ledger/proofs/inclusion?index={index}&size={size}", who)
+        return answer
