@@ -15,10 +15,12 @@ from anchoring.integrator import Integrator
 from anchoring.tilestore_postgres import PostgresTileStore
 from anchoring.tilestore_sqlite import SQLiteTileStore
 from anchoring.treestore import TreeStore
-from anchoring.witness import Witness, WitnessState, load_or_create_key
+from anchoring.witness import Witness
 from anchoring.witness_clients import LocalWitness, http_witnesses
+from anchoring.witness_state import WitnessState, load_or_create_key
 from chain.note import Signer, generate_ed25519
-from events.store import DatabaseURL, EventStore
+from events.store import EventStore
+from events.url import DatabaseURL
 
 log = logging.getLogger(__name__)
 

@@ -40,10 +40,9 @@ from anchoring.witness import (
     UnknownOrigin,
     Witness,
     WitnessError,
-    WitnessState,
-    load_or_create_key,
     parse_add_checkpoint,
 )
+from anchoring.witness_state import WitnessState, load_or_create_key
 from chain.note import NoteVerifier, Verifier
 
 MAX_BODY_BYTES: Final = 64 * 1024

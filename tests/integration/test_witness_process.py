@@ -21,7 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from anchoring.witness import LogState, WitnessState, format_add_checkpoint
+from anchoring.witness import format_add_checkpoint
+from anchoring.witness_state import LogState, WitnessState
 from chain.bls import TrustedWitness, WitnessPublicKey, trust_witness, verify_cosignature
 from chain.checkpoint import Checkpoint, sign_checkpoint
 from chain.hasher import hash_leaf

@@ -16,7 +16,6 @@ import pytest
 from anchoring.witness import (
     MAX_PROOF_LINES,
     BadSignature,
-    LogState,
     Malformed,
     OldSizeMismatch,
     ProofFailed,
@@ -24,11 +23,10 @@ from anchoring.witness import (
     UnknownOrigin,
     Witness,
     WitnessError,
-    WitnessState,
     format_add_checkpoint,
-    load_or_create_key,
     parse_add_checkpoint,
 )
+from anchoring.witness_state import LogState, WitnessState, load_or_create_key
 from chain.bls import WitnessKey, trust_witness, verify_cosignature
 from chain.checkpoint import Checkpoint, sign_checkpoint
 from chain.hasher import EMPTY_ROOT, hash_leaf
