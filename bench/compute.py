@@ -522,7 +522,7 @@ def measure_compute(backend: str, sizes: Sizes, nats_follow: bool,
     import httpx
 
     from bench.append import PG_URL, _check_postgres, _drop_schemas
-    from events.store import DatabaseURL
+    from events.url import DatabaseURL
 
     tmp = Path(tempfile.mkdtemp(prefix=f"dataledger-bench-compute-{backend}-"))
     admin = "dl_bench_compute_admin_" + secrets.token_hex(12)

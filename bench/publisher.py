@@ -37,7 +37,8 @@ import nats
 from bench.append import GOAL_RATIO, PG_URL, _check_postgres, _drop_schemas
 from core.subjects import HEADER_MSG_ID, subject_for
 from events.publisher import JetStreamPublisher, ensure_stream, open_position_store
-from events.store import DatabaseURL, EventStore, open_store
+from events.store import EventStore, open_store
+from events.url import DatabaseURL
 
 NATS_URL = "nats://127.0.0.1:4222"
 

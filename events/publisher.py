@@ -67,7 +67,8 @@ from core.subjects import (
     headers_for,
     subject_for,
 )
-from events.store import DatabaseURL, EventStore
+from events.store import EventStore
+from events.url import DatabaseURL
 
 __all__ = [
     "DUPLICATE_WINDOW_SECONDS", "Delivered", "JetStreamPublisher", "PositionStore",

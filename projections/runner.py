@@ -12,7 +12,8 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.pool import QueuePool
 
 from core.record import LogEntry
-from events.store import DatabaseURL, EventStore
+from events.store import EventStore
+from events.url import DatabaseURL
 from projections.base import METADATA, BufferedConnection, Projection, tracking
 
 log = logging.getLogger(__name__)

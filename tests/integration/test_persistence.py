@@ -16,15 +16,10 @@ from domain.application import Idempotency, Ledger
 from domain.base import Actor, Context, new_id
 from domain.errors import ConcurrencyConflict, IdempotencyKeyReused
 from domain.participant import Participant, found_platform, register_participant
+from events.append import IdempotencyRecord
 from events.commit import new_ledger
-from events.store import (
-    DatabaseURL,
-    EventStore,
-    IdempotencyRecord,
-    IntegrityError,
-    LedgerLog,
-    open_store,
-)
+from events.store import EventStore, IntegrityError, LedgerLog, open_store
+from events.url import DatabaseURL
 
 SYSTEM = Actor("system", "system", "system")
 AT = "2026-11-26T10:00:00.000000Z"
@@ -311,7 +306,7 @@ def test_a_failed_check_in_a_group_append_stores_nothing(store: EventStore) -> N
     before = store.max_seq()
     with pytest.raises(IntegrityError):
         store.append(platform_events("new"), reads={"seen": 7})
-    from events.store import AdmissionChanged
+    from events.append import AdmissionChanged
     with pytest.raises(AdmissionChanged):
         store.append(platform_events("new"), reads={"seen": at}, admissions=[("seen", 5)])
     assert store.max_seq() == before

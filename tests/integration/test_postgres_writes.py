@@ -29,7 +29,9 @@ from domain.application import Ledger
 from domain.base import Actor
 from domain.dataset import register_dataset
 from events.commit import new_ledger
-from events.store import APPEND_FUNCTION, DatabaseURL, EventStore, LedgerLog, open_store
+from events.postgres import APPEND_FUNCTION
+from events.store import EventStore, LedgerLog, open_store
+from events.url import DatabaseURL
 from projections.base import BufferedConnection
 from projections.runner import views_engine
 from tests.conftest import PG_DSN
@@ -95,9 +97,9 @@ def test_a_dropped_loop_connection_is_replaced_before_the_next_command(
         store: EventStore, ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
     """The server ends the loop's connection (a restart, an admin): after a pause the
     connection is checked, replaced, and the next command is written."""
-    import events.store as store_module
+    import events.postgres as postgres_module
 
-    monkeypatch.setattr(store_module, "IDLE_CHECK_S", 0.0)
+    monkeypatch.setattr(postgres_module, "IDLE_CHECK_S", 0.0)
     _setup_platform(store)
     provider = _admitted_provider(ledger)
     _register_dataset(ledger, provider, "warm")

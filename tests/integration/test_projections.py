@@ -12,7 +12,8 @@ from sqlalchemy import Connection, select
 from core.record import LogEntry
 from domain.base import Actor, Context, new_id
 from domain.participant import MemberAdded, found_platform
-from events.store import DatabaseURL, EventStore, open_store
+from events.store import EventStore, open_store
+from events.url import DatabaseURL
 from projections.base import METADATA, tracking
 from projections.participants import ParticipantsProjection, members
 from projections.runner import ProjectionRunner, views_engine

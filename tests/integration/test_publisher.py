@@ -34,7 +34,8 @@ from events.publisher import (
     decode_message,
     open_position_store,
 )
-from events.store import DatabaseURL, EventStore, open_store
+from events.store import EventStore, open_store
+from events.url import DatabaseURL
 from tests.conftest import require_service
 
 NATS_URL = os.environ.get("DATALEDGER_TEST_NATS", "nats://127.0.0.1:4222")

@@ -16,7 +16,7 @@ from chain.compact import CompactRange
 from chain.hasher import hash_leaf
 from chain.proof import InMemoryTree
 from chain.verify import verify_consistency, verify_inclusion
-from events.store import DatabaseURL
+from events.url import DatabaseURL
 from tests.unit.chain.tiled import IMPLS, using
 
 DATA = [f"event {i}".encode() for i in range(300)]

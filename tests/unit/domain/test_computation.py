@@ -43,7 +43,8 @@ from domain.participant import AdmissionApproved, Participant, ParticipantRegist
 from domain.product import Product, ProductRegistered, delist_product
 from domain.scenario import suspend_scenario
 from events.commit import new_ledger
-from events.store import DatabaseURL, LedgerLog, open_store
+from events.store import LedgerLog, open_store
+from events.url import DatabaseURL
 from tests.unit.domain.test_dataset import PROVIDER, published_dataset
 from tests.unit.domain.test_order import (
     DEMANDER,
