@@ -3,7 +3,7 @@
 For one backend (a SQLite file in a fresh temporary directory, or PostgreSQL in a
 fresh schema ``bench_<random>`` dropped at the end) N stored events are written first
 (not measured). Then, alternating in rounds, each against a fresh stream of the same
-configuration (``events.publisher.ensure_stream``: file storage, subjects
+configuration (``events.jetstream.ensure_stream``: file storage, subjects
 ``<prefix>.>``, 2-minute duplicate window):
 
 * **bare nats-py** – the same bodies (the canonical bytes of the same stored events,
@@ -36,7 +36,9 @@ import nats
 
 from bench.append import GOAL_RATIO, PG_URL, _check_postgres, _drop_schemas
 from core.subjects import HEADER_MSG_ID, subject_for
-from events.publisher import JetStreamPublisher, ensure_stream, open_position_store
+from events.jetstream import ensure_stream
+from events.positions import open_position_store
+from events.publisher import JetStreamPublisher, PublisherSettings
 from events.store import EventStore, open_store
 from events.url import DatabaseURL
 
@@ -134,9 +136,9 @@ def measure(nats_url: str = NATS_URL, backend: str = "sqlite", sizes: Sizes = FU
             finally:
                 asyncio.run(_delete_stream(nats_url, name))
             name = f"BENCH_PUB_{tag}_{r}".upper()
-            publisher = JetStreamPublisher(store, nats_url, positions, stream=name,
-                                           subject_prefix=prefix + f"p{r}",
-                                           window=sizes.window, batch_size=sizes.batch_size)
+            publisher = JetStreamPublisher(store, positions, PublisherSettings(
+                nats_url, stream=name, subject_prefix=prefix + f"p{r}", window=sizes.window,
+                batch_size=sizes.batch_size))
             try:
                 started = time.perf_counter()
                 published = publisher.publish_pending()
