@@ -9,22 +9,17 @@ from typing import Any
 from fastapi import FastAPI, Response
 
 from api import errors
-from api.bootstrap import Container, build
-from api.settings import Settings
+from api.deps import Services
 
 
-def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
-    """Build the app; the container is built at startup unless one is given (tests)."""
-    own = container is None
+def create_app(container: Services) -> FastAPI:
+    """The app over services built by the composition root (``runtime.build``); their owner
+    closes them."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if app.state.container is None:
-            app.state.container = build(settings or Settings())
         yield
         await app.state.container.ledger.aclose()  # this loop's connection, if it made one
-        if own:
-            app.state.container.close()
 
     app = FastAPI(title="dataledger", version="0.1.0", lifespan=lifespan,
                   description="Public data authorized-operation platform: every step an "
@@ -40,7 +35,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
                                              "chain) is down and being restarted"}})
     def health(response: Response) -> dict[str, Any]:
         """Liveness and the log's head; 503 ``degraded`` while the background process is down."""
-        c: Container = app.state.container
+        c: Services = app.state.container
         body: dict[str, Any] = {"status": "ok", "head": c.store.max_seq(),
                                 "projected": c.runner.position}
         if c.background is not None and not c.background.running:

@@ -1,35 +1,122 @@
-"""Dependencies: the container, the current member, command running, read consistency."""
+"""Dependencies: the services, the current member, command running, read consistency."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import hashlib
+import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Header, Request
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Engine, select
 
-from api.bootstrap import Container, hash_token
-from domain.application import CommandResult, Idempotency
+from anchoring.service import ChainService
+from domain.application import CommandResult, Idempotency, Ledger
 from domain.base import Actor
 from domain.errors import InvalidInput, Unauthenticated
+from events.store import EventStore
 from projections.participants import members, participants
+from projections.runner import ProjectionRunner
 
 CommandHandler = Callable[..., dict[str, Any]]
 
 
-async def get_container(request: Request) -> Container:
-    container: Container = request.app.state.container
+def hash_token(token: str) -> str:
+    """Tokens are stored as SHA-256 hex, never in clear."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    """A fresh bearer token (256 bits)."""
+    return "dl_" + secrets.token_urlsafe(32)
+
+
+class AuthCache:
+    """Token hash → actor, so a request need not query the members table.
+
+    Cleared whenever this process projects a participant event (token rotated,
+    member added, participant suspended); entries also expire after ``ttl``
+    seconds, for changes projected by another process. Commands re-check the
+    participant's admission on the event store anyway (Ledger._require_active).
+    """
+
+    def __init__(self, ttl: float = 5.0) -> None:
+        self.ttl = ttl
+        self._entries: dict[str, tuple[float, Actor]] = {}
+        #: bumped by every invalidation: a lookup that began before one is not cached
+        self.generation = 0
+
+    def get(self, token_hash: str) -> Actor | None:
+        entry = self._entries.get(token_hash)
+        if entry is None or time.monotonic() - entry[0] > self.ttl:
+            return None
+        return entry[1]
+
+    def put(self, token_hash: str, actor: Actor, generation: int) -> None:
+        """Cache a lookup that began at ``generation`` (dropped if invalidated since)."""
+        if generation != self.generation:
+            return
+        if len(self._entries) > 100_000:
+            self._entries.clear()
+        self._entries[token_hash] = (time.monotonic(), actor)
+
+    def invalidate(self, types: set[str]) -> None:
+        """Forget everything after participant events were projected."""
+        if any(t.startswith("participant.") for t in types):
+            self.generation += 1
+            self._entries.clear()
+
+
+class ReadSettings(Protocol):
+    @property
+    def read_wait_seconds(self) -> float:
+        """How long a query waits for the read models to reach the last write."""
+
+
+class Background(Protocol):
+    """Serve's background process (projections, chain), as ``/health`` reports it."""
+
+    @property
+    def running(self) -> bool: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+
+class Services(Protocol):
+    """What the routes use: built by the composition root (``runtime.build``) and handed to
+    ``api.app.create_app``, which keeps it in ``app.state.container``."""
+
+    @property
+    def settings(self) -> ReadSettings: ...
+    @property
+    def store(self) -> EventStore: ...
+    @property
+    def ledger(self) -> Ledger: ...
+    @property
+    def runner(self) -> ProjectionRunner: ...
+    @property
+    def engine(self) -> Engine: ...
+    @property
+    def chain(self) -> ChainService | None: ...
+    @property
+    def auth_cache(self) -> AuthCache: ...
+    @property
+    def background(self) -> Background | None: ...
+
+
+async def get_container(request: Request) -> Services:
+    container: Services = request.app.state.container
     return container
 
 
-ContainerDep = Annotated[Container, Depends(get_container)]
+ContainerDep = Annotated[Services, Depends(get_container)]
 
 
-def _lookup(container: Container, token_hash: str) -> Actor | None:
+def _lookup(container: Services, token_hash: str) -> Actor | None:
     cached = container.auth_cache.get(token_hash)
     if cached is not None:
         return cached
@@ -40,7 +127,7 @@ def _lookup(container: Container, token_hash: str) -> Actor | None:
     return actor
 
 
-def _lookup_uncached(container: Container, token_hash: str) -> Actor | None:
+def _lookup_uncached(container: Services, token_hash: str) -> Actor | None:
     with container.engine.connect() as conn:
         row = conn.execute(
             select(members.c.member_id, members.c.participant_id, members.c.roles,
@@ -55,7 +142,7 @@ def _lookup_uncached(container: Container, token_hash: str) -> Actor | None:
 # The dependencies are coroutines so that FastAPI runs them on the event loop, not each
 # in a worker thread of its own (a hop costs more than their work: the token lookup is
 # an in-memory cache hit, and only on a miss a short indexed read).
-async def _authenticate(container: Container, authorization: str | None) -> Actor:
+async def _authenticate(container: Services, authorization: str | None) -> Actor:
     if not authorization or not authorization.lower().startswith("bearer "):
         raise Unauthenticated("send Authorization: Bearer <token>")
     token_hash = hash_token(authorization[7:].strip())
@@ -100,7 +187,7 @@ async def _idempotency(request: Request, actor: Actor,
 class Commands:
     """Runs a domain use case as the current actor, honouring the Idempotency-Key."""
 
-    container: Container
+    container: Services
     actor: Actor
     idempotency: Idempotency | None
 
@@ -127,7 +214,7 @@ async def commands(request: Request) -> Commands:
     """The current actor (401 without a known bearer token) and its Idempotency-Key."""
     authorization = request.headers.get("authorization")
     idempotency_key = request.headers.get("idempotency-key")
-    container: Container = request.app.state.container
+    container: Services = request.app.state.container
     actor = await _authenticate(container, authorization)
     return Commands(container, actor, await _idempotency(request, actor, idempotency_key))
 
@@ -139,7 +226,7 @@ CommandsDep = Annotated[Commands, Depends(commands)]
 class Reader:
     """A read-model connection, after the read models caught up with the last write."""
 
-    container: Container
+    container: Services
     actor: Actor
 
     @functools.cached_property

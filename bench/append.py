@@ -167,9 +167,9 @@ class Workload:
     """The use case the command path runs, as which actor, with which arguments."""
 
     def __init__(self) -> None:
-        from api.bootstrap import PLATFORM_ADMIN_ID, PLATFORM_ID, hash_token
-
+        from api.deps import hash_token
         from domain.base import Actor
+        from runtime.build import PLATFORM_ADMIN_ID, PLATFORM_ID
 
         self._hash_token = hash_token
         self.platform = Actor(PLATFORM_ID, PLATFORM_ADMIN_ID, "platform", ("admin",))
@@ -401,7 +401,7 @@ def _server_command() -> list[str]:
     if exe.exists():
         return [str(exe), "serve"]
     found = shutil.which("dataledger")
-    return [found, "serve"] if found else [sys.executable, "-m", "api.cli", "serve"]
+    return [found, "serve"] if found else [sys.executable, "-m", "cli", "serve"]
 
 
 def _cpu_seconds(pid: int) -> float | None:

@@ -21,7 +21,7 @@ schemas ``bench_<random>[_<part>]`` that are dropped at the end) it measures:
    verification (``chain.verify``); baselines: one primary-key ``SELECT`` of one node on
    the same connection, and hashing as many interior nodes as the proof has with
    ``hashlib``. Goal: under 1 ms each (judged on p95).
-4. **anchoring latency** – the whole service (``api.bootstrap.build``: event store,
+4. **anchoring latency** – the whole service (``runtime.build.build``: event store,
    projections, chain service with its two in-process witnesses) with
    ``checkpoint_every_seconds`` T; commands through ``container.ledger.execute`` at a
    steady modest rate; for each, the time from its commit returning until an anchored
@@ -250,11 +250,12 @@ def measure_tree(place: Place, sizes: Sizes) -> list[Row]:
 # -- 2. end to end from the event store ----------------------------------------------------
 def _template_events() -> list[tuple[int, str, bytes]]:
     """(version, topic, state) of what register_participant stores: real domain events."""
-    from api.bootstrap import PLATFORM_ADMIN_ID, PLATFORM_ID, hash_token
+    from api.deps import hash_token
     from domain.application import utc_now
     from domain.base import Actor, Context
     from domain.participant import Participant
     from events.store import to_stored
+    from runtime.build import PLATFORM_ADMIN_ID, PLATFORM_ID
 
     ctx = Context(Actor(PLATFORM_ID, PLATFORM_ADMIN_ID, "platform", ("admin",)), utc_now())
     agg = Participant.register(str(uuid.uuid4()), ctx, name="bench org 1", role="provider",
@@ -495,10 +496,11 @@ class Watcher(threading.Thread):
 def measure_anchoring(place: Place, sizes: Sizes, interval: float) -> Row:
     """Commit → covered by an anchored checkpoint, with the whole service running."""
     from anchoring.service import open_tree
-    from api.bootstrap import PLATFORM_ADMIN_ID, PLATFORM_ID, build, hash_token
-    from api.settings import Settings
+    from api.deps import hash_token
     from domain import participant as uc
     from domain.base import Actor
+    from runtime.build import PLATFORM_ADMIN_ID, PLATFORM_ID, build
+    from runtime.settings import Settings
 
     label = f"anchor{interval:g}".replace(".", "_")
     url = place.database_url(label)

@@ -1,12 +1,12 @@
 """The embedded compute node: a host process keeping one node process per enrolled provider.
 
-``dataledger serve`` starts the host from the compute venv (``api/node_supervisor.py``). For
-each provider that enrolled (``enroll``) the host runs a process of its own (restarted if it
-exits), with an allow-listed environment and only that provider's credentials: the product's
-code runs there (PySyft runs approved code in the datasite's process), so it can reach
-neither another provider's data or token nor the server's secrets. That process runs an
-in-process PySyft 0.9.5 datasite of the provider's own (``sy.orchestra.launch``, state under
-``<node dir>/datasites``, mode 0700) and a
+``dataledger serve`` starts the host from the compute venv (``runtime/node_supervisor.py``).
+For each provider that enrolled (``enroll``) the host runs a process of its own (restarted if
+it exits, by ``core.supervise``), with an allow-listed environment and only that provider's
+credentials: the product's code runs there (PySyft runs approved code in the datasite's
+process), so it can reach neither another provider's data or token nor the server's secrets.
+That process runs an in-process PySyft 0.9.5 datasite of the provider's own
+(``sy.orchestra.launch``, state under ``<node dir>/datasites``, mode 0700) and a
 :class:`~compute_nodes.worker.ComputeNode` acting with the provider's credentials, fed
 from the log as that provider sees it (``GET /ledger/events``, a page per provider per
 round, in one thread: the embedded default has no NATS; a standalone node follows JetStream
@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -57,6 +58,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from core.supervise import Backoff, PopenChild, Supervisor
 
 log = logging.getLogger("compute_nodes.host")
 
@@ -166,6 +169,8 @@ ENV_ALLOWED = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "PYTHONPATH",
                "http_proxy", "https_proxy", "no_proxy")
 ENV_ALLOWED_PREFIXES = ("LC_", "DATALEDGER_NODE_")
 RESTART_PAUSE_S = (2.0, 60.0)  # after a provider's node process exits: first, most
+STEADY_S = 300.0  # a node that ran this long is restarted after the first pause again
+STOP_GRACE_S = 15.0
 
 
 def node_environment(extra: dict[str, str]) -> dict[str, str]:
@@ -300,16 +305,6 @@ class ProviderNode:
 # -- the host: a process per provider -----------------------------------------------------------
 
 
-@dataclass
-class Child:
-    """A provider's node process and its restarts."""
-
-    process: subprocess.Popen[bytes] | None = None
-    pause: float = RESTART_PAUSE_S[0]
-    next_start: float = 0.0
-    started: float = 0.0
-
-
 class Host:
     """Keeps one node process per enrolled provider (:class:`ProviderNode`) and routes the
     load requests of ``jobs/`` to the owner's process. Imports no PySyft itself."""
@@ -318,7 +313,8 @@ class Host:
         self.dir = directory
         self.url = url.rstrip("/")
         self.trust_file = trust_file
-        self.children: dict[str, Child] = {}
+        #: a provider's node process, kept running
+        self.children: dict[str, Supervisor[PopenChild]] = {}
         self.stopping = threading.Event()
         self._lock: Any = None
 
@@ -335,45 +331,34 @@ class Host:
 
     # -- the provider processes -----------------------------------------------------
     def keep_running(self, enrolled: dict[str, Enrollment], pause: float) -> None:
-        now = time.monotonic()
+        """Start the node process of each provider enrolled since the last call."""
         for pid, entry in enrolled.items():
-            child = self.children.setdefault(pid, Child())
-            process = child.process
-            if process is not None and process.poll() is None:
+            if pid in self.children:
                 continue
-            if process is not None:  # it exited: start it again, later each time
-                if now - child.started > 300:
-                    child.pause = RESTART_PAUSE_S[0]
-                log.error("the node of %s exited with %s; restarting in %.0f s", entry.name,
-                          process.returncode, child.pause)
-                child.next_start = now + child.pause
-                child.pause = min(child.pause * 2, RESTART_PAUSE_S[1])
-                child.process = None
-            if now < child.next_start:
-                continue
-            child.started = now
-            child.process = subprocess.Popen(
-                [sys.executable, "-m", "compute_nodes.host", "provider", "--id", pid],
-                env=node_environment({
-                    "DATALEDGER_NODE_DATA_DIR": str(self.dir),
-                    "DATALEDGER_NODE_PLATFORM_URL": self.url,
-                    "DATALEDGER_NODE_TRUST_FILE": str(self.trust_file),
-                    "DATALEDGER_NODE_POLL_SECONDS": str(pause),
-                    "DATALEDGER_NODE_PARENT_PID": str(os.getpid())}),
-                stdin=subprocess.DEVNULL)
-            log.info("started the node of %s (pid %d)", entry.name, child.process.pid)
+            child = Supervisor(f"the node of {entry.name}",
+                               functools.partial(self._start_node, pid, entry, pause),
+                               Backoff(*RESTART_PAUSE_S, STEADY_S), log=log)
+            self.children[pid] = child
+            child.start()
+
+    def _start_node(self, pid: str, entry: Enrollment, pause: float) -> PopenChild:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "compute_nodes.host", "provider", "--id", pid],
+            env=node_environment({
+                "DATALEDGER_NODE_DATA_DIR": str(self.dir),
+                "DATALEDGER_NODE_PLATFORM_URL": self.url,
+                "DATALEDGER_NODE_TRUST_FILE": str(self.trust_file),
+                "DATALEDGER_NODE_POLL_SECONDS": str(pause),
+                "DATALEDGER_NODE_PARENT_PID": str(os.getpid())}),
+            stdin=subprocess.DEVNULL)
+        log.info("started the node of %s (pid %d)", entry.name, process.pid)
+        return PopenChild(process)
 
     def stop_children(self) -> None:
         for child in self.children.values():
-            if child.process is not None and child.process.poll() is None:
-                child.process.terminate()
+            child.request_stop()
         for child in self.children.values():
-            if child.process is not None:
-                try:
-                    child.process.wait(15)
-                except subprocess.TimeoutExpired:
-                    child.process.kill()
-                    child.process.wait()
+            child.stop(STOP_GRACE_S)
 
     # -- loads ----------------------------------------------------------------------
     def route_jobs(self, enrolled: dict[str, Enrollment]) -> None:
@@ -385,7 +370,7 @@ class Host:
             dataset_id = str(job.get("dataset_id", ""))
             owner = self._owner(dataset_id, enrolled)
             child = self.children.get(owner or "")
-            if owner is None or child is None or child.process is None:
+            if owner is None or child is None or not child.running:
                 why = (f"dataset {dataset_id} belongs to no provider enrolled here "
                        f"(enrolled: {sorted(e.name for e in enrolled.values())})"
                        if owner is None else f"the node of {enrolled[owner].name} is not "

@@ -8,8 +8,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from api.bootstrap import hash_token, new_token
-from api.deps import CommandsDep, ReaderDep
+from api.deps import CommandsDep, ReaderDep, hash_token, new_token
 from api.routes.common import NAME, TEXT, CommandAnswer, CommandRoute, answer, found
 from domain import participant as uc
 from domain.base import ROLES

@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.bootstrap import Container, build
-from api.settings import Settings
+from runtime.build import Container, build
+from runtime.settings import Settings
 
 ADMIN_TOKEN = "dl_test_admin_token_0123456789abcdef"
 

@@ -15,9 +15,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.background import BackgroundProcess
-from api.bootstrap import Container, build
-from api.settings import Settings
+from runtime.background import BackgroundProcess
+from runtime.build import Container, build
+from runtime.settings import Settings
 from tests.e2e.conftest import ADMIN_TOKEN, World, bearer
 from tests.e2e.test_catalog_api import dataset_body
 from tests.e2e.test_cli import EXE, free_port, stop
@@ -183,7 +183,7 @@ def test_a_child_failing_at_start_is_restarted_with_a_growing_pause(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     (tmp_path / "var").write_text("a file, not a directory")  # the child cannot open it
     settings = Settings(data_dir=tmp_path / "var", admin_token=ADMIN_TOKEN)
-    caplog.set_level(logging.ERROR, logger="api.background")
+    caplog.set_level(logging.ERROR, logger="runtime.background")
     background = BackgroundProcess(settings, first_pause=0.1, max_pause=0.4)
     try:
         deadline = time.monotonic() + 60

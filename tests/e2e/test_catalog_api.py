@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from api.bootstrap import Container
+from runtime.build import Container
 from tests.e2e.conftest import Party, World
 
 FIELDS = [{"name": "taxpayer_id", "type": "string", "sensitivity": "internal"},

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import base64
 
-from api.bootstrap import Container
 from chain.bls import WitnessPublicKey, aggregate, cosignatures, trust_witness
 from chain.checkpoint import open_checkpoint
 from chain.note import Verifier
 from chain.verify import verify_consistency, verify_inclusion
+from runtime.build import Container
 from tests.e2e.conftest import World
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-EXE = [sys.executable, "-m", "api.cli"]
+EXE = [sys.executable, "-m", "cli"]
 
 
 def run(args: list[str], env: dict[str, str],

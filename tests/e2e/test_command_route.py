@@ -101,7 +101,7 @@ def test_the_server_keeps_pythons_recursion_limit() -> None:
     import sys
 
     code = ("import sys; before = sys.getrecursionlimit(); "
-            "import api.cli, api.app, api.bootstrap, chain.bls, anchoring.witness_app; "
+            "import cli.main, api.app, runtime.build, chain.bls, anchoring.witness_app; "
             "print(before, sys.getrecursionlimit())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60).stdout.split()

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from api.bootstrap import Container
 from api.deps import Commands
 from core.canonical import canonical_bytes
 from delivery import results
 from domain import computation as uc
 from domain.computation import computation_id
+from runtime.build import Container
 from tests.e2e.conftest import Party, World
 from tests.e2e.setup_chain import CODE, FIELDS, USED, Chain, build_chain, list_product
 from tests.e2e.test_market_api import (

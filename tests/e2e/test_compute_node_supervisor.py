@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from api.node_supervisor import NodeSupervisor
+from runtime.node_supervisor import NodeSupervisor
 from tests.e2e.test_cli import EXE, free_port, stop, wait_healthy
 
 ROOT = Path(__file__).parents[2]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from api.bootstrap import Container
+from runtime.build import Container
 from tests.e2e.conftest import Party, World
 from tests.e2e.setup_chain import Chain, build_chain, list_product
 from tests.e2e.test_market_api import approved_contract, head, place

@@ -8,8 +8,8 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from api.bootstrap import Container
 from core.canonical import decode
+from runtime.build import Container
 from tests.e2e.conftest import World
 
 CREDIT_CODE = [

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from api.app import create_app
-from api.bootstrap import Container
+from runtime.build import Container
 from tests.e2e.conftest import ADMIN_TOKEN, World, bearer
 
 

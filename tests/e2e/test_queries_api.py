@@ -137,7 +137,7 @@ def test_an_invalid_query_is_422_naming_the_field(world: World, chain: Chain,
 
 
 def test_the_event_catalogue_lists_query_submitted(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "api.cli", "events", "catalogue"],
+    out = subprocess.run([sys.executable, "-m", "cli", "events", "catalogue"],
                          capture_output=True, text=True, timeout=60, check=False,
                          cwd=Path(__file__).parents[2],
                          env={"DATALEDGER_DATA_DIR": str(tmp_path), "PATH": ""})

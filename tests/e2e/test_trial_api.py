@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from api.bootstrap import Container
 from domain.computation import computation_id
+from runtime.build import Container
 from tests.e2e.conftest import World
 from tests.e2e.setup_chain import Chain, build_chain, list_product
 from tests.e2e.test_computations_api import (

@@ -15,13 +15,13 @@ import httpx
 import pytest
 
 from anchoring.service import load_or_create_signer, open_tree
-from api.bootstrap import PLATFORM_ADMIN_ID, PLATFORM_ID, build
-from api.settings import Settings
 from chain.bls import WitnessPublicKey, cosignatures, trust_witness
 from chain.proof import InMemoryTree
 from domain.base import Actor
 from domain.participant import ParticipantRegistered, register_participant
 from events.store import DatabaseURL, open_store
+from runtime.build import PLATFORM_ADMIN_ID, PLATFORM_ID, build
+from runtime.settings import Settings
 
 REPO = Path(__file__).parents[2]
 ORIGIN = "dataledger.local/log"
@@ -54,7 +54,7 @@ def test_a_killed_integrator_loses_nothing_and_resumes(database_url: str, tmp_pa
     env = chain_env(database_url, data, DATALEDGER_CHECKPOINT_EVERY_LEAVES="1000000",
                     DATALEDGER_CHECKPOINT_EVERY_SECONDS="3600")
     tree = open_tree(DatabaseURL.parse(database_url), data)
-    proc = subprocess.Popen([sys.executable, "-m", "api.cli", "chain", "run"], env=env, cwd=REPO)
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "chain", "run"], env=env, cwd=REPO)
     try:
         deadline = time.monotonic() + 60
         while not 0 < tree.size() < n:
@@ -71,7 +71,7 @@ def test_a_killed_integrator_loses_nothing_and_resumes(database_url: str, tmp_pa
     assert len(tree.nodes_between([(0, 0, b""), (0, size - 1, b"")])) == size
     assert tree.nodes_between([(0, size, b"")]) == {}
 
-    again = subprocess.run([sys.executable, "-m", "api.cli", "chain", "run", "--once"], env=env,
+    again = subprocess.run([sys.executable, "-m", "cli", "chain", "run", "--once"], env=env,
                            cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     assert again.returncode == 0, again.stderr
     assert tree.size() == n
@@ -82,7 +82,7 @@ def test_a_killed_integrator_loses_nothing_and_resumes(database_url: str, tmp_pa
         store.close()
     assert tree.root() == expected.root()
     tree.close()
-    verified = subprocess.run([sys.executable, "-m", "api.cli", "chain", "verify"], env=env,
+    verified = subprocess.run([sys.executable, "-m", "cli", "chain", "verify"], env=env,
                               cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
@@ -102,7 +102,7 @@ def witness_urls(tmp_path: Path) -> Iterator[list[str]]:
         for name in ("regulator", "consortium"):
             port = free_port()
             procs.append(subprocess.Popen(
-                [sys.executable, "-m", "api.cli", "witness", "--name", f"dataledger.local/{name}",
+                [sys.executable, "-m", "cli", "witness", "--name", f"dataledger.local/{name}",
                  "--state-dir", str(tmp_path / name), "--log-key", signer.verifier().vkey,
                  "--host", "127.0.0.1", "--port", str(port)], cwd=REPO,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))

@@ -11,9 +11,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from api.bootstrap import build
-from api.settings import Settings
 from events.store import DatabaseURL
+from runtime.build import build
+from runtime.settings import Settings
 
 REPO = Path(__file__).parents[2]
 
@@ -29,9 +29,9 @@ def make_ledger(database_url: str, data_dir: Path, participants: int = 5,
                         admin_token="dl_verify_test_token_0123456789", checkpoint_every_leaves=4)
     c = build(settings, start_background=False)
     try:
-        from api.bootstrap import PLATFORM_ADMIN_ID, PLATFORM_ID
         from domain.base import Actor
         from domain.participant import register_participant
+        from runtime.build import PLATFORM_ADMIN_ID, PLATFORM_ID
 
         admin = Actor(PLATFORM_ID, PLATFORM_ADMIN_ID, "platform", ("admin",))
         assert c.chain is not None
@@ -50,7 +50,7 @@ def make_ledger(database_url: str, data_dir: Path, participants: int = 5,
 def verify(database_url: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATALEDGER_DATA_DIR": str(data_dir),
            "DATALEDGER_DATABASE_URL": database_url}
-    return subprocess.run([sys.executable, "-m", "api.cli", "chain", "verify"], env=env,
+    return subprocess.run([sys.executable, "-m", "cli", "chain", "verify"], env=env,
                           capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
 
 

@@ -9,11 +9,13 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: the repository: the compute environment's default place
+ROOT = Path(__file__).resolve().parent.parent
 WEAK_TOKENS = {"admin", "changeme", "change-me", "secret", "password", "token", "test"}
 
 
 class Settings(BaseSettings):
-    """Read once by the composition root; never a module global."""
+    """Read once per process (``cli`` reads them; serve's child gets a copy); never a module global."""
 
     model_config = SettingsConfigDict(env_prefix="DATALEDGER_", extra="ignore")
 
@@ -38,6 +40,7 @@ class Settings(BaseSettings):
     access_log: bool = Field(default=False, description="log every HTTP request (uvicorn access log)")
     chain: bool = Field(default=True, description="integrate the Merkle tree and checkpoint in this process")
     compute_node: Literal["auto", "true", "false"] = Field(default="auto", description="serve starts the embedded compute node from .venv-compute: auto = if that environment exists")
+    compute_venv: Path = Field(default=ROOT / ".venv-compute", description="where compute_nodes/setup-env makes the compute environment and serve finds it")
     background_process: bool = Field(default=True, description="serve applies the projections and integrates the chain in a child process (both only need the store), not in threads competing with the requests for the GIL")
 
     @field_validator("admin_token")
@@ -49,11 +52,21 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _quorum_of_witnesses(self) -> Settings:
-        witnesses = len([u for u in self.witness_urls.split(",") if u.strip()]) or 2
+        witnesses = len(self.witness_url_list) or 2
         if self.witness_quorum is not None and self.witness_quorum > witnesses:
             raise ValueError(f"DATALEDGER_WITNESS_QUORUM: {self.witness_quorum} is more than "
                              f"the {witnesses} witnesses")
         return self
+
+    @property
+    def witness_url_list(self) -> list[str]:
+        """``witness_urls`` as a list: each URL stripped, empty ones left out."""
+        return [url.strip() for url in self.witness_urls.split(",") if url.strip()]
+
+    @property
+    def compute_python(self) -> Path:
+        """The compute environment's interpreter (it may not exist yet)."""
+        return self.compute_venv / "bin" / "python"
 
     def resolved_database_url(self) -> str:
         """The event store's URL (SQLite file under data_dir unless set)."""

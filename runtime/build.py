@@ -1,26 +1,33 @@
-"""The composition root: builds everything from settings, nothing at import."""
+"""The composition root: one ``build()`` makes a process's services from settings.
+
+serve (and ``dataledger projections rebuild``) builds everything; serve's background process
+builds the read models and the chain over the store serve made; the ``dataledger chain``
+commands build the chain. Nothing is built at import.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Literal
 
 from sqlalchemy import Engine
 
-from api.background import BackgroundProcess
-from api.settings import Settings
-from chain.checkpointer import CutPolicy
-from chain.service import ChainService, build_chain
+from anchoring.checkpointer import CutPolicy
+from anchoring.service import ChainService, build_chain
+from api.deps import AuthCache, hash_token, new_token
 from domain.application import Ledger
 from domain.base import Actor, Context
 from domain.participant import Participant, found_platform
-from events.publisher import JetStreamPublisher, open_position_store
-from events.store import DatabaseURL, EventStore, LedgerLog, open_store
+from events.commit import new_ledger
+from events.positions import open_position_store
+from events.publisher import JetStreamPublisher, PublisherSettings
+from events.store import EventStore, LedgerLog, open_store
+from events.url import DatabaseURL
 from projections import all_projections
 from projections.runner import ProjectionRunner, views_engine
+from runtime.background import BackgroundProcess
+from runtime.settings import Settings
 
 #: the platform operator's participant id: fixed, so every process finds it
 PLATFORM_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "dataledger:platform"))
@@ -28,55 +35,9 @@ PLATFORM_ADMIN_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "dataledger:platform-admi
 SYSTEM = Actor("system", "system", "system")
 
 
-def hash_token(token: str) -> str:
-    """Tokens are stored as SHA-256 hex, never in clear."""
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def new_token() -> str:
-    """A fresh bearer token (256 bits)."""
-    return "dl_" + secrets.token_urlsafe(32)
-
-
-class AuthCache:
-    """Token hash → actor, so a request need not query the members table.
-
-    Cleared whenever this process projects a participant event (token rotated,
-    member added, participant suspended); entries also expire after ``ttl``
-    seconds, for changes projected by another process. Commands re-check the
-    participant's admission on the event store anyway (Ledger._require_active).
-    """
-
-    def __init__(self, ttl: float = 5.0) -> None:
-        self.ttl = ttl
-        self._entries: dict[str, tuple[float, Actor]] = {}
-        #: bumped by every invalidation: a lookup that began before one is not cached
-        self.generation = 0
-
-    def get(self, token_hash: str) -> Actor | None:
-        entry = self._entries.get(token_hash)
-        if entry is None or time.monotonic() - entry[0] > self.ttl:
-            return None
-        return entry[1]
-
-    def put(self, token_hash: str, actor: Actor, generation: int) -> None:
-        """Cache a lookup that began at ``generation`` (dropped if invalidated since)."""
-        if generation != self.generation:
-            return
-        if len(self._entries) > 100_000:
-            self._entries.clear()
-        self._entries[token_hash] = (time.monotonic(), actor)
-
-    def invalidate(self, types: set[str]) -> None:
-        """Forget everything after participant events were projected."""
-        if any(t.startswith("participant.") for t in types):
-            self.generation += 1
-            self._entries.clear()
-
-
 @dataclass
 class Container:
-    """Everything the API and the CLI use, built once."""
+    """A process's services (what the routes use: ``api.deps.Services``), built by ``build``."""
 
     settings: Settings
     store: EventStore
@@ -112,45 +73,65 @@ class Container:
         self.store.close()
 
 
-def build(settings: Settings, *, start_background: bool = True) -> Container:
-    """Open the store and read models, make sure the platform exists, start projecting."""
+#: which process builds: serve; serve's background process; the ``chain`` commands
+Role = Literal["serve", "background", "chain"]
+
+
+def build(settings: Settings, *, role: Role = "serve",
+          start_background: bool = True) -> Container:
+    """Open the store, the read models and the chain; for serve also make sure the platform
+    exists, catch the read models up and start the background work (``start_background``).
+
+    The background process opens the store serve made (never creates it) and starts what it
+    runs itself; the ``chain`` commands build the chain whatever ``settings.chain`` says.
+    """
     url = DatabaseURL.parse(settings.resolved_database_url())
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = open_store(url)
-    ledger = Ledger(LedgerLog(store), group_commit=settings.group_commit,
-                    decide_in_thread=url.kind == "postgresql")
+    if role != "background":
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = open_store(url, create=role != "background")
+    ledger = new_ledger(LedgerLog(store), group_commit=settings.group_commit and role == "serve",
+                        decide_in_thread=url.kind == "postgresql")
     engine = views_engine(url, settings.views_path())
     runner = ProjectionRunner(store, engine, all_projections())
-    runner.create_tables()
+    if role != "chain":
+        runner.create_tables()
     container = Container(settings, store, ledger, runner, engine)
-    runner.on_applied.append(container.auth_cache.invalidate)
-    if settings.chain:
+    if settings.chain or role == "chain":
         container.chain = build_chain(
             store, url, settings.data_dir, origin=settings.log_origin,
-            key_file=settings.log_key_file,
-            witness_urls=[u.strip() for u in settings.witness_urls.split(",") if u.strip()],
+            key_file=settings.log_key_file, witness_urls=settings.witness_url_list,
             quorum=settings.witness_quorum,
             policy=CutPolicy(settings.checkpoint_every_leaves, settings.checkpoint_every_seconds))
+    if role == "serve":
+        _serve(container, url, start_background)
+    return container
+
+
+def _serve(container: Container, url: DatabaseURL, start_background: bool) -> None:
+    """The platform, the publisher and the background work of serve."""
+    settings, runner = container.settings, container.runner
+    runner.on_applied.append(container.auth_cache.invalidate)
     if settings.nats_url:
         container.publisher = JetStreamPublisher(
-            store, settings.nats_url, open_position_store(url), stream=settings.nats_stream,
-            subject_prefix=settings.nats_subject_prefix)
+            container.store, open_position_store(url),
+            PublisherSettings(settings.nats_url, stream=settings.nats_stream,
+                              subject_prefix=settings.nats_subject_prefix))
     # the platform is made once everything else is configured: a first start that fails
     # on a setting writes nothing (its admin token is never made and lost)
     container.first_admin_token = ensure_platform(container)
     runner.catch_up()
-    if start_background:
-        if settings.background_process:  # the chain here only serves the /ledger routes
-            container.background = BackgroundProcess(settings)
-            runner.follow(container.background.hurry)
-        else:
-            runner.start()
-            if container.chain is not None:
-                container.chain.start()
-        if container.publisher is not None:
-            container.publisher.start()
-        ledger.on_commit = container.on_commit
-    return container
+    if not start_background:
+        return
+    if settings.background_process:  # the chain here only serves the /ledger routes
+        container.background = BackgroundProcess(settings)
+        runner.follow(container.background.hurry)
+    else:
+        runner.start()
+        if container.chain is not None:
+            container.chain.start()
+    if container.publisher is not None:
+        container.publisher.start()
+    container.ledger.on_commit = container.on_commit
 
 
 def ensure_platform(c: Container) -> str | None:

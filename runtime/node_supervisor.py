@@ -7,8 +7,8 @@ any integrator does, over HTTP on loopback, with the credentials each provider e
 (``dataledger compute-node enroll``), and it trusts the keys written to
 ``<data dir>/node/trust.json`` at start (the same document as ``GET /ledger/witnesses``).
 
-The supervisor restarts a node that exits, with a growing pause, and stops it with the
-server (SIGTERM, then SIGKILL after a grace period).
+The supervisor (``core.supervise``) restarts a node that exits, with a growing pause, and
+stops it with the server (SIGTERM to its process group, then SIGKILL after a grace period).
 """
 
 from __future__ import annotations
@@ -16,25 +16,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import subprocess
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
+from anchoring.service import ChainService
+from core.supervise import Backoff, PopenChild, Supervisor
+from runtime.settings import ROOT
+
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
 STOP_GRACE_S = 15.0
 RESTART_PAUSE_S = (1.0, 30.0)  # first pause after an exit, and the most
-
-
-def compute_python() -> Path:
-    """The compute environment's interpreter (it may not exist yet)."""
-    venv = Path(os.environ.get("DATALEDGER_COMPUTE_VENV", ROOT / ".venv-compute"))
-    return venv / "bin" / "python"
-
+STEADY_S = 60.0  # a node that ran this long is restarted after the first pause again
 
 #: what the embedded node inherits from serve's environment (not the admin token, the
 #: database URL or any other DATALEDGER_* secret of the server)
@@ -54,9 +48,8 @@ def compute_env(extra: dict[str, str] | None = None, *,
     return {**base, "PYTHONPATH": path, **(extra or {})}
 
 
-def trust_document(container: Any) -> dict[str, Any]:
+def trust_document(chain: ChainService) -> dict[str, Any]:
     """What the node trusts: the log's key and origin, the witnesses, the quorum."""
-    chain = container.chain
     cp = chain.checkpointer
     witnesses = []
     for w in chain.witnesses:
@@ -82,16 +75,17 @@ class NodeSupervisor:
     """Runs ``python -m compute_nodes.host run`` from the compute venv and keeps it running."""
 
     def __init__(self, node_dir: Path, platform_url: str, trust: dict[str, Any], *,
-                 python: Path | None = None) -> None:
+                 python: Path) -> None:
         self.node_dir = node_dir
         self.platform_url = platform_url
         self.trust = trust
-        self.python = python or compute_python()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._process: subprocess.Popen[bytes] | None = None
-        self._lock = threading.Lock()
-        self.starts = 0
+        self.python = python
+        self._supervisor = Supervisor("the compute node", self._spawn,
+                                      Backoff(*RESTART_PAUSE_S, STEADY_S), log=log)
+
+    @property
+    def starts(self) -> int:
+        return self._supervisor.starts
 
     def command(self) -> list[str]:
         return [str(self.python), "-m", "compute_nodes.host", "run"]
@@ -111,51 +105,18 @@ class NodeSupervisor:
                 f"the compute environment is missing ({self.python}): run "
                 "compute_nodes/setup-env (./dev serve does), or set DATALEDGER_COMPUTE_NODE=false")
         write_private(self.node_dir / "trust.json", json.dumps(self.trust, indent=2))
-        self._thread = threading.Thread(target=self._keep_running, name="compute-node",
-                                        daemon=True)
-        self._thread.start()
+        self._supervisor.start()
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        self.starts += 1
+    def _spawn(self) -> PopenChild:
         log.info("starting the compute node: %s", " ".join(self.command()))
-        return subprocess.Popen(self.command(), env=self.environment(), cwd=str(ROOT),
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-
-    def _keep_running(self) -> None:
-        pause = RESTART_PAUSE_S[0]
-        while not self._stop.is_set():
-            with self._lock:
-                if self._stop.is_set():
-                    return
-                self._process = process = self._spawn()
-            started = time.monotonic()
-            code = process.wait()
-            if self._stop.is_set():
-                return
-            if time.monotonic() - started > 60:
-                pause = RESTART_PAUSE_S[0]
-            log.error("the compute node exited with %s; restarting in %.0f s", code, pause)
-            if self._stop.wait(pause):
-                return
-            pause = min(pause * 2, RESTART_PAUSE_S[1])
+        return PopenChild(subprocess.Popen(self.command(), env=self.environment(),
+                                           cwd=str(ROOT), stdin=subprocess.DEVNULL,
+                                           start_new_session=True), group=True)
 
     @property
     def pid(self) -> int | None:
-        process = self._process
-        return process.pid if process is not None and process.poll() is None else None
+        child = self._supervisor.child
+        return child.pid if child is not None and self._supervisor.running else None
 
     def stop(self) -> None:
-        with self._lock:
-            self._stop.set()
-            process = self._process
-        if process is not None and process.poll() is None:
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-                process.wait(STOP_GRACE_S)
-            except ProcessLookupError:
-                pass
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        if self._thread is not None:
-            self._thread.join(STOP_GRACE_S)
+        self._supervisor.stop(STOP_GRACE_S)

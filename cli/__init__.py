@@ -1,0 +1,1 @@
+"""The ``dataledger`` command: a module per command group (see ``cli.main``)."""
