@@ -34,7 +34,10 @@ from typing import Any
 
 import nats
 
-from bench.append import GOAL_RATIO, PG_URL, _check_postgres, _drop_schemas
+from bench.append.suite import GOAL_RATIO
+from bench.scratch import PG_URL
+from bench.scratch import check_postgres as _check_postgres
+from bench.scratch import drop_schemas as _drop_schemas
 from core.subjects import HEADER_MSG_ID, subject_for
 from events.jetstream import ensure_stream
 from events.positions import open_position_store

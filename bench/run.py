@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.append import GOAL_RATIO
-from bench.table import aligned
+from bench.append.suite import GOAL_RATIO
+from bench.table import aligned, format_rows
 
 SUITES = ("append", "chain", "compute")
 
@@ -99,11 +99,13 @@ def main(args: Any) -> int:
     quick = bool(getattr(args, "quick", False))
     json_path = Path(getattr(args, "json", None) or f"bench-results/{suite}.json")
 
-    from bench import append, chain, compute
+    from bench import compute
+    from bench.append import suite as append
+    from bench.chain import suite as chain
 
     run_suite, table_of = {"append": (append.run, format_table),
-                           "chain": (chain.run, chain.format_table),
-                           "compute": (compute.run, chain.format_table)}[suite]
+                           "chain": (chain.run, format_rows),
+                           "compute": (compute.run, format_rows)}[suite]
     command = f"dataledger bench {suite} --backend {backend}" + (" --quick" if quick else "")
     print(f"{command}: measuring {', '.join(backends)}"
           f"{' (quick: short runs, figures are indicative only)' if quick else ''} ...",

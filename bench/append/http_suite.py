@@ -1,0 +1,126 @@
+"""The HTTP measurements: ``GET /noop`` (the baseline) and the command, alternating, against
+``dataledger serve``; then, for information, the no-op through one ``httpx.AsyncClient``."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from bench.append.load import Request, Tally, httpx_load, raw_load
+from bench.append.measure import Measure, Sizes, merge
+from bench.append.server import cpu_seconds, running_server
+from bench.append.workload import Workload
+from bench.table import now
+
+
+def measure_http(server_env: dict[str, str], workdir: Path, workload: Workload, sizes: Sizes,
+                 offset: int) -> tuple[list[Measure], list[str]]:
+    """Start the server (``server_env`` plus an admin token; its log in ``workdir``) and
+    measure over HTTP; the ``i``-th command uses the workload's arguments ``offset + i``."""
+    admin_token = "bench" + secrets.token_hex(16)[:27]  # 32 characters
+    with (running_server({**server_env, "DATALEDGER_ADMIN_TOKEN": admin_token}, workdir,
+                         sizes.server_start_timeout) as (proc, base_url),
+          asyncio.Runner(loop_factory=_loop_factory()) as runner):
+        return runner.run(_http_suite(base_url, proc.pid, admin_token, workload, sizes, offset))
+
+
+async def _timed(key: str, label: str, pid: int, load: Awaitable[Tally],
+                 commands: bool) -> Measure:
+    """Run one load, with the CPU the server and this client spent on it."""
+    started = now()
+    server0, client0 = cpu_seconds(pid), time.process_time()
+    tally = await load
+    server1, client1 = cpu_seconds(pid), time.process_time()
+    ok = tally.ok
+    extra: dict[str, Any] = {"statuses": {str(k): v for k, v in tally.statuses.items()},
+                             "client_cpu_s": round(client1 - client0, 3)}
+    if server0 is not None and server1 is not None:
+        extra["server_cpu_s"] = round(server1 - server0, 3)
+        if ok:
+            extra["server_cpu_ms_per_request"] = round(1000 * (server1 - server0) / ok, 3)
+    if ok:
+        extra["client_cpu_ms_per_request"] = round(1000 * (client1 - client0) / ok, 3)
+    return Measure(key, label, "requests/s", ok, tally.seconds, started,
+                   commands=ok if commands else None, errors=tally.errors,
+                   first_error=tally.first_error, extra=extra)
+
+
+async def _http_suite(base: str, pid: int, admin_token: str, workload: Workload,
+                      sizes: Sizes, offset: int) -> tuple[list[Measure], list[str]]:
+    import httpx
+
+    notes: list[str] = []
+    port = int(base.rsplit(":", 1)[1])
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    c = sizes.http_concurrency
+    limits = httpx.Limits(max_connections=c, max_keepalive_connections=c)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30.0) as client:
+        command = await _command_request(client, admin, workload, offset, notes)
+        noop = Request("GET", "/noop", {})
+        for request in (noop, command):  # warm the connections and the code paths
+            await raw_load(port, request, sizes.http_warmup, sizes.max_count, c)
+        secs = sizes.http_seconds / sizes.rounds
+        noops, commands = [], []
+        for _ in range(sizes.rounds):  # the baseline and the command alternate
+            noops.append(await _timed(
+                "http_noop", f"HTTP GET /noop, {c} connections", pid,
+                raw_load(port, noop, secs, sizes.max_count, c), False))
+            commands.append(await _timed(
+                "http_command", f"HTTP {command.method} {command.path}, {c} connections", pid,
+                raw_load(port, command, secs, sizes.max_count, c), True))
+        out = [merge(noops), merge(commands)]
+        # for information: the same no-op load through one httpx.AsyncClient
+        await httpx_load(client, noop, sizes.http_warmup, sizes.max_count, c)
+        out.append(await _timed(
+            "http_noop_httpx", f"(client check) GET /noop via one httpx.AsyncClient, {c} in flight",
+            pid, httpx_load(client, noop, sizes.http_seconds / 2, sizes.max_count, c), False))
+    for m in out:
+        m.extra["concurrency"] = c
+    return out, notes
+
+
+async def _command_request(client: Any, admin: dict[str, str], workload: Workload, offset: int,
+                           notes: list[str]) -> Request:
+    """POST /datasets as an admitted provider if the route exists, else POST /participants."""
+    participants = Request("POST", "/participants", admin,
+                           lambda i: {k: v for k, v in workload.participant_kwargs(offset + i)
+                                      .items() if k != "admin_token_hash"})
+    try:
+        paths = (await client.get("/openapi.json")).json().get("paths", {})
+    except Exception as exc:  # noqa: BLE001
+        notes.append(f"openapi.json unreadable ({exc!r}); POST /participants used")
+        return participants
+    if not workload.uses_datasets or "post" not in paths.get("/datasets", {}):
+        notes.append("no POST /datasets route (or no domain.dataset): the HTTP command is "
+                     "POST /participants (the platform onboards an organization, 2 events)")
+        return participants
+    made = await client.post("/participants", headers=admin,
+                             json=participants.body(10_000_000) if participants.body else {})
+    if made.status_code != 201:
+        notes.append(f"provider setup failed ({made.status_code}); POST /participants used")
+        return participants
+    pid, token = made.json()["participant_id"], made.json()["token"]
+    admitted = await client.post(f"/participants/{pid}/admission", headers=admin,
+                                 json={"approve": True, "comment": "bench"})
+    datasets = Request("POST", "/datasets", {"Authorization": f"Bearer {token}"},
+                       lambda i: workload.dataset_kwargs(offset + i))
+    probe = await client.post("/datasets", headers=datasets.headers,
+                              json=workload.dataset_kwargs(offset - 1))
+    if admitted.status_code >= 300 or probe.status_code >= 300:
+        notes.append(f"POST /datasets refused ({admitted.status_code}/{probe.status_code}: "
+                     f"{probe.text[:200]}); POST /participants used")
+        return participants
+    return datasets
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop for the client if installed (as uvicorn uses it for the server)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop

@@ -1,0 +1,167 @@
+"""The append suite: every measurement of one backend, the table rows (each beside its
+baseline), the whole run as ``bench.run`` prints and writes it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from bench.append.http_suite import measure_http
+from bench.append.inprocess import (
+    measure_bare,
+    measure_commands,
+    measure_stock_postgres,
+    measure_stock_sqlite,
+)
+from bench.append.measure import FULL, QUICK, Measure, Sizes, Spec, alternate
+from bench.append.workload import CountingLog, Workload
+from bench.scratch import Scratch
+from bench.table import all_met, run_backends
+
+#: the goal: measured rate / baseline rate must reach this
+GOAL_RATIO = 0.5
+
+#: measured key -> its baseline's key
+COMPARISONS = {
+    "command_1": "bare_1",
+    "command_n": "bare_n",
+    "http_command": "http_noop",
+}
+
+NOTES = [
+    ("rates: in-process rows count events/s (commands/s in brackets); HTTP rows "
+     "count successful requests/s"),
+    ("HTTP load: a minimal asyncio HTTP/1.1 client (keep-alive connections, one "
+     "request in flight on each) in this process, on the same machine as the "
+     "server: it competes with the server for the CPU (its CPU per request is in "
+     "the JSON); one httpx.AsyncClient costs far more CPU per request and caps the "
+     "rate itself (see the client-check row), so it is used only for setup"),
+    ("the server is `dataledger serve` as shipped: one uvicorn worker, no access "
+     "log, projections and the chain integrator in its child process (the "
+     "defaults); server CPU includes the child's"),
+    ("bare library = store.recorder.insert_events([stored_event]) with events "
+     "pre-encoded by events.store.to_stored, one transaction per event, no "
+     "grouping"),
+]
+
+
+@dataclass
+class _InProcess:
+    """The in-process measurements over one store: its recorder (the bare library) and the
+    ledger over it; each measurement's arguments come from a block of its own."""
+
+    store: Any
+    ledger: Any
+    log: CountingLog
+    workload: Workload
+    sizes: Sizes
+    block: int
+
+    def pair(self, threads: int, suffix: str, first: int) -> list[Measure]:
+        """The bare library and the command path from ``threads`` threads, alternating in
+        rounds; their arguments from blocks ``first`` and ``first + 1``."""
+        sizes = self.sizes
+        plural = "s" if threads > 1 else ""
+
+        def spec(r: int, key: str, label: str, block: int) -> Spec:
+            return Spec(key, label, threads, block * self.block + r * sizes.max_count,
+                        sizes.seconds / sizes.rounds)
+
+        return alternate(
+            sizes.rounds,
+            lambda r: measure_bare(self.store.recorder, self.workload, sizes, spec(
+                r, f"bare_{suffix}", f"bare library, {threads} thread{plural}, 1 tx/event",
+                first)),
+            lambda r: measure_commands(self.ledger, self.log, self.workload, sizes, spec(
+                r, f"command_{suffix}", f"command path, {threads} thread{plural}", first + 1)))
+
+
+def _in_process(url: Any, workload: Workload, sizes: Sizes, block: int) -> list[Measure]:
+    """Found the workload's platform in a fresh store, then each baseline and its command
+    path alternate: one thread, then N threads."""
+    from events.commit import new_ledger
+    from events.store import LedgerLog, open_store
+
+    store = open_store(url)
+    log = CountingLog(LedgerLog(store))
+    ledger = new_ledger(log, group_commit=True)
+    try:
+        workload.setup(ledger)
+        runs = _InProcess(store, ledger, log, workload, sizes, block)
+        return runs.pair(1, "1", 1) + runs.pair(sizes.threads, "n", 3)
+    finally:
+        ledger.close()
+        store.close()
+
+
+def run_backend(backend: str, sizes: Sizes) -> dict[str, Any]:
+    """Every measurement of one backend; its databases are removed at the end."""
+    from events.url import DatabaseURL
+
+    notes: list[str] = []
+    measures: list[Measure] = []
+    workload = Workload()
+    if workload.fallback_reason:
+        notes.append(workload.fallback_reason + "; the workload is register_participant")
+    scratch = Scratch(backend, f"dataledger-bench-{backend}-")
+    block = 10 * sizes.max_count  # disjoint argument ranges per measurement
+    try:
+        url = DatabaseURL.parse(scratch.database_url("inproc"))
+        measures += _in_process(url, workload, sizes, block)
+        if backend == "postgresql":
+            measures.append(measure_stock_postgres(url, workload, sizes, 5 * block))
+        else:
+            measures.append(measure_stock_sqlite(scratch.tmp / "stock" / "ledger.db", workload,
+                                                 sizes, 5 * block))
+        server_env = {"DATALEDGER_DATA_DIR": str(scratch.tmp / "http")}
+        if backend == "postgresql":
+            server_env["DATALEDGER_DATABASE_URL"] = scratch.database_url("http")
+        (scratch.tmp / "http").mkdir(parents=True, exist_ok=True)
+        http, http_notes = measure_http(server_env, scratch.tmp, workload, sizes, 6 * block)
+        measures += http
+        notes += http_notes
+    finally:
+        scratch.cleanup(notes)
+    return {"backend": backend, "workload": workload.name, "measures": measures, "notes": notes}
+
+
+def rows(backend: str, measures: list[Measure]) -> list[dict[str, Any]]:
+    """Table rows: each measurement beside its baseline, ratio and goal."""
+    by_key = {m.key: m for m in measures}
+    out = []
+    for m in measures:
+        row: dict[str, Any] = {"backend": backend, "key": m.key, "measure": m.label,
+                               "rate": round(m.rate, 1), "unit": m.unit,
+                               "commands_per_s": None if m.command_rate is None
+                               else round(m.command_rate, 1),
+                               "baseline": None, "baseline_rate": None, "ratio": None,
+                               "goal": None, "met": None, "errors": m.errors}
+        base = by_key.get(COMPARISONS.get(m.key, ""))
+        if base is not None and base.rate > 0:
+            row.update(baseline=base.label, baseline_rate=round(base.rate, 1),
+                       ratio=round(m.rate / base.rate, 3), goal=f">= {GOAL_RATIO:.2f}x")
+            row["met"] = m.errors == 0 and m.rate / base.rate >= GOAL_RATIO
+        out.append(row)
+    return out
+
+
+def _rows_of(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """A backend's table rows; its measures become their JSON."""
+    table = rows(result["backend"], result["measures"])
+    result["measures"] = [m.as_json() for m in result["measures"]]
+    return table
+
+
+def _failed(backend: str, exc: Exception) -> dict[str, Any]:
+    return {"backend": backend, "key": "error", "measure": f"FAILED: {exc!r}"[:200],
+            "rate": None, "unit": "", "baseline": None, "baseline_rate": None,
+            "ratio": None, "goal": None, "met": False, "errors": 1}
+
+
+def run(backends: list[str], quick: bool) -> dict[str, Any]:
+    """The whole suite; what run.py prints and writes."""
+    sizes = QUICK if quick else FULL
+    results, table = run_backends(backends, lambda backend: run_backend(backend, sizes),
+                                  _rows_of, _failed)
+    return {"suite": "append", "quick": quick, "sizes": asdict(sizes), "results": results,
+            "table": table, "all_goals_met": all_met(table), "notes": list(NOTES)}
