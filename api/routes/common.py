@@ -55,10 +55,6 @@ def visible_row(reader: Reader, listing: Listing, kind: str, id: str) -> dict[st
     return found(row, kind, id)
 
 
-NAME = Field(min_length=1, max_length=200)
-TEXT = Field(default="", max_length=5000)
-
-
 class CommandRoute(APIRoute):
     """An APIRoute with a short path for the usual command request.
 

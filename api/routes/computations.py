@@ -21,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import Commands, CommandsDep, ReaderDep
+from api.fields import Id, Name, NoNul
 from api.routes.common import CommandAnswer, answer, visible_row, visible_rows
-from api.routes.products import Id, Name, NoNul
 from core.canonical import CanonicalEncodingError
 from delivery import results
 from domain import computation as uc

@@ -9,15 +9,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import CommandsDep, ReaderDep
-from api.routes.common import (
-    NAME,
-    TEXT,
-    CommandAnswer,
-    CommandRoute,
-    answer,
-    visible_row,
-    visible_rows,
-)
+from api.fields import NAME, TEXT
+from api.routes.common import CommandAnswer, CommandRoute, answer, visible_row, visible_rows
 from domain import dataset as uc
 from projections import datasets as q
 

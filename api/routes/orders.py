@@ -9,15 +9,15 @@ for more executions with ``POST /orders/{id}/queries``.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
 from api.deps import CommandsDep, ReaderDep
+from api.fields import MAX_FEN, CirculationMode, Id, Name, NoNul, Text
 from api.routes.common import CommandAnswer, answer, visible_row, visible_rows
-from api.routes.products import MAX_FEN, Id, Name, NoNul, Text
 from domain import order as uc
 from domain import policy
 from projections import orders as q
@@ -29,8 +29,6 @@ Count = Annotated[StrictInt, Field(ge=0)]
 BasisPoints = Annotated[StrictInt, Field(ge=0, le=10000)]
 Instant = Annotated[str, Field(min_length=1, max_length=64,
                                 description="ISO-8601 with a UTC offset"), NoNul]
-CirculationMode = Literal["plaintext", "ciphertext", "trusted_exchange"]
-assert get_args(CirculationMode) == policy.CIRCULATION_MODES
 
 
 class DataQuery(BaseModel):

@@ -9,7 +9,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from api.deps import CommandsDep, ReaderDep, hash_token, new_token
-from api.routes.common import NAME, TEXT, CommandAnswer, CommandRoute, answer, found
+from api.fields import NAME, TEXT
+from api.routes.common import CommandAnswer, CommandRoute, answer, found
 from domain import participant as uc
 from domain.base import ROLES
 from projections import participants as q

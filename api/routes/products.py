@@ -6,9 +6,10 @@ from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import CommandsDep, ReaderDep
+from api.fields import Id, Money, Name, NoNul, Reason, Text
 from api.routes.common import CommandAnswer, CommandRoute, answer, visible_row, visible_rows
 from domain import product as uc
 from projections import products as q
@@ -18,32 +19,6 @@ router = APIRouter(prefix="/products", tags=["products"], route_class=CommandRou
 Kind = Literal["dataset", "api", "model", "verification"]
 State = Literal["registered", "listing_requested", "listed", "delisted"]
 assert get_args(Kind) == uc.KINDS
-
-
-def no_nul(value: Any) -> Any:
-    """Refuse NUL characters anywhere in ``value``: PostgreSQL text cannot hold them, and an
-    event the read models cannot store would stop every projection behind it."""
-    if isinstance(value, str) and "\x00" in value:
-        raise ValueError("must not contain NUL (\\u0000) characters")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            no_nul(key)
-            no_nul(item)
-    elif isinstance(value, list):
-        for item in value:
-            no_nul(item)
-    return value
-
-
-NoNul = AfterValidator(no_nul)
-Id = Annotated[str, Field(min_length=1, max_length=200), NoNul]
-Name = Annotated[str, Field(min_length=1, max_length=200), NoNul]
-Text = Annotated[str, Field(max_length=5000), NoNul]
-Reason = Annotated[str, Field(min_length=1, max_length=5000), NoNul]
-#: the largest integer every JSON client reads exactly (2**53 - 1); also fits a BIGINT
-MAX_FEN = 2**53 - 1
-Money = Annotated[StrictInt, Field(ge=0, le=MAX_FEN,
-                                   description="integer fen (分), never a float")]
 
 
 class InputSelection(BaseModel):

@@ -9,25 +9,15 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import CommandsDep, ReaderDep
-from api.routes.common import (
-    NAME,
-    TEXT,
-    CommandAnswer,
-    CommandRoute,
-    answer,
-    visible_row,
-    visible_rows,
-)
+from api.fields import NAME, TEXT, CirculationMode
+from api.routes.common import CommandAnswer, CommandRoute, answer, visible_row, visible_rows
 from domain import scenario as uc
-from domain.policy import CIRCULATION_MODES
 from projections import scenarios as q
 
 router = APIRouter(prefix="/scenarios", tags=["scenarios"], route_class=CommandRoute)
 
-CirculationMode = Literal["plaintext", "ciphertext", "trusted_exchange"]
 Verdict = Literal["approve", "reject"]
 ScenarioState = Literal["submitted", "approved", "rejected", "suspended"]
-assert get_args(CirculationMode) == CIRCULATION_MODES
 assert get_args(Verdict) == uc.VERDICTS
 
 FieldName = Annotated[str, Field(min_length=1, max_length=200)]
