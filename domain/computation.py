@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from core.event import Event
 from domain.authorization import Authorization
-from domain.base import Aggregate, Context, applies
+from domain.base import Actor, Aggregate, Context, applies
 from domain.dataset import Dataset, require_text
 from domain.errors import Forbidden, InvalidInput, NotFound, WrongState
 from domain.order import OPEN_STATES, Order
@@ -181,7 +181,12 @@ class Computation(Aggregate):
     def require_requester(self, ctx: Context) -> None:
         """Raise Forbidden unless the actor is the provider that requested the computation."""
         ctx.actor.require_role("provider")
-        if ctx.actor.participant_id != self.provider_id:
+        self.require_reporter(ctx.actor)
+
+    def require_reporter(self, actor: Actor) -> None:
+        """Raise Forbidden unless ``actor`` is the provider that requested the computation
+        (whatever its role: the one message for everyone else)."""
+        if actor.role != "provider" or actor.participant_id != self.provider_id:
             raise Forbidden(f"only the provider that requested computation {self.id} "
                             "reports on it")
 
@@ -510,6 +515,21 @@ def record_success(uow: UnitOfWork, ctx: Context, computation_id: str, *, result
                 input_hashes=_check_input_hashes(uow, agg, input_hashes),
                 result_rows=_require_count(result_rows, "result_rows", 0), datasite=datasite)
     return {**_view(agg), "result_sha256": agg.result_sha256}
+
+
+def check_reporter(actor: Actor, computation_id: str, events: Sequence[Event]) -> None:
+    """Whether ``actor`` may report on computation ``computation_id``, whose stream as
+    stored is ``events``: asked before a result's bytes are stored, since only the
+    requesting provider may store bytes (else anyone could fill the store).
+
+    NotFound unless the events are a computation's, Forbidden unless the actor is the
+    provider that requested it; ``record_success`` checks it again when it decides.
+    """
+    if not events or not all(e.type_name.startswith(("computation.", "delivery."))
+                             for e in events):
+        raise NotFound(f"no computation {computation_id}", kind="computation",
+                       id=computation_id)
+    Computation.replay(computation_id, events).require_reporter(actor)
 
 
 def record_failure(uow: UnitOfWork, ctx: Context, computation_id: str, *,

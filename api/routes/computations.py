@@ -20,14 +20,14 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Commands, CommandsDep, ReaderDep
+from api.deps import CommandsDep, ReaderDep
 from api.fields import Id, Name, NoNul
 from api.routes.common import CommandAnswer, answer, visible_row, visible_rows
 from core.canonical import CanonicalEncodingError
 from delivery import results
 from domain import computation as uc
 from domain import dataset as datasets_uc
-from domain.errors import Forbidden, InvalidInput, NotFound, WrongState
+from domain.errors import InvalidInput, NotFound, WrongState
 from projections import computations as q
 
 router = APIRouter(tags=["computations"])
@@ -192,25 +192,12 @@ async def record_result(computation_id: str, body: ResultReport,
     except CanonicalEncodingError as exc:
         raise InvalidInput(("result" + exc.path.removeprefix("$")), exc.reason) from None
     # only the requesting provider may store bytes (else anyone could fill the store)
-    await run_in_threadpool(_require_requester, cmd, computation_id)
+    events = await run_in_threadpool(cmd.container.store.load, computation_id)
+    uc.check_reporter(cmd.actor, computation_id, events)
     await run_in_threadpool(results.put, cmd.container.engine, computation_id, content)
     return answer(await cmd.run(uc.record_success, computation_id, result_sha256=digest,
                                 input_hashes=dict(body.input_hashes),
                                 result_rows=body.result_rows, datasite=body.datasite))
-
-
-def _require_requester(cmd: Commands, computation_id: str) -> None:
-    """404 unless the computation exists on the event store, 403 unless the caller is the
-    provider that requested it (the command checks it again when it decides)."""
-    events = cmd.container.store.load(computation_id)
-    if not events or not all(e.type_name.startswith(("computation.", "delivery."))
-                             for e in events):
-        raise NotFound(f"no computation {computation_id}", kind="computation",
-                       id=computation_id)
-    agg = uc.Computation.replay(computation_id, events)
-    if cmd.actor.role != "provider" or cmd.actor.participant_id != agg.provider_id:
-        raise Forbidden(f"only the provider that requested computation {computation_id} "
-                        "reports on it")
 
 
 @router.post("/computations/{computation_id}/failure", response_model=ComputationAnswer)
