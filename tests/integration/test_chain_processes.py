@@ -19,7 +19,8 @@ from chain.bls import WitnessPublicKey, cosignatures, trust_witness
 from chain.proof import InMemoryTree
 from domain.base import Actor
 from domain.participant import ParticipantRegistered, register_participant
-from events.store import DatabaseURL, open_store
+from events.store import open_store
+from events.url import DatabaseURL
 from runtime.build import PLATFORM_ADMIN_ID, PLATFORM_ID, build
 from runtime.settings import Settings
 

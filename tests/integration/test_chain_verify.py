@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from events.store import DatabaseURL
+from events.url import DatabaseURL
 from runtime.build import build
 from runtime.settings import Settings
 
