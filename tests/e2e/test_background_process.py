@@ -7,36 +7,25 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 
-from api.app import create_app
+from client.platform import bearer
 from runtime.background import BackgroundProcess
-from runtime.build import Container, build
+from runtime.build import Container
 from runtime.settings import Settings
-from tests.e2e.conftest import ADMIN_TOKEN, World, bearer
+from tests.e2e.conftest import ADMIN_TOKEN, World
 from tests.e2e.test_catalog_api import dataset_body
 from tests.e2e.test_cli import EXE, free_port, stop
 
 
 @pytest.fixture
-def container(database_url: str, tmp_path: Path) -> Iterator[Container]:
-    settings = Settings(data_dir=tmp_path / "var", database_url=database_url,
-                        admin_token=ADMIN_TOKEN, checkpoint_every_seconds=0.3,
-                        background_process=True)
-    c = build(settings)
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def client(container: Container) -> Iterator[TestClient]:
-    with TestClient(create_app(container=container), raise_server_exceptions=False) as tc:
-        yield tc
+def settings_changes() -> dict[str, Any]:
+    return {"background_process": True}
 
 
 def test_reads_see_this_process_writes_though_another_process_projects(

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from client.platform import Party
 from runtime.build import Container
-from tests.e2e.conftest import Party, World
+from tests.e2e.conftest import World
 
 FIELDS = [{"name": "taxpayer_id", "type": "string", "sensitivity": "internal"},
           {"name": "revenue", "type": "integer", "sensitivity": "sensitive"},

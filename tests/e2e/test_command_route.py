@@ -8,7 +8,8 @@ import pytest
 from fastapi.routing import APIRoute
 
 from api.routes import ROUTERS, common
-from tests.e2e.conftest import World, bearer
+from client.platform import bearer
+from tests.e2e.conftest import World
 from tests.e2e.test_catalog_api import dataset_body
 
 

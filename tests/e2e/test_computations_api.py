@@ -8,20 +8,19 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from api.deps import Commands
+from client.platform import Party
 from core.canonical import canonical_bytes
 from delivery import results
 from domain import computation as uc
 from domain.computation import computation_id
 from runtime.build import Container
-from tests.e2e.conftest import Party, World
-from tests.e2e.setup_chain import CODE, FIELDS, USED, Chain, build_chain, list_product
+from tests.e2e.conftest import CODE, FIELDS, USED, Chain, Clock, World, list_product
 from tests.e2e.test_market_api import (
     accepted_contract,
     approved_contract,
@@ -36,11 +35,6 @@ CODE_SHA256 = hashlib.sha256(CODE.encode()).hexdigest()
 SITE = "tax-bureau-datasite"
 DATA_SHA = hashlib.sha256(b"taxpayer_id,annual_revenue\n").hexdigest()
 RESULT = [{"firm": "A", "score": 812}, {"firm": "B", "score": 655}]
-
-
-@pytest.fixture
-def chain(world: World) -> Chain:
-    return build_chain(world)
 
 
 def ask(contract_id: str, execution: int = 1, **changes: Any) -> dict[str, Any]:
@@ -436,7 +430,8 @@ def test_a_node_restarting_after_the_policy_changed_does_not_run_the_code(
             409, json=report(chain))
 
 
-def test_an_expired_authorization_is_recorded_as_refused(world: World, chain: Chain) -> None:
+def test_an_expired_authorization_is_recorded_as_refused(world: World, chain: Chain,
+                                                        clock: Clock) -> None:
     now = datetime.now(UTC)
     end = now + timedelta(seconds=3)
     short = world.call("POST", "/authorizations", chain.provider, 201, json={
@@ -450,7 +445,7 @@ def test_an_expired_authorization_is_recorded_as_refused(world: World, chain: Ch
     world.call("POST", f"/orders/{oid}/contract/acceptance", chain.demander)
     world.call("POST", f"/orders/{oid}/contract/approvals", chain.provider)
     world.call("POST", f"/orders/{oid}/contract/approvals", chain.operator)
-    time.sleep(max(0.0, (end - datetime.now(UTC)).total_seconds()) + 0.05)
+    clock.move_to(end + timedelta(seconds=0.05))
     made = recorded(world, chain.provider, "authorization_expired", ask(oid))
     assert short in made["reason"] and chain.dataset_id in made["reason"]
 

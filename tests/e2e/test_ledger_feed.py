@@ -6,17 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
+from client.platform import Party
 from runtime.build import Container
-from tests.e2e.conftest import Party, World
-from tests.e2e.setup_chain import Chain, build_chain, list_product
+from tests.e2e.conftest import Chain, World, list_product
 from tests.e2e.test_market_api import approved_contract, head, place
-
-
-@pytest.fixture
-def chain(world: World) -> Chain:
-    return build_chain(world)
 
 
 def page_through(world: World, party: Party, limit: int) -> list[dict[str, Any]]:

@@ -7,13 +7,11 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
-
-from tests.e2e.conftest import Party, World
-from tests.e2e.setup_chain import (
+from client.platform import Party
+from tests.e2e.conftest import (
     CODE,
     Chain,
-    build_chain,
+    World,
     list_product,
     product_body,
     register_product,
@@ -77,11 +75,6 @@ def approved_contract(world: World, chain: Chain) -> tuple[str, str]:
     world.call("POST", f"/orders/{order_id}/contract/approvals", chain.provider)
     world.call("POST", f"/orders/{order_id}/contract/approvals", chain.operator)
     return product_id, order_id
-
-
-@pytest.fixture
-def chain(world: World) -> Chain:
-    return build_chain(world)
 
 
 # -- happy paths --------------------------------------------------------------------

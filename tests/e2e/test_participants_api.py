@@ -7,8 +7,9 @@ import time
 import pytest
 
 from api.app import create_app
+from client.platform import bearer
 from runtime.build import Container
-from tests.e2e.conftest import ADMIN_TOKEN, World, bearer
+from tests.e2e.conftest import ADMIN_TOKEN, World
 
 
 def head(world: World) -> int:

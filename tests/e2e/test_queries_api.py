@@ -13,16 +13,10 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import World
-from tests.e2e.setup_chain import Chain, build_chain, list_product
+from tests.e2e.conftest import Chain, World, list_product
 from tests.e2e.test_market_api import head, invalid, policy, proposal, refused
 
 QUERY = {"field": "taxpayer_id", "values": ["91110000MA01", "91110000MA02"]}
-
-
-@pytest.fixture
-def chain(world: World) -> Chain:
-    return build_chain(world)
 
 
 def order_with(world: World, chain: Chain, query: Any = QUERY,

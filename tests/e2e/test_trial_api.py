@@ -9,12 +9,9 @@ import hashlib
 import json
 from typing import Any
 
-import pytest
-
 from domain.computation import computation_id
 from runtime.build import Container
-from tests.e2e.conftest import World
-from tests.e2e.setup_chain import Chain, build_chain, list_product
+from tests.e2e.conftest import Chain, World, list_product
 from tests.e2e.test_computations_api import (
     DATA_SHA,
     RESULT,
@@ -28,11 +25,6 @@ from tests.e2e.test_computations_api import (
 from tests.e2e.test_market_api import head, place, proposal, refused
 
 MOCK_SHA = hashlib.sha256(b"taxpayer_id,annual_revenue\nMOCK-1,1000\n").hexdigest()
-
-
-@pytest.fixture
-def chain(world: World) -> Chain:
-    return build_chain(world)
 
 
 def trial_order(world: World, chain: Chain) -> str:
