@@ -18,8 +18,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import httpx
 import pandas as pd
+
+from client.market import Market
+from client.platform import Party, Platform
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER = ROOT / ".venv" / "bin" / "dataledger"
@@ -101,16 +103,10 @@ def ledger_server(tmp: Path, **env_extra: str) -> Iterator[str]:
                                   stdout=log_file, stderr=subprocess.STDOUT, cwd=tmp)
         try:
             url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert server.poll() is None, log_path.read_text()
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.2)
+            with Platform.at(url) as probe:
+                up = probe.wait_until_up(30, alive=lambda: server.poll() is None)
+            assert server.poll() is None, log_path.read_text()
+            assert up, "server did not start"
             yield url
         finally:
             server.terminate()
@@ -121,43 +117,28 @@ def ledger_server(tmp: Path, **env_extra: str) -> Iterator[str]:
                 server.wait(timeout=5)
 
 
-class Api:
-    """The parties, over HTTP, as in tests/e2e/setup_chain.py."""
+class Api(Market):
+    """The platform operator and the regulator of a test's server, and the parties' steps
+    through a market, over HTTP (``client``)."""
 
     def __init__(self, url: str) -> None:
+        super().__init__(Platform.at(url), ADMIN_TOKEN, "Municipal data bureau 大数据局")
         self.url = url
-        self.http = httpx.Client(base_url=url, timeout=30)
-        me = self.call("GET", "/participants/me", ADMIN_TOKEN)
-        self.platform = SimpleNamespace(id=me["participant"]["id"], token=ADMIN_TOKEN)
-        self.regulator = self.onboard("regulator", "Municipal data bureau 大数据局")
+        self.http = self.api.http
 
     def call(self, method: str, path: str, token: str, expect: int | tuple[int, ...] = 200,
              **kw: Any) -> Any:
-        r = self.http.request(method, path, headers={"Authorization": f"Bearer {token}"}, **kw)
-        expected = (expect,) if isinstance(expect, int) else expect
-        assert r.status_code in expected, f"{method} {path}: {r.status_code} {r.text}"
-        return r.json() if r.headers.get("content-type", "").startswith("application/json") \
-            else r.content
+        return self.api.call(method, path, token, expect, **kw)
 
-    def onboard(self, role: str, name: str, code: str = "") -> SimpleNamespace:
-        made = self.call("POST", "/participants", ADMIN_TOKEN, 201, json={
-            "name": name, "role": role,
-            "credit_code": "91110000MA01ABCD" + (code or "E" + role[0].upper()),
-            "admin_name": f"{role} admin"})
-        party = SimpleNamespace(id=made["participant_id"], token=made["token"])
-        judge = self.regulator.token if role == "operator" else ADMIN_TOKEN
-        self.call("POST", f"/participants/{party.id}/admission", judge,
-                  json={"approve": True, "comment": "meets the admission criteria"})
-        return party
+    def onboard(self, role: str, name: str, code: str = "", *,  # type: ignore[override]
+                admit: bool = True) -> Party:
+        """A party; ``code`` ends its credit code (one per role by default)."""
+        credit_code = "91110000MA01ABCD" + (code or "E" + role[0].upper())
+        return self.api.onboard(self.platform, role, name, credit_code=credit_code,
+                                judge=self.judge(role) if admit else None)
 
     def events(self, after: int = 0) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        while True:
-            page = self.call("GET", f"/ledger/events?after={after}&limit=1000", ADMIN_TOKEN)
-            out += page["events"]
-            if not page["events"]:
-                return out
-            after = page["next_after"]
+        return self.api.events(ADMIN_TOKEN, after)
 
     def of(self, originator: str) -> list[str]:
         """The types of the events of one aggregate, in order."""
@@ -170,61 +151,48 @@ class Api:
         return found[-1]
 
     def computations(self, contract: str) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self.call("GET", f"/computations?contract_id={contract}",
-                                                 ADMIN_TOKEN)
-        return result
+        return self.api.computations(ADMIN_TOKEN, contract)
 
     def grant(self, p: SimpleNamespace, *, seconds: float = 365 * 86400,
               datasets: list[dict[str, Any]] | None = None) -> str:
         now = datetime.now(UTC)
-        return str(self.call("POST", "/authorizations", p.provider.token, 201, json={
-            "scenario_id": p.scenario_id,
-            "datasets": datasets or [{"dataset_id": p.dataset_id, "fields": USED},
-                                     {"dataset_id": p.loans_id, "fields": LOAN_USED}],
-            "not_before": (now - timedelta(days=1)).isoformat(),
-            "not_after": (now + timedelta(seconds=seconds)).isoformat(),
-            "usage_policy": {"processing_count": 100}})["authorization_id"])
+        return self.api.authorize(
+            p.provider, p.scenario_id,
+            datasets or [{"dataset_id": p.dataset_id, "fields": USED},
+                         {"dataset_id": p.loans_id, "fields": LOAN_USED}],
+            (now - timedelta(days=1), now + timedelta(seconds=seconds)),
+            {"processing_count": 100})
 
     def product(self, p: SimpleNamespace, code: str, inputs: list[dict[str, Any]],
                 authorization: str | None = None, name: str = "SME credit score") -> str:
-        product = self.call("POST", "/products", p.operator.token, 201, json={
+        return self.api.list_product(p.operator, ADMIN_TOKEN, {
             "scenario_id": p.scenario_id, "authorization_ids": [authorization or p.auth_id],
             "name": name, "kind": "api", "description": "a score per firm", "code": code,
             "inputs": inputs, "output_schema": {"type": "array"},
             "quality_report": "AUC 0.81", "price_fen": 1_250_000,
-            "developer_id": p.developer.id})["product_id"]
-        self.call("POST", f"/products/{product}/listing-request", p.operator.token)
-        self.call("POST", f"/products/{product}/listing-decision", ADMIN_TOKEN,
-                  json={"approve": True, "comment": "complete and documented"})
-        return str(product)
+            "developer_id": p.developer.id})
 
     def order(self, p: SimpleNamespace, product_id: str, *, processing_count: int = 1,
               query: dict[str, Any] | None = None, approve: bool = True) -> str:
-        body: dict[str, Any] = {"product_id": product_id, "purpose": "credit decisions on SMEs"}
-        if query is not None:
-            body["query"] = query
-        oid = self.call("POST", "/orders", p.demander.token, 201, json=body)["order_id"]
+        oid = self.api.place_order(p.demander, product_id, "credit decisions on SMEs", query)
         now = datetime.now(UTC)
-        self.call("POST", f"/orders/{oid}/contract", p.operator.token, json={
-            "usage_policy": {"processing_count": processing_count,
-                             "not_before": (now - timedelta(minutes=1)).isoformat(),
-                             "not_after": (now + timedelta(days=90)).isoformat(),
-                             "circulation_modes": ["ciphertext"]},
-            "price_fen": 1_000_000,
-            "revenue_split": {"developer": 1000, "operator": 3000, "platform": 1000,
-                              "provider": 5000}})
-        self.call("POST", f"/orders/{oid}/contract/acceptance", p.demander.token)
+        self.api.propose_contract(p.operator, oid, usage_policy={
+            "processing_count": processing_count,
+            "not_before": (now - timedelta(minutes=1)).isoformat(),
+            "not_after": (now + timedelta(days=90)).isoformat(),
+            "circulation_modes": ["ciphertext"]}, price_fen=1_000_000, revenue_split={
+            "developer": 1000, "operator": 3000, "platform": 1000, "provider": 5000})
+        self.api.accept_contract(p.demander, oid)
         if approve:
-            self.approve(p, str(oid))
-        return str(oid)
+            self.approve(p, oid)
+        return oid
 
     def approve(self, p: SimpleNamespace, oid: str) -> None:
-        self.call("POST", f"/orders/{oid}/contract/approvals", p.provider.token)
-        self.call("POST", f"/orders/{oid}/contract/approvals", p.operator.token)
+        self.api.approve_contract(p.provider, oid)
+        self.api.approve_contract(p.operator, oid)
 
     def submit_query(self, p: SimpleNamespace, oid: str, query: dict[str, Any]) -> Any:
-        return self.call("POST", f"/orders/{oid}/queries", p.demander.token, (200, 201),
-                         json={"query": query})
+        return self.api.submit_query(p.demander, oid, query, (200, 201))
 
 
 def build_market(api: Api) -> SimpleNamespace:
@@ -233,26 +201,20 @@ def build_market(api: Api) -> SimpleNamespace:
                         operator=api.onboard("operator", "Data operator 数据运营公司"),
                         developer=api.onboard("developer", "Model studio 模型工作室"),
                         demander=api.onboard("demander", "City bank 城市商业银行"))
-    expert = api.call("POST", f"/participants/{api.regulator.id}/members", api.regulator.token,
-                      201, json={"name": "expert 专家", "roles": ["expert"]})["token"]
+    p.expert = api.api.add_member(api.regulator, "expert 专家", ["expert"]).token
     ids = []
     for name, fields in (("Enterprise tax and power", FIELDS), ("Enterprise loans", LOAN_FIELDS)):
-        ds = api.call("POST", "/datasets", p.provider.token, 201, json={
-            "name": name, "description": "per enterprise", "source_system": "tax-core",
-            "classification": "L3", "fields": fields})["dataset_id"]
-        api.call("POST", f"/datasets/{ds}/publication", p.provider.token)
-        ids.append(str(ds))
+        ds = api.api.register_dataset(p.provider, name=name, description="per enterprise",
+                                      source_system="tax-core", fields=fields)
+        api.api.publish_dataset(p.provider, ds)
+        ids.append(ds)
     p.dataset_id, p.loans_id = ids
-    p.scenario_id = api.call("POST", "/scenarios", p.operator.token, 201, json={
-        "title": "SME credit scoring", "purpose": "score small firms for loans",
-        "sector": "finance", "requested": [{"dataset_id": p.dataset_id, "fields": USED},
-                                           {"dataset_id": p.loans_id, "fields": LOAN_USED}],
-        "circulation_mode": "ciphertext"})["scenario_id"]
-    p.expert = expert
-    api.call("POST", f"/scenarios/{p.scenario_id}/opinions", expert, 201,
-             json={"verdict": "approve", "comment": "proportionate"})
-    api.call("POST", f"/scenarios/{p.scenario_id}/decision", api.regulator.token,
-             json={"approve": True, "comment": "approved"})
+    p.scenario_id = api.api.propose_scenario(
+        p.operator, title="SME credit scoring", purpose="score small firms for loans",
+        sector="finance", requested=[{"dataset_id": p.dataset_id, "fields": USED},
+                                     {"dataset_id": p.loans_id, "fields": LOAN_USED}])
+    api.api.give_opinion(p.expert, p.scenario_id, "approve", "proportionate")
+    api.api.decide_scenario(api.regulator, p.scenario_id, "approved")
     p.auth_id = api.grant(p)
     p.product_id = api.product(p, SCORE, [{"dataset_id": p.dataset_id, "fields": USED}])
     p.joined_id = api.product(p, JOINED, [{"dataset_id": p.dataset_id, "fields": USED},
@@ -272,7 +234,7 @@ def world(tmp: Path, url: str, *, datasite_port: int | None = None,
 
     api = Api(url)
     parties = build_market(api)
-    trust = api.call("GET", "/ledger/witnesses", ADMIN_TOKEN)
+    trust = api.api.witnesses(ADMIN_TOKEN)
     (tmp / "trust.json").write_text(json.dumps(trust))
     private, mock = enterprises(20, seed=3), enterprises(8, seed=4)
     loans, loans_mock = loans_for(private, 5), loans_for(mock, 6)
@@ -328,5 +290,4 @@ def until_settled(node: Any, event: dict[str, Any], seconds: float = 20) -> list
 def provider_view(w: SimpleNamespace, contract: str, type_name: str) -> dict[str, Any]:
     """The contract event as the provider's node gets it (GET /ledger/events/{seq})."""
     seq = w.api.event(contract, type_name)["seq"]
-    result: dict[str, Any] = w.api.call("GET", f"/ledger/events/{seq}", w.p.provider.token)
-    return result
+    return w.api.api.event(w.p.provider, seq)
