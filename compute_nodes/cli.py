@@ -6,7 +6,7 @@
 
 ``load`` puts a dataset's private data and mock on the datasite and records it on the
 ledger (``POST /datasets/{id}/data-loaded``). ``run`` follows the log and acts on
-``contract.approved`` and ``contract.query_submitted`` (see compute_nodes/worker.py): from
+``contract.approved`` and ``contract.query_submitted`` (see compute_nodes/node.py): from
 JetStream with ``--nats`` (a durable pull consumer, acknowledged once each outcome is on
 the ledger), else by polling ``GET /ledger/events`` from the position kept in
 ``<data dir>/position.json``. ``--once`` (HTTP only): catch up with the log, then exit.
@@ -59,7 +59,8 @@ def data_dir() -> Path:
 
 def _node() -> tuple[Any, Any]:
     from compute_nodes import datasite
-    from compute_nodes.worker import ComputeNode, Trust
+    from compute_nodes.node import ComputeNode
+    from compute_nodes.trust import Trust
 
     trust = Trust.from_file(_env("DATALEDGER_NODE_TRUST_FILE"))
     port_text = os.environ.get("DATALEDGER_NODE_DATASITE_PORT", "")
@@ -116,8 +117,11 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(info, ensure_ascii=False, default=str))
             return 0
         if args.nats:
-            node.follow_nats(args.nats, args.stream, args.durable,
-                             subject_prefix=args.subject_prefix, stop=stop, on_outcome=_print)
+            from compute_nodes.feeds import JetStreamSettings
+
+            node.follow_nats(JetStreamSettings(args.nats, args.stream, args.durable,
+                                               subject_prefix=args.subject_prefix),
+                             stop=stop, on_outcome=_print)
         else:
             node.follow_http(data_dir() / "position.json", stop=stop, once=args.once,
                              poll_s=float(_env("DATALEDGER_NODE_POLL_SECONDS", "2")),

@@ -7,7 +7,7 @@ credentials: the product's code runs there (PySyft runs approved code in the dat
 process), so it can reach neither another provider's data or token nor the server's secrets.
 That process runs an in-process PySyft 0.9.5 datasite of the provider's own
 (``sy.orchestra.launch``, state under ``<node dir>/datasites``, mode 0700) and a
-:class:`~compute_nodes.worker.ComputeNode` acting with the provider's credentials, fed
+:class:`~compute_nodes.node.ComputeNode` acting with the provider's credentials, fed
 from the log as that provider sees it (``GET /ledger/events``, a page per provider per
 round, in one thread: the embedded default has no NATS; a standalone node follows JetStream
 with ``dataledger compute-node run --nats URL``). Data is loaded into a provider's
@@ -195,7 +195,7 @@ class ProviderNode:
         self.trust_file = trust_file
         self.participant_id = participant_id
         self.enrollment = Enrollment.load(directory / "providers" / f"{participant_id}.json")
-        self.node: Any = None  # compute_nodes.worker.ComputeNode
+        self.node: Any = None  # compute_nodes.node.ComputeNode
         self.site: Any = None  # compute_nodes.datasite.Datasite
         self.position = int((_read(self._position_file()) or {}).get("seq", 0))
         self.anchoring = False  # an event waits for an anchored checkpoint
@@ -204,7 +204,8 @@ class ProviderNode:
 
     def start(self) -> None:
         from compute_nodes import datasite
-        from compute_nodes.worker import ComputeNode, Trust
+        from compute_nodes.node import ComputeNode
+        from compute_nodes.trust import Trust
 
         trust = Trust.from_file(self.trust_file)
         sites = self.dir / "datasites"
@@ -239,7 +240,7 @@ class ProviderNode:
         the page there and comes again next round. Handling an event twice is harmless:
         the node's executions are idempotent.
         """
-        from compute_nodes.worker import SOON, WATCHED, settled
+        from compute_nodes.outcome import SOON, WATCHED, settled
 
         r = self.node.http.get("/ledger/events", params={"after": self.position, "limit": PAGE})
         if r.status_code != 200:
@@ -280,7 +281,7 @@ class ProviderNode:
 
     # -- the loop -------------------------------------------------------------------
     def run(self, pause: float) -> None:
-        from compute_nodes.worker import ANCHOR_RETRY_S
+        from compute_nodes.feeds import ANCHOR_RETRY_S
 
         self.start()
         parent = int(os.environ.get("DATALEDGER_NODE_PARENT_PID") or 0)

@@ -1,20 +1,19 @@
-"""A durable JetStream pull consumer of the log, driven synchronously (compute venv only).
+"""A durable JetStream pull consumer of the log, driven synchronously: the compute node's
+feed follows it (``compute_nodes/feeds.py``). It needs only nats-py and the standard
+library, so the server's tests of the publisher read the stream with it too.
 
 The server's publisher (``events/publisher.py``) puts each stored event on
-``<prefix>.<type>`` with the canonical bytes as the body. The repo's
-``events.consumer.follow`` cannot be imported here (it needs ``eventsourcing``, whose
-PostgreSQL recorder wants a psycopg newer than PySyft 0.9.5 pins), so this is the node's
-own, small, consumer:
+``<prefix>.<type>`` with the canonical bytes as the body (``core/subjects.py``). This
+consumer is:
 
-- filtered to the subjects the node acts on: ``filter_subjects`` on NATS >= 2.10; older
-  servers have a single filter, so the common ``<prefix>.contract.>`` is used and the
-  follower skips (and acknowledges) the other contract events;
+- filtered to the subjects given: ``filter_subjects`` on NATS >= 2.10; older servers have a
+  single filter, so the common ``<prefix>.contract.>`` is used and the caller skips (and
+  acknowledges) the other events;
 - explicit acknowledgements, one message at a time (``batch`` 1 by default), given by the
-  caller once the event's outcome is on the ledger;
+  caller once the event is handled (the node: once its outcome is on the ledger);
 - a durable consumer found with delivered-but-unacknowledged messages (its follower died
   mid-event) is recreated from its acknowledgement floor, so that those messages come
-  again at once and in order rather than after ``ack_wait`` behind newer ones (as
-  ``events.consumer`` does).
+  again at once and in order rather than after ``ack_wait`` behind newer ones.
 
 The asyncio loop and the connection live in a thread of their own; :meth:`Follower.fetch`
 and :meth:`Follower.ack` block the caller, whose thread therefore is the one that runs the

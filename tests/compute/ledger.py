@@ -229,7 +229,8 @@ def world(tmp: Path, url: str, *, datasite_port: int | None = None,
     datasets loaded through a node, and ``w.node()`` making more nodes on that datasite.
     The caller lands ``w.site``."""
     from compute_nodes import datasite
-    from compute_nodes.worker import ComputeNode, Trust
+    from compute_nodes.node import ComputeNode
+    from compute_nodes.trust import Trust
     from tests.compute.test_datasite import enterprises
 
     api = Api(url)

@@ -27,8 +27,10 @@ import httpx
 import pytest
 
 from compute_nodes import datasite
+from compute_nodes.feeds import JetStreamSettings, Position
 from compute_nodes.jetstream import Follower
-from compute_nodes.worker import LedgerEvent, Outcome, Position
+from compute_nodes.outcome import Outcome
+from core.record import LogEntry
 from tests.compute.ledger import (
     NATS_URL,
     PYTHON,
@@ -151,15 +153,15 @@ def test_a_jetstream_redelivery_runs_and_delivers_once(
     acknowledge = Follower.ack
 
     def ack_then_die(self: Follower, msg: Any) -> None:
-        event = LedgerEvent.from_canonical(bytes(msg.data))
-        if (event.originator_id, event.type) == (contract, "contract.approved"):
+        event = LogEntry.from_canonical(bytes(msg.data))
+        if (event.originator_id, event.type_name) == (contract, "contract.approved"):
             raise Crash()
         acknowledge(self, msg)
 
     def follow(seen: list[Outcome], idle: float) -> int:
-        return w.node().follow_nats(NATS_URL, w.stream, "node-under-test",
-                                    subject_prefix=w.prefix, idle_timeout=idle, retry_s=0.3,
-                                    on_outcome=seen.append)
+        return w.node().follow_nats(JetStreamSettings(
+            NATS_URL, w.stream, "node-under-test", subject_prefix=w.prefix,
+            idle_timeout=idle, retry_s=0.3), on_outcome=seen.append)
 
     monkeypatch.setattr(Follower, "ack", ack_then_die)
     first: list[Outcome] = []

@@ -12,24 +12,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from client.platform import PlatformError
+from compute_nodes.executor import _final, code_failed
+from compute_nodes.feeds import Position, message_seq
 from compute_nodes.jetstream import common_filter
-from compute_nodes.worker import (
-    RETRY_LATER,
-    SOON,
-    LedgerEvent,
-    NodeError,
-    Outcome,
-    PlatformError,
-    Position,
-    ResultError,
-    _final,
-    apply_query,
-    check_query,
-    code_failed,
-    message_seq,
-    settled,
-    to_json_result,
-)
+from compute_nodes.outcome import RETRY_LATER, SOON, NodeError, Outcome, settled
+from compute_nodes.results import ResultError, apply_query, check_query, to_json_result
+from core.record import LogEntry
 
 
 def canonical(seq: int = 7, type_name: str = "contract.approved", payload: dict | None = None,
@@ -43,10 +32,11 @@ def test_an_event_is_read_from_its_canonical_bytes() -> None:
     raw = canonical(payload={"execution": 2, "query": None}, type_name="contract.query_submitted")
     view = {"seq": 7, "type": "contract.query_submitted", "originator_id": "c-1",
             "canonical": base64.b64encode(raw).decode(), "payload": {"forged": True}}
-    event = LedgerEvent.parse(view)
-    assert (event.seq, event.type, event.originator_id) == (7, "contract.query_submitted", "c-1")
-    assert event.payload == {"execution": 2, "query": None}  # not the view's payload
-    assert LedgerEvent.parse(raw) == event
+    event = LogEntry.from_view(view)
+    assert (event.seq, event.type_name, event.originator_id) == (7, "contract.query_submitted",
+                                                                 "c-1")
+    assert event.payload() == {"execution": 2, "query": None}  # not the view's payload
+    assert LogEntry.from_canonical(raw) == event
 
 
 @pytest.mark.parametrize(("view", "problem"), [
@@ -58,7 +48,7 @@ def test_an_event_is_read_from_its_canonical_bytes() -> None:
 ])
 def test_an_event_whose_view_and_bytes_disagree_is_refused(view: dict, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
-        LedgerEvent.parse(view)
+        LogEntry.from_view(view)
 
 
 def test_queries_keep_only_the_asked_rows() -> None:
@@ -126,7 +116,7 @@ def test_common_filter_for_servers_without_filter_subjects() -> None:
 ])
 def test_which_refusals_of_a_computation_request_are_final(status: int, body: str,
                                                            final: bool) -> None:
-    exc = PlatformError(f"POST /computations: {status} {body}", status)
+    exc = PlatformError("POST", "/computations", status, body)
     assert _final(exc) is final
     assert ("rejected" not in RETRY_LATER) and Outcome("c", "rejected").settled
 

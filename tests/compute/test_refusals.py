@@ -19,7 +19,8 @@ import httpx
 import pytest
 
 from compute_nodes import datasite
-from compute_nodes.worker import ComputeNode, Outcome
+from compute_nodes.node import ComputeNode
+from compute_nodes.outcome import Outcome
 from tests.compute.ledger import (
     SCORE,
     USED,

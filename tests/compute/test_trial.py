@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 
 from compute_nodes import datasite
-from compute_nodes.worker import DATASET_WAIT_S, ComputeNode
+from compute_nodes.executor import DATASET_WAIT_S
+from compute_nodes.node import ComputeNode
 from tests.compute.ledger import (
     USED,
     expected_scores,

@@ -22,7 +22,9 @@ import pytest
 
 from chain.bls import WitnessKey
 from compute_nodes import datasite
-from compute_nodes.worker import ComputeNode, Outcome, Position
+from compute_nodes.feeds import Position, consume
+from compute_nodes.node import ComputeNode
+from compute_nodes.outcome import Outcome
 from tests.compute.ledger import (
     ADMIN_TOKEN,
     LOAN_FIELDS,
@@ -372,7 +374,7 @@ def test_a_failure_on_private_data_records_no_private_value(
     product = w.api.product(w.p, code, [{"dataset_id": w.p.dataset_id, "fields": USED}],
                             name=f"{name} product")
     contract = w.api.order(w.p, product)
-    with caplog.at_level(logging.WARNING, logger="compute_nodes.worker"):
+    with caplog.at_level(logging.WARNING, logger="compute_nodes.executor"):
         [outcome] = until_settled(w.node(), provider_view(w, contract, "contract.approved"))
     assert outcome.status == "failed" and outcome.detail == reason, outcome
     recorded = w.api.event(outcome.computation_id, "computation.failed")["payload"]["reason"]
@@ -440,7 +442,7 @@ def test_a_jetstream_message_is_only_a_notification_of_its_seq(w: SimpleNamespac
     transport = Recording()
     node = w.node(http=httpx.Client(base_url=w.url, timeout=30, transport=transport))
     acks, seen, stop = Acks(), [], threading.Event()
-    assert node._consume(forged, acks, stop, 0.2, seen.append) == approved
+    assert consume(node, forged, acks, stop, 0.2, seen.append) == approved
     assert [(o.status, o.execution, o.event_type) for o in seen] == [
         ("delivered", 1, "contract.approved")], seen
     assert acks.acked == [forged] and f"/ledger/events/{approved}" in transport.paths
@@ -452,12 +454,12 @@ def test_a_jetstream_message_is_only_a_notification_of_its_seq(w: SimpleNamespac
                       "Authorization": f"Bearer {w.p.provider.token}"}).status_code == 404)
     other = message(hidden, "contract.approved", "someone-else", {})
     transport.paths.clear()
-    assert node._consume(other, acks, stop, 0.2, seen.append) == hidden
+    assert consume(node, other, acks, stop, 0.2, seen.append) == hidden
     assert acks.acked[-1] is other and len(seen) == 1
     assert not [p for p in transport.paths if p.startswith(("/orders", "/computations"))]
     # a message that names no seq
     junk = SimpleNamespace(data=b"\xff", subject="ledger.contract.approved", headers=None)
-    assert node._consume(junk, acks, stop, 0.2, seen.append) == 0 and acks.acked[-1] is junk
+    assert consume(node, junk, acks, stop, 0.2, seen.append) == 0 and acks.acked[-1] is junk
 
 
 def test_a_404_while_the_read_models_lag_is_looked_at_again_not_ignored(
@@ -488,7 +490,7 @@ def test_a_404_while_the_read_models_lag_is_looked_at_again_not_ignored(
     node = w.node(http=httpx.Client(base_url=w.url, timeout=30, transport=waiting))
     acks, seen = Acks(), []
     msg = message(approved, "contract.approved", contract, {})
-    assert node._consume(msg, acks, threading.Event(), 0.2, seen.append) == approved
+    assert consume(node, msg, acks, threading.Event(), 0.2, seen.append) == approved
     assert waiting.paths.count(f"/ledger/events/{approved}") >= 3
     assert [o.status for o in seen] == ["delivered"] and acks.acked == [msg]
 

@@ -1,0 +1,170 @@
+"""What the node's operator trusts, and the verifier that holds the platform to it.
+
+The node trusts the keys its operator gave it at start (the log's note key, its origin, the
+witnesses' BLS keys and the quorum: a JSON file shaped like ``GET /ledger/witnesses``),
+never the platform's word. :class:`Verifier` checks an event the platform shows in these
+steps; every failed check raises :class:`TrustError`, the one error of this module:
+
+1. the record: the event is read from its canonical bytes (``core.record.LogEntry``); the
+   fields the view also shows must agree with them;
+2. the checkpoint's signature by the log's key, for the trusted origin;
+3. the witnesses: at least ``quorum`` co-signatures of trusted witnesses on that checkpoint
+   (a checkpoint passing 2 and 3 is *anchored*; none covering the event yet is not an
+   error: the event is handled again later);
+4. the inclusion proof: the record's leaf hash (``core.record.leaf_hash``) is leaf
+   ``seq - 1`` of that checkpoint's tree;
+5. consistency: an event a view names by its seq is that event (its type and originator),
+   proven under the same checkpoint, and what the views say agrees with the proven
+   events (:meth:`Verifier.agree`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chain.bls import TrustedWitness, WitnessPublicKey, cosignatures, trust_witness
+from chain.checkpoint import Checkpoint, open_checkpoint
+from chain.note import Verifier as NoteVerifier
+from chain.verify import VerificationError, verify_inclusion
+from compute_nodes.platform import NodePlatform
+from core.record import LogEntry, RecordError, leaf_hash
+
+
+class TrustError(Exception):
+    """A check of what the platform showed failed: the node does not act on it."""
+
+
+@dataclass(frozen=True)
+class Trust:
+    """What the node's operator trusts: the log's key and origin, the witnesses and quorum."""
+
+    origin: str
+    log_verifier: NoteVerifier
+    witnesses: tuple[TrustedWitness, ...]
+    quorum: int
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Trust:
+        """From a document shaped like ``GET /ledger/witnesses``; each witness's proof of
+        possession is checked. Raises TrustError if malformed."""
+        try:
+            witnesses = []
+            for w in data["witnesses"]:
+                published = WitnessPublicKey.parse(w["vkey"])
+                if "public_key" in w and \
+                        base64.b64decode(w["public_key"]) != published.public_key:
+                    raise TrustError(f"witness {w.get('name')}: public_key differs from vkey")
+                witnesses.append(trust_witness(published))
+            quorum = int(data["quorum"])
+            log_verifier = NoteVerifier.from_vkey(data["log_vkey"])
+            origin = str(data["origin"])
+        except (VerificationError, ValueError, KeyError, TypeError) as exc:
+            raise TrustError(f"trusted keys: {exc}") from exc
+        if quorum < 0 or quorum > len(witnesses):
+            raise TrustError(f"quorum {quorum} with {len(witnesses)} trusted witnesses")
+        return cls(origin=origin, log_verifier=log_verifier, witnesses=tuple(witnesses),
+                   quorum=quorum)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Trust:
+        return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+class Verifier:
+    """Checks the events, checkpoints and proofs the platform serves against a
+    :class:`Trust`, in the numbered steps of this module's docstring."""
+
+    def __init__(self, trust: Trust, platform: NodePlatform) -> None:
+        self.trust = trust
+        self.platform = platform
+        self._checkpoint: Checkpoint | None = None  # the largest anchored one verified
+
+    @staticmethod
+    def record(event: Mapping[str, Any] | bytes | LogEntry) -> LogEntry:
+        """Step 1: the record of a ``GET /ledger/events`` view (its ``canonical`` is what
+        counts), of canonical bytes, or a LogEntry as is."""
+        if isinstance(event, LogEntry):
+            return event
+        try:
+            if isinstance(event, bytes | bytearray):
+                return LogEntry.from_canonical(bytes(event))
+            if not isinstance(event, Mapping):
+                raise RecordError("an event view needs its canonical bytes")
+            return LogEntry.from_view(event)
+        except RecordError as exc:
+            raise TrustError(str(exc)) from exc
+
+    def anchored(self, seq: int) -> Checkpoint | None:
+        """Steps 2 and 3: a verified anchored checkpoint of size >= seq, or None if there
+        is none yet."""
+        if self._checkpoint is not None and self._checkpoint.size >= seq:
+            return self._checkpoint
+        view = self.platform.anchored_checkpoint()
+        if view is None:
+            return None
+        try:
+            checkpoint = self._open(view)
+        except (VerificationError, ValueError, KeyError) as exc:
+            raise TrustError(f"checkpoint refused: {exc}") from exc
+        if self._checkpoint is None or checkpoint.size > self._checkpoint.size:
+            self._checkpoint = checkpoint
+        return checkpoint if checkpoint.size >= seq else None
+
+    def _open(self, view: dict[str, Any]) -> Checkpoint:
+        note = view["cosigned"]
+        # 2. signed by the log's key, for the trusted origin
+        checkpoint, _ = open_checkpoint(note, [self.trust.log_verifier], self.trust.origin)
+        # 3. co-signed by a quorum of the trusted witnesses
+        signed = cosignatures(note, list(self.trust.witnesses))
+        if len(signed) < self.trust.quorum:
+            raise VerificationError(
+                f"checkpoint {checkpoint.size}: {len(signed)} trusted co-signature(s), "
+                f"quorum is {self.trust.quorum}")
+        if checkpoint.size != view.get("size", checkpoint.size):
+            raise VerificationError(f"checkpoint size {checkpoint.size} != view {view['size']}")
+        return checkpoint
+
+    def included(self, entry: LogEntry, checkpoint: Checkpoint) -> None:
+        """Step 4: the record's canonical bytes are leaf ``seq - 1`` of the anchored tree."""
+        proof = self.platform.inclusion_proof(entry.seq - 1, checkpoint.size)
+        try:
+            hashes = [base64.b64decode(h, validate=True) for h in proof]
+        except (binascii.Error, TypeError) as exc:
+            raise TrustError(f"inclusion proof of event {entry.seq} is not base64") from exc
+        try:
+            verify_inclusion(leaf_hash(entry.canonical()), entry.seq - 1, checkpoint.size,
+                             hashes, checkpoint.root)
+        except VerificationError as exc:
+            raise TrustError(str(exc)) from exc
+
+    def proven(self, view: Mapping[str, Any], key: str, type_name: str, originator_id: str,
+               checkpoint: Checkpoint) -> LogEntry:
+        """Step 5: the event a view names by ``view[key]`` (its seq), checked to be
+        ``type_name`` of ``originator_id`` (step 1) and proven included in ``checkpoint``
+        (step 4)."""
+        seq = view.get(key)
+        if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= checkpoint.size:
+            raise TrustError(f"{type_name} of {originator_id}: the view's {key} {seq!r} is "
+                             f"not an event under the anchored checkpoint {checkpoint.size}")
+        event = self.record(self.platform.event(seq))
+        if (event.seq, event.type_name, event.originator_id) != (seq, type_name, originator_id):
+            raise TrustError(f"event {seq} is not {type_name} of {originator_id}")
+        self.included(event, checkpoint)
+        return event
+
+    @staticmethod
+    def agree(view: Mapping[str, Any], proven: LogEntry, keys: tuple[str, ...],
+              what: str) -> None:
+        """Step 5: the view shows for each of ``keys`` what the proven event's payload says."""
+        payload = proven.payload()
+        for key in keys:
+            if payload.get(key) != view.get(key):
+                raise TrustError(f"the {what} view's {key} {view.get(key)!r} is not the "
+                                 f"{payload.get(key)!r} of {proven.type_name} (event "
+                                 f"{proven.seq})")
