@@ -21,11 +21,11 @@ import nats
 import pytest
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
+from compute_nodes.jetstream import Follower, JetStreamError
 from core.record import LogEntry
-from core.subjects import HEADER_LEAF_HASH, HEADER_MSG_ID, HEADER_SEQ
+from core.subjects import HEADER_LEAF_HASH, HEADER_MSG_ID, HEADER_SEQ, entry_from_message
 from domain.base import Actor, Context, new_id
 from domain.participant import found_platform
-from events.consumer import follow
 from events.publisher import (
     JetStreamPublisher,
     PositionStore,
@@ -144,6 +144,56 @@ def publisher(store: EventStore, positions: PositionStore, stream: Stream,
                                "poll_interval": 0.05, "min_backoff": 0.05, "max_backoff": 0.2}
     return JetStreamPublisher(store, url, positions, stream=stream.name,
                               subject_prefix=stream.prefix, **{**options, **kwargs})
+
+
+def follow(nats_url: str, durable: str, handler: Callable[[LogEntry], object],
+           start_seq: int = 1, *, stream: str = "LEDGER", subject_prefix: str = "ledger",
+           batch: int = 256, fetch_timeout: float = 1.0, stop: threading.Event | None = None,
+           until_seq: int | None = None, idle_timeout: float | None = None) -> int:
+    """Hand the stream's events to ``handler(entry)`` in seq order from the durable pull
+    consumer ``durable`` (the repository's consumer, ``compute_nodes.jetstream.Follower``).
+
+    Each message is checked (``core.subjects.entry_from_message``) and acknowledged after
+    ``handler`` returns; an exception from ``handler`` ends the follow with that message
+    unacknowledged (a later follow of the same durable gets it first). Messages before
+    ``start_seq`` are acknowledged and skipped. Runs until ``stop`` is set, the event
+    ``until_seq`` was handled, or ``idle_timeout`` seconds passed without a message; returns
+    the last seq handled (``start_seq - 1`` if none). A stream not made yet is waited for.
+    """
+    last = start_seq - 1
+
+    def more() -> bool:
+        return not (stop is not None and stop.is_set()) and \
+            not (until_seq is not None and last >= until_seq)
+
+    def drain(follower: Follower) -> None:
+        nonlocal last
+        idle_since = time.monotonic()
+        while more():
+            if idle_timeout is not None and time.monotonic() - idle_since > idle_timeout:
+                return
+            msgs = follower.fetch(fetch_timeout)
+            if msgs:
+                idle_since = time.monotonic()
+            for msg in msgs:
+                if not more():
+                    return  # the rest stay unacknowledged: the next follow gets them first
+                entry = entry_from_message(bytes(msg.data), msg.headers)
+                if entry.seq > last:
+                    handler(entry)
+                    last = entry.seq
+                follower.ack(msg)
+
+    deadline = time.monotonic() + (idle_timeout or 10.0)
+    while True:
+        try:
+            with Follower(nats_url, stream, durable, [f"{subject_prefix}.>"], batch=batch,
+                          ack_wait=30.0) as follower:
+                drain(follower)
+                return last
+        except JetStreamError:
+            assert time.monotonic() < deadline, f"no stream {stream}"
+            time.sleep(0.2)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:

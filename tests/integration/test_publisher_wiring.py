@@ -5,14 +5,12 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from events.consumer import follow
-
 from core.record import LogEntry
 from domain.base import Actor
 from domain.participant import register_participant
 from runtime.build import PLATFORM_ADMIN_ID, PLATFORM_ID, build
 from runtime.settings import Settings
-from tests.integration.test_publisher import NATS_URL, Stream, nats_available, stream
+from tests.integration.test_publisher import NATS_URL, Stream, follow, nats_available, stream
 
 __all__ = ["nats_available", "stream"]
 
