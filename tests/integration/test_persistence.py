@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -18,18 +18,11 @@ from domain.errors import ConcurrencyConflict, IdempotencyKeyReused
 from domain.participant import Participant, found_platform, register_participant
 from events.append import IdempotencyRecord
 from events.commit import new_ledger
-from events.store import EventStore, IntegrityError, LedgerLog, open_store
+from events.store import EventStore, IntegrityError, LedgerLog
 from events.url import DatabaseURL
+from tests.integration.conftest import AT
 
 SYSTEM = Actor("system", "system", "system")
-AT = "2026-11-26T10:00:00.000000Z"
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[EventStore]:
-    s = open_store(DatabaseURL.parse(database_url))
-    yield s
-    s.close()
 
 
 def platform_events(id: str | None = None) -> list:  # type: ignore[type-arg]
@@ -80,13 +73,6 @@ def test_idempotency_record_is_written_with_the_events(store: EventStore) -> Non
         store.append(platform_events(), [(2, record)])
     assert store.max_seq() == 2
     assert store.idempotency("m1", "other") is None
-
-
-@pytest.fixture
-def ledger(store: EventStore) -> Iterator[Ledger]:
-    led = new_ledger(LedgerLog(store), clock=lambda: AT)
-    yield led
-    led.close()
 
 
 PLATFORM = "platform-1"

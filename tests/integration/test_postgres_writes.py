@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import Iterator
 from urllib.parse import quote
 
 import psycopg
@@ -35,8 +34,8 @@ from events.url import DatabaseURL
 from projections.base import BufferedConnection
 from projections.runner import views_engine
 from tests.conftest import PG_DSN
+from tests.integration.conftest import AT
 from tests.integration.test_persistence import (
-    AT,
     _admitted_provider,
     _register_dataset,
     _setup_platform,
@@ -46,17 +45,9 @@ pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-def store(pg_url: str) -> Iterator[EventStore]:
-    s = open_store(DatabaseURL.parse(pg_url))
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def ledger(store: EventStore) -> Iterator[Ledger]:
-    led = new_ledger(LedgerLog(store), clock=lambda: AT)
-    yield led
-    led.close()
+def database_url(pg_url: str) -> str:
+    """The store and the ledger of these tests are on PostgreSQL only."""
+    return pg_url
 
 
 def _schema(url: str) -> str:

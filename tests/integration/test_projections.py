@@ -12,7 +12,7 @@ from sqlalchemy import Connection, select
 from core.record import LogEntry
 from domain.base import Actor, Context, new_id
 from domain.participant import MemberAdded, found_platform
-from events.store import EventStore, open_store
+from events.store import EventStore
 from events.url import DatabaseURL
 from projections.base import METADATA, tracking
 from projections.participants import ParticipantsProjection, members
@@ -20,13 +20,6 @@ from projections.runner import ProjectionRunner, views_engine
 
 SYSTEM = Actor("system", "system", "system")
 CTX = Context(SYSTEM, "2026-11-26T10:00:00.000000Z")
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[EventStore]:
-    s = open_store(DatabaseURL.parse(database_url))
-    yield s
-    s.close()
 
 
 @pytest.fixture
