@@ -26,14 +26,9 @@ from core.record import LogEntry
 from core.subjects import HEADER_LEAF_HASH, HEADER_MSG_ID, HEADER_SEQ, entry_from_message
 from domain.base import Actor, Context, new_id
 from domain.participant import found_platform
-from events.publisher import (
-    JetStreamPublisher,
-    PositionStore,
-    PublishError,
-    decode_entry,
-    decode_message,
-    open_position_store,
-)
+from events.jetstream import PublishError, decode_entry, decode_message
+from events.positions import PositionStore, open_position_store
+from events.publisher import JetStreamPublisher, PublisherSettings
 from events.store import EventStore, open_store
 from events.url import DatabaseURL
 from tests.conftest import require_service
@@ -142,8 +137,8 @@ def publisher(store: EventStore, positions: PositionStore, stream: Stream,
               url: str = NATS_URL, **kwargs: Any) -> JetStreamPublisher:
     options: dict[str, Any] = {"window": 64, "batch_size": 50, "ack_timeout": 2.0,
                                "poll_interval": 0.05, "min_backoff": 0.05, "max_backoff": 0.2}
-    return JetStreamPublisher(store, url, positions, stream=stream.name,
-                              subject_prefix=stream.prefix, **{**options, **kwargs})
+    return JetStreamPublisher(store, positions, PublisherSettings(
+        url, stream=stream.name, subject_prefix=stream.prefix, **{**options, **kwargs}))
 
 
 def follow(nats_url: str, durable: str, handler: Callable[[LogEntry], object],
