@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -25,17 +25,11 @@ from tests.compute.ledger import (
     SCORE,
     USED,
     provider_view,
-    running_world,
     until_settled,
 )
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module")
-def w(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
-    with running_world(tmp_path_factory.mktemp("refusals"), "tax-refusals") as made:
-        yield made
+SITE = "tax-refusals"  # the datasite of this module's world
 
 
 def refused(w: SimpleNamespace, node: ComputeNode, contract: str, code: str,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pandas as pd
@@ -22,19 +21,13 @@ from tests.compute.ledger import (
     USED,
     expected_scores,
     provider_view,
-    running_world,
     until_settled,
 )
 from tests.compute.test_refusals import refused
 from tests.compute.test_worker import delivered_once, result_of
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module")
-def w(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
-    with running_world(tmp_path_factory.mktemp("trial"), "tax-trial") as made:
-        yield made
+SITE = "tax-trial"  # the datasite of this module's world
 
 
 def test_a_granted_trial_runs_on_mock_rows_only_and_reaches_the_demander(

@@ -13,7 +13,7 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -37,17 +37,10 @@ from tests.compute.ledger import (
     expected_scores,
     free_port,
     provider_view,
-    running_world,
     until_settled,
 )
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module")
-def w(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
-    with running_world(tmp_path_factory.mktemp("worker")) as made:
-        yield made
 
 
 def delivered_once(w: SimpleNamespace, outcome: Outcome) -> list[dict[str, Any]]:
