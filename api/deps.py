@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
@@ -15,6 +13,7 @@ from fastapi import Depends, Header, Request
 from sqlalchemy import Connection, Engine, select
 
 from anchoring.service import ChainService
+from api.auth import AuthCache, hash_token
 from domain.application import CommandResult, Idempotency, Ledger
 from domain.base import Actor
 from domain.errors import InvalidInput, Unauthenticated
@@ -23,52 +22,6 @@ from projections.participants import members, participants
 from projections.runner import ProjectionRunner
 
 CommandHandler = Callable[..., dict[str, Any]]
-
-
-def hash_token(token: str) -> str:
-    """Tokens are stored as SHA-256 hex, never in clear."""
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def new_token() -> str:
-    """A fresh bearer token (256 bits)."""
-    return "dl_" + secrets.token_urlsafe(32)
-
-
-class AuthCache:
-    """Token hash → actor, so a request need not query the members table.
-
-    Cleared whenever this process projects a participant event (token rotated,
-    member added, participant suspended); entries also expire after ``ttl``
-    seconds, for changes projected by another process. Commands re-check the
-    participant's admission on the event store anyway (Ledger._require_active).
-    """
-
-    def __init__(self, ttl: float = 5.0) -> None:
-        self.ttl = ttl
-        self._entries: dict[str, tuple[float, Actor]] = {}
-        #: bumped by every invalidation: a lookup that began before one is not cached
-        self.generation = 0
-
-    def get(self, token_hash: str) -> Actor | None:
-        entry = self._entries.get(token_hash)
-        if entry is None or time.monotonic() - entry[0] > self.ttl:
-            return None
-        return entry[1]
-
-    def put(self, token_hash: str, actor: Actor, generation: int) -> None:
-        """Cache a lookup that began at ``generation`` (dropped if invalidated since)."""
-        if generation != self.generation:
-            return
-        if len(self._entries) > 100_000:
-            self._entries.clear()
-        self._entries[token_hash] = (time.monotonic(), actor)
-
-    def invalidate(self, types: set[str]) -> None:
-        """Forget everything after participant events were projected."""
-        if any(t.startswith("participant.") for t in types):
-            self.generation += 1
-            self._entries.clear()
 
 
 class ReadSettings(Protocol):

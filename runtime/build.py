@@ -9,25 +9,26 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from sqlalchemy import Engine
 
 from anchoring.checkpointer import CutPolicy
 from anchoring.service import ChainService, build_chain
-from api.deps import AuthCache, hash_token, new_token
+from api.auth import AuthCache, hash_token, new_token
 from domain.application import Ledger
 from domain.base import Actor, Context
 from domain.participant import Participant, found_platform
 from events.commit import new_ledger
-from events.positions import open_position_store
-from events.publisher import JetStreamPublisher, PublisherSettings
 from events.store import EventStore, LedgerLog, open_store
 from events.url import DatabaseURL
 from projections import all_projections
 from projections.runner import ProjectionRunner, views_engine
 from runtime.background import BackgroundProcess
 from runtime.settings import Settings
+
+if TYPE_CHECKING:
+    from events.publisher import JetStreamPublisher
 
 #: the platform operator's participant id: fixed, so every process finds it
 PLATFORM_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "dataledger:platform"))
@@ -109,6 +110,10 @@ def build(settings: Settings, *, role: Role = "serve",
 
 def _serve(container: Container, url: DatabaseURL, start_background: bool) -> None:
     """The platform, the publisher and the background work of serve."""
+    # imported here: serve's background process imports this module, and publishes nothing
+    from events.positions import open_position_store
+    from events.publisher import JetStreamPublisher, PublisherSettings
+
     settings, runner = container.settings, container.runner
     runner.on_applied.append(container.auth_cache.invalidate)
     if settings.nats_url:

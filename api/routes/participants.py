@@ -8,7 +8,8 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from api.deps import CommandsDep, ReaderDep, hash_token, new_token
+from api.auth import hash_token, new_token
+from api.deps import CommandsDep, ReaderDep
 from api.fields import NAME, TEXT
 from api.routes.common import CommandAnswer, CommandRoute, answer, found
 from domain import participant as uc

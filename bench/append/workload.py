@@ -12,7 +12,7 @@ class Workload:
     """The use case the command path runs, as which actor, with which arguments."""
 
     def __init__(self) -> None:
-        from api.deps import hash_token
+        from api.auth import hash_token
         from domain.base import Actor
         from runtime.build import PLATFORM_ADMIN_ID, PLATFORM_ID
 

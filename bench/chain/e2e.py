@@ -19,7 +19,7 @@ E2E_RATE_GOAL = 50_000.0
 
 def _template_events() -> list[tuple[int, str, bytes]]:
     """(version, topic, state) of what register_participant stores: real domain events."""
-    from api.deps import hash_token
+    from api.auth import hash_token
     from domain.application import utc_now
     from domain.base import Actor, Context
     from domain.participant import Participant

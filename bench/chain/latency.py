@@ -87,7 +87,7 @@ class _Load:
 def _send_load(container: Any, watcher: Watcher, sizes: Sizes, load: _Load) -> None:
     """register_participant at ``anchor_rate`` for ``anchor_seconds``, each command handed to
     the watcher when its commit returns."""
-    from api.deps import hash_token
+    from api.auth import hash_token
     from domain import participant as uc
     from domain.base import Actor
     from runtime.build import PLATFORM_ADMIN_ID, PLATFORM_ID
