@@ -7,6 +7,7 @@ are skipped with the reason.
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,13 @@ PG_DSN = os.environ.get("DATALEDGER_TEST_PG", "postgresql://postgres@127.0.0.1:5
 # A `dataledger serve` started by a test runs no embedded compute node unless the test asks
 # for one (tests/compute does): the node is a PySyft process of its own.
 os.environ.setdefault("DATALEDGER_COMPUTE_NODE", "false")
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for a server a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _pg_reachable() -> str | None:

@@ -95,6 +95,11 @@ def world(client: TestClient) -> World:
     return World(client)
 
 
+def head(world: World) -> int:
+    """The log's head: a test checks with it that a refused command wrote nothing."""
+    return int(world.client.get("/health").json()["head"])
+
+
 @dataclass
 class Chain:
     provider: Party

@@ -18,9 +18,10 @@ from client.platform import bearer
 from runtime.background import BackgroundProcess
 from runtime.build import Container
 from runtime.settings import Settings
+from tests.conftest import free_port
 from tests.e2e.conftest import ADMIN_TOKEN, World
 from tests.e2e.test_catalog_api import dataset_body
-from tests.e2e.test_cli import EXE, free_port, stop
+from tests.e2e.test_cli import EXE, stop
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 
 from client.platform import Party
 from runtime.build import Container
-from tests.e2e.conftest import World
+from tests.e2e.conftest import World, head
 
 FIELDS = [{"name": "taxpayer_id", "type": "string", "sensitivity": "internal"},
           {"name": "revenue", "type": "integer", "sensitivity": "sensitive"},
@@ -46,10 +46,6 @@ def cast(world: World) -> Cast:
                 world.onboard("operator", "Data operator 数据运营公司"),
                 world.onboard("demander", "Bank 银行"),
                 world.member(world.regulator, "Expert Zhang 专家", ["expert"]))
-
-
-def head(world: World) -> int:
-    return int(world.client.get("/health").json()["head"])
 
 
 def refused(world: World, method: str, path: str, party: Party, status: int,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+
+from tests.conftest import free_port
 
 EXE = [sys.executable, "-m", "cli"]
 
@@ -21,12 +22,6 @@ def run(args: list[str], env: dict[str, str],
     full = {k: v for k, v in os.environ.items() if k != "DATALEDGER_ADMIN_TOKEN"}
     return subprocess.run(EXE + args, check=False, env={**full, **env}, capture_output=True,
                           text=True, timeout=timeout, cwd=Path(__file__).parents[2])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_events_catalogue_prints_a_schema_per_stable_type_name(tmp_path: Path) -> None:

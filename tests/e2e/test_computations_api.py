@@ -20,11 +20,19 @@ from delivery import results
 from domain import computation as uc
 from domain.computation import computation_id
 from runtime.build import Container
-from tests.e2e.conftest import CODE, FIELDS, USED, Chain, Clock, World, list_product
+from tests.e2e.conftest import (
+    CODE,
+    FIELDS,
+    USED,
+    Chain,
+    Clock,
+    World,
+    head,
+    list_product,
+)
 from tests.e2e.test_market_api import (
     accepted_contract,
     approved_contract,
-    head,
     place,
     policy,
     proposal,

@@ -18,7 +18,8 @@ from pathlib import Path
 import httpx
 
 from runtime.node_supervisor import NodeSupervisor
-from tests.e2e.test_cli import EXE, free_port, stop, wait_healthy
+from tests.conftest import free_port
+from tests.e2e.test_cli import EXE, stop, wait_healthy
 
 ROOT = Path(__file__).parents[2]
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from client.platform import Party
 from runtime.build import Container
-from tests.e2e.conftest import Chain, World, list_product
-from tests.e2e.test_market_api import approved_contract, head, place
+from tests.e2e.conftest import Chain, World, head, list_product
+from tests.e2e.test_market_api import approved_contract, place
 
 
 def page_through(world: World, party: Party, limit: int) -> list[dict[str, Any]]:

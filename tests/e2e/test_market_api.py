@@ -12,16 +12,13 @@ from tests.e2e.conftest import (
     CODE,
     Chain,
     World,
+    head,
     list_product,
     product_body,
     register_product,
 )
 
 SPLIT = {"developer": 1000, "operator": 3000, "platform": 1000, "provider": 5000}
-
-
-def head(world: World) -> int:
-    return int(world.client.get("/health").json()["head"])
 
 
 def policy() -> dict[str, Any]:

@@ -9,11 +9,7 @@ import pytest
 from api.app import create_app
 from client.platform import bearer
 from runtime.build import Container
-from tests.e2e.conftest import ADMIN_TOKEN, World
-
-
-def head(world: World) -> int:
-    return int(world.client.get("/health").json()["head"])
+from tests.e2e.conftest import ADMIN_TOKEN, World, head
 
 
 def test_the_platform_onboards_and_admits_a_provider(world: World) -> None:

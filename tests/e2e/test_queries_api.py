@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Chain, World, list_product
-from tests.e2e.test_market_api import head, invalid, policy, proposal, refused
+from tests.e2e.conftest import Chain, World, head, list_product
+from tests.e2e.test_market_api import invalid, policy, proposal, refused
 
 QUERY = {"field": "taxpayer_id", "values": ["91110000MA01", "91110000MA02"]}
 

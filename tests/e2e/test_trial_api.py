@@ -11,7 +11,7 @@ from typing import Any
 
 from domain.computation import computation_id
 from runtime.build import Container
-from tests.e2e.conftest import Chain, World, list_product
+from tests.e2e.conftest import Chain, World, head, list_product
 from tests.e2e.test_computations_api import (
     DATA_SHA,
     RESULT,
@@ -22,7 +22,7 @@ from tests.e2e.test_computations_api import (
     report,
     two_provider_contract,
 )
-from tests.e2e.test_market_api import head, place, proposal, refused
+from tests.e2e.test_market_api import place, proposal, refused
 
 MOCK_SHA = hashlib.sha256(b"taxpayer_id,annual_revenue\nMOCK-1,1000\n").hexdigest()
 

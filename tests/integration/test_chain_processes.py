@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from events.store import open_store
 from events.url import DatabaseURL
 from runtime.build import PLATFORM_ADMIN_ID, PLATFORM_ID, build
 from runtime.settings import Settings
+from tests.conftest import free_port
 
 REPO = Path(__file__).parents[2]
 ORIGIN = "dataledger.local/log"
@@ -86,12 +86,6 @@ def test_a_killed_integrator_loses_nothing_and_resumes(database_url: str, tmp_pa
     verified = subprocess.run([sys.executable, "-m", "cli", "chain", "verify"], env=env,
                               cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     assert verified.returncode == 0, verified.stdout + verified.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

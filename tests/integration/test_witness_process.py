@@ -10,7 +10,6 @@ here is killed, by its pid, in a finally.
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ from chain.checkpoint import Checkpoint, sign_checkpoint
 from chain.hasher import hash_leaf
 from chain.note import Signer, generate_ed25519, open_note
 from chain.proof import InMemoryTree
+from tests.conftest import free_port
 
 ROOT = Path(__file__).parents[2]
 ORIGIN = "dataledger.test/log"
@@ -36,13 +36,6 @@ LOG = Signer.from_key(generate_ed25519(ORIGIN)[0])
 START_TIMEOUT = 20.0
 REQUEST_TIMEOUT = 10.0
 PAUSE = "30"  # Seconds the witness sleeps at a crash point; it is killed long before.
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def tree(n: int, fork_at: int | None = None) -> InMemoryTree:
