@@ -29,13 +29,13 @@ from domain.participant import found_platform
 from events.jetstream import PublishError, decode_entry, decode_message
 from events.positions import PositionStore, open_position_store
 from events.publisher import JetStreamPublisher, PublisherSettings
-from events.store import EventStore, open_store
+from events.store import EventStore
 from events.url import DatabaseURL
 from tests.conftest import require_service
+from tests.integration.conftest import AT
 
 NATS_URL = os.environ.get("DATALEDGER_TEST_NATS", "nats://127.0.0.1:4222")
 SYSTEM = Actor("system", "system", "system")
-AT = "2026-11-26T10:00:00.000000Z"
 
 pytestmark = pytest.mark.nats
 
@@ -106,13 +106,6 @@ def stream(nats_available: None) -> Iterator[Stream]:
         except nats.js.errors.NotFoundError:
             pass
     run(delete)
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[EventStore]:
-    s = open_store(DatabaseURL.parse(database_url))
-    yield s
-    s.close()
 
 
 @pytest.fixture
