@@ -28,21 +28,12 @@ from chain.hasher import EMPTY_ROOT, hash_leaf
 from chain.note import Signer, Verifier, open_note, sign_note
 from chain.proof import InMemoryTree
 from chain.verify import VerificationError, verify_consistency
+from tests.unit.chain.test_note import SUMDB_NOTE, SUMDB_VKEY  # sum.golang.org's note
 
 ROOT = bytes(range(32))
 ROOT64 = base64.b64encode(ROOT).decode()  # AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=
 LOG_SKEY = "PRIVATE+KEY+Log+2271c621+AdEIq9FLRQni54Wg68T96VJO+iayOaulswav2DUMKgvQ"
 OTHER_SKEY = "PRIVATE+KEY+Known+451c786d+AQPRoE2+Z+Ed1HaHBA9F/FfracvcZ2rDU39kCecMEoci"
-
-SUMDB_VKEY = "sum.golang.org+033de0ae+Ac4zctda0e5eza+HJyk9SxEdh+s3Ux18htTTAD8OuAn8"
-SUMDB_NOTE = (
-    "go.sum database tree\n"
-    "6476701\n"
-    "mb8QLQIs0Z0yP5Cstq6guj87oXWeC9gEM8oVikmm9Wk=\n"
-    "\n"
-    "\u2014 sum.golang.org "
-    "Az3grsLX85Gz+s1SiTbgkuqxgItqFq7gsMUEyVnrsa9LM7Us9S+1xbFIGu95949rj4nPRYfvimWEPWL+o3GeoWwOoAw=\n"
-)
 
 
 # --- Marshal / unmarshal --------------------------------------------------------
