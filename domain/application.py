@@ -196,13 +196,11 @@ class Ledger:
                 return prepared
             events, batch = prepared
             try:
-                seqs = self.committer.commit(events, batch)
+                return self._done(batch, self.committer.commit(events, batch))
             except AdmissionStale:
                 prepared = None
-                continue
             except ConflictError:
                 return self._after_conflict(idempotency)
-            return self._done(batch, seqs)
         raise AssertionError("unreachable: a fresh decision is never AdmissionStale")
 
     async def execute_async(self, handler: Handler, actor: Actor, *args: Any,
@@ -229,13 +227,11 @@ class Ledger:
                 return prepared
             events, batch = prepared
             try:
-                seqs = await self.committer.commit_async(events, batch)
+                return self._done(batch, await self.committer.commit_async(events, batch))
             except AdmissionStale:
                 prepared = None
-                continue
             except ConflictError:
                 return self._after_conflict(idempotency)
-            return self._done(batch, seqs)
         raise AssertionError("unreachable: a fresh decision is never AdmissionStale")
 
     def _prepare_cached(self, handler: Handler, actor: Actor, args: tuple[Any, ...],
