@@ -59,6 +59,7 @@ from typing import Any
 
 import httpx
 
+from core.files import write_private
 from core.supervise import Backoff, PopenChild, Supervisor
 
 log = logging.getLogger("compute_nodes.host")
@@ -78,15 +79,7 @@ def platform_url() -> str:
 
 
 def _write_private(path: Path, data: dict[str, Any]) -> None:
-    """Atomically, readable by this user only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, ensure_ascii=False, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_private(path, json.dumps(data, ensure_ascii=False, indent=2))
 
 
 def _read(path: Path) -> dict[str, Any] | None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from anchoring.service import ChainService
+from core.files import write_private
 from core.supervise import Backoff, PopenChild, Supervisor
 from runtime.settings import ROOT
 
@@ -57,18 +58,6 @@ def trust_document(chain: ChainService) -> dict[str, Any]:
         witnesses.append({"name": published.name, "vkey": published.encode()})
     return {"origin": cp.origin, "log_vkey": cp.signer.verifier().vkey, "quorum": cp.quorum,
             "witnesses": witnesses}
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write a file readable by this user only, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 class NodeSupervisor:
