@@ -234,6 +234,12 @@ class Ledger:
                 return self._after_conflict(idempotency)
         raise AssertionError("unreachable: a fresh decision is never AdmissionStale")
 
+    def check(self, handler: Callable[..., None], actor: Actor, *args: Any,
+              **kwargs: Any) -> None:
+        """Run a use case that only checks: it reads aggregates and raises a domain error, or
+        returns; it writes nothing (blocking: it may read the store)."""
+        handler(StoreUnitOfWork(self.streams), Context(actor, self.clock()), *args, **kwargs)
+
     def _prepare_cached(self, handler: Handler, actor: Actor, args: tuple[Any, ...],
                         kwargs: dict[str, Any], idempotency: Idempotency | None,
                         allow_pending: bool) -> tuple[list[Event], Batch] | None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -517,19 +517,15 @@ def record_success(uow: UnitOfWork, ctx: Context, computation_id: str, *, result
     return {**_view(agg), "result_sha256": agg.result_sha256}
 
 
-def check_reporter(actor: Actor, computation_id: str, events: Sequence[Event]) -> None:
-    """Whether ``actor`` may report on computation ``computation_id``, whose stream as
-    stored is ``events``: asked before a result's bytes are stored, since only the
-    requesting provider may store bytes (else anyone could fill the store).
+def check_reporter(uow: UnitOfWork, ctx: Context, computation_id: str) -> None:
+    """Whether the actor may report on computation ``computation_id``: asked (with
+    ``Ledger.check``) before a result's bytes are stored, since only the requesting provider
+    may store bytes (else anyone could fill the store).
 
-    NotFound unless the events are a computation's, Forbidden unless the actor is the
-    provider that requested it; ``record_success`` checks it again when it decides.
+    NotFound unless it is a computation, Forbidden unless the actor is the provider that
+    requested it; ``record_success`` checks it again when it decides.
     """
-    if not events or not all(e.type_name.startswith(("computation.", "delivery."))
-                             for e in events):
-        raise NotFound(f"no computation {computation_id}", kind="computation",
-                       id=computation_id)
-    Computation.replay(computation_id, events).require_reporter(actor)
+    uow.get(Computation, computation_id).require_reporter(ctx.actor)
 
 
 def record_failure(uow: UnitOfWork, ctx: Context, computation_id: str, *,

@@ -192,8 +192,8 @@ async def record_result(computation_id: str, body: ResultReport,
     except CanonicalEncodingError as exc:
         raise InvalidInput(("result" + exc.path.removeprefix("$")), exc.reason) from None
     # only the requesting provider may store bytes (else anyone could fill the store)
-    events = await run_in_threadpool(cmd.container.store.load, computation_id)
-    uc.check_reporter(cmd.actor, computation_id, events)
+    await run_in_threadpool(cmd.container.ledger.check, uc.check_reporter, cmd.actor,
+                            computation_id)
     await run_in_threadpool(results.put, cmd.container.engine, computation_id, content)
     return answer(await cmd.run(uc.record_success, computation_id, result_sha256=digest,
                                 input_hashes=dict(body.input_hashes),
