@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from core.event import Event
@@ -256,21 +256,16 @@ class ProductDraft:
     code_sha256: str | None = None
 
 
-def register_product(uow: UnitOfWork, ctx: Context, **draft: Any) -> dict[str, str]:
-    """An operator registers a product over inputs covered by live authorizations
-    (``draft``: the fields of :class:`ProductDraft`)."""
-    d = ProductDraft(**draft)
+def register_product(uow: UnitOfWork, ctx: Context, d: ProductDraft) -> dict[str, str]:
+    """An operator registers a product over inputs covered by live authorizations."""
     ctx.actor.require_role("operator")
     _own_approved_scenario(uow, ctx, d.scenario_id)
     auths = _live_authorizations(uow, d.scenario_id, d.authorization_ids)
     items = validate_selection(d.inputs, "inputs")
     check_inputs_covered(items, auths, ctx.at)
     _check_developer(uow, d.developer_id)
-    details = {"scenario_id": d.scenario_id, "authorization_ids": list(d.authorization_ids),
-               "name": d.name, "kind": d.kind, "description": d.description, "code": d.code,
-               "code_sha256": _checked_digest(d.code, d.code_sha256), "inputs": items,
-               "output_schema": d.output_schema, "quality_report": d.quality_report,
-               "price_fen": d.price_fen, "developer_id": d.developer_id}
+    details = {**asdict(d), "code_sha256": _checked_digest(d.code, d.code_sha256),
+               "inputs": items}
     agg = Product.register(new_id(), ctx, details=details)
     uow.add(agg)
     return {"product_id": agg.id, "state": agg.state, "code_sha256": agg.code_sha256}

@@ -99,13 +99,12 @@ class ProductView(BaseModel):
 @router.post("", status_code=201, response_model=ProductRegistered)
 async def register_product(body: ProductCreate, cmd: CommandsDep) -> JSONResponse:
     """An operator registers a product over inputs covered by live authorizations."""
-    result = await cmd.run(
-        uc.register_product, scenario_id=body.scenario_id,
-        authorization_ids=list(body.authorization_ids), name=body.name, kind=body.kind,
-        description=body.description, code=body.code,
+    result = await cmd.run(uc.register_product, uc.ProductDraft(
+        scenario_id=body.scenario_id, authorization_ids=list(body.authorization_ids),
+        name=body.name, kind=body.kind, description=body.description, code=body.code,
         inputs=[i.model_dump() for i in body.inputs], output_schema=body.output_schema,
         quality_report=body.quality_report, price_fen=body.price_fen,
-        developer_id=body.developer_id, code_sha256=body.code_sha256)
+        developer_id=body.developer_id, code_sha256=body.code_sha256))
     return answer(result, 201)
 
 

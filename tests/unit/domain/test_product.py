@@ -10,16 +10,11 @@ from typing import Any
 
 import pytest
 
+from domain import product as uc
 from domain.authorization import revoke_authorization
 from domain.errors import Forbidden, InvalidInput, NotFound, WrongState
 from domain.participant import Participant
-from domain.product import (
-    Product,
-    decide_listing,
-    delist_product,
-    register_product,
-    request_listing,
-)
+from domain.product import Product, ProductDraft, decide_listing, delist_product, request_listing
 from tests.unit.domain.test_authorization import NOT_AFTER, granted_authorization, world
 from tests.unit.domain.test_dataset import PROVIDER, published_dataset
 from tests.unit.domain.test_participant import PLATFORM, REGULATOR, admitted, refused
@@ -35,6 +30,11 @@ def product_world(uow: MemoryUnitOfWork) -> dict[str, str]:
     scenario_id, dataset_id = world(uow)
     return {"scenario_id": scenario_id, "dataset_id": dataset_id,
             "authorization_id": granted_authorization(uow, scenario_id, dataset_id)}
+
+
+def register_product(uow: MemoryUnitOfWork, ctx: Any, **fields: Any) -> dict[str, str]:
+    """The use case, its draft made of keyword arguments."""
+    return uc.register_product(uow, ctx, ProductDraft(**fields))
 
 
 def register_kwargs(w: dict[str, str], fields: list[str] | None = None,
