@@ -67,6 +67,7 @@ class _Child:
                 self._receive()
             if not self.process.is_alive():
                 self.process.join()
+                self.ready = False
                 return self.process.exitcode
             if deadline is not None and time.monotonic() >= deadline:
                 return None
@@ -93,7 +94,11 @@ class _Child:
         self.send(_STOP)
 
     def kill(self) -> None:
-        self.process.kill()
+        """SIGTERM, then SIGKILL if it is still there 5 s later."""
+        self.process.terminate()
+        self.process.join(5)
+        if self.process.is_alive():
+            self.process.kill()
 
     def close(self) -> None:
         self.ready = False
