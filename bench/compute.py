@@ -118,7 +118,7 @@ def _delete_stream(name: str) -> str | None:
 def _server_env(backend: str, sizes: Sizes, tmp: Path, admin: str,
                 nats_cfg: dict[str, str] | None) -> tuple[dict[str, str], str | None]:
     """The server's environment, and the PostgreSQL schema made for it (None: SQLite)."""
-    from bench.scratch import PG_URL, check_postgres
+    from bench.databases import PG_URL, check_postgres
     from events.url import DatabaseURL
 
     env = {**os.environ, "DATALEDGER_DATA_DIR": str(tmp / "ledger"),
@@ -207,7 +207,7 @@ def measure_compute(backend: str, sizes: Sizes, nats_follow: bool,
 def _clean_up(backend: str, started: list[subprocess.Popen[Any]],
               nats_cfg: dict[str, str] | None, schema: str | None, notes: list[str]) -> None:
     """Stop what was started (the node part first), delete the stream, drop the schema."""
-    from bench.scratch import PG_URL, drop_schemas
+    from bench.databases import PG_URL, drop_schemas
     from events.url import DatabaseURL
 
     for proc in reversed(started):

@@ -1,7 +1,7 @@
 """What both halves of ``dataledger bench compute`` share: how much it does (:class:`Sizes`)
 and the market it builds and orders from over HTTP (``client/``): one provider, dataset,
 scenario, authorization and listed product, the per-enterprise score of
-tests/compute/test_worker.py. Imports only the standard library, ``client`` and
+tests/compute/test_node.py. Imports only the standard library, ``client`` and
 ``bench.table``, so that the compute venv imports it too."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ FIELDS = [{"name": "uscc", "type": "string", "sensitivity": "public"},
           {"name": "power_kwh", "type": "integer", "sensitivity": "sensitive"}]
 USED = ["uscc", "tax_paid_yuan", "power_kwh"]
 
-#: the product's registered code (as in tests/compute/test_worker.py)
+#: the product's registered code (as in tests/compute/test_node.py)
 SCORE = '''def score(data):
     table = data.sort_values("uscc")
     points = table["tax_paid_yuan"] // 10000 + table["power_kwh"] // 20000

@@ -15,7 +15,7 @@ configuration (``events.jetstream.ensure_stream``: file storage, subjects
   checking every ack, recording the position in the database, from a synchronous
   caller through the publisher's loop thread.
 
-Each timing includes connecting and ensuring the stream. Goal (from the issue): the
+Each timing includes connecting and ensuring the stream. Goal: the
 publisher reaches at least half the bare rate. Everything stays on this machine.
 """
 
@@ -35,9 +35,7 @@ from typing import Any
 import nats
 
 from bench.append.suite import GOAL_RATIO
-from bench.scratch import PG_URL
-from bench.scratch import check_postgres as _check_postgres
-from bench.scratch import drop_schemas as _drop_schemas
+from bench.databases import PG_URL, check_postgres, drop_schemas
 from core.subjects import HEADER_MSG_ID, subject_for
 from events.jetstream import ensure_stream
 from events.positions import open_position_store
@@ -117,7 +115,7 @@ def measure(nats_url: str = NATS_URL, backend: str = "sqlite", sizes: Sizes = FU
         if backend == "sqlite":
             database_url = f"sqlite:///{tmp / 'ledger.db'}"
         else:
-            _check_postgres(DatabaseURL.parse(PG_URL))
+            check_postgres(DatabaseURL.parse(PG_URL))
             database_url = f"{PG_URL}?schema={schema}"
     url = DatabaseURL.parse(database_url)
     store = open_store(url)
@@ -154,7 +152,7 @@ def measure(nats_url: str = NATS_URL, backend: str = "sqlite", sizes: Sizes = FU
         positions.close()
         store.close()
         if url.kind == "postgresql":
-            _drop_schemas(url, [url.schema])
+            drop_schemas(url, [url.schema])
         shutil.rmtree(tmp, ignore_errors=True)
 
     n = len(entries)

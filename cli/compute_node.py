@@ -27,7 +27,7 @@ def register(sub: Subcommands) -> None:
 
 def main(argv: list[str]) -> int:
     """``dataledger compute-node load|run …`` in the compute environment."""
-    from runtime.node_supervisor import compute_env
+    from runtime.compute_host import compute_env
     from runtime.settings import ROOT
 
     setup = subprocess.run([str(ROOT / "compute_nodes" / "setup-env")], check=False)

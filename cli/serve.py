@@ -13,7 +13,7 @@ from runtime.settings import Settings
 if TYPE_CHECKING:
     from cli.common import Subcommands
     from runtime.build import Container
-    from runtime.node_supervisor import NodeSupervisor
+    from runtime.compute_host import NodeSupervisor
 
 
 def register(sub: Subcommands) -> None:
@@ -64,7 +64,7 @@ def _exit_now(signum: int, frame: Any) -> None:
 def _start_compute_node(settings: Settings, container: Container, host: str,
                         port: int) -> NodeSupervisor | None:
     """The embedded compute node (``DATALEDGER_COMPUTE_NODE``), or None."""
-    from runtime.node_supervisor import NodeSupervisor, trust_document
+    from runtime.compute_host import NodeSupervisor, trust_document
 
     wanted = settings.compute_node
     if wanted == "false":

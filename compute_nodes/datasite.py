@@ -227,7 +227,7 @@ def load_dataset(
     """
     private_path, mock_path = Path(private_path), Path(mock_path)
     digest = _sha256_file(private_path)
-    private, mock = _read_table(private_path), _read_table(mock_path)
+    private, mock = read_table(private_path), read_table(mock_path)
     if list(private.columns) != list(mock.columns):
         raise DatasetError(
             f"mock columns {list(mock.columns)} differ from private {list(private.columns)}"
@@ -472,7 +472,7 @@ def _ids(dataset_ids: str | Sequence[str]) -> list[str]:
     return ids
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def read_table(path: Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         return pd.read_parquet(path)

@@ -37,7 +37,7 @@ from client.platform import PlatformError
 from compute_nodes import datasite
 from compute_nodes.outcome import NodeError, Outcome
 from compute_nodes.platform import NodePlatform
-from compute_nodes.results import ResultError, apply_query, to_json_result
+from compute_nodes.result_rows import ResultError, apply_query, to_json_result
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class Executor:
              mock_path: str | Path) -> dict[str, Any]:
         """Put a dataset's private data and mock on the datasite; record it on the ledger."""
         info = datasite.load_dataset(self.admin, dataset_id, private_path, mock_path)
-        mock_rows = len(datasite._read_table(Path(mock_path)))
+        mock_rows = len(datasite.read_table(Path(mock_path)))
         body = {"rows": info["rows"],
                 "schema": [{"name": k, "type": v} for k, v in info["schema"].items()],
                 "sha256": info["sha256_of_private_file"], "mock_rows": mock_rows}

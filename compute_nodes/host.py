@@ -1,6 +1,6 @@
 """The embedded compute node: a host process keeping one node process per enrolled provider.
 
-``dataledger serve`` starts the host from the compute venv (``runtime/node_supervisor.py``).
+``dataledger serve`` starts the host from the compute venv (``runtime/compute_host.py``).
 For each provider that enrolled (``enroll``) the host runs a process of its own (restarted if
 it exits, by ``core.supervise``), with an allow-listed environment and only that provider's
 credentials: the product's code runs there (PySyft runs approved code in the datasite's

@@ -45,7 +45,7 @@ from compute_nodes.outcome import (
     Outcome,
 )
 from compute_nodes.platform import NodePlatform
-from compute_nodes.results import check_query
+from compute_nodes.result_rows import check_query
 from compute_nodes.trust import Trust, TrustError, Verifier
 from core.record import LogEntry
 

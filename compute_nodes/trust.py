@@ -36,7 +36,7 @@ from compute_nodes.platform import NodePlatform
 from core.record import LogEntry, RecordError, leaf_hash
 
 
-class TrustError(Exception):
+class TrustError(ValueError):
     """A check of what the platform showed failed: the node does not act on it."""
 
 

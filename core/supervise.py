@@ -1,7 +1,7 @@
 """One restart-with-backoff supervisor: keeps a child process running until told to stop.
 
 Used by serve for its background process (``runtime/background.py``) and for the
-compute-node host (``runtime/node_supervisor.py``), and by that host for each provider's
+compute-node host (``runtime/compute_host.py``), and by that host for each provider's
 node process (``compute_nodes/host.py``). Standard library only: it is imported in the
 compute node's own environment too.
 

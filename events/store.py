@@ -24,7 +24,7 @@ from events.postgres import PostgresLedgerRecorder, open_postgres
 from events.sqlite import SQLiteLedgerRecorder, open_sqlite
 from events.url import DatabaseURL
 
-__all__ = ["MAX_SEQ", "EventStore", "IntegrityError", "LedgerLog", "from_stored", "open_store",
+__all__ = ["MAX_SEQ", "EventStore", "LedgerLog", "from_stored", "open_store",
            "to_stored"]
 
 #: the largest seq (and tree size) a store can hold: a signed 64-bit integer on both backends

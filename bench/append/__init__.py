@@ -25,7 +25,7 @@ the same process and the same minute or so:
    ``httpx.AsyncClient`` with C requests in flight spends milliseconds of CPU per
    request, so it measures itself rather than the server.
 
-Goals (from the issue): the command path costs at most 2x the bare library per
+Goals: the command path costs at most 2x the bare library per
 event (ratio of events/s >= 0.5); concurrent HTTP commands reach at least half the
 no-op endpoint's rate. Every loop is bounded both in count and in time; all
 traffic stays on the loopback interface.

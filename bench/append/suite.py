@@ -15,7 +15,7 @@ from bench.append.inprocess import (
 )
 from bench.append.measure import FULL, QUICK, Measure, Sizes, Spec, alternate
 from bench.append.workload import CountingLog, Workload
-from bench.scratch import Scratch
+from bench.databases import Scratch
 from bench.table import all_met, run_backends
 
 #: the goal: measured rate / baseline rate must reach this

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from anchoring.tilestore_postgres import PostgresTileStore
 from anchoring.tilestore_sqlite import SQLiteTileStore
 from anchoring.treestore import TreeStore
-from bench.scratch import PG_URL, Scratch
+from bench.databases import PG_URL, Scratch
 from events.url import DatabaseURL
 
 

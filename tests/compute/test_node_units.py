@@ -17,7 +17,7 @@ from compute_nodes.executor import _final, code_failed
 from compute_nodes.feeds import Position, message_seq
 from compute_nodes.jetstream import common_filter
 from compute_nodes.outcome import RETRY_LATER, SOON, NodeError, Outcome, settled
-from compute_nodes.results import ResultError, apply_query, check_query, to_json_result
+from compute_nodes.result_rows import ResultError, apply_query, check_query, to_json_result
 from core.record import LogEntry
 
 

@@ -23,8 +23,8 @@ from tests.compute.ledger import (
     provider_view,
     until_settled,
 )
+from tests.compute.test_node import delivered_once, result_of
 from tests.compute.test_refusals import refused
-from tests.compute.test_worker import delivered_once, result_of
 
 pytestmark = pytest.mark.timeout(120)
 SITE = "tax-trial"  # the datasite of this module's world
@@ -70,7 +70,7 @@ def test_a_trial_met_after_approval_is_refused(w: SimpleNamespace) -> None:
 
 def test_a_trial_that_fails_on_mock_rows_keeps_the_details(w: SimpleNamespace) -> None:
     """Mock rows are no secret: the trial's failure says what the code raised, with what."""
-    from tests.compute.test_worker import LEAKY
+    from tests.compute.test_node import LEAKY
 
     product = w.api.product(w.p, LEAKY, [{"dataset_id": w.p.dataset_id, "fields": USED}],
                             name="leaky trial")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from runtime.node_supervisor import NodeSupervisor
+from runtime.compute_host import NodeSupervisor
 from tests.conftest import free_port
 from tests.e2e.test_cli import EXE, stop, wait_healthy
 

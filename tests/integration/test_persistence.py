@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from eventsourcing.persistence import IntegrityError
 from psycopg.sql import SQL, Identifier
 
 from core.canonical import decode
@@ -18,7 +19,7 @@ from domain.errors import ConcurrencyConflict, IdempotencyKeyReused
 from domain.participant import Participant, found_platform, register_participant
 from events.append import IdempotencyRecord
 from events.commit import new_ledger
-from events.store import EventStore, IntegrityError, LedgerLog
+from events.store import EventStore, LedgerLog
 from events.url import DatabaseURL
 from tests.integration.conftest import AT
 
