@@ -53,27 +53,18 @@ import subprocess
 import tempfile
 import time
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.append.server import free_port
 from bench.compute_market import FULL, QUICK, RESULT_MARK, SCORE, Sizes, build_market, summary
+from bench.table import now
 from client.platform import Platform
+from runtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = ROOT / ".venv" / "bin" / "dataledger"
-COMPUTE_PYTHON = ROOT / ".venv-compute" / "bin" / "python"
 NATS_URL = "nats://127.0.0.1:4222"
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _nats_up(url: str = NATS_URL) -> bool:
@@ -148,7 +139,7 @@ def _run_node_part(cfg: dict[str, Any], tmp: Path, sizes: Sizes,
     (tmp / "node.json").write_text(json.dumps(cfg))
     node_env = {**os.environ, "PYTHONPATH": str(ROOT)}
     node_env.pop("VIRTUAL_ENV", None)
-    node = subprocess.Popen([str(COMPUTE_PYTHON), "-m", "bench.compute_node",
+    node = subprocess.Popen([str(Settings().compute_python), "-m", "bench.compute_node",
                              str(tmp / "node.json")], cwd=ROOT, env=node_env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     started.append(node)
@@ -182,7 +173,7 @@ def measure_compute(backend: str, sizes: Sizes, nats_follow: bool,
     started: list[subprocess.Popen[Any]] = []
     try:
         env, schema = _server_env(backend, sizes, tmp, admin, nats_cfg)
-        url = f"http://127.0.0.1:{_free_port()}"
+        url = f"http://127.0.0.1:{free_port()}"
         log_path = tmp / "server.log"
         with log_path.open("wb") as log_file:
             server = subprocess.Popen([str(SERVER), "serve", "--port", url.rsplit(":", 1)[1]],
@@ -287,7 +278,7 @@ def run(backends: list[str], quick: bool) -> dict[str, Any]:
     notes: list[str] = []
     for backend in backends:
         t0 = time.monotonic()
-        result: dict[str, Any] = {"backend": backend, "started_at": _now(), "notes": []}
+        result: dict[str, Any] = {"backend": backend, "started_at": now(), "notes": []}
         print(f"  {backend}: compute node (server, market, datasite, contracts) ...",
               flush=True)
         _compute_part(backend, sizes, result, table, notes)

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -68,7 +68,7 @@ def running_server(env_extra: dict[str, str], workdir: Path,
     """``dataledger serve`` on a free loopback port, up (``/health`` answers) until exit."""
     import httpx
 
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATALEDGER_")}
     env.update(env_extra)
     log = (workdir / "server.log").open("wb")
