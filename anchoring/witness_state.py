@@ -6,6 +6,7 @@ remembers every checkpoint it co-signed. The key file holds the 32-byte BLS secr
 (mode 0600), created once, atomically (:func:`load_or_create_key`).
 """
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -160,9 +161,9 @@ def _create_secret_file(target: Path, secret: bytes) -> None:
     finally:
         os.close(fd)
     try:
-        os.link(temp, target)  # Fails if another process created the key first: keep theirs.
-    except FileExistsError:
-        pass
+        # fails if another process created the key first: keep theirs
+        with contextlib.suppress(FileExistsError):
+            os.link(temp, target)
     finally:
         os.unlink(temp)
     _fsync_dir(target.parent)

@@ -12,6 +12,7 @@ same table (the baseline). The result is printed as one JSON line after ``RESULT
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -113,12 +114,11 @@ class AnchorWatch:
 
         with Platform.at(self.url, timeout=10) as api:
             while not self.stop.is_set():
-                try:
+                # none anchored yet, or the server busy: look again at the next tick
+                with contextlib.suppress(PlatformError, httpx.HTTPError, ValueError, KeyError):
                     size = int(api.latest_checkpoint(self.admin_token)["size"])
                     if not self.anchored or size > self.anchored[-1][1]:
                         self.anchored.append((time.perf_counter(), size))
-                except (PlatformError, httpx.HTTPError, ValueError, KeyError):
-                    pass
                 self.stop.wait(self.every_s)
 
     def after(self, seq: int) -> float | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import threading
 from typing import TYPE_CHECKING
@@ -45,10 +46,8 @@ def _run(args: argparse.Namespace) -> int:
         done = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: done.set())
         chain.start()
-        try:
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C stops it, as SIGTERM does
             done.wait()
-        except KeyboardInterrupt:
-            pass
     finally:
         services.close()
     return 0

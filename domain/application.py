@@ -110,7 +110,7 @@ class DirectCommits:
         return self.log.append_batches(events, [batch])
 
     def close(self) -> None:
-        pass
+        """Nothing to release: it holds no thread and no connection."""
 
 
 @dataclass

@@ -11,6 +11,7 @@ loop for a log that appends without a thread (PostgreSQL): no thread to hand the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import weakref
@@ -59,10 +60,8 @@ def _wake_loops(group: list[_Commit]) -> None:
         if commit.loop is not None:
             by_loop.setdefault(commit.loop, []).append(commit)
     for loop, commits in by_loop.items():
-        try:
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
             loop.call_soon_threadsafe(_settle, commits)
-        except RuntimeError:  # that loop is closed: nobody waits any more
-            pass
 
 
 class GroupCommitter:
@@ -82,14 +81,6 @@ class GroupCommitter:
         self._wake = threading.Event()
         self._closed = False
         self._thread: threading.Thread | None = None
-
-    def submit(self, events: list[Event], batch: Batch) -> Future[list[int]]:
-        """Queue a commit for the background writer (for callers that must not block)."""
-        if self._closed:
-            raise RuntimeError("the group committer is closed")
-        mine = _Commit(events, batch)
-        self._enqueue(mine)
-        return mine.future
 
     def submit_async(self, events: list[Event], batch: Batch) -> asyncio.Future[list[int]]:
         """Queue a commit for the background writer; await the answer on this event loop.

@@ -16,6 +16,7 @@ False and ``/health`` answers 503 ``degraded`` (``state`` says why).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import signal
@@ -50,11 +51,9 @@ class _Child:
         return self.process.pid
 
     def send(self, message: bytes) -> None:
-        with self._lock:
-            try:
-                self.conn.send_bytes(message)
-            except (OSError, EOFError, ValueError):  # the child is gone (or closed)
-                pass
+        # the child is gone, or its end closed: nothing to tell
+        with self._lock, contextlib.suppress(OSError, EOFError, ValueError):
+            self.conn.send_bytes(message)
 
     def wait(self, timeout: float | None) -> int | None:
         """Its exit code once exited (None if it still runs after ``timeout`` seconds);
@@ -182,14 +181,19 @@ def _main(settings_values: dict[str, Any], conn: Connection) -> None:
     # No wake-up per commit from the server: poll the log every 50 ms (and batch what came)
     services.runner.start(poll_interval=0.05)
     try:
-        conn.send_bytes(_READY)  # the server's /health: ok again
-        while True:
-            if not conn.poll(0.5):
-                continue
-            if conn.recv_bytes() == _STOP:
-                break
-            services.runner.hurry()
-    except (EOFError, OSError):  # the server went away
-        pass
+        with contextlib.suppress(EOFError, OSError):  # the server went away
+            _serve_requests(conn, services)
     finally:
         services.close()
+
+
+def _serve_requests(conn: Connection, services: Any) -> None:
+    """Tell the server the child runs, then hurry the projections on each request until it
+    says stop."""
+    conn.send_bytes(_READY)  # the server's /health: ok again
+    while True:
+        if not conn.poll(0.5):
+            continue
+        if conn.recv_bytes() == _STOP:
+            return
+        services.runner.hurry()
