@@ -44,6 +44,7 @@ process started here is stopped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -58,7 +59,7 @@ from typing import Any
 
 from bench.append.server import free_port
 from bench.compute_market import FULL, QUICK, RESULT_MARK, SCORE, Sizes, build_market, summary
-from bench.table import now
+from bench.table import all_met, now
 from client.platform import Platform
 from runtime.settings import Settings
 
@@ -208,10 +209,8 @@ def _clean_up(backend: str, started: list[subprocess.Popen[Any]],
         if trouble:
             notes.append(f"{backend}: {trouble}")
     if schema is not None:
-        try:
+        with contextlib.suppress(Exception):  # best effort, as the suite ends
             drop_schemas(DatabaseURL.parse(PG_URL), [schema])
-        except Exception:  # noqa: BLE001, S110 - best effort
-            pass
 
 
 def _ms(stats: dict[str, float]) -> str:
@@ -286,9 +285,8 @@ def run(backends: list[str], quick: bool) -> dict[str, Any]:
         _publisher_part(backend, quick, result, table, notes)
         result["wall_seconds"] = round(time.monotonic() - t0, 1)
         results.append(result)
-    goals = [r["met"] for r in table if r["met"] is not None]
     return {"suite": "compute", "quick": quick, "sizes": asdict(sizes), "results": results,
-            "table": table, "all_goals_met": bool(goals) and all(goals),
+            "table": table, "all_goals_met": all_met(table),
             "notes": notes + _notes(sizes)}
 
 

@@ -8,12 +8,11 @@ import os
 import platform
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench.append.suite import GOAL_RATIO
-from bench.table import aligned, format_rows
+from bench.table import aligned, format_rows, now
 
 SUITES = ("append", "chain", "compute")
 
@@ -25,7 +24,7 @@ def machine() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
-        "date": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "date": now(),
     }
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

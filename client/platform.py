@@ -7,6 +7,7 @@ the new aggregate's id for a creation and the decoded JSON answer for the rest.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -109,21 +110,14 @@ class Platform:
             return response.json()
         return response.content
 
-    def health(self) -> dict[str, Any]:
-        """``GET /health``: the log's head and the read models' position."""
-        answer: dict[str, Any] = self.http.get("/health").raise_for_status().json()
-        return answer
-
     def wait_until_up(self, timeout: float, alive: Callable[[], bool] = lambda: True) -> bool:
         """Poll ``GET /health`` until it answers 200 (True), ``alive()`` turns false or
         ``timeout`` seconds pass (False)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and alive():
-            try:
+            with contextlib.suppress(httpx.HTTPError):  # not listening yet
                 if self.http.get("/health", timeout=2).status_code == 200:
                     return True
-            except httpx.HTTPError:
-                pass
             time.sleep(0.2)
         return False
 

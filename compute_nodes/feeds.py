@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -27,6 +26,7 @@ import httpx
 
 from client.platform import PlatformError
 from compute_nodes.outcome import SOON, WATCHED, Outcome, settled
+from core.files import write_private
 from core.subjects import DEFAULT_PREFIX, DEFAULT_STREAM, HEADER_SEQ, subject_for
 
 if TYPE_CHECKING:
@@ -92,13 +92,7 @@ class Position:
         self.seq = max(self.seq, seq)
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with tmp.open("w", encoding="utf-8") as handle:
-            json.dump({"seq": self.seq}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
+        write_private(self.path, json.dumps({"seq": self.seq}))
 
 
 def follow_http(node: ComputeNode, position: str | Path | Position | None = None, *,

@@ -37,7 +37,7 @@ class NodePlatform:
     def participant_id(self) -> str:
         """The provider this token belongs to (``GET /participants/me``, asked once)."""
         if self._participant_id is None:
-            me = self.call("GET", "/participants/me").json()
+            me = self.client.me(self.token)
             self._participant_id = str(me["participant"]["id"])
         return self._participant_id
 
@@ -52,13 +52,11 @@ class NodePlatform:
     # -- the log and its proofs -------------------------------------------------------
     def events(self, after: int, limit: int) -> dict[str, Any]:
         """A page of ``GET /ledger/events``: the events this provider may see."""
-        page: dict[str, Any] = self.call("GET", "/ledger/events",
-                                         params={"after": after, "limit": limit}).json()
-        return page
+        return self.client.events_page(self.token, after, limit)
 
     def event(self, seq: int) -> Any:
         """``GET /ledger/events/{seq}``."""
-        return self.call("GET", f"/ledger/events/{seq}").json()
+        return self.client.event(self.token, seq)
 
     def anchored_checkpoint(self) -> dict[str, Any] | None:
         """The latest anchored checkpoint's view; None if there is none yet."""
@@ -73,8 +71,7 @@ class NodePlatform:
 
     def inclusion_proof(self, index: int, size: int) -> Any:
         """The audit path of leaf ``index`` in the tree of ``size`` leaves (base64 hashes)."""
-        return self.call("GET", "/ledger/proofs/inclusion",
-                         params={"index": index, "size": size}).json()["proof"]
+        return self.client.inclusion_proof(self.token, index, size)["proof"]
 
     # -- the views an execution is looked up in -----------------------------------------
     def order(self, contract_id: str) -> dict[str, Any] | None:
@@ -86,8 +83,7 @@ class NodePlatform:
         return order
 
     def product(self, product_id: str) -> dict[str, Any]:
-        product: dict[str, Any] = self.call("GET", f"/products/{product_id}").json()
-        return product
+        return self.client.product(self.token, product_id)
 
     def dataset_owner(self, dataset_id: str) -> str:
         owner = self._owners.get(dataset_id)

@@ -9,10 +9,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from client.platform import Platform
 
 
 def free_port() -> int:
@@ -66,7 +67,6 @@ def cpu_seconds(pid: int) -> float | None:
 def running_server(env_extra: dict[str, str], workdir: Path,
                    timeout: float) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """``dataledger serve`` on a free loopback port, up (``/health`` answers) until exit."""
-    import httpx
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATALEDGER_")}
@@ -76,19 +76,13 @@ def running_server(env_extra: dict[str, str], workdir: Path,
                             env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"dataledger serve exited with {proc.returncode}; see "
-                                   f"{workdir / 'server.log'}: {_tail(workdir / 'server.log')}")
-            try:
-                if httpx.get(base + "/health", timeout=1.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"dataledger serve not healthy after {timeout:.0f} s")
-            time.sleep(0.1)
+        with Platform.at(base) as api:
+            up = api.wait_until_up(timeout, alive=lambda: proc.poll() is None)
+        if proc.poll() is not None:
+            raise RuntimeError(f"dataledger serve exited with {proc.returncode}; see "
+                               f"{workdir / 'server.log'}: {_tail(workdir / 'server.log')}")
+        if not up:
+            raise RuntimeError(f"dataledger serve not healthy after {timeout:.0f} s")
         yield proc, base
     finally:
         if proc.poll() is None:
