@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from runtime.settings import Settings
-
 if TYPE_CHECKING:
     from runtime.build import Container, Role
+    from runtime.settings import Settings
 
     #: the subcommands of ``dataledger``, where each command group adds its own
     Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -17,6 +16,8 @@ if TYPE_CHECKING:
 def load_settings() -> Settings:
     """The settings from the environment, or exit with one line per bad one, naming it."""
     from pydantic import ValidationError
+
+    from runtime.settings import Settings
 
     try:
         return Settings()

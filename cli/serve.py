@@ -8,12 +8,12 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from cli.common import build_or_exit, load_settings, loopback_url, tcp_port
-from runtime.settings import Settings
 
 if TYPE_CHECKING:
     from cli.common import Subcommands
     from runtime.build import Container
     from runtime.compute_host import NodeSupervisor
+    from runtime.settings import Settings
 
 
 def register(sub: Subcommands) -> None:

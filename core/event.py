@@ -10,13 +10,11 @@ does. Nothing in the log ever names a Python module.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self
 
 from core.canonical import canonical_bytes
 
 _CATALOGUE: dict[str, type[Event]] = {}
-
-E = TypeVar("E", bound="Event")
 
 #: keys of the stored payload that are not fields of the event class
 CLASS_VERSION_KEY = "class_version"

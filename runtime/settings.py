@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.subjects import DEFAULT_PREFIX, DEFAULT_STREAM
+
 #: the repository: the compute environment's default place
 ROOT = Path(__file__).resolve().parent.parent
 WEAK_TOKENS = {"admin", "changeme", "change-me", "secret", "password", "token", "test"}
@@ -35,8 +37,9 @@ class Settings(BaseSettings):
     witness_quorum: int | None = Field(default=None, ge=0, description="co-signatures needed to anchor a checkpoint; default all witnesses")
     switch_interval_ms: float = Field(default=1.0, gt=0, description="CPython's GIL switch interval for serve (default 1 ms; CPython's own is 5 ms)")
     nats_url: str = Field(default="", description="NATS JetStream server to publish every event to (e.g. nats://127.0.0.1:4222); empty = the in-process dispatcher only")
-    nats_stream: str = Field(default="LEDGER", description="the JetStream stream")
-    nats_subject_prefix: str = Field(default="ledger", description="events go to <prefix>.<type>")
+    nats_stream: str = Field(default=DEFAULT_STREAM, description="the JetStream stream")
+    nats_subject_prefix: str = Field(default=DEFAULT_PREFIX,
+                                     description="events go to <prefix>.<type>")
     access_log: bool = Field(default=False, description="log every HTTP request (uvicorn access log)")
     chain: bool = Field(default=True, description="integrate the Merkle tree and checkpoint in this process")
     compute_node: Literal["auto", "true", "false"] = Field(default="auto", description="serve starts the embedded compute node from .venv-compute: auto = if that environment exists")
