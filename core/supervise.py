@@ -13,6 +13,7 @@ which logs each exit and tries again after a longer pause if a start fails.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -87,18 +88,16 @@ class PopenChild:
         self._signal(signal.SIGKILL)
 
     def close(self) -> None:
-        pass
+        """Nothing to release: the process was reaped by ``wait``."""
 
     def _signal(self, signum: int) -> None:
         if self.process.poll() is not None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
             if self.group:
                 os.killpg(self.process.pid, signum)
             else:
                 self.process.send_signal(signum)
-        except ProcessLookupError:
-            pass
 
 
 class Supervisor(Generic[C]):
@@ -156,15 +155,26 @@ class Supervisor(Generic[C]):
             pause = self.backoff.pause(lived)
             self._log.error("%s (pid %s) exited with code %s after %.1f s; restarting it "
                             "in %.1f s", self.name, child.pid, code, lived, pause)
-            self.restart_at = time.monotonic() + pause
-            if self.stopping.wait(pause):
+            if not self._restart(pause):
                 break
-            try:
-                self._spawn()
-            except Exception:  # noqa: BLE001 - logged; tried again after a longer pause
-                self._log.exception("starting %s failed", self.name)
-            finally:
-                self.restart_at = None
+
+    def _restart(self, pause: float) -> bool:
+        """Start a new child after ``pause``, and after a longer one each time a start fails;
+        False once told to stop."""
+        try:
+            while True:
+                self.restart_at = time.monotonic() + pause
+                if self.stopping.wait(pause):
+                    return False
+                try:
+                    self._spawn()
+                    return True
+                except Exception:  # noqa: BLE001 - logged; tried again after a longer pause
+                    pause = self.backoff.pause(0.0)
+                    self._log.exception("starting %s failed; trying again in %.1f s",
+                                        self.name, pause)
+        finally:
+            self.restart_at = None
 
     def request_stop(self) -> None:
         """No restart from here on; ask the child to stop (without waiting for it)."""
