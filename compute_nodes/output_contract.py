@@ -1,0 +1,155 @@
+"""What a product may output, checked on the datasite before anything leaves it.
+
+The terms come from proven events only: the product's ``output_schema``, ``key_column``
+and ``sensitive_fields`` from its ``product.registered``, the columns the contract allows
+(its usage policy's ``allowed_fields``) from ``contract.proposed``, and the execution's
+query. The checks, in order:
+
+1. a query may name only the product's key column (checked before anything runs);
+2. no column a dataset marks sensitive (or personal) appears anywhere in the output,
+   unless the contract allows that column;
+3. the output fits ``output_schema`` (JSON Schema: types, allowed columns,
+   ``additionalProperties``, ...);
+4. a row-level output answering a query has at most one row per value asked.
+
+A violation is an :class:`OutputViolation` whose reason is recorded on the log as
+``computation.failed``: it names the column and the rule, never a value of the output.
+A column name the product made up is product output too (it could spell a private value):
+the reason names only columns the product or its datasets declare.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError, ValidationError
+
+from compute_nodes.outcome import NodeError
+
+
+class OutputViolation(ValueError):
+    """The output breaks the product's or the contract's terms; the message is public."""
+
+
+@dataclass(frozen=True)
+class OutputContract:
+    """The proven terms one execution's output must meet."""
+
+    schema: Mapping[str, Any] = field(default_factory=dict)
+    key_column: str | None = None
+    #: dataset id -> its fields marked sensitive or personal (from product.registered)
+    sensitive: Mapping[str, list[str]] = field(default_factory=dict)
+    #: columns the contract lets through although sensitive (usage policy allowed_fields)
+    allowed: frozenset[str] = frozenset()
+    #: every column name the product or its inputs declare (safe to quote in a reason)
+    declared: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, registered: Mapping[str, Any], policy: Mapping[str, Any] | None) -> OutputContract:
+        """The terms from a proven ``product.registered`` payload and the proven usage
+        policy of the contract (None for a trial)."""
+        schema = registered.get("output_schema")
+        if not isinstance(schema, Mapping):
+            raise NodeError("product.registered has no output_schema object")
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as exc:
+            raise NodeError(f"the product's output_schema is not a JSON Schema: "
+                            f"{exc.message}") from exc
+        sensitive = registered.get("sensitive_fields") or {}
+        allowed = (policy or {}).get("allowed_fields") or []
+        declared = {str(f) for i in registered.get("inputs") or [] for f in i.get("fields", [])}
+        declared |= set(_schema_columns(schema))
+        declared |= {str(f) for names in sensitive.values() for f in names}
+        key = registered.get("key_column")
+        return cls(schema=schema, key_column=key if isinstance(key, str) else None,
+                   sensitive={str(d): [str(f) for f in names]
+                              for d, names in sensitive.items()},
+                   allowed=frozenset(str(a) for a in allowed), declared=frozenset(declared))
+
+    def check_query(self, query: Mapping[str, Any] | None) -> None:
+        """Rule 1: before anything runs."""
+        if query is None:
+            return
+        if self.key_column is None:
+            raise OutputViolation(f"query_refused: the query names column {query['field']!r}"
+                                  "; the product declares no key column, so it takes no query")
+        if query["field"] != self.key_column:
+            raise OutputViolation(f"query_refused: the query names column {query['field']!r}"
+                                  f", not the product's key column {self.key_column!r}")
+
+    def check(self, value: Any, query: Mapping[str, Any] | None) -> None:
+        """Rules 2 to 4 on the output as it would be reported."""
+        self._check_sensitive(value)
+        self._check_schema(value)
+        if query is not None and isinstance(value, list) and len(value) > len(query["values"]):
+            raise OutputViolation(f"output_violation: {len(value)} rows for a query of "
+                                  f"{len(query['values'])} value(s); at most one row per "
+                                  "value asked")
+
+    def _check_sensitive(self, value: Any) -> None:
+        owners = {}
+        for dataset_id, names in self.sensitive.items():
+            for name in names:
+                owners.setdefault(name, dataset_id)
+        for column in _keys(value):
+            if column in owners and column not in self.allowed:
+                raise OutputViolation(
+                    f"output_violation: column {column!r} is sensitive in dataset "
+                    f"{owners[column]} and the contract does not allow it")
+
+    def _check_schema(self, value: Any) -> None:
+        validator = Draft202012Validator(self.schema)
+        errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+        if errors:
+            raise OutputViolation(f"output_violation: {self._describe(errors[0])}")
+
+    def _describe(self, error: ValidationError) -> str:
+        """The rule broken and where, naming only declared columns, quoting no value."""
+        column = next((p for p in reversed(error.absolute_path) if isinstance(p, str)), None)
+        where = f"column {self._name(column)}" if column is not None else "the output"
+        rule = error.validator
+        if rule == "additionalProperties":
+            extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+            return (f"column {self._name(extra[0]) if extra else '?'} is not in the "
+                    "product's output_schema")
+        if rule == "required":
+            missing = sorted(set(error.validator_value) - set(error.instance))
+            return f"column {self._name(missing[0]) if missing else '?'} is missing"
+        if rule == "type":
+            return f"{where} must be of type {error.validator_value}"
+        return f"{where} breaks the output_schema's {rule!r} rule"
+
+    def _name(self, column: str | None) -> str:
+        if column is not None and column in self.declared:
+            return repr(column)
+        return "(a name the product made up, withheld)"
+
+
+def _keys(value: Any) -> Iterator[str]:
+    """Every key of every object in a JSON value."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            yield from (str(k) for k in item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _schema_columns(schema: Mapping[str, Any]) -> Iterator[str]:
+    """The property names a schema declares, at any depth."""
+    stack: list[Any] = [schema]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            properties = item.get("properties")
+            if isinstance(properties, Mapping):
+                yield from (str(k) for k in properties)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)

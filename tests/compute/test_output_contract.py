@@ -1,0 +1,88 @@
+"""compute_nodes.output_contract: a product's output checked against its proven terms."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from compute_nodes.outcome import NodeError
+from compute_nodes.output_contract import OutputContract, OutputViolation
+
+SCHEMA = {"type": "array", "items": {
+    "type": "object", "additionalProperties": False, "required": ["uscc", "points"],
+    "properties": {"uscc": {"type": "string"}, "points": {"type": "integer"}}}}
+REGISTERED = {
+    "output_schema": SCHEMA, "key_column": "uscc",
+    "inputs": [{"dataset_id": "tax", "fields": ["uscc", "tax_rating", "tax_paid_yuan_12m"]}],
+    "sensitive_fields": {"tax": ["tax_paid_yuan_12m", "tax_rating"]},
+}
+QUERY = {"field": "uscc", "values": ["A1", "B2", "C3"]}
+
+
+def terms(policy: dict[str, Any] | None = None, **changes: Any) -> OutputContract:
+    return OutputContract.of({**REGISTERED, **changes}, policy)
+
+
+def test_an_output_within_the_terms_passes() -> None:
+    terms().check([{"uscc": "A1", "points": 40}, {"uscc": "B2", "points": 3}], QUERY)
+
+
+def test_a_query_may_name_only_the_key_column() -> None:
+    terms().check_query(QUERY)
+    with pytest.raises(OutputViolation, match="'points', not the product's key column 'uscc'"):
+        terms().check_query({"field": "points", "values": ["-100", "199"]})
+    with pytest.raises(OutputViolation, match="declares no key column"):
+        terms(key_column=None).check_query(QUERY)
+    terms(key_column=None).check_query(None)
+
+
+def test_a_column_outside_the_schema_is_refused_by_name_without_its_values() -> None:
+    rows = [{"uscc": "A1", "points": 1, "tax_paid_yuan_12m": 987654}]
+    permissive = terms(sensitive_fields={})
+    with pytest.raises(OutputViolation) as caught:
+        permissive.check(rows, QUERY)
+    assert str(caught.value) == ("output_violation: column 'tax_paid_yuan_12m' is not in the "
+                                 "product's output_schema")
+    assert "987654" not in str(caught.value)
+
+
+def test_a_made_up_column_name_is_withheld() -> None:
+    """A column name the product invents could spell a private value."""
+    with pytest.raises(OutputViolation) as caught:
+        terms().check([{"uscc": "A1", "points": 1, "张三_owes_90000": 1}], QUERY)
+    assert "张三" not in str(caught.value) and "withheld" in str(caught.value)
+
+
+def test_a_sensitive_column_needs_the_contracts_leave() -> None:
+    schema = {"type": "array"}
+    rows = [{"uscc": "A1", "tax_rating": "A"}]
+    with pytest.raises(OutputViolation, match="column 'tax_rating' is sensitive in dataset "
+                                              "tax and the contract does not allow it"):
+        terms(output_schema=schema).check(rows, QUERY)
+    nested = {"by_firm": {"A1": {"tax_rating": "A"}}}
+    with pytest.raises(OutputViolation, match="'tax_rating' is sensitive"):
+        terms(output_schema={"type": "object"}).check(nested, None)
+    terms({"allowed_fields": ["tax_rating"]}, output_schema=schema).check(rows, QUERY)
+
+
+def test_types_and_required_columns_are_checked_without_quoting_values() -> None:
+    with pytest.raises(OutputViolation) as caught:
+        terms().check([{"uscc": "A1", "points": "secret-9"}], QUERY)
+    assert str(caught.value) == "output_violation: column 'points' must be of type integer"
+    with pytest.raises(OutputViolation, match="column 'points' is missing"):
+        terms().check([{"uscc": "A1"}], QUERY)
+
+
+def test_a_row_level_output_is_bounded_by_the_query() -> None:
+    rows = [{"uscc": "A1", "points": i} for i in range(4)]
+    with pytest.raises(OutputViolation, match="4 rows for a query of 3 value"):
+        terms().check(rows, QUERY)
+    terms().check(rows, None)  # no query: the product's own output, schema-checked
+
+
+def test_an_output_schema_that_is_no_json_schema_is_refused() -> None:
+    with pytest.raises(NodeError, match="not a JSON Schema"):
+        terms(output_schema={"type": "tabel"})
+    with pytest.raises(NodeError, match="no output_schema"):
+        terms(output_schema=None)
