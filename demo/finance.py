@@ -79,6 +79,12 @@ CODE = '''def credit_points(data):
     return [{"uscc": str(u), "points": int(p)} for u, p in zip(data["uscc"], points)]
 '''
 
+#: what CODE returns: one row of partial points per enterprise asked about, by its credit
+#: code (the key column the bank's queries name)
+OUTPUT_SCHEMA = {"type": "array", "items": {
+    "type": "object", "required": ["uscc", "points"], "additionalProperties": False,
+    "properties": {"uscc": {"type": "string"}, "points": {"type": "integer"}}}}
+
 PROVIDERS = (
     ("market", "Market regulation bureau 市场监管局", "Enterprise registration 工商登记信息",
      "market-registry", MARKET_FIELDS),
@@ -319,7 +325,8 @@ class Finance:
             "scenario_id": self.scenario, "authorization_ids": self.authorizations,
             "name": "SME credit points 企业信用分", "kind": "api",
             "description": "partial credit points per enterprise from each provider's view",
-            "code": CODE, "inputs": self.requested, "output_schema": {"type": "array"},
+            "code": CODE, "inputs": self.requested, "output_schema": OUTPUT_SCHEMA,
+            "key_column": "uscc",
             "quality_report": "KS 0.41 on the synthetic back-test", "price_fen": 2_000_000,
             "developer_id": self.developer.id}, comment="listed")
         listed = self.api.product(self.bank, product)

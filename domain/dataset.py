@@ -18,6 +18,8 @@ from domain.unit_of_work import UnitOfWork
 CLASSIFICATIONS = ("L1", "L2", "L3", "L4")
 #: from least to most sensitive
 SENSITIVITIES = ("public", "internal", "sensitive", "personal")
+#: the sensitivities an output may not carry unless a contract allows the field
+PROTECTED = ("sensitive", "personal")
 FIELD_KEYS = ("name", "sensitivity", "type")
 
 
@@ -166,6 +168,10 @@ class Dataset(Aggregate):
     # -- queries ----------------------------------------------------------------
     def field_names(self) -> list[str]:
         return [f["name"] for f in self.fields]
+
+    def protected_field_names(self) -> list[str]:
+        """The fields marked sensitive or personal (``PROTECTED``), sorted."""
+        return sorted(f["name"] for f in self.fields if f["sensitivity"] in PROTECTED)
 
     def missing_fields(self, names: list[str]) -> list[str]:
         """Those of ``names`` that the dataset does not have."""

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from core.event import Event
 from domain.authorization import Authorization
 from domain.base import Aggregate, Context, applies, new_id
-from domain.dataset import require_names, require_text, validate_selection
+from domain.dataset import Dataset, require_names, require_text, validate_selection
 from domain.errors import Forbidden, InvalidInput, WrongState
 from domain.participant import Participant
 from domain.scenario import Scenario
@@ -22,9 +22,13 @@ KINDS = ("dataset", "api", "model", "verification")
 
 @dataclass(frozen=True, kw_only=True)
 class ProductRegistered(Event):
-    """An operator registered a product: its code and SHA-256, inputs, output schema, price."""
+    """An operator registered a product: its code and SHA-256, inputs, output schema, price;
+    the column a query may name (``key_column``), and the fields of each input dataset
+    marked sensitive or personal when it was registered (``sensitive_fields``, filled by
+    the domain): the compute node proves this event and refuses outputs carrying them."""
 
     type_name = "product.registered"
+    class_version = 2
     operator_id: str
     scenario_id: str
     authorization_ids: list[str]
@@ -38,6 +42,17 @@ class ProductRegistered(Event):
     quality_report: str
     price_fen: int
     developer_id: str | None = None
+    #: the output column a query may name (a property of the output schema and an input
+    #: field); None: the product takes no query
+    key_column: str | None = None
+    #: input dataset id -> its fields marked sensitive or personal, sorted
+    sensitive_fields: dict[str, list[str]] = field(default_factory=dict)
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Version 1 had no key column and recorded no sensitive fields."""
+        state["key_column"] = None
+        state["sensitive_fields"] = {}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,6 +97,32 @@ def _price(value: Any) -> int:
     return value
 
 
+def output_columns(schema: dict[str, Any]) -> list[str]:
+    """The columns an output schema declares: its ``properties``, or those of its ``items``
+    (the rows of an array output)."""
+    for where in (schema, schema.get("items")):
+        if isinstance(where, dict) and isinstance(where.get("properties"), dict):
+            return [str(name) for name in where["properties"]]
+    return []
+
+
+def _check_key_column(key_column: Any, output_schema: dict[str, Any],
+                      inputs: list[dict[str, Any]]) -> None:
+    """A key column, if any, is a column of the output and a field the product reads: the
+    compute node filters the output by it, and a query may name it only."""
+    if key_column is None:
+        return
+    if not isinstance(key_column, str) or not key_column:
+        raise InvalidInput("key_column", "must be a column name or null")
+    columns = output_columns(output_schema)
+    if key_column not in columns:
+        raise InvalidInput("key_column", f"{key_column!r} is not a property of output_schema "
+                                         f"(it declares: {', '.join(columns) or 'none'})")
+    if not any(key_column in item["fields"] for item in inputs):
+        raise InvalidInput("key_column", f"{key_column!r} is not one of the product's input "
+                                         "fields")
+
+
 class Product(Aggregate):
     """registered → listing_requested → listed → delisted; listing_requested → registered."""
 
@@ -99,6 +140,8 @@ class Product(Aggregate):
         self.inputs: list[dict[str, Any]] = []
         self.price_fen = 0
         self.developer_id: str | None = None
+        self.key_column: str | None = None
+        self.sensitive_fields: dict[str, list[str]] = {}
 
     def dataset_ids(self) -> list[str]:
         """The input datasets, in input order."""
@@ -115,6 +158,8 @@ class Product(Aggregate):
             raise InvalidInput("output_schema", "must be an object")
         require_text(details["name"], "name")
         _price(details["price_fen"])
+        _check_key_column(details.get("key_column"), details["output_schema"],
+                          details["inputs"])
         agg = cls(id)
         agg.trigger(ProductRegistered, ctx, operator_id=ctx.actor.participant_id, **details)
         return agg
@@ -164,6 +209,8 @@ class Product(Aggregate):
         self.inputs = [{"dataset_id": i["dataset_id"], "fields": list(i["fields"])}
                        for i in e.inputs]
         self.price_fen, self.developer_id = e.price_fen, e.developer_id
+        self.key_column = e.key_column
+        self.sensitive_fields = {d: list(names) for d, names in e.sensitive_fields.items()}
 
     @applies(ProductListingRequested)
     def _requested(self, e: ProductListingRequested) -> None:
@@ -254,10 +301,19 @@ class ProductDraft:
     price_fen: int
     developer_id: str | None = None
     code_sha256: str | None = None
+    #: the output column a query may name (None: the product takes no query)
+    key_column: str | None = None
+
+
+def _sensitive_fields(uow: UnitOfWork, inputs: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Each input dataset's current fields marked sensitive or personal, sorted."""
+    return {i["dataset_id"]: uow.get(Dataset, i["dataset_id"]).protected_field_names()
+            for i in inputs}
 
 
 def register_product(uow: UnitOfWork, ctx: Context, d: ProductDraft) -> dict[str, str]:
-    """An operator registers a product over inputs covered by live authorizations."""
+    """An operator registers a product over inputs covered by live authorizations; the
+    domain records which of their datasets' fields are sensitive (never the client)."""
     ctx.actor.require_role("operator")
     _own_approved_scenario(uow, ctx, d.scenario_id)
     auths = _live_authorizations(uow, d.scenario_id, d.authorization_ids)
@@ -265,7 +321,7 @@ def register_product(uow: UnitOfWork, ctx: Context, d: ProductDraft) -> dict[str
     check_inputs_covered(items, auths, ctx.at)
     _check_developer(uow, d.developer_id)
     details = {**asdict(d), "code_sha256": _checked_digest(d.code, d.code_sha256),
-               "inputs": items}
+               "inputs": items, "sensitive_fields": _sensitive_fields(uow, items)}
     agg = Product.register(new_id(), ctx, details=details)
     uow.add(agg)
     return {"product_id": agg.id, "state": agg.state, "code_sha256": agg.code_sha256}

@@ -44,6 +44,10 @@ class ProductCreate(BaseModel):
                                     description="optional: refused unless it matches the code")
     inputs: list[InputSelection] = Field(min_length=1)
     output_schema: Annotated[dict[str, Any], NoNul]
+    key_column: Name | None = Field(
+        default=None, description="the output column a query may name: a property of "
+        "output_schema (or of its items) and one of the inputs' fields; null (the default): "
+        "the product takes no query")
     quality_report: Text = ""
     price_fen: Money
     developer_id: Id | None = Field(default=None, description="an admitted developer, if any")
@@ -81,6 +85,12 @@ class ProductView(BaseModel):
     code_sha256: str
     inputs: list[dict[str, Any]]
     output_schema: dict[str, Any]
+    key_column: str | None = Field(default=None, description="the output column a query may "
+                                   "name; null: the product takes no query")
+    sensitive_fields: dict[str, list[str]] = Field(
+        default_factory=dict, description="input dataset id → its fields marked sensitive or "
+        "personal when the product was registered (recorded by the platform, in "
+        "product.registered): outputs must not carry them unless the contract allows")
     quality_report: str
     price_fen: int
     state: str
@@ -89,7 +99,8 @@ class ProductView(BaseModel):
     registered_at: str
     registered_seq: int | None = Field(
         default=None, description="seq of the product.registered event (it carries the "
-                                  "code's SHA-256 and the inputs a compute node checks)")
+                                  "code's SHA-256, the inputs, the key column and the "
+                                  "sensitive fields a compute node checks)")
     listed_at: str | None
     delisted_at: str | None
     updated_at: str
@@ -104,7 +115,8 @@ async def register_product(body: ProductCreate, cmd: CommandsDep) -> JSONRespons
         name=body.name, kind=body.kind, description=body.description, code=body.code,
         inputs=[i.model_dump() for i in body.inputs], output_schema=body.output_schema,
         quality_report=body.quality_report, price_fen=body.price_fen,
-        developer_id=body.developer_id, code_sha256=body.code_sha256))
+        developer_id=body.developer_id, code_sha256=body.code_sha256,
+        key_column=body.key_column))
     return answer(result, 201)
 
 

@@ -38,6 +38,10 @@ LOAN_FIELDS = [{"name": "uscc", "type": "string", "sensitivity": "public"},
                {"name": "overdue_days", "type": "integer", "sensitivity": "sensitive"}]
 LOAN_USED = ["uscc", "overdue_days"]
 PRIVATE_COLUMNS = {"industry", "tax_paid_yuan", "power_kwh", "overdue_days"}
+#: what SCORE and JOINED return: a row per enterprise, keyed by its credit code (the key
+#: column a query names)
+OUTPUT_SCHEMA = {"type": "array", "items": {"properties": {
+    "uscc": {"type": "string"}, "score": {"type": "integer"}}}}
 
 # The single-input product's registered code: a small per-enterprise score table.
 SCORE = '''def score(data):
@@ -168,7 +172,7 @@ class Api(Market):
         return self.api.list_product(p.operator, ADMIN_TOKEN, {
             "scenario_id": p.scenario_id, "authorization_ids": [authorization or p.auth_id],
             "name": name, "kind": "api", "description": "a score per firm", "code": code,
-            "inputs": inputs, "output_schema": {"type": "array"},
+            "inputs": inputs, "output_schema": OUTPUT_SCHEMA, "key_column": "uscc",
             "quality_report": "AUC 0.81", "price_fen": 1_250_000,
             "developer_id": p.developer.id})
 

@@ -150,7 +150,9 @@ def product_body(chain: Chain, **changes: Any) -> dict[str, Any]:
         "scenario_id": chain.scenario_id, "authorization_ids": [chain.authorization_id],
         "name": "SME credit score", "kind": "api", "description": "a score per firm",
         "code": CODE, "inputs": [{"dataset_id": chain.dataset_id, "fields": USED}],
-        "output_schema": {"type": "object", "properties": {"score": {"type": "integer"}}},
+        "output_schema": {"type": "object", "properties": {
+            "taxpayer_id": {"type": "string"}, "score": {"type": "integer"}}},
+        "key_column": "taxpayer_id",
         "quality_report": "AUC 0.81 on the 2023 holdout", "price_fen": 1_250_000,
         "developer_id": chain.developer.participant_id}
     body.update(changes)

@@ -86,6 +86,13 @@ def test_from_product_registration_to_an_approved_contract(world: World, chain: 
         # the seq of product.registered: a compute node proves the code's hash from it
         assert seen["registered_seq"] == made["seqs"][0]
     assert seen["price_fen"] == 1_250_000 and seen["developer_id"] == chain.developer.participant_id
+    # the key column a query names, and the dataset's sensitive and personal fields, as the
+    # platform recorded them in product.registered (never as the client sent them)
+    assert seen["key_column"] == "taxpayer_id"
+    assert seen["sensitive_fields"] == {chain.dataset_id: ["annual_revenue", "taxpayer_id"]}
+    registered = world.call("GET", f"/ledger/events/{made['seqs'][0]}", world.regulator)
+    assert registered["payload"]["sensitive_fields"] == seen["sensitive_fields"]
+    assert registered["payload"]["key_column"] == "taxpayer_id"
 
     asked = world.call("POST", f"/products/{pid}/listing-request", chain.operator)
     assert asked["state"] == "listing_requested"
@@ -242,6 +249,18 @@ def test_unknown_product_is_404(world: World, chain: Chain) -> None:
             product_body(chain, scenario_id="nope"))
 
 
+def test_the_client_cannot_set_the_sensitive_fields(world: World, chain: Chain) -> None:
+    made = world.call("POST", "/products", chain.operator, 201,
+                      json={**product_body(chain, key_column=None), "sensitive_fields": {}})
+    seen = world.call("GET", f"/products/{made['product_id']}", chain.operator)
+    assert seen["sensitive_fields"] == {chain.dataset_id: ["annual_revenue", "taxpayer_id"]}
+    assert seen["key_column"] is None
+    body = refused(world, "POST", "/products", chain.operator, 422,
+                   json=product_body(chain, key_column="score"))
+    assert body["field"] == "key_column"
+    assert body["detail"] == "key_column: 'score' is not one of the product's input fields"
+
+
 def test_invalid_product_fields_are_422_naming_the_field(world: World, chain: Chain) -> None:
     def bad(**changes: Any) -> set[str]:
         return invalid(world, "/products", chain.operator, product_body(chain, **changes))
@@ -262,6 +281,11 @@ def test_invalid_product_fields_are_422_naming_the_field(world: World, chain: Ch
     assert bad(inputs=[{"dataset_id": chain.dataset_id, "fields": ["x"], "rows": 5}]) == {
         "inputs.0.rows"}
     assert bad(developer_id=chain.demander.participant_id) == {"developer_id"}
+    # the key column: a property of the output and a field the product reads
+    assert bad(key_column="industry") == {"key_column"}  # not in the output schema
+    assert bad(key_column="score") == {"key_column"}  # not an input field
+    assert bad(key_column="") == {"key_column"}
+    assert bad(output_schema={"type": "array"}) == {"key_column"}  # the schema declares none
     assert bad(authorization_ids=[chain.authorization_id, chain.authorization_id]) == {
         "authorization_ids"}
     # fields the authorization does not cover: refused, not invalid

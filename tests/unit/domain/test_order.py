@@ -110,7 +110,8 @@ def test_requires_every_input_provider_and_the_operator() -> None:
              granted_authorization(uow, scenario_id, datasets[1], second)]
     w = {"scenario_id": scenario_id, "dataset_id": datasets[0], "authorization_id": auths[0]}
     inputs = [{"dataset_id": d, "fields": ["tax_paid_fen"]} for d in datasets]
-    product_id = registered_product(uow, w, authorization_ids=auths, inputs=inputs)
+    product_id = registered_product(uow, w, authorization_ids=auths, inputs=inputs,
+                                    key_column=None)
     run(uow, request_listing, OPERATOR, product_id)
     run(uow, decide_listing, PLATFORM, product_id, approve=True, comment="")
     admitted(uow, "demander")

@@ -37,14 +37,19 @@ def register_product(uow: MemoryUnitOfWork, ctx: Any, **fields: Any) -> dict[str
     return uc.register_product(uow, ctx, ProductDraft(**fields))
 
 
+#: one row per firm: its credit code (the key column a query names) and its score
+OUTPUT_SCHEMA = {"type": "array", "items": {"type": "object", "properties": {
+    "credit_code": {"type": "string"}, "score": {"type": "integer"}}}}
+
+
 def register_kwargs(w: dict[str, str], fields: list[str] | None = None,
                     **overrides: Any) -> dict[str, Any]:
     return {"scenario_id": w["scenario_id"], "authorization_ids": [w["authorization_id"]],
             "name": "企业信用评分", "kind": "api", "description": "credit score API",
             "code": CODE, "inputs": [{"dataset_id": w["dataset_id"],
-                                      "fields": fields or ["tax_paid_fen"]}],
-            "output_schema": {"score": "int"}, "quality_report": "AUC 0.81 on holdout",
-            "price_fen": 500_000, **overrides}
+                                      "fields": fields or ["credit_code", "tax_paid_fen"]}],
+            "output_schema": OUTPUT_SCHEMA, "key_column": "credit_code",
+            "quality_report": "AUC 0.81 on holdout", "price_fen": 500_000, **overrides}
 
 
 def registered_product(uow: MemoryUnitOfWork, w: dict[str, str], **overrides: Any) -> str:
@@ -279,3 +284,69 @@ def test_refuses_listing_once_the_grant_was_revoked_or_the_scenario_suspended(
     error = halt(uow, w)
     refused(uow, error, decide_listing, PLATFORM, product_id, approve=True, comment="ok")
     run(uow, decide_listing, PLATFORM, product_id, approve=False, comment="its grant is gone")
+
+
+# -- the key column and the sensitive fields --------------------------------------------
+def test_records_the_key_column_and_the_sensitive_fields_of_every_input() -> None:
+    """``sensitive_fields`` comes from the datasets' fields (sensitive or personal), for
+    every input dataset and whatever fields the product reads: the client never sets it."""
+    uow = MemoryUnitOfWork()
+    w = product_world(uow)
+    product_id = registered_product(uow, w)
+    registered = uow.streams[product_id][0]
+    assert registered.payload()["class_version"] == 2
+    assert registered.payload()["key_column"] == "credit_code"
+    assert registered.payload()["sensitive_fields"] == {
+        w["dataset_id"]: ["legal_person_id", "tax_paid_fen"]}
+    product = uow.get(Product, product_id)
+    assert product.key_column == "credit_code"
+    assert product.sensitive_fields == {w["dataset_id"]: ["legal_person_id", "tax_paid_fen"]}
+    with pytest.raises(TypeError):  # not a field of the draft: only the domain fills it
+        ProductDraft(**register_kwargs(w), sensitive_fields={})  # type: ignore[call-arg]
+
+
+def test_the_key_column_may_be_a_property_of_the_schema_itself() -> None:
+    uow = MemoryUnitOfWork()
+    schema = {"type": "object", "properties": {"credit_code": {"type": "string"}}}
+    product_id = registered_product(uow, product_world(uow), output_schema=schema)
+    assert uow.get(Product, product_id).key_column == "credit_code"
+    product_id = registered_product(uow, product_world(uow), key_column=None)
+    assert uow.get(Product, product_id).key_column is None
+
+
+@pytest.mark.parametrize(("override", "reason"), [
+    ({"key_column": "score_band"},
+     "'score_band' is not a property of output_schema (it declares: credit_code, score)"),
+    ({"key_column": "score"}, "'score' is not one of the product's input fields"),
+    ({"output_schema": {"score": "int"}},
+     "'credit_code' is not a property of output_schema (it declares: none)"),
+    ({"fields": ["tax_paid_fen"]}, "'credit_code' is not one of the product's input fields"),
+    ({"key_column": ""}, "must be a column name or null"),
+    ({"key_column": 7}, "must be a column name or null"),
+])
+def test_refuses_a_key_column_the_output_or_the_inputs_lack(override: dict[str, Any],
+                                                            reason: str) -> None:
+    uow = MemoryUnitOfWork()
+    w = product_world(uow)
+    before = {k: len(v) for k, v in uow.streams.items()}
+    err = refused(uow, InvalidInput, register_product, OPERATOR, **register_kwargs(w, **override))
+    assert isinstance(err, InvalidInput) and err.field == "key_column"
+    assert err.detail == f"key_column: {reason}"
+    assert {k: len(v) for k, v in uow.streams.items()} == before
+
+
+def test_a_v1_product_registered_reads_with_no_key_column_and_no_sensitive_fields() -> None:
+    from core.canonical import canonical_bytes, decode
+    from core.event import event_class
+
+    stored_v1 = {"at": "2026-01-01T00:00:00Z", "actor": {"participant": "p", "member": "m",
+                                                          "role": "operator"},
+                 "operator_id": "o", "scenario_id": "s", "authorization_ids": ["a"],
+                 "name": "n", "kind": "api", "description": "", "code": CODE,
+                 "code_sha256": CODE_SHA256, "inputs": [], "output_schema": {},
+                 "quality_report": "", "price_fen": 1, "developer_id": None}
+    event = event_class("product.registered").from_payload(
+        "product-1", 1, decode(canonical_bytes(stored_v1)))
+    assert isinstance(event, uc.ProductRegistered)
+    assert (event.key_column, event.sensitive_fields) == (None, {})
+    assert event.payload()["class_version"] == 2
