@@ -17,6 +17,10 @@ starting with one of ``REFUSAL_CODES`` then ``": "``. Errors that are not policy
 fields, a caller that is no party provider, an unknown contract, a gap in the execution
 numbers, an execution the demander has not asked for) write nothing.
 
+The processing count is one count (``_used``): a node's request beyond it is refused
+(``count_exhausted``), and so is the demander's query asking for an execution beyond it
+(``submit_query``: nothing written).
+
 Execution 0 is the trial (试用): before the contract is approved, once the order's operator
 or the platform granted it (``order.trial_granted``), each provider owning an input dataset
 of the ordered product runs the same code on its datasite's *mock* data and the result is
@@ -278,21 +282,46 @@ def _contract_refusal(order: Order, number: int) -> str | None:
 COUNTED = ("requested", "succeeded")
 
 
+def _used(uow: UnitOfWork, order: Order, provider_id: str, number: int) -> list[int]:
+    """The executions before ``number`` that use up one of the contract's processings for
+    this provider: requested (in flight) or succeeded, or asked for and not requested by
+    its node yet (it will be: executions are requested without gaps); failed ones are free."""
+    return [n for n in range(1, number)
+            if (c := _find(uow, computation_id(order.id, n, provider_id))) is None
+            or c.state in COUNTED]
+
+
 def _count_refusal(uow: UnitOfWork, order: Order, provider_id: str, number: int) -> str | None:
-    """The contract's processing count against this provider's earlier executions that are
-    requested (in flight) or succeeded; failed ones do not count."""
+    """The contract's processing count against this provider's earlier executions
+    (``_used``)."""
     limit = order.usage_policy.get("processing_count")
     if limit is None:
         return None
-    used = [n for n in range(1, number)
-            if (c := _find(uow, computation_id(order.id, n, provider_id))) is not None
-            and c.state in COUNTED]
+    used = _used(uow, order, provider_id, number)
     if len(used) < limit:
         return None
     return (f"count_exhausted: contract {order.id} allows {limit} processing(s) and provider "
             f"{provider_id} already has {len(used)} execution(s) requested or succeeded "
             f"(executions {', '.join(map(str, used)) or 'none'}); execution {number} "
             "cannot run")
+
+
+def _query_count_refusal(uow: UnitOfWork, order: Order, product: Product,
+                         number: int) -> str | None:
+    """Why asking for execution ``number`` is refused: the processing count is used up
+    (``_used``, as a node's request of it would be refused) for every provider owning an
+    input dataset; None while one of them may still run it."""
+    limit = order.usage_policy.get("processing_count")
+    if limit is None:
+        return None
+    owners = sorted({uow.get(Dataset, d).owner_id for d in product.dataset_ids()})
+    used = {p: _used(uow, order, p, number) for p in owners}
+    if any(len(u) < limit for u in used.values()):
+        return None
+    counted = "; ".join(f"provider {p}: executions {', '.join(map(str, u)) or 'none'}"
+                        for p, u in used.items())
+    return (f"count_exhausted: the contract's processing_count {limit} is used up "
+            f"({counted}); execution {number} of contract {order.id} cannot be asked for")
 
 
 def _authorization_refusal(auths: list[Authorization], product: Product,
@@ -534,3 +563,20 @@ def record_failure(uow: UnitOfWork, ctx: Context, computation_id: str, *,
     agg = uow.get(Computation, computation_id)
     agg.fail(ctx, reason=reason)
     return _view(agg)
+
+
+def submit_query(uow: UnitOfWork, ctx: Context, order_id: str, *,
+                 query: Any) -> dict[str, Any]:
+    """The demander asks for the next execution (2, 3, …) of its approved contract, with a
+    query on the product's key column (``contract.query_submitted``).
+
+    Refused, writing nothing (WrongState, ``count_exhausted: …``), when that execution is
+    beyond the contract's processing count for every provider that would run it, counted
+    as a node's request is (``_used``: failed executions are free).
+    """
+    order = uow.get(Order, order_id)
+    product = uow.get(Product, order.product_id)
+    execution = order.submit_query(
+        ctx, query=query, key_column=product.key_column,
+        count_refusal=lambda n: _query_count_refusal(uow, order, product, n))
+    return {"order_id": order.id, "execution": execution}

@@ -3,11 +3,11 @@ proposes a contract (usage policy, price, revenue split), the demander accepts, 
 of the inputs and the operator approve. ``contract.approved`` triggers the computation.
 The contract id is the order id.
 
-The demander says what it wants computed with a *query* (a column name and the values to
-look up): the order's own query is execution 1, implied by ``contract.approved``; while the
-contract is approved the demander asks for executions 2, 3, … with
-``contract.query_submitted``. Asking is not metered here: the processing count is the
-computation's check (an execution beyond it is refused as ``count_exhausted``).
+The demander says what it wants computed with a *query* (the product's key column and the
+values to look up): the order's own query is execution 1, implied by ``contract.approved``;
+while the contract is approved the demander asks for executions 2, 3, … with
+``contract.query_submitted`` (``domain.computation.submit_query``: a query beyond the
+contract's processing count is refused and not written, by the count the computations keep).
 """
 
 from __future__ import annotations
@@ -147,6 +147,16 @@ def validate_query(value: Any, field: str = "query") -> dict[str, Any]:
     return {"field": name, "values": list(values)}
 
 
+def require_key_column(query: dict[str, Any], key_column: str | None) -> None:
+    """A query may name only the product's key column: it selects rows, it is not a filter
+    on any column (one on a score could bring back every row without knowing a key)."""
+    if key_column is None:
+        raise InvalidInput("query.field", "the product declares no key column: it takes "
+                                          "no query")
+    if query["field"] != key_column:
+        raise InvalidInput("query.field", f"must be the product's key column {key_column!r}")
+
+
 def validate_split(split: Any, *, has_developer: bool) -> dict[str, int]:
     """Shares in basis points, each >= 0, summing to exactly 10000."""
     if not isinstance(split, dict) or set(split) != set(SPLIT_KEYS):
@@ -198,11 +208,13 @@ class Order(Aggregate):
         """Place; the caller checked that the demander is admitted."""
         ctx.actor.require_role("demander")
         product.require_listed()
+        checked = None if query is None else validate_query(query)
+        if checked is not None:
+            require_key_column(checked, product.key_column)
         agg = cls(id)
         agg.trigger(OrderPlaced, ctx, demander_id=ctx.actor.participant_id,
                     product_id=product.id, operator_id=product.operator_id,
-                    purpose=require_text(purpose, "purpose"),
-                    query=None if query is None else validate_query(query))
+                    purpose=require_text(purpose, "purpose"), query=checked)
         return agg
 
     def grant_trial(self, ctx: Context) -> None:
@@ -254,12 +266,19 @@ class Order(Aggregate):
         if not self.pending_approvals():
             self.trigger(ContractApproved, ctx)
 
-    def submit_query(self, ctx: Context, *, query: Any) -> int:
-        """The demander asks for the next execution with ``query``; its number."""
+    def submit_query(self, ctx: Context, *, query: Any, key_column: str | None,
+                     count_refusal: Callable[[int], str | None] = lambda n: None) -> int:
+        """The demander asks for the next execution with ``query`` (on the product's
+        ``key_column``); its number. ``count_refusal(n)`` says why execution ``n`` would
+        exceed the contract's processing count (then WrongState, nothing written)."""
         self._require_demander(ctx)
         checked = validate_query(query)
+        require_key_column(checked, key_column)
         self.require_state(["approved"], "submit a query")
         execution = self.executions + 1
+        refusal = count_refusal(execution)
+        if refusal is not None:
+            raise WrongState(refusal, processing_count=self.usage_policy.get("processing_count"))
         self.trigger(ContractQuerySubmitted, ctx, execution=execution, query=checked)
         return execution
 
@@ -405,18 +424,6 @@ def approve_contract(uow: UnitOfWork, ctx: Context, order_id: str) -> dict[str, 
     agg.approve(ctx, lambda: _require_product_usable(uow, uow.get(Product, agg.product_id),
                                                      ctx.at))
     return {**_order_view(agg), "pending_approvals": agg.pending_approvals()}
-
-
-def submit_query(uow: UnitOfWork, ctx: Context, order_id: str, *,
-                 query: Any) -> dict[str, Any]:
-    """The demander asks for the next execution (2, 3, …) of its approved contract.
-
-    Not metered here: an execution beyond the processing count is refused when a provider's
-    node asks to run it (recorded as ``count_exhausted``).
-    """
-    agg = uow.get(Order, order_id)
-    execution = agg.submit_query(ctx, query=query)
-    return {"order_id": agg.id, "execution": execution}
 
 
 def terminate_contract(uow: UnitOfWork, ctx: Context, order_id: str, *,

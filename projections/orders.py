@@ -55,6 +55,8 @@ orders = base.state_table(
     # the seq of order.placed: a node proves the order's query (execution 1) from it
     Column("placed_seq", BigInteger, nullable=True),
     Column("proposed_at", String, nullable=True),
+    # the seq of contract.proposed: a node proves the usage policy (and terms) from it
+    Column("proposed_seq", BigInteger, nullable=True),
     Column("accepted_at", String, nullable=True),
     Column("approved_at", String, nullable=True),
     # the seq of the contract.approved event: a compute node fetches exactly that event
@@ -97,7 +99,8 @@ def _trial_granted(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None
 def _proposed(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
     base.touch(conn, orders, entry, p, state="proposed", usage_policy=p["usage_policy"],
                price_fen=p["price_fen"], revenue_split=p["revenue_split"],
-               required_approvals=list(p["required_approvals"]), proposed_at=p["at"])
+               required_approvals=list(p["required_approvals"]), proposed_at=p["at"],
+               proposed_seq=entry.seq)
     base.grant(conn, KIND, entry.originator_id, *p["required_approvals"])
 
 
@@ -148,7 +151,7 @@ _FIELDS = ("id", "demander_id", "product_id", "operator_id", "purpose", "state",
            "trial_granted", "trial_seq", "usage_policy", "price_fen", "revenue_split",
            "required_approvals", "approvals", "termination_reason", "cancellation_reason",
            "placed_at", "proposed_at", "accepted_at", "approved_at", "approved_seq",
-           "placed_seq", "query", "executions", "queries", "closed_at", "updated_at", "version")
+           "placed_seq", "proposed_seq", "query", "executions", "queries", "closed_at", "updated_at", "version")
 
 
 def _order_row(row: RowMapping, viewer_id: str, sees_all: bool) -> dict[str, Any]:

@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_
 from api.deps import CommandsDep, ReaderDep
 from api.fields import MAX_FEN, CirculationMode, Id, Name, NoNul, Text
 from api.routes.common import CommandAnswer, answer, visible_row, visible_rows
+from domain import computation, policy
 from domain import order as uc
-from domain import policy
 from projections import orders as q
 
 router = APIRouter(prefix="/orders", tags=["orders"])
@@ -32,12 +32,14 @@ Instant = Annotated[str, Field(min_length=1, max_length=64,
 
 
 class DataQuery(BaseModel):
-    """What to compute: the rows whose column ``field`` has one of ``values``."""
+    """What to compute: the rows whose key column ``field`` has one of ``values``."""
 
     model_config = ConfigDict(extra="forbid")
 
     field: str = Field(min_length=1, max_length=uc.MAX_QUERY_FIELD,
-                       pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="a column name")
+                       pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                       description="the product's key column (its key_column; 422 "
+                                   "query.field otherwise, or if it declares none)")
     values: list[Any] = Field(
         min_length=1, max_length=uc.MAX_QUERY_VALUES,
         json_schema_extra={"items": {"type": "string", "minLength": 1,
@@ -151,6 +153,9 @@ class OrderView(BaseModel):
     placed_seq: int | None = Field(
         default=None, description="seq of the order.placed event (it carries the query of "
                                   "execution 1)")
+    proposed_seq: int | None = Field(
+        default=None, description="seq of the contract.proposed event (it carries the usage "
+                                  "policy, price and revenue split); null until proposed")
     trial_seq: int | None = Field(
         default=None, description="seq of the order.trial_granted event: the input "
                                   "providers' nodes run the trial (execution 0 of "
@@ -183,7 +188,8 @@ class OrderView(BaseModel):
 @router.post("", status_code=201, response_model=OrderAnswer)
 async def place_order(body: OrderCreate, cmd: CommandsDep) -> JSONResponse:
     """An admitted demander orders a listed product for a declared purpose, optionally with
-    the query of execution 1 (``contract.approved`` asks for it)."""
+    the query of execution 1 (``contract.approved`` asks for it): on the product's
+    ``key_column`` only (422 naming ``query.field`` otherwise)."""
     query = None if body.query is None else body.query.model_dump()
     return answer(await cmd.run(uc.place_order, product_id=body.product_id,
                                 purpose=body.purpose, query=query), 201)
@@ -192,14 +198,17 @@ async def place_order(body: OrderCreate, cmd: CommandsDep) -> JSONResponse:
 @router.post("/{order_id}/queries", status_code=201, response_model=QueryAnswer)
 async def submit_query(order_id: str, body: QuerySubmission, cmd: CommandsDep) -> JSONResponse:
     """The order's demander asks for the next execution (2, 3, …) of its approved contract
-    (``contract.query_submitted``); 409 unless the contract is approved.
+    (``contract.query_submitted``), with a query on the product's ``key_column`` (422
+    naming ``query.field`` otherwise); 409 unless the contract is approved.
 
-    The processing count is not checked here: metering is the computation's check, so a
-    query beyond the contract's ``processing_count`` is accepted and its execution is
-    refused when a provider's node asks to run it (``count_exhausted``).
+    409 too, writing nothing, when the execution would exceed the contract's
+    ``processing_count`` (``detail``: ``count_exhausted: the contract's processing_count N
+    is used up …``), counted as a node's request of it is: the earlier executions requested,
+    succeeded or asked for and not yet requested, failed ones free; with several input
+    providers, refused once no provider may still run it.
     """
-    return answer(await cmd.run(uc.submit_query, order_id, query=body.query.model_dump()),
-                  201)
+    return answer(await cmd.run(computation.submit_query, order_id,
+                                query=body.query.model_dump()), 201)
 
 
 @router.post("/{order_id}/trial", response_model=TrialAnswer)

@@ -358,19 +358,35 @@ def test_processing_count_one_refuses_after_one_success_or_while_one_runs(
     world.call("POST", f"/orders/{oid}/contract/approvals", chain.operator)
     cid = world.call("POST", "/computations", chain.provider, 201, json=ask(oid))["computation_id"]
     world.call("POST", f"/computations/{cid}/failure", chain.provider, json={"reason": "oom"})
-    ask_next(world, chain, oid, 2)
-    ask_next(world, chain, oid, 3)  # asking is not metered; running is
-    ask_next(world, chain, oid, 4)
+    ask_next(world, chain, oid, 2)  # a failed execution does not count
+    # execution 2, asked for, counts (its node will request it): no execution 3
+    body = refused(world, "POST", f"/orders/{oid}/queries", chain.demander, 409,
+                   json={"query": QUERY})
+    assert body["detail"].startswith("count_exhausted: the contract's processing_count 1 "
+                                     "is used up") and "executions 2)" in body["detail"]
     second = world.call("POST", "/computations", chain.provider, 201, json=ask(oid, 2))
-    assert second["state"] == "requested"  # a failed execution does not count
+    assert second["state"] == "requested"
     # one in flight counts: two running at once could both succeed past the count
-    made = recorded(world, chain.provider, "count_exhausted", ask(oid, 3))
-    assert oid in made["reason"] and made["execution"] == 3
-    assert "(executions 2)" in made["reason"]
+    refused(world, "POST", f"/orders/{oid}/queries", chain.demander, 409, json={"query": QUERY})
     world.call("POST", f"/computations/{second['computation_id']}/result", chain.provider,
                json=report(chain))
-    made = recorded(world, chain.provider, "count_exhausted", ask(oid, 4))
-    assert oid in made["reason"] and made["execution"] == 4
+    refused(world, "POST", f"/orders/{oid}/queries", chain.demander, 409, json={"query": QUERY})
+    refused(world, "POST", "/computations", chain.provider, 409, json=ask(oid, 3))
+
+
+def test_a_processing_count_of_zero_is_recorded_as_refused(world: World,
+                                                           chain: Chain) -> None:
+    """Execution 1 comes with the approval itself: beyond a count of 0, its request is
+    recorded as refused (count_exhausted)."""
+    product_id = list_product(world, chain)
+    oid = place(world, chain, product_id)
+    terms = proposal(usage_policy={**policy(), "processing_count": 0})
+    world.call("POST", f"/orders/{oid}/contract", chain.operator, json=terms)
+    world.call("POST", f"/orders/{oid}/contract/acceptance", chain.demander)
+    world.call("POST", f"/orders/{oid}/contract/approvals", chain.provider)
+    world.call("POST", f"/orders/{oid}/contract/approvals", chain.operator)
+    made = recorded(world, chain.provider, "count_exhausted", ask(oid))
+    assert oid in made["reason"] and made["execution"] == 1
 
 
 def test_a_revoked_authorization_stops_new_executions(world: World, chain: Chain) -> None:

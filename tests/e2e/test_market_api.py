@@ -123,8 +123,14 @@ def test_from_product_registration_to_an_approved_contract(world: World, chain: 
     trial = world.call("POST", f"/orders/{oid}/trial", chain.operator)
     assert trial["trial_granted"] is True
 
+    assert world.call("GET", f"/orders/{oid}", chain.demander)["proposed_seq"] is None
     proposed = world.call("POST", f"/orders/{oid}/contract", chain.operator, json=proposal())
     assert proposed["state"] == "proposed"
+    # the seq of contract.proposed: a node proves the usage policy from it
+    for party in (chain.demander, chain.provider, chain.operator):
+        assert world.call("GET", f"/orders/{oid}", party)["proposed_seq"] == proposed["seqs"][0]
+    event = world.call("GET", f"/ledger/events/{proposed['seqs'][0]}", chain.provider)
+    assert (event["type"], event["originator_id"]) == ("contract.proposed", oid)
     parties = sorted([chain.provider.participant_id, chain.operator.participant_id])
     assert proposed["required_approvals"] == parties
     seen = world.call("GET", f"/orders/{oid}", chain.provider)

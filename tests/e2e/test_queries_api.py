@@ -48,7 +48,7 @@ def test_the_order_query_is_execution_one_and_the_demander_asks_for_more(
     assert (seen["query"], seen["executions"], seen["queries"]) == (QUERY, 1, [])
     assert seen["approved_seq"] is not None
 
-    second = {"field": "industry", "values": ["retail"]}
+    second = {"field": "taxpayer_id", "values": ["91110000MA03"]}
     made = world.call("POST", f"/orders/{oid}/queries", chain.demander, 201,
                       json={"query": second})
     assert set(made) == {"order_id", "execution", "seqs"}
@@ -82,12 +82,47 @@ def test_an_order_without_a_query(world: World, chain: Chain) -> None:
     assert (seen["query"], seen["executions"]) == (None, 1)
 
 
-def test_queries_over_the_processing_count_are_accepted_and_metered_at_computation(
+def test_a_query_beyond_the_processing_count_is_409_and_writes_nothing(
         world: World, chain: Chain) -> None:
-    oid = order_with(world, chain, usage_policy={**policy(), "processing_count": 1})
+    """With a processing_count of 2, execution 1 (the order's query) and a second query fill
+    it: a third is refused, and 20 more write nothing either."""
+    oid = order_with(world, chain, usage_policy={**policy(), "processing_count": 2})
     approve(world, chain, oid)
     assert world.call("POST", f"/orders/{oid}/queries", chain.demander, 201,
                       json={"query": QUERY})["execution"] == 2
+    before = head(world)
+    for _ in range(20):
+        body = refused(world, "POST", f"/orders/{oid}/queries", chain.demander, 409,
+                       json={"query": QUERY})
+        assert body["error"] == "wrong_state"
+        assert body["detail"].startswith(
+            "count_exhausted: the contract's processing_count 2 is used up"), body["detail"]
+        assert oid in body["detail"]
+    assert head(world) == before
+    seen = world.call("GET", f"/orders/{oid}", chain.demander)
+    assert (seen["executions"], len(seen["queries"])) == (2, 1)
+
+
+def test_a_query_names_only_the_product_s_key_column(world: World, chain: Chain) -> None:
+    """A query on another column (here a range of a sensitive one) is 422 naming
+    query.field, when the order is placed as when the demander asks for more."""
+    oid = order_with(world, chain)
+    approve(world, chain, oid)
+    product_id = world.call("GET", f"/orders/{oid}", chain.demander)["product_id"]
+    assert world.call("GET", f"/products/{product_id}", chain.demander)[
+        "key_column"] == "taxpayer_id"
+    other = {"field": "annual_revenue", "values": [str(v) for v in range(-100, 200)]}
+    for path, body in ((f"/orders/{oid}/queries", {"query": other}),
+                       ("/orders", {"product_id": product_id, "purpose": "p", "query": other})):
+        got = refused(world, "POST", path, chain.demander, 422, json=body)
+        assert got["field"] == "query.field"
+        assert got["detail"] == "query.field: must be the product's key column 'taxpayer_id'"
+    keyless = list_product(world, chain, key_column=None, name="SME score, no query")
+    got = refused(world, "POST", "/orders", chain.demander, 422,
+                  json={"product_id": keyless, "purpose": "p", "query": QUERY})
+    assert got["field"] == "query.field" and "declares no key column" in got["detail"]
+    world.call("POST", "/orders", chain.demander, 201,
+               json={"product_id": keyless, "purpose": "p"})
 
 
 def test_queries_need_an_approved_contract_and_the_demander(world: World, chain: Chain) -> None:

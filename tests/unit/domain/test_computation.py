@@ -25,6 +25,7 @@ from domain.computation import (
     record_failure,
     record_success,
     request_computation,
+    submit_query,
 )
 from domain.dataset import Dataset, record_data_loaded, withdraw_dataset
 from domain.errors import Forbidden, InvalidInput, NotFound, WrongState
@@ -35,16 +36,23 @@ from domain.order import (
     approve_contract,
     cancel_order,
     grant_trial,
+    place_order,
     propose_contract,
-    submit_query,
     terminate_contract,
 )
 from domain.participant import AdmissionApproved, Participant, ParticipantRegistered
-from domain.product import Product, ProductRegistered, delist_product
+from domain.product import (
+    Product,
+    ProductRegistered,
+    decide_listing,
+    delist_product,
+    request_listing,
+)
 from domain.scenario import suspend_scenario
 from events.commit import new_ledger
 from events.store import LedgerLog, open_store
 from events.url import DatabaseURL
+from tests.unit.domain.test_authorization import granted_authorization
 from tests.unit.domain.test_dataset import PROVIDER, published_dataset
 from tests.unit.domain.test_order import (
     DEMANDER,
@@ -54,9 +62,9 @@ from tests.unit.domain.test_order import (
     ordered,
     propose_kwargs,
 )
-from tests.unit.domain.test_participant import PLATFORM, REGULATOR, refused
-from tests.unit.domain.test_product import CODE_SHA256
-from tests.unit.domain.test_scenario import ADMIN, OPERATOR
+from tests.unit.domain.test_participant import PLATFORM, REGULATOR, admitted, refused
+from tests.unit.domain.test_product import CODE_SHA256, registered_product
+from tests.unit.domain.test_scenario import ADMIN, OPERATOR, approved_scenario
 from tests.unit.fakes import MemoryUnitOfWork, ctx, run
 
 SITE = "tax-bureau-datasite"
@@ -342,39 +350,89 @@ def test_refuses_bad_request_fields(override: dict[str, Any], field: str) -> Non
     assert isinstance(err, InvalidInput) and err.field == field
 
 
+def count_exhausted(uow: MemoryUnitOfWork, order_id: str) -> str:
+    """The demander's next query is refused for the processing count, writing nothing."""
+    before = {k: len(v) for k, v in uow.streams.items()}
+    err = refused(uow, WrongState, submit_query, DEMANDER, order_id,
+                  query={"field": "credit_code", "values": ["91110000MA01"]})
+    assert err.detail.startswith("count_exhausted: the contract's processing_count ")
+    assert {k: len(v) for k, v in uow.streams.items()} == before
+    return err.detail
+
+
 def test_the_processing_count_meters_requested_and_succeeded_executions_not_failed_ones(
 ) -> None:
     uow = MemoryUnitOfWork()
     order_id, first = requested(uow, {**POLICY, "processing_count": 1})
     run(uow, record_failure, PROVIDER, first, reason="node restarted")  # a failure is free
-    ask_next(uow, order_id)
-    ask_next(uow, order_id)  # asking is not metered: the computation is
+    assert ask_next(uow, order_id) == 2
+    # execution 2, asked for and not requested yet, will count: no execution 3
+    assert "executions 2)" in count_exhausted(uow, order_id)
     second = run(uow, request_computation, PROVIDER, **request_kwargs(order_id, 2))
     cid = second["computation_id"]
     run(uow, record_success, PROVIDER, cid, **success_kwargs(uow, cid))
-    out = recorded_refusal(uow, "count_exhausted", **request_kwargs(order_id, 3))
-    assert order_id in out["reason"] and "executions 2" in out["reason"]
+    detail = count_exhausted(uow, order_id)
+    assert order_id in detail and "processing_count 1 is used up" in detail
 
 
 def test_an_execution_in_flight_counts_against_the_processing_count() -> None:
-    """Two executions in flight could both succeed past the count: a requested one counts."""
+    """Two executions in flight could both succeed past the count: a requested one counts,
+    for the query asking for the next execution as for the node's request of it."""
     uow = MemoryUnitOfWork()
     order_id, first = requested(uow, {**POLICY, "processing_count": 1})
-    ask_next(uow, order_id)
-    out = recorded_refusal(uow, "count_exhausted", **request_kwargs(order_id, 2))
-    assert "1 execution(s) requested or succeeded (executions 1)" in out["reason"]
+    assert "executions 1)" in count_exhausted(uow, order_id)
     run(uow, record_success, PROVIDER, first, **success_kwargs(uow, first))
+    count_exhausted(uow, order_id)
 
 
 def test_executions_in_flight_fill_a_larger_processing_count() -> None:
     uow = MemoryUnitOfWork()
     order_id, _ = requested(uow, {**POLICY, "processing_count": 2})
-    for _ in range(2):
-        ask_next(uow, order_id)
+    assert ask_next(uow, order_id) == 2
+    assert "executions 1, 2)" in count_exhausted(uow, order_id)
     second = run(uow, request_computation, PROVIDER, **request_kwargs(order_id, 2))
     assert second["state"] == "requested"
-    out = recorded_refusal(uow, "count_exhausted", **request_kwargs(order_id, 3))
-    assert "(executions 1, 2)" in out["reason"]
+    count_exhausted(uow, order_id)
+
+
+def two_providers_approved(uow: MemoryUnitOfWork, policy: dict[str, Any]) -> str:
+    """An approved contract on a product reading a dataset of each of two providers."""
+    datasets = [published_dataset(uow), published_dataset(uow, OTHER_PROVIDER)]
+    scenario_id = approved_scenario(uow, datasets)
+    auths = [granted_authorization(uow, scenario_id, datasets[0]),
+             granted_authorization(uow, scenario_id, datasets[1], OTHER_PROVIDER)]
+    w = {"scenario_id": scenario_id, "dataset_id": datasets[0], "authorization_id": auths[0]}
+    product_id = registered_product(uow, w, authorization_ids=auths, inputs=[
+        {"dataset_id": d, "fields": ["credit_code", "tax_paid_fen"]} for d in datasets])
+    run(uow, request_listing, OPERATOR, product_id)
+    run(uow, decide_listing, PLATFORM, product_id, approve=True, comment="")
+    admitted(uow, "demander")
+    order_id: str = run(uow, place_order, DEMANDER, product_id=product_id,
+                        purpose="loans")["order_id"]
+    run(uow, propose_contract, OPERATOR, order_id, **propose_kwargs(usage_policy=policy))
+    run(uow, accept_contract, DEMANDER, order_id)
+    for party in (PROVIDER, OTHER_PROVIDER, OPERATOR):
+        run(uow, approve_contract, party, order_id)
+    return order_id
+
+
+def test_a_request_beyond_the_count_is_recorded_as_refused() -> None:
+    """The node's request is checked by the same count: with two input providers, the
+    query stands while one may still run it; the other's request is refused."""
+    uow = MemoryUnitOfWork()
+    order_id = two_providers_approved(uow, {**POLICY, "processing_count": 1})
+    first = run(uow, request_computation, PROVIDER, **request_kwargs(order_id))
+    run(uow, record_success, PROVIDER, first["computation_id"],
+        **success_kwargs(uow, first["computation_id"]))
+    theirs = run(uow, request_computation, OTHER_PROVIDER, **request_kwargs(order_id))
+    run(uow, record_failure, OTHER_PROVIDER, theirs["computation_id"], reason="oom")
+    assert ask_next(uow, order_id) == 2  # the second provider may still process once
+    out = recorded_refusal(uow, "count_exhausted", **request_kwargs(order_id, 2))
+    assert "1 execution(s) requested or succeeded (executions 1)" in out["reason"]
+    again = run(uow, request_computation, OTHER_PROVIDER, **request_kwargs(order_id, 2))
+    assert again["state"] == "requested"
+    detail = count_exhausted(uow, order_id)
+    assert "p-provider: executions 1" in detail and "p-provider-2: executions 2" in detail
 
 
 def test_a_processing_count_of_zero_allows_no_execution() -> None:

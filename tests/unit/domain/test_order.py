@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from domain.authorization import revoke_authorization
+from domain.computation import submit_query
 from domain.errors import Forbidden, InvalidInput, NotFound, WrongState
 from domain.order import (
     Order,
@@ -16,7 +17,6 @@ from domain.order import (
     grant_trial,
     place_order,
     propose_contract,
-    submit_query,
     terminate_contract,
 )
 from domain.participant import Participant
@@ -382,7 +382,7 @@ def test_the_order_query_is_execution_one_and_queries_ask_for_more() -> None:
     run(uow, approve_contract, PROVIDER, order_id)
     run(uow, approve_contract, OPERATOR, order_id)
     assert uow.get(Order, order_id).executions == 1
-    second = {"field": "taxpayer_id", "values": ["x"]}
+    second = {"field": "credit_code", "values": ["x"]}
     assert run(uow, submit_query, DEMANDER, order_id, query=second) == {
         "order_id": order_id, "execution": 2}
     assert run(uow, submit_query, DEMANDER, order_id, query=QUERY)["execution"] == 3
@@ -447,8 +447,49 @@ def test_refuses_an_invalid_query_naming_the_field(query: Any, field: str) -> No
 def test_the_largest_query_is_accepted() -> None:
     uow = MemoryUnitOfWork()
     order_id = approved(uow)
-    query = {"field": "a" * 64, "values": [f"{i:0200d}" for i in range(10_000)]}
+    query = {"field": "credit_code", "values": [f"{i:0200d}" for i in range(10_000)]}
     assert run(uow, submit_query, DEMANDER, order_id, query=query)["execution"] == 2
+
+
+def test_a_query_names_only_the_product_s_key_column() -> None:
+    """A query selects rows by the product's key column; on any other column it is no
+    access control (a range of scores would bring back every row), so it is refused."""
+    uow = MemoryUnitOfWork()
+    order_id = approved(uow)
+    product_id = uow.get(Order, order_id).product_id
+    other = {"field": "tax_paid_fen", "values": ["-100", "0", "100"]}
+    for use_case, args in ((submit_query, (order_id,)), (place_order, ())):
+        kwargs = {"product_id": product_id, "purpose": "p"} if use_case is place_order else {}
+        err = refused(uow, InvalidInput, use_case, DEMANDER, *args, query=other, **kwargs)
+        assert isinstance(err, InvalidInput) and err.field == "query.field"
+        assert err.detail == "query.field: must be the product's key column 'credit_code'"
+
+
+def test_a_product_without_a_key_column_takes_no_query() -> None:
+    uow = MemoryUnitOfWork()
+    w = ordered(uow, key_column=None)
+    assert run(uow, place_order, DEMANDER, product_id=w["product_id"], purpose="p",
+               query=None)["state"] == "placed"
+    err = refused(uow, InvalidInput, place_order, DEMANDER, product_id=w["product_id"],
+                  purpose="p", query=QUERY)
+    assert isinstance(err, InvalidInput) and err.field == "query.field"
+    assert "declares no key column: it takes no query" in err.detail
+
+
+def test_a_query_beyond_the_processing_count_is_refused_and_not_written() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = approved(uow, {**POLICY, "processing_count": 2})
+    assert run(uow, submit_query, DEMANDER, order_id, query=QUERY)["execution"] == 2
+    before = len(uow.streams[order_id])
+    err = refused(uow, WrongState, submit_query, DEMANDER, order_id, query=QUERY)
+    assert err.detail.startswith("count_exhausted: the contract's processing_count 2 is "
+                                 "used up")
+    assert err.context["processing_count"] == 2 and order_id in err.detail
+    assert len(uow.streams[order_id]) == before
+    # no processing count: asking is not limited
+    unlimited = approved(uow)
+    for n in range(2, 6):
+        assert run(uow, submit_query, DEMANDER, unlimited, query=QUERY)["execution"] == n
 
 
 # -- the product must stay usable: listed, its scenario approved, its inputs authorized ------
