@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import platform
 import re
 import resource
 import signal
@@ -41,6 +42,8 @@ MS_PRIVATE = 1 << 18
 KEPT = {"nodev": MS_NODEV, "noexec": MS_NOEXEC, "nosuid": MS_NOSUID}
 
 MNT_DETACH = 2
+#: pivot_root's number (Python has no os.pivot_root)
+NR_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41}.get(platform.machine())
 #: the devices a worker has: name -> (major, minor)
 DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9)}
 
@@ -51,8 +54,14 @@ PR_SET_NO_NEW_PRIVS = 38
 
 #: the working directory: on the private /tmp, owned by the worker's uid, mode 0700
 WORKDIR = "/tmp/work"
-#: where the exposed paths wait while their parents are hidden (removed afterwards)
-STAGE = "/tmp/.expose"
+#: where the worker's root is built (a tmpfs over the host's /tmp, in the worker's own
+#: mount namespace only) before it becomes its root
+NEW_ROOT = "/tmp"
+#: what a worker sees of the system besides the Python install: read-only
+SYSTEM = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+          "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime",
+          "/etc/timezone", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/hosts",
+          "/etc/alternatives", "/etc/mime.types", "/etc/os-release"]
 #: the environment product code sees
 ENVIRONMENT = {
     "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/nonexistent",
@@ -107,87 +116,91 @@ def mountpoints() -> list[tuple[str, int]]:
     return points
 
 
-def build_filesystem(hide: Iterable[str], expose: Iterable[str], uid: int,
+def build_filesystem(expose: Iterable[str], hide: Iterable[str], uid: int,
                      tmp_bytes: int) -> None:
-    """The worker's view of the files, in a new mount namespace (root, before the drop):
+    """Give this process (root, in a new mount namespace, before the drop) the worker's view
+    of the files, and make it its root (``pivot_root``; the host's tree is detached):
 
-    everything read-only; an empty read-only tmpfs over each ``hide`` path (an empty file
-    over a hidden file) and over /run and /var/tmp, except the ``expose`` paths (the Python
-    install) under them, which stay visible, read-only; a private tmpfs on /tmp
-    (``tmp_bytes``); a minimal /dev; the working dir :data:`WORKDIR`, owned by ``uid``."""
+    an empty read-only root holding only the ``expose`` paths, bound read-only (the system's
+    /usr, /lib..., a few files of /etc, the Python install and its venv), minus the ``hide``
+    paths inside them (an empty tmpfs over a directory, /dev/null over a file); a private
+    tmpfs on /tmp (``tmp_bytes``) with the working dir :data:`WORKDIR` owned by ``uid``; a
+    minimal /dev; an empty /proc for the worker's own."""
     os.umask(0o022)
     mount(None, "/", None, MS_REC | MS_PRIVATE)
+    mount("tmpfs", NEW_ROOT, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+    exposed = _top_level(expose)
+    for path in exposed:
+        _expose(path)
+    for path in hide:
+        if any(_within(path, top) for top in exposed):
+            _hide(NEW_ROOT + path)
     for point, flags in mountpoints():
-        try:
-            mount(None, point, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | flags)
-        except OSError:
-            if point == "/":
-                raise  # the rest may be hidden under another mount: unreachable anyway
-    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_bytes},mode=1777")
-    staged = _stage(list(expose))
-    hides = sorted({*hide, "/run", "/var/tmp"})
-    hidden = [path for path in hides if _hide(path)]
-    for path, stage in staged.items():
-        if any(_within(path, h) for h in hidden):
-            os.makedirs(path, 0o755, exist_ok=True)
-            mount(stage, path, None, MS_MOVE)
-        else:
-            _check(LIBC.umount2(os.fsencode(stage), ctypes.c_int(MNT_DETACH)), f"umount {stage}")
-        os.rmdir(stage)
-    hidden += [path for path in hides if any(_within(path, e) for e in staged) and _hide(path)]
-    for path in hidden:
-        if os.path.isdir(path):
-            mount(None, path, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    os.rmdir(STAGE)
-    _minimal_dev(min(tmp_bytes, 16 << 20))
-    os.mkdir(WORKDIR, 0o700)
-    os.chown(WORKDIR, uid, uid)
+        if point.startswith(NEW_ROOT + "/"):
+            mount(None, point, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV
+                  | flags)
+    for name in ("proc", "dev", "tmp"):
+        os.makedirs(f"{NEW_ROOT}/{name}", 0o755, exist_ok=True)
+    mount("tmpfs", f"{NEW_ROOT}/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_bytes},mode=1777")
+    os.mkdir(NEW_ROOT + WORKDIR, 0o700)
+    os.chown(NEW_ROOT + WORKDIR, uid, uid)
+    _minimal_dev(f"{NEW_ROOT}/dev", min(tmp_bytes, 16 << 20))
+    mount(None, NEW_ROOT, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    os.chdir(NEW_ROOT)
+    if NR_PIVOT_ROOT is None:
+        raise OSError(f"pivot_root: its number on {platform.machine()} is not known here")
+    _check(LIBC.syscall(ctypes.c_long(NR_PIVOT_ROOT), b".", b"."), "pivot_root")
+    _check(LIBC.umount2(b".", ctypes.c_int(MNT_DETACH)), "detach the old root")
+    os.chdir("/")
 
 
-def _minimal_dev(shm_bytes: int) -> None:
-    """A /dev of its own, read-only: null, zero, full, random, urandom, the fd links and a
-    private /dev/shm; none of the host's other devices (disks, kmsg, fuse, tun...)."""
-    mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=0755")
-    for name, (major, minor) in DEVICES.items():
-        os.mknod(f"/dev/{name}", stat.S_IFCHR | 0o666, os.makedev(major, minor))
-        os.chmod(f"/dev/{name}", 0o666)
-    for name, target in {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
-                         "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"}.items():
-        os.symlink(target, f"/dev/{name}")
-    os.mkdir("/dev/shm")
-    mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-          f"size={shm_bytes},mode=1777")
-    mount(None, "/dev", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC)
-
-
-def _stage(expose: list[str]) -> dict[str, str]:
-    """Bind each path to expose, read-only, under :data:`STAGE` before anything is hidden."""
-    os.mkdir(STAGE, 0o700)
-    staged = {}
-    for i, path in enumerate(expose):
-        stage = f"{STAGE}/{i}"
-        os.mkdir(stage)
-        mount(path, stage, None, MS_BIND | MS_REC)
-        mount(None, stage, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID)
-        staged[path] = stage
-    return staged
+def _top_level(paths: Iterable[str]) -> list[str]:
+    """The paths that exist, without those inside another one."""
+    found = sorted({p for p in paths if os.path.lexists(p)})
+    return [p for p in found if not any(_within(p, q) and p != q for q in found)]
 
 
 def _within(path: str, top: str) -> bool:
     return path == top or path.startswith(top.rstrip("/") + "/")
 
 
-def _hide(path: str) -> bool:
-    """Cover ``path`` if this view has it: a tmpfs over a directory (writable until
-    :func:`build_filesystem` is done), /dev/null over a file. Whether it was covered."""
+def _expose(path: str) -> None:
+    """Make ``path`` appear under :data:`NEW_ROOT`: a symlink as the same symlink, a
+    directory or a file bound (read-only once the view is complete)."""
+    target = NEW_ROOT + path
+    os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
+    if os.path.islink(path):
+        os.symlink(os.readlink(path), target)
+    elif os.path.isdir(path):
+        os.mkdir(target, 0o755)
+        mount(path, target, None, MS_BIND | MS_REC)
+    else:
+        Path(target).touch(0o644)
+        mount(path, target, None, MS_BIND)
+
+
+def _hide(path: str) -> None:
     if os.path.isdir(path) and not os.path.islink(path):
-        mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=64k,mode=0755")
-        return True
-    if os.path.lexists(path) and not os.path.islink(path):
+        mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+              "size=4k,mode=0555")
+    elif os.path.lexists(path) and not os.path.islink(path):
         mount("/dev/null", path, None, MS_BIND)
-        mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC)
-        return True
-    return False
+
+
+def _minimal_dev(dev: str, shm_bytes: int) -> None:
+    """A /dev of its own, read-only: null, zero, full, random, urandom, the fd links and a
+    private /dev/shm; none of the host's other devices (disks, kmsg, fuse, tun...)."""
+    mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=0755")
+    for name, (major, minor) in DEVICES.items():
+        os.mknod(f"{dev}/{name}", stat.S_IFCHR | 0o666, os.makedev(major, minor))
+        os.chmod(f"{dev}/{name}", 0o666)
+    for name, target in {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
+                         "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"}.items():
+        os.symlink(target, f"{dev}/{name}")
+    os.mkdir(f"{dev}/shm")
+    mount("tmpfs", f"{dev}/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+          f"size={shm_bytes},mode=1777")
+    mount(None, dev, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC)
 
 
 def mount_proc() -> None:

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Self
 
-from .confine import ENVIRONMENT
+from .confine import ENVIRONMENT, NEW_ROOT
 from .errors import CodeRaised, SandboxUnavailable
 from .job import Result, conduct
 from .limits import Limits
@@ -33,9 +33,9 @@ PROBE = ("import sys; sys.path.insert(0, sys.argv[1]); "
 class Sandbox:
     """Warm, confined, single-use workers for product code; see docs/SANDBOX.md.
 
-    ``hide``: directories (or files) the workers must not see, e.g. the node's directory
-    (credential files, datasite state); the homes and the ``var/`` of the repository and of
-    the working directory are hidden too. ``uids``: the unprivileged uids workers get, one
+    A worker sees the system's files and the Python install only; ``hide``: directories (or
+    files) in there it must not see all the same (the repository's and the working
+    directory's ``var/`` too). ``uids``: the unprivileged uids workers get, one
     per live worker, leased machine-wide. Starts ``warm`` workers and returns once one is
     ready; SandboxUnavailable if none can be."""
 
@@ -50,7 +50,11 @@ class Sandbox:
         self.hide = hidden_paths(hide)
         config = {"limits": self.limits.as_json(), "hide": [str(p) for p in self.hide],
                   "expose": [str(p) for p in exposed_paths()], "drop_paths": [str(ROOT)]}
-        self._pool = Pool(self.limits, warm, config, Uids(uids, lock_directory()))
+        try:
+            leases = lock_directory()
+        except OSError as exc:
+            raise SandboxUnavailable(f"no directory for the uid leases: {exc}") from None
+        self._pool = Pool(self.limits, warm, config, Uids(uids, leases))
         self._pool.start()
 
     @staticmethod
@@ -114,23 +118,24 @@ class Sandbox:
 
 def hidden_paths(hide: Iterable[Path | str]) -> list[Path]:
     """The paths workers must not see, resolved: ``hide`` (each must exist: a worker's view
-    is fixed when it starts), the homes (/root, /home: keys, tokens, shell histories) and the
-    ``var/`` of the repository and of the working directory (hidden once they exist). The
-    Python install stays visible inside them (:func:`exposed_paths`)."""
+    is fixed when it starts) and the ``var/`` of the repository and of the working
+    directory. A worker sees only the system's files and the Python install anyway
+    (``confine.SYSTEM``, :func:`exposed_paths`); these are hidden where they fall inside."""
     paths = set()
     for given in hide:
         path = Path(given).resolve()
         if not path.exists():
             raise ValueError(f"cannot hide {path}: it does not exist")
         paths.add(path)
-    paths |= {p.resolve() for p in (Path("/root"), Path("/home"), ROOT / "var",
-                                    Path.cwd() / "var")}
-    if Path("/") in paths:
-        raise ValueError("hiding / would hide everything")
+    paths |= {(ROOT / "var").resolve(), (Path.cwd() / "var").resolve()}
     return sorted(paths)
 
 
 def exposed_paths() -> list[Path]:
-    """What a worker must read even inside a hidden path: the Python install and the venv."""
+    """The Python install and the venv, which a worker reads (besides the system's files).
+    SandboxUnavailable if one lies under /tmp, where the worker's root is built."""
     paths = sorted({Path(p).resolve() for p in (sys.base_prefix, sys.prefix, sys.exec_prefix)})
+    for path in paths:
+        if path == Path(NEW_ROOT) or Path(NEW_ROOT) in path.parents:
+            raise SandboxUnavailable(f"the Python install {path} lies under {NEW_ROOT}")
     return [p for p in paths if not any(q in p.parents for q in paths)]

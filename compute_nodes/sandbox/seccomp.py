@@ -15,6 +15,7 @@ import ctypes
 import errno
 import platform
 import struct
+from pathlib import Path
 
 AUDIT_ARCH_X86_64 = 0xC000003E
 RET_KILL_PROCESS = 0x80000000
@@ -53,6 +54,12 @@ def supported() -> str | None:
     """None if the filter can be built here, else why not."""
     if platform.machine() != "x86_64":
         return f"seccomp filter: only x86_64 is described, not {platform.machine()}"
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        status = ""
+    if "\nSeccomp:" not in status:
+        return "seccomp filter: this kernel has no seccomp"
     return None
 
 

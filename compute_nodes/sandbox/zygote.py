@@ -2,8 +2,8 @@
 of the node's, that imported pandas and numpy once and forks a confined worker on request.
 
 Per worker it forks an intermediate process (root, in the node's pid namespace) that moves
-into new namespaces, builds the worker's file view (``confine.build_filesystem``) and forks
-the worker, pid 1 of its new pid namespace. The worker mounts its /proc, closes every
+into new namespaces, builds the worker's file view and makes it its root
+(``confine.build_filesystem``) and forks the worker, pid 1 of its new pid namespace. The worker mounts its /proc, closes every
 inherited descriptor, sets its rlimits, drops to its uid, installs the seccomp filter and
 says it is ready; then it takes one job (``worker.serve``) and exits, and every process of
 its namespace dies with it. The intermediate reports the worker's end (signal, exit code,
@@ -139,7 +139,7 @@ def _intermediate(config: dict[str, Any], uid: int, zygote: int,
     status = socket.socket(fileno=status_fd)
     try:
         confine.unshare()
-        confine.build_filesystem(config["hide"], config["expose"], uid,
+        confine.build_filesystem([*confine.SYSTEM, *config["expose"]], config["hide"], uid,
                                  int(config["limits"]["tmp_bytes"]))
         lifeline, keep = os.pipe()
         pid = os.fork()

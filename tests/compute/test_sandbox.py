@@ -75,9 +75,21 @@ def node_dir() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def sandbox(node_dir: Path) -> Iterator[Sandbox]:
+def in_venv() -> Iterator[Path]:
+    """A directory inside what a worker does see (the venv), with a world-readable secret:
+    ``hide`` must cover it all the same."""
+    path = Path(tempfile.mkdtemp(prefix="dataledger-sandbox-test-", dir=sys.prefix))
+    path.chmod(0o755)
+    (path / "secret.json").write_text(json.dumps({"token": TOKEN}))
+    (path / "secret.json").chmod(0o644)
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.fixture(scope="module")
+def sandbox(node_dir: Path, in_venv: Path) -> Iterator[Sandbox]:
     _confinement()
-    box = Sandbox(limits=Limits(wall_time_s=20), warm=2, hide=[node_dir], uids=UIDS)
+    box = Sandbox(limits=Limits(wall_time_s=20), warm=2, hide=[node_dir, in_venv], uids=UIDS)
     yield box
     box.close()
 
@@ -187,27 +199,37 @@ def test_the_code_must_be_exactly_one_function(sandbox: Sandbox) -> None:
 # -- what must not get out ------------------------------------------------------------
 
 
-def test_credential_files_of_a_hidden_directory_are_not_there(sandbox: Sandbox,
-                                                              node_dir: Path) -> None:
+def test_credential_files_of_the_node_are_not_there(sandbox: Sandbox, node_dir: Path,
+                                                     in_venv: Path) -> None:
     seen = run(sandbox, f"""
         import glob, os
         found = {{}}
         for path in [{str(node_dir / 'providers' / 'tax-bureau.json')!r},
-                     {str(node_dir / 'datasite.json')!r}]:
+                     {str(node_dir / 'datasite.json')!r}, {str(in_venv / 'secret.json')!r},
+                     {str(ROOT / 'pyproject.toml')!r}]:
             try:
                 found[path] = open(path).read()
             except OSError as exc:
                 found[path] = type(exc).__name__
-        found["listing"] = os.listdir({str(node_dir)!r})
+        for path in [{str(node_dir)!r}, {str(in_venv)!r}, {str(ROOT)!r}, "/srv", "/var"]:
+            try:
+                found[path] = os.listdir(path)
+            except OSError as exc:
+                found[path] = type(exc).__name__
+        found["glob"] = glob.glob({str(sys.prefix)!r} + "/*/*.json")
         found["mount"] = [line.split() for line in open("/proc/self/mountinfo")
-                          if line.split()[4] == {str(node_dir)!r}]
-        found["glob"] = glob.glob({str(node_dir)!r} + "/**/*.json", recursive=True)
+                          if line.split()[4] == {str(in_venv)!r}]
+        found["venv"] = os.path.exists({str(Path(sys.prefix) / 'pyvenv.cfg')!r})
         return found
     """)
     assert TOKEN not in json.dumps(seen) and MEMORY_TOKEN not in json.dumps(seen)
-    assert seen["listing"] == [] and seen["glob"] == []
+    assert seen[str(node_dir)] == "FileNotFoundError"  # outside what a worker sees at all
+    assert seen[str(ROOT)] == [Path(sys.prefix).name] and seen["/srv"] == "FileNotFoundError"
+    assert seen[str(ROOT / "pyproject.toml")] == "FileNotFoundError"
+    assert seen[str(in_venv)] == [] and seen["venv"] is True  # hidden inside what it sees
     [mount] = seen["mount"]  # an empty tmpfs, read-only
     assert mount[5].startswith("ro,") and mount[mount.index("-") + 1] == "tmpfs"
+    assert not any(str(node_dir) in path or str(in_venv) in path for path in seen["glob"])
     healthy(sandbox)
 
 
@@ -298,7 +320,8 @@ def test_no_network_not_even_the_loopback(sandbox: Sandbox, listener: tuple[int,
 def test_writes_outside_its_directory_fail_or_vanish(sandbox: Sandbox, node_dir: Path) -> None:
     name = "sandbox-probe-" + secrets.token_hex(4)
     targets = [ROOT / name, node_dir / name, Path("/var/tmp") / name, Path("/tmp") / name,
-               Path("/dev/shm") / name, Path("/run") / name, Path.home() / name]
+               Path("/dev/shm") / name, Path("/run") / name, Path.home() / name,
+               Path(sys.prefix) / name, Path("/usr/local") / name, Path("/etc") / name]
     seen = run(sandbox, f"""
         done = {{}}
         for path in {[str(t) for t in targets]!r} + ["here.txt"]:

@@ -236,11 +236,9 @@ os.write(1, b"kept")
 
 def test_hidden_paths_must_exist_and_the_install_stays_exposed(tmp_path: Path) -> None:
     assert tmp_path in hidden_paths([tmp_path])
-    assert {Path("/root"), Path("/home")} <= set(hidden_paths([]))
+    assert ROOT / "var" in hidden_paths([])
     with pytest.raises(ValueError, match="does not exist"):
         hidden_paths([tmp_path / "missing"])
-    with pytest.raises(ValueError, match="everything"):
-        hidden_paths(["/"])
     exposed = exposed_paths()
     assert Path(sys.prefix).resolve() in exposed or any(
         p in Path(sys.prefix).resolve().parents for p in exposed)
