@@ -22,6 +22,7 @@ Settings from the environment:
     DATALEDGER_NODE_DATASITE_NAME  (optional, default "provider-datasite")
     DATALEDGER_NODE_DATASITE_PASSWORD  (optional) the datasite admin's password
     DATALEDGER_NODE_POLL_SECONDS   (optional, default 2) pause when the log has nothing new
+    DATALEDGER_NODE_PARALLEL       (optional, default 4) executions at once
     DATALEDGER_NODE_NATS_URL       (optional) as --nats
     DATALEDGER_NODE_NATS_STREAM    (optional, default LEDGER) as --stream
     DATALEDGER_NODE_NATS_DURABLE   (optional, default compute-<participant id>) as --durable
@@ -60,6 +61,8 @@ def data_dir() -> Path:
 def _node() -> tuple[Any, Any]:
     from compute_nodes import datasite
     from compute_nodes.node import ComputeNode
+    from compute_nodes.runs import PARALLEL
+    from compute_nodes.sandbox import Sandbox
     from compute_nodes.trust import Trust
 
     trust = Trust.from_file(_env("DATALEDGER_NODE_TRUST_FILE"))
@@ -72,8 +75,10 @@ def _node() -> tuple[Any, Any]:
         admin = site.admin()
         runner_password = password or "node-runner-pass"
         runner = datasite.data_scientist(site, admin, RUNNER_EMAIL, runner_password)
+        sandbox = Sandbox(hide=[data_dir().resolve()])
         node = ComputeNode(_env("DATALEDGER_NODE_PLATFORM_URL"), _env("DATALEDGER_NODE_TOKEN"),
-                           admin, runner, name, trust)
+                           (admin, runner, name), trust, sandbox,
+                           parallel=int(_env("DATALEDGER_NODE_PARALLEL", str(PARALLEL))))
     except BaseException:
         site.land()
         raise
@@ -130,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        node.close()
+        node.executor.sandbox.close()
         site.land()
 
 

@@ -2,7 +2,10 @@
 
 Runs only inside the compute environment (``compute_nodes/setup-env``): it imports ``syft``,
 which the ledger server never does (what PySyft needs around it, quiet stdout, identity,
-HTTP timeouts, the type of what user code raised, is in ``syft_support.py``). The node calls:
+HTTP timeouts, is in ``syft_support.py``). PySyft keeps its role, the assets with their
+mock/private split and the code requests bound to the ledger; the product's code itself
+never runs in the datasite's process nor the node's, but in the sandbox
+(``compute_nodes/sandbox``). The node calls:
 
 - ``launch(name, port=None, data_dir=...)``: a datasite in this process (``port=None``) or a
   uvicorn child process serving HTTP on ``127.0.0.1:port``; ``Datasite.land()`` stops it.
@@ -17,10 +20,12 @@ HTTP timeouts, the type of what user code raised, is in ``syft_support.py``). Th
   recorded when it was loaded (the asset's content hash the node reports).
 - ``request_exists(client, function_name, request_key)``: whether any code was ever requested
   under that key (an audit: a refused execution never reached the datasite).
-- ``approve_and_run(admin, request_id, runner=...)``: approve the request and run the code
-  on the private data; once the execution count is used up, the recorded result is returned
-  again without running the code (PySyft 0.9.5 itself would run it again, see below).
-- ``run_on_mock(client, code_source, function_name, dataset_ids)``: the trial, on mock rows.
+- ``prepare_run(admin, request_id, dataset_ids)``: approve the request; its recorded result
+  if it ran, else the stored code and its private input tables for the sandbox;
+  ``deposit(admin, request_id, value)`` records the sandbox's result as the request's output
+  (``approve_and_run`` does the three steps).
+- ``mock_inputs``/``run_on_mock(client, code_source, function_name, dataset_ids, sandbox)``:
+  the trial, on mock rows, in the sandbox.
 
 PySyft 0.9.5 facts this module relies on or works around:
 
@@ -28,9 +33,10 @@ PySyft 0.9.5 facts this module relies on or works around:
   each request gets its own function name, ``<function_name>_<sha256(request_key)[:16]>``
   (``syft_function(name=...)`` rewrites the ``def`` line).
 - ``UserCodeService.is_execution_allowed`` ignores the boolean from ``OutputPolicy.is_valid``
-  (PySyft issue #9391): past the count the function simply runs again. Counts are the ledger
-  check's job; ``approve_and_run`` only avoids running the same request twice.
-- An admin caller bypasses input and output policies and records no output history.
+  (PySyft issue #9391). Counts are the ledger check's job; the recorded output only keeps
+  the same request from running twice.
+- ``Request.deposit_result`` prompts on stdin for a datasite that is not a low-side one, so
+  ``deposit`` stores the output the way its low-side branch does.
 - Launching a server sets the root logger's level; ``launch`` puts it back.
 """
 
@@ -61,14 +67,13 @@ from syft.service.request.request import RequestStatus
 from syft.types.errors import SyftException
 from syft.types.uid import UID
 
+from compute_nodes.sandbox import Sandbox
 from compute_nodes.syft_support import (
     bound_http,
-    exception_type,
     quiet,
     server_identity,
     signing_key,
     temp_root,
-    user_code_errors,
 )
 
 LOOPBACK = "127.0.0.1"
@@ -100,16 +105,8 @@ class DatasetMissingError(DatasetError):
 
 
 class ComputationError(ComputeNodeError):
-    """The datasite refused to run the code, or the code raised.
-
-    ``kind``: the type name of the exception the code raised, when it is known (the trial
-    runs here; on the private data PySyft tells its caller only that the code raised, and
-    the type is read from the datasite's own log of it when that datasite runs in this
-    process); None otherwise. The message may quote the data: keep it local."""
-
-    def __init__(self, message: str, kind: str | None = None) -> None:
-        super().__init__(message)
-        self.kind = kind
+    """The datasite holds no usable result of a request (the code itself runs in the
+    sandbox, whose errors are ``compute_nodes.sandbox``'s)."""
 
 
 Client = Any  # syft.client.datasite_client.DatasiteClient
@@ -337,59 +334,91 @@ def mock_hashes(client: Client, dataset_ids: str | Sequence[str]) -> dict[str, s
     return out
 
 
-@_unavailable_on_http_errors
-def approve_and_run(admin: Client, request_id: str, runner: Client | None = None) -> Any:
-    """Approve the request and run its code on the private data; return the result.
+@dataclass(frozen=True)
+class Run:
+    """What an approved request runs: the code the datasite stored and its private inputs
+    (one table per parameter, in order)."""
 
-    ``runner`` is the client that submitted (the normal case): the run then goes through
-    the input and output policies and is recorded, and once ``executions`` runs are
-    recorded the last result is returned again without running. With ``runner=None`` the
-    admin runs it: PySyft then checks no policy and records nothing (every call runs).
-    """
+    code_source: str
+    function_name: str
+    inputs: list[pd.DataFrame]
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """The request already ran: the result it recorded."""
+
+    value: Any
+
+
+@_unavailable_on_http_errors
+def prepare_run(admin: Client, request_id: str, dataset_ids: Sequence[str]) -> Run | Recorded:
+    """Approve the request; its recorded result if it ran, else what to run (the stored
+    code and the private tables its input policy binds, in parameter order).
+
+    The code runs in the sandbox (``compute_nodes/sandbox``), never in the datasite's
+    process; :func:`deposit` then records its result as the request's output."""
+    ids = _ids(dataset_ids)
     with quiet():
         request = admin.api.services.request.get_by_uid(UID(request_id))
         code = request.code
         if request.status != RequestStatus.APPROVED:
             request.approve(disable_warnings=True)
-        kwargs = {
-            param: uid
-            for inputs in code.input_policy_init_kwargs.values()
-            for param, uid in inputs.items()
-        }
         previous = _recorded_result(admin, code)
         if previous is not None:
-            return previous[0]
-        caller = admin if runner is None else runner
-        with user_code_errors(str(code.service_func_name)) as logged:
-            try:
-                pointer = caller.api.services.code.call(uid=code.id, **kwargs)
-                return _value(pointer)
-            except SyftException as exc:
-                text = "\n".join([str(exc), *logged])
-                raise ComputationError(text, exception_type(text)) from exc
-            except ComputationError as exc:
-                text = "\n".join([str(exc), *logged])
-                raise ComputationError(text, exception_type(text)) from exc
+            return Recorded(previous[0])
+        source = str(code.raw_code)
+        name = str(code.service_func_name)
+        params = parameters(source, name, inputs=len(ids))
+        bound = {p: uid for i in code.input_policy_init_kwargs.values() for p, uid in i.items()}
+        frames = []
+        for param, dataset_id in zip(params, ids, strict=True):
+            asset = _asset(admin, dataset_id)
+            if bound.get(param) != asset.action_id:
+                raise DatasetError(f"{name}: parameter {param} is not bound to {dataset_id}")
+            frames.append(_table(asset.data, dataset_id))
+    return Run(source, name, frames)
 
 
 @_unavailable_on_http_errors
-def run_on_mock(client: Client, code_source: str, function_name: str,
-                dataset_ids: str | Sequence[str]) -> Any:
-    """The trial: run the code here on the datasets' mock rows only; return the result."""
-    ids = _ids(dataset_ids)
-    function, params = function_from_source(code_source, function_name, inputs=len(ids))
-    mocks = {}
-    for param, dataset_id in zip(params, ids, strict=True):
-        mock = _asset(client, dataset_id).mock
-        if not isinstance(mock, pd.DataFrame):
-            raise DatasetError(f"mock of {dataset_id} is a {type(mock).__name__}, not a table")
-        mocks[param] = mock
+def deposit(admin: Client, request_id: str, value: Any) -> None:
+    """Record ``value`` as the output of the request (PySyft's output history), so the
+    request is never run again: :func:`prepare_run` answers it as :class:`Recorded`."""
     with quiet():
-        syft_function = sy.syft_function()(function)  # the parse the datasite will do
-        try:
-            return syft_function.local_call(**mocks)
-        except Exception as exc:
-            raise ComputationError(f"{type(exc).__name__}: {exc}", type(exc).__name__) from exc
+        request = admin.api.services.request.get_by_uid(UID(request_id))
+        code = request.code
+        output = request._create_action_object_for_deposited_result(value)
+        inputs = {p: uid for i in code.input_policy_init_kwargs.values() for p, uid in i.items()}
+        admin.api.services.code.store_execution_output(
+            user_code_id=code.id, outputs=output, input_ids=inputs)
+
+
+def approve_and_run(admin: Client, request_id: str, dataset_ids: Sequence[str],
+                    sandbox: Sandbox) -> Any:
+    """Approve the request, run it in ``sandbox`` unless it ran, record and return the
+    result (the executor does the same in steps, the sandbox outside its datasite lock)."""
+    prepared = prepare_run(admin, request_id, dataset_ids)
+    if isinstance(prepared, Recorded):
+        return prepared.value
+    value = sandbox.run(prepared.code_source, prepared.function_name, prepared.inputs).value
+    deposit(admin, request_id, value)
+    return value
+
+
+@_unavailable_on_http_errors
+def mock_inputs(client: Client, code_source: str, function_name: str,
+                dataset_ids: str | Sequence[str]) -> list[pd.DataFrame]:
+    """The trial's inputs: the datasets' mock rows, one table per parameter."""
+    ids = _ids(dataset_ids)
+    parameters(code_source, function_name, inputs=len(ids))
+    return [_table(_asset(client, dataset_id).mock, dataset_id) for dataset_id in ids]
+
+
+def run_on_mock(client: Client, code_source: str, function_name: str,
+                dataset_ids: str | Sequence[str], sandbox: Sandbox) -> Any:
+    """The trial: run the code in ``sandbox`` on the datasets' mock rows only."""
+    inputs = mock_inputs(client, code_source, function_name, dataset_ids)
+    return sandbox.run(code_source, function_name, inputs).value
 
 
 def request_function_name(function_name: str, request_key: str) -> str:
@@ -397,15 +426,11 @@ def request_function_name(function_name: str, request_key: str) -> str:
     return f"{function_name}_{hashlib.sha256(request_key.encode()).hexdigest()[:16]}"
 
 
-def function_from_source(code_source: str, function_name: str,
-                         inputs: int | None = None) -> tuple[Callable[..., Any], list[str]]:
-    """Define the function from its source text; return it and its parameters' names.
+def parameters(code_source: str, function_name: str, inputs: int | None = None) -> list[str]:
+    """The parameters of the code's one function, read without running anything.
 
     The source must be exactly one undecorated ``def function_name(a, b, ...):`` with one
-    plain parameter per input (``inputs`` of them, if given; imports go inside the body):
-    PySyft keeps only the function's own lines, which it reads back with
-    ``inspect.getsource``, so the text is registered in ``linecache``. Annotations are not
-    evaluated; defining the function runs none of its code.
+    plain parameter per input (``inputs`` of them, if given; imports go inside the body).
     """
     try:
         tree = ast.parse(code_source)
@@ -424,6 +449,20 @@ def function_from_source(code_source: str, function_name: str,
     if inputs is not None and len(params) != inputs:
         raise CodeSourceError(f"the function takes {len(params)} argument(s); the product "
                               f"has {inputs} input(s), bound by position")
+    return params
+
+
+def function_from_source(code_source: str, function_name: str,
+                         inputs: int | None = None) -> tuple[Callable[..., Any], list[str]]:
+    """Define the function from its source text (checked by :func:`parameters`) for
+    PySyft's code request; return it and its parameters' names.
+
+    PySyft keeps only the function's own lines, which it reads back with
+    ``inspect.getsource``, so the text is registered in ``linecache``. Annotations are not
+    evaluated, defaults and decorators are refused: defining the function runs none of its
+    code. The function is never called here: it runs in the sandbox.
+    """
+    params = parameters(code_source, function_name, inputs)
     filename = f"<dataledger-code-{hashlib.sha256(code_source.encode()).hexdigest()[:16]}>"
     linecache.cache[filename] = (
         len(code_source), None, code_source.splitlines(keepends=True), filename,
@@ -504,6 +543,12 @@ def _asset(client: Client, dataset_id: str) -> Any:
         raise DatasetMissingError(f"no dataset {dataset_id} on this datasite")
     with quiet():
         return dataset.assets[ASSET_NAME]
+
+
+def _table(value: Any, dataset_id: str) -> pd.DataFrame:
+    if not isinstance(value, pd.DataFrame):
+        raise DatasetError(f"{dataset_id} holds a {type(value).__name__}, not a table")
+    return value
 
 
 def _find_request(client: Client, service_name: str, stored_code: str) -> str | None:

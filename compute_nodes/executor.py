@@ -6,8 +6,16 @@ the ledger checks the policies (approved contract, code hash, processing count, 
 authorizations) and records a refusal itself as ``computation.failed``: the node then runs
 nothing. Code whose SHA-256 is not the one ``product.registered`` proves never runs (the
 ledger records ``code_hash_mismatch``, or the node records it itself if the ledger
-accepted). With a query ``{"field", "values"}`` only the result rows whose ``field`` is one
-of ``values`` are reported.
+accepted). The code runs in the sandbox (``compute_nodes/sandbox``), one confined process
+per execution, on the inputs the datasite hands over; with a query ``{"field", "values"}``
+only the result rows whose ``field`` is one of ``values`` are kept, and the output must meet
+the product's and the contract's terms (``compute_nodes/output_contract.py``) before it is
+reported.
+
+An execution is done in two steps: :meth:`Executor.prepare` (ask the ledger, run, check:
+nothing is reported yet, so it may start before the event is proven) and
+:meth:`Executor.release` (report the result or the failure). PySyft calls are made under
+one lock (its clients are not made for threads); the sandbox runs outside it.
 
 Exactly once: the ledger's computation id is derived from (contract, execution, provider)
 (``POST /computations`` answers the existing one), the datasite request key is
@@ -19,7 +27,8 @@ failed with the reason. An input dataset not on the datasite yet (the provider h
 loaded it) is waited for, the event handled again, up to ``DATASET_WAIT_S`` from the first
 time the node met the execution; then the failure is recorded. The reason recorded for an
 execution on the private data never quotes it: the product's code failing is recorded as
-``code_failed`` with the exception's type, the details go to the node's own log.
+``code_failed`` with the exception's type; the details and what the code printed go to the
+provider's private log (``compute_nodes/logs.py``), never to the node's output.
 """
 
 from __future__ import annotations
@@ -27,17 +36,28 @@ from __future__ import annotations
 import ast
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from client.platform import PlatformError
 from compute_nodes import datasite
+from compute_nodes.logs import private_log
 from compute_nodes.outcome import NodeError, Outcome
+from compute_nodes.output_contract import OutputContract, OutputViolation
 from compute_nodes.platform import NodePlatform
 from compute_nodes.result_rows import ResultError, apply_query, to_json_result
+from compute_nodes.sandbox import (
+    CodeRaised,
+    LimitExceeded,
+    OutputRefused,
+    Sandbox,
+    SandboxError,
+    SandboxUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,24 +80,46 @@ class Job:
     registered_seq: int  # the seq of that product.registered
     inputs: list[str]  # this provider's input datasets, in product order
     query: dict[str, Any] | None
+    terms: OutputContract = field(default_factory=OutputContract)
+    #: the fields the product names of each input (product.registered), in input order:
+    #: the code is handed these columns only
+    columns: tuple[tuple[str, ...], ...] = ()
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.contract_id, self.execution
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An execution that ran and was checked, not reported yet: its result, or the
+    failure to record (``reason`` public, ``detail`` for the node's own logs)."""
+
+    computation_id: str
+    value: Any = None
+    rows: int = 0
+    hashes: dict[str, str] = field(default_factory=dict)
+    reason: str | None = None
+    detail: str = ""
 
 
 class Executor:
     """Runs jobs on one datasite (its admin and the account that submits code requests)
-    and reports each to the ledger."""
+    and the sandbox, and reports each to the ledger."""
 
     retries = RETRIES
 
-    def __init__(self, platform: NodePlatform, admin: Any, runner: Any, datasite_name: str, *,
-                 backoff_s: float = BACKOFF_S, sleep: Callable[[float], Any] = time.sleep,
+    def __init__(self, platform: NodePlatform, site: tuple[Any, Any, str], sandbox: Sandbox,
+                 *, backoff_s: float = BACKOFF_S, sleep: Callable[[float], Any] = time.sleep,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.platform = platform
-        self.admin = admin
-        self.runner = runner
-        self.datasite_name = datasite_name
+        #: the datasite: its admin client, the client that submits code requests, its name
+        self.admin, self.runner, self.datasite_name = site
+        self.sandbox = sandbox
         self.backoff_s = backoff_s
         self.sleep = sleep
         self.clock = clock
+        self.pysyft = threading.Lock()
         #: (contract, execution) -> when this node first met it (``clock``), while unsettled
         self._met: dict[tuple[str, int], float] = {}
 
@@ -88,7 +130,8 @@ class Executor:
     def load(self, dataset_id: str, private_path: str | Path,
              mock_path: str | Path) -> dict[str, Any]:
         """Put a dataset's private data and mock on the datasite; record it on the ledger."""
-        info = datasite.load_dataset(self.admin, dataset_id, private_path, mock_path)
+        with self.pysyft:
+            info = datasite.load_dataset(self.admin, dataset_id, private_path, mock_path)
         mock_rows = len(datasite.read_table(Path(mock_path)))
         body = {"rows": info["rows"],
                 "schema": [{"name": k, "type": v} for k, v in info["schema"].items()],
@@ -98,14 +141,12 @@ class Executor:
 
     def run(self, job: Job) -> Outcome:
         """Request the computation, run it unless the ledger refused, report the result."""
-        met = (job.contract_id, job.execution)
-        self._met.setdefault(met, self.clock())
-        outcome = self._run(job)
-        if outcome.settled:
-            self._met.pop(met, None)
-        return outcome
+        return self.release(job, self.prepare(job))
 
-    def _run(self, job: Job) -> Outcome:
+    def prepare(self, job: Job) -> Prepared | Outcome:
+        """Ask the ledger, run and check; report nothing. An outcome if there is nothing
+        to report (refused, already done, waiting for the data)."""
+        self._met.setdefault(job.key, self.clock())
         visible = isinstance(job.code, str)
         # the hash of the code it would submit: if it is not the proven one, the ledger
         # records the refusal code_hash_mismatch (and, whatever the platform answers, the
@@ -116,20 +157,30 @@ class Executor:
         if isinstance(made, Outcome):
             return made
         if code_sha256 != job.proven_sha256:
-            return self._fail(job, made, (
+            return Prepared(made, reason=(
                 f"code_hash_mismatch: the code the platform served (SHA-256 {code_sha256}) is "
                 f"not the code of product.registered (event {job.registered_seq}: "
                 f"{job.proven_sha256}); not run"))
         if not visible:
-            return self._fail(job, made, "the product's code is not visible to this provider")
+            return Prepared(made, reason="the product's code is not visible to this provider")
         try:
             function_name = _function_name(job.code)
-        except NodeError as exc:
-            return self._fail(job, made, str(exc))
+            job.terms.check_query(job.query)
+        except (NodeError, OutputViolation) as exc:
+            return Prepared(made, reason=str(exc))
         ran = self._on_datasite(job, made, function_name)
-        if isinstance(ran, Outcome):
+        if isinstance(ran, Prepared | Outcome):
             return ran
-        return self._report(job, made, *ran)
+        return self._checked(job, made, *ran)
+
+    def release(self, job: Job, prepared: Prepared | Outcome) -> Outcome:
+        """Report what :meth:`prepare` made ready (once the event is proven)."""
+        outcome = prepared if isinstance(prepared, Outcome) else (
+            self._fail(job, prepared.computation_id, prepared.reason, prepared.detail)
+            if prepared.reason is not None else self._report(job, prepared))
+        if outcome.settled:
+            self._met.pop(job.key, None)
+        return outcome
 
     def _request(self, job: Job, code_sha256: str) -> str | Outcome:
         """``POST /computations``: the computation id to run, or the outcome if there is
@@ -161,14 +212,16 @@ class Executor:
         return comp_id
 
     def _on_datasite(self, job: Job, comp_id: str,
-                     function_name: str) -> tuple[Any, dict[str, str]] | Outcome:
+                     function_name: str) -> tuple[Any, dict[str, str]] | Prepared | Outcome:
         """The result and input hashes of the run, with up to ``retries`` attempts while
-        the datasite does not answer; else the outcome (failed, or waiting for the data)."""
+        the datasite does not answer; else the failure, or the outcome waiting for data."""
         error = detail = ""
         for attempt in range(self.retries):
             try:
                 return self._attempt(job, function_name)
             except Exception as exc:  # noqa: BLE001 - PySyft raises many kinds
+                if isinstance(exc, SandboxError):
+                    _printed(self.request_key(*job.key), exc.stdout, exc.stderr)
                 waiting = self._waiting(job, comp_id, exc)
                 if waiting is not None:
                     return waiting
@@ -176,30 +229,42 @@ class Executor:
             if not again:  # the same code on the same data fails the same way
                 break
             log.warning("contract %s execution %d attempt %d: %s", job.contract_id,
-                        job.execution, attempt + 1, detail)
+                        job.execution, attempt + 1, error)
             if attempt + 1 < self.retries:
                 self.sleep(self.backoff_s * 2 ** attempt)
-        if error.startswith("datasite unavailable"):
+        if error.startswith(("datasite unavailable", "sandbox unavailable")):
             error += f" (after {self.retries} attempts)"
-        return self._fail(job, comp_id, error, detail)
+        return Prepared(comp_id, reason=error, detail=detail)
 
     def _attempt(self, job: Job, function_name: str) -> tuple[Any, dict[str, str]]:
-        if job.execution == 0:  # the trial: mock rows only, never a code request
-            hashes = datasite.mock_hashes(self.admin, job.inputs)
-            result = datasite.run_on_mock(self.runner, job.code, function_name, job.inputs)
-            return result, hashes
-        hashes = datasite.input_hashes(self.admin, job.inputs)
-        request_id = datasite.submit(self.runner, job.code, function_name, job.inputs,
-                                     self.request_key(job.contract_id, job.execution))
-        result = datasite.approve_and_run(self.admin, request_id, runner=self.runner)
-        return result, hashes
+        key = self.request_key(job.contract_id, job.execution)
+        request_id = None
+        with self.pysyft:
+            if job.execution == 0:  # the trial: mock rows only, never a code request
+                hashes = datasite.mock_hashes(self.admin, job.inputs)
+                run: Any = datasite.Run(job.code, function_name, datasite.mock_inputs(
+                    self.runner, job.code, function_name, job.inputs))
+            else:
+                hashes = datasite.input_hashes(self.admin, job.inputs)
+                request_id = datasite.submit(self.runner, job.code, function_name,
+                                             job.inputs, key)
+                run = datasite.prepare_run(self.admin, request_id, job.inputs)
+        if isinstance(run, datasite.Recorded):
+            return run.value, hashes
+        ran = self.sandbox.run(run.code_source, run.function_name,
+                               _declared(run.inputs, job.columns, job.inputs))
+        _printed(key, ran.stdout, ran.stderr)
+        if request_id is not None:
+            with self.pysyft:
+                datasite.deposit(self.admin, request_id, ran.value)
+        return ran.value, hashes
 
     def _waiting(self, job: Job, comp_id: str, exc: Exception) -> Outcome | None:
         """An input dataset not on the datasite yet, within ``DATASET_WAIT_S``: the
         provider may be loading it, the event is handled again later."""
         if not isinstance(exc, datasite.DatasetMissingError):
             return None
-        waited = self.clock() - self._met.get((job.contract_id, job.execution), self.clock())
+        waited = self.clock() - self._met.get(job.key, self.clock())
         if waited >= DATASET_WAIT_S:
             return None
         log.warning("contract %s execution %d: %s; handled again later (%.0f s of %.0f s)",
@@ -209,13 +274,19 @@ class Executor:
 
     @staticmethod
     def _reason(job: Job, exc: Exception) -> tuple[str, str, bool]:
-        """What a failed attempt records (never a private value), what the node logs (it
-        may quote them), and whether another attempt may do better."""
+        """What a failed attempt records (never a private value), what the provider's
+        private log keeps (it may quote them), and whether another attempt may do better."""
         described = f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, datasite.DatasiteUnavailableError):
-            return f"datasite unavailable: {exc}", f"datasite unavailable: {exc}", True
-        if isinstance(exc, datasite.ComputationError):
-            return code_failed(exc, job.execution), described, False
+        if isinstance(exc, datasite.DatasiteUnavailableError | SandboxUnavailable):
+            which = "sandbox" if isinstance(exc, SandboxUnavailable) else "datasite"
+            return f"{which} unavailable: {exc}", described, True
+        if isinstance(exc, CodeRaised):
+            return code_failed(exc, job.execution), exc.detail, False
+        if isinstance(exc, LimitExceeded):
+            return (f"sandbox_limit: the product's code went past the sandbox's {exc.which} "
+                    "limit"), described, False
+        if isinstance(exc, OutputRefused):
+            return f"result_not_reportable: {exc}", described, False
         if isinstance(exc, datasite.DatasetMissingError):
             waited = f"{described} (waited {DATASET_WAIT_S:.0f} s for it)"
             return waited, waited, False
@@ -226,40 +297,76 @@ class Executor:
             f"datasite_error: the datasite raised {type(exc).__name__}; details are in the "
             "node's log")), detail, True
 
-    def _report(self, job: Job, comp_id: str, result: Any, hashes: dict[str, str]) -> Outcome:
+    def _checked(self, job: Job, comp_id: str, result: Any,
+                 hashes: dict[str, str]) -> Prepared:
+        """The result as reported, once it meets the query and the terms."""
         try:
             value, rows = to_json_result(apply_query(result, job.query))
+            job.terms.check(value, job.query)
+        except OutputViolation as exc:
+            return Prepared(comp_id, reason=str(exc))
         except ValueError as exc:
             public = str(exc) if job.execution == 0 else (
                 exc.public if isinstance(exc, ResultError) else "the result is not JSON")
-            return self._fail(job, comp_id, f"result_not_reportable: {public}",
-                              f"result not reportable: {exc}")
-        answer = self.platform.report_result(comp_id, {
-            "result": value, "input_hashes": hashes, "result_rows": rows,
-            "datasite": self.datasite_name})
-        return Outcome(job.contract_id, "delivered", "", job.execution, comp_id,
-                       answer.get("result_sha256"), extra={"rows": rows})
+            return Prepared(comp_id, reason=f"result_not_reportable: {public}",
+                            detail=f"result not reportable: {exc}")
+        return Prepared(comp_id, value, rows, hashes)
+
+    def _report(self, job: Job, prepared: Prepared) -> Outcome:
+        answer = self.platform.report_result(prepared.computation_id, {
+            "result": prepared.value, "input_hashes": prepared.hashes,
+            "result_rows": prepared.rows, "datasite": self.datasite_name})
+        return Outcome(job.contract_id, "delivered", "", job.execution,
+                       prepared.computation_id, answer.get("result_sha256"),
+                       extra={"rows": prepared.rows})
 
     def _fail(self, job: Job, comp_id: str, reason: str, detail: str = "") -> Outcome:
         """Record the execution as failed with ``reason`` (on the log: never private values;
-        ``detail``, which may quote them, goes to the node's own log only)."""
-        log.error("contract %s execution %d failed: %s%s", job.contract_id, job.execution,
-                  reason, f" ({detail})" if detail and detail != reason else "")
+        ``detail``, which may quote them, goes to the provider's private log only)."""
+        log.error("contract %s execution %d failed: %s", job.contract_id, job.execution,
+                  reason)
+        if detail and detail != reason:
+            private_log.error("contract %s execution %d failed: %s", job.contract_id,
+                              job.execution, detail)
         self.platform.report_failure(comp_id, reason[:5000])
         return Outcome(job.contract_id, "failed", reason, job.execution, comp_id)
 
 
-def code_failed(exc: Exception, execution: int) -> str:
-    """The reason recorded when the product's code raised. The trial ran on mock rows: its
-    message is kept. On the private data only the exception's type: its message may quote
-    a private value (``invalid literal for int(): '张三'``)."""
+def code_failed(exc: CodeRaised, execution: int) -> str:
+    """The reason recorded when the product's code raised. The trial ran on mock rows: the
+    last line of its traceback is kept. On the private data only the exception's type and
+    a fixed message: its text may quote a private value (``invalid literal for int():
+    '张三'``)."""
     if execution == 0:
-        return f"code_failed: {exc}"
-    kind = getattr(exc, "kind", None)
+        lines = [line for line in exc.detail.strip().splitlines() if line.strip()]
+        return f"code_failed: {lines[-1] if lines else exc.kind}"[:2000]
+    kind = exc.kind
     if not (isinstance(kind, str) and kind.isidentifier() and len(kind) <= 100):
         kind = "an exception"
     return (f"code_failed: the product's code raised {kind} on the private data; details "
-            "are in the node's log")
+            "are in the provider's private log")
+
+
+def _printed(key: str, stdout: str, stderr: str) -> None:
+    """What the product's code printed: to the provider's private log only."""
+    if stdout or stderr:
+        private_log.info("%s: what the product's code printed:\n%s%s", key, stdout, stderr)
+
+
+def _declared(frames: list[Any], columns: tuple[tuple[str, ...], ...],
+              dataset_ids: list[str]) -> list[Any]:
+    """Each input table cut down to the fields the product names of it: the code sees no
+    other column. A named field the table lacks is a DatasetError."""
+    if len(columns) != len(frames):
+        raise datasite.DatasetError(f"the product names fields of {len(columns)} input(s); "
+                                    f"{len(frames)} table(s) were handed over")
+    out = []
+    for frame, names, dataset_id in zip(frames, columns, dataset_ids, strict=True):
+        missing = [n for n in names if n not in frame.columns]
+        if missing:
+            raise datasite.DatasetError(f"dataset {dataset_id} has no column(s) {missing}")
+        out.append(frame[list(names)])
+    return out
 
 
 def _final(exc: PlatformError) -> bool:

@@ -140,17 +140,23 @@ def follow_http(node: ComputeNode, position: str | Path | Position | None = None
 
 def _handle_page(node: ComputeNode, events: list[Any], pos: Position, stop: threading.Event,
                  retry_s: float, on_outcome: OnOutcome) -> bool:
-    """Settle each watched event of a page in order, moving ``pos`` past it; False if
+    """Start every watched event of a page (their executions run concurrently, up to the
+    node's ``parallel``), then settle each in order, moving ``pos`` past it; False if
     ``stop`` was set first."""
+    first = {int(e["seq"]): node.handle(e, wait=False)
+             for e in events if e.get("type") in WATCHED}
     for event in events:
-        if event.get("type") in WATCHED:
-            outcomes = settle(node, event, stop, retry_s)
+        seq = int(event["seq"])
+        if seq in first:
+            outcomes: list[Outcome] | None = first[seq]
+            if not settled(first[seq]):
+                outcomes = settle(node, event, stop, retry_s)
             if outcomes is None:
                 return False
             _tell(outcomes, on_outcome)
-            pos.save(int(event["seq"]))
+            pos.save(seq)
         else:
-            pos.seq = max(pos.seq, int(event["seq"]))
+            pos.seq = max(pos.seq, seq)
     return True
 
 

@@ -44,8 +44,11 @@ from compute_nodes.outcome import (
     NodeError,
     Outcome,
 )
+from compute_nodes.output_contract import OutputContract
 from compute_nodes.platform import NodePlatform
 from compute_nodes.result_rows import check_query
+from compute_nodes.runs import PARALLEL, Runs
+from compute_nodes.sandbox import Sandbox
 from compute_nodes.trust import Trust, TrustError, Verifier
 from core.record import LogEntry
 
@@ -55,9 +58,12 @@ log = logging.getLogger(__name__)
 class ComputeNode:
     """One provider's node: its platform credentials, its datasite, the keys it trusts."""
 
-    def __init__(self, platform_url: str, token: str, datasite_admin: Any,
-                 datasite_runner: Any, datasite_name: str, trusted: Trust | dict[str, Any],
-                 *, http: httpx.Client | None = None, backoff_s: float = BACKOFF_S) -> None:
+    def __init__(self, platform_url: str, token: str, site: tuple[Any, Any, str],
+                 trusted: Trust | dict[str, Any], sandbox: Sandbox, *,
+                 http: httpx.Client | None = None, backoff_s: float = BACKOFF_S,
+                 parallel: int = PARALLEL) -> None:
+        """``site``: the datasite's admin client, the client that submits code requests,
+        and its name; ``sandbox``: where the product's code runs (the caller closes it)."""
         self.platform = NodePlatform(platform_url, token, http)
         self.http = self.platform.http
         self.trust = trusted if isinstance(trusted, Trust) else Trust.from_json(trusted)
@@ -66,9 +72,9 @@ class ComputeNode:
         self.clock: Callable[[], float] = time.monotonic
         # the executor pauses and reads the time through this node's sleep and clock,
         # looked up at each call (a test replaces them)
-        self.executor = Executor(self.platform, datasite_admin, datasite_runner, datasite_name,
-                                 backoff_s=backoff_s, sleep=lambda s: self.sleep(s),
-                                 clock=lambda: self.clock())
+        self.executor = Executor(self.platform, site, sandbox, backoff_s=backoff_s,
+                                 sleep=lambda s: self.sleep(s), clock=lambda: self.clock())
+        self.runs = Runs(self.executor, parallel)
 
     @property
     def participant_id(self) -> str:
@@ -84,11 +90,16 @@ class ComputeNode:
         return self.executor.request_key(contract_id, execution)
 
     # -- one event ----------------------------------------------------------------------
-    def handle(self, event: Any) -> list[Outcome]:
+    def close(self) -> None:
+        self.runs.close()
+
+    def handle(self, event: Any, *, wait: bool = True) -> list[Outcome]:
         """Act on one ledger event (a ``GET /ledger/events`` item, canonical bytes or a
         :class:`LogEntry`); one outcome per execution it concerns, none for an event
         type the node does not act on. Never raises for what the platform answers: an
-        outcome whose status is in :data:`RETRY_LATER` asks to be handled again later."""
+        outcome whose status is in :data:`RETRY_LATER` asks to be handled again later.
+        ``wait=False``: an execution still running answers ``running`` rather than
+        blocking (the host's loop runs several at once)."""
         try:
             entry = self.verifier.record(event)
         except TrustError as exc:
@@ -98,7 +109,7 @@ class ComputeNode:
             return []
         contract_id = entry.originator_id
         try:
-            outcome = self._event(entry)
+            outcome = self._event(entry, wait)
         except (NodeError, TrustError) as exc:
             log.error("event %d (%s of %s) refused: %s", entry.seq, entry.type_name,
                       contract_id, exc)
@@ -110,7 +121,7 @@ class ComputeNode:
         outcome.seq, outcome.event_type = entry.seq, entry.type_name
         return [outcome]
 
-    def _event(self, entry: LogEntry) -> Outcome:
+    def _event(self, entry: LogEntry, wait: bool) -> Outcome:
         contract_id = entry.originator_id
         execution = _execution(entry)
         order = self.platform.order(contract_id)
@@ -130,11 +141,16 @@ class ComputeNode:
                            "provider's", execution)
         checkpoint = self.verifier.anchored(entry.seq)
         if checkpoint is None:
+            # work may start early (from the views); nothing leaves before the proof
+            try:
+                self.runs.start(_early_job(entry, execution, order, product, inputs))
+            except (NodeError, TypeError, ValueError) as exc:  # the proven job will say
+                log.info("event %d: no early start: %s", entry.seq, exc)
             return Outcome(contract_id, "not_anchored", f"event {entry.seq} is not yet under "
                            "an anchored checkpoint", execution)
         self.verifier.included(entry, checkpoint)
-        return self.executor.run(self._job(entry, execution, order, product, inputs,
-                                           checkpoint))
+        job = self._job(entry, execution, order, product, inputs, checkpoint)
+        return self.runs.run(job, wait=wait)
 
     def _job(self, entry: LogEntry, execution: int, order: dict[str, Any],
              product: dict[str, Any], inputs: list[str], checkpoint: Checkpoint) -> Job:
@@ -156,9 +172,14 @@ class ComputeNode:
                              f"(event {registered.seq})")
         # the trial runs on mock rows, which hold none of the real keys a query names
         query = None if execution == 0 else _query(entry, order, placed)
+        policy = None
+        if execution > 0:  # the contract's usage policy, from its proven contract.proposed
+            proposed = self.verifier.proven(order, "proposed_seq", "contract.proposed",
+                                            contract_id, checkpoint)
+            policy = proposed.payload().get("usage_policy")
         return Job(contract_id, execution, product.get("code"),
                    str(proven.get("code_sha256") or "").lower(), registered.seq, inputs,
-                   query)
+                   query, OutputContract.of(proven, policy), _columns(proven_inputs, inputs))
 
     def _my_inputs(self, items: list[Any]) -> list[str]:
         """This provider's input datasets among a product's ``inputs``, in product order."""
@@ -203,6 +224,27 @@ def _execution(entry: LogEntry) -> int:
     if isinstance(execution, bool) or not isinstance(execution, int) or execution < 2:
         raise NodeError(f"event {entry.seq}: execution {execution!r} is not >= 2")
     return execution
+
+
+def _early_job(entry: LogEntry, execution: int, order: dict[str, Any],
+               product: dict[str, Any], inputs: list[str]) -> Job:
+    """The job as the views tell it, before they are proven: run early, released only if
+    the proven job is the same (:class:`~compute_nodes.runs.Runs`)."""
+    query = None
+    if execution > 0:
+        query = check_query(entry.payload().get("query") if entry.type_name == QUERY_SUBMITTED
+                            else order.get("query"))
+    return Job(entry.originator_id, execution, product.get("code"),
+               str(product.get("code_sha256") or "").lower(),
+               int(product.get("registered_seq") or 0), inputs, query,
+               OutputContract.of(product, order.get("usage_policy") if execution else None),
+               _columns(product.get("inputs") or [], inputs))
+
+
+def _columns(items: list[Any], inputs: list[str]) -> tuple[tuple[str, ...], ...]:
+    """The fields a product's ``inputs`` name of each of ``inputs``, in that order."""
+    named = {str(i["dataset_id"]): tuple(str(f) for f in i["fields"]) for i in items}
+    return tuple(named[d] for d in inputs)
 
 
 def _query(entry: LogEntry, order: dict[str, Any],

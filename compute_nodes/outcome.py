@@ -19,10 +19,11 @@ QUERY_SUBMITTED = "contract.query_submitted"
 TRIAL = "order.trial_granted"
 WATCHED = (APPROVED, QUERY_SUBMITTED, TRIAL)
 #: outcome statuses that leave the event to be handled again later
-RETRY_LATER = frozenset({"not_anchored", "lagging", "refused", "error"})
+RETRY_LATER = frozenset({"not_anchored", "lagging", "refused", "error", "running"})
 #: the ones looked at again after a short fixed pause: they end by themselves within
-#: seconds (the next anchored checkpoint; the read models catching up)
-SOON = frozenset({"not_anchored", "lagging"})
+#: seconds (the next anchored checkpoint; the read models catching up; an execution
+#: running on the sandbox)
+SOON = frozenset({"not_anchored", "lagging", "running"})
 
 
 class NodeError(Exception):
@@ -43,7 +44,8 @@ class Outcome:
     ``not_anchored`` (no anchored checkpoint covers the event yet), ``lagging`` (the
     platform's read models, by ``GET /health``'s ``projected``, are not yet at the event: a
     404 means nothing yet), ``refused`` (a check of what the platform showed failed),
-    ``error`` (the platform did not answer as expected).
+    ``error`` (the platform did not answer as expected), ``running`` (the execution runs;
+    its result is released when the event is handled again once it ended).
     """
 
     contract_id: str

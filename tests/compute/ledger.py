@@ -234,6 +234,7 @@ def world(tmp: Path, url: str, *, datasite_port: int | None = None,
     The caller lands ``w.site``."""
     from compute_nodes import datasite
     from compute_nodes.node import ComputeNode
+    from compute_nodes.sandbox import Sandbox
     from compute_nodes.trust import Trust
     from tests.compute.test_datasite import enterprises
 
@@ -252,21 +253,25 @@ def world(tmp: Path, url: str, *, datasite_port: int | None = None,
         admin = site.admin()
         runner = datasite.data_scientist(site, admin, "node@tax.example", "node-pass-1")
 
+        sandbox = Sandbox(hide=[tmp / "datasite"])
+
         def node(trusted: Any = None, **kw: Any) -> ComputeNode:
-            return ComputeNode(url, parties.provider.token, admin, runner, site_name,
-                               trusted or Trust.from_file(tmp / "trust.json"),
+            return ComputeNode(url, parties.provider.token, (admin, runner, site_name),
+                               trusted or Trust.from_file(tmp / "trust.json"), sandbox,
                                backoff_s=0.05, **kw)
 
         first = node()
         loaded = first.load(parties.dataset_id, tmp / "private.csv", tmp / "mock.csv")
         loaded_loans = first.load(parties.loans_id, tmp / "loans.csv", tmp / "loans-mock.csv")
     except BaseException:
+        with contextlib.suppress(NameError):
+            sandbox.close()
         site.land()
         raise
     return SimpleNamespace(api=api, p=parties, trust=trust, node=node, url=url, tmp=tmp,
                            private=private, loans=loans, loaded=loaded,
                            loaded_loans=loaded_loans, site=site, admin=admin, runner=runner,
-                           site_name=site_name)
+                           site_name=site_name, sandbox=sandbox)
 
 
 @contextlib.contextmanager
@@ -278,6 +283,7 @@ def running_world(tmp: Path, site_name: str = "tax-bureau-node",
         try:
             yield made
         finally:
+            made.sandbox.close()
             made.site.land()
 
 

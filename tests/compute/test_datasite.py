@@ -6,6 +6,7 @@ Runs inside the compute venv only: ``compute_nodes/setup-env test``.
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ import pytest
 from syft.types.errors import SyftException
 
 from compute_nodes import datasite, syft_support
+from compute_nodes.sandbox import CodeRaised, Sandbox
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -28,6 +30,7 @@ USCC_WEIGHTS = [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28]
 ORG_WEIGHTS = [3, 7, 9, 10, 5, 8, 4, 2]  # GB 11714 organisation code
 
 # A product's registered code: one function taking the table, imports inside.
+TAX = "enterprise-tax-power"
 SCORE_SOURCE = '''def score(data):
     import time
     good = data[(data["tax_paid_yuan"] > 50_000) & (data["power_kwh"] > 20_000)]
@@ -92,6 +95,15 @@ def tables(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    made = Sandbox(warm=1)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+@pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory, tables: dict[str, Any]) -> Iterator[Any]:
     """One in-process datasite with the dataset loaded and a submitting account."""
     site = datasite.launch(
@@ -139,7 +151,7 @@ def test_scientist_sees_the_mock_but_not_the_private_rows(node: Any) -> None:
 
 
 def test_in_process_request_runs_on_private_rows_after_approval(
-    node: Any, tables: dict[str, Any]
+    node: Any, tables: dict[str, Any], sandbox: Sandbox
 ) -> None:
     request_id = datasite.submit(
         node.ds, SCORE_SOURCE, "score", "enterprise-tax-power", "contract-1:1"
@@ -150,7 +162,7 @@ def test_in_process_request_runs_on_private_rows_after_approval(
                 datasite.UID(request_id)).code.id,
             data=node.ds.datasets["enterprise-tax-power"].assets["data"].action_id,
         )
-    result = datasite.approve_and_run(node.admin, request_id, runner=node.ds)
+    result = datasite.approve_and_run(node.admin, request_id, [TAX], sandbox)
     assert without_clock(result) == expected_score(tables["private"])
 
 
@@ -173,47 +185,48 @@ def test_datasite_keeps_the_registered_code_under_the_request_name(node: Any) ->
     assert code.raw_code == SCORE_SOURCE.replace("def score(", f"def {name}(", 1)
 
 
-def test_mock_trial_computes_on_mock_rows_only(node: Any, tables: dict[str, Any]) -> None:
-    result = datasite.run_on_mock(node.ds, SCORE_SOURCE, "score", "enterprise-tax-power")
+def test_mock_trial_computes_on_mock_rows_only(node: Any, tables: dict[str, Any],
+                                               sandbox: Sandbox) -> None:
+    result = datasite.run_on_mock(node.ds, SCORE_SOURCE, "score", TAX, sandbox)
     assert without_clock(result) == expected_score(tables["mock"])
     assert result["rows"] == 40
 
 
-def test_pysyft_runs_again_past_the_execution_count(node: Any) -> None:
-    """PySyft 0.9.5 ignores is_valid()'s False (issue #9391): a single-execution request
-    runs again for its submitter, with no error and no cached result; approve_and_run
-    returns the recorded result instead and does not run the code."""
-    request_id = datasite.submit(node.ds, SCORE_SOURCE, "score", "enterprise-tax-power", "c-3:1")
-    first = datasite.approve_and_run(node.admin, request_id, runner=node.ds)
+def test_a_run_is_recorded_on_the_datasite_and_never_run_again(node: Any,
+                                                                 sandbox: Sandbox) -> None:
+    """The sandbox's result is deposited as the request's output: asking again returns
+    it without running the code (PySyft 0.9.5 itself would run it again past its count,
+    issue #9391)."""
+    request_id = datasite.submit(node.ds, SCORE_SOURCE, "score", TAX, "c-3:1")
+    first = datasite.approve_and_run(node.admin, request_id, [TAX], sandbox)
     code = node.admin.api.services.request.get_by_uid(datasite.UID(request_id)).code
-    asset_id = node.ds.datasets["enterprise-tax-power"].assets["data"].action_id
-
-    raw = node.ds.api.services.code.call(uid=code.id, data=asset_id).get()
-    assert raw["run_ns"] != first["run_ns"]  # ran again, past a limit of 1
-    assert without_clock(raw) == without_clock(first)
-    assert len(node.admin.api.services.output.get_by_user_code_id(code.id)) == 2
-
-    recorded = datasite.approve_and_run(node.admin, request_id, runner=node.ds)
-    assert recorded == raw  # the last recorded run, returned without running
-    assert len(node.admin.api.services.output.get_by_user_code_id(code.id)) == 2
+    assert len(node.admin.api.services.output.get_by_user_code_id(code.id)) == 1
+    assert datasite.approve_and_run(node.admin, request_id, [TAX], sandbox) == first
+    assert isinstance(datasite.prepare_run(node.admin, request_id, [TAX]), datasite.Recorded)
+    assert len(node.admin.api.services.output.get_by_user_code_id(code.id)) == 1
 
 
-def test_admin_run_bypasses_the_output_policy_and_records_nothing(node: Any) -> None:
-    request_id = datasite.submit(node.ds, SCORE_SOURCE, "score", "enterprise-tax-power", "c-4:1")
-    one = datasite.approve_and_run(node.admin, request_id)
-    two = datasite.approve_and_run(node.admin, request_id)
-    code = node.admin.api.services.request.get_by_uid(datasite.UID(request_id)).code
-    assert one["run_ns"] != two["run_ns"]
-    assert node.admin.api.services.output.get_by_user_code_id(code.id) == []
+def test_the_code_runs_in_the_sandbox_not_in_this_process(node: Any, sandbox: Sandbox) -> None:
+    """What runs the code is another process, under another uid, without network."""
+    source = ("def where(data):\n    import os, socket\n"
+              "    try:\n        socket.create_connection(('127.0.0.1', 22), 1)\n"
+              "        net = 'yes'\n    except OSError:\n        net = 'no'\n"
+              "    return {'pid': os.getpid(), 'uid': os.getuid(), 'net': net}\n")
+    request_id = datasite.submit(node.ds, source, "where", TAX, "c-8:1")
+    ran = datasite.approve_and_run(node.admin, request_id, [TAX], sandbox)
+    assert ran["uid"] != os.getuid() and ran["uid"] != 0
+    assert ran["pid"] != os.getpid() and ran["net"] == "no"
 
 
-def test_failing_code_raises_computation_error(node: Any) -> None:
+def test_failing_code_raises_code_raised_with_its_type(node: Any, sandbox: Sandbox) -> None:
     source = "def broken(data):\n    return data['no_such_column'].sum()\n"
-    request_id = datasite.submit(node.ds, source, "broken", "enterprise-tax-power", "c-5:1")
-    with pytest.raises(datasite.ComputationError):
-        datasite.approve_and_run(node.admin, request_id, runner=node.ds)
-    with pytest.raises(datasite.ComputationError, match="KeyError"):
-        datasite.run_on_mock(node.ds, source, "broken", "enterprise-tax-power")
+    request_id = datasite.submit(node.ds, source, "broken", TAX, "c-5:1")
+    with pytest.raises(CodeRaised) as raised:
+        datasite.approve_and_run(node.admin, request_id, [TAX], sandbox)
+    assert raised.value.kind == "KeyError"
+    with pytest.raises(CodeRaised) as raised:
+        datasite.run_on_mock(node.ds, source, "broken", TAX, sandbox)
+    assert raised.value.kind == "KeyError" and "no_such_column" in raised.value.detail
 
 
 JOIN_SOURCE = '''def joined(tax, power):
@@ -224,7 +237,7 @@ JOIN_SOURCE = '''def joined(tax, power):
 
 
 def test_two_inputs_are_bound_by_position_and_report_their_hashes(
-    node: Any, tables: dict[str, Any], tmp_path: Path
+    node: Any, tables: dict[str, Any], tmp_path: Path, sandbox: Sandbox
 ) -> None:
     power = tables["private"][["uscc"]].head(50).assign(kwh=range(50))
     power.to_csv(tmp_path / "power.csv", index=False)
@@ -234,7 +247,7 @@ def test_two_inputs_are_bound_by_position_and_report_their_hashes(
     ids = ["enterprise-tax-power", "enterprise-power"]
     request_id = datasite.submit(node.ds, JOIN_SOURCE, "joined", ids, "c-7:1#p")
     assert datasite.submit(node.ds, JOIN_SOURCE, "joined", ids, "c-7:1#p") == request_id
-    result = datasite.approve_and_run(node.admin, request_id, runner=node.ds)
+    result = datasite.approve_and_run(node.admin, request_id, ids, sandbox)
     top = tables["private"].head(50)
     assert result == {"rows": 50, "kwh": sum(range(50)), "tax": int(top["tax_paid_yuan"].sum())}
     assert datasite.request_exists(node.ds, "joined", "c-7:1#p")
@@ -242,7 +255,7 @@ def test_two_inputs_are_bound_by_position_and_report_their_hashes(
     assert datasite.input_hashes(node.admin, ids) == {
         "enterprise-tax-power": node.info["sha256_of_private_file"],
         "enterprise-power": loaded["sha256_of_private_file"]}
-    trial = datasite.run_on_mock(node.ds, JOIN_SOURCE, "joined", ids)
+    trial = datasite.run_on_mock(node.ds, JOIN_SOURCE, "joined", ids, sandbox)
     assert trial["rows"] == len(tables["mock"].merge(power.head(5), on="uscc"))
     with pytest.raises(datasite.CodeSourceError, match="1 input"):
         datasite.submit(node.ds, JOIN_SOURCE, "joined", ids[:1], "c-7:3#p")
@@ -273,7 +286,7 @@ def test_annotations_in_code_source_are_not_evaluated() -> None:
 
 
 def test_http_datasite_on_loopback_end_to_end_and_keeps_state_across_restart(
-    tmp_path: Path, tables: dict[str, Any]
+    tmp_path: Path, tables: dict[str, Any], sandbox: Sandbox
 ) -> None:
     port = free_loopback_port()
     data_dir = tmp_path / "http"
@@ -287,9 +300,9 @@ def test_http_datasite_on_loopback_end_to_end_and_keeps_state_across_restart(
         scientist = datasite.data_scientist(site, admin, "node@bank.example", "node-pass-2")
         request_id = datasite.submit(scientist, SCORE_SOURCE, "score", "enterprise-tax-power",
                                      "contract-9:1")
-        result = datasite.approve_and_run(admin, request_id, runner=scientist)
+        result = datasite.approve_and_run(admin, request_id, [TAX], sandbox)
         assert without_clock(result) == expected_score(tables["private"])
-        trial = datasite.run_on_mock(scientist, SCORE_SOURCE, "score", "enterprise-tax-power")
+        trial = datasite.run_on_mock(scientist, SCORE_SOURCE, "score", TAX, sandbox)
         assert without_clock(trial) == expected_score(tables["mock"])
     finally:
         site.land()
@@ -302,7 +315,7 @@ def test_http_datasite_on_loopback_end_to_end_and_keeps_state_across_restart(
         scientist = site.login("node@bank.example", "node-pass-2")
         assert datasite.submit(scientist, SCORE_SOURCE, "score", "enterprise-tax-power",
                                "contract-9:1") == request_id
-        assert datasite.approve_and_run(admin, request_id, runner=scientist) == result
+        assert datasite.approve_and_run(admin, request_id, [TAX], sandbox) == result
     finally:
         site.land()
 

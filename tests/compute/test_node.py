@@ -224,8 +224,8 @@ def test_over_an_http_datasite_on_loopback(w: SimpleNamespace) -> None:
         assert site.url == f"http://127.0.0.1:{port}"
         admin = site.admin()
         runner = datasite.data_scientist(site, admin, "node@tax.example", "node-pass-2")
-        node = ComputeNode(w.url, w.p.provider.token, admin, runner, "tax-bureau-http",
-                           w.trust, backoff_s=0.05)
+        node = ComputeNode(w.url, w.p.provider.token, (admin, runner, "tax-bureau-http"),
+                           w.trust, w.sandbox, backoff_s=0.05)
         node.load(w.p.dataset_id, w.tmp / "private.csv", w.tmp / "mock.csv")
         contract = w.api.order(w.p, w.p.product_id)
         [outcome] = until_settled(node, provider_view(w, contract, "contract.approved"))
@@ -272,7 +272,8 @@ def test_inputs_the_provider_does_not_own_are_not_its_computation(w: SimpleNames
     other = w.api.onboard("provider", "Power grid 电网公司", code="PG")
     contract = w.api.order(w.p, w.p.product_id)
     event = provider_view(w, contract, "contract.approved")
-    node = ComputeNode(w.url, other.token, w.admin, w.runner, w.site_name, w.trust)
+    node = ComputeNode(w.url, other.token, (w.admin, w.runner, w.site_name), w.trust,
+                       w.sandbox)
     [outcome] = node.handle(event)
     assert outcome.status == "ignored" and outcome.settled, outcome
     assert w.api.computations(contract) == []
@@ -323,7 +324,8 @@ def test_each_party_provider_runs_its_own_computation_over_its_own_inputs(
     try:
         admin = site.admin()
         runner = datasite.data_scientist(site, admin, "node@grid.example", "grid-pass-1")
-        grid_node = ComputeNode(w.url, grid.token, admin, runner, "grid-node", w.trust)
+        grid_node = ComputeNode(w.url, grid.token, (admin, runner, "grid-node"), w.trust,
+                                w.sandbox)
         grid_loaded = grid_node.load(arrears, w.tmp / "loans.csv", w.tmp / "loans-mock.csv")
         seq = api.event(contract, "contract.approved")["seq"]
         outcomes = {}

@@ -92,8 +92,8 @@ def test_data_not_loaded_yet_is_waited_for_then_the_failure_is_recorded(
     try:
         admin = site.admin()
         runner = datasite.data_scientist(site, admin, "node@tax.example", "empty-pass-1")
-        node = ComputeNode(w.url, w.p.provider.token, admin, runner, "tax-empty", w.trust,
-                           backoff_s=0.05)
+        node = ComputeNode(w.url, w.p.provider.token, (admin, runner, "tax-empty"), w.trust,
+                           w.sandbox, backoff_s=0.05)
         trial = w.api.order(w.p, w.p.product_id, approve=False)
         w.api.call("POST", f"/orders/{trial}/trial", w.p.operator.token)
         contract = w.api.order(w.p, w.p.product_id)

@@ -1,0 +1,74 @@
+"""Executions in flight: several at once, started early, released only once proven.
+
+A provider's node runs independent executions concurrently, at most ``parallel`` at a time
+(``DATALEDGER_NODE_PARALLEL``). An execution may start as soon as the node sees its event,
+before an anchored checkpoint proves it (:meth:`Runs.start`, from the views): the
+executor's :meth:`~compute_nodes.executor.Executor.prepare` asks the ledger, runs and
+checks, and reports nothing. Only the job built from proven events releases a result
+(:meth:`Runs.run`): when it equals the early job, the early work is released; when it
+differs (the views did not tell the truth), the early work is dropped unreleased and the
+proven job runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from compute_nodes.executor import Executor, Job, Prepared
+from compute_nodes.outcome import Outcome
+
+log = logging.getLogger(__name__)
+
+PARALLEL = 4  # executions at once per provider, by default
+
+
+class Runs:
+    """The executions of one provider's node: a bounded pool and what is in flight."""
+
+    def __init__(self, executor: Executor, parallel: int = PARALLEL) -> None:
+        if parallel < 1:
+            raise ValueError(f"parallel must be at least 1, not {parallel}")
+        self.executor = executor
+        self.pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="execution")
+        self._lock = threading.Lock()
+        #: (contract, execution) -> the job being prepared and its future
+        self._flight: dict[tuple[str, int], tuple[Job, Future[Prepared | Outcome]]] = {}
+
+    def start(self, job: Job) -> None:
+        """Start preparing ``job`` (built from views, not proven yet) unless it is in
+        flight already."""
+        with self._lock:
+            if job.key not in self._flight:
+                self._flight[job.key] = (job, self.pool.submit(self.executor.prepare, job))
+
+    def run(self, job: Job, *, wait: bool = True) -> Outcome:
+        """The outcome of the proven ``job``: its early work released if it is the same
+        job, else the job prepared now. ``wait=False``: a ``running`` outcome while it is
+        not done (the caller handles the event again later)."""
+        with self._lock:
+            early, future = self._flight.get(job.key) or (None, None)
+            if future is not None and early != job and future.done():
+                log.warning("contract %s execution %d: the early run was not of the proven "
+                            "job; dropped unreleased", *job.key)
+                future = None
+            if future is None:
+                future = self.pool.submit(self.executor.prepare, job)
+                early = job
+                self._flight[job.key] = (job, future)
+        if not wait and not future.done():
+            return Outcome(job.contract_id, "running", "the execution runs", job.execution)
+        if early != job:  # an early run of another job: let it end, then run this one
+            future.exception()
+            return self.run(job, wait=wait)
+        try:
+            prepared = future.result()
+        finally:
+            with self._lock:
+                if self._flight.get(job.key, (None, None))[1] is future:
+                    del self._flight[job.key]
+        return self.executor.release(job, prepared)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
