@@ -486,6 +486,17 @@ def test_jobs_run_in_parallel(sandbox: Sandbox) -> None:
     healthy(sandbox)
 
 
+def test_a_zygote_that_dies_is_replaced(sandbox: Sandbox) -> None:
+    zygote = sandbox._pool.zygote_pid
+    assert zygote is not None
+    os.kill(zygote, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while sandbox._pool.zygote_pid in (None, zygote) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sandbox._pool.zygote_pid not in (None, zygote)
+    healthy(sandbox)  # its warm workers died with it; new ones come from the new zygote
+
+
 def test_the_added_cost_per_job_is_small(sandbox: Sandbox) -> None:
     """The sandbox's cost against calling the same function here (goal: p50 < 100 ms)."""
     source = "def f(data):\n    return data.groupby('uscc').points.sum().reset_index()\n"
