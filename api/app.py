@@ -27,6 +27,7 @@ def create_app(container: Services) -> FastAPI:
     app.state.container = container
     errors.install(app)
     app.add_middleware(errors.RefuseNul)
+    app.add_middleware(errors.LimitResultBody, limit=container.settings.max_result_bytes)
     _include_routers(app)
     _document_command_headers(app)
 

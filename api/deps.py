@@ -29,6 +29,10 @@ class ReadSettings(Protocol):
     def read_wait_seconds(self) -> float:
         """How long a query waits for the read models to reach the last write."""
 
+    @property
+    def max_result_bytes(self) -> int:
+        """The largest body of a result post, in bytes (413 beyond)."""
+
 
 class Background(Protocol):
     """Serve's background process (projections, chain), as ``/health`` reports it."""

@@ -17,6 +17,11 @@ starting with one of ``REFUSAL_CODES`` then ``": "``. Errors that are not policy
 fields, a caller that is no party provider, an unknown contract, a gap in the execution
 numbers, an execution the demander has not asked for) write nothing.
 
+What can change while the code runs (the contract terminated or out of its window, the
+scenario suspended, an authorization revoked or expired) is checked again when the result
+is posted (``domain.execution_rules``, the same rules): a result that arrives after is
+recorded as ``computation.failed`` (``policy_lapsed: …``) and never delivered.
+
 The processing count is one count (``_used``): a node's request beyond it is refused
 (``count_exhausted``), and so is the demander's query asking for an execution beyond it
 (``submit_query``: nothing written).
@@ -38,14 +43,12 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from core.event import Event
-from domain.authorization import Authorization
 from domain.base import Actor, Aggregate, Context, applies
 from domain.dataset import Dataset, require_text
 from domain.errors import Forbidden, InvalidInput, NotFound, WrongState
+from domain.execution_rules import code_refusal, contract_breach, grant_breach
 from domain.order import OPEN_STATES, Order
-from domain.policy import parse_instant
 from domain.product import Product
-from domain.scenario import Scenario
 from domain.unit_of_work import UnitOfWork
 
 #: the namespace of computation ids: uuid5(NAMESPACE, f"{contract_id}#{execution}#{provider_id}")
@@ -56,7 +59,8 @@ MAX_REASON = 5000
 REFUSAL_CODES = ("contract_not_approved", "contract_terminated", "outside_contract_window",
                  "count_exhausted", "code_hash_mismatch", "product_not_listed",
                  "authorization_revoked", "authorization_expired", "no_authorization",
-                 "scenario_suspended", "trial_not_granted", "trial_after_approval")
+                 "scenario_suspended", "trial_not_granted", "trial_after_approval",
+                 "policy_lapsed")
 #: the execution number of the trial (试用): the code run on mock data before approval
 TRIAL = 0
 
@@ -254,29 +258,6 @@ def _check_input_hashes(uow: UnitOfWork, agg: Computation, value: Any) -> dict[s
     return out
 
 
-def _window_refusal(order: Order, number: int, at: str) -> str | None:
-    """The contract's usage window (指定时间控制: ``not_before`` <= now < ``not_after``)."""
-    now = parse_instant(at, "at")
-    start, end = order.usage_policy.get("not_before"), order.usage_policy.get("not_after")
-    if start is not None and now < parse_instant(start, "not_before"):
-        return (f"outside_contract_window: contract {order.id} may be used from {start}; "
-                f"execution {number} cannot run at {at}")
-    if end is not None and now >= parse_instant(end, "not_after"):
-        return (f"outside_contract_window: contract {order.id} could be used until {end}; "
-                f"execution {number} cannot run at {at}")
-    return None
-
-
-def _contract_refusal(order: Order, number: int) -> str | None:
-    if order.state == "approved":
-        return None
-    if order.state == "terminated":
-        return (f"contract_terminated: contract {order.id} was terminated; execution "
-                f"{number} cannot run")
-    return (f"contract_not_approved: contract {order.id} is {order.state}, not approved; "
-            f"execution {number} cannot run")
-
-
 #: the states of an execution that uses up one of the contract's processings: one still
 #: running counts, or two in flight could both succeed past the count; a failed one is free
 COUNTED = ("requested", "succeeded")
@@ -324,39 +305,6 @@ def _query_count_refusal(uow: UnitOfWork, order: Order, product: Product,
             f"({counted}); execution {number} of contract {order.id} cannot be asked for")
 
 
-def _authorization_refusal(auths: list[Authorization], product: Product,
-                           inputs: list[dict[str, Any]], at: str) -> str | None:
-    """Each input must be covered by a live authorization of the product (first gap wins)."""
-    for item in inputs:
-        dataset_id, fields = item["dataset_id"], item["fields"]
-        if any(a.covers(dataset_id, fields, at) for a in auths):
-            continue
-        fitting = [a for a in auths if (granted := a.granted_fields(dataset_id)) is not None
-                   and set(fields) <= set(granted)]
-        what = f"dataset {dataset_id} fields {fields!r} of product {product.id}"
-        revoked = [a.id for a in fitting if a.state == "revoked"]
-        if revoked:
-            return (f"authorization_revoked: authorization {', '.join(revoked)} covering "
-                    f"{what} was revoked and no live authorization covers them")
-        lapsed = [a.id for a in fitting if a.state in ("expired", "granted")]
-        if lapsed:
-            return (f"authorization_expired: authorization {', '.join(lapsed)} covering "
-                    f"{what} is expired or not yet valid at {at}")
-        return f"no_authorization: no authorization of product {product.id} covers {what}"
-    return None
-
-
-def _code_refusal(order: Order, product: Product, number: int,
-                  code_sha256: str) -> str | None:
-    if code_sha256 != product.code_sha256:
-        return (f"code_hash_mismatch: the code posted for execution {number} of contract "
-                f"{order.id} has SHA-256 {code_sha256}, not that of product {product.id} "
-                f"({product.code_sha256})")
-    if product.state != "listed":
-        return f"product_not_listed: product {product.id} is {product.state}, not listed"
-    return None
-
-
 def trial_refusal(order: Order, product: Product, code_sha256: str) -> str | None:
     """Why the ledger refuses to run the trial (execution 0), as ``code: sentence``; else
     None. No authorization or processing-count check: the trial reads mock data only."""
@@ -367,30 +315,39 @@ def trial_refusal(order: Order, product: Product, code_sha256: str) -> str | Non
     if order.state not in OPEN_STATES:
         return (f"trial_after_approval: contract {order.id} is {order.state}; the trial "
                 "runs only before the contract is approved")
-    return _code_refusal(order, product, TRIAL, code_sha256)
+    return code_refusal(order, product, TRIAL, code_sha256)
 
 
 def policy_refusal(uow: UnitOfWork, ctx: Context, *, order: Order, product: Product,
                    number: int, code_sha256: str,
                    inputs: list[dict[str, Any]]) -> str | None:
     """Why the ledger refuses to run execution ``number``, as ``code: sentence``; else None."""
-    provider_id = ctx.actor.participant_id
-    refusal = (_contract_refusal(order, number)
-               or _window_refusal(order, number, ctx.at)
-               or _count_refusal(uow, order, provider_id, number))
-    if refusal:
-        return refusal
-    refusal = _code_refusal(order, product, number, code_sha256)
-    if refusal:
-        return refusal
-    # 一场景一审核: the scenario the regulator approved is what authorizes the use; once it
-    # is suspended no execution runs (read here, so a concurrent suspension clashes)
-    scenario = uow.get(Scenario, product.scenario_id)
-    if scenario.state != "approved":
-        return (f"scenario_suspended: scenario {scenario.id} of product {product.id} is "
-                f"{scenario.state}; execution {number} of contract {order.id} cannot run")
-    auths = [uow.get(Authorization, a) for a in product.authorization_ids]
-    return _authorization_refusal(auths, product, inputs, ctx.at)
+    breach = contract_breach(order, ctx.at)
+    if breach is None:
+        refusal = (_count_refusal(uow, order, ctx.actor.participant_id, number)
+                   or code_refusal(order, product, number, code_sha256))
+        if refusal:
+            return refusal
+        breach = grant_breach(uow, product, inputs, ctx.at)
+    if breach is None:
+        return None
+    code, why = breach
+    return f"{code}: {why}; execution {number} of contract {order.id} cannot run"
+
+
+def lapse_refusal(uow: UnitOfWork, ctx: Context, agg: Computation) -> str | None:
+    """Why the result of ``agg`` (an execution >= 1) is no longer delivered, as
+    ``policy_lapsed: sentence``; else None. The rules its request was checked against that
+    can change while it runs (``contract_breach``, ``grant_breach``), checked again now:
+    the contract still approved and in its window, the grants still live."""
+    order = uow.get(Order, agg.contract_id)
+    product = uow.get(Product, agg.product_id)
+    inputs = [i for i in product.inputs if i["dataset_id"] in agg.dataset_ids]
+    breach = contract_breach(order, ctx.at) or grant_breach(uow, product, inputs, ctx.at)
+    if breach is None:
+        return None
+    return (f"policy_lapsed: {breach[1]}; the result of execution {agg.execution} of "
+            f"contract {order.id} is not delivered")
 
 
 def _inputs_owned(uow: UnitOfWork, product: Product, provider_id: str) -> list[dict[str, Any]]:
@@ -523,38 +480,62 @@ def _request_trial(uow: UnitOfWork, ctx: Context, order: Order, *, datasite: str
                            trial_refusal(order, product, digest))
 
 
+def _takes_result(agg: Computation, digest: str) -> bool:
+    """Whether ``agg`` takes a result whose SHA-256 is ``digest``: True if it recorded that
+    very result already (a repeat), False if it awaits one; WrongState otherwise (it
+    failed, or succeeded with other bytes)."""
+    if agg.state == "succeeded" and agg.result_sha256 == digest:
+        return True
+    agg.require_state(["requested"], "record a result")
+    return False
+
+
 def record_success(uow: UnitOfWork, ctx: Context, computation_id: str, *, result_sha256: str,
                    input_hashes: dict[str, str], result_rows: int,
                    datasite: str) -> dict[str, Any]:
     """The requesting provider reports the result's hash; the delivery is recorded with it.
     For the trial (execution 0) ``input_hashes`` are those of the mock tables the code read.
 
-    A repeated report of the same result is answered with ``existing: true``, writing nothing.
+    For an execution >= 1 the rules that can change while the code runs are checked again
+    (``lapse_refusal``): if they no longer hold, ``computation.failed`` is recorded with the
+    ``policy_lapsed: …`` reason instead, nothing is delivered, and the answer's state is
+    ``failed``. A repeated report of the same result is answered with ``existing: true``,
+    writing nothing.
     """
     agg = uow.get(Computation, computation_id)
     agg.require_requester(ctx)
     digest = require_sha256(result_sha256, "result_sha256")
-    if agg.state == "succeeded" and agg.result_sha256 == digest:
+    if _takes_result(agg, digest):
         return {**_view(agg, existing=True), "result_sha256": agg.result_sha256}
-    agg.require_state(["requested"], "record a result")
     if require_text(datasite, "datasite") != agg.datasite:
         raise InvalidInput("datasite", f"computation {agg.id} was requested on datasite "
                                        f"{agg.datasite!r}")
-    agg.succeed(ctx, result_sha256=digest,
-                input_hashes=_check_input_hashes(uow, agg, input_hashes),
-                result_rows=_require_count(result_rows, "result_rows", 0), datasite=datasite)
+    hashes = _check_input_hashes(uow, agg, input_hashes)
+    rows = _require_count(result_rows, "result_rows", 0)
+    lapsed = None if agg.execution == TRIAL else lapse_refusal(uow, ctx, agg)
+    if lapsed is not None:
+        agg.fail(ctx, reason=lapsed)
+        return {**_view(agg), "result_sha256": None}
+    agg.succeed(ctx, result_sha256=digest, input_hashes=hashes, result_rows=rows,
+                datasite=datasite)
     return {**_view(agg), "result_sha256": agg.result_sha256}
 
 
-def check_reporter(uow: UnitOfWork, ctx: Context, computation_id: str) -> None:
-    """Whether the actor may report on computation ``computation_id``: asked (with
-    ``Ledger.check``) before a result's bytes are stored, since only the requesting provider
-    may store bytes (else anyone could fill the store).
+def check_reporter(uow: UnitOfWork, ctx: Context, computation_id: str,
+                   result_sha256: str | None = None) -> None:
+    """Whether the actor may report on computation ``computation_id`` (and, given
+    ``result_sha256``, whether it still takes that result): asked (with ``Ledger.check``)
+    before a result's bytes are stored, since only the requesting provider may store bytes
+    (else anyone could fill the store), and a post bound to be refused stores none.
 
     NotFound unless it is a computation, Forbidden unless the actor is the provider that
-    requested it; ``record_success`` checks it again when it decides.
+    requested it, WrongState if it failed or succeeded with other bytes; ``record_success``
+    checks it all again when it decides.
     """
-    uow.get(Computation, computation_id).require_reporter(ctx.actor)
+    agg = uow.get(Computation, computation_id)
+    agg.require_reporter(ctx.actor)
+    if result_sha256 is not None:
+        _takes_result(agg, require_sha256(result_sha256, "result_sha256"))
 
 
 def record_failure(uow: UnitOfWork, ctx: Context, computation_id: str, *,

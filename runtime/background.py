@@ -7,6 +7,10 @@ other core. The server follows the projections' position (``ProjectionRunner.fol
 so that its queries still wait for its own writes, and asks the child to hurry when a
 query waits.
 
+The child also drops, every ``SWEEP_EVERY_S``, the result bytes that no
+``computation.succeeded`` records and that are older than the grace period
+(``delivery.results.sweep``: what a crash between storing and recording left behind).
+
 The server keeps the child running (``core.supervise``): if it exits (a crash, the OOM
 killer, an error at its start) the exit code is logged and a new child is started after a
 pause (1 s, doubling up to 30 s; back to 1 s once a child ran a minute). It resumes from
@@ -27,6 +31,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from core.supervise import Backoff, Supervisor
+from delivery import results
 from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,6 +40,8 @@ _HURRY, _STOP, _READY = b"h", b"s", b"r"
 NAME = "dataledger-background"
 FIRST_PAUSE, MAX_PAUSE, STEADY_SECONDS = 1.0, 30.0, 60.0
 STOP_GRACE_S = 20.0
+#: how often the child sweeps unrecorded result bytes
+SWEEP_EVERY_S = 600.0
 
 
 class _Child:
@@ -189,11 +196,27 @@ def _main(settings_values: dict[str, Any], conn: Connection) -> None:
 
 def _serve_requests(conn: Connection, services: Any) -> None:
     """Tell the server the child runs, then hurry the projections on each request until it
-    says stop."""
+    says stop; sweep unrecorded result bytes every ``SWEEP_EVERY_S`` meanwhile."""
     conn.send_bytes(_READY)  # the server's /health: ok again
+    next_sweep = time.monotonic() + SWEEP_EVERY_S  # serve swept at its start
     while True:
+        if time.monotonic() >= next_sweep:
+            next_sweep = time.monotonic() + SWEEP_EVERY_S
+            _sweep(services)
         if not conn.poll(0.5):
             continue
         if conn.recv_bytes() == _STOP:
             return
         services.runner.hurry()
+
+
+def _sweep(services: Any) -> None:
+    """Drop unrecorded result bytes past the grace period; a failure is logged, and the
+    next sweep tries again (the projections and the chain go on)."""
+    try:
+        dropped = results.sweep(services.engine, services.store)
+    except Exception:
+        log.exception("sweeping unrecorded result bytes failed")
+        return
+    if dropped:
+        log.info("dropped %d stored result(s) that no computation.succeeded records", dropped)

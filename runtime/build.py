@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from anchoring.checkpointer import CutPolicy
 from anchoring.service import ChainService, build_chain
 from api.auth import AuthCache, hash_token, new_token
+from delivery import results
 from domain.application import Ledger
 from domain.base import Actor, Context
 from domain.participant import Participant, found_platform
@@ -125,6 +126,8 @@ def _serve(container: Container, url: DatabaseURL, start_background: bool) -> No
     # on a setting writes nothing (its admin token is never made and lost)
     container.first_admin_token = ensure_platform(container)
     runner.catch_up()
+    # result bytes a crash left unrecorded (the background process sweeps them from now on)
+    results.sweep(container.engine, container.store)
     if not start_background:
         return
     if settings.background_process:  # the chain here only serves the /ledger routes

@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     compute_node: Literal["auto", "true", "false"] = Field(default="auto", description="serve starts the embedded compute node from .venv-compute: auto = if that environment exists")
     compute_venv: Path = Field(default=ROOT / ".venv-compute", description="where compute_nodes/setup-env makes the compute environment and serve finds it")
     background_process: bool = Field(default=True, description="serve applies the projections and integrates the chain in a child process (both only need the store), not in threads competing with the requests for the GIL")
+    max_result_bytes: int = Field(default=64 * 1024 * 1024, ge=1, description="the largest body of a result post (POST /computations/{id}/result) in bytes; a larger one is answered 413 and nothing is stored")
 
     @field_validator("admin_token")
     @classmethod

@@ -12,7 +12,11 @@ records the data it loaded onto its datasite (``POST /datasets/{id}/data-loaded`
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
+import weakref
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
@@ -21,13 +25,14 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CommandsDep, ReaderDep
+from api.errors import TOO_LARGE
 from api.fields import Id, Name, NoNul
 from api.routes.common import CommandAnswer, answer, visible_row, visible_rows
 from core.canonical import CanonicalEncodingError
 from delivery import results
 from domain import computation as uc
 from domain import dataset as datasets_uc
-from domain.errors import InvalidInput, NotFound, WrongState
+from domain.errors import DomainError, InvalidInput, NotFound, WrongState
 from projections import computations as q
 
 router = APIRouter(tags=["computations"])
@@ -170,7 +175,8 @@ async def request_computation(body: ComputationRequest, cmd: CommandsDep) -> JSO
     return answer(result, 200 if result.body.get("existing") else 201)
 
 
-@router.post("/computations/{computation_id}/result", response_model=ResultAnswer)
+@router.post("/computations/{computation_id}/result", response_model=ResultAnswer,
+             responses=TOO_LARGE)
 async def record_result(computation_id: str, body: ResultReport,
                         cmd: CommandsDep) -> JSONResponse:
     """The requesting provider posts the result: its SHA-256 is recorded with the delivery,
@@ -179,9 +185,19 @@ async def record_result(computation_id: str, body: ResultReport,
 
     The bytes are stored first, under (computation id, their SHA-256), and only then is the
     command run that records that SHA-256: a crash between the two leaves bytes no delivery
-    names, never a delivery without its bytes. Bytes stored for a post the command then
-    refuses (another provider, other bytes after success) are never served: the delivery
-    serves the bytes whose SHA-256 the log recorded.
+    names (dropped later by the background sweep), never a delivery without its bytes. A
+    post the command refuses keeps no bytes: one bound to be refused (another provider's,
+    one for a failed computation or other bytes after success) is refused before anything
+    is stored, and bytes stored for a post refused afterwards are dropped.
+
+    For an execution ≥ 1 the policy is checked again now: the contract still approved (not
+    terminated) and inside its usage window, its scenario approved, each input still covered
+    by a live authorization. If not, ``computation.failed`` is recorded with the reason
+    ``policy_lapsed: …``, nothing is delivered, and the answer is 409 whose ``detail`` is
+    that reason. The trial (execution 0) is not checked against the contract.
+
+    A body larger than ``DATALEDGER_MAX_RESULT_BYTES`` is answered 413 ``too_large``, and
+    nothing is stored.
 
     ``input_hashes`` name exactly the computation's input datasets; for executions ≥ 1 each
     must equal the private file's hash of the dataset's last ``dataset.data_loaded`` (if
@@ -191,13 +207,38 @@ async def record_result(computation_id: str, body: ResultReport,
         content, digest = results.encode(body.result)
     except CanonicalEncodingError as exc:
         raise InvalidInput(("result" + exc.path.removeprefix("$")), exc.reason) from None
-    # only the requesting provider may store bytes (else anyone could fill the store)
-    await run_in_threadpool(cmd.container.ledger.check, uc.check_reporter, cmd.actor,
-                            computation_id)
-    await run_in_threadpool(results.put, cmd.container.engine, computation_id, content)
-    return answer(await cmd.run(uc.record_success, computation_id, result_sha256=digest,
-                                input_hashes=dict(body.input_hashes),
-                                result_rows=body.result_rows, datasite=body.datasite))
+    c = cmd.container
+    async with _posting(computation_id):
+        # only the requesting provider may store bytes (else anyone could fill the store),
+        # and only for a computation that still takes this result
+        await run_in_threadpool(c.ledger.check, uc.check_reporter, cmd.actor, computation_id,
+                                digest)
+        await run_in_threadpool(results.put, c.engine, computation_id, content)
+        try:
+            done = await cmd.run(uc.record_success, computation_id, result_sha256=digest,
+                                 input_hashes=dict(body.input_hashes),
+                                 result_rows=body.result_rows, datasite=body.datasite)
+        except DomainError:
+            await run_in_threadpool(results.discard, c.engine, c.store, computation_id, digest)
+            raise
+        if done.body["state"] == "failed":  # policy_lapsed: recorded, never delivered
+            await run_in_threadpool(results.discard, c.engine, c.store, computation_id, digest)
+            raise WrongState(done.body["reason"], state="failed")
+    return answer(done)
+
+
+#: computation id -> the lock its result posts take, so that one post's refusal never drops
+#: the bytes another post of the same result (in this process) is about to record
+_POSTS: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+
+@contextlib.asynccontextmanager
+async def _posting(computation_id: str) -> AsyncIterator[None]:
+    lock = _POSTS.get(computation_id)
+    if lock is None:
+        lock = _POSTS[computation_id] = asyncio.Lock()
+    async with lock:
+        yield
 
 
 @router.post("/computations/{computation_id}/failure", response_model=ComputationAnswer)

@@ -234,9 +234,9 @@ def test_a_delivery_recorded_without_its_bytes_gets_them_when_the_result_is_post
 
 def test_no_other_post_changes_the_bytes_the_demander_fetches(
         world: World, chain: Chain, container: Container) -> None:
-    """The bytes are stored before the command decides, under (computation id, SHA-256):
-    another provider's post for the computation (refused afterwards, 403) and the provider's
-    own post of other bytes after success (409) store rows that are never served."""
+    """Another provider's post for the computation (403) and the provider's own post of
+    other bytes after success (409) are refused before anything is stored: the delivery
+    serves the bytes the log recorded, and no others are kept."""
     second, ds2, oid = two_provider_contract(world, chain)
     cid = world.call("POST", "/computations", chain.provider, 201, json=ask(oid))["computation_id"]
     forged = [{"firm": "A", "score": 1}]
@@ -251,9 +251,8 @@ def test_no_other_post_changes_the_bytes_the_demander_fetches(
     refused(world, "POST", f"/computations/{cid}/result", chain.provider, 409,
             json=report(chain, forged))
     assert json.loads(delivered(world, chain, cid)) == RESULT
-    # the requester's refused bytes sit in a row of their own, which no delivery names
-    assert results.get(container.engine, cid, forged_sha) == canonical_bytes(forged)
-    # another provider stores nothing at all (it is refused before the bytes are kept)
+    # neither the requester's refused bytes nor another provider's are kept
+    assert results.get(container.engine, cid, forged_sha) is None
     other = [{"firm": "B", "score": 2}]
     refused(world, "POST", f"/computations/{cid}/result", second, 403,
             json=report(chain, other))

@@ -21,6 +21,7 @@ from domain.computation import (
     NAMESPACE,
     TRIAL,
     Computation,
+    check_reporter,
     computation_id,
     record_failure,
     record_success,
@@ -213,6 +214,84 @@ def test_a_requested_execution_is_checked_again_when_asked_for_again(
     assert uow.get(Computation, cid).reason == again["reason"]
     assert request_computation(uow, PROVIDER, **request_kwargs(order_id)) == again
     assert uow.commit() == []
+
+
+@pytest.mark.parametrize(("change", "says"), [
+    (terminate, "contract {order} was terminated"),
+    (revoke, "authorization {auth} covering dataset {dataset}"),
+    (suspend, "scenario {scenario} of product {product} is suspended")])
+def test_a_result_posted_after_the_policy_lapsed_is_recorded_failed_not_delivered(
+        change: Any, says: str) -> None:
+    """The code ran, then the contract was terminated, an authorization revoked or the
+    scenario suspended: the result is recorded as failed (policy_lapsed), nothing is
+    delivered, and the computation takes no other result."""
+    uow = MemoryUnitOfWork()
+    order_id, cid = requested(uow)
+    change(uow, order_id)
+    out = run(uow, record_success, PROVIDER, cid, **success_kwargs(uow, cid))
+    product = uow.get(Product, uow.get(Order, order_id).product_id)
+    named = says.format(order=order_id, auth=product.authorization_ids[0],
+                        dataset=product.dataset_ids()[0], scenario=product.scenario_id,
+                        product=product.id)
+    assert (out["state"], out["result_sha256"]) == ("failed", None)
+    assert out["reason"].startswith(f"policy_lapsed: {named}"), out["reason"]
+    assert out["reason"].endswith(f"the result of execution 1 of contract {order_id} is not "
+                                  "delivered")
+    assert [e.type_name for e in uow.streams[cid]] == ["computation.requested",
+                                                        "computation.failed"]
+    assert uow.get(Computation, cid).reason == out["reason"]
+    refused(uow, WrongState, record_success, PROVIDER, cid, **success_kwargs(uow, cid))
+    refused(uow, WrongState, check_reporter, PROVIDER, cid, RESULT_SHA)
+
+
+def test_a_result_posted_after_the_usage_window_closed_is_recorded_failed() -> None:
+    window = {**POLICY, "not_before": "2026-11-26T09:00:00Z", "not_after": "2026-11-26T11:00:00Z"}
+    uow = MemoryUnitOfWork()
+    order_id, cid = requested(uow, window)  # at 10:00, inside the window
+    late = ctx("provider", "p-provider", at="2026-11-26T11:00:00Z")
+    out = run(uow, record_success, late, cid, **success_kwargs(uow, cid))
+    assert out["state"] == "failed"
+    assert out["reason"].startswith(f"policy_lapsed: the usage window of contract {order_id} "
+                                    "closed at 2026-11-26T11:00:00Z")
+    assert "delivery.made" not in [e.type_name for e in uow.streams[cid]]
+
+
+def test_an_invalid_report_writes_nothing_even_once_the_policy_lapsed() -> None:
+    """The re-check comes after the report's own checks: an invalid report is refused
+    (nothing written) even once the policy lapsed."""
+    uow = MemoryUnitOfWork()
+    order_id, cid = requested(uow)
+    terminate(uow, order_id)
+    refused(uow, InvalidInput, record_success, PROVIDER, cid,
+            **success_kwargs(uow, cid, datasite="elsewhere"))
+    assert [e.type_name for e in uow.streams[cid]] == ["computation.requested"]
+
+
+def test_the_trial_s_result_is_not_checked_against_the_contract() -> None:
+    """The trial ran on mock data before approval: its result is delivered although the
+    grant was revoked meanwhile (the trial never rested on it)."""
+    uow = MemoryUnitOfWork()
+    order_id = trial_order(uow)
+    cid = run(uow, request_computation, PROVIDER,
+              **request_kwargs(order_id, TRIAL))["computation_id"]
+    revoke(uow, order_id)
+    out = run(uow, record_success, PROVIDER, cid, **success_kwargs(uow, cid))
+    assert out["state"] == "succeeded"
+    assert [e.type_name for e in uow.streams[cid]][-1] == "delivery.made"
+
+
+def test_check_reporter_refuses_a_post_bound_to_be_refused() -> None:
+    """Asked before the bytes are stored: the requester only, and only a result the
+    computation still takes (the same again after success, anything while requested)."""
+    uow = MemoryUnitOfWork()
+    _, cid = requested(uow)
+    check_reporter(uow, PROVIDER, cid, RESULT_SHA)
+    other = hashlib.sha256(b"other").hexdigest()
+    check_reporter(uow, PROVIDER, cid, other)
+    refused(uow, Forbidden, check_reporter, OTHER_PROVIDER, cid, RESULT_SHA)
+    run(uow, record_success, PROVIDER, cid, **success_kwargs(uow, cid))
+    check_reporter(uow, PROVIDER, cid, RESULT_SHA)
+    refused(uow, WrongState, check_reporter, PROVIDER, cid, other)
 
 
 def test_a_requested_trial_is_checked_again_when_asked_for_again() -> None:
@@ -807,9 +886,9 @@ def test_records_an_execution_outside_the_contract_s_usage_window() -> None:
     late = ctx("provider", "p-provider", at="2026-11-26T11:00:00Z")  # not_after is exclusive
     out = recorded_refusal(uow, "outside_contract_window", who=late,
                            **request_kwargs(order_id, ask_next(uow, order_id)))
-    assert "until 2026-11-26T11:00:00Z" in out["reason"]
+    assert "closed at 2026-11-26T11:00:00Z" in out["reason"]
     early = MemoryUnitOfWork()
     order_id = approved(early, {**POLICY, "not_before": "2026-11-27T00:00:00Z",
                                 "not_after": "2026-12-01T00:00:00Z"})
     out = recorded_refusal(early, "outside_contract_window", **request_kwargs(order_id))
-    assert "from 2026-11-27T00:00:00Z" in out["reason"]
+    assert "opens at 2026-11-27T00:00:00Z" in out["reason"]
