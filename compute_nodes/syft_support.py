@@ -13,6 +13,7 @@ import io
 import logging
 import os
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,14 @@ from syft.server import server as syft_server
 from syft.server.credentials import SyftSigningKey
 from syft.server.utils import get_named_server_uid
 
+from compute_nodes.logs import RedactingStream
+
 log = logging.getLogger("compute_nodes.datasite")
+
+# PySyft logs every API call with its arguments at INFO, passwords among them (user.update,
+# user.create): such records are never made (a node process also keeps PySyft's warnings
+# and errors in its private log, compute_nodes/logs.py)
+logging.getLogger("syft").setLevel(logging.WARNING)
 
 HTTP_TIMEOUT_S = (5.0, 120.0)  # connect, read: PySyft's own HTTP calls set none
 
@@ -78,7 +86,13 @@ def exception_type(text: str) -> str | None:
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """PySyft prints banners and notices on stdout: keep them out of the worker's stdout."""
+    """PySyft prints banners and notices on stdout: keep them out of the worker's stdout.
+
+    Nothing to do once stdout is a node process's private log (``compute_nodes/logs.py``):
+    swapping ``sys.stdout`` is not safe with executions in several threads."""
+    if isinstance(sys.stdout, RedactingStream):
+        yield
+        return
     buffer = io.StringIO()
     try:
         with contextlib.redirect_stdout(buffer):
