@@ -2,7 +2,9 @@
 embedded compute node host (this venv) with three providers' in-process PySyft datasites.
 
 The demo checks its own claims (and exits 1 if one fails); this test runs it as a user
-would and reads what it printed and left on disk.
+would and reads what it printed and left on disk: no secret in any log it left nor in what
+it printed, no private value outside a provider's own log (``logscan.py``), and the node's
+credentials readable by the node's user only.
 """
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ from __future__ import annotations
 import csv
 import os
 import re
+import stat
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.compute import logscan
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -46,3 +51,37 @@ def test_demo_finance_delivers_scores_for_the_asked_enterprises_only(tmp_path: P
     positions = list((data / "node" / "positions").glob("*.json"))
     assert len(positions) == 3
     assert len(list((data / "node" / "providers").glob("*.json"))) == 3
+    no_secret_nor_private_value_in_the_logs(data, out + done.stderr)
+    credentials_are_the_node_users_only(data / "node")
+
+
+#: the private columns whose values are long enough to be looked for in the logs
+PRIVATE_COLUMNS = {"tax": ["tax_paid_yuan_12m", "tax_arrears_yuan"],
+                   "power": ["power_kwh_12m"]}
+
+
+def no_secret_nor_private_value_in_the_logs(data: Path, printed: str) -> None:
+    secrets = logscan.node_secrets(data / "node")
+    assert len(secrets) == 9  # three providers: a token and two passwords each
+    private: dict[str, str] = {}
+    for view, columns in PRIVATE_COLUMNS.items():
+        private.update(logscan.private_values(data / "source-data" / f"{view}.private.csv",
+                                              columns))
+    assert len(private) >= 5
+    assert (data / "serve.log").exists() and len(list(data.rglob("private.log"))) == 3
+    leaks = logscan.scan([data], secrets=secrets, private=private,
+                         texts={"what the demo printed": printed})
+    assert not leaks, "\n".join(map(str, leaks[:30]))
+
+
+def credentials_are_the_node_users_only(node: Path) -> None:
+    def mode(path: Path) -> int:
+        return stat.S_IMODE(path.stat().st_mode)
+
+    for directory in (node, *(node / sub for sub in ("providers", "positions", "nodes",
+                                                     "jobs", "datasites"))):
+        assert mode(directory) == 0o700, directory
+    for path in (*node.glob("providers/*.json"), *node.glob("positions/*.json"),
+                 *node.rglob("private.log"), *node.rglob("node.lock"), node / "host.lock",
+                 node / "trust.json"):
+        assert mode(path) == 0o600, path

@@ -1,7 +1,8 @@
 """Exactly once: the same contract event handled twice (directly, and redelivered by a
 JetStream consumer that did not acknowledge it), a node that dies between the run and the
-report, and a real node process killed with SIGKILL in the middle of a computation — each
-ends with one computation, one ``computation.succeeded`` and one ``delivery.made``.
+report, a real node process killed with SIGKILL in the middle of a computation, and the
+embedded host killed so (none of its processes may outlive it) — each ends with one
+computation, one ``computation.succeeded`` and one ``delivery.made``.
 
 The server publishes to the real NATS on 127.0.0.1:4222, on a stream and subject prefix of
 this module's own (removed afterwards). The NATS test fails, not skips, when ``CI`` is set
@@ -27,10 +28,13 @@ import httpx
 import pytest
 
 from compute_nodes import datasite
+from compute_nodes.enrollment import running_host
 from compute_nodes.feeds import JetStreamSettings, Position
+from compute_nodes.hygiene import alive
 from compute_nodes.jetstream import Follower
 from compute_nodes.outcome import Outcome
 from core.record import LogEntry
+from tests.compute import logscan
 from tests.compute.ledger import (
     NATS_URL,
     PYTHON,
@@ -43,6 +47,7 @@ from tests.compute.ledger import (
     until_settled,
     world,
 )
+from tests.compute.test_host import descendants
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -258,3 +263,90 @@ def test_a_node_killed_mid_computation_delivers_once_after_restart(
                if line.startswith("{")]
     assert [o["status"] for o in printed if o["contract_id"] == contract] == ["delivered"]
     assert {o["status"] for o in printed if o["contract_id"] != contract} <= {"skipped"}
+
+
+def test_a_host_killed_mid_computation_leaves_no_process_and_delivers_once(
+        w: SimpleNamespace) -> None:
+    """The embedded host (``python -m compute_nodes.host run``: its fork server, a node
+    process per provider) gets SIGKILL while the product's code sleeps: none of its
+    processes survives it, and the next host delivers once."""
+    node_dir = w.tmp / "killed-host"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATALEDGER_NODE_")}
+    env.update(DATALEDGER_NODE_PLATFORM_URL=w.url, DATALEDGER_NODE_DATA_DIR=str(node_dir),
+               DATALEDGER_NODE_TRUST_FILE=str(w.tmp / "trust.json"),
+               DATALEDGER_NODE_POLL_SECONDS="0.3", PYTHONPATH=str(ROOT))
+    command = [str(PYTHON), "-m", "compute_nodes.host"]
+    enrolled = subprocess.run([*command, "enroll", "--datasite", "tax-host-killed"],
+                              env={**env, "DATALEDGER_NODE_TOKEN": w.p.provider.token},
+                              cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert enrolled.returncode == 0, enrolled.stderr[-3000:]
+    participant = json.loads(enrolled.stdout)["participant_id"]
+    product = w.api.product(w.p, SLOW, [{"dataset_id": w.p.dataset_id, "fields": USED}],
+                            name="slow score, host killed")
+    Position(node_dir / "positions" / f"{participant}.json").save(w.api.events()[-1]["seq"])
+
+    def start(name: str) -> subprocess.Popen[bytes]:
+        with (node_dir / f"{name}.out").open("wb") as out:
+            return subprocess.Popen([*command, "run"], env=env, cwd=ROOT, stdout=out,
+                                    stderr=subprocess.STDOUT)
+
+    def states() -> list[str]:
+        return [c["state"] for c in w.api.computations(contract)]
+
+    def wait_for(state: str, host: subprocess.Popen[bytes], name: str) -> None:
+        deadline = time.monotonic() + 90
+        while states() != [state]:
+            assert host.poll() is None, (node_dir / f"{name}.out").read_text()[-3000:]
+            assert time.monotonic() < deadline, (node_dir / f"{name}.out").read_text()[-3000:]
+            time.sleep(0.2)
+
+    first = start("first")
+    try:
+        deadline = time.monotonic() + 30
+        while running_host(node_dir) != first.pid:
+            assert first.poll() is None and time.monotonic() < deadline, "no host"
+            time.sleep(0.1)
+        loaded = subprocess.run([*command, "load", "--dataset", w.p.dataset_id, "--private",
+                                 str(w.tmp / "private.csv"), "--mock", str(w.tmp / "mock.csv")],
+                                env=env, cwd=ROOT, capture_output=True, text=True,
+                                timeout=120, check=False)
+        assert loaded.returncode == 0, loaded.stderr[-3000:]
+        contract = w.api.order(w.p, product)
+        wait_for("requested", first, "first")
+        time.sleep(2.5)  # submitted and approved: inside the function's sleep
+        assert states() == ["requested"]
+        node = json.loads((node_dir / "nodes" / f"{participant}.json").read_text())
+        tree = descendants(first.pid)  # the fork server, the node, what they started
+        assert int(node["pid"]) in tree
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    deadline = time.monotonic() + 5
+    while [pid for pid in tree if alive(pid)]:
+        assert time.monotonic() < deadline, \
+            f"processes of the killed host survive: {[pid for pid in tree if alive(pid)]}"
+        time.sleep(0.05)
+    assert states() == ["requested"]
+
+    second = start("second")
+    try:
+        wait_for("succeeded", second, "second")
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=30)
+    finally:
+        if second.poll() is None:
+            second.kill()
+            second.wait()
+    assert second.returncode == 0, (node_dir / "second.out").read_text()[-3000:]
+    [computation] = w.api.computations(contract)
+    assert deliveries(w, computation["computation_id"]) == [
+        "computation.requested", "computation.succeeded", "delivery.made"]
+    result = w.api.call("GET", f"/deliveries/{computation['computation_id']}/result",
+                        w.p.demander.token)
+    assert result == expected_scores(w.private)
+    secrets = logscan.node_secrets(node_dir)
+    assert len(secrets) == 3
+    assert logscan.scan([node_dir, w.tmp / "server.log"], secrets=secrets) == []
