@@ -15,8 +15,21 @@ datasite through the running host (``load`` drops a job in ``<node dir>/jobs``; 
 hands it to the owner's process, which answers), since an in-process datasite belongs to
 the process that runs it. One host per node directory (``host.lock``).
 
+The host forks the node processes from a fork server (``compute_nodes/forkserver.py``) that
+imported PySyft once, so a node's datasite is ready about a second after it is started
+rather than after the several seconds of a fresh import. Each process dies with its parent,
+even after a ``kill -9`` (``PR_SET_PDEATHSIG``, ``compute_nodes/hygiene.py``), and holds the
+host's lock, so that no new host starts while one of them lives; a node process holds its
+datasite directory's lock (``node.lock``) for its life, so that two PySyft instances never
+run on one datasite (a second one waits ``DATALEDGER_NODE_SITE_LOCK_SECONDS``, then exits
+with an error and is started again later). A node process's logs (``compute_nodes/logs.py``): its operational
+log on stderr, which reaches serve's output, with every secret redacted; PySyft's records,
+whatever is printed, and the private logger (``dataledger.provider_private``) in the
+``private.log`` of its datasite directory, which may hold private values.
+
     python -m compute_nodes.host run
-    python -m compute_nodes.host provider --id PARTICIPANT_ID      (started by run)
+    python -m compute_nodes.host fork-server                       (started by run)
+    python -m compute_nodes.host provider --id PARTICIPANT_ID      (forked by the fork server)
     DATALEDGER_NODE_TOKEN=TOKEN python -m compute_nodes.host enroll [--datasite NAME]
     python -m compute_nodes.host load --dataset ID --private FILE --mock FILE
     python -m compute_nodes.host status
@@ -26,48 +39,70 @@ Settings from the environment (``dataledger compute-node`` and ``serve`` set the
     DATALEDGER_NODE_PLATFORM_URL   the ledger API (default http://127.0.0.1:8000)
     DATALEDGER_NODE_TRUST_FILE     the keys trusted (default <node dir>/trust.json)
     DATALEDGER_NODE_POLL_SECONDS   pause between rounds when idle (default 1)
+    DATALEDGER_NODE_PARALLEL       executions at once per provider (default 4)
+    DATALEDGER_NODE_HIDE           more paths the sandbox hides (serve: its data directory)
     DATALEDGER_NODE_PARENT_PID     set by serve: the host exits when that process is gone
+    DATALEDGER_NODE_SITE_LOCK_SECONDS  how long a node process waits for its datasite (30)
 
-Layout of the node directory:
+Layout of the node directory (every directory 0700, every file 0600: the node's user only;
+the product's code runs as another user, in a sandbox that sees none of it):
     providers/<participant id>.json  an enrolled provider: token, datasite name and password
-                                     (mode 0600: the provider's credentials)
+                                     (the provider's credentials)
     positions/<participant id>.json  the last seq of the log this provider's node handled
+    nodes/<participant id>.json      its running node process: pid, when started, when ready
     jobs/<id>.json, <id>.answer.json  load requests and their answers (jobs/<participant id>/:
                                      requests handed to that provider's process)
     host.json, host.lock             the running host's pid; the lock one host holds
-    datasites/                       the datasites' state
+    datasites/<uid>/                 a datasite's state (db/, blob/), its node.lock and its
+                                     private.log (<uid>: PySyft's uid of the datasite's name)
 """
 
 from __future__ import annotations
 
 import argparse
-import fcntl
+import contextlib
 import functools
+import importlib
 import json
 import logging
 import os
-import secrets
 import signal
-import subprocess
 import sys
 import threading
 import time
-import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
-from core.files import write_private
-from core.supervise import Backoff, PopenChild, Supervisor
+from compute_nodes import forkserver, hygiene, logs
+from compute_nodes.enrollment import (
+    JOB_TIMEOUT_S,
+    Enrollment,
+    enroll,
+    enroll_command,
+    load_command,
+    running_host,
+    status_command,
+    submit_load,
+)
+from compute_nodes.enrollment import read_json as _read
+from compute_nodes.enrollment import write_json as _write_private
+from core.supervise import Backoff, Supervisor
+
+__all__ = ["Host", "ProviderNode", "enroll", "main", "node_environment", "running_host",
+           "submit_load"]
 
 log = logging.getLogger("compute_nodes.host")
 
 RUNNER_EMAIL = "compute-node@dataledger.example"
 PAGE = 500  # events per poll
-JOB_TIMEOUT_S = 600.0
-HOST_START_S = 30.0  # how long load waits for the host of a serve that is starting
+SITE_LOCK_WAIT_S = 30.0  # a node process waits this long for its datasite's lock
+HOST_LOCK_WAIT_S = 10.0  # a host waits this long for the node processes of a killed one
+#: what the fork server imports once for every node process it forks
+PRELOAD = ("pandas", "syft", "compute_nodes.datasite", "compute_nodes.node",
+           "compute_nodes.trust", "compute_nodes.feeds", "compute_nodes.outcome")
 
 
 def node_dir() -> Path:
@@ -76,80 +111,6 @@ def node_dir() -> Path:
 
 def platform_url() -> str:
     return os.environ.get("DATALEDGER_NODE_PLATFORM_URL") or "http://127.0.0.1:8000"
-
-
-def _write_private(path: Path, data: dict[str, Any]) -> None:
-    write_private(path, json.dumps(data, ensure_ascii=False, indent=2))
-
-
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    return data if isinstance(data, dict) else None
-
-
-# -- enrollment -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Enrollment:
-    """A provider whose node this host runs."""
-
-    participant_id: str
-    name: str
-    token: str
-    datasite: str
-    datasite_password: str
-
-    @classmethod
-    def load(cls, path: Path) -> Enrollment:
-        data = _read(path)
-        if data is None:
-            raise ValueError(f"{path}: not a JSON object")
-        return cls(**{k: str(data[k]) for k in cls.__dataclass_fields__})
-
-
-class EnrollmentError(Exception):
-    """The token does not belong to an admitted provider, or the platform said no."""
-
-
-def whoami(url: str, token: str) -> dict[str, Any]:
-    """``GET /participants/me`` with ``token``: the participant and the member."""
-    try:
-        r = httpx.get(f"{url.rstrip('/')}/participants/me",
-                      headers={"Authorization": f"Bearer {token}"}, timeout=30)
-    except httpx.HTTPError as exc:
-        raise EnrollmentError(f"the platform at {url} does not answer: {exc}") from exc
-    if r.status_code == 401:
-        raise EnrollmentError("the platform does not know this token (401)")
-    if r.status_code != 200:
-        raise EnrollmentError(f"GET /participants/me: {r.status_code} {r.text[:300]}")
-    me: dict[str, Any] = r.json()
-    return me
-
-
-def enroll(directory: Path, url: str, token: str, datasite: str | None = None) -> Enrollment:
-    """Record a provider's node credentials; the running host picks them up."""
-    participant = whoami(url, token)["participant"]
-    if participant.get("role") != "provider":
-        raise EnrollmentError(f"participant {participant.get('id')} is a "
-                              f"{participant.get('role')}, not a provider: only providers "
-                              "run datasites")
-    if participant.get("state") not in (None, "admitted"):
-        raise EnrollmentError(f"provider {participant['id']} is {participant.get('state')}, "
-                              "not admitted")
-    pid = str(participant["id"])
-    path = directory / "providers" / f"{pid}.json"
-    before = _read(path) or {}
-    entry = Enrollment(
-        participant_id=pid, name=str(participant.get("name", "")), token=token,
-        # a datasite keeps its name and password across re-enrollment (token rotation)
-        datasite=str(before.get("datasite") or datasite or f"datasite-{pid[:8]}"),
-        datasite_password=str(before.get("datasite_password") or secrets.token_urlsafe(24)))
-    _write_private(path, asdict(entry))
-    return entry
 
 
 # -- one provider's node process -------------------------------------------------------------
@@ -190,33 +151,88 @@ class ProviderNode:
         self.enrollment = Enrollment.load(directory / "providers" / f"{participant_id}.json")
         self.node: Any = None  # compute_nodes.node.ComputeNode
         self.site: Any = None  # compute_nodes.datasite.Datasite
+        self.sandbox: Any = None  # compute_nodes.sandbox.Sandbox
         self.position = int((_read(self._position_file()) or {}).get("seq", 0))
         self.anchoring = False  # an event waits for an anchored checkpoint
         self.behind = False  # the log has more than the last page showed
         self.stopping = threading.Event()
+        #: when this process started (forked: the fork server says when), for the record
+        self.started_at = float(os.environ.get("DATALEDGER_NODE_STARTED_AT") or time.time())
+        self._site_lock: IO[str] | None = None
+
+    def claim(self) -> Path:
+        """Hold the datasite directory's lock for this process's life, and send this
+        process's logs where they belong (``compute_nodes/logs.py``); the directory.
+
+        Exits with 75 (EX_TEMPFAIL) if another process still holds the lock after
+        ``DATALEDGER_NODE_SITE_LOCK_SECONDS``: the host starts this node again later."""
+        from syft.server.utils import get_named_server_uid
+
+        sites = hygiene.private_dir(self.dir / "datasites")
+        site_dir = hygiene.private_dir(sites / str(get_named_server_uid(self.enrollment.datasite)))
+        try:
+            self._site_lock = hygiene.hold(site_dir / "node.lock", float(
+                os.environ.get("DATALEDGER_NODE_SITE_LOCK_SECONDS") or SITE_LOCK_WAIT_S))
+        except hygiene.Taken as exc:
+            log.error("the node of %s cannot start: datasite %s is in use by another node "
+                      "process (pid %s) of %s", self.enrollment.name, self.enrollment.datasite,
+                      exc.holder or "unknown", site_dir)
+            raise SystemExit(75) from None
+        logs.provider_logging(site_dir, self.enrollment.secrets)
+        return site_dir
 
     def start(self) -> None:
         from compute_nodes import datasite
         from compute_nodes.node import ComputeNode
+        from compute_nodes.runs import PARALLEL
+        from compute_nodes.sandbox import Sandbox
         from compute_nodes.trust import Trust
 
         trust = Trust.from_file(self.trust_file)
-        sites = self.dir / "datasites"
-        sites.mkdir(mode=0o700, parents=True, exist_ok=True)
-        site = datasite.launch(self.enrollment.datasite, data_dir=sites,
-                               admin_password=self.enrollment.datasite_password)
+        site = datasite.launch(self.enrollment.datasite, data_dir=self.dir / "datasites")
         try:
-            admin = site.admin()
-            runner = datasite.data_scientist(site, admin, RUNNER_EMAIL,
-                                             self.enrollment.datasite_password + "-runner")
+            admin, runner = self._clients(site)
         except BaseException:
             site.land()
             raise
         self.site = site
-        self.node = ComputeNode(self.url, self.enrollment.token, admin, runner,
-                                self.enrollment.datasite, trust)
-        log.info("hosting %s (%s) on datasite %s from seq %d", self.enrollment.name,
-                 self.participant_id, self.enrollment.datasite, self.position)
+        # the product's code runs in the sandbox, which sees none of the node's directory
+        self.sandbox = Sandbox(hide=hidden_paths(self.dir))
+        self.node = ComputeNode(self.url, self.enrollment.token,
+                                (admin, runner, self.enrollment.datasite), trust, self.sandbox,
+                                parallel=int(os.environ.get("DATALEDGER_NODE_PARALLEL")
+                                             or PARALLEL))
+        ready = time.time()
+        _write_private(self._node_file(), {"pid": os.getpid(), "started_at": self.started_at,
+                                           "ready_at": ready})
+        log.info("hosting %s (%s) on datasite %s from seq %d (ready %.1f s after its start)",
+                 self.enrollment.name, self.participant_id, self.enrollment.datasite,
+                 self.position, ready - self.started_at)
+
+    def _clients(self, site: Any) -> tuple[Any, Any]:
+        """The datasite admin's client and the runner's (which submits code requests): one
+        login each once they exist; the first start sets the admin's password (PySyft's
+        default until then) and makes the runner's account."""
+        from syft.types.errors import SyftException
+
+        from compute_nodes import datasite
+
+        site.admin_password = self.enrollment.datasite_password
+        try:
+            admin = site.admin()
+        except SyftException:  # the first start
+            first = site.login(site.admin_email, datasite.DEFAULT_ADMIN_PASSWORD)
+            first.account.set_password(self.enrollment.datasite_password, confirm=False)
+            admin = site.admin()
+        try:
+            runner = site.login(RUNNER_EMAIL, self.enrollment.runner_password)
+        except SyftException:  # the first start
+            runner = datasite.data_scientist(site, admin, RUNNER_EMAIL,
+                                             self.enrollment.runner_password)
+        return admin, runner
+
+    def _node_file(self) -> Path:
+        return self.dir / "nodes" / f"{self.participant_id}.json"
 
     def _position_file(self) -> Path:
         return self.dir / "positions" / f"{self.participant_id}.json"
@@ -228,10 +244,11 @@ class ProviderNode:
     def follow(self) -> int:
         """Hand the next page of the log to the node; the number of events it acted on.
 
-        The position moves past an event only once its outcome is settled on the ledger
-        (or the event needs nothing); an event not yet anchored, or a platform error, stops
-        the page there and comes again next round. Handling an event twice is harmless:
-        the node's executions are idempotent.
+        Executions run concurrently: an event whose execution is still running (or not yet
+        anchored) does not stop the page, the next ones are handled too. The position
+        moves past an event only once it and every event before it are settled on the
+        ledger (or need nothing); an unsettled event comes again next round. Handling an
+        event twice is harmless: the node's executions are idempotent.
         """
         from compute_nodes.outcome import SOON, WATCHED, settled
 
@@ -239,22 +256,26 @@ class ProviderNode:
         if r.status_code != 200:
             raise RuntimeError(f"GET /ledger/events: {r.status_code} {r.text[:300]}")
         page = r.json()
-        handled = 0
+        handled, held = 0, False
         for event in page["events"]:
             if event.get("type") in WATCHED:
-                outcomes = self.node.handle(event)
+                outcomes = self.node.handle(event, wait=False)
                 for outcome in outcomes:
-                    log.info("%s: %s", self.enrollment.name,
-                             json.dumps(asdict(outcome), ensure_ascii=False, default=str))
-                if not settled(outcomes):  # not anchored yet, or the platform failed
-                    self._save_position()
+                    if outcome.status != "running":
+                        log.info("%s: %s", self.enrollment.name, json.dumps(
+                            asdict(outcome), ensure_ascii=False, default=str))
+                if not settled(outcomes):  # running, not anchored yet, or the platform failed
+                    held = True
                     if all(o.settled or o.status in SOON for o in outcomes):
-                        self.anchoring = True  # look again soon: checkpoints come often
-                    return handled
+                        self.anchoring = True  # look again soon
+                        continue
+                    break  # a platform error: the rest of the page waits for the next round
                 handled += 1
-            self.position = int(event["seq"])
-        self.position = max(self.position, int(page.get("next_after") or self.position))
-        self.behind = self.position < int(page.get("head") or 0)
+            if not held:
+                self.position = int(event["seq"])
+        if not held:
+            self.position = max(self.position, int(page.get("next_after") or self.position))
+        self.behind = not held and self.position < int(page.get("head") or 0)
         self._save_position()
         return handled
 
@@ -276,12 +297,14 @@ class ProviderNode:
     def run(self, pause: float) -> None:
         from compute_nodes.feeds import ANCHOR_RETRY_S
 
+        self.claim()
         self.start()
         parent = int(os.environ.get("DATALEDGER_NODE_PARENT_PID") or 0)
         try:
             while not self.stopping.is_set():
                 if parent and os.getppid() != parent:
-                    log.error("the host that started this node (pid %d) is gone", parent)
+                    log.error("the fork server that started this node (pid %d) is gone",
+                              parent)
                     break
                 self.jobs()
                 self.anchoring = self.behind = False
@@ -293,24 +316,33 @@ class ProviderNode:
                 if busy == 0 and not self.behind:
                     self.stopping.wait(min(pause, ANCHOR_RETRY_S) if self.anchoring else pause)
         finally:
+            self.node.close()
+            self.sandbox.close()
             self.site.land()
+            self._node_file().unlink(missing_ok=True)
 
 
 # -- the host: a process per provider -----------------------------------------------------------
 
 
 class Host:
-    """Keeps one node process per enrolled provider (:class:`ProviderNode`) and routes the
-    load requests of ``jobs/`` to the owner's process. Imports no PySyft itself."""
+    """Keeps one node process per enrolled provider (:class:`ProviderNode`), forked by its
+    fork server, and routes the load requests of ``jobs/`` to the owner's process. Imports
+    no PySyft itself."""
 
     def __init__(self, directory: Path, url: str, trust_file: Path) -> None:
         self.dir = directory
         self.url = url.rstrip("/")
         self.trust_file = trust_file
         #: a provider's node process, kept running
-        self.children: dict[str, Supervisor[PopenChild]] = {}
+        self.children: dict[str, Supervisor[forkserver.ForkedChild]] = {}
         self.stopping = threading.Event()
-        self._lock: Any = None
+        self.forks: forkserver.ForkServer | None = None
+        #: the secrets of the providers enrolled, redacted from this process's log
+        self.redactor = logs.Redactor()
+        self._lock: IO[str] | None = None
+        self._forks_backoff = Backoff(*RESTART_PAUSE_S, STEADY_S)
+        self._forks_again = 0.0  # monotonic time the fork server may be started again
 
     def enrolled(self) -> dict[str, Enrollment]:
         out = {}
@@ -320,39 +352,62 @@ class Host:
             except (ValueError, KeyError, TypeError) as exc:
                 log.error("bad enrollment file %s: %s", path, exc)
                 continue
+            self.redactor.add(*entry.secrets)
             out[entry.participant_id] = entry
         return out
 
     # -- the provider processes -----------------------------------------------------
     def keep_running(self, enrolled: dict[str, Enrollment], pause: float) -> None:
-        """Start the node process of each provider enrolled since the last call."""
+        """Start the node process of each provider enrolled since the last call, all at
+        once, as soon as the fork server is ready."""
+        if self.forks is None or not self.forks.ready.is_set():
+            return
         for pid, entry in enrolled.items():
             if pid in self.children:
                 continue
             child = Supervisor(f"the node of {entry.name}",
                                functools.partial(self._start_node, pid, entry, pause),
                                Backoff(*RESTART_PAUSE_S, STEADY_S), log=log)
+            try:
+                child.start()
+            except forkserver.ForkServerError as exc:  # tried again next round
+                log.error("could not start the node of %s: %s", entry.name, exc)
+                continue
             self.children[pid] = child
-            child.start()
 
-    def _start_node(self, pid: str, entry: Enrollment, pause: float) -> PopenChild:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "compute_nodes.host", "provider", "--id", pid],
-            env=node_environment({
-                "DATALEDGER_NODE_DATA_DIR": str(self.dir),
-                "DATALEDGER_NODE_PLATFORM_URL": self.url,
-                "DATALEDGER_NODE_TRUST_FILE": str(self.trust_file),
-                "DATALEDGER_NODE_POLL_SECONDS": str(pause),
-                "DATALEDGER_NODE_PARENT_PID": str(os.getpid())}),
-            stdin=subprocess.DEVNULL)
-        log.info("started the node of %s (pid %d)", entry.name, process.pid)
-        return PopenChild(process)
+    def _start_node(self, pid: str, entry: Enrollment, pause: float) -> forkserver.ForkedChild:
+        assert self.forks is not None
+        child = self.forks.spawn(pid, node_environment({
+            "DATALEDGER_NODE_DATA_DIR": str(self.dir),
+            "DATALEDGER_NODE_PLATFORM_URL": self.url,
+            "DATALEDGER_NODE_TRUST_FILE": str(self.trust_file),
+            "DATALEDGER_NODE_POLL_SECONDS": str(pause)}))
+        log.info("started the node of %s (pid %s)", entry.name, child.pid)
+        return child
 
     def stop_children(self) -> None:
         for child in self.children.values():
             child.request_stop()
         for child in self.children.values():
             child.stop(STOP_GRACE_S)
+
+    # -- the fork server ------------------------------------------------------------
+    def keep_fork_server(self) -> None:
+        """Start the fork server, and again after a pause if it died (the node processes
+        died with it; their supervisors start them again once it is ready). From the main
+        thread only: the fork server dies when the thread that started it ends."""
+        assert threading.current_thread() is threading.main_thread()
+        assert self._lock is not None
+        if self.forks is None:
+            self.forks = forkserver.ForkServer(
+                [sys.executable, "-m", "compute_nodes.host", "fork-server"],
+                node_environment({"DATALEDGER_NODE_PARENT_PID": str(os.getpid())}),
+                pass_fds=(self._lock.fileno(),))  # the host's lock covers what it forks
+        elif self.forks.alive or time.monotonic() < self._forks_again:
+            return
+        started = time.monotonic()
+        self.forks.start()
+        self._forks_again = started + self._forks_backoff.pause(0.0)
 
     # -- loads ----------------------------------------------------------------------
     def route_jobs(self, enrolled: dict[str, Enrollment]) -> None:
@@ -364,6 +419,8 @@ class Host:
             dataset_id = str(job.get("dataset_id", ""))
             owner = self._owner(dataset_id, enrolled)
             child = self.children.get(owner or "")
+            if owner is not None and child is None:
+                continue  # its node starts once the fork server is ready: the job waits
             if owner is None or child is None or not child.running:
                 why = (f"dataset {dataset_id} belongs to no provider enrolled here "
                        f"(enrolled: {sorted(e.name for e in enrolled.values())})"
@@ -399,14 +456,29 @@ class Host:
                 pass
 
     # -- the loop -------------------------------------------------------------------
-    def run(self, pause: float) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.dir / "host.lock", "a")  # noqa: SIM115 - held until exit
+    def take_directory(self) -> None:
+        """The node directory, for this host only: its subdirectories made 0700 (an older
+        directory too), and ``host.lock`` held, which the fork server and every node
+        process inherit. Exits if another host runs; waits ``HOST_LOCK_WAIT_S`` for the
+        node processes of a host that died (they die with it)."""
+        for sub in ("", "providers", "positions", "nodes", "jobs", "datasites"):
+            hygiene.private_dir(self.dir / sub)
         try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SystemExit(f"another compute node host runs on {self.dir} "
-                             f"(pid {running_host(self.dir)})") from None
+            self._lock = hygiene.hold(self.dir / "host.lock", 0)
+            return
+        except hygiene.Taken:
+            other = running_host(self.dir)
+            if other is not None:
+                raise SystemExit(f"another compute node host runs on {self.dir} "
+                                 f"(pid {other})") from None
+        try:
+            self._lock = hygiene.hold(self.dir / "host.lock", HOST_LOCK_WAIT_S)
+        except hygiene.Taken as exc:
+            raise SystemExit(f"{exc}: processes of a compute node host that is gone "
+                             "still run") from None
+
+    def run(self, pause: float) -> None:
+        self.take_directory()
         _write_private(self.dir / "host.json", {"pid": os.getpid(), "url": self.url})
         self.clean_spool()
         parent = int(os.environ.get("DATALEDGER_NODE_PARENT_PID") or 0)
@@ -416,71 +488,36 @@ class Host:
                     log.error("the server that started this node (pid %d) is gone", parent)
                     break
                 enrolled = self.enrolled()
+                if enrolled:  # PySyft is imported once there is a datasite to run
+                    self.keep_fork_server()
                 self.keep_running(enrolled, pause)
                 self.route_jobs(enrolled)
                 self.stopping.wait(min(pause, 0.5))
         finally:
             self.stop_children()
+            if self.forks is not None:
+                self.forks.stop()
             (self.dir / "host.json").unlink(missing_ok=True)
 
 
-def running_host(directory: Path) -> int | None:
-    """The pid of the host running on ``directory``, if any."""
-    data = _read(directory / "host.json")
-    if not data:
-        return None
-    pid = int(data.get("pid", 0))
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return None
-    return pid
-
-
-def submit_load(directory: Path, dataset_id: str, private: Path, mock: Path,
-                timeout: float = JOB_TIMEOUT_S) -> dict[str, Any]:
-    """Ask the running host to load a dataset into its owner's datasite; its answer."""
-    deadline = time.monotonic() + HOST_START_S  # a host that serve just started
-    while running_host(directory) is None and (directory / "trust.json").exists() \
-            and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if running_host(directory) is None:
-        raise RuntimeError(f"no compute node host runs on {directory}: start `dataledger "
-                           "serve` (it starts one), or run a standalone node "
-                           "(`dataledger compute-node run`) with DATALEDGER_NODE_TOKEN")
-    for path in (private, mock):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such file")
-    job_id = uuid.uuid4().hex
-    job = directory / "jobs" / f"{job_id}.json"
-    _write_private(job, {"dataset_id": dataset_id, "private": str(private.absolute()),
-                         "mock": str(mock.absolute())})
-    answer_path = job.with_name(f"{job_id}.answer.json")
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            answer = _read(answer_path)
-            if answer is not None:
-                return answer
-            if running_host(directory) is None:
-                raise RuntimeError("the compute node host stopped before answering")
-            time.sleep(0.2)
-        raise TimeoutError(f"the host did not answer within {timeout:.0f} s")
-    finally:
-        job.unlink(missing_ok=True)
-        answer_path.unlink(missing_ok=True)
+def hidden_paths(directory: Path) -> list[Path]:
+    """What the sandbox hides: the node's directory and ``DATALEDGER_NODE_HIDE`` (paths
+    separated by ``os.pathsep``; serve names its data directory)."""
+    extra = os.environ.get("DATALEDGER_NODE_HIDE", "")
+    return [directory.resolve(), *(Path(p).resolve() for p in extra.split(os.pathsep) if p)]
 
 
 # -- command line ---------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dataledger compute-node",
                                      description="the embedded compute node host")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="host every enrolled provider's datasite and node")
     sub.add_parser("host", help="the same as run")
-    pv = sub.add_parser("provider", help="one provider's node (started by run)")
+    sub.add_parser("fork-server", help="fork the node processes (started by run)")
+    pv = sub.add_parser("provider", help="one provider's node (forked by run)")
     pv.add_argument("--id", required=True, help="the provider's participant id")
     en = sub.add_parser("enroll", help="give the node a provider's credentials: a bearer "
                         "token of one of its members, read from DATALEDGER_NODE_TOKEN or "
@@ -491,55 +528,42 @@ def main(argv: list[str] | None = None) -> int:
     ld.add_argument("--dataset", required=True)
     ld.add_argument("--private", required=True, type=Path)
     ld.add_argument("--mock", required=True, type=Path)
-    sub.add_parser("status", help="the enrolled providers and the host's pid")
-    args = parser.parse_args(argv)
+    sub.add_parser("status", help="the enrolled providers, their node processes and the "
+                   "host's pid")
+    return parser
+
+
+def _preload() -> None:
+    """What the fork server imports once for every node process it forks."""
+    for module in PRELOAD:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # noqa: BLE001 - the node process says what fails, again
+            log.warning("the fork server could not import %s: %s", module, exc)
+    with contextlib.suppress(Exception):  # PySyft reads it at each launch otherwise
+        from syft.protocol.data_protocol import get_data_protocol
+
+        get_data_protocol()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     directory = node_dir()
     if args.command == "enroll":
-        token = (os.environ.get("DATALEDGER_NODE_TOKEN") or sys.stdin.readline()).strip()
-        if not token:
-            print("enroll: no token (set DATALEDGER_NODE_TOKEN or give it on standard input)",
-                  file=sys.stderr)
-            return 2
-        try:
-            entry = enroll(directory, platform_url(), token, args.datasite)
-        except EnrollmentError as exc:
-            print(f"enroll: {exc}", file=sys.stderr)
-            return 1
-        print(json.dumps({"participant_id": entry.participant_id, "name": entry.name,
-                          "datasite": entry.datasite}, ensure_ascii=False))
-        return 0
+        return enroll_command(directory, platform_url(), args.datasite)
     if args.command == "load":
-        if os.environ.get("DATALEDGER_NODE_TOKEN"):  # a standalone node's own datasite
-            from compute_nodes import cli
-
-            return cli.main(["load", "--dataset", args.dataset, "--private",
-                             str(args.private), "--mock", str(args.mock)])
-        try:
-            answer = submit_load(directory, args.dataset, args.private, args.mock)
-        except (RuntimeError, TimeoutError, FileNotFoundError) as exc:
-            print(f"load: {exc}", file=sys.stderr)
-            return 1
-        if not answer.get("ok"):
-            print(f"load: {answer.get('error')}", file=sys.stderr)
-            return 1
-        print(json.dumps(answer["result"], ensure_ascii=False, default=str))
-        return 0
+        return load_command(directory, args.dataset, args.private, args.mock)
     if args.command == "status":
-        providers = []
-        for path in sorted((directory / "providers").glob("*.json")):
-            entry = Enrollment.load(path)
-            position = (_read(directory / "positions" / path.name) or {}).get("seq", 0)
-            providers.append({"participant_id": entry.participant_id, "name": entry.name,
-                              "datasite": entry.datasite, "position": position})
-        print(json.dumps({"host_pid": running_host(directory), "providers": providers},
-                         ensure_ascii=False, indent=2))
-        return 0
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s compute-node: %(message)s")
+        return status_command(directory)
+    if args.command == "fork-server":
+        logs.operational_logging(logs.Redactor())
+        return forkserver.serve(lambda participant: main(["provider", "--id", participant]),
+                                _preload)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=logs.FORMAT)
     trust = Path(os.environ.get("DATALEDGER_NODE_TRUST_FILE") or directory / "trust.json")
     pause = float(os.environ.get("DATALEDGER_NODE_POLL_SECONDS") or 1)
     runner: Host | ProviderNode
-    if args.command == "provider":
+    if args.command == "provider":  # its logs are set up once it holds its datasite
         try:
             runner = ProviderNode(directory, platform_url(), trust, args.id)
         except (ValueError, KeyError, TypeError) as exc:
@@ -547,6 +571,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     else:
         runner = Host(directory, platform_url(), trust)
+        logs.operational_logging(runner.redactor)
     signal.signal(signal.SIGTERM, lambda *_: runner.stopping.set())
     try:
         runner.run(pause)

@@ -84,6 +84,8 @@ class NodeSupervisor:
             "DATALEDGER_NODE_PLATFORM_URL": self.platform_url,
             "DATALEDGER_NODE_DATA_DIR": str(self.node_dir),
             "DATALEDGER_NODE_TRUST_FILE": str(self.node_dir / "trust.json"),
+            # the product's code never sees the server's directory (its databases, keys)
+            "DATALEDGER_NODE_HIDE": str(self.node_dir.parent),
             # the node exits when this process is gone (even after a kill -9)
             "DATALEDGER_NODE_PARENT_PID": str(os.getpid()),
         }, allow_listed=True)
