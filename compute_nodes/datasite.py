@@ -48,6 +48,7 @@ import builtins
 import functools
 import hashlib
 import inspect
+import json
 import linecache
 import logging
 import textwrap
@@ -82,6 +83,7 @@ DEFAULT_ADMIN_PASSWORD = "changethis"  # PySyft default until changed
 ASSET_NAME = "data"
 READY_TIMEOUT_S = 30.0
 _SUMMARY_PREFIX = "sha256:"
+_DEPOSITED = "dataledger-json:"  # a result deposited by :func:`deposit`
 
 
 class ComputeNodeError(Exception):
@@ -366,7 +368,10 @@ def prepare_run(admin: Client, request_id: str, dataset_ids: Sequence[str]) -> R
             request.approve(disable_warnings=True)
         previous = _recorded_result(admin, code)
         if previous is not None:
-            return Recorded(previous[0])
+            value = previous[0]
+            if isinstance(value, str) and value.startswith(_DEPOSITED):
+                value = json.loads(value.removeprefix(_DEPOSITED))
+            return Recorded(value)
         source = str(code.raw_code)
         name = str(code.service_func_name)
         params = parameters(source, name, inputs=len(ids))
@@ -387,7 +392,9 @@ def deposit(admin: Client, request_id: str, value: Any) -> None:
     with quiet():
         request = admin.api.services.request.get_by_uid(UID(request_id))
         code = request.code
-        output = request._create_action_object_for_deposited_result(value)
+        # as one JSON text: PySyft stores a str about 7x faster than rows of dicts
+        text = _DEPOSITED + json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        output = request._create_action_object_for_deposited_result(text)
         inputs = {p: uid for i in code.input_policy_init_kwargs.values() for p, uid in i.items()}
         admin.api.services.code.store_execution_output(
             user_code_id=code.id, outputs=output, input_ids=inputs)

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -100,64 +101,106 @@ def follow_http(node: ComputeNode, position: str | Path | Position | None = None
                 once: bool = False, page: int = PAGE, retry_s: float = RETRY_S,
                 on_outcome: OnOutcome = None) -> int:
     """Follow ``GET /ledger/events`` from ``position`` (a JSON file; None: from the
-    start, kept in memory) and handle each event in order. The position moves past an
-    event only once its outcome is settled on the ledger. A page that leaves the position
-    behind the log's ``head`` is followed by the next at once (a page may hold nothing
-    this provider sees); ``poll_s`` is the pause once caught up. Runs until ``stop`` is
-    set (or, with ``once``, until it has caught up with the head); returns the
+    start, kept in memory) and handle each event. Events are handled as they come, without
+    waiting for the ones before to settle (their executions run concurrently, up to the
+    node's ``parallel``); an unsettled event is handled again (shortly while it waits for
+    its checkpoint or runs; with pauses doubling from ``retry_s`` after a refused check or
+    a platform error). The position moves past an event only once it and every event
+    before it are settled on the ledger. A page that leaves the scan behind the log's
+    ``head`` is followed by the next at once (a page may hold nothing this provider sees);
+    ``poll_s`` is the pause once caught up. Runs until ``stop`` is set (or, with ``once``,
+    until it has caught up with the head and settled everything); returns the
     position."""
     pos = position if isinstance(position, Position) else Position(position)
-    stop = stop or threading.Event()
-    pause = retry_s
-    while not stop.is_set():
-        try:
-            answer = node.platform.events(pos.seq, page)
-        except (PlatformError, httpx.HTTPError, ValueError) as exc:
-            log.warning("GET /ledger/events after %d: %s; again in %.1f s", pos.seq, exc,
-                        pause)
-            stop.wait(pause)
-            pause = min(pause * 2, MAX_RETRY_S)
-            continue
-        pause = retry_s
-        before = pos.seq
-        events = answer.get("events") or []
-        if not _handle_page(node, events, pos, stop, retry_s, on_outcome):
-            return pos.seq
-        pos.save(max(pos.seq, int(answer.get("next_after") or pos.seq)))
-        head = answer.get("head")
-        if pos.seq >= head if isinstance(head, int) else not events:  # caught up
-            if once:
-                return pos.seq
-            stop.wait(poll_s)
-        elif pos.seq == before:
-            # behind the head but nothing scanned: the platform lists a participant only
-            # the events its read models have reached; they catch up within moments
-            stop.wait(min(poll_s, ANCHOR_RETRY_S))
-        # else: more of the log is there (a page may show nothing to this provider and
-        # still move on): the next page at once
-    return pos.seq
+    return _HttpFollow(node, pos, stop or threading.Event(), retry_s, on_outcome).run(
+        poll_s, once, page)
 
 
-def _handle_page(node: ComputeNode, events: list[Any], pos: Position, stop: threading.Event,
-                 retry_s: float, on_outcome: OnOutcome) -> bool:
-    """Start every watched event of a page (their executions run concurrently, up to the
-    node's ``parallel``), then settle each in order, moving ``pos`` past it; False if
-    ``stop`` was set first."""
-    first = {int(e["seq"]): node.handle(e, wait=False)
-             for e in events if e.get("type") in WATCHED}
-    for event in events:
+class _Unsettled:
+    """Events handled but not settled yet (seq -> the event, when to look again, the pause
+    after that, what to do once it settles): shortly while an event waits for its
+    checkpoint or runs; with pauses doubling from ``retry_s`` after a refused check or a
+    platform error."""
+
+    def __init__(self, node: ComputeNode, retry_s: float, on_outcome: OnOutcome) -> None:
+        self.node, self.retry_s, self.on_outcome = node, retry_s, on_outcome
+        self.items: dict[int, tuple[dict[str, Any], float, float, Callable[[], Any]]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def first(self) -> int:
+        return min(self.items)
+
+    def look(self, event: dict[str, Any], done: Callable[[], Any] = lambda: None) -> None:
+        """Handle one event without waiting for its execution; keep it if unsettled,
+        else tell its outcomes and call ``done``."""
         seq = int(event["seq"])
-        if seq in first:
-            outcomes: list[Outcome] | None = first[seq]
-            if not settled(first[seq]):
-                outcomes = settle(node, event, stop, retry_s)
-            if outcomes is None:
-                return False
-            _tell(outcomes, on_outcome)
-            pos.save(seq)
-        else:
-            pos.seq = max(pos.seq, seq)
-    return True
+        outcomes = self.node.handle(event, wait=False)
+        if settled(outcomes):
+            self.items.pop(seq, None)
+            _tell(outcomes, self.on_outcome)
+            done()
+            return
+        soon = all(o.status in SOON or o.settled for o in outcomes)
+        pause = self.items[seq][2] if seq in self.items else self.retry_s
+        wait = min(ANCHOR_RETRY_S, self.retry_s) if soon else pause
+        self.items[seq] = (event, time.monotonic() + wait,
+                           pause if soon else min(pause * 2, MAX_RETRY_S), done)
+        for o in outcomes:
+            log.log(logging.DEBUG if soon else logging.INFO, "event %d of %s: %s (%s), "
+                    "again in %.2f s", seq, o.contract_id, o.status, o.detail, wait)
+
+    def again(self, stop: threading.Event) -> None:
+        """Handle again the events whose pause is over, in log order."""
+        now = time.monotonic()
+        for seq in sorted(self.items):
+            event, at, _, done = self.items[seq]
+            if at <= now and not stop.is_set():
+                self.look(event, done)
+
+
+class _HttpFollow:
+    """One :func:`follow_http`: how far the log was scanned, and the unsettled events."""
+
+    def __init__(self, node: ComputeNode, pos: Position, stop: threading.Event,
+                 retry_s: float, on_outcome: OnOutcome) -> None:
+        self.node, self.pos, self.stop, self.retry_s = node, pos, stop, retry_s
+        self.scan = pos.seq
+        self.pending = _Unsettled(node, retry_s, on_outcome)
+
+    def run(self, poll_s: float, once: bool, page: int) -> int:
+        pause = self.retry_s
+        while not self.stop.is_set():
+            self.pending.again(self.stop)
+            try:
+                answer = self.node.platform.events(self.scan, page)
+            except (PlatformError, httpx.HTTPError, ValueError) as exc:
+                log.warning("GET /ledger/events after %d: %s; again in %.1f s", self.scan,
+                            exc, pause)
+                self.stop.wait(pause)
+                pause = min(pause * 2, MAX_RETRY_S)
+                continue
+            pause = self.retry_s
+            before = self.scan
+            events = answer.get("events") or []
+            for event in events:
+                if event.get("type") in WATCHED:
+                    self.pending.look(event)
+                self.scan = max(self.scan, int(event["seq"]))
+            self.scan = max(self.scan, int(answer.get("next_after") or self.scan))
+            self.pos.save(self.pending.first() - 1 if self.pending else self.scan)
+            head = answer.get("head")
+            if self.scan >= head if isinstance(head, int) else not events:  # caught up
+                if once and not self.pending:
+                    return self.pos.seq
+                self.stop.wait(ANCHOR_RETRY_S if self.pending else poll_s)
+            elif self.scan == before:
+                # behind the head but nothing scanned: the platform lists a participant
+                # only the events its read models have reached; they catch up within moments
+                self.stop.wait(min(poll_s, ANCHOR_RETRY_S))
+            # else: more of the log is there: the next page at once
+        return self.pos.seq
 
 
 # -- JetStream --------------------------------------------------------------------------------
@@ -231,18 +274,35 @@ class _JetStreamFollow:
         return self.last
 
     def drain(self, follower: Any) -> None:
-        """Fetch and handle messages until stopped, idle, or a message is left
-        unacknowledged (it comes again next time)."""
-        while not self.stop.is_set() and not self.idle():
-            messages = follower.fetch(self.settings.fetch_timeout)
+        """Fetch and handle messages until stopped or idle. A message is acknowledged once
+        its event is settled; the next ones are fetched and handled meanwhile (their
+        executions run concurrently); an unsettled one is handled again (an
+        unacknowledged one also comes again after ``ack_wait``)."""
+        pending = _Unsettled(self.node, self.settings.retry_s, self.on_outcome)
+        while not self.stop.is_set() and not (self.idle() and not pending):
+            pending.again(self.stop)
+            wait = self.settings.fetch_timeout
+            messages = follower.fetch(min(wait, ANCHOR_RETRY_S) if pending else wait)
             if messages:
                 self.idle_since = time.monotonic()
             for msg in messages:
-                seq = consume(self.node, msg, follower, self.stop, self.settings.retry_s,
-                              self.on_outcome)
-                if seq is None:
+                seq = message_seq(msg)
+                event = {} if seq is None else _event_view(self.node, seq, self.stop,
+                                                           self.settings.retry_s)
+                if event is None:  # stopped
                     return
-                self.last = max(self.last, seq)
+                if seq is None:
+                    log.error("message on %s names no ledger seq: acknowledged and skipped",
+                              msg.subject)
+                if not event or event.get("type") not in WATCHED:
+                    self._acked(follower, msg, seq or 0)
+                    continue
+                if seq not in pending.items:  # not a redelivery of one in hand
+                    pending.look(event, functools.partial(self._acked, follower, msg, seq))
+
+    def _acked(self, follower: Any, msg: Any, seq: int) -> None:
+        follower.ack(msg)
+        self.last = max(self.last, seq)
 
 
 def consume(node: ComputeNode, msg: Any, follower: Any, stop: threading.Event,
