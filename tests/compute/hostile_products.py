@@ -232,12 +232,12 @@ SPILL = r'''def spill(data):
     raise ValueError("RAISED " + " ".join(pairs))
 '''
 
-# Output a column the product's output_schema does not have: a private one ("industry"),
+# Output a column the product's output_schema does not have: a private one ("power_kwh"),
 # or one whose name spells a private value.
 EXTRA_COLUMN = r'''def points(data):
     table = data.sort_values("uscc")
-    return [{"uscc": str(u), "points": int(t // 10000), "industry": str(i)}
-            for u, t, i in zip(table["uscc"], table["tax_paid_yuan"], table["industry"])]
+    return [{"uscc": str(u), "points": int(t // 10000), "power_kwh": int(k)}
+            for u, t, k in zip(table["uscc"], table["tax_paid_yuan"], table["power_kwh"])]
 '''
 SPELLED_COLUMN = r'''def points(data):
     table = data.sort_values("uscc")
