@@ -37,6 +37,7 @@ def build_or_exit(settings: Settings, *, role: Role = "serve",
     import psycopg
     from eventsourcing.persistence import PersistenceError
 
+    from core.files import private_dir
     from events.url import DatabaseURL
     from runtime.build import build
 
@@ -45,7 +46,7 @@ def build_or_exit(settings: Settings, *, role: Role = "serve",
     except ValueError as exc:
         raise SystemExit(f"dataledger: {exc}") from None
     try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data_dir)
     except OSError as exc:
         raise SystemExit(f"dataledger: DATALEDGER_DATA_DIR: cannot create {settings.data_dir}: "
                          f"{exc.strerror or exc}") from None

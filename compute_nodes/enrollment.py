@@ -25,8 +25,8 @@ from typing import Any
 
 import httpx
 
-from compute_nodes.hygiene import alive, private_dir
-from core.files import write_private
+from compute_nodes.hygiene import alive
+from core.files import private_dir, write_private
 
 JOB_TIMEOUT_S = 600.0
 HOST_START_S = 30.0  # how long load waits for the host of a serve that is starting

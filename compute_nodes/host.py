@@ -89,6 +89,7 @@ from compute_nodes.enrollment import (
 )
 from compute_nodes.enrollment import read_json as _read
 from compute_nodes.enrollment import write_json as _write_private
+from core.files import private_dir
 from core.supervise import Backoff, Supervisor
 
 __all__ = ["Host", "ProviderNode", "enroll", "main", "node_environment", "running_host",
@@ -168,8 +169,8 @@ class ProviderNode:
         ``DATALEDGER_NODE_SITE_LOCK_SECONDS``: the host starts this node again later."""
         from syft.server.utils import get_named_server_uid
 
-        sites = hygiene.private_dir(self.dir / "datasites")
-        site_dir = hygiene.private_dir(sites / str(get_named_server_uid(self.enrollment.datasite)))
+        sites = private_dir(self.dir / "datasites")
+        site_dir = private_dir(sites / str(get_named_server_uid(self.enrollment.datasite)))
         try:
             self._site_lock = hygiene.hold(site_dir / "node.lock", float(
                 os.environ.get("DATALEDGER_NODE_SITE_LOCK_SECONDS") or SITE_LOCK_WAIT_S))
@@ -462,7 +463,7 @@ class Host:
         process inherit. Exits if another host runs; waits ``HOST_LOCK_WAIT_S`` for the
         node processes of a host that died (they die with it)."""
         for sub in ("", "providers", "positions", "nodes", "jobs", "datasites"):
-            hygiene.private_dir(self.dir / sub)
+            private_dir(self.dir / sub)
         try:
             self._lock = hygiene.hold(self.dir / "host.lock", 0)
             return

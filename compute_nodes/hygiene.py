@@ -8,7 +8,7 @@ one process works in, and files and directories only the node's user can read.
   the single-threaded fork server forks the node processes).
 - :func:`hold`: an exclusive ``flock`` kept for the life of the process (the kernel drops it
   when the process dies, however it dies); one who finds it taken waits a bounded time.
-- :func:`private_dir`: a directory of mode 0700 (files are written 0600 by
+- ``private_dir`` (``core.files``): a directory of mode 0700 (files are written 0600 by
   ``core.files.write_private``): the product's code runs in a sandbox as another uid, which
   must read none of the node's credentials, datasites or logs.
 
@@ -87,13 +87,6 @@ def hold(path: Path, wait: float) -> IO[str]:
     handle.write(str(os.getpid()))
     handle.flush()
     return handle
-
-
-def private_dir(path: Path) -> Path:
-    """Make ``path`` (and missing parents) a directory only this user can open (0700)."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path, 0o700)  # one made before, or by a umask, keeps no wider mode
-    return path
 
 
 def alive(pid: int) -> bool:

@@ -16,3 +16,10 @@ def write_private(path: Path, text: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def private_dir(path: Path) -> Path:
+    """Make ``path`` (and missing parents) a directory only this user can open (0700)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)  # one made before, or by a umask, keeps no wider mode
+    return path

@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from anchoring.checkpointer import CutPolicy
 from anchoring.service import ChainService, build_chain
 from api.auth import AuthCache, hash_token, new_token
+from core.files import private_dir
 from delivery import results
 from domain.application import Ledger
 from domain.base import Actor, Context
@@ -89,7 +90,7 @@ def build(settings: Settings, *, role: Role = "serve",
     """
     url = DatabaseURL.parse(settings.resolved_database_url())
     if role != "background":
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data_dir)  # the product's code runs as another user
     store = open_store(url, create=role != "background")
     ledger = new_ledger(LedgerLog(store), group_commit=settings.group_commit and role == "serve",
                         decide_in_thread=url.kind == "postgresql")
