@@ -83,20 +83,20 @@ def timed_node(timings: Timings, *args: Any, **kwargs: Any) -> Any:
     from compute_nodes.node import ComputeNode
 
     class TimedNode(ComputeNode):
-        def handle(self, event: Any) -> list[Any]:
+        def handle(self, event: Any, *, wait: bool = True) -> list[Any]:
             at = time.perf_counter()
-            outcomes = super().handle(event)
+            outcomes = super().handle(event, wait=wait)
             timings.handled(at, outcomes)
             return outcomes
 
     node = TimedNode(*args, **kwargs)
-    run = node.executor.run
+    prepare = node.executor.prepare
 
-    def timed_run(job: Any) -> Any:
+    def timed_prepare(job: Any) -> Any:
         timings.started.setdefault(job.contract_id, time.perf_counter())
-        return run(job)
+        return prepare(job)
 
-    node.executor.run = timed_run  # type: ignore[method-assign]
+    node.executor.prepare = timed_prepare  # type: ignore[method-assign]
     return node
 
 
@@ -251,9 +251,9 @@ def follow_sessions(node: Any, sessions: Sessions, cfg: dict[str, Any]) -> tuple
 
 
 def checks(api: Platform, cfg: dict[str, Any], private: Any, t: Timings,
-           first: list[str]) -> dict[str, Any]:
-    """The delivered result against a direct run, the baseline runs, and every delivery
-    once in the log."""
+           first: list[str], sandbox: Any) -> dict[str, Any]:
+    """The delivered result against a direct run, the baseline runs, the same function
+    run in the sandbox (as the node runs it), and every delivery once in the log."""
     fn_ns: dict[str, Any] = {}
     exec(compile(cfg["code"], "<product code>", "exec"), fn_ns)  # noqa: S102 - our own code
     function = fn_ns["score"]
@@ -264,12 +264,16 @@ def checks(api: Platform, cfg: dict[str, Any], private: Any, t: Timings,
                        cfg["tokens"]["demander"])
         same = got == expected
     baseline: list[float] = []
+    sandboxed: list[float] = []
     for _ in range(Sizes(**cfg["sizes"]).baseline_runs):
         a = time.perf_counter()
         function(private)
         baseline.append(time.perf_counter() - a)
+        a = time.perf_counter()
+        sandbox.run(cfg["code"], "score", [private])
+        sandboxed.append(time.perf_counter() - a)
     events = api.events(cfg["admin_token"])
-    return {"baseline_s": baseline, "result_matches_direct_run": same,
+    return {"baseline_s": baseline, "sandbox_s": sandboxed, "result_matches_direct_run": same,
             "deliveries_in_log": sum(1 for e in events if e["type"] == "delivery.made")}
 
 
@@ -278,6 +282,7 @@ def node_part(cfg: dict[str, Any]) -> dict[str, Any]:
     import pandas as pd
 
     from compute_nodes import datasite
+    from compute_nodes.sandbox import Sandbox
     from compute_nodes.trust import Trust
 
     sizes = Sizes(**cfg["sizes"])
@@ -291,16 +296,18 @@ def node_part(cfg: dict[str, Any]) -> dict[str, Any]:
     watch = AnchorWatch(cfg["url"], cfg["admin_token"], sizes.watch_s)
     site = datasite.launch("bench-tax-node", data_dir=tmp / "datasite", reset=True,
                            admin_password="bench-admin-pass-1")
+    sandbox = Sandbox(hide=[tmp / "datasite"])
     try:
         admin = site.admin()
         runner = datasite.data_scientist(site, admin, "node@bench.example", "bench-node-pass-1")
-        node = timed_node(t, cfg["url"], cfg["tokens"]["provider"], admin, runner,
-                          "bench-tax-node", Trust.from_file(cfg["trust_file"]), backoff_s=0.05)
+        node = timed_node(t, cfg["url"], cfg["tokens"]["provider"],
+                          (admin, runner, "bench-tax-node"), Trust.from_file(cfg["trust_file"]),
+                          sandbox, backoff_s=0.05)
         loaded = node.load(cfg["dataset_id"], tmp / "private.csv", tmp / "mock.csv")
         setup_s = time.perf_counter() - t_setup
         watch.thread.start()
         sessions, nats_error = follow_sessions(node, Sessions(api, cfg, t, watch), cfg)
-        checked = checks(api, cfg, private, t, sessions[0]["sequential_ids"])
+        checked = checks(api, cfg, private, t, sessions[0]["sequential_ids"], sandbox)
         intervals = [b - a for (a, _), (b, _) in itertools.pairwise(watch.anchored)]
         return {"rows": len(private), "setup_s": setup_s, "loaded_rows": loaded["rows"],
                 "sessions": sessions, "nats_error": nats_error, **checked,
@@ -313,6 +320,7 @@ def node_part(cfg: dict[str, Any]) -> dict[str, Any]:
                 "problems": t.problems}
     finally:
         watch.close()
+        sandbox.close()
         site.land()
 
 
