@@ -33,10 +33,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import signal
-import sys
 import threading
 from dataclasses import asdict
 from pathlib import Path
@@ -110,8 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "run" and args.once and args.nats:
         parser.error("--once follows the HTTP log only")
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from compute_nodes.logs import standalone_logging
+
+    standalone_logging(data_dir(), [os.environ.get(name, "") for name in (
+        "DATALEDGER_NODE_TOKEN", "DATALEDGER_NODE_DATASITE_PASSWORD")])
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -313,9 +313,18 @@ class Executor:
         return Prepared(comp_id, value, rows, hashes)
 
     def _report(self, job: Job, prepared: Prepared) -> Outcome:
-        answer = self.platform.report_result(prepared.computation_id, {
-            "result": prepared.value, "input_hashes": prepared.hashes,
-            "result_rows": prepared.rows, "datasite": self.datasite_name})
+        try:
+            answer = self.platform.report_result(prepared.computation_id, {
+                "result": prepared.value, "input_hashes": prepared.hashes,
+                "result_rows": prepared.rows, "datasite": self.datasite_name})
+        except PlatformError as exc:
+            if exc.status != 409 or "policy_lapsed" not in str(exc):
+                raise
+            # the contract or a grant ended while it ran: the ledger recorded the failure
+            log.error("contract %s execution %d: the result is not delivered: %s",
+                      job.contract_id, job.execution, exc)
+            return Outcome(job.contract_id, "failed", str(exc), job.execution,
+                           prepared.computation_id)
         return Outcome(job.contract_id, "delivered", "", job.execution,
                        prepared.computation_id, answer.get("result_sha256"),
                        extra={"rows": prepared.rows})

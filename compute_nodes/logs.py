@@ -199,6 +199,30 @@ def provider_logging(directory: Path, secrets: Iterable[str]) -> Path:
     return path
 
 
+def standalone_logging(directory: Path, secrets: Iterable[str]) -> Path:
+    """The logs of a standalone node (``compute_nodes/cli.py``), whose stdout carries its
+    answers: the operational log on stderr, redacted; the private log and PySyft's loggers
+    to ``directory/private.log`` (0600), redacted. Returns the private log's path."""
+    redactor = Redactor(secrets)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = directory / PRIVATE_LOG
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    operational_logging(redactor)
+    mine = _handler(os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace",
+                              buffering=1), redactor, PRIVATE_FORMAT)
+    for name in (PRIVATE_LOGGER, *SYFT_LOGGERS):
+        logger = logging.getLogger(name)
+        logger.propagate = False
+        for old in list(logger.handlers):
+            logger.removeHandler(old)
+        logger.addHandler(mine)
+    private_log.setLevel(logging.DEBUG)
+    for name in SYFT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return path
+
+
 def _report_uncaught() -> None:
     """An uncaught exception: its type on the operational log, its text (which may quote
     data) on the private one."""

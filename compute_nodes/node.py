@@ -141,16 +141,28 @@ class ComputeNode:
                            "provider's", execution)
         checkpoint = self.verifier.anchored(entry.seq)
         if checkpoint is None:
-            # work may start early (from the views); nothing leaves before the proof
-            try:
-                self.runs.start(_early_job(entry, execution, order, product, inputs))
-            except (NodeError, TypeError, ValueError) as exc:  # the proven job will say
-                log.info("event %d: no early start: %s", entry.seq, exc)
+            self._start_early(entry, execution, order, product, inputs)
             return Outcome(contract_id, "not_anchored", f"event {entry.seq} is not yet under "
                            "an anchored checkpoint", execution)
         self.verifier.included(entry, checkpoint)
         job = self._job(entry, execution, order, product, inputs, checkpoint)
         return self.runs.run(job, wait=wait)
+
+    def _start_early(self, entry: LogEntry, execution: int, order: dict[str, Any],
+                     product: dict[str, Any], inputs: list[str]) -> None:
+        """Start the execution while its event waits for an anchored checkpoint, when
+        everything else it depends on (the order's order.placed, the product's
+        product.registered, the contract's contract.proposed) is proven under the latest
+        anchored one: only the event itself is not proven yet, and nothing is reported
+        before it is (:class:`~compute_nodes.runs.Runs`). The ledger checks the request
+        on its own store."""
+        latest = self.verifier.latest
+        if latest is None or self.runs.in_flight((entry.originator_id, execution)):
+            return
+        try:
+            self.runs.start(self._job(entry, execution, order, product, inputs, latest))
+        except (NodeError, TrustError, KeyError, TypeError, ValueError) as exc:
+            log.debug("event %d: no early start: %s", entry.seq, exc)
 
     def _job(self, entry: LogEntry, execution: int, order: dict[str, Any],
              product: dict[str, Any], inputs: list[str], checkpoint: Checkpoint) -> Job:
@@ -224,21 +236,6 @@ def _execution(entry: LogEntry) -> int:
     if isinstance(execution, bool) or not isinstance(execution, int) or execution < 2:
         raise NodeError(f"event {entry.seq}: execution {execution!r} is not >= 2")
     return execution
-
-
-def _early_job(entry: LogEntry, execution: int, order: dict[str, Any],
-               product: dict[str, Any], inputs: list[str]) -> Job:
-    """The job as the views tell it, before they are proven: run early, released only if
-    the proven job is the same (:class:`~compute_nodes.runs.Runs`)."""
-    query = None
-    if execution > 0:
-        query = check_query(entry.payload().get("query") if entry.type_name == QUERY_SUBMITTED
-                            else order.get("query"))
-    return Job(entry.originator_id, execution, product.get("code"),
-               str(product.get("code_sha256") or "").lower(),
-               int(product.get("registered_seq") or 0), inputs, query,
-               OutputContract.of(product, order.get("usage_policy") if execution else None),
-               _columns(product.get("inputs") or [], inputs))
 
 
 def _columns(items: list[Any], inputs: list[str]) -> tuple[tuple[str, ...], ...]:

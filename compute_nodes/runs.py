@@ -2,12 +2,12 @@
 
 A provider's node runs independent executions concurrently, at most ``parallel`` at a time
 (``DATALEDGER_NODE_PARALLEL``). An execution may start as soon as the node sees its event,
-before an anchored checkpoint proves it (:meth:`Runs.start`, from the views): the
+before an anchored checkpoint proves the event itself (:meth:`Runs.start`; the node builds
+that job from the events it depends on, proven under the latest anchored checkpoint): the
 executor's :meth:`~compute_nodes.executor.Executor.prepare` asks the ledger, runs and
-checks, and reports nothing. Only the job built from proven events releases a result
+checks, and reports nothing. Only the job built once the event is proven releases a result
 (:meth:`Runs.run`): when it equals the early job, the early work is released; when it
-differs (the views did not tell the truth), the early work is dropped unreleased and the
-proven job runs.
+differs, the early work is dropped unreleased and the proven job runs.
 """
 
 from __future__ import annotations
@@ -35,6 +35,11 @@ class Runs:
         self._lock = threading.Lock()
         #: (contract, execution) -> the job being prepared and its future
         self._flight: dict[tuple[str, int], tuple[Job, Future[Prepared | Outcome]]] = {}
+
+    def in_flight(self, key: tuple[str, int]) -> bool:
+        """Whether the execution ``key`` (contract, execution) is being prepared."""
+        with self._lock:
+            return key in self._flight
 
     def start(self, job: Job) -> None:
         """Start preparing ``job`` (built from views, not proven yet) unless it is in

@@ -1,6 +1,6 @@
 """What running PySyft 0.9.5 in a compute node needs around it: its stdout kept quiet, a
-datasite's state and identity kept under the node's directory, a timeout on every HTTP call
-its client makes, and the type of the exception user code raised read from its log.
+datasite's state and identity kept under the node's directory, and a timeout on every HTTP
+call its client makes.
 
 Used by ``compute_nodes/datasite.py`` only; imports ``syft``, so compute venv only.
 """
@@ -12,7 +12,6 @@ import hashlib
 import io
 import logging
 import os
-import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,53 +34,6 @@ log = logging.getLogger("compute_nodes.datasite")
 logging.getLogger("syft").setLevel(logging.WARNING)
 
 HTTP_TIMEOUT_S = (5.0, 120.0)  # connect, read: PySyft's own HTTP calls set none
-
-
-#: PySyft logs the traceback of user code that raised (the caller is told only that it did)
-_USER_CODE_LOGGER = "syft.service.code.user_code"
-_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::\s|:?$)")
-
-
-class _Collect(logging.Handler):
-    def __init__(self, needle: str) -> None:
-        super().__init__(logging.ERROR)
-        self.needle = needle
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        with contextlib.suppress(Exception):
-            message = record.getMessage()
-            if self.needle in message:
-                self.messages.append(message)
-
-
-@contextlib.contextmanager
-def user_code_errors(function_name: str) -> Iterator[list[str]]:
-    """What an in-process datasite logs about ``function_name`` raising, while in the block."""
-    handler = _Collect(function_name)
-    logger = logging.getLogger(_USER_CODE_LOGGER)
-    logger.addHandler(handler)
-    try:
-        yield handler.messages
-    finally:
-        logger.removeHandler(handler)
-
-
-def exception_type(text: str) -> str | None:
-    """The type name of the exception a Python traceback in ``text`` ends with (the first
-    unindented line after the last ``Traceback`` header that is not a frame), else None."""
-    lines = text.splitlines()
-    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent")]
-    if not starts:
-        return None
-    for line in lines[starts[-1] + 1:]:
-        if not line or line[0].isspace():
-            continue
-        match = _EXCEPTION_LINE.match(line)
-        if match:
-            return match.group(1).rsplit(".", 1)[-1]
-        return None
-    return None
 
 
 @contextlib.contextmanager

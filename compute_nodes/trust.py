@@ -116,6 +116,11 @@ class Verifier:
             self._checkpoint = checkpoint
         return checkpoint if checkpoint.size >= seq else None
 
+    @property
+    def latest(self) -> Checkpoint | None:
+        """The largest anchored checkpoint verified so far (steps 2 and 3), if any."""
+        return self._checkpoint
+
     def _open(self, view: dict[str, Any]) -> Checkpoint:
         note = view["cosigned"]
         # 2. signed by the log's key, for the trusted origin

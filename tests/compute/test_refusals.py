@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from client.platform import PlatformError
 from compute_nodes import datasite
 from compute_nodes.node import ComputeNode
 from compute_nodes.outcome import Outcome
@@ -106,15 +107,51 @@ def test_a_contract_terminated_before_the_node_acts(w: SimpleNamespace) -> None:
     refused(w, w.node(), contract, "contract_terminated")
 
 
+SLOW = """def slow(data):
+    import time
+    time.sleep(4)
+    return [{"uscc": str(u), "score": 1} for u in data["uscc"]]
+"""
+
+
+def test_a_result_after_the_contract_was_terminated_is_not_delivered(
+        w: SimpleNamespace) -> None:
+    """The policy is checked again when the result comes: a contract terminated while its
+    execution ran gets no delivery; the ledger records the failure."""
+    product = w.api.product(w.p, SLOW, [{"dataset_id": w.p.dataset_id, "fields": USED}],
+                            name="slow product")
+    contract = w.api.order(w.p, product)
+    node, event = w.node(), provider_view(w, contract, "contract.approved")
+    deadline = time.monotonic() + 30
+    # until the ledger recorded the request and the code runs (it sleeps 4 s)
+    while (status := node.handle(event, wait=False)[0].status) != "running" \
+            or not w.api.computations(contract):
+        assert status in ("not_anchored", "running") and time.monotonic() < deadline, status
+        time.sleep(0.1)
+    w.api.call("POST", f"/orders/{contract}/contract/termination", w.p.operator.token,
+               json={"reason": "the bank withdrew"})
+    while not (outcome := node.handle(event)[0]).settled:  # e.g. a clash with the end
+        assert time.monotonic() < deadline + 30, outcome
+        time.sleep(0.2)
+    assert outcome.status == "failed" and "policy_lapsed" in outcome.detail, outcome
+    assert w.api.of(outcome.computation_id) == ["computation.requested", "computation.failed"]
+    assert "was terminated" in w.api.event(outcome.computation_id,
+                                           "computation.failed")["payload"]["reason"]
+    assert not [e for e in w.api.events() if e["type"] == "delivery.made"
+                and e["originator_id"] == outcome.computation_id]
+
+
 def test_an_exhausted_processing_count(w: SimpleNamespace) -> None:
     contract = w.api.order(w.p, w.p.product_id, processing_count=1)
     node = w.node()
     [first] = until_settled(node, provider_view(w, contract, "contract.approved"))
     assert first.status == "delivered", first
     usccs = sorted(w.private["uscc"])[:2]
-    w.api.submit_query(w.p, contract, {"field": "uscc", "values": usccs})
-    second = refused(w, node, contract, "count_exhausted", "contract.query_submitted")
-    assert second.execution == 2
+    head = len(w.api.events())
+    with pytest.raises(PlatformError) as caught:  # refused when asked: nothing written
+        w.api.submit_query(w.p, contract, {"field": "uscc", "values": usccs})
+    assert caught.value.status == 409 and "count_exhausted" in str(caught.value)
+    assert len(w.api.events()) == head
 
 
 # -- what runs comes from proven events, not from the platform's views ---------------------
@@ -136,9 +173,15 @@ class Rewriting(httpx.BaseTransport):
         return httpx.Response(response.status_code, json=body)
 
 
-def nothing_ran(w: SimpleNamespace, node: ComputeNode, contract: str) -> None:
-    assert w.api.computations(contract) == []
-    assert not datasite.request_exists(w.runner, "score", node.request_key(contract, 1))
+def nothing_released(w: SimpleNamespace, node: ComputeNode, contract: str) -> None:
+    """Nothing left the node: no result nor failure reported, nothing delivered. (The
+    execution may have started early, from the views, before the proof refused them: a
+    lying platform can make the node work in its sandbox, never release.)"""
+    node.runs.pool.shutdown(wait=True)
+    computations = w.api.computations(contract)
+    assert all(c["state"] not in ("succeeded", "failed") for c in computations), computations
+    assert not [e for e in w.api.events() if e["type"] == "delivery.made"
+                and e["originator_id"] in {c["id"] for c in computations}]
 
 
 def order_view(change: Callable[[dict[str, Any]], None]) -> Callable[[httpx.Request, Any], Any]:
@@ -177,7 +220,7 @@ def test_a_view_that_differs_from_the_proven_events_is_refused(
                 "the query": "query differs", "the product": "product_id",
                 "no registered_seq": "registered_seq None"}[tamper]
     assert expected in outcome.detail, outcome.detail
-    nothing_ran(w, node, contract)
+    nothing_released(w, node, contract)
 
 
 def test_code_that_differs_from_product_registered_never_runs_whatever_the_ledger_says(
