@@ -34,6 +34,7 @@ provider's private log (``compute_nodes/logs.py``), never to the node's output.
 from __future__ import annotations
 
 import ast
+import builtins
 import hashlib
 import logging
 import threading
@@ -58,6 +59,7 @@ from compute_nodes.sandbox import (
     SandboxError,
     SandboxUnavailable,
 )
+from core.canonical import CanonicalEncodingError, canonical_bytes
 
 log = logging.getLogger(__name__)
 
@@ -282,9 +284,9 @@ class Executor:
             return f"{which} unavailable: {exc}", described, True
         if isinstance(exc, CodeRaised):
             return code_failed(exc, job.execution), exc.detail, False
-        if isinstance(exc, LimitExceeded):
+        if isinstance(exc, LimitExceeded):  # a worker killed (e.g. at shutdown): again
             return (f"sandbox_limit: the product's code went past the sandbox's {exc.which} "
-                    "limit"), described, False
+                    "limit"), exc.detail or described, exc.which == "killed"
         if isinstance(exc, OutputRefused):
             return f"result_not_reportable: {exc}", described, False
         if isinstance(exc, datasite.DatasetMissingError):
@@ -303,13 +305,20 @@ class Executor:
         try:
             value, rows = to_json_result(apply_query(result, job.query))
             job.terms.check(value, job.query)
+            canonical_bytes(value)  # what the ledger hashes: else it refuses the post
         except OutputViolation as exc:
             return Prepared(comp_id, reason=str(exc))
+        except CanonicalEncodingError as exc:  # its path may quote the product's keys
+            return Prepared(comp_id, reason=f"result_not_reportable: {NOT_CANONICAL}",
+                            detail=f"result not reportable: {exc}")
         except ValueError as exc:
             public = str(exc) if job.execution == 0 else (
                 exc.public if isinstance(exc, ResultError) else "the result is not JSON")
             return Prepared(comp_id, reason=f"result_not_reportable: {public}",
                             detail=f"result not reportable: {exc}")
+        except Exception as exc:  # noqa: BLE001 - the product's output, whatever it is
+            return Prepared(comp_id, reason="result_not_reportable: the output could not be "
+                            f"checked ({type(exc).__name__})", detail=repr(exc))
         return Prepared(comp_id, value, rows, hashes)
 
     def _report(self, job: Job, prepared: Prepared) -> Outcome:
@@ -318,6 +327,10 @@ class Executor:
                 "result": prepared.value, "input_hashes": prepared.hashes,
                 "result_rows": prepared.rows, "datasite": self.datasite_name})
         except PlatformError as exc:
+            if exc.status in (413, 422):  # the ledger will never take it: say so
+                return self._fail(job, prepared.computation_id, (
+                    f"result_not_reportable: the ledger refused the result (HTTP "
+                    f"{exc.status})"), str(exc))
             if exc.status != 409 or "policy_lapsed" not in str(exc):
                 raise
             # the contract or a grant ended while it ran: the ledger recorded the failure
@@ -337,8 +350,14 @@ class Executor:
         if detail and detail != reason:
             private_log.error("contract %s execution %d failed: %s", job.contract_id,
                               job.execution, detail)
-        self.platform.report_failure(comp_id, reason[:5000])
+        # the trial's reason may quote the product's text: none the ledger refuses
+        text = reason[:5000].replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+        self.platform.report_failure(comp_id, text)
         return Outcome(job.contract_id, "failed", reason, job.execution, comp_id)
+
+
+NOT_CANONICAL = ("the result has no canonical JSON form (an integer beyond ±(2**53 - 1), "
+                 "a NUL character or a lone surrogate)")
 
 
 def code_failed(exc: CodeRaised, execution: int) -> str:
@@ -349,9 +368,10 @@ def code_failed(exc: CodeRaised, execution: int) -> str:
     if execution == 0:
         lines = [line for line in exc.detail.strip().splitlines() if line.strip()]
         return f"code_failed: {lines[-1] if lines else exc.kind}"[:2000]
-    kind = exc.kind
-    if not (isinstance(kind, str) and kind.isidentifier() and len(kind) <= 100):
-        kind = "an exception"
+    # only a built-in exception's name: the code names its own classes (a name may spell
+    # a private value)
+    kind = exc.kind if isinstance(getattr(builtins, exc.kind, None), type) and \
+        issubclass(getattr(builtins, exc.kind), BaseException) else "an exception"
     return (f"code_failed: the product's code raised {kind} on the private data; details "
             "are in the provider's private log")
 

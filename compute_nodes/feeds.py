@@ -112,8 +112,24 @@ def follow_http(node: ComputeNode, position: str | Path | Position | None = None
     until it has caught up with the head and settled everything); returns the
     position."""
     pos = position if isinstance(position, Position) else Position(position)
-    return _HttpFollow(node, pos, stop or threading.Event(), retry_s, on_outcome).run(
-        poll_s, once, page)
+    stop = stop or threading.Event()
+    follower = HttpFollower(node, pos, retry_s, on_outcome)
+    pause = retry_s
+    while not stop.is_set():
+        try:
+            state = follower.step(stop, page)
+        except (PlatformError, httpx.HTTPError, ValueError) as exc:
+            log.warning("GET /ledger/events after %d: %s; again in %.1f s", follower.scan,
+                        exc, pause)
+            stop.wait(pause)
+            pause = min(pause * 2, MAX_RETRY_S)
+            continue
+        pause = retry_s
+        if state == IDLE and once:
+            return pos.seq
+        if state != MORE:
+            stop.wait(ANCHOR_RETRY_S if state == WAITING else poll_s)
+    return pos.seq
 
 
 class _Unsettled:
@@ -160,47 +176,46 @@ class _Unsettled:
                 self.look(event, done)
 
 
-class _HttpFollow:
-    """One :func:`follow_http`: how far the log was scanned, and the unsettled events."""
+#: what :meth:`HttpFollower.step` found: more of the log at once; events being settled;
+#: nothing to do until the log grows
+MORE, WAITING, IDLE = "more", "waiting", "idle"
 
-    def __init__(self, node: ComputeNode, pos: Position, stop: threading.Event,
-                 retry_s: float, on_outcome: OnOutcome) -> None:
-        self.node, self.pos, self.stop, self.retry_s = node, pos, stop, retry_s
+
+class HttpFollower:
+    """Follows ``GET /ledger/events`` a page at a time (:meth:`step`): how far the log was
+    scanned, the unsettled events, and the position (moved past an event only once it
+    and every event before it are settled). Used by :func:`follow_http` and by the
+    embedded host's node processes."""
+
+    def __init__(self, node: ComputeNode, pos: Position, retry_s: float = RETRY_S,
+                 on_outcome: OnOutcome = None) -> None:
+        self.node, self.pos = node, pos
         self.scan = pos.seq
         self.pending = _Unsettled(node, retry_s, on_outcome)
 
-    def run(self, poll_s: float, once: bool, page: int) -> int:
-        pause = self.retry_s
-        while not self.stop.is_set():
-            self.pending.again(self.stop)
-            try:
-                answer = self.node.platform.events(self.scan, page)
-            except (PlatformError, httpx.HTTPError, ValueError) as exc:
-                log.warning("GET /ledger/events after %d: %s; again in %.1f s", self.scan,
-                            exc, pause)
-                self.stop.wait(pause)
-                pause = min(pause * 2, MAX_RETRY_S)
-                continue
-            pause = self.retry_s
-            before = self.scan
-            events = answer.get("events") or []
-            for event in events:
-                if event.get("type") in WATCHED:
-                    self.pending.look(event)
-                self.scan = max(self.scan, int(event["seq"]))
-            self.scan = max(self.scan, int(answer.get("next_after") or self.scan))
-            self.pos.save(self.pending.first() - 1 if self.pending else self.scan)
-            head = answer.get("head")
-            if self.scan >= head if isinstance(head, int) else not events:  # caught up
-                if once and not self.pending:
-                    return self.pos.seq
-                self.stop.wait(ANCHOR_RETRY_S if self.pending else poll_s)
-            elif self.scan == before:
-                # behind the head but nothing scanned: the platform lists a participant
-                # only the events its read models have reached; they catch up within moments
-                self.stop.wait(min(poll_s, ANCHOR_RETRY_S))
-            # else: more of the log is there: the next page at once
-        return self.pos.seq
+    def step(self, stop: threading.Event, page: int = PAGE) -> str:
+        """Handle again the unsettled events whose pause is over, then the next page; what
+        to do next (:data:`MORE`, :data:`WAITING` or :data:`IDLE`). Raises what the
+        platform's answer raises."""
+        self.pending.again(stop)
+        answer = self.node.platform.events(self.scan, page)
+        before = self.scan
+        events = answer.get("events") or []
+        for event in events:
+            if event.get("type") in WATCHED:
+                self.pending.look(event)
+            self.scan = max(self.scan, int(event["seq"]))
+        self.scan = max(self.scan, int(answer.get("next_after") or self.scan))
+        self.pos.save(self.pending.first() - 1 if self.pending else self.scan)
+        head = answer.get("head")
+        caught_up = self.scan >= head if isinstance(head, int) else not events
+        if self.pending:
+            return MORE if not caught_up and self.scan != before else WAITING
+        if caught_up:
+            return IDLE
+        # behind the head but nothing scanned: the platform lists a participant only the
+        # events its read models have reached; they catch up within moments
+        return WAITING if self.scan == before else MORE
 
 
 # -- JetStream --------------------------------------------------------------------------------

@@ -153,9 +153,7 @@ class ProviderNode:
         self.node: Any = None  # compute_nodes.node.ComputeNode
         self.site: Any = None  # compute_nodes.datasite.Datasite
         self.sandbox: Any = None  # compute_nodes.sandbox.Sandbox
-        self.position = int((_read(self._position_file()) or {}).get("seq", 0))
-        self.anchoring = False  # an event waits for an anchored checkpoint
-        self.behind = False  # the log has more than the last page showed
+        self.follower: Any = None  # compute_nodes.feeds.HttpFollower, once started
         self.stopping = threading.Event()
         #: when this process started (forked: the fork server says when), for the record
         self.started_at = float(os.environ.get("DATALEDGER_NODE_STARTED_AT") or time.time())
@@ -184,6 +182,7 @@ class ProviderNode:
 
     def start(self) -> None:
         from compute_nodes import datasite
+        from compute_nodes.feeds import HttpFollower, Position
         from compute_nodes.node import ComputeNode
         from compute_nodes.runs import PARALLEL
         from compute_nodes.sandbox import Sandbox
@@ -203,12 +202,14 @@ class ProviderNode:
                                 (admin, runner, self.enrollment.datasite), trust, self.sandbox,
                                 parallel=int(os.environ.get("DATALEDGER_NODE_PARALLEL")
                                              or PARALLEL))
+        self.follower = HttpFollower(self.node, Position(self._position_file()),
+                                     on_outcome=self._tell)
         ready = time.time()
         _write_private(self._node_file(), {"pid": os.getpid(), "started_at": self.started_at,
                                            "ready_at": ready})
         log.info("hosting %s (%s) on datasite %s from seq %d (ready %.1f s after its start)",
                  self.enrollment.name, self.participant_id, self.enrollment.datasite,
-                 self.position, ready - self.started_at)
+                 self.follower.pos.seq, ready - self.started_at)
 
     def _clients(self, site: Any) -> tuple[Any, Any]:
         """The datasite admin's client and the runner's (which submits code requests): one
@@ -238,47 +239,11 @@ class ProviderNode:
     def _position_file(self) -> Path:
         return self.dir / "positions" / f"{self.participant_id}.json"
 
-    def _save_position(self) -> None:
-        _write_private(self._position_file(), {"seq": self.position})
+    def _tell(self, outcome: Any) -> None:
+        log.info("%s: %s", self.enrollment.name,
+                 json.dumps(asdict(outcome), ensure_ascii=False, default=str))
 
-    # -- the log --------------------------------------------------------------------
-    def follow(self) -> int:
-        """Hand the next page of the log to the node; the number of events it acted on.
-
-        Executions run concurrently: an event whose execution is still running (or not yet
-        anchored) does not stop the page, the next ones are handled too. The position
-        moves past an event only once it and every event before it are settled on the
-        ledger (or need nothing); an unsettled event comes again next round. Handling an
-        event twice is harmless: the node's executions are idempotent.
-        """
-        from compute_nodes.outcome import SOON, WATCHED, settled
-
-        r = self.node.http.get("/ledger/events", params={"after": self.position, "limit": PAGE})
-        if r.status_code != 200:
-            raise RuntimeError(f"GET /ledger/events: {r.status_code} {r.text[:300]}")
-        page = r.json()
-        handled, held = 0, False
-        for event in page["events"]:
-            if event.get("type") in WATCHED:
-                outcomes = self.node.handle(event, wait=False)
-                for outcome in outcomes:
-                    if outcome.status != "running":
-                        log.info("%s: %s", self.enrollment.name, json.dumps(
-                            asdict(outcome), ensure_ascii=False, default=str))
-                if not settled(outcomes):  # running, not anchored yet, or the platform failed
-                    held = True
-                    if all(o.settled or o.status in SOON for o in outcomes):
-                        self.anchoring = True  # look again soon
-                        continue
-                    break  # a platform error: the rest of the page waits for the next round
-                handled += 1
-            if not held:
-                self.position = int(event["seq"])
-        if not held:
-            self.position = max(self.position, int(page.get("next_after") or self.position))
-        self.behind = not held and self.position < int(page.get("head") or 0)
-        self._save_position()
-        return handled
+    # -- the log: compute_nodes.feeds.HttpFollower, a page per round ------------------------
 
     # -- loads ----------------------------------------------------------------------
     def jobs(self) -> None:
@@ -296,7 +261,8 @@ class ProviderNode:
 
     # -- the loop -------------------------------------------------------------------
     def run(self, pause: float) -> None:
-        from compute_nodes.feeds import ANCHOR_RETRY_S
+        from client.platform import PlatformError
+        from compute_nodes.feeds import ANCHOR_RETRY_S, IDLE, MORE, WAITING
 
         self.claim()
         self.start()
@@ -308,14 +274,14 @@ class ProviderNode:
                               parent)
                     break
                 self.jobs()
-                self.anchoring = self.behind = False
                 try:
-                    busy = self.follow()
-                except (httpx.HTTPError, RuntimeError) as exc:
+                    state = self.follower.step(self.stopping, PAGE)
+                except (PlatformError, httpx.HTTPError, ValueError) as exc:
                     log.warning("%s: the platform: %s", self.enrollment.name, exc)
-                    busy = 0
-                if busy == 0 and not self.behind:
-                    self.stopping.wait(min(pause, ANCHOR_RETRY_S) if self.anchoring else pause)
+                    state = IDLE
+                if state != MORE:
+                    self.stopping.wait(min(pause, ANCHOR_RETRY_S) if state == WAITING
+                                       else pause)
         finally:
             self.node.close()
             self.sandbox.close()

@@ -10,7 +10,7 @@ query. The checks, in order:
    unless the contract allows that column;
 3. the output fits ``output_schema`` (JSON Schema: types, allowed columns,
    ``additionalProperties``, ...);
-4. a row-level output answering a query has at most one row per value asked.
+4. a row-level output answering a query has at most one row per key asked.
 
 A violation is an :class:`OutputViolation` whose reason is recorded on the log as
 ``computation.failed``: it names the column and the rule, never a value of the output.
@@ -27,7 +27,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, ValidationError
 
-from compute_nodes.outcome import NodeError
+from core.output_schema import unsafe_keyword
 
 
 class OutputViolation(ValueError):
@@ -46,19 +46,24 @@ class OutputContract:
     allowed: frozenset[str] = frozenset()
     #: every column name the product or its inputs declare (safe to quote in a reason)
     declared: frozenset[str] = frozenset()
+    #: why the registered schema cannot be checked (then no output can pass), else None
+    invalid: str | None = None
 
     @classmethod
     def of(cls, registered: Mapping[str, Any], policy: Mapping[str, Any] | None) -> OutputContract:
         """The terms from a proven ``product.registered`` payload and the proven usage
         policy of the contract (None for a trial)."""
         schema = registered.get("output_schema")
+        invalid = None
         if not isinstance(schema, Mapping):
-            raise NodeError("product.registered has no output_schema object")
-        try:
-            Draft202012Validator.check_schema(schema)
-        except SchemaError as exc:
-            raise NodeError(f"the product's output_schema is not a JSON Schema: "
-                            f"{exc.message}") from exc
+            schema, invalid = {}, "product.registered has no output_schema object"
+        elif (unsafe := unsafe_keyword(schema)) is not None:
+            invalid = f"the product's output_schema uses {unsafe!r}, which the node refuses"
+        else:
+            try:
+                Draft202012Validator.check_schema(schema)
+            except SchemaError as exc:
+                invalid = f"the product's output_schema is not a JSON Schema: {exc.message}"
         sensitive = registered.get("sensitive_fields") or {}
         allowed = (policy or {}).get("allowed_fields") or []
         declared = {str(f) for i in registered.get("inputs") or [] for f in i.get("fields", [])}
@@ -68,10 +73,13 @@ class OutputContract:
         return cls(schema=schema, key_column=key if isinstance(key, str) else None,
                    sensitive={str(d): [str(f) for f in names]
                               for d, names in sensitive.items()},
-                   allowed=frozenset(str(a) for a in allowed), declared=frozenset(declared))
+                   allowed=frozenset(str(a) for a in allowed), declared=frozenset(declared),
+                   invalid=invalid)
 
     def check_query(self, query: Mapping[str, Any] | None) -> None:
-        """Rule 1: before anything runs."""
+        """Rule 1, and a schema the node can check: before anything runs."""
+        if self.invalid is not None:
+            raise OutputViolation(f"output_schema_refused: {self.invalid[:500]}")
         if query is None:
             return
         if self.key_column is None:
@@ -85,10 +93,18 @@ class OutputContract:
         """Rules 2 to 4 on the output as it would be reported."""
         self._check_sensitive(value)
         self._check_schema(value)
-        if query is not None and isinstance(value, list) and len(value) > len(query["values"]):
-            raise OutputViolation(f"output_violation: {len(value)} rows for a query of "
-                                  f"{len(query['values'])} value(s); at most one row per "
-                                  "value asked")
+        if query is not None and isinstance(value, list):
+            self._check_rows(value, query)
+
+    def _check_rows(self, rows: list[Any], query: Mapping[str, Any]) -> None:
+        """At most one row per distinct key asked. The reason gives no count: a product
+        could spell a private value in how many rows it returns."""
+        asked = {str(v) for v in query["values"]}
+        keys = [str(row.get(query["field"])) if isinstance(row, dict) else None
+                for row in rows]
+        if len(rows) > len(asked) or len(set(keys)) != len(keys):
+            raise OutputViolation("output_violation: more rows than keys asked; at most one "
+                                  "row per key the query names")
 
     def _check_sensitive(self, value: Any) -> None:
         owners = {}

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from core.event import Event
+from core.output_schema import unsafe_keyword
 from domain.authorization import Authorization
 from domain.base import Aggregate, Context, applies, new_id
 from domain.dataset import Dataset, require_names, require_text, validate_selection
@@ -156,6 +157,10 @@ class Product(Aggregate):
             raise InvalidInput("kind", f"must be one of {', '.join(KINDS)}")
         if not isinstance(details["output_schema"], dict):
             raise InvalidInput("output_schema", "must be an object")
+        unsafe = unsafe_keyword(details["output_schema"])
+        if unsafe is not None:
+            raise InvalidInput("output_schema", f"the keyword {unsafe!r} is not allowed (each "
+                               "output is checked against the schema on the datasite)")
         require_text(details["name"], "name")
         _price(details["price_fen"])
         _check_key_column(details.get("key_column"), details["output_schema"],

@@ -54,9 +54,10 @@ PR_SET_NO_NEW_PRIVS = 38
 
 #: the working directory: on the private /tmp, owned by the worker's uid, mode 0700
 WORKDIR = "/tmp/work"
-#: where the worker's root is built (a tmpfs over the host's /tmp, in the worker's own
-#: mount namespace only) before it becomes its root
-NEW_ROOT = "/tmp"
+#: where the worker's root is built (a tmpfs mounted in the worker's own mount namespace
+#: only, on an empty directory made for it) before it becomes its root: not under /tmp,
+#: where a checkout (and its venvs) may live
+NEW_ROOT = "/run/dataledger-sandbox-root"
 #: what a worker sees of the system besides the Python install: read-only
 SYSTEM = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
           "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime",
@@ -128,6 +129,7 @@ def build_filesystem(expose: Iterable[str], hide: Iterable[str], uid: int,
     minimal /dev; an empty /proc for the worker's own."""
     os.umask(0o022)
     mount(None, "/", None, MS_REC | MS_PRIVATE)
+    os.makedirs(NEW_ROOT, 0o755, exist_ok=True)  # on the host: an empty mount point
     mount("tmpfs", NEW_ROOT, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
     exposed = _top_level(expose)
     for path in exposed:

@@ -133,7 +133,7 @@ def hidden_paths(hide: Iterable[Path | str]) -> list[Path]:
 
 def exposed_paths() -> list[Path]:
     """The Python install and the venv, which a worker reads (besides the system's files).
-    SandboxUnavailable if one lies under /tmp, where the worker's root is built."""
+    SandboxUnavailable if one lies under ``NEW_ROOT``, where the worker's root is built."""
     paths = sorted({Path(p).resolve() for p in (sys.base_prefix, sys.prefix, sys.exec_prefix)})
     for path in paths:
         if path == Path(NEW_ROOT) or Path(NEW_ROOT) in path.parents:

@@ -132,6 +132,9 @@ def test_a_failure_on_private_data_is_recorded_by_the_exception_type_only() -> N
                       "data; details are in the provider's private log")
     assert "张三" not in reason
     assert "张三" not in code_failed(CodeRaised("not a name; 张三", detail), 2)
+    # the code names its own classes: only a built-in exception's name is quoted
+    spelled = code_failed(CodeRaised("Taxpayer91330100张三Owes90000", detail), 1)
+    assert "张三" not in spelled and "raised an exception on" in spelled
     assert code_failed(CodeRaised("ValueError", "Traceback ...\nValueError: bad 'x'\n"), 0) \
         == "code_failed: ValueError: bad 'x'"  # the trial, on mock rows, keeps its details
     with pytest.raises(ResultError) as caught:

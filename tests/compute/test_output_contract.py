@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 
-from compute_nodes.outcome import NodeError
 from compute_nodes.output_contract import OutputContract, OutputViolation
 
 SCHEMA = {"type": "array", "items": {
@@ -76,13 +76,25 @@ def test_types_and_required_columns_are_checked_without_quoting_values() -> None
 
 def test_a_row_level_output_is_bounded_by_the_query() -> None:
     rows = [{"uscc": "A1", "points": i} for i in range(4)]
-    with pytest.raises(OutputViolation, match="4 rows for a query of 3 value"):
+    with pytest.raises(OutputViolation) as caught:
         terms().check(rows, QUERY)
+    assert str(caught.value) == ("output_violation: more rows than keys asked; at most one "
+                                 "row per key the query names")  # no count: it could spell
+    twice = {"field": "uscc", "values": ["A1", "A1", "A1"]}
+    with pytest.raises(OutputViolation, match="more rows than keys asked"):
+        terms().check(rows[:2], twice)  # a key asked twice still gets one row
     terms().check(rows, None)  # no query: the product's own output, schema-checked
 
 
-def test_an_output_schema_that_is_no_json_schema_is_refused() -> None:
-    with pytest.raises(NodeError, match="not a JSON Schema"):
-        terms(output_schema={"type": "tabel"})
-    with pytest.raises(NodeError, match="no output_schema"):
-        terms(output_schema=None)
+@pytest.mark.parametrize(("schema", "why"), [
+    ({"type": "tabel"}, "not a JSON Schema"),
+    (None, "no output_schema object"),
+    ({"type": "array", "items": {"$ref": "urn:x"}}, "uses '$ref'"),
+    ({"type": "string", "pattern": "(a+)+$"}, "uses 'pattern'"),
+])
+def test_an_output_schema_the_node_cannot_check_lets_nothing_through(
+        schema: Any, why: str) -> None:
+    """Recorded as the execution's failure before anything runs (never retried forever)."""
+    refused = terms(output_schema=schema)
+    with pytest.raises(OutputViolation, match=f"output_schema_refused: .*{re.escape(why)}"):
+        refused.check_query(QUERY)
