@@ -188,6 +188,9 @@ def test_refuses_code_sha256_that_does_not_match_the_code() -> None:
     ({"price_fen": -1}, "price_fen"),
     ({"price_fen": 9.99}, "price_fen"),
     ({"output_schema": ["score"]}, "output_schema"),
+    ({"output_schema": {**OUTPUT_SCHEMA, "items": {"$ref": "#/$defs/row"}}}, "output_schema"),
+    ({"output_schema": {"type": "array", "items": {"type": "object", "properties": {
+        "credit_code": {"type": "string", "pattern": "(a+)+$"}}}}}, "output_schema"),
     ({"code": ""}, "code"),
     ({"name": ""}, "name"),
     ({"inputs": []}, "inputs"),
