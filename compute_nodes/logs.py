@@ -171,10 +171,7 @@ def provider_logging(directory: Path, secrets: Iterable[str]) -> Path:
     everything printed on stdout or stderr from now on to ``directory/private.log``
     (0600), redacted too. Returns the private log's path."""
     redactor = Redactor(secrets)
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = directory / PRIVATE_LOG
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.fchmod(fd, 0o600)  # a file made before keeps no wider mode
+    path, fd = _private_file(directory)
     sys.stdout.flush()
     sys.stderr.flush()
     platform = os.fdopen(os.dup(2), "w", encoding="utf-8", errors="backslashreplace",
@@ -185,16 +182,7 @@ def provider_logging(directory: Path, secrets: Iterable[str]) -> Path:
                                         buffering=1), redactor)
     sys.stdout = sys.stderr = private  # type: ignore[assignment]
     operational_logging(redactor, platform)
-    mine = _handler(private, redactor, PRIVATE_FORMAT)  # type: ignore[arg-type]
-    for name in (PRIVATE_LOGGER, *SYFT_LOGGERS):
-        logger = logging.getLogger(name)
-        logger.propagate = False
-        for old in list(logger.handlers):
-            logger.removeHandler(old)
-        logger.addHandler(mine)
-    private_log.setLevel(logging.DEBUG)
-    for name in SYFT_LOGGERS:  # its INFO records list each API call's arguments
-        logging.getLogger(name).setLevel(logging.WARNING)
+    _route_private(_handler(private, redactor, PRIVATE_FORMAT))  # type: ignore[arg-type]
     _report_uncaught()
     return path
 
@@ -204,23 +192,35 @@ def standalone_logging(directory: Path, secrets: Iterable[str]) -> Path:
     answers: the operational log on stderr, redacted; the private log and PySyft's loggers
     to ``directory/private.log`` (0600), redacted. Returns the private log's path."""
     redactor = Redactor(secrets)
+    path, fd = _private_file(directory)
+    operational_logging(redactor)
+    _route_private(_handler(os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace",
+                                      buffering=1), redactor, PRIVATE_FORMAT))
+    return path
+
+
+def _private_file(directory: Path) -> tuple[Path, int]:
+    """``directory/private.log`` opened for appending, mode 0600 (a file made before keeps
+    no wider mode), its directory 0700."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = directory / PRIVATE_LOG
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.fchmod(fd, 0o600)
-    operational_logging(redactor)
-    mine = _handler(os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace",
-                              buffering=1), redactor, PRIVATE_FORMAT)
+    return path, fd
+
+
+def _route_private(handler: logging.Handler) -> None:
+    """The private logger and PySyft's write through ``handler`` only (PySyft's at WARNING:
+    its INFO records list each API call's arguments)."""
     for name in (PRIVATE_LOGGER, *SYFT_LOGGERS):
         logger = logging.getLogger(name)
         logger.propagate = False
         for old in list(logger.handlers):
             logger.removeHandler(old)
-        logger.addHandler(mine)
+        logger.addHandler(handler)
     private_log.setLevel(logging.DEBUG)
     for name in SYFT_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-    return path
 
 
 def _report_uncaught() -> None:

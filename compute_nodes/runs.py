@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from compute_nodes.executor import Executor, Job, Prepared
@@ -22,6 +23,9 @@ from compute_nodes.outcome import Outcome
 log = logging.getLogger(__name__)
 
 PARALLEL = 4  # executions at once per provider, by default
+#: an early run whose event is never proven (a platform that shows events it never
+#: anchors) is dropped, unreleased, this long after it started
+EARLY_TTL_S = 900.0
 
 
 class Runs:
@@ -35,6 +39,8 @@ class Runs:
         self._lock = threading.Lock()
         #: (contract, execution) -> the job being prepared and its future
         self._flight: dict[tuple[str, int], tuple[Job, Future[Prepared | Outcome]]] = {}
+        #: when each early start began (monotonic)
+        self._early: dict[tuple[str, int], float] = {}
 
     def in_flight(self, key: tuple[str, int]) -> bool:
         """Whether the execution ``key`` (contract, execution) is being prepared."""
@@ -45,8 +51,21 @@ class Runs:
         """Start preparing ``job`` (built from views, not proven yet) unless it is in
         flight already."""
         with self._lock:
+            self._forget_stale(time.monotonic())
             if job.key not in self._flight:
                 self._flight[job.key] = (job, self.pool.submit(self.executor.prepare, job))
+                self._early[job.key] = time.monotonic()
+
+    def _forget_stale(self, now: float) -> None:
+        """Drop the early runs that ended and were never claimed within EARLY_TTL_S."""
+        for key, began in list(self._early.items()):
+            entry = self._flight.get(key)
+            if entry is None:
+                del self._early[key]
+            elif now - began > EARLY_TTL_S and entry[1].done():
+                log.warning("contract %s execution %d: started early %.0f s ago, never "
+                            "proven; dropped unreleased", *key, now - began)
+                del self._flight[key], self._early[key]
 
     def run(self, job: Job, *, wait: bool = True) -> Outcome:
         """The outcome of the proven ``job``: its early work released if it is the same
@@ -73,6 +92,7 @@ class Runs:
             with self._lock:
                 if self._flight.get(job.key, (None, None))[1] is future:
                     del self._flight[job.key]
+                self._early.pop(job.key, None)
         return self.executor.release(job, prepared)
 
     def close(self) -> None:

@@ -104,3 +104,19 @@ def test_an_error_while_preparing_is_raised_once_and_asked_again_later() -> None
 def test_parallel_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Runs(Recorder(), parallel=0)  # type: ignore[arg-type]
+
+
+def test_an_early_run_never_proven_is_dropped_after_a_while(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from compute_nodes import runs as runs_module
+
+    recorder = Recorder()
+    recorder.gate.set()
+    runs = Runs(recorder, parallel=1)  # type: ignore[arg-type]
+    runs.start(job(contract="never"))
+    runs.run(job(contract="other"))  # let the pool finish the early one
+    assert runs.in_flight(("never", 1))
+    monkeypatch.setattr(runs_module, "EARLY_TTL_S", 0.0)
+    runs.start(job(contract="next"))
+    assert not runs.in_flight(("never", 1))
+    assert [j.contract_id for j, _ in recorder.released] == ["other"]
