@@ -131,6 +131,10 @@ def build_filesystem(expose: Iterable[str], hide: Iterable[str], uid: int,
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     os.makedirs(NEW_ROOT, 0o755, exist_ok=True)  # on the host: an empty mount point
     mount("tmpfs", NEW_ROOT, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+    for name in ("proc", "dev", "tmp"):
+        os.makedirs(f"{NEW_ROOT}/{name}", 0o755, exist_ok=True)
+    # the private /tmp first: a Python install under the host's /tmp is bound on top of it
+    mount("tmpfs", f"{NEW_ROOT}/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_bytes},mode=1777")
     exposed = _top_level(expose)
     for path in exposed:
         _expose(path)
@@ -138,12 +142,9 @@ def build_filesystem(expose: Iterable[str], hide: Iterable[str], uid: int,
         if any(_within(path, top) for top in exposed):
             _hide(NEW_ROOT + path)
     for point, flags in mountpoints():
-        if point.startswith(NEW_ROOT + "/"):
+        if point.startswith(NEW_ROOT + "/") and point != f"{NEW_ROOT}/tmp":
             mount(None, point, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV
                   | flags)
-    for name in ("proc", "dev", "tmp"):
-        os.makedirs(f"{NEW_ROOT}/{name}", 0o755, exist_ok=True)
-    mount("tmpfs", f"{NEW_ROOT}/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_bytes},mode=1777")
     os.mkdir(NEW_ROOT + WORKDIR, 0o700)
     os.chown(NEW_ROOT + WORKDIR, uid, uid)
     _minimal_dev(f"{NEW_ROOT}/dev", min(tmp_bytes, 16 << 20))
