@@ -20,15 +20,16 @@ one lock (its clients are not made for threads); the sandbox runs outside it.
 Exactly once: the ledger's computation id is derived from (contract, execution, provider)
 (``POST /computations`` answers the existing one), the datasite request key is
 ``f"{contract}#{execution}#{provider}"`` (``datasite.submit`` answers the existing request,
-``datasite.approve_and_run`` the recorded result): a redelivered event or a node restarted
-mid-computation never runs the code twice after a recorded run nor delivers twice. A
-datasite that does not answer is retried with backoff, then the execution is reported
-failed with the reason. An input dataset not on the datasite yet (the provider has not
+``datasite.prepare_run`` the result ``datasite.deposit`` recorded): a redelivered event or a
+node restarted mid-computation never runs the code twice after a recorded run nor delivers
+twice. A datasite that does not answer is retried with backoff, then the execution is
+reported failed with the reason. An input dataset not on the datasite yet (the provider has not
 loaded it) is waited for, the event handled again, up to ``DATASET_WAIT_S`` from the first
 time the node met the execution; then the failure is recorded. The reason recorded for an
 execution on the private data never quotes it: the product's code failing is recorded as
-``code_failed`` with the exception's type; the details and what the code printed go to the
-provider's private log (``compute_nodes/logs.py``), never to the node's output.
+``code_failed`` with the exception's type when it is a built-in one; the details and what
+the code printed go to the provider's private log (``compute_nodes/logs.py``), never to the
+node's output.
 """
 
 from __future__ import annotations
