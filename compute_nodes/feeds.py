@@ -42,6 +42,8 @@ MAX_RETRY_S = 30.0
 #: cut every few seconds, so a short fixed pause (not a doubling one) starts the run soon
 #: after the event is anchored; each look is one small GET
 ANCHOR_RETRY_S = 0.25
+#: pause before looking again at an event whose execution runs in the node's threads
+RUNNING_RETRY_S = 0.05
 
 OnOutcome = Callable[[Outcome], Any] | None
 
@@ -128,7 +130,7 @@ def follow_http(node: ComputeNode, position: str | Path | Position | None = None
         if state == IDLE and once:
             return pos.seq
         if state != MORE:
-            stop.wait(ANCHOR_RETRY_S if state == WAITING else poll_s)
+            stop.wait(follower.pending.due_in() if state == WAITING else poll_s)
     return pos.seq
 
 
@@ -161,11 +163,19 @@ class _Unsettled:
         soon = all(o.status in SOON or o.settled for o in outcomes)
         pause = self.items[seq][2] if seq in self.items else self.retry_s
         wait = min(ANCHOR_RETRY_S, self.retry_s) if soon else pause
+        if all(o.status == "running" or o.settled for o in outcomes):
+            wait = RUNNING_RETRY_S  # a look at a running execution costs nothing
         self.items[seq] = (event, time.monotonic() + wait,
                            pause if soon else min(pause * 2, MAX_RETRY_S), done)
         for o in outcomes:
             log.log(logging.DEBUG if soon else logging.INFO, "event %d of %s: %s (%s), "
                     "again in %.2f s", seq, o.contract_id, o.status, o.detail, wait)
+
+    def due_in(self) -> float:
+        """Seconds until the next event is due to be looked at again (0 if one is)."""
+        if not self.items:
+            return ANCHOR_RETRY_S
+        return max(0.0, min(at for _, at, _, _ in self.items.values()) - time.monotonic())
 
     def again(self, stop: threading.Event) -> None:
         """Handle again the events whose pause is over, in log order."""
@@ -297,7 +307,8 @@ class _JetStreamFollow:
         while not self.stop.is_set() and not (self.idle() and not pending):
             pending.again(self.stop)
             wait = self.settings.fetch_timeout
-            messages = follower.fetch(min(wait, ANCHOR_RETRY_S) if pending else wait)
+            messages = follower.fetch(max(0.01, min(wait, pending.due_in())) if pending
+                                      else wait)
             if messages:
                 self.idle_since = time.monotonic()
             for msg in messages:

@@ -262,7 +262,7 @@ class ProviderNode:
     # -- the loop -------------------------------------------------------------------
     def run(self, pause: float) -> None:
         from client.platform import PlatformError
-        from compute_nodes.feeds import ANCHOR_RETRY_S, IDLE, MORE, WAITING
+        from compute_nodes.feeds import IDLE, MORE, WAITING
 
         self.claim()
         self.start()
@@ -280,8 +280,8 @@ class ProviderNode:
                     log.warning("%s: the platform: %s", self.enrollment.name, exc)
                     state = IDLE
                 if state != MORE:
-                    self.stopping.wait(min(pause, ANCHOR_RETRY_S) if state == WAITING
-                                       else pause)
+                    self.stopping.wait(min(pause, self.follower.pending.due_in())
+                                       if state == WAITING else pause)
         finally:
             self.node.close()
             self.sandbox.close()

@@ -27,6 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,12 @@ class ComputeNode:
         self.executor = Executor(self.platform, site, sandbox, backoff_s=backoff_s,
                                  sleep=lambda s: self.sleep(s), clock=lambda: self.clock())
         self.runs = Runs(self.executor, parallel)
+        #: the events being handled in threads of their own (``handle(wait=False)``): by
+        #: seq; as many threads as executions at once, and as many again for the proofs
+        self._handlers = ThreadPoolExecutor(max_workers=2 * parallel,
+                                            thread_name_prefix="event")
+        self._handling: dict[int, Future[Outcome]] = {}
+        self._lock = threading.Lock()
 
     @property
     def participant_id(self) -> str:
@@ -91,6 +98,7 @@ class ComputeNode:
 
     # -- one event ----------------------------------------------------------------------
     def close(self) -> None:
+        self._handlers.shutdown(wait=False, cancel_futures=True)
         self.runs.close()
 
     def handle(self, event: Any, *, wait: bool = True) -> list[Outcome]:
@@ -98,8 +106,9 @@ class ComputeNode:
         :class:`LogEntry`); one outcome per execution it concerns, none for an event
         type the node does not act on. Never raises for what the platform answers: an
         outcome whose status is in :data:`RETRY_LATER` asks to be handled again later.
-        ``wait=False``: an execution still running answers ``running`` rather than
-        blocking (the host's loop runs several at once)."""
+        ``wait=False``: the event is handled in a thread of its own (its proofs, then its
+        execution), answering ``running`` until that is done, so that the caller hands over
+        the next events meanwhile (the feeds and the host's loop do)."""
         try:
             entry = self.verifier.record(event)
         except TrustError as exc:
@@ -107,9 +116,23 @@ class ComputeNode:
             return [Outcome("", "refused", f"not a ledger event: {exc}", seq=seq)]
         if entry.type_name not in WATCHED:
             return []
+        return [self._acted(entry) if wait else self._in_background(entry)]
+
+    def _in_background(self, entry: LogEntry) -> Outcome:
+        with self._lock:
+            future = self._handling.get(entry.seq)
+            if future is None:
+                self._handling[entry.seq] = self._handlers.submit(self._acted, entry)
+            elif future.done():
+                del self._handling[entry.seq]
+                return future.result()
+        return Outcome(entry.originator_id, "running", "being handled", seq=entry.seq,
+                       event_type=entry.type_name)
+
+    def _acted(self, entry: LogEntry) -> Outcome:
         contract_id = entry.originator_id
         try:
-            outcome = self._event(entry, wait)
+            outcome = self._event(entry)
         except (NodeError, TrustError) as exc:
             log.error("event %d (%s of %s) refused: %s", entry.seq, entry.type_name,
                       contract_id, exc)
@@ -119,9 +142,9 @@ class ComputeNode:
                         entry.type_name, contract_id, exc)
             outcome = Outcome(contract_id, "error", f"{type(exc).__name__}: {exc}")
         outcome.seq, outcome.event_type = entry.seq, entry.type_name
-        return [outcome]
+        return outcome
 
-    def _event(self, entry: LogEntry, wait: bool) -> Outcome:
+    def _event(self, entry: LogEntry) -> Outcome:
         contract_id = entry.originator_id
         execution = _execution(entry)
         order = self.platform.order(contract_id)
@@ -146,7 +169,7 @@ class ComputeNode:
                            "an anchored checkpoint", execution)
         self.verifier.included(entry, checkpoint)
         job = self._job(entry, execution, order, product, inputs, checkpoint)
-        return self.runs.run(job, wait=wait)
+        return self.runs.run(job)
 
     def _start_early(self, entry: LogEntry, execution: int, order: dict[str, Any],
                      product: dict[str, Any], inputs: list[str]) -> None:
