@@ -131,6 +131,8 @@ def follow_http(node: ComputeNode, position: str | Path | Position | None = None
             return pos.seq
         if state != MORE:
             stop.wait(follower.pending.due_in() if state == WAITING else poll_s)
+    follower.pending.finish()
+    follower.pos.save(follower.pending.first() - 1 if follower.pending else follower.scan)
     return pos.seq
 
 
@@ -176,6 +178,17 @@ class _Unsettled:
         if not self.items:
             return ANCHOR_RETRY_S
         return max(0.0, min(at for _, at, _, _ in self.items.values()) - time.monotonic())
+
+    def finish(self) -> None:
+        """Tell the outcomes of the events whose handling ended (when stopping): none is
+        started again."""
+        for seq in sorted(self.items):
+            event, _, _, done = self.items[seq]
+            outcomes = self.node.finished(event)
+            if settled(outcomes):
+                self.items.pop(seq, None)
+                _tell(outcomes, self.on_outcome)
+                done()
 
     def again(self, stop: threading.Event) -> None:
         """Handle again the events whose pause is over, in log order."""

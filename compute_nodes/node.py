@@ -116,18 +116,36 @@ class ComputeNode:
             return [Outcome("", "refused", f"not a ledger event: {exc}", seq=seq)]
         if entry.type_name not in WATCHED:
             return []
-        return [self._acted(entry) if wait else self._in_background(entry)]
+        return [self._in_background(entry, wait)]
 
-    def _in_background(self, entry: LogEntry) -> Outcome:
+    def _in_background(self, entry: LogEntry, wait: bool) -> Outcome:
+        """The event handled in a thread of the node's, once at a time: its outcome when
+        that is done (``wait``: once it is), else ``running``."""
         with self._lock:
             future = self._handling.get(entry.seq)
             if future is None:
-                self._handling[entry.seq] = self._handlers.submit(self._acted, entry)
-            elif future.done():
+                future = self._handlers.submit(self._acted, entry)
+                self._handling[entry.seq] = future
+        if wait:
+            future.exception()
+        with self._lock:
+            if not future.done():
+                return Outcome(entry.originator_id, "running", "being handled",
+                               seq=entry.seq, event_type=entry.type_name)
+            if self._handling.get(entry.seq) is future:
                 del self._handling[entry.seq]
-                return future.result()
-        return Outcome(entry.originator_id, "running", "being handled", seq=entry.seq,
-                       event_type=entry.type_name)
+        return future.result()
+
+    def finished(self, event: Any) -> list[Outcome]:
+        """The outcome of an event whose handling already ended, without starting any:
+        ``running`` if it did not end (or never began)."""
+        entry = self.verifier.record(event)
+        with self._lock:
+            future = self._handling.get(entry.seq)
+        if future is None or not future.done():
+            return [Outcome(entry.originator_id, "running", "not ended", seq=entry.seq,
+                            event_type=entry.type_name)]
+        return self.handle(event, wait=False)
 
     def _acted(self, entry: LogEntry) -> Outcome:
         contract_id = entry.originator_id

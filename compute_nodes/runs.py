@@ -86,13 +86,17 @@ class Runs:
         if early != job:  # an early run of another job: let it end, then run this one
             future.exception()
             return self.run(job, wait=wait)
+        mine = False
         try:
             prepared = future.result()
         finally:
             with self._lock:
                 if self._flight.get(job.key, (None, None))[1] is future:
                     del self._flight[job.key]
+                    mine = True
                 self._early.pop(job.key, None)
+        if not mine:  # another caller releases it: handled again, it is settled or skipped
+            return Outcome(job.contract_id, "running", "released by another", job.execution)
         return self.executor.release(job, prepared)
 
     def close(self) -> None:
