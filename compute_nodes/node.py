@@ -81,6 +81,8 @@ class ComputeNode:
         self._handlers = ThreadPoolExecutor(max_workers=2 * parallel,
                                             thread_name_prefix="event")
         self._handling: dict[int, Future[Outcome]] = {}
+        #: seq -> the size of the anchored checkpoint an early start was last tried under
+        self._early_tried: dict[int, int] = {}
         self._lock = threading.Lock()
 
     @property
@@ -186,6 +188,7 @@ class ComputeNode:
             return Outcome(contract_id, "not_anchored", f"event {entry.seq} is not yet under "
                            "an anchored checkpoint", execution)
         self.verifier.included(entry, checkpoint)
+        self._early_tried.pop(entry.seq, None)
         job = self._job(entry, execution, order, product, inputs, checkpoint)
         return self.runs.run(job)
 
@@ -198,8 +201,10 @@ class ComputeNode:
         before it is (:class:`~compute_nodes.runs.Runs`). The ledger checks the request
         on its own store."""
         latest = self.verifier.latest
-        if latest is None or self.runs.in_flight((entry.originator_id, execution)):
-            return
+        if latest is None or self.runs.in_flight((entry.originator_id, execution)) \
+                or self._early_tried.get(entry.seq) == latest.size:
+            return  # each try proves events: once per event and anchored checkpoint
+        self._early_tried[entry.seq] = latest.size
         try:
             self.runs.start(self._job(entry, execution, order, product, inputs, latest))
         except (NodeError, TrustError, KeyError, TypeError, ValueError) as exc:

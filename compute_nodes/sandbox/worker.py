@@ -11,6 +11,7 @@ import __future__
 
 import ast
 import builtins
+import contextlib
 import datetime
 import errno
 import json
@@ -71,10 +72,8 @@ def serve(ctl: socket.socket, limits: dict[str, Any]) -> None:
     if os.getpid() != 1:
         os._exit(0)  # a process the code forked: only pid 1 answers
     for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-        try:
+        with contextlib.suppress(Exception):  # the code may have closed or replaced them
             stream.flush()  # type: ignore[union-attr]
-        except Exception:  # noqa: S110, BLE001 - the code may have closed or replaced them
-            pass
     frames.send(ctl, reply)
 
 

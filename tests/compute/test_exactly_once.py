@@ -21,6 +21,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -188,6 +189,17 @@ def test_a_jetstream_redelivery_runs_and_delivers_once(
     assert third == []  # acknowledged: never again
 
 
+def wait_for_state(w: SimpleNamespace, contract: str, state: str,
+                   proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Until the contract's one computation is in ``state``; ``proc`` must live meanwhile
+    (its ``log`` is shown if not)."""
+    deadline = time.monotonic() + 90
+    while [c["state"] for c in w.api.computations(contract)] != [state]:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
+
+
 @pytest.mark.parametrize("feed", ["http", "nats"])
 def test_a_node_killed_mid_computation_delivers_once_after_restart(
         w: SimpleNamespace, feed: str, request: pytest.FixtureRequest) -> None:
@@ -226,11 +238,7 @@ def test_a_node_killed_mid_computation_delivers_once_after_restart(
         return [c["state"] for c in w.api.computations(contract)]
 
     def wait_for(state: str, proc: subprocess.Popen[bytes], name: str) -> None:
-        deadline = time.monotonic() + 90
-        while states() != [state]:
-            assert proc.poll() is None, (node_dir / f"{name}.err").read_text()[-3000:]
-            assert time.monotonic() < deadline, (node_dir / f"{name}.err").read_text()[-3000:]
-            time.sleep(0.2)
+        wait_for_state(w, contract, state, proc, node_dir / f"{name}.err")
 
     first = start("first")
     try:
@@ -294,11 +302,7 @@ def test_a_host_killed_mid_computation_leaves_no_process_and_delivers_once(
         return [c["state"] for c in w.api.computations(contract)]
 
     def wait_for(state: str, host: subprocess.Popen[bytes], name: str) -> None:
-        deadline = time.monotonic() + 90
-        while states() != [state]:
-            assert host.poll() is None, (node_dir / f"{name}.out").read_text()[-3000:]
-            assert time.monotonic() < deadline, (node_dir / f"{name}.out").read_text()[-3000:]
-            time.sleep(0.2)
+        wait_for_state(w, contract, state, host, node_dir / f"{name}.out")
 
     first = start("first")
     try:
