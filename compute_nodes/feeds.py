@@ -44,6 +44,9 @@ MAX_RETRY_S = 30.0
 ANCHOR_RETRY_S = 0.25
 #: pause before looking again at an event whose execution runs in the node's threads
 RUNNING_RETRY_S = 0.05
+#: when stopping, how long the events still being handled are given to end (one whose
+#: result is being posted ends in well under this; a longer one is left unsettled)
+FINISH_GRACE_S = 5.0
 
 OnOutcome = Callable[[Outcome], Any] | None
 
@@ -179,12 +182,13 @@ class _Unsettled:
             return ANCHOR_RETRY_S
         return max(0.0, min(at for _, at, _, _ in self.items.values()) - time.monotonic())
 
-    def finish(self) -> None:
-        """Tell the outcomes of the events whose handling ended (when stopping): none is
-        started again."""
+    def finish(self, grace_s: float = FINISH_GRACE_S) -> None:
+        """Tell the outcomes of the events whose handling ends within ``grace_s`` (when
+        stopping): none is started again."""
+        deadline = time.monotonic() + grace_s
         for seq in sorted(self.items):
             event, _, _, done = self.items[seq]
-            outcomes = self.node.finished(event)
+            outcomes = self.node.finished(event, max(0.0, deadline - time.monotonic()))
             if settled(outcomes):
                 self.items.pop(seq, None)
                 _tell(outcomes, self.on_outcome)
@@ -315,7 +319,8 @@ class _JetStreamFollow:
         """Fetch and handle messages until stopped or idle. A message is acknowledged once
         its event is settled; the next ones are fetched and handled meanwhile (their
         executions run concurrently); an unsettled one is handled again (an
-        unacknowledged one also comes again after ``ack_wait``)."""
+        unacknowledged one also comes again after ``ack_wait``). Once stopped, the events
+        still being handled are given :data:`FINISH_GRACE_S` to end and be told."""
         pending = _Unsettled(self.node, self.settings.retry_s, self.on_outcome)
         while not self.stop.is_set() and not (self.idle() and not pending):
             pending.again(self.stop)
@@ -329,7 +334,7 @@ class _JetStreamFollow:
                 event = {} if seq is None else _event_view(self.node, seq, self.stop,
                                                            self.settings.retry_s)
                 if event is None:  # stopped
-                    return
+                    break
                 if seq is None:
                     log.error("message on %s names no ledger seq: acknowledged and skipped",
                               msg.subject)
@@ -338,6 +343,7 @@ class _JetStreamFollow:
                     continue
                 if seq not in pending.items:  # not a redelivery of one in hand
                     pending.look(event, functools.partial(self._acked, follower, msg, seq))
+        pending.finish()
 
     def _acked(self, follower: Any, msg: Any, seq: int) -> None:
         follower.ack(msg)

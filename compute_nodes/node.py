@@ -23,6 +23,7 @@ event is ``lagging`` and handled again shortly, never dropped. The feeds
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -138,12 +139,15 @@ class ComputeNode:
                 del self._handling[entry.seq]
         return future.result()
 
-    def finished(self, event: Any) -> list[Outcome]:
-        """The outcome of an event whose handling already ended, without starting any:
-        ``running`` if it did not end (or never began)."""
+    def finished(self, event: Any, timeout: float = 0.0) -> list[Outcome]:
+        """The outcome of an event whose handling ends within ``timeout`` seconds, without
+        starting any: ``running`` if it did not end (or never began)."""
         entry = self.verifier.record(event)
         with self._lock:
             future = self._handling.get(entry.seq)
+        if future is not None:
+            with contextlib.suppress(TimeoutError):
+                future.exception(timeout)
         if future is None or not future.done():
             return [Outcome(entry.originator_id, "running", "not ended", seq=entry.seq,
                             event_type=entry.type_name)]
