@@ -147,7 +147,7 @@ class ChainChecker:
             prev = checkpoint_hash(stored.note)
             if stored.anchored:
                 last_anchored = stored
-        if last_anchored is None and self.tree.size() > 0:
+        if last_anchored is None and max(self.tree.size(), self.store.max_seq()) > 0:
             findings.append(Finding("checkpoints", "no anchored checkpoint covers the log"))
         return findings
 

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from anchoring.checkpointer import Checkpointer, CutPolicy, WitnessClient
 from anchoring.checkpoints import StoredCheckpoint
@@ -16,9 +17,10 @@ from anchoring.tilestore_postgres import PostgresTileStore
 from anchoring.tilestore_sqlite import SQLiteTileStore
 from anchoring.treestore import TreeStore
 from anchoring.witness import Witness
-from anchoring.witness_clients import LocalWitness, http_witnesses
+from anchoring.witness_clients import HttpWitness, LocalWitness, http_witnesses
 from anchoring.witness_state import WitnessState, load_or_create_key
 from chain.note import Signer, generate_ed25519
+from chain.trust import trust_document
 from events.store import EventStore
 from events.url import DatabaseURL
 
@@ -63,6 +65,32 @@ def embedded_witnesses(data_dir: Path, origin_host: str, signer: Signer) -> list
     return out
 
 
+def independence(witnesses: Sequence[WitnessClient], quorum: int) -> dict[str, Any]:
+    """``{"independent", "why"}``: independent only if a quorum cannot be reached without a
+    witness on another host. An in-process witness, or one at a loopback URL, counts as the
+    operator's: its key and state are where the operator can rewrite them."""
+    if quorum == 0:
+        return {"independent": False, "why": "the quorum is 0: a checkpoint is anchored "
+                "with no witness's co-signature"}
+    local = [w.name for w in witnesses if not isinstance(w, HttpWitness) or w.on_this_host]
+    if len(local) < quorum:
+        remote = [w.url for w in witnesses if isinstance(w, HttpWitness) and not w.on_this_host]
+        return {"independent": True, "why": (
+            f"a quorum of {quorum} needs a witness on another host ({', '.join(remote)}): "
+            "each keeps its own key and state and refuses to co-sign a rewritten log; "
+            "independent as far as the operators of those hosts are")}
+    if not any(isinstance(w, HttpWitness) for w in witnesses):
+        where = ("in-process: their keys and state sit in this server's data dir beside the "
+                 "log key")
+    else:
+        where = f"on this host ({', '.join(local)})"
+    return {"independent": False, "why": (
+        f"{len(local)} of the {len(witnesses)} witnesses run {where}, enough for the quorum "
+        f"of {quorum}: whoever runs this server can rewrite the log, re-sign it and have them "
+        "co-sign again. Run `dataledger witness` on other hosts and set "
+        "DATALEDGER_WITNESS_URLS (README: Independent witnesses)")}
+
+
 class ChainService:
     """Follows the log in a thread: integrate, then checkpoint when due."""
 
@@ -80,6 +108,18 @@ class ChainService:
     @property
     def witnesses(self) -> Sequence[WitnessClient]:
         return self.checkpointer.witnesses
+
+    def trust_document(self) -> dict[str, Any]:
+        """The log's key and origin, the witnesses and the quorum (``chain.trust``): what
+        ``dataledger chain trust`` exports for a verifier to keep out of band."""
+        cp = self.checkpointer
+        return trust_document(cp.origin, cp.signer.verifier().vkey, cp.quorum,
+                              [w.published() for w in self.witnesses])
+
+    def independence(self) -> dict[str, Any]:
+        """Whether the witnesses can hold this server's operator to the log (``/health``,
+        serve's start line): :func:`independence`."""
+        return independence(self.witnesses, self.checkpointer.quorum)
 
     def step(self) -> StoredCheckpoint | None:
         """Integrate everything stored, cut and co-sign if due; the newest checkpoint."""

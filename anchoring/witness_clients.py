@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -48,6 +50,18 @@ class HttpWitness:
     @property
     def name(self) -> str:
         return self._published.name
+
+    @property
+    def on_this_host(self) -> bool:
+        """Whether the URL names this machine (a loopback name or address): a witness
+        there is as much in the operator's hands as an in-process one."""
+        host = (urlsplit(self.url).hostname or "").lower()
+        if host in ("localhost", "") or host.endswith(".localhost"):
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
 
     def published(self) -> WitnessPublicKey:
         return self._published
