@@ -35,10 +35,13 @@ def create_app(container: Services) -> FastAPI:
              responses={503: {"description": "degraded: the background process (projections, "
                                              "chain) is down and being restarted"}})
     def health(response: Response) -> dict[str, Any]:
-        """Liveness and the log's head; 503 ``degraded`` while the background process is down."""
+        """Liveness and the log's head; whether the witnesses are independent of this server
+        (``witnesses``); 503 ``degraded`` while the background process is down."""
         c: Services = app.state.container
         body: dict[str, Any] = {"status": "ok", "head": c.store.max_seq(),
                                 "projected": c.runner.position}
+        if c.chain is not None:  # whether the witnesses can hold this server to its log
+            body["witnesses"] = c.chain.independence()
         if c.background is not None and not c.background.running:
             response.status_code = 503
             body.update(status="degraded", background=c.background.state())

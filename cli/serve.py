@@ -36,6 +36,7 @@ def _serve(args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     container = build_or_exit(settings)
+    _say_witnesses(container)
     app = create_app(container)
     try:
         node = _start_compute_node(settings, container, host, port)
@@ -61,10 +62,20 @@ def _exit_now(signum: int, frame: Any) -> None:
     raise SystemExit(0)
 
 
+def _say_witnesses(container: Container) -> None:
+    """One line at start: whether the witnesses are independent of this server (``/health``
+    says the same)."""
+    if container.chain is None:
+        return
+    said = container.chain.independence()
+    head = "independent" if said["independent"] else "NOT independent"
+    print(f"Witnesses: {head}: {said['why']}", flush=True)
+
+
 def _start_compute_node(settings: Settings, container: Container, host: str,
                         port: int) -> NodeSupervisor | None:
     """The embedded compute node (``DATALEDGER_COMPUTE_NODE``), or None."""
-    from runtime.compute_host import NodeSupervisor, trust_document
+    from runtime.compute_host import NodeSupervisor
 
     wanted = settings.compute_node
     if wanted == "false":
@@ -81,8 +92,10 @@ def _start_compute_node(settings: Settings, container: Container, host: str,
         print(f"No compute node: {why}. Contracts will not be computed.", flush=True)
         return None
     node = NodeSupervisor(settings.data_dir.absolute() / "node", loopback_url(host, port),
-                          trust_document(chain), python=settings.compute_python)
+                          chain.trust_document(), python=settings.compute_python)
     node.start()
     print(f"Compute node: started from {settings.compute_python}; providers enroll with "
-          "`DATALEDGER_NODE_TOKEN=TOKEN dataledger compute-node enroll`", flush=True)
+          "`DATALEDGER_NODE_TOKEN=TOKEN dataledger compute-node enroll`. It trusts this "
+          "server's own keys (the same operator: a development default; a provider's own "
+          "node takes --trust FILE)", flush=True)
     return node

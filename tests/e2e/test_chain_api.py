@@ -83,3 +83,12 @@ def test_seqs_and_sizes_beyond_what_a_store_holds_are_422_naming_the_field(
         assert named == [field], (path, r.text)
     r = world.client.get(f"/ledger/events?after={2**63 - 1}", headers=world.regulator.headers)
     assert r.status_code == 200 and r.json()["events"] == []
+
+
+def test_health_says_the_in_process_witnesses_are_not_independent(
+        world: World, container: Container) -> None:
+    said = world.client.get("/health").json()["witnesses"]
+    assert said["independent"] is False and "in-process" in said["why"]
+    # the trust document `dataledger chain trust` exports is what GET /ledger/witnesses shows
+    assert container.chain is not None
+    assert container.chain.trust_document() == world.client.get("/ledger/witnesses").json()

@@ -72,6 +72,7 @@ def test_serve_prints_the_admin_token_once_and_keeps_its_files_in_the_data_dir(
         first = stop(proc)
     token = [line.strip() for line in first.splitlines() if line.strip().startswith("dl_")]
     assert len(token) == 1, first
+    assert "Witnesses: NOT independent" in first  # the in-process default says so at start
     assert (data / "ledger.db").exists() and (data / "views.db").exists()
 
     proc = start_serve(data, port)
