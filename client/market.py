@@ -1,5 +1,6 @@
 """A market as the platform operator opens it: its own party, the regulator it onboards, and
-every other party onboarded and admitted by the one the domain requires."""
+every other party onboarded and admitted by the one the domain requires; each of them holds
+a registered key and signs its decisions."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ class Market:
         """Onboard the regulator named ``regulator``; ``credit_code(role, name)`` gives each
         new party's code (a fixed one per role by default); ``comment`` is the admission's."""
         self.api = api
-        self.platform = api.party(admin_token)
+        self.platform = api.give_key(api.party(admin_token))
         self.comment = comment
         self.credit_code = credit_code or (lambda role, name: fixed_credit_code(role))
         self.regulator = self.onboard("regulator", regulator)

@@ -2,7 +2,9 @@
 
 Each method takes the calling party (a :class:`Party` or a bare bearer token), checks the
 status the call answers on success and raises :class:`PlatformError` otherwise; it returns
-the new aggregate's id for a creation and the decoded JSON answer for the rest.
+the new aggregate's id for a creation and the decoded JSON answer for the rest. Every
+decision (``client/signing.py`` lists them) of a party holding a key is signed (签名):
+``onboard`` and ``add_member`` give each new party a key and register it.
 """
 
 from __future__ import annotations
@@ -10,12 +12,16 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from client import signing
+from core import decision
 
 #: the admission comment the callers record unless they give their own
 ADMITTED = "meets the admission criteria"
@@ -39,13 +45,36 @@ def bearer(token: str) -> dict[str, str]:
 
 @dataclass
 class Party:
-    """An onboarded participant as one of its members acts for it: the member's token."""
+    """An onboarded participant as one of its members acts for it: the member's token and,
+    to sign its decisions, the member's Ed25519 key (``key_registered`` once the ledger
+    holds its public half)."""
 
     participant_id: str
     token: str
     role: str = ""
     member_id: str = ""
     name: str = ""
+    key: Ed25519PrivateKey | None = field(default=None, repr=False)
+    key_registered: bool = False
+
+    @property
+    def key_id(self) -> str | None:
+        return None if self.key is None else signing.public_key(self.key)[1]
+
+    def wire(self) -> dict[str, Any]:
+        """The party as JSON, its key as PEM (for a process of its own: keep it private)."""
+        pem = None if self.key is None else decision.private_key_pem(self.key).decode()
+        return {"participant_id": self.participant_id, "token": self.token,
+                "role": self.role, "member_id": self.member_id, "name": self.name,
+                "key_pem": pem, "key_registered": self.key_registered}
+
+    @classmethod
+    def of_wire(cls, wire: Mapping[str, Any]) -> Party:
+        pem = wire.get("key_pem")
+        return cls(wire["participant_id"], wire["token"], wire.get("role", ""),
+                   wire.get("member_id", ""), wire.get("name", ""),
+                   None if pem is None else decision.load_private_key(pem.encode()),
+                   bool(wire.get("key_registered")))
 
     @property
     def id(self) -> str:
@@ -91,12 +120,31 @@ class Platform:
         self.close()
 
     # -- any call -----------------------------------------------------------------------
+    def send(self, method: str, path: str, who: Caller, **kwargs: Any) -> httpx.Response:
+        """One request as ``who``, whatever it answers. A decision is signed when ``who``
+        holds a key: at the aggregate's version read just before, and again while the
+        server answers 409 ``stale_decision`` (``client/signing.py``)."""
+        headers = {**kwargs.pop("headers", {}), **bearer(_token(who))}
+        body = kwargs.pop("json", None)
+        made = signing.decision_of(method, path, body)
+        if (made is None or not isinstance(who, Party) or who.key is None
+                or not isinstance(body, Mapping | None)):
+            return self.http.request(method, path, headers=headers, json=body, **kwargs)
+        if not who.key_registered:  # its participant was pending when it got the key
+            with contextlib.suppress(PlatformError):  # then the server refuses, and says why
+                self.register_key(who)
+        member_id = who.member_id or str(self.me(who)["member_id"])
+        return signing.send_signed(
+            lambda signed: self.http.request(method, path, headers=headers, json=signed,
+                                             **kwargs),
+            lambda: signing.view_version(self.http.get(made.view, headers=headers)),
+            who.key, member_id, made, body or {})
+
     def request(self, method: str, path: str, who: Caller,
                 expect: int | tuple[int, ...] = 200, **kwargs: Any) -> httpx.Response:
-        """One request as ``who``; the response when its status is ``expect`` (one of them,
-        for a tuple), :class:`PlatformError` otherwise."""
-        headers = {**kwargs.pop("headers", {}), **bearer(_token(who))}
-        response = self.http.request(method, path, headers=headers, **kwargs)
+        """:meth:`send`; the response when its status is ``expect`` (one of them, for a
+        tuple), :class:`PlatformError` otherwise."""
+        response = self.send(method, path, who, **kwargs)
         expected = (expect,) if isinstance(expect, int) else expect
         if response.status_code not in expected:
             raise PlatformError(method, path, response.status_code, response.text)
@@ -142,25 +190,75 @@ class Platform:
         return Party(str(made["participant_id"]), str(made["token"]), role,
                      str(made["member_id"]), name)
 
-    def admit(self, judge: Caller, participant_id: str, comment: str = ADMITTED) -> Any:
-        """The regulator or the platform approves a participant's admission."""
-        return self.call("POST", f"/participants/{participant_id}/admission", judge,
-                         json={"approve": True, "comment": comment})
+    def admit(self, judge: Caller, participant: str | Party, comment: str = ADMITTED) -> Any:
+        """The regulator or the platform approves a participant's admission; an admitted
+        :class:`Party` then registers its key."""
+        pid = participant.participant_id if isinstance(participant, Party) else participant
+        answer = self.call("POST", f"/participants/{pid}/admission", judge,
+                           json={"approve": True, "comment": comment})
+        if isinstance(participant, Party) and participant.key is not None:
+            self.register_key(participant)
+        return answer
 
     def onboard(self, platform: Caller, role: str, name: str, *, credit_code: str,
                 judge: Caller | None, comment: str = ADMITTED) -> Party:
-        """Register a participant and, when a ``judge`` is given, have it admitted."""
+        """Register a participant with a key for its admin and, when a ``judge`` is given,
+        have it admitted (the admin's key is registered then: a pending participant's
+        members register none)."""
         party = self.register_participant(platform, role, name, credit_code)
+        party.key = decision.new_private_key()
         if judge is not None:
-            self.admit(judge, party.participant_id, comment)
+            self.admit(judge, party, comment)
         return party
 
     def add_member(self, admin: Party, name: str, roles: list[str]) -> Party:
-        """A participant's admin (or the platform) adds a member; the member's party."""
+        """A participant's admin (or the platform) adds a member; the member's party, with
+        a key, registered unless the participant is still pending."""
         made = self.call("POST", f"/participants/{admin.participant_id}/members", admin, 201,
                          json={"name": name, "roles": roles})
-        return Party(admin.participant_id, str(made["token"]), admin.role,
-                     str(made["member_id"]), admin.name)
+        member = Party(admin.participant_id, str(made["token"]), admin.role,
+                       str(made["member_id"]), admin.name)
+        self.give_key(member)
+        return member
+
+    def give_key(self, party: Party) -> Party:
+        """Give ``party`` a new key and register it (kept unregistered while its participant
+        is pending); the party."""
+        party.key = decision.new_private_key()
+        try:
+            self.register_key(party)
+        except PlatformError as exc:
+            if exc.status != 409:  # 409: not admitted yet (admit() registers it then)
+                raise
+        return party
+
+    def register_key(self, party: Party, replaces: str | None = None) -> Any:
+        """The member registers its key's public half (``replaces``: the key id it rotates
+        out, revoked in the same command)."""
+        if party.key is None:
+            raise ValueError("the party holds no key")
+        body: dict[str, Any] = {"public_key": signing.public_key(party.key)[0]}
+        if replaces is not None:
+            body["replaces"] = replaces
+        answer = self.call("POST", f"/participants/{party.participant_id}/keys", party, 201,
+                           json=body)
+        party.key_registered = True
+        return answer
+
+    def rotate_key(self, party: Party) -> Any:
+        """Replace the party's key by a new one (the old one is revoked)."""
+        old_key, old_id = party.key, party.key_id
+        party.key = decision.new_private_key()
+        try:
+            return self.register_key(party, replaces=old_id)
+        except PlatformError:
+            party.key = old_key
+            raise
+
+    def revoke_key(self, who: Caller, participant_id: str, key_id: str, reason: str) -> Any:
+        """The key's member or its participant's admin revokes a key."""
+        return self.call("POST", f"/participants/{participant_id}/keys/{key_id}/revocation",
+                         who, json={"reason": reason})
 
     # -- the catalog: datasets, scenarios (一场景一审核), authorizations ---------------------
     def register_dataset(self, provider: Caller, *, name: str, description: str,
@@ -204,6 +302,11 @@ class Platform:
             "not_before": window[0].isoformat(), "not_after": window[1].isoformat(),
             "usage_policy": dict(usage_policy)})
         return str(made["authorization_id"])
+
+    def revoke_authorization(self, provider: Caller, authorization_id: str,
+                             reason: str) -> Any:
+        return self.call("POST", f"/authorizations/{authorization_id}/revocation", provider,
+                         json={"reason": reason})
 
     # -- products (上架) ------------------------------------------------------------------
     def register_product(self, operator: Caller, body: Mapping[str, Any]) -> str:
@@ -255,6 +358,10 @@ class Platform:
 
     def approve_contract(self, party: Caller, order_id: str) -> Any:
         return self.call("POST", f"/orders/{order_id}/contract/approvals", party)
+
+    def terminate_contract(self, party: Caller, order_id: str, reason: str) -> Any:
+        return self.call("POST", f"/orders/{order_id}/contract/termination", party,
+                         json={"reason": reason})
 
     def submit_query(self, demander: Caller, order_id: str, query: Mapping[str, Any],
                      expect: int | tuple[int, ...] = 201) -> Any:
