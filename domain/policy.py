@@ -17,7 +17,7 @@ not known here is refused rather than ignored.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -117,3 +117,67 @@ def validate_policy(policy: Any, field: str = "usage_policy") -> dict[str, Any]:
     if "not_before" in out and "not_after" in out:
         require_window(out["not_before"], out["not_after"], f"{field}.not_after")
     return out
+
+
+def unknown_keys(policy: Mapping[str, Any]) -> list[str]:
+    """The keys of a stored ``policy`` this evaluator does not know (from a newer writer,
+    say): a policy holding one refuses every use, since its meaning cannot be checked."""
+    return sorted(str(k) for k in policy if k not in KNOWN_KEYS)
+
+
+def _instant(value: str) -> datetime:
+    return parse_instant(value, "instant")
+
+
+def strictest(*policies: Mapping[str, Any]) -> dict[str, Any]:
+    """The one policy that holds when each of ``policies`` must (the stricter of a contract
+    and the authorizations it uses, at use): the lowest count, the latest ``not_before``,
+    the earliest ``not_after``, the common designated users, circulation modes and allowed
+    fields, and a flag set when any sets it. Known keys only: the caller refuses a policy
+    with an unknown key (``unknown_keys``) before it merges."""
+    out: dict[str, Any] = {}
+    for policy in policies:
+        for key in KNOWN_KEYS:
+            if key not in policy:
+                continue
+            value, have = policy[key], out.get(key)
+            if have is None:
+                out[key] = list(value) if isinstance(value, list) else value
+            elif key in COUNT_KEYS:
+                out[key] = min(have, value)
+            elif key in FLAG_KEYS:
+                out[key] = bool(have or value)
+            elif key == "not_before":
+                out[key] = max(have, value, key=_instant)
+            elif key == "not_after":
+                out[key] = min(have, value, key=_instant)
+            else:  # a list: what both allow
+                out[key] = [v for v in have if v in value]
+    return out
+
+
+def looser_than(policy: Mapping[str, Any], bound: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The first key (in ``KNOWN_KEYS`` order) on which ``policy`` allows more than
+    ``bound`` does, with why; None when ``policy`` is at least as strict on every key
+    ``bound`` sets. A key ``bound`` sets and ``policy`` leaves out is looser (no limit)."""
+    for key in KNOWN_KEYS:
+        if key not in bound:
+            continue
+        limit, value = bound[key], policy.get(key)
+        if value is None:
+            if key in FLAG_KEYS and not limit:
+                continue
+            return key, f"the bound sets {limit!r} and this policy sets nothing"
+        if key in COUNT_KEYS and value > limit:
+            return key, f"{value} is more than the bound's {limit}"
+        if key in FLAG_KEYS and limit and not value:
+            return key, "the bound sets true"
+        if key == "not_before" and _instant(value) < _instant(limit):
+            return key, f"{value} is before the bound's {limit}"
+        if key == "not_after" and _instant(value) > _instant(limit):
+            return key, f"{value} is after the bound's {limit}"
+        if key in LIST_KEYS or key == "circulation_modes":
+            extra = [v for v in value if v not in limit]
+            if extra:
+                return key, f"{extra!r} are not among the bound's {limit!r}"
+    return None
