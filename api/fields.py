@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, Field, StrictInt
+from pydantic import AfterValidator, Field, GetCoreSchemaHandler, GetJsonSchemaHandler, StrictInt
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import core_schema
 
 from domain.policy import CIRCULATION_MODES
 
@@ -12,19 +16,83 @@ from domain.policy import CIRCULATION_MODES
 def no_nul(value: Any) -> Any:
     """Refuse NUL characters anywhere in ``value``: PostgreSQL text cannot hold them, and an
     event the read models cannot store would stop every projection behind it."""
-    if isinstance(value, str) and "\x00" in value:
-        raise ValueError("must not contain NUL (\\u0000) characters")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            no_nul(key)
-            no_nul(item)
-    elif isinstance(value, list):
-        for item in value:
-            no_nul(item)
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str) and "\x00" in item:
+            raise ValueError("must not contain NUL (\\u0000) characters")
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
     return value
 
 
 NoNul = AfterValidator(no_nul)
+
+#: how deep a free-form JSON value (an output schema, a usage policy, a query value, a
+#: result) may nest objects and lists: a stored value must always read back (pydantic's
+#: encoder stops at 255 levels), and no real schema or policy comes near 32
+MAX_JSON_DEPTH = 32
+#: the most bytes of a free-form JSON value stored in an event (its compact JSON text)
+MAX_JSON_BYTES = 64 * 1024
+
+
+def json_depth(value: Any, stop: int) -> int:
+    """The nesting of ``value`` (a scalar 0, ``[]`` 1, ``[[]]`` 2, …), counted up to
+    ``stop`` + 1 at most: iterative, so any depth is measured without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if deepest > stop:
+                return deepest
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict)
+                                                  else item))
+    return deepest
+
+
+@dataclass(frozen=True)
+class JsonBounds:
+    """Field metadata: a free-form JSON value at most ``max_depth`` levels deep and (unless
+    None) ``max_bytes`` bytes of compact JSON; otherwise 422 naming the field and the limit.
+    The OpenAPI document states both (``x-max-depth``, ``x-max-bytes``)."""
+
+    max_depth: int = MAX_JSON_DEPTH
+    max_bytes: int | None = MAX_JSON_BYTES
+
+    def check(self, value: Any) -> Any:
+        if json_depth(value, self.max_depth) > self.max_depth:
+            raise ValueError(f"nests objects and lists deeper than the depth limit of "
+                             f"{self.max_depth} levels")
+        if self.max_bytes is not None:
+            size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":"),
+                                  default=str).encode("utf-8", "surrogatepass"))
+            if size > self.max_bytes:
+                raise ValueError(f"is {size} bytes of JSON, over the limit of "
+                                 f"{self.max_bytes} bytes")
+        return value
+
+    def __get_pydantic_core_schema__(self, source: Any,
+                                     handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: core_schema.CoreSchema,
+                                     handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        json_schema = handler.resolve_ref_schema(handler(schema))
+        json_schema["x-max-depth"] = self.max_depth
+        if self.max_bytes is not None:
+            json_schema["x-max-bytes"] = self.max_bytes
+        return json_schema
+
+
+#: a free-form JSON object stored in an event: bounded, no NUL (bounded first: the NUL
+#: check walks the whole value)
+JsonObject = Annotated[dict[str, Any], JsonBounds(), NoNul]
+#: a free-form JSON value of a request, bounded in depth (its size is the body's limit)
+JsonValue = Annotated[Any, JsonBounds(max_bytes=None)]
 Id = Annotated[str, Field(min_length=1, max_length=200), NoNul]
 Name = Annotated[str, Field(min_length=1, max_length=200), NoNul]
 Text = Annotated[str, Field(max_length=5000), NoNul]

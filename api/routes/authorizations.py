@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from api.deps import CommandsDep, ReaderDep
+from api.fields import JsonObject
 from api.routes.common import CommandAnswer, CommandRoute, answer, visible_row, visible_rows
 from api.routes.scenarios import DatasetSelection
 from domain import authorization as uc
@@ -32,7 +33,7 @@ class AuthorizationCreate(BaseModel):
     not_after: str = Field(min_length=1, max_length=64,
                            description="ISO-8601 date-time with a UTC offset, after not_before",
                            examples=["2026-01-01T00:00:00+08:00"])
-    usage_policy: dict[str, Any] = Field(
+    usage_policy: JsonObject = Field(
         description="usage constraints (使用控制策略); unknown keys are refused. Known: "
                     + ", ".join(KNOWN_KEYS),
         examples=[{"processing_count": 100, "circulation_modes": ["ciphertext"]}])

@@ -11,10 +11,11 @@ from pydantic import BaseModel, Field
 from anchoring.checkpoints import StoredCheckpoint
 from anchoring.service import ChainService
 from api.deps import ContainerDep
+from api.routes.common import ReadRoute
 from domain.errors import InvalidInput, NotFound
 from events.store import MAX_SEQ
 
-router = APIRouter(prefix="/ledger", tags=["chain"])
+router = APIRouter(prefix="/ledger", tags=["chain"], route_class=ReadRoute)
 
 
 def _b64(raw: bytes) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 from collections.abc import Callable, Coroutine
@@ -9,9 +10,12 @@ from typing import Any
 
 from fastapi import Request, Response
 from fastapi import routing as fastapi_routing
+from fastapi.datastructures import DefaultPlaceholder
+from fastapi.dependencies.utils import get_typed_return_annotation
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from api.deps import Reader, commands
 from domain.application import CommandResult
@@ -55,7 +59,58 @@ def visible_row(reader: Reader, listing: Listing, kind: str, id: str) -> dict[st
     return found(row, kind, id)
 
 
-class CommandRoute(APIRoute):
+class ReadRoute(APIRoute):
+    """An APIRoute whose GET answers always encode what the store holds.
+
+    FastAPI encodes an answer with pydantic, which gives up on a value nested more than 255
+    levels deep ("Maximum serialization depth exceeded"): one such free-form value stored
+    before the edge bounded them (``api.fields.JsonBounds``) would answer 500 on every read
+    showing it, for good. Here the answer is validated by the response model as FastAPI
+    would (a column the model does not name is dropped), encoded by pydantic when it can
+    and otherwise by the standard library's JSON encoder.
+    """
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        model = kwargs.get("response_model", DefaultPlaceholder(None))
+        if isinstance(model, DefaultPlaceholder):  # FastAPI's rule: the return annotation
+            model = get_typed_return_annotation(endpoint)
+            if inspect.isclass(model) and issubclass(model, Response):
+                model = None
+        if set(kwargs.get("methods") or ()) == {"GET"} and model is not None:
+            kwargs["response_model"] = model
+            endpoint = _always_encoded(endpoint, TypeAdapter(model))
+        super().__init__(path, endpoint, **kwargs)
+
+
+def _always_encoded(endpoint: Callable[..., Any], adapter: TypeAdapter[Any]
+                    ) -> Callable[..., Any]:
+    """``endpoint`` answering a Response (see ReadRoute); sync or async as it was, since
+    FastAPI runs a sync endpoint in a worker thread."""
+
+    def encoded(content: Any) -> Any:
+        if isinstance(content, Response):
+            return content
+        value = adapter.validate_python(content, from_attributes=True)
+        try:
+            body = adapter.dump_json(value, by_alias=True)
+        except PydanticSerializationError:  # deeper than pydantic encodes
+            body = json.dumps(adapter.dump_python(value, by_alias=True), ensure_ascii=False,
+                              allow_nan=False, separators=(",", ":")).encode()
+        return Response(body, media_type="application/json")
+
+    if inspect.iscoroutinefunction(endpoint):
+        @functools.wraps(endpoint)
+        async def answer_async(*args: Any, **kwargs: Any) -> Any:
+            return encoded(await endpoint(*args, **kwargs))
+        return answer_async
+
+    @functools.wraps(endpoint)
+    def answer_sync(*args: Any, **kwargs: Any) -> Any:
+        return encoded(endpoint(*args, **kwargs))
+    return answer_sync
+
+
+class CommandRoute(ReadRoute):
     """An APIRoute with a short path for the usual command request.
 
     A command route (an async endpoint taking ``CommandsDep``, at most one JSON body

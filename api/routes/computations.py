@@ -26,8 +26,8 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import CommandsDep, ReaderDep
 from api.errors import TOO_LARGE
-from api.fields import Id, Name, NoNul
-from api.routes.common import CommandAnswer, answer, visible_row, visible_rows
+from api.fields import Id, JsonValue, Name, NoNul
+from api.routes.common import CommandAnswer, ReadRoute, answer, visible_row, visible_rows
 from core.canonical import CanonicalEncodingError
 from delivery import results
 from domain import computation as uc
@@ -35,7 +35,7 @@ from domain import dataset as datasets_uc
 from domain.errors import DomainError, InvalidInput, NotFound, WrongState
 from projections import computations as q
 
-router = APIRouter(tags=["computations"])
+router = APIRouter(tags=["computations"], route_class=ReadRoute)
 
 State = Literal["requested", "succeeded", "failed"]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$", description="hex SHA-256")]
@@ -55,7 +55,7 @@ class ComputationRequest(BaseModel):
 
 
 class ResultReport(BaseModel):
-    result: Any = Field(description="the result as JSON (integers, strings, no floats); "
+    result: JsonValue = Field(description="the result as JSON (integers, strings, no floats); "
                                     "its SHA-256 over the canonical bytes is recorded")
     input_hashes: dict[Annotated[str, NoNul], Sha256] = Field(
         description="input dataset id → SHA-256 of the private data the code read (of the "

@@ -9,12 +9,13 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
 from api.deps import ContainerDep, ReaderDep
+from api.routes.common import ReadRoute
 from core.record import LogEntry
 from domain.errors import NotFound
 from events.store import MAX_SEQ
 from projections.base import may_see_event, visible_events
 
-router = APIRouter(prefix="/ledger", tags=["ledger"])
+router = APIRouter(prefix="/ledger", tags=["ledger"], route_class=ReadRoute)
 
 
 class LedgerEvent(BaseModel):

@@ -16,13 +16,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
 from api.deps import CommandsDep, ReaderDep
-from api.fields import MAX_FEN, CirculationMode, Id, Name, NoNul, Text
-from api.routes.common import CommandAnswer, answer, visible_row, visible_rows
+from api.fields import MAX_FEN, CirculationMode, Id, JsonValue, Name, NoNul, Text
+from api.routes.common import CommandAnswer, ReadRoute, answer, visible_row, visible_rows
 from domain import computation, policy
 from domain import order as uc
 from projections import orders as q
 
-router = APIRouter(prefix="/orders", tags=["orders"])
+router = APIRouter(prefix="/orders", tags=["orders"], route_class=ReadRoute)
 
 State = Literal["placed", "proposed", "accepted", "approved", "terminated", "cancelled"]
 Count = Annotated[StrictInt, Field(ge=0)]
@@ -40,7 +40,7 @@ class DataQuery(BaseModel):
                        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
                        description="the product's key column (its key_column; 422 "
                                    "query.field otherwise, or if it declares none)")
-    values: list[Any] = Field(
+    values: list[JsonValue] = Field(
         min_length=1, max_length=uc.MAX_QUERY_VALUES,
         json_schema_extra={"items": {"type": "string", "minLength": 1,
                                      "maxLength": uc.MAX_QUERY_VALUE}},

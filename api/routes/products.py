@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import CommandsDep, ReaderDep
-from api.fields import Id, Money, Name, NoNul, Reason, Text
+from api.fields import Id, JsonObject, Money, Name, NoNul, Reason, Text
 from api.routes.common import CommandAnswer, CommandRoute, answer, visible_row, visible_rows
 from domain import product as uc
 from projections import products as q
@@ -43,7 +43,7 @@ class ProductCreate(BaseModel):
     code_sha256: str | None = Field(default=None, pattern="^[0-9a-fA-F]{64}$",
                                     description="optional: refused unless it matches the code")
     inputs: list[InputSelection] = Field(min_length=1)
-    output_schema: Annotated[dict[str, Any], NoNul]
+    output_schema: JsonObject
     key_column: Name | None = Field(
         default=None, description="the output column a query may name: a property of "
         "output_schema (or of its items) and one of the inputs' fields; null (the default): "
