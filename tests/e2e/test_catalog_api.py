@@ -52,7 +52,7 @@ def refused(world: World, method: str, path: str, party: Party, status: int,
             json: Any = None) -> dict[str, Any]:
     """A request that must fail with ``status`` and write nothing; its error body."""
     before = head(world)
-    r = world.client.request(method, path, headers=party.headers, json=json)
+    r = world.api.send(method, path, party, json=json)  # a decision: signed
     assert r.status_code == status, f"{method} {path}: {r.status_code} {r.text}"
     body: dict[str, Any] = r.json()
     assert body["error"] == {403: "forbidden", 404: "not_found", 409: "wrong_state",

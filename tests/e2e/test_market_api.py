@@ -37,7 +37,7 @@ def refused(world: World, method: str, path: str, party: Party, status: int,
             json: Any = None) -> dict[str, Any]:
     """The request fails with ``status`` and the log does not move."""
     before = head(world)
-    r = world.client.request(method, path, headers=party.headers, json=json)
+    r = world.api.send(method, path, party, json=json)  # a decision: signed
     assert r.status_code == status, f"{method} {path}: {r.status_code} {r.text}"
     assert head(world) == before, f"{method} {path} wrote to the log"
     body: dict[str, Any] = r.json()

@@ -46,8 +46,8 @@ def test_invalid_fields_are_422_naming_the_field(world: World) -> None:
 def test_only_the_regulator_admits_an_operator(world: World) -> None:
     operator = world.onboard("operator", "Operator Co.", admit=False)
     before = head(world)
-    r = world.client.post(f"/participants/{operator.participant_id}/admission",
-                          headers=world.platform.headers, json={"approve": True})
+    r = world.api.send("POST", f"/participants/{operator.participant_id}/admission",
+                       world.platform, json={"approve": True})  # signed: only the role is wrong
     assert r.status_code == 403
     assert head(world) == before
 
@@ -55,15 +55,15 @@ def test_only_the_regulator_admits_an_operator(world: World) -> None:
 def test_deciding_admission_twice_is_409(world: World) -> None:
     provider = world.onboard("provider", "Tax bureau")
     before = head(world)
-    r = world.client.post(f"/participants/{provider.participant_id}/admission",
-                          headers=world.platform.headers, json={"approve": False, "comment": "x"})
+    r = world.api.send("POST", f"/participants/{provider.participant_id}/admission",
+                       world.platform, json={"approve": False, "comment": "x"})
     assert r.status_code == 409 and r.json()["error"] == "wrong_state"
     assert head(world) == before
 
 
 def test_unknown_participant_is_404(world: World) -> None:
-    r = world.client.post("/participants/nope/admission", headers=world.platform.headers,
-                          json={"approve": True})
+    r = world.api.send("POST", "/participants/nope/admission", world.platform,
+                       json={"approve": True})
     assert r.status_code == 404 and r.json()["error"] == "not_found"
 
 
@@ -188,7 +188,7 @@ def test_a_nul_in_a_query_parameter_is_422_naming_it(world: World) -> None:
 def test_a_nul_in_an_id_of_a_command_body_is_404_and_writes_nothing(world: World) -> None:
     provider = world.onboard("provider", "Tax bureau")
     before = head(world)
-    r = world.client.post("/authorizations", headers=provider.headers, json={
+    r = world.api.send("POST", "/authorizations", provider, json={
         "scenario_id": "sc\u0000x", "datasets": [{"dataset_id": "d", "fields": ["a"]}],
         "not_before": "2025-01-01T00:00:00+08:00", "not_after": "2026-01-01T00:00:00+08:00",
         "usage_policy": {}})

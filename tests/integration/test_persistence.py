@@ -9,10 +9,12 @@ from typing import Any
 
 import psycopg
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eventsourcing.persistence import IntegrityError
 from psycopg.sql import SQL, Identifier
 
 from core.canonical import decode
+from core.decision import SignedDecision, new_private_key, public_key_text, signed_body
 from domain.application import Idempotency, Ledger
 from domain.base import Actor, Context, new_id
 from domain.errors import ConcurrencyConflict, IdempotencyKeyReused
@@ -84,6 +86,33 @@ def _setup_platform(store: EventStore) -> None:
     store.append(platform_events(PLATFORM))
 
 
+def _setup_signing_platform(store: EventStore, ledger: Ledger) -> Ed25519PrivateKey:
+    """The platform with ADMIN as its admin member holding a registered key: an admission
+    is a decision ADMIN signs (core/decision.py)."""
+    from domain.participant import register_key
+
+    platform = found_platform(PLATFORM, Context(SYSTEM, AT), name="p")
+    platform.add_member(Context(ADMIN, AT), member_id=ADMIN.member_id, name="admin",
+                        member_roles=["admin"], token_hash="0" * 64)
+    store.append(platform.collect())
+    key = new_private_key()
+    ledger.execute(register_key, ADMIN, PLATFORM, public_key=public_key_text(key.public_key()))
+    return key
+
+
+def _admit(store: EventStore, ledger: Ledger, key: Ed25519PrivateKey, pid: str, *,
+           approve: bool = True, comment: str = ""):  # type: ignore[no-untyped-def]
+    """ADMIN decides ``pid``'s admission, signed at the participant's current version."""
+    from domain.participant import decide_admission
+    from domain.signing import Signed
+
+    version = Participant.replay(pid, store.load(pid)).version
+    body = {"approve": approve, "comment": comment}
+    wire = signed_body(key, "participant.admission", pid, version, ADMIN.member_id, body)
+    return ledger.execute(decide_admission, ADMIN, pid, approve=approve, comment=comment,
+                          signed=Signed(SignedDecision.of(wire["signature"]), body))
+
+
 def register(ledger: Ledger, name: str, idem: Idempotency | None = None):  # type: ignore[no-untyped-def]
     return ledger.execute(register_participant, ADMIN, name=name, role="provider",
                           credit_code="91110000MA0000000X", admin_name="a",
@@ -141,14 +170,12 @@ def test_concurrent_retries_of_one_idempotency_key_write_once(
 
 def test_a_stale_write_to_the_same_aggregate_is_a_concurrency_conflict(
         store: EventStore, ledger: Ledger) -> None:
-    _setup_platform(store)
+    key = _setup_signing_platform(store, ledger)
     pid = register(ledger, "x").body["participant_id"]
     stale = Participant.replay(pid, store.load(pid))
     ctx = Context(ADMIN, AT)
     stale.decide_admission(ctx, approve=True, comment="")
-    from domain.participant import decide_admission
-
-    ledger.execute(decide_admission, ADMIN, pid, approve=False, comment="no")
+    _admit(store, ledger, key, pid, approve=False, comment="no")
     with pytest.raises(ConcurrencyConflict):
         def replay_stale(uow, ctx, *_a, **_k):  # type: ignore[no-untyped-def]
             uow.add(stale)
@@ -168,13 +195,12 @@ def test_a_decision_on_a_changed_aggregate_is_a_conflict_and_writes_nothing(
         store: EventStore, ledger: Ledger) -> None:
     """A command that read an aggregate which another command changed before the append
     (e.g. a computation requested while its contract is being terminated) is refused."""
-    _setup_platform(store)
+    key = _setup_signing_platform(store, ledger)
     pid = register(ledger, "x").body["participant_id"]
-    from domain.participant import decide_admission
 
     def decide_on_stale_read(uow, ctx):  # type: ignore[no-untyped-def]
         seen = uow.get(Participant, pid)  # read at version 2 (registered + admin member)
-        ledger.execute(decide_admission, ADMIN, pid, approve=True, comment="")  # now 3
+        _admit(store, ledger, key, pid)  # now 3
         assert seen.state == "pending"
         other = found_platform("other-agg", ctx, name="q")
         uow.add(other)
@@ -188,11 +214,11 @@ def test_a_decision_on_a_changed_aggregate_is_a_conflict_and_writes_nothing(
 
 
 # -- the command path's cached admission (Ledger._prepare_cached) ----------------------------
-def _admitted_provider(ledger: Ledger) -> Actor:
-    from domain.participant import decide_admission
-
+def _admitted_provider(store: EventStore, ledger: Ledger) -> Actor:
+    """The platform (signing its decisions) and a provider it admitted."""
+    key = _setup_signing_platform(store, ledger)
     pid = register(ledger, "provider").body["participant_id"]
-    ledger.execute(decide_admission, ADMIN, pid, approve=True, comment="")
+    _admit(store, ledger, key, pid)
     return Actor(pid, "m", "provider", ("admin",))
 
 
@@ -223,8 +249,7 @@ def _suspended_elsewhere_after_caching(store: EventStore, ledger: Ledger) -> Act
     Ledger on the same store (as another process would)."""
     from domain.participant import suspend_participant
 
-    _setup_platform(store)
-    provider = _admitted_provider(ledger)
+    provider = _admitted_provider(store, ledger)
     _register_dataset(ledger, provider, "first")  # caches the provider's stream
     assert ledger.streams.cached(provider.participant_id)
     other = new_ledger(LedgerLog(store), clock=lambda: AT)
@@ -239,8 +264,7 @@ def test_a_participant_changed_elsewhere_but_still_admitted_is_no_conflict(
         store: EventStore, ledger: Ledger) -> None:
     from domain.participant import add_member
 
-    _setup_platform(store)
-    provider = _admitted_provider(ledger)
+    provider = _admitted_provider(store, ledger)
     _register_dataset(ledger, provider, "first")
     other = new_ledger(LedgerLog(store), clock=lambda: AT)
     try:
@@ -258,8 +282,7 @@ def test_concurrent_async_commands_are_grouped_without_gaps_or_losses(
 
     from domain.dataset import register_dataset
 
-    _setup_platform(store)
-    provider = _admitted_provider(ledger)
+    provider = _admitted_provider(store, ledger)
     _register_dataset(ledger, provider, "first")
     before = store.max_seq()
 
@@ -356,8 +379,7 @@ def test_two_async_decisions_on_one_aggregate_in_one_group_one_is_a_conflict(
 
     from domain.dataset import publish_dataset
 
-    _setup_platform(store)
-    provider = _admitted_provider(ledger)
+    provider = _admitted_provider(store, ledger)
     dataset_id = _register_dataset(ledger, provider, "shared").body["dataset_id"]
     before = store.max_seq()
 
