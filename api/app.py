@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI, Response
 
-from api import errors
+from api import edge, errors
 from api.deps import Services
 
 
@@ -26,8 +26,8 @@ def create_app(container: Services) -> FastAPI:
                   "event in one append-only log.", responses=errors.ERROR_RESPONSES)
     app.state.container = container
     errors.install(app)
+    edge.install(app, container.settings)
     app.add_middleware(errors.RefuseNul)
-    app.add_middleware(errors.LimitResultBody, limit=container.settings.max_result_bytes)
     _include_routers(app)
     _document_command_headers(app)
 

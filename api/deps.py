@@ -33,6 +33,22 @@ class ReadSettings(Protocol):
     def max_result_bytes(self) -> int:
         """The largest body of a result post, in bytes (413 beyond)."""
 
+    @property
+    def max_body_bytes(self) -> int:
+        """The largest request body, in bytes (413 beyond); not a result post's."""
+
+    @property
+    def body_read_timeout(self) -> float:
+        """The longest wait, in seconds, for the next part of a request body (408 beyond)."""
+
+    @property
+    def header_read_timeout(self) -> float:
+        """The longest a request's head may take to arrive, in seconds (the server's)."""
+
+    @property
+    def max_header_bytes(self) -> int:
+        """The largest request head, in bytes (the server's)."""
+
 
 class Background(Protocol):
     """Serve's background process (projections, chain), as ``/health`` reports it."""
@@ -127,13 +143,18 @@ async def current_actor(container: ContainerDep,
 CurrentActor = Annotated[Actor, Depends(current_actor)]
 
 
+#: the length of an Idempotency-Key, in characters
+MIN_IDEMPOTENCY_KEY, MAX_IDEMPOTENCY_KEY = 1, 200
+
+
 async def _idempotency(request: Request, actor: Actor,
                        idempotency_key: str | None) -> Idempotency | None:
     """The request's Idempotency-Key with a fingerprint of method, path and body."""
     if idempotency_key is None:
         return None
-    if not 1 <= len(idempotency_key) <= 200:
-        raise InvalidInput("Idempotency-Key", "must be 1 to 200 characters")
+    if not MIN_IDEMPOTENCY_KEY <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+        raise InvalidInput("Idempotency-Key", f"must be {MIN_IDEMPOTENCY_KEY} to "
+                           f"{MAX_IDEMPOTENCY_KEY} characters")
     digest = hashlib.sha256()
     for part in (request.method.encode(), request.url.path.encode(), await request.body()):
         digest.update(len(part).to_bytes(8, "big") + part)
@@ -158,10 +179,15 @@ class Commands:
 
 #: the headers ``commands`` reads, as the OpenAPI document lists them (see api.app)
 COMMAND_HEADERS: list[dict[str, Any]] = [
-    {"name": name, "in": "header", "required": False,
-     "schema": {"anyOf": [{"type": "string"}, {"type": "null"}], "title": title}}
-    for name, title in (("authorization", "Authorization"),
-                        ("idempotency-key", "Idempotency-Key"))]
+    {"name": "authorization", "in": "header", "required": False,
+     "description": "Bearer <token>: the acting member",
+     "schema": {"anyOf": [{"type": "string"}, {"type": "null"}], "title": "Authorization"}},
+    {"name": "idempotency-key", "in": "header", "required": False,
+     "description": f"{MIN_IDEMPOTENCY_KEY} to {MAX_IDEMPOTENCY_KEY} characters (422 "
+                    "otherwise): the same key with the same request answers the first "
+                    "answer again (Idempotent-Replayed: true); with another request, 422",
+     "schema": {"type": "string", "minLength": MIN_IDEMPOTENCY_KEY,
+                "maxLength": MAX_IDEMPOTENCY_KEY, "title": "Idempotency-Key"}}]
 
 
 # One dependency for the command routes rather than a tree of them (container, actor,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -11,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from domain import errors as e
 
@@ -123,48 +122,6 @@ def _nul_in_url(scope: Scope) -> JSONResponse | None:
     return JSONResponse(error_body(
         "invalid_input", f"invalid field(s): {', '.join(p['field'] for p in problems)}",
         fields=problems), 422)
-
-
-class LimitResultBody:
-    """ASGI middleware: a result post (``POST /computations/{id}/result``) whose body is
-    larger than ``limit`` bytes is answered 413 ``too_large``; the route never runs, so
-    nothing is stored, and no more than ``limit`` bytes of it are ever read.
-
-    A declared ``Content-Length`` over the limit is answered at once; otherwise the bytes
-    are counted as the app reads them (a chunked body), and reading past the limit raises
-    the 413 in the route (FastAPI lets an HTTPException through its body parsing).
-    """
-
-    PATH = re.compile(r"/computations/[^/]+/result")
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] != "http" or scope["method"] != "POST"
-                or not self.PATH.fullmatch(scope["path"])):
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.limit:
-            await JSONResponse(error_body("too_large", self._detail()), 413)(
-                scope, receive, send)
-            return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise StarletteHTTPException(413, self._detail())
-            return message
-
-        await self.app(scope, counted, send)
-
-    def _detail(self) -> str:
-        return (f"the body is larger than {self.limit} bytes (DATALEDGER_MAX_RESULT_BYTES); "
-                "nothing was stored")
 
 
 def install(app: FastAPI) -> None:

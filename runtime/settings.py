@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     compute_venv: Path = Field(default=ROOT / ".venv-compute", description="where compute_nodes/setup-env makes the compute environment and serve finds it")
     background_process: bool = Field(default=True, description="serve applies the projections and integrates the chain in a child process (both only need the store), not in threads competing with the requests for the GIL")
     max_result_bytes: int = Field(default=64 * 1024 * 1024, ge=1, description="the largest body of a result post (POST /computations/{id}/result) in bytes; a larger one is answered 413 and nothing is stored")
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1, description="the largest request body in bytes (a result post's is max_result_bytes); a larger one is answered 413 unread and nothing is stored")
+    body_read_timeout: float = Field(default=15.0, gt=0, description="the longest wait in seconds for the next part of a request body; then 408 and the connection is closed")
+    header_read_timeout: float = Field(default=10.0, gt=0, description="the longest a request's head (request line and headers) may take to arrive, from the connection or the previous answer, in seconds; then the connection is closed")
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024, description="the largest request head (request line and headers) in bytes; a larger one is answered 431 and the connection closed")
+    keep_alive_timeout: float = Field(default=5.0, gt=0, description="how long an idle connection is kept open for the next request, in seconds")
 
     @field_validator("admin_token")
     @classmethod

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from runtime.build import Container
-from tests.e2e.conftest import USED, Chain, World, head, list_product, product_body
+from tests.e2e.conftest import FIELDS, USED, Chain, World, head, list_product, product_body
 
 
 def nested(depth: int) -> list[Any]:
@@ -141,3 +141,68 @@ def test_the_openapi_document_bounds_every_free_form_field(client: TestClient) -
     assert bodies > 20 and not unbounded, unbounded
     output_schema = schemas["ProductCreate"]["properties"]["output_schema"]
     assert (output_schema["x-max-depth"], output_schema["x-max-bytes"]) == (32, 65536)
+
+
+def test_a_50_mb_body_is_413_unread(world: World, chain: Chain) -> None:
+    before = head(world)
+    body = b'{"name": "' + b"x" * (50 * 1024 * 1024) + b'"}'
+    r = world.client.post("/datasets", content=body, headers={
+        **chain.provider.headers, "Content-Type": "application/json"})
+    assert r.status_code == 413, r.text[:300]
+    assert r.json() == {"error": "too_large", "detail": (
+        "the body is larger than 8388608 bytes (DATALEDGER_MAX_BODY_BYTES); nothing was "
+        "stored")}
+    assert r.headers["connection"] == "close"
+
+    def chunked() -> Any:  # no Content-Length: counted as it is read, refused past the limit
+        for _ in range(50):
+            yield b"x" * (1024 * 1024)
+
+    r = world.client.post("/products", content=chunked(), headers={
+        **chain.operator.headers, "Content-Type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"] == "too_large", r.text[:300]
+    assert head(world) == before
+
+
+def test_the_openapi_document_states_the_limits(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    text = spec["info"]["description"]
+    for limit in ("DATALEDGER_MAX_BODY_BYTES", "8388608", "DATALEDGER_MAX_RESULT_BYTES",
+                  "DATALEDGER_BODY_READ_TIMEOUT", "DATALEDGER_HEADER_READ_TIMEOUT",
+                  "DATALEDGER_MAX_HEADER_BYTES", "x-max-depth"):
+        assert limit in text, limit
+    with_body = [(path, op) for path, ops in spec["paths"].items() for op in ops.values()
+                 if "requestBody" in op]
+    for path, op in with_body:
+        assert {"408", "413"} <= set(op["responses"]), path
+    result = spec["paths"]["/computations/{computation_id}/result"]["post"]["responses"]
+    assert "DATALEDGER_MAX_RESULT_BYTES" in result["413"]["description"]
+
+
+def test_the_idempotency_key_is_declared_with_its_limits(world: World, chain: Chain) -> None:
+    spec = world.client.get("/openapi.json").json()
+    declared = [p for ops in spec["paths"].values() for op in ops.values()
+                for p in op.get("parameters", []) if p["name"] == "idempotency-key"]
+    assert len(declared) > 20
+    assert all((p["schema"]["minLength"], p["schema"]["maxLength"]) == (1, 200)
+               for p in declared)
+    for key, status in (("k" * 201, 422), ("", 422), ("k" * 200, 201)):
+        r = world.client.post("/datasets", headers={**chain.provider.headers,
+                                                     "Idempotency-Key": key},
+                              json={"name": "d", "source_system": "s", "classification": "L2",
+                                    "fields": FIELDS})
+        assert r.status_code == status, (len(key), r.text)
+
+
+def test_options_names_every_method_and_405_the_same(client: TestClient) -> None:
+    r = client.options("/products")
+    assert (r.status_code, r.headers["allow"]) == (204, "GET, OPTIONS, POST")
+    r = client.options("/products/some-id")
+    assert (r.status_code, r.headers["allow"]) == (204, "GET, OPTIONS")
+    r = client.options("/products/some-id/listing-request")
+    assert (r.status_code, r.headers["allow"]) == (204, "OPTIONS, POST")
+    for method in ("DELETE", "PUT", "PATCH"):
+        r = client.request(method, "/products")
+        assert r.status_code == 405 and r.headers["allow"] == "GET, OPTIONS, POST", r.text
+        assert r.json()["error"] == "method_not_allowed"
+    assert client.options("/no/such/path").status_code == 404
