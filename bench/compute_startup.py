@@ -60,6 +60,7 @@ def _host(node_dir: Path, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATALEDGER_")}
     env.update(DATALEDGER_NODE_DATA_DIR=str(node_dir), PYTHONPATH=str(ROOT),
                DATALEDGER_NODE_PLATFORM_URL="http://127.0.0.1:9",
+               DATALEDGER_NODE_TRUST=str(node_dir / "trust.json"),
                DATALEDGER_NODE_POLL_SECONDS="5")
     with log.open("ab") as out:
         return subprocess.Popen([sys.executable, "-m", "compute_nodes.host", "run"], env=env,

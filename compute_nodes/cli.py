@@ -1,8 +1,8 @@
 """A standalone compute node's command line (compute venv only): one provider, one datasite.
 
-    python -m compute_nodes.cli load --dataset ID --private FILE --mock FILE
-    python -m compute_nodes.cli run [--once] [--nats URL [--stream NAME] [--durable NAME]
-                                    [--subject-prefix PREFIX]]
+    python -m compute_nodes.cli load --trust FILE --dataset ID --private FILE --mock FILE
+    python -m compute_nodes.cli run --trust FILE [--once] [--nats URL [--stream NAME]
+                                    [--durable NAME] [--subject-prefix PREFIX]]
 
 ``load`` puts a dataset's private data and mock on the datasite and records it on the
 ledger (``POST /datasets/{id}/data-loaded``). ``run`` follows the log and acts on
@@ -12,11 +12,15 @@ the ledger), else by polling ``GET /ledger/events`` from the position kept in
 ``<data dir>/position.json``. ``--once`` (HTTP only): catch up with the log, then exit.
 Each outcome is printed as one JSON line on stdout; logs go to stderr. SIGTERM and Ctrl-C
 stop it between two events (an event being handled is finished or left unacknowledged).
+``--trust FILE`` (or ``DATALEDGER_NODE_TRUST``) is required: the trust document (the log key,
+the witnesses' keys, the quorum) its operator took out of band, e.g. from the platform's
+operator (``dataledger chain trust --out FILE``) with each witness's key checked with that
+witness; the node never asks the platform which keys to trust.
 
 Settings from the environment:
     DATALEDGER_NODE_PLATFORM_URL   the ledger API, e.g. http://127.0.0.1:8000
     DATALEDGER_NODE_TOKEN          this provider's bearer token
-    DATALEDGER_NODE_TRUST_FILE     JSON shaped like GET /ledger/witnesses: the keys trusted
+    DATALEDGER_NODE_TRUST          as --trust: the trust document (chain/trust.py)
     DATALEDGER_NODE_DATA_DIR       the datasite's state and position.json (default var/node)
     DATALEDGER_NODE_DATASITE_PORT  empty = in-process datasite; a port = HTTP on 127.0.0.1
     DATALEDGER_NODE_DATASITE_NAME  (optional, default "provider-datasite")
@@ -35,6 +39,7 @@ import argparse
 import json
 import os
 import signal
+import sys
 import threading
 from dataclasses import asdict
 from pathlib import Path
@@ -56,14 +61,12 @@ def data_dir() -> Path:
     return Path(_env("DATALEDGER_NODE_DATA_DIR", "var/node"))
 
 
-def _node() -> tuple[Any, Any]:
+def _node(trust: Any) -> tuple[Any, Any]:
     from compute_nodes import datasite
     from compute_nodes.node import ComputeNode
     from compute_nodes.runs import PARALLEL
     from compute_nodes.sandbox import Sandbox
-    from compute_nodes.trust import Trust
 
-    trust = Trust.from_file(_env("DATALEDGER_NODE_TRUST_FILE"))
     port_text = os.environ.get("DATALEDGER_NODE_DATASITE_PORT", "")
     name = _env("DATALEDGER_NODE_DATASITE_NAME", "provider-datasite")
     password = os.environ.get("DATALEDGER_NODE_DATASITE_PASSWORD") or None
@@ -83,6 +86,18 @@ def _node() -> tuple[Any, Any]:
     return node, site
 
 
+def _trusted(parser: argparse.ArgumentParser, path: str | None) -> Any:
+    """The keys of the trust file, or a usage error (exit 2) naming --trust."""
+    from compute_nodes.trust import TrustError, node_trust
+
+    try:
+        _, trust, said = node_trust(path)
+    except TrustError as exc:
+        parser.error(str(exc))
+    print(f"compute node: {said}", file=sys.stderr, flush=True)
+    return trust
+
+
 def _print(outcome: Any) -> None:
     print(json.dumps(asdict(outcome), ensure_ascii=False, default=str), flush=True)
 
@@ -90,11 +105,17 @@ def _print(outcome: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m compute_nodes.cli")
     sub = parser.add_subparsers(dest="command", required=True)
-    load = sub.add_parser("load", help="load a dataset's private data and mock")
+    trust = argparse.ArgumentParser(add_help=False)
+    trust.add_argument("--trust", metavar="FILE",
+                       help="the trust document taken out of band (default "
+                       "DATALEDGER_NODE_TRUST): the only keys this node trusts")
+    load = sub.add_parser("load", parents=[trust],
+                          help="load a dataset's private data and mock")
     load.add_argument("--dataset", required=True)
     load.add_argument("--private", required=True)
     load.add_argument("--mock", required=True)
-    run = sub.add_parser("run", help="follow the log and act on contract events")
+    run = sub.add_parser("run", parents=[trust],
+                         help="follow the log and act on contract events")
     run.add_argument("--once", action="store_true",
                      help="HTTP: catch up with the log, then exit")
     run.add_argument("--nats", default=os.environ.get("DATALEDGER_NODE_NATS_URL") or None,
@@ -108,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "run" and args.once and args.nats:
         parser.error("--once follows the HTTP log only")
+    trusted = _trusted(parser, args.trust)
     from compute_nodes.logs import standalone_logging
 
     standalone_logging(data_dir(), [os.environ.get(name, "") for name in (
@@ -115,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    node, site = _node()
+    node, site = _node(trusted)
     try:
         if args.command == "load":
             info = node.load(args.dataset, args.private, args.mock)

@@ -27,7 +27,7 @@ log on stderr, which reaches serve's output, with every secret redacted; PySyft'
 whatever is printed, and the private logger (``dataledger.provider_private``) in the
 ``private.log`` of its datasite directory, which may hold private values.
 
-    python -m compute_nodes.host run
+    python -m compute_nodes.host run --trust FILE
     python -m compute_nodes.host fork-server                       (started by run)
     python -m compute_nodes.host provider --id PARTICIPANT_ID      (forked by the fork server)
     DATALEDGER_NODE_TOKEN=TOKEN python -m compute_nodes.host enroll [--datasite NAME]
@@ -37,7 +37,9 @@ whatever is printed, and the private logger (``dataledger.provider_private``) in
 Settings from the environment (``dataledger compute-node`` and ``serve`` set the first two):
     DATALEDGER_NODE_DATA_DIR       the node's directory (default var/node)
     DATALEDGER_NODE_PLATFORM_URL   the ledger API (default http://127.0.0.1:8000)
-    DATALEDGER_NODE_TRUST_FILE     the keys trusted (default <node dir>/trust.json)
+    DATALEDGER_NODE_TRUST          the keys trusted, as run's --trust FILE (required: serve
+                                   hands over its own, with DATALEDGER_NODE_TRUST_FROM_SERVE=1,
+                                   and the host says so; compute_nodes/trust.py)
     DATALEDGER_NODE_POLL_SECONDS   pause between rounds when idle (default 1)
     DATALEDGER_NODE_PARALLEL       executions at once per provider (default 4)
     DATALEDGER_NODE_HIDE           more paths the sandbox hides (serve: its data directory)
@@ -89,6 +91,7 @@ from compute_nodes.enrollment import (
 )
 from compute_nodes.enrollment import read_json as _read
 from compute_nodes.enrollment import write_json as _write_private
+from compute_nodes.trust import TrustError, node_trust
 from core.files import private_dir
 from core.supervise import Backoff, Supervisor
 
@@ -347,7 +350,7 @@ class Host:
         child = self.forks.spawn(pid, node_environment({
             "DATALEDGER_NODE_DATA_DIR": str(self.dir),
             "DATALEDGER_NODE_PLATFORM_URL": self.url,
-            "DATALEDGER_NODE_TRUST_FILE": str(self.trust_file),
+            "DATALEDGER_NODE_TRUST": str(self.trust_file),
             "DATALEDGER_NODE_POLL_SECONDS": str(pause)}))
         log.info("started the node of %s (pid %s)", entry.name, child.pid)
         return child
@@ -481,8 +484,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dataledger compute-node",
                                      description="the embedded compute node host")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="host every enrolled provider's datasite and node")
-    sub.add_parser("host", help="the same as run")
+    for name, text in (("run", "host every enrolled provider's datasite and node"),
+                       ("host", "the same as run")):
+        sub.add_parser(name, help=text).add_argument(
+            "--trust", metavar="FILE", help="the keys the nodes trust, taken out of band "
+            "(default DATALEDGER_NODE_TRUST)")
     sub.add_parser("fork-server", help="fork the node processes (started by run)")
     pv = sub.add_parser("provider", help="one provider's node (forked by run)")
     pv.add_argument("--id", required=True, help="the provider's participant id")
@@ -527,7 +533,11 @@ def main(argv: list[str] | None = None) -> int:
         return forkserver.serve(lambda participant: main(["provider", "--id", participant]),
                                 _preload)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=logs.FORMAT)
-    trust = Path(os.environ.get("DATALEDGER_NODE_TRUST_FILE") or directory / "trust.json")
+    try:
+        trust, _, said = node_trust(getattr(args, "trust", None))
+    except TrustError as exc:
+        print(f"compute node {args.command}: {exc}", file=sys.stderr)
+        return 2
     pause = float(os.environ.get("DATALEDGER_NODE_POLL_SECONDS") or 1)
     runner: Host | ProviderNode
     if args.command == "provider":  # its logs are set up once it holds its datasite
@@ -539,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         runner = Host(directory, platform_url(), trust)
         logs.operational_logging(runner.redactor)
+        log.info("compute node host: %s", said)
     signal.signal(signal.SIGTERM, lambda *_: runner.stopping.set())
     try:
         runner.run(pause)

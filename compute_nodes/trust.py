@@ -1,8 +1,9 @@
 """What the node's operator trusts, and the verifier that holds the platform to it.
 
 The node trusts the keys its operator gave it at start (the log's note key, its origin, the
-witnesses' BLS keys and the quorum: a JSON file shaped like ``GET /ledger/witnesses``),
-never the platform's word. :class:`Verifier` checks an event the platform shows in these
+witnesses' BLS keys and the quorum: the trust document of ``chain.trust``, a file handed over
+out of band and given with ``--trust FILE``), never the platform's word nor a file in the
+data dir it checks. :class:`Verifier` checks an event the platform shows in these
 steps; every failed check raises :class:`TrustError`, the one error of this module:
 
 1. the record: the event is read from its canonical bytes (``core.record.LogEntry``); the
@@ -22,15 +23,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
+import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chain.bls import TrustedWitness, WitnessPublicKey, cosignatures, trust_witness
+from chain.bls import cosignatures
 from chain.checkpoint import Checkpoint, open_checkpoint
-from chain.note import Verifier as NoteVerifier
+from chain.trust import TrustDocumentError, TrustedKeys
 from chain.verify import VerificationError, verify_inclusion
 from compute_nodes.platform import NodePlatform
 from core.record import LogEntry, RecordError, leaf_hash
@@ -40,40 +40,50 @@ class TrustError(ValueError):
     """A check of what the platform showed failed: the node does not act on it."""
 
 
-@dataclass(frozen=True)
-class Trust:
-    """What the node's operator trusts: the log's key and origin, the witnesses and quorum."""
-
-    origin: str
-    log_verifier: NoteVerifier
-    witnesses: tuple[TrustedWitness, ...]
-    quorum: int
+class Trust(TrustedKeys):
+    """What the node's operator trusts (``chain.trust``): read from the file given with
+    ``--trust FILE`` / ``DATALEDGER_NODE_TRUST``, never asked of the platform; a malformed
+    document raises TrustError."""
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Trust:
-        """From a document shaped like ``GET /ledger/witnesses``; each witness's proof of
-        possession is checked. Raises TrustError if malformed."""
+    def from_json(cls, data: Mapping[str, Any]) -> Trust:
         try:
-            witnesses = []
-            for w in data["witnesses"]:
-                published = WitnessPublicKey.parse(w["vkey"])
-                if "public_key" in w and \
-                        base64.b64decode(w["public_key"]) != published.public_key:
-                    raise TrustError(f"witness {w.get('name')}: public_key differs from vkey")
-                witnesses.append(trust_witness(published))
-            quorum = int(data["quorum"])
-            log_verifier = NoteVerifier.from_vkey(data["log_vkey"])
-            origin = str(data["origin"])
-        except (VerificationError, ValueError, KeyError, TypeError) as exc:
-            raise TrustError(f"trusted keys: {exc}") from exc
-        if quorum < 0 or quorum > len(witnesses):
-            raise TrustError(f"quorum {quorum} with {len(witnesses)} trusted witnesses")
-        return cls(origin=origin, log_verifier=log_verifier, witnesses=tuple(witnesses),
-                   quorum=quorum)
+            keys = TrustedKeys.from_json(data)
+        except TrustDocumentError as exc:
+            raise TrustError(str(exc)) from exc
+        return cls(keys.origin, keys.log_verifier, keys.witnesses, keys.quorum)
 
     @classmethod
     def from_file(cls, path: str | Path) -> Trust:
-        return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+        try:
+            keys = TrustedKeys.from_file(path)
+        except TrustDocumentError as exc:
+            raise TrustError(str(exc)) from exc
+        return cls(keys.origin, keys.log_verifier, keys.witnesses, keys.quorum)
+
+
+#: set by serve for the host it starts: the trust file holds serve's own keys
+FROM_SERVE = "DATALEDGER_NODE_TRUST_FROM_SERVE"
+
+
+def node_trust(given: str | None) -> tuple[Path, Trust, str]:
+    """The trust file of a node (``--trust FILE``, else ``DATALEDGER_NODE_TRUST``), its keys,
+    and one line saying whose keys they are. Raises TrustError if none is given or it does
+    not parse: a node never falls back to a file of the data dir or to the platform."""
+    path = given or os.environ.get("DATALEDGER_NODE_TRUST")
+    if not path:
+        raise TrustError("--trust FILE (or DATALEDGER_NODE_TRUST) is required: the log key, "
+                         "witnesses and quorum this node trusts, taken out of band (e.g. "
+                         "`dataledger chain trust --out FILE` by the platform's operator)")
+    trust = Trust.from_file(path)
+    if os.environ.get(FROM_SERVE) == "1":
+        said = (f"trusting the keys the serve that started this node handed it "
+                f"({trust.describe()}): that server's own log key and witnesses, the same "
+                "operator's word (a development default: a provider's own node takes --trust "
+                "FILE)")
+    else:
+        said = f"trusting {path}: {trust.describe()}"
+    return Path(path).absolute(), trust, said
 
 
 class Verifier:

@@ -4,8 +4,11 @@ The node (``compute_nodes/host.py``) runs PySyft 0.9.5, which the server never i
 is a child process of ``serve`` using the interpreter of ``.venv-compute`` (made by
 ``compute_nodes/setup-env``), with the repository on its path. It talks to this server as
 any integrator does, over HTTP on loopback, with the credentials each provider enrolled
-(``dataledger compute-node enroll``), and it trusts the keys written to
-``<data dir>/node/trust.json`` at start (the same document as ``GET /ledger/witnesses``).
+(``dataledger compute-node enroll``). It trusts the keys serve hands it at start, written
+to ``<data dir>/node/trust.json`` (``ChainService.trust_document``, the document of
+``GET /ledger/witnesses``): serve's own log key and witnesses, so the same operator's word,
+a development default the node says it runs on (``DATALEDGER_NODE_TRUST_FROM_SERVE``). A
+provider who wants the platform checked runs a node of its own with ``--trust FILE``.
 
 The supervisor (``core.supervise``) restarts a node that exits, with a growing pause, and
 stops it with the server (SIGTERM to its process group, then SIGKILL after a grace period).
@@ -20,7 +23,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from anchoring.service import ChainService
 from core.files import write_private
 from core.supervise import Backoff, PopenChild, Supervisor
 from runtime.settings import ROOT
@@ -49,17 +51,6 @@ def compute_env(extra: dict[str, str] | None = None, *,
     return {**base, "PYTHONPATH": path, **(extra or {})}
 
 
-def trust_document(chain: ChainService) -> dict[str, Any]:
-    """What the node trusts: the log's key and origin, the witnesses, the quorum."""
-    cp = chain.checkpointer
-    witnesses = []
-    for w in chain.witnesses:
-        published = w.published()
-        witnesses.append({"name": published.name, "vkey": published.encode()})
-    return {"origin": cp.origin, "log_vkey": cp.signer.verifier().vkey, "quorum": cp.quorum,
-            "witnesses": witnesses}
-
-
 class NodeSupervisor:
     """Runs ``python -m compute_nodes.host run`` from the compute venv and keeps it running."""
 
@@ -83,7 +74,9 @@ class NodeSupervisor:
         return compute_env({
             "DATALEDGER_NODE_PLATFORM_URL": self.platform_url,
             "DATALEDGER_NODE_DATA_DIR": str(self.node_dir),
-            "DATALEDGER_NODE_TRUST_FILE": str(self.node_dir / "trust.json"),
+            "DATALEDGER_NODE_TRUST": str(self.node_dir / "trust.json"),
+            # the node says that it trusts what serve handed it, not a file of its own
+            "DATALEDGER_NODE_TRUST_FROM_SERVE": "1",
             # the product's code never sees the server's directory (its databases, keys)
             "DATALEDGER_NODE_HIDE": str(self.node_dir.parent),
             # the node exits when this process is gone (even after a kill -9)

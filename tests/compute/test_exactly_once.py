@@ -210,7 +210,7 @@ def test_a_node_killed_mid_computation_delivers_once_after_restart(
     node_dir = w.tmp / f"killed-node-{feed}"
     env = {**os.environ, "DATALEDGER_NODE_PLATFORM_URL": w.url,
            "DATALEDGER_NODE_TOKEN": w.p.provider.token,
-           "DATALEDGER_NODE_TRUST_FILE": str(w.tmp / "trust.json"),
+           "DATALEDGER_NODE_TRUST": str(w.tmp / "trust.json"),
            "DATALEDGER_NODE_DATA_DIR": str(node_dir), "DATALEDGER_NODE_DATASITE_PORT": "",
            "DATALEDGER_NODE_DATASITE_NAME": "tax-killed", "DATALEDGER_NODE_POLL_SECONDS": "0.3"}
     if feed == "nats":
@@ -281,7 +281,7 @@ def test_a_host_killed_mid_computation_leaves_no_process_and_delivers_once(
     node_dir = w.tmp / "killed-host"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATALEDGER_NODE_")}
     env.update(DATALEDGER_NODE_PLATFORM_URL=w.url, DATALEDGER_NODE_DATA_DIR=str(node_dir),
-               DATALEDGER_NODE_TRUST_FILE=str(w.tmp / "trust.json"),
+               DATALEDGER_NODE_TRUST=str(w.tmp / "trust.json"),
                DATALEDGER_NODE_POLL_SECONDS="0.3", PYTHONPATH=str(ROOT))
     command = [str(PYTHON), "-m", "compute_nodes.host"]
     enrolled = subprocess.run([*command, "enroll", "--datasite", "tax-host-killed"],

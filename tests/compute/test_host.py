@@ -34,11 +34,19 @@ pytestmark = pytest.mark.timeout(60)
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _host(node_dir: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "DATALEDGER_NODE_DATA_DIR": str(node_dir),
-           "DATALEDGER_NODE_PLATFORM_URL": "http://127.0.0.1:9", "PYTHONPATH": str(ROOT),
-           "DATALEDGER_NODE_POLL_SECONDS": "0.2"}
-    return subprocess.Popen([sys.executable, "-m", "compute_nodes.host", "run"], env=env,
+def _trust(path: Path) -> Path:
+    """A trust document of a log of its own, no witness (``quorum`` 0), in ``path``."""
+    _, vkey = generate_ed25519("test-log")
+    write_json(path, {"origin": "test-log", "log_vkey": vkey, "quorum": 0, "witnesses": []})
+    return path
+
+
+def _host(node_dir: Path, **env: str) -> subprocess.Popen[str]:
+    full = {**os.environ, "DATALEDGER_NODE_DATA_DIR": str(node_dir),
+            "DATALEDGER_NODE_PLATFORM_URL": "http://127.0.0.1:9", "PYTHONPATH": str(ROOT),
+            "DATALEDGER_NODE_POLL_SECONDS": "0.2",
+            "DATALEDGER_NODE_TRUST": str(node_dir / "trust.json"), **env}
+    return subprocess.Popen([sys.executable, "-m", "compute_nodes.host", "run"], env=full,
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
 
@@ -47,7 +55,7 @@ def _host(node_dir: Path) -> subprocess.Popen[str]:
 def host(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[str]]]:
     node_dir = tmp_path / "node"
     (node_dir / "providers").mkdir(parents=True)
-    (node_dir / "trust.json").write_text("{}")
+    _trust(node_dir / "trust.json")
     process = _host(node_dir)
     deadline = time.monotonic() + 20
     while running_host(node_dir) is None:
@@ -57,6 +65,27 @@ def host(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[str]]]:
     yield node_dir, process
     process.terminate()
     process.wait(20)
+
+
+def test_a_host_needs_a_trust_file_and_says_whose_keys_it_trusts(tmp_path: Path) -> None:
+    node_dir = tmp_path / "node"
+    (node_dir / "providers").mkdir(parents=True)
+    refused = _host(node_dir, DATALEDGER_NODE_TRUST="")
+    out, _ = refused.communicate(timeout=30)
+    assert refused.returncode == 2 and "--trust FILE (or DATALEDGER_NODE_TRUST) is required" in out
+    trust = _trust(tmp_path / "handed-over.json")
+    for env, said in (({"DATALEDGER_NODE_TRUST": str(trust)}, f"trusting {trust}"),
+                      ({"DATALEDGER_NODE_TRUST": str(trust),
+                        "DATALEDGER_NODE_TRUST_FROM_SERVE": "1"}, "the same operator's word")):
+        process = _host(node_dir, **env)
+        deadline = time.monotonic() + 20
+        while running_host(node_dir) is None:
+            assert process.poll() is None, process.communicate()[0]
+            assert time.monotonic() < deadline, "the host did not start"
+            time.sleep(0.1)
+        process.terminate()
+        out, _ = process.communicate(timeout=20)
+        assert said in out and "quorum 0" in out, out
 
 
 def test_one_host_per_node_directory(host: tuple[Path, subprocess.Popen[str]]) -> None:
@@ -83,6 +112,7 @@ def test_a_load_for_a_dataset_no_enrolled_provider_owns_is_answered(
 def test_a_host_stops_when_asked_and_releases_the_directory(tmp_path: Path) -> None:
     node_dir = tmp_path / "node"
     (node_dir / "providers").mkdir(parents=True)
+    _trust(node_dir / "trust.json")
     process = _host(node_dir)
     deadline = time.monotonic() + 20
     while running_host(node_dir) is None and time.monotonic() < deadline:
@@ -143,9 +173,7 @@ def _enrolled(tmp_path: Path) -> tuple[Path, Enrollment]:
                        token="dl_" + secrets.token_urlsafe(32), datasite="site-under-test",
                        datasite_password=secrets.token_urlsafe(24))
     write_json(node_dir / "providers" / f"{entry.participant_id}.json", asdict(entry))
-    _, vkey = generate_ed25519("test-log")
-    write_json(node_dir / "trust.json",
-               {"origin": "test-log", "log_vkey": vkey, "quorum": 0, "witnesses": []})
+    _trust(node_dir / "trust.json")
     return node_dir, entry
 
 
@@ -182,6 +210,7 @@ def test_a_killed_host_leaves_no_process_and_one_node_runs_per_datasite(
         assert {p.name for p in site_dir.iterdir()} >= {"node.lock", "private.log", "db"}
         env = {**os.environ, "DATALEDGER_NODE_DATA_DIR": str(node_dir), "PYTHONPATH": str(ROOT),
                "DATALEDGER_NODE_PLATFORM_URL": "http://127.0.0.1:9",
+               "DATALEDGER_NODE_TRUST": str(node_dir / "trust.json"),
                "DATALEDGER_NODE_SITE_LOCK_SECONDS": "1"}
         second = subprocess.run([sys.executable, "-m", "compute_nodes.host", "provider", "--id",
                                  entry.participant_id], env=env, cwd=ROOT, timeout=60,

@@ -249,7 +249,7 @@ def test_the_command_line_loads_and_runs_once(w: SimpleNamespace) -> None:
     node_dir = w.tmp / "cli-node"
     env = {**os.environ, "DATALEDGER_NODE_PLATFORM_URL": w.url,
            "DATALEDGER_NODE_TOKEN": w.p.provider.token,
-           "DATALEDGER_NODE_TRUST_FILE": str(w.tmp / "trust.json"),
+           "DATALEDGER_NODE_TRUST": str(w.tmp / "trust.json"),
            "DATALEDGER_NODE_DATA_DIR": str(node_dir),
            "DATALEDGER_NODE_DATASITE_PORT": "", "DATALEDGER_NODE_POLL_SECONDS": "0.3"}
 

@@ -61,7 +61,7 @@ def _fake_python(tmp_path: Path) -> Path:
     script.write_text(f"""#!{sys.executable}
 import json, os, sys
 env = dict(os.environ)
-trust = open(env["DATALEDGER_NODE_TRUST_FILE"]).read()
+trust = open(env["DATALEDGER_NODE_TRUST"]).read()
 with open({str(record)!r}, "a") as f:
     f.write(json.dumps({{"argv": sys.argv[1:], "env": env, "trust": json.loads(trust),
                         "cwd": os.getcwd()}}) + "\\n")
@@ -88,7 +88,8 @@ def test_serve_starts_the_node_with_the_keys_it_publishes_and_restarts_it(
                 break
             time.sleep(0.2)
     finally:
-        stop(proc)
+        out = stop(proc)
+    assert "It trusts this server's own keys" in out  # said, not hidden
     starts = [json.loads(line) for line in record.read_text().splitlines()]
     assert len(starts) >= 2, "a node that exits is started again"
     first = starts[0]
@@ -101,6 +102,8 @@ def test_serve_starts_the_node_with_the_keys_it_publishes_and_restarts_it(
                 if k.startswith("DATALEDGER_") and not k.startswith("DATALEDGER_NODE_")]
     assert first["env"]["DATALEDGER_NODE_PLATFORM_URL"] == f"http://127.0.0.1:{port}"
     assert first["env"]["DATALEDGER_NODE_DATA_DIR"] == str((data / "node").absolute())
+    # serve hands over its own keys, and the node is told so (it says so in its log)
+    assert first["env"]["DATALEDGER_NODE_TRUST_FROM_SERVE"] == "1"
     trust = first["trust"]
     assert trust["origin"] == published["origin"]
     assert trust["log_vkey"] == published["log_vkey"]
