@@ -22,7 +22,8 @@ def register(sub: Subcommands) -> None:
     sub.add_parser("compute-node", help="the compute node, in its own environment: "
                    "enroll (token from DATALEDGER_NODE_TOKEN or stdin) | "
                    "load --dataset ID --private FILE --mock FILE | "
-                   "status | host | run (a standalone node; see --help of each)")
+                   "status | host | run --trust FILE (a standalone node; see --help of "
+                   "each)")
 
 
 def main(argv: list[str]) -> int:
