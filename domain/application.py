@@ -19,6 +19,7 @@ from core.event import Event
 from domain.base import Actor, Aggregate, Context
 from domain.errors import ConcurrencyConflict, IdempotencyKeyReused, WrongState
 from domain.participant import Participant
+from domain.signing import Signed
 from domain.unit_of_work import UnitOfWork
 
 A = TypeVar("A", bound=Aggregate)
@@ -150,6 +151,12 @@ class StoreUnitOfWork(UnitOfWork):
         return cls.replay(id, events)
 
 
+def _is_signed(kwargs: dict[str, Any]) -> bool:
+    """Whether a command's arguments carry a decision's signature (``signed``)."""
+    signed = kwargs.get("signed")
+    return isinstance(signed, Signed) and signed.signature is not None
+
+
 def utc_now() -> str:
     """The current time, ISO-8601 UTC with microseconds."""
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
@@ -169,6 +176,9 @@ class Ledger:
         #: execute_async decides in a worker thread (for stores reached over the network,
         #: whose reads must not block the event loop); else on the loop itself
         self.decide_in_thread = decide_in_thread
+        #: development mode only (DATALEDGER_ALLOW_UNSIGNED_DECISIONS): a decision without a
+        #: signature is let through, recorded with ``signature: null``
+        self.allow_unsigned_decisions = False
         self.last_seq = 0
         #: called after every commit (the in-process dispatcher wakes the projections)
         self.on_commit: Callable[[], None] | None = None
@@ -211,13 +221,15 @@ class Ledger:
 
         A command whose decision needs no store read (its caller's participant cached, no
         aggregate loaded, no Idempotency-Key) is decided on the loop from the cache; else
-        on a fresh read, in a worker thread when ``decide_in_thread``.
+        on a fresh read, in a worker thread when ``decide_in_thread`` or when the command
+        carries a decision's signature (its Ed25519 check stays off the loop).
         """
-        prepared: CommandResult | tuple[list[Event], Batch] | None = self._prepare_cached(
-            handler, actor, args, kwargs, idempotency, allow_pending)
+        signed = _is_signed(kwargs)
+        prepared: CommandResult | tuple[list[Event], Batch] | None = None if signed else (
+            self._prepare_cached(handler, actor, args, kwargs, idempotency, allow_pending))
         for _ in range(2):  # the cached decision, else (or if stale) one on a fresh read
             if prepared is None:
-                if self.decide_in_thread:
+                if self.decide_in_thread or signed:
                     prepared = await asyncio.to_thread(self._prepare, handler, actor, args,
                                                        kwargs, idempotency, allow_pending)
                 else:
@@ -238,7 +250,10 @@ class Ledger:
               **kwargs: Any) -> None:
         """Run a use case that only checks: it reads aggregates and raises a domain error, or
         returns; it writes nothing (blocking: it may read the store)."""
-        handler(StoreUnitOfWork(self.streams), Context(actor, self.clock()), *args, **kwargs)
+        handler(StoreUnitOfWork(self.streams), self._context(actor), *args, **kwargs)
+
+    def _context(self, actor: Actor) -> Context:
+        return Context(actor, self.clock(), self.allow_unsigned_decisions)
 
     def _prepare_cached(self, handler: Handler, actor: Actor, args: tuple[Any, ...],
                         kwargs: dict[str, Any], idempotency: Idempotency | None,
@@ -267,7 +282,7 @@ class Ledger:
         if not (state == "admitted" or (allow_pending and state == "pending")):
             return None  # refused on a fresh read (the cache may be behind)
         uow = _NoLoadUnitOfWork()
-        ctx = Context(actor, self.clock())
+        ctx = self._context(actor)
         try:
             response = handler(uow, ctx, *args, **kwargs)
         except _NeedsStore:
@@ -286,7 +301,7 @@ class Ledger:
             if replay is not None:
                 return replay
         uow = StoreUnitOfWork(self.streams)
-        ctx = Context(actor, self.clock())
+        ctx = self._context(actor)
         if actor.role != "system":
             # Its own unit of work: the caller's admission is checked now, but is not part
             # of the decision's read set (a suspension racing a command is no conflict).

@@ -12,6 +12,7 @@ from domain.dataset import Dataset, require_text, validate_selection
 from domain.errors import Forbidden, InvalidInput, WrongState
 from domain.policy import normalize_instant, parse_instant, require_window, validate_policy
 from domain.scenario import Scenario
+from domain.signing import Sign, Signed, signature_check
 from domain.unit_of_work import UnitOfWork
 
 
@@ -20,6 +21,7 @@ class AuthorizationGranted(Event):
     """A provider authorized a scenario's operator to use datasets' fields in a period."""
 
     type_name = "authorization.granted"
+    class_version = 2
     provider_id: str
     scenario_id: str
     operator_id: str
@@ -27,6 +29,13 @@ class AuthorizationGranted(Event):
     not_before: str
     not_after: str
     usage_policy: dict[str, Any]
+    #: the deciding member's signature (core.decision); null: unsigned (development mode)
+    signature: dict[str, Any] | None = None
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Version 1 was not signed."""
+        state["signature"] = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,7 +43,15 @@ class AuthorizationRevoked(Event):
     """The granting provider revoked the authorization; terminal."""
 
     type_name = "authorization.revoked"
+    class_version = 2
     reason: str
+    #: the deciding member's signature (core.decision); null: unsigned (development mode)
+    signature: dict[str, Any] | None = None
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Version 1 was not signed."""
+        state["signature"] = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,7 +99,8 @@ class Authorization(Aggregate):
     # -- decide -----------------------------------------------------------------
     @classmethod
     def grant(cls, id: str, ctx: Context, *, scenario: Scenario, datasets: list[dict[str, Any]],
-              not_before: str, not_after: str, usage_policy: Any) -> Authorization:
+              not_before: str, not_after: str, usage_policy: Any,
+              sign: Sign = lambda: None) -> Authorization:
         """Grant; ``datasets`` was checked against the scenario and the datasets by the caller."""
         ctx.actor.require_role("provider")
         scenario.require_approved()
@@ -93,15 +111,17 @@ class Authorization(Aggregate):
         agg.trigger(AuthorizationGranted, ctx, provider_id=ctx.actor.participant_id,
                     scenario_id=scenario.id, operator_id=scenario.operator_id,
                     datasets=datasets, not_before=start, not_after=end,
-                    usage_policy=validate_policy(usage_policy))
+                    usage_policy=validate_policy(usage_policy), signature=sign())
         return agg
 
-    def revoke(self, ctx: Context, *, reason: str) -> None:
+    def revoke(self, ctx: Context, *, reason: str,
+               sign: Sign = lambda: None) -> None:
         ctx.actor.require_role("provider")
         if ctx.actor.participant_id != self.provider_id:
             raise Forbidden(f"only the granting provider revokes authorization {self.id}")
         self.require_state(["granted"], "revoke")
-        self.trigger(AuthorizationRevoked, ctx, reason=require_text(reason, "reason"))
+        self.trigger(AuthorizationRevoked, ctx, reason=require_text(reason, "reason"),
+                     signature=sign())
 
     def expire(self, ctx: Context) -> None:
         ctx.actor.require_role("platform")
@@ -152,24 +172,28 @@ def _check_datasets(uow: UnitOfWork, ctx: Context, scenario: Scenario,
 # -- use cases ------------------------------------------------------------------
 def grant_authorization(uow: UnitOfWork, ctx: Context, *, scenario_id: str,
                         datasets: list[dict[str, Any]], not_before: str, not_after: str,
-                        usage_policy: dict[str, Any]) -> dict[str, str]:
-    """A provider authorizes an approved scenario to use some of its datasets' fields."""
+                        usage_policy: dict[str, Any],
+                        signed: Signed | None = None) -> dict[str, str]:
+    """A provider authorizes an approved scenario to use some of its datasets' fields (a
+    decision signed on the scenario)."""
     ctx.actor.require_role("provider")
     scenario = uow.get(Scenario, scenario_id)
+    sign = signature_check(uow, ctx, "authorization.grant", scenario, signed)
     scenario.require_approved()
     items = _check_datasets(uow, ctx, scenario, datasets)
     agg = Authorization.grant(new_id(), ctx, scenario=scenario, datasets=items,
                               not_before=not_before, not_after=not_after,
-                              usage_policy=usage_policy)
+                              usage_policy=usage_policy, sign=sign)
     uow.add(agg)
     return {"authorization_id": agg.id, "state": agg.state}
 
 
 def revoke_authorization(uow: UnitOfWork, ctx: Context, authorization_id: str, *,
-                         reason: str) -> dict[str, str]:
-    """The granting provider revokes the authorization (terminal)."""
+                         reason: str, signed: Signed | None = None) -> dict[str, str]:
+    """The granting provider revokes the authorization (terminal; signed)."""
     agg = uow.get(Authorization, authorization_id)
-    agg.revoke(ctx, reason=reason)
+    sign = signature_check(uow, ctx, "authorization.revocation", agg, signed)
+    agg.revoke(ctx, reason=reason, sign=sign)
     return {"authorization_id": agg.id, "state": agg.state}
 
 

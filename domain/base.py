@@ -45,10 +45,13 @@ class Actor:
 
 @dataclass(frozen=True)
 class Context:
-    """Everything a command needs besides its arguments: the actor and the time."""
+    """Everything a command needs besides its arguments: the actor, the time, and whether
+    a decision without a signature is let through (the development mode the application
+    service is told of; never the default)."""
 
     actor: Actor
     at: str
+    allow_unsigned: bool = False
 
 
 #: version-4 UUIDs from a generator seeded once from the OS: ``uuid4()`` makes a system

@@ -60,6 +60,33 @@ class ConcurrencyConflict(DomainError):
     code = "concurrency_conflict"
 
 
+class SignatureRequired(Forbidden):
+    """A signed decision came without a signature, or signed with a key the member never
+    registered (403)."""
+
+    code = "signature_required"
+
+
+class SignatureInvalid(Forbidden):
+    """A decision's signature does not verify over its statement (403)."""
+
+    code = "signature_invalid"
+
+
+class KeyRevokedError(Forbidden):
+    """A decision was signed with a key its member revoked (403)."""
+
+    code = "key_revoked"
+
+
+class StaleDecision(ConcurrencyConflict):
+    """A decision was signed on another version of its aggregate than the current one
+    (409): read the aggregate again and sign at its current version."""
+
+    code = "stale_decision"
+    retry_after = 0
+
+
 class IdempotencyKeyReused(DomainError):
     """An Idempotency-Key came back with a different request (422)."""
 

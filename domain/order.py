@@ -24,6 +24,7 @@ from domain.errors import Forbidden, InvalidInput, WrongState
 from domain.participant import Participant
 from domain.policy import parse_instant, validate_policy
 from domain.product import Product, require_still_authorized
+from domain.signing import Sign, Signed, signature_check
 from domain.unit_of_work import UnitOfWork
 
 SPLIT_KEYS = ("developer", "operator", "platform", "provider")
@@ -66,10 +67,18 @@ class ContractProposed(Event):
     """The operator proposed the contract; ``required_approvals`` are participant ids."""
 
     type_name = "contract.proposed"
+    class_version = 2
     usage_policy: dict[str, Any]
     price_fen: int
     revenue_split: dict[str, int]
     required_approvals: list[str]
+    #: the deciding member's signature (core.decision); null: unsigned (development mode)
+    signature: dict[str, Any] | None = None
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Version 1 was not signed."""
+        state["signature"] = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,6 +86,14 @@ class ContractAccepted(Event):
     """The demander accepted the proposed contract."""
 
     type_name = "contract.accepted"
+    class_version = 2
+    #: the deciding member's signature (core.decision); null: unsigned (development mode)
+    signature: dict[str, Any] | None = None
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Version 1 was not signed."""
+        state["signature"] = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,7 +101,15 @@ class ContractPartyApproved(Event):
     """One required party (an input's provider or the operator) approved the contract."""
 
     type_name = "contract.party_approved"
+    class_version = 2
     party_id: str
+    #: the deciding member's signature (core.decision); null: unsigned (development mode)
+    signature: dict[str, Any] | None = None
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Version 1 was not signed."""
+        state["signature"] = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,7 +134,15 @@ class ContractTerminated(Event):
     """The contract was ended early; terminal."""
 
     type_name = "contract.terminated"
+    class_version = 2
     reason: str
+    #: the deciding member's signature (core.decision); null: unsigned (development mode)
+    signature: dict[str, Any] | None = None
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Version 1 was not signed."""
+        state["signature"] = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -227,7 +260,8 @@ class Order(Aggregate):
         self.trigger(TrialGranted, ctx)
 
     def propose(self, ctx: Context, *, usage_policy: Any, price_fen: Any, revenue_split: Any,
-                required_approvals: list[str], has_developer: bool) -> None:
+                required_approvals: list[str], has_developer: bool,
+                sign: Sign = lambda: None) -> None:
         self.check_can_propose(ctx)
         if isinstance(price_fen, bool) or not isinstance(price_fen, int) or price_fen < 0:
             raise InvalidInput("price_fen", "must be an integer number of fen >= 0")
@@ -239,19 +273,20 @@ class Order(Aggregate):
         self.trigger(ContractProposed, ctx, usage_policy=policy,
                      price_fen=price_fen,
                      revenue_split=validate_split(revenue_split, has_developer=has_developer),
-                     required_approvals=list(required_approvals))
+                     required_approvals=list(required_approvals), signature=sign())
 
     def check_can_propose(self, ctx: Context) -> None:
         """Raise unless ``ctx`` is the order's operator and the order awaits a proposal."""
         self._require_operator(ctx)
         self.require_state(["placed"], "propose a contract")
 
-    def accept(self, ctx: Context) -> None:
+    def accept(self, ctx: Context, sign: Sign = lambda: None) -> None:
         self._require_demander(ctx)
         self.require_state(["proposed"], "accept the contract")
-        self.trigger(ContractAccepted, ctx)
+        self.trigger(ContractAccepted, ctx, signature=sign())
 
-    def approve(self, ctx: Context, product_usable: Callable[[], None] = lambda: None) -> None:
+    def approve(self, ctx: Context, product_usable: Callable[[], None] = lambda: None,
+                sign: Sign = lambda: None) -> None:
         """A required party approves (``product_usable`` raises if the product may no longer
         be put to use: checked after this contract's own rules, before anything is decided)."""
         party = ctx.actor.participant_id
@@ -262,7 +297,7 @@ class Order(Aggregate):
             raise WrongState(f"participant {party} already approved contract {self.id}; "
                              "each party approves once")
         product_usable()
-        self.trigger(ContractPartyApproved, ctx, party_id=party)
+        self.trigger(ContractPartyApproved, ctx, party_id=party, signature=sign())
         if not self.pending_approvals():
             self.trigger(ContractApproved, ctx)
 
@@ -282,10 +317,12 @@ class Order(Aggregate):
         self.trigger(ContractQuerySubmitted, ctx, execution=execution, query=checked)
         return execution
 
-    def terminate(self, ctx: Context, *, reason: str) -> None:
+    def terminate(self, ctx: Context, *, reason: str,
+                  sign: Sign = lambda: None) -> None:
         self._require_terminator(ctx)
         self.require_state(["approved"], "terminate the contract")
-        self.trigger(ContractTerminated, ctx, reason=require_text(reason, "reason"))
+        self.trigger(ContractTerminated, ctx, reason=require_text(reason, "reason"),
+                     signature=sign())
 
     def cancel(self, ctx: Context, *, reason: str) -> None:
         self._require_demander(ctx)
@@ -397,40 +434,48 @@ def grant_trial(uow: UnitOfWork, ctx: Context, order_id: str) -> dict[str, Any]:
 
 def propose_contract(uow: UnitOfWork, ctx: Context, order_id: str, *,
                      usage_policy: dict[str, Any], price_fen: int,
-                     revenue_split: dict[str, int]) -> dict[str, Any]:
-    """The order's operator proposes the contract; the required approvers are computed here."""
+                     revenue_split: dict[str, int],
+                     signed: Signed | None = None) -> dict[str, Any]:
+    """The order's operator proposes the contract (signed); the required approvers are
+    computed here."""
     agg = uow.get(Order, order_id)
+    sign = signature_check(uow, ctx, "contract.proposal", agg, signed)
     agg.check_can_propose(ctx)
     product = uow.get(Product, agg.product_id)
     _require_product_usable(uow, product, ctx.at)
     agg.propose(ctx, usage_policy=usage_policy, price_fen=price_fen,
                 revenue_split=revenue_split,
                 required_approvals=_required_approvals(uow, product),
-                has_developer=product.developer_id is not None)
+                has_developer=product.developer_id is not None, sign=sign)
     return {**_order_view(agg), "required_approvals": list(agg.required_approvals)}
 
 
-def accept_contract(uow: UnitOfWork, ctx: Context, order_id: str) -> dict[str, Any]:
-    """The order's demander accepts the proposed contract."""
+def accept_contract(uow: UnitOfWork, ctx: Context, order_id: str, *,
+                    signed: Signed | None = None) -> dict[str, Any]:
+    """The order's demander accepts the proposed contract (signed)."""
     agg = uow.get(Order, order_id)
-    agg.accept(ctx)
+    agg.accept(ctx, signature_check(uow, ctx, "contract.acceptance", agg, signed))
     return _order_view(agg)
 
 
-def approve_contract(uow: UnitOfWork, ctx: Context, order_id: str) -> dict[str, Any]:
-    """A required party approves; the last approval puts the contract in force (only while
-    the product is listed, its scenario approved and its inputs authorized)."""
+def approve_contract(uow: UnitOfWork, ctx: Context, order_id: str, *,
+                     signed: Signed | None = None) -> dict[str, Any]:
+    """A required party approves (signed); the last approval puts the contract in force
+    (only while the product is listed, its scenario approved and its inputs authorized)."""
     agg = uow.get(Order, order_id)
+    sign = signature_check(uow, ctx, "contract.approval", agg, signed)
     agg.approve(ctx, lambda: _require_product_usable(uow, uow.get(Product, agg.product_id),
-                                                     ctx.at))
+                                                     ctx.at), sign)
     return {**_order_view(agg), "pending_approvals": agg.pending_approvals()}
 
 
 def terminate_contract(uow: UnitOfWork, ctx: Context, order_id: str, *,
-                       reason: str) -> dict[str, Any]:
-    """The operator, the regulator, or a party provider (if the policy allows) ends it."""
+                       reason: str, signed: Signed | None = None) -> dict[str, Any]:
+    """The operator, the regulator, or a party provider (if the policy allows) ends it
+    (signed)."""
     agg = uow.get(Order, order_id)
-    agg.terminate(ctx, reason=reason)
+    sign = signature_check(uow, ctx, "contract.termination", agg, signed)
+    agg.terminate(ctx, reason=reason, sign=sign)
     return _order_view(agg)
 
 

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from core.decision import DecisionFormatError, load_public_key
+from core.decision import key_id as decision_key_id
 from core.event import Event
 from domain.base import ROLES, Aggregate, Context, applies, new_id
-from domain.errors import Forbidden, InvalidInput, WrongState
+from domain.errors import Forbidden, InvalidInput, NotFound, WrongState
 from domain.unit_of_work import UnitOfWork
+
+if TYPE_CHECKING:
+    from domain.signing import Sign, Signed
 
 MEMBER_ROLES = ("admin", "expert", "member")
 
@@ -27,7 +34,15 @@ class AdmissionApproved(Event):
     """Admission review passed (准入审核): the participant may act."""
 
     type_name = "participant.admission_approved"
+    class_version = 2
     comment: str = ""
+    #: the deciding member's signature (core.decision); null: unsigned (development mode)
+    signature: dict[str, Any] | None = None
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Version 1 was not signed."""
+        state["signature"] = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,7 +50,15 @@ class AdmissionRejected(Event):
     """Admission review failed; terminal."""
 
     type_name = "participant.admission_rejected"
+    class_version = 2
     reason: str
+    #: the deciding member's signature (core.decision); null: unsigned (development mode)
+    signature: dict[str, Any] | None = None
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Version 1 was not signed."""
+        state["signature"] = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,11 +83,31 @@ class MemberTokenRotated(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class KeyRegistered(Event):
-    """A member registered an Ed25519 public key (base64) for decision signatures."""
+    """A member registered an Ed25519 public key (base64 of its 32 raw bytes) for decision
+    signatures; ``key_id`` names it in each signature (``core.decision.key_id``). A member
+    may hold several keys."""
 
     type_name = "participant.key_registered"
+    class_version = 2
     member_id: str
     public_key: str
+    key_id: str
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Version 1 had no key id: it is computed from the key."""
+        state["key_id"] = registered_key_id(state["public_key"])
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeyRevoked(Event):
+    """A member's key was revoked (by the member or its participant's admin, or replaced
+    by a newer key): decisions signed with it are refused from now on."""
+
+    type_name = "participant.key_revoked"
+    member_id: str
+    key_id: str
+    reason: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,12 +118,31 @@ class ParticipantSuspended(Event):
     reason: str
 
 
+def registered_key_id(public_key: str) -> str:
+    """The id of a registered key; a key stored before keys were checked that is no Ed25519
+    key gets an ``invalid:`` id (it verifies nothing, but stays listed)."""
+    try:
+        return decision_key_id(public_key)
+    except DecisionFormatError:
+        digest = hashlib.sha256(public_key.encode("utf-8")).hexdigest()[:32]
+        return f"invalid:{digest}"
+
+
+@dataclass
+class MemberKey:
+    """A registered decision key: its public key and whether it is active or revoked."""
+
+    public_key: str
+    state: str = "active"
+
+
 @dataclass
 class Member:
     name: str
     roles: list[str]
     token_hash: str
-    public_key: str | None = None
+    #: key id -> the member's registered decision keys, active or revoked
+    keys: dict[str, MemberKey] = field(default_factory=dict)
 
 
 class Participant(Aggregate):
@@ -108,17 +170,18 @@ class Participant(Aggregate):
         agg.trigger(ParticipantRegistered, ctx, name=name, role=role, credit_code=credit_code)
         return agg
 
-    def decide_admission(self, ctx: Context, *, approve: bool, comment: str) -> None:
+    def decide_admission(self, ctx: Context, *, approve: bool, comment: str,
+                         sign: Sign = lambda: None) -> None:
         # Operators are selected by the government (白皮书 5.1.1): the regulator admits them.
         needed = ("regulator",) if self.role == "operator" else ("platform", "regulator")
         ctx.actor.require_role(*needed)
         self.require_state(["pending"], "decide admission")
         if approve:
-            self.trigger(AdmissionApproved, ctx, comment=comment)
+            self.trigger(AdmissionApproved, ctx, comment=comment, signature=sign())
         else:
             if not comment:
                 raise InvalidInput("comment", "a rejection needs a reason")
-            self.trigger(AdmissionRejected, ctx, reason=comment)
+            self.trigger(AdmissionRejected, ctx, reason=comment, signature=sign())
 
     def add_member(self, ctx: Context, *, member_id: str, name: str, member_roles: list[str],
                    token_hash: str) -> None:
@@ -139,12 +202,54 @@ class Participant(Aggregate):
         self.require_state(["pending", "admitted"], "rotate a token")
         self.trigger(MemberTokenRotated, ctx, member_id=member_id, token_hash=token_hash)
 
-    def register_key(self, ctx: Context, *, member_id: str, public_key: str) -> None:
+    def register_key(self, ctx: Context, *, member_id: str, public_key: str,
+                     replaces: str | None = None) -> str:
+        """The member registers a key (its id returned); with ``replaces`` (rotation) its
+        active key of that id is revoked in the same command."""
         self._require_member(member_id)
         if ctx.actor.member_id != member_id:
             raise Forbidden("a member registers its own key")
         self.require_state(["admitted"], "register a key")
-        self.trigger(KeyRegistered, ctx, member_id=member_id, public_key=public_key)
+        try:
+            load_public_key(public_key)
+        except DecisionFormatError as exc:
+            raise InvalidInput("public_key", str(exc)) from None
+        kid = decision_key_id(public_key)
+        if any(kid in m.keys for m in self.members.values()):
+            raise InvalidInput("public_key", f"key {kid} is already registered")
+        if replaces is not None and self.key_of(member_id, replaces) is None:
+            raise InvalidInput("replaces", f"member {member_id} has no key {replaces!r}")
+        if replaces is not None and self.members[member_id].keys[replaces].state != "active":
+            raise InvalidInput("replaces", f"key {replaces} is already revoked")
+        self.trigger(KeyRegistered, ctx, member_id=member_id, public_key=public_key,
+                     key_id=kid)
+        if replaces is not None:
+            self.trigger(KeyRevoked, ctx, member_id=member_id, key_id=replaces,
+                         reason=f"replaced by {kid}")
+        return kid
+
+    def revoke_key(self, ctx: Context, *, key_id: str, reason: str) -> str:
+        """Revoke a key (by its member or the participant's admin); the member's id."""
+        holder = next((m for m, member in self.members.items() if key_id in member.keys), None)
+        if holder is None:
+            raise NotFound(f"no key {key_id} in participant {self.id}", kind="key", id=key_id)
+        own = ctx.actor.member_id == holder
+        if not own and not (ctx.actor.participant_id == self.id
+                            and "admin" in ctx.actor.member_roles):
+            raise Forbidden("participant.key_revocation: only the key's member or an admin of "
+                            "its participant revokes it", rule="participant.key_revocation")
+        self.require_state(["admitted"], "revoke a key")
+        if self.members[holder].keys[key_id].state != "active":
+            raise WrongState(f"key {key_id} is already revoked", state="revoked")
+        if not reason.strip():
+            raise InvalidInput("reason", "a revocation needs a reason")
+        self.trigger(KeyRevoked, ctx, member_id=holder, key_id=key_id, reason=reason)
+        return holder
+
+    def key_of(self, member_id: str, key_id: str) -> MemberKey | None:
+        """The member's registered key of that id (active or revoked), or None."""
+        member = self.members.get(member_id)
+        return None if member is None else member.keys.get(key_id)
 
     def suspend(self, ctx: Context, *, reason: str) -> None:
         ctx.actor.require_role("platform", "regulator")
@@ -196,7 +301,11 @@ class Participant(Aggregate):
 
     @applies(KeyRegistered)
     def _key(self, e: KeyRegistered) -> None:
-        self.members[e.member_id].public_key = e.public_key
+        self.members[e.member_id].keys[e.key_id] = MemberKey(e.public_key)
+
+    @applies(KeyRevoked)
+    def _key_revoked(self, e: KeyRevoked) -> None:
+        self.members[e.member_id].keys[e.key_id].state = "revoked"
 
     @applies(ParticipantSuspended)
     def _suspended(self, e: ParticipantSuspended) -> None:
@@ -224,10 +333,13 @@ def register_participant(uow: UnitOfWork, ctx: Context, *, name: str, role: str,
 
 
 def decide_admission(uow: UnitOfWork, ctx: Context, participant_id: str, *, approve: bool,
-                     comment: str) -> dict[str, str]:
-    """准入审核: approve or reject a pending participant."""
+                     comment: str, signed: Signed | None = None) -> dict[str, str]:
+    """准入审核: approve or reject a pending participant (a signed decision)."""
+    from domain.signing import signature_check  # it reads participants: imported late
+
     agg = uow.get(Participant, participant_id)
-    agg.decide_admission(ctx, approve=approve, comment=comment)
+    sign = signature_check(uow, ctx, "participant.admission", agg, signed)
+    agg.decide_admission(ctx, approve=approve, comment=comment, sign=sign)
     return {"participant_id": agg.id, "state": agg.state}
 
 
@@ -242,11 +354,22 @@ def add_member(uow: UnitOfWork, ctx: Context, participant_id: str, *, name: str,
 
 
 def register_key(uow: UnitOfWork, ctx: Context, participant_id: str, *,
-                 public_key: str) -> dict[str, str]:
-    """The calling member registers its Ed25519 public key."""
+                 public_key: str, replaces: str | None = None) -> dict[str, str]:
+    """The calling member registers an Ed25519 public key; with ``replaces``, rotates:
+    that key of the member's is revoked in the same command."""
     agg = uow.get(Participant, participant_id)
-    agg.register_key(ctx, member_id=ctx.actor.member_id, public_key=public_key)
-    return {"participant_id": agg.id, "member_id": ctx.actor.member_id}
+    kid = agg.register_key(ctx, member_id=ctx.actor.member_id, public_key=public_key,
+                           replaces=replaces)
+    return {"participant_id": agg.id, "member_id": ctx.actor.member_id, "key_id": kid}
+
+
+def revoke_key(uow: UnitOfWork, ctx: Context, participant_id: str, key_id: str, *,
+               reason: str) -> dict[str, str]:
+    """The key's member or its participant's admin revokes a key."""
+    agg = uow.get(Participant, participant_id)
+    member_id = agg.revoke_key(ctx, key_id=key_id, reason=reason)
+    return {"participant_id": agg.id, "member_id": member_id, "key_id": key_id,
+            "state": "revoked"}
 
 
 def suspend_participant(uow: UnitOfWork, ctx: Context, participant_id: str, *,

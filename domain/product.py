@@ -16,6 +16,7 @@ from domain.dataset import Dataset, require_names, require_text, validate_select
 from domain.errors import Forbidden, InvalidInput, WrongState
 from domain.participant import Participant
 from domain.scenario import Scenario
+from domain.signing import Sign, Signed, signature_check
 from domain.unit_of_work import UnitOfWork
 
 KINDS = ("dataset", "api", "model", "verification")
@@ -68,7 +69,15 @@ class ProductListed(Event):
     """The platform reviewed and listed the product (上架)."""
 
     type_name = "product.listed"
+    class_version = 2
     comment: str
+    #: the deciding member's signature (core.decision); null: unsigned (development mode)
+    signature: dict[str, Any] | None = None
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Version 1 was not signed."""
+        state["signature"] = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,7 +85,15 @@ class ProductListingRejected(Event):
     """The platform refused the listing; the product is back to registered."""
 
     type_name = "product.listing_rejected"
+    class_version = 2
     reason: str
+    #: the deciding member's signature (core.decision); null: unsigned (development mode)
+    signature: dict[str, Any] | None = None
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Version 1 was not signed."""
+        state["signature"] = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -179,14 +196,16 @@ class Product(Aggregate):
         self.trigger(ProductListingRequested, ctx)
 
     def decide_listing(self, ctx: Context, *, approve: bool, comment: str,
-                       still_authorized: Callable[[], None] = lambda: None) -> None:
+                       still_authorized: Callable[[], None] = lambda: None,
+                       sign: Sign = lambda: None) -> None:
         ctx.actor.require_role("platform")
         self.require_state(["listing_requested"], "decide listing")
         if approve:
             still_authorized()
-            self.trigger(ProductListed, ctx, comment=comment)
+            self.trigger(ProductListed, ctx, comment=comment, signature=sign())
         else:
-            self.trigger(ProductListingRejected, ctx, reason=require_text(comment, "comment"))
+            self.trigger(ProductListingRejected, ctx, reason=require_text(comment, "comment"),
+                         signature=sign())
 
     def delist(self, ctx: Context, *, reason: str) -> None:
         ctx.actor.require_role("platform", "operator", "regulator")
@@ -341,12 +360,14 @@ def request_listing(uow: UnitOfWork, ctx: Context, product_id: str) -> dict[str,
 
 
 def decide_listing(uow: UnitOfWork, ctx: Context, product_id: str, *, approve: bool,
-                   comment: str) -> dict[str, str]:
+                   comment: str, signed: Signed | None = None) -> dict[str, str]:
     """The platform lists the product (上架: its scenario still approved, its inputs still
-    authorized) or sends it back to registered."""
+    authorized) or sends it back to registered (a signed decision)."""
     agg = uow.get(Product, product_id)
+    sign = signature_check(uow, ctx, "product.listing_decision", agg, signed)
     agg.decide_listing(ctx, approve=approve, comment=comment,
-                       still_authorized=lambda: require_still_authorized(uow, agg, ctx.at))
+                       still_authorized=lambda: require_still_authorized(uow, agg, ctx.at),
+                       sign=sign)
     return {"product_id": agg.id, "state": agg.state}
 
 

@@ -11,6 +11,7 @@ from domain.base import Aggregate, Context, applies, new_id
 from domain.dataset import Dataset, require_text, validate_selection
 from domain.errors import Forbidden, InvalidInput, WrongState
 from domain.policy import CIRCULATION_MODES
+from domain.signing import Sign, Signed, signature_check
 from domain.unit_of_work import UnitOfWork
 
 VERDICTS = ("approve", "reject")
@@ -34,9 +35,17 @@ class ScenarioOpinionRecorded(Event):
     """An expert of the regulator's expert group (专家组) gave a review opinion."""
 
     type_name = "scenario.opinion_recorded"
+    class_version = 2
     expert_id: str
     verdict: str
     comment: str
+    #: the deciding member's signature (core.decision); null: unsigned (development mode)
+    signature: dict[str, Any] | None = None
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Version 1 was not signed."""
+        state["signature"] = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,7 +53,15 @@ class ScenarioApproved(Event):
     """The regulator approved the scenario; providers may now authorize it."""
 
     type_name = "scenario.approved"
+    class_version = 2
     comment: str
+    #: the deciding member's signature (core.decision); null: unsigned (development mode)
+    signature: dict[str, Any] | None = None
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Version 1 was not signed."""
+        state["signature"] = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,7 +69,15 @@ class ScenarioRejected(Event):
     """The regulator rejected the scenario; terminal."""
 
     type_name = "scenario.rejected"
+    class_version = 2
     reason: str
+    #: the deciding member's signature (core.decision); null: unsigned (development mode)
+    signature: dict[str, Any] | None = None
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Version 1 was not signed."""
+        state["signature"] = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,7 +130,8 @@ class Scenario(Aggregate):
                     circulation_mode=circulation_mode)
         return agg
 
-    def record_opinion(self, ctx: Context, *, verdict: str, comment: str) -> None:
+    def record_opinion(self, ctx: Context, *, verdict: str, comment: str,
+                       sign: Sign = lambda: None) -> None:
         _require_regulator_member(ctx, "expert", "record review opinions")
         self.require_state(["submitted"], "record an opinion")
         if ctx.actor.member_id in self.opinions:
@@ -114,19 +140,21 @@ class Scenario(Aggregate):
         if verdict not in VERDICTS:
             raise InvalidInput("verdict", f"must be one of {', '.join(VERDICTS)}")
         self.trigger(ScenarioOpinionRecorded, ctx, expert_id=ctx.actor.member_id,
-                     verdict=verdict, comment=comment)
+                     verdict=verdict, comment=comment, signature=sign())
 
-    def decide(self, ctx: Context, *, approve: bool, comment: str) -> None:
+    def decide(self, ctx: Context, *, approve: bool, comment: str,
+               sign: Sign = lambda: None) -> None:
         _require_regulator_member(ctx, "admin", "approve or reject scenarios")
         self.require_state(["submitted"], "decide")
         if not approve:
-            self.trigger(ScenarioRejected, ctx, reason=require_text(comment, "comment"))
+            self.trigger(ScenarioRejected, ctx, reason=require_text(comment, "comment"),
+                         signature=sign())
             return
         approvals = sum(v == "approve" for v in self.opinions.values())
         if not self.opinions or approvals * 2 <= len(self.opinions):
             raise WrongState(f"approval needs at least one expert opinion and a majority of "
                              f"approve opinions; {approvals} of {len(self.opinions)} approve")
-        self.trigger(ScenarioApproved, ctx, comment=comment)
+        self.trigger(ScenarioApproved, ctx, comment=comment, signature=sign())
 
     def suspend(self, ctx: Context, *, reason: str) -> None:
         ctx.actor.require_role("regulator")
@@ -197,18 +225,21 @@ def submit_scenario(uow: UnitOfWork, ctx: Context, *, title: str, purpose: str, 
 
 
 def record_opinion(uow: UnitOfWork, ctx: Context, scenario_id: str, *, verdict: str,
-                   comment: str) -> dict[str, Any]:
-    """An expert of the regulator records a review opinion (one per expert)."""
+                   comment: str, signed: Signed | None = None) -> dict[str, Any]:
+    """An expert of the regulator records a review opinion (one per expert; signed)."""
     agg = uow.get(Scenario, scenario_id)
-    agg.record_opinion(ctx, verdict=verdict, comment=comment)
+    sign = signature_check(uow, ctx, "scenario.opinion", agg, signed)
+    agg.record_opinion(ctx, verdict=verdict, comment=comment, sign=sign)
     return {"scenario_id": agg.id, "state": agg.state, "opinions": len(agg.opinions)}
 
 
 def decide_scenario(uow: UnitOfWork, ctx: Context, scenario_id: str, *, approve: bool,
-                    comment: str) -> dict[str, str]:
-    """A regulator admin approves (majority of expert opinions) or rejects the scenario."""
+                    comment: str, signed: Signed | None = None) -> dict[str, str]:
+    """A regulator admin approves (majority of expert opinions) or rejects the scenario
+    (signed)."""
     agg = uow.get(Scenario, scenario_id)
-    agg.decide(ctx, approve=approve, comment=comment)
+    sign = signature_check(uow, ctx, "scenario.decision", agg, signed)
+    agg.decide(ctx, approve=approve, comment=comment, sign=sign)
     return {"scenario_id": agg.id, "state": agg.state}
 
 
