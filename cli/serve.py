@@ -27,6 +27,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
+    from runtime.http_server import uvicorn_options
 
     settings = load_settings()
     # The event loop thread gives up the GIL at every system call and then waits for the
@@ -50,7 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _exit_now)
     try:
         uvicorn.run(app, host=host, port=port, log_level="info",
-                    access_log=settings.access_log)
+                    access_log=settings.access_log, **uvicorn_options(settings))
     finally:
         if node is not None:
             node.stop()
