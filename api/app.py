@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,6 +12,13 @@ from fastapi import FastAPI, Response
 from api import edge, errors
 from api.deps import Services
 
+log = logging.getLogger("dataledger.api")
+
+#: what serve says at start, and /health shows, while unsigned decisions are let through
+UNSIGNED_WARNING = ("DATALEDGER_ALLOW_UNSIGNED_DECISIONS is set: decisions without a "
+                    "signature are accepted and recorded with signature null (development "
+                    "mode; never in production)")
+
 
 def create_app(container: Services) -> FastAPI:
     """The app over services built by the composition root (``runtime.build``); their owner
@@ -18,6 +26,8 @@ def create_app(container: Services) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if app.state.container.ledger.allow_unsigned_decisions:
+            log.warning("WARNING: %s", UNSIGNED_WARNING)
         yield
         await app.state.container.ledger.aclose()  # this loop's connection, if it made one
 
@@ -36,10 +46,13 @@ def create_app(container: Services) -> FastAPI:
                                              "chain) is down and being restarted"}})
     def health(response: Response) -> dict[str, Any]:
         """Liveness and the log's head; whether the witnesses are independent of this server
-        (``witnesses``); 503 ``degraded`` while the background process is down."""
+        (``witnesses``); whether decisions must be signed (``unsigned_decisions``: required,
+        or allowed in development mode); 503 ``degraded`` while the background process is down."""
         c: Services = app.state.container
         body: dict[str, Any] = {"status": "ok", "head": c.store.max_seq(),
-                                "projected": c.runner.position}
+                                "projected": c.runner.position,
+                                "unsigned_decisions": "allowed"
+                                if c.ledger.allow_unsigned_decisions else "required"}
         if c.chain is not None:  # whether the witnesses can hold this server to its log
             body["witnesses"] = c.chain.independence()
         if c.background is not None and not c.background.running:

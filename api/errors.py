@@ -60,6 +60,8 @@ async def domain_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, e.DomainError)
     extra = {"field": exc.field} if isinstance(exc, e.InvalidInput) else {}
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, e.Unauthenticated) else None
+    if isinstance(exc, e.StaleDecision):  # sign again at once, at the current version
+        headers = {"Retry-After": str(exc.retry_after)}
     return JSONResponse(error_body(exc.code, exc.detail, **extra), _status_of(exc),
                         headers=headers)
 

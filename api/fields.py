@@ -6,11 +6,21 @@ import json
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, Field, GetCoreSchemaHandler, GetJsonSchemaHandler, StrictInt
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    StrictInt,
+)
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
+from core.decision import SignedDecision
 from domain.policy import CIRCULATION_MODES
+from domain.signing import Signed
 
 
 def no_nul(value: Any) -> Any:
@@ -107,3 +117,36 @@ assert get_args(CirculationMode) == CIRCULATION_MODES
 #: the field of a required name, and of an optional free text
 NAME = Field(min_length=1, max_length=200)
 TEXT = Field(default="", max_length=5000)
+
+
+class DecisionSignature(BaseModel):
+    """A decision's signature (core.decision): by which registered key, on which version of
+    the aggregate decided on, and its value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key_id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9:_-]+$",
+                        description="the id of the member's registered key (ed25519:…)")
+    aggregate_version: StrictInt = Field(
+        ge=0, le=MAX_FEN, description="the version of the aggregate decided on when signing "
+        "(its view's version); 409 stale_decision if it moved on: sign again")
+    value: str = Field(min_length=1, max_length=200,
+                       description="base64 of the 64-byte Ed25519 signature of the statement")
+
+
+class SignedBody(BaseModel):
+    """A signed decision's body: its own fields and a ``signature`` over the statement of
+    the command, the aggregate and its version, the member and the body as sent without the
+    signature (core.decision.statement; see docs/SIGNING.md)."""
+
+    signature: DecisionSignature | None = Field(
+        default=None, description="required unless the server allows unsigned decisions "
+        "(DATALEDGER_ALLOW_UNSIGNED_DECISIONS, development only): 403 signature_required, "
+        "signature_invalid or key_revoked otherwise, and nothing is written")
+
+    def signed(self) -> Signed:
+        """The signature and the body it signs: the fields as sent, without the signature."""
+        sig = self.signature
+        return Signed(None if sig is None else SignedDecision(sig.key_id, sig.aggregate_version,
+                                                              sig.value),
+                      self.model_dump(mode="json", exclude={"signature"}, exclude_unset=True))

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Connection, String, Table, select, update
 
 from core.record import LogEntry
+from domain.participant import registered_key_id
 from projections import base
 
 participants = base.state_table(
@@ -26,7 +27,9 @@ members = Table(
     Column("name", String, nullable=False),
     Column("roles", JSON, nullable=False),
     Column("token_hash", String, nullable=False, unique=True),
-    Column("public_key", String, nullable=True),
+    #: the member's decision keys in the order registered: [{key_id, public_key, state
+    #: (active | revoked), registered_at, revoked_at, revocation_reason}]
+    Column("keys", JSON, nullable=False, default=list),
 )
 
 
@@ -39,8 +42,34 @@ def _registered(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
 def _member_added(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
     base.insert_row(conn, members,
         member_id=p["member_id"], participant_id=entry.originator_id, name=p["name"],
-        roles=p["member_roles"], token_hash=p["token_hash"])
+        roles=p["member_roles"], token_hash=p["token_hash"], keys=[])
     base.touch(conn, participants, entry, p)
+
+
+def _member_keys(conn: Connection, member_id: str) -> list[dict[str, Any]]:
+    return list(conn.execute(select(members.c["keys"]).where(
+        members.c.member_id == member_id)).scalar_one())
+
+
+def _set_keys(conn: Connection, entry: LogEntry, p: dict[str, Any],
+              keys: list[dict[str, Any]]) -> None:
+    conn.execute(update(members).where(members.c.member_id == p["member_id"]).values(keys=keys))
+    base.touch(conn, participants, entry, p)
+
+
+def _key_registered(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
+    # version 1 carried no key id: computed as its upcaster does
+    key_id = p.get("key_id") or registered_key_id(p["public_key"])
+    keys = [k for k in _member_keys(conn, p["member_id"]) if k["key_id"] != key_id]
+    _set_keys(conn, entry, p, [*keys, {
+        "key_id": key_id, "public_key": p["public_key"], "state": "active",
+        "registered_at": p["at"], "revoked_at": None, "revocation_reason": None}])
+
+
+def _key_revoked(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
+    keys = [dict(k, state="revoked", revoked_at=p["at"], revocation_reason=p["reason"])
+            if k["key_id"] == p["key_id"] else k for k in _member_keys(conn, p["member_id"])]
+    _set_keys(conn, entry, p, keys)
 
 
 def _member_update(**column_of: str) -> base.EventHandler:
@@ -63,7 +92,8 @@ class ParticipantsProjection(base.Projection):
             "participant.suspended": base.transition(participants, "suspended"),
             "participant.member_added": _member_added,
             "participant.member_token_rotated": _member_update(token_hash="token_hash"),
-            "participant.key_registered": _member_update(public_key="public_key"),
+            "participant.key_registered": _key_registered,
+            "participant.key_revoked": _key_revoked,
         }
 
 
@@ -99,7 +129,7 @@ def get_participant(conn: Connection, participant_id: str, viewer_id: str,
     member_rows = None
     if own:
         member_rows = [{"member_id": m["member_id"], "name": m["name"], "roles": m["roles"],
-                        "public_key": m["public_key"]}
+                        "keys": m["keys"]}
                        for m in conn.execute(select(members).where(
                            members.c.participant_id == participant_id)
                            .order_by(members.c.member_id)).mappings()]

@@ -94,6 +94,7 @@ def build(settings: Settings, *, role: Role = "serve",
     store = open_store(url, create=role != "background")
     ledger = new_ledger(LedgerLog(store), group_commit=settings.group_commit and role == "serve",
                         decide_in_thread=url.kind == "postgresql")
+    ledger.allow_unsigned_decisions = settings.allow_unsigned_decisions
     engine = views_engine(url, settings.views_path())
     runner = ProjectionRunner(store, engine, all_projections())
     if role != "chain":

@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     compute_node: Literal["auto", "true", "false"] = Field(default="auto", description="serve starts the embedded compute node from .venv-compute: auto = if that environment exists")
     compute_venv: Path = Field(default=ROOT / ".venv-compute", description="where compute_nodes/setup-env makes the compute environment and serve finds it")
     background_process: bool = Field(default=True, description="serve applies the projections and integrates the chain in a child process (both only need the store), not in threads competing with the requests for the GIL")
+    allow_unsigned_decisions: bool = Field(default=False, description="development only: let a decision (an admission, an opinion, a grant, a contract step, …) without a signature through, recorded with signature null; serve warns at start and /health says so. Default: every decision is signed by a registered key of its member")
     max_result_bytes: int = Field(default=64 * 1024 * 1024, ge=1, description="the largest body of a result post (POST /computations/{id}/result) in bytes; a larger one is answered 413 and nothing is stored")
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1, description="the largest request body in bytes (a result post's is max_result_bytes); a larger one is answered 413 unread and nothing is stored")
     body_read_timeout: float = Field(default=15.0, gt=0, description="the longest wait in seconds for the next part of a request body; then 408 and the connection is closed")

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from api.deps import CommandsDep, ReaderDep
-from api.fields import JsonObject
+from api.fields import JsonObject, SignedBody
 from api.routes.common import CommandAnswer, CommandRoute, answer, visible_row, visible_rows
 from api.routes.scenarios import DatasetSelection
 from domain import authorization as uc
@@ -21,7 +21,7 @@ router = APIRouter(prefix="/authorizations", tags=["authorizations"], route_clas
 AuthorizationState = Literal["granted", "revoked", "expired"]
 
 
-class AuthorizationCreate(BaseModel):
+class AuthorizationCreate(SignedBody):
     scenario_id: str = Field(min_length=1, max_length=100,
                              description="an approved scenario that requested these datasets")
     datasets: list[DatasetSelection] = Field(
@@ -39,7 +39,7 @@ class AuthorizationCreate(BaseModel):
         examples=[{"processing_count": 100, "circulation_modes": ["ciphertext"]}])
 
 
-class Revocation(BaseModel):
+class Revocation(SignedBody):
     reason: str = Field(min_length=1, max_length=5000)
 
 
@@ -72,14 +72,15 @@ async def grant_authorization(body: AuthorizationCreate, cmd: CommandsDep) -> JS
     return answer(await cmd.run(uc.grant_authorization, scenario_id=body.scenario_id,
                                 datasets=[d.model_dump() for d in body.datasets],
                                 not_before=body.not_before, not_after=body.not_after,
-                                usage_policy=body.usage_policy), 201)
+                                usage_policy=body.usage_policy, signed=body.signed()), 201)
 
 
 @router.post("/{authorization_id}/revocation", response_model=AuthorizationAnswer)
 async def revoke_authorization(authorization_id: str, body: Revocation,
                                cmd: CommandsDep) -> JSONResponse:
     """The granting provider revokes the authorization (terminal)."""
-    return answer(await cmd.run(uc.revoke_authorization, authorization_id, reason=body.reason))
+    return answer(await cmd.run(uc.revoke_authorization, authorization_id, reason=body.reason,
+                                signed=body.signed()))
 
 
 @router.post("/{authorization_id}/expiry", response_model=AuthorizationAnswer)

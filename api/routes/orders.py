@@ -16,10 +16,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
 from api.deps import CommandsDep, ReaderDep
-from api.fields import MAX_FEN, CirculationMode, Id, JsonValue, Name, NoNul, Text
+from api.fields import MAX_FEN, CirculationMode, Id, JsonValue, Name, NoNul, SignedBody, Text
 from api.routes.common import CommandAnswer, ReadRoute, answer, visible_row, visible_rows
 from domain import computation, policy
 from domain import order as uc
+from domain.signing import Signed
 from projections import orders as q
 
 router = APIRouter(prefix="/orders", tags=["orders"], route_class=ReadRoute)
@@ -109,13 +110,13 @@ assert tuple(RevenueSplit.model_fields) == uc.SPLIT_KEYS
 assert set(UsagePolicy.model_fields) == set(policy.KNOWN_KEYS)
 
 
-class ContractProposal(BaseModel):
+class ContractProposal(SignedBody):
     usage_policy: UsagePolicy
     price_fen: StrictInt = Field(ge=0, le=MAX_FEN, description="integer fen (分), never a float")
     revenue_split: RevenueSplit
 
 
-class Termination(BaseModel):
+class Termination(SignedBody):
     reason: Annotated[str, NoNul] = Field(min_length=1, max_length=5000)
 
 
@@ -230,25 +231,36 @@ async def propose_contract(order_id: str, body: ContractProposal,
     return answer(await cmd.run(
         uc.propose_contract, order_id,
         usage_policy=body.usage_policy.model_dump(exclude_none=True),
-        price_fen=body.price_fen, revenue_split=body.revenue_split.model_dump()))
+        price_fen=body.price_fen, revenue_split=body.revenue_split.model_dump(),
+        signed=body.signed()))
 
 
 @router.post("/{order_id}/contract/acceptance", response_model=OrderAnswer)
-async def accept_contract(order_id: str, cmd: CommandsDep) -> JSONResponse:
-    """The order's demander accepts the proposed contract."""
-    return answer(await cmd.run(uc.accept_contract, order_id))
+async def accept_contract(order_id: str, cmd: CommandsDep,
+                          body: SignedBody | None = None) -> JSONResponse:
+    """The order's demander accepts the proposed contract (a signed decision: the body is
+    its signature, ``{}`` signed)."""
+    return answer(await cmd.run(uc.accept_contract, order_id, signed=_signed(body)))
 
 
 @router.post("/{order_id}/contract/approvals", response_model=ApprovalAnswer)
-async def approve_contract(order_id: str, cmd: CommandsDep) -> JSONResponse:
-    """A required party approves once; the last approval puts the contract in force."""
-    return answer(await cmd.run(uc.approve_contract, order_id))
+async def approve_contract(order_id: str, cmd: CommandsDep,
+                           body: SignedBody | None = None) -> JSONResponse:
+    """A required party approves once (a signed decision: the body is its signature, ``{}``
+    signed); the last approval puts the contract in force."""
+    return answer(await cmd.run(uc.approve_contract, order_id, signed=_signed(body)))
 
 
 @router.post("/{order_id}/contract/termination", response_model=OrderAnswer)
 async def terminate_contract(order_id: str, body: Termination, cmd: CommandsDep) -> JSONResponse:
     """The operator, the regulator, or a party provider (if the policy allows) ends it."""
-    return answer(await cmd.run(uc.terminate_contract, order_id, reason=body.reason))
+    return answer(await cmd.run(uc.terminate_contract, order_id, reason=body.reason,
+                                signed=body.signed()))
+
+
+def _signed(body: SignedBody | None) -> Signed:
+    """The signature of a decision whose body is only its signature (none sent: unsigned)."""
+    return Signed() if body is None else body.signed()
 
 
 @router.post("/{order_id}/cancellation", response_model=OrderAnswer)

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from api.auth import hash_token, new_token
 from api.deps import CommandsDep, ReaderDep
-from api.fields import NAME, TEXT
+from api.fields import NAME, TEXT, Id, Reason, SignedBody
 from api.routes.common import CommandAnswer, CommandRoute, answer, found
 from domain import participant as uc
 from domain.base import ROLES
@@ -29,7 +29,7 @@ class ParticipantCreate(BaseModel):
     admin_name: str = NAME
 
 
-class AdmissionDecision(BaseModel):
+class AdmissionDecision(SignedBody):
     approve: bool
     comment: str = TEXT
 
@@ -40,7 +40,21 @@ class MemberCreate(BaseModel):
 
 
 class KeyCreate(BaseModel):
-    public_key: str = Field(min_length=40, max_length=64, description="Ed25519 public key, base64")
+    public_key: str = Field(min_length=40, max_length=64,
+                            description="Ed25519 public key: base64 of its 32 raw bytes")
+    replaces: Id | None = Field(default=None, description="rotation: the id of the calling "
+                                "member's active key this one replaces (revoked in the same "
+                                "command)")
+
+
+class KeyRevocation(BaseModel):
+    reason: Reason
+
+
+class KeyAnswer(CommandAnswer):
+    participant_id: str
+    member_id: str = Field(description="the key's member")
+    key_id: str = Field(description="the key's id (ed25519:…), named by each signature")
 
 
 class Suspension(BaseModel):
@@ -67,7 +81,7 @@ async def decide_admission(participant_id: str, body: AdmissionDecision,
                            cmd: CommandsDep) -> JSONResponse:
     """Admission review: the regulator admits operators, the platform or regulator the others."""
     return answer(await cmd.run(uc.decide_admission, participant_id, approve=body.approve,
-                                comment=body.comment))
+                                comment=body.comment, signed=body.signed()))
 
 
 @router.post("/{participant_id}/members", status_code=201, response_model=TokenAnswer)
@@ -80,10 +94,20 @@ async def add_member(participant_id: str, body: MemberCreate, cmd: CommandsDep) 
     return answer(result, 201, token=None if result.replayed else token)
 
 
-@router.post("/{participant_id}/keys", status_code=201, response_model=CommandAnswer)
+@router.post("/{participant_id}/keys", status_code=201, response_model=KeyAnswer)
 async def register_key(participant_id: str, body: KeyCreate, cmd: CommandsDep) -> JSONResponse:
-    """The calling member registers its Ed25519 public key for decision signatures."""
-    return answer(await cmd.run(uc.register_key, participant_id, public_key=body.public_key), 201)
+    """The calling member registers an Ed25519 public key for decision signatures (it may
+    hold several); with ``replaces``, a rotation: that key is revoked in the same command."""
+    return answer(await cmd.run(uc.register_key, participant_id, public_key=body.public_key,
+                                replaces=body.replaces), 201)
+
+
+@router.post("/{participant_id}/keys/{key_id}/revocation", response_model=KeyAnswer)
+async def revoke_key(participant_id: str, key_id: str, body: KeyRevocation,
+                     cmd: CommandsDep) -> JSONResponse:
+    """The key's member or its participant's admin revokes a key: decisions signed with it
+    are refused from now on (those signed before still verify from their events)."""
+    return answer(await cmd.run(uc.revoke_key, participant_id, key_id, reason=body.reason))
 
 
 @router.post("/{participant_id}/suspension", response_model=CommandAnswer)

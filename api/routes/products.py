@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import CommandsDep, ReaderDep
-from api.fields import Id, JsonObject, Money, Name, NoNul, Reason, Text
+from api.fields import Id, JsonObject, Money, Name, NoNul, Reason, SignedBody, Text
 from api.routes.common import CommandAnswer, CommandRoute, answer, visible_row, visible_rows
 from domain import product as uc
 from projections import products as q
@@ -53,7 +53,7 @@ class ProductCreate(BaseModel):
     developer_id: Id | None = Field(default=None, description="an admitted developer, if any")
 
 
-class ListingDecision(BaseModel):
+class ListingDecision(SignedBody):
     approve: bool
     comment: Text = Field(default="", description="required to reject")
 
@@ -131,7 +131,7 @@ async def decide_listing(product_id: str, body: ListingDecision,
                          cmd: CommandsDep) -> JSONResponse:
     """The platform lists the product (上架) or sends it back to registered (with a reason)."""
     return answer(await cmd.run(uc.decide_listing, product_id, approve=body.approve,
-                                comment=body.comment))
+                                comment=body.comment, signed=body.signed()))
 
 
 @router.post("/{product_id}/delisting", response_model=ProductAnswer)

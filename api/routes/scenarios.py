@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import CommandsDep, ReaderDep
-from api.fields import NAME, TEXT, CirculationMode
+from api.fields import NAME, TEXT, CirculationMode, SignedBody
 from api.routes.common import CommandAnswer, CommandRoute, answer, visible_row, visible_rows
 from domain import scenario as uc
 from projections import scenarios as q
@@ -42,12 +42,12 @@ class ScenarioCreate(BaseModel):
                                               "plaintext")
 
 
-class OpinionCreate(BaseModel):
+class OpinionCreate(SignedBody):
     verdict: Verdict
     comment: str = TEXT
 
 
-class ScenarioDecision(BaseModel):
+class ScenarioDecision(SignedBody):
     approve: bool
     comment: str = Field(default="", max_length=5000,
                          description="required (non-empty) when rejecting")
@@ -109,7 +109,7 @@ async def submit_scenario(body: ScenarioCreate, cmd: CommandsDep) -> JSONRespons
 async def record_opinion(scenario_id: str, body: OpinionCreate, cmd: CommandsDep) -> JSONResponse:
     """An expert of the regulator's expert group (专家组) gives one review opinion."""
     return answer(await cmd.run(uc.record_opinion, scenario_id, verdict=body.verdict,
-                                comment=body.comment), 201)
+                                comment=body.comment, signed=body.signed()), 201)
 
 
 @router.post("/{scenario_id}/decision", response_model=ScenarioAnswer)
@@ -117,7 +117,7 @@ async def decide_scenario(scenario_id: str, body: ScenarioDecision,
                           cmd: CommandsDep) -> JSONResponse:
     """A regulator admin approves (needs a majority of approving opinions) or rejects."""
     return answer(await cmd.run(uc.decide_scenario, scenario_id, approve=body.approve,
-                                comment=body.comment))
+                                comment=body.comment, signed=body.signed()))
 
 
 @router.post("/{scenario_id}/suspension", response_model=ScenarioAnswer)
