@@ -72,12 +72,17 @@ class InclusionProof(BaseModel):
 
 
 @router.get("/proofs/inclusion", response_model=InclusionProof)
-def inclusion(container: ContainerDep, index: Annotated[int, Query(ge=0)],
-              size: Annotated[int, Query(ge=1)]) -> InclusionProof:
-    """Proof that leaf ``index`` is in the tree of ``size`` leaves."""
+def inclusion(container: ContainerDep,
+              index: Annotated[int, Query(ge=0, le=MAX_SEQ - 1, description=(
+                  "leaf index (seq - 1); below size (422 query.index otherwise)"),
+                  json_schema_extra={"x-less-than": "size"})],
+              size: Annotated[int, Query(ge=1, le=MAX_SEQ, description=(
+                  "tree size: above index, at most the tree's (422 query.size otherwise)"))],
+              ) -> InclusionProof:
+    """Proof that leaf ``index`` is in the tree of ``size`` leaves (``index`` < ``size``)."""
     tree = _chain(container).tree
-    _within(index < size, "index", f"must be below size {size}")
-    _within(size <= tree.size(), "size", f"the tree has {tree.size()} leaves")
+    _within(index < size, "query.index", f"must be below size {size}")
+    _within(size <= tree.size(), "query.size", f"the tree has {tree.size()} leaves")
     return InclusionProof(index=index, size=size, leaf_hash=_b64(tree.node(0, index)),
                           proof=[_b64(h) for h in tree.inclusion_proof(index, size)])
 
@@ -89,12 +94,18 @@ class ConsistencyProof(BaseModel):
 
 
 @router.get("/proofs/consistency", response_model=ConsistencyProof)
-def consistency(container: ContainerDep, old: Annotated[int, Query(ge=1)],
-                new: Annotated[int, Query(ge=1)]) -> ConsistencyProof:
-    """Proof that the tree of ``old`` leaves is a prefix of the tree of ``new`` leaves."""
+def consistency(container: ContainerDep,
+                old: Annotated[int, Query(ge=1, le=MAX_SEQ, description=(
+                    "the older tree size; at most new (422 query.old otherwise)"),
+                    json_schema_extra={"x-at-most": "new"})],
+                new: Annotated[int, Query(ge=1, le=MAX_SEQ, description=(
+                    "the newer tree size: at least old, at most the tree's (422 query.new "
+                    "otherwise)"))]) -> ConsistencyProof:
+    """Proof that the tree of ``old`` leaves is a prefix of the tree of ``new`` leaves
+    (``old`` ≤ ``new``)."""
     tree = _chain(container).tree
-    _within(old <= new, "old", "must not exceed new")
-    _within(new <= tree.size(), "new", f"the tree has {tree.size()} leaves")
+    _within(old <= new, "query.old", f"must not exceed new ({new})")
+    _within(new <= tree.size(), "query.new", f"the tree has {tree.size()} leaves")
     return ConsistencyProof(old=old, new=new,
                             proof=[_b64(h) for h in tree.consistency_proof(old, new)])
 

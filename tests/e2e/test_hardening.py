@@ -30,7 +30,9 @@ def deep_schema(depth: int = 256) -> dict[str, Any]:
 
 
 def fields(response: Any) -> list[str]:
-    return [f["field"] for f in response.json()["fields"]]
+    """The fields a 422 names (``fields``; a domain refusal's ``field`` before it had them)."""
+    body = response.json()
+    return [f["field"] for f in body.get("fields", [])] or [body.get("field")]
 
 
 def test_a_deep_output_schema_is_refused_naming_the_field(world: World, chain: Chain) -> None:
@@ -206,3 +208,26 @@ def test_options_names_every_method_and_405_the_same(client: TestClient) -> None
         assert r.status_code == 405 and r.headers["allow"] == "GET, OPTIONS, POST", r.text
         assert r.json()["error"] == "method_not_allowed"
     assert client.options("/no/such/path").status_code == 404
+
+
+def test_proof_parameters_are_checked_in_the_schema_and_at_run_time(
+        world: World, container: Container) -> None:
+    spec = world.client.get("/openapi.json").json()["paths"]
+    inclusion = {p["name"]: p for p in spec["/ledger/proofs/inclusion"]["get"]["parameters"]}
+    consistency = {p["name"]: p for p in spec["/ledger/proofs/consistency"]["get"]["parameters"]}
+    assert inclusion["index"]["schema"]["x-less-than"] == "size"
+    assert consistency["old"]["schema"]["x-at-most"] == "new"
+    assert inclusion["size"]["schema"]["maximum"] == consistency["new"]["schema"]["maximum"]
+    world.onboard("demander", "Bank")
+    assert container.chain is not None
+    container.chain.wait_anchored(head(world), timeout=20)
+    size = head(world)
+    for path, field in ((f"/ledger/proofs/inclusion?index={size}&size={size}", "query.index"),
+                        ("/ledger/proofs/inclusion?index=9&size=3", "query.index"),
+                        (f"/ledger/proofs/consistency?old={size}&new=1", "query.old"),
+                        (f"/ledger/proofs/consistency?old=1&new={size + 1}", "query.new"),
+                        ("/ledger/proofs/inclusion?index=-1&size=3", "query.index")):
+        r = world.client.get(path)
+        assert (r.status_code, fields(r)) == (422, [field]), (path, r.text)
+    assert world.client.get(f"/ledger/proofs/inclusion?index=0&size={size}").status_code == 200
+    assert world.client.get(f"/ledger/proofs/consistency?old=1&new={size}").status_code == 200
