@@ -8,11 +8,9 @@ transaction as the nodes, so a crash anywhere loses nothing: it resumes from the
 from __future__ import annotations
 
 from anchoring.treestore import TreeStore
-from events.store import EventStore
+from events.store import EventStore, LogGapError, follow_on
 
-
-class LogGapError(RuntimeError):
-    """The log skipped a seq: the tree cannot integrate past it."""
+__all__ = ["Integrator", "LogGapError"]
 
 
 class Integrator:
@@ -29,10 +27,7 @@ class Integrator:
         entries = self.store.read(size, self.batch_size)
         if not entries:
             return 0
-        expected = list(range(size + 1, size + 1 + len(entries)))
-        if [e.seq for e in entries] != expected:
-            raise LogGapError(f"log seqs {entries[0].seq}..{entries[-1].seq} do not follow "
-                              f"tree size {size} without a gap")
+        follow_on(size, entries)  # the tree cannot integrate past a missing seq
         # each leaf is core.record.leaf_hash of the canonical bytes, hashed in bulk by the
         # tree's C core (a hashlib call per leaf makes the tree's part 2.4x slower)
         self.tree.append_leaf_data([e.canonical() for e in entries], expected_size=size)

@@ -38,6 +38,7 @@ def build_or_exit(settings: Settings, *, role: Role = "serve",
     from eventsourcing.persistence import PersistenceError
 
     from core.files import private_dir
+    from events.store import LogGapError
     from events.url import DatabaseURL
     from runtime.build import build
 
@@ -52,6 +53,8 @@ def build_or_exit(settings: Settings, *, role: Role = "serve",
                          f"{exc.strerror or exc}") from None
     try:
         container = build(settings, role=role, start_background=start_background)
+    except LogGapError as gap:  # the read models cannot catch up past it
+        raise SystemExit(f"dataledger: refused: {gap}") from None
     except (PersistenceError, psycopg.Error) as exc:
         where = (f"{url.kind} at {url.host}:{url.port}/{url.dbname}" if url.kind == "postgresql"
                  else f"SQLite file {url.path}")

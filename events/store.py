@@ -24,11 +24,28 @@ from events.postgres import PostgresLedgerRecorder, open_postgres
 from events.sqlite import SQLiteLedgerRecorder, open_sqlite
 from events.url import DatabaseURL
 
-__all__ = ["MAX_SEQ", "EventStore", "LedgerLog", "from_stored", "open_store",
-           "to_stored"]
+__all__ = ["MAX_SEQ", "EventStore", "LedgerLog", "LogGapError", "follow_on", "from_stored",
+           "open_store", "to_stored"]
 
 #: the largest seq (and tree size) a store can hold: a signed 64-bit integer on both backends
 MAX_SEQ = 2**63 - 1
+
+
+class LogGapError(RuntimeError):
+    """The log skips a seq (an event is missing from the store): nothing that follows the
+    log in order (the tree, the read models) may go past it. ``missing`` is that seq."""
+
+    def __init__(self, missing: int, found: int) -> None:
+        super().__init__(f"the log has a gap: seq {missing} is missing (the next stored "
+                         f"event is seq {found})")
+        self.missing, self.found = missing, found
+
+
+def follow_on(after: int, entries: Sequence[LogEntry]) -> None:
+    """Raise LogGapError unless the seqs of ``entries`` are ``after`` + 1, + 2, …"""
+    for k, entry in enumerate(entries):
+        if entry.seq != after + k + 1:
+            raise LogGapError(after + k + 1, entry.seq)
 
 
 def to_stored(event: Event) -> StoredEvent:
@@ -102,6 +119,13 @@ class EventStore:
                                                    inclusive_of_start=False)
         return [LogEntry(n.id, str(n.originator_id), n.originator_version, n.topic, n.state)
                 for n in notes]
+
+    def check_gap_free(self, batch: int = 5000) -> None:
+        """Raise LogGapError at the first seq missing from the log (one pass over it)."""
+        done = 0
+        while entries := self.read(done, batch):
+            follow_on(done, entries)
+            done = entries[-1].seq
 
     def types_between(self, after: int, upto: int) -> set[str]:
         """The type names of the stored events with ``after`` < seq <= ``upto``.

@@ -12,7 +12,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.pool import QueuePool
 
 from core.record import LogEntry
-from events.store import EventStore
+from events.store import EventStore, follow_on
 from events.url import DatabaseURL
 from projections.base import METADATA, BufferedConnection, Projection, tracking
 
@@ -128,12 +128,15 @@ class ProjectionRunner:
         return min((positions.get(p.name, 0) for p in self.projections), default=0)
 
     def catch_up(self) -> int:
-        """Apply every stored event not yet applied; return the new position."""
+        """Apply every stored event not yet applied; return the new position. Raises
+        LogGapError at a seq missing from the log, having applied the events before it (a
+        read model never goes past an event it did not see)."""
         with self._lock:
             while True:
                 entries = self.store.read(self.position, self.batch_size)
                 if not entries:
                     return self.position
+                follow_on(self.position, entries)
                 behind = self._apply(entries)
                 if behind is not None:  # the read models were rebuilt meanwhile: from there
                     log.warning("read models at seq %d, not %d (rebuilt by another process): "
@@ -178,10 +181,12 @@ class ProjectionRunner:
     def rebuild(self) -> int:
         """Drop every read model and build it again from seq 1.
 
-        Safe beside a live applier (``serve``): on PostgreSQL the drop waits for the batch
+        Refused (LogGapError, nothing dropped) over a log with a missing seq. Safe beside a
+        live applier (``serve``): on PostgreSQL the drop waits for the batch
         it is applying; on either backend it then finds its position gone and applies from
         seq 1 again, as this catch-up does (each event once: positions are per projection).
         """
+        self.store.check_gap_free()
         with self._lock:
             with self.engine.begin() as conn:
                 _lock_appliers(conn)
