@@ -14,7 +14,7 @@ from typing import Any
 
 from bench.table import quantile
 from client.market import Market
-from client.platform import Platform
+from client.platform import Party, Platform
 
 #: the line the compute-venv half prints its result on
 RESULT_MARK = "BENCH_COMPUTE_RESULT "
@@ -87,19 +87,25 @@ def build_market(api: Platform, admin: str) -> dict[str, Any]:
     auth = api.authorize(p["provider"], sc, [{"dataset_id": ds, "fields": USED}],
                          (now - timedelta(days=1), now + timedelta(days=365)),
                          {"processing_count": 1000})
-    product = api.list_product(p["operator"], admin, {
+    product = api.list_product(p["operator"], market.platform, {
         "scenario_id": sc, "authorization_ids": [auth], "name": "SME credit score",
         "kind": "api", "description": "a score per firm", "code": SCORE,
         "inputs": [{"dataset_id": ds, "fields": USED}],
         "output_schema": {"type": "array"}, "quality_report": "AUC 0.81",
         "price_fen": 1_250_000, "developer_id": p["developer"].id})
     return {"dataset_id": str(ds), "product_id": str(product),
-            "tokens": {r: party.token for r, party in p.items()}}
+            "tokens": {r: party.token for r, party in p.items()},
+            "parties": {r: party.wire() for r, party in p.items()}}  # with their keys
+
+
+def parties(cfg: dict[str, Any]) -> dict[str, Party]:
+    """The market's parties, with the keys they sign their decisions with."""
+    return {role: Party.of_wire(wire) for role, wire in cfg["parties"].items()}
 
 
 def prepare_order(api: Platform, cfg: dict[str, Any]) -> str:
     """An order up to (not including) its final approval."""
-    t = cfg["tokens"]
+    t = parties(cfg)
     oid = api.place_order(t["demander"], cfg["product_id"], "credit decisions on SMEs")
     now = datetime.now(UTC)
     api.propose_contract(t["operator"], oid, usage_policy={
@@ -114,5 +120,5 @@ def prepare_order(api: Platform, cfg: dict[str, Any]) -> str:
 
 def approve(api: Platform, cfg: dict[str, Any], oid: str) -> float:
     """The final approval (contract.approved); returns when its HTTP call returned."""
-    api.approve_contract(cfg["tokens"]["operator"], oid)
+    api.approve_contract(parties(cfg)["operator"], oid)
     return time.perf_counter()

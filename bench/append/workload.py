@@ -63,8 +63,24 @@ class Workload:
         if self.uses_datasets:
             made = ledger.execute(uc.register_participant, self.platform, **self.participant_kwargs(0))
             pid = made.body["participant_id"]
-            ledger.execute(uc.decide_admission, self.platform, pid, approve=True, comment="bench")
+            self._admit(ledger, pid)
             self.actor = Actor(pid, made.body["member_id"], "provider", ("admin",))
+
+    def _admit(self, ledger: Any, pid: str) -> None:
+        """The platform admits ``pid``: a decision its admin signs with a key it registers."""
+        from core.decision import SignedDecision, new_private_key, public_key_text, signed_body
+        from domain import participant as uc
+        from domain.signing import Signed
+
+        key = new_private_key()
+        ledger.execute(uc.register_key, self.platform, self.platform.participant_id,
+                       public_key=public_key_text(key.public_key()))
+        version = uc.Participant.replay(pid, ledger.log.load(pid)).version
+        body = {"approve": True, "comment": "bench"}
+        wire = signed_body(key, "participant.admission", pid, version, self.platform.member_id,
+                           body)["signature"]
+        ledger.execute(uc.decide_admission, self.platform, pid, **body,
+                       signed=Signed(SignedDecision.of(wire), body))
 
     def events(self, n: int, start: int) -> list[Any]:
         """The domain events of ``n`` commands, decided in memory (nothing saved)."""
