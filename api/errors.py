@@ -57,13 +57,22 @@ def _status_of(exc: e.DomainError) -> int:
 
 
 async def domain_error(_: Request, exc: Exception) -> JSONResponse:
+    """A domain error as its status and body: invalid input in the one validation shape
+    (``fields``, as pydantic's), a refusal naming its rule, ``Retry-After`` on a 409 a
+    retry may cure (a concurrent change)."""
     assert isinstance(exc, e.DomainError)
-    extra = {"field": exc.field} if isinstance(exc, e.InvalidInput) else {}
-    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, e.Unauthenticated) else None
-    if isinstance(exc, e.StaleDecision):  # sign again at once, at the current version
-        headers = {"Retry-After": str(exc.retry_after)}
+    extra: dict[str, Any] = {}
+    if isinstance(exc, e.InvalidInput):
+        extra["fields"] = [{"field": exc.field, "reason": exc.reason}]
+    if isinstance(exc, e.Forbidden) and "rule" in exc.context:
+        extra["rule"] = exc.context["rule"]
+    headers: dict[str, str] = {}
+    if isinstance(exc, e.Unauthenticated):
+        headers["WWW-Authenticate"] = "Bearer"
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
     return JSONResponse(error_body(exc.code, exc.detail, **extra), _status_of(exc),
-                        headers=headers)
+                        headers=headers or None)
 
 
 async def validation_error(_: Request, exc: Exception) -> JSONResponse:

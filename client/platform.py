@@ -212,7 +212,8 @@ class Platform:
         return party
 
     def add_member(self, admin: Party, name: str, roles: list[str]) -> Party:
-        """A participant's admin (or the platform) adds a member; the member's party, with
+        """A participant's own admin adds a member (no other participant may, the platform
+        included: separation of duties); the member's party, with
         a key, registered unless the participant is still pending."""
         made = self.call("POST", f"/participants/{admin.participant_id}/members", admin, 201,
                          json={"name": name, "roles": roles})

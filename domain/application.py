@@ -17,7 +17,7 @@ from typing import Any, Protocol, TypeVar
 
 from core.event import Event
 from domain.base import Actor, Aggregate, Context
-from domain.errors import ConcurrencyConflict, IdempotencyKeyReused, WrongState
+from domain.errors import ConcurrencyConflict, DomainError, IdempotencyKeyReused
 from domain.participant import Participant
 from domain.signing import Signed
 from domain.unit_of_work import UnitOfWork
@@ -249,8 +249,12 @@ class Ledger:
     def check(self, handler: Callable[..., None], actor: Actor, *args: Any,
               **kwargs: Any) -> None:
         """Run a use case that only checks: it reads aggregates and raises a domain error, or
-        returns; it writes nothing (blocking: it may read the store)."""
-        handler(StoreUnitOfWork(self.streams), self._context(actor), *args, **kwargs)
+        returns; it writes nothing (blocking: it may read the store). The caller's
+        participant must be admitted, as for the command the check precedes."""
+        uow = StoreUnitOfWork(self.streams)
+        if actor.role != "system":
+            self._require_active(uow, actor, False)
+        handler(uow, self._context(actor), *args, **kwargs)
 
     def _context(self, actor: Actor) -> Context:
         return Context(actor, self.clock(), self.allow_unsigned_decisions)
@@ -285,8 +289,8 @@ class Ledger:
         ctx = self._context(actor)
         try:
             response = handler(uow, ctx, *args, **kwargs)
-        except _NeedsStore:
-            return None
+        except (_NeedsStore, DomainError):  # a refusal is decided again on a fresh read:
+            return None  # the cache may not hold the caller's suspension, which comes first
         events = [e for agg in uow.pending() for e in agg.collect()]
         if not events:
             return None
@@ -341,5 +345,4 @@ class Ledger:
         participant = uow.get(Participant, actor.participant_id)
         if participant.state == "admitted" or (allow_pending and participant.state == "pending"):
             return
-        raise WrongState(f"participant {participant.id} is {participant.state}; "
-                         "only admitted participants act", state=participant.state)
+        participant.require_admitted()

@@ -9,7 +9,14 @@ from typing import Any
 from core.event import Event
 from domain.base import Aggregate, Context, applies, new_id
 from domain.dataset import Dataset, require_text, validate_selection
-from domain.errors import Forbidden, InvalidInput, WrongState
+from domain.errors import (
+    AuthorizationExpiredError,
+    AuthorizationRevokedError,
+    Forbidden,
+    InvalidInput,
+    WrongState,
+)
+from domain.permissions import permit
 from domain.policy import normalize_instant, parse_instant, require_window, validate_policy
 from domain.scenario import Scenario
 from domain.signing import Sign, Signed, signature_check
@@ -96,13 +103,21 @@ class Authorization(Aggregate):
         granted = self.granted_fields(dataset_id)
         return granted is not None and set(fields) <= set(granted)
 
+    def require_granted(self, action: str) -> None:
+        """Raise (409 ``authorization_revoked`` or ``authorization_expired``) unless the
+        authorization is granted: what rests on it is refused by its state."""
+        if self.state != "granted":
+            error = (AuthorizationRevokedError if self.state == "revoked"
+                     else AuthorizationExpiredError)
+            raise error(f"cannot {action}: authorization {self.id} is {self.state}",
+                        state=self.state)
+
     # -- decide -----------------------------------------------------------------
     @classmethod
     def grant(cls, id: str, ctx: Context, *, scenario: Scenario, datasets: list[dict[str, Any]],
               not_before: str, not_after: str, usage_policy: Any,
               sign: Sign = lambda: None) -> Authorization:
         """Grant; ``datasets`` was checked against the scenario and the datasets by the caller."""
-        ctx.actor.require_role("provider")
         scenario.require_approved()
         start = normalize_instant(not_before, "not_before")
         end = normalize_instant(not_after, "not_after")
@@ -116,7 +131,6 @@ class Authorization(Aggregate):
 
     def revoke(self, ctx: Context, *, reason: str,
                sign: Sign = lambda: None) -> None:
-        ctx.actor.require_role("provider")
         if ctx.actor.participant_id != self.provider_id:
             raise Forbidden(f"only the granting provider revokes authorization {self.id}")
         self.require_state(["granted"], "revoke")
@@ -124,7 +138,6 @@ class Authorization(Aggregate):
                      signature=sign())
 
     def expire(self, ctx: Context) -> None:
-        ctx.actor.require_role("platform")
         self.require_state(["granted"], "expire")
         if parse_instant(ctx.at, "at") < parse_instant(self.not_after, "not_after"):
             raise WrongState(f"authorization {self.id} runs until {self.not_after}; "
@@ -147,6 +160,32 @@ class Authorization(Aggregate):
     @applies(AuthorizationExpired)
     def _expired(self, e: AuthorizationExpired) -> None:
         self.state = "expired"
+
+def coverage_breach(auths: list[Authorization], inputs: list[dict[str, Any]], at: str,
+                    of: str) -> tuple[str, str] | None:
+    """Why the inputs (``{"dataset_id", "fields"}``) of ``of`` (e.g. "product X") are not
+    each covered by a live authorization among ``auths`` at ``at``, as (its code, a sentence):
+    ``authorization_revoked``, ``authorization_expired`` (also: not yet valid) or
+    ``no_authorization``; None if they are (the first gap wins)."""
+    for item in inputs:
+        dataset_id, fields = item["dataset_id"], item["fields"]
+        if any(a.covers(dataset_id, fields, at) for a in auths):
+            continue
+        fitting = [a for a in auths if (granted := a.granted_fields(dataset_id)) is not None
+                   and set(fields) <= set(granted)]
+        what = f"dataset {dataset_id} fields {fields!r} of {of}"
+        revoked = [a.id for a in fitting if a.state == "revoked"]
+        if revoked:
+            why = (f"authorization {', '.join(revoked)} covering {what} was revoked and no "
+                   "live authorization covers them")
+            return "authorization_revoked", why
+        lapsed = [a.id for a in fitting if a.state in ("expired", "granted")]
+        if lapsed:
+            why = (f"authorization {', '.join(lapsed)} covering {what} is expired or not "
+                   f"yet valid at {at}")
+            return "authorization_expired", why
+        return "no_authorization", f"no authorization of {of} covers {what}"
+    return None
 
 
 def _check_datasets(uow: UnitOfWork, ctx: Context, scenario: Scenario,
@@ -176,7 +215,7 @@ def grant_authorization(uow: UnitOfWork, ctx: Context, *, scenario_id: str,
                         signed: Signed | None = None) -> dict[str, str]:
     """A provider authorizes an approved scenario to use some of its datasets' fields (a
     decision signed on the scenario)."""
-    ctx.actor.require_role("provider")
+    permit(ctx.actor, "authorization.grant")
     scenario = uow.get(Scenario, scenario_id)
     sign = signature_check(uow, ctx, "authorization.grant", scenario, signed)
     scenario.require_approved()
@@ -191,6 +230,7 @@ def grant_authorization(uow: UnitOfWork, ctx: Context, *, scenario_id: str,
 def revoke_authorization(uow: UnitOfWork, ctx: Context, authorization_id: str, *,
                          reason: str, signed: Signed | None = None) -> dict[str, str]:
     """The granting provider revokes the authorization (terminal; signed)."""
+    permit(ctx.actor, "authorization.revocation")
     agg = uow.get(Authorization, authorization_id)
     sign = signature_check(uow, ctx, "authorization.revocation", agg, signed)
     agg.revoke(ctx, reason=reason, sign=sign)
@@ -200,6 +240,7 @@ def revoke_authorization(uow: UnitOfWork, ctx: Context, authorization_id: str, *
 def expire_authorization(uow: UnitOfWork, ctx: Context,
                          authorization_id: str) -> dict[str, str]:
     """The platform records that the authorization's period is over (terminal)."""
+    permit(ctx.actor, "authorization.expiry")
     agg = uow.get(Authorization, authorization_id)
     agg.expire(ctx)
     return {"authorization_id": agg.id, "state": agg.state}

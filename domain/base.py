@@ -15,9 +15,11 @@ from typing import Any, ClassVar, Self, TypeVar
 
 from core.canonical import CanonicalEncodingError
 from core.event import Event
-from domain.errors import Forbidden, InvalidInput, WrongState
+from domain.errors import InvalidInput, WrongState
 
 ROLES = ("provider", "operator", "developer", "demander", "platform", "regulator")
+#: a member's roles within its participant: an expert (专家组) only in the regulator
+MEMBER_ROLES = ("admin", "expert", "member")
 
 A = TypeVar("A", bound="Aggregate")
 Handler = Callable[[Any, Any], None]
@@ -35,12 +37,6 @@ class Actor:
     def record(self) -> dict[str, str]:
         """The actor as recorded in every event."""
         return {"participant": self.participant_id, "member": self.member_id, "role": self.role}
-
-    def require_role(self, *roles: str) -> None:
-        """Raise Forbidden unless the actor's participant has one of ``roles``."""
-        if self.role not in roles:
-            raise Forbidden(f"role {self.role!r} may not do this; needs {' or '.join(roles)}",
-                            needed=list(roles))
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ from domain.dataset import Dataset, require_text
 from domain.errors import Forbidden, InvalidInput, NotFound, WrongState
 from domain.execution_rules import code_refusal, contract_breach, grant_breach
 from domain.order import OPEN_STATES, Order
+from domain.permissions import permit
 from domain.product import Product
 from domain.unit_of_work import UnitOfWork
 
@@ -188,7 +189,6 @@ class Computation(Aggregate):
 
     def require_requester(self, ctx: Context) -> None:
         """Raise Forbidden unless the actor is the provider that requested the computation."""
-        ctx.actor.require_role("provider")
         self.require_reporter(ctx.actor)
 
     def require_reporter(self, actor: Actor) -> None:
@@ -235,7 +235,6 @@ def _view(agg: Computation, existing: bool = False) -> dict[str, Any]:
 
 
 def _require_party_provider(ctx: Context, order: Order) -> None:
-    ctx.actor.require_role("provider")
     if ctx.actor.participant_id not in order.required_approvals:
         raise Forbidden(f"provider {ctx.actor.participant_id} is not a party "
                         f"to contract {order.id}")
@@ -401,6 +400,7 @@ def request_computation(uow: UnitOfWork, ctx: Context, *, contract_id: str, exec
     recorded: ``computation.requested`` + ``computation.failed`` (``reason``: ``code:
     sentence``).
     """
+    permit(ctx.actor, "computation.request")
     order = uow.get(Order, contract_id)
     if execution == TRIAL and not isinstance(execution, bool):
         return _request_trial(uow, ctx, order, datasite=datasite, code_sha256=code_sha256)
@@ -464,7 +464,6 @@ def _request_trial(uow: UnitOfWork, ctx: Context, order: Order, *, datasite: str
     not a processing of it. Idempotent as any execution (200, ``existing: true``; a trial
     still ``requested`` is checked again, and a refusal now recorded as ``computation.failed``).
     """
-    ctx.actor.require_role("provider")
     provider_id = ctx.actor.participant_id
     product = uow.get(Product, order.product_id)
     inputs = _inputs_owned(uow, product, provider_id)
@@ -502,6 +501,7 @@ def record_success(uow: UnitOfWork, ctx: Context, computation_id: str, *, result
     ``failed``. A repeated report of the same result is answered with ``existing: true``,
     writing nothing.
     """
+    permit(ctx.actor, "computation.result")
     agg = uow.get(Computation, computation_id)
     agg.require_requester(ctx)
     digest = require_sha256(result_sha256, "result_sha256")
@@ -532,6 +532,7 @@ def check_reporter(uow: UnitOfWork, ctx: Context, computation_id: str,
     requested it, WrongState if it failed or succeeded with other bytes; ``record_success``
     checks it all again when it decides.
     """
+    permit(ctx.actor, "computation.result")
     agg = uow.get(Computation, computation_id)
     agg.require_reporter(ctx.actor)
     if result_sha256 is not None:
@@ -541,6 +542,7 @@ def check_reporter(uow: UnitOfWork, ctx: Context, computation_id: str,
 def record_failure(uow: UnitOfWork, ctx: Context, computation_id: str, *,
                    reason: str) -> dict[str, Any]:
     """The requesting provider reports that the execution failed (terminal)."""
+    permit(ctx.actor, "computation.failure")
     agg = uow.get(Computation, computation_id)
     agg.fail(ctx, reason=reason)
     return _view(agg)
@@ -555,6 +557,7 @@ def submit_query(uow: UnitOfWork, ctx: Context, order_id: str, *,
     beyond the contract's processing count for every provider that would run it, counted
     as a node's request is (``_used``: failed executions are free).
     """
+    permit(ctx.actor, "order.query")
     order = uow.get(Order, order_id)
     product = uow.get(Product, order.product_id)
     execution = order.submit_query(

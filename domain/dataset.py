@@ -12,7 +12,8 @@ from typing import Any
 
 from core.event import Event
 from domain.base import Aggregate, Context, applies, new_id
-from domain.errors import Forbidden, InvalidInput, WrongState
+from domain.errors import DatasetNotPublished, Forbidden, InvalidInput, WrongState
+from domain.permissions import permit
 from domain.unit_of_work import UnitOfWork
 
 CLASSIFICATIONS = ("L1", "L2", "L3", "L4")
@@ -179,16 +180,15 @@ class Dataset(Aggregate):
         return [n for n in names if n not in have]
 
     def require_published(self) -> None:
-        """Raise WrongState unless the dataset is in the catalog."""
+        """Raise (409 ``dataset_not_published``) unless the dataset is in the catalog."""
         if self.state != "published":
-            raise WrongState(f"dataset {self.id} is {self.state}, not published",
+            raise DatasetNotPublished(f"dataset {self.id} is {self.state}, not published",
                              state=self.state)
 
     # -- decide -----------------------------------------------------------------
     @classmethod
     def register(cls, id: str, ctx: Context, *, name: str, description: str,
                  source_system: str, classification: str, fields: Any) -> Dataset:
-        ctx.actor.require_role("provider")
         if classification not in CLASSIFICATIONS:
             raise InvalidInput("classification", f"must be one of {', '.join(CLASSIFICATIONS)}")
         agg = cls(id)
@@ -230,7 +230,6 @@ class Dataset(Aggregate):
                      mock_rows=_count(mock_rows, "mock_rows"))
 
     def _require_owner(self, ctx: Context) -> None:
-        ctx.actor.require_role("provider")
         if ctx.actor.participant_id != self.owner_id:
             raise Forbidden(f"only the owning provider changes dataset {self.id}")
 
@@ -278,6 +277,7 @@ def register_dataset(uow: UnitOfWork, ctx: Context, *, name: str, description: s
                      source_system: str, classification: str,
                      fields: list[dict[str, str]]) -> dict[str, str]:
     """A provider registers a dataset's metadata (it is not yet in the catalog)."""
+    permit(ctx.actor, "dataset.registration")
     agg = Dataset.register(new_id(), ctx, name=name, description=description,
                            source_system=source_system, classification=classification,
                            fields=fields)
@@ -287,6 +287,7 @@ def register_dataset(uow: UnitOfWork, ctx: Context, *, name: str, description: s
 
 def publish_dataset(uow: UnitOfWork, ctx: Context, dataset_id: str) -> dict[str, str]:
     """The owner publishes the dataset to the catalog."""
+    permit(ctx.actor, "dataset.publication")
     agg = uow.get(Dataset, dataset_id)
     agg.publish(ctx)
     return {"dataset_id": agg.id, "state": agg.state}
@@ -296,6 +297,7 @@ def update_dataset(uow: UnitOfWork, ctx: Context, dataset_id: str, *,
                    description: str | None = None,
                    fields: list[dict[str, str]] | None = None) -> dict[str, str]:
     """The owner changes the description and/or fields (published: fields only grow)."""
+    permit(ctx.actor, "dataset.update")
     agg = uow.get(Dataset, dataset_id)
     agg.update(ctx, description=description, fields=fields)
     return {"dataset_id": agg.id, "state": agg.state}
@@ -304,6 +306,7 @@ def update_dataset(uow: UnitOfWork, ctx: Context, dataset_id: str, *,
 def withdraw_dataset(uow: UnitOfWork, ctx: Context, dataset_id: str, *,
                      reason: str) -> dict[str, str]:
     """The owner withdraws the dataset (terminal)."""
+    permit(ctx.actor, "dataset.withdrawal")
     agg = uow.get(Dataset, dataset_id)
     agg.withdraw(ctx, reason=reason)
     return {"dataset_id": agg.id, "state": agg.state}
@@ -313,6 +316,7 @@ def record_data_loaded(uow: UnitOfWork, ctx: Context, dataset_id: str, *, rows: 
                        schema: list[dict[str, str]], sha256: str,
                        mock_rows: int) -> dict[str, Any]:
     """The owner records that its datasite holds the data (by hash) and a mock of it."""
+    permit(ctx.actor, "dataset.data_loaded")
     agg = uow.get(Dataset, dataset_id)
     agg.record_data_loaded(ctx, rows=rows, schema=schema, sha256=sha256, mock_rows=mock_rows)
     return {"dataset_id": agg.id, "state": agg.state, "sha256": agg.data_sha256,

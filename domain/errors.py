@@ -13,6 +13,8 @@ class DomainError(Exception):
     """Root of every error a command can meet. ``code`` is stable, for clients."""
 
     code = "domain_error"
+    #: seconds a client waits before retrying (the ``Retry-After`` header); None: no header
+    retry_after: int | None = None
 
     def __init__(self, detail: str, **context: Any) -> None:
         super().__init__(detail)
@@ -28,6 +30,7 @@ class InvalidInput(DomainError):
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(f"{field}: {reason}", field=field)
         self.field = field
+        self.reason = reason
 
 
 class NotFound(DomainError):
@@ -48,16 +51,86 @@ class Forbidden(DomainError):
     code = "forbidden"
 
 
+class SeparationOfDuties(Forbidden):
+    """A duty that must be another's (403): the platform making another participant's
+    members, an admin deciding a scenario it gave an opinion on."""
+
+    code = "separation_of_duties"
+
+
 class WrongState(DomainError):
     """The command does not fit the aggregate's current state (409)."""
 
     code = "wrong_state"
 
 
+# -- 409 because of another aggregate's state: the code names it (``…Error`` where the plain
+# name is an event's) ----------------------------------------------------------------------
+class ParticipantNotAdmitted(WrongState):
+    """The acting (or named) participant is pending or rejected, not admitted (409)."""
+
+    code = "participant_not_admitted"
+
+
+class ParticipantSuspendedError(ParticipantNotAdmitted):
+    """The acting (or named) participant is suspended (409)."""
+
+    code = "participant_suspended"
+
+
+class DatasetNotPublished(WrongState):
+    """A dataset the command names is not in the catalog (409)."""
+
+    code = "dataset_not_published"
+
+
+class ScenarioNotApproved(WrongState):
+    """The scenario the command rests on is submitted or rejected, not approved (409)."""
+
+    code = "scenario_not_approved"
+
+
+class ScenarioSuspendedError(ScenarioNotApproved):
+    """The scenario the command rests on was suspended (409)."""
+
+    code = "scenario_suspended"
+
+
+class NoAuthorization(WrongState):
+    """No live authorization covers what the command uses (409)."""
+
+    code = "no_authorization"
+
+
+class AuthorizationRevokedError(NoAuthorization):
+    """The authorization the command rests on was revoked (409)."""
+
+    code = "authorization_revoked"
+
+
+class AuthorizationExpiredError(NoAuthorization):
+    """The authorization the command rests on is expired or not yet valid (409)."""
+
+    code = "authorization_expired"
+
+
+class ProductNotListed(WrongState):
+    """The product the command rests on is not on the market (409)."""
+
+    code = "product_not_listed"
+
+
+class ProductDelistedError(ProductNotListed):
+    """The product the command rests on was delisted (409)."""
+
+    code = "product_delisted"
+
+
 class ConcurrencyConflict(DomainError):
     """Someone else changed the aggregate first (409); reload and retry."""
 
     code = "concurrency_conflict"
+    retry_after = 0
 
 
 class SignatureRequired(Forbidden):

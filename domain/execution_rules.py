@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from domain.authorization import Authorization
+from domain.authorization import Authorization, coverage_breach
 from domain.order import Order
 from domain.policy import parse_instant
 from domain.product import Product
@@ -48,25 +48,7 @@ def contract_breach(order: Order, at: str) -> Breach | None:
 def _authorization_breach(auths: list[Authorization], product: Product,
                           inputs: list[dict[str, Any]], at: str) -> Breach | None:
     """Each input must be covered by a live authorization of the product (first gap wins)."""
-    for item in inputs:
-        dataset_id, fields = item["dataset_id"], item["fields"]
-        if any(a.covers(dataset_id, fields, at) for a in auths):
-            continue
-        fitting = [a for a in auths if (granted := a.granted_fields(dataset_id)) is not None
-                   and set(fields) <= set(granted)]
-        what = f"dataset {dataset_id} fields {fields!r} of product {product.id}"
-        revoked = [a.id for a in fitting if a.state == "revoked"]
-        if revoked:
-            why = (f"authorization {', '.join(revoked)} covering {what} was revoked and no "
-                   "live authorization covers them")
-            return "authorization_revoked", why
-        lapsed = [a.id for a in fitting if a.state in ("expired", "granted")]
-        if lapsed:
-            why = (f"authorization {', '.join(lapsed)} covering {what} is expired or not "
-                   f"yet valid at {at}")
-            return "authorization_expired", why
-        return "no_authorization", f"no authorization of product {product.id} covers {what}"
-    return None
+    return coverage_breach(auths, inputs, at, f"product {product.id}")
 
 
 def grant_breach(uow: UnitOfWork, product: Product, inputs: list[dict[str, Any]],

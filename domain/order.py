@@ -22,6 +22,7 @@ from domain.base import Aggregate, Context, applies, new_id
 from domain.dataset import Dataset, require_text
 from domain.errors import Forbidden, InvalidInput, WrongState
 from domain.participant import Participant
+from domain.permissions import permit
 from domain.policy import parse_instant, validate_policy
 from domain.product import Product, require_still_authorized
 from domain.signing import Sign, Signed, signature_check
@@ -239,7 +240,6 @@ class Order(Aggregate):
     def place(cls, id: str, ctx: Context, *, product: Product, purpose: str,
               query: Any = None) -> Order:
         """Place; the caller checked that the demander is admitted."""
-        ctx.actor.require_role("demander")
         product.require_listed()
         checked = None if query is None else validate_query(query)
         if checked is not None:
@@ -251,7 +251,6 @@ class Order(Aggregate):
         return agg
 
     def grant_trial(self, ctx: Context) -> None:
-        ctx.actor.require_role("operator", "platform")
         if ctx.actor.role == "operator":
             self._require_operator(ctx)
         self.require_state(OPEN_STATES, "grant a trial")
@@ -330,17 +329,14 @@ class Order(Aggregate):
         self.trigger(OrderCancelled, ctx, reason=reason)
 
     def _require_operator(self, ctx: Context) -> None:
-        ctx.actor.require_role("operator")
         if ctx.actor.participant_id != self.operator_id:
             raise Forbidden(f"only the operator of order {self.id} does this")
 
     def _require_demander(self, ctx: Context) -> None:
-        ctx.actor.require_role("demander")
         if ctx.actor.participant_id != self.demander_id:
             raise Forbidden(f"only the demander of order {self.id} does this")
 
     def _require_terminator(self, ctx: Context) -> None:
-        ctx.actor.require_role("operator", "regulator", "provider")
         if ctx.actor.role == "operator":
             self._require_operator(ctx)
         if ctx.actor.role != "provider":
@@ -416,7 +412,7 @@ def place_order(uow: UnitOfWork, ctx: Context, *, product_id: str, purpose: str,
                 query: Any = None) -> dict[str, Any]:
     """An admitted demander orders a listed product for a declared purpose, optionally with
     the query of execution 1."""
-    ctx.actor.require_role("demander")
+    permit(ctx.actor, "order.placement")
     uow.get(Participant, ctx.actor.participant_id).require_admitted()
     product = uow.get(Product, product_id)
     agg = Order.place(new_id(), ctx, product=product, purpose=purpose, query=query)
@@ -427,6 +423,7 @@ def place_order(uow: UnitOfWork, ctx: Context, *, product_id: str, purpose: str,
 
 def grant_trial(uow: UnitOfWork, ctx: Context, order_id: str) -> dict[str, Any]:
     """The order's operator or the platform lets the demander try the product on mock data."""
+    permit(ctx.actor, "order.trial")
     agg = uow.get(Order, order_id)
     agg.grant_trial(ctx)
     return {**_order_view(agg), "trial_granted": agg.trial_granted}
@@ -438,6 +435,7 @@ def propose_contract(uow: UnitOfWork, ctx: Context, order_id: str, *,
                      signed: Signed | None = None) -> dict[str, Any]:
     """The order's operator proposes the contract (signed); the required approvers are
     computed here."""
+    permit(ctx.actor, "contract.proposal")
     agg = uow.get(Order, order_id)
     sign = signature_check(uow, ctx, "contract.proposal", agg, signed)
     agg.check_can_propose(ctx)
@@ -453,6 +451,7 @@ def propose_contract(uow: UnitOfWork, ctx: Context, order_id: str, *,
 def accept_contract(uow: UnitOfWork, ctx: Context, order_id: str, *,
                     signed: Signed | None = None) -> dict[str, Any]:
     """The order's demander accepts the proposed contract (signed)."""
+    permit(ctx.actor, "contract.acceptance")
     agg = uow.get(Order, order_id)
     agg.accept(ctx, signature_check(uow, ctx, "contract.acceptance", agg, signed))
     return _order_view(agg)
@@ -462,6 +461,7 @@ def approve_contract(uow: UnitOfWork, ctx: Context, order_id: str, *,
                      signed: Signed | None = None) -> dict[str, Any]:
     """A required party approves (signed); the last approval puts the contract in force
     (only while the product is listed, its scenario approved and its inputs authorized)."""
+    permit(ctx.actor, "contract.approval")
     agg = uow.get(Order, order_id)
     sign = signature_check(uow, ctx, "contract.approval", agg, signed)
     agg.approve(ctx, lambda: _require_product_usable(uow, uow.get(Product, agg.product_id),
@@ -473,6 +473,7 @@ def terminate_contract(uow: UnitOfWork, ctx: Context, order_id: str, *,
                        reason: str, signed: Signed | None = None) -> dict[str, Any]:
     """The operator, the regulator, or a party provider (if the policy allows) ends it
     (signed)."""
+    permit(ctx.actor, "contract.termination")
     agg = uow.get(Order, order_id)
     sign = signature_check(uow, ctx, "contract.termination", agg, signed)
     agg.terminate(ctx, reason=reason, sign=sign)
@@ -482,6 +483,7 @@ def terminate_contract(uow: UnitOfWork, ctx: Context, order_id: str, *,
 def cancel_order(uow: UnitOfWork, ctx: Context, order_id: str, *,
                  reason: str = "") -> dict[str, Any]:
     """The demander cancels before the contract is approved (terminal)."""
+    permit(ctx.actor, "order.cancellation")
     agg = uow.get(Order, order_id)
     agg.cancel(ctx, reason=reason)
     return _order_view(agg)

@@ -9,14 +9,21 @@ from typing import TYPE_CHECKING, Any
 from core.decision import DecisionFormatError, load_public_key
 from core.decision import key_id as decision_key_id
 from core.event import Event
-from domain.base import ROLES, Aggregate, Context, applies, new_id
-from domain.errors import Forbidden, InvalidInput, NotFound, WrongState
+from domain.base import MEMBER_ROLES, ROLES, Aggregate, Context, applies, new_id
+from domain.errors import (
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    ParticipantNotAdmitted,
+    ParticipantSuspendedError,
+    SeparationOfDuties,
+    WrongState,
+)
+from domain.permissions import SYSTEM, permit
 from domain.unit_of_work import UnitOfWork
 
 if TYPE_CHECKING:
     from domain.signing import Sign, Signed
-
-MEMBER_ROLES = ("admin", "expert", "member")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -161,7 +168,6 @@ class Participant(Aggregate):
     # -- decide ---------------------------------------------------------------
     @classmethod
     def register(cls, id: str, ctx: Context, *, name: str, role: str, credit_code: str) -> Participant:
-        ctx.actor.require_role("platform")
         if role not in ROLES:
             raise InvalidInput("role", f"must be one of {', '.join(ROLES)}")
         if role == "platform":
@@ -173,8 +179,9 @@ class Participant(Aggregate):
     def decide_admission(self, ctx: Context, *, approve: bool, comment: str,
                          sign: Sign = lambda: None) -> None:
         # Operators are selected by the government (白皮书 5.1.1): the regulator admits them.
-        needed = ("regulator",) if self.role == "operator" else ("platform", "regulator")
-        ctx.actor.require_role(*needed)
+        if self.role == "operator" and ctx.actor.role != "regulator":
+            raise Forbidden("participant.admission: an operator is admitted by the regulator "
+                            "only", rule="participant.admission")
         self.require_state(["pending"], "decide admission")
         if approve:
             self.trigger(AdmissionApproved, ctx, comment=comment, signature=sign())
@@ -185,7 +192,8 @@ class Participant(Aggregate):
 
     def add_member(self, ctx: Context, *, member_id: str, name: str, member_roles: list[str],
                    token_hash: str) -> None:
-        self._require_admin_or_platform(ctx)
+        """Add a member (who may is checked by the use cases: the platform makes only the
+        first admin, at onboarding; the participant's own admins the others)."""
         self.require_state(["pending", "admitted"], "add a member")
         bad = [r for r in member_roles if r not in MEMBER_ROLES]
         if bad or not member_roles:
@@ -196,9 +204,13 @@ class Participant(Aggregate):
                      member_roles=sorted(set(member_roles)), token_hash=token_hash)
 
     def rotate_token(self, ctx: Context, *, member_id: str, token_hash: str) -> None:
+        permit(ctx.actor, "participant.token_rotation")
         self._require_member(member_id)
-        if ctx.actor.member_id != member_id:
-            self._require_admin_or_platform(ctx)
+        own_admin = ctx.actor.participant_id == self.id and "admin" in ctx.actor.member_roles
+        if ctx.actor.role != SYSTEM and ctx.actor.member_id != member_id and not own_admin:
+            raise Forbidden("participant.token_rotation: a member rotates its own token, its "
+                            "participant's admins those of its members",
+                            rule="participant.token_rotation")
         self.require_state(["pending", "admitted"], "rotate a token")
         self.trigger(MemberTokenRotated, ctx, member_id=member_id, token_hash=token_hash)
 
@@ -252,31 +264,30 @@ class Participant(Aggregate):
         return None if member is None else member.keys.get(key_id)
 
     def suspend(self, ctx: Context, *, reason: str) -> None:
-        ctx.actor.require_role("platform", "regulator")
         if self.role == "platform":
             raise Forbidden("the platform operator cannot be suspended: suspension is "
                             "terminal, and the platform onboards and lists for everyone")
+        if self.role == "regulator" and ctx.actor.role == "platform":
+            raise SeparationOfDuties("participant.suspension: the platform does not suspend "
+                                     "the regulator, which supervises it",
+                                     rule="participant.suspension")
         self.require_state(["admitted"], "suspend")
         if not reason:
             raise InvalidInput("reason", "a suspension needs a reason")
         self.trigger(ParticipantSuspended, ctx, reason=reason)
 
     def require_admitted(self) -> None:
-        """Raise WrongState unless the participant may act."""
+        """Raise (409 ``participant_suspended`` or ``participant_not_admitted``) unless the
+        participant may act."""
         if self.state != "admitted":
-            raise WrongState(f"participant {self.id} is {self.state}, not admitted",
-                             state=self.state)
+            error = (ParticipantSuspendedError if self.state == "suspended"
+                     else ParticipantNotAdmitted)
+            raise error(f"participant {self.id} is {self.state}, not admitted",
+                        state=self.state)
 
     def _require_member(self, member_id: str) -> None:
         if member_id not in self.members:
             raise InvalidInput("member_id", f"no member {member_id} in participant {self.id}")
-
-    def _require_admin_or_platform(self, ctx: Context) -> None:
-        if ctx.actor.role in ("platform", "system"):
-            return
-        if ctx.actor.participant_id == self.id and "admin" in ctx.actor.member_roles:
-            return
-        raise Forbidden("only the participant's admin members or the platform manage members")
 
     # -- evolve ---------------------------------------------------------------
     @applies(ParticipantRegistered)
@@ -323,7 +334,9 @@ def found_platform(id: str, ctx: Context, *, name: str) -> Participant:
 # -- use cases ------------------------------------------------------------------
 def register_participant(uow: UnitOfWork, ctx: Context, *, name: str, role: str,
                          credit_code: str, admin_name: str, admin_token_hash: str) -> dict[str, str]:
-    """Onboard an organization with its first admin member (the token is made by the caller)."""
+    """Onboard an organization with its first admin member (the token is made by the caller):
+    the only member the platform makes for another participant."""
+    permit(ctx.actor, "participant.registration")
     agg = Participant.register(new_id(), ctx, name=name, role=role, credit_code=credit_code)
     member_id = new_id()
     agg.add_member(ctx, member_id=member_id, name=admin_name, member_roles=["admin"],
@@ -337,6 +350,7 @@ def decide_admission(uow: UnitOfWork, ctx: Context, participant_id: str, *, appr
     """准入审核: approve or reject a pending participant (a signed decision)."""
     from domain.signing import signature_check  # it reads participants: imported late
 
+    permit(ctx.actor, "participant.admission")
     agg = uow.get(Participant, participant_id)
     sign = signature_check(uow, ctx, "participant.admission", agg, signed)
     agg.decide_admission(ctx, approve=approve, comment=comment, sign=sign)
@@ -345,7 +359,15 @@ def decide_admission(uow: UnitOfWork, ctx: Context, participant_id: str, *, appr
 
 def add_member(uow: UnitOfWork, ctx: Context, participant_id: str, *, name: str,
                member_roles: list[str], token_hash: str) -> dict[str, str]:
-    """Add a member (user) with a bearer token whose hash the caller computed."""
+    """An admin of the participant adds a member (user) with a bearer token whose hash the
+    caller computed. No participant makes another's members (separation of duties): the
+    platform's one is the first admin, made when it onboards the participant."""
+    permit(ctx.actor, "participant.member_addition")
+    if participant_id != ctx.actor.participant_id:
+        raise SeparationOfDuties(
+            f"participant.member_addition: only the admins of participant {participant_id} "
+            "add its members; the platform made its first admin when it onboarded it",
+            rule="participant.member_addition")
     agg = uow.get(Participant, participant_id)
     member_id = new_id()
     agg.add_member(ctx, member_id=member_id, name=name, member_roles=member_roles,
@@ -357,6 +379,10 @@ def register_key(uow: UnitOfWork, ctx: Context, participant_id: str, *,
                  public_key: str, replaces: str | None = None) -> dict[str, str]:
     """The calling member registers an Ed25519 public key; with ``replaces``, rotates:
     that key of the member's is revoked in the same command."""
+    permit(ctx.actor, "participant.key_registration")
+    if participant_id != ctx.actor.participant_id:
+        raise Forbidden("participant.key_registration: a member registers its key in its own "
+                        "participant", rule="participant.key_registration")
     agg = uow.get(Participant, participant_id)
     kid = agg.register_key(ctx, member_id=ctx.actor.member_id, public_key=public_key,
                            replaces=replaces)
@@ -366,6 +392,7 @@ def register_key(uow: UnitOfWork, ctx: Context, participant_id: str, *,
 def revoke_key(uow: UnitOfWork, ctx: Context, participant_id: str, key_id: str, *,
                reason: str) -> dict[str, str]:
     """The key's member or its participant's admin revokes a key."""
+    permit(ctx.actor, "participant.key_revocation")
     agg = uow.get(Participant, participant_id)
     member_id = agg.revoke_key(ctx, key_id=key_id, reason=reason)
     return {"participant_id": agg.id, "member_id": member_id, "key_id": key_id,
@@ -375,6 +402,7 @@ def revoke_key(uow: UnitOfWork, ctx: Context, participant_id: str, key_id: str, 
 def suspend_participant(uow: UnitOfWork, ctx: Context, participant_id: str, *,
                         reason: str) -> dict[str, str]:
     """Suspend an admitted participant (terminal)."""
+    permit(ctx.actor, "participant.suspension")
     agg = uow.get(Participant, participant_id)
     agg.suspend(ctx, reason=reason)
     return {"participant_id": agg.id, "state": agg.state}

@@ -10,11 +10,20 @@ from typing import Any
 
 from core.event import Event
 from core.output_schema import unsafe_keyword
-from domain.authorization import Authorization
+from domain.authorization import Authorization, coverage_breach
 from domain.base import Aggregate, Context, applies, new_id
 from domain.dataset import Dataset, require_names, require_text, validate_selection
-from domain.errors import Forbidden, InvalidInput, WrongState
+from domain.errors import (
+    AuthorizationExpiredError,
+    AuthorizationRevokedError,
+    Forbidden,
+    InvalidInput,
+    NoAuthorization,
+    ProductDelistedError,
+    ProductNotListed,
+)
 from domain.participant import Participant
+from domain.permissions import permit
 from domain.scenario import Scenario
 from domain.signing import Sign, Signed, signature_check
 from domain.unit_of_work import UnitOfWork
@@ -169,7 +178,6 @@ class Product(Aggregate):
     @classmethod
     def register(cls, id: str, ctx: Context, *, details: dict[str, Any]) -> Product:
         """Register; ``details`` are the event's fields, cross-checked by the caller."""
-        ctx.actor.require_role("operator")
         if details["kind"] not in KINDS:
             raise InvalidInput("kind", f"must be one of {', '.join(KINDS)}")
         if not isinstance(details["output_schema"], dict):
@@ -198,7 +206,6 @@ class Product(Aggregate):
     def decide_listing(self, ctx: Context, *, approve: bool, comment: str,
                        still_authorized: Callable[[], None] = lambda: None,
                        sign: Sign = lambda: None) -> None:
-        ctx.actor.require_role("platform")
         self.require_state(["listing_requested"], "decide listing")
         if approve:
             still_authorized()
@@ -208,19 +215,19 @@ class Product(Aggregate):
                          signature=sign())
 
     def delist(self, ctx: Context, *, reason: str) -> None:
-        ctx.actor.require_role("platform", "operator", "regulator")
         if ctx.actor.role == "operator":
             self._require_owner(ctx)
         self.require_state(["listed"], "delist")
         self.trigger(ProductDelisted, ctx, reason=require_text(reason, "reason"))
 
     def require_listed(self) -> None:
-        """Raise WrongState unless the product is on the market."""
+        """Raise (409 ``product_delisted`` or ``product_not_listed``) unless the product is
+        on the market: what rests on it is refused by its state."""
         if self.state != "listed":
-            raise WrongState(f"product {self.id} is {self.state}, not listed", state=self.state)
+            error = ProductDelistedError if self.state == "delisted" else ProductNotListed
+            raise error(f"product {self.id} is {self.state}, not listed", state=self.state)
 
     def _require_owner(self, ctx: Context) -> None:
-        ctx.actor.require_role("operator")
         if ctx.actor.participant_id != self.operator_id:
             raise Forbidden(f"only the owning operator manages product {self.id}")
 
@@ -270,26 +277,33 @@ def _live_authorizations(uow: UnitOfWork, scenario_id: str,
         if auth.scenario_id != scenario_id:
             raise InvalidInput(f"authorization_ids[{i}]",
                                f"authorization {auth.id} is for another scenario")
-        auth.require_state(["granted"], "use it for a product")
+        auth.require_granted("use it for a product")
     return auths
 
 
+#: the 409 of each code ``coverage_breach`` gives
+_COVERAGE_ERRORS: dict[str, type[NoAuthorization]] = {
+    "authorization_revoked": AuthorizationRevokedError,
+    "authorization_expired": AuthorizationExpiredError, "no_authorization": NoAuthorization}
+
+
 def check_inputs_covered(inputs: list[dict[str, Any]], auths: list[Authorization],
-                         at: str) -> None:
-    """Raise Forbidden unless each input's dataset and fields are covered by a live authorization."""
-    for i, item in enumerate(inputs):
-        if not any(a.covers(item["dataset_id"], item["fields"], at) for a in auths):
-            raise Forbidden(f"inputs[{i}]: dataset {item['dataset_id']} fields "
-                            f"{item['fields']!r} are not covered by a live authorization")
+                         at: str, of: str = "the product") -> None:
+    """Raise (409 ``authorization_revoked``, ``authorization_expired``, ``no_authorization``)
+    unless each input's dataset and fields are covered by a live authorization."""
+    breach = coverage_breach(auths, inputs, at, of)
+    if breach is not None:
+        raise _COVERAGE_ERRORS[breach[0]](breach[1])
 
 
 def require_still_authorized(uow: UnitOfWork, product: Product, at: str) -> None:
-    """Raise unless the product's scenario is still approved (WrongState: suspended) and its
-    inputs are still covered by live authorizations (Forbidden: revoked or expired); checked
-    again at each step that puts the product to use, not only at its registration."""
+    """Raise (409) unless the product's scenario is still approved (``scenario_suspended``)
+    and its inputs are still covered by live authorizations (``authorization_revoked``,
+    ``authorization_expired``); checked again at each step that puts the product to use,
+    not only at its registration."""
     uow.get(Scenario, product.scenario_id).require_approved()
     auths = [uow.get(Authorization, a) for a in product.authorization_ids]
-    check_inputs_covered(product.inputs, auths, at)
+    check_inputs_covered(product.inputs, auths, at, f"product {product.id}")
 
 
 def _check_developer(uow: UnitOfWork, developer_id: str | None) -> None:
@@ -338,7 +352,7 @@ def _sensitive_fields(uow: UnitOfWork, inputs: list[dict[str, Any]]) -> dict[str
 def register_product(uow: UnitOfWork, ctx: Context, d: ProductDraft) -> dict[str, str]:
     """An operator registers a product over inputs covered by live authorizations; the
     domain records which of their datasets' fields are sensitive (never the client)."""
-    ctx.actor.require_role("operator")
+    permit(ctx.actor, "product.registration")
     _own_approved_scenario(uow, ctx, d.scenario_id)
     auths = _live_authorizations(uow, d.scenario_id, d.authorization_ids)
     items = validate_selection(d.inputs, "inputs")
@@ -354,6 +368,7 @@ def register_product(uow: UnitOfWork, ctx: Context, d: ProductDraft) -> dict[str
 def request_listing(uow: UnitOfWork, ctx: Context, product_id: str) -> dict[str, str]:
     """The owning operator asks for the product to be listed (its scenario still approved,
     its inputs still authorized)."""
+    permit(ctx.actor, "product.listing_request")
     agg = uow.get(Product, product_id)
     agg.request_listing(ctx, lambda: require_still_authorized(uow, agg, ctx.at))
     return {"product_id": agg.id, "state": agg.state}
@@ -363,6 +378,7 @@ def decide_listing(uow: UnitOfWork, ctx: Context, product_id: str, *, approve: b
                    comment: str, signed: Signed | None = None) -> dict[str, str]:
     """The platform lists the product (上架: its scenario still approved, its inputs still
     authorized) or sends it back to registered (a signed decision)."""
+    permit(ctx.actor, "product.listing_decision")
     agg = uow.get(Product, product_id)
     sign = signature_check(uow, ctx, "product.listing_decision", agg, signed)
     agg.decide_listing(ctx, approve=approve, comment=comment,
@@ -374,6 +390,7 @@ def decide_listing(uow: UnitOfWork, ctx: Context, product_id: str, *, approve: b
 def delist_product(uow: UnitOfWork, ctx: Context, product_id: str, *,
                    reason: str) -> dict[str, str]:
     """The platform, the owning operator or the regulator delists the product (下架, terminal)."""
+    permit(ctx.actor, "product.delisting")
     agg = uow.get(Product, product_id)
     agg.delist(ctx, reason=reason)
     return {"product_id": agg.id, "state": agg.state}

@@ -9,7 +9,14 @@ from typing import Any
 from core.event import Event
 from domain.base import Aggregate, Context, applies, new_id
 from domain.dataset import Dataset, require_text, validate_selection
-from domain.errors import Forbidden, InvalidInput, WrongState
+from domain.errors import (
+    InvalidInput,
+    ScenarioNotApproved,
+    ScenarioSuspendedError,
+    SeparationOfDuties,
+    WrongState,
+)
+from domain.permissions import permit
 from domain.policy import CIRCULATION_MODES
 from domain.signing import Sign, Signed, signature_check
 from domain.unit_of_work import UnitOfWork
@@ -113,16 +120,17 @@ class Scenario(Aggregate):
         return None
 
     def require_approved(self) -> None:
-        """Raise WrongState unless the scenario is approved (and not suspended)."""
+        """Raise (409 ``scenario_suspended`` or ``scenario_not_approved``) unless the scenario
+        is approved: what rests on it is refused by its state."""
         if self.state != "approved":
-            raise WrongState(f"scenario {self.id} is {self.state}, not approved", state=self.state)
+            error = ScenarioSuspendedError if self.state == "suspended" else ScenarioNotApproved
+            raise error(f"scenario {self.id} is {self.state}, not approved", state=self.state)
 
     # -- decide -----------------------------------------------------------------
     @classmethod
     def submit(cls, id: str, ctx: Context, *, title: str, purpose: str, sector: str,
                requested: list[dict[str, Any]], circulation_mode: str) -> Scenario:
         """Submit; ``requested`` was validated (and checked against the datasets) by the caller."""
-        ctx.actor.require_role("operator")
         agg = cls(id)
         agg.trigger(ScenarioSubmitted, ctx, operator_id=ctx.actor.participant_id,
                     title=require_text(title, "title"), purpose=require_text(purpose, "purpose"),
@@ -132,7 +140,6 @@ class Scenario(Aggregate):
 
     def record_opinion(self, ctx: Context, *, verdict: str, comment: str,
                        sign: Sign = lambda: None) -> None:
-        _require_regulator_member(ctx, "expert", "record review opinions")
         self.require_state(["submitted"], "record an opinion")
         if ctx.actor.member_id in self.opinions:
             raise WrongState(f"expert {ctx.actor.member_id} already gave an opinion "
@@ -144,8 +151,11 @@ class Scenario(Aggregate):
 
     def decide(self, ctx: Context, *, approve: bool, comment: str,
                sign: Sign = lambda: None) -> None:
-        _require_regulator_member(ctx, "admin", "approve or reject scenarios")
         self.require_state(["submitted"], "decide")
+        if ctx.actor.member_id in self.opinions:
+            raise SeparationOfDuties(
+                f"scenario.decision: member {ctx.actor.member_id} gave an opinion on scenario "
+                f"{self.id}; another admin of the regulator decides it", rule="scenario.decision")
         if not approve:
             self.trigger(ScenarioRejected, ctx, reason=require_text(comment, "comment"),
                          signature=sign())
@@ -157,7 +167,6 @@ class Scenario(Aggregate):
         self.trigger(ScenarioApproved, ctx, comment=comment, signature=sign())
 
     def suspend(self, ctx: Context, *, reason: str) -> None:
-        ctx.actor.require_role("regulator")
         self.require_state(["approved"], "suspend")
         self.trigger(ScenarioSuspended, ctx, reason=require_text(reason, "reason"))
 
@@ -186,13 +195,6 @@ class Scenario(Aggregate):
         self.state = "suspended"
 
 
-def _require_regulator_member(ctx: Context, member_role: str, action: str) -> None:
-    ctx.actor.require_role("regulator")
-    if member_role not in ctx.actor.member_roles:
-        raise Forbidden(f"only regulator members with the {member_role!r} role {action}",
-                        needed=member_role)
-
-
 def _check_requested(uow: UnitOfWork, requested: Any,
                      circulation_mode: str) -> list[dict[str, Any]]:
     """Each requested dataset exists and is published, has the fields, and allows the mode."""
@@ -216,7 +218,7 @@ def _check_requested(uow: UnitOfWork, requested: Any,
 def submit_scenario(uow: UnitOfWork, ctx: Context, *, title: str, purpose: str, sector: str,
                     requested: list[dict[str, Any]], circulation_mode: str) -> dict[str, str]:
     """An operator applies for a scenario over published datasets."""
-    ctx.actor.require_role("operator")
+    permit(ctx.actor, "scenario.submission")
     items = _check_requested(uow, requested, circulation_mode)
     agg = Scenario.submit(new_id(), ctx, title=title, purpose=purpose, sector=sector,
                           requested=items, circulation_mode=circulation_mode)
@@ -227,6 +229,7 @@ def submit_scenario(uow: UnitOfWork, ctx: Context, *, title: str, purpose: str, 
 def record_opinion(uow: UnitOfWork, ctx: Context, scenario_id: str, *, verdict: str,
                    comment: str, signed: Signed | None = None) -> dict[str, Any]:
     """An expert of the regulator records a review opinion (one per expert; signed)."""
+    permit(ctx.actor, "scenario.opinion")
     agg = uow.get(Scenario, scenario_id)
     sign = signature_check(uow, ctx, "scenario.opinion", agg, signed)
     agg.record_opinion(ctx, verdict=verdict, comment=comment, sign=sign)
@@ -236,7 +239,8 @@ def record_opinion(uow: UnitOfWork, ctx: Context, scenario_id: str, *, verdict: 
 def decide_scenario(uow: UnitOfWork, ctx: Context, scenario_id: str, *, approve: bool,
                     comment: str, signed: Signed | None = None) -> dict[str, str]:
     """A regulator admin approves (majority of expert opinions) or rejects the scenario
-    (signed)."""
+    (signed); not an admin who gave an opinion on it (separation of duties)."""
+    permit(ctx.actor, "scenario.decision")
     agg = uow.get(Scenario, scenario_id)
     sign = signature_check(uow, ctx, "scenario.decision", agg, signed)
     agg.decide(ctx, approve=approve, comment=comment, sign=sign)
@@ -246,6 +250,7 @@ def decide_scenario(uow: UnitOfWork, ctx: Context, scenario_id: str, *, approve:
 def suspend_scenario(uow: UnitOfWork, ctx: Context, scenario_id: str, *,
                      reason: str) -> dict[str, str]:
     """The regulator suspends an approved scenario (terminal)."""
+    permit(ctx.actor, "scenario.suspension")
     agg = uow.get(Scenario, scenario_id)
     agg.suspend(ctx, reason=reason)
     return {"scenario_id": agg.id, "state": agg.state}

@@ -49,23 +49,22 @@ def cast(world: World) -> Cast:
 
 
 def refused(world: World, method: str, path: str, party: Party, status: int,
-            json: Any = None) -> dict[str, Any]:
-    """A request that must fail with ``status`` and write nothing; its error body."""
+            json: Any = None, error: str | None = None) -> dict[str, Any]:
+    """A request that must fail with ``status`` (and ``error``: by default the status's
+    own code) and write nothing; its error body."""
     before = head(world)
     r = world.api.send(method, path, party, json=json)  # a decision: signed
     assert r.status_code == status, f"{method} {path}: {r.status_code} {r.text}"
     body: dict[str, Any] = r.json()
-    assert body["error"] == {403: "forbidden", 404: "not_found", 409: "wrong_state",
-                             422: "invalid_input"}[status]
+    assert body["error"] == (error or {403: "forbidden", 404: "not_found", 409: "wrong_state",
+                                       422: "invalid_input"}[status])
     assert head(world) == before
     return body
 
 
 def named(body: dict[str, Any]) -> set[str]:
-    """The fields a 422 names (pydantic's list, or the domain's single field)."""
-    if "fields" in body:
-        return {f["field"] for f in body["fields"]}
-    return {body["field"]}
+    """The fields a 422 names (one shape, whether pydantic or the domain found them)."""
+    return {f["field"] for f in body["fields"]}
 
 
 def dataset_body(**overrides: Any) -> dict[str, Any]:
@@ -364,7 +363,8 @@ def test_invalid_scenario_fields_are_422_naming_the_field(cast: Cast) -> None:
 def test_scenario_commands_in_the_wrong_state_are_409(cast: Cast) -> None:
     w = cast.world
     draft = register(cast)
-    refused(w, "POST", "/scenarios", cast.operator, 409, json=scenario_body(draft))
+    refused(w, "POST", "/scenarios", cast.operator, 409, json=scenario_body(draft),
+            error="dataset_not_published")
     scenario_id = submitted(cast, published(cast))
     refused(w, "POST", f"/scenarios/{scenario_id}/decision", cast.regulator, 409,
             json={"approve": True, "comment": "no opinions yet"})
@@ -486,7 +486,8 @@ def test_authorization_commands_in_the_wrong_state_are_409(cast: Cast) -> None:
     w = cast.world
     dataset_id = published(cast)
     pending = submitted(cast, dataset_id)
-    refused(w, "POST", "/authorizations", cast.provider, 409, json=grant_body(pending, dataset_id))
+    refused(w, "POST", "/authorizations", cast.provider, 409, json=grant_body(pending, dataset_id),
+            error="scenario_not_approved")
     _, scenario_id, authorization_id = granted(cast)
     refused(w, "POST", f"/authorizations/{authorization_id}/expiry", cast.platform, 409)
     w.call("POST", f"/authorizations/{authorization_id}/revocation", cast.provider,
@@ -496,7 +497,7 @@ def test_authorization_commands_in_the_wrong_state_are_409(cast: Cast) -> None:
     w.call("POST", f"/scenarios/{scenario_id}/suspension", cast.regulator,
            json={"reason": "misuse"})
     refused(w, "POST", "/authorizations", cast.provider, 409, json=grant_body(
-        scenario_id, published(cast)))
+        scenario_id, published(cast)), error="scenario_suspended")
 
 
 # -- rebuild ------------------------------------------------------------------------

@@ -296,7 +296,7 @@ def test_code_that_is_not_the_listed_one_is_recorded_as_refused(
     assert other in made["reason"] and CODE_SHA256 in made["reason"]
     # the same execution with another code: an invalid request, nothing written
     body = refused(world, "POST", "/computations", chain.provider, 422, json=ask(oid))
-    assert body["field"] == "code_sha256"
+    assert body["fields"][0]["field"] == "code_sha256"
 
 
 def test_a_delisted_product_is_recorded_as_refused(world: World, chain: Chain) -> None:
@@ -325,7 +325,7 @@ def test_refusals_write_nothing(world: World, chain: Chain) -> None:
             json=report(chain))
     body = refused(world, "POST", f"/computations/{cid}/result", chain.provider, 422,
                    json=report(chain, [{"score": 0.5}]))
-    assert body["field"].startswith("result")
+    assert body["fields"][0]["field"].startswith("result")
     refused(world, "POST", f"/computations/{cid}/result", chain.provider, 422,
             json={**report(chain), "input_hashes": {chain.dataset_id: "nothex"}})
     refused(world, "POST", f"/computations/{cid}/result", chain.provider, 422,

@@ -48,7 +48,7 @@ def invalid(world: World, path: str, party: Party, json: Any) -> set[str]:
     """A 422 that writes nothing; the field names it reports (pydantic's or the domain's)."""
     body = refused(world, "POST", path, party, 422, json)
     assert body["error"] == "invalid_input"
-    return {f["field"] for f in body["fields"]} if "fields" in body else {body["field"]}
+    return {f["field"] for f in body["fields"]}
 
 
 def place(world: World, chain: Chain, product_id: str) -> str:
@@ -263,7 +263,7 @@ def test_the_client_cannot_set_the_sensitive_fields(world: World, chain: Chain) 
     assert seen["key_column"] is None
     body = refused(world, "POST", "/products", chain.operator, 422,
                    json=product_body(chain, key_column="score"))
-    assert body["field"] == "key_column"
+    assert body["fields"][0]["field"] == "key_column"
     assert body["detail"] == "key_column: 'score' is not one of the product's input fields"
 
 
@@ -294,9 +294,10 @@ def test_invalid_product_fields_are_422_naming_the_field(world: World, chain: Ch
     assert bad(output_schema={"type": "array"}) == {"key_column"}  # the schema declares none
     assert bad(authorization_ids=[chain.authorization_id, chain.authorization_id]) == {
         "authorization_ids"}
-    # fields the authorization does not cover: refused, not invalid
-    refused(world, "POST", "/products", chain.operator, 403, product_body(
-        chain, inputs=[{"dataset_id": chain.dataset_id, "fields": ["industry"]}]))
+    # fields the authorization does not cover: refused by the authorizations, not invalid
+    assert refused(world, "POST", "/products", chain.operator, 409, product_body(
+        chain, inputs=[{"dataset_id": chain.dataset_id, "fields": ["industry"]}]))[
+        "error"] == "no_authorization"
 
 
 def test_product_commands_in_the_wrong_state_are_409(world: World, chain: Chain) -> None:
@@ -321,7 +322,7 @@ def test_ordering_an_unlisted_product_is_409(world: World, chain: Chain) -> None
     pid = register_product(world, chain)
     body = refused(world, "POST", "/orders", chain.demander, 409,
                    {"product_id": pid, "purpose": "credit decisions"})
-    assert body["error"] == "wrong_state"
+    assert body["error"] == "product_not_listed"
     world.call("POST", f"/products/{pid}/listing-request", chain.operator)
     refused(world, "POST", "/orders", chain.demander, 409, {"product_id": pid, "purpose": "p"})
 

@@ -115,12 +115,12 @@ def test_a_query_names_only_the_product_s_key_column(world: World, chain: Chain)
     for path, body in ((f"/orders/{oid}/queries", {"query": other}),
                        ("/orders", {"product_id": product_id, "purpose": "p", "query": other})):
         got = refused(world, "POST", path, chain.demander, 422, json=body)
-        assert got["field"] == "query.field"
+        assert got["fields"][0]["field"] == "query.field"
         assert got["detail"] == "query.field: must be the product's key column 'taxpayer_id'"
     keyless = list_product(world, chain, key_column=None, name="SME score, no query")
     got = refused(world, "POST", "/orders", chain.demander, 422,
                   json={"product_id": keyless, "purpose": "p", "query": QUERY})
-    assert got["field"] == "query.field" and "declares no key column" in got["detail"]
+    assert got["fields"][0]["field"] == "query.field" and "declares no key column" in got["detail"]
     world.call("POST", "/orders", chain.demander, 201,
                json={"product_id": keyless, "purpose": "p"})
 

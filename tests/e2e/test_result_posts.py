@@ -98,7 +98,7 @@ def test_a_refused_post_keeps_no_bytes(world: World, chain: Chain,
     other = hashlib.sha256(b"not the loaded data").hexdigest()
     body = refused(world, "POST", f"/computations/{cid}/result", chain.provider, 422,
                    json={**report(chain), "input_hashes": {chain.dataset_id: other}})
-    assert body["field"] == f"input_hashes.{chain.dataset_id}"
+    assert body["fields"][0]["field"] == f"input_hashes.{chain.dataset_id}"
     assert stored(container, cid) == []  # stored, then dropped when the command refused
 
     digest = world.call("POST", f"/computations/{cid}/result", chain.provider,

@@ -268,7 +268,7 @@ def test_a_participant_changed_elsewhere_but_still_admitted_is_no_conflict(
     _register_dataset(ledger, provider, "first")
     other = new_ledger(LedgerLog(store), clock=lambda: AT)
     try:
-        other.execute(add_member, ADMIN, provider.participant_id, name="b",
+        other.execute(add_member, provider, provider.participant_id, name="b",
                       member_roles=["admin"], token_hash="1" * 64)
     finally:
         other.close()

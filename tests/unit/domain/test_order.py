@@ -8,7 +8,15 @@ import pytest
 
 from domain.authorization import revoke_authorization
 from domain.computation import submit_query
-from domain.errors import Forbidden, InvalidInput, NotFound, WrongState
+from domain.errors import (
+    AuthorizationRevokedError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    ProductDelistedError,
+    ScenarioSuspendedError,
+    WrongState,
+)
 from domain.order import (
     Order,
     accept_contract,
@@ -31,7 +39,9 @@ from tests.unit.fakes import MemoryUnitOfWork, ctx, run
 
 DEMANDER = ctx("demander")
 SPLIT = {"provider": 4000, "operator": 4000, "developer": 0, "platform": 2000}
-POLICY: dict[str, Any] = {"download_count": 3, "circulation_modes": ["ciphertext"]}
+#: within the authorizations' policy (test_authorization.POLICY), which bounds it
+POLICY: dict[str, Any] = {"view_count": 10, "download_count": 3,
+                          "circulation_modes": ["plaintext", "ciphertext"]}
 
 
 def ordered(uow: MemoryUnitOfWork, **product_overrides: Any) -> dict[str, str]:
@@ -258,14 +268,15 @@ def test_refuses_proposal_for_a_product_delisted_since() -> None:
     uow = MemoryUnitOfWork()
     w = ordered(uow)
     run(uow, delist_product, PLATFORM, w["product_id"], reason="x")
-    refused(uow, WrongState, propose_contract, OPERATOR, w["order_id"], **propose_kwargs())
+    refused(uow, ProductDelistedError, propose_contract, OPERATOR, w["order_id"], **propose_kwargs())
 
 
 def test_refuses_proposal_when_an_input_authorization_was_revoked() -> None:
     uow = MemoryUnitOfWork()
     w = ordered(uow)
     run(uow, revoke_authorization, PROVIDER, w["authorization_id"], reason="misuse")
-    refused(uow, Forbidden, propose_contract, OPERATOR, w["order_id"], **propose_kwargs())
+    refused(uow, AuthorizationRevokedError, propose_contract, OPERATOR, w["order_id"],
+            **propose_kwargs())
 
 
 # -- accept / approve -----------------------------------------------------------
@@ -308,7 +319,7 @@ def test_refuses_termination_by_provider_unless_the_policy_allows() -> None:
 
 def test_refuses_termination_by_a_provider_not_party_to_the_contract() -> None:
     uow = MemoryUnitOfWork()
-    order_id = approved(uow, {"provider_may_terminate": True})
+    order_id = approved(uow, {**POLICY, "provider_may_terminate": True})
     refused(uow, Forbidden, terminate_contract, ctx("provider", "p-other"), order_id, reason="x")
 
 
@@ -501,7 +512,8 @@ def _suspend(uow: MemoryUnitOfWork, w: dict[str, str]) -> None:
     run(uow, suspend_scenario, REGULATOR, w["scenario_id"], reason="under review")
 
 
-@pytest.mark.parametrize(("stop", "error"), [(_revoke, Forbidden), (_suspend, WrongState)])
+@pytest.mark.parametrize(("stop", "error"), [(_revoke, AuthorizationRevokedError),
+                                             (_suspend, ScenarioSuspendedError)])
 def test_refuses_an_order_once_the_product_lost_its_grant_or_scenario(
         stop: Any, error: type[Exception]) -> None:
     uow = MemoryUnitOfWork()
@@ -511,7 +523,8 @@ def test_refuses_an_order_once_the_product_lost_its_grant_or_scenario(
     refused(uow, error, place_order, DEMANDER, product_id=w["product_id"], purpose="loans")
 
 
-@pytest.mark.parametrize(("stop", "error"), [(_revoke, Forbidden), (_suspend, WrongState)])
+@pytest.mark.parametrize(("stop", "error"), [(_revoke, AuthorizationRevokedError),
+                                             (_suspend, ScenarioSuspendedError)])
 def test_refuses_every_approval_once_the_product_lost_its_grant_or_scenario(
         stop: Any, error: type[Exception]) -> None:
     uow = MemoryUnitOfWork()

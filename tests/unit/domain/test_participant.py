@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from core import decision
-from domain.errors import DomainError, Forbidden, InvalidInput, WrongState
+from domain.errors import DomainError, Forbidden, InvalidInput, SeparationOfDuties, WrongState
 from domain.participant import (
     Participant,
     add_member,
@@ -116,15 +116,15 @@ def test_refuses_deciding_admission_twice() -> None:
 def test_refuses_expert_members_outside_the_regulator() -> None:
     uow = MemoryUnitOfWork()
     pid = admitted(uow, "provider")
-    refused(uow, InvalidInput, add_member, PLATFORM, pid, name="x", member_roles=["expert"],
-            token_hash="h")
+    refused(uow, InvalidInput, add_member, ctx("provider", pid), pid, name="x",
+            member_roles=["expert"], token_hash="h")
 
 
 def test_refuses_unknown_member_roles() -> None:
     uow = MemoryUnitOfWork()
     pid = admitted(uow, "provider")
-    refused(uow, InvalidInput, add_member, PLATFORM, pid, name="x", member_roles=["boss"],
-            token_hash="h")
+    refused(uow, InvalidInput, add_member, ctx("provider", pid), pid, name="x",
+            member_roles=["boss"], token_hash="h")
 
 
 def test_refuses_member_added_by_a_non_admin_of_another_participant() -> None:
@@ -132,6 +132,52 @@ def test_refuses_member_added_by_a_non_admin_of_another_participant() -> None:
     pid = admitted(uow, "provider")
     refused(uow, Forbidden, add_member, ctx("operator"), pid, name="x", member_roles=["member"],
             token_hash="h")
+
+
+@pytest.mark.parametrize("who", [PLATFORM, REGULATOR, ctx("provider", "p-other")])
+def test_no_participant_makes_another_s_members(who: Any) -> None:
+    # separation of duties: the platform made the first admin when it onboarded the
+    # participant; every other member is made by the participant's own admins
+    uow = MemoryUnitOfWork()
+    pid = admitted(uow, "regulator", "p-the-regulator")
+    err = refused(uow, SeparationOfDuties, add_member, who, pid, name="x",
+                  member_roles=["admin", "expert"], token_hash="h")
+    assert err.code == "separation_of_duties"
+
+
+@pytest.mark.parametrize("roles", [("expert",), ("member",)])
+def test_only_admins_add_members(roles: tuple[str, ...]) -> None:
+    uow = MemoryUnitOfWork()
+    pid = admitted(uow, "regulator")
+    refused(uow, Forbidden, add_member, ctx("regulator", pid, member_roles=roles), pid,
+            name="x", member_roles=["expert"], token_hash="h")
+    run(uow, add_member, ctx("regulator", pid), pid, name="x", member_roles=["expert"],
+        token_hash="h")
+
+
+def test_registration_makes_exactly_one_admin() -> None:
+    uow = MemoryUnitOfWork()
+    pid = pending(uow)["participant_id"]
+    members = uow.get(Participant, pid).members
+    assert [m.roles for m in members.values()] == [["admin"]]
+
+
+@pytest.mark.parametrize("roles", [("expert",), ("member",)])
+def test_regulator_members_without_admin_neither_admit_nor_suspend(
+        roles: tuple[str, ...]) -> None:
+    uow = MemoryUnitOfWork()
+    who = ctx("regulator", member_roles=roles)
+    pid = pending(uow, "operator")["participant_id"]
+    refused(uow, Forbidden, decide_admission, who, pid, approve=True, comment="ok")
+    run(uow, decide_admission, REGULATOR, pid, approve=True, comment="ok")
+    refused(uow, Forbidden, suspend_participant, who, pid, reason="breach")
+
+
+def test_the_platform_does_not_suspend_the_regulator() -> None:
+    uow = MemoryUnitOfWork()
+    pid = admitted(uow, "regulator", "p-the-regulator")
+    err = refused(uow, SeparationOfDuties, suspend_participant, PLATFORM, pid, reason="x")
+    assert "supervises" in str(err)
 
 
 def test_refuses_key_of_unknown_member() -> None:
@@ -159,8 +205,8 @@ def test_suspended_is_terminal() -> None:
     pid = admitted(uow, "provider")
     run(uow, suspend_participant, REGULATOR, pid, reason="breach")
     refused(uow, WrongState, suspend_participant, REGULATOR, pid, reason="again")
-    refused(uow, WrongState, add_member, PLATFORM, pid, name="x", member_roles=["member"],
-            token_hash="h")
+    refused(uow, WrongState, add_member, ctx("provider", pid), pid, name="x",
+            member_roles=["member"], token_hash="h")
 
 
 @pytest.mark.parametrize("who", [PLATFORM, REGULATOR])

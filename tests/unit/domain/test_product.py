@@ -12,7 +12,16 @@ import pytest
 
 from domain import product as uc
 from domain.authorization import revoke_authorization
-from domain.errors import Forbidden, InvalidInput, NotFound, WrongState
+from domain.errors import (
+    AuthorizationExpiredError,
+    AuthorizationRevokedError,
+    Forbidden,
+    InvalidInput,
+    NoAuthorization,
+    NotFound,
+    ScenarioSuspendedError,
+    WrongState,
+)
 from domain.participant import Participant
 from domain.product import Product, ProductDraft, decide_listing, delist_product, request_listing
 from tests.unit.domain.test_authorization import NOT_AFTER, granted_authorization, world
@@ -163,17 +172,18 @@ def test_refuses_revoked_authorization() -> None:
 def test_refuses_inputs_not_covered_by_the_authorizations() -> None:
     uow = MemoryUnitOfWork()
     w = product_world(uow)
-    refused(uow, Forbidden, register_product, OPERATOR,
+    refused(uow, NoAuthorization, register_product, OPERATOR,
             **register_kwargs(w, fields=["legal_person_id"]))
     other = published_dataset(uow)
-    refused(uow, Forbidden, register_product, OPERATOR,
+    refused(uow, NoAuthorization, register_product, OPERATOR,
             **register_kwargs(w, inputs=[{"dataset_id": other, "fields": ["credit_code"]}]))
 
 
 def test_refuses_inputs_after_the_authorization_period() -> None:
     uow = MemoryUnitOfWork()
     late = ctx("operator", at=NOT_AFTER)
-    refused(uow, Forbidden, register_product, late, **register_kwargs(product_world(uow)))
+    refused(uow, AuthorizationExpiredError, register_product, late,
+            **register_kwargs(product_world(uow)))
 
 
 def test_refuses_code_sha256_that_does_not_match_the_code() -> None:
@@ -272,9 +282,9 @@ def test_refuses_listing_once_the_grant_was_revoked_or_the_scenario_suspended(
     def halt(uow: MemoryUnitOfWork, w: dict[str, str]) -> type[Exception]:
         if stop == "revoke":
             run(uow, revoke_authorization, PROVIDER, w["authorization_id"], reason="misuse")
-            return Forbidden
+            return AuthorizationRevokedError  # 409: another aggregate's state, named
         run(uow, suspend_scenario, REGULATOR, w["scenario_id"], reason="under review")
-        return WrongState
+        return ScenarioSuspendedError
 
     uow = MemoryUnitOfWork()  # before the request
     w = product_world(uow)

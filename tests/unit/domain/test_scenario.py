@@ -11,7 +11,7 @@ import pytest
 
 from domain.base import Context
 from domain.dataset import withdraw_dataset
-from domain.errors import Forbidden, InvalidInput, NotFound, WrongState
+from domain.errors import Forbidden, InvalidInput, NotFound, SeparationOfDuties, WrongState
 from domain.scenario import (
     Scenario,
     decide_scenario,
@@ -174,6 +174,27 @@ def test_refuses_decision_by_non_admin() -> None:
     refused(uow, Forbidden, decide_scenario, expert(1), scenario_id, approve=True, comment="")
     refused(uow, Forbidden, decide_scenario, ctx("platform"), scenario_id, approve=True,
             comment="")
+
+
+@pytest.mark.parametrize("approve", [True, False])
+def test_an_admin_who_gave_an_opinion_does_not_decide(approve: bool) -> None:
+    # separation of duties: one member holding admin and expert is not a second person
+    uow = MemoryUnitOfWork()
+    scenario_id = submitted_scenario(uow, [published_dataset(uow)])
+    both = ctx("regulator", member_id="m-both", member_roles=("admin", "expert"))
+    run(uow, record_opinion, both, scenario_id, verdict="approve", comment="sound")
+    err = refused(uow, SeparationOfDuties, decide_scenario, both, scenario_id,
+                  approve=approve, comment="decided")
+    assert err.code == "separation_of_duties"
+    run(uow, decide_scenario, ADMIN, scenario_id, approve=approve, comment="decided")
+
+
+def test_an_expert_member_suspends_no_scenario() -> None:
+    uow = MemoryUnitOfWork()
+    scenario_id = approved_scenario(uow, [published_dataset(uow)])
+    refused(uow, Forbidden, suspend_scenario, expert(1), scenario_id, reason="x")
+    refused(uow, Forbidden, suspend_scenario, ctx("regulator", member_roles=("member",)),
+            scenario_id, reason="x")
 
 
 def test_refuses_approval_without_opinions() -> None:
