@@ -46,11 +46,20 @@ from core.event import Event
 from domain.base import Actor, Aggregate, Context, applies
 from domain.dataset import Dataset, require_text
 from domain.errors import Forbidden, InvalidInput, NotFound, WrongState
-from domain.execution_rules import code_refusal, contract_breach, grant_breach
-from domain.order import OPEN_STATES, Order
+from domain.execution_rules import (
+    TRIAL,
+    code_refusal,
+    contract_breach,
+    grant_breach,
+    processing_limit,
+    trial_refusal,
+    usage_refusal,
+)
+from domain.order import Order
 from domain.permissions import permit
 from domain.product import Product
 from domain.unit_of_work import UnitOfWork
+from domain.usage import DeliveryReleaseApproved, RuleReason, UsageRefused
 
 #: the namespace of computation ids: uuid5(NAMESPACE, f"{contract_id}#{execution}#{provider_id}")
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "dataledger:computation")
@@ -61,9 +70,7 @@ REFUSAL_CODES = ("contract_not_approved", "contract_terminated", "outside_contra
                  "count_exhausted", "code_hash_mismatch", "product_not_listed",
                  "authorization_revoked", "authorization_expired", "no_authorization",
                  "scenario_suspended", "trial_not_granted", "trial_after_approval",
-                 "policy_lapsed")
-#: the execution number of the trial (试用): the code run on mock data before approval
-TRIAL = 0
+                 "policy_lapsed", "unknown_constraint", "circulation_mode_not_allowed")
 
 
 def computation_id(contract_id: str, execution: int, provider_id: str) -> str:
@@ -155,6 +162,8 @@ class Computation(Aggregate):
         self.result_rows = 0
         self.delivered = False
         self.reason = ""
+        #: the input providers that approved the release of this (held) result
+        self.released_by: list[str] = []
 
     # -- decide -----------------------------------------------------------------
     @classmethod
@@ -180,12 +189,18 @@ class Computation(Aggregate):
                      result_sha256=result_sha256)
 
     def fail(self, ctx: Context, *, reason: str) -> None:
+        """Fail; a usage rule's refusal (``RuleReason``) is recorded as ``usage.refused`` too."""
         self.require_requester(ctx)
         self.require_state(["requested"], "record a failure")
         text = require_text(reason, "reason")
         if len(text) > MAX_REASON:
             raise InvalidInput("reason", f"must be at most {MAX_REASON} characters")
         self.trigger(ComputationFailed, ctx, reason=text)
+        if isinstance(reason, RuleReason):
+            self.trigger(UsageRefused, ctx, contract_id=self.contract_id,
+                         computation_id=self.id, member_id=ctx.actor.member_id,
+                         action="processing", rule=reason.rule, limit=reason.limit,
+                         used=None, reason=text)
 
     def require_requester(self, ctx: Context) -> None:
         """Raise Forbidden unless the actor is the provider that requested the computation."""
@@ -215,6 +230,15 @@ class Computation(Aggregate):
     @applies(ComputationFailed)
     def _failed(self, e: ComputationFailed) -> None:
         self.state, self.reason = "failed", e.reason
+
+    @applies(UsageRefused)
+    def _usage_refused(self, e: UsageRefused) -> None:
+        if self.state == "new":  # a contract's usage stream, not a computation's
+            raise NotFound(f"no computation {self.id}", kind="computation", id=self.id)
+
+    @applies(DeliveryReleaseApproved)
+    def _release_approved(self, e: DeliveryReleaseApproved) -> None:
+        self.released_by = [*self.released_by, e.provider_id]
 
     @applies(DeliveryMade)
     def _delivered(self, e: DeliveryMade) -> None:
@@ -273,17 +297,18 @@ def _used(uow: UnitOfWork, order: Order, provider_id: str, number: int) -> list[
 
 def _count_refusal(uow: UnitOfWork, order: Order, provider_id: str, number: int) -> str | None:
     """The contract's processing count against this provider's earlier executions
-    (``_used``)."""
-    limit = order.usage_policy.get("processing_count")
+    (``_used``); the count is the stricter of the contract's and its authorizations'."""
+    limit = processing_limit(uow, order)
     if limit is None:
         return None
     used = _used(uow, order, provider_id, number)
     if len(used) < limit:
         return None
-    return (f"count_exhausted: contract {order.id} allows {limit} processing(s) and provider "
-            f"{provider_id} already has {len(used)} execution(s) requested or succeeded "
-            f"(executions {', '.join(map(str, used)) or 'none'}); execution {number} "
-            "cannot run")
+    return RuleReason(
+        f"count_exhausted: contract {order.id} allows {limit} processing(s) and provider "
+        f"{provider_id} already has {len(used)} execution(s) requested or succeeded "
+        f"(executions {', '.join(map(str, used)) or 'none'}); execution {number} "
+        "cannot run", "processing_count", limit)
 
 
 def _query_count_refusal(uow: UnitOfWork, order: Order, product: Product,
@@ -291,7 +316,7 @@ def _query_count_refusal(uow: UnitOfWork, order: Order, product: Product,
     """Why asking for execution ``number`` is refused: the processing count is used up
     (``_used``, as a node's request of it would be refused) for every provider owning an
     input dataset; None while one of them may still run it."""
-    limit = order.usage_policy.get("processing_count")
+    limit = processing_limit(uow, order)
     if limit is None:
         return None
     owners = sorted({uow.get(Dataset, d).owner_id for d in product.dataset_ids()})
@@ -304,25 +329,17 @@ def _query_count_refusal(uow: UnitOfWork, order: Order, product: Product,
             f"({counted}); execution {number} of contract {order.id} cannot be asked for")
 
 
-def trial_refusal(order: Order, product: Product, code_sha256: str) -> str | None:
-    """Why the ledger refuses to run the trial (execution 0), as ``code: sentence``; else
-    None. No authorization or processing-count check: the trial reads mock data only."""
-    if not order.trial_granted:
-        return (f"trial_not_granted: no trial was granted on order {order.id} (POST "
-                f"/orders/{order.id}/trial by its operator or the platform); the trial "
-                "cannot run")
-    if order.state not in OPEN_STATES:
-        return (f"trial_after_approval: contract {order.id} is {order.state}; the trial "
-                "runs only before the contract is approved")
-    return code_refusal(order, product, TRIAL, code_sha256)
-
-
 def policy_refusal(uow: UnitOfWork, ctx: Context, *, order: Order, product: Product,
                    number: int, code_sha256: str,
                    inputs: list[dict[str, Any]]) -> str | None:
-    """Why the ledger refuses to run execution ``number``, as ``code: sentence``; else None."""
+    """Why the ledger refuses to run execution ``number``, as ``code: sentence``; else None.
+    A usage rule's refusal is a ``RuleReason`` (recorded as ``usage.refused`` as well)."""
     breach = contract_breach(order, ctx.at)
     if breach is None:
+        usage = usage_refusal(uow, order, product, ctx.at)
+        if usage is not None:
+            return RuleReason(f"{usage.code}: {usage.detail}; execution {number} of contract "
+                              f"{order.id} cannot run", usage.rule, usage.limit)
         refusal = (_count_refusal(uow, order, ctx.actor.participant_id, number)
                    or code_refusal(order, product, number, code_sha256))
         if refusal:
@@ -331,7 +348,11 @@ def policy_refusal(uow: UnitOfWork, ctx: Context, *, order: Order, product: Prod
     if breach is None:
         return None
     code, why = breach
-    return f"{code}: {why}; execution {number} of contract {order.id} cannot run"
+    text = f"{code}: {why}; execution {number} of contract {order.id} cannot run"
+    if code != "outside_contract_window":
+        return text
+    return RuleReason(text, "usage_window", {k: order.usage_policy.get(k)
+                                             for k in ("not_before", "not_after")})
 
 
 def lapse_refusal(uow: UnitOfWork, ctx: Context, agg: Computation) -> str | None:

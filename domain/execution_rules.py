@@ -13,14 +13,17 @@ from __future__ import annotations
 from typing import Any
 
 from domain.authorization import Authorization, coverage_breach
-from domain.order import Order
-from domain.policy import parse_instant
+from domain.order import OPEN_STATES, Order
+from domain.policy import parse_instant, strictest, unknown_keys
 from domain.product import Product
 from domain.scenario import Scenario
 from domain.unit_of_work import UnitOfWork
+from domain.usage import Refusal, circulation_refusal, unknown_refusal, window_refusal
 
 #: why a rule an execution stands on fails: (its code, a sentence naming the ids)
 Breach = tuple[str, str]
+#: the execution number of the trial (试用): the code run on mock data before approval
+TRIAL = 0
 
 
 def _window_breach(order: Order, at: str) -> Breach | None:
@@ -64,6 +67,34 @@ def grant_breach(uow: UnitOfWork, product: Product, inputs: list[dict[str, Any]]
     return _authorization_breach(auths, product, inputs, at)
 
 
+def effective_policy(uow: UnitOfWork, order: Order,
+                     product: Product) -> tuple[dict[str, Any], list[str]]:
+    """The policy a use of the contract meets (the stricter of the contract's and the usage
+    policies of the authorizations its product uses: ``domain.policy.strictest``), and the
+    keys among them this evaluator does not know (any refuses the use)."""
+    policies = [order.usage_policy,
+                *(uow.get(Authorization, a).usage_policy for a in product.authorization_ids)]
+    unknown = sorted({k for p in policies for k in unknown_keys(p)})
+    return strictest(*policies), unknown
+
+
+def usage_refusal(uow: UnitOfWork, order: Order, product: Product, at: str) -> Refusal | None:
+    """What the effective policy refuses of any use at ``at``: an unknown key, the usage
+    window (the strictest of the contract's and the authorizations'), a circulation mode
+    that leaves out the form results take."""
+    policy, unknown = effective_policy(uow, order, product)
+    return (unknown_refusal(unknown) or window_refusal(policy, at)
+            or circulation_refusal(policy))
+
+
+def processing_limit(uow: UnitOfWork, order: Order) -> int | None:
+    """The processing count that applies: the lowest of the contract's and its
+    authorizations' (None: no limit)."""
+    policy, _ = effective_policy(uow, order, uow.get(Product, order.product_id))
+    limit: int | None = policy.get("processing_count")
+    return limit
+
+
 def code_refusal(order: Order, product: Product, number: int,
                  code_sha256: str) -> str | None:
     """Why execution ``number`` may not run this code (``code: sentence``): not the listed
@@ -75,3 +106,16 @@ def code_refusal(order: Order, product: Product, number: int,
     if product.state != "listed":
         return f"product_not_listed: product {product.id} is {product.state}, not listed"
     return None
+
+
+def trial_refusal(order: Order, product: Product, code_sha256: str) -> str | None:
+    """Why the ledger refuses to run the trial (execution 0), as ``code: sentence``; else
+    None. No authorization or processing-count check: the trial reads mock data only."""
+    if not order.trial_granted:
+        return (f"trial_not_granted: no trial was granted on order {order.id} (POST "
+                f"/orders/{order.id}/trial by its operator or the platform); the trial "
+                "cannot run")
+    if order.state not in OPEN_STATES:
+        return (f"trial_after_approval: contract {order.id} is {order.state}; the trial "
+                "runs only before the contract is approved")
+    return code_refusal(order, product, TRIAL, code_sha256)

@@ -19,6 +19,7 @@ from typing import Any
 
 from core.event import Event
 from domain.base import Aggregate, Context, applies, new_id
+from domain.contract_terms import check_terms
 from domain.dataset import Dataset, require_text
 from domain.errors import Forbidden, InvalidInput, WrongState
 from domain.participant import Participant
@@ -445,6 +446,7 @@ def propose_contract(uow: UnitOfWork, ctx: Context, order_id: str, *,
                 revenue_split=revenue_split,
                 required_approvals=_required_approvals(uow, product),
                 has_developer=product.developer_id is not None, sign=sign)
+    check_terms(uow, product, agg.demander_id, usage_policy)  # bound by its authorizations
     return {**_order_view(agg), "required_approvals": list(agg.required_approvals)}
 
 

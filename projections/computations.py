@@ -36,6 +36,8 @@ computations = base.state_table(
     Column("failure_reason", Text, nullable=True),
     Column("requested_at", String, nullable=False),
     Column("finished_at", String, nullable=True),
+    # the input providers that approved the release of a held result, in approval order
+    Column("released_by", JSON, nullable=True),
 )
 
 deliveries = Table(
@@ -70,6 +72,18 @@ def _delivered(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
     base.grant(conn, DELIVERY_KIND, entry.originator_id, p["demander_id"], row.operator_id)
 
 
+def _release_approved(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
+    released = conn.execute(select(computations.c.released_by).where(
+        computations.c.id == entry.originator_id)).scalar_one()
+    base.touch(conn, computations, entry, p, released_by=[*(released or []), p["provider_id"]])
+
+
+def _usage_refused(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
+    """A refused processing is on its computation's stream (its version moves); a refused
+    access is on the contract's usage stream (no row here: nothing changes)."""
+    base.touch(conn, computations, entry, p)
+
+
 class ComputationsProjection(base.Projection):
     name = "computations"
     tables = (computations, deliveries)
@@ -84,6 +98,8 @@ class ComputationsProjection(base.Projection):
             "computation.failed": base.transition(computations, "failed", failure_reason="reason",
                                                   finished_at="at"),
             "delivery.made": _delivered,
+            "delivery.release_approved": _release_approved,
+            "usage.refused": _usage_refused,
         }
 
 
@@ -98,6 +114,7 @@ def _computation_row(row: RowMapping, viewer_id: str, sees_all: bool) -> dict[st
     out["computation_id"] = row["id"]
     out["reason"] = row["failure_reason"]
     out["trial"] = row["execution"] == 0  # the trial (试用), on mock data
+    out["released_by"] = list(row["released_by"] or [])
     return out
 
 

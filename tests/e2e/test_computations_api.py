@@ -70,9 +70,15 @@ def events_of(world: World, originator_id: str) -> list[dict[str, Any]]:
     return [e for e in page if e["originator_id"] == originator_id]
 
 
+#: the refusal codes of a usage control, recorded with a usage.refused as well
+USAGE_CODES = ("count_exhausted", "outside_contract_window", "unknown_constraint",
+               "circulation_mode_not_allowed")
+
+
 def recorded(world: World, party: Party, code: str, body: dict[str, Any]) -> dict[str, Any]:
-    """A policy refusal: 201, state failed, reason ``code: …``; exactly computation.requested
-    and computation.failed are written; asking again answers 200 with the same, writing nothing."""
+    """A policy refusal: 201, state failed, reason ``code: …``; computation.requested
+    and computation.failed are written (and usage.refused for a usage control's refusal);
+    asking again answers 200 with the same, writing nothing."""
     before = head(world)
     made = world.call("POST", "/computations", party, 201, json=body)
     cid = made["computation_id"]
@@ -80,14 +86,17 @@ def recorded(world: World, party: Party, code: str, body: dict[str, Any]) -> dic
     assert made["reason"].startswith(f"{code}: "), made["reason"]
     assert set(made) == {"computation_id", "contract_id", "execution", "state", "existing",
                          "reason", "seqs"}
-    assert made["seqs"] == [before + 1, before + 2] and head(world) == before + 2
+    # a usage control's refusal (a policy key: the count, the window) is a usage.refused too
+    usage = [("usage.refused", cid)] if code in USAGE_CODES else []
+    n = 2 + len(usage)
+    assert made["seqs"] == list(range(before + 1, before + n + 1)) and head(world) == before + n
     written = world.call("GET", f"/ledger/events?after={before}&limit=10", world.regulator)
     assert [(e["type"], e["originator_id"]) for e in written["events"]] == [
-        ("computation.requested", cid), ("computation.failed", cid)]
+        ("computation.requested", cid), ("computation.failed", cid), *usage]
     assert written["events"][1]["payload"]["reason"] == made["reason"]
     again = world.call("POST", "/computations", party, 200, json=body)
     assert again == {**made, "existing": True, "seqs": []}
-    assert head(world) == before + 2
+    assert head(world) == before + n
     seen = world.call("GET", f"/computations/{cid}", party)
     assert seen["state"] == "failed" and seen["failure_reason"] == made["reason"]
     assert seen["reason"] == made["reason"]

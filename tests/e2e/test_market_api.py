@@ -25,7 +25,7 @@ def policy() -> dict[str, Any]:
     now = datetime.now(UTC)
     return {"processing_count": 10, "not_before": now.isoformat(),
             "not_after": (now + timedelta(days=90)).isoformat(),
-            "provider_may_terminate": True, "circulation_modes": ["ciphertext"]}
+            "provider_may_terminate": True, "circulation_modes": ["plaintext", "ciphertext"]}
 
 
 def proposal(**changes: Any) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from tests.unit.fakes import MemoryUnitOfWork, ctx, run
 
 NOT_BEFORE = "2026-01-01T00:00:00Z"
 NOT_AFTER = "2027-01-01T00:00:00Z"
-POLICY: dict[str, Any] = {"view_count": 10, "circulation_modes": ["ciphertext"]}
+POLICY: dict[str, Any] = {"view_count": 10, "circulation_modes": ["plaintext", "ciphertext"]}
 
 
 def grant_kwargs(scenario_id: str, dataset_id: str, fields: list[str] | None = None,

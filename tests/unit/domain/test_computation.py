@@ -89,7 +89,9 @@ def requested(uow: MemoryUnitOfWork, policy: dict[str, Any] = POLICY) -> tuple[s
 def recorded_refusal(uow: MemoryUnitOfWork, code: str, who: Any = PROVIDER,
                      **kwargs: Any) -> dict[str, Any]:
     """The request is refused for a policy reason: exactly computation.requested and
-    computation.failed are written, the reason starts with ``code``; a repeat writes nothing."""
+    computation.failed are written (and usage.refused when a usage control refused: the
+    processing count, the window), the reason starts with ``code``; a repeat writes
+    nothing."""
     before = {k: len(v) for k, v in uow.streams.items()}
     out = run(uow, request_computation, who, **kwargs)
     cid = out["computation_id"]
@@ -97,8 +99,9 @@ def recorded_refusal(uow: MemoryUnitOfWork, code: str, who: Any = PROVIDER,
     assert out["reason"].startswith(f"{code}: ")
     changed = {k for k, v in uow.streams.items() if len(v) != before.get(k, 0)}
     assert changed == {cid}
+    usage = ["usage.refused"] if code in ("count_exhausted", "outside_contract_window") else []
     assert [e.type_name for e in uow.streams[cid]] == ["computation.requested",
-                                                        "computation.failed"]
+                                                        "computation.failed", *usage]
     assert uow.streams[cid][1].payload()["reason"] == out["reason"]
     again = request_computation(uow, who, **kwargs)
     assert again == {**out, "existing": True}
