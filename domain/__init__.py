@@ -10,8 +10,10 @@ from domain import (  # noqa: F401  (registers the event types)
     authorization,
     computation,
     dataset,
+    delivery,
     order,
     participant,
     product,
     scenario,
+    usage,
 )

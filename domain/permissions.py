@@ -190,6 +190,10 @@ RULES: tuple[Rule, ...] = (
     Rule("computation.failure", "POST /computations/{computation_id}/failure",
          {"provider": ("admin", "member")},
          "The provider that requested the computation; it is requested."),
+    Rule("delivery.release_approval", "POST /deliveries/{delivery_id}/release-approvals",
+         _admins("provider"),
+         "The provider whose computation made the delivery, once; the contract holds "
+         "derivatives (derivatives_need_approval, 409 otherwise). Signed."),
     # -- queries: every member with a token; rows by visibility (404 otherwise) -----------
     Rule("participants.list", "GET /participants", EVERYONE,
          "Admitted participants; every one for an admitted regulator or platform.", QUERY),
@@ -227,6 +231,9 @@ RULES: tuple[Rule, ...] = (
          "recorded, never refused); 409 while nothing is delivered. A download: recorded "
          "(delivery.accessed) and decided by the contract's usage controls (409 with the "
          "control's code, 403 not_designated_user; each refusal recorded, usage.refused).",
+         QUERY),
+    Rule("deliveries.view", "GET /deliveries/{delivery_id}/view", EVERYONE,
+         "As deliveries.result; a view (the rows for display), counted against view_count.",
          QUERY),
     Rule("ledger.events", "GET /ledger/events", EVERYONE,
          "The events of the aggregates the caller may see.", QUERY),

@@ -14,7 +14,8 @@ def all_projections() -> list[Projection]:
     from projections.participants import ParticipantsProjection
     from projections.products import ProductsProjection
     from projections.scenarios import ScenariosProjection
+    from projections.usage import UsageProjection
 
     return [ParticipantsProjection(), DatasetsProjection(), ScenariosProjection(),
             AuthorizationsProjection(), ProductsProjection(), OrdersProjection(),
-            ComputationsProjection()]
+            ComputationsProjection(), UsageProjection()]

@@ -232,13 +232,16 @@ class Projection(ABC):
 #: the acl kind of each event type's aggregate, by the type name's first part
 ACL_KIND_OF_TYPE = {"dataset": "dataset", "scenario": "scenario", "authorization": "authorization",
                     "product": "product", "order": "order", "contract": "order",
-                    "computation": "computation", "delivery": "computation"}
+                    "computation": "computation", "delivery": "computation", "usage": "usage"}
+#: the event types whose aggregate is not the one the first part of their name says
+ACL_KIND_OF_EXACT_TYPE = {"delivery.accessed": "usage"}
 
 
 def acl_kind_of_event(type_name: str) -> str | None:
     """The acl kind of the aggregate an event of ``type_name`` belongs to (None: no grants,
     e.g. participant events: only the regulator and the platform read those in the log)."""
-    return ACL_KIND_OF_TYPE.get(type_name.split(".", 1)[0])
+    exact = ACL_KIND_OF_EXACT_TYPE.get(type_name)
+    return exact if exact is not None else ACL_KIND_OF_TYPE.get(type_name.split(".", 1)[0])
 
 
 def may_see_event(conn: Connection, type_name: str, originator_id: str,

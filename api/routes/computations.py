@@ -13,14 +13,13 @@ records the data it loaded onto its datasite (``POST /datasets/{id}/data-loaded`
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import weakref
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.concurrency import run_in_threadpool
 
@@ -32,7 +31,7 @@ from core.canonical import CanonicalEncodingError
 from delivery import results
 from domain import computation as uc
 from domain import dataset as datasets_uc
-from domain.errors import DomainError, InvalidInput, NotFound, WrongState
+from domain.errors import DomainError, InvalidInput, WrongState
 from projections import computations as q
 
 router = APIRouter(tags=["computations"], route_class=ReadRoute)
@@ -261,35 +260,6 @@ def list_computations(reader: ReaderDep,
 def get_computation(computation_id: str, reader: ReaderDep) -> dict[str, Any]:
     """One computation, for its demander, operator and requesting provider."""
     return visible_row(reader, q.COMPUTATIONS, "computation", computation_id)
-
-
-@router.get("/deliveries/{delivery_id}/result", responses={200: {
-    "description": "the delivered result, as posted by the compute node (canonical JSON)",
-    "content": {"application/json": {"schema": {"description": "any JSON value"}}}}})
-def get_delivered_result(delivery_id: str, reader: ReaderDep) -> Response:
-    """The delivered result (the delivery id is the computation id), for the demander, the
-    operator, the regulator and the platform; ``X-Result-SHA256`` is the recorded hash.
-
-    404 to anyone else; 409 while nothing is delivered yet.
-    """
-    viewer = reader.actor.participant_id
-    with reader.connect() as conn:
-        delivery = q.DELIVERIES.find(conn, delivery_id, viewer, reader.sees_all)
-        if delivery is None:
-            comp = q.COMPUTATIONS.find(conn, delivery_id, viewer, reader.sees_all)
-    if delivery is None:
-        if comp is None or not (reader.sees_all
-                                or viewer in (comp["demander_id"], comp["operator_id"])):
-            raise NotFound(f"no delivery {delivery_id}", kind="delivery", id=delivery_id)
-        raise WrongState(f"computation {delivery_id} is {comp['state']}; nothing is "
-                         "delivered yet", state=comp["state"])
-    digest = delivery["result_sha256"]
-    content = results.get(reader.container.engine, delivery_id, digest)
-    if content is None:  # only for a delivery recorded before the bytes were stored first
-        raise WrongState(f"the result of delivery {delivery_id} is not stored yet")
-    b64 = base64.b64encode(bytes.fromhex(digest)).decode()
-    return Response(content, media_type="application/json",
-                    headers={"X-Result-SHA256": digest, "Content-Digest": f"sha-256=:{b64}:"})
 
 
 @router.post("/datasets/{dataset_id}/data-loaded", response_model=DataLoadedAnswer,

@@ -22,6 +22,7 @@ from domain import computation, policy
 from domain import order as uc
 from domain.signing import Signed
 from projections import orders as q
+from projections import usage as usage_q
 
 router = APIRouter(prefix="/orders", tags=["orders"], route_class=ReadRoute)
 
@@ -142,6 +143,17 @@ class ApprovalAnswer(OrderAnswer):
     pending_approvals: list[str]
 
 
+class UsageCounters(BaseModel):
+    """What the contract's usage controls count (the demander's accesses)."""
+
+    views_used: int = Field(default=0, description="views of its results (view_count)")
+    downloads_used: int = Field(default=0, description="downloads (download_count)")
+    processings_used: int = Field(default=0, description="executions requested or "
+                                  "succeeded, of the provider that ran most "
+                                  "(processing_count)")
+    refused: int = Field(default=0, description="uses refused (usage.refused)")
+
+
 class OrderView(BaseModel):
     id: str
     contract_id: str
@@ -182,6 +194,9 @@ class OrderView(BaseModel):
     queries: list[SubmittedQuery] = Field(default_factory=list,
                                           description="the queries of executions 2, 3, …")
     closed_at: str | None
+    usage: UsageCounters = Field(default_factory=lambda: UsageCounters(),
+                                 description="the contract's usage so far, counted from "
+                                 "its delivery.accessed and computations (read model)")
     updated_at: str
     version: int
 
@@ -274,11 +289,19 @@ def list_orders(reader: ReaderDep, state: Annotated[State | None, Query()] = Non
                 product_id: Annotated[str | None, Query(max_length=200)] = None,
                 ) -> list[dict[str, Any]]:
     """The orders the caller is a party to (all of them for the regulator and the platform)."""
-    return visible_rows(reader, q.ORDERS, state=state, product_id=product_id)
+    return _with_usage(reader, visible_rows(reader, q.ORDERS, state=state,
+                                            product_id=product_id))
 
 
 @router.get("/{order_id}", response_model=OrderView)
 def get_order(order_id: str, reader: ReaderDep) -> dict[str, Any]:
     """One order with its contract terms, for its parties (the owners of the product's input
     datasets from placement), the regulator and the platform."""
-    return visible_row(reader, q.ORDERS, "order", order_id)
+    return _with_usage(reader, [visible_row(reader, q.ORDERS, "order", order_id)])[0]
+
+
+def _with_usage(reader: ReaderDep, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with each contract's usage counters (``projections.usage.counters``)."""
+    with reader.connect() as conn:
+        counted = usage_q.counters(conn, [r["id"] for r in rows])
+    return [{**r, "usage": counted[r["id"]]} for r in rows]

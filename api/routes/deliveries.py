@@ -1,0 +1,164 @@
+"""Delivered results (交付) in use: downloaded, viewed, and released by the input providers
+when the contract holds them.
+
+Every access is decided by the contract's usage controls (``domain/delivery.py``) on the
+counters the read model holds (``projections/usage.py``) and recorded: ``delivery.accessed``
+when allowed, ``usage.refused`` (the rule and its limit) when refused; a refusal is answered
+after it is recorded. ``GET /deliveries/{id}/result`` is a *download* (the bytes, as the
+compute node posted them); ``GET /deliveries/{id}/view`` is a *view* (the rows inside a JSON
+answer, for display). The delivery id is the computation id.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import CommandsDep, Reader, Services
+from api.fields import SignedBody
+from api.routes.common import CommandAnswer, answer
+from delivery import results
+from domain import delivery as uc
+from domain.errors import ConcurrencyConflict, NotFound, WrongState
+from domain.signing import Signed
+from domain.usage import Meter
+from projections import computations as q
+from projections import usage as usage_q
+
+router = APIRouter(tags=["deliveries"])
+
+#: how many times an access is decided again when another access moved the contract's
+#: usage stream first (each time on counters caught up with the log)
+TRIES = 8
+REFUSALS = ("409: a usage control refused (``error`` names it: view_count_exhausted, "
+            "download_count_exhausted, outside_contract_window, circulation_mode_not_allowed, "
+            "release_pending, contract_terminated, contract_not_approved, unknown_constraint) "
+            "or nothing is delivered yet (wrong_state); 403 not_designated_user: the contract "
+            "names other members of the demander. Each refusal by a usage control is recorded "
+            "(usage.refused) before it is answered")
+
+
+class ResultView(BaseModel):
+    delivery_id: str
+    contract_id: str
+    result_sha256: str
+    result: Any = Field(description="the delivered result (the rows), as posted")
+    views_used: int = Field(description="the demander's views of this contract's results, "
+                                        "this one included")
+    downloads_used: int
+
+
+class ReleaseAnswer(CommandAnswer):
+    delivery_id: str
+    contract_id: str
+    released_by: list[str] = Field(description="the provider that approved (its part)")
+    pending_releases: list[str] = Field(description="those still to approve")
+    released: bool = Field(description="every input provider approved: the demander may "
+                                       "read the result")
+
+
+def _delivery(reader: Reader, delivery_id: str) -> dict[str, Any]:
+    """The delivery row if the caller may see it: 404 to anyone else, 409 while nothing
+    is delivered yet."""
+    viewer = reader.actor.participant_id
+    with reader.connect() as conn:
+        delivery = q.DELIVERIES.find(conn, delivery_id, viewer, reader.sees_all)
+        if delivery is None:
+            comp = q.COMPUTATIONS.find(conn, delivery_id, viewer, reader.sees_all)
+    if delivery is None:
+        if comp is None or not (reader.sees_all
+                                or viewer in (comp["demander_id"], comp["operator_id"])):
+            raise NotFound(f"no delivery {delivery_id}", kind="delivery", id=delivery_id)
+        raise WrongState(f"computation {delivery_id} is {comp['state']}; nothing is "
+                         "delivered yet", state=comp["state"])
+    return delivery
+
+
+def _meter(reader: Reader, contract_id: str) -> Meter:
+    with reader.connect() as conn:
+        return usage_q.meter(conn, contract_id)
+
+
+def _catch_up(container: Services) -> None:
+    """Let the read models reach the log's head (another process's access moved it)."""
+    container.runner.wait_for(container.store.max_seq(), container.settings.read_wait_seconds)
+
+
+async def access(cmd: CommandsDep, delivery_id: str, kind: str) -> tuple[bytes,
+                                                                          dict[str, Any]]:
+    """Decide and record one ``kind`` access: the result's bytes and the command's answer;
+    the refusal's error once it is recorded (nothing is written while the delivery or its
+    bytes are not there)."""
+    reader = Reader(cmd.container, cmd.actor)
+    delivery = await run_in_threadpool(_delivery, reader, delivery_id)
+    content = await run_in_threadpool(_content, cmd.container, delivery)
+    for attempt in range(TRIES):
+        meter = await run_in_threadpool(_meter, reader, delivery["contract_id"])
+        try:
+            done = await cmd.run(uc.access_result, delivery_id, kind=kind, meter=meter)
+            break
+        except ConcurrencyConflict:
+            if attempt + 1 == TRIES:
+                raise
+            await run_in_threadpool(_catch_up, cmd.container)
+    if not done.body["allowed"]:
+        raise uc.refusal_error(done.body)
+    return content, done.body
+
+
+def _content(container: Services, delivery: dict[str, Any]) -> bytes:
+    content = results.get(container.engine, delivery["id"], delivery["result_sha256"])
+    if content is None:  # only for a delivery recorded before the bytes were stored first
+        raise WrongState(f"the result of delivery {delivery['id']} is not stored yet")
+    return content
+
+
+@router.get("/deliveries/{delivery_id}/result", responses={200: {
+    "description": "the delivered result, as posted by the compute node (canonical JSON)",
+    "content": {"application/json": {"schema": {"description": "any JSON value"}}}}},
+    description="Download the delivered result (the delivery id is the computation id), "
+    "for the demander, the operator, the regulator and the platform; `X-Result-SHA256` is "
+    "the recorded hash. A download: recorded (`delivery.accessed`), and for the demander "
+    "counted against the contract's `download_count`. 404 to anyone else; " + REFUSALS)
+async def get_delivered_result(delivery_id: str, cmd: CommandsDep) -> Response:
+    """Download the delivered result (a counted, recorded access)."""
+    content, done = await access(cmd, delivery_id, "download")
+    digest = done["result_sha256"]
+    b64 = base64.b64encode(bytes.fromhex(digest)).decode()
+    return Response(content, media_type="application/json",
+                    headers={"X-Result-SHA256": digest, "Content-Digest": f"sha-256=:{b64}:"})
+
+
+@router.get("/deliveries/{delivery_id}/view", response_model=ResultView,
+            description="View the delivered result: its rows in a JSON answer, for display. "
+            "A view: recorded (`delivery.accessed`), and for the demander counted against "
+            "the contract's `view_count`. 404 to anyone else; " + REFUSALS)
+async def view_delivered_result(delivery_id: str, cmd: CommandsDep) -> JSONResponse:
+    """View the delivered result (a counted, recorded access)."""
+    content, done = await access(cmd, delivery_id, "view")
+    return JSONResponse({"delivery_id": delivery_id, "contract_id": done["contract_id"],
+                         "result_sha256": done["result_sha256"],
+                         "result": json.loads(content), "views_used": done["views_used"],
+                         "downloads_used": done["downloads_used"]})
+
+
+@router.post("/deliveries/{delivery_id}/release-approvals", response_model=ReleaseAnswer)
+async def approve_release(delivery_id: str, cmd: CommandsDep,
+                          body: SignedBody | None = None) -> JSONResponse:
+    """The provider whose computation made this delivery approves its release, when the
+    contract holds derivatives (``derivatives_need_approval``): a signed decision
+    (``delivery.release_approval`` on the computation; the body is its signature, ``{}``
+    signed), recorded as ``delivery.release_approved``. The demander reads the execution's
+    result once every input provider released its part (until then 409
+    ``release_pending``).
+
+    403 unless that provider; 409 when nothing is delivered, the contract holds no result,
+    or it approved already."""
+    signed = Signed() if body is None else body.signed()
+    return answer(await cmd.run(uc.approve_release, delivery_id, signed=signed))
