@@ -111,7 +111,7 @@ def prepare_order(api: Platform, cfg: dict[str, Any]) -> str:
     api.propose_contract(t["operator"], oid, usage_policy={
         "processing_count": 1, "not_before": now.isoformat(),
         "not_after": (now + timedelta(days=90)).isoformat(),
-        "circulation_modes": ["ciphertext"]}, price_fen=1_000_000, revenue_split={
+        "circulation_modes": ["plaintext"]}, price_fen=1_000_000, revenue_split={
         "developer": 1000, "operator": 3000, "platform": 1000, "provider": 5000})
     api.accept_contract(t["demander"], oid)
     api.approve_contract(t["provider"], oid)

@@ -235,13 +235,37 @@ class ComputeNode:
         # the trial runs on mock rows, which hold none of the real keys a query names
         query = None if execution == 0 else _query(entry, order, placed)
         policy = None
+        columns = _columns(proven_inputs, inputs)
         if execution > 0:  # the contract's usage policy, from its proven contract.proposed
             proposed = self.verifier.proven(order, "proposed_seq", "contract.proposed",
                                             contract_id, checkpoint)
             policy = proposed.payload().get("usage_policy")
+            columns = allowed_columns(columns, inputs, (policy or {}).get("allowed_fields"),
+                                      self._granted(proven, checkpoint))
         return Job(contract_id, execution, product.get("code"),
                    str(proven.get("code_sha256") or "").lower(), registered.seq, inputs,
-                   query, OutputContract.of(proven, policy), _columns(proven_inputs, inputs))
+                   query, OutputContract.of(proven, policy), columns)
+
+    def _granted(self, registered: dict[str, Any], checkpoint: Checkpoint
+                 ) -> dict[str, set[str]]:
+        """The fields this provider granted of each of its datasets, from the proven
+        ``authorization.granted`` of each authorization the product names that is this
+        provider's (another provider's grants cover other datasets)."""
+        granted: dict[str, set[str]] = {}
+        for auth_id in registered.get("authorization_ids") or []:
+            view = self.platform.authorization(str(auth_id))
+            if view is None or view.get("provider_id") != self.participant_id:
+                continue
+            event = self.verifier.proven(view, "granted_seq", "authorization.granted",
+                                         str(auth_id), checkpoint)
+            payload = event.payload()
+            if payload.get("provider_id") != self.participant_id:
+                raise TrustError(f"authorization.granted (event {event.seq}) is not "
+                                 f"provider {self.participant_id}'s")
+            for item in payload.get("datasets") or []:
+                granted.setdefault(str(item["dataset_id"]), set()).update(
+                    str(f) for f in item["fields"])
+        return granted
 
     def _my_inputs(self, items: list[Any]) -> list[str]:
         """This provider's input datasets among a product's ``inputs``, in product order."""
@@ -292,6 +316,17 @@ def _columns(items: list[Any], inputs: list[str]) -> tuple[tuple[str, ...], ...]
     """The fields a product's ``inputs`` name of each of ``inputs``, in that order."""
     named = {str(i["dataset_id"]): tuple(str(f) for f in i["fields"]) for i in items}
     return tuple(named[d] for d in inputs)
+
+
+def allowed_columns(columns: tuple[tuple[str, ...], ...], inputs: list[str],
+                    allowed: Any, granted: dict[str, set[str]]) -> tuple[tuple[str, ...], ...]:
+    """The columns the code is handed of each input: those the product names, cut to the
+    contract's ``allowed_fields`` (if it sets them) and to the fields this provider's
+    proven authorizations grant of that dataset (none granted: none handed over)."""
+    keep = None if allowed is None else {str(a) for a in allowed}
+    return tuple(tuple(c for c in names if (keep is None or c in keep)
+                       and c in granted.get(dataset_id, set()))
+                 for names, dataset_id in zip(columns, inputs, strict=True))
 
 
 def _query(entry: LogEntry, order: dict[str, Any],

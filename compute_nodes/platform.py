@@ -85,6 +85,14 @@ class NodePlatform:
     def product(self, product_id: str) -> dict[str, Any]:
         return self.client.product(self.token, product_id)
 
+    def authorization(self, authorization_id: str) -> dict[str, Any] | None:
+        """The authorization view; None when it answers 403 or 404 (not this provider's)."""
+        r = self.call("GET", f"/authorizations/{authorization_id}", expect=(200, 403, 404))
+        if r.status_code != 200:
+            return None
+        view: dict[str, Any] = r.json()
+        return view
+
     def dataset_owner(self, dataset_id: str) -> str:
         owner = self._owners.get(dataset_id)
         if owner is None:

@@ -354,7 +354,7 @@ class Finance:
         self.api.propose_contract(self.operator, order, usage_policy={
             "processing_count": 3, "not_before": self.now.isoformat(),
             "not_after": (self.now + timedelta(days=90)).isoformat(),
-            "circulation_modes": ["ciphertext"]}, price_fen=2_000_000, revenue_split={
+            "circulation_modes": ["plaintext"]}, price_fen=2_000_000, revenue_split={
             "developer": 1500, "operator": 2500, "platform": 1000, "provider": 5000})
         self.api.accept_contract(self.bank, order)
         for p in self.providers.values():

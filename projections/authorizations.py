@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Column, Connection, String
+from sqlalchemy import JSON, BigInteger, Column, Connection, String
 
 from core.record import LogEntry
 from projections import base
@@ -24,6 +24,8 @@ authorizations = base.state_table(
     Column("granted_at", String, nullable=False),
     Column("ended_at", String, nullable=True),
     Column("revocation_reason", String, nullable=True),
+    # the seq of authorization.granted: a compute node proves the granted fields from it
+    Column("granted_seq", BigInteger, nullable=True),
 )
 
 
@@ -32,7 +34,7 @@ def _granted(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
         id=entry.originator_id, provider_id=p["provider_id"], scenario_id=p["scenario_id"],
         operator_id=p["operator_id"], datasets=p["datasets"], not_before=p["not_before"],
         not_after=p["not_after"], usage_policy=p["usage_policy"], state="granted",
-        granted_at=p["at"], updated_at=p["at"], version=entry.version)
+        granted_at=p["at"], granted_seq=entry.seq, updated_at=p["at"], version=entry.version)
     base.grant(conn, KIND, entry.originator_id, p["provider_id"], p["operator_id"])
 
 
@@ -56,4 +58,4 @@ AUTHORIZATIONS = base.Listing(
     authorizations, KIND, order_by=("granted_at", "id"),
     fields=("id", "provider_id", "scenario_id", "operator_id", "datasets", "not_before",
             "not_after", "usage_policy", "state", "granted_at", "ended_at",
-            "revocation_reason", "updated_at", "version"))
+            "revocation_reason", "granted_seq", "updated_at", "version"))

@@ -61,6 +61,9 @@ class AuthorizationView(BaseModel):
     granted_at: str
     ended_at: str | None = Field(description="when it was revoked or recorded as expired")
     revocation_reason: str | None
+    granted_seq: int | None = Field(default=None, description="seq of the "
+                                    "authorization.granted event (a compute node proves the "
+                                    "granted fields from it)")
     updated_at: str
     version: int = Field(description="the authorization's stream version")
 

@@ -184,7 +184,7 @@ class Api(Market):
             "processing_count": processing_count,
             "not_before": (now - timedelta(minutes=1)).isoformat(),
             "not_after": (now + timedelta(days=90)).isoformat(),
-            "circulation_modes": ["ciphertext"]}, price_fen=1_000_000, revenue_split={
+            "circulation_modes": ["plaintext"]}, price_fen=1_000_000, revenue_split={
             "developer": 1000, "operator": 3000, "platform": 1000, "provider": 5000})
         self.api.accept_contract(p.demander, oid)
         if approve:

@@ -190,11 +190,11 @@ def order(w: SimpleNamespace, product: str, *, allowed: list[str] | None = None,
     oid = api.place_order(p.demander, product, "credit decisions on SMEs", query)
     now = datetime.now(UTC)
     policy: dict[str, Any] = {
-        "processing_count": processing_count, "circulation_modes": ["ciphertext"],
+        "processing_count": processing_count, "circulation_modes": ["plaintext"],
         "not_before": (now - timedelta(minutes=1)).isoformat(),
         "not_after": (now + timedelta(days=90)).isoformat()}
-    if allowed is not None:
-        policy["allowed_fields"] = allowed
+    if allowed is not None:  # the fields it reads too: the ledger refuses less
+        policy["allowed_fields"] = sorted({*USED, *allowed})
     api.propose_contract(p.operator, oid, usage_policy=policy, price_fen=100_000,
                          revenue_split={"developer": 1000, "operator": 3000,
                                         "platform": 1000, "provider": 5000})
