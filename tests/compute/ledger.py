@@ -130,9 +130,10 @@ class Api(Market):
         self.url = url
         self.http = self.api.http
 
-    def call(self, method: str, path: str, token: str, expect: int | tuple[int, ...] = 200,
-             **kw: Any) -> Any:
-        return self.api.call(method, path, token, expect, **kw)
+    def call(self, method: str, path: str, who: Party | str,
+             expect: int | tuple[int, ...] = 200, **kw: Any) -> Any:
+        """Any request as a party (its decisions signed) or a bare token (unsigned)."""
+        return self.api.call(method, path, who, expect, **kw)
 
     def onboard(self, role: str, name: str, code: str = "", *,  # type: ignore[override]
                 admit: bool = True) -> Party:
@@ -169,7 +170,7 @@ class Api(Market):
 
     def product(self, p: SimpleNamespace, code: str, inputs: list[dict[str, Any]],
                 authorization: str | None = None, name: str = "SME credit score") -> str:
-        return self.api.list_product(p.operator, ADMIN_TOKEN, {
+        return self.api.list_product(p.operator, self.platform, {
             "scenario_id": p.scenario_id, "authorization_ids": [authorization or p.auth_id],
             "name": name, "kind": "api", "description": "a score per firm", "code": code,
             "inputs": inputs, "output_schema": OUTPUT_SCHEMA, "key_column": "uscc",
@@ -205,7 +206,7 @@ def build_market(api: Api) -> SimpleNamespace:
                         operator=api.onboard("operator", "Data operator 数据运营公司"),
                         developer=api.onboard("developer", "Model studio 模型工作室"),
                         demander=api.onboard("demander", "City bank 城市商业银行"))
-    p.expert = api.api.add_member(api.regulator, "expert 专家", ["expert"]).token
+    p.expert = api.api.add_member(api.regulator, "expert 专家", ["expert"])
     ids = []
     for name, fields in (("Enterprise tax and power", FIELDS), ("Enterprise loans", LOAN_FIELDS)):
         ds = api.api.register_dataset(p.provider, name=name, description="per enterprise",

@@ -154,7 +154,7 @@ def node_on_sandbox(w: SimpleNamespace, h: SimpleNamespace,
 def known_secrets(w: SimpleNamespace, h: SimpleNamespace) -> dict[str, str]:
     """Every secret of this deployment the test knows, by name."""
     found = {"admin token": ADMIN_TOKEN, "datasite admin password": "admin-pass-1",
-             "datasite runner password": "node-pass-1", "expert token": w.p.expert,
+             "datasite runner password": "node-pass-1", "expert token": w.p.expert.token,
              "other provider's token": h.other.token}
     for role in ("provider", "operator", "developer", "demander"):
         found[f"{role}'s token"] = getattr(w.p, role).token
@@ -175,7 +175,7 @@ def known_secrets(w: SimpleNamespace, h: SimpleNamespace) -> dict[str, str]:
 
 def listed(w: SimpleNamespace, code: str, schema: dict[str, Any], name: str) -> str:
     """A listed product over the tax table, its key column ``uscc``."""
-    return w.api.api.list_product(w.p.operator, ADMIN_TOKEN, {
+    return w.api.api.list_product(w.p.operator, w.api.platform, {
         "scenario_id": w.p.scenario_id, "authorization_ids": [w.p.auth_id], "name": name,
         "kind": "api", "description": "a product under test", "code": code,
         "inputs": [{"dataset_id": w.p.dataset_id, "fields": USED}], "output_schema": schema,

@@ -308,7 +308,7 @@ def test_each_party_provider_runs_its_own_computation_over_its_own_inputs(
         "circulation_mode": "ciphertext"})["scenario_id"]
     api.call("POST", f"/scenarios/{scenario}/opinions", p.expert, 201,
              json={"verdict": "approve", "comment": "proportionate"})
-    api.call("POST", f"/scenarios/{scenario}/decision", api.regulator.token,
+    api.call("POST", f"/scenarios/{scenario}/decision", api.regulator,
              json={"approve": True, "comment": "approved"})
     two = SimpleNamespace(**{**vars(p), "scenario_id": scenario})
     auth_tax = api.grant(two, datasets=inputs[:1])
@@ -320,10 +320,10 @@ def test_each_party_provider_runs_its_own_computation_over_its_own_inputs(
         "inputs": inputs, "output_schema": {"type": "array"}, "price_fen": 100,
         "developer_id": p.developer.id})["product_id"]
     api.call("POST", f"/products/{product}/listing-request", p.operator.token)
-    api.call("POST", f"/products/{product}/listing-decision", ADMIN_TOKEN,
+    api.call("POST", f"/products/{product}/listing-decision", api.platform,
              json={"approve": True, "comment": "ok"})
     contract = api.order(p, product, approve=False)
-    api.call("POST", f"/orders/{contract}/contract/approvals", grid.token)
+    api.call("POST", f"/orders/{contract}/contract/approvals", grid)
     api.approve(p, contract)
 
     site = datasite.launch("grid-node", data_dir=w.tmp / "grid-datasite", reset=True,

@@ -95,14 +95,14 @@ def test_a_revoked_authorization(w: SimpleNamespace) -> None:
     product = w.api.product(w.p, SCORE, [{"dataset_id": w.p.dataset_id, "fields": USED}],
                             authorization=auth, name="revocable score")
     contract = w.api.order(w.p, product)
-    w.api.call("POST", f"/authorizations/{auth}/revocation", w.p.provider.token,
+    w.api.call("POST", f"/authorizations/{auth}/revocation", w.p.provider,
                json={"reason": "the source system is being audited"})
     refused(w, w.node(), contract, "authorization_revoked")
 
 
 def test_a_contract_terminated_before_the_node_acts(w: SimpleNamespace) -> None:
     contract = w.api.order(w.p, w.p.product_id)
-    w.api.call("POST", f"/orders/{contract}/contract/termination", w.p.operator.token,
+    w.api.call("POST", f"/orders/{contract}/contract/termination", w.p.operator,
                json={"reason": "the bank withdrew"})
     refused(w, w.node(), contract, "contract_terminated")
 
@@ -128,7 +128,7 @@ def test_a_result_after_the_contract_was_terminated_is_not_delivered(
             or not w.api.computations(contract):
         assert status in ("not_anchored", "running") and time.monotonic() < deadline, status
         time.sleep(0.1)
-    w.api.call("POST", f"/orders/{contract}/contract/termination", w.p.operator.token,
+    w.api.call("POST", f"/orders/{contract}/contract/termination", w.p.operator,
                json={"reason": "the bank withdrew"})
     while not (outcome := node.handle(event, wait=False)[0]).settled:  # its one handling
         assert time.monotonic() < deadline + 30, outcome
