@@ -35,12 +35,13 @@ class MemoryUnitOfWork(UnitOfWork):
 
 
 def ctx(role: str, participant_id: str = "p-" , member_id: str = "m-1",
-        member_roles: tuple[str, ...] = ("admin",), at: str = "2026-11-26T10:00:00Z") -> Context:
+        member_roles: tuple[str, ...] = ("admin",), at: str = "2026-11-26T10:00:00Z",
+        allow_unsigned: bool = True) -> Context:
     """A command context for a member of a participant in ``role``; decisions need no
     signature here (the domain's rules are what these tests check; the signature check
     has its own, tests/unit/domain/test_signing.py)."""
     pid = participant_id if participant_id != "p-" else f"p-{role}"
-    return Context(Actor(pid, member_id, role, member_roles), at, allow_unsigned=True)
+    return Context(Actor(pid, member_id, role, member_roles), at, allow_unsigned)
 
 
 def run(uow: MemoryUnitOfWork, handler: Any, *args: Any, **kwargs: Any) -> Any:

@@ -47,9 +47,9 @@ from tests.unit.fakes import MemoryUnitOfWork, ctx
 AT = "2026-11-26T10:00:00Z"
 SYSTEM = {"participant": "system", "member": "system", "role": "system"}
 REG = "p-regulator"
-ADMIN = ctx("regulator", REG, "m-admin", ("admin",))
-EXPERT = ctx("regulator", REG, "m-expert", ("expert",))
-OTHER_EXPERT = ctx("regulator", REG, "m-expert-2", ("expert",))
+ADMIN = ctx("regulator", REG, "m-admin", ("admin",), allow_unsigned=False)
+EXPERT = ctx("regulator", REG, "m-expert", ("expert",), allow_unsigned=False)
+OTHER_EXPERT = ctx("regulator", REG, "m-expert-2", ("expert",), allow_unsigned=False)
 BODY = {"verdict": "approve", "comment": "proportionate"}
 
 
@@ -262,7 +262,7 @@ def test_a_key_is_revoked_by_its_member_or_its_participants_admin_only(world: Wo
     with pytest.raises(Forbidden):
         revoke_key(world.uow, OTHER_EXPERT, REG, kid, reason="not mine")
     with pytest.raises(Forbidden):
-        revoke_key(world.uow, ctx("regulator", "p-other", "m-x", ("admin",)), REG, kid,
+        revoke_key(world.uow, ctx("regulator", "p-other", "m-x", ("admin",), allow_unsigned=False), REG, kid,
                    reason="another participant's admin")
     with pytest.raises(NotFound):
         revoke_key(world.uow, ADMIN, REG, "ed25519:" + "0" * 32, reason="no such key")
