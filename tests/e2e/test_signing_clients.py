@@ -119,3 +119,25 @@ def test_the_documented_function_is_accepted(world: World, chain: Chain) -> None
     assert head(world) == before
     r = world.client.post("/authorizations", json=signed, headers=chain.provider.headers)
     assert r.status_code == 201, r.text
+
+
+def test_the_client_rotates_and_revokes_keys(world: World, chain: Chain) -> None:
+    """After a rotation the party signs with its new key and a copy holding the old one is
+    refused (key_revoked); a revoked key signs nothing."""
+    old = Party(chain.provider.participant_id, chain.provider.token,
+                member_id=chain.provider.member_id, key=chain.provider.key, key_registered=True)
+    old_id = chain.provider.key_id
+    world.api.rotate_key(chain.provider)
+    assert chain.provider.key_id != old_id and chain.provider.key_registered
+    before = head(world)
+    r = world.api.send("POST", f"/authorizations/{chain.authorization_id}/revocation", old,
+                       json={"reason": "x"})
+    assert (r.status_code, r.json()["error"]) == (403, "key_revoked")
+    assert head(world) == before
+    world.api.revoke_key(chain.provider, chain.provider.participant_id,
+                         str(chain.provider.key_id), "the laptop was lost")
+    r = world.api.send("POST", f"/authorizations/{chain.authorization_id}/revocation",
+                       chain.provider, json={"reason": "x"})
+    assert (r.status_code, r.json()["error"]) == (403, "key_revoked")
+    world.api.give_key(chain.provider)
+    world.api.revoke_authorization(chain.provider, chain.authorization_id, "consent withdrawn")
