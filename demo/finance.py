@@ -48,6 +48,7 @@ from chain.note import Verifier
 from chain.verify import VerificationError, verify_inclusion
 from client.market import Market
 from client.platform import Party, Platform, PlatformError
+from core.decision import event_signature_verifies, key_id
 from core.record import leaf_hash
 from demo.enterprises import (
     MARKET_FIELDS,
@@ -227,6 +228,7 @@ class Checks:
 class Finance:
     """The scenario, step by step, as each party takes it over the platform's HTTP API."""
 
+    market: Market  # the platform operator's party and the regulator, signing their decisions
     regulator: Party
     operator: Party
     developer: Party
@@ -264,7 +266,7 @@ class Finance:
         print("\n1. Onboarding (入驻 and 准入)", flush=True)
         market = Market(self.api, self.admin, "Municipal big data bureau 大数据局",
                         credit_code=_credit_code, comment="meets the admission criteria 准入")
-        self.regulator = market.regulator
+        self.market, self.regulator = market, market.regulator
         self.operator = market.onboard("operator", "Municipal data group 数据集团")
         self.developer = market.onboard("developer", "Risk model studio 风控模型工作室")
         self.bank = market.onboard("demander", "City commercial bank 城市商业银行")
@@ -321,7 +323,7 @@ class Finance:
 
     def list_product(self) -> str:
         print("\n4. The product (上架)", flush=True)
-        product = self.api.list_product(self.operator, self.admin, {
+        product = self.api.list_product(self.operator, self.market.platform, {
             "scenario_id": self.scenario, "authorization_ids": self.authorizations,
             "name": "SME credit points 企业信用分", "kind": "api",
             "description": "partial credit points per enterprise from each provider's view",
@@ -388,6 +390,7 @@ class Finance:
         self.check("every code the bank received is a well-formed credit code",
                    all(valid_code(c) for c in totals))
         self.verify_delivery()
+        self.verify_signatures()
         log = self.api.events_page(self.regulator)
         types = Counter(e["type"] for e in log["events"])
         _say("regulator", f"the whole log: {sum(types.values())} events, "
@@ -462,6 +465,23 @@ class Finance:
                    all(set(r) == {"uscc", "points"} for r in rows)
                    and not (private_columns - {"uscc"}) & {k for r in rows for k in r})
         return rows
+
+    def verify_signatures(self) -> None:
+        """Every decision of the run was signed by the member who made it (签名验签): each
+        verifies from its event and the key that member registered on the ledger alone."""
+        events = self.api.events(self.regulator)
+        keys = {key_id(e["payload"]["public_key"]): e["payload"]["public_key"]
+                for e in events if e["type"] == "participant.key_registered"}
+        founded = self.market.platform.id  # admitted by the system at first start, unsigned
+        decisions = [e["payload"]["signature"] for e in events
+                     if "signature" in e["payload"] and e["originator_id"] != founded]
+        verified = [s for s in decisions
+                    if s is not None and event_signature_verifies(keys.get(s["key_id"], ""), s)]
+        self.check(f"all {len(decisions)} decisions are signed and verify from their events",
+                   bool(decisions) and len(verified) == len(decisions))
+        _say("regulator", f"{len(verified)} of {len(decisions)} decisions (admissions, "
+             "opinions, grants, listing, contract steps) verify with their member's registered "
+             "key, from the events alone")
 
     def verify_delivery(self) -> None:
         """The bank proves a delivery.made event is in the log a quorum of witnesses signed."""
