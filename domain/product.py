@@ -306,6 +306,20 @@ def require_still_authorized(uow: UnitOfWork, product: Product, at: str) -> None
     check_inputs_covered(product.inputs, auths, at, f"product {product.id}")
 
 
+def _check_allowed_fields(items: list[dict[str, Any]], auths: list[Authorization]) -> None:
+    """An authorization's usage policy may restrict the columns (``allowed_fields``): a
+    product reading another field of one of its datasets is refused, 422 naming the input."""
+    for i, item in enumerate(items):
+        for auth in auths:
+            allowed = auth.usage_policy.get("allowed_fields")
+            if allowed is None or auth.granted_fields(item["dataset_id"]) is None:
+                continue
+            extra = [f for f in item["fields"] if f not in allowed]
+            if extra:
+                raise InvalidInput(f"inputs[{i}].fields", f"{extra!r} are not among the "
+                                   f"allowed_fields of authorization {auth.id}")
+
+
 def _check_developer(uow: UnitOfWork, developer_id: str | None) -> None:
     if developer_id is None:
         return
@@ -357,6 +371,7 @@ def register_product(uow: UnitOfWork, ctx: Context, d: ProductDraft) -> dict[str
     auths = _live_authorizations(uow, d.scenario_id, d.authorization_ids)
     items = validate_selection(d.inputs, "inputs")
     check_inputs_covered(items, auths, ctx.at)
+    _check_allowed_fields(items, auths)
     _check_developer(uow, d.developer_id)
     details = {**asdict(d), "code_sha256": _checked_digest(d.code, d.code_sha256),
                "inputs": items, "sensitive_fields": _sensitive_fields(uow, items)}

@@ -31,6 +31,7 @@ from tests.e2e.conftest import (
     World,
     head,
     list_product,
+    product_body,
 )
 from tests.e2e.test_computations_api import DATA_SHA, ask, report
 from tests.e2e.test_market_api import SPLIT, invalid, place
@@ -284,6 +285,16 @@ def test_allowed_fields_must_cover_what_the_product_reads(world: World, chain: C
     assert "annual_revenue" in refusal.text and "usage_policy.allowed_fields" in refusal.text
     body["usage_policy"] = policy(allowed_fields=USED)
     world.call("POST", f"/orders/{oid}/contract", chain.operator, json=body)
+
+
+def test_a_product_reading_more_than_its_authorizations_allowed_fields_is_refused(
+        world: World, chain: Chain) -> None:
+    requested = [{"dataset_id": chain.dataset_id, "fields": USED}]
+    auth = world.api.authorize(chain.provider, chain.scenario_id, requested,
+                               (NOW - timedelta(days=1), NOW + timedelta(days=365)),
+                               {"processing_count": 5, "allowed_fields": ["taxpayer_id"]})
+    assert invalid(world, "/products", chain.operator,
+                   product_body(chain, authorization_ids=[auth])) == {"inputs[0].fields"}
 
 
 # -- unknown keys ------------------------------------------------------------------------
