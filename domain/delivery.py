@@ -28,10 +28,10 @@ from __future__ import annotations
 from typing import Any
 
 from domain.base import Context
-from domain.computation import TRIAL, Computation, computation_id
+from domain.computation import Computation, computation_id
 from domain.dataset import Dataset
 from domain.errors import Forbidden, NotFound, WrongState
-from domain.execution_rules import effective_policy
+from domain.execution_rules import TRIAL, effective_policy
 from domain.order import Order
 from domain.permissions import permit
 from domain.product import Product
