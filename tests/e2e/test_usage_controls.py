@@ -18,8 +18,10 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from client.platform import Party
 from domain.base import Actor, Context, new_id
+from domain.delivery import access_result
+from domain.errors import ConcurrencyConflict
 from domain.order import ContractProposed, Order
-from domain.usage import usage_id
+from domain.usage import Meter, usage_id
 from runtime.build import Container, build
 from runtime.settings import Settings
 from tests.e2e.conftest import (
@@ -169,6 +171,21 @@ def test_a_count_allows_up_to_its_limit_refuses_past_it_and_across_a_restart(
     assert [e["payload"]["counted"] for e in mine if e["type"] == "delivery.accessed"] == [
         True, True, False, True]
     assert mine[0]["payload"]["member_id"] == chain.demander.member_id
+
+
+def test_two_accesses_decided_on_the_same_counters_are_not_both_stored(
+        world: World, chain: Chain, server: Server) -> None:
+    """The append refuses an access decided on counters another access moved since: one
+    download left, two decided at once, one stored; decided again, the other is refused."""
+    cid = delivered(world, chain, contract(world, chain, policy(download_count=1)))
+    actor = Actor(chain.demander.participant_id, chain.demander.member_id, "demander",
+                  ("admin",))
+    ledger = server.container.ledger
+    first = ledger.execute(access_result, actor, cid, kind="download", meter=Meter())
+    assert first.body["allowed"]
+    with pytest.raises(ConcurrencyConflict):
+        ledger.execute(access_result, actor, cid, kind="download", meter=Meter())
+    refused(world, cid, chain.demander, "download_count_exhausted")
 
 
 def test_the_processing_count_holds_across_a_restart(world: World, chain: Chain,
