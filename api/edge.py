@@ -5,7 +5,6 @@ long it may take) are ``runtime.http_server``'s."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from dataclasses import dataclass
@@ -27,6 +26,10 @@ log = logging.getLogger("dataledger.api")
 
 #: answers that end the connection: the rest of the request body is never read
 CLOSE = {"Connection": "close"}
+#: the ``scope["extensions"]`` entry the server (``runtime.http_server``) sets,
+#: ``{"seconds": timeout}``, when no part of a request's body came for that long (it then
+#: wakes the app's wait for the body, and LimitBody answers 408)
+BODY_TIMED_OUT = "dataledger.body_timed_out"
 
 
 @dataclass(frozen=True)
@@ -41,22 +44,24 @@ class BodyLimit:
 
 
 class LimitBody:
-    """ASGI middleware: every request body is bounded in size and in time.
+    """ASGI middleware: every request body is bounded in size, and answered 408 when the
+    server says it stalled.
 
     A body larger than its limit (``DATALEDGER_MAX_BODY_BYTES``; a result post,
     ``POST /computations/{id}/result``, ``DATALEDGER_MAX_RESULT_BYTES``) is answered 413
     ``too_large``: a declared ``Content-Length`` over it at once, unread; otherwise (a
     chunked body) the bytes are counted as the app reads them, and reading past the limit
-    raises the 413 where the route reads. A body whose next part takes longer than
-    ``read_timeout`` seconds to come is answered 408 ``request_timeout``. Either way the route
-    never runs, nothing is stored, and the connection is closed (the rest is never read).
+    raises the 413 where the route reads. A body the server marks stalled (no part of it
+    for ``DATALEDGER_BODY_READ_TIMEOUT`` seconds: ``BODY_TIMED_OUT``; the timer is the
+    server's, so a body that came whole costs nothing here) is answered 408
+    ``request_timeout``. Either way the route never runs, nothing is stored, and the
+    connection is closed (the rest is never read).
     """
 
     RESULT = re.compile(r"/computations/[^/]+/result")
 
-    def __init__(self, app: ASGIApp, limit: int, result_limit: int,
-                 read_timeout: float) -> None:
-        self.app, self.read_timeout = app, read_timeout
+    def __init__(self, app: ASGIApp, limit: int, result_limit: int) -> None:
+        self.app = app
         self.body = BodyLimit(limit, "DATALEDGER_MAX_BODY_BYTES")
         self.result = BodyLimit(result_limit, "DATALEDGER_MAX_RESULT_BYTES")
 
@@ -66,26 +71,26 @@ class LimitBody:
             return
         bound = (self.result if scope["method"] == "POST" and self.RESULT.fullmatch(scope["path"])
                  else self.body)
-        declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > bound.limit:
-            await JSONResponse(error_body("too_large", bound.detail()), 413, headers=CLOSE)(
-                scope, receive, send)
-            return
-        seen, complete = 0, False
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if value.isdigit() and int(value) > bound.limit:
+                    await JSONResponse(error_body("too_large", bound.detail()), 413,
+                                       headers=CLOSE)(scope, receive, send)
+                    return
+                break
+        seen = 0
 
         async def bounded() -> Message:
-            nonlocal seen, complete
-            if complete:  # the body is read: what comes now is the disconnect, whenever
-                return await receive()
-            try:
-                async with asyncio.timeout(self.read_timeout):
-                    message = await receive()
-            except TimeoutError:
-                raise StarletteHTTPException(408, (
-                    f"no part of the request body came for {self.read_timeout:g} s "
-                    "(DATALEDGER_BODY_READ_TIMEOUT); nothing was stored"), CLOSE) from None
-            complete = message["type"] != "http.request" or not message.get("more_body")
-            seen += len(message.get("body", b""))
+            nonlocal seen
+            message = await receive()
+            body = message.get("body", b"")
+            if not body and message.get("more_body"):  # woken without a part: stalled?
+                stalled = (scope.get("extensions") or {}).get(BODY_TIMED_OUT)
+                if stalled is not None:
+                    raise StarletteHTTPException(408, (
+                        f"no part of the request body came for {stalled['seconds']:g} s "
+                        "(DATALEDGER_BODY_READ_TIMEOUT); nothing was stored"), CLOSE)
+            seen += len(body)
             if seen > bound.limit:
                 raise StarletteHTTPException(413, bound.detail(), CLOSE)
             return message
@@ -151,8 +156,7 @@ async def client_disconnected(request: Request, exc: Exception) -> Response:
 def install(app: FastAPI, settings: ReadSettings) -> None:
     """The edge's middlewares, handlers and OpenAPI statements on ``app``."""
     app.add_middleware(LimitBody, limit=settings.max_body_bytes,
-                       result_limit=settings.max_result_bytes,
-                       read_timeout=settings.body_read_timeout)
+                       result_limit=settings.max_result_bytes)
     app.add_middleware(AnswerOptions)
     app.add_exception_handler(405, method_not_allowed)
     app.add_exception_handler(408, request_timeout)
