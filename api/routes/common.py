@@ -78,23 +78,32 @@ class ReadRoute(APIRoute):
                 model = None
         if set(kwargs.get("methods") or ()) == {"GET"} and model is not None:
             kwargs["response_model"] = model
-            endpoint = _always_encoded(endpoint, TypeAdapter(model))
+            dump = {name: kwargs[f"response_model_{name}"] for name in _DUMP_OPTIONS
+                    if f"response_model_{name}" in kwargs}
+            endpoint = _always_encoded(endpoint, TypeAdapter(model), dump)
         super().__init__(path, endpoint, **kwargs)
 
 
-def _always_encoded(endpoint: Callable[..., Any], adapter: TypeAdapter[Any]
-                    ) -> Callable[..., Any]:
-    """``endpoint`` answering a Response (see ReadRoute); sync or async as it was, since
-    FastAPI runs a sync endpoint in a worker thread."""
+#: the response_model_* options of a route, as pydantic's dump takes them
+_DUMP_OPTIONS = ("include", "exclude", "by_alias", "exclude_unset", "exclude_defaults",
+                 "exclude_none")
+
+
+def _always_encoded(endpoint: Callable[..., Any], adapter: TypeAdapter[Any],
+                    dump: dict[str, Any]) -> Callable[..., Any]:
+    """``endpoint`` answering a Response (see ReadRoute), dumped with the route's
+    ``response_model_*`` options (``dump``); sync or async as it was, since FastAPI runs a
+    sync endpoint in a worker thread."""
+    dump = {"by_alias": True, **dump}
 
     def encoded(content: Any) -> Any:
         if isinstance(content, Response):
             return content
         value = adapter.validate_python(content, from_attributes=True)
         try:
-            body = adapter.dump_json(value, by_alias=True)
+            body = adapter.dump_json(value, **dump)
         except PydanticSerializationError:  # deeper than pydantic encodes
-            body = json.dumps(adapter.dump_python(value, by_alias=True), ensure_ascii=False,
+            body = json.dumps(adapter.dump_python(value, **dump), ensure_ascii=False,
                               allow_nan=False, separators=(",", ":")).encode()
         return Response(body, media_type="application/json")
 
