@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -26,10 +27,28 @@ STATUS: dict[type[e.DomainError], int] = {
     e.ConcurrencyConflict: 409,
 }
 
+
+class Problem(BaseModel):
+    field: str = Field(description="the invalid field (``query.NAME``, a body field's path)")
+    reason: str
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer (``error_body``), stated in OpenAPI so that a client,
+    and the fuzz test, can hold each refusal to it."""
+
+    model_config = ConfigDict(extra="allow")
+    error: str = Field(description="the code: invalid_input, forbidden, wrong_state, …")
+    detail: Any = Field(description="what went wrong, for a person")
+    fields: list[Problem] = Field(default_factory=list,
+                                  description="422: each invalid field and why")
+    rule: str = Field(default="", description="403 forbidden: the permission the caller lacks")
+
+
 #: the shape of every error body, for OpenAPI
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"description": text, "content": {"application/json": {"example": {
-        "error": name, "detail": text, **extra}}}}
+    code: {"description": text, "model": ErrorBody, "content": {"application/json": {
+        "example": {"error": name, "detail": text, **extra}}}}
     for code, name, text, extra in [
         (400, "bad_request", "malformed request", {}),
         (401, "unauthenticated", "missing or unknown bearer token", {}),
