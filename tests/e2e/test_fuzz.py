@@ -22,10 +22,12 @@ from typing import Any
 import hypothesis
 import pytest
 import schemathesis
+from fastapi.testclient import TestClient
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.python import asgi
 from schemathesis.specs.openapi import checks as openapi_checks
 
+from client import signing
 from client.platform import Party
 from runtime.build import Container
 from tests.e2e import test_computations_api as computations
@@ -74,8 +76,12 @@ class FuzzRun:
     operator: Party
     poison: dict[str, Any]
     ids: dict[str, list[Any]]
+    #: the app, to read an aggregate's version with
+    http: TestClient
     operations: set[str] = field(default_factory=set)
     examples: int = 0
+    #: decisions the run signed
+    signed: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
     phases: Counter[str] = field(default_factory=Counter)
     #: how many operations the document has
@@ -91,10 +97,12 @@ class FuzzRun:
     def is_poison(self, case: schemathesis.Case) -> bool:
         return case.operation.label == "POST /products" and case.body == self.poison
 
-    def with_real_ids(self, case: schemathesis.Case) -> None:
+    def prepare(self, case: schemathesis.Case) -> None:
         """Replace, in three cases of four, each id of a component generated as valid (path,
-        query, body) by a real one: the choice is the case's own, so a run repeats. Invalid
-        components are left as they are, for the checks that expect them refused."""
+        query, body) by a real one; sign, one time in two, a valid decision body with the
+        party's key at the aggregate's version, so that the command passes the signature
+        check and meets the domain. Each choice is the case's own, so a run repeats.
+        Invalid components are left as they are, for the checks that expect them refused."""
         if case.meta is None:  # an explicit example: sent as written
             return
         rng = random.Random(repr((case.path_parameters, case.query, case.body)))
@@ -108,6 +116,17 @@ class FuzzRun:
                     for key in values if self.ids.get(key) and rng.random() < 0.75}
             if real:
                 setattr(case, name, {**values, **real})
+        if (isinstance(case.body, dict) and not case.meta.is_negative_at(ParameterLocation.BODY)
+                and self.party.key is not None and rng.random() < 0.5):
+            made = signing.decision_of(case.method, case.formatted_path, case.body)
+            if made is not None:
+                version = signing.view_version(self.http.get(made.view,
+                                                             headers=self.party.headers))
+                body = signing.signed(self.party.key, self.party.member_id, made, version,
+                                      case.body)
+                if body is not None:
+                    case.body = body
+                    self.signed += 1
 
     def seen(self, case: schemathesis.Case, status: int, body: bytes) -> None:
         self.operations.add(case.operation.label)
@@ -150,7 +169,8 @@ class Report:
             statuses = ", ".join(f"{s}: {n}" for s, n in sorted(run.statuses.items()))
             terminalreporter.write_line(
                 f"fuzz as {run.role}: {len(run.operations)} of {run.documented} operations "
-                f"covered, {run.examples} examples ({phases}), {len(run.server_errors)} "
+                f"covered, {run.examples} examples ({phases}; {run.signed} decisions "
+                f"signed), {len(run.server_errors)} "
                 f"server errors; statuses {statuses}; the 256-deep poison answered "
                 f"{run.poison_status}")
             for error in run.server_errors[:20]:
@@ -212,13 +232,13 @@ def fuzz_run(request: pytest.FixtureRequest, world: World, container: Container,
     chain, ids = market(world, container)
     poisoner = build_chain(world)
     party = world.platform if request.param == "platform" else chain.demander
-    run = FuzzRun(request.param, party, poisoner.operator, poison(poisoner), ids)
+    run = FuzzRun(request.param, party, poisoner.operator, poison(poisoner), ids, world.client)
     report.runs.append(run)
     return run
 
 
 @pytest.fixture
-def fuzzed(fuzz_run: FuzzRun, client: Any) -> Iterator[schemathesis.schemas.BaseSchema]:
+def fuzzed(fuzz_run: FuzzRun, client: TestClient) -> Iterator[schemathesis.schemas.BaseSchema]:
     """The app's OpenAPI document, loaded in-process, with the real ids hooked in."""
     run = fuzz_run
     schema = schemathesis.openapi.from_asgi("/openapi.json", client.app,
@@ -250,7 +270,7 @@ schema = schemathesis.pytest.from_fixture("fuzzed")
 def test_every_operation_fuzzed(case: schemathesis.Case, fuzz_run: FuzzRun) -> None:
     """No 5xx and no answer the document does not describe, as each role."""
     run = fuzz_run
-    run.with_real_ids(case)
+    run.prepare(case)
     headers = {**(case.headers or {}), "Authorization": f"Bearer {run.token_for(case)}"}
     response = case.call(headers=headers)
     run.seen(case, response.status_code, response.content)
