@@ -18,7 +18,7 @@ from typing import Any
 from core.decision import COMMANDS, SignedDecision, statement, verifies
 from domain.base import Aggregate, Context
 from domain.errors import KeyRevokedError, SignatureInvalid, SignatureRequired, StaleDecision
-from domain.participant import Participant
+from domain.participant import Participant, weak_key
 from domain.unit_of_work import UnitOfWork
 
 #: what an aggregate calls just before it records a decision's event, once its own rules
@@ -63,6 +63,10 @@ def verify_decision(uow: UnitOfWork, ctx: Context, command: str, aggregate: Aggr
     if key is None:
         raise SignatureRequired(f"member {member_id} has no registered key "
                                 f"{signature.key_id!r}", key_id=signature.key_id)
+    if weak_key(key.public_key):  # stored before registration refused them
+        raise SignatureInvalid(f"key {signature.key_id} of member {member_id} is a point of "
+                               "small order, which anyone can sign with: it signs nothing",
+                               key_id=signature.key_id)
     if key.state != "active":
         raise KeyRevokedError(f"key {signature.key_id} of member {member_id} was revoked; sign "
                          "with an active key", key_id=signature.key_id)
