@@ -177,11 +177,9 @@ class Commands:
             allow_pending=allow_pending, **kwargs)
 
 
-#: the headers ``commands`` reads, as the OpenAPI document lists them (see api.app)
+#: the headers ``commands`` reads, as the OpenAPI document lists them (see api.app; the
+#: bearer token is its security scheme)
 COMMAND_HEADERS: list[dict[str, Any]] = [
-    {"name": "authorization", "in": "header", "required": False,
-     "description": "Bearer <token>: the acting member",
-     "schema": {"anyOf": [{"type": "string"}, {"type": "null"}], "title": "Authorization"}},
     {"name": "idempotency-key", "in": "header", "required": False,
      "description": f"{MIN_IDEMPOTENCY_KEY} to {MAX_IDEMPOTENCY_KEY} characters (422 "
                     "otherwise): the same key with the same request answers the first "

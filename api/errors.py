@@ -45,22 +45,24 @@ class ErrorBody(BaseModel):
     rule: str = Field(default="", description="403 forbidden: the permission the caller lacks")
 
 
+#: each error status: its usual code, what it means, more of its example body
+_ERRORS: list[tuple[int, str, str, dict[str, Any]]] = [
+    (400, "bad_request", "malformed request", {}),
+    (401, "unauthenticated", "missing or unknown bearer token", {}),
+    (403, "forbidden", ("the caller's role may not do this: `forbidden` naming the `rule` "
+     "(docs/PERMISSIONS.md), or `separation_of_duties`"), {"rule": "scenario.decision"}),
+    (404, "not_found", "no such resource visible to the caller", {}),
+    (409, "wrong_state", ("the command does not fit the current state: the aggregate's "
+     "(`wrong_state`) or another's, named (e.g. `scenario_suspended`, "
+     "`authorization_revoked`); a concurrent change carries `Retry-After`"), {}),
+    (422, "invalid_input", "invalid field(s), each named in `fields`",
+     {"fields": [{"field": "price_fen", "reason": "must be an integer number of fen >= 0"}]}),
+]
 #: the shape of every error body, for OpenAPI
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"description": text, "model": ErrorBody, "content": {"application/json": {
         "example": {"error": name, "detail": text, **extra}}}}
-    for code, name, text, extra in [
-        (400, "bad_request", "malformed request", {}),
-        (401, "unauthenticated", "missing or unknown bearer token", {}),
-        (403, "forbidden", ("the caller's role may not do this: `forbidden` naming the `rule` "
-         "(docs/PERMISSIONS.md), or `separation_of_duties`"), {"rule": "scenario.decision"}),
-        (404, "not_found", "no such resource visible to the caller", {}),
-        (409, "wrong_state", ("the command does not fit the current state: the aggregate's "
-         "(`wrong_state`) or another's, named (e.g. `scenario_suspended`, "
-         "`authorization_revoked`); a concurrent change carries `Retry-After`"), {}),
-        (422, "invalid_input", "invalid field(s), each named in `fields`",
-         {"fields": [{"field": "price_fen", "reason": "must be an integer number of fen >= 0"}]}),
-    ]
+    for code, name, text, extra in _ERRORS
 }
 #: a result post's body over the limit (only that route says it may answer this)
 TOO_LARGE: dict[int | str, dict[str, Any]] = {413: {
