@@ -41,15 +41,16 @@ CHECKS = [schemathesis.checks.not_a_server_error, openapi_checks.status_code_con
           openapi_checks.content_type_conformance, openapi_checks.response_headers_conformance,
           openapi_checks.response_schema_conformance, openapi_checks.negative_data_rejection,
           openapi_checks.unsupported_method, openapi_checks.allow_header_conformance,
-          openapi_checks.missing_required_header]
+          openapi_checks.missing_required_header, openapi_checks.ignored_auth]
 #: invalid input is met before the role matters (FastAPI validates it first): the coverage
 #: phase's cases (boundaries, wrong types, other methods) and invalid fuzzed ones run as
 #: one role each, valid fuzzed ones as both
 CONFIG: dict[str, dict[str, Any]] = {
-    "platform": {"phases": {"stateful": {"enabled": False},
+    "platform": {"generation": {"with-security-parameters": False},
+                 "phases": {"stateful": {"enabled": False},
                             "coverage": {"generation": {"mode": "negative"}},
                             "fuzzing": {"generation": {"mode": "positive"}}}},
-    "demander": {"generation": {"mode": "all"},
+    "demander": {"generation": {"mode": "all", "with-security-parameters": False},
                  "phases": {"stateful": {"enabled": False}, "coverage": {"enabled": False}}}}
 
 
