@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CommandsDep, Reader, Services
+from api.deps import Commands, CommandsDep, Reader, Services
 from api.fields import SignedBody
 from api.routes.common import CommandAnswer, answer
 from delivery import results
@@ -95,6 +95,9 @@ async def access(cmd: CommandsDep, delivery_id: str, kind: str) -> tuple[bytes,
     """Decide and record one ``kind`` access: the result's bytes and the command's answer;
     the refusal's error once it is recorded (nothing is written while the delivery or its
     bytes are not there)."""
+    # an access is never replayed: an Idempotency-Key would answer a repeated GET with the
+    # first access's "allowed" without counting it
+    cmd = Commands(cmd.container, cmd.actor, None)
     reader = Reader(cmd.container, cmd.actor)
     delivery = await run_in_threadpool(_delivery, reader, delivery_id)
     content = await run_in_threadpool(_content, cmd.container, delivery)

@@ -173,6 +173,22 @@ def test_a_count_allows_up_to_its_limit_refuses_past_it_and_across_a_restart(
     assert mine[0]["payload"]["member_id"] == chain.demander.member_id
 
 
+def test_an_idempotency_key_does_not_replay_an_access(world: World, chain: Chain) -> None:
+    """A repeated GET with one Idempotency-Key is a new access each time: counted, and
+    refused past the limit (it never replays the first "allowed")."""
+    oid = contract(world, chain, policy(download_count=1, view_count=1))
+    cid = delivered(world, chain, oid)
+    for kind in ("download", "view"):
+        path = f"/deliveries/{cid}/result" if kind == "download" else f"/deliveries/{cid}/view"
+        headers = {**chain.demander.headers, "Idempotency-Key": f"same-{kind}"}
+        first, again = (world.client.get(path, headers=headers) for _ in range(2))
+        assert first.status_code == 200, first.text
+        assert (again.status_code, again.json()["error"]) == (409, f"{kind}_count_exhausted")
+        assert "Idempotent-Replayed" not in again.headers
+    counted = usage_of(world, chain, oid)
+    assert (counted["downloads_used"], counted["views_used"], counted["refused"]) == (1, 1, 2)
+
+
 def test_two_accesses_decided_on_the_same_counters_are_not_both_stored(
         world: World, chain: Chain, server: Server) -> None:
     """The append refuses an access decided on counters another access moved since: one
