@@ -1,14 +1,20 @@
 """The API fuzzed over its own OpenAPI document (schemathesis, in-process ASGI, SQLite).
 
-Every operation, as the platform admin and as a demander, on a market with real parties,
-data, a listed product, an approved contract and a delivered result: path parameters and
-ids in bodies are drawn from the real ids too (and from the ids the run itself creates),
-so the fuzzer reaches stored resources, not only 404s. The issue's poison, a product whose
-``output_schema`` nests 256 lists deep, is an explicit example of ``POST /products`` sent
-by the operator before the reads are fuzzed. Checks: no 5xx, status codes declared,
-content types, headers and bodies as the document says. Bounded by ``max_examples`` per
-operation. The operations covered, the examples run and the server errors are printed in
-the terminal summary."""
+Every operation, as the platform admin and as a demander, each on a market of its own:
+parties, a published dataset, an approved scenario and authorization, a listed product,
+an approved contract, a computation with its result. Ids in valid paths, queries and
+bodies are often replaced by real ones (and by ids the run itself creates), and valid
+decision bodies often signed with the caller's key, so the fuzzer reaches stored
+resources and the domain behind the signature check, not only 404s and 403s. The issue's
+poison, a product whose ``output_schema`` nests 256 lists deep, is an explicit example of
+``POST /products``, sent by an operator before the reads are fuzzed.
+
+Checks: no 5xx; every status, content type, header and body as the document declares it
+(errors included); input the document calls invalid refused; a method a path lacks 405
+with a complete ``Allow``; each operation that declares the bearer token refuses a request
+without it or with a wrong one. Bounded by ``MAX_EXAMPLES`` fuzzed cases per operation
+(plus the coverage phase's boundary cases, once), no shrinking. The operations covered,
+the examples run and the server errors are written in pytest's terminal summary."""
 
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ from client.platform import Party
 from runtime.build import Container
 from tests.e2e import test_computations_api as computations
 from tests.e2e.conftest import Chain, World, build_chain, list_product, product_body
+from tests.e2e.test_hardening import nested
 from tests.e2e.test_market_api import proposal
 
 ROLES = ("platform", "demander")
@@ -52,14 +59,6 @@ CONFIG: dict[str, dict[str, Any]] = {
                             "fuzzing": {"generation": {"mode": "positive"}}}},
     "demander": {"generation": {"mode": "all", "with-security-parameters": False},
                  "phases": {"stateful": {"enabled": False}, "coverage": {"enabled": False}}}}
-
-
-def nested(depth: int) -> list[Any]:
-    """A list nested ``depth`` lists deep: ``[[[…]]]``."""
-    value: list[Any] = []
-    for _ in range(depth - 1):
-        value = [value]
-    return value
 
 
 def poison(chain: Chain) -> dict[str, Any]:
@@ -240,7 +239,7 @@ def fuzz_run(request: pytest.FixtureRequest, world: World, container: Container,
 
 @pytest.fixture
 def fuzzed(fuzz_run: FuzzRun, client: TestClient) -> Iterator[schemathesis.schemas.BaseSchema]:
-    """The app's OpenAPI document, loaded in-process, with the real ids hooked in."""
+    """The app's OpenAPI document, loaded in-process, the poison among its examples."""
     run = fuzz_run
     schema = schemathesis.openapi.from_asgi("/openapi.json", client.app,
                                             config=schemathesis.Config.from_dict(CONFIG[run.role]))
@@ -264,6 +263,7 @@ schema = schemathesis.pytest.from_fixture("fuzzed")
 
 
 @schema.parametrize()
+# derandomized, so that a run repeats; no shrinking: a failure is reported as found, in time
 @hypothesis.settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
                      derandomize=True,
                      phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
