@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -301,7 +302,7 @@ class Platform:
         made = self.call("POST", "/authorizations", provider, 201, json={
             "scenario_id": scenario_id, "datasets": datasets,
             "not_before": window[0].isoformat(), "not_after": window[1].isoformat(),
-            "usage_policy": dict(usage_policy)})
+            "usage_policy": dict(usage_policy), "authorization_id": str(uuid.uuid4())})
         return str(made["authorization_id"])
 
     def revoke_authorization(self, provider: Caller, authorization_id: str,

@@ -160,6 +160,13 @@ class StaleDecision(ConcurrencyConflict):
     retry_after = 0
 
 
+class DecisionReplayed(WrongState):
+    """A decision that creates an aggregate names (or its signature derives) the id of one
+    that exists (409): a signed grant counts once; a new grant names a new id."""
+
+    code = "decision_replayed"
+
+
 class IdempotencyKeyReused(DomainError):
     """An Idempotency-Key came back with a different request (422)."""
 

@@ -37,6 +37,11 @@ class AuthorizationCreate(SignedBody):
         description="usage constraints (使用控制策略); unknown keys are refused. Known: "
                     + ", ".join(KNOWN_KEYS),
         examples=[{"processing_count": 100, "circulation_modes": ["ciphertext"]}])
+    authorization_id: str | None = Field(
+        default=None, min_length=36, max_length=36,
+        description="the new authorization's id, a UUID the provider chooses and signs with "
+        "the body; without it, the id is derived from the signature. A grant whose id "
+        "exists is refused (409 decision_replayed): a signed grant counts once")
 
 
 class Revocation(SignedBody):
@@ -75,7 +80,9 @@ async def grant_authorization(body: AuthorizationCreate, cmd: CommandsDep) -> JS
     return answer(await cmd.run(uc.grant_authorization, scenario_id=body.scenario_id,
                                 datasets=[d.model_dump() for d in body.datasets],
                                 not_before=body.not_before, not_after=body.not_after,
-                                usage_policy=body.usage_policy, signed=body.signed()), 201)
+                                usage_policy=body.usage_policy,
+                                authorization_id=body.authorization_id,
+                                signed=body.signed()), 201)
 
 
 @router.post("/{authorization_id}/revocation", response_model=AuthorizationAnswer)

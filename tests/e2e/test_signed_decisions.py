@@ -251,6 +251,25 @@ def test_a_decision_replayed_onto_another_aggregate_or_version_is_refused(
     market.opinion(market.expert, s1)  # signed again on the current version
 
 
+def test_a_signed_grant_counts_once_even_after_its_revocation(market: Market) -> None:
+    """A grant signs the scenario, whose version a grant does not move: the same signed
+    body again (after the first was revoked, too) is refused, so one signature never
+    records two authorizations; a grant naming a new id goes through."""
+    http, provider, sid = market.http, market.provider, market.scenarios[0]
+    market.approved(sid)
+    body = http.signed(provider, "authorization.grant", sid, market.grant_body(sid))
+    first = http.post("/authorizations", provider, body, 201)["authorization_id"]
+    http.refused("/authorizations", provider, body, 409, "decision_replayed")
+    http.decide(f"/authorizations/{first}/revocation", provider, "authorization.revocation",
+                first, {"reason": "no longer"})
+    http.refused("/authorizations", provider, body, 409, "decision_replayed")
+    chosen = "6f1d7c1e-5a43-4f7e-8a65-0d6b1f0f2a11"
+    again = http.signed(provider, "authorization.grant", sid,
+                        {**market.grant_body(sid), "authorization_id": chosen})
+    assert http.post("/authorizations", provider, again, 201)["authorization_id"] == chosen
+    http.refused("/authorizations", provider, again, 409, "decision_replayed")
+
+
 def test_a_suspended_participants_member_decides_nothing(market: Market) -> None:
     http, sid = market.http, market.scenarios[0]
     market.approved(sid)
