@@ -58,6 +58,32 @@ COMMANDS: dict[str, str] = {
 }
 
 
+#: the encodings of the Ed25519 points of small order (the sign bit cleared; libsodium's
+#: blocklist): with such a public key, a signature can be made for a statement without any
+#: private key (with the identity point, one fixed value verifies for every statement)
+_P = 2**255 - 19
+SMALL_ORDER_KEYS = frozenset(bytes.fromhex(h) for h in (
+    "00" * 32, "01" + "00" * 31,
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+    (_P - 1).to_bytes(32, "little").hex(), _P.to_bytes(32, "little").hex(),
+    (_P + 1).to_bytes(32, "little").hex()))
+
+
+def weak_key(public_key: str) -> bool:
+    """True for a registered key text that is a point of small order, whose "signatures"
+    anyone can make: such a key signs nothing (refused at registration and at use)."""
+    try:
+        raw = bytearray(base64.b64decode(public_key, validate=True))
+    except (binascii.Error, ValueError):
+        return False
+    if len(raw) != 32:
+        return False
+    raw[31] &= 0x7F
+    return bytes(raw) in SMALL_ORDER_KEYS
+
+
+
 class DecisionFormatError(ValueError):
     """A key, a signature or a statement that is not well formed (names what)."""
 
@@ -130,7 +156,10 @@ def sign(key: Ed25519PrivateKey, stmt: Mapping[str, Any]) -> str:
 
 def verifies(public_key: str, stmt: Mapping[str, Any], signature: str) -> bool:
     """True if ``signature`` (base64) is ``public_key``'s over ``stmt``; False for any
-    signature that does not verify or is not well formed."""
+    signature that does not verify or is not well formed, and for a key of small order
+    (:func:`weak_key`), whose signatures anyone can make."""
+    if weak_key(public_key):
+        return False
     try:
         raw = base64.b64decode(signature, validate=True)
         load_public_key(public_key).verify(raw, statement_bytes(stmt))

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from core.decision import DecisionFormatError, load_public_key
+from core.decision import DecisionFormatError, load_public_key, weak_key
 from core.decision import key_id as decision_key_id
 from core.event import Event
 from domain.base import MEMBER_ROLES, ROLES, Aggregate, Context, applies, new_id
@@ -125,31 +123,6 @@ class ParticipantSuspended(Event):
 
     type_name = "participant.suspended"
     reason: str
-
-
-#: the encodings of the Ed25519 points of small order (the sign bit cleared; libsodium's
-#: blocklist): with such a public key, a signature can be made for a statement without any
-#: private key (with the identity point, one fixed value verifies for every statement)
-_P = 2**255 - 19
-SMALL_ORDER_KEYS = frozenset(bytes.fromhex(h) for h in (
-    "00" * 32, "01" + "00" * 31,
-    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
-    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
-    (_P - 1).to_bytes(32, "little").hex(), _P.to_bytes(32, "little").hex(),
-    (_P + 1).to_bytes(32, "little").hex()))
-
-
-def weak_key(public_key: str) -> bool:
-    """True for a registered key text that is a point of small order, whose "signatures"
-    anyone can make: such a key signs nothing (refused at registration and at use)."""
-    try:
-        raw = bytearray(base64.b64decode(public_key, validate=True))
-    except (binascii.Error, ValueError):
-        return False
-    if len(raw) != 32:
-        return False
-    raw[31] &= 0x7F
-    return bytes(raw) in SMALL_ORDER_KEYS
 
 
 def registered_key_id(public_key: str) -> str:

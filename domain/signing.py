@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from core.decision import COMMANDS, SignedDecision, statement, verifies
+from core.decision import COMMANDS, SignedDecision, statement, verifies, weak_key
 from domain.base import Aggregate, Context
 from domain.errors import KeyRevokedError, SignatureInvalid, SignatureRequired, StaleDecision
-from domain.participant import Participant, weak_key
+from domain.participant import Participant
 from domain.unit_of_work import UnitOfWork
 
 #: what an aggregate calls just before it records a decision's event, once its own rules

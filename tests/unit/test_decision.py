@@ -66,3 +66,15 @@ def test_unknown_commands_and_bad_keys_are_named() -> None:
         d.load_private_key(b"nonsense")
     key = d.new_private_key()
     assert d.load_private_key(d.private_key_pem(key)).public_key() == key.public_key()
+
+
+def test_a_key_of_small_order_verifies_nothing() -> None:
+    """With the identity point as the key, R = identity and S = 0 "verify" every statement
+    in a plain Ed25519 check: such a key is refused whatever the signature."""
+    identity = base64.b64encode(bytes([1]) + bytes(31)).decode()
+    forged = base64.b64encode(bytes([1]) + bytes(63)).decode()
+    stmt = d.statement("scenario.decision", "s-1", 3, "m-1", {"approve": True})
+    assert d.weak_key(identity)
+    assert not d.verifies(identity, stmt, forged)
+    assert not d.event_signature_verifies(
+        identity, {"key_id": d.key_id(identity), "statement": stmt, "value": forged})

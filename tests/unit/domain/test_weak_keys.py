@@ -10,8 +10,9 @@ import base64
 import pytest
 
 from core import decision
+from core.decision import SMALL_ORDER_KEYS, weak_key
 from domain.errors import InvalidInput, SignatureInvalid
-from domain.participant import SMALL_ORDER_KEYS, KeyRegistered, register_key, weak_key
+from domain.participant import KeyRegistered, register_key
 from domain.scenario import record_opinion
 from domain.signing import Signed
 from tests.unit.domain import test_signing
@@ -41,9 +42,15 @@ def _texts() -> list[str]:
 
 
 def test_the_identity_key_would_verify_a_forgery_over_any_statement() -> None:
+    """A plain Ed25519 check accepts the forgery for every statement; core.decision (the
+    server's and an auditor's check) refuses the key."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    raw_key = Ed25519PublicKey.from_public_bytes(base64.b64decode(IDENTITY))
     for body in ({"verdict": "approve"}, {"verdict": "reject"}):
         stmt = decision.statement("scenario.opinion", "s-1", 1, "m-expert", body)
-        assert decision.verifies(IDENTITY, stmt, FORGED)
+        raw_key.verify(base64.b64decode(FORGED), decision.statement_bytes(stmt))
+        assert not decision.verifies(IDENTITY, stmt, FORGED)
 
 
 @pytest.mark.parametrize("text", _texts())
