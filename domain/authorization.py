@@ -215,16 +215,17 @@ def _check_datasets(uow: UnitOfWork, ctx: Context, scenario: Scenario,
 GRANT_IDS = uuid.UUID("5b0c4a5e-4f0b-4d4e-9a57-6f7e0d9c1a21")
 
 
-def _grant_id(uow: UnitOfWork, chosen: str | None, signed: Signed | None) -> str:
-    """A new authorization's id: the one the provider chose and signed, else one derived
-    from the signature (a UUID-5 of its value), else (unsigned, development mode) a fresh
-    one. A grant signs the scenario, whose version a grant does not move: an id that
-    exists means the same signed grant again, refused (DecisionReplayed), so a signature
-    records one authorization only."""
+def _grant_id(uow: UnitOfWork, signed: Signed | None) -> str:
+    """A new authorization's id: the one the provider chose in the body it signed
+    (``authorization_id``), else one derived from the signature (a UUID-5 of its value),
+    else (unsigned, development mode) a fresh one. A grant signs the scenario, whose
+    version a grant does not move: an id that exists means the same signed grant again,
+    refused (DecisionReplayed), so a signature records one authorization only."""
     signature = None if signed is None else signed.signature
+    chosen = None if signed is None else signed.body.get("authorization_id")
     if chosen is not None:
         try:
-            chosen = str(uuid.UUID(chosen))
+            chosen = str(uuid.UUID(str(chosen)))
         except ValueError:
             raise InvalidInput("authorization_id", "must be a UUID") from None
     elif signature is not None:
@@ -242,17 +243,17 @@ def _grant_id(uow: UnitOfWork, chosen: str | None, signed: Signed | None) -> str
 # -- use cases ------------------------------------------------------------------
 def grant_authorization(uow: UnitOfWork, ctx: Context, *, scenario_id: str,
                         datasets: list[dict[str, Any]], not_before: str, not_after: str,
-                        usage_policy: dict[str, Any], authorization_id: str | None = None,
+                        usage_policy: dict[str, Any],
                         signed: Signed | None = None) -> dict[str, str]:
     """A provider authorizes an approved scenario to use some of its datasets' fields (a
-    decision signed on the scenario). ``authorization_id``: the id the provider chose for
-    it (signed with the body); see :func:`_grant_id`."""
+    decision signed on the scenario); the new authorization's id is the one the signed
+    body names (``authorization_id``), see :func:`_grant_id`."""
     permit(ctx.actor, "authorization.grant")
     scenario = uow.get(Scenario, scenario_id)
     sign = signature_check(uow, ctx, "authorization.grant", scenario, signed)
     scenario.require_approved()
     items = _check_datasets(uow, ctx, scenario, datasets)
-    agg = Authorization.grant(_grant_id(uow, authorization_id, signed), ctx,
+    agg = Authorization.grant(_grant_id(uow, signed), ctx,
                               scenario=scenario, datasets=items,
                               not_before=not_before, not_after=not_after,
                               usage_policy=usage_policy, sign=sign)

@@ -80,9 +80,7 @@ async def grant_authorization(body: AuthorizationCreate, cmd: CommandsDep) -> JS
     return answer(await cmd.run(uc.grant_authorization, scenario_id=body.scenario_id,
                                 datasets=[d.model_dump() for d in body.datasets],
                                 not_before=body.not_before, not_after=body.not_after,
-                                usage_policy=body.usage_policy,
-                                authorization_id=body.authorization_id,
-                                signed=body.signed()), 201)
+                                usage_policy=body.usage_policy, signed=body.signed()), 201)
 
 
 @router.post("/{authorization_id}/revocation", response_model=AuthorizationAnswer)
