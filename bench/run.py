@@ -14,7 +14,7 @@ from typing import Any
 from bench.append.suite import GOAL_RATIO
 from bench.table import aligned, format_rows, now
 
-SUITES = ("append", "chain", "compute")
+SUITES = ("append", "chain", "compute", "security")
 
 
 def machine() -> dict[str, Any]:
@@ -98,13 +98,14 @@ def main(args: Any) -> int:
     quick = bool(getattr(args, "quick", False))
     json_path = Path(getattr(args, "json", None) or f"bench-results/{suite}.json")
 
-    from bench import compute
+    from bench import compute, security
     from bench.append import suite as append
     from bench.chain import suite as chain
 
     run_suite, table_of = {"append": (append.run, format_table),
                            "chain": (chain.run, format_rows),
-                           "compute": (compute.run, format_rows)}[suite]
+                           "compute": (compute.run, format_rows),
+                           "security": (security.run, format_rows)}[suite]
     command = f"dataledger bench {suite} --backend {backend}" + (" --quick" if quick else "")
     print(f"{command}: measuring {', '.join(backends)}"
           f"{' (quick: short runs, figures are indicative only)' if quick else ''} ...",
