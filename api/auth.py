@@ -6,21 +6,12 @@ which imports it) need not import the web framework.
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import time
 
+from core.tokens import hash_token, new_token
 from domain.base import Actor
 
-
-def hash_token(token: str) -> str:
-    """Tokens are stored as SHA-256 hex, never in clear."""
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def new_token() -> str:
-    """A fresh bearer token (256 bits)."""
-    return "dl_" + secrets.token_urlsafe(32)
+__all__ = ["AuthCache", "hash_token", "new_token"]
 
 
 class AuthCache:

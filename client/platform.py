@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client import signing
 from core import decision
+from core.tokens import hash_token, new_token
 
 #: the admission comment the callers record unless they give their own
 ADMITTED = "meets the admission criteria"
@@ -184,12 +185,24 @@ class Platform:
 
     def register_participant(self, platform: Caller, role: str, name: str,
                              credit_code: str) -> Party:
-        """The platform onboards an organization with a first admin member (pending)."""
+        """The platform onboards an organization with a first admin member (pending). The
+        new participant's side (played here by this client) makes the admin's token and
+        the platform is sent only its hash: it never sees the token."""
+        token = new_token()
         made = self.call("POST", "/participants", platform, 201, json={
             "name": name, "role": role, "credit_code": credit_code,
-            "admin_name": f"{role} admin"})
-        return Party(str(made["participant_id"]), str(made["token"]), role,
-                     str(made["member_id"]), name)
+            "admin_name": f"{role} admin", "admin_token_hash": hash_token(token)})
+        return Party(str(made["participant_id"]), token, role, str(made["member_id"]), name)
+
+    def rotate_token(self, member: Party, target: Party | None = None) -> Party:
+        """``member`` replaces ``target``'s token (its own by default; an admin's of its
+        participant's members) by a new one it made; ``target`` holds it after."""
+        target = target or member
+        token = new_token()
+        self.call("POST", f"/participants/{target.participant_id}/members/"
+                  f"{target.member_id}/token", member, json={"token_hash": hash_token(token)})
+        target.token = token
+        return target
 
     def admit(self, judge: Caller, participant: str | Party, comment: str = ADMITTED) -> Any:
         """The regulator or the platform approves a participant's admission; an admitted

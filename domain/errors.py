@@ -78,6 +78,19 @@ class ParticipantSuspendedError(ParticipantNotAdmitted):
     code = "participant_suspended"
 
 
+class RegulatorExists(WrongState):
+    """The platform has its regulator (one per platform): a second one is refused (409)."""
+
+    code = "regulator_exists"
+
+
+class RegulatorNotSuspendable(Forbidden):
+    """Nobody suspends the regulator through the API (403): it supervises the platform,
+    and it is the only one the platform has."""
+
+    code = "regulator_not_suspendable"
+
+
 class DatasetNotPublished(WrongState):
     """A dataset the command names is not in the catalog (409)."""
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import re
+import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +18,8 @@ from domain.errors import (
     NotFound,
     ParticipantNotAdmitted,
     ParticipantSuspendedError,
+    RegulatorExists,
+    RegulatorNotSuspendable,
     SeparationOfDuties,
     WrongState,
 )
@@ -118,6 +122,16 @@ class KeyRevoked(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class RegulatorSeated(Event):
+    """The participant registered as the platform's regulator took the one regulator seat
+    (a stream of its own, ``REGULATOR_SEAT_ID``): while its holder is not rejected, a
+    second regulator is refused, and two racing registrations meet on its version."""
+
+    type_name = "participant.regulator_seated"
+    participant_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class ParticipantSuspended(Event):
     """The regulator or platform suspended the participant; terminal."""
 
@@ -200,12 +214,22 @@ class Participant(Aggregate):
             raise InvalidInput("roles", f"each must be one of {', '.join(MEMBER_ROLES)}")
         if "expert" in member_roles and self.role != "regulator":
             raise InvalidInput("roles", "experts (专家组) are members of the regulator")
+        self._require_unused(token_hash)
         self.trigger(MemberAdded, ctx, member_id=member_id, name=name,
                      member_roles=sorted(set(member_roles)), token_hash=token_hash)
 
     def rotate_token(self, ctx: Context, *, member_id: str, token_hash: str) -> None:
+        """Replace a member's token hash: by the member itself or its participant's admin
+        (the server's own actor at start, for the platform admin); never another
+        participant, the platform included (403 ``separation_of_duties``)."""
         permit(ctx.actor, "participant.token_rotation")
+        if ctx.actor.role != SYSTEM and ctx.actor.participant_id != self.id:
+            raise SeparationOfDuties(
+                f"participant.token_rotation: only participant {self.id}'s own members "
+                "rotate its tokens; no other participant, the platform included",
+                rule="participant.token_rotation")
         self._require_member(member_id)
+        self._require_unused(token_hash)
         own_admin = ctx.actor.participant_id == self.id and "admin" in ctx.actor.member_roles
         if ctx.actor.role != SYSTEM and ctx.actor.member_id != member_id and not own_admin:
             raise Forbidden("participant.token_rotation: a member rotates its own token, its "
@@ -270,10 +294,10 @@ class Participant(Aggregate):
         if self.role == "platform":
             raise Forbidden("the platform operator cannot be suspended: suspension is "
                             "terminal, and the platform onboards and lists for everyone")
-        if self.role == "regulator" and ctx.actor.role == "platform":
-            raise SeparationOfDuties("participant.suspension: the platform does not suspend "
-                                     "the regulator, which supervises it",
-                                     rule="participant.suspension")
+        if self.role == "regulator":
+            raise RegulatorNotSuspendable(
+                "participant.suspension: the regulator cannot be suspended: it supervises "
+                "the platform, and a platform has one regulator", rule="participant.suspension")
         self.require_state(["admitted"], "suspend")
         if not reason:
             raise InvalidInput("reason", "a suspension needs a reason")
@@ -287,6 +311,11 @@ class Participant(Aggregate):
                      else ParticipantNotAdmitted)
             raise error(f"participant {self.id} is {self.state}, not admitted",
                         state=self.state)
+
+    def _require_unused(self, token_hash: str) -> None:
+        """A token hash names one member (the API checks the other participants' too)."""
+        if any(m.token_hash == token_hash for m in self.members.values()):
+            raise InvalidInput("token_hash", "already the token of a member: make a new token")
 
     def _require_member(self, member_id: str) -> None:
         if member_id not in self.members:
@@ -326,6 +355,49 @@ class Participant(Aggregate):
         self.state = "suspended"
 
 
+#: the id of the regulator seat's stream: fixed, so that registrations of a regulator meet on it
+REGULATOR_SEAT_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "dataledger:regulator-seat"))
+
+
+class RegulatorSeat(Aggregate):
+    """The platform's one regulator seat: free, or held by a registered regulator."""
+
+    kind = "regulator_seat"
+
+    def __init__(self, id: str) -> None:
+        super().__init__(id)
+        self.holder: str | None = None
+
+    def take(self, ctx: Context, participant_id: str, holder_state: str | None) -> None:
+        """Seat ``participant_id``; refused (409 ``regulator_exists``) while the holder
+        (in ``holder_state``) is not rejected."""
+        if self.holder is not None and holder_state != "rejected":
+            raise RegulatorExists(f"the platform has its regulator ({self.holder}, "
+                                  f"{holder_state}): one regulator per platform",
+                                  regulator_id=self.holder)
+        self.trigger(RegulatorSeated, ctx, participant_id=participant_id)
+
+    @applies(RegulatorSeated)
+    def _seated(self, e: RegulatorSeated) -> None:
+        self.holder = e.participant_id
+
+
+def _take_regulator_seat(uow: UnitOfWork, ctx: Context, participant_id: str) -> None:
+    """The new regulator takes the seat in the registration's unit of work (the seat's
+    stream is made at its first use: two first registrations conflict on its version 1)."""
+    try:
+        seat = uow.get(RegulatorSeat, REGULATOR_SEAT_ID)
+    except NotFound:
+        seat = RegulatorSeat(REGULATOR_SEAT_ID)
+        uow.add(seat)
+    state = None if seat.holder is None else uow.get(Participant, seat.holder).state
+    seat.take(ctx, participant_id, state)
+
+
+#: a token hash as ``api.auth.hash_token`` makes it: SHA-256, 64 lowercase hex digits
+TOKEN_HASH = re.compile(r"[0-9a-f]{64}")
+
+
 def found_platform(id: str, ctx: Context, *, name: str) -> Participant:
     """Create the platform operator itself (平台运营方) at first start, already admitted."""
     agg = Participant(id)
@@ -337,10 +409,14 @@ def found_platform(id: str, ctx: Context, *, name: str) -> Participant:
 # -- use cases ------------------------------------------------------------------
 def register_participant(uow: UnitOfWork, ctx: Context, *, name: str, role: str,
                          credit_code: str, admin_name: str, admin_token_hash: str) -> dict[str, str]:
-    """Onboard an organization with its first admin member (the token is made by the caller):
-    the only member the platform makes for another participant."""
+    """Onboard an organization with its first admin member, whose token's hash the caller
+    gives (made by the new participant itself, or by the server for development): the only
+    member the platform makes for another participant. A regulator takes the platform's one
+    regulator seat in the same unit of work (409 ``regulator_exists`` if it is held)."""
     permit(ctx.actor, "participant.registration")
     agg = Participant.register(new_id(), ctx, name=name, role=role, credit_code=credit_code)
+    if role == "regulator":
+        _take_regulator_seat(uow, ctx, agg.id)
     member_id = new_id()
     agg.add_member(ctx, member_id=member_id, name=admin_name, member_roles=["admin"],
                    token_hash=admin_token_hash)
@@ -375,6 +451,19 @@ def add_member(uow: UnitOfWork, ctx: Context, participant_id: str, *, name: str,
     member_id = new_id()
     agg.add_member(ctx, member_id=member_id, name=name, member_roles=member_roles,
                    token_hash=token_hash)
+    return {"participant_id": agg.id, "member_id": member_id}
+
+
+def rotate_token(uow: UnitOfWork, ctx: Context, participant_id: str, member_id: str, *,
+                 token_hash: str) -> dict[str, str]:
+    """A member replaces its bearer token by one it made (only its hash is sent); its
+    participant's admin may rotate its members' tokens; no other participant, the platform
+    included. The old token stops working."""
+    permit(ctx.actor, "participant.token_rotation")
+    if not TOKEN_HASH.fullmatch(token_hash):
+        raise InvalidInput("token_hash", "SHA-256 hex of the token: 64 lowercase hex digits")
+    agg = uow.get(Participant, participant_id)
+    agg.rotate_token(ctx, member_id=member_id, token_hash=token_hash)
     return {"participant_id": agg.id, "member_id": member_id}
 
 

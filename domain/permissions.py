@@ -71,8 +71,12 @@ RULES: tuple[Rule, ...] = (
     # -- participants --------------------------------------------------------------------
     Rule("participant.registration", "POST /participants", _admins("platform"),
          "The new participant (any role but platform) starts pending with its first admin "
-         "member, whose token is answered once. That first admin is the only member the "
-         "platform ever makes for another participant."),
+         "member. That admin's token is made by the new participant, which sends only its "
+         "SHA-256 (admin_token_hash): the platform never sees it; without one the server "
+         "makes the token and answers it (development: token_seen_by_platform). That first "
+         "admin is the only member the platform ever makes for another participant. One "
+         "regulator per platform: another, while the first is not rejected, is refused 409 "
+         "regulator_exists."),
     Rule("participant.admission", "POST /participants/{participant_id}/admission",
          _admins("platform", "regulator"),
          "The participant is pending. An operator is admitted by the regulator only "
@@ -94,14 +98,18 @@ RULES: tuple[Rule, ...] = (
          "The key's own member, or an admin of its participant; the key is active (409 "
          "otherwise); the participant is admitted. Decisions signed with the key are refused "
          "from then on."),
-    Rule("participant.token_rotation", "", {role: ANY for role in ROLES},
-         "No route: a member rotates its own token, its participant's admins those of its "
-         "members; the server rotates the platform admin's at start (DATALEDGER_ADMIN_TOKEN)."),
+    Rule("participant.token_rotation",
+         "POST /participants/{participant_id}/members/{member_id}/token",
+         {role: ANY for role in ROLES},
+         "A member rotates its own token, its participant's admins those of its members (a "
+         "token it made: only its hash is sent); any other participant, the platform "
+         "included, is refused 403 separation_of_duties. The participant is pending or "
+         "admitted; the old token stops working at once. The server rotates the platform "
+         "admin's at start (DATALEDGER_ADMIN_TOKEN)."),
     Rule("participant.suspension", "POST /participants/{participant_id}/suspension",
          _admins("platform", "regulator"),
-         "The participant is admitted; terminal. Nobody suspends the platform operator; the "
-         "platform does not suspend the regulator, which supervises it (403 "
-         "separation_of_duties)."),
+         "The participant is admitted; terminal. Nobody suspends the platform operator, nor "
+         "the regulator, which supervises the platform (403 regulator_not_suspendable)."),
     # -- datasets ------------------------------------------------------------------------
     Rule("dataset.registration", "POST /datasets", _admins("provider"),
          "The dataset is the caller's; registered, not yet in the catalog."),

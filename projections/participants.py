@@ -39,11 +39,32 @@ def _registered(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
         state="pending", registered_at=p["at"], version=entry.version)
 
 
+def _own_token_hash(conn: Connection, member_id: str, token_hash: str) -> str:
+    """``token_hash``, unless another member holds it already (a hash the caller chose, the
+    API's check raced): then a value no token hashes to, so the token authenticates its
+    first holder only and the later member's token works for nobody."""
+    holder = conn.execute(select(members.c.member_id).where(
+        members.c.token_hash == token_hash)).scalar()
+    return token_hash if holder in (None, member_id) else f"void:{member_id}"
+
+
 def _member_added(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
     base.insert_row(conn, members,
         member_id=p["member_id"], participant_id=entry.originator_id, name=p["name"],
-        roles=p["member_roles"], token_hash=p["token_hash"], keys=[])
+        roles=p["member_roles"], token_hash=_own_token_hash(conn, p["member_id"], p["token_hash"]),
+        keys=[])
     base.touch(conn, participants, entry, p)
+
+
+def _token_rotated(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
+    token_hash = _own_token_hash(conn, p["member_id"], p["token_hash"])
+    conn.execute(update(members).where(members.c.member_id == p["member_id"])
+                 .values(token_hash=token_hash))
+    base.touch(conn, participants, entry, p)
+
+
+def _seated(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
+    """The regulator seat has no view: its stream only makes a second regulator conflict."""
 
 
 def _member_keys(conn: Connection, member_id: str) -> list[dict[str, Any]]:
@@ -72,14 +93,6 @@ def _key_revoked(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
     _set_keys(conn, entry, p, keys)
 
 
-def _member_update(**column_of: str) -> base.EventHandler:
-    def handle(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
-        values = {column: p[key] for column, key in column_of.items()}
-        conn.execute(update(members).where(members.c.member_id == p["member_id"]).values(**values))
-        base.touch(conn, participants, entry, p)
-    return handle
-
-
 class ParticipantsProjection(base.Projection):
     name = "participants"
     tables = (participants, members)
@@ -91,7 +104,8 @@ class ParticipantsProjection(base.Projection):
             "participant.admission_rejected": base.transition(participants, "rejected"),
             "participant.suspended": base.transition(participants, "suspended"),
             "participant.member_added": _member_added,
-            "participant.member_token_rotated": _member_update(token_hash="token_hash"),
+            "participant.member_token_rotated": _token_rotated,
+            "participant.regulator_seated": _seated,
             "participant.key_registered": _key_registered,
             "participant.key_revoked": _key_revoked,
         }
@@ -115,6 +129,12 @@ def list_participants(conn: Connection, viewer_id: str, sees_all: bool,
     if role:
         query = query.where(participants.c.role == role)
     return [_participant_row(r, None) for r in conn.execute(query).mappings()]
+
+
+def token_hash_in_use(conn: Connection, token_hash: str) -> bool:
+    """Whether a member's bearer token hashes to ``token_hash``."""
+    return conn.execute(select(members.c.member_id).where(
+        members.c.token_hash == token_hash)).first() is not None
 
 
 def get_participant(conn: Connection, participant_id: str, viewer_id: str,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
@@ -9,16 +10,21 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from api.auth import hash_token, new_token
-from api.deps import CommandsDep, ReaderDep
+from api.deps import Commands, CommandsDep, ReaderDep
 from api.fields import NAME, TEXT, Id, Reason, SignedBody
 from api.routes.common import CommandAnswer, CommandRoute, answer, found
 from domain import participant as uc
 from domain.base import ROLES
+from domain.errors import InvalidInput
 from projections import participants as q
 
 router = APIRouter(prefix="/participants", tags=["participants"], route_class=CommandRoute)
 
 Role = Literal["provider", "operator", "developer", "demander", "regulator"]
+#: SHA-256 hex of a bearer token, as ``api.auth.hash_token`` computes it
+TOKEN_HASH = Field(pattern="^[0-9a-f]{64}$", min_length=64, max_length=64,
+                   description="SHA-256 hex (64 lowercase digits) of a bearer token its "
+                   "member made itself: the platform never sees the token")
 
 
 class ParticipantCreate(BaseModel):
@@ -27,6 +33,11 @@ class ParticipantCreate(BaseModel):
     credit_code: str = Field(min_length=1, max_length=32,
                              description="unified social credit code 统一社会信用代码")
     admin_name: str = NAME
+    admin_token_hash: str | None = Field(
+        default=None, pattern="^[0-9a-f]{64}$", min_length=64, max_length=64,
+        description="SHA-256 hex of the first admin's token, made by the new participant "
+        "itself (the platform never sees it). Without it the server makes the token and "
+        "answers it once (for development: token_seen_by_platform)")
 
 
 class AdmissionDecision(SignedBody):
@@ -61,19 +72,50 @@ class Suspension(BaseModel):
     reason: str = Field(min_length=1, max_length=5000)
 
 
+class TokenRotation(BaseModel):
+    token_hash: str = TOKEN_HASH
+
+
+class RegistrationAnswer(CommandAnswer):
+    participant_id: str
+    member_id: str = Field(description="the first admin's member id")
+    token: str | None = Field(default=None, description="only when no admin_token_hash was "
+                              "sent: the token the server made, shown once (null when an "
+                              "Idempotency-Key replays the first answer)")
+    token_seen_by_platform: bool = Field(description="true when the server made the admin's "
+                                         "token (the platform saw it: rotate it)")
+
+
 class TokenAnswer(CommandAnswer):
     token: str | None = Field(description="the new member's bearer token, shown once "
                               "(null when an Idempotency-Key replays the first answer)")
 
 
-@router.post("", status_code=201, response_model=TokenAnswer)
+def _require_unused(cmd: Commands, token_hash: str) -> None:
+    """422 when a member's token already hashes to ``token_hash`` (the projection voids a
+    duplicate that races past this check)."""
+    with cmd.container.engine.connect() as conn:
+        if q.token_hash_in_use(conn, token_hash):
+            raise InvalidInput("token_hash", "already the token of a member: make a new token")
+
+
+@router.post("", status_code=201, response_model=RegistrationAnswer)
 async def register_participant(body: ParticipantCreate, cmd: CommandsDep) -> JSONResponse:
-    """The platform onboards an organization with its first admin member."""
-    token = new_token()
+    """The platform onboards an organization with its first admin member. The new
+    participant makes that admin's token and sends only its hash (``admin_token_hash``):
+    the answer then holds no token. Without it the server makes one and answers it
+    (``token_seen_by_platform``: for development; the member should rotate it)."""
+    token = None if body.admin_token_hash is not None else new_token()
+    token_hash = body.admin_token_hash or hash_token(token or "")
+    if body.admin_token_hash is not None:
+        _require_unused(cmd, token_hash)
     result = await cmd.run(uc.register_participant, name=body.name, role=body.role,
                            credit_code=body.credit_code, admin_name=body.admin_name,
-                           admin_token_hash=hash_token(token))
-    return answer(result, 201, token=None if result.replayed else token)
+                           admin_token_hash=token_hash)
+    if token is None:
+        return answer(result, 201, token_seen_by_platform=False)
+    return answer(result, 201, token=None if result.replayed else token,
+                  token_seen_by_platform=True)
 
 
 @router.post("/{participant_id}/admission", response_model=CommandAnswer)
@@ -92,6 +134,23 @@ async def add_member(participant_id: str, body: MemberCreate, cmd: CommandsDep) 
                            member_roles=list(body.roles), token_hash=hash_token(token),
                            allow_pending=True)
     return answer(result, 201, token=None if result.replayed else token)
+
+
+@router.post("/{participant_id}/members/{member_id}/token", response_model=CommandAnswer)
+async def rotate_token(participant_id: str, member_id: str, body: TokenRotation,
+                       cmd: CommandsDep) -> JSONResponse:
+    """A member replaces its bearer token by one it made (only the hash is sent), or its
+    participant's admin a member's; never another participant, the platform included. The
+    old token stops working when this answers."""
+    _require_unused(cmd, body.token_hash)
+    result = await cmd.run(uc.rotate_token, participant_id, member_id,
+                           token_hash=body.token_hash, allow_pending=True)
+    container = cmd.container
+    if result.seqs:  # the read model authentication reads drops the old hash: wait for it
+        await asyncio.to_thread(container.runner.wait_for, result.seqs[-1],
+                                container.settings.read_wait_seconds)
+    container.auth_cache.invalidate({"participant.member_token_rotated"})
+    return answer(result)
 
 
 @router.post("/{participant_id}/keys", status_code=201, response_model=KeyAnswer)

@@ -15,6 +15,7 @@ from bench.append.measure import Measure, Sizes, merge
 from bench.append.server import cpu_seconds, running_server
 from bench.append.workload import Workload
 from bench.table import now
+from core.tokens import hash_token, new_token
 
 
 def measure_http(server_env: dict[str, str], workdir: Path, workload: Workload, sizes: Sizes,
@@ -98,12 +99,14 @@ async def _command_request(client: Any, admin: dict[str, str], workload: Workloa
         notes.append("no POST /datasets route (or no domain.dataset): the HTTP command is "
                      "POST /participants (the platform onboards an organization, 2 events)")
         return participants
-    made = await client.post("/participants", headers=admin,
-                             json=participants.body(10_000_000) if participants.body else {})
+    token = new_token()  # the provider's own: the platform is sent only its hash
+    made = await client.post("/participants", headers=admin, json={
+        **(participants.body(10_000_000) if participants.body else {}),
+        "admin_token_hash": hash_token(token)})
     if made.status_code != 201:
         notes.append(f"provider setup failed ({made.status_code}); POST /participants used")
         return participants
-    pid, token = made.json()["participant_id"], made.json()["token"]
+    pid = made.json()["participant_id"]
     admitted = await asyncio.to_thread(_admit, str(client.base_url), admin, pid)
     datasets = Request("POST", "/datasets", {"Authorization": f"Bearer {token}"},
                        lambda i: workload.dataset_kwargs(offset + i))

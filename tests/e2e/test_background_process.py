@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from client.platform import bearer
+from core.tokens import hash_token, new_token
 from runtime.background import BackgroundProcess
 from runtime.build import Container
 from runtime.settings import Settings
@@ -147,12 +148,14 @@ def test_serve_restarts_a_killed_background_process_and_reports_it_meanwhile(
 
         # A write after the restart is projected: the new participant's token works at once
         url = f"http://127.0.0.1:{port}"
+        token = new_token()  # the provider's own; the platform gets only its hash
         made = httpx.post(f"{url}/participants", headers=bearer(ADMIN_TOKEN), timeout=10,
                           json={"name": "Tax bureau", "role": "provider",
-                                "credit_code": "91110000MA01ABCDP", "admin_name": "admin"})
+                                "credit_code": "91110000MA01ABCDP", "admin_name": "admin",
+                                "admin_token_hash": hash_token(token)})
         assert made.status_code == 201, made.text
         started = time.monotonic()
-        me = httpx.get(f"{url}/participants/me", headers=bearer(made.json()["token"]),
+        me = httpx.get(f"{url}/participants/me", headers=bearer(token),
                        timeout=10)
         assert me.status_code == 200, me.text
         assert me.json()["participant"]["name"] == "Tax bureau"

@@ -10,14 +10,24 @@ from typing import Any
 import pytest
 
 from core import decision
-from domain.errors import DomainError, Forbidden, InvalidInput, SeparationOfDuties, WrongState
+from domain.errors import (
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    RegulatorExists,
+    RegulatorNotSuspendable,
+    SeparationOfDuties,
+    WrongState,
+)
 from domain.participant import (
+    REGULATOR_SEAT_ID,
     Participant,
     add_member,
     decide_admission,
     found_platform,
     register_key,
     register_participant,
+    rotate_token,
     suspend_participant,
 )
 from tests.unit.fakes import MemoryUnitOfWork, ctx, run
@@ -173,11 +183,51 @@ def test_regulator_members_without_admin_neither_admit_nor_suspend(
     refused(uow, Forbidden, suspend_participant, who, pid, reason="breach")
 
 
-def test_the_platform_does_not_suspend_the_regulator() -> None:
+@pytest.mark.parametrize("who", [PLATFORM, REGULATOR])
+def test_nobody_suspends_the_regulator(who: Any) -> None:
     uow = MemoryUnitOfWork()
-    pid = admitted(uow, "regulator", "p-the-regulator")
-    err = refused(uow, SeparationOfDuties, suspend_participant, PLATFORM, pid, reason="x")
+    pid = admitted(uow, "regulator", "p-regulator")
+    err = refused(uow, RegulatorNotSuspendable, suspend_participant, who, pid, reason="x")
     assert "supervises" in str(err)
+
+
+def test_one_regulator_per_platform_its_seat_freed_by_a_rejection() -> None:
+    uow = MemoryUnitOfWork()
+    first = pending(uow, "regulator")["participant_id"]
+    assert [e.type_name for e in uow.streams[REGULATOR_SEAT_ID]] == [
+        "participant.regulator_seated"]
+    err = refused(uow, RegulatorExists, register_participant, PLATFORM, name="影子局",
+                  role="regulator", credit_code="1", admin_name="a", admin_token_hash="ef" * 32)
+    assert first in str(err)
+    run(uow, decide_admission, PLATFORM, first, approve=True, comment="ok")
+    refused(uow, RegulatorExists, register_participant, PLATFORM, name="影子局",
+            role="regulator", credit_code="1", admin_name="a", admin_token_hash="ef" * 32)
+    pending(uow, "provider")  # the other roles take no seat
+    assert len(uow.streams[REGULATOR_SEAT_ID]) == 1
+
+
+def test_a_rejected_regulator_frees_the_seat() -> None:
+    uow = MemoryUnitOfWork()
+    first = pending(uow, "regulator")["participant_id"]
+    run(uow, decide_admission, PLATFORM, first, approve=False, comment="not the bureau")
+    second = run(uow, register_participant, PLATFORM, name="市数据局", role="regulator",
+                 credit_code="1", admin_name="a", admin_token_hash="ef" * 32)
+    assert uow.get(Participant, second["participant_id"]).state == "pending"
+    assert len(uow.streams[REGULATOR_SEAT_ID]) == 2
+
+
+def test_a_member_or_its_admin_rotates_its_token_no_other_participant() -> None:
+    uow = MemoryUnitOfWork()
+    ids = pending(uow)
+    pid, admin = ids["participant_id"], ids["member_id"]
+    run(uow, rotate_token, ctx("provider", pid, admin), pid, admin, token_hash="01" * 32)
+    assert uow.get(Participant, pid).members[admin].token_hash == "01" * 32
+    for other in (PLATFORM, REGULATOR, ctx("provider", "p-other")):
+        refused(uow, SeparationOfDuties, rotate_token, other, pid, admin, token_hash="02" * 32)
+    refused(uow, InvalidInput, rotate_token, ctx("provider", pid, admin), pid, admin,
+            token_hash="01" * 32)  # in use
+    refused(uow, InvalidInput, rotate_token, ctx("provider", pid, admin), pid, admin,
+            token_hash="AB" * 32)
 
 
 def test_refuses_key_of_unknown_member() -> None:
