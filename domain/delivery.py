@@ -12,7 +12,8 @@ refusal is stored (a refusal is an event too). Who is subject to what:
   still be approved (a terminated contract's results are no longer used);
 - the operator's members: the same controls but the designated users and the counts (its
   accesses are recorded, not counted);
-- the regulator and the platform (supervision): every access recorded, none refused;
+- the regulator (supervision): every access recorded, none refused; the platform
+  operator reads no delivered result (403: it runs the market, it is no party to it);
 - the trial's result (execution 0, on mock data, before any contract): recorded, not
   controlled.
 
@@ -48,7 +49,7 @@ from domain.usage import (
     unknown_refusal,
 )
 
-SUPERVISORS = ("regulator", "platform")
+SUPERVISORS = ("regulator",)
 
 
 def input_providers(uow: UnitOfWork, product: Product) -> list[str]:
@@ -119,6 +120,7 @@ def access_result(uow: UnitOfWork, ctx: Context, delivery_id: str, *, kind: str,
     rule, limit and detail, and the counters after."""
     if kind not in KINDS:
         raise ValueError(f"an access is one of {KINDS}, not {kind!r}")
+    permit(ctx.actor, "deliveries.result" if kind == "download" else "deliveries.view")
     comp, order = _delivered(uow, ctx, delivery_id)
     usage = Usage.at(order.id, meter)
     supervised = ctx.actor.role in SUPERVISORS or comp.execution == TRIAL

@@ -42,6 +42,9 @@ ADMIN: tuple[str, ...] = ("admin",)
 ANY: tuple[str, ...] = MEMBER_ROLES
 #: every participant role, any member (the queries)
 EVERYONE: Mapping[str, tuple[str, ...]] = {role: ANY for role in ROLES}
+#: who may read a delivered result at all: not the platform operator
+RESULT_READERS: Mapping[str, tuple[str, ...]] = {
+    role: ANY for role in ROLES if role != "platform"}
 
 
 @dataclass(frozen=True)
@@ -234,13 +237,14 @@ RULES: tuple[Rule, ...] = (
          "The computations of the caller's contracts.", QUERY),
     Rule("computations.get", "GET /computations/{computation_id}", EVERYONE,
          "For its demander, operator and requesting provider.", QUERY),
-    Rule("deliveries.result", "GET /deliveries/{delivery_id}/result", EVERYONE,
-         "For the demander and the operator (the regulator and the platform: supervision, "
-         "recorded, never refused); 409 while nothing is delivered. A download: recorded "
+    Rule("deliveries.result", "GET /deliveries/{delivery_id}/result", RESULT_READERS,
+         "For the demander and the operator (the regulator: supervision, recorded, never "
+         "refused; never the platform, which runs the market but is not a party to its "
+         "results); 409 while nothing is delivered. A download: recorded "
          "(delivery.accessed) and decided by the contract's usage controls (409 with the "
          "control's code, 403 not_designated_user; each refusal recorded, usage.refused).",
          QUERY),
-    Rule("deliveries.view", "GET /deliveries/{delivery_id}/view", EVERYONE,
+    Rule("deliveries.view", "GET /deliveries/{delivery_id}/view", RESULT_READERS,
          "As deliveries.result; a view (the rows for display), counted against view_count.",
          QUERY),
     Rule("ledger.events", "GET /ledger/events", EVERYONE,

@@ -163,9 +163,11 @@ def test_a_node_runs_execution_one_once_and_the_demander_gets_the_result(
     assert logged[2]["payload"]["demander_id"] == chain.demander.participant_id
     assert "score" not in json.dumps(logged)  # the result itself is never in the log
 
-    for party in (chain.operator, world.regulator, world.platform):
+    for party in (chain.operator, world.regulator):
         assert world.client.get(f"/deliveries/{cid}/result",
                                 headers=party.headers).status_code == 200
+    # the platform runs the market; it is no party to its results
+    refused(world, "GET", f"/deliveries/{cid}/result", world.platform, 403)
     refused(world, "GET", f"/deliveries/{cid}/result", chain.provider, 404)
     other = world.onboard("demander", "Another bank 另一家银行")
     refused(world, "GET", f"/deliveries/{cid}/result", other, 404)
