@@ -54,6 +54,7 @@ from domain.execution_rules import (
     processing_limit,
     trial_refusal,
     usage_refusal,
+    window_breach,
 )
 from domain.order import Order
 from domain.permissions import permit
@@ -334,7 +335,7 @@ def policy_refusal(uow: UnitOfWork, ctx: Context, *, order: Order, product: Prod
                    inputs: list[dict[str, Any]]) -> str | None:
     """Why the ledger refuses to run execution ``number``, as ``code: sentence``; else None.
     A usage rule's refusal is a ``RuleReason`` (recorded as ``usage.refused`` as well)."""
-    breach = contract_breach(order, ctx.at)
+    breach = contract_breach(order)
     if breach is None:
         usage = usage_refusal(uow, order, product, ctx.at)
         if usage is not None:
@@ -358,12 +359,14 @@ def policy_refusal(uow: UnitOfWork, ctx: Context, *, order: Order, product: Prod
 def lapse_refusal(uow: UnitOfWork, ctx: Context, agg: Computation) -> str | None:
     """Why the result of ``agg`` (an execution >= 1) is no longer delivered, as
     ``policy_lapsed: sentence``; else None. The rules its request was checked against that
-    can change while it runs (``contract_breach``, ``grant_breach``), checked again now:
-    the contract still approved and in its window, the grants still live."""
+    can change while it runs (``contract_breach``, ``window_breach``, ``grant_breach``),
+    checked again now: the contract still approved, inside the window of its effective
+    policy (its own and its authorizations'), the grants still live."""
     order = uow.get(Order, agg.contract_id)
     product = uow.get(Product, agg.product_id)
     inputs = [i for i in product.inputs if i["dataset_id"] in agg.dataset_ids]
-    breach = contract_breach(order, ctx.at) or grant_breach(uow, product, inputs, ctx.at)
+    breach = (contract_breach(order) or window_breach(uow, order, product, ctx.at)
+              or grant_breach(uow, product, inputs, ctx.at))
     if breach is None:
         return None
     return (f"policy_lapsed: {breach[1]}; the result of execution {agg.execution} of "

@@ -14,7 +14,7 @@ from typing import Any
 
 from domain.authorization import Authorization, coverage_breach
 from domain.order import OPEN_STATES, Order
-from domain.policy import parse_instant, strictest, unknown_keys
+from domain.policy import strictest, unknown_keys
 from domain.product import Product
 from domain.scenario import Scenario
 from domain.unit_of_work import UnitOfWork
@@ -26,26 +26,22 @@ Breach = tuple[str, str]
 TRIAL = 0
 
 
-def _window_breach(order: Order, at: str) -> Breach | None:
-    """The contract's usage window (指定时间控制: ``not_before`` <= now < ``not_after``)."""
-    now = parse_instant(at, "at")
-    start, end = order.usage_policy.get("not_before"), order.usage_policy.get("not_after")
-    if start is not None and now < parse_instant(start, "not_before"):
-        return ("outside_contract_window",
-                f"the usage window of contract {order.id} opens at {start} (now {at})")
-    if end is not None and now >= parse_instant(end, "not_after"):
-        return ("outside_contract_window",
-                f"the usage window of contract {order.id} closed at {end} (now {at})")
-    return None
-
-
-def contract_breach(order: Order, at: str) -> Breach | None:
-    """The contract is in force: approved (not terminated) and inside its usage window."""
+def contract_breach(order: Order) -> Breach | None:
+    """The contract is in force: approved (not terminated). Its usage window is part of the
+    effective policy (:func:`window_breach`, :func:`usage_refusal`)."""
     if order.state == "terminated":
         return "contract_terminated", f"contract {order.id} was terminated"
     if order.state != "approved":
         return "contract_not_approved", f"contract {order.id} is {order.state}, not approved"
-    return _window_breach(order, at)
+    return None
+
+
+def window_breach(uow: UnitOfWork, order: Order, product: Product, at: str) -> Breach | None:
+    """The usage window (指定时间控制) of the effective policy: the stricter of the
+    contract's and its authorizations' windows."""
+    policy, _ = effective_policy(uow, order, product)
+    refusal = window_refusal(policy, at)
+    return None if refusal is None else (refusal.code, refusal.detail)
 
 
 def _authorization_breach(auths: list[Authorization], product: Product,

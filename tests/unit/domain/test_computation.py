@@ -254,8 +254,27 @@ def test_a_result_posted_after_the_usage_window_closed_is_recorded_failed() -> N
     late = ctx("provider", "p-provider", at="2026-11-26T11:00:00Z")
     out = run(uow, record_success, late, cid, **success_kwargs(uow, cid))
     assert out["state"] == "failed"
-    assert out["reason"].startswith(f"policy_lapsed: the usage window of contract {order_id} "
-                                    "closed at 2026-11-26T11:00:00Z")
+    assert out["reason"].startswith("policy_lapsed: the usage window closed at "
+                                    "2026-11-26T11:00:00Z")
+    assert out["reason"].endswith(f"of contract {order_id} is not delivered")
+
+
+def test_a_result_posted_after_an_authorizations_window_closed_is_recorded_failed() -> None:
+    """The window checked again at the post is the effective one: an authorization's
+    window, stricter than the contract's, lapses the result too."""
+    uow = MemoryUnitOfWork()
+    order_id, cid = requested(uow, POLICY)  # at 10:00
+    product = uow.get(Product, uow.get(Order, order_id).product_id)
+    uow.seen.clear()
+    for aid in product.authorization_ids:  # as if granted with a window closing at 10:30
+        granted = uow.streams[aid][0]
+        uow.streams[aid][0] = dataclasses.replace(granted, usage_policy={
+            **granted.usage_policy, "not_after": "2026-11-26T10:30:00Z"})
+    late = ctx("provider", "p-provider", at="2026-11-26T11:00:00Z")
+    out = run(uow, record_success, late, cid, **success_kwargs(uow, cid))
+    assert out["state"] == "failed"
+    assert out["reason"].startswith("policy_lapsed: the usage window closed at "
+                                    "2026-11-26T10:30:00Z")
     assert "delivery.made" not in [e.type_name for e in uow.streams[cid]]
 
 
