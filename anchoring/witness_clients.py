@@ -36,16 +36,25 @@ class LocalWitness:
             raise WitnessRefused(str(exc)) from exc
 
 
+class WitnessUnreachable(RuntimeError):
+    """A configured witness did not answer with its name and keys (names the URL)."""
+
+
 class HttpWitness:
     """A witness in another process, reached by C2SP tlog-witness ``add-checkpoint``."""
 
     def __init__(self, url: str, timeout: float = 10.0) -> None:
         self.url = url.rstrip("/")
         self.client = httpx.Client(timeout=timeout)
-        described = self.client.get(self.url + "/").json()
-        self._published = WitnessPublicKey(described["name"],
-                                           base64.b64decode(described["public_key"]),
-                                           base64.b64decode(described["pop"]))
+        try:
+            described = self.client.get(self.url + "/").json()
+            self._published = WitnessPublicKey(described["name"],
+                                               base64.b64decode(described["public_key"]),
+                                               base64.b64decode(described["pop"]))
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            self.client.close()
+            raise WitnessUnreachable(f"witness {self.url} (DATALEDGER_WITNESS_URLS) did not "
+                                     f"describe itself: {type(exc).__name__}: {exc}") from None
 
     @property
     def name(self) -> str:

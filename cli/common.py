@@ -37,6 +37,7 @@ def build_or_exit(settings: Settings, *, role: Role = "serve",
     import psycopg
     from eventsourcing.persistence import PersistenceError
 
+    from anchoring.witness_clients import WitnessUnreachable
     from core.files import private_dir
     from events.store import LogGapError
     from events.url import DatabaseURL
@@ -55,6 +56,8 @@ def build_or_exit(settings: Settings, *, role: Role = "serve",
         container = build(settings, role=role, start_background=start_background)
     except LogGapError as gap:  # the read models cannot catch up past it
         raise SystemExit(f"dataledger: refused: {gap}") from None
+    except WitnessUnreachable as exc:
+        raise SystemExit(f"dataledger: {exc}") from None
     except (PersistenceError, psycopg.Error) as exc:
         where = (f"{url.kind} at {url.host}:{url.port}/{url.dbname}" if url.kind == "postgresql"
                  else f"SQLite file {url.path}")

@@ -108,6 +108,16 @@ def test_a_bad_setting_stops_serve_with_one_line_naming_it_and_writes_nothing(
     assert refused.returncode == 2 and "70000 is not a port" in refused.stderr
 
 
+def test_an_unreachable_witness_is_named_in_one_line(tmp_path: Path) -> None:
+    env = {"DATALEDGER_DATA_DIR": str(tmp_path / "var"), "DATALEDGER_COMPUTE_NODE": "false",
+           "DATALEDGER_WITNESS_URLS": "http://127.0.0.1:9"}
+    for args in (["chain", "trust", "--out", str(tmp_path / "trust.json")], ["serve"]):
+        out = run(args, env)
+        assert out.returncode == 1, (args, out.stderr)
+        assert "witness http://127.0.0.1:9 (DATALEDGER_WITNESS_URLS)" in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr and len(out.stderr.splitlines()) <= 2, out.stderr
+
+
 def test_the_command_that_founds_the_platform_prints_its_admin_token(tmp_path: Path) -> None:
     # a rebuild on a fresh data dir is a first start too: the token must not be made unseen
     env = {"DATALEDGER_DATA_DIR": str(tmp_path / "var")}
