@@ -182,7 +182,17 @@ def limits_text(settings: ReadSettings) -> str:
                    "JSON (x-max-bytes): 422 naming the field")
     fields = ("- strings, lists and integers: minLength/maxLength, minItems/maxItems, "
               "minimum/maximum in each schema: 422 naming the field")
-    return f"Limits the server enforces:\n{body}\n{body_time}\n{head}\n{json_fields}\n{fields}"
+    integers = ("- an integer is a JSON integer literal: a number with a fraction part, even "
+                "a zero one (26772.0), is 422 naming the field")
+    nul = ("- no text holds the NUL character (U+0000): in a body (a string or a key) or "
+           "a query value 422 naming the field, in a path 404")
+    lines = ["Limits the server enforces:", body, body_time, head, json_fields, fields,
+             integers, nul]
+    return "\n".join(lines)
+
+
+#: the schema of an error answer (api.errors.ErrorBody, a component of the document)
+ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}
 
 
 def _document_limits(app: FastAPI, settings: ReadSettings) -> None:
@@ -205,13 +215,13 @@ def _document_limits(app: FastAPI, settings: ReadSettings) -> None:
                          BodyLimit(settings.max_body_bytes, "DATALEDGER_MAX_BODY_BYTES"))
                 responses = operation.setdefault("responses", {})
                 responses["413"] = {"description": bound.detail(), "content": {
-                    "application/json": {"example": {"error": "too_large",
-                                                     "detail": bound.detail()}}}}
+                    "application/json": {"schema": ERROR_BODY, "example": {
+                        "error": "too_large", "detail": bound.detail()}}}}
                 responses["408"] = {"description": (
                     f"no part of the body came for {settings.body_read_timeout:g} s "
                     "(DATALEDGER_BODY_READ_TIMEOUT); nothing was stored"), "content": {
-                    "application/json": {"example": {"error": "request_timeout",
-                                                     "detail": "…"}}}}
+                    "application/json": {"schema": ERROR_BODY, "example": {
+                        "error": "request_timeout", "detail": "…"}}}}
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

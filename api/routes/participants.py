@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from api.auth import hash_token, new_token
 from api.deps import Commands, CommandsDep, ReaderDep
-from api.fields import NAME, TEXT, Id, Reason, SignedBody
+from api.fields import NAME, Id, Reason, SignedBody
 from api.routes.common import CommandAnswer, CommandRoute, answer, found
 from domain import participant as uc
 from domain.base import ROLES
@@ -42,7 +42,8 @@ class ParticipantCreate(BaseModel):
 
 class AdmissionDecision(SignedBody):
     approve: bool
-    comment: str = TEXT
+    comment: str = Field(default="", max_length=5000,
+                         description="required to reject (422 naming comment otherwise)")
 
 
 class MemberCreate(BaseModel):

@@ -171,12 +171,14 @@ def test_the_openapi_document_states_the_limits(client: TestClient) -> None:
     text = spec["info"]["description"]
     for limit in ("DATALEDGER_MAX_BODY_BYTES", "8388608", "DATALEDGER_MAX_RESULT_BYTES",
                   "DATALEDGER_BODY_READ_TIMEOUT", "DATALEDGER_HEADER_READ_TIMEOUT",
-                  "DATALEDGER_MAX_HEADER_BYTES", "x-max-depth"):
+                  "DATALEDGER_MAX_HEADER_BYTES", "x-max-depth", "NUL", "integer literal"):
         assert limit in text, limit
     with_body = [(path, op) for path, ops in spec["paths"].items() for op in ops.values()
                  if "requestBody" in op]
     for path, op in with_body:
-        assert {"408", "413"} <= set(op["responses"]), path
+        for status in ("408", "413"):
+            schema = op["responses"][status]["content"]["application/json"]["schema"]
+            assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (path, status)
     result = spec["paths"]["/computations/{computation_id}/result"]["post"]["responses"]
     assert "DATALEDGER_MAX_RESULT_BYTES" in result["413"]["description"]
 
