@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -110,8 +111,10 @@ def public_key_text(key: Ed25519PublicKey) -> str:
     return base64.b64encode(key.public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
 
 
+@functools.lru_cache(maxsize=4096)
 def load_public_key(text: str) -> Ed25519PublicKey:
-    """The public key of its registered text (DecisionFormatError if it is not one)."""
+    """The public key of its registered text (DecisionFormatError if it is not one); the
+    keys in use are kept loaded (a key object is immutable)."""
     try:
         raw = base64.b64decode(text, validate=True)
         return Ed25519PublicKey.from_public_bytes(raw)

@@ -308,8 +308,11 @@ class Ledger:
         ctx = self._context(actor)
         if actor.role != "system":
             # Its own unit of work: the caller's admission is checked now, but is not part
-            # of the decision's read set (a suspension racing a command is no conflict).
-            self._require_active(StoreUnitOfWork(self.streams), actor, allow_pending)
+            # of the decision's read set (a suspension racing a command is no conflict);
+            # a signed decision reads the caller's participant for its keys anyway (and a
+            # key revoked meanwhile must clash): the decision's own, read once.
+            own = uow if _is_signed(kwargs) else StoreUnitOfWork(self.streams)
+            self._require_active(own, actor, allow_pending)
         response = handler(uow, ctx, *args, **kwargs)
         reads = uow.unchanged_reads()
         events = [e for agg in uow.pending() for e in agg.collect()]
