@@ -65,8 +65,7 @@ def test_concurrent_commands_of_one_loop_share_transactions_and_leave_no_gap(
         pg_url: str, store: EventStore, ledger: Ledger) -> None:
     """60 commands at once on one event loop: written in fewer transactions than commands
     (each event's xmin names its transaction), seqs gap-free, every answer its own seq."""
-    _setup_platform(store)
-    provider = _admitted_provider(ledger)
+    provider = _admitted_provider(store, ledger)
     _register_dataset(ledger, provider, "warm")  # caches the provider: decided on the loop
     before = store.max_seq()
 
@@ -91,8 +90,7 @@ def test_a_dropped_loop_connection_is_replaced_before_the_next_command(
     import events.postgres as postgres_module
 
     monkeypatch.setattr(postgres_module, "IDLE_CHECK_S", 0.0)
-    _setup_platform(store)
-    provider = _admitted_provider(ledger)
+    provider = _admitted_provider(store, ledger)
     _register_dataset(ledger, provider, "warm")
 
     async def run() -> tuple[list[int], list[int]]:
@@ -219,8 +217,7 @@ def test_a_url_with_percent_encoded_user_and_password_reaches_every_connection(
         store = open_store(url)
         ledger = new_ledger(LedgerLog(store), clock=lambda: AT)
         try:
-            _setup_platform(store)
-            provider = _admitted_provider(ledger)
+            provider = _admitted_provider(store, ledger)
             _register_dataset(ledger, provider, "warm")
 
             async def on_the_loop() -> tuple[list[int], str]:
