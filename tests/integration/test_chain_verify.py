@@ -116,14 +116,7 @@ def test_an_untouched_ledger_verifies(ledger: tuple[str, Path, int]) -> None:
 def test_a_flipped_byte_of_a_stored_event_is_named_by_its_seq(
         ledger: tuple[str, Path, int]) -> None:
     url, data, _ = ledger
-    rowid = "rowid" if url.startswith("sqlite") else "notification_id"
-    # "provider 3" -> "provider 4" inside the stored payload of seq 10
-    if url.startswith("sqlite"):
-        swap = "CAST(replace(state, 'provider 3', 'provider 4') AS BLOB)"
-    else:
-        swap = ("convert_to(replace(convert_from(state, 'UTF8'), 'provider 3', 'provider 4'), "
-                "'UTF8')")
-    execute(url, f"UPDATE stored_events SET state = {swap} WHERE {rowid} = 10")
+    rewrite_provider_3(url)
     out = verify(url, data)
     assert out.returncode == 1, out.stdout + out.stderr
     assert "FAIL seq 10: stored event does not hash to its stored leaf" in out.stdout
