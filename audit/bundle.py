@@ -358,7 +358,7 @@ class Bundle:
             raise BundleError(KEYS, f"line {first + 1} differs from the key events in "
                               f"{EVENTS_DIR}/ ({len(copied)} lines, {len(met)} key events)")
 
-    def keys(self) -> list[LogEntry]:
+    def key_events(self) -> list[LogEntry]:
         """The key events as ``keys.jsonl`` copies them (checked against ``events/`` only by
         a full pass of :meth:`events`)."""
         return self._entries(KEYS)
