@@ -6,8 +6,9 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from audit import cli as audit_cli
 from bench import cli as bench_cli
-from cli import chain, compute_node, docs, events, projections, serve, signing, witness
+from cli import chain, compute_node, docs, events, forensics, projections, serve, signing, witness
 from demo import cli as demo_cli
 
 #: commands with parsers of their own: the arguments after the prefix are handed on
@@ -23,7 +24,8 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     for register in (serve.register, events.register, projections.register, chain.register,
                      signing.register, witness.register, compute_node.register,
-                     demo_cli.register, bench_cli.register, docs.register):
+                     demo_cli.register, bench_cli.register, docs.register, audit_cli.register,
+                     forensics.register):
         register(sub)
     return p
 

@@ -438,3 +438,12 @@ class Platform:
         answer: dict[str, Any] = self.call(
             "GET", f"/ledger/proofs/inclusion?index={index}&size={size}", who)
         return answer
+
+    def self_proof(self, who: Caller, actor: str, resource: str, start: str | None = None,
+                   end: str | None = None) -> dict[str, Any]:
+        """The clean self-proof of ``actor`` on ``resource`` (``GET /forensics/self-proof``):
+        a participant about itself, the regulator about anyone."""
+        params = {"actor": actor, "resource": resource,
+                  **({"from": start} if start else {}), **({"to": end} if end else {})}
+        answer: dict[str, Any] = self.call("GET", "/forensics/self-proof", who, params=params)
+        return answer

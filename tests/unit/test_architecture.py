@@ -25,7 +25,8 @@ ALLOWED: dict[str, set[str]] = {
     "projections": {"core", "chain", "domain", "events"},
     "anchoring": {"core", "chain", "events"},
     "delivery": {"core", "chain", "events"},
-    "api": {"core", "chain", "domain", "events", "projections", "anchoring", "delivery"},
+    "api": {"core", "chain", "domain", "events", "projections", "anchoring", "delivery",
+            "audit"},
     "runtime": {"core", "chain", "domain", "events", "projections", "anchoring", "delivery",
                 "api"},
     "compute_nodes": {"core", "chain", "client"},
@@ -35,7 +36,7 @@ ALLOWED: dict[str, set[str]] = {
     "demo": {"core", "chain", "client", "domain", "events", "projections", "anchoring",
              "delivery", "api", "runtime"},
     "cli": {"core", "chain", "client", "domain", "events", "projections", "anchoring",
-            "delivery", "api", "runtime", "bench", "demo"},
+            "delivery", "api", "runtime", "bench", "demo", "audit"},
 }
 ROOMS = set(ALLOWED)
 #: the one module of a room that may import more, inside its functions only: audit's
