@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
+from audit.bundle import checkpoint_record
 from core.record import LogEntry
 
 if TYPE_CHECKING:
@@ -130,12 +131,16 @@ class LiveDatabase:
         rows = self._chain_query("SELECT size FROM chain_state")
         return int(rows[0][0]) if rows else 0
 
-    def checkpoints(self) -> list[StoredCheckpoint]:
-        """Every stored checkpoint, oldest first, as stored (note, co-signed note, signers,
-        aggregate, anchored, cut_at): the bundle's ``checkpoints.jsonl`` lines."""
+    def stored_checkpoints(self) -> list[StoredCheckpoint]:
+        """Every stored checkpoint, oldest first, as the tree's database holds it."""
         from anchoring.checkpoints import CheckpointStore
 
         return CheckpointStore(self._chain_query).all()
+
+    def checkpoints(self) -> list[dict[str, Any]]:
+        """Every stored checkpoint, oldest first, as a bundle's ``checkpoints.jsonl`` holds
+        it (:meth:`audit.bundle.Bundle.checkpoints`: the aggregate in base64)."""
+        return [checkpoint_record(cp) for cp in self.stored_checkpoints()]
 
     def close(self) -> None:
         if self._store is not None:
