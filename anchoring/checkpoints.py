@@ -82,6 +82,12 @@ class CheckpointStore:
         return [_stored_checkpoint(r) for r in self._q(
             f"SELECT {_COLUMNS} FROM chain_checkpoints ORDER BY size", ())]
 
+    def page(self, after_size: int, limit: int) -> list[StoredCheckpoint]:
+        """Up to ``limit`` checkpoints with size > ``after_size``, oldest first."""
+        return [_stored_checkpoint(r) for r in self._q(
+            f"SELECT {_COLUMNS} FROM chain_checkpoints WHERE size > ? ORDER BY size LIMIT ?",
+            (after_size, limit))]
+
     def witness_size(self, name: str) -> int:
         """The size the witness ``name`` last co-signed for us (0 if never)."""
         rows = self._q("SELECT size FROM chain_witness_sizes WHERE name = ?", (name,))

@@ -251,11 +251,17 @@ RULES: tuple[Rule, ...] = (
          "The events of the aggregates the caller may see.", QUERY),
     Rule("ledger.event", "GET /ledger/events/{seq}", EVERYONE,
          "One event, if the caller may see its aggregate.", QUERY),
+    Rule("ledger.export", "GET /ledger/export", {"regulator": ANY},
+         "The admitted regulator only: the whole log as a bundle (the files of `dataledger "
+         "export`, as a tar made while it is sent); anyone else, a regulator not admitted "
+         "too, 403 forbidden before anything is read.", QUERY),
     # -- public: no token ----------------------------------------------------------------
     Rule("health", "GET /health", conditions="Liveness and the log's head.", kind=PUBLIC),
     Rule("ledger.latest_checkpoint", "GET /ledger/checkpoints/latest",
          conditions="The chain is public: anyone checks it.", kind=PUBLIC),
     Rule("ledger.checkpoint", "GET /ledger/checkpoints/{size}", kind=PUBLIC),
+    Rule("ledger.checkpoints", "GET /ledger/checkpoints",
+         conditions="Every stored checkpoint in size order, a page at a time.", kind=PUBLIC),
     Rule("ledger.inclusion_proof", "GET /ledger/proofs/inclusion", kind=PUBLIC),
     Rule("ledger.consistency_proof", "GET /ledger/proofs/consistency", kind=PUBLIC),
     Rule("ledger.witnesses", "GET /ledger/witnesses", kind=PUBLIC),

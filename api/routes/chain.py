@@ -45,6 +45,25 @@ def _view(cp: StoredCheckpoint) -> CheckpointView:
                           anchored=cp.anchored, cut_at=cp.cut_at)
 
 
+class CheckpointPage(BaseModel):
+    checkpoints: list[CheckpointView] = Field(description="in size order")
+    next_after_size: int = Field(description="the last size listed (after_size if none): "
+                                             "pass as ?after_size= to read on")
+
+
+@router.get("/checkpoints", response_model=CheckpointPage)
+def checkpoints(container: ContainerDep,
+                after_size: Annotated[int, Query(ge=0, le=MAX_SEQ, description=(
+                    "list those of a larger tree size (422 query.after_size otherwise)"))] = 0,
+                limit: Annotated[int, Query(ge=1, le=1000, description=(
+                    "at most this many (422 query.limit otherwise)"))] = 100) -> CheckpointPage:
+    """The stored checkpoints above ``after_size``, in size order, with their co-signatures:
+    an auditor pages through them all without knowing a size first."""
+    page = _chain(container).tree.checkpoints.page(after_size, limit)
+    return CheckpointPage(checkpoints=[_view(cp) for cp in page],
+                          next_after_size=page[-1].size if page else after_size)
+
+
 @router.get("/checkpoints/latest", response_model=CheckpointView)
 def latest_checkpoint(container: ContainerDep, anchored: bool = False) -> CheckpointView:
     """The newest checkpoint (``?anchored=true``: the newest a quorum of witnesses co-signed)."""

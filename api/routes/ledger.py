@@ -6,12 +6,16 @@ import base64
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
+from anchoring.export import export_source
 from api.deps import ContainerDep, ReaderDep
 from api.routes.common import ReadRoute
+from audit.bundle import tar_stream
 from core.record import LogEntry
-from domain.errors import NotFound
+from domain.errors import Forbidden, NotFound
+from domain.permissions import permit
 from events.store import MAX_SEQ
 from projections.base import may_see_event, visible_events
 
@@ -87,3 +91,24 @@ def event(seq: Annotated[int, Path(ge=1, le=MAX_SEQ)], container: ContainerDep,
                                  reader.actor.participant_id):
                 raise NotFound(f"no event {seq}")
     return _event(entry)
+
+
+@router.get("/export", response_class=StreamingResponse, responses={200: {
+    "description": "the bundle (its layout: audit/bundle.py) as a tar archive",
+    "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}}})
+def export(container: ContainerDep, reader: ReaderDep) -> StreamingResponse:
+    """The whole log as a bundle, for the admitted regulator only: the files of
+    ``dataledger export`` (events in seq order, checkpoints with their co-signatures, the
+    trust document, the key events, the manifest), as a tar archive made while it is sent
+    (one file spooled at a time). Events stored after the request are not in it."""
+    permit(reader.actor, "ledger.export")
+    if not reader.sees_all:
+        raise Forbidden("ledger.export: the caller's regulator is not admitted",
+                        rule="ledger.export")
+    if container.chain is None:
+        raise NotFound("this server does not run the chain (DATALEDGER_CHAIN=false)")
+    source = export_source(container.store, container.chain)
+    return StreamingResponse(
+        tar_stream(source.entries, source.checkpoints, source.trust),
+        media_type="application/x-tar", headers={
+            "Content-Disposition": f'attachment; filename="dataledger-{source.upto}.tar"'})

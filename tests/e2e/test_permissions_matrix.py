@@ -29,6 +29,9 @@ from tests.e2e.conftest import Chain, World, build_chain, head, list_product, pr
 NOBODY = "00000000-0000-4000-8000-000000000000"
 #: rows whose condition is "in the caller's own participant": called on the caller's own
 OWN_PARTICIPANT = {"participant.member_addition", "participant.key_registration"}
+#: queries that, as commands do, refuse a role their row does not name 403 before anything
+#: is read (the others answer 404 for a row the caller may not see)
+ROLE_CHECKED_QUERIES = {"ledger.export"}
 #: bodies the schema-driven example below cannot make valid
 BODIES: dict[str, Any] = {
     "POST /participants": {"name": "Matrix org", "role": "provider",
@@ -158,6 +161,8 @@ def predicted(rule: Rule, caller: Caller) -> str:
         return "allowed"
     if caller.party is None:
         return "unauthenticated"
+    if rule.name in ROLE_CHECKED_QUERIES and not rule.allows(caller.role, caller.members):
+        return "forbidden"
     if caller.suspended and rule.kind == COMMAND:
         return "suspended"
     if rule.kind == QUERY or rule.allows(caller.role, caller.members):
