@@ -32,7 +32,7 @@ ALLOWED: dict[str, set[str]] = {
     "compute_nodes": {"core", "chain", "client"},
     "audit": {"core", "chain", "client"},
     "bench": {"core", "chain", "client", "domain", "events", "projections", "anchoring",
-              "delivery", "api", "runtime", "compute_nodes"},
+              "delivery", "api", "runtime", "compute_nodes", "audit"},
     "demo": {"core", "chain", "client", "domain", "events", "projections", "anchoring",
              "delivery", "api", "runtime"},
     "cli": {"core", "chain", "client", "domain", "events", "projections", "anchoring",
