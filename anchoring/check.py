@@ -19,7 +19,8 @@ from anchoring.checkpoints import StoredCheckpoint
 from anchoring.tiles import TILE_HEIGHT, TILE_WIDTH
 from anchoring.treestore import TreeStore
 from chain import merkle
-from chain.bls import TrustedWitness, aggregate, cosignatures
+from chain.anchored import cosigned_problem, link_problem, quorum_problem
+from chain.bls import TrustedWitness
 from chain.checkpoint import NO_PREVIOUS, Checkpoint, checkpoint_hash, open_checkpoint
 from chain.compact import Node, fold
 from chain.hasher import EMPTY_ROOT, HASH_SIZE
@@ -157,9 +158,9 @@ class ChainChecker:
         if cp.size != stored.size:
             out.append(Finding(where, "signed size differs from its row", str(stored.size),
                                str(cp.size)))
-        if cp.prev != prev:
-            out.append(Finding(where, "does not link to the checkpoint before it",
-                               _b64(prev), _b64(cp.prev)))
+        for problem in (link_problem(cp, prev), cosigned_problem(stored.note, stored.cosigned)):
+            if problem is not None:
+                out.append(Finding(where, problem.what, problem.expected, problem.found))
         recomputed = self.roots.get(cp.size)
         if recomputed != cp.root:
             out.append(Finding(where, "signed root differs from the tree recomputed from "
@@ -169,15 +170,6 @@ class ChainChecker:
         return out
 
     def _check_cosigned(self, where: str, stored: StoredCheckpoint) -> list[Finding]:
-        try:
-            valid = cosignatures(stored.cosigned, self.witnesses)
-        except VerificationError as exc:
-            return [Finding(where, f"a co-signature does not verify: {exc}")]
-        if len(valid) < self.quorum:
-            return [Finding(where, "anchored without a quorum of co-signatures",
-                            str(self.quorum), str(len(valid)))]
-        agg = aggregate([s.signature for s in valid])
-        if stored.aggregate != agg:
-            return [Finding(where, "stored aggregate signature differs", _b64(agg),
-                            _b64(stored.aggregate))]
-        return []
+        problem = quorum_problem(stored.cosigned, stored.aggregate, self.witnesses, self.quorum)
+        return [] if problem is None else [Finding(where, problem.what, problem.expected,
+                                                   problem.found)]
