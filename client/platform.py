@@ -439,6 +439,14 @@ class Platform:
             "GET", f"/ledger/proofs/inclusion?index={index}&size={size}", who)
         return answer
 
+    def checkpoints_page(self, who: Caller, after_size: int = 0,
+                         limit: int = 100) -> dict[str, Any]:
+        """One page of ``GET /ledger/checkpoints``: ``checkpoints`` (size order, with their
+        co-signatures) above ``after_size``, and ``next_after_size`` to read on."""
+        answer: dict[str, Any] = self.call(
+            "GET", f"/ledger/checkpoints?after_size={after_size}&limit={limit}", who)
+        return answer
+
     def self_proof(self, who: Caller, actor: str, resource: str, start: str | None = None,
                    end: str | None = None) -> dict[str, Any]:
         """The clean self-proof of ``actor`` on ``resource`` (``GET /forensics/self-proof``):
