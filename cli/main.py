@@ -8,7 +8,18 @@ from collections.abc import Callable, Sequence
 
 from audit import cli as audit_cli
 from bench import cli as bench_cli
-from cli import chain, compute_node, docs, events, forensics, projections, serve, signing, witness
+from cli import (
+    chain,
+    compute_node,
+    docs,
+    events,
+    export,
+    forensics,
+    projections,
+    serve,
+    signing,
+    witness,
+)
 from demo import cli as demo_cli
 
 #: commands with parsers of their own: the arguments after the prefix are handed on
@@ -25,7 +36,7 @@ def parser() -> argparse.ArgumentParser:
     for register in (serve.register, events.register, projections.register, chain.register,
                      signing.register, witness.register, compute_node.register,
                      demo_cli.register, bench_cli.register, docs.register, audit_cli.register,
-                     forensics.register):
+                     forensics.register, export.register):
         register(sub)
     return p
 
