@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from audit.replay_cli import add_replay
+
 #: the ``dataledger`` subcommands object (argparse's private type; see cli/common.py)
 Subcommands = Any
 
@@ -76,4 +78,4 @@ def _verify_proof(args: argparse.Namespace) -> int:
 
 
 #: the subcommands of ``dataledger audit``, in the order ``--help`` lists them
-SUBCOMMANDS: list[Callable[[Subcommands], None]] = [add_verify_proof]
+SUBCOMMANDS: list[Callable[[Subcommands], None]] = [add_replay, add_verify_proof]
