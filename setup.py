@@ -1,4 +1,5 @@
-"""Builds the optional C core of the Merkle tree (chain/_merkle.c, on OpenSSL's libcrypto).
+"""Builds the optional C cores of the Merkle tree (chain/_merkle.c) and of the index's sparse
+Merkle tree (chain/_smt.c), on OpenSSL's libcrypto.
 
 Everything else is in pyproject.toml. ``optional=True``: without a C compiler or the
 OpenSSL headers (Debian: gcc and libssl-dev) the build skips the extension and chain.merkle
@@ -15,6 +16,13 @@ setup(
             libraries=["crypto"],
             extra_compile_args=["-O2", "-std=c99", "-Wall", "-Wextra", "-Wno-unused-parameter"],
             optional=True,
-        )
+        ),
+        Extension(
+            "chain._smt",
+            sources=["chain/_smt.c"],
+            libraries=["crypto"],
+            extra_compile_args=["-O2", "-std=c99", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+            optional=True,
+        ),
     ]
 )
