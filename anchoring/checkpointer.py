@@ -21,9 +21,11 @@ from anchoring.checkpoints import StoredCheckpoint
 from anchoring.treestore import TreeStore
 from chain.bls import TrustedWitness, WitnessPublicKey, aggregate, cosignatures, trust_witness
 from chain.checkpoint import (
+    INDEX,
     NO_PREVIOUS,
     Checkpoint,
     checkpoint_hash,
+    hash_extension,
     prev_extension,
     sign_checkpoint,
     time_extension,
@@ -67,12 +69,23 @@ class CutPolicy:
     every_seconds: float = 5.0
 
 
+class IndexRoots(Protocol):
+    """The per-actor index (anchoring/actor_index.py): brought to a size, its map's root."""
+
+    def advance(self, size: int) -> bytes: ...
+
+
 class Checkpointer:
-    """Signs checkpoints of the tree and collects the witnesses' co-signatures."""
+    """Signs checkpoints of the tree and collects the witnesses' co-signatures.
+
+    With an ``index``, each checkpoint also carries the line ``index <base64 root>``: the
+    per-actor index's root at the checkpoint's size, co-signed with the rest.
+    """
 
     def __init__(self, tree: TreeStore, signer: Signer, witnesses: Sequence[WitnessClient],
                  quorum: int, policy: CutPolicy = CutPolicy(),
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, index: IndexRoots | None = None,
+                 ) -> None:
         if not 0 <= quorum <= len(witnesses):
             raise ValueError(f"quorum {quorum} needs 0..{len(witnesses)} witnesses")
         self.tree = tree
@@ -83,6 +96,7 @@ class Checkpointer:
         self.quorum = quorum
         self.policy = policy
         self.clock = clock
+        self.index = index
 
     @property
     def origin(self) -> str:
@@ -117,8 +131,10 @@ class Checkpointer:
         size = self.tree.size()
         now = datetime.fromtimestamp(self.clock(), UTC)
         prev = NO_PREVIOUS if previous is None else checkpoint_hash(previous.note)
-        checkpoint = Checkpoint(self.origin, size, self.tree.root(size),
-                                (time_extension(now), prev_extension(prev)))
+        extensions = [time_extension(now), prev_extension(prev)]
+        if self.index is not None:
+            extensions.append(hash_extension(INDEX, self.index.advance(size)))
+        checkpoint = Checkpoint(self.origin, size, self.tree.root(size), tuple(extensions))
         note = sign_checkpoint(checkpoint, [self.signer])
         self.checkpoints.put(size, note, now.isoformat())
         stored = self.checkpoints.get(size)

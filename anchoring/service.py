@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from anchoring.actor_index import ActorIndex
 from anchoring.checkpointer import Checkpointer, CutPolicy, WitnessClient
 from anchoring.checkpoints import StoredCheckpoint
 from anchoring.integrator import Integrator
@@ -99,6 +100,8 @@ class ChainService:
         self.tree = tree
         self.integrator = Integrator(store, tree)
         self.checkpointer = checkpointer
+        #: the per-actor index the checkpoints commit to (None: checkpoints without it)
+        self.index = checkpointer.index if isinstance(checkpointer.index, ActorIndex) else None
         self.interval = interval
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -178,4 +181,6 @@ def build_chain(store: EventStore, url: DatabaseURL, data_dir: Path, *, origin: 
         list(http_witnesses(witness_urls)) if witness_urls
         else embedded_witnesses(data_dir, origin.split("/")[0], signer))
     needed = len(witnesses) if quorum is None else quorum
-    return ChainService(store, tree, Checkpointer(tree, signer, witnesses, needed, policy))
+    index = ActorIndex(store, tree.tiles)
+    return ChainService(store, tree, Checkpointer(tree, signer, witnesses, needed, policy,
+                                                  index=index))

@@ -43,6 +43,9 @@ TIME: Final = "time"
 PREV: Final = "prev"
 """Keyword of the extension line carrying the hash of the previous signed checkpoint."""
 
+INDEX: Final = "index"
+"""Keyword of the extension line carrying the per-actor index's root (docs/INDEX.md)."""
+
 NO_PREVIOUS: Final = hashlib.sha256(b"").digest()
 """The ``prev`` of the first checkpoint: :func:`checkpoint_hash` of the empty text."""
 
