@@ -255,6 +255,10 @@ RULES: tuple[Rule, ...] = (
          "The admitted regulator only: the whole log as a bundle (the files of `dataledger "
          "export`, as a tar made while it is sent); anyone else, a regulator not admitted "
          "too, 403 forbidden before anything is read.", QUERY),
+    Rule("forensics.self_proof", "GET /forensics/self-proof", EVERYONE,
+         "A self-proof (docs/FORENSICS.md): an admitted participant about itself, the admitted "
+         "regulator about any participant; anyone else 403 forbidden (a refusal tells nothing "
+         "about what exists). 409 until an anchored checkpoint commits to the index.", QUERY),
     # -- public: no token ----------------------------------------------------------------
     Rule("health", "GET /health", conditions="Liveness and the log's head.", kind=PUBLIC),
     Rule("ledger.latest_checkpoint", "GET /ledger/checkpoints/latest",
