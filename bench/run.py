@@ -14,7 +14,7 @@ from typing import Any
 from bench.append.suite import GOAL_RATIO
 from bench.table import aligned, format_rows, now
 
-SUITES = ("append", "chain", "compute", "security")
+SUITES = ("append", "audit", "chain", "compute", "security")
 
 
 def machine() -> dict[str, Any]:
@@ -100,9 +100,11 @@ def main(args: Any) -> int:
 
     from bench import compute, security
     from bench.append import suite as append
+    from bench.audit import suite as audit
     from bench.chain import suite as chain
 
     run_suite, table_of = {"append": (append.run, format_table),
+                           "audit": (audit.run, format_rows),
                            "chain": (chain.run, format_rows),
                            "compute": (compute.run, format_rows),
                            "security": (security.run, format_rows)}[suite]
