@@ -286,3 +286,20 @@ def test_bad_parameters_are_422_naming_the_field(world: World, chain: Chain) -> 
         assert r.status_code == 422, r.text
         named = [f["field"] for f in r.json().get("fields", [])] or [r.json().get("field")]
         assert named == [field], r.text
+
+
+def test_an_event_that_is_not_the_actor_s_on_the_resource_fails(
+        world: World, setup: tuple[Chain, str, int]) -> None:
+    chain, resource, _ = setup
+    doc = prove(world, chain.provider, chain.provider, resource)
+    # the operator's scenario submission: in the log, but not the provider's on the dataset
+    submitted = next(e for e in world.api.events(world.regulator)
+                     if e["type"] == "scenario.submitted")
+    path = world.client.get(f"/ledger/proofs/inclusion?index={submitted['seq'] - 1}"
+                            f"&size={doc['tree_size']}").json()
+    planted = copy.deepcopy(doc)
+    planted["events"] = sorted([*doc["events"], {
+        "seq": submitted["seq"], "canonical": submitted["canonical"],
+        "inclusion": path["proof"]}], key=lambda e: e["seq"])
+    fails(planted, trust(world), 4, f"seq {submitted['seq']} (scenario.submitted) does not "
+          f"index under participant {chain.provider.participant_id} and {resource}")
