@@ -42,7 +42,7 @@ from audit.report import CheckpointSeen, Failure, Report
 from audit.sources import Source
 from chain import merkle
 from chain.anchored import b64, cosigned_problem, link_problem, quorum_problem
-from chain.checkpoint import NO_PREVIOUS, Checkpoint, checkpoint_hash, open_checkpoint
+from chain.checkpoint import INDEX, NO_PREVIOUS, Checkpoint, checkpoint_hash, open_checkpoint
 from chain.compact import fold
 from chain.hasher import EMPTY_ROOT
 from chain.trust import TrustedKeys
@@ -54,8 +54,6 @@ if TYPE_CHECKING:
 
 #: events hashed per call of the Merkle core
 BATCH = 8192
-#: the keyword of the checkpoint line committing to the per-actor index
-INDEX = "index"
 #: store_from beyond any level: the walk needs the roots only, no completed nodes
 _NO_NODES = 64
 

@@ -40,7 +40,8 @@ def add_replay(audit_sub: Any) -> None:
     p.add_argument("--token", metavar="T", help="the regulator's bearer token (with --url; "
                    "default $DATALEDGER_TOKEN)")
     p.add_argument("--data-dir", type=Path, metavar="DIR", help="with --database on SQLite: "
-                   "the data dir holding chain.db and views.db (default: the file's dir)")
+                   "the data dir holding chain.db and views.db (default: "
+                   "$DATALEDGER_DATA_DIR, else the database file's dir)")
     p.add_argument("--trust", required=True, type=Path, metavar="FILE",
                    help="the trust document (log key, witnesses, quorum) taken out of band, "
                    "never one that came with the log")
@@ -73,7 +74,8 @@ def _source(args: argparse.Namespace) -> Source:
         if not token:
             raise ValueError("--url needs --token (or $DATALEDGER_TOKEN): the regulator's")
         return PlatformSource(args.url, token)
-    return DatabaseSource(args.database, args.data_dir)
+    data_dir = args.data_dir or os.environ.get("DATALEDGER_DATA_DIR") or None
+    return DatabaseSource(args.database, data_dir)
 
 
 def _replay(args: argparse.Namespace) -> int:
