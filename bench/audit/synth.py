@@ -141,8 +141,8 @@ class Plan:
                  for _ in range(2 ** (i - 1))]
         others = [self.banks[0], *self.banks[self.designated + 1:]]
         slots = [rng.choice(others) for _ in range(max(cycles, len(fixed)))]
-        positions = rng.sample(range(int(len(slots) * 0.9) or 1), min(len(fixed), len(slots)))
-        for pos, bank in zip(positions, fixed, strict=False):
+        span = max(int(len(slots) * 0.9), len(fixed))  # never the very end of the log
+        for pos, bank in zip(rng.sample(range(span), len(fixed)), fixed, strict=True):
             slots[pos] = bank
         yield from slots
         while True:
