@@ -29,8 +29,7 @@ import base64
 import binascii
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from chain import smt
 from core.canonical import canonical_bytes
@@ -49,9 +48,9 @@ _ORDER_FAMILY = ("order.", "contract.")
 _COMPUTATION_FAMILY = ("computation.", "delivery.", "usage.")
 
 
-@dataclass(frozen=True)
-class IndexValue:
-    """What the index holds for a key: how many events, the last one's seq, their chain."""
+class IndexValue(NamedTuple):
+    """What the index holds for a key: how many events, the last one's seq, their chain.
+    (A named tuple: the replay makes one per key per event.)"""
 
     count: int
     head_seq: int
@@ -109,6 +108,9 @@ def next_value(prev: IndexValue | None, entry: LogEntry, leaf: bytes | None = No
 
 def key_bytes(actor: str, resource: str) -> bytes:
     """A key's canonical bytes: the canonical JSON array [actor, resource]."""
+    both = actor + resource
+    if both.isascii() and both.isprintable() and '"' not in both and "\\" not in both:
+        return f'["{actor}","{resource}"]'.encode()  # what canonical_bytes gives (tested)
     return canonical_bytes([actor, resource])
 
 
@@ -252,11 +254,13 @@ class IndexFold:
         if leaf is None:
             leaf = entry.leaf_hash()
         out = []
-        values = self.values
+        values, hashes, dirty, seq = self.values, self._hashes, self._dirty, entry.seq
         for key in self.rules.keys(entry, payload):
-            kh = self.key_hash(key)
-            value = values[kh] = next_value(values.get(kh), entry, leaf)
-            self._dirty.add(kh)
+            kh = hashes.get(key) or self.key_hash(key)
+            prev = values.get(kh)  # next_value, inlined: this runs per key per event
+            value = values[kh] = IndexValue(1, seq, chain_step(CHAIN_START, leaf)) \
+                if prev is None else IndexValue(prev.count + 1, seq, chain_step(prev.chain, leaf))
+            dirty.add(kh)
             out.append((key, kh, value))
         self.size = entry.seq
         return out

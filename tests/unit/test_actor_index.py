@@ -118,6 +118,14 @@ def test_a_malformed_value_is_named(doc: Any, field: str) -> None:
         IndexValue.from_json(doc)
 
 
+@pytest.mark.parametrize(("actor", "resource"), [
+    ("P", "dataset:D"), ('q"uote', "dataset:x"), ("back\\slash", "r"), ("tab\t", "r"),
+    ("数据", "dataset:集"), ("", ""), ("a\u007f", "r"),
+])
+def test_key_bytes_are_the_canonical_array(actor: str, resource: str) -> None:
+    assert key_bytes(actor, resource) == canonical_bytes([actor, resource])
+
+
 def test_the_key_hash() -> None:
     assert key_bytes("P", "dataset:D") == b'["P","dataset:D"]'
     assert index_key_hash("P", "dataset:D") == hashlib.sha256(
