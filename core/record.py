@@ -42,9 +42,13 @@ class LogEntry:
     payload_bytes: bytes
 
     def canonical(self) -> bytes:
-        """The canonical bytes of the whole stored event (the Merkle leaf preimage)."""
-        return stored_event_bytes(self.seq, self.originator_id, self.version,
-                                  self.type_name, self.payload_bytes)
+        """The canonical bytes of the whole stored event (the Merkle leaf preimage); those
+        :meth:`from_canonical` read are kept, not built again (the fields are frozen)."""
+        data: bytes | None = self.__dict__.get("_canonical")
+        if data is None:
+            data = stored_event_bytes(self.seq, self.originator_id, self.version,
+                                      self.type_name, self.payload_bytes)
+        return data
 
     def leaf_hash(self) -> bytes:
         """This record's Merkle leaf."""
@@ -84,6 +88,7 @@ class LogEntry:
             raise RecordError(f"payload: {exc}") from exc
         if entry.canonical() != data:
             raise RecordError(f"seq {seq}: the bytes are not in canonical form")
+        object.__setattr__(entry, "_canonical", data)
         return entry
 
     @classmethod
