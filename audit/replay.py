@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 import time
 from collections.abc import Callable
@@ -227,7 +228,9 @@ class Replay:
         report = self.report
         report.events += 1
         report.per_type[entry.type_name] += 1
-        payload: dict[str, Any] = entry.payload()
+        # the record was read as canonical (its source's parser) or is held to its leaf
+        # (step 2): a plain decode serves to count and index it
+        payload: dict[str, Any] = json.loads(entry.payload_bytes)
         at = payload.get("at")
         report.per_day[at[:10] if isinstance(at, str) else "unknown"] += 1
         return payload
