@@ -282,6 +282,11 @@ def compare_read_models(url: str, data_dir: str | os.PathLike[str] | None = None
         problems = []
         if len(set(positions.values())) > 1:
             problems.append(f"the live read models stand at different seqs: {positions}")
+        head = db.max_seq()
+        if position > head:  # they saw events the log no longer holds
+            problems.append(f"the live read models stand at seq {position}, past the log's "
+                            f"last event (seq {head})")
+            return ReadModelComparison(position, [], problems)
         with tempfile.TemporaryDirectory(prefix="dataledger-audit-") as scratch:
             rebuilt = _rebuild(db, position, Path(scratch) / "views.db")
             try:

@@ -34,6 +34,8 @@ from tests.e2e.test_market_api import SPLIT, place
 from tests.e2e.test_usage_controls import contract, delivered, policy
 from tests.integration.test_chain_verify import REPO, chain, drop_tree, execute
 
+#: the per-actor index's tables (anchoring/actor_index.py), beside the tree
+INDEX_TABLES = ("index_keys", "index_postings", "index_roots", "index_state")
 #: the replay's exit codes
 HOLDS, FAILS, USAGE = 0, 1, 2
 
@@ -270,22 +272,38 @@ def deliver_after_termination(ledger: Ledger) -> int:
     return ended + 1
 
 
+def tree_sql(ledger: Ledger, sql: str) -> None:
+    """One statement on the tree's database (chain.db on SQLite, which holds the index too)."""
+    if ledger.sqlite:
+        import sqlite3
+
+        with sqlite3.connect(ledger.data / "chain.db") as conn:
+            conn.execute(sql)
+        return
+    execute(ledger.url, sql)
+
+
 def rebuild_tree_keeping(ledger: Ledger, keep: int, **env: str) -> subprocess.CompletedProcess[str]:
-    """The operator rebuilds the tree from the rewritten store, keeps the checkpoints up to
-    size ``keep`` (the log before it is unchanged: they still hold) and cuts a new one over
-    the rest, asking the witnesses to co-sign it (``chain run --once``)."""
+    """The operator rebuilds the tree and the per-actor index from the rewritten store, keeps
+    the checkpoints up to size ``keep`` (the log before it is unchanged: they still hold) and
+    cuts a new one over the rest, asking the witnesses to co-sign it (``chain run --once``)."""
     for sql in ("DELETE FROM chain_tiles", "DELETE FROM chain_nodes",
                 "UPDATE chain_state SET size = 0",
-                f"DELETE FROM chain_checkpoints WHERE size > {int(keep)}"):
-        execute(ledger.url, sql)
+                f"DELETE FROM chain_checkpoints WHERE size > {int(keep)}",
+                *(f"DELETE FROM {table}" for table in INDEX_TABLES if table != "index_state"),
+                "UPDATE index_state SET size = 0"):
+        tree_sql(ledger, sql)
     return integrate(ledger, **env)
 
 
 def reanchor(ledger: Ledger, **env: str) -> subprocess.CompletedProcess[str]:
     """What an operator who keeps the platform's key does after rewriting the log: throw the
-    tree and its checkpoints away, forget what the in-process witnesses saw (their keys
+    tree, its checkpoints and the per-actor index away, forget what the in-process witnesses saw (their keys
     stay), then integrate, cut and co-sign again (``chain run --once``)."""
     drop_tree(ledger.url, ledger.data)
+    if not ledger.sqlite:  # on SQLite the index went with chain.db
+        for table in INDEX_TABLES:
+            execute(ledger.url, f"DROP TABLE IF EXISTS {table}")
     for state in ledger.data.glob("witnesses/*/state.db*"):
         state.unlink()
     return integrate(ledger, **env)
@@ -303,17 +321,34 @@ def integrate(ledger: Ledger, **env: str) -> subprocess.CompletedProcess[str]:
 # -- tampering with the read models -----------------------------------------------------------
 
 
-def rewrite_read_model(ledger: Ledger, table: str, column: str, value: str,
-                       row_id: str) -> None:
-    """Set one column of one live read-model row (views.db on SQLite)."""
-    sql = f"UPDATE {table} SET {column} = %s WHERE id = %s"
+def _read_model_sql(ledger: Ledger, sql: str, params: tuple[Any, ...]) -> None:
+    """Run one statement on the live read models (views.db on SQLite); it must touch one
+    row."""
     if ledger.sqlite:
         import sqlite3
 
         with sqlite3.connect(ledger.data / "views.db") as conn:
-            assert conn.execute(sql.replace("%s", "?"), (value, row_id)).rowcount == 1
+            assert conn.execute(sql.replace("%s", "?"), params).rowcount == 1
         return
-    execute(ledger.url, sql, (value, row_id))
+    import psycopg
+
+    from events.url import DatabaseURL
+
+    url = DatabaseURL.parse(ledger.url)
+    with psycopg.connect(url.conninfo(), autocommit=True) as conn:
+        conn.execute(f'SET search_path TO "{url.schema}"')
+        assert conn.execute(sql, params).rowcount == 1
+
+
+def rewrite_read_model(ledger: Ledger, table: str, column: str, value: str,
+                       row_id: str) -> None:
+    """Set one column of one live read-model row."""
+    _read_model_sql(ledger, f"UPDATE {table} SET {column} = %s WHERE id = %s", (value, row_id))
+
+
+def delete_read_model_row(ledger: Ledger, table: str, row_id: str) -> None:
+    """Delete one live read-model row."""
+    _read_model_sql(ledger, f"DELETE FROM {table} WHERE id = %s", (row_id,))
 
 
 # -- bundles ------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from tests.integration.audit_ledger import (
     Ledger,
     append_behind_the_tree,
     delete_event,
+    delete_read_model_row,
     deliver_after_termination,
     export,
     forge_approval,
@@ -227,6 +228,15 @@ def test_a_rewritten_read_model_row_is_named_by_table_key_and_column(
     assert (failure["expected"], failure["found"]) == ('"terminated"', '"approved"'), failure
 
 
+def test_a_deleted_read_model_row_is_named_by_table_and_key(ledger: Ledger,
+                                                            tmp_path: Path) -> None:
+    delete_read_model_row(ledger, "rm_orders", ledger.pending_order_id)
+    failure = fails(ledger, tmp_path)
+    assert failure["step"] == READ_MODELS, failure
+    assert "rm_orders" in failure["where"] and ledger.pending_order_id in failure["where"]
+    assert (failure["expected"], failure["found"]) == ("the row", "no such row"), failure
+
+
 @pytest.fixture
 def witnessed(database_url: str, tmp_path: Path, witness_urls: list[str]) -> Ledger:
     """The honest ledger, co-signed by two witnesses running as processes of their own."""
@@ -236,19 +246,15 @@ def witnessed(database_url: str, tmp_path: Path, witness_urls: list[str]) -> Led
 def test_a_delivery_after_termination_is_refused_by_witnesses_of_their_own(
         witnessed: Ledger, tmp_path: Path, witness_urls: list[str]) -> None:
     """The same rewrite, the checkpoints before the termination kept, a new one cut over the
-    rest: witnesses with keys and state of their own refuse to co-sign it. The rule book
-    still names the delivery first (the walk meets it before the checkpoint over it); left
-    out, the witnesses' refusal alone names the same seq."""
+    rest and re-signed with the platform's key: witnesses with keys and state of their own
+    refuse to co-sign it, so their co-signatures catch it (step 3) at the delivery's seq,
+    before the rule book would."""
     ledger, ended = witnessed, witnessed.last["contract.terminated"]
     seq = deliver_after_termination(ledger)
     rebuilt = rebuild_tree_keeping(ledger, ended,
                                    DATALEDGER_WITNESS_URLS=",".join(witness_urls))
     assert f"latest checkpoint {ledger.head + 1} (anchored: False)" in rebuilt.stdout
-    failure = fails(ledger, tmp_path)
-    assert (failure["step"], failure["seq"]) == (RULES, seq), failure
-    bundle = bundle_of(ledger, tmp_path)
-    failure = fails(ledger, tmp_path, "--bundle", str(bundle))
-    assert (failure["step"], failure["seq"]) == (RULES, seq), failure
-    without = replay_without_rules(ledger, bundle).failure
-    assert without is not None and (without.step, without.seq) == (SIGNATURES, seq), without
-    assert "anchored" in without.what, without
+    for source in ((), ("--bundle", str(bundle_of(ledger, tmp_path)))):
+        failure = fails(ledger, tmp_path, *source)
+        assert (failure["step"], failure["seq"]) == (SIGNATURES, seq), failure
+        assert "not covered by an anchored checkpoint" in failure["what"], failure
