@@ -132,7 +132,7 @@ def _bars_vertical(counts: dict[str, int]) -> str:
     top = max(counts.values())
     height, left, bottom = 220, 50, 40
     step = max(3.0, min(40.0, 800 / len(days)))
-    out = [_axis_left(left, height, top)]
+    out = [_axis_left(left, height, top, left + len(days) * step)]
     for i, day in enumerate(days):
         h = (height - 10) * counts[day] / top
         x = left + i * step
@@ -146,9 +146,9 @@ def _bars_vertical(counts: dict[str, int]) -> str:
     return _svg(max(width, 300), height + bottom, "".join(out), "events per day")
 
 
-def _axis_left(left: int, height: int, top: int) -> str:
+def _axis_left(left: int, height: int, top: int, right: float) -> str:
     return (f'<line x1="{left}" y1="0" x2="{left}" y2="{height}" stroke="#8a93a3"/>'
-            f'<line x1="{left}" y1="{height}" x2="2000" y2="{height}" stroke="#8a93a3"/>'
+            f'<line x1="{left}" y1="{height}" x2="{right:.1f}" y2="{height}" stroke="#8a93a3"/>'
             f'<text x="{left - 6}" y="14" font-size="11" text-anchor="end">{top:,}</text>'
             f'<text x="{left - 6}" y="{height}" font-size="11" text-anchor="end">0</text>')
 
@@ -162,7 +162,7 @@ def _checkpoints(cps: Sequence[dict[str, Any]]) -> str:
     span = max((t1 - t0).total_seconds(), 1.0)
     top = max(c["size"] for _, c in timed) or 1
     width, height, left = 800, 220, 60
-    out = [_axis_left(left, height, top)]
+    out = [_axis_left(left, height, top, width - 20)]
     points = []
     for when, c in timed:
         x = left + (width - left - 20) * (when - t0).total_seconds() / span

@@ -142,6 +142,7 @@ class Replay:
         if isinstance(self.rules, str):
             report.skip(6, self.rules)
         self.walked = False
+        self.pending: Any = None
         try:
             self.walk = _Walk(self._checkpoints(source), index=index_fold())
             self._events()
@@ -170,10 +171,18 @@ class Replay:
                          walked=self.walked)
         raise _Stop
 
-    def _rule_broken(self, findings: list[Any]) -> None:
-        """Step 6: the first finding of the rule book, if any, is the failure."""
-        if findings:
-            f = min(findings, key=lambda f: f.seq)
+    def _hold(self, findings: list[Any]) -> None:
+        """Keep the rule book's earliest finding until an anchored checkpoint over it has
+        held: a log changed behind its checkpoints is named by the step that proves it (1
+        to 5), not by the rule its changed events happen to break."""
+        for f in findings:
+            if self.pending is None or f.seq < self.pending.seq:
+                self.pending = f
+
+    def _rules_due(self, upto: int) -> None:
+        """Step 6: a finding held on an event up to ``upto`` is the failure."""
+        f = self.pending
+        if f is not None and f.seq <= upto:
             self._fail(6, f.seq, f"seq {f.seq}", f"breaks the rule {f.rule}",
                        str(f.expected), str(f.found))
 
@@ -192,7 +201,7 @@ class Replay:
                     self._gap(want, entry.seq)
                 batch.append((entry, self._count(entry)))
                 if not isinstance(rules, str):
-                    self._rule_broken(rules.feed(entry))
+                    self._hold(rules.feed(entry))
                 if len(batch) >= self.batch or walk.size + len(batch) == walk.cut():
                     self._flush(batch)
         except (RecordError, BundleError) as exc:
@@ -200,7 +209,7 @@ class Replay:
             self._unreadable(exc)
         self._flush(batch)
         if not isinstance(rules, str):
-            self._rule_broken(rules.finish())
+            self._hold(rules.finish())
             self.report.steps[6].checked = walk.size
 
     def _gap(self, want: int, found: int) -> None:
@@ -289,6 +298,8 @@ class Replay:
         anchored = self._witnesses(where, size, record)
         self._link(where, size, cp)
         has_index = self._index(where, size, cp)
+        if anchored:
+            self._rules_due(size)
         walk.last_good, walk.prev_size = size, size
         walk.prev_note_hash = checkpoint_hash(record["note"])
         if anchored:
@@ -368,6 +379,7 @@ class Replay:
                        "not covered by an anchored checkpoint: no witness vouches for it",
                        f"at most seq {walk.anchored_size}",
                        f"{tail} more events, up to seq {walk.size}")
+        self._rules_due(walk.size)
         if self.skipped_after is not None:
             report.notes.append(f"--anchored-only: the events after seq {walk.size}, under "
                                 "no anchored checkpoint yet, were not replayed")

@@ -101,7 +101,13 @@ def test_a_rule_book_runs_over_every_event_and_its_finding_is_step_6(tmp_path: P
     line = failed(report, 6, 6)
     assert "breaks the rule no_delivery_after_termination" in line
     assert "expected a live contract, found contract c1 terminated at seq 3" in line
-    assert book.seen == [1, 2, 3, 4, 5, 6]
+    # held until the checkpoint over it held: the tree and the witnesses speak first
+    assert book.seen == [1, 2, 3, 4, 5, 6, 7, 8]
+    forged = [*h.events(8)[:6], h.changed(h.events(8)[6], name="rewritten")]
+    from audit.bundle import write_bundle
+    write_bundle(tmp_path / "c", [*forged, h.events(8)[7]],
+                 h.checkpoints(h.events(8), [8]), h.trust_doc())
+    assert "one of seqs 1 to 8" in failed(replay(tmp_path / "c", rules=Book()), 2, None)
 
     class Clean(Book):
         def feed(self, entry: LogEntry) -> list[Finding]:
