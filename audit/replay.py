@@ -277,6 +277,11 @@ class Replay:
     def _judge(self, record: dict[str, Any]) -> None:
         walk, size = self.walk, record["size"]
         where = f"checkpoint {size}"
+        shapes = {"note": str, "cosigned": str, "anchored": bool, "signers": list}
+        wrong = [name for name, kind in shapes.items()
+                 if not isinstance(record.get(name), kind)]
+        if wrong:
+            self._fail(3, size or None, where, f"a malformed record: {', '.join(wrong)}")
         # 3. The log's signature first: an unverified body is never believed.
         try:
             cp, _ = open_checkpoint(record["note"], [self.trust.log_verifier],

@@ -301,3 +301,12 @@ def test_a_smaller_quorum_in_the_trust_file_is_what_counts(tmp_path: Path, quoru
     path = h.bundle(tmp_path / "b", h.events(4), [Cut(4, witnesses=quorum)])
     trust = TrustedKeys.from_json({**h.trust_doc(), "quorum": quorum})
     assert Replay(trust, rules=NO_RULES).run(BundleSource(path)).ok
+
+
+def test_a_malformed_checkpoint_record_is_named(tmp_path: Path) -> None:
+    entries = h.events(4)
+    records = h.checkpoints(entries, [4])
+    records[0]["anchored"] = "yes"
+    from audit.bundle import write_bundle
+    write_bundle(tmp_path / "b", entries, records, h.trust_doc())
+    assert "a malformed record: anchored" in failed(replay(tmp_path / "b"), 3, 4)
