@@ -51,6 +51,7 @@ from domain.execution_rules import (
     code_refusal,
     contract_breach,
     grant_breach,
+    listing_breach,
     processing_limit,
     trial_refusal,
     usage_refusal,
@@ -359,13 +360,15 @@ def policy_refusal(uow: UnitOfWork, ctx: Context, *, order: Order, product: Prod
 def lapse_refusal(uow: UnitOfWork, ctx: Context, agg: Computation) -> str | None:
     """Why the result of ``agg`` (an execution >= 1) is no longer delivered, as
     ``policy_lapsed: sentence``; else None. The rules its request was checked against that
-    can change while it runs (``contract_breach``, ``window_breach``, ``grant_breach``),
-    checked again now: the contract still approved, inside the window of its effective
-    policy (its own and its authorizations'), the grants still live."""
+    can change while it runs (``contract_breach``, ``listing_breach``, ``window_breach``,
+    ``grant_breach``), checked again now: the contract still approved, the product still
+    listed, inside the window of its effective policy (its own and its authorizations'),
+    the grants still live."""
     order = uow.get(Order, agg.contract_id)
     product = uow.get(Product, agg.product_id)
     inputs = [i for i in product.inputs if i["dataset_id"] in agg.dataset_ids]
-    breach = (contract_breach(order) or window_breach(uow, order, product, ctx.at)
+    breach = (contract_breach(order) or listing_breach(product)
+              or window_breach(uow, order, product, ctx.at)
               or grant_breach(uow, product, inputs, ctx.at))
     if breach is None:
         return None

@@ -36,6 +36,13 @@ def contract_breach(order: Order) -> Breach | None:
     return None
 
 
+def listing_breach(product: Product) -> Breach | None:
+    """The product is still listed: a product delisted while its code runs delivers nothing."""
+    if product.state != "listed":
+        return "product_not_listed", f"product {product.id} is {product.state}, not listed"
+    return None
+
+
 def window_breach(uow: UnitOfWork, order: Order, product: Product, at: str) -> Breach | None:
     """The usage window (指定时间控制) of the effective policy: the stricter of the
     contract's and its authorizations' windows."""

@@ -156,6 +156,24 @@ def test_a_result_posted_after_the_policy_lapsed_is_recorded_failed_and_not_deli
     assert stored(container, cid) == []
 
 
+def test_a_result_posted_after_the_product_was_delisted_is_not_delivered(
+        world: World, chain: Chain, container: Container) -> None:
+    """A product delisted while its code runs delivers nothing: the post is 409
+    ``policy_lapsed`` naming the product, recorded as computation.failed, no bytes kept."""
+    pid, oid = approved_contract(world, chain)
+    cid = str(world.call("POST", "/computations", chain.provider, 201, json=ask(oid))
+              ["computation_id"])
+    world.call("POST", f"/products/{pid}/delisting", world.platform, json={"reason": "recall"})
+    r = post(world, chain, cid, json=report(chain))
+    assert r.status_code == 409, r.text
+    assert r.json()["detail"].startswith(
+        f"policy_lapsed: product {pid} is delisted, not listed"), r.text
+    assert [e["type"] for e in events_of(world, cid)] == [
+        "computation.requested", "computation.failed"]
+    assert stored(container, cid) == []
+    refused(world, "GET", f"/deliveries/{cid}/result", chain.demander, 409)
+
+
 def crash_before_recording(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
     """kill -9 after the bytes are stored, before the command records them."""
     run = Commands.run
