@@ -7,7 +7,8 @@ verifier's own trust document (``chain/trust.py``), in numbered steps:
 1. the document's shape;
 2. the checkpoint it hangs on: signed by the trusted log key for the trusted origin, of the
    size the document states, co-signed by a quorum of the trusted witnesses, and committing
-   to an ``index`` root (the per-actor index, docs/INDEX.md);
+   to an ``index`` root (the per-actor index, docs/INDEX.md); the period ends no later
+   than the checkpoint's ``time`` (an older proof speaks of nothing after it);
 3. each event: its canonical bytes parse, its seq is the one stated, seqs rise, and its
    RFC 6962 inclusion proof leads to the checkpoint's root;
 4. each event names the actor and the resource (``core/actor_index.py``'s stateless rule);
@@ -18,8 +19,8 @@ verifier's own trust document (``chain/trust.py``), in numbered steps:
 
 So the events shown are all the actor's events on the resource up to the checkpoint: one
 more would change the chain, one fewer too, and the chain's value is bound by the map proof
-to the root the witnesses co-signed. The period (``from``, ``to``) only filters which of
-them the sentence reports, by each event's own ``at``.
+to the root the witnesses co-signed. The period (``from``, ``to``, ``to`` cut back to the
+checkpoint's time) only filters which of them the sentence reports, by each event's ``at``.
 
 Pure: imports ``core`` and ``chain`` only (no server room, no database).
 """
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,6 +44,12 @@ from core.actor_index import IndexValue, index_key_hash, next_value, stateless_k
 from core.record import LogEntry, RecordError
 
 FORMAT = "dataledger-self-proof/1"
+
+#: an actor id, and a resource "<kind>:<id>": printable ASCII without spaces, so that a proof
+#: about a look-alike key (a zero-width or combining character, a trailing no-break space)
+#: cannot print as the real one in the sentence (the server's ids are UUIDs)
+_ACTOR = re.compile(r"[!-~]+", re.ASCII)
+_RESOURCE = re.compile(r"[a-z][a-z_]*:[!-9;-~]+", re.ASCII)
 
 #: the steps, numbered as the module docstring and the error messages number them
 STEPS = ("document", "checkpoint", "inclusion", "indexing", "chain", "map proof")
@@ -117,6 +125,7 @@ def verify_self_proof(doc: Any, keys: TrustedKeys) -> Verdict:
     """Check a self-proof document against ``keys``; the verdict, or SelfProofError."""
     actor, resource, start, end, size = _document(doc)
     checkpoint, index_root = _checkpoint(doc["checkpoint"], size, keys)
+    end = _period_end(checkpoint, start, end)
     events = _events(doc["events"], checkpoint)
     _indexing(events, actor, resource)
     value = _chain(events, doc.get("entry"), actor, resource)
@@ -135,9 +144,10 @@ def _document(doc: Any) -> tuple[str, str, datetime | None, datetime | None, int
     if missing:
         raise SelfProofError(1, f"missing {', '.join(missing)}")
     actor, resource, size = doc["actor"], doc["resource"], doc["tree_size"]
-    for field, value in (("actor", actor), ("resource", resource)):
-        if not isinstance(value, str) or not value:
-            raise SelfProofError(1, f"{field} {value!r} is not a non-empty string")
+    for field, value, shape in (("actor", actor, _ACTOR), ("resource", resource, _RESOURCE)):
+        if not isinstance(value, str) or not shape.fullmatch(value):
+            raise SelfProofError(1, f"{field} {value!r} is not a printable ASCII id"
+                                 f"{' <kind>:<id>' if field == 'resource' else ''}")
     if type(size) is not int or size < 1:
         raise SelfProofError(1, f"tree_size {size!r} is not a positive integer")
     if not isinstance(doc["checkpoint"], Mapping) or not isinstance(doc["events"], list):
@@ -181,6 +191,23 @@ def _checkpoint(stored: Mapping[str, Any], size: int,
         raise SelfProofError(2, f"checkpoint {size} commits to no per-actor index "
                              f"(no {INDEX!r} line)")
     return checkpoint, root
+
+
+def _period_end(checkpoint: Checkpoint, start: datetime | None,
+                end: datetime | None) -> datetime | None:
+    """The end of the period the proof can speak for: ``to``, but no later than the time
+    the checkpoint was cut (an older proof says nothing of what came after it)."""
+    try:
+        cut = checkpoint.time
+    except VerificationError as exc:
+        raise SelfProofError(2, f"checkpoint {checkpoint.size}: {exc}") from None
+    if cut is None:
+        return end
+    if start is not None and start > cut:
+        raise SelfProofError(2, f"the period starts at {_when(start, '')}, after the "
+                             f"checkpoint of size {checkpoint.size} was cut "
+                             f"({_when(cut, '')}): the proof cannot speak of it")
+    return cut if end is None or end > cut else end
 
 
 # -- 3. the events and their inclusion ------------------------------------------------------

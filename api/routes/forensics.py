@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -20,8 +21,10 @@ from projections.participants import participants
 router = APIRouter(prefix="/forensics", tags=["forensics"], route_class=ReadRoute)
 
 RULE = "forensics.self_proof"
-#: a resource key: "<kind>:<id>", e.g. "dataset:<id>" (docs/INDEX.md lists the kinds)
-_RESOURCE = re.compile(r"[a-z][a-z_]*:[^\s:]+")
+#: a resource key: "<kind>:<id>", e.g. "dataset:<id>" (docs/INDEX.md lists the kinds), and
+#: an actor id: printable ASCII, as the verifier (audit/selfproof.py) requires
+_RESOURCE = re.compile(r"[a-z][a-z_]*:[!-9;-~]+", re.ASCII)
+_ACTOR = re.compile(r"[!-~]+", re.ASCII)
 _TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
 
 
@@ -67,10 +70,12 @@ def get_self_proof(
     checks it offline. A participant about itself, the regulator about anyone (403
     otherwise)."""
     permit(reader.actor, RULE)
+    if not _ACTOR.fullmatch(actor):
+        raise InvalidInput("query.actor", "must be a participant id (printable ASCII)")
     if not _RESOURCE.fullmatch(resource):
         raise InvalidInput("query.resource", "must be <kind>:<id>, e.g. dataset:<id>")
     for field, value in (("query.from", from_), ("query.to", to)):
-        if value is not None and not _TIME.fullmatch(value):
+        if value is not None and not _is_time(value):
             raise InvalidInput(field, "must be an RFC 3339 time with its offset, e.g. "
                                "2025-01-31T00:00:00Z")
     _may_ask(reader, actor)
@@ -82,6 +87,17 @@ def get_self_proof(
                           (from_, to))
     except (NoIndexedCheckpoint, NoIndexRoot) as exc:
         raise WrongState(f"no self-proof yet: {exc}") from None
+
+
+def _is_time(text: str) -> bool:
+    """RFC 3339 with its offset, and a real date and time (2025-02-30 is not)."""
+    if not _TIME.fullmatch(text):
+        return False
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _may_ask(reader: Reader, actor: str) -> None:

@@ -52,6 +52,13 @@ def fails(doc: Any, keys: TrustedKeys, step: int, words: str) -> SelfProofError:
     return caught.value
 
 
+def cut_at(doc: Any) -> str:
+    """The time its checkpoint was cut: where the sentence's period ends at the latest."""
+    when = Checkpoint.unmarshal(parse_note(doc["checkpoint"]["note"])[0]).time
+    assert when is not None
+    return when.isoformat().replace("+00:00", "Z")
+
+
 def entries(doc: Any) -> list[LogEntry]:
     return [LogEntry.from_canonical(base64.b64decode(e["canonical"])) for e in doc["events"]]
 
@@ -76,8 +83,8 @@ def test_an_honest_proof_verifies_and_says_exactly_what_the_provider_did(
     assert "authorization.granted" in types, types
     assert verdict.sentence() == (
         f"participant {chain.provider.participant_id} caused exactly these {len(seqs)} "
-        f"events on dataset {chain.dataset_id} between the start of the log and now; the "
-        f"log up to size {doc['tree_size']} holds no other")
+        f"events on dataset {chain.dataset_id} between the start of the log and "
+        f"{cut_at(doc)}; the log up to size {doc['tree_size']} holds no other")
 
     # the same through `dataledger audit verify-proof`, exit 0 and the sentence
     proof, keys = tmp_path / "proof.json", tmp_path / "trust.json"
@@ -101,7 +108,7 @@ def test_the_period_reports_the_events_whose_at_lies_within(
     assert [e.seq for e in verdict.events] == [e.seq for e in everything.events]  # all proven
     assert [e.seq for e in verdict.within] == [e.seq for e in everything.events[1:]]
     assert f"caused exactly these {len(everything.events) - 1} events" in verdict.sentence()
-    assert f"between {start} and now" in verdict.sentence()
+    assert f"between {start} and {cut_at(doc)}" in verdict.sentence()
 
 
 def test_dropping_one_of_the_actor_s_events_fails(
@@ -252,7 +259,7 @@ def test_an_actor_with_no_events_on_the_resource_gets_a_verifying_none(
     assert verdict.events == ()
     assert verdict.sentence() == (
         f"participant {chain.demander.participant_id} caused no event on dataset "
-        f"{chain.dataset_id} between the start of the log and now; the log up to size "
+        f"{chain.dataset_id} between the start of the log and {cut_at(doc)}; the log up to size "
         f"{doc['tree_size']} holds none")
     # a "none" forged for an actor that did act fails: its key is in the map
     provider = prove(world, chain.provider, chain.provider, resource)
