@@ -41,8 +41,9 @@ class Tree:
     def root(self) -> bytes:
         return EMPTY if self._root is None else self._root[2]
 
-    def update(self, records: bytes) -> bytes:
+    def update(self, records: Any) -> bytes:
         """Set sorted 64-byte (keyhash ‖ valuehash) records; return the new root."""
+        records = memoryview(records).tobytes()  # any buffer, as the C core takes; keys bytes
         if len(records) % REC:
             raise ValueError("records must be 64 bytes each (key ‖ value)")
         keys = [records[i:i + H] for i in range(0, len(records), REC)]
