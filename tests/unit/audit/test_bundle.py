@@ -171,3 +171,67 @@ def test_a_line_that_is_not_a_canonical_event_is_named_by_file_and_line(
         list(read_bundle(out).events())
     assert caught.value.path == "events/00000001.jsonl"
     assert caught.value.reason.startswith("line 3: seq 3: the bytes are not in canonical form")
+
+
+def stored_tree(n: int) -> bytes:
+    """The leaf hashes a tree holds for the first ``n`` of :func:`entries`."""
+    from chain.hasher import hash_leaf
+
+    return b"".join(hash_leaf(e.canonical()) for e in entries(n))
+
+
+def test_the_stored_leaves_go_beside_each_events_file_and_read_back_by_seq(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bundle, "MAX_EVENTS_PER_FILE", 5)
+    tree = stored_tree(10)  # the tree holds fewer leaves than the log has events
+    asked: list[tuple[int, int]] = []
+
+    def leaves(first: int, last: int) -> bytes:
+        asked.append((first, last))
+        return tree[32 * (first - 1):32 * last]
+
+    about = {"scope": "all", "log_events": 12, "notes": ["every stored event"]}
+    manifest = write_bundle(tmp_path / "b", entries(12), checkpoints(), TRUST, leaves=leaves,
+                            about=about)
+    assert asked == [(1, 5), (6, 10), (11, 12)]
+    assert (manifest["scope"], manifest["log_events"], manifest["notes"]) == (
+        "all", 12, ["every stored event"])
+    listed = {f["path"]: f for f in manifest["files"]}
+    assert [tuple(listed[f"leaves/0000000{n}.bin"][k] for k in ("count", "first_seq",
+                                                                "last_seq"))
+            for n in (1, 2, 3)] == [(5, 1, 5), (5, 6, 10), (0, None, None)]
+    read = read_bundle(tmp_path / "b")
+    assert read.stored_leaves(1, 12) == tree  # across files, as far as they go
+    assert read.stored_leaves(4, 7) == tree[32 * 3:32 * 7]
+    assert read.stored_leaves(11, 12) == b""
+    # the tar stream carries them too
+    data = b"".join(tar_stream(entries(12), checkpoints(), TRUST, leaves=leaves, about=about))
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(tmp_path / "t", filter="data")
+    assert read_bundle(tmp_path / "t").stored_leaves(1, 12) == tree
+
+
+def test_a_leaves_file_that_does_not_fit_its_manifest_entry_is_named(tmp_path: Path) -> None:
+    write_bundle(tmp_path / "b", entries(4), checkpoints()[:1], TRUST,
+                 leaves=lambda a, b: stored_tree(4)[32 * (a - 1):32 * b])
+    manifest = json.loads((tmp_path / "b/manifest.json").read_text())
+    entry = next(f for f in manifest["files"] if f["path"] == "leaves/00000001.bin")
+    entry["count"] = 3
+    (tmp_path / "b/manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="leaves/00000001.bin: 3 leaves need 96 bytes"):
+        read_bundle(tmp_path / "b")
+    entry["count"], entry["sha256"] = 4, "0" * 64
+    (tmp_path / "b/manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="leaves/00000001.bin: SHA-256 differs"):
+        read_bundle(tmp_path / "b").stored_leaves(1, 4)
+
+
+def test_a_bundle_without_a_trust_document_says_why(tmp_path: Path) -> None:
+    why = "trust.json is left out: no log key at /var/log.key"
+    manifest = write_bundle(tmp_path / "b", entries(4), checkpoints()[:1], None,
+                            about={"notes": [why]})
+    assert manifest["origin"] == "ledger.example/log"  # the checkpoints' origin line
+    read = read_bundle(tmp_path / "b")
+    assert not (tmp_path / "b/trust.json").exists() and len(list(read.events())) == 4
+    with pytest.raises(BundleError, match=f"trust.json: not in this bundle: {why}"):
+        read.trust_document()
