@@ -131,6 +131,21 @@ class LiveDatabase:
         rows = self._chain_query("SELECT size FROM chain_state")
         return int(rows[0][0]) if rows else 0
 
+    def stored_leaves(self, first: int, last: int) -> bytes:
+        """The leaf hashes the tree stored for seqs ``first`` to ``last`` (leaf index = seq
+        - 1), concatenated, 32 bytes each; shorter where the tree holds fewer."""
+        from anchoring.tiles import TILE_HEIGHT
+
+        last = min(last, self.tree_size())
+        if last < first:
+            return b""
+        lo, hi = (first - 1) >> TILE_HEIGHT, (last - 1) >> TILE_HEIGHT
+        tiles = dict(self._chain_query("SELECT idx, hashes FROM chain_tiles WHERE idx "
+                                       "BETWEEN ? AND ? ORDER BY idx", (lo, hi)))
+        joined = b"".join(bytes(tiles[t]) for t in range(lo, hi + 1) if t in tiles)
+        skip = (first - 1 - (lo << TILE_HEIGHT)) * 32
+        return joined[skip:skip + (last - first + 1) * 32]
+
     def stored_checkpoints(self) -> list[StoredCheckpoint]:
         """Every stored checkpoint, oldest first, as the tree's database holds it."""
         from anchoring.checkpoints import CheckpointStore

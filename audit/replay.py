@@ -23,7 +23,9 @@ step, the seq, what was expected and what was found (report.py lists the steps):
 The events stream through once: steps 1, 2, 5 and 6 consume them as they come, steps 2 to
 5 judge each checkpoint when the walk reaches its size. Failures are reported as the walk
 meets them. A root that differs names the events between the last good checkpoint and
-that one (a bundle holds no leaf hashes to say which of them changed).
+that one, where the log's stored leaf hashes (a bundle's ``leaves/``, the tree's tiles with
+``--database``) cannot say which event changed: each leaf hashed is held to the stored one
+first, which names the very seq (step 2) unless the stored leaves were changed too.
 """
 
 from __future__ import annotations
@@ -252,6 +254,7 @@ class Replay:
         leaves, _, walk.roots = merkle.append(walk.size, walk.roots,
                                               [e.canonical() for e, _ in batch],
                                               store_from=_NO_NODES)
+        self._stored_leaves(walk.size + 1, leaves)
         if not isinstance(walk.index, str):
             apply = walk.index.apply
             for k, (entry, payload) in enumerate(batch):
@@ -262,6 +265,25 @@ class Replay:
         if self.progress is not None:
             self.progress(walk.size, self.total)
         self._judge_due()
+
+    def _stored_leaves(self, first: int, leaves: bytes) -> None:
+        """Step 2, to the event: the leaves just hashed (seqs from ``first`` on) against
+        those the log stored, where the source holds them. A stored leaf changed as well
+        goes unseen here; the checkpoint's root then names the span of seqs."""
+        stored_leaves = getattr(self.source, "stored_leaves", None)
+        if stored_leaves is None:
+            return
+        try:
+            stored = stored_leaves(first, first + len(leaves) // 32 - 1)
+        except BundleError as exc:
+            self._unreadable(exc)
+        n = min(len(stored), len(leaves))
+        if stored[:n] == leaves[:n]:
+            return
+        k = next(i for i in range(0, n, 32) if stored[i:i + 32] != leaves[i:i + 32])
+        seq = first + k // 32
+        self._fail(2, seq, f"seq {seq}", "the event's bytes do not hash to the leaf the log "
+                   "stored", b64(stored[k:k + 32]), b64(leaves[k:k + 32]))
 
     def _judge_due(self) -> None:
         walk = self.walk

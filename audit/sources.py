@@ -64,6 +64,12 @@ class Source(Protocol):
         """The checkpoints in size order, as ``checkpoints.jsonl`` lines."""
         ...
 
+    def stored_leaves(self, first: int, last: int) -> bytes:
+        """The leaf hashes the log stored for seqs ``first`` to ``last`` (32 bytes each;
+        fewer, or none, where it holds fewer): the replay names the event whose bytes do
+        not hash to its stored leaf. Not trusted: the checkpoints' roots are."""
+        ...
+
     def read_models(self, upto: int) -> Any | None:
         """Step 7 (live read models against those rebuilt from the log up to ``upto``), or
         None where the source has none."""
@@ -92,6 +98,9 @@ class BundleSource:
 
     def checkpoints(self) -> list[dict[str, Any]]:
         return self.bundle.checkpoints()
+
+    def stored_leaves(self, first: int, last: int) -> bytes:
+        return self.bundle.stored_leaves(first, last)
 
     def read_models(self, upto: int) -> Any | None:
         return None
@@ -148,6 +157,9 @@ class PlatformSource:
                 return out
             out += page["checkpoints"]
 
+    def stored_leaves(self, first: int, last: int) -> bytes:
+        return b""  # the API serves no leaf hashes: a changed event is named by its span
+
     def read_models(self, upto: int) -> Any | None:
         return None
 
@@ -180,6 +192,14 @@ class DatabaseSource:
 
         try:
             return self.db.checkpoints()
+        except LiveDatabaseError as exc:
+            raise SourceUnavailable(str(exc)) from exc
+
+    def stored_leaves(self, first: int, last: int) -> bytes:
+        from audit.live_db import LiveDatabaseError
+
+        try:
+            return self.db.stored_leaves(first, last)
         except LiveDatabaseError as exc:
             raise SourceUnavailable(str(exc)) from exc
 
