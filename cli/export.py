@@ -1,9 +1,12 @@
 """``dataledger export``: the whole log as a bundle a regulator takes home (audit/bundle.py).
 
-From the store as configured (or ``--database URL``), read directly: the events in seq order
-in batches, the checkpoints with their co-signatures, the trust document as ``dataledger
-chain trust`` gives it. Or from a running server (``--url`` and the admitted regulator's
-``--token``), ``GET /ledger/export``. The bundle is written into a new directory beside
+From the store as configured (or ``--database URL``), read directly and only read (nothing
+is created or written, not even a missing key: audit/live_db.py): the events in seq order in
+batches, the checkpoints with their co-signatures, the tree's leaf hashes, the trust document
+as ``dataledger chain trust`` gives it (left out, the manifest saying why, where the log key
+is not in the data dir). Or from a running server (``--url`` and the admitted regulator's
+``--token``), ``GET /ledger/export``. Either way the bundle stops at the newest anchored
+checkpoint unless ``--all`` (anchoring/export.py). The bundle is written into a new directory beside
 ``--out`` and renamed to it once complete and read back, so an interrupted export leaves no
 half-written bundle; ``--out`` must not exist or be an empty directory.
 """
@@ -21,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cli.common import build_or_exit, load_settings
+from cli.common import load_settings
 
 if TYPE_CHECKING:
     from cli.common import Subcommands
@@ -44,6 +47,9 @@ def register(sub: Subcommands) -> None:
     export.add_argument("--token", default=os.environ.get("DATALEDGER_TOKEN"),
                         help="with --url: a bearer token of the admitted regulator (default "
                         "$DATALEDGER_TOKEN)")
+    export.add_argument("--all", action="store_true",
+                        help="every stored event, also those after the newest anchored "
+                        "checkpoint (no witness vouches for them yet: a replay fails there)")
     export.set_defaults(func=_export)
 
 
@@ -76,13 +82,17 @@ def _export(args: argparse.Namespace) -> int:
     print(f"wrote {out}: {manifest['events']} events, {manifest['checkpoints']} checkpoints "
           f"(newest at size {manifest['tree_size']}), {len(manifest['files'])} files listed "
           f"in {out / 'manifest.json'}")
+    for note in manifest.get("notes", []):
+        print(f"  {note}")
     return 0
 
 
 def _from_store(args: argparse.Namespace, work: Path) -> dict[str, Any] | None:
-    """Read the store and its tree directly; None (said why) when there is no store."""
-    from anchoring.export import export_source
+    """Read the store and its tree directly, read only; None (said why) when there is no
+    store or no tree."""
+    from anchoring.export import export_scope, stored_trust_document
     from audit.bundle import write_bundle
+    from audit.live_db import LiveDatabase, LiveDatabaseError
     from events.url import DatabaseURL
 
     settings = load_settings()
@@ -96,13 +106,21 @@ def _from_store(args: argparse.Namespace, work: Path) -> dict[str, Any] | None:
     if url.kind == "sqlite" and not Path(url.path).exists():
         print(f"{PROG}: FAILED: no event store at {url.path}", file=sys.stderr)
         return None
-    container = build_or_exit(settings, role="chain")
     try:
-        assert container.chain is not None  # the chain role always builds it
-        source = export_source(container.store, container.chain)
-        return write_bundle(work, source.entries, source.checkpoints, source.trust)
-    finally:
-        container.close()
+        with LiveDatabase(settings.resolved_database_url(), settings.data_dir) as db:
+            checkpoints = db.stored_checkpoints()
+            anchored = max((cp.size for cp in checkpoints if cp.anchored), default=0)
+            upto, about = export_scope(db.max_seq(), anchored, args.all)
+            trust, why = stored_trust_document(
+                settings.data_dir, settings.log_origin, settings.log_key_file,
+                settings.witness_url_list, settings.witness_quorum)
+            about["notes"] += [why] if why else []
+            return write_bundle(work, db.events(upto=upto),
+                                [cp for cp in checkpoints if cp.size <= upto], trust,
+                                leaves=db.stored_leaves, about=about)
+    except LiveDatabaseError as exc:
+        print(f"{PROG}: FAILED: {exc}", file=sys.stderr)
+        return None
 
 
 class _Chunks(io.RawIOBase):
@@ -133,7 +151,7 @@ def _from_server(args: argparse.Namespace, work: Path) -> dict[str, Any] | None:
     from client.platform import Platform, PlatformError
 
     try:
-        with Platform.at(args.url) as platform, platform.export(args.token) as chunks, \
+        with Platform.at(args.url) as platform, platform.export(args.token, args.all) as chunks, \
                 tarfile.open(fileobj=io.BufferedReader(_Chunks(chunks)), mode="r|") as tar:
             tar.extractall(work, filter="data")
         bundle = read_bundle(work)

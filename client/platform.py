@@ -448,10 +448,12 @@ class Platform:
         return answer
 
     @contextlib.contextmanager
-    def export(self, who: Caller) -> Iterator[Iterator[bytes]]:
-        """The whole log as a bundle (``GET /ledger/export``, the admitted regulator only):
-        the chunks of its tar archive as they arrive."""
-        with self.http.stream("GET", "/ledger/export", headers=bearer(_token(who))) as r:
+    def export(self, who: Caller, include_all: bool = False) -> Iterator[Iterator[bytes]]:
+        """The log as a bundle (``GET /ledger/export``, the admitted regulator only; up to
+        the newest anchored checkpoint unless ``include_all``): the chunks of its tar
+        archive as they arrive."""
+        with self.http.stream("GET", "/ledger/export", headers=bearer(_token(who)),
+                              params={"all": "true"} if include_all else None) as r:
             if r.status_code != 200:
                 r.read()
                 raise PlatformError("GET", "/ledger/export", r.status_code, r.text)

@@ -96,19 +96,23 @@ def event(seq: Annotated[int, Path(ge=1, le=MAX_SEQ)], container: ContainerDep,
 @router.get("/export", response_class=StreamingResponse, responses={200: {
     "description": "the bundle (its layout: audit/bundle.py) as a tar archive",
     "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}}})
-def export(container: ContainerDep, reader: ReaderDep) -> StreamingResponse:
-    """The whole log as a bundle, for the admitted regulator only: the files of
+def export(container: ContainerDep, reader: ReaderDep, include_all: Annotated[bool, Query(
+        alias="all", description="every stored event, not only those up to the newest "
+        "anchored checkpoint")] = False) -> StreamingResponse:
+    """The log as a bundle, for the admitted regulator only: the files of
     ``dataledger export`` (events in seq order, checkpoints with their co-signatures, the
-    trust document, the key events, the manifest), as a tar archive made while it is sent
-    (one file spooled at a time). Events stored after the request are not in it."""
+    tree's leaf hashes, the trust document, the key events, the manifest), as a tar archive
+    made while it is sent (one file spooled at a time). It stops at the newest anchored
+    checkpoint unless ``all=true``; events stored after the request are not in it."""
     permit(reader.actor, "ledger.export")
     if not reader.sees_all:
         raise Forbidden("ledger.export: the caller's regulator is not admitted",
                         rule="ledger.export")
     if container.chain is None:
         raise NotFound("this server does not run the chain (DATALEDGER_CHAIN=false)")
-    source = export_source(container.store, container.chain)
+    source = export_source(container.store, container.chain, include_all=include_all)
     return StreamingResponse(
-        tar_stream(source.entries, source.checkpoints, source.trust),
+        tar_stream(source.entries, source.checkpoints, source.trust, leaves=source.leaves,
+                   about=source.about),
         media_type="application/x-tar", headers={
             "Content-Disposition": f'attachment; filename="dataledger-{source.upto}.tar"'})
