@@ -354,18 +354,19 @@ def delete_read_model_row(ledger: Ledger, table: str, row_id: str) -> None:
 # -- bundles ------------------------------------------------------------------------------------
 
 
-def export(ledger: Ledger, out: Path) -> Path:
-    """The ledger's bundle: ``dataledger export --database`` when it exists, else written
-    with audit/bundle.py from the same store."""
+def export(ledger: Ledger, out: Path, *options: str) -> Path:
+    """The ledger's bundle: ``dataledger export --database OPTIONS`` when it exists, else
+    written with audit/bundle.py from the same store."""
     done = subprocess.run([sys.executable, "-m", "cli", "export", "--out", str(out),
-                           "--database", ledger.url],
+                           "--database", ledger.url, *options],
                           env={**os.environ, "DATALEDGER_DATA_DIR": str(ledger.data)},
                           capture_output=True, text=True, timeout=300, cwd=REPO, check=False)
     if done.returncode == 0:
         return out
     assert "invalid choice: 'export'" in done.stderr, done.stdout + done.stderr
     with LiveDatabase(ledger.url, ledger.data) as db:
-        write_bundle(out, db.events(), db.checkpoints(), json.loads(ledger.trust.read_text()))
+        write_bundle(out, db.events(), db.checkpoints(), json.loads(ledger.trust.read_text()),
+                     leaves=db.stored_leaves)
     return out
 
 
@@ -382,6 +383,17 @@ def rewrite_bundle_events(bundle: Path, edit: Any) -> None:
     _reseal(bundle, manifest, paths, len(lines))
 
 
+def rewrite_bundle_leaf(bundle: Path, seq: int, leaf: bytes) -> None:
+    """Put ``leaf`` in place of the stored leaf of ``seq`` in the bundle's ``leaves/``
+    (single file) and reseal the manifest: the leaves changed along with the event."""
+    path = bundle / "leaves" / "00000001.bin"
+    data = bytearray(path.read_bytes())
+    data[32 * (seq - 1):32 * seq] = leaf
+    path.write_bytes(bytes(data))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    _reseal(bundle, manifest, [], manifest["events"])
+
+
 def _reseal(bundle: Path, manifest: dict[str, Any], paths: list[str], count: int) -> None:
     import hashlib
 
@@ -389,7 +401,7 @@ def _reseal(bundle: Path, manifest: dict[str, Any], paths: list[str], count: int
     for f in files:
         data = (bundle / f["path"]).read_bytes()
         f["sha256"], f["bytes"] = hashlib.sha256(data).hexdigest(), len(data)
-        if f["path"] == paths[0]:
+        if paths and f["path"] == paths[0]:
             f["count"] = count
             seqs = [json.loads(line)["seq"] for line in data.splitlines()]
             f["first_seq"], f["last_seq"] = (seqs[0], seqs[-1]) if seqs else (None, None)

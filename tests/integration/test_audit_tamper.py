@@ -2,10 +2,12 @@
 SQLite file, PostgreSQL table or exported bundle of an honest ledger made through the API,
 each caught with exit 1 naming the step and the seq (issue 13, "What must hold").
 
-The replay trusts only the trust file taken when the ledger was made. Where the replay can
-say only that a checkpoint's root differs, it names the seqs between the last good
-checkpoint and that one (a bundle holds no leaf hashes to say which changed): the tamper's
-seq must lie among them.
+The replay trusts only the trust file taken when the ledger was made. A changed event is
+named exactly, its bytes held to the leaf the log stored (the tree's tiles, a bundle's
+``leaves/``); where the stored leaf was changed too, the checkpoint's root still differs and
+the replay names the seqs between the last good checkpoint and that one, the tamper's seq
+among them. The bundles here are exported with ``--all``: the log as it is, a tail no
+witness vouches for included.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from audit.bundle import read_bundle
+from chain.hasher import hash_leaf
 from tests.integration.audit_ledger import (
     FAILS,
     HOLDS,
@@ -34,6 +38,7 @@ from tests.integration.audit_ledger import (
     replay,
     replay_without_rules,
     rewrite_bundle_events,
+    rewrite_bundle_leaf,
     rewrite_event,
     rewrite_read_model,
     swap_events,
@@ -42,6 +47,8 @@ from tests.integration.audit_ledger import (
 pytestmark = pytest.mark.slow  # a market walk, and py-ecc BLS for every co-signature checked
 
 RECORDS, TREE, SIGNATURES, RULES, READ_MODELS = 1, 2, 3, 6, 7
+#: what step 2 says of an event whose bytes changed behind the log's stored leaf
+NOT_ITS_LEAF = "do not hash to the leaf the log stored"
 
 
 @pytest.fixture
@@ -77,7 +84,13 @@ def names_seq(failure: dict[str, Any], seq: int, *, span: bool = False) -> None:
 
 
 def bundle_of(ledger: Ledger, tmp_path: Path) -> Path:
-    return export(ledger, tmp_path / "bundle")
+    return export(ledger, tmp_path / "bundle", "--all")
+
+
+def named_by_its_leaf(failure: dict[str, Any], seq: int) -> None:
+    """Step 2 names ``seq`` itself: its bytes do not hash to its stored leaf."""
+    assert (failure["step"], failure["seq"]) == (TREE, seq), failure
+    assert NOT_ITS_LEAF in failure["what"] and failure["where"] == f"seq {seq}", failure
 
 
 # -- honest ----------------------------------------------------------------------------------
@@ -102,9 +115,7 @@ def test_a_changed_byte_in_a_stored_event_is_named_by_the_tree_step(
         ledger: Ledger, tmp_path: Path) -> None:
     seq = ledger.first["dataset.registered"]
     rewrite_event(ledger, seq, "Enterprise tax records", "Enterprise tax recordz")
-    failure = fails(ledger, tmp_path)
-    assert failure["step"] == TREE, failure
-    names_seq(failure, seq, span=True)
+    named_by_its_leaf(fails(ledger, tmp_path), seq)
 
 
 def test_a_changed_byte_in_a_bundles_event_is_named_by_the_tree_step(
@@ -119,8 +130,13 @@ def test_a_changed_byte_in_a_bundles_event_is_named_by_the_tree_step(
         return lines
 
     rewrite_bundle_events(bundle, edit)
+    named_by_its_leaf(fails(ledger, tmp_path, "--bundle", str(bundle)), seq)
+    # the stored leaf rewritten to match: the checkpoint's root names the span
+    changed = next(e for e in read_bundle(bundle).events() if e.seq == seq)
+    rewrite_bundle_leaf(bundle, seq, hash_leaf(changed.canonical()))
     failure = fails(ledger, tmp_path, "--bundle", str(bundle))
-    assert failure["step"] == TREE, failure
+    assert failure["step"] == TREE and NOT_ITS_LEAF not in failure["what"], failure
+    assert "signed root differs" in failure["what"], failure
     names_seq(failure, seq, span=True)
 
 
@@ -144,9 +160,7 @@ def test_an_event_deleted_from_a_bundle_is_named_by_the_records_step(
 def test_two_swapped_events_are_named_by_the_tree_step(ledger: Ledger, tmp_path: Path) -> None:
     a, b = ledger.first["contract.proposed"], ledger.first["contract.accepted"]
     swap_events(ledger, a, b)
-    failure = fails(ledger, tmp_path)
-    assert failure["step"] == TREE, failure
-    names_seq(failure, a, span=True)
+    named_by_its_leaf(fails(ledger, tmp_path), a)
 
 
 def test_two_events_swapped_in_a_bundle_are_out_of_order(ledger: Ledger,
@@ -176,6 +190,14 @@ def test_an_event_appended_behind_the_trees_back_is_not_anchored_in_the_bundle(
     seq = append_behind_the_tree(ledger)
     failure = fails(ledger, tmp_path, "--bundle", str(bundle_of(ledger, tmp_path)))
     assert (failure["step"], failure["seq"]) == (SIGNATURES, seq), failure
+    # exported by default, the bundle stops at the newest anchored checkpoint, and says so
+    anchored = export(ledger, tmp_path / "anchored")
+    manifest = read_bundle(anchored).manifest
+    assert (manifest["events"], manifest["tree_size"], manifest["scope"],
+            manifest["log_events"]) == (seq - 1, seq - 1, "anchored", seq), manifest
+    assert f"seqs {seq} to {seq}" in " ".join(manifest["notes"]), manifest
+    code, report, printed = audited(ledger, tmp_path, "--bundle", str(anchored))
+    assert (code, report["failure"], report["events"]) == (HOLDS, None, seq - 1), printed
 
 
 # -- the business rules --------------------------------------------------------------------------
