@@ -121,3 +121,36 @@ def test_bad_checkpoint_paging_is_422_naming_the_field(world: World) -> None:
         r = world.client.get(f"/ledger/checkpoints?{query}")
         assert r.status_code == 422, (query, r.text)
         assert [f["field"] for f in r.json()["fields"]] == [field], (query, r.text)
+
+
+def downloaded(world: World, tmp_path: Path, query: str = "") -> Any:
+    """``GET /ledger/export`` as the regulator, unpacked and read back."""
+    with world.client.stream("GET", f"/ledger/export{query}",
+                             headers=world.regulator.headers) as r:
+        assert r.status_code == 200, r.read()
+        data = b"".join(r.iter_bytes())
+    where = tmp_path / f"bundle{len(list(tmp_path.glob('bundle*')))}"
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r|") as tar:
+        tar.extractall(where, filter="data")
+    return read_bundle(where)
+
+
+def test_the_export_stops_at_the_newest_anchored_checkpoint_unless_all_is_asked(
+        world: World, container: Container, tmp_path: Path) -> None:
+    world.onboard("demander", "City bank 城市商业银行")
+    size = anchored(world, container)
+    assert container.chain is not None
+    container.chain.stop()  # what follows lies under no anchored checkpoint
+    world.onboard("provider", "Late provider")
+    total = head(world)
+    bundle = downloaded(world, tmp_path)
+    assert [e.seq for e in bundle.events()] == list(range(1, size + 1))
+    assert (bundle.manifest["scope"], bundle.manifest["log_events"]) == ("anchored", total)
+    assert f"seqs {size + 1} to {total}" in " ".join(bundle.manifest["notes"])
+    assert bundle.stored_leaves(1, size) == container.chain.tree.leaf_hashes(0, size)
+    every = downloaded(world, tmp_path, "?all=true")
+    assert [e.seq for e in every.events()] == list(range(1, total + 1))
+    assert (every.manifest["scope"], every.manifest["tree_size"]) == ("all", size)
+    assert every.checkpoints() == bundle.checkpoints()
+    r = world.client.get("/ledger/export?all=maybe", headers=world.regulator.headers)
+    assert r.status_code == 422 and [f["field"] for f in r.json()["fields"]] == ["query.all"]

@@ -124,3 +124,57 @@ def test_export_from_a_server_for_the_regulator_only(
     assert "the server refused: 403" in capsys.readouterr().err
     assert not refused.exists() and sorted(p.name for p in tmp_path.iterdir()
                                            if p.name.startswith(".")) == []
+
+
+def snapshot(directory: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``directory`` with its size and mtime (SQLite's shared-memory index
+    left out: a reader's locks live there)."""
+    return {p.relative_to(directory).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(directory.rglob("*")) if p.is_file() and not p.name.endswith("-shm")}
+
+
+def test_export_reads_only_and_leaves_trust_out_without_the_log_key(
+        world: World, container: Container, database_url: str, tmp_path: Path) -> None:
+    ledger(world, container)
+    assert container.chain is not None
+    container.chain.stop()  # nothing more is cut: the data dir is at rest
+    data = tmp_path / "var"
+    (data / "log.key").rename(tmp_path / "log.key.kept")
+    before = snapshot(data)
+    out = tmp_path / "bundle"
+    done = export(tmp_path, "--out", str(out), "--database", database_url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"trust.json is left out: no log key at {data / 'log.key'}" in done.stdout
+    assert not (data / "log.key").exists() and snapshot(data) == before  # nothing written
+    bundle = read_bundle(out)
+    assert not (out / "trust.json").exists()
+    assert any("no log key" in note for note in bundle.manifest["notes"])
+    events, cps, _ = stored(container)
+    assert list(bundle.events()) == events and bundle.checkpoints() == cps
+    assert bundle.manifest["origin"] == container.settings.log_origin
+    # the tree's leaf hashes beside the events, as the tree stored them
+    assert bundle.stored_leaves(1, len(events)) == container.chain.tree.leaf_hashes(
+        0, len(events))
+
+
+def test_export_stops_at_the_newest_anchored_checkpoint_unless_all(
+        world: World, container: Container, database_url: str, tmp_path: Path) -> None:
+    ledger(world, container)
+    assert container.chain is not None
+    anchored = head(world)
+    container.chain.stop()  # what follows lies under no anchored checkpoint
+    world.onboard("provider", "Late provider")
+    total = head(world)
+    assert total > anchored
+    done = export(tmp_path, "--out", str(tmp_path / "anchored"), "--database", database_url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    manifest = read_bundle(tmp_path / "anchored").manifest
+    assert (manifest["events"], manifest["tree_size"], manifest["scope"],
+            manifest["log_events"]) == (anchored, anchored, "anchored", total)
+    assert f"seqs {anchored + 1} to {total}" in done.stdout
+    done = export(tmp_path, "--out", str(tmp_path / "all"), "--database", database_url,
+                  "--all")
+    assert done.returncode == 0, done.stdout + done.stderr
+    every = read_bundle(tmp_path / "all")
+    assert [e.seq for e in every.events()] == list(range(1, total + 1))
+    assert (every.manifest["scope"], every.manifest["tree_size"]) == ("all", anchored)
