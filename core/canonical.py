@@ -112,6 +112,44 @@ def _no_float(text: str) -> Any:
 _DECODER = json.JSONDecoder(parse_float=_no_float, parse_constant=_no_float)
 
 
+class _NotPlain(ValueError):
+    """Raised inside :func:`decode_exact`'s decoder: a float, a constant or an unsafe integer."""
+
+
+def _not_plain(text: str) -> Any:
+    raise _NotPlain(text)
+
+
+def _safe_int(text: str) -> int:
+    value = int(text)
+    if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+        return value
+    raise _NotPlain(text)
+
+
+_EXACT_DECODER = json.JSONDecoder(parse_float=_not_plain, parse_constant=_not_plain,
+                                  parse_int=_safe_int)
+
+
+def decode_exact(data: bytes) -> Any | None:
+    """The value ``data`` encodes if ``data`` is exactly its canonical bytes; None if it is
+    not, or may not be (then :func:`decode` and :func:`canonical_bytes` say why).
+
+    The fast check of a record read back (one decode, one encode, a compare): decoding
+    refuses floats, constants and unsafe integers, encoding a lone surrogate fails, a NUL
+    can only come from the escape ``\\u0000``, and anything else not canonical (spaces,
+    key order, escapes, duplicate keys) encodes to other bytes.
+    """
+    if b"\\u0000" in data:
+        return None
+    try:
+        value = _EXACT_DECODER.decode(data.decode("utf-8"))
+        again = _ENCODER.encode(value).encode("utf-8")
+    except ValueError:  # JSON, UTF-8 (decode and encode) and _NotPlain errors
+        return None
+    return value if again == data else None
+
+
 def decode(data: bytes) -> Any:
     """Decode canonical JSON bytes; anything canonical_bytes would refuse is refused."""
     value = _DECODER.decode(data.decode("utf-8"))
