@@ -146,7 +146,13 @@ def _ids(items: Any, field: str = "dataset_id") -> list[str]:
 
 
 def _dedupe(keys: Iterable[tuple[Any, str]]) -> list[Key]:
-    return list(dict.fromkeys((a, r) for a, r in keys if isinstance(a, str) and a))
+    """The keys with a participant, each once, in order (a handful: a list is quickest)."""
+    out: list[Key] = []
+    for key in keys:
+        actor = key[0]
+        if isinstance(actor, str) and actor and key not in out:
+            out.append(key)
+    return out
 
 
 class IndexRules:
@@ -255,11 +261,15 @@ class IndexFold:
             leaf = entry.leaf_hash()
         out = []
         values, hashes, dirty, seq = self.values, self._hashes, self._dirty, entry.seq
+        sha256, new = hashlib.sha256, tuple.__new__
         for key in self.rules.keys(entry, payload):
             kh = hashes.get(key) or self.key_hash(key)
-            prev = values.get(kh)  # next_value, inlined: this runs per key per event
-            value = values[kh] = IndexValue(1, seq, chain_step(CHAIN_START, leaf)) \
-                if prev is None else IndexValue(prev.count + 1, seq, chain_step(prev.chain, leaf))
+            # next_value and chain_step, inlined (this runs per key per event); the named
+            # tuple built by tuple.__new__, which skips its Python-level __new__
+            prev = values.get(kh)
+            count, chain = (0, CHAIN_START) if prev is None else (prev[0], prev[2])
+            value = values[kh] = new(IndexValue, (
+                count + 1, seq, sha256(CHAIN_PREFIX + chain + leaf).digest()))
             dirty.add(kh)
             out.append((key, kh, value))
         self.size = entry.seq
