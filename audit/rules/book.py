@@ -12,6 +12,7 @@ and the signatures seen (16 bytes each), never with the events.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from audit.rules import authority, execution
 from audit.rules.model import Ev, Finding, Malformed, State
@@ -31,11 +32,12 @@ class RuleBook:
         self.signatures = Signatures(require_signatures)
         self.events = 0
 
-    def feed(self, entry: LogEntry) -> list[Finding]:
-        """The findings on ``entry`` (and on a held request it settles), in seq order."""
+    def feed(self, entry: LogEntry, payload: dict[str, Any] | None = None) -> list[Finding]:
+        """The findings on ``entry`` (and on a held request it settles), in seq order;
+        ``payload``: the entry's payload, when the caller has decoded it (never changed)."""
         self.events += 1
         try:
-            ev = Ev.of(entry)
+            ev = Ev.of(entry, payload)
         except (Malformed, CanonicalEncodingError, UnicodeDecodeError, ValueError) as exc:
             return [Finding(entry.seq, "event_shape", f"{entry.type_name}: an actor and an "
                             "instant", str(exc))]

@@ -73,8 +73,10 @@ class Ev:
     role: str
 
     @classmethod
-    def of(cls, entry: LogEntry) -> Ev:
-        payload = entry.payload()
+    def of(cls, entry: LogEntry, payload: dict[str, Any] | None = None) -> Ev:
+        """The event of ``entry``; ``payload`` its decoded payload, when the caller has it."""
+        if payload is None:
+            payload = entry.payload()
         actor = payload.get("actor")
         if not isinstance(actor, dict) or not all(
                 isinstance(actor.get(k), str) for k in ("participant", "member", "role")):
