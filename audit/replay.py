@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
+from audit import rules_worker
 from audit.bundle import BundleError
 from audit.report import CheckpointSeen, Failure, Report
 from audit.sources import Source
@@ -128,8 +129,11 @@ class Replay:
 
     def __init__(self, trust: TrustedKeys, *, trust_label: str = "",
                  rules: Rules | str | None = None, progress: Progress | None = None,
-                 anchored_only: bool = False, batch: int = BATCH) -> None:
+                 anchored_only: bool = False, batch: int = BATCH,
+                 workers: bool | None = None) -> None:
         self.trust, self.progress, self.batch = trust, progress, batch
+        #: the rule book in a worker process (audit/rules_worker.py): None, for a long log
+        self.workers = workers
         self.anchored_only = anchored_only
         self.trust_label = trust_label or trust.describe()
         self._rules = rules
@@ -143,15 +147,28 @@ class Replay:
         self.rules = rule_book() if self._rules is None else self._rules
         if isinstance(self.rules, str):
             report.skip(6, self.rules)
+        elif self._rules is None and (rules_worker.wanted(self.total) if self.workers is None
+                                      else self.workers):
+            self.rules = rules_worker.RulesWorker()
+        worker = self.rules if isinstance(self.rules, rules_worker.RulesWorker) else None
         self.walked = False
         self.pending: Any = None
         try:
-            self.walk = _Walk(self._checkpoints(source), index=index_fold())
-            self._events()
-            self.walked = True
-            self._finish()
-        except _Stop:
-            pass
+            try:
+                self.walk = _Walk(self._checkpoints(source), index=index_fold())
+                self._events()
+                self.walked = True
+                self._finish()
+            except _Stop:
+                pass
+            found = [] if worker is None else worker.drain()
+        finally:
+            if worker is not None:
+                worker.close()
+        if found:  # a rule broken: replayed in order, to name the first failure in order
+            report = Replay(self.trust, trust_label=self.trust_label, progress=self.progress,
+                            anchored_only=self.anchored_only, batch=self.batch,
+                            workers=False).run(source)
         report.seconds = time.perf_counter() - started
         return report
 
@@ -201,9 +218,11 @@ class Replay:
                 if entry.seq != want:
                     self._flush(batch)
                     self._gap(want, entry.seq)
-                batch.append((entry, self._count(entry)))
-                if not isinstance(rules, str):
-                    self._hold(rules.feed(entry))
+                payload = self._count(entry)
+                batch.append((entry, payload))
+                if not isinstance(rules, str):  # the replay's own book takes the payload
+                    self._hold(rules.feed(entry) if self._rules is not None else rules.feed(
+                        entry, payload if entry.read_canonical else None))
                 if len(batch) >= self.batch or walk.size + len(batch) == walk.cut():
                     self._flush(batch)
         except (RecordError, BundleError) as exc:
