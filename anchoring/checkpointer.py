@@ -63,10 +63,12 @@ class WitnessClient(Protocol):
 
 @dataclass(frozen=True)
 class CutPolicy:
-    """Cut every ``every_leaves`` new leaves or ``every_seconds``, whichever comes first."""
+    """Cut every ``every_leaves`` new leaves or ``every_seconds``, whichever comes first;
+    ``index``: each cut carries the per-actor index's root (the ``index`` line)."""
 
     every_leaves: int = 1000
     every_seconds: float = 5.0
+    index: bool = True
 
 
 class IndexRoots(Protocol):

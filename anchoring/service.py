@@ -181,6 +181,6 @@ def build_chain(store: EventStore, url: DatabaseURL, data_dir: Path, *, origin: 
         list(http_witnesses(witness_urls)) if witness_urls
         else embedded_witnesses(data_dir, origin.split("/")[0], signer))
     needed = len(witnesses) if quorum is None else quorum
-    index = ActorIndex(store, tree.tiles)
+    index = ActorIndex(store, tree.tiles) if policy.index else None
     return ChainService(store, tree, Checkpointer(tree, signer, witnesses, needed, policy,
                                                   index=index))

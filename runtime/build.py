@@ -105,7 +105,8 @@ def build(settings: Settings, *, role: Role = "serve",
             store, url, settings.data_dir, origin=settings.log_origin,
             key_file=settings.log_key_file, witness_urls=settings.witness_url_list,
             quorum=settings.witness_quorum,
-            policy=CutPolicy(settings.checkpoint_every_leaves, settings.checkpoint_every_seconds))
+            policy=CutPolicy(settings.checkpoint_every_leaves, settings.checkpoint_every_seconds,
+                             index=settings.actor_index))
     if role == "serve":
         _serve(container, url, start_background)
     return container

@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     log_key_file: Path | None = Field(default=None, description="the platform's Ed25519 checkpoint key; default data_dir/log.key, made at first start")
     checkpoint_every_leaves: int = Field(default=1000, ge=1, description="cut a checkpoint after this many new events")
     checkpoint_every_seconds: float = Field(default=5.0, gt=0, description="or after this many seconds, whichever first")
+    actor_index: bool = Field(default=True, description="keep the per-actor index and put its root in each checkpoint (the index line); false: checkpoints without it, and no self-proofs")
     witness_urls: str = Field(default="", description="comma-separated URLs of witnesses (dataledger witness); empty = two in-process witnesses")
     witness_quorum: int | None = Field(default=None, ge=0, description="co-signatures needed to anchor a checkpoint; default all witnesses")
     switch_interval_ms: float = Field(default=1.0, gt=0, description="CPython's GIL switch interval for serve (default 1 ms; CPython's own is 5 ms)")

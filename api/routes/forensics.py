@@ -81,7 +81,8 @@ def get_self_proof(
     _may_ask(reader, actor)
     chain = container.chain
     if chain is None or chain.index is None:
-        raise NotFound("this server keeps no per-actor index (DATALEDGER_CHAIN=false)")
+        raise NotFound("this server keeps no per-actor index (DATALEDGER_CHAIN or "
+                       "DATALEDGER_ACTOR_INDEX is false)")
     try:
         return self_proof(container.store, chain.tree, chain.index, actor, resource,
                           (from_, to))

@@ -4,6 +4,10 @@ the stored events, and the proofs the self-proof uses verify against it."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -131,3 +135,46 @@ def test_the_index_resumes_from_the_database(database_url: str, tmp_path: Path) 
         assert note_index(latest.note) == recompute(c, latest.size)
     finally:
         c.close()
+
+
+def test_with_the_index_off_checkpoints_carry_no_index_line_and_still_verify(
+        database_url: str, tmp_path: Path) -> None:
+    """DATALEDGER_ACTOR_INDEX=false (what ``bench append`` compares with): checkpoints are cut,
+    co-signed and anchored without the ``index`` line; ``chain verify`` and ``audit replay``
+    accept them (step 5 skipped, saying why); no self-proof can be made."""
+    from tests.integration.test_chain_verify import REPO, trust_file, verify
+
+    data = tmp_path / "var"
+    url = (f"sqlite:///{data / 'ledger.db'}" if database_url.startswith("sqlite")
+           else database_url)
+    c = build(Settings(data_dir=data, database_url=url, checkpoint_every_leaves=4,
+                       admin_token="dl_index_test_token_0123456789", actor_index=False),
+              start_background=False)
+    try:
+        assert c.chain is not None and c.chain.index is None
+        register(c, 2)
+        c.chain.step()
+        register(c, 2)
+        head = c.store.max_seq()
+        assert c.chain.wait_anchored(head, timeout=20) is not None
+        checkpoints = c.chain.tree.checkpoints.all()
+        assert len(checkpoints) >= 2 and all(cp.anchored for cp in checkpoints)
+        for cp in checkpoints:
+            assert note_index(cp.note) is None
+            assert "\nindex " not in cp.cosigned
+        trust_file(data).write_text(json.dumps(c.chain.trust_document()))
+    finally:
+        c.close()
+    verified = verify(url, data)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert f"ok: {head} leaves recomputed" in verified.stdout
+    env = {**os.environ, "DATALEDGER_DATA_DIR": str(data), "NO_COLOR": "1"}
+    replayed = subprocess.run(
+        [sys.executable, "-m", "cli", "audit", "replay", "--database", url, "--trust",
+         str(trust_file(data)), "--json", str(tmp_path / "report.json")],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert replayed.returncode == 0, replayed.stdout[-3000:] + replayed.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    step5 = next(s for s in report["steps"] if s["number"] == 5)
+    assert report["ok"] is True and step5["status"] == "skipped"
+    assert "no checkpoint carries an index line" in step5["reason"]
