@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import gc
 import json
 import re
 import time
@@ -163,6 +164,7 @@ class Replay:
                 pass
             found = [] if worker is None else worker.drain()
         finally:
+            gc.unfreeze()
             if worker is not None:
                 worker.close()
         if found:  # a rule broken: replayed in order, to name the first failure in order
@@ -280,6 +282,7 @@ class Replay:
                 apply(entry, leaves[32 * k:32 * k + 32], payload)
         walk.size += len(batch)
         batch.clear()
+        gc.freeze()  # what the walk still holds is long-lived: the collector skips it from now
         self.report.steps[1].checked = self.report.steps[2].checked = walk.size
         if self.progress is not None:
             self.progress(walk.size, self.total)

@@ -16,10 +16,13 @@ it decodes them plainly (``LogEntry.read(..., checked=True)``) and feeds the sam
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
+import queue
 import subprocess
 import sys
+import threading
 import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -29,6 +32,8 @@ from core.record import LogEntry
 
 #: events per batch sent to the worker (a few MB: the pipe's cost per event stays small)
 BATCH = 4096
+#: batches queued for the worker at most (memory: a few hundred MB at worst)
+QUEUED = 48
 #: a log of at least this many events (its length known beforehand) gets the worker
 WORKER_FROM = 100_000
 
@@ -73,6 +78,21 @@ class RulesWorker:
         self._lines: list[Any] = []
         self._checked = True
         self.found: list[Any] | None = None
+        # a sender thread and a queue of batches: the walk does not wait on the worker
+        # while the worker (or the walk, on a busy machine) falls a few batches behind
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=QUEUED)
+        self._sender = threading.Thread(target=self._sending, name="audit-rules-sender",
+                                        daemon=True)
+        self._sender.start()
+
+    def _sending(self) -> None:
+        failed = False
+        while (message := self._queue.get()) is not None:
+            if not failed:
+                try:
+                    self._out.send_bytes(message)
+                except OSError:  # the worker is gone: _ask names it
+                    failed = True
 
     def feed(self, entry: LogEntry, payload: Any = None) -> list[Any]:
         """Queue ``entry``. With its ``payload`` (a record read as canonical) the worker
@@ -91,8 +111,8 @@ class RulesWorker:
 
     def _send(self) -> None:
         if self._lines:
-            self._out.send_bytes(_FEED + b"\n".join(self._lines) if self._checked
-                                 else _STORED + pickle.dumps(self._lines))
+            self._queue.put(_FEED + b"\n".join(self._lines) if self._checked
+                            else _STORED + pickle.dumps(self._lines))
             self._lines = []
 
     def finish(self) -> list[Any]:
@@ -105,9 +125,9 @@ class RulesWorker:
         return self.found if self.found is not None else self._ask(_DRAIN)
 
     def _ask(self, what: bytes) -> list[Any]:
+        self._send()
+        self._queue.put(what)
         try:
-            self._send()
-            self._out.send_bytes(what)
             kind, value = self._in.recv()
         except (EOFError, OSError) as exc:
             raise RulesWorkerError(f"the rule book's worker process ended: {exc}") from exc
@@ -117,7 +137,12 @@ class RulesWorker:
         return self.found
 
     def close(self) -> None:
-        """End the worker (it stops when its pipe closes)."""
+        """End the worker: it stops when its pipe closes; one never asked (the walk failed
+        otherwise) is stopped at once."""
+        if self.found is None:
+            self._process.kill()
+        self._queue.put(None)
+        self._sender.join()
         self._out.close()
         self._in.close()
         try:
@@ -135,6 +160,7 @@ def serve(conn: Connection, answer: Connection, require_signatures: bool) -> Non
     found: list[Any] = []
     try:
         while True:
+            gc.freeze()  # the book's picture of the ledger is long-lived: not scanned again
             message = conn.recv_bytes()
             what = message[:1]
             if what == _FEED:
