@@ -19,14 +19,22 @@ from core.tokens import hash_token, new_token
 
 
 def measure_http(server_env: dict[str, str], workdir: Path, workload: Workload, sizes: Sizes,
-                 offset: int) -> tuple[list[Measure], list[str]]:
+                 offset: int, *, index: bool = True) -> tuple[list[Measure], list[str]]:
     """Start the server (``server_env`` plus an admin token; its log in ``workdir``) and
-    measure over HTTP; the ``i``-th command uses the workload's arguments ``offset + i``."""
+    measure over HTTP; the ``i``-th command uses the workload's arguments ``offset + i``.
+    ``index=False``: the server keeps no per-actor index (``DATALEDGER_ACTOR_INDEX=false``),
+    its rows keyed ``..._noindex`` and no client check."""
     admin_token = "bench" + secrets.token_hex(16)[:27]  # 32 characters
-    with (running_server({**server_env, "DATALEDGER_ADMIN_TOKEN": admin_token}, workdir,
-                         sizes.server_start_timeout) as (proc, base_url),
+    env = {**server_env, "DATALEDGER_ADMIN_TOKEN": admin_token}
+    if not index:
+        env["DATALEDGER_ACTOR_INDEX"] = "false"
+    with (running_server(env, workdir, sizes.server_start_timeout) as (proc, base_url),
           asyncio.Runner(loop_factory=_loop_factory()) as runner):
-        return runner.run(_http_suite(base_url, proc.pid, admin_token, workload, sizes, offset))
+        return runner.run(_http_suite(base_url, proc.pid, admin_token, workload, sizes, offset,
+                                      "" if index else _NO_INDEX))
+
+
+_NO_INDEX = "_noindex"
 
 
 async def _timed(key: str, label: str, pid: int, load: Awaitable[Tally],
@@ -51,7 +59,7 @@ async def _timed(key: str, label: str, pid: int, load: Awaitable[Tally],
 
 
 async def _http_suite(base: str, pid: int, admin_token: str, workload: Workload,
-                      sizes: Sizes, offset: int) -> tuple[list[Measure], list[str]]:
+                      sizes: Sizes, offset: int, suffix: str) -> tuple[list[Measure], list[str]]:
     import httpx
 
     notes: list[str] = []
@@ -66,14 +74,20 @@ async def _http_suite(base: str, pid: int, admin_token: str, workload: Workload,
             await raw_load(port, request, sizes.http_warmup, sizes.max_count, c)
         secs = sizes.http_seconds / sizes.rounds
         noops, commands = [], []
+        without = ", no actor index" if suffix else ""
         for _ in range(sizes.rounds):  # the baseline and the command alternate
             noops.append(await _timed(
-                "http_noop", f"HTTP GET /noop, {c} connections", pid,
+                "http_noop" + suffix, f"HTTP GET /noop, {c} connections{without}", pid,
                 raw_load(port, noop, secs, sizes.max_count, c), False))
             commands.append(await _timed(
-                "http_command", f"HTTP {command.method} {command.path}, {c} connections", pid,
+                "http_command" + suffix,
+                f"HTTP {command.method} {command.path}, {c} connections{without}", pid,
                 raw_load(port, command, secs, sizes.max_count, c), True))
         out = [merge(noops), merge(commands)]
+        if suffix:
+            for m in out:
+                m.extra["concurrency"] = c
+            return out, notes
         # for information: the same no-op load through one httpx.AsyncClient
         await httpx_load(client, noop, sizes.http_warmup, sizes.max_count, c)
         out.append(await _timed(

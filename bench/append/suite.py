@@ -21,11 +21,15 @@ from bench.table import all_met, run_backends
 #: the goal: measured rate / baseline rate must reach this
 GOAL_RATIO = 0.5
 
+#: the per-actor index may cost the HTTP command at most 10% of its rate
+INDEX_GOAL = 0.9
+
 #: measured key -> its baseline's key
 COMPARISONS = {
     "command_1": "bare_1",
     "command_n": "bare_n",
     "http_command": "http_noop",
+    "http_command_noindex": "http_noop_noindex",
 }
 
 NOTES = [
@@ -120,6 +124,15 @@ def run_backend(backend: str, sizes: Sizes) -> dict[str, Any]:
         http, http_notes = measure_http(server_env, scratch.tmp, workload, sizes, 6 * block)
         measures += http
         notes += http_notes
+        # the same server without the per-actor index: what the index costs the writes
+        quiet = {**server_env, "DATALEDGER_DATA_DIR": str(scratch.tmp / "http-noindex")}
+        if backend == "postgresql":
+            quiet["DATALEDGER_DATABASE_URL"] = scratch.database_url("noindex")
+        (scratch.tmp / "http-noindex").mkdir(parents=True, exist_ok=True)
+        http, http_notes = measure_http(quiet, scratch.tmp, workload, sizes, 7 * block,
+                                        index=False)
+        measures += http
+        notes += [n for n in http_notes if n not in notes]
     finally:
         scratch.cleanup(notes)
     return {"backend": backend, "workload": workload.name, "measures": measures, "notes": notes}
@@ -142,7 +155,30 @@ def rows(backend: str, measures: list[Measure]) -> list[dict[str, Any]]:
                        ratio=round(m.rate / base.rate, 3), goal=f">= {GOAL_RATIO:.2f}x")
             row["met"] = m.errors == 0 and m.rate / base.rate >= GOAL_RATIO
         out.append(row)
+    pair = [by_key.get(k) for k in ("http_command", "http_noop", "http_command_noindex",
+                                    "http_noop_noindex")]
+    if all(m is not None and m.rate > 0 for m in pair):
+        out.append(index_row(backend, *pair))  # type: ignore[arg-type]
     return out
+
+
+def index_row(backend: str, on: Measure, on_noop: Measure, off: Measure,
+              off_noop: Measure) -> dict[str, Any]:
+    """The per-actor index's cost: the HTTP command on a server keeping it (the default)
+    against the same command on a server without it, in the same run. The servers run one
+    after the other, so each command's rate is taken relative to its own server's no-op
+    (measured in alternating rounds): the ratio of the two is what the index leaves of the
+    command's rate, with the machine's load over each server's minute divided out."""
+    ratio = (on.rate / on_noop.rate) / (off.rate / off_noop.rate)
+    cpu = [m.extra.get("server_cpu_ms_per_request") for m in (on, off)]
+    return {"backend": backend, "key": "index_cost",
+            "measure": "per-actor index kept (default) vs not: HTTP command / no-op",
+            "rate": round(on.rate, 1), "unit": on.unit, "commands_per_s": None,
+            "baseline": off.label, "baseline_rate": round(off.rate, 1),
+            "ratio": round(ratio, 3), "goal": f">= {INDEX_GOAL:.2f}x",
+            "met": on.errors == 0 and off.errors == 0 and ratio >= INDEX_GOAL,
+            "errors": on.errors + off.errors, "raw_ratio": round(on.rate / off.rate, 3),
+            "server_cpu_ms_per_request": {"index": cpu[0], "no_index": cpu[1]}}
 
 
 def _rows_of(result: dict[str, Any]) -> list[dict[str, Any]]:
