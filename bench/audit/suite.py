@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import statistics
 import time
 from pathlib import Path
@@ -62,11 +63,20 @@ def replay_pass(bundle: Path, trust: Path) -> dict[str, Any]:
     from chain.trust import TrustedKeys
 
     keys = TrustedKeys.from_file(trust)
-    wall0, cpu0 = time.perf_counter(), time.process_time()
+    wall0, cpu0, kids0 = time.perf_counter(), time.process_time(), _children_cpu()
     report = replay(BundleSource(str(bundle)), keys)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    return {"seconds": wall, "cpu_seconds": cpu, "ok": bool(report.ok),
+    # the rule book's worker process (audit/rules_worker.py), waited for: its CPU too
+    worker = _children_cpu() - kids0
+    return {"seconds": wall, "cpu_seconds": cpu + worker, "cpu_seconds_walk": cpu,
+            "cpu_seconds_worker": worker, "ok": bool(report.ok),
+            "load_average": os.getloadavg(),
             "report": report.to_json() if hasattr(report, "to_json") else None}
+
+
+def _children_cpu() -> float:
+    times = os.times()
+    return times.children_user + times.children_system
 
 
 def measure_replay(bundle: Path, trust: Path) -> dict[str, Any]:
@@ -140,8 +150,10 @@ def replay_rows(result: dict[str, Any], quick: bool) -> list[Row]:
         rows.append(Row("bundle", "replay_million", "the whole million, wall time",
                         f"{r['seconds']:.1f} s", "-", "-", f"< {GOAL_SECONDS:g} s",
                         r["seconds"] < GOAL_SECONDS and r["ok"]))
-    rows.append(Row("bundle", "replay_cpu", "CPU time, replay and bare pass (for information)",
-                    f"{r['cpu_seconds']:.1f} s",
+    rows.append(Row("bundle", "replay_cpu", "CPU time, replay (walk + rule book's worker) "
+                    "and bare pass (for information)",
+                    f"{r['cpu_seconds']:.1f} s ({r.get('cpu_seconds_walk', 0):.1f} + "
+                    f"{r.get('cpu_seconds_worker', 0):.1f})",
                     f"{statistics.fmean(b['cpu_seconds'] for b in result['bare']):.2f} s",
                     f"{r['cpu_seconds'] / statistics.fmean(b['cpu_seconds'] for b in result['bare']):.2f}x"))
     return rows
