@@ -8,11 +8,12 @@ per day, and the checkpoints over time (tree size against the time each was cut)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from html import escape
 from typing import Any
 
-from audit.report import FAILED, PASSED, SKIPPED, Report
+from audit.report import FAILED, PASSED, SKIPPED, UNWITNESSED, Report
 
 _STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;
@@ -52,6 +53,11 @@ def render(report: Report) -> str:
 
 
 def _verdict(report: Report) -> str:
+    if report.unwitnessed:  # quorum 0: whatever the verdict, loudly first
+        loud = (f'<p class="verdict bad">{escape(UNWITNESSED)}</p>')
+        return loud + ('\n<p class="verdict ok">The checks hold: the log is as its '
+                       "checkpoints say, which only its operator signed.</p>" if report.ok
+                       else _verdict(replace(report, unwitnessed=False)))
     if report.ok:
         return ('<p class="verdict ok">All checks hold: the log is as its checkpoints and '
                 "the witnesses say.</p>")

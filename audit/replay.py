@@ -15,8 +15,10 @@ step, the seq, what was expected and what was found (report.py lists the steps):
    must lie under an anchored checkpoint;
 4. consistency: checkpoints grow in size and in time, each linking the one before
    (``prev``); since every root is recomputed from one pass over one log, each older tree
-   is a prefix of each newer one;
-5. index: each checkpoint's ``index`` line recomputed (audit/index_step.py);
+   is a prefix of each newer one; each event's ``at`` no later than the ``time`` of the
+   first checkpoint over it and never more than AT_TOLERANCE before an earlier event's;
+5. index: each checkpoint's ``index`` line recomputed (audit/index_step.py); once a
+   checkpoint carried one, every later one must;
 6. business rules: the rule book of audit/rules, replayed from the events alone;
 7. read models (``--database`` only): the live read models against those rebuilt.
 
@@ -38,18 +40,19 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from audit import rules_worker
 from audit.bundle import BundleError
-from audit.report import CheckpointSeen, Failure, Report
+from audit.report import UNWITNESSED, CheckpointSeen, Failure, Report
 from audit.sources import Source
 from chain import merkle
 from chain.anchored import b64, cosigned_problem, link_problem, quorum_problem
 from chain.checkpoint import INDEX, NO_PREVIOUS, Checkpoint, checkpoint_hash, open_checkpoint
 from chain.compact import fold
 from chain.hasher import EMPTY_ROOT
+from chain.note import parse_note
 from chain.trust import TrustedKeys
 from chain.verify import VerificationError
 from core.record import LogEntry, RecordError
@@ -61,6 +64,11 @@ if TYPE_CHECKING:
 BATCH = 8192
 #: store_from beyond any level: the walk needs the roots only, no completed nodes
 _NO_NODES = 64
+#: how far an event's ``at`` may lie before the latest ``at`` of the events before it. The
+#: domain stamps ``at`` when a command starts, before group commit gives it its seq, so
+#: concurrent commands land a little out of order: at most 78 ms on the logs measured
+#: (docs/AUDIT.md, "Times"); an event further back was written with a time not its own
+AT_TOLERANCE = timedelta(seconds=5)
 
 Progress = Callable[[int, int | None], None]
 """Told (events done, events expected if known) as the walk advances."""
@@ -118,6 +126,15 @@ class _Walk:
     anchored_size: int = 0
     index: IndexFold | str = ""
     without_index: int = 0
+    #: the size of the first checkpoint that carried an ``index`` line
+    index_from: int | None = None
+    #: step 4 on the events: the latest ``at`` so far; the ``time`` of the checkpoint ahead
+    #: (number ``deadline_cp``; read ahead from its note, which is verified when judged);
+    #: the first event whose ``at`` does not hold, held like a rule's finding
+    latest_at: datetime | None = None
+    deadline: datetime | None = None
+    deadline_cp: int = -1
+    late: Failure | None = None
 
     def cut(self) -> int | None:
         """The size of the next checkpoint to judge, if any."""
@@ -178,6 +195,9 @@ class Replay:
         """The source's checkpoints; with ``anchored_only``, those up to the newest one
         said to be anchored, where the walk will stop (it is checked like any other)."""
         checkpoints = source.checkpoints()
+        if self.trust.quorum == 0:  # said first, whatever the verdict
+            self.report.unwitnessed = True
+            self.report.notes.append(UNWITNESSED)
         self.skipped_after: int | None = None
         if self.anchored_only:
             anchored = [cp["size"] for cp in checkpoints if cp.get("anchored")]
@@ -206,6 +226,65 @@ class Replay:
         if f is not None and f.seq <= upto:
             self._fail(6, f.seq, f"seq {f.seq}", f"breaks the rule {f.rule}",
                        str(f.expected), str(f.found))
+
+    def _times(self, batch: list[tuple[LogEntry, dict[str, Any]]]) -> None:
+        """Step 4 on the events of ``batch``, all under the checkpoint ahead: each ``at`` no
+        later than that checkpoint's ``time``, and never more than AT_TOLERANCE before the
+        latest ``at`` before it (the rules and self-proofs judge by ``at``: a backdated one
+        could slip an execution into its window). The first that does not hold waits, like
+        a rule's finding, for the anchored checkpoint over it."""
+        walk = self.walk
+        deadline, latest = self._deadline(), walk.latest_at
+        floor = None if latest is None else latest - AT_TOLERANCE
+        for k, (_, payload) in enumerate(batch):
+            at = _instant(payload.get("at"))
+            if walk.late is None and (at is None or (floor is not None and at < floor) or (
+                    deadline is not None and at > deadline)):
+                walk.late = self._late(walk.size + 1 + k, payload.get("at"), at, latest)
+            if at is not None and (latest is None or at > latest):
+                latest, floor = at, at - AT_TOLERANCE
+        walk.latest_at = latest
+
+    def _late(self, seq: int, text: Any, at: datetime | None,
+              latest: datetime | None) -> Failure:
+        """What is off with the ``at`` of ``seq`` (``text``, parsed as ``at``)."""
+        where = f"seq {seq}"
+        if at is None:
+            return Failure(4, seq, where, "its at is not an RFC 3339 time with its offset "
+                           "(the rules judge by it)", "a time such as 2030-03-01T09:00:00Z",
+                           repr(text)[:60])
+        if latest is not None and at < latest - AT_TOLERANCE:
+            return Failure(4, seq, where, f"its at goes back more than "
+                           f"{AT_TOLERANCE.total_seconds():g} s before an earlier event's: "
+                           "written with a time not its own", f"an at from "
+                           f"{_iso(latest - AT_TOLERANCE)}", str(text))
+        cut = self.walk.cut()
+        return Failure(4, seq, where, f"its at is later than the time of checkpoint {cut}, "
+                       "the first that covers it", f"at most {_iso(self.walk.deadline)}",
+                       str(text))
+
+    def _deadline(self) -> datetime | None:
+        """The ``time`` of the checkpoint ahead, read from its note before it is judged
+        (None if it has none or cannot be read: judging it will say why)."""
+        walk = self.walk
+        if walk.deadline_cp != walk.next_cp:
+            walk.deadline_cp, walk.deadline = walk.next_cp, None
+            if walk.next_cp < len(walk.checkpoints):
+                try:
+                    body, _ = parse_note(walk.checkpoints[walk.next_cp]["note"])
+                    walk.deadline = Checkpoint.unmarshal(body).time
+                except (VerificationError, KeyError, TypeError, ValueError):
+                    pass
+        return walk.deadline
+
+    def _times_due(self, upto: int) -> None:
+        """Step 4 on the events: a held finding up to ``upto`` is the failure, unless a
+        rule's finding is on an earlier seq (then that one is)."""
+        late, rule = self.walk.late, self.pending
+        if late is None or late.seq is None or late.seq > upto or (
+                rule is not None and rule.seq < late.seq):
+            return
+        self._fail(late.step, late.seq, late.where, late.what, late.expected, late.found)
 
     def _events(self) -> None:
         """Walk the events: step 1 on each, the rules on each, the tree in batches."""
@@ -280,6 +359,7 @@ class Replay:
             apply = walk.index.apply
             for k, (entry, payload) in enumerate(batch):
                 apply(entry, leaves[32 * k:32 * k + 32], payload)
+        self._times(batch)
         walk.size += len(batch)
         batch.clear()
         gc.freeze()  # what the walk still holds is long-lived: the collector skips it from now
@@ -348,6 +428,7 @@ class Replay:
         self._link(where, size, cp)
         has_index = self._index(where, size, cp)
         if anchored:
+            self._times_due(size)
             self._rules_due(size)
         walk.last_good, walk.prev_size = size, size
         walk.prev_note_hash = checkpoint_hash(record["note"])
@@ -402,8 +483,14 @@ class Replay:
         except VerificationError as exc:
             self._fail(5, size or None, where, str(exc))
         if signed is None:
+            if self.walk.index_from is not None:
+                self._fail(5, size or None, where, f"carries no {INDEX} line, though checkpoint "
+                           f"{self.walk.index_from} did: once the line has appeared, every "
+                           "later checkpoint must carry it", f"an {INDEX} line", "none")
             self.walk.without_index += 1
             return False
+        if self.walk.index_from is None:
+            self.walk.index_from = size
         if isinstance(self.walk.index, str):
             return True
         root = self.walk.index.root()
@@ -461,6 +548,19 @@ class Replay:
                        "log", diff.expected, diff.found)
         if not models.ok:
             self._fail(7, None, "read models", "differ from those rebuilt from the log")
+
+
+def _instant(text: Any) -> datetime | None:
+    """An event's ``at`` as an aware datetime; None unless an ISO 8601 time with its offset."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def _iso(moment: datetime | None) -> str:
+    return "" if moment is None else moment.isoformat().replace("+00:00", "Z")
 
 
 def _now() -> str:

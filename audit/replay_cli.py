@@ -49,6 +49,10 @@ def add_replay(audit_sub: Any) -> None:
                    "checkpoint a quorum of witnesses co-signed and stop there (a live log's "
                    "newest events await their checkpoint); without it, an event no anchored "
                    "checkpoint covers is a failure")
+    p.add_argument("--accept-unwitnessed", action="store_true", help="replay against a "
+                   "trust file of quorum 0 all the same (refused otherwise: no witness would "
+                   "vouch for the log, a log the operator rewrote and re-signed alone would "
+                   "pass); the report and the verdict then say so")
     p.add_argument("--json", type=Path, metavar="REPORT", help="write the full "
                    "machine-readable report here")
     p.add_argument("--html", type=Path, metavar="REPORT", help="write a one-file HTML "
@@ -89,6 +93,10 @@ def _replay(args: argparse.Namespace) -> int:
         keys = TrustedKeys.from_file(args.trust)
     except TrustDocumentError as exc:
         return _usage(f"--trust: {exc}")
+    if keys.quorum == 0 and not args.accept_unwitnessed:
+        return _usage(f"--trust: {args.trust} has quorum 0: no witness would vouch for the "
+                      "log, so a log the operator rewrote and re-signed alone would pass; "
+                      "give --accept-unwitnessed to replay it anyway")
     for out in (args.json, args.html):
         if out is not None and not out.parent.is_dir():
             return _usage(f"{out}: no directory {out.parent} to write the report in")
@@ -110,6 +118,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _write(args: argparse.Namespace, report: Report) -> None:
     from audit.html import render
+    from audit.report import UNWITNESSED
 
     if not args.quiet:
         _table(report)
@@ -120,10 +129,14 @@ def _write(args: argparse.Namespace, report: Report) -> None:
         args.html.write_text(render(report), encoding="utf-8")
     if report.failure is None:
         cps = report.to_json()["checkpoints"]
-        print(f"ok: {report.events} events replayed, {cps['count']} checkpoints "
+        loud = " BUT UNWITNESSED (quorum 0: no witness vouches for this log)" if (
+            report.unwitnessed) else ""
+        print(f"ok{loud}: {report.events} events replayed, {cps['count']} checkpoints "
               f"({cps['anchored']} anchored); every step held")
     else:
         print(f"FAILED: {report.failure.line()}")
+    if report.unwitnessed:
+        print(UNWITNESSED)
 
 
 def _table(report: Report) -> None:

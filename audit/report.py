@@ -32,12 +32,19 @@ STEPS: tuple[StepInfo, ...] = (
     StepInfo(3, "signatures", "each checkpoint's log signature; the witnesses' co-signatures, "
              "their quorum and aggregate; every event covered by an anchored checkpoint"),
     StepInfo(4, "consistency", "consecutive checkpoints grow, in time order, each linking "
-             "the one before (prev)"),
-    StepInfo(5, "index", "each checkpoint's index line recomputed from the events"),
+             "the one before (prev); each event's at no later than the checkpoint over it, "
+             "never back by more than the tolerance"),
+    StepInfo(5, "index", "each checkpoint's index line recomputed from the events; once "
+             "one carried it, every later one"),
     StepInfo(6, "business rules", "the rule book replayed from the events alone"),
     StepInfo(7, "read models", "the live read models equal those rebuilt from the log"),
 )
 STEP = {s.number: s for s in STEPS}
+
+UNWITNESSED = ("UNWITNESSED: the trust file's quorum is 0, so no witness vouches for this "
+               "log: the operator alone could have rewritten and re-signed every event and "
+               "checkpoint, and this replay would not tell")
+"""The note a replay against a trust file of quorum 0 starts with (``--accept-unwitnessed``)."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,8 @@ class Report:
     started_at: str = ""
     seconds: float = 0.0
     merkle_core: str = ""
+    #: the trust file's quorum is 0: no witness vouches for the log (:data:`UNWITNESSED`)
+    unwitnessed: bool = False
 
     @property
     def ok(self) -> bool:
@@ -135,7 +144,8 @@ class Report:
         """The full machine-readable report (``--json``)."""
         anchored = [c for c in self.checkpoints if c.anchored]
         return {
-            "format": FORMAT, "ok": self.ok, "source": self.source, "trust": self.trust,
+            "format": FORMAT, "ok": self.ok, "unwitnessed": self.unwitnessed,
+            "source": self.source, "trust": self.trust,
             "started_at": self.started_at, "seconds": round(self.seconds, 3),
             "merkle_core": self.merkle_core,
             "steps": [self.steps[s.number].to_json() for s in STEPS],

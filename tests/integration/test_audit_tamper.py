@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from tests.integration.audit_ledger import (
     forge_approval,
     integrate,
     make_market_ledger,
+    payload_of,
     reanchor,
     rebuild_tree_keeping,
     replay,
@@ -46,7 +48,7 @@ from tests.integration.audit_ledger import (
 
 pytestmark = pytest.mark.slow  # a market walk, and py-ecc BLS for every co-signature checked
 
-RECORDS, TREE, SIGNATURES, RULES, READ_MODELS = 1, 2, 3, 6, 7
+RECORDS, TREE, SIGNATURES, CONSISTENCY, RULES, READ_MODELS = 1, 2, 3, 4, 6, 7
 #: what step 2 says of an event whose bytes changed behind the log's stored leaf
 NOT_ITS_LEAF = "do not hash to the leaf the log stored"
 
@@ -235,6 +237,25 @@ def test_a_delivery_after_termination_re_signed_with_the_platforms_keys_breaks_t
     # signature holds
     without = replay_without_rules(ledger, bundle)
     assert without.ok and without.checkpoints[-1].size == ledger.head + 1
+
+
+def test_a_backdated_event_re_signed_with_the_platforms_keys_is_named_by_its_time(
+        ledger: Ledger, tmp_path: Path) -> None:
+    """The operator moves the delivery's ``at`` an hour back (as it would to slip an
+    execution into its window), rebuilds the tree and re-signs every checkpoint with the
+    keys it holds: every signature verifies, the rules judge by the time written, but the
+    time goes back behind the events before it (step 4)."""
+    seq = ledger.last["delivery.made"]
+    honest = payload_of(ledger, seq)["at"]
+    back = (datetime.fromisoformat(honest) - timedelta(hours=1)).isoformat(
+        timespec="microseconds").replace("+00:00", "Z")
+    rewrite_event(ledger, seq, honest, back)
+    reanchor(ledger)
+    for source in ((), ("--bundle", str(bundle_of(ledger, tmp_path)))):
+        failure = fails(ledger, tmp_path, *source)
+        assert (failure["step"], failure["seq"]) == (CONSISTENCY, seq), failure
+        assert "goes back more than 5 s before an earlier event's" in failure["what"], failure
+        assert failure["found"] == back, failure
 
 
 # -- the read models -------------------------------------------------------------------------------

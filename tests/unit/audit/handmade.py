@@ -72,6 +72,7 @@ class Cut:
     signer: Signer = LOG
     index_root: bytes | None = None
     prev: bytes | None = None
+    #: its time, in minutes after START; by default a minute after its events' latest ``at``
     minutes: int | None = None
     cosign_other_body: bool = False
 
@@ -81,9 +82,13 @@ def checkpoints(entries: Sequence[LogEntry], cuts: Sequence[int | Cut]) -> list[
     tree = InMemoryTree(e.leaf_hash() for e in entries)
     out: list[dict[str, Any]] = []
     prev = NO_PREVIOUS
+    when = START
     for k, spec in enumerate(cuts):
         cut = spec if isinstance(spec, Cut) else Cut(spec)
-        when = START + timedelta(minutes=cut.minutes if cut.minutes is not None else k)
+        # cut after the events it covers, as a checkpointer does (their ``at`` no later)
+        when = START + timedelta(minutes=cut.minutes) if cut.minutes is not None else max(
+            START + timedelta(minutes=k), when, *(_at(e) + timedelta(minutes=1)
+                                                  for e in entries[:cut.size]))
         lines = [time_extension(when), prev_extension(cut.prev if cut.prev is not None
                                                       else prev)]
         if cut.index_root is not None:
@@ -93,6 +98,14 @@ def checkpoints(entries: Sequence[LogEntry], cuts: Sequence[int | Cut]) -> list[
         out.append(_cosigned(note, cut, when))
         prev = checkpoint_hash(note)
     return out
+
+
+def _at(entry: LogEntry) -> datetime:
+    """The event's ``at`` (START if it has none that reads: a test's malformed event)."""
+    try:
+        return datetime.fromisoformat(entry.payload().get("at"))
+    except (TypeError, ValueError):
+        return START
 
 
 def _cosigned(note: str, cut: Cut, when: datetime) -> dict[str, Any]:

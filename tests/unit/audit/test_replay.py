@@ -12,13 +12,14 @@ import base64
 import hashlib
 import json
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from audit.replay import Replay
-from audit.report import FAILED, PASSED, SKIPPED, STOPPED, Report
+from audit.replay import AT_TOLERANCE, Replay
+from audit.report import FAILED, PASSED, SKIPPED, STOPPED, UNWITNESSED, Report
 from audit.sources import BundleSource
 from core.actor_index import IndexFold
 from core.record import LogEntry
@@ -226,6 +227,75 @@ def test_a_checkpoint_cut_before_the_one_before_it_is_named(tmp_path: Path) -> N
     assert "cut before the checkpoint before it" in failed(replay(path), 4, 8)
 
 
+def at_of(entry: LogEntry, **delta: float) -> str:
+    """The event's ``at`` moved by ``delta`` (timedelta's keywords)."""
+    at = datetime.fromisoformat(entry.payload()["at"]) + timedelta(**delta)
+    return at.isoformat().replace("+00:00", "Z")
+
+
+def test_an_event_backdated_beyond_the_tolerance_is_named(tmp_path: Path) -> None:
+    """The operator writes seq 6 with a time before seq 5's, re-hashes and re-signs every
+    checkpoint (the witnesses co-signing a consistent log): its ``at`` goes back."""
+    entries = h.events(8)
+    entries[5] = h.changed(entries[5], at=at_of(entries[4], hours=-1))
+    line = failed(replay(h.bundle(tmp_path / "b", entries, [4, 8])), 4, 6)
+    assert f"goes back more than {AT_TOLERANCE.total_seconds():g} s" in line
+    assert "found 2030-03-02T08:05:00Z" in line
+    # a step back within the tolerance is two commands sequenced out of order: it holds
+    entries[5] = h.changed(entries[5], at=at_of(entries[4],
+                                                seconds=-AT_TOLERANCE.total_seconds()))
+    assert replay(h.bundle(tmp_path / "c", entries, [4, 8])).ok
+
+
+def test_an_event_later_than_the_checkpoint_over_it_is_named(tmp_path: Path) -> None:
+    entries = h.events(8)
+    entries[3] = h.changed(entries[3], at=at_of(entries[3], minutes=20))  # 09:24, the checkpoint was cut at 09:10
+    line = failed(replay(h.bundle(tmp_path / "b", entries, [Cut(4, minutes=10), 8])), 4, 4)
+    assert "later than the time of checkpoint 4, the first that covers it" in line
+    assert "expected at most 2030-03-01T09:10:00Z, found 2030-03-01T09:24:00Z" in line
+
+
+def test_an_event_without_a_time_is_named(tmp_path: Path) -> None:
+    entries = h.events(8)
+    entries[2] = h.changed(entries[2], at="the third of March")
+    assert "its at is not an RFC 3339 time" in failed(
+        replay(h.bundle(tmp_path / "b", entries, [8])), 4, 3)
+
+
+def test_a_time_finding_waits_for_the_checkpoints_and_a_rule_on_an_earlier_seq(
+        tmp_path: Path) -> None:
+    entries = h.events(8)
+    entries[5] = h.changed(entries[5], at=at_of(entries[4], hours=-1))
+    records = h.checkpoints(entries, [4, 8])
+    from audit.bundle import write_bundle
+    write_bundle(tmp_path / "b", entries, records, h.trust_doc())
+    # the log's signature over the tree speaks first
+    records[1]["note"] = records[0]["note"]
+    write_bundle(tmp_path / "c", entries, records, h.trust_doc())
+    assert failed(replay(tmp_path / "c"), 3, 8)
+
+    @dataclass
+    class Finding:
+        seq: int
+        rule: str = "held_request"
+        expected: str = "x"
+        found: str = "y"
+
+    @dataclass
+    class Book:
+        on: int
+
+        def feed(self, entry: LogEntry) -> list[Finding]:
+            return [Finding(entry.seq)] if entry.seq == self.on else []
+
+        def finish(self) -> list[Finding]:
+            return []
+
+    # of a time finding and a rule's, the one on the earlier seq is named
+    assert "held_request" in failed(replay(tmp_path / "b", rules=Book(5)), 6, 5)
+    assert "goes back" in failed(replay(tmp_path / "b", rules=Book(7)), 4, 6)
+
+
 # -- step 5: the index -----------------------------------------------------------------------
 def index_root(entries: list[LogEntry]) -> bytes:
     fold = IndexFold()
@@ -250,6 +320,13 @@ def test_an_index_root_that_omits_an_event_is_caught(tmp_path: Path) -> None:
     assert "checkpoint 8 (the index over seqs 1 to 8)" in line
     b64 = base64.b64encode(index_root(entries)).decode()
     assert f"expected {b64}" in line
+
+
+def test_a_checkpoint_without_the_index_line_after_one_with_it_fails(tmp_path: Path) -> None:
+    entries = h.events(10)
+    cuts = [4, Cut(8, index_root=index_root(entries[:8])), 10]
+    line = failed(replay(h.bundle(tmp_path / "b", entries, cuts)), 5, 10)
+    assert "checkpoint 10" in line and "carries no index line, though checkpoint 8 did" in line
 
 
 def test_checkpoints_without_the_index_line_are_said_so(tmp_path: Path) -> None:
@@ -300,7 +377,11 @@ def test_a_smaller_quorum_in_the_trust_file_is_what_counts(tmp_path: Path, quoru
     from chain.trust import TrustedKeys
     path = h.bundle(tmp_path / "b", h.events(4), [Cut(4, witnesses=quorum)])
     trust = TrustedKeys.from_json({**h.trust_doc(), "quorum": quorum})
-    assert Replay(trust, rules=NO_RULES).run(BundleSource(path)).ok
+    report = Replay(trust, rules=NO_RULES).run(BundleSource(path))
+    assert report.ok
+    # quorum 0: a pass that no witness vouches for, and the report says so first
+    assert report.to_json()["unwitnessed"] is (quorum == 0)
+    assert (report.notes[:1] == [UNWITNESSED]) is (quorum == 0)
 
 
 def test_a_malformed_checkpoint_record_is_named(tmp_path: Path) -> None:

@@ -71,3 +71,24 @@ def test_reports_are_written_and_the_verdict_printed(tmp_path: Path, trust: Path
     assert 'class="failure"' in html and "FAILED at step 6" in html
     assert run("--bundle", str(bundle), "--trust", str(trust), "--json",
                str(tmp_path / "no" / "r.json")) == 2
+
+
+def test_a_trust_file_of_quorum_0_is_refused_unless_accepted_then_said_loudly(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Quorum 0: a log the operator rewrote and re-signed alone would pass. Refused (exit 2,
+    one line) unless --accept-unwitnessed; then the verdict and the report say so."""
+    trust = tmp_path / "trust0.json"
+    trust.write_text(json.dumps({**h.trust_doc(), "quorum": 0}))
+    bundle = h.bundle(tmp_path / "b", h.events(6), [h.Cut(6, witnesses=0)])
+    assert run("--bundle", str(bundle), "--trust", str(trust)) == 2
+    err = capsys.readouterr().err
+    assert "quorum 0" in err and "--accept-unwitnessed" in err and err.count("\n") == 1
+    report = tmp_path / "r.json"
+    code = run("--bundle", str(bundle), "--trust", str(trust), "--accept-unwitnessed",
+               "--json", str(report), "--html", str(tmp_path / "r.html"), "--quiet")
+    printed = capsys.readouterr().out
+    assert code == 1  # the hand-made events break the rule book (step 6)
+    assert printed.splitlines()[-1].startswith("UNWITNESSED: the trust file's quorum is 0")
+    data = json.loads(report.read_text())
+    assert data["unwitnessed"] is True and data["notes"][0].startswith("UNWITNESSED")
+    assert "UNWITNESSED: the trust file" in (tmp_path / "r.html").read_text()
