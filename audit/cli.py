@@ -43,6 +43,10 @@ def add_verify_proof(audit_sub: Subcommands) -> None:
                         help="the trust document (log key, witnesses, quorum) you took out of "
                         "band, e.g. `dataledger chain trust --out FILE` on the operator's "
                         "machine checked with each witness; never one the proof came with")
+    verify.add_argument("--accept-unwitnessed", action="store_true", help="check against a "
+                        "trust file of quorum 0 all the same (refused otherwise: no witness "
+                        "would vouch for the log, the operator alone could make a proof that "
+                        "passes); the sentence then says so")
     verify.set_defaults(func=_verify_proof)
 
 
@@ -55,6 +59,10 @@ def _verify_proof(args: argparse.Namespace) -> int:
         keys = TrustedKeys.from_file(args.trust)
     except TrustDocumentError as exc:
         return _usage("verify-proof", f"--trust: {exc}")
+    if keys.quorum == 0 and not args.accept_unwitnessed:
+        return _usage("verify-proof", f"--trust: {args.trust} has quorum 0: no witness would "
+                      "vouch for the log, so a proof the operator made alone would pass; give "
+                      "--accept-unwitnessed to check it anyway")
     try:
         doc = json.loads(args.proof.read_text(encoding="utf-8"))
     except OSError as exc:

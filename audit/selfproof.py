@@ -9,8 +9,9 @@ verifier's own trust document (``chain/trust.py``), in numbered steps:
    size the document states, co-signed by a quorum of the trusted witnesses, and committing
    to an ``index`` root (the per-actor index, docs/INDEX.md); the period ends no later
    than the checkpoint's ``time`` (an older proof speaks of nothing after it);
-3. each event: its canonical bytes parse, its seq is the one stated, seqs rise, and its
-   RFC 6962 inclusion proof leads to the checkpoint's root;
+3. each event: its canonical bytes parse, its seq is the one stated, seqs rise, its RFC
+   6962 inclusion proof leads to the checkpoint's root, and its ``at`` is no later than the
+   checkpoint's ``time`` (an event dated after it would fall outside any period asked);
 4. each event names the actor and the resource (``core/actor_index.py``'s stateless rule);
 5. the index value recomputed from the events (count, head seq, and the hash chain linking
    each event to the actor's previous one on the resource) equals the document's entry;
@@ -84,6 +85,8 @@ class Verdict:
     size: int
     #: every event of the actor on the resource up to ``size`` (the chain needs them all)
     events: tuple[ProvenEvent, ...]
+    #: checked against a trust file of quorum 0: no witness vouches for the log
+    unwitnessed: bool = False
 
     @property
     def within(self) -> tuple[ProvenEvent, ...]:
@@ -97,7 +100,9 @@ class Verdict:
         what = f"{kind} {ident}" if ident else self.resource
         n = len(self.within)
         caused = f"exactly these {n} event{'' if n == 1 else 's'}" if n else "no event"
-        return (f"participant {self.actor} caused {caused} on {what} between "
+        loud = ("UNWITNESSED (quorum 0: no witness vouches for the log, the operator alone "
+                "could have made this proof): " if self.unwitnessed else "")
+        return (f"{loud}participant {self.actor} caused {caused} on {what} between "
                 f"{_when(self.start, 'the start of the log')} and "
                 f"{_when(self.end, 'now')}; the log up to size {self.size} holds "
                 f"{'no other' if n else 'none'}")
@@ -130,7 +135,8 @@ def verify_self_proof(doc: Any, keys: TrustedKeys) -> Verdict:
     _indexing(events, actor, resource)
     value = _chain(events, doc.get("entry"), actor, resource)
     _map_proof(doc.get("map_proof"), index_root, index_key_hash(actor, resource), value)
-    return Verdict(actor, resource, start, end, size, tuple(events))
+    return Verdict(actor, resource, start, end, size, tuple(events),
+                   unwitnessed=keys.quorum == 0)
 
 
 # -- 1. the document ------------------------------------------------------------------------
@@ -213,6 +219,7 @@ def _period_end(checkpoint: Checkpoint, start: datetime | None,
 # -- 3. the events and their inclusion ------------------------------------------------------
 def _events(items: Sequence[Any], checkpoint: Checkpoint) -> list[ProvenEvent]:
     out: list[ProvenEvent] = []
+    cut = checkpoint.time  # read (and checked) by _period_end already
     for k, item in enumerate(items):
         where = f"events[{k}]"
         if not isinstance(item, Mapping):
@@ -236,6 +243,10 @@ def _events(items: Sequence[Any], checkpoint: Checkpoint) -> list[ProvenEvent]:
             at = parse_time(payload.get("at"), f"seq {entry.seq}: at")
         except ValueError as exc:
             raise SelfProofError(3, str(exc)) from None
+        if cut is not None and at > cut:
+            raise SelfProofError(3, f"seq {entry.seq}: its at {payload.get('at')} is later "
+                                 f"than the time of checkpoint {checkpoint.size} over it "
+                                 f"({_when(cut, '')}): written with a time not its own")
         out.append(ProvenEvent(entry.seq, entry.type_name, at, entry))
     return out
 

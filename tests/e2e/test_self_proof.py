@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from core.actor_index import index_key_hash, next_value
 from core.canonical import canonical_bytes, decode
 from core.record import LogEntry
 from runtime.build import Container
-from tests.e2e.conftest import Chain, World, build_chain
+from tests.e2e.conftest import FIELDS, Chain, Clock, World, build_chain
 
 
 def anchored(world: World, container: Container) -> int:
@@ -143,6 +144,22 @@ def test_changing_an_event_s_time_fails(world: World, setup: tuple[Chain, str, i
     record["payload"]["at"] = "2020-01-01T00:00:00.000000Z"  # "long before the leak"
     changed["events"][0]["canonical"] = base64.b64encode(canonical_bytes(record)).decode()
     fails(changed, trust(world), 3, f"seq {record['seq']} is not in the log")
+
+
+def test_an_event_dated_after_the_checkpoint_over_it_fails(
+        world: World, setup: tuple[Chain, str, int], container: Container,
+        clock: Clock) -> None:
+    """A ledger clock a day ahead (or an operator dating an event forward, where a period
+    asked would not show it): the event's ``at`` is later than the checkpoint cut after it."""
+    chain, _, _ = setup
+    clock.move_to(datetime.now(UTC) + timedelta(days=1))
+    dataset = world.api.register_dataset(chain.provider, name="ahead", description="dated ahead",
+                                         source_system="tax-core", fields=FIELDS)
+    anchored(world, container)
+    doc = prove(world, chain.provider, chain.provider, f"dataset:{dataset}")
+    [seq] = [e["seq"] for e in doc["events"]]
+    fails(doc, trust(world), 3, f"seq {seq}: its at ")
+    assert "is later than the time of checkpoint" in str(fails(doc, trust(world), 3, "seq"))
 
 
 def test_a_proof_hung_on_a_checkpoint_of_another_log_fails(

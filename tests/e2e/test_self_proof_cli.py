@@ -107,6 +107,19 @@ def test_fetch_with_the_cli_then_verify_offline(server: str, tmp_path: Path) -> 
         f"{dataset} between the start of the log and 2"), checked.stdout  # the cut, not now
     assert "; the log up to size " in checked.stdout, checked.stdout
 
+    # a trust file of quorum 0: refused (no witness vouches), unless accepted, then loudly
+    (tmp_path / "trust0.json").write_text(json.dumps(
+        {**json.loads((tmp_path / "trust.json").read_text()), "quorum": 0}))
+    trust0 = str(tmp_path / "trust0.json")
+    checked = verify_blocked("verify-proof", str(proof), "--trust", trust0)
+    assert checked.returncode == 2, checked.stdout + checked.stderr
+    assert "quorum 0" in checked.stderr and "--accept-unwitnessed" in checked.stderr
+    checked = verify_blocked("verify-proof", str(proof), "--trust", trust0,
+                             "--accept-unwitnessed")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.startswith("UNWITNESSED (quorum 0: no witness vouches for the log"
+                                     ), checked.stdout
+
     doc = json.loads(proof.read_text())
     del doc["events"][0]
     (tmp_path / "dropped.json").write_text(json.dumps(doc))
