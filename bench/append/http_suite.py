@@ -38,8 +38,10 @@ _NO_INDEX = "_noindex"
 
 
 async def _timed(key: str, label: str, pid: int, load: Awaitable[Tally],
-                 commands: bool) -> Measure:
-    """Run one load, with the CPU the server and this client spent on it."""
+                 commands: bool, settle: Callable[[], Awaitable[float]] | None = None
+                 ) -> Measure:
+    """Run one load, with the CPU the server and this client spent on it; with ``settle``,
+    also the server's CPU until its chain has caught up with what the load wrote."""
     started = now()
     server0, client0 = cpu_seconds(pid), time.process_time()
     tally = await load
@@ -51,6 +53,14 @@ async def _timed(key: str, label: str, pid: int, load: Awaitable[Tally],
         extra["server_cpu_s"] = round(server1 - server0, 3)
         if ok:
             extra["server_cpu_ms_per_request"] = round(1000 * (server1 - server0) / ok, 3)
+    if settle is not None:
+        extra["settle_s"] = round(await settle(), 3)
+        server2 = cpu_seconds(pid)
+        if server0 is not None and server2 is not None:
+            extra["server_cpu_settled_s"] = round(server2 - server0, 3)
+            if ok:
+                extra["server_cpu_ms_per_request_settled"] = round(
+                    1000 * (server2 - server0) / ok, 3)
     if ok:
         extra["client_cpu_ms_per_request"] = round(1000 * (client1 - client0) / ok, 3)
     return Measure(key, label, "requests/s", ok, tally.seconds, started,
@@ -82,7 +92,8 @@ async def _http_suite(base: str, pid: int, admin_token: str, workload: Workload,
             commands.append(await _timed(
                 "http_command" + suffix,
                 f"HTTP {command.method} {command.path}, {c} connections{without}", pid,
-                raw_load(port, command, secs, sizes.max_count, c), True))
+                raw_load(port, command, secs, sizes.max_count, c), True,
+                lambda: _chain_caught_up(client)))
         out = [merge(noops), merge(commands)]
         if suffix:
             for m in out:
@@ -96,6 +107,19 @@ async def _http_suite(base: str, pid: int, admin_token: str, workload: Workload,
     for m in out:
         m.extra["concurrency"] = c
     return out, notes
+
+
+async def _chain_caught_up(client: Any, timeout: float = 30.0) -> float:
+    """Wait until a checkpoint covers the log's head (the chain, and the per-actor index if
+    kept, have done the work the load left them); the seconds waited."""
+    t0 = time.monotonic()
+    head = (await client.get("/health")).json()["head"]
+    while time.monotonic() - t0 < timeout:
+        latest = await client.get("/ledger/checkpoints/latest")
+        if latest.status_code == 200 and latest.json()["size"] >= head:
+            break
+        await asyncio.sleep(0.05)
+    return time.monotonic() - t0
 
 
 async def _command_request(client: Any, admin: dict[str, str], workload: Workload, offset: int,

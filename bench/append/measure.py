@@ -82,7 +82,8 @@ def _merged_extra(parts: list[Measure], count: int) -> dict[str, Any]:
     extra = dict(first.extra)
     extra["rounds"] = len(parts)
     extra["round_rates"] = [round(p.rate) for p in parts]
-    for key in ("transactions", "pool", "events", "client_cpu_s", "server_cpu_s"):
+    for key in ("transactions", "pool", "events", "client_cpu_s", "server_cpu_s",
+                "server_cpu_settled_s", "settle_s"):
         if key in first.extra:
             extra[key] = round(sum(p.extra.get(key, 0) for p in parts), 3)
     if "pool_exhausted" in first.extra:
@@ -98,6 +99,9 @@ def _merged_extra(parts: list[Measure], count: int) -> dict[str, Any]:
     for cpu in ("client", "server"):
         if f"{cpu}_cpu_s" in extra and count:
             extra[f"{cpu}_cpu_ms_per_request"] = round(1000 * extra[f"{cpu}_cpu_s"] / count, 3)
+    if "server_cpu_settled_s" in extra and count:
+        extra["server_cpu_ms_per_request_settled"] = round(
+            1000 * extra["server_cpu_settled_s"] / count, 3)
     return extra
 
 
