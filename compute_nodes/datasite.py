@@ -26,6 +26,11 @@ never runs in the datasite's process nor the node's, but in the sandbox
   (``approve_and_run`` does the three steps).
 - ``mock_inputs``/``run_on_mock(client, code_source, function_name, dataset_ids, sandbox)``:
   the trial, on mock rows, in the sandbox.
+- ``Inputs``: what ``input_hashes``, ``submit`` and ``prepare_run`` read of a dataset (its
+  asset's id, its private file's SHA-256, its private table), looked up once per dataset and
+  kept by the node (``cache=``): each execution then costs the datasite the code request,
+  its approval and the deposit, not three listings of every dataset and a transfer of the
+  private table.
 
 PySyft 0.9.5 facts this module relies on or works around:
 
@@ -38,36 +43,55 @@ PySyft 0.9.5 facts this module relies on or works around:
 - ``Request.deposit_result`` prompts on stdin for a datasite that is not a low-side one, so
   ``deposit`` stores the output the way its low-side branch does.
 - Launching a server sets the root logger's level; ``launch`` puts it back.
+- Every code request and approval makes inbox notifications, and an approval scans all of
+  them: ``syft_support`` turns that off (a node's datasite has no inbox reader).
 """
 
 from __future__ import annotations
-import __future__
 
-import ast
-import builtins
 import functools
 import hashlib
 import inspect
 import json
-import linecache
 import logging
 import textwrap
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import pandas as pd
 import requests
 import syft as sy
 from syft.client.api import ServerIdentity
+from syft.service.action.action_object import ActionObject
 from syft.service.code.user_code import replace_func_name
 from syft.service.policy.policy import OutputPolicyExecuteCount
-from syft.service.request.request import RequestStatus
 from syft.types.errors import SyftException
 from syft.types.uid import UID
 
+from compute_nodes.code_source import (
+    function_from_source,
+    parameters,
+    request_function_name,
+)
+from compute_nodes.datasite_assets import (
+    ASSET_NAME,
+    Asset,
+    CodeSourceError,
+    ComputationError,
+    ComputeNodeError,
+    DatasetError,
+    DatasetMissingError,
+    DatasiteUnavailableError,
+    Inputs,
+)
+from compute_nodes.datasite_assets import SUMMARY_PREFIX as _SUMMARY_PREFIX
+from compute_nodes.datasite_assets import asset_of as _asset
+from compute_nodes.datasite_assets import find_dataset as _find_dataset
+from compute_nodes.datasite_assets import table_of as _table
 from compute_nodes.sandbox import Sandbox
 from compute_nodes.syft_support import (
     bound_http,
@@ -77,43 +101,24 @@ from compute_nodes.syft_support import (
     temp_root,
 )
 
+__all__ = [  # with what compute_nodes.datasite_assets and code_source give it
+    "ASSET_NAME", "Asset", "CodeSourceError", "ComputationError", "ComputeNodeError",
+    "DatasetError", "DatasetMissingError", "Datasite", "DatasiteUnavailableError", "Inputs",
+    "Recorded", "Run", "approve_and_run", "data_scientist", "deposit", "function_from_source",
+    "input_hashes", "launch", "load_dataset", "mock_hashes", "mock_inputs", "parameters",
+    "prepare_run", "read_table", "request_exists", "request_function_name", "run_on_mock",
+    "submit",
+]
+
 LOOPBACK = "127.0.0.1"
 DEFAULT_ADMIN_EMAIL = "info@openmined.org"  # PySyft 0.9.5's root account
 DEFAULT_ADMIN_PASSWORD = "changethis"  # PySyft default until changed
-ASSET_NAME = "data"
 READY_TIMEOUT_S = 30.0
-_SUMMARY_PREFIX = "sha256:"
 _DEPOSITED = "dataledger-json:"  # a result deposited by :func:`deposit`
-
-
-class ComputeNodeError(Exception):
-    """Root of the errors this module raises."""
-
-
-class DatasiteUnavailableError(ComputeNodeError):
-    """The datasite did not start or does not answer."""
-
-
-class CodeSourceError(ComputeNodeError):
-    """The registered code is not one plain function of one argument per input."""
-
-
-class DatasetError(ComputeNodeError):
-    """A dataset is missing, or its files do not fit (schema, or another file already)."""
-
-
-class DatasetMissingError(DatasetError):
-    """No dataset of that id is on this datasite (not loaded yet, or removed)."""
-
-
-class ComputationError(ComputeNodeError):
-    """The datasite holds no usable result of a request (the code itself runs in the
-    sandbox, whose errors are ``compute_nodes.sandbox``'s)."""
 
 
 Client = Any  # syft.client.datasite_client.DatasiteClient
 F = TypeVar("F", bound=Callable[..., Any])
-
 
 def _unavailable_on_http_errors(function: F) -> F:
     """An HTTP datasite that is down or too slow raises DatasiteUnavailableError."""
@@ -158,6 +163,28 @@ class Datasite:
 
     def admin(self) -> Client:
         return self.login(self.admin_email, self.admin_password)
+
+    def session(self, email: str) -> Client:
+        """The client of account ``email`` of this in-process datasite, as
+        ``SyftClient.login`` makes it, from the signing key the datasite keeps for the
+        account, without the password check (a bcrypt verification: about 0.25 s of CPU
+        per login, paid by every node process after a restart). Only for the process that
+        runs the datasite, which holds its state and keys anyway. SyftException if there is
+        no such account; DatasiteUnavailableError for a datasite over HTTP."""
+        if self.port is not None:
+            raise DatasiteUnavailableError(f"{self.name} runs over HTTP: log in")
+        server = self.handle.python_server
+        with quiet():
+            user = server.services.user.stash.get_by_email(
+                credentials=server.verify_key, email=email).unwrap()
+            guest = server.get_guest_client(verbose=False)
+            client = type(guest)(connection=guest.connection, metadata=guest.metadata,
+                                 credentials=user.signing_key)
+        # what SyftClient.login records of the account (name-mangled there)
+        client._SyftClient__logged_in_user = email
+        client._SyftClient__user_role = user.role
+        client._SyftClient__logged_in_username = user.name
+        return client
 
     def land(self) -> None:
         with quiet():
@@ -264,6 +291,7 @@ def submit(
     request_key: str,
     *,
     executions: int = 1,
+    cache: Inputs | None = None,
 ) -> str:
     """Request to run ``function_name`` from ``code_source`` on the datasets ``dataset_ids``.
 
@@ -278,7 +306,8 @@ def submit(
     existing = _find_request(client, service_name, stored_code)
     if existing is not None:
         return existing
-    bound = {param: _asset(client, dataset_id).action_id
+    assets = cache or Inputs()
+    bound = {param: assets.asset(client, dataset_id).action_id
              for param, dataset_id in zip(params, ids, strict=True)}
     input_policy = sy.ExactMatch(init_kwargs={ServerIdentity.from_api(client.api): bound})
     with quiet():
@@ -302,22 +331,15 @@ def request_exists(client: Client, function_name: str, request_key: str) -> bool
 
 
 @_unavailable_on_http_errors
-def input_hashes(client: Client, dataset_ids: str | Sequence[str]) -> dict[str, str]:
+def input_hashes(client: Client, dataset_ids: str | Sequence[str], *,
+                 cache: Inputs | None = None) -> dict[str, str]:
     """Each dataset's private-file SHA-256, as recorded at load (the asset's content hash).
 
     Raises DatasetError if a dataset is not on this datasite.
     """
-    out = {}
-    for dataset_id in _ids(dataset_ids):
-        dataset = _find_dataset(client, dataset_id)
-        if dataset is None:
-            raise DatasetMissingError(f"no dataset {dataset_id} on this datasite")
-        summary = str(dataset.summary or "")
-        if not summary.startswith(_SUMMARY_PREFIX):
-            raise DatasetError(f"dataset {dataset_id} was not loaded by dataledger "
-                               f"(summary {summary!r})")
-        out[dataset_id] = summary.removeprefix(_SUMMARY_PREFIX)
-    return out
+    assets = cache or Inputs()
+    return {dataset_id: assets.asset(client, dataset_id).sha256
+            for dataset_id in _ids(dataset_ids)}
 
 
 def mock_hashes(client: Client, dataset_ids: str | Sequence[str]) -> dict[str, str]:
@@ -339,11 +361,15 @@ def mock_hashes(client: Client, dataset_ids: str | Sequence[str]) -> dict[str, s
 @dataclass(frozen=True)
 class Run:
     """What an approved request runs: the code the datasite stored and its private inputs
-    (one table per parameter, in order)."""
+    (one table per parameter, in order); and, for :func:`deposit`, the request and its code
+    as :func:`prepare_run` read them."""
 
     code_source: str
     function_name: str
     inputs: list[pd.DataFrame]
+    request: Any = None
+    code: Any = None
+    input_ids: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -354,48 +380,70 @@ class Recorded:
 
 
 @_unavailable_on_http_errors
-def prepare_run(admin: Client, request_id: str, dataset_ids: Sequence[str]) -> Run | Recorded:
+def prepare_run(admin: Client, request_id: str, dataset_ids: Sequence[str], *,
+                cache: Inputs | None = None) -> Run | Recorded:
     """Approve the request; its recorded result if it ran, else what to run (the stored
     code and the private tables its input policy binds, in parameter order).
 
     The code runs in the sandbox (``compute_nodes/sandbox``), never in the datasite's
-    process; :func:`deposit` then records its result as the request's output."""
+    process; :func:`deposit` then records its result as the request's output.
+
+    The datasite is asked for the request and its code once: the approval is PySyft's
+    ``request.apply`` (what ``Request.approve`` ends with, after checks and notices meant
+    for a notebook: a low-side request is refused here too), and the recorded result is
+    looked for only if the request was approved before (a result is deposited only after
+    the approval)."""
     ids = _ids(dataset_ids)
+    assets = cache or Inputs()
     with quiet():
         request = admin.api.services.request.get_by_uid(UID(request_id))
         code = request.code
-        if request.status != RequestStatus.APPROVED:
-            request.approve(disable_warnings=True)
-        previous = _recorded_result(admin, code)
-        if previous is not None:
-            value = previous[0]
-            if isinstance(value, str) and value.startswith(_DEPOSITED):
-                value = json.loads(value.removeprefix(_DEPOSITED))
-            return Recorded(value)
+        if not hasattr(code, "raw_code"):  # a SyftError: not a code request
+            raise ComputationError(f"request {request_id} holds no code")
+        if _approved(request):
+            previous = _recorded_result(admin, code)
+            if previous is not None:
+                return Recorded(_deposited(previous[0]))
+        else:
+            if code.is_l0_deployment:
+                raise ComputationError(f"request {request_id} is a low-side request")
+            admin.api.services.request.apply(request.id)
         source = str(code.raw_code)
         name = str(code.service_func_name)
         params = parameters(source, name, inputs=len(ids))
         bound = {p: uid for i in code.input_policy_init_kwargs.values() for p, uid in i.items()}
         frames = []
         for param, dataset_id in zip(params, ids, strict=True):
-            asset = _asset(admin, dataset_id)
-            if bound.get(param) != asset.action_id:
+            if bound.get(param) != assets.asset(admin, dataset_id).action_id:
                 raise DatasetError(f"{name}: parameter {param} is not bound to {dataset_id}")
-            frames.append(_table(asset.data, dataset_id))
-    return Run(source, name, frames)
+            frames.append(assets.table(admin, dataset_id))
+    return Run(source, name, frames, request, code, bound)
 
 
 @_unavailable_on_http_errors
-def deposit(admin: Client, request_id: str, value: Any) -> None:
+def deposit(admin: Client, request_id: str, value: Any, *, run: Run | None = None) -> None:
     """Record ``value`` as the output of the request (PySyft's output history), so the
-    request is never run again: :func:`prepare_run` answers it as :class:`Recorded`."""
+    request is never run again: :func:`prepare_run` answers it as :class:`Recorded`.
+    ``run``: what :func:`prepare_run` read of the request (not asked for again)."""
     with quiet():
-        request = admin.api.services.request.get_by_uid(UID(request_id))
-        code = request.code
-        # as one JSON text: PySyft stores a str about 7x faster than rows of dicts
+        if run is not None and run.request is not None and run.code is not None:
+            request, code, inputs = run.request, run.code, run.input_ids
+        else:
+            request = admin.api.services.request.get_by_uid(UID(request_id))
+            code = request.code
+            inputs = {p: uid for i in code.input_policy_init_kwargs.values()
+                      for p, uid in i.items()}
+        # as one JSON text (PySyft stores a str about 7x faster than rows of dicts), in UTF-8
+        # bytes held by a numpy array: the client walks every item of a sequence it gets
+        # back (a str: each of its characters), an array is one object to it
         text = _DEPOSITED + json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-        output = request._create_action_object_for_deposited_result(text)
-        inputs = {p: uid for i in code.input_policy_init_kwargs.values() for p, uid in i.items()}
+        data = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+        # what Request._create_action_object_for_deposited_result does for a new value,
+        # without asking whether the new object's id exists already
+        output = ActionObject.from_obj(data, syft_client_verify_key=request.syft_client_verify_key,
+                                       syft_server_location=request.syft_server_location)
+        output.reload_cache()
+        output._send(request.server_uid, request.syft_client_verify_key)
         admin.api.services.code.store_execution_output(
             user_code_id=code.id, outputs=output, input_ids=inputs)
 
@@ -408,7 +456,7 @@ def approve_and_run(admin: Client, request_id: str, dataset_ids: Sequence[str],
     if isinstance(prepared, Recorded):
         return prepared.value
     value = sandbox.run(prepared.code_source, prepared.function_name, prepared.inputs).value
-    deposit(admin, request_id, value)
+    deposit(admin, request_id, value, run=prepared)
     return value
 
 
@@ -426,58 +474,6 @@ def run_on_mock(client: Client, code_source: str, function_name: str,
     """The trial: run the code in ``sandbox`` on the datasets' mock rows only."""
     inputs = mock_inputs(client, code_source, function_name, dataset_ids)
     return sandbox.run(code_source, function_name, inputs).value
-
-
-def request_function_name(function_name: str, request_key: str) -> str:
-    """The function's name inside the datasite: one per request key."""
-    return f"{function_name}_{hashlib.sha256(request_key.encode()).hexdigest()[:16]}"
-
-
-def parameters(code_source: str, function_name: str, inputs: int | None = None) -> list[str]:
-    """The parameters of the code's one function, read without running anything.
-
-    The source must be exactly one undecorated ``def function_name(a, b, ...):`` with one
-    plain parameter per input (``inputs`` of them, if given; imports go inside the body).
-    """
-    try:
-        tree = ast.parse(code_source)
-    except SyntaxError as exc:
-        raise CodeSourceError(f"not Python: {exc}") from exc
-    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.FunctionDef):
-        raise CodeSourceError("the code must be exactly one top-level function definition")
-    node = tree.body[0]
-    if node.name != function_name:
-        raise CodeSourceError(f"the code defines {node.name!r}, not {function_name!r}")
-    args = node.args
-    if node.decorator_list or args.vararg or args.kwarg or args.kwonlyargs or args.posonlyargs \
-            or args.defaults or not args.args:
-        raise CodeSourceError("the function takes plain arguments only, one per input table")
-    params = [a.arg for a in args.args]
-    if inputs is not None and len(params) != inputs:
-        raise CodeSourceError(f"the function takes {len(params)} argument(s); the product "
-                              f"has {inputs} input(s), bound by position")
-    return params
-
-
-def function_from_source(code_source: str, function_name: str,
-                         inputs: int | None = None) -> tuple[Callable[..., Any], list[str]]:
-    """Define the function from its source text (checked by :func:`parameters`) for
-    PySyft's code request; return it and its parameters' names.
-
-    PySyft keeps only the function's own lines, which it reads back with
-    ``inspect.getsource``, so the text is registered in ``linecache``. Annotations are not
-    evaluated, defaults and decorators are refused: defining the function runs none of its
-    code. The function is never called here: it runs in the sandbox.
-    """
-    params = parameters(code_source, function_name, inputs)
-    filename = f"<dataledger-code-{hashlib.sha256(code_source.encode()).hexdigest()[:16]}>"
-    linecache.cache[filename] = (
-        len(code_source), None, code_source.splitlines(keepends=True), filename,
-    )
-    flags = __future__.annotations.compiler_flag
-    namespace: dict[str, Any] = {"__name__": "dataledger_code", "__builtins__": builtins}
-    exec(compile(code_source, filename, "exec", flags=flags, dont_inherit=True), namespace)  # noqa: S102 - the point
-    return namespace[function_name], params
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -535,29 +531,6 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _find_dataset(client: Client, dataset_id: str) -> Any | None:
-    with quiet():
-        datasets = client.api.services.dataset.get_all()
-    for dataset in datasets:
-        if dataset.name == dataset_id and not dataset.to_be_deleted:
-            return dataset
-    return None
-
-
-def _asset(client: Client, dataset_id: str) -> Any:
-    dataset = _find_dataset(client, dataset_id)
-    if dataset is None:
-        raise DatasetMissingError(f"no dataset {dataset_id} on this datasite")
-    with quiet():
-        return dataset.assets[ASSET_NAME]
-
-
-def _table(value: Any, dataset_id: str) -> pd.DataFrame:
-    if not isinstance(value, pd.DataFrame):
-        raise DatasetError(f"{dataset_id} holds a {type(value).__name__}, not a table")
-    return value
-
-
 def _find_request(client: Client, service_name: str, stored_code: str) -> str | None:
     """The request already made under this name; refused if it was for other code."""
     with quiet():
@@ -574,6 +547,25 @@ def _find_request(client: Client, service_name: str, stored_code: str) -> str | 
             except SyftException:  # a request without code
                 continue
     return None
+
+
+def _approved(request: Any) -> bool:
+    """Whether every change of the request was applied, from its history as fetched
+    (``Request.get_status`` without asking the datasite again)."""
+    if not request.history:
+        return False
+    applied = {status.change_id: status.applied for status in request.history}
+    return all(applied.values()) and len(applied) == len(request.changes)
+
+
+def _deposited(value: Any) -> Any:
+    """A recorded result as :func:`deposit` stored it (UTF-8 bytes in a numpy array; before,
+    a str), decoded; any other value as it is."""
+    if isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim == 1:
+        value = value.tobytes().decode("utf-8")
+    if isinstance(value, str) and value.startswith(_DEPOSITED):
+        return json.loads(value.removeprefix(_DEPOSITED))
+    return value
 
 
 def _recorded_result(admin: Client, code: Any) -> tuple[Any] | None:

@@ -15,7 +15,12 @@ reported.
 An execution is done in two steps: :meth:`Executor.prepare` (ask the ledger, run, check:
 nothing is reported yet, so it may start before the event is proven) and
 :meth:`Executor.release` (report the result or the failure). PySyft calls are made under
-one lock (its clients are not made for threads); the sandbox runs outside it.
+one lock (its clients are not made for threads), granted to the execution this node met
+first among those waiting (:class:`OldestFirst`: several at once end in the order they came,
+not all together after the last one's PySyft work); the sandbox runs outside it. What an
+execution reads of its input datasets (asset ids, hashes, private tables) is read once per
+dataset (``datasite.Inputs``), so that each costs the datasite its code request, its
+approval and the deposit only.
 
 Exactly once: the ledger's computation id is derived from (contract, execution, provider)
 (``POST /computations`` answers the existing one), the datasite request key is
@@ -36,11 +41,15 @@ from __future__ import annotations
 
 import ast
 import builtins
+import contextlib
 import hashlib
+import heapq
+import itertools
 import logging
+import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,7 +131,10 @@ class Executor:
         self.backoff_s = backoff_s
         self.sleep = sleep
         self.clock = clock
-        self.pysyft = threading.Lock()
+        #: PySyft's calls, one at a time, the oldest execution's first
+        self.pysyft = OldestFirst()
+        #: each input dataset's asset id, hash and private table, read once (datasite.Inputs)
+        self.inputs = datasite.Inputs()
         #: (contract, execution) -> when this node first met it (``clock``), while unsettled
         self._met: dict[tuple[str, int], float] = {}
 
@@ -133,7 +145,8 @@ class Executor:
     def load(self, dataset_id: str, private_path: str | Path,
              mock_path: str | Path) -> dict[str, Any]:
         """Put a dataset's private data and mock on the datasite; record it on the ledger."""
-        with self.pysyft:
+        with self.pysyft.turn(math.inf):
+            self.inputs.forget(dataset_id)
             info = datasite.load_dataset(self.admin, dataset_id, private_path, mock_path)
         mock_rows = len(datasite.read_table(Path(mock_path)))
         body = {"rows": info["rows"],
@@ -242,24 +255,26 @@ class Executor:
     def _attempt(self, job: Job, function_name: str) -> tuple[Any, dict[str, str]]:
         key = self.request_key(job.contract_id, job.execution)
         request_id = None
-        with self.pysyft:
+        age = self._met.get(job.key, self.clock())
+        with self.pysyft.turn(age):
             if job.execution == 0:  # the trial: mock rows only, never a code request
                 hashes = datasite.mock_hashes(self.admin, job.inputs)
                 run: Any = datasite.Run(job.code, function_name, datasite.mock_inputs(
                     self.runner, job.code, function_name, job.inputs))
             else:
-                hashes = datasite.input_hashes(self.admin, job.inputs)
+                hashes = datasite.input_hashes(self.admin, job.inputs, cache=self.inputs)
                 request_id = datasite.submit(self.runner, job.code, function_name,
-                                             job.inputs, key)
-                run = datasite.prepare_run(self.admin, request_id, job.inputs)
+                                             job.inputs, key, cache=self.inputs)
+                run = datasite.prepare_run(self.admin, request_id, job.inputs,
+                                           cache=self.inputs)
         if isinstance(run, datasite.Recorded):
             return run.value, hashes
         ran = self.sandbox.run(run.code_source, run.function_name,
                                _declared(run.inputs, job.columns, job.inputs))
         _printed(key, ran.stdout, ran.stderr)
         if request_id is not None:
-            with self.pysyft:
-                datasite.deposit(self.admin, request_id, ran.value)
+            with self.pysyft.turn(age):
+                datasite.deposit(self.admin, request_id, ran.value, run=run)
         return ran.value, hashes
 
     def _waiting(self, job: Job, comp_id: str, exc: Exception) -> Outcome | None:
@@ -355,6 +370,44 @@ class Executor:
         text = reason[:5000].replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
         self.platform.report_failure(comp_id, text)
         return Outcome(job.contract_id, "failed", reason, job.execution, comp_id)
+
+
+class OldestFirst:
+    """A lock granted, among the threads waiting for it, to the one that gives the
+    smallest ``age`` (when its execution began).
+
+    Executions at once each take it twice (the request, approval and input hand-over; the
+    deposit) around their sandbox run: with a plain lock they take turns, and all end
+    together, after everyone's PySyft work; oldest first, each ends once its own and its
+    elders' work is done, for the same work in all."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._held = False
+        self._waiting: list[tuple[float, int]] = []
+        self._tickets = itertools.count()
+
+    @contextlib.contextmanager
+    def turn(self, age: float) -> Iterator[None]:
+        ticket = (age, next(self._tickets))
+        with self._cond:
+            heapq.heappush(self._waiting, ticket)
+            try:
+                while self._held or self._waiting[0] != ticket:
+                    self._cond.wait()
+            except BaseException:
+                self._waiting.remove(ticket)
+                heapq.heapify(self._waiting)
+                self._cond.notify_all()
+                raise
+            heapq.heappop(self._waiting)
+            self._held = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._held = False
+                self._cond.notify_all()
 
 
 NOT_CANONICAL = ("the result has no canonical JSON form (an integer beyond ±(2**53 - 1), "

@@ -32,6 +32,7 @@ on the fork server's stdin; the fork server answers ``{"ready": pid}`` once, the
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import json
 import logging
@@ -208,6 +209,23 @@ class ForkServer:
 
 
 # -- the fork server's side -----------------------------------------------------------------
+
+
+def preload(modules: tuple[str, ...]) -> None:
+    """Import ``modules`` once for every node process (PySyft without what only a notebook
+    uses of it: ``compute_nodes/lean_import.py``)."""
+    from compute_nodes import lean_import
+
+    lean_import.install()
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # noqa: BLE001 - the node process says what fails, again
+            log.warning("the fork server could not import %s: %s", module, exc)
+    with contextlib.suppress(Exception):  # PySyft reads it at each launch otherwise
+        from syft.protocol.data_protocol import get_data_protocol
+
+        get_data_protocol()
 
 
 def serve(run_child: Callable[[str], int], preload: Callable[[], None]) -> int:

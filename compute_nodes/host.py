@@ -64,7 +64,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import importlib
 import json
 import logging
 import os
@@ -91,7 +90,6 @@ from compute_nodes.enrollment import (
 )
 from compute_nodes.enrollment import read_json as _read
 from compute_nodes.enrollment import write_json as _write_private
-from compute_nodes.trust import TrustError, node_trust
 from core.files import private_dir
 from core.supervise import Backoff, Supervisor
 
@@ -192,15 +190,34 @@ class ProviderNode:
         from compute_nodes.trust import Trust
 
         trust = Trust.from_file(self.trust_file)
-        site = datasite.launch(self.enrollment.datasite, data_dir=self.dir / "datasites")
+        # the product's code runs in the sandbox, which sees none of the node's directory;
+        # its warm workers start (processes of their own) while the datasite starts here
+        made: dict[str, Any] = {}
+
+        def start_sandbox() -> None:
+            try:
+                made["sandbox"] = Sandbox(hide=hidden_paths(self.dir))
+            except BaseException as exc:  # noqa: BLE001 - raised below, in this thread
+                made["error"] = exc
+
+        starting = threading.Thread(target=start_sandbox, name="sandbox-start", daemon=True)
+        starting.start()
+        site = None
         try:
+            site = datasite.launch(self.enrollment.datasite, data_dir=self.dir / "datasites")
             admin, runner = self._clients(site)
         except BaseException:
-            site.land()
+            starting.join()
+            if "sandbox" in made:
+                made["sandbox"].close()
+            if site is not None:
+                site.land()
             raise
-        self.site = site
-        # the product's code runs in the sandbox, which sees none of the node's directory
-        self.sandbox = Sandbox(hide=hidden_paths(self.dir))
+        starting.join()
+        if "error" in made:
+            site.land()
+            raise made["error"]
+        self.site, self.sandbox = site, made["sandbox"]
         self.node = ComputeNode(self.url, self.enrollment.token,
                                 (admin, runner, self.enrollment.datasite), trust, self.sandbox,
                                 parallel=int(os.environ.get("DATALEDGER_NODE_PARALLEL")
@@ -215,14 +232,19 @@ class ProviderNode:
                  self.follower.pos.seq, ready - self.started_at)
 
     def _clients(self, site: Any) -> tuple[Any, Any]:
-        """The datasite admin's client and the runner's (which submits code requests): one
-        login each once they exist; the first start sets the admin's password (PySyft's
-        default until then) and makes the runner's account."""
+        """The datasite admin's client and the runner's (which submits code requests): once
+        the runner's account exists (a restart), both made from the keys the in-process
+        datasite keeps for them (``Datasite.session``: no bcrypt verification of each
+        password); the first start sets the admin's password (PySyft's default until then)
+        and makes the runner's account."""
         from syft.types.errors import SyftException
 
         from compute_nodes import datasite
 
         site.admin_password = self.enrollment.datasite_password
+        with contextlib.suppress(SyftException, datasite.DatasiteUnavailableError):  # restart
+            runner = site.session(RUNNER_EMAIL)
+            return site.session(site.admin_email), runner
         try:
             admin = site.admin()
         except SyftException:  # the first start
@@ -300,9 +322,11 @@ class Host:
     fork server, and routes the load requests of ``jobs/`` to the owner's process. Imports
     no PySyft itself."""
 
-    def __init__(self, directory: Path, url: str, trust_file: Path) -> None:
+    def __init__(self, directory: Path, url: str, trust_file: Path | None) -> None:
         self.dir = directory
         self.url = url.rstrip("/")
+        #: the keys the node processes trust (None until read: the host may start its fork
+        #: server first, no node process before it is set)
         self.trust_file = trust_file
         #: a provider's node process, kept running
         self.children: dict[str, Supervisor[forkserver.ForkedChild]] = {}
@@ -448,7 +472,9 @@ class Host:
                              "still run") from None
 
     def run(self, pause: float) -> None:
-        self.take_directory()
+        assert self.trust_file is not None
+        if self._lock is None:  # main() may have taken it already
+            self.take_directory()
         _write_private(self.dir / "host.json", {"pid": os.getpid(), "url": self.url})
         self.clean_spool()
         parent = int(os.environ.get("DATALEDGER_NODE_PARENT_PID") or 0)
@@ -462,7 +488,11 @@ class Host:
                     self.keep_fork_server()
                 self.keep_running(enrolled, pause)
                 self.route_jobs(enrolled)
-                self.stopping.wait(min(pause, 0.5))
+                if self.forks is not None and self.forks.alive and \
+                        not self.forks.ready.is_set():  # the nodes start once it is ready
+                    self.forks.ready.wait(min(pause, 0.5))
+                else:
+                    self.stopping.wait(min(pause, 0.5))
         finally:
             self.stop_children()
             if self.forks is not None:
@@ -506,19 +536,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _preload() -> None:
-    """What the fork server imports once for every node process it forks."""
-    for module in PRELOAD:
-        try:
-            importlib.import_module(module)
-        except Exception as exc:  # noqa: BLE001 - the node process says what fails, again
-            log.warning("the fork server could not import %s: %s", module, exc)
-    with contextlib.suppress(Exception):  # PySyft reads it at each launch otherwise
-        from syft.protocol.data_protocol import get_data_protocol
-
-        get_data_protocol()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     directory = node_dir()
@@ -531,12 +548,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "fork-server":
         logs.operational_logging(logs.Redactor())
         return forkserver.serve(lambda participant: main(["provider", "--id", participant]),
-                                _preload)
+                                functools.partial(forkserver.preload, PRELOAD))
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=logs.FORMAT)
+    host = None
+    if args.command != "provider":
+        # the fork server's import of PySyft (seconds) starts first: the trust keys are read
+        # meanwhile (compute_nodes.trust's own import takes a few tenths of a second)
+        host = Host(directory, platform_url(), None)
+        logs.operational_logging(host.redactor)
+        host.take_directory()
+        if host.enrolled():
+            host.keep_fork_server()
+    from compute_nodes.trust import TrustError, node_trust
+
     try:
         trust, _, said = node_trust(getattr(args, "trust", None))
     except TrustError as exc:
         print(f"compute node {args.command}: {exc}", file=sys.stderr)
+        if host is not None and host.forks is not None:
+            host.forks.stop()
         return 2
     pause = float(os.environ.get("DATALEDGER_NODE_POLL_SECONDS") or 1)
     runner: Host | ProviderNode
@@ -547,8 +577,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"provider {args.id}: not enrolled here: {exc}", file=sys.stderr)
             return 1
     else:
-        runner = Host(directory, platform_url(), trust)
-        logs.operational_logging(runner.redactor)
+        assert host is not None
+        runner, host.trust_file = host, trust
         log.info("compute node host: %s", said)
     signal.signal(signal.SIGTERM, lambda *_: runner.stopping.set())
     try:

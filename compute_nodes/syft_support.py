@@ -23,6 +23,11 @@ from syft.client import client as syft_client
 from syft.server import server as syft_server
 from syft.server.credentials import SyftSigningKey
 from syft.server.utils import get_named_server_uid
+from syft.service.notification.notification_service import NotificationService
+from syft.service.request.request_service import RequestService
+from syft.store.document_store_errors import NotFoundException
+from syft.types.errors import SyftException
+from syft.types.result import as_result
 
 from compute_nodes.logs import RedactingStream
 
@@ -34,6 +39,36 @@ log = logging.getLogger("compute_nodes.datasite")
 logging.getLogger("syft").setLevel(logging.WARNING)
 
 HTTP_TIMEOUT_S = (5.0, 120.0)  # connect, read: PySyft's own HTTP calls set none
+
+
+def _no_request_notices() -> None:
+    """No inbox notices for code requests and their approvals.
+
+    PySyft 0.9.5 makes a notification (an "email" to the admin's inbox) for each code
+    request, and on each approval scans every notification the datasite ever made for the
+    request's one (``NotificationService.filter_by_obj``: all of them deserialized, so an
+    approval costs more with every execution), marks it read and makes another for the
+    requester. A node's datasite has no inbox reader and no mail server: these cost a third
+    of an execution's PySyft CPU and grow without bound. So requests make none, and the
+    lookup is a query on the notification's linked object that answers None when there is
+    none (the approval then skips the notices; PySyft raised instead).
+    """
+    def no_notice(self: Any, **_: Any) -> None:
+        return None
+
+    @as_result(SyftException)
+    def filter_by_obj(self: Any, context: Any, obj_uid: Any) -> Any:
+        try:
+            return self.stash.get_one(context.credentials,
+                                      filters={"linked_obj.object_uid": obj_uid}).unwrap()
+        except NotFoundException:
+            return None
+
+    RequestService._send_email_notification = no_notice  # type: ignore[method-assign]
+    NotificationService.filter_by_obj = filter_by_obj  # type: ignore[method-assign]
+
+
+_no_request_notices()
 
 
 @contextlib.contextmanager
