@@ -46,7 +46,9 @@ class RulesWorkerError(RuntimeError):
 
 def wanted(total: int | None) -> bool:
     """Whether a log of ``total`` events is worth a worker on this machine."""
-    return total is not None and total >= WORKER_FROM and (os.cpu_count() or 1) >= 2
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+    return total is not None and total >= WORKER_FROM and cores >= 2
 
 
 class RulesWorker:
