@@ -1,0 +1,194 @@
+"""The hidden query's primitive (core/hidden_query.py, docs/HIDDEN_QUERY.md)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from core import hidden_query as hq
+
+# RFC 9497, appendix A.1.1 (OPRF(ristretto255, SHA-512), mode 0)
+SEED = bytes([0xA3]) * 32
+KEY_INFO = b"test key"
+SK_SM = "5ebcea5ee37023ccb9fc2d2019f9d7737be85591ae8652ffa9ef0f4d37063b0e"
+BLIND = "64d37aed22a27f5191de1c1d69fadb899d8862b58eb4220029e036ec4c1f6706"
+VECTOR_1 = {
+    "input": "00",
+    "blinded": "609a0ae68c15a3cf6903766461307e5c8bb2f95e7e6550e1ffa2dc99e412803c",
+    "evaluated": "7ec6578ae5120958eb2db1745758ff379e77cb64fe77b0b2d8cc917ea0869c7e",
+    "output": "527759c3d9366f277d8c6020418d96bb393ba2afb20ff90df23fb7708264e2f3"
+              "ab9135e3bd69955851de4b1f9fe8a0973396719b7912ba9ee8aa7d0b5e24bcf6",
+}
+VECTOR_2_INPUT = "5a" * 17
+VECTOR_2_BLINDED = "da27ef466870f5f15296299850aa088629945a17d1f5b7f5ff043f76b3c06418"
+
+CODES = [f"91110000{i:010d}" for i in range(50)]
+ROWS = {code: f'{{"code":"{code}","score":{i}}}'.encode() for i, code in enumerate(CODES)}
+OUTSIDERS = ["91310000MA1FL0000X", "92440300MA5EXAMPLE"]
+
+
+def _elements(wire: bytes, tag: bytes) -> list[bytes]:
+    body = wire[len(tag) + 4:]
+    return [body[i:i + 32] for i in range(0, len(body), 32)]
+
+
+def test_rfc9497_vector_mode_0() -> None:
+    key = hq.derive_key(SEED, KEY_INFO)
+    assert key.hex() == SK_SM
+    code = bytes.fromhex(VECTOR_1["input"]).decode()
+    state, request = hq.blind([code], blinds=[bytes.fromhex(BLIND)])
+    assert _elements(request, hq.REQUEST_TAG) == [bytes.fromhex(VECTOR_1["blinded"])]
+    response = hq.evaluate(key, request)
+    assert _elements(response, hq.RESPONSE_TAG) == [bytes.fromhex(VECTOR_1["evaluated"])]
+    assert hq.finalize(state, response)[code].hex() == VECTOR_1["output"]
+    assert hq.oprf_output(key, code).hex() == VECTOR_1["output"]
+    _, request_2 = hq.blind([bytes.fromhex(VECTOR_2_INPUT).decode()],
+                            blinds=[bytes.fromhex(BLIND)])
+    assert _elements(request_2, hq.REQUEST_TAG) == [bytes.fromhex(VECTOR_2_BLINDED)]
+
+
+def test_expand_message_xmd_longer_than_one_block() -> None:
+    out = hq.expand_message_xmd(b"abc", b"DST", 200)
+    assert len(out) == 200 and out[:64] != out[64:128]
+
+
+def test_bank_gets_exactly_its_rows_members_and_non_members() -> None:
+    key = hq.generate_key()
+    table = hq.prepare_table(key, ROWS)
+    query = CODES[3:7] + OUTSIDERS + [CODES[40]]
+    state, request = hq.blind(query)
+    response = hq.evaluate(key, request)
+    got = hq.lookup(table, state, response)
+    assert set(got) == set(query)
+    for code in query:
+        assert got[code] == ROWS.get(code)
+    assert hq.request_size(request) == len(query)
+
+
+def test_another_key_opens_nothing() -> None:
+    table = hq.prepare_table(hq.generate_key(), ROWS)
+    other = hq.generate_key()
+    state, request = hq.blind(CODES[:5])
+    assert hq.lookup(table, state, hq.evaluate(other, request)) == dict.fromkeys(CODES[:5])
+
+
+def test_the_table_names_no_code() -> None:
+    table = hq.prepare_table(hq.generate_key(), ROWS)
+    published = table.table_id + b"".join(k + v for k, v in table.rows.items())
+    for code, row in ROWS.items():
+        assert code.encode() not in published
+        assert row not in published
+        assert hashlib.sha256(code.encode()).digest() not in published
+
+
+def test_node_view_is_the_blinded_request_only() -> None:
+    query = CODES[:10] + OUTSIDERS
+    _, request = hq.blind(query)
+    elements = _elements(request, hq.REQUEST_TAG)
+    assert len(request) == len(hq.REQUEST_TAG) + 4 + 32 * len(query)
+    assert len(elements) == len(query)
+    for code in query:
+        data = code.encode()
+        keyless = [
+            data, data.hex().encode(), code.encode("utf-16-le"),
+            hashlib.sha256(data).digest(), hashlib.sha512(data).digest(),
+            hashlib.sha256(data).hexdigest().encode(),
+            hq.expand_message_xmd(data, hq.HASH_TO_GROUP_DST, 64),
+            hq.hash_to_group(data),
+        ]
+        for value in keyless:
+            assert value not in request
+            assert value[:16] not in request
+
+
+def test_blinding_the_same_code_twice_gives_different_requests() -> None:
+    _, first = hq.blind([CODES[0]])
+    _, second = hq.blind([CODES[0]])
+    assert first != second
+    assert hq.request_commitment(first) != hq.request_commitment(second)
+    _, both = hq.blind([CODES[0], CODES[0]])
+    a, b = _elements(both, hq.REQUEST_TAG)
+    assert a != b
+
+
+def test_a_malformed_element_is_refused() -> None:
+    key = hq.generate_key()
+    _, request = hq.blind(CODES[:3])
+    head = len(hq.REQUEST_TAG) + 4
+    # 0xff..ff is not a canonical field element, so no ristretto255 encoding
+    bad = request[:head + 32] + b"\xff" * 32 + request[head + 64:]
+    with pytest.raises(hq.HiddenQueryError, match="element 1 of the request is not a valid"):
+        hq.evaluate(key, bad)
+    identity = request[:head] + bytes(32) + request[head + 32:]
+    with pytest.raises(hq.HiddenQueryError, match="element 0 of the request is not a valid"):
+        hq.evaluate(key, identity)
+    with pytest.raises(hq.HiddenQueryError, match="not a valid ristretto255 point"):
+        hq.request_commitment(bad)
+
+
+@pytest.mark.parametrize("mangle", [
+    lambda r: r[:-1],
+    lambda r: r + b"\x00",
+    lambda r: b"x" + r[1:],
+    lambda r: hq.REQUEST_TAG + (0).to_bytes(4, "big"),
+    lambda r: hq.REQUEST_TAG + (hq.MAX_CODES + 1).to_bytes(4, "big"),
+])
+def test_a_malformed_request_is_refused(mangle) -> None:  # type: ignore[no-untyped-def]
+    _, request = hq.blind(CODES[:2])
+    with pytest.raises(hq.HiddenQueryError):
+        hq.evaluate(hq.generate_key(), mangle(request))
+
+
+def test_a_response_is_checked_before_finalize() -> None:
+    key = hq.generate_key()
+    state, request = hq.blind(CODES[:2])
+    response = hq.evaluate(key, request)
+    head = len(hq.RESPONSE_TAG) + 4
+    with pytest.raises(hq.HiddenQueryError, match="element 0 of the response"):
+        hq.finalize(state, response[:head] + b"\xff" * 32 + response[head + 32:])
+    with pytest.raises(hq.HiddenQueryError, match="for 2 codes"):
+        hq.finalize(state, hq.evaluate(key, hq.blind(CODES[:3])[1]))
+    with pytest.raises(hq.HiddenQueryError, match="not a hidden-query response"):
+        hq.finalize(state, request)
+
+
+def test_bad_keys_and_codes_are_refused() -> None:
+    _, request = hq.blind(CODES[:1])
+    order = hq._ORDER.to_bytes(32, "little")
+    for key in (bytes(32), order, b"short"):
+        with pytest.raises(hq.HiddenQueryError, match="OPRF key"):
+            hq.evaluate(key, request)
+    for codes in ([], [""], ["x" * 300], [b"bytes"]):
+        with pytest.raises(hq.HiddenQueryError):
+            hq.blind(codes)  # type: ignore[arg-type]
+
+
+def test_a_tampered_row_is_refused() -> None:
+    key = hq.generate_key()
+    table = hq.prepare_table(key, {CODES[0]: ROWS[CODES[0]]})
+    (lookup_id, sealed), = table.rows.items()
+    tampered = hq.HiddenTable(table.table_id, {lookup_id: sealed[:-1] + bytes([sealed[-1] ^ 1])})
+    state, request = hq.blind([CODES[0]])
+    with pytest.raises(hq.HiddenQueryError, match="tampered"):
+        hq.lookup(tampered, state, hq.evaluate(key, request))
+
+
+def test_what_the_ledger_records() -> None:
+    key = hq.generate_key()
+    _, request = hq.blind(CODES[:4])
+    response = hq.evaluate(key, request)
+    assert hq.request_commitment(request) == hashlib.sha256(request).hexdigest()
+    assert hq.request_size(request) == 4
+    assert hq.answer_hash(response) == hashlib.sha256(response).hexdigest()
+    with pytest.raises(hq.HiddenQueryError):
+        hq.answer_hash(request)
+
+
+def test_tables_under_two_ids_share_no_lookup_id() -> None:
+    key = hq.generate_key()
+    first = hq.prepare_table(key, ROWS)
+    second = hq.prepare_table(key, ROWS)
+    assert first.table_id != second.table_id
+    assert not set(first.rows) & set(second.rows)
+    assert first.digest() != second.digest()
