@@ -273,7 +273,11 @@ def _row_keys(table_id: bytes, output: bytes) -> tuple[bytes, bytes]:
 
 
 def seal_rows(table_id: bytes, sealed: Iterable[tuple[bytes, bytes]]) -> HiddenTable:
-    """A table from (OPRF output, row bytes) pairs: the node's preparation, without codes."""
+    """A table from (OPRF output, row bytes) pairs: the node's preparation, without codes.
+
+    A table id seals one table once: each row key is used with a fixed nonce, so reusing an id
+    for other rows under the same OPRF key would reuse a (key, nonce) pair. Leave it random.
+    """
     if len(table_id) != TABLE_ID_BYTES:
         raise HiddenQueryError(f"a table id is {TABLE_ID_BYTES} bytes")
     rows: dict[bytes, bytes] = {}
