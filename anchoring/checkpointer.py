@@ -21,14 +21,11 @@ from anchoring.checkpoints import StoredCheckpoint
 from anchoring.treestore import TreeStore
 from chain.bls import TrustedWitness, WitnessPublicKey, aggregate, cosignatures, trust_witness
 from chain.checkpoint import (
-    INDEX,
     NO_PREVIOUS,
     Checkpoint,
     checkpoint_hash,
-    hash_extension,
-    prev_extension,
+    ledger_extensions,
     sign_checkpoint,
-    time_extension,
 )
 from chain.note import Signer
 from chain.verify import VerificationError
@@ -133,10 +130,9 @@ class Checkpointer:
         size = self.tree.size()
         now = datetime.fromtimestamp(self.clock(), UTC)
         prev = NO_PREVIOUS if previous is None else checkpoint_hash(previous.note)
-        extensions = [time_extension(now), prev_extension(prev)]
-        if self.index is not None:
-            extensions.append(hash_extension(INDEX, self.index.advance(size)))
-        checkpoint = Checkpoint(self.origin, size, self.tree.root(size), tuple(extensions))
+        index_root = None if self.index is None else self.index.advance(size)
+        checkpoint = Checkpoint(self.origin, size, self.tree.root(size),
+                                ledger_extensions(now, prev, index_root))
         note = sign_checkpoint(checkpoint, [self.signer])
         self.checkpoints.put(size, note, now.isoformat())
         stored = self.checkpoints.get(size)

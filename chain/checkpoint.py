@@ -180,6 +180,16 @@ def prev_extension(previous: bytes) -> str:
     return hash_extension(PREV, previous)
 
 
+def ledger_extensions(when: datetime, previous: bytes,
+                      index_root: bytes | None = None) -> tuple[str, ...]:
+    """The extension lines dataledger writes, in order: ``time``, ``prev`` and, when the log
+    keeps the per-actor index, ``index``."""
+    lines = [time_extension(when), prev_extension(previous)]
+    if index_root is not None:
+        lines.append(hash_extension(INDEX, index_root))
+    return tuple(lines)
+
+
 def hash_extension(keyword: str, digest: bytes) -> str:
     """Return the extension line ``<keyword> <base64 digest>`` for a 32-byte hash.
 

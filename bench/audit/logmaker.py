@@ -32,10 +32,8 @@ from chain.checkpoint import (
     NO_PREVIOUS,
     Checkpoint,
     checkpoint_hash,
-    hash_extension,
-    prev_extension,
+    ledger_extensions,
     sign_checkpoint,
-    time_extension,
 )
 from chain.compact import fold
 from chain.note import Signer, parse_signature_line
@@ -102,10 +100,9 @@ class ChainMaker:
         self._cut(last_at + timedelta(seconds=2))
 
     def _cut(self, when: datetime) -> None:
-        lines = [time_extension(when), prev_extension(self.prev)]
-        if self.index is not None:
-            lines.append(hash_extension("index", self.index.root()))
-        checkpoint = Checkpoint(ORIGIN, self.size, fold(self.roots), tuple(lines))
+        lines = ledger_extensions(when, self.prev,
+                                  None if self.index is None else self.index.root())
+        checkpoint = Checkpoint(ORIGIN, self.size, fold(self.roots), lines)
         note = sign_checkpoint(checkpoint, [self.signer])
         body = checkpoint.marshal()
         cosigns = [cosign(body, w) for w in self.witnesses]

@@ -21,10 +21,8 @@ from chain.checkpoint import (
     NO_PREVIOUS,
     Checkpoint,
     checkpoint_hash,
-    hash_extension,
-    prev_extension,
+    ledger_extensions,
     sign_checkpoint,
-    time_extension,
 )
 from chain.note import Signer, generate_ed25519, parse_note, sign_note
 from chain.proof import InMemoryTree
@@ -89,12 +87,10 @@ def checkpoints(entries: Sequence[LogEntry], cuts: Sequence[int | Cut]) -> list[
         when = START + timedelta(minutes=cut.minutes) if cut.minutes is not None else max(
             START + timedelta(minutes=k), when, *(_at(e) + timedelta(minutes=1)
                                                   for e in entries[:cut.size]))
-        lines = [time_extension(when), prev_extension(cut.prev if cut.prev is not None
-                                                      else prev)]
-        if cut.index_root is not None:
-            lines.append(hash_extension("index", cut.index_root))
+        lines = ledger_extensions(when, cut.prev if cut.prev is not None else prev,
+                                  cut.index_root)
         root = tree.root(min(cut.size, tree.size))
-        note = sign_checkpoint(Checkpoint(ORIGIN, cut.size, root, tuple(lines)), [cut.signer])
+        note = sign_checkpoint(Checkpoint(ORIGIN, cut.size, root, lines), [cut.signer])
         out.append(_cosigned(note, cut, when))
         prev = checkpoint_hash(note)
     return out
