@@ -178,7 +178,7 @@ class Replay:
                 self.walked = True
                 self._finish()
             except _Stop:
-                pass
+                pass  # the first failure is recorded; the walk ends there
             found = [] if worker is None else worker.drain()
         finally:
             gc.unfreeze()
@@ -274,7 +274,7 @@ class Replay:
                     body, _ = parse_note(walk.checkpoints[walk.next_cp]["note"])
                     walk.deadline = Checkpoint.unmarshal(body).time
                 except (VerificationError, KeyError, TypeError, ValueError):
-                    pass
+                    pass  # no deadline: judging this checkpoint at step 3 names why
         return walk.deadline
 
     def _times_due(self, upto: int) -> None:

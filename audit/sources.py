@@ -106,7 +106,7 @@ class BundleSource:
         return None
 
     def close(self) -> None:
-        pass
+        """A bundle holds nothing open between reads."""
 
 
 class PlatformSource:
