@@ -9,6 +9,7 @@ decision (``client/signing.py`` lists them) of a party holding a key is signed (
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import time
 import uuid
@@ -399,6 +400,32 @@ class Platform:
     def delivery(self, who: Caller, computation_id: str) -> bytes:
         """The result bytes delivered for a computation, as stored."""
         return self.request("GET", f"/deliveries/{computation_id}/result", who).content
+
+    # -- joint computations and hidden queries (隐匿查询) -----------------------------------
+    def joints(self, who: Caller, contract_id: str) -> list[dict[str, Any]]:
+        """The joint computations of a contract (``GET /joint?contract_id=``)."""
+        answer = self.call("GET", "/joint", who, params={"contract_id": contract_id})
+        joints: list[dict[str, Any]] = (answer.get("joints", []) if isinstance(answer, dict)
+                                        else answer)
+        return joints
+
+    def joint(self, who: Caller, joint_id: str) -> dict[str, Any]:
+        """One joint computation's view: its state, parts' digests, table digest, queries."""
+        answer: dict[str, Any] = self.call("GET", f"/joint/{joint_id}", who)
+        return answer
+
+    def joint_table(self, who: Caller, joint_id: str) -> bytes:
+        """The published joint table's sealed bytes (the demander only)."""
+        return self.request("GET", f"/joint/{joint_id}/table", who).content
+
+    def hidden_query(self, who: Caller, order_id: str, joint_id: str,
+                     request: bytes) -> dict[str, Any]:
+        """Post a blinded request (``core.hidden_query.blind``'s bytes, never a code): the
+        recorded commitment, size and answer hash, and the response in base64."""
+        answer: dict[str, Any] = self.call(
+            "POST", f"/orders/{order_id}/hidden-queries", who,
+            json={"joint_id": joint_id, "request": base64.b64encode(request).decode()})
+        return answer
 
     # -- the ledger and its chain -------------------------------------------------------
     def events_page(self, who: Caller, after: int = 0, limit: int = 1000) -> dict[str, Any]:
