@@ -40,9 +40,15 @@ SCALAR_BYTES = 32
 OUTPUT_BYTES = 64
 REQUEST_TAG = b"dataledger/hidden-query/request/v1\n"
 RESPONSE_TAG = b"dataledger/hidden-query/response/v1\n"
+TABLE_TAG = b"dataledger/hidden-query/table/v1\n"
 MAX_CODES = 100_000  # per request
 MAX_CODE_BYTES = 256
 TABLE_ID_BYTES = 16
+MAX_TABLE_ROWS = 2_000_000  # a joint table's keys at most (its layout's bound)
+MAX_SEALED_ROW_BYTES = 65_536  # one sealed row: canonical JSON of a key and a few values
+_TAG_BYTES = 16  # ChaCha20-Poly1305's tag: a sealed row is at least this long
+_ROW_LENGTH_BYTES = 4
+_TABLE_COUNT_BYTES = 8
 _ROW_INFO = b"dataledger/hidden-query/row/v1"
 _NONCE = bytes(12)  # each row key is used once: unique per (table id, OPRF output)
 _COUNT_BYTES = 4
@@ -263,6 +269,54 @@ class HiddenTable:
             sealed = self.rows[lookup_id]
             h.update(lookup_id + len(sealed).to_bytes(8, "big") + sealed)
         return h.hexdigest()
+
+    def to_bytes(self) -> bytes:
+        """The table as published: canonical, so one table has one byte string.
+
+        ``TABLE_TAG``, the 16-byte table id, an 8-byte big-endian row count, then each row
+        in lookup-id order: its 32-byte lookup id, a 4-byte big-endian length, the sealed row.
+        """
+        parts = [TABLE_TAG, self.table_id, len(self.rows).to_bytes(_TABLE_COUNT_BYTES, "big")]
+        for lookup_id in sorted(self.rows):
+            sealed = self.rows[lookup_id]
+            parts += (lookup_id, len(sealed).to_bytes(_ROW_LENGTH_BYTES, "big"), sealed)
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> HiddenTable:
+        """The table ``to_bytes`` wrote; HiddenQueryError for anything else (another tag, a
+        count or a row length out of bounds, rows out of lookup-id order or repeated, bytes
+        missing or left over), so a bank never looks up in a table it misread."""
+        if not isinstance(data, bytes) or not data.startswith(TABLE_TAG):
+            raise HiddenQueryError("not a hidden-query table")
+        at = len(TABLE_TAG) + TABLE_ID_BYTES + _TABLE_COUNT_BYTES
+        if len(data) < at:
+            raise HiddenQueryError("the table is truncated")
+        table_id = data[len(TABLE_TAG):len(TABLE_TAG) + TABLE_ID_BYTES]
+        count = int.from_bytes(data[at - _TABLE_COUNT_BYTES:at], "big")
+        if count > MAX_TABLE_ROWS:
+            raise HiddenQueryError(f"a table holds at most {MAX_TABLE_ROWS} rows, not {count}")
+        rows: dict[bytes, bytes] = {}
+        previous = b""
+        view = memoryview(data)
+        for i in range(count):
+            head = at + ELEMENT_BYTES + _ROW_LENGTH_BYTES
+            if len(data) < head:
+                raise HiddenQueryError(f"the table is truncated at row {i}")
+            lookup_id = data[at:at + ELEMENT_BYTES]
+            size = int.from_bytes(view[head - _ROW_LENGTH_BYTES:head], "big")
+            if not _TAG_BYTES <= size <= MAX_SEALED_ROW_BYTES:
+                raise HiddenQueryError(f"row {i} of the table is {size} bytes, not "
+                                       f"{_TAG_BYTES} to {MAX_SEALED_ROW_BYTES}")
+            if lookup_id <= previous:
+                raise HiddenQueryError(f"row {i} of the table is out of lookup-id order")
+            if len(data) < head + size:
+                raise HiddenQueryError(f"the table is truncated at row {i}")
+            rows[lookup_id] = data[head:head + size]
+            previous, at = lookup_id, head + size
+        if at != len(data):
+            raise HiddenQueryError(f"the table has {len(data) - at} bytes after its {count} rows")
+        return cls(table_id, rows)
 
 
 def _row_keys(table_id: bytes, output: bytes) -> tuple[bytes, bytes]:

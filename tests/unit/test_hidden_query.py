@@ -192,3 +192,77 @@ def test_tables_under_two_ids_share_no_lookup_id() -> None:
     assert first.table_id != second.table_id
     assert not set(first.rows) & set(second.rows)
     assert first.digest() != second.digest()
+
+
+def _table_bytes() -> tuple[bytes, hq.HiddenTable, bytes]:
+    key = hq.generate_key()
+    table = hq.prepare_table(key, {code: ROWS[code] for code in CODES[:5]})
+    return key, table, table.to_bytes()
+
+
+def test_a_table_travels_as_canonical_bytes() -> None:
+    key, table, data = _table_bytes()
+    assert data.startswith(hq.TABLE_TAG + table.table_id)
+    back = hq.HiddenTable.from_bytes(data)
+    assert back == table and back.digest() == table.digest()
+    # insertion order does not change the bytes: rows go in lookup-id order
+    reordered = hq.HiddenTable(table.table_id, dict(reversed(list(table.rows.items()))))
+    assert reordered.to_bytes() == data
+    # the bank looks up in the copy it read back
+    state, request = hq.blind([CODES[1], OUTSIDERS[0]])
+    found = hq.lookup(back, state, hq.evaluate(key, request))
+    assert found == {CODES[1]: ROWS[CODES[1]], OUTSIDERS[0]: None}
+    assert hq.HiddenTable.from_bytes(hq.HiddenTable(b"\x01" * 16, {}).to_bytes()).rows == {}
+
+
+def _row_at(data: bytes, i: int) -> tuple[int, int]:
+    """The offset of row ``i`` of ``data`` and its sealed length (rows of one length)."""
+    at = len(hq.TABLE_TAG) + 16 + 8
+    for _ in range(i):
+        at += 36 + int.from_bytes(data[at + 32:at + 36], "big")
+    return at, int.from_bytes(data[at + 32:at + 36], "big")
+
+
+def _swap_first_rows(data: bytes) -> bytes:
+    first, size = _row_at(data, 0)
+    second, _ = _row_at(data, 1)
+    end = second + 36 + size
+    return data[:first] + data[second:end] + data[first:second] + data[end:]
+
+
+def _repeat_first_row(data: bytes) -> bytes:
+    first, size = _row_at(data, 0)
+    second, _ = _row_at(data, 1)
+    end = second + 36 + size
+    return data[:second] + data[first:second] + data[end:]
+
+
+def _with_count(data: bytes, count: int) -> bytes:
+    at = len(hq.TABLE_TAG) + 16
+    return data[:at] + count.to_bytes(8, "big") + data[at + 8:]
+
+
+def _with_row_length(data: bytes, size: int) -> bytes:
+    first, _ = _row_at(data, 0)
+    return data[:first + 32] + size.to_bytes(4, "big") + data[first + 36:]
+
+
+@pytest.mark.parametrize(("mangle", "message"), [
+    (lambda d: b"x" + d, "not a hidden-query table"),
+    (lambda d: d.replace(hq.TABLE_TAG, hq.REQUEST_TAG, 1), "not a hidden-query table"),
+    (lambda d: d[:len(hq.TABLE_TAG) + 10], "truncated"),
+    (lambda d: d[:-1], "truncated at row 4"),
+    (lambda d: d + b"\x00", "1 bytes after its 5 rows"),
+    (lambda d: _with_count(d, 4), "after its 4 rows"),
+    (lambda d: _with_count(d, 6), "truncated at row 5"),
+    (lambda d: _with_count(d, hq.MAX_TABLE_ROWS + 1), "at most 2000000 rows"),
+    (lambda d: _with_row_length(d, 3), "row 0 of the table is 3 bytes"),
+    (lambda d: _with_row_length(d, hq.MAX_SEALED_ROW_BYTES + 1), "row 0 of the table is"),
+    (_swap_first_rows, "row 1 of the table is out of lookup-id order"),
+    (_repeat_first_row, "row 1 of the table is out of lookup-id order"),
+    (lambda d: "text", "not a hidden-query table"),
+])
+def test_a_malformed_table_is_refused(mangle, message) -> None:  # type: ignore[no-untyped-def]
+    _, _, data = _table_bytes()
+    with pytest.raises(hq.HiddenQueryError, match=message):
+        hq.HiddenTable.from_bytes(mangle(data))
