@@ -10,6 +10,7 @@ from audit import cli as audit_cli
 from bench import cli as bench_cli
 from cli import (
     chain,
+    client,
     compute_node,
     docs,
     events,
@@ -34,7 +35,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dataledger", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     for register in (serve.register, events.register, projections.register, chain.register,
-                     signing.register, witness.register, compute_node.register,
+                     client.register, signing.register, witness.register, compute_node.register,
                      demo_cli.register, bench_cli.register, docs.register, audit_cli.register,
                      forensics.register, export.register):
         register(sub)

@@ -77,7 +77,7 @@ def _as_cache(table_cache: TableCache | Path | str | None) -> TableCache:
     return TableCache(None if table_cache is None else Path(table_cache))
 
 
-def _unique(codes: Iterable[str]) -> list[str]:
+def check_codes(codes: Iterable[str]) -> list[str]:
     """The codes in order, each once (a repeated code would count twice against the
     contract's ``query_count``), each a valid OPRF input."""
     seen: dict[str, None] = {}
@@ -168,7 +168,7 @@ def hidden_query(api: Platform, who: Caller, order_id: str, codes: Iterable[str]
     directory, so a table is downloaded once. Raises :class:`HiddenQueryFailed` (bad codes,
     nothing published, an answer that does not check) or ``PlatformError`` (a refusal:
     the contract's window, its ``query_count``, a caller that is not the demander)."""
-    wanted = _unique(codes)
+    wanted = check_codes(codes)
     view = published_joint(api, who, order_id, joint_id)
     table = fetch_table(api, who, view, _as_cache(table_cache))
     state, request = hq.blind(wanted)
