@@ -7,10 +7,18 @@ import argparse
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bench = sub.add_parser("bench", help="benchmarks (print a table, write JSON)")
-    bench.add_argument("suite", choices=["append", "audit", "chain", "compute", "security"])
+    bench.add_argument("suite", choices=["append", "audit", "chain", "compute", "joint",
+                                         "security"])
     bench.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     bench.add_argument("--json", default=None, help="default: bench-results/<suite>.json")
     bench.add_argument("--quick", action="store_true", help="a short run (for tests)")
+    joint = bench.add_argument_group("joint", "sizes of `bench joint` (default: the issue's)")
+    joint.add_argument("--rows", type=int, help="rows of each provider's table (100,000)")
+    joint.add_argument("--providers", type=int, help="providers of the joint computation (3)")
+    joint.add_argument("--codes", type=int, help="codes of the hidden query (1,000)")
+    joint.add_argument("--table-rows", type=int, help="rows of the hidden query's table "
+                       "(1,000,000)")
+    joint.add_argument("--repetitions", type=int, help="repetitions of each timed step (5)")
     bench.set_defaults(func=_run)
 
 

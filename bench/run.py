@@ -14,7 +14,7 @@ from typing import Any
 from bench.append.suite import GOAL_RATIO
 from bench.table import aligned, format_rows, now
 
-SUITES = ("append", "audit", "chain", "compute", "security")
+SUITES = ("append", "audit", "chain", "compute", "joint", "security")
 
 
 def machine() -> dict[str, Any]:
@@ -102,13 +102,22 @@ def main(args: Any) -> int:
     from bench.append import suite as append
     from bench.audit import suite as audit
     from bench.chain import suite as chain
+    from bench.joint import suite as joint
 
+    command = f"dataledger bench {suite} --backend {backend}" + (" --quick" if quick else "")
+    if suite == "joint":
+        try:
+            sizes = joint.sizes_of(args, quick)
+        except ValueError as exc:
+            print(f"dataledger bench joint: {exc}", file=sys.stderr)
+            return 2
+        command += " " + joint.options(sizes)
     run_suite, table_of = {"append": (append.run, format_table),
                            "audit": (audit.run, format_rows),
                            "chain": (chain.run, format_rows),
                            "compute": (compute.run, format_rows),
+                           "joint": (lambda b, q: joint.run(b, q, sizes), format_rows),
                            "security": (security.run, format_rows)}[suite]
-    command = f"dataledger bench {suite} --backend {backend}" + (" --quick" if quick else "")
     print(f"{command}: measuring {', '.join(backends)}"
           f"{' (quick: short runs, figures are indicative only)' if quick else ''} ...",
           flush=True)

@@ -7,6 +7,7 @@ not known here is refused rather than ignored.
 | key | meaning |
 |---|---|
 | ``view_count``, ``processing_count``, ``download_count`` | 查看/处理/下载次数: at most that many |
+| ``query_count`` | 隐匿查询: at most that many codes looked up by hidden queries in the contract, summed over request sizes |
 | ``not_before``, ``not_after`` | 指定时间控制: the usage window (ISO-8601 with offset) |
 | ``designated_users`` | 指定用户控制: member ids that may receive the data |
 | ``provider_may_terminate`` | 数据终止控制: a provider may end the contract early |
@@ -24,7 +25,7 @@ from typing import Any
 from domain.errors import InvalidInput
 
 CIRCULATION_MODES = ("plaintext", "ciphertext", "trusted_exchange")
-COUNT_KEYS = ("view_count", "processing_count", "download_count")
+COUNT_KEYS = ("view_count", "processing_count", "download_count", "query_count")
 FLAG_KEYS = ("provider_may_terminate", "derivatives_need_approval")
 TIME_KEYS = ("not_before", "not_after")
 LIST_KEYS = ("designated_users", "allowed_fields")

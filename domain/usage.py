@@ -37,7 +37,7 @@ from domain.policy import parse_instant
 USAGE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "dataledger:usage")
 KINDS = ("view", "download")
 #: the rules a refusal names: a policy key, or the contract's state, or an unknown key
-RULES = ("view_count", "download_count", "processing_count", "usage_window",
+RULES = ("view_count", "download_count", "processing_count", "query_count", "usage_window",
          "designated_users", "derivatives_need_approval", "circulation_modes",
          "allowed_fields", "contract_state", "unknown_constraint")
 #: the form results take today: rows of plain values

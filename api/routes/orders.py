@@ -80,6 +80,8 @@ class UsagePolicy(BaseModel):
     view_count: Count | None = None
     processing_count: Count | None = None
     download_count: Count | None = None
+    query_count: Count | None = Field(default=None, description="codes looked up by hidden "
+                                      "queries in the contract, summed over request sizes")
     not_before: Instant | None = None
     not_after: Instant | None = None
     designated_users: list[Name] | None = Field(default=None, description="member ids")

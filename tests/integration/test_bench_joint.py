@@ -1,0 +1,79 @@
+"""``dataledger bench joint`` at small sizes: the command runs both parts (the datasites'
+half in the compute venv), its joint table equals the clear sum, every hidden-query answer
+is right, and the JSON holds the figures docs/BENCHMARKS.md reports. No figure is judged
+here; sizes out of bounds are refused naming the option."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.joint import hidden
+from runtime.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.skipif(not Settings().compute_python.exists(),
+                    reason="the compute venv (.venv-compute) is not installed")
+def test_bench_joint_runs_and_writes_its_json(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hidden, "CACHE", tmp_path / "tables")
+    out = tmp_path / "joint.json"
+    from argparse import Namespace
+
+    from bench import run
+
+    code = run.main(Namespace(suite="joint", backend="sqlite", json=str(out), quick=True,
+                              rows=300, providers=3, codes=20, table_rows=200,
+                              repetitions=1))
+    report = json.loads(out.read_text())
+    result = report["results"][0]
+    assert code == 0, result.get("error")
+    assert report["sizes"] == {"rows": 300, "providers": 3, "codes": 20, "table_rows": 200,
+                               "repetitions": 1, "seed": 14}
+    assert "--rows 300 --providers 3 --codes 20 --table-rows 200" in report["command"]
+    keys = {row["key"]: row for row in report["table"]}
+    assert {"joint_provider-0", "joint_provider-1", "joint_provider-2", "joint_datasites",
+            "joint_aggregate", "joint_end_to_end", "hidden_query", "hidden_table_prepare",
+            "hidden_table_publication"} == set(keys)
+    site = result["joint"]["datasites"]
+    assert site["layout_length"] == 300 and site["rows"]["provider-1"] == 300
+    steps = keys["joint_provider-1"]["data"]["joint"]["steps_s"]
+    assert set(steps) == {"product_s", "output_s", "layout_s", "vector_s", "to_fixed_s",
+                          "mask_s", "bytes_s"}
+    platform = result["joint"]["platform"]
+    assert platform["joint_equals_clear"] is True and keys["joint_aggregate"]["met"] is True
+    assert platform["keys_outside_layout"] == 2 * 15  # 5% of each non-layout provider's
+    query = result["hidden"]
+    assert query["answers_right"] is True
+    assert query["codes"] == 20 and query["members"] == 10
+    assert query["publication"]["same"] is True
+    assert query["table"]["from_cache"] is False
+    assert (tmp_path / "tables" / "table-200-14.table").stat().st_mode & 0o077 == 0
+
+    # a second run reads the sealed table back instead of preparing it again
+    again = run.main(Namespace(suite="joint", backend="sqlite", json=str(out), quick=True,
+                               rows=300, providers=3, codes=20, table_rows=200,
+                               repetitions=1))
+    assert again == 0
+    assert json.loads(out.read_text())["results"][0]["hidden"]["table"]["from_cache"] is True
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--providers", "1", "--providers must be 2 to 64, not 1"),
+    ("--codes", "500", "--codes (500) must not exceed --table-rows (200)"),
+])
+def test_bench_joint_refuses_sizes_out_of_bounds(tmp_path: Path, option: str, value: str,
+                                                 message: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "cli", "bench", "joint", "--quick", "--table-rows", "200",
+         option, value, "--json", str(tmp_path / "j.json")],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert not (tmp_path / "j.json").exists()
