@@ -271,6 +271,16 @@ class Platform:
             party.key = old_key
             raise
 
+    def register_node_key(self, party: Party, public_key: str) -> dict[str, Any]:
+        """A provider's member registers its compute node's X25519 key (``public_key``:
+        base64 of 32 bytes, as ``enroll`` prints it), a signed decision
+        (``participant.node_key``) that replaces the provider's earlier node key; the
+        participant's view, with its ``node_key``."""
+        answer: dict[str, Any] = self.call(
+            "POST", f"/participants/{party.participant_id}/node-key", party,
+            json={"public_key": public_key})
+        return answer
+
     def revoke_key(self, who: Caller, participant_id: str, key_id: str, reason: str) -> Any:
         """The key's member or its participant's admin revokes a key."""
         return self.call("POST", f"/participants/{participant_id}/keys/{key_id}/revocation",

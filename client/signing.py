@@ -48,6 +48,7 @@ _ID = "(?P<id>[^/?]+)"
 #: every signed request by its path (POST); a new signed route adds its row here
 ROUTES: tuple[Route, ...] = (
     _route("participant.admission", f"/participants/{_ID}/admission", "/participants/{}"),
+    _route("participant.node_key", f"/participants/{_ID}/node-key", "/participants/{}"),
     _route("scenario.opinion", f"/scenarios/{_ID}/opinions", "/scenarios/{}"),
     _route("scenario.decision", f"/scenarios/{_ID}/decision", "/scenarios/{}"),
     _route("authorization.grant", "/authorizations", "/scenarios/{}", id_field="scenario_id"),
