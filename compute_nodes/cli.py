@@ -9,7 +9,9 @@ ledger (``POST /datasets/{id}/data-loaded``). ``run`` follows the log and acts o
 ``contract.approved`` and ``contract.query_submitted`` (see compute_nodes/node.py): from
 JetStream with ``--nats`` (a durable pull consumer, acknowledged once each outcome is on
 the ledger), else by polling ``GET /ledger/events`` from the position kept in
-``<data dir>/position.json``. ``--once`` (HTTP only): catch up with the log, then exit.
+``<data dir>/position.json``; a joint product's masked parts are kept in ``<data dir>/parts``
+and made with the node's key ``<data dir>/node.key`` (made on the first run; its public half
+is printed for the provider to register). ``--once`` (HTTP only): catch up with the log, then exit.
 Each outcome is printed as one JSON line on stdout; logs go to stderr. SIGTERM and Ctrl-C
 stop it between two events (an event being handled is finished or left unacknowledged).
 ``--trust FILE`` (or ``DATALEDGER_NODE_TRUST``) is required: the trust document (the log key,
@@ -80,10 +82,23 @@ def _node(trust: Any) -> tuple[Any, Any]:
         node = ComputeNode(_env("DATALEDGER_NODE_PLATFORM_URL"), _env("DATALEDGER_NODE_TOKEN"),
                            (admin, runner, name), trust, sandbox,
                            parallel=int(_env("DATALEDGER_NODE_PARALLEL", str(PARALLEL))))
+        _node_key(node)
     except BaseException:
         site.land()
         raise
     return node, site
+
+
+def _node_key(node: Any) -> None:
+    """A standalone node's key for joint products, made on its first run
+    (``<data dir>/node.key``); its public half is printed for the provider to register."""
+    from compute_nodes.enrollment import ensure_node_key, node_public_key
+
+    key_file = data_dir() / "node.key"
+    ensure_node_key(key_file)
+    node.use_node_key(key_file, data_dir() / "parts")
+    print(f"compute node: node key {node_public_key(key_file)} (the provider registers it: "
+          "POST /participants/{id}/node-key)", file=sys.stderr, flush=True)
 
 
 def _trusted(parser: argparse.ArgumentParser, path: str | None) -> Any:

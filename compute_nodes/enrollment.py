@@ -3,6 +3,8 @@ and the load requests the running host answers.
 
     providers/<participant id>.json   an enrolled provider: token, datasite name and password
                                       (0600, in a 0700 directory: the provider's credentials)
+    providers/<participant id>.node-key  its node's X25519 key for joint products (32 raw
+                                      bytes, 0600): made once, kept across re-enrollment
     jobs/<id>.json, <id>.answer.json  a load request and its answer
     host.json                         the running host's pid
     nodes/<participant id>.json       a running node process: pid, when started, when ready
@@ -24,8 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from compute_nodes.hygiene import alive
+from core import secagg
 from core.files import private_dir, write_private
 
 JOB_TIMEOUT_S = 600.0
@@ -45,6 +49,45 @@ def read_json(path: Path) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     return data if isinstance(data, dict) else None
+
+
+# -- the node's key for joint products (docs/SECAGG.md) ------------------------------------
+
+def node_key_path(directory: Path, participant_id: str) -> Path:
+    """Where a host's node keeps a provider's X25519 key: beside its enrollment."""
+    return directory / "providers" / f"{participant_id}.node-key"
+
+
+def ensure_node_key(path: Path) -> X25519PrivateKey:
+    """The node's key kept at ``path`` (32 raw bytes, 0600), made once: an existing key is
+    kept (re-enrollment rotates the token, not the key its peers know)."""
+    if path.exists():
+        return read_node_key(path)
+    private_dir(path.parent)
+    key = secagg.new_node_key()
+    spare = path.with_name(f".{path.name}.{os.getpid()}.new")
+    write_private(spare, key.private_bytes_raw())
+    try:
+        os.link(spare, path)  # never replaces a key another process made meanwhile
+    except FileExistsError:
+        return read_node_key(path)
+    finally:
+        spare.unlink(missing_ok=True)
+    return key
+
+
+def read_node_key(path: Path) -> X25519PrivateKey:
+    """The key at ``path``; ValueError if it is not 32 raw bytes."""
+    raw = path.read_bytes()
+    if len(raw) != 32:
+        raise ValueError(f"{path}: a node key is 32 raw bytes, not {len(raw)}")
+    return X25519PrivateKey.from_private_bytes(raw)
+
+
+def node_public_key(path: Path) -> str:
+    """The public half of the key at ``path``, as its provider registers it
+    (``secagg.public_key_text``: base64 of 32 bytes)."""
+    return secagg.public_key_text(read_node_key(path).public_key())
 
 
 # -- enrollment -----------------------------------------------------------------------------
@@ -98,7 +141,8 @@ def whoami(url: str, token: str) -> dict[str, Any]:
 
 
 def enroll(directory: Path, url: str, token: str, datasite: str | None = None) -> Enrollment:
-    """Record a provider's node credentials; the running host picks them up."""
+    """Record a provider's node credentials, and make its node key unless it has one; the
+    running host picks them up."""
     participant = whoami(url, token)["participant"]
     if participant.get("role") != "provider":
         raise EnrollmentError(f"participant {participant.get('id')} is a "
@@ -117,6 +161,7 @@ def enroll(directory: Path, url: str, token: str, datasite: str | None = None) -
         datasite=str(before.get("datasite") or datasite or f"datasite-{pid[:8]}"),
         datasite_password=str(before.get("datasite_password") or secrets.token_urlsafe(24)))
     write_json(path, asdict(entry))
+    ensure_node_key(node_key_path(directory, pid))
     return entry
 
 
@@ -135,8 +180,12 @@ def enroll_command(directory: Path, url: str, datasite: str | None) -> int:
     except EnrollmentError as exc:
         print(f"enroll: {exc}", file=sys.stderr)
         return 1
+    # the provider's member registers node_key (POST /participants/{id}/node-key, signed):
+    # its peers mask against it in a joint product
     print(json.dumps({"participant_id": entry.participant_id, "name": entry.name,
-                      "datasite": entry.datasite}, ensure_ascii=False))
+                      "datasite": entry.datasite, "node_key": node_public_key(
+                          node_key_path(directory, entry.participant_id))},
+                     ensure_ascii=False))
     return 0
 
 

@@ -10,7 +10,8 @@ accepted). The code runs in the sandbox (``compute_nodes/sandbox``), one confine
 per execution, on the inputs the datasite hands over; with a query ``{"field", "values"}``
 only the result rows whose ``field`` is one of ``values`` are kept, and the output must meet
 the product's and the contract's terms (``compute_nodes/output_contract.py``) before it is
-reported.
+reported. For a joint product's execution >= 1 the rows are not reported: they become this
+provider's masked part (``compute_nodes/joint.py``), posted instead of a result.
 
 An execution is done in two steps: :meth:`Executor.prepare` (ask the ledger, run, check:
 nothing is reported yet, so it may start before the event is proven) and
@@ -42,6 +43,7 @@ from __future__ import annotations
 import ast
 import builtins
 import contextlib
+import dataclasses
 import hashlib
 import heapq
 import itertools
@@ -56,6 +58,7 @@ from typing import Any
 
 from client.platform import PlatformError
 from compute_nodes import datasite
+from compute_nodes.joint import JointFailed, JointNode, JointTerms, joint_rows
 from compute_nodes.logs import private_log
 from compute_nodes.outcome import NodeError, Outcome
 from compute_nodes.output_contract import OutputContract, OutputViolation
@@ -96,6 +99,8 @@ class Job:
     #: the fields the product names of each input (product.registered), in input order:
     #: the code is handed these columns only
     columns: tuple[tuple[str, ...], ...] = ()
+    #: a joint product's proven terms (execution >= 1): a masked part, not a result
+    joint: JointTerms | None = None
 
     @property
     def key(self) -> tuple[str, int]:
@@ -113,6 +118,8 @@ class Prepared:
     hashes: dict[str, str] = field(default_factory=dict)
     reason: str | None = None
     detail: str = ""
+    #: the joint execution (``POST /computations``' ``joint_id``) of a joint product
+    joint_id: str | None = None
 
 
 class Executor:
@@ -137,6 +144,8 @@ class Executor:
         self.inputs = datasite.Inputs()
         #: (contract, execution) -> when this node first met it (``clock``), while unsettled
         self._met: dict[tuple[str, int], float] = {}
+        #: makes and posts the masked part of a joint product's execution (set by the node)
+        self.joint: JointNode | None = None
 
     def request_key(self, contract_id: str, execution: int) -> str:
         """The datasite request key of one execution: one request per key, ever."""
@@ -169,9 +178,10 @@ class Executor:
         # node runs nothing)
         code_sha256 = (hashlib.sha256(job.code.encode("utf-8")).hexdigest() if visible
                        else job.proven_sha256)
-        made = self._request(job, code_sha256)
-        if isinstance(made, Outcome):
-            return made
+        requested = self._request(job, code_sha256)
+        if isinstance(requested, Outcome):
+            return requested
+        made, joint_id = requested
         if code_sha256 != job.proven_sha256:
             return Prepared(made, reason=(
                 f"code_hash_mismatch: the code the platform served (SHA-256 {code_sha256}) is "
@@ -187,20 +197,27 @@ class Executor:
         ran = self._on_datasite(job, made, function_name)
         if isinstance(ran, Prepared | Outcome):
             return ran
-        return self._checked(job, made, *ran)
+        checked = self._checked(job, made, *ran)
+        return checked if joint_id is None else dataclasses.replace(checked, joint_id=joint_id)
 
     def release(self, job: Job, prepared: Prepared | Outcome) -> Outcome:
         """Report what :meth:`prepare` made ready (once the event is proven)."""
-        outcome = prepared if isinstance(prepared, Outcome) else (
-            self._fail(job, prepared.computation_id, prepared.reason, prepared.detail)
-            if prepared.reason is not None else self._report(job, prepared))
+        if isinstance(prepared, Outcome):
+            outcome = prepared
+        elif prepared.reason is not None:
+            outcome = self._fail(job, prepared.computation_id, prepared.reason,
+                                 prepared.detail)
+        elif job.joint is not None and job.execution > 0:
+            outcome = self._joint(job, prepared)
+        else:
+            outcome = self._report(job, prepared)
         if outcome.settled:
             self._met.pop(job.key, None)
         return outcome
 
-    def _request(self, job: Job, code_sha256: str) -> str | Outcome:
-        """``POST /computations``: the computation id to run, or the outcome if there is
-        nothing to run (refused, already done)."""
+    def _request(self, job: Job, code_sha256: str) -> tuple[str, str | None] | Outcome:
+        """``POST /computations``: the computation id to run and its joint execution (if
+        any), or the outcome if there is nothing to run (refused, already done)."""
         contract_id, execution = job.contract_id, job.execution
         try:
             made = self.platform.request_computation({
@@ -225,7 +242,8 @@ class Executor:
         if state == "succeeded":
             return Outcome(contract_id, "skipped", f"execution {execution} already succeeded",
                            execution, comp_id)
-        return comp_id
+        joint_id = made.get("joint_id")
+        return comp_id, None if joint_id is None else str(joint_id)
 
     def _on_datasite(self, job: Job, comp_id: str,
                      function_name: str) -> tuple[Any, dict[str, str]] | Prepared | Outcome:
@@ -319,9 +337,16 @@ class Executor:
                  hashes: dict[str, str]) -> Prepared:
         """The result as reported, once it meets the query and the terms."""
         try:
-            value, rows = to_json_result(apply_query(result, job.query))
+            if job.joint is not None and job.execution > 0:  # masked, never on the ledger
+                value = joint_rows(result)
+                rows = len(value)
+            else:
+                value, rows = to_json_result(apply_query(result, job.query))
             job.terms.check(value, job.query)
-            canonical_bytes(value)  # what the ledger hashes: else it refuses the post
+            if job.joint is None or job.execution == 0:
+                canonical_bytes(value)  # what the ledger hashes: else it refuses the post
+        except JointFailed as exc:
+            return Prepared(comp_id, reason=exc.reason)
         except OutputViolation as exc:
             return Prepared(comp_id, reason=str(exc))
         except CanonicalEncodingError as exc:  # its path may quote the product's keys
@@ -357,6 +382,27 @@ class Executor:
         return Outcome(job.contract_id, "delivered", "", job.execution,
                        prepared.computation_id, answer.get("result_sha256"),
                        extra={"rows": prepared.rows})
+
+    def _joint(self, job: Job, prepared: Prepared) -> Outcome:
+        """A joint product's execution: this provider's masked part, not its rows
+        (``compute_nodes/joint.py``); its failure recorded like any other."""
+        comp_id = prepared.computation_id
+        try:
+            if self.joint is None or prepared.joint_id is None:
+                raise JointFailed(
+                    "node_key_not_registered: this node is not set up for joint products"
+                    if self.joint is None else "joint_missing: the ledger opened no joint "
+                    "execution for this joint product's computation")
+            return self.joint.deliver(job, comp_id, prepared.joint_id, prepared.value,
+                                      prepared.hashes, self.datasite_name)
+        except JointFailed as exc:
+            try:
+                return self._fail(job, comp_id, exc.reason, exc.detail)
+            except PlatformError as refused:
+                if refused.status != 409:
+                    raise
+                # the computation is over already (the joint failed and closed it)
+                return Outcome(job.contract_id, "failed", exc.reason, job.execution, comp_id)
 
     def _fail(self, job: Job, comp_id: str, reason: str, detail: str = "") -> Outcome:
         """Record the execution as failed with ``reason`` (on the log: never private values;

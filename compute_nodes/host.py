@@ -49,7 +49,8 @@ Settings from the environment (``dataledger compute-node`` and ``serve`` set the
 Layout of the node directory (every directory 0700, every file 0600: the node's user only;
 the product's code runs as another user, in a sandbox that sees none of it):
     providers/<participant id>.json  an enrolled provider: token, datasite name and password
-                                     (the provider's credentials)
+                                     (the provider's credentials); .node-key: its node key
+    parts/<participant id>/          the masked parts of joint products it made (joint.py)
     positions/<participant id>.json  the last seq of the log this provider's node handled
     nodes/<participant id>.json      its running node process: pid, when started, when ready
     jobs/<id>.json, <id>.answer.json  load requests and their answers (jobs/<participant id>/:
@@ -84,6 +85,7 @@ from compute_nodes.enrollment import (
     enroll,
     enroll_command,
     load_command,
+    node_key_path,
     running_host,
     status_command,
     submit_load,
@@ -222,6 +224,8 @@ class ProviderNode:
                                 (admin, runner, self.enrollment.datasite), trust, self.sandbox,
                                 parallel=int(os.environ.get("DATALEDGER_NODE_PARALLEL")
                                              or PARALLEL))
+        self.node.use_node_key(node_key_path(self.dir, self.participant_id),
+                               self.dir / "parts" / self.participant_id)
         self.follower = HttpFollower(self.node, Position(self._position_file()),
                                      on_outcome=self._tell)
         ready = time.time()
@@ -455,7 +459,7 @@ class Host:
         directory too), and ``host.lock`` held, which the fork server and every node
         process inherit. Exits if another host runs; waits ``HOST_LOCK_WAIT_S`` for the
         node processes of a host that died (they die with it)."""
-        for sub in ("", "providers", "positions", "nodes", "jobs", "datasites"):
+        for sub in ("", "providers", "positions", "nodes", "jobs", "datasites", "parts"):
             private_dir(self.dir / sub)
         try:
             self._lock = hygiene.hold(self.dir / "host.lock", 0)

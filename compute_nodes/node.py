@@ -14,7 +14,9 @@ view's ``registered_seq``); a view that names no such event or differs from it i
 The events acted on are those of ``compute_nodes/outcome.py``, for contracts this provider
 is a party to and owns inputs of (a trial: owns inputs of). Each party provider runs its
 own computation per execution over its own inputs (in product order, bound by position to
-the function's parameters): ``compute_nodes/executor.py``. A 404 of the order is "not for
+the function's parameters): ``compute_nodes/executor.py``; for a joint product
+(``product.registered``'s ``joint``) it posts a masked part instead of its rows
+(``compute_nodes/joint.py``, with the node key given to :meth:`ComputeNode.use_node_key`). A 404 of the order is "not for
 this provider" only once ``GET /health``'s ``projected`` is past the event; before, the
 event is ``lagging`` and handled again shortly, never dropped. The feeds
 (``compute_nodes/feeds.py``) bring the events: :meth:`ComputeNode.follow_http` and
@@ -38,6 +40,7 @@ from chain.checkpoint import Checkpoint
 from client.platform import PlatformError
 from compute_nodes import feeds
 from compute_nodes.executor import BACKOFF_S, Executor, Job
+from compute_nodes.joint import JointNode, JointTerms, PartStore
 from compute_nodes.outcome import (
     APPROVED,
     QUERY_SUBMITTED,
@@ -76,6 +79,8 @@ class ComputeNode:
         # looked up at each call (a test replaces them)
         self.executor = Executor(self.platform, site, sandbox, backoff_s=backoff_s,
                                  sleep=lambda s: self.sleep(s), clock=lambda: self.clock())
+        self.executor.joint = JointNode(self.platform, self.verifier, None, None,
+                                        sleep=lambda s: self.sleep(s))
         self.runs = Runs(self.executor, parallel)
         #: the events being handled in threads of their own (``handle(wait=False)``): by
         #: seq; as many threads as executions at once, and as many again for the proofs
@@ -98,6 +103,13 @@ class ComputeNode:
     def request_key(self, contract_id: str, execution: int) -> str:
         """The datasite request key of one execution: one request per key, ever."""
         return self.executor.request_key(contract_id, execution)
+
+    def use_node_key(self, key_file: Path, parts_dir: Path) -> None:
+        """Take part in joint products: the node's X25519 key (made at enrollment, its
+        public half registered by the provider) and where its masked parts are kept."""
+        joint = self.executor.joint
+        assert joint is not None
+        joint.key_file, joint.parts = key_file, PartStore(parts_dir)
 
     # -- one event ----------------------------------------------------------------------
     def close(self) -> None:
@@ -234,7 +246,7 @@ class ComputeNode:
                              f"(event {registered.seq})")
         # the trial runs on mock rows, which hold none of the real keys a query names
         query = None if execution == 0 else _query(entry, order, placed)
-        policy = None
+        policy = joint = None
         columns = _columns(proven_inputs, inputs)
         if execution > 0:  # the contract's usage policy, from its proven contract.proposed
             proposed = self.verifier.proven(order, "proposed_seq", "contract.proposed",
@@ -242,9 +254,11 @@ class ComputeNode:
             policy = proposed.payload().get("usage_policy")
             columns = allowed_columns(columns, inputs, (policy or {}).get("allowed_fields"),
                                       self._granted(proven, checkpoint))
+            # a joint product (white paper 6.1): a masked part, not this provider's rows
+            joint = JointTerms.of(proven, proposed.payload())
         return Job(contract_id, execution, product.get("code"),
                    str(proven.get("code_sha256") or "").lower(), registered.seq, inputs,
-                   query, OutputContract.of(proven, policy), columns)
+                   query, OutputContract.of(proven, policy), columns, joint)
 
     def _granted(self, registered: dict[str, Any], checkpoint: Checkpoint
                  ) -> dict[str, set[str]]:

@@ -35,7 +35,8 @@ class NodeError(Exception):
 class Outcome:
     """What the node did with one event (one execution of one contract).
 
-    ``status``: ``delivered`` (result on the ledger), ``failed`` (the execution is recorded
+    ``status``: ``delivered`` (result on the ledger), ``posted`` (a joint product's masked
+    part on the ledger, ``compute_nodes/joint.py``), ``failed`` (the execution is recorded
     as failed: a policy refusal by the ledger, or the code or the datasite failed),
     ``skipped`` (the execution was already succeeded or failed), ``ignored`` (nothing for
     this provider to do), ``rejected`` (``POST /computations`` answered 403, 404, 409

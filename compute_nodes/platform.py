@@ -93,6 +93,24 @@ class NodePlatform:
         view: dict[str, Any] = r.json()
         return view
 
+    def participant(self, participant_id: str) -> dict[str, Any] | None:
+        """A participant's view (its registered ``node_key``); None on 404."""
+        r = self.call("GET", f"/participants/{participant_id}", expect=(200, 404))
+        if r.status_code != 200:
+            return None
+        view: dict[str, Any] = r.json()
+        return view
+
+    def joint(self, joint_id: str) -> dict[str, Any]:
+        """``GET /joint/{id}``: a joint execution's view (providers, layout, state)."""
+        view: dict[str, Any] = self.call("GET", f"/joint/{joint_id}").json()
+        return view
+
+    def joint_layout(self, joint_id: str) -> dict[str, Any]:
+        """``GET /joint/{id}/layout``: the keys and their hash."""
+        layout: dict[str, Any] = self.call("GET", f"/joint/{joint_id}/layout").json()
+        return layout
+
     def dataset_owner(self, dataset_id: str) -> str:
         owner = self._owners.get(dataset_id)
         if owner is None:
@@ -118,3 +136,15 @@ class NodePlatform:
 
     def report_failure(self, computation_id: str, reason: str) -> None:
         self.call("POST", f"/computations/{computation_id}/failure", json={"reason": reason})
+
+    def post_layout(self, joint_id: str, keys: list[str]) -> dict[str, Any]:
+        """``POST /joint/{id}/layout``: the layout provider's sorted keys."""
+        answer: dict[str, Any] = self.call("POST", f"/joint/{joint_id}/layout",
+                                           json={"keys": keys}).json()
+        return answer
+
+    def post_masked_part(self, computation_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /computations/{id}/masked-part``: this provider's masked part."""
+        answer: dict[str, Any] = self.call(
+            "POST", f"/computations/{computation_id}/masked-part", json=body).json()
+        return answer

@@ -1,0 +1,329 @@
+"""The compute node's side of a joint product, its pure parts: the layout, the vector, the
+node key, the stored parts, and :class:`JointNode` against a scripted platform (the real
+one is in ``test_joint.py``).
+
+Runs inside the compute venv only: ``compute_nodes/setup-env test``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import stat
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from client.platform import PlatformError
+from compute_nodes import joint
+from compute_nodes.enrollment import ensure_node_key, node_key_path, node_public_key
+from compute_nodes.joint import (
+    JointFailed,
+    JointNode,
+    JointTerms,
+    PartStore,
+    check_layout,
+    joint_rows,
+    layout_of,
+    layout_sha256,
+    vector,
+)
+from compute_nodes.trust import TrustError
+from core import secagg
+
+
+def test_the_layout_is_the_sorted_unique_usable_keys() -> None:
+    rows = [{"uscc": "B"}, {"uscc": "A"}, {"uscc": "B"}, {"uscc": None}, {"uscc": ""},
+            {"uscc": 7}, {"uscc": "x" * 201}, {"other": "C"}, {"uscc": "x" * 200}]
+    keys, unusable = layout_of(rows, "uscc")
+    assert keys == ["A", "B", "x" * 200]
+    assert unusable == 5
+    assert layout_sha256(["A", "B"]) == hashlib.sha256(b'["A","B"]').hexdigest()
+    assert layout_sha256(["中"]) == hashlib.sha256('["中"]'.encode()).hexdigest()
+
+
+@pytest.mark.parametrize("keys", [[], ["b", "a"], ["a", "a"], ["a", 1], "ab", None, [""],
+                                  ["x" * 201]])
+def test_a_layout_that_is_not_sorted_unique_keys_is_refused(keys: Any) -> None:
+    with pytest.raises(JointFailed, match="layout_refused"):
+        check_layout(keys)
+    assert check_layout(["a", "b", "c"]) == ["a", "b", "c"]
+
+
+def test_the_vector_is_row_major_over_the_layout() -> None:
+    rows = [{"k": "b", "x": 2, "y": 0.5}, {"k": "a", "x": 1, "y": None},
+            {"k": "b", "x": 3, "y": 1.25}, {"k": "zz", "x": 9, "y": 9}, {"k": "c"}]
+    laid = vector(rows, ["a", "b", "c", "d"], "k", ["x", "y"])
+    #               a: x  y   b: x  y     c: x y   d: x y
+    assert laid.values == [1, 0, 5, 1.75, 0, 0, 0, 0]
+    assert laid.dropped == 1  # zz is not in the layout
+    assert laid.nulls == 3  # a's y, c's x and y
+    assert secagg.to_fixed(laid.values)[3] == round(1.75 * secagg.SCALE)
+
+
+@pytest.mark.parametrize("bad", ["12", True, float("inf"), float("nan"), [1], {"v": 1}])
+def test_a_value_that_is_not_a_finite_number_fails_without_quoting_it(bad: Any) -> None:
+    with pytest.raises(JointFailed) as caught:
+        vector([{"k": "a", "x": bad}], ["a"], "k", ["x"])
+    assert caught.value.reason.startswith("result_not_reportable: the value column 'x'")
+    assert "12" not in caught.value.reason
+
+
+def test_joint_rows_keep_fractions_and_read_nan_as_null() -> None:
+    frame = pd.DataFrame({"k": ["a", "b"], "x": [1.5, float("nan")], "n": [3, 4]})
+    rows = joint_rows(frame)
+    assert rows == [{"k": "a", "x": 1.5, "n": 3}, {"k": "b", "x": None, "n": 4}]
+    assert all(type(r["n"]) is int for r in rows)
+    with pytest.raises(JointFailed, match="a table of rows"):
+        joint_rows({"total": 3})
+
+
+def test_three_providers_vectors_masked_sum_to_the_plain_per_key_sum() -> None:
+    tables = [pd.DataFrame({"k": ["a", "b", "c"], "x": [1, 2, 3], "y": [0.5, 0.25, 2.0]}),
+              pd.DataFrame({"k": ["b", "c", "d"], "x": [10, 20, 30], "y": [1.0, 1.0, 1.0]}),
+              pd.DataFrame({"k": ["a", "d", "q"], "x": [100, 200, 7], "y": [3.5, 0.0, 1.0]})]
+    layout, _ = layout_of(joint_rows(tables[0]), "k")  # the first input's owner lays out
+    keys = {p: secagg.new_node_key() for p in ("market", "tax", "power")}
+    public = {p: secagg.public_key_text(k.public_key()) for p, k in keys.items()}
+    parts = []
+    for provider, table in zip(keys, tables, strict=True):
+        laid = vector(joint_rows(table), layout, "k", ["x", "y"])
+        parts.append(secagg.mask(keys[provider], "exec-1", provider, list(keys), public,
+                                 secagg.to_fixed(laid.values)))
+    total = secagg.from_fixed(secagg.aggregate(parts, "exec-1", list(keys)))
+    plain = pd.concat(tables).groupby("k")[["x", "y"]].sum().reindex(layout, fill_value=0)
+    assert total == [float(v) for row in plain.itertuples(index=False) for v in row]
+
+
+def test_the_node_key_is_made_once_private_and_kept(tmp_path: Path) -> None:
+    path = node_key_path(tmp_path, "p-1")
+    key = ensure_node_key(path)
+    assert path.read_bytes() == key.private_bytes_raw() and len(path.read_bytes()) == 32
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    again = ensure_node_key(path)
+    assert again.private_bytes_raw() == key.private_bytes_raw()
+    assert node_public_key(path) == secagg.public_key_text(key.public_key())
+    assert list(path.parent.iterdir()) == [path]  # no spare file left behind
+    path.write_bytes(b"short")
+    with pytest.raises(ValueError, match="32 raw bytes"):
+        ensure_node_key(path)
+
+
+def test_a_part_is_stored_privately_and_read_back(tmp_path: Path) -> None:
+    store = PartStore(tmp_path / "parts")
+    assert store.load("exec-1") is None
+    part = _part("exec-1", "tax")
+    store.save(part)
+    assert store.load("exec-1") == part
+    assert stat.S_IMODE(store.path("exec-1").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "parts").stat().st_mode) == 0o700
+    store.path("exec-2").write_bytes(store.path("exec-1").read_bytes())
+    with pytest.raises(JointFailed, match="not of this execution"):
+        store.load("exec-2")
+
+
+def test_the_terms_come_from_the_proven_payloads() -> None:
+    assert JointTerms.of({"joint": None}, {}) is None
+    terms = JointTerms.of(
+        {"key_column": "uscc", "joint": {"value_columns": ["a", "b"], "min_providers": 3,
+                                         "deadline_seconds": 60},
+         "inputs": [{"dataset_id": "d1", "fields": []}, {"dataset_id": "d2", "fields": []}]},
+        {"required_approvals": ["tax", "power", "operator"]})
+    assert terms == JointTerms("uscc", ("a", "b"), 3, 60, ("d1", "d2"),
+                               ("tax", "power", "operator"))
+    with pytest.raises(TrustError, match="key column"):
+        JointTerms.of({"joint": {"value_columns": ["a"]}}, {})
+
+
+# -- JointNode against a scripted platform --------------------------------------------------
+
+PROVIDERS = ["market", "tax", "power"]
+KEYS = {p: secagg.new_node_key() for p in PROVIDERS}
+TEXT = {p: secagg.public_key_text(k.public_key()) for p, k in KEYS.items()}
+
+
+def _part(execution_id: str, provider: str, values: list[int] | None = None) -> Any:
+    return secagg.mask(KEYS[provider], execution_id, provider, PROVIDERS, TEXT,
+                       values or [1, 2, 3, 4])
+
+
+class Scripted:
+    """The platform as one provider's node sees it, scripted."""
+
+    def __init__(self, me: str, **view: Any) -> None:
+        self.participant_id = me
+        self.view = {"id": "J", "contract_id": "C", "execution": 1, "key_column": "k",
+                     "value_columns": ["x"], "providers": PROVIDERS,
+                     "layout_provider": "market", "state": "started",
+                     "deadline": "2999-01-01T00:00:00Z", "layout_sha256": None, **view}
+        self.layout: list[str] | None = None
+        self.posted: list[dict[str, Any]] = []
+        self.keys = {p: {"public_key": TEXT[p], "key_id": "x", "seq": 10 + i}
+                     for i, p in enumerate(PROVIDERS)}
+
+    def joint(self, joint_id: str) -> dict[str, Any]:
+        return dict(self.view)
+
+    def joint_layout(self, joint_id: str) -> dict[str, Any]:
+        return {"keys": self.layout, "layout_sha256": self.view["layout_sha256"]}
+
+    def post_layout(self, joint_id: str, keys: list[str]) -> dict[str, Any]:
+        self.layout = keys
+        self.view["layout_sha256"] = layout_sha256(keys)
+        return {"joint_id": joint_id, "layout_sha256": layout_sha256(keys),
+                "length": len(keys)}
+
+    def post_masked_part(self, computation_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.posted.append(body)
+        digest = secagg.MaskedPart(body["header"], b"").digest()
+        return {"computation_id": computation_id, "joint_id": "J", "digest": digest,
+                "state": "parts"}
+
+    def participant(self, participant_id: str) -> dict[str, Any]:
+        return {"id": participant_id, "node_key": self.keys.get(participant_id)}
+
+    def dataset_owner(self, dataset_id: str) -> str:
+        return {"d1": "market", "d2": "tax", "d3": "power"}[dataset_id]
+
+
+class Proving:
+    """A verifier whose every key event is proven under checkpoint 100."""
+
+    def __init__(self, platform: Scripted) -> None:
+        self.platform = platform
+        self.proofs = 0
+
+    def anchored(self, seq: int) -> Any:
+        return SimpleNamespace(size=100) if seq <= 100 else None
+
+    def proven(self, view: dict[str, Any], key: str, type_name: str, originator: str,
+               checkpoint: Any) -> Any:
+        assert type_name == "participant.node_key_registered" and view[key] <= 100
+        self.proofs += 1
+        return SimpleNamespace(payload=lambda: {"public_key": view["public_key"]})
+
+
+TERMS = JointTerms("k", ("x",), 2, 600, ("d1", "d2", "d3"), (*PROVIDERS, "operator"))
+JOB = SimpleNamespace(contract_id="C", execution=1, joint=TERMS)
+ROWS = [{"k": "b", "x": 2}, {"k": "a", "x": 1}]
+
+
+def _node(tmp_path: Path, platform: Scripted, *, key: bool = True) -> JointNode:
+    key_file = tmp_path / f"{platform.participant_id}.node-key"
+    tmp_path.mkdir(exist_ok=True)
+    if key:
+        key_file.write_bytes(KEYS[platform.participant_id].private_bytes_raw())
+    clock = iter(range(10**6))
+    return JointNode(platform, Proving(platform), key_file,  # type: ignore[arg-type]
+                     PartStore(tmp_path / "parts" / platform.participant_id),
+                     sleep=lambda s: None, clock=lambda: float(next(clock)))
+
+
+def test_the_layout_provider_lays_out_masks_stores_then_posts(tmp_path: Path) -> None:
+    platform = Scripted("market")
+    node = _node(tmp_path, platform)
+    outcome = node.deliver(JOB, "comp-1", "J", ROWS, {"d1": "h"}, "site")
+    assert platform.layout == ["a", "b"]
+    assert outcome.status == "posted" and outcome.extra["rows"] == 2
+    [posted] = platform.posted
+    stored = node.parts.load("J")  # type: ignore[union-attr]
+    assert posted["header"] == dict(stored.header) and outcome.result_sha256 == stored.digest()
+    assert posted["input_hashes"] == {"d1": "h"} and posted["datasite"] == "site"
+    assert stored.header["providers"] == PROVIDERS and stored.header["length"] == 2
+    assert node.verifier.proofs == 3  # its own key and both peers'
+
+
+def test_a_retry_posts_the_stored_part_and_never_masks_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    platform = Scripted("tax", layout_sha256=layout_sha256(["a", "b"]))
+    platform.layout = ["a", "b"]
+    node = _node(tmp_path, platform)
+    node.deliver(JOB, "comp-2", "J", ROWS, {}, "site")
+    first = platform.posted[0]
+
+    def masked_twice(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("masked twice")
+
+    monkeypatch.setattr(joint.secagg, "mask", masked_twice)
+    other_rows = [{"k": "a", "x": 1000}]  # even were the rows different, the part is not
+    node.deliver(JOB, "comp-2", "J", other_rows, {}, "site")
+    assert platform.posted[1] == first
+
+
+def test_a_node_whose_key_is_not_the_registered_one_fails(tmp_path: Path) -> None:
+    platform = Scripted("tax", layout_sha256=layout_sha256(["a"]))
+    platform.keys["tax"] = {**platform.keys["tax"], "public_key": TEXT["power"]}
+    with pytest.raises(JointFailed, match="^node_key_not_registered: the node key regis"):
+        _node(tmp_path, platform).deliver(JOB, "c", "J", ROWS, {}, "site")
+    with pytest.raises(JointFailed, match="^node_key_not_registered: this node has no"):
+        _node(tmp_path / "none", Scripted("tax"), key=False).deliver(JOB, "c", "J", ROWS, {},
+                                                                     "site")
+    platform = Scripted("tax")
+    platform.keys["tax"] = None  # type: ignore[assignment]
+    with pytest.raises(JointFailed, match="node_key_not_registered"):
+        _node(tmp_path / "unregistered", platform).deliver(JOB, "c", "J", ROWS, {}, "site")
+
+
+def test_a_peer_without_a_key_or_a_missing_layout_fails_at_the_deadline(
+        tmp_path: Path) -> None:
+    # the clock counts a second per look: the deadline is 50 looks away
+    soon = "1970-01-01T00:00:50Z"
+    platform = Scripted("tax", deadline=soon)
+    with pytest.raises(JointFailed, match="^layout_missing: the layout provider posted no"):
+        _node(tmp_path, platform).deliver(JOB, "c", "J", ROWS, {}, "site")
+    platform = Scripted("market", deadline=soon)
+    platform.keys["power"] = None  # type: ignore[assignment]
+    with pytest.raises(JointFailed, match="provider power has no node key proven"):
+        _node(tmp_path / "m", platform).deliver(JOB, "c", "J", ROWS, {}, "site")
+    assert platform.posted == []
+
+
+def test_a_failed_joint_stops_the_wait(tmp_path: Path) -> None:
+    platform = Scripted("tax", state="failed", reason="missing: provider power sent no part")
+    with pytest.raises(JointFailed, match=r"^joint_failed: .*\(missing: provider power"):
+        _node(tmp_path, platform).deliver(JOB, "c", "J", ROWS, {}, "site")
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    ({"providers": ["market", "tax"]}, "owners of the product's inputs"),
+    ({"providers": ["tax", "market", "power"]}, "owners of the product's inputs"),
+    ({"layout_provider": "tax"}, "layout provider"),
+    ({"execution": 2}, "not the proven"),
+    ({"value_columns": ["x", "y"]}, "not the proven"),
+    ({"deadline": "tomorrow"}, "not an ISO time"),
+])
+def test_a_joint_view_that_is_not_the_proven_terms_is_refused(
+        tmp_path: Path, change: dict[str, Any], problem: str) -> None:
+    platform = Scripted("tax", **change)
+    with pytest.raises(TrustError, match=problem):
+        _node(tmp_path, platform).deliver(JOB, "c", "J", ROWS, {}, "site")
+    assert platform.posted == []
+
+
+def test_a_served_layout_that_is_not_the_views_is_refused(tmp_path: Path) -> None:
+    platform = Scripted("tax", layout_sha256=layout_sha256(["a", "b"]))
+    platform.layout = ["a", "c"]
+    with pytest.raises(TrustError, match="not the joint's"):
+        _node(tmp_path, platform).deliver(JOB, "c", "J", ROWS, {}, "site")
+
+
+@pytest.mark.parametrize(("status", "body", "reason"), [
+    (409, '{"error":"part_refused","reason":"execution"}',
+     "part_refused: the ledger refused the masked part (HTTP 409)"),
+    (409, '{"error":"wrong_state"}', "joint_failed: the joint execution ended before"),
+    (422, '{"error":"invalid_input","field":"length"}', "part_refused: "),
+])
+def test_a_refused_part_fails_with_the_ledgers_status(tmp_path: Path, status: int, body: str,
+                                                       reason: str) -> None:
+    platform = Scripted("tax", layout_sha256=layout_sha256(["a"]))
+    platform.layout = ["a"]
+
+    def refuse(computation_id: str, posted: dict[str, Any]) -> dict[str, Any]:
+        raise PlatformError("POST", "/computations/c/masked-part", status, body)
+
+    platform.post_masked_part = refuse  # type: ignore[method-assign]
+    with pytest.raises(JointFailed) as caught:
+        _node(tmp_path, platform).deliver(JOB, "c", "J", ROWS, {}, "site")
+    assert caught.value.reason.startswith(reason) and body in caught.value.detail
