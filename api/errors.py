@@ -91,6 +91,7 @@ async def domain_error(_: Request, exc: Exception) -> JSONResponse:
         extra["fields"] = [{"field": exc.field, "reason": exc.reason}]
     if isinstance(exc, e.Forbidden) and "rule" in exc.context:
         extra["rule"] = exc.context["rule"]
+    extra.update({k: exc.context[k] for k in exc.shown if k in exc.context})
     headers: dict[str, str] = {}
     if isinstance(exc, e.Unauthenticated):
         headers["WWW-Authenticate"] = "Bearer"

@@ -46,6 +46,7 @@ FORMAT = "dataledger.decision.v1"
 #: every signed command, by name: the aggregate whose id and version the statement names
 COMMANDS: dict[str, str] = {
     "participant.admission": "participant",
+    "participant.node_key": "participant",
     "scenario.opinion": "scenario",
     "scenario.decision": "scenario",
     "authorization.grant": "scenario",

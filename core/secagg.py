@@ -81,6 +81,29 @@ def load_public_key(key: X25519PublicKey | bytes | str) -> X25519PublicKey:
     return X25519PublicKey.from_public_bytes(raw)
 
 
+def node_key_id(key: X25519PublicKey | bytes | str) -> str:
+    """The id of a registered node key: ``x25519:`` and the first 32 hex digits of the
+    SHA-256 of its 32 raw bytes."""
+    raw = load_public_key(key).public_bytes_raw()
+    return "x25519:" + hashlib.sha256(raw).hexdigest()[:32]
+
+
+def check_node_key(text: str) -> X25519PublicKey:
+    """A node key as registered (``public_key_text``), checked: base64 of 32 bytes, and
+    not a point of small order (whose agreed secret is all zero, so its masks would be
+    known to anyone). ValueError naming what is wrong."""
+    try:
+        key = load_public_key(text)
+    except (ValueError, TypeError) as exc:  # binascii.Error is a ValueError
+        raise ValueError(f"not base64 of a 32-byte X25519 public key ({exc})") from None
+    try:
+        X25519PrivateKey.generate().exchange(key)
+    except ValueError:
+        raise ValueError("a point of small order: any peer's secret with it is known; "
+                         "make a new node key") from None
+    return key
+
+
 # -- fixed point ---------------------------------------------------------------------------
 
 def to_fixed(values: Iterable[float | int]) -> list[int]:

@@ -51,13 +51,13 @@ from domain.execution_rules import (
     code_refusal,
     contract_breach,
     grant_breach,
-    listing_breach,
+    lapse_refusal,
     processing_limit,
     trial_refusal,
     usage_refusal,
-    window_breach,
 )
-from domain.order import Order
+from domain.joint import joint_id, on_failure, on_request
+from domain.order import Order, require_plain_query
 from domain.permissions import permit
 from domain.product import Product
 from domain.unit_of_work import UnitOfWork
@@ -181,14 +181,16 @@ class Computation(Aggregate):
         return agg
 
     def succeed(self, ctx: Context, *, result_sha256: str, input_hashes: dict[str, str],
-                result_rows: int, datasite: str) -> None:
+                result_rows: int, datasite: str, deliver: bool = True) -> None:
+        """Record the result; and its delivery, unless it is a joint execution's part."""
         self.require_requester(ctx)
         self.require_state(["requested"], "record a result")
         self.trigger(ComputationSucceeded, ctx, datasite=datasite, code_sha256=self.code_sha256,
                      input_hashes=input_hashes, result_sha256=result_sha256,
                      result_rows=result_rows)
-        self.trigger(DeliveryMade, ctx, demander_id=self.demander_id,
-                     result_sha256=result_sha256)
+        if deliver:
+            self.trigger(DeliveryMade, ctx, demander_id=self.demander_id,
+                         result_sha256=result_sha256)
 
     def fail(self, ctx: Context, *, reason: str) -> None:
         """Fail; a usage rule's refusal (``RuleReason``) is recorded as ``usage.refused`` too."""
@@ -260,13 +262,28 @@ def _view(agg: Computation, existing: bool = False) -> dict[str, Any]:
             "reason": agg.reason if agg.state == "failed" else None}
 
 
+def fail_computation(uow: UnitOfWork, ctx: Context, agg: Computation, reason: str) -> None:
+    """Record ``agg``'s failure; a joint execution's fails with it (``domain.joint``)."""
+    agg.fail(ctx, reason=reason)
+    on_failure(uow, ctx, contract_id=agg.contract_id, execution=agg.execution,
+               computation_id=agg.id, reason=reason)
+
+
+def _require_plain(uow: UnitOfWork, agg: Computation) -> None:
+    """A joint execution's computation posts a masked part, never a result (409)."""
+    if agg.execution >= 1 and uow.get(Product, agg.product_id).joint is not None:
+        raise WrongState(f"computation {agg.id} is part of joint execution "
+                         f"{joint_id(agg.contract_id, agg.execution)}: post its masked part "
+                         "(nothing of it is delivered)", state=agg.state)
+
+
 def _require_party_provider(ctx: Context, order: Order) -> None:
     if ctx.actor.participant_id not in order.required_approvals:
         raise Forbidden(f"provider {ctx.actor.participant_id} is not a party "
                         f"to contract {order.id}")
 
 
-def _check_input_hashes(uow: UnitOfWork, agg: Computation, value: Any) -> dict[str, str]:
+def check_input_hashes(uow: UnitOfWork, agg: Computation, value: Any) -> dict[str, str]:
     """One SHA-256 per input dataset; equal to the dataset's last loaded data, if recorded
     (not for the trial: its inputs are mock tables, whose hashes the ledger does not hold)."""
     if not isinstance(value, dict) or set(value) != set(agg.dataset_ids):
@@ -357,25 +374,6 @@ def policy_refusal(uow: UnitOfWork, ctx: Context, *, order: Order, product: Prod
                                              for k in ("not_before", "not_after")})
 
 
-def lapse_refusal(uow: UnitOfWork, ctx: Context, agg: Computation) -> str | None:
-    """Why the result of ``agg`` (an execution >= 1) is no longer delivered, as
-    ``policy_lapsed: sentence``; else None. The rules its request was checked against that
-    can change while it runs (``contract_breach``, ``listing_breach``, ``window_breach``,
-    ``grant_breach``), checked again now: the contract still approved, the product still
-    listed, inside the window of its effective policy (its own and its authorizations'),
-    the grants still live."""
-    order = uow.get(Order, agg.contract_id)
-    product = uow.get(Product, agg.product_id)
-    inputs = [i for i in product.inputs if i["dataset_id"] in agg.dataset_ids]
-    breach = (contract_breach(order) or listing_breach(product)
-              or window_breach(uow, order, product, ctx.at)
-              or grant_breach(uow, product, inputs, ctx.at))
-    if breach is None:
-        return None
-    return (f"policy_lapsed: {breach[1]}; the result of execution {agg.execution} of "
-            f"contract {order.id} is not delivered")
-
-
 def _inputs_owned(uow: UnitOfWork, product: Product, provider_id: str) -> list[dict[str, Any]]:
     """The product's inputs whose datasets ``provider_id`` owns, in input order."""
     return [i for i in product.inputs
@@ -392,7 +390,7 @@ def _own_inputs(uow: UnitOfWork, product: Product, provider_id: str) -> list[dic
     return own
 
 
-def _existing(ctx: Context, found: Computation, code_sha256: str,
+def _existing(uow: UnitOfWork, ctx: Context, found: Computation, code_sha256: str,
               refusal: Callable[[], str | None]) -> dict[str, Any]:
     """The answer to a request for an execution this provider already requested
     (``existing: true``).
@@ -409,7 +407,7 @@ def _existing(ctx: Context, found: Computation, code_sha256: str,
     if found.state == "requested":
         reason = refusal()
         if reason is not None:
-            found.fail(ctx, reason=reason)
+            fail_computation(uow, ctx, found, reason)
     return _view(found, existing=True)
 
 
@@ -440,9 +438,9 @@ def request_computation(uow: UnitOfWork, ctx: Context, *, contract_id: str, exec
     inputs = _own_inputs(uow, product, provider_id)
     found = _find(uow, computation_id(order.id, number, provider_id))
     if found is not None:
-        return _existing(ctx, found, digest, lambda: policy_refusal(
+        return {**_existing(uow, ctx, found, digest, lambda: policy_refusal(
             uow, ctx, order=order, product=product, number=number, code_sha256=digest,
-            inputs=inputs))
+            inputs=inputs)), "joint_id": joint_id(order.id, number) if product.joint else None}
     if number > 1 and _find(uow, computation_id(order.id, number - 1, provider_id)) is None:
         raise WrongState(f"execution {number - 1} of contract {order.id} was not requested by "
                          f"provider {provider_id}; executions are numbered from 1 without gaps")
@@ -471,10 +469,11 @@ def _record_request(uow: UnitOfWork, ctx: Context, order: Order, product: Produc
     agg = Computation.request(ctx, order=order, product=product, execution=run.number,
                               datasite=run.datasite, code_sha256=run.code_sha256,
                               dataset_ids=[i["dataset_id"] for i in run.inputs])
-    if refusal is not None:
-        agg.fail(ctx, reason=refusal)
     uow.add(agg)
-    return _view(agg)
+    joint = on_request(uow, ctx, order=order, product=product, execution=run.number)
+    if refusal is not None:
+        fail_computation(uow, ctx, agg, refusal)
+    return {**_view(agg), "joint_id": joint}
 
 
 def _request_trial(uow: UnitOfWork, ctx: Context, order: Order, *, datasite: str,
@@ -501,7 +500,8 @@ def _request_trial(uow: UnitOfWork, ctx: Context, order: Order, *, datasite: str
     site = require_text(datasite, "datasite")
     found = _find(uow, computation_id(order.id, TRIAL, provider_id))
     if found is not None:
-        return _existing(ctx, found, digest, lambda: trial_refusal(order, product, digest))
+        return {**_existing(uow, ctx, found, digest, lambda: trial_refusal(
+            order, product, digest)), "joint_id": None}
     return _record_request(uow, ctx, order, product, _Run(TRIAL, site, digest, inputs),
                            trial_refusal(order, product, digest))
 
@@ -531,17 +531,18 @@ def record_success(uow: UnitOfWork, ctx: Context, computation_id: str, *, result
     permit(ctx.actor, "computation.result")
     agg = uow.get(Computation, computation_id)
     agg.require_requester(ctx)
+    _require_plain(uow, agg)
     digest = require_sha256(result_sha256, "result_sha256")
     if _takes_result(agg, digest):
         return {**_view(agg, existing=True), "result_sha256": agg.result_sha256}
     if require_text(datasite, "datasite") != agg.datasite:
         raise InvalidInput("datasite", f"computation {agg.id} was requested on datasite "
                                        f"{agg.datasite!r}")
-    hashes = _check_input_hashes(uow, agg, input_hashes)
+    hashes = check_input_hashes(uow, agg, input_hashes)
     rows = _require_count(result_rows, "result_rows", 0)
     lapsed = None if agg.execution == TRIAL else lapse_refusal(uow, ctx, agg)
     if lapsed is not None:
-        agg.fail(ctx, reason=lapsed)
+        fail_computation(uow, ctx, agg, lapsed)
         return {**_view(agg), "result_sha256": None}
     agg.succeed(ctx, result_sha256=digest, input_hashes=hashes, result_rows=rows,
                 datasite=datasite)
@@ -562,6 +563,7 @@ def check_reporter(uow: UnitOfWork, ctx: Context, computation_id: str,
     permit(ctx.actor, "computation.result")
     agg = uow.get(Computation, computation_id)
     agg.require_reporter(ctx.actor)
+    _require_plain(uow, agg)
     if result_sha256 is not None:
         _takes_result(agg, require_sha256(result_sha256, "result_sha256"))
 
@@ -571,7 +573,7 @@ def record_failure(uow: UnitOfWork, ctx: Context, computation_id: str, *,
     """The requesting provider reports that the execution failed (terminal)."""
     permit(ctx.actor, "computation.failure")
     agg = uow.get(Computation, computation_id)
-    agg.fail(ctx, reason=reason)
+    fail_computation(uow, ctx, agg, reason)
     return _view(agg)
 
 
@@ -587,6 +589,7 @@ def submit_query(uow: UnitOfWork, ctx: Context, order_id: str, *,
     permit(ctx.actor, "order.query")
     order = uow.get(Order, order_id)
     product = uow.get(Product, order.product_id)
+    require_plain_query(product, query)
     execution = order.submit_query(
         ctx, query=query, key_column=product.key_column,
         count_refusal=lambda n: _query_count_refusal(uow, order, product, n))

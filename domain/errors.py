@@ -13,6 +13,8 @@ class DomainError(Exception):
     """Root of every error a command can meet. ``code`` is stable, for clients."""
 
     code = "domain_error"
+    #: the keys of ``context`` the answer's body carries besides ``error`` and ``detail``
+    shown: tuple[str, ...] = ()
     #: seconds a client waits before retrying (the ``Retry-After`` header); None: no header
     retry_after: int | None = None
 
@@ -171,6 +173,15 @@ class StaleDecision(ConcurrencyConflict):
 
     code = "stale_decision"
     retry_after = 0
+
+
+class PartRefused(WrongState):
+    """A joint computation's masked part that the ledger will not take (409): ``reason`` is
+    one word (``execution``, ``providers``, ``unknown``, ``length``, ``body``, ``format``,
+    ``duplicate``, as ``core.secagg`` names them) and ``field`` the header field at fault."""
+
+    code = "part_refused"
+    shown = ("reason", "field")
 
 
 class DecisionReplayed(WrongState):

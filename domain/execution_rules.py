@@ -10,9 +10,10 @@ definition for both.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from domain.authorization import Authorization, coverage_breach
+from domain.base import Context
 from domain.order import OPEN_STATES, Order
 from domain.policy import strictest, unknown_keys
 from domain.product import Product
@@ -122,3 +123,31 @@ def trial_refusal(order: Order, product: Product, code_sha256: str) -> str | Non
         return (f"trial_after_approval: contract {order.id} is {order.state}; the trial "
                 "runs only before the contract is approved")
     return code_refusal(order, product, TRIAL, code_sha256)
+
+
+class Run(Protocol):
+    """An execution as ``lapse_refusal`` reads it (a ``domain.computation.Computation``)."""
+
+    contract_id: str
+    product_id: str
+    execution: int
+    dataset_ids: list[str]
+
+
+def lapse_refusal(uow: UnitOfWork, ctx: Context, agg: Run) -> str | None:
+    """Why the result of ``agg`` (an execution >= 1) is no longer delivered, as
+    ``policy_lapsed: sentence``; else None. The rules its request was checked against that
+    can change while it runs (``contract_breach``, ``listing_breach``, ``window_breach``,
+    ``grant_breach``), checked again now: the contract still approved, the product still
+    listed, inside the window of its effective policy (its own and its authorizations'),
+    the grants still live."""
+    order = uow.get(Order, agg.contract_id)
+    product = uow.get(Product, agg.product_id)
+    inputs = [i for i in product.inputs if i["dataset_id"] in agg.dataset_ids]
+    breach = (contract_breach(order) or listing_breach(product)
+              or window_breach(uow, order, product, ctx.at)
+              or grant_breach(uow, product, inputs, ctx.at))
+    if breach is None:
+        return None
+    return (f"policy_lapsed: {breach[1]}; the result of execution {agg.execution} of "
+            f"contract {order.id} is not delivered")

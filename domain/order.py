@@ -192,6 +192,13 @@ def require_key_column(query: dict[str, Any], key_column: str | None) -> None:
         raise InvalidInput("query.field", f"must be the product's key column {key_column!r}")
 
 
+def require_plain_query(product: Product, query: Any) -> None:
+    """A joint product's rows are looked up by hidden queries only (the bank's codes never
+    in clear on the log): its orders carry no query and ask for no execution by one."""
+    if product.joint is not None and query is not None:
+        raise InvalidInput("query", "a joint product takes hidden queries only")
+
+
 def validate_split(split: Any, *, has_developer: bool) -> dict[str, int]:
     """Shares in basis points, each >= 0, summing to exactly 10000."""
     if not isinstance(split, dict) or set(split) != set(SPLIT_KEYS):
@@ -242,6 +249,7 @@ class Order(Aggregate):
               query: Any = None) -> Order:
         """Place; the caller checked that the demander is admitted."""
         product.require_listed()
+        require_plain_query(product, query)
         checked = None if query is None else validate_query(query)
         if checked is not None:
             require_key_column(checked, product.key_column)

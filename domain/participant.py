@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from core.decision import DecisionFormatError, load_public_key, weak_key
 from core.decision import key_id as decision_key_id
 from core.event import Event
+from core.secagg import check_node_key, node_key_id
 from domain.base import MEMBER_ROLES, ROLES, Aggregate, Context, applies, new_id
 from domain.errors import (
     Forbidden,
@@ -122,6 +123,20 @@ class KeyRevoked(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class NodeKeyRegistered(Event):
+    """A provider's member registered its compute node's X25519 public key (base64 of its
+    32 raw bytes; ``key_id`` = ``x25519:`` and 32 hex digits of its SHA-256): the key its
+    peers agree masks with in a joint computation (core/secagg.py). A signed decision
+    (``participant.node_key``); a new registration replaces the old one."""
+
+    type_name = "participant.node_key_registered"
+    public_key: str
+    key_id: str
+    #: the deciding member's signature (core.decision); null: unsigned (development mode)
+    signature: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class RegulatorSeated(Event):
     """The participant registered as the platform's regulator took the one regulator seat
     (a stream of its own, ``REGULATOR_SEAT_ID``): while its holder is not rejected, a
@@ -178,6 +193,8 @@ class Participant(Aggregate):
         self.role = ""
         self.credit_code = ""
         self.members: dict[str, Member] = {}
+        #: a provider's registered compute-node key (``public_key_text``), or None
+        self.node_key: str | None = None
 
     # -- decide ---------------------------------------------------------------
     @classmethod
@@ -285,6 +302,23 @@ class Participant(Aggregate):
         self.trigger(KeyRevoked, ctx, member_id=holder, key_id=key_id, reason=reason)
         return holder
 
+    def register_node_key(self, ctx: Context, *, public_key: str,
+                          sign: Sign = lambda: None) -> str:
+        """A member of this provider registers its compute node's X25519 key (its id
+        returned), replacing any earlier one."""
+        if self.role != "provider" or ctx.actor.participant_id != self.id:
+            raise Forbidden("participant.node_key: a provider's own member registers its "
+                            "node key", rule="participant.node_key")
+        self.require_state(["admitted"], "register a node key")
+        try:
+            check_node_key(public_key)
+        except ValueError as exc:
+            raise InvalidInput("public_key", str(exc)) from None
+        kid = node_key_id(public_key)
+        self.trigger(NodeKeyRegistered, ctx, public_key=public_key, key_id=kid,
+                     signature=sign())
+        return kid
+
     def key_of(self, member_id: str, key_id: str) -> MemberKey | None:
         """The member's registered key of that id (active or revoked), or None."""
         member = self.members.get(member_id)
@@ -349,6 +383,10 @@ class Participant(Aggregate):
     @applies(KeyRevoked)
     def _key_revoked(self, e: KeyRevoked) -> None:
         self.members[e.member_id].keys[e.key_id].state = "revoked"
+
+    @applies(NodeKeyRegistered)
+    def _node_key(self, e: NodeKeyRegistered) -> None:
+        self.node_key = e.public_key
 
     @applies(ParticipantSuspended)
     def _suspended(self, e: ParticipantSuspended) -> None:
@@ -479,6 +517,19 @@ def register_key(uow: UnitOfWork, ctx: Context, participant_id: str, *,
     kid = agg.register_key(ctx, member_id=ctx.actor.member_id, public_key=public_key,
                            replaces=replaces)
     return {"participant_id": agg.id, "member_id": ctx.actor.member_id, "key_id": kid}
+
+
+def register_node_key(uow: UnitOfWork, ctx: Context, participant_id: str, *,
+                      public_key: str, signed: Signed | None = None) -> dict[str, str]:
+    """A member of a provider registers its compute node's X25519 public key (a signed
+    decision); it replaces the provider's earlier node key."""
+    from domain.signing import signature_check  # it reads participants: imported late
+
+    permit(ctx.actor, "participant.node_key")
+    agg = uow.get(Participant, participant_id)
+    sign = signature_check(uow, ctx, "participant.node_key", agg, signed)
+    kid = agg.register_node_key(ctx, public_key=public_key, sign=sign)
+    return {"participant_id": agg.id, "key_id": kid}
 
 
 def revoke_key(uow: UnitOfWork, ctx: Context, participant_id: str, key_id: str, *,

@@ -109,6 +109,11 @@ RULES: tuple[Rule, ...] = (
          "included, is refused 403 separation_of_duties. The participant is pending or "
          "admitted; the old token stops working at once. The server rotates the platform "
          "admin's at start (DATALEDGER_ADMIN_TOKEN)."),
+    Rule("participant.node_key", "POST /participants/{participant_id}/node-key",
+         {"provider": ("admin", "member")},
+         "A member of that provider registers its compute node's X25519 public key (base64 "
+         "of 32 bytes, not of small order); the provider is admitted. It replaces the "
+         "provider's earlier node key. Signed."),
     Rule("participant.suspension", "POST /participants/{participant_id}/suspension",
          _admins("platform", "regulator"),
          "The participant is admitted; terminal. Nobody suspends the platform operator, nor "
@@ -201,6 +206,24 @@ RULES: tuple[Rule, ...] = (
     Rule("computation.failure", "POST /computations/{computation_id}/failure",
          {"provider": ("admin", "member")},
          "The provider that requested the computation; it is requested."),
+    Rule("computation.masked_part", "POST /computations/{computation_id}/masked-part",
+         {"provider": ("admin", "member")},
+         "The provider that requested a computation of a joint execution; the layout is "
+         "published and the joint neither published nor failed (409 wrong_state); the part "
+         "is masked for this execution, its providers, this provider and the layout's length, "
+         "its body matching its hash (409 part_refused naming the reason); one part per "
+         "provider (the same part again: 200). Recorded with computation.succeeded, never "
+         "delivered."),
+    Rule("joint.layout", "POST /joint/{joint_id}/layout", {"provider": ("admin", "member")},
+         "The joint's layout provider (the owner of the product's first input), once: the "
+         "same keys again 200, other keys 409; the joint is started."),
+    Rule("joint.publication", "",
+         conditions="The platform's aggregation node (the server's system actor) once every "
+         "part is in: the joint table's hash, the sealed table's digest, its rows."),
+    Rule("joint.failure", "",
+         conditions="The server's system actor (a deadline passed with parts missing, an "
+         "aggregation refused); a provider's computation.failed of the execution fails it "
+         "too, in the same command. Terminal."),
     Rule("delivery.release_approval", "POST /deliveries/{delivery_id}/release-approvals",
          _admins("provider"),
          "The provider whose computation made the delivery, once; the contract holds "
@@ -237,6 +260,13 @@ RULES: tuple[Rule, ...] = (
          "The computations of the caller's contracts.", QUERY),
     Rule("computations.get", "GET /computations/{computation_id}", EVERYONE,
          "For its demander, operator and requesting provider.", QUERY),
+    Rule("joint.list", "GET /joint", EVERYONE,
+         "The joint computations of the caller's contracts (contract_id= narrows).", QUERY),
+    Rule("joint.get", "GET /joint/{joint_id}", EVERYONE,
+         "For the contract's parties (demander, operator, providers).", QUERY),
+    Rule("joint.layout_get", "GET /joint/{joint_id}/layout", EVERYONE,
+         "The published layout, for the joint's providers only (403 for the other parties; "
+         "409 until it is published).", QUERY),
     Rule("deliveries.result", "GET /deliveries/{delivery_id}/result", RESULT_READERS,
          "For the demander and the operator (the regulator: supervision, recorded, never "
          "refused; never the platform, which runs the market but is not a party to its "

@@ -39,7 +39,7 @@ class ProductRegistered(Event):
     the domain): the compute node proves this event and refuses outputs carrying them."""
 
     type_name = "product.registered"
-    class_version = 2
+    class_version = 3
     operator_id: str
     scenario_id: str
     authorization_ids: list[str]
@@ -58,12 +58,20 @@ class ProductRegistered(Event):
     key_column: str | None = None
     #: input dataset id -> its fields marked sensitive or personal, sorted
     sensitive_fields: dict[str, list[str]] = field(default_factory=dict)
+    #: the joint output (``check_joint``): {"value_columns", "min_providers",
+    #: "deadline_seconds"}; None: plain mode, each provider delivers its own result
+    joint: dict[str, Any] | None = None
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:
         """Version 1 had no key column and recorded no sensitive fields."""
         state["key_column"] = None
         state["sensitive_fields"] = {}
+
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        """Version 2 had no joint output: plain mode."""
+        state["joint"] = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -150,6 +158,63 @@ def _check_key_column(key_column: Any, output_schema: dict[str, Any],
                                          "fields")
 
 
+#: a joint output's bounds: value columns, providers (core.secagg.MAX_PROVIDERS), deadline
+MAX_VALUE_COLUMNS = 8
+JOINT_PROVIDERS = (2, 64)
+JOINT_DEADLINE_S = (10, 86400)
+JOINT_KEYS = ("value_columns", "min_providers", "deadline_seconds")
+
+
+def _column_type(schema: dict[str, Any], name: str) -> Any:
+    """The declared ``type`` of output column ``name`` (of ``properties`` or ``items``)."""
+    for where in (schema, schema.get("items")):
+        if isinstance(where, dict) and isinstance(where.get("properties"), dict):
+            column = where["properties"].get(name)
+            return column.get("type") if isinstance(column, dict) else None
+    return None
+
+
+def _bounded_int(value: Any, field: str, bounds: tuple[int, int]) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not (
+            bounds[0] <= value <= bounds[1]):
+        raise InvalidInput(field, f"must be an integer from {bounds[0]} to {bounds[1]}")
+    return value
+
+
+def check_joint(joint: Any, key_column: Any,
+                output_schema: dict[str, Any]) -> dict[str, Any] | None:
+    """A joint output declaration, with its defaults: ``value_columns`` 1 to 8 distinct
+    output columns of type integer or number (summed over the providers, key by key),
+    ``min_providers`` (>= 2, default 2), ``deadline_seconds`` (10 to 86400, default 600);
+    the product needs a ``key_column`` of type string (the rows' key). None: plain mode."""
+    if joint is None:
+        return None
+    if (not isinstance(joint, dict) or "value_columns" not in joint
+            or set(joint) - set(JOINT_KEYS)):
+        raise InvalidInput("joint", "must be null or an object with value_columns (and "
+                                    "optionally min_providers, deadline_seconds)")
+    if key_column is None or _column_type(output_schema, key_column) != "string":
+        raise InvalidInput("key_column", "a joint product needs a key column of type string "
+                                         "in output_schema: the key its rows are summed by")
+    columns = joint["value_columns"]
+    if not isinstance(columns, list) or not 1 <= len(columns) <= MAX_VALUE_COLUMNS:
+        raise InvalidInput("joint.value_columns", f"must be a list of 1 to {MAX_VALUE_COLUMNS} "
+                                                  "output columns")
+    for i, name in enumerate(columns):
+        where = f"joint.value_columns[{i}]"
+        if not isinstance(name, str) or _column_type(output_schema, name) not in (
+                "integer", "number"):
+            raise InvalidInput(where, f"{name!r} is not an output column of type integer or "
+                                      "number")
+        if name == key_column or columns.index(name) != i:
+            raise InvalidInput(where, f"{name!r} is the key column or listed twice")
+    return {"value_columns": list(columns),
+            "min_providers": _bounded_int(joint.get("min_providers", 2),
+                                          "joint.min_providers", JOINT_PROVIDERS),
+            "deadline_seconds": _bounded_int(joint.get("deadline_seconds", 600),
+                                             "joint.deadline_seconds", JOINT_DEADLINE_S)}
+
+
 class Product(Aggregate):
     """registered → listing_requested → listed → delisted; listing_requested → registered."""
 
@@ -169,6 +234,8 @@ class Product(Aggregate):
         self.developer_id: str | None = None
         self.key_column: str | None = None
         self.sensitive_fields: dict[str, list[str]] = {}
+        #: the joint output (``check_joint``), or None: plain mode
+        self.joint: dict[str, Any] | None = None
 
     def dataset_ids(self) -> list[str]:
         """The input datasets, in input order."""
@@ -190,6 +257,8 @@ class Product(Aggregate):
         _price(details["price_fen"])
         _check_key_column(details.get("key_column"), details["output_schema"],
                           details["inputs"])
+        details["joint"] = check_joint(details.get("joint"), details.get("key_column"),
+                                       details["output_schema"])
         agg = cls(id)
         agg.trigger(ProductRegistered, ctx, operator_id=ctx.actor.participant_id, **details)
         return agg
@@ -242,6 +311,7 @@ class Product(Aggregate):
         self.price_fen, self.developer_id = e.price_fen, e.developer_id
         self.key_column = e.key_column
         self.sensitive_fields = {d: list(names) for d, names in e.sensitive_fields.items()}
+        self.joint = None if e.joint is None else dict(e.joint)
 
     @applies(ProductListingRequested)
     def _requested(self, e: ProductListingRequested) -> None:
@@ -355,6 +425,17 @@ class ProductDraft:
     code_sha256: str | None = None
     #: the output column a query may name (None: the product takes no query)
     key_column: str | None = None
+    #: the joint output (``check_joint``); None: plain mode
+    joint: dict[str, Any] | None = None
+
+
+def joint_providers(uow: UnitOfWork, product: Product | list[dict[str, Any]]) -> list[str]:
+    """The providers of a joint computation of ``product`` (or of those inputs): the
+    distinct owners of its input datasets, in input order (first appearance); the first is
+    the layout provider."""
+    inputs = product.inputs if isinstance(product, Product) else product
+    owners = [uow.get(Dataset, i["dataset_id"]).owner_id for i in inputs]
+    return list(dict.fromkeys(owners))
 
 
 def _sensitive_fields(uow: UnitOfWork, inputs: list[dict[str, Any]]) -> dict[str, list[str]]:
@@ -376,6 +457,10 @@ def register_product(uow: UnitOfWork, ctx: Context, d: ProductDraft) -> dict[str
     details = {**asdict(d), "code_sha256": _checked_digest(d.code, d.code_sha256),
                "inputs": items, "sensitive_fields": _sensitive_fields(uow, items)}
     agg = Product.register(new_id(), ctx, details=details)
+    if agg.joint is not None and len(joint_providers(uow, items)) < agg.joint["min_providers"]:
+        raise InvalidInput("joint.min_providers", f"the inputs belong to "
+                           f"{len(joint_providers(uow, items))} provider(s), fewer than "
+                           f"min_providers {agg.joint['min_providers']}")
     uow.add(agg)
     return {"product_id": agg.id, "state": agg.state, "code_sha256": agg.code_sha256}
 

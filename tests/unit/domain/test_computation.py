@@ -168,7 +168,8 @@ def test_existing_computation_is_returned_without_events() -> None:
     before = len(uow.streams[cid])
     again = request_computation(uow, PROVIDER, **request_kwargs(order_id))
     assert again == {"computation_id": cid, "contract_id": order_id, "execution": 1,
-                     "state": "requested", "existing": True, "reason": None}
+                     "state": "requested", "existing": True, "reason": None,
+                     "joint_id": None}
     assert uow.commit() == [] and len(uow.streams[cid]) == before
 
 

@@ -289,7 +289,7 @@ SIGNED_EVENTS = sorted(name for name, cls in catalogue().items()
 def test_every_decision_event_is_signed() -> None:
     assert SIGNED_EVENTS == sorted([
         "participant.admission_approved", "participant.admission_rejected",
-        "scenario.opinion_recorded", "scenario.approved", "scenario.rejected",
+        "participant.node_key_registered", "scenario.opinion_recorded", "scenario.approved", "scenario.rejected",
         "authorization.granted", "authorization.revoked", "product.listed",
         "product.listing_rejected", "contract.proposed", "contract.accepted",
         "contract.party_approved", "contract.terminated",
