@@ -17,6 +17,7 @@ import base64
 import json
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,36 @@ def _row(raw: bytes | None) -> dict[str, Any] | None:
     return row
 
 
+@dataclass(frozen=True)
+class Answer:
+    """One hidden query as the bank made it: the joint view it asked, the blinded request and
+    the response (what the platform saw and what it recorded: ``recorded``), and the rows."""
+
+    joint: dict[str, Any]
+    request: bytes = field(repr=False)
+    response: bytes = field(repr=False)
+    recorded: dict[str, Any]
+    rows: dict[str, dict[str, Any] | None]
+
+
+def ask(api: Platform, who: Caller, order_id: str, codes: Iterable[str], *,
+        joint_id: str | None = None,
+        table_cache: TableCache | Path | str | None = None) -> Answer:
+    """:func:`hidden_query`, with the exchange it made (for an audit or a demo)."""
+    wanted = check_codes(codes)
+    view = published_joint(api, who, order_id, joint_id)
+    table = fetch_table(api, who, view, _as_cache(table_cache))
+    state, request = hq.blind(wanted)
+    recorded = api.hidden_query(who, order_id, str(view["id"]), request)
+    response = _checked_response(recorded, request)
+    try:
+        opened = hq.lookup(table, state, response)
+    except hq.HiddenQueryError as exc:
+        raise HiddenQueryFailed(f"the answer does not open: {exc}") from None
+    rows = {code: _row(opened[code]) for code in wanted}
+    return Answer(view, request, response, recorded, rows)
+
+
 def hidden_query(api: Platform, who: Caller, order_id: str, codes: Iterable[str], *,
                  joint_id: str | None = None,
                  table_cache: TableCache | Path | str | None = None,
@@ -168,15 +199,4 @@ def hidden_query(api: Platform, who: Caller, order_id: str, codes: Iterable[str]
     directory, so a table is downloaded once. Raises :class:`HiddenQueryFailed` (bad codes,
     nothing published, an answer that does not check) or ``PlatformError`` (a refusal:
     the contract's window, its ``query_count``, a caller that is not the demander)."""
-    wanted = check_codes(codes)
-    view = published_joint(api, who, order_id, joint_id)
-    table = fetch_table(api, who, view, _as_cache(table_cache))
-    state, request = hq.blind(wanted)
-    answer = api.hidden_query(who, order_id, str(view["id"]), request)
-    response = _checked_response(answer, request)
-    try:
-        opened = hq.lookup(table, state, response)
-    except hq.HiddenQueryError as exc:
-        raise HiddenQueryFailed(f"the answer does not open: {exc}") from None
-    return {code: _row(opened[code]) for code in wanted}
-
+    return ask(api, who, order_id, codes, joint_id=joint_id, table_cache=table_cache).rows
