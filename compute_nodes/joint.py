@@ -459,6 +459,9 @@ class JointNode:
                 raise JointFailed(self._refusal("part_refused", "the masked part", exc),
                                   str(exc)) from None
             raise
+        if answer.get("state") == "failed":  # the policy lapsed while it ran: recorded
+            return Outcome(job.contract_id, "failed", str(answer.get("reason") or ""),
+                           job.execution, computation_id)
         if answer.get("digest") != part.digest():
             raise TrustError(f"the ledger recorded the part as {answer.get('digest')!r}, not "
                              f"{part.digest()}")
@@ -466,5 +469,5 @@ class JointNode:
         return Outcome(job.contract_id, "posted", "", job.execution, computation_id,
                        part.digest(), extra={"joint_id": part.header["execution_id"],
                                              "rows": part.header["length"] // width,
-                                             "state": answer.get("state")})
+                                             "joint_state": answer.get("joint_state")})
 

@@ -327,3 +327,16 @@ def test_a_refused_part_fails_with_the_ledgers_status(tmp_path: Path, status: in
     with pytest.raises(JointFailed) as caught:
         _node(tmp_path, platform).deliver(JOB, "c", "J", ROWS, {}, "site")
     assert caught.value.reason.startswith(reason) and body in caught.value.detail
+
+
+def test_a_part_posted_after_the_policy_lapsed_is_a_recorded_failure(tmp_path: Path) -> None:
+    platform = Scripted("tax", layout_sha256=layout_sha256(["a"]))
+    platform.layout = ["a"]
+
+    def lapsed(computation_id: str, posted: dict[str, Any]) -> dict[str, Any]:
+        return {"computation_id": computation_id, "joint_id": "J", "digest": None,
+                "state": "failed", "reason": "policy_lapsed: the contract ended"}
+
+    platform.post_masked_part = lapsed  # type: ignore[method-assign]
+    outcome = _node(tmp_path, platform).deliver(JOB, "c", "J", ROWS, {}, "site")
+    assert (outcome.status, outcome.detail) == ("failed", "policy_lapsed: the contract ended")
