@@ -9,10 +9,12 @@ alternating order:
 * **clear**: the product's function on the provider's table (pandas), its output as the
   ledger takes it (``compute_nodes.result_rows.to_json_result``) and the bytes a result
   post carries (canonical JSON);
-* **joint**: the same function and output, then the layout (the layout provider sorts the
-  keys of its output; the others check its sha256), the vector over the layout, ``to_fixed``,
-  ``core.secagg.mask`` with the provider's X25519 key and its peers' public keys, the part's
-  digest and the base64 body a part post carries.
+* **joint**: the same function, then what the compute node does with its output, with the
+  node's own functions (``compute_nodes.joint``): its rows (``joint_rows``), the layout
+  (``layout_of`` at the layout provider; ``check_layout`` at the others, as fetched; its
+  sha256), the vector over the layout (``vector``), ``core.secagg.to_fixed``,
+  ``core.secagg.mask`` with the provider's X25519 key and its peers' public keys, the part
+  stored (``PartStore.save``, 0600, before its post) and the post's body (base64, digest).
 
 Each step is timed on its own. The last repetition's clear outputs, masked parts and layout
 are written to the work directory, for the aggregation half (server venv) and the check
@@ -22,7 +24,6 @@ that the joint sum equals the clear sum. The result is one JSON line after ``RES
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import sys
 import time
@@ -46,26 +47,14 @@ from core import secagg
 from core.canonical import canonical_bytes
 
 
-def vector_over_layout(rows: list[dict[str, Any]], layout: list[str]) -> list[int | float]:
-    """Row-major over the layout: each key's value columns, 0 where the provider has no row
-    for the key; rows whose key is not in the layout are dropped (and counted)."""
-    index = {key: i for i, key in enumerate(layout)}
-    width = len(VALUE_COLUMNS)
-    vector: list[int | float] = [0] * (len(layout) * width)
-    for row in rows:
-        at = index.get(row[KEY_COLUMN])
-        if at is None:
-            continue
-        for c, column in enumerate(VALUE_COLUMNS):
-            vector[at * width + c] = row[column]
-    return vector
-
-
 class Provider:
     """One provider's datasite as the bench runs it: its table, key and the product."""
 
-    def __init__(self, k: int, sizes: Sizes, function: Callable[[Any], Any]) -> None:
+    def __init__(self, k: int, sizes: Sizes, function: Callable[[Any], Any],
+                 work: Path) -> None:
         import pandas as pd  # type: ignore[import-untyped]
+
+        from compute_nodes.joint import PartStore
 
         self.id = f"provider-{k}"
         self.k = k
@@ -74,6 +63,7 @@ class Provider:
                                                 sizes.seed + k))
         self.key = secagg.new_node_key()
         self.function = function
+        self.parts = PartStore(work / "parts" / self.id)
 
     def output(self) -> tuple[list[dict[str, Any]], dict[str, float]]:
         """The product run and its output as the ledger takes it, timed."""
@@ -96,27 +86,37 @@ class Provider:
     def joint(self, execution_id: str, providers: list[str], public: dict[str, str],
               layout: list[str] | None) -> tuple[dict[str, float], secagg.MaskedPart,
                                                   list[str]]:
-        """Joint mode: the output, the layout (made, or checked), vector, fixed point, mask
-        and the part's post body."""
-        value, steps = self.output()
+        """Joint mode, with the compute node's own functions (``compute_nodes.joint``): the
+        product, its rows, the layout (made by the layout provider; checked, as fetched, by
+        the others), the vector, fixed point, the mask, the part stored (0600) before its
+        post and the post's body."""
+        from compute_nodes import joint as node
+
         t0 = time.perf_counter()
-        if layout is None:  # the layout provider makes it from its own output
-            layout = sorted({row[KEY_COLUMN] for row in value})
-        layout_sha = hashlib.sha256(canonical_bytes(layout)).hexdigest()
+        produced = self.function(self.table)
         t1 = time.perf_counter()
-        vector = vector_over_layout(value, layout)
+        rows = node.joint_rows(produced)
         t2 = time.perf_counter()
-        fixed = secagg.to_fixed(vector)
+        if layout is None:  # the layout provider makes it from its own output
+            layout, _unusable = node.layout_of(rows, KEY_COLUMN)
+        else:
+            node.check_layout(layout)
+        node.layout_sha256(layout)
         t3 = time.perf_counter()
-        part = secagg.mask(self.key, execution_id, self.id, providers, public, fixed)
+        laid = node.vector(rows, layout, KEY_COLUMN, VALUE_COLUMNS)
         t4 = time.perf_counter()
-        post = {"header": dict(part.header), "digest": part.digest(),
-                "body": base64.b64encode(part.body).decode("ascii"), "layout": layout_sha}
+        fixed = secagg.to_fixed(laid.values)
         t5 = time.perf_counter()
-        steps.update(layout_s=t1 - t0, vector_s=t2 - t1, to_fixed_s=t3 - t2, mask_s=t4 - t3,
-                     bytes_s=t5 - t4)
+        part = secagg.mask(self.key, execution_id, self.id, providers, public, fixed)
+        t6 = time.perf_counter()
+        self.parts.save(part)
+        post = {"header": dict(part.header), "body": base64.b64encode(part.body).decode(),
+                "digest": part.digest()}
+        t7 = time.perf_counter()
         del post
-        return steps, part, layout
+        return ({"product_s": t1 - t0, "output_s": t2 - t1, "layout_s": t3 - t2,
+                 "vector_s": t4 - t3, "to_fixed_s": t5 - t4, "mask_s": t6 - t5,
+                 "bytes_s": t7 - t6}, part, layout)
 
 
 def repetition(sites: list[Provider], public: dict[str, str],
@@ -149,7 +149,7 @@ def main(config_path: str) -> int:
     namespace: dict[str, Any] = {}
     exec(compile(CODE, "<product code>", "exec"), namespace)  # noqa: S102 - the bench's code
     t0 = time.perf_counter()
-    sites = [Provider(k, sizes, namespace[FUNCTION]) for k in range(sizes.providers)]
+    sites = [Provider(k, sizes, namespace[FUNCTION], work) for k in range(sizes.providers)]
     made_s = time.perf_counter() - t0
     public = {p.id: secagg.public_key_text(p.key.public_key()) for p in sites}
     repetition(sites, public, joint_first=True)  # warm-up, not counted
