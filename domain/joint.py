@@ -132,6 +132,22 @@ class JointFailed(Event):
     reason: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class JointQueried(Event):
+    """The contract's demander made a hidden query on the published table
+    (``domain.joint_query``): what the ledger may know of it, never a code, the request or
+    the response. ``request_commitment``: SHA-256 of the blinded request's bytes;
+    ``request_size``: how many codes it asks about (counted against ``query_count``);
+    ``answer_hash``: SHA-256 of the aggregation node's response."""
+
+    type_name = "joint.queried"
+    contract_id: str
+    demander_id: str
+    request_commitment: str
+    request_size: int
+    answer_hash: str
+
+
 class JointExecution(Aggregate):
     """started → layout_published (the parts come in) → published | failed; both terminal."""
 
@@ -154,6 +170,9 @@ class JointExecution(Aggregate):
         #: provider id -> the digest of its part
         self.parts: dict[str, str] = {}
         self.reason = ""
+        #: hidden queries answered on its published table, and the codes they asked about
+        self.queries = 0
+        self.queried = 0
 
     @property
     def part_length(self) -> int:
@@ -187,9 +206,9 @@ class JointExecution(Aggregate):
         if ctx.actor.role != "provider" or ctx.actor.participant_id != self.layout_provider:
             raise Forbidden(f"only the layout provider {self.layout_provider} of joint "
                             f"{self.id} publishes its layout")
+        self.require_open("publish a layout")
         if self.layout_sha256 == layout_sha256:
             return True
-        self.require_open("publish a layout")
         if self.layout_sha256 is not None:
             raise WrongState(f"joint {self.id} has its layout already ({self.layout_sha256}, "
                              f"{self.length} keys); a layout is published once",
@@ -256,6 +275,11 @@ class JointExecution(Aggregate):
     @applies(JointFailed)
     def _failed(self, e: JointFailed) -> None:
         self.state, self.reason = "failed", e.reason
+
+    @applies(JointQueried)
+    def _queried(self, e: JointQueried) -> None:
+        self.queries += 1
+        self.queried += e.request_size
 
 
 def find_joint(uow: UnitOfWork, id: str) -> JointExecution | None:

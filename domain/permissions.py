@@ -224,6 +224,14 @@ RULES: tuple[Rule, ...] = (
          conditions="The server's system actor (a deadline passed with parts missing, an "
          "aggregation refused); a provider's computation.failed of the execution fails it "
          "too, in the same command. Terminal."),
+    Rule("joint.hidden_query", "POST /orders/{order_id}/hidden-queries",
+         {"demander": ANY},
+         "The contract's demander (403 for anyone else) on a published joint execution of "
+         "that contract (404 another's, 409 until published), the contract approved, inside "
+         "its window, by a designated user if it names any, its grants live, and within its "
+         "query_count (409 count_exhausted; each usage control's refusal recorded, "
+         "usage.refused). Records the request's commitment and size and the answer's hash "
+         "(joint.queried), never the codes."),
     Rule("delivery.release_approval", "POST /deliveries/{delivery_id}/release-approvals",
          _admins("provider"),
          "The provider whose computation made the delivery, once; the contract holds "
@@ -267,6 +275,9 @@ RULES: tuple[Rule, ...] = (
     Rule("joint.layout_get", "GET /joint/{joint_id}/layout", EVERYONE,
          "The published layout, for the joint's providers only (403 for the other parties; "
          "409 until it is published).", QUERY),
+    Rule("joint.table", "GET /joint/{joint_id}/table", EVERYONE,
+         "The published sealed table's bytes, for the contract's demander only (403 for the "
+         "other parties; 409 until it is published).", QUERY),
     Rule("deliveries.result", "GET /deliveries/{delivery_id}/result", RESULT_READERS,
          "For the demander and the operator (the regulator: supervision, recorded, never "
          "refused; never the platform, which runs the market but is not a party to its "

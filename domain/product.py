@@ -165,7 +165,7 @@ JOINT_DEADLINE_S = (10, 86400)
 JOINT_KEYS = ("value_columns", "min_providers", "deadline_seconds")
 
 
-def _column_type(schema: dict[str, Any], name: str) -> Any:
+def column_type(schema: dict[str, Any], name: str) -> Any:
     """The declared ``type`` of output column ``name`` (of ``properties`` or ``items``)."""
     for where in (schema, schema.get("items")):
         if isinstance(where, dict) and isinstance(where.get("properties"), dict):
@@ -193,7 +193,7 @@ def check_joint(joint: Any, key_column: Any,
             or set(joint) - set(JOINT_KEYS)):
         raise InvalidInput("joint", "must be null or an object with value_columns (and "
                                     "optionally min_providers, deadline_seconds)")
-    if key_column is None or _column_type(output_schema, key_column) != "string":
+    if key_column is None or column_type(output_schema, key_column) != "string":
         raise InvalidInput("key_column", "a joint product needs a key column of type string "
                                          "in output_schema: the key its rows are summed by")
     columns = joint["value_columns"]
@@ -202,7 +202,7 @@ def check_joint(joint: Any, key_column: Any,
                                                   "output columns")
     for i, name in enumerate(columns):
         where = f"joint.value_columns[{i}]"
-        if not isinstance(name, str) or _column_type(output_schema, name) not in (
+        if not isinstance(name, str) or column_type(output_schema, name) not in (
                 "integer", "number"):
             raise InvalidInput(where, f"{name!r} is not an output column of type integer or "
                                       "number")

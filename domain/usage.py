@@ -238,6 +238,17 @@ def circulation_refusal(policy: Mapping[str, Any]) -> Refusal | None:
                    f"delivered as {RESULT_FORM} rows")
 
 
+def designated_refusal(policy: Mapping[str, Any], member_id: str) -> Refusal | None:
+    """The designated users (指定用户控制): a demander's member the policy does not name
+    is refused (403)."""
+    users = policy.get("designated_users")
+    if users is None or member_id in users:
+        return None
+    return Refusal("not_designated_user", "designated_users", list(users),
+                   f"member {member_id} is not one of the contract's designated users",
+                   forbidden=True)
+
+
 def unknown_refusal(unknown: list[str]) -> Refusal | None:
     """A policy key the evaluator does not know refuses every use (fail closed)."""
     if not unknown:
@@ -255,12 +266,8 @@ def access_refusal(policy: Mapping[str, Any], meter: Meter, access: Access) -> R
     refusal = window_refusal(policy, access.at)
     if refusal is not None:
         return refusal
-    users = policy.get("designated_users")
-    if access.demander and users is not None and access.member_id not in users:
-        return Refusal("not_designated_user", "designated_users", list(users),
-                       f"member {access.member_id} is not one of the contract's designated "
-                       "users", forbidden=True)
-    refusal = circulation_refusal(policy)
+    refusal = (designated_refusal(policy, access.member_id) if access.demander else None
+               ) or circulation_refusal(policy)
     if refusal is not None:
         return refusal
     if policy.get("derivatives_need_approval") and access.pending_releases:

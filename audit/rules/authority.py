@@ -71,6 +71,7 @@ WHO: dict[str, Mapping[str, frozenset[str]]] = {
     "delivery.release_approved": _admins("provider"),
     "delivery.accessed": {r: ANY for r in ROLES if r != "platform"},
     "usage.refused": {r: ANY for r in ROLES if r != "platform"},
+    "joint.queried": {"demander": ANY},
 }
 
 #: what the server's own actor does: found the platform operator, rotate its admin's token
@@ -302,6 +303,18 @@ def _product_state(*allowed: str) -> Check:
     return check
 
 
+def _joint_queried(s: State, ev: Ev) -> list[Finding]:
+    """A hidden query is made by the contract's demander, while the contract is approved
+    (白皮书 6.1: the bank's query; 6.2: no use outside the contract)."""
+    order = s.orders.get(str(ev.payload.get("contract_id")))
+    if order is None or order.demander != ev.participant:
+        return _party(ev, "a hidden query by the demander of its contract",
+                      f"by {ev.participant} on contract {ev.payload.get('contract_id')}")
+    if order.state != "approved":
+        return _lifecycle(ev, "contract", order.state, "approved")
+    return []
+
+
 CHECKS: dict[str, Check] = {
     "participant.member_added": _member_added,
     "participant.key_registered": _key_registered,
@@ -319,4 +332,5 @@ CHECKS: dict[str, Check] = {
     "product.listing_requested": _product_state("registered"),
     "product.listing_rejected": _product_state("listing_requested"),
     "product.delisted": _product_state("listed"),
+    "joint.queried": _joint_queried,
 }
