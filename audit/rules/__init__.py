@@ -4,7 +4,8 @@ It imports only ``core`` (the stored record, the decision statement and its Ed25
 never the project's domain or aggregates, so a bug there is not repeated here: the rules are
 written again from the white paper, DESIGN.md and the event catalogue (``model.py`` the
 picture of the ledger, ``authority.py`` who may, ``execution.py`` contracts, listings and
-executions, ``signatures.py`` signed decisions, ``book.py`` the ``RuleBook`` that streams).
+executions, ``signatures.py`` signed decisions, ``joint.py`` joint computations and hidden
+queries, ``book.py`` the ``RuleBook`` that streams).
 """
 
 from audit.rules.book import RuleBook

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from audit.rules.model import SYSTEM, Ev, Finding, State
+from core.secagg import node_key_id
 
 ADMIN = frozenset({"admin"})
 WORKER = frozenset({"admin", "member"})
@@ -37,6 +38,7 @@ WHO: dict[str, Mapping[str, frozenset[str]]] = {
     "participant.key_registered": {r: ANY for r in ROLES},
     "participant.key_revoked": {r: ANY for r in ROLES},
     "participant.suspended": _admins("platform", "regulator"),
+    "participant.node_key_registered": {"provider": WORKER},
     "dataset.registered": _admins("provider"),
     "dataset.published": _admins("provider"),
     "dataset.updated": _admins("provider"),
@@ -71,12 +73,20 @@ WHO: dict[str, Mapping[str, frozenset[str]]] = {
     "delivery.release_approved": _admins("provider"),
     "delivery.accessed": {r: ANY for r in ROLES if r != "platform"},
     "usage.refused": {r: ANY for r in ROLES if r != "platform"},
+    # a joint computation (白皮书 6.1): the providers' nodes, the aggregation node (the
+    # system actor: joint.published and joint.failed, judged in joint.py), the demander
+    "joint.started": {"provider": WORKER},
+    "joint.layout_published": {"provider": WORKER},
+    "joint.part_received": {"provider": WORKER},
+    "joint.failed": {"provider": WORKER},
     "joint.queried": {"demander": ANY},
 }
 
 #: what the server's own actor does: found the platform operator, rotate its admin's token
 SYSTEM_EVENTS = frozenset({"participant.registered", "participant.admission_approved",
                            "participant.member_added", "participant.member_token_rotated"})
+#: what the server's own actor does as the platform's aggregation node (joint.py judges)
+JOINT_SYSTEM_EVENTS = frozenset({"joint.published", "joint.failed"})
 #: what a participant still pending admission may do: complete its own membership
 PENDING_EVENTS = frozenset({"participant.member_added", "participant.member_token_rotated"})
 
@@ -112,7 +122,10 @@ def actor_findings(s: State, ev: Ev) -> list[Finding]:
 
 
 def _system(s: State, ev: Ev) -> list[Finding]:
-    """The server's own actor founds the platform operator and nothing else."""
+    """The server's own actor founds the platform operator and, as the aggregation node,
+    publishes or fails a joint computation; nothing else."""
+    if ev.type in JOINT_SYSTEM_EVENTS:
+        return []
     platform = s.participants.get(ev.id)
     founding = (ev.type == "participant.registered" and ev.payload.get("role") == "platform"
                 and not any(p.role == "platform" for p in s.participants.values()))
@@ -120,7 +133,8 @@ def _system(s: State, ev: Ev) -> list[Finding]:
                                                   and platform.role == "platform")):
         return []
     return [Finding(ev.seq, "actor_identity", "the server's own actor only founds the "
-                    "platform operator (its registration, admission and admin)",
+                    "platform operator (its registration, admission and admin) and publishes "
+                    "or fails joint computations",
                     f"{ev.type} on {ev.id} by the system actor")]
 
 
@@ -181,6 +195,24 @@ def _key_revoked(s: State, ev: Ev) -> list[Finding]:
         return []
     return _party(ev, "a key revoked by its member or an admin of its participant",
                   f"revoked by member {ev.member} of {ev.participant}")
+
+
+def _node_key(s: State, ev: Ev) -> list[Finding]:
+    """A provider's member registers its own provider's compute-node key; its key id is
+    ``x25519:`` and the first 32 hex digits of the SHA-256 of the key's 32 bytes."""
+    if ev.participant != ev.id:
+        return _party(ev, "a node key registered by a member of its own provider",
+                      f"provider {ev.id}'s node key registered by {ev.participant}")
+    try:
+        wanted: str | None = node_key_id(str(ev.get("public_key")))
+    except (ValueError, TypeError):
+        wanted = None
+    if wanted is None or ev.get("key_id") != wanted:
+        return [Finding(ev.seq, "node_key", "an X25519 public key (base64 of 32 bytes) and "
+                        f"its key id {wanted or 'x25519:<32 hex of its SHA-256>'}",
+                        f"public_key {str(ev.payload.get('public_key'))[:60]!r}, key_id "
+                        f"{ev.payload.get('key_id')!r}")]
+    return []
 
 
 def _admission(s: State, ev: Ev) -> list[Finding]:
@@ -303,22 +335,11 @@ def _product_state(*allowed: str) -> Check:
     return check
 
 
-def _joint_queried(s: State, ev: Ev) -> list[Finding]:
-    """A hidden query is made by the contract's demander, while the contract is approved
-    (白皮书 6.1: the bank's query; 6.2: no use outside the contract)."""
-    order = s.orders.get(str(ev.payload.get("contract_id")))
-    if order is None or order.demander != ev.participant:
-        return _party(ev, "a hidden query by the demander of its contract",
-                      f"by {ev.participant} on contract {ev.payload.get('contract_id')}")
-    if order.state != "approved":
-        return _lifecycle(ev, "contract", order.state, "approved")
-    return []
-
-
 CHECKS: dict[str, Check] = {
     "participant.member_added": _member_added,
     "participant.key_registered": _key_registered,
     "participant.key_revoked": _key_revoked,
+    "participant.node_key_registered": _node_key,
     "participant.admission_approved": _admission,
     "participant.admission_rejected": _admission,
     "participant.suspended": _suspension,
@@ -332,5 +353,4 @@ CHECKS: dict[str, Check] = {
     "product.listing_requested": _product_state("registered"),
     "product.listing_rejected": _product_state("listing_requested"),
     "product.delisted": _product_state("listed"),
-    "joint.queried": _joint_queried,
 }

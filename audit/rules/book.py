@@ -5,7 +5,8 @@ never the domain's classes) against the ledger as it stood before it, then moves
 and returns the findings. The findings on a ``computation.requested`` are held until that
 computation's next event (a request the ledger refused is recorded with its failure and
 broke no rule), so ``feed`` may return a finding for an earlier seq; ``finish()`` returns
-those still held at the end of the log. Memory grows with the aggregates (a few fields each)
+those still held at the end of the log (and what the log's last command had to write with
+its events: ``joint.py``). Memory grows with the aggregates (a few fields each)
 and the signatures seen (16 bytes each), never with the events.
 """
 
@@ -15,6 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from audit.rules import authority, execution
+from audit.rules.joint import JointRules
 from audit.rules.model import Ev, Finding, Malformed, State
 from audit.rules.signatures import Signatures
 from core.canonical import CanonicalEncodingError
@@ -30,6 +32,7 @@ class RuleBook:
     def __init__(self, *, require_signatures: bool = False) -> None:
         self.state = State()
         self.signatures = Signatures(require_signatures)
+        self.joints = JointRules()
         self.events = 0
 
     def feed(self, entry: LogEntry, payload: dict[str, Any] | None = None) -> list[Finding]:
@@ -41,17 +44,19 @@ class RuleBook:
         except (Malformed, CanonicalEncodingError, UnicodeDecodeError, ValueError) as exc:
             return [Finding(entry.seq, "event_shape", f"{entry.type_name}: an actor and an "
                             "instant", str(exc))]
+        ended = self.joints.ended_by(self.state, ev)  # what one command had to write
         try:
-            found = (authority.actor_findings(self.state, ev)
-                     + authority.creation_findings(self.state, ev))
+            found = [*ended, *authority.actor_findings(self.state, ev),
+                     *authority.creation_findings(self.state, ev)]
             check = CHECKS.get(ev.type)
             if check is not None:
                 found += check(self.state, ev)
             found += self.signatures.findings(self.state, ev)
+            found += self.joints.findings(self.state, ev)
             self.state.apply(ev)
         except (Malformed, KeyError, TypeError, AttributeError) as exc:
-            return [Finding(entry.seq, "event_shape", f"{entry.type_name} as the catalogue "
-                            "describes it", f"{type(exc).__name__}: {exc}")]
+            return [*ended, Finding(entry.seq, "event_shape", f"{entry.type_name} as the "
+                                    "catalogue describes it", f"{type(exc).__name__}: {exc}")]
         if ev.type == "computation.requested" and ev.id in self.state.computations:
             held = [f for f in found if f.seq == ev.seq]
             self.state.computations[ev.id].held = held
@@ -62,6 +67,7 @@ class RuleBook:
         """The findings still held at the end of the log: requests that broke a rule and
         were never refused."""
         out = [f for run in self.state.computations.values() for f in run.held]
+        out += self.joints.finish(self.state)
         for run in self.state.computations.values():
             run.held = []
         return sorted(out, key=lambda f: f.seq)

@@ -68,6 +68,8 @@ DECISIONS: dict[str, tuple[str, tuple[Field, ...]]] = {
                                        (_approve(True), _text("comment", "comment"))),
     "participant.admission_rejected": ("participant.admission",
                                        (_approve(False), _text("reason", "comment"))),
+    "participant.node_key_registered": ("participant.node_key",
+                                        (("public_key", "public_key", None, _same),)),
     "scenario.opinion_recorded": ("scenario.opinion",
                                   (("verdict", "verdict", None, _same),
                                    _text("comment", "comment"))),
