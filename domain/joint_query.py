@@ -123,7 +123,8 @@ def _refusal(uow: UnitOfWork, ctx: Context, order: Order, product: Product,
     limit, used = policy.get("query_count"), queried(uow, order)
     if limit is not None and used + size > limit:
         return Refusal("count_exhausted", "query_count", limit,
-                       f"the contract allows {limit} code(s) looked up by hidden queries; "
+                       f"the contract's query_count allows {limit} code(s) looked up by "
+                       "hidden queries; "
                        f"{used} were, and this query asks about {size}", used=used)
     return None
 
