@@ -118,3 +118,48 @@ def write_tables(directory: Path, enterprises: int, seed: int = 61) -> dict[str,
                 writer.writerows(table)
             paths[view][kind] = path
     return {"codes": codes, "paths": paths, "private": private}
+
+
+_RATING_POINTS = {"A": 40, "B": 30, "M": 20, "C": 10, "D": 0}
+
+
+def partial_points(view: str, row: dict[str, Any]) -> int:
+    """What the product's credit model (``demo/finance.py``'s CODE, in pandas on the node)
+    gives one enterprise from one provider's view, computed here in plain Python: the demo's
+    own reference for the joint result."""
+    if view == "tax":
+        return (_RATING_POINTS.get(row["tax_rating"], 0)
+                + min(int(row["tax_paid_yuan_12m"]) // 50000, 20)
+                - 15 * (int(row["tax_arrears_yuan"]) > 0))
+    if view == "power":
+        return (min(int(row["power_kwh_12m"]) // 20000, 20)
+                + max(-10, min(int(row["power_growth_pct"]), 10))
+                - 3 * int(row["bill_arrears_months"]))
+    return (min(int(row["years_registered"]), 10) * 2
+            - 20 * int(row["abnormal_operation"]) - 5 * int(row["penalties_3y"]))
+
+
+def plain_points(private: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, int]]:
+    """Each enterprise's partial points by view (``{code: {view: points}}``), from the
+    tables ``write_tables`` made: the plain per-provider values the joint sum must equal."""
+    out: dict[str, dict[str, int]] = {}
+    for view, rows in private.items():
+        for row in rows:
+            out.setdefault(row["uscc"], {})[view] = partial_points(view, row)
+    return out
+
+
+def bank_queries(codes: Sequence[str], asked: int,
+                 seed: int = 614) -> tuple[list[str], list[str]]:
+    """The codes the demo's bank looks up: ``asked`` enterprises of the table (members) and
+    a third as many (at least 3) well-formed codes no provider knows (outsiders: region
+    320106, Nanjing). Deterministic, so a test can name exactly what the bank asked."""
+    rng = random.Random(seed)
+    members = rng.sample(list(codes), asked)
+    known = set(codes)
+    outsiders: list[str] = []
+    while len(outsiders) < max(3, asked // 3):
+        code = credit_code(rng, region="320106")
+        if code not in known and code not in outsiders:
+            outsiders.append(code)
+    return members, outsiders

@@ -1,67 +1,72 @@
 """``dataledger demo finance``: the inclusive-finance scenario (white paper 6.1) end to end.
 
 On the embedded default (SQLite, in-process witnesses, the compute node started by
-``serve``), in a data directory of its own:
+``serve``), in a data directory of its own, the parties set the scenario up:
 
-1. the platform onboards a regulator, three providers (market regulation 市场监管局, tax
-   税务局, the power utility 供电公司), an operator, a model developer and a bank;
-2. each provider enrolls its compute node and loads synthetic enterprise data, keyed by
-   unified social credit code, into its own datasite; the ledger records only row counts,
-   schemas and the SHA-256 of each private file;
-3. the operator's credit-assessment scenario is reviewed by an expert and approved by the
-   regulator; each provider authorizes its dataset for it;
-4. the operator lists a credit-assessment product (its code and SHA-256 on the ledger);
-5. the bank orders it for the enterprises it is considering (a query by credit code), tries
-   it on the providers' mock data (试用), then the contract is approved by the three
-   providers and the operator;
-6. each provider's node checks the approval against an anchored checkpoint, runs the code
-   on its private data and delivers partial points for the asked enterprises only; the
-   bank adds them up.
+- the platform onboards a regulator, three providers (market regulation 市场监管局, tax
+  税务局, the power utility 供电公司), an operator (the data group 数据集团), a model
+  developer and a bank; each provider enrolls its compute node and registers the node's
+  key on the ledger (the key its masks are agreed with);
+- each provider loads synthetic enterprise data, keyed by unified social credit code, into
+  its own datasite (the ledger records only row counts, schemas and SHA-256s); the scenario
+  is reviewed and approved, each provider authorizes its dataset;
+- the operator lists the bank's credit model as a product with a **joint output** (points,
+  keyed by credit code); the bank orders it with no query in clear, tries it on mock data
+  (the plain per-provider mode), and the contract is approved;
 
-It prints what each party saw and exits 0 if every check held, 1 otherwise.
+then the white paper's five steps (图 19):
+
+1. joint computation: each provider's node runs the model on its own data in its sandbox,
+   turns its points into a vector over the agreed layout and masks it (secure aggregation);
+   only the masked parts leave the datasites;
+2. publication: the platform's aggregation node sums the parts into the joint table, seals
+   it for hidden queries with a fresh OPRF key and publishes it to the consortium;
+3. the bank's hidden query by credit code (members of the table and non-members), through
+   the API (``client/hidden_query.py``, and once through ``dataledger client hidden-query``);
+4. the query travels blinded to the aggregation node, which evaluates it; the ledger records
+   its commitment, size and the answer's hash;
+5. the answer: the bank opens its rows in its copy of the table.
+
+It checks each answer against the plain sum it computes from its own generated tables, prints
+what each party saw (``demo/saw.py``) and exits 0 if every check held, 1 otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
+import functools
 import hashlib
 import json
 import os
 import random
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from chain.bls import WitnessPublicKey, cosignatures, trust_witness
-from chain.checkpoint import open_checkpoint
-from chain.note import Verifier
-from chain.verify import VerificationError, verify_inclusion
+from client.hidden_query import Answer, HiddenQueryFailed, ask
 from client.market import Market
 from client.platform import Party, Platform, PlatformError
-from core.decision import event_signature_verifies, key_id
-from core.record import leaf_hash
+from core.canonical import canonical_bytes
+from core.files import write_private
 from demo.enterprises import (
     MARKET_FIELDS,
     POWER_FIELDS,
     TAX_FIELDS,
+    bank_queries,
     credit_code,
-    valid_code,
+    plain_points,
     write_tables,
 )
+from demo.harness import ROOT, Checks, DemoError, node_cli, say, served
 
-ROOT = Path(__file__).resolve().parent.parent
-
-#: the product's registered computation: run by each provider's node on its own view
+#: the bank's credit model (信贷征信模型), run by each provider's node on its own view
 CODE = '''def credit_points(data):
     cols = set(data.columns)
     points = data["uscc"].str.len() * 0
@@ -80,11 +85,13 @@ CODE = '''def credit_points(data):
     return [{"uscc": str(u), "points": int(p)} for u, p in zip(data["uscc"], points)]
 '''
 
-#: what CODE returns: one row of partial points per enterprise asked about, by its credit
-#: code (the key column the bank's queries name)
+#: what CODE returns: one row of partial points per enterprise, by its credit code
 OUTPUT_SCHEMA = {"type": "array", "items": {
     "type": "object", "required": ["uscc", "points"], "additionalProperties": False,
     "properties": {"uscc": {"type": "string"}, "points": {"type": "integer"}}}}
+
+#: the product's joint output: the points summed over the providers by credit code
+JOINT = {"value_columns": ["points"], "min_providers": 3, "deadline_seconds": 600}
 
 PROVIDERS = (
     ("market", "Market regulation bureau 市场监管局", "Enterprise registration 工商登记信息",
@@ -93,58 +100,6 @@ PROVIDERS = (
     ("power", "Power supply company 供电公司", "Enterprise power use 用电信息", "power-billing",
      POWER_FIELDS),
 )
-
-
-class DemoError(Exception):
-    """A step of the demo did not do what it should."""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _serve(data_dir: Path, port: int, admin_token: str, log_file: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "DATALEDGER_DATA_DIR": str(data_dir), "DATALEDGER_PORT": str(port),
-           "DATALEDGER_HOST": "127.0.0.1", "DATALEDGER_ADMIN_TOKEN": admin_token,
-           "DATALEDGER_DATABASE_URL": "", "DATALEDGER_WITNESS_URLS": "",
-           "DATALEDGER_NATS_URL": "", "DATALEDGER_CHAIN": "true",
-           "DATALEDGER_COMPUTE_NODE": "true", "DATALEDGER_CHECKPOINT_EVERY_SECONDS": "1",
-           "DATALEDGER_NODE_POLL_SECONDS": "0.5"}
-    out = log_file.open("ab")
-    return subprocess.Popen([sys.executable, "-m", "cli", "serve"], env=env, cwd=str(ROOT),
-                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _wait_health(api: Platform, process: subprocess.Popen[bytes], log_file: Path) -> None:
-    if api.wait_until_up(60, alive=lambda: process.poll() is None):
-        return
-    if process.poll() is not None:
-        raise DemoError(f"dataledger serve exited with {process.returncode}; see {log_file}")
-    raise DemoError(f"dataledger serve did not answer within 60 s; see {log_file}")
-
-
-def _node_cli(data_dir: Path, url: str, *args: str, token: str | None = None) -> dict[str, Any]:
-    """``dataledger compute-node ARGS`` against the demo's server; its JSON answer."""
-    env = {**os.environ, "DATALEDGER_DATA_DIR": str(data_dir),
-           "DATALEDGER_NODE_DATA_DIR": str(data_dir / "node"),
-           "DATALEDGER_NODE_PLATFORM_URL": url}
-    env.pop("DATALEDGER_NODE_TOKEN", None)
-    if token is not None:  # never on the command line, where `ps` shows it
-        env["DATALEDGER_NODE_TOKEN"] = token
-    done = subprocess.run([sys.executable, "-m", "cli", "compute-node", *args], env=env,
-                          cwd=str(ROOT), capture_output=True, text=True, timeout=900,
-                          check=False)
-    if done.returncode != 0:
-        raise DemoError(f"dataledger compute-node {args[0]}: exit {done.returncode}: "
-                        f"{done.stderr.strip()[-1500:]}")
-    answer: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return answer
-
-
-def _say(party: str, line: str) -> None:
-    print(f"  [{party}] {line}", flush=True)
 
 
 def _credit_code(role: str, name: str) -> str:
@@ -161,36 +116,10 @@ class Sizes:
     timeout: float
 
 
-def run(data_dir: Path, enterprises: int, asked: int, timeout: float) -> int:
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    admin_token = "dl_demo_admin_" + secrets.token_urlsafe(24)
-    log_file = data_dir / "serve.log"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    print(f"dataledger demo finance: data in {data_dir}, server log {log_file}", flush=True)
-    server = _serve(data_dir, port, admin_token, log_file)
-    api = Platform.at(url, timeout=60)
-    try:
-        _wait_health(api, server, log_file)
-        demo = Finance(api, admin_token, data_dir, Sizes(enterprises, asked, timeout))
-        return demo.run()
-    except (DemoError, PlatformError) as exc:
-        print(f"FAILED: {exc}", flush=True)
-        return 1
-    finally:
-        api.close()
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-
-
 @dataclass
 class Provider:
     """A provider of the demo: its party, its view of the enterprises, its compute node's
-    datasite, and the dataset it registers and loads."""
+    datasite and key, and the dataset it registers and loads."""
 
     party: Party
     view: str
@@ -198,6 +127,7 @@ class Provider:
     system: str
     fields: list[dict[str, str]]
     datasite: str
+    node_key: str = ""
     dataset: str = ""
     sha256: str = ""
 
@@ -206,23 +136,31 @@ class Provider:
         return self.party.name
 
 
-class Checks:
-    """What the demo verified: each check printed as it is made, a summary at the end."""
+@dataclass
+class Queries:
+    """The bank's hidden queries: what it asked (its own secret), what came back."""
 
-    def __init__(self) -> None:
-        self.made: list[tuple[str, bool]] = []
+    members: list[str] = field(default_factory=list)
+    outsiders: list[str] = field(default_factory=list)
+    answers: list[Answer] = field(default_factory=list)
+    cli_codes: list[str] = field(default_factory=list)
 
-    def __call__(self, what: str, ok: bool) -> None:
-        self.made.append((what, ok))
-        print(f"  {'ok  ' if ok else 'FAIL'} {what}", flush=True)
+    @property
+    def codes(self) -> list[str]:
+        return self.members + self.outsiders
 
-    def summary(self) -> int:
-        """Print how many checks held and which failed; the exit code (1 if any failed)."""
-        failed = [what for what, ok in self.made if not ok]
-        print(f"\n{len(self.made) - len(failed)} of {len(self.made)} checks held.", flush=True)
-        for what in failed:
-            print(f"  FAILED: {what}", flush=True)
-        return 1 if failed else 0
+
+def run(data_dir: Path, sizes: Sizes) -> int:
+    admin_token = "dl_demo_admin_" + secrets.token_urlsafe(24)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    print(f"dataledger demo finance: data in {data_dir}, server log {data_dir / 'serve.log'}",
+          flush=True)
+    try:
+        with served(data_dir, admin_token) as api:
+            return Finance(api, admin_token, data_dir, sizes).run()
+    except (DemoError, PlatformError, HiddenQueryFailed) as exc:
+        print(f"FAILED: {exc}", flush=True)
+        return 1
 
 
 class Finance:
@@ -247,23 +185,34 @@ class Finance:
         self.sizes = sizes
         self.check = Checks()
         self.providers: dict[str, Provider] = {}
+        self.queries = Queries()
+        self.bank_dir = data_dir / "bank"  # the bank's machine: its cached table only
 
     def run(self) -> int:
         """Every step in order; the exit code."""
+        from demo.saw import report
+
         self.onboard()
         self.catalog()
         self.review()
         product = self.list_product()
         order = self.contract(product)
-        totals = self.deliver(order)
-        self.report(order, totals)
+        joint = self.joint_computation(order)
+        self.hidden_queries(order, joint)
+        report(self, order, joint)
         return self.check.summary()
 
     def node_cli(self, *args: str, token: str | None = None) -> dict[str, Any]:
-        return _node_cli(self.data_dir, self.api.url, *args, token=token)
+        return node_cli(self.data_dir, self.api.url, *args, token=token)
+
+    @functools.cached_property
+    def points(self) -> dict[str, dict[str, int]]:
+        """The demo's own reference: each enterprise's partial points by provider."""
+        return plain_points(self.tables["private"])
 
     def onboard(self) -> None:
-        print("\n1. Onboarding (入驻 and 准入)", flush=True)
+        print("\n1. Onboarding (入驻 and 准入); each provider's node key on the ledger",
+              flush=True)
         market = Market(self.api, self.admin, "Municipal big data bureau 大数据局",
                         credit_code=_credit_code, comment="meets the admission criteria 准入")
         self.market, self.regulator = market, market.regulator
@@ -276,9 +225,14 @@ class Finance:
             party = market.onboard("provider", name)
             node = self.api.add_member(party, "compute node", ["member"])
             enrolled = self.node_cli("enroll", token=node.token)
-            p = Provider(party, view, title, system, fields, enrolled["datasite"])
+            p = Provider(party, view, title, system, fields, enrolled["datasite"],
+                         node_key=str(enrolled["node_key"]))
+            registered = self.api.register_node_key(party, p.node_key).get("node_key") or {}
+            self.check(f"{view}: its node's X25519 key is on the ledger, registered by a "
+                       "signed decision of its member", registered.get("public_key") == p.node_key)
             self.providers[view] = p
-            _say(name, f"admitted; its compute node enrolled with datasite {p.datasite}")
+            say(name, f"admitted; compute node enrolled (datasite {p.datasite}), node key "
+                f"{registered.get('key_id', '?')} registered")
 
     def catalog(self) -> None:
         print("\n2. Catalog and data loading (data stays in each provider's datasite)",
@@ -292,8 +246,8 @@ class Finance:
             loaded = self.node_cli("load", "--dataset", p.dataset, "--private",
                                    str(paths["private"]), "--mock", str(paths["mock"]))
             p.sha256 = hashlib.sha256(paths["private"].read_bytes()).hexdigest()
-            _say(p.name, f"dataset {p.dataset}: {loaded['rows']} rows loaded into its "
-                 f"datasite; the ledger holds SHA-256 {p.sha256[:16]}…")
+            say(p.name, f"dataset {p.dataset}: {loaded['rows']} rows loaded into its "
+                f"datasite; the ledger holds SHA-256 {p.sha256[:16]}…")
             recorded = self.api.event(p.party, loaded["ledger"]["seqs"][0])
             self.check(f"{p.view}: the ledger recorded the private file's SHA-256 and row "
                        "count, no rows",
@@ -312,49 +266,53 @@ class Finance:
         self.api.give_opinion(self.expert, self.scenario, "approve",
                               "proportionate, results are scores only")
         self.api.decide_scenario(self.regulator, self.scenario, "approved 同意")
-        _say("regulator", f"scenario {self.scenario} approved after the expert's opinion")
+        say("regulator", f"scenario {self.scenario} approved after the expert's opinion")
         self.now = datetime.now(UTC)
         window = (self.now - timedelta(days=1), self.now + timedelta(days=365))
         self.authorizations = []
         for p, req in zip(self.providers.values(), self.requested, strict=True):
             self.authorizations.append(self.api.authorize(
                 p.party, self.scenario, [req], window, {"processing_count": 100}))
-            _say(p.name, f"authorized its dataset for the scenario ({self.authorizations[-1]})")
+            say(p.name, f"authorized its dataset for the scenario ({self.authorizations[-1]})")
 
     def list_product(self) -> str:
-        print("\n4. The product (上架)", flush=True)
+        print("\n4. The product (上架): the bank's credit model, a joint output", flush=True)
         product = self.api.list_product(self.operator, self.market.platform, {
             "scenario_id": self.scenario, "authorization_ids": self.authorizations,
             "name": "SME credit points 企业信用分", "kind": "api",
-            "description": "partial credit points per enterprise from each provider's view",
+            "description": "credit points per enterprise, summed over the three providers' "
+            "views by secure aggregation; looked up by hidden query",
             "code": CODE, "inputs": self.requested, "output_schema": OUTPUT_SCHEMA,
-            "key_column": "uscc",
+            "key_column": "uscc", "joint": JOINT,
             "quality_report": "KS 0.41 on the synthetic back-test", "price_fen": 2_000_000,
             "developer_id": self.developer.id}, comment="listed")
         listed = self.api.product(self.bank, product)
         code_hash = hashlib.sha256(CODE.encode()).hexdigest()
-        self.check("the listed product carries the code's SHA-256",
-                   listed.get("code_sha256") == code_hash)
-        _say("operator", f"product {product} listed; code SHA-256 {code_hash[:16]}…")
+        self.check("the listed product carries the code's SHA-256 and its joint output",
+                   listed.get("code_sha256") == code_hash
+                   and (listed.get("joint") or {}).get("value_columns") == ["points"])
+        say("operator", f"product {product} listed: joint output (points by uscc, summed "
+            f"over {len(self.providers)} providers); code SHA-256 {code_hash[:16]}…")
         return product
 
     def contract(self, product: str) -> str:
-        """The bank's order, the trial on mock rows, the contract up to its approval."""
-        print("\n5. The bank's order, a query by credit code, a trial, the contract",
-              flush=True)
-        wanted = self.tables["codes"][:self.sizes.asked]
+        """The bank's order (no query: a joint product takes hidden queries only), the trial
+        on mock rows in the plain per-provider mode, the contract up to its approval."""
+        print("\n5. The bank's order (no query in clear), a trial, the contract", flush=True)
         order = self.api.place_order(self.bank, product,
-                                     "credit decisions on loan applicants 贷前审查",
-                                     {"field": "uscc", "values": wanted})
+                                     "credit decisions on loan applicants 贷前审查")
         self.api.grant_trial(self.operator, order)
-        trial = self.deliveries(order, 0, None)
+        trial = self.trial(order)
         self.check("the trial scored only invented enterprises (mock rows, region 999999)",
                    bool(trial) and all(c[2:8] == "999999" for c in trial)
                    and not set(trial) & set(self.tables["codes"]))
-        _say("bank", f"trial (试用) on mock data: points for {len(trial)} invented "
-             "enterprises, so it can judge the output before it signs")
+        say("bank", f"trial (试用) on mock data: each provider's points for {len(trial)} "
+            "invented enterprises (the plain per-provider mode), to judge the output")
+        self.plan_queries()
+        allowed = len(self.queries.codes) + len(self.queries.cli_codes)
         self.api.propose_contract(self.operator, order, usage_policy={
-            "processing_count": 3, "not_before": self.now.isoformat(),
+            "processing_count": 3, "query_count": allowed,
+            "not_before": self.now.isoformat(),
             "not_after": (self.now + timedelta(days=90)).isoformat(),
             "circulation_modes": ["plaintext"]}, price_fen=2_000_000, revenue_split={
             "developer": 1500, "operator": 2500, "platform": 1000, "provider": 5000})
@@ -364,45 +322,16 @@ class Finance:
         self.api.approve_contract(self.operator, order)
         self.check("the contract is approved by the three providers and the operator",
                    self.api.order(self.bank, order)["state"] == "approved")
-        _say("bank", f"order {order}: asked about {len(wanted)} of {self.sizes.enterprises} "
-             "enterprises")
+        say("bank", f"order {order}: contract approved; up to {allowed} codes by hidden "
+            "query (usage control query_count)")
         return order
 
-    def deliver(self, order: str) -> Counter[str]:
-        """Execution 1 on the asked enterprises, then a second query's execution."""
-        print("\n6. Computation on each datasite and delivery (数据可用不可见)", flush=True)
-        asked = self.sizes.asked
-        totals = self.deliveries(order, 1, self.tables["codes"][:asked])
-        later = self.tables["codes"][asked:asked + 5]
-        if later:
-            answer = self.api.submit_query(self.bank, order, {"field": "uscc", "values": later})
-            _say("bank", f"a second query (execution {answer['execution']}): {len(later)} "
-                 "more enterprises")
-            totals.update(self.deliveries(order, answer["execution"], later))
-        return totals
-
-    def report(self, order: str, totals: Counter[str]) -> None:
-        print("\n7. What each party saw", flush=True)
-        _say("bank", f"credit points for its {len(totals)} applicants (sum of the three "
-             "views):")
-        for code, points in sorted(totals.items(), key=lambda kv: -kv[1])[:5]:
-            _say("bank", f"  {code}  {points:>4} points")
-        self.check("every code the bank received is a well-formed credit code",
-                   all(valid_code(c) for c in totals))
-        self.verify_delivery()
-        self.verify_signatures()
-        log = self.api.events_page(self.regulator)
-        types = Counter(e["type"] for e in log["events"])
-        _say("regulator", f"the whole log: {sum(types.values())} events, "
-             f"{types['computation.succeeded']} computations, {types['delivery.made']} "
-             f"deliveries, {types['dataset.data_loaded']} data loads (hashes only)")
-        op_view = self.api.order(self.operator, order)
-        _say("operator", f"contract {order} {op_view['state']}; revenue split (per 10,000) "
-             f"{op_view.get('revenue_split')}")
-        for p in self.providers.values():
-            theirs = self.api.computations(p.party, order)
-            _say(p.name, f"sees {len(theirs)} computation(s) of the contract: its own "
-                 f"({', '.join(c['state'] for c in theirs)})")
+    def plan_queries(self) -> None:
+        """The codes the bank will look up: enterprises of the table, and well-formed codes of
+        enterprises none of the providers knows (its applicants outside the table)."""
+        self.queries.members, self.queries.outsiders = bank_queries(self.tables["codes"],
+                                                                    self.sizes.asked)
+        self.queries.cli_codes = self.queries.members[:2] + self.queries.outsiders[:1]
 
     def finished(self, order: str, execution: int) -> dict[str, dict[str, Any]]:
         """Each provider's computation of ``execution``, once every one has ended."""
@@ -418,103 +347,143 @@ class Finance:
         raise DemoError(f"after {self.sizes.timeout:.0f} s: computations of execution "
                         f"{execution}: {[(c['provider_id'], c['state']) for c in computations]}")
 
-    def deliveries(self, order: str, execution: int, wanted: list[str] | None) -> Counter[str]:
-        """Wait for each provider's computation of ``execution``; check and add up its points.
-
-        Execution 0 is the trial on mock rows (``wanted`` None: every mock row comes back)."""
-        by_provider = self.finished(order, execution)
+    def trial(self, order: str) -> Counter[str]:
+        """Execution 0 on each provider's mock rows, delivered per provider (plain mode)."""
+        by_provider = self.finished(order, 0)
         totals: Counter[str] = Counter()
         for p in self.providers.values():
-            comp = by_provider.get(p.party.id)
-            self.check(f"{p.view} #{execution}: its computation succeeded",
-                       comp is not None and comp["state"] == "succeeded")
-            if comp is None or comp["state"] != "succeeded":
-                _say(p.name, f"computation: {comp}")
+            comp = by_provider.get(p.party.id) or {}
+            if not self.check(f"{p.view} #0: its trial computation succeeded on the mock "
+                              "table, not the private file",
+                              comp.get("state") == "succeeded" and comp.get("trial") is True
+                              and set(comp["input_hashes"]) == {p.dataset}
+                              and comp["input_hashes"][p.dataset] != p.sha256):
+                say(p.name, f"trial computation: {comp}")
                 continue
-            rows = self.delivered(p, comp, execution, wanted)
+            raw = self.api.delivery(self.bank, comp["computation_id"])
+            rows: list[dict[str, Any]] = json.loads(raw)
+            self.check(f"{p.view} #0: the delivered bytes hash to the ledger's result SHA-256",
+                       hashlib.sha256(raw).hexdigest() == comp["result_sha256"])
             for r in rows:
                 totals[r["uscc"]] += int(r["points"])
-            where = ("mock rows (trial)" if execution == 0
-                     else f"{len(self.tables['private'][p.view])} private rows")
-            _say(p.name, f"execution {execution}: computed on {where} in its own datasite; "
-                 f"delivered {len(rows)} rows of points, result SHA-256 "
-                 f"{comp['result_sha256'][:16]}…")
         return totals
 
-    def delivered(self, p: Provider, comp: dict[str, Any], execution: int,
-                  wanted: list[str] | None) -> list[dict[str, Any]]:
-        """Check one succeeded computation's inputs and the bytes the bank fetches; its rows."""
-        if execution == 0:
-            self.check(f"{p.view} #0: the trial's input is the mock table, not the private "
-                       "file", comp.get("trial") is True
-                       and set(comp["input_hashes"]) == {p.dataset}
-                       and comp["input_hashes"][p.dataset] != p.sha256)
-        else:
-            self.check(f"{p.view} #{execution}: the input hash on the ledger is its private "
-                       "file's", comp["input_hashes"] == {p.dataset: p.sha256})
-        raw = self.api.delivery(self.bank, comp["computation_id"])
-        rows: list[dict[str, Any]] = json.loads(raw)
-        self.check(f"{p.view} #{execution}: the delivered bytes hash to the ledger's result "
-                   "SHA-256", hashlib.sha256(raw).hexdigest() == comp["result_sha256"])
-        if wanted is not None:
-            self.check(f"{p.view} #{execution}: the bank got exactly the {len(wanted)} "
-                       "enterprises it asked about",
-                       sorted(r["uscc"] for r in rows) == sorted(wanted))
-        private_columns = {f["name"] for q in self.providers.values() for f in q.fields}
-        self.check(f"{p.view} #{execution}: no private column reached the bank",
-                   all(set(r) == {"uscc", "points"} for r in rows)
-                   and not (private_columns - {"uscc"}) & {k for r in rows for k in r})
-        return rows
+    def wait_joint(self, order: str) -> dict[str, Any]:
+        """The order's joint computation of execution 1, once published or failed."""
+        deadline = time.monotonic() + self.sizes.timeout
+        seen: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            seen = [j for j in self.api.joints(self.bank, order) if j["execution"] == 1]
+            if seen and seen[0]["state"] in ("published", "failed"):
+                return self.api.joint(self.bank, str(seen[0]["id"]))
+            time.sleep(1)
+        raise DemoError(f"after {self.sizes.timeout:.0f} s the joint computation is "
+                        f"{[j['state'] for j in seen] or 'not started'}")
 
-    def verify_signatures(self) -> None:
-        """Every decision of the run was signed by the member who made it (签名验签): each
-        verifies from its event and the key that member registered on the ledger alone."""
-        events = self.api.events(self.regulator)
-        keys = {key_id(e["payload"]["public_key"]): e["payload"]["public_key"]
-                for e in events if e["type"] == "participant.key_registered"}
-        founded = self.market.platform.id  # admitted by the system at first start, unsigned
-        decisions = [e["payload"]["signature"] for e in events
-                     if "signature" in e["payload"] and e["originator_id"] != founded]
-        verified = [s for s in decisions
-                    if s is not None and event_signature_verifies(keys.get(s["key_id"], ""), s)]
-        self.check(f"all {len(decisions)} decisions are signed and verify from their events",
-                   bool(decisions) and len(verified) == len(decisions))
-        _say("regulator", f"{len(verified)} of {len(decisions)} decisions (admissions, "
-             "opinions, grants, listing, contract steps) verify with their member's registered "
-             "key, from the events alone")
+    def joint_computation(self, order: str) -> dict[str, Any]:
+        """Steps 一 and 二: the three providers' masked parts, summed and published."""
+        print("\n6. Step 一: joint computation over the three providers' data with the "
+              "bank's model (secure aggregation)", flush=True)
+        joint = self.wait_joint(order)
+        by_provider = self.finished(order, 1)
+        self.check("the joint computation was published (not failed)",
+                   joint["state"] == "published" and not joint.get("reason"))
+        self.check("the joint's providers are the three, in input order; the layout is "
+                   "market regulation's",
+                   joint["providers"] == [p.party.id for p in self.providers.values()]
+                   and joint["layout_provider"] == self.providers["market"].party.id)
+        for p in self.providers.values():
+            comp = by_provider.get(p.party.id) or {}
+            self.check(f"{p.view} #1: computed on its private file in its datasite; the "
+                       "ledger holds its masked part's digest, nothing else of it",
+                       comp.get("state") == "succeeded"
+                       and comp.get("input_hashes") == {p.dataset: p.sha256}
+                       and comp.get("result_sha256") == joint["parts"].get(p.party.id))
+            say(p.name, f"ran the model on its {self.sizes.enterprises} private rows in its "
+                f"sandbox, masked its points over the {joint['length']}-key layout; posted "
+                f"part {str(joint['parts'].get(p.party.id))[:16]}…")
+        print("\n7. Step 二: the aggregation node publishes the joint table to the consortium",
+              flush=True)
+        reference = {code: sum(views.values()) for code, views in self.points.items()}
+        self.check(f"the joint table has one row per enterprise of the layout "
+                   f"({len(reference)})", joint["rows"] == joint["length"] == len(reference))
+        table = {code: {"points": points} for code, points in reference.items()}
+        self.check("the joint result's SHA-256 on the ledger is that of the plain sum the "
+                   "demo computed from its own tables",
+                   joint["result_sha256"] == hashlib.sha256(canonical_bytes(table)).hexdigest())
+        say("aggregation node", f"summed {len(joint['parts'])} masked parts into the joint "
+            f"table ({joint['rows']} rows), sealed it with a fresh OPRF key and published "
+            f"it: table digest {str(joint['table_digest'])[:16]}…")
+        return joint
 
-    def verify_delivery(self) -> None:
-        """The bank proves a delivery.made event is in the log a quorum of witnesses signed."""
-        keys = self.api.witnesses(self.bank)
-        witnesses = [trust_witness(WitnessPublicKey.parse(w["vkey"]))
-                     for w in keys["witnesses"]]
-        deadline = time.monotonic() + 30
-        events = self.api.events_page(self.bank)["events"]
-        delivered = [e for e in events if e["type"] == "delivery.made"]
-        if not delivered:
-            self.check("the bank can see its deliveries in the log", False)
-            return
-        target = delivered[-1]
-        while True:
-            view = self.api.latest_checkpoint(self.bank)
-            if view["size"] >= target["seq"] or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-        checkpoint, _ = open_checkpoint(view["cosigned"],
-                                        [Verifier.from_vkey(keys["log_vkey"])], keys["origin"])
-        signers = len(cosignatures(view["cosigned"], witnesses))
-        proof = self.api.inclusion_proof(self.bank, target["seq"] - 1, checkpoint.size)
+    def hidden_queries(self, order: str, joint: dict[str, Any]) -> None:
+        """Steps 三 to 五: the bank's hidden queries, through the API and the CLI."""
+        print("\n8. Steps 三–五: the bank's hidden query by credit code (隐匿查询)", flush=True)
+        q = self.queries
+        asked = random.Random(615).sample(q.codes, len(q.codes))
+        answer = ask(self.api, self.bank, order, asked, table_cache=self.bank_dir / "tables")
+        q.answers.append(answer)
+        kept = self.bank_dir / "queries" / answer.recorded["request_commitment"]
+        write_private(kept.with_suffix(".request"), answer.request)  # the bank's own record
+        write_private(kept.with_suffix(".response"), answer.response)
+        say("bank", f"三: downloaded the sealed table ({len(joint['parts'])} parts' sum, "
+            f"digest {str(joint['table_digest'])[:16]}…) and blinded {len(asked)} credit codes "
+            "on its own machine")
+        say("bank", f"四: posted the blinded request: {len(answer.request)} bytes, "
+            f"{len(asked)} random-looking group elements; commitment "
+            f"{answer.recorded['request_commitment'][:16]}…")
+        say("aggregation node", f"五: evaluated the {answer.recorded['request_size']} "
+            "elements with the table's OPRF key; the ledger recorded the commitment, the "
+            f"size and the answer hash {answer.recorded['answer_hash'][:16]}…")
+        self.check_rows("API", answer.rows)
+        self.check("the blinded request holds none of the codes' bytes",
+                   not any(c.encode() in answer.request for c in asked))
+        rows = self.cli_query(order)
+        self.check_rows("dataledger client hidden-query", rows)
+        self.over_the_limit(order)
+
+    def check_rows(self, how: str, rows: dict[str, dict[str, Any] | None]) -> None:
+        """Members come back with the plain sum of their points, non-members with None."""
+        points = self.points
+        members = [c for c in rows if c in points]
+        outsiders = [c for c in rows if c not in points]
+        self.check(f"{how}: the bank got its {len(members)} members' rows, each the plain "
+                   "sum of the three providers' points",
+                   bool(members) and all(rows[c] == {"uscc": c, "points": sum(points[c].values())}
+                                         for c in members))
+        self.check(f"{how}: the {len(outsiders)} code(s) outside the table came back empty",
+                   bool(outsiders) and all(rows[c] is None for c in outsiders))
+        say("bank", f"五 ({how}): {len(members)} row(s) opened, {len(outsiders)} code(s) not "
+            "in the table")
+
+    def cli_query(self, order: str) -> dict[str, dict[str, Any] | None]:
+        """The same lookup by the command a bank runs: codes on stdin, the token in the
+        environment, the table from its cache (not downloaded again)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DATALEDGER_")}
+        env["DATALEDGER_TOKEN"] = self.bank.token
+        done = subprocess.run(
+            [sys.executable, "-m", "cli", "client", "hidden-query", "--url", self.api.url,
+             "--order", order, "--codes-file", "-", "--cache-dir",
+             str(self.bank_dir / "tables")], input="\n".join(self.queries.cli_codes) + "\n",
+            env=env, cwd=str(ROOT), capture_output=True, text=True, timeout=300, check=False)
+        if done.returncode != 0:
+            raise DemoError(f"dataledger client hidden-query: exit {done.returncode}: "
+                            f"{done.stderr.strip()[-800:]}")
+        lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+        return {line["code"]: line["row"] for line in lines}
+
+    def over_the_limit(self, order: str) -> None:
+        """The contract's ``query_count`` is spent: one more code is refused and recorded."""
         try:
-            verify_inclusion(leaf_hash(base64.b64decode(target["canonical"])),
-                             target["seq"] - 1, checkpoint.size,
-                             [base64.b64decode(h) for h in proof["proof"]], checkpoint.root)
-            ok = True
-        except VerificationError as exc:
-            print(f"  inclusion proof refused: {exc}", flush=True)
-            ok = False
-        self.check(f"the bank verified delivery.made (seq {target['seq']}) against checkpoint "
-                   f"{checkpoint.size}, co-signed by {signers} of {len(witnesses)} witnesses "
-                   f"(quorum {keys['quorum']})", ok and signers >= keys["quorum"])
+            ask(self.api, self.bank, order, self.queries.members[:1],
+                table_cache=self.bank_dir / "tables")
+            refused: PlatformError | None = None
+        except PlatformError as exc:
+            refused = exc
+        self.check("a query past the contract's query_count is refused (409 count_exhausted)",
+                   refused is not None and refused.status == 409
+                   and "count_exhausted" in refused.body)
+        say("bank", "a further query was refused: the contract's query_count is spent")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -524,16 +493,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="where to keep the demo's server data (default: a new temp dir)")
     parser.add_argument("--enterprises", type=int, default=3000)
     parser.add_argument("--asked", type=int, default=40,
-                        help="how many enterprises the bank asks about")
+                        help="how many enterprises of the table the bank looks up (and a "
+                        "third as many outside it)")
     parser.add_argument("--timeout", type=float, default=600,
-                        help="seconds to wait for the deliveries")
+                        help="seconds to wait for each computation")
     args = parser.parse_args(argv)
-    if not 1 <= args.asked <= args.enterprises:
-        parser.error("--asked must be between 1 and --enterprises")
+    if not 2 <= args.asked <= args.enterprises:
+        parser.error("--asked must be between 2 and --enterprises")
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="dataledger-demo-"))
     if data_dir.exists() and any(data_dir.glob("*.db")):
         parser.error(f"{data_dir} already holds a ledger: give a new --data-dir")
-    return run(data_dir.absolute(), args.enterprises, args.asked, args.timeout)
+    return run(data_dir.absolute(), Sizes(args.enterprises, args.asked, args.timeout))
 
 
 if __name__ == "__main__":
