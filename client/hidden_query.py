@@ -97,7 +97,9 @@ def check_codes(codes: Iterable[str]) -> list[str]:
 
 def published_joint(api: Platform, who: Caller, order_id: str,
                     joint_id: str | None = None) -> dict[str, Any]:
-    """The joint computation to query: ``joint_id``'s, or the order's latest published one."""
+    """The joint computation to query: ``joint_id``'s, or the order's latest published one.
+    An order the caller cannot see is refused first (``PlatformError``, 404)."""
+    api.order(who, order_id)
     if joint_id is None:
         joints = [j for j in api.joints(who, order_id) if j.get("state") == "published"]
         if not joints:

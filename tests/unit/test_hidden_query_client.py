@@ -51,6 +51,8 @@ class FakeNode:
         if request.headers.get("authorization") != f"Bearer {TOKEN}":
             return httpx.Response(401, json={"error": "unauthenticated"})
         path = request.url.path
+        if path in (f"/orders/{ORDER}", "/orders/other"):
+            return httpx.Response(200, json={"id": path.rsplit("/", 1)[1]})
         if path == "/joint":
             return httpx.Response(200, json=[self.view("joint-1"), self.view("joint-2")])
         if path in ("/joint/joint-1", "/joint/joint-2"):
