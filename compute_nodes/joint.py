@@ -35,6 +35,7 @@ import hashlib
 import itertools
 import json
 import math
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -440,9 +441,20 @@ class JointNode:
     # -- the post ---------------------------------------------------------------------------
     @staticmethod
     def _refusal(code: str, what: str, exc: PlatformError) -> str:
-        if exc.status == 409 and '"wrong_state"' in exc.body:
+        """The reason recorded for a refused post: the ledger's status and its error's
+        fixed words (``error``, ``reason``, ``field``: never a value)."""
+        try:
+            said = json.loads(exc.body)
+        except ValueError:
+            said = None
+        said = said if isinstance(said, dict) else {}
+        words = [f"{k} {said[k]}" for k in ("error", "reason", "field")
+                 if isinstance(said.get(k), str)
+                 and re.fullmatch(r"[a-z0-9_.\[\]]{1,80}", said[k])]
+        if said.get("error") == "wrong_state":
             return f"joint_failed: the joint execution ended before {what} was posted"
-        return f"{code}: the ledger refused {what} (HTTP {exc.status})"
+        return f"{code}: the ledger refused {what} (HTTP {exc.status}" + "".join(
+            f", {w}" for w in words) + ")"
 
     def _post(self, job: Any, computation_id: str, part: secagg.MaskedPart,
               hashes: dict[str, str], datasite: str) -> Outcome:

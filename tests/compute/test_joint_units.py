@@ -311,9 +311,12 @@ def test_a_served_layout_that_is_not_the_views_is_refused(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize(("status", "body", "reason"), [
     (409, '{"error":"part_refused","reason":"execution"}',
-     "part_refused: the ledger refused the masked part (HTTP 409)"),
+     "part_refused: the ledger refused the masked part (HTTP 409, error part_refused, "
+     "reason execution)"),
     (409, '{"error":"wrong_state"}', "joint_failed: the joint execution ended before"),
-    (422, '{"error":"invalid_input","field":"length"}', "part_refused: "),
+    (422, '{"error":"invalid_input","field":"header.length","detail":"9 words, not 7"}',
+     "part_refused: the ledger refused the masked part (HTTP 422, error invalid_input, "
+     "field header.length)"),
 ])
 def test_a_refused_part_fails_with_the_ledgers_status(tmp_path: Path, status: int, body: str,
                                                        reason: str) -> None:
