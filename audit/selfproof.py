@@ -265,9 +265,10 @@ def _entry(item: Mapping[str, Any], where: str) -> LogEntry:
 
 # -- 4. each event is the actor's, on the resource ------------------------------------------
 #: the families whose events IndexRules also files under a dataset, from what earlier events
-#: said (a dataset's owner, an order's demander and product, a computation's datasets)
+#: said (a dataset's owner, an order's demander and product, a computation's datasets, a
+#: joint execution's product)
 _DATASET_FAMILIES = ("order.", "contract.", "computation.", "delivery.", "usage.",
-                     "authorization.", "product.registered", "dataset.")
+                     "authorization.", "product.registered", "dataset.", "joint.")
 
 
 def _indexing(events: Sequence[ProvenEvent], actor: str, resource: str) -> None:
@@ -280,13 +281,24 @@ def _indexing(events: Sequence[ProvenEvent], actor: str, resource: str) -> None:
         entry = event.entry
         if (actor, resource) in stateless_keys(entry):
             continue
-        later = (kind == "dataset" and entry.type_name.startswith(_DATASET_FAMILIES)
-                 and (not entry.type_name.startswith("dataset.") or entry.originator_id == ident)
-                 ) or (kind == "order" and entry.type_name.startswith(("order.", "contract."))
-                       and entry.originator_id == ident)
-        if not later:
+        if not _later(entry, kind, ident):
             raise SelfProofError(4, f"seq {event.seq} ({entry.type_name}) does not index "
                                  f"under participant {actor} and {resource}")
+
+
+def _later(entry: LogEntry, kind: str, ident: str) -> bool:
+    """Whether the rules may file ``entry`` under a key of resource ``kind:ident`` from what
+    earlier events said (a dataset's, an order's or a joint execution's parties)."""
+    t = entry.type_name
+    if kind == "dataset":
+        return t.startswith(_DATASET_FAMILIES) and (not t.startswith("dataset.")
+                                                    or entry.originator_id == ident)
+    if kind == "order":
+        return t.startswith(("order.", "contract.")) and entry.originator_id == ident
+    if kind == "joint":  # its events, and a hidden query's refusal (computation_id: the joint)
+        return (t.startswith("joint.") and entry.originator_id == ident) or (
+            t == "usage.refused" and entry.payload().get("computation_id") == ident)
+    return False
 
 
 # -- 5. the chain, count and head ------------------------------------------------------------

@@ -3,8 +3,8 @@ each key holds. One definition, used by the server (anchoring/actor_index.py) an
 regulator's replay and the self-proof verifier (audit/), so they cannot disagree.
 
 A key is (participant id, resource), a resource ``"<kind>:<id>"`` (dataset, order,
-authorization, product, scenario, participant, computation). :class:`IndexRules` folds the
-log in seq order and says each event's keys (the table is in docs/INDEX.md):
+authorization, product, scenario, participant, computation, joint). :class:`IndexRules`
+folds the log in seq order and says each event's keys (the table is in docs/INDEX.md):
 
 1. every event, under (its actor's participant, the aggregate it belongs to);
 2. the events of an order and its contract, under the demander with the order, and under
@@ -14,7 +14,12 @@ log in seq order and says each event's keys (the table is in docs/INDEX.md):
 4. authorizations, under the grantor (provider) and the grantee (operator) with each
    dataset they cover;
 5. a dataset's events (its data loads among them), under its owner with the dataset;
-6. a product's registration, under its operator and each input's provider with the dataset.
+6. a product's registration, under its operator and each input's provider with the dataset;
+7. a joint execution's events (and a refused hidden query's ``usage.refused``), under its
+   contract's parties (the demander, each provider, the operator) with ``joint:<id>``, and
+   under the demander and each input dataset's owner with the dataset; a part also under
+   its provider with its computation, a hidden query under the demander with its order;
+8. a provider's compute-node key, under that provider with the participant.
 
 The value of a key after its k-th event e_k is :class:`IndexValue` (count k, head_seq the
 seq of e_k, chain_k = SHA-256("dataledger-index-chain\\0" ‖ chain_{k-1} ‖ leafhash(e_k)),
@@ -169,6 +174,11 @@ class IndexRules:
         self.orders: dict[str, tuple[str, str]] = {}
         self.computations: dict[str, tuple[str, str, list[str]]] = {}
         self.authorizations: dict[str, tuple[str, str, list[str]]] = {}
+        #: product id -> its operator (a joint execution's party)
+        self.operators: dict[str, str] = {}
+        #: joint id -> (its demander; its parties: the demander, the providers, the operator;
+        #: the product's input datasets)
+        self.joints: dict[str, tuple[Any, list[Any], list[str]]] = {}
 
     def keys(self, entry: LogEntry, payload: dict[str, Any] | None = None) -> list[Key]:
         """The keys ``entry`` indexes under; call it for every entry in seq order."""
@@ -187,6 +197,17 @@ class IndexRules:
                 demander, provider, datasets = self.computations[cid]
                 for ds in datasets:
                     out += [(demander, f"dataset:{ds}"), (provider, f"dataset:{ds}")]
+            elif cid in self.joints:  # a hidden query refused (its computation_id: the joint)
+                out += self._joint(cid)
+        elif t.startswith("joint."):
+            out += self._joint(oid) if oid in self.joints else []
+            if t == "joint.part_received":
+                out.append((payload.get("provider_id"),
+                            f"computation:{payload.get('computation_id')}"))
+            elif t == "joint.queried":
+                out.append((payload.get("demander_id"), f"order:{payload.get('contract_id')}"))
+        elif t == "participant.node_key_registered":
+            out.append((oid, f"participant:{oid}"))
         elif t.startswith("authorization.") and oid in self.authorizations:
             provider, operator, datasets = self.authorizations[oid]
             for ds in datasets:
@@ -196,6 +217,13 @@ class IndexRules:
         elif t == "product.registered":
             out.extend(self._both(payload.get("operator_id"), self.inputs.get(oid, [])))
         return _dedupe(out)
+
+    def _joint(self, jid: str) -> list[tuple[Any, str]]:
+        """A joint execution's keys: each party with the joint, and the demander and each
+        input's owner with the dataset."""
+        demander, parties, datasets = self.joints[jid]
+        out: list[tuple[Any, str]] = [(p, f"joint:{jid}") for p in parties]
+        return out + self._both(demander, datasets)
 
     def _both(self, party: Any, datasets: list[str]) -> list[tuple[Any, str]]:
         """(party, dataset) and (the dataset's owner, dataset) for each dataset."""
@@ -210,6 +238,8 @@ class IndexRules:
             self.owner[oid] = p["owner_id"]
         elif t == "product.registered":
             self.inputs[oid] = _ids(p.get("inputs"))
+            if isinstance(p.get("operator_id"), str):
+                self.operators[oid] = p["operator_id"]
         elif t == "order.placed" and isinstance(p.get("demander_id"), str):
             self.orders[oid] = (p["demander_id"], str(p.get("product_id")))
         elif t == "computation.requested":
@@ -218,6 +248,10 @@ class IndexRules:
         elif t == "authorization.granted":
             self.authorizations[oid] = (str(p.get("provider_id")), str(p.get("operator_id")),
                                         _ids(p.get("datasets")))
+        elif t == "joint.started" and oid not in self.joints:
+            product, demander = str(p.get("product_id")), p.get("demander_id")
+            parties = [demander, *_ids(p.get("providers"), ""), self.operators.get(product)]
+            self.joints[oid] = (demander, parties, self.inputs.get(product, []))
 
 
 def stateless_keys(entry: LogEntry, payload: dict[str, Any] | None = None) -> list[Key]:

@@ -156,3 +156,78 @@ def test_the_fold_root_is_the_map_of_the_values_recomputed() -> None:
     assert len(set(roots)) == len(roots)
     with pytest.raises(ValueError, match="seq 14"):
         fold.apply(story()[0])
+
+
+def joint_story() -> list[LogEntry]:
+    """After :func:`story`: provider P2 owns D2; operator O's joint product XJ reads D and
+    D2; demander Q's contract RJ on it; P's computation starts joint J; P's part, the
+    publication by the system actor, Q's hidden query and one refused; P2's node key."""
+    return [*story(),
+            entry(15, "dataset.registered", "D2", "P2", owner_id="P2", name="d2"),
+            entry(16, "product.registered", "XJ", "O", operator_id="O",
+                  inputs=[{"dataset_id": "D", "fields": ["x"]},
+                          {"dataset_id": "D2", "fields": ["x"]}]),
+            entry(17, "order.placed", "RJ", "Q", demander_id="Q", product_id="XJ",
+                  operator_id="O"),
+            entry(18, "computation.requested", "CJ", "P", contract_id="RJ", demander_id="Q",
+                  provider_id="P", operator_id="O", product_id="XJ", dataset_ids=["D"]),
+            entry(19, "joint.started", "J", "P", contract_id="RJ", execution=1,
+                  product_id="XJ", demander_id="Q", providers=["P", "P2"]),
+            entry(20, "joint.part_received", "J", "P", provider_id="P", computation_id="CJ"),
+            entry(21, "joint.published", "J", "system", rows=3),
+            entry(22, "joint.queried", "J", "Q", contract_id="RJ", demander_id="Q",
+                  request_size=2),
+            entry(23, "usage.refused", "RJ-usage", "Q", contract_id="RJ", computation_id="J"),
+            entry(24, "participant.node_key_registered", "P2", "P2", public_key="k"),
+            entry(25, "participant.node_key_registered", "P2", "P", public_key="k")]
+
+
+JOINT_KEYS = [("Q", "joint:J"), ("P", "joint:J"), ("P2", "joint:J"), ("O", "joint:J"),
+              ("Q", "dataset:D"), ("P", "dataset:D"), ("Q", "dataset:D2"), ("P2", "dataset:D2")]
+
+
+def test_a_joint_executions_events_index_under_its_contracts_parties() -> None:
+    rules = IndexRules()
+    keys = {e.seq: rules.keys(e) for e in joint_story()}
+    assert keys[19] == [("P", "joint:J"), *(k for k in JOINT_KEYS if k != ("P", "joint:J"))]
+    assert keys[20] == [("P", "joint:J"), *(k for k in JOINT_KEYS if k != ("P", "joint:J")),
+                        ("P", "computation:CJ")]
+    assert keys[21] == [("system", "joint:J"), *JOINT_KEYS]
+    assert keys[22] == [*JOINT_KEYS, ("Q", "order:RJ")]  # the actor Q first, as a party
+    assert keys[23] == [("Q", "computation:J"), *JOINT_KEYS]  # a refused hidden query
+    assert keys[24] == [("P2", "participant:P2")]
+    # registered by another provider's member: under the actor and the provider alike
+    assert keys[25] == [("P", "participant:P2"), ("P2", "participant:P2")]
+
+
+def test_a_joint_events_stateless_keys_are_what_it_names() -> None:
+    events = {e.seq: e for e in joint_story()}
+    # the started event names the demander and the providers; the operator needs state
+    assert stateless_keys(events[19]) == [("P", "joint:J"), ("Q", "joint:J"),
+                                          ("P2", "joint:J")]
+    assert stateless_keys(events[20]) == [("P", "joint:J"), ("P", "computation:CJ")]
+    assert stateless_keys(events[22]) == [("Q", "joint:J"), ("Q", "order:RJ")]
+    assert stateless_keys(events[25]) == [("P", "participant:P2"), ("P2", "participant:P2")]
+    rules = IndexRules()
+    for e in joint_story():
+        assert set(stateless_keys(e)) <= set(rules.keys(e))
+
+
+def test_the_self_proof_verifier_takes_a_joint_parties_events_and_no_others() -> None:
+    """audit/selfproof.py step 4: an event the rules file under a joint party from earlier
+    events passes on its kind (steps 5 and 6 bind it); one of another joint does not."""
+    from datetime import UTC, datetime
+
+    from audit.selfproof import ProvenEvent, SelfProofError, _indexing
+
+    def proven(*seqs: int) -> list[ProvenEvent]:
+        events = {e.seq: e for e in joint_story()}
+        return [ProvenEvent(s, events[s].type_name, datetime(2026, 1, 1, tzinfo=UTC),
+                            events[s]) for s in seqs]
+
+    _indexing(proven(19, 20, 21, 22, 23), "O", "joint:J")  # the operator, a party
+    _indexing(proven(19, 20, 21, 22), "P2", "dataset:D2")
+    with pytest.raises(SelfProofError, match="seq 21"):
+        _indexing(proven(21), "O", "joint:K")
+    with pytest.raises(SelfProofError, match="seq 24"):
+        _indexing(proven(24), "O", "joint:J")
