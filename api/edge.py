@@ -30,6 +30,15 @@ CLOSE = {"Connection": "close"}
 #: ``{"seconds": timeout}``, when no part of a request's body came for that long (it then
 #: wakes the app's wait for the body, and LimitBody answers 408)
 BODY_TIMED_OUT = "dataledger.body_timed_out"
+#: the body of a joint computation's masked part or layout (``api/routes/joint.py``): a
+#: part of 2,000,000 keys x value columns of 8-byte words in base64, a layout of as many keys
+JOINT_BODY_BYTES = 24 * 1024 * 1024
+#: the routes whose body has a limit of its own, by path: (pattern, limit); a result
+#: post's is the setting DATALEDGER_MAX_RESULT_BYTES (``LimitBody``)
+FIXED_LIMITS: list[tuple[re.Pattern[str], int, str]] = [
+    (re.compile(r"/computations/[^/]+/masked-part|/joint/[^/]+/layout"), JOINT_BODY_BYTES,
+     ("a masked part's or a layout's body (POST /computations/{id}/masked-part, "
+      "POST /joint/{id}/layout)"))]
 
 
 @dataclass(frozen=True)
@@ -64,13 +73,23 @@ class LimitBody:
         self.app = app
         self.body = BodyLimit(limit, "DATALEDGER_MAX_BODY_BYTES")
         self.result = BodyLimit(result_limit, "DATALEDGER_MAX_RESULT_BYTES")
+        self.fixed = [(pattern, BodyLimit(size, what)) for pattern, size, what in FIXED_LIMITS]
+
+    def bound(self, method: str, path: str) -> BodyLimit:
+        """The limit of a request's body: a result post's, a route's own, or the rest's."""
+        if method == "POST" and self.RESULT.fullmatch(path):
+            return self.result
+        if method == "POST":
+            for pattern, limit in self.fixed:
+                if pattern.fullmatch(path):
+                    return limit
+        return self.body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        bound = (self.result if scope["method"] == "POST" and self.RESULT.fullmatch(scope["path"])
-                 else self.body)
+        bound = self.bound(scope["method"], scope["path"])
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if value.isdigit() and int(value) > bound.limit:
@@ -168,7 +187,9 @@ def limits_text(settings: ReadSettings) -> str:
     """The limits the server enforces, as the OpenAPI document's description lists them."""
     body = (f"- a request body: at most {settings.max_body_bytes} bytes "
             f"(DATALEDGER_MAX_BODY_BYTES); a result post's (POST /computations/{{id}}/result) "
-            f"at most {settings.max_result_bytes} (DATALEDGER_MAX_RESULT_BYTES): 413 too_large")
+            f"at most {settings.max_result_bytes} (DATALEDGER_MAX_RESULT_BYTES)"
+            + "".join(f"; {what} at most {size}" for _, size, what in FIXED_LIMITS)
+            + ": 413 too_large")
     body_time = (f"- each part of a body arrives within {settings.body_read_timeout:g} s of "
                  "the last (DATALEDGER_BODY_READ_TIMEOUT): 408 request_timeout, the "
                  "connection closed")
@@ -200,7 +221,7 @@ def _document_limits(app: FastAPI, settings: ReadSettings) -> None:
     with a body its 413 (the limit in bytes) and 408."""
     build_openapi = app.openapi
     app.description = f"{app.description}\n\n{limits_text(settings)}"
-    result = LimitBody.RESULT
+    limits = LimitBody(app, settings.max_body_bytes, settings.max_result_bytes)
 
     def openapi() -> dict[str, Any]:
         schema = build_openapi()
@@ -208,11 +229,7 @@ def _document_limits(app: FastAPI, settings: ReadSettings) -> None:
             for method, operation in operations.items():
                 if "requestBody" not in operation:
                     continue
-                is_result = method == "post" and result.fullmatch(path.replace("{", "").replace(
-                    "}", "")) is not None
-                bound = (BodyLimit(settings.max_result_bytes, "DATALEDGER_MAX_RESULT_BYTES")
-                         if is_result else
-                         BodyLimit(settings.max_body_bytes, "DATALEDGER_MAX_BODY_BYTES"))
+                bound = limits.bound(method.upper(), path.replace("{", "").replace("}", ""))
                 responses = operation.setdefault("responses", {})
                 responses["413"] = {"description": bound.detail(), "content": {
                     "application/json": {"schema": ERROR_BODY, "example": {

@@ -28,7 +28,6 @@ from domain.computation import (
     Computation,
     check_input_hashes,
     fail_computation,
-    require_sha256,
 )
 from domain.dataset import require_text
 from domain.errors import InvalidInput, PartRefused, WrongState
@@ -45,9 +44,9 @@ class PartPost:
     """A masked part as posted: its header, and what the caller measured of its body."""
 
     header: dict[str, Any]
-    #: the body's size in bytes and its SHA-256 (hex), as received
+    #: the body's size in bytes and its SHA-256 (hex), as received (None: no base64)
     body_size: int
-    body_sha256: str
+    body_sha256: str | None
 
     def digest(self) -> str:
         """``MaskedPart.digest()``: SHA-256 of the canonical header."""
@@ -62,6 +61,8 @@ def _check_header(joint: JointExecution, post: PartPost, provider_id: str) -> No
     """The header names this execution, its providers, the poster, the layout's length,
     and the body it came with (``PartRefused``, the reason as ``core.secagg`` words it)."""
     h = post.header
+    if post.body_sha256 is None:
+        raise InvalidInput("body", "must be base64 of the part's body")
     if sorted(h) != sorted(HEADER_KEYS) or h["format"] != FORMAT:
         raise _refuse("format", "format", f"a part header has exactly {', '.join(HEADER_KEYS)}"
                                           f" and the format {FORMAT!r}")
@@ -96,6 +97,8 @@ def _checked(uow: UnitOfWork, ctx: Context, computation_id: str,
     if agg.execution < 1 or joint is None:
         raise WrongState(f"computation {agg.id} is no part of a joint execution: post its "
                          "result (POST /computations/{id}/result)", state=agg.state)
+    joint.require_open("receive a part")
+    joint.require_state(["layout_published"], "receive a part (its layout is not published)")
     _check_header(joint, post, agg.provider_id)
     digest = post.digest()
     recorded = joint.parts.get(agg.provider_id)
@@ -104,8 +107,6 @@ def _checked(uow: UnitOfWork, ctx: Context, computation_id: str,
     if recorded is not None:
         raise _refuse("duplicate", "body_sha256", f"provider {agg.provider_id} sent another "
                       f"part already ({recorded}); one part per provider")
-    joint.require_open("receive a part")
-    joint.require_state(["layout_published"], "receive a part (its layout is not published)")
     agg.require_state(["requested"], "record a part")
     return agg, joint, digest, False
 
@@ -132,7 +133,6 @@ def record_part(uow: UnitOfWork, ctx: Context, computation_id: str, post: PartPo
     agg, joint, digest, repeat = _checked(uow, ctx, computation_id, post)
     if repeat:
         return _answer(agg, joint, digest, existing=True)
-    require_sha256(post.body_sha256, "header.body_sha256")
     if require_text(datasite, "datasite") != agg.datasite:
         raise InvalidInput("datasite", f"computation {agg.id} was requested on datasite "
                                        f"{agg.datasite!r}")

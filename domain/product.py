@@ -236,6 +236,8 @@ class Product(Aggregate):
         self.sensitive_fields: dict[str, list[str]] = {}
         #: the joint output (``check_joint``), or None: plain mode
         self.joint: dict[str, Any] | None = None
+        #: the output's JSON schema (the value columns' types of a joint output)
+        self.output_schema: dict[str, Any] = {}
 
     def dataset_ids(self) -> list[str]:
         """The input datasets, in input order."""
@@ -312,6 +314,7 @@ class Product(Aggregate):
         self.key_column = e.key_column
         self.sensitive_fields = {d: list(names) for d, names in e.sensitive_fields.items()}
         self.joint = None if e.joint is None else dict(e.joint)
+        self.output_schema = e.output_schema
 
     @applies(ProductListingRequested)
     def _requested(self, e: ProductListingRequested) -> None:

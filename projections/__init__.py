@@ -10,6 +10,7 @@ def all_projections() -> list[Projection]:
     from projections.authorizations import AuthorizationsProjection
     from projections.computations import ComputationsProjection
     from projections.datasets import DatasetsProjection
+    from projections.joint import JointProjection
     from projections.orders import OrdersProjection
     from projections.participants import ParticipantsProjection
     from projections.products import ProductsProjection
@@ -18,4 +19,4 @@ def all_projections() -> list[Projection]:
 
     return [ParticipantsProjection(), DatasetsProjection(), ScenariosProjection(),
             AuthorizationsProjection(), ProductsProjection(), OrdersProjection(),
-            ComputationsProjection(), UsageProjection()]
+            ComputationsProjection(), UsageProjection(), JointProjection()]

@@ -232,9 +232,12 @@ class Projection(ABC):
 #: the acl kind of each event type's aggregate, by the type name's first part
 ACL_KIND_OF_TYPE = {"dataset": "dataset", "scenario": "scenario", "authorization": "authorization",
                     "product": "product", "order": "order", "contract": "order",
-                    "computation": "computation", "delivery": "computation", "usage": "usage"}
-#: the event types whose aggregate is not the one the first part of their name says
-ACL_KIND_OF_EXACT_TYPE = {"delivery.accessed": "usage"}
+                    "computation": "computation", "delivery": "computation", "usage": "usage",
+                    "joint": "joint"}
+#: the event types whose aggregate is not the one the first part of their name says (a
+#: provider's node key: seen by the providers of its joint executions, projections/joint.py)
+ACL_KIND_OF_EXACT_TYPE = {"delivery.accessed": "usage",
+                          "participant.node_key_registered": "node_key"}
 
 
 def acl_kind_of_event(type_name: str) -> str | None:

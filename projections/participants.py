@@ -17,6 +17,9 @@ participants = base.state_table(
     Column("credit_code", String, nullable=False),
     Column("state", String, nullable=False),
     Column("registered_at", String, nullable=False),
+    # a provider's compute-node key: {public_key, key_id, seq} (the seq of its
+    # participant.node_key_registered, which a peer's node proves); null: none registered
+    Column("node_key", JSON, nullable=True),
     stamped=False,
 )
 
@@ -87,6 +90,11 @@ def _key_registered(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> Non
         "registered_at": p["at"], "revoked_at": None, "revocation_reason": None}])
 
 
+def _node_key_registered(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
+    base.touch(conn, participants, entry, p, node_key={
+        "public_key": p["public_key"], "key_id": p["key_id"], "seq": entry.seq})
+
+
 def _key_revoked(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
     keys = [dict(k, state="revoked", revoked_at=p["at"], revocation_reason=p["reason"])
             if k["key_id"] == p["key_id"] else k for k in _member_keys(conn, p["member_id"])]
@@ -108,13 +116,14 @@ class ParticipantsProjection(base.Projection):
             "participant.regulator_seated": _seated,
             "participant.key_registered": _key_registered,
             "participant.key_revoked": _key_revoked,
+            "participant.node_key_registered": _node_key_registered,
         }
 
 
 # -- queries ----------------------------------------------------------------------
 def _participant_row(row: Any, with_members: list[dict[str, Any]] | None) -> dict[str, Any]:
     out = {k: row[k] for k in ("id", "name", "role", "credit_code", "state", "registered_at",
-                               "version")}
+                               "version", "node_key")}
     if with_members is not None:
         out["members"] = with_members
     return out

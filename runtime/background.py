@@ -9,7 +9,9 @@ query waits.
 
 The child also drops, every ``SWEEP_EVERY_S``, the result bytes that no
 ``computation.succeeded`` records and that are older than the grace period
-(``delivery.results.sweep``: what a crash between storing and recording left behind).
+(``delivery.results.sweep``: what a crash between storing and recording left behind), and
+so for the layouts, masked parts and sealed tables of joint computations that no joint event
+records (``aggregation.store.sweep``).
 
 The server keeps the child running (``core.supervise``): if it exits (a crash, the OOM
 killer, an error at its start) the exit code is logged and a new child is started after a
@@ -30,6 +32,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from aggregation import store as joint_store
 from core.supervise import Backoff, Supervisor
 from delivery import results
 from runtime.settings import Settings
@@ -215,8 +218,12 @@ def _sweep(services: Any) -> None:
     next sweep tries again (the projections and the chain go on)."""
     try:
         dropped = results.sweep(services.engine, services.store)
+        joint_dropped = joint_store.sweep(services.engine, services.store)
     except Exception:
         log.exception("sweeping unrecorded result bytes failed")
         return
     if dropped:
         log.info("dropped %d stored result(s) that no computation.succeeded records", dropped)
+    if joint_dropped:
+        log.info("dropped %d stored joint layout(s), part(s) or table(s) that no joint "
+                 "event records", joint_dropped)

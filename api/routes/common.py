@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import inspect
 import json
-from collections.abc import Callable, Coroutine
+import weakref
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from fastapi import Request, Response
@@ -57,6 +60,22 @@ def visible_row(reader: Reader, listing: Listing, kind: str, id: str) -> dict[st
     with reader.connect() as conn:
         row = listing.find(conn, id, reader.actor.participant_id, reader.sees_all)
     return found(row, kind, id)
+
+
+#: a key (a computation id) -> the lock its byte posts take, so that one post's refusal
+#: never drops the bytes another post of the same bytes (in this process) is about to record
+_POSTS: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+
+@contextlib.asynccontextmanager
+async def posting(key: str) -> AsyncIterator[None]:
+    """One post of bytes kept off the log (stored, recorded, dropped if refused) for
+    ``key`` at a time, in this process."""
+    lock = _POSTS.get(key)
+    if lock is None:
+        lock = _POSTS[key] = asyncio.Lock()
+    async with lock:
+        yield
 
 
 class ReadRoute(APIRoute):

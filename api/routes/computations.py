@@ -12,10 +12,6 @@ records the data it loaded onto its datasite (``POST /datasets/{id}/data-loaded`
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import weakref
-from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
@@ -26,7 +22,14 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import CommandsDep, ReaderDep
 from api.errors import TOO_LARGE
 from api.fields import Id, JsonValue, Name, NoNul
-from api.routes.common import CommandAnswer, ReadRoute, answer, visible_row, visible_rows
+from api.routes.common import (
+    CommandAnswer,
+    ReadRoute,
+    answer,
+    posting,
+    visible_row,
+    visible_rows,
+)
 from core.canonical import CanonicalEncodingError
 from delivery import results
 from domain import computation as uc
@@ -93,6 +96,10 @@ class ComputationAnswer(CommandAnswer):
     reason: str | None = Field(default=None, description=(
         "null unless state is failed: a stable code, ': ', then a sentence naming the ids; "
         "codes of a policy refusal: " + ", ".join(uc.REFUSAL_CODES)))
+    joint_id: str | None = Field(default=None, description=(
+        "POST /computations: the joint execution this computation is a part of (a joint "
+        "product's execution >= 1: post its masked part, POST "
+        "/computations/{id}/masked-part); null for a plain product or the trial"))
 
 
 class ResultAnswer(ComputationAnswer):
@@ -207,7 +214,7 @@ async def record_result(computation_id: str, body: ResultReport,
     except CanonicalEncodingError as exc:
         raise InvalidInput(("result" + exc.path.removeprefix("$")), exc.reason) from None
     c = cmd.container
-    async with _posting(computation_id):
+    async with posting(computation_id):
         # only the requesting provider may store bytes (else anyone could fill the store),
         # and only for a computation that still takes this result
         await run_in_threadpool(c.ledger.check, uc.check_reporter, cmd.actor, computation_id,
@@ -224,20 +231,6 @@ async def record_result(computation_id: str, body: ResultReport,
             await run_in_threadpool(results.discard, c.engine, c.store, computation_id, digest)
             raise WrongState(done.body["reason"], state="failed")
     return answer(done)
-
-
-#: computation id -> the lock its result posts take, so that one post's refusal never drops
-#: the bytes another post of the same result (in this process) is about to record
-_POSTS: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-
-
-@contextlib.asynccontextmanager
-async def _posting(computation_id: str) -> AsyncIterator[None]:
-    lock = _POSTS.get(computation_id)
-    if lock is None:
-        lock = _POSTS[computation_id] = asyncio.Lock()
-    async with lock:
-        yield
 
 
 @router.post("/computations/{computation_id}/failure", response_model=ComputationAnswer)

@@ -59,6 +59,21 @@ class KeyCreate(BaseModel):
                                 "command)")
 
 
+class NodeKeyCreate(SignedBody):
+    public_key: str = Field(min_length=40, max_length=64,
+                            description="the compute node's X25519 public key: base64 of its "
+                            "32 raw bytes (core.secagg.public_key_text)")
+
+
+class NodeKeyAnswer(CommandAnswer):
+    """The participant's view after the registration, with its new ``node_key``."""
+
+    participant_id: str
+    key_id: str = Field(description="x25519: and 32 hex digits of the key's SHA-256")
+    node_key: dict[str, Any] = Field(description="{public_key, key_id, seq}: seq is that of "
+                                     "the participant.node_key_registered event")
+
+
 class KeyRevocation(BaseModel):
     reason: Reason
 
@@ -168,6 +183,25 @@ async def revoke_key(participant_id: str, key_id: str, body: KeyRevocation,
     """The key's member or its participant's admin revokes a key: decisions signed with it
     are refused from now on (those signed before still verify from their events)."""
     return answer(await cmd.run(uc.revoke_key, participant_id, key_id, reason=body.reason))
+
+
+@router.post("/{participant_id}/node-key", response_model=NodeKeyAnswer)
+async def register_node_key(participant_id: str, body: NodeKeyCreate,
+                            cmd: CommandsDep) -> JSONResponse:
+    """A member of a provider registers its compute node's X25519 public key (a signed
+    decision, ``participant.node_key``): the key its peers agree masks with in a joint
+    computation (docs/SECAGG.md). It replaces the provider's earlier node key. The answer
+    is the participant's view, whose ``node_key`` is ``{public_key, key_id, seq}`` (``seq``
+    that of the ``participant.node_key_registered`` event a peer's node proves)."""
+    result = await cmd.run(uc.register_node_key, participant_id, public_key=body.public_key,
+                           signed=body.signed())
+    container = cmd.container
+    if result.seqs:  # the view answered is the one the new key is projected into
+        await asyncio.to_thread(container.runner.wait_for, result.seqs[-1],
+                                container.settings.read_wait_seconds)
+    with container.engine.connect() as conn:
+        view = q.get_participant(conn, participant_id, cmd.actor.participant_id, False)
+    return answer(result, 200, **found(view, "participant", participant_id))
 
 
 @router.post("/{participant_id}/suspension", response_model=CommandAnswer)

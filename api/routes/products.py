@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from api.deps import CommandsDep, ReaderDep
 from api.fields import Id, JsonObject, Money, Name, NoNul, Reason, SignedBody, Text
@@ -30,6 +30,23 @@ class InputSelection(BaseModel):
     fields: list[Name] = Field(min_length=1)
 
 
+class JointDeclaration(BaseModel):
+    """A joint output (联合计算): each input provider computes its part on its own datasite,
+    masked so that only the sum over the providers is recovered (docs/SECAGG.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value_columns: list[Name] = Field(min_length=1, max_length=uc.MAX_VALUE_COLUMNS,
+                                      description="output columns of type integer or number, "
+                                      "summed over the providers key by key")
+    min_providers: StrictInt = Field(default=2, ge=uc.JOINT_PROVIDERS[0],
+                                     le=uc.JOINT_PROVIDERS[1], description="the inputs must "
+                                     "belong to at least this many providers")
+    deadline_seconds: StrictInt = Field(default=600, ge=uc.JOINT_DEADLINE_S[0],
+                                        le=uc.JOINT_DEADLINE_S[1], description="how long an "
+                                        "execution waits for every provider's part")
+
+
 class ProductCreate(BaseModel):
     scenario_id: Id = Field(description="the operator's approved scenario")
     authorization_ids: list[Id] = Field(min_length=1, description="live authorizations of "
@@ -51,6 +68,10 @@ class ProductCreate(BaseModel):
     quality_report: Text = ""
     price_fen: Money
     developer_id: Id | None = Field(default=None, description="an admitted developer, if any")
+    joint: JointDeclaration | None = Field(default=None, description=(
+        "a joint output: needs a key_column of type string and inputs of at least "
+        "min_providers providers; its orders take no clear query (hidden queries only). "
+        "null (the default): each provider's result is delivered on its own"))
 
 
 class ListingDecision(SignedBody):
@@ -87,6 +108,8 @@ class ProductView(BaseModel):
     output_schema: dict[str, Any]
     key_column: str | None = Field(default=None, description="the output column a query may "
                                    "name; null: the product takes no query")
+    joint: dict[str, Any] | None = Field(default=None, description=(
+        "the joint output {value_columns, min_providers, deadline_seconds}; null: plain"))
     sensitive_fields: dict[str, list[str]] = Field(
         default_factory=dict, description="input dataset id → its fields marked sensitive or "
         "personal when the product was registered (recorded by the platform, in "
@@ -116,7 +139,8 @@ async def register_product(body: ProductCreate, cmd: CommandsDep) -> JSONRespons
         inputs=[i.model_dump() for i in body.inputs], output_schema=body.output_schema,
         quality_report=body.quality_report, price_fen=body.price_fen,
         developer_id=body.developer_id, code_sha256=body.code_sha256,
-        key_column=body.key_column))
+        key_column=body.key_column,
+        joint=None if body.joint is None else body.joint.model_dump()))
     return answer(result, 201)
 
 

@@ -85,7 +85,8 @@ def recorded(world: World, party: Party, code: str, body: dict[str, Any]) -> dic
     assert (made["state"], made["existing"]) == ("failed", False), made
     assert made["reason"].startswith(f"{code}: "), made["reason"]
     assert set(made) == {"computation_id", "contract_id", "execution", "state", "existing",
-                         "reason", "seqs"}
+                         "reason", "seqs", "joint_id"}
+    assert made["joint_id"] is None  # a plain product
     # a usage control's refusal (a policy key: the count, the window) is a usage.refused too
     usage = [("usage.refused", cid)] if code in USAGE_CODES else []
     n = 2 + len(usage)

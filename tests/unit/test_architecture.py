@@ -25,26 +25,27 @@ ALLOWED: dict[str, set[str]] = {
     "projections": {"core", "chain", "domain", "events"},
     "anchoring": {"core", "chain", "events"},
     "delivery": {"core", "chain", "events"},
+    "aggregation": {"core", "chain", "events", "domain"},
     "api": {"core", "chain", "domain", "events", "projections", "anchoring", "delivery",
-            "audit"},
+            "aggregation", "audit"},
     "runtime": {"core", "chain", "domain", "events", "projections", "anchoring", "delivery",
-                "api"},
+                "aggregation", "api"},
     "compute_nodes": {"core", "chain", "client"},
     "audit": {"core", "chain", "client"},
     "bench": {"core", "chain", "client", "domain", "events", "projections", "anchoring",
-              "delivery", "api", "runtime", "compute_nodes", "audit"},
+              "delivery", "aggregation", "api", "runtime", "compute_nodes", "audit"},
     "demo": {"core", "chain", "client", "domain", "events", "projections", "anchoring",
-             "delivery", "api", "runtime"},
+             "delivery", "aggregation", "api", "runtime"},
     "cli": {"core", "chain", "client", "domain", "events", "projections", "anchoring",
-            "delivery", "api", "runtime", "bench", "demo", "audit"},
+            "delivery", "aggregation", "api", "runtime", "bench", "demo", "audit"},
 }
 ROOMS = set(ALLOWED)
 #: the one module of a room that may import more, inside its functions only: audit's
 #: ``--database`` source and read-model comparison (verifying a bundle never loads it)
 LAZY_EXTRA: dict[str, set[str]] = {"audit/live_db.py": {"events", "anchoring", "projections"}}
 #: the rooms that make up the server process
-SERVER = {"core", "chain", "domain", "events", "projections", "anchoring", "delivery", "api",
-          "runtime", "cli"}
+SERVER = {"core", "chain", "domain", "events", "projections", "anchoring", "delivery",
+          "aggregation", "api", "runtime", "cli"}
 
 DATABASE = {"sqlite3", "psycopg", "psycopg_pool", "sqlalchemy", "asyncpg", "eventsourcing"}
 WEB = {"fastapi", "starlette", "uvicorn", "httpx", "requests", "pydantic", "pydantic_settings"}
