@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,7 +29,14 @@ def create_app(container: Services) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if app.state.container.ledger.allow_unsigned_decisions:
             log.warning("WARNING: %s", UNSIGNED_WARNING)
+        aggregator = app.state.container.aggregator
+        # the aggregation node's sweep: deadlines, and joints whose parts are all in
+        sweeps = None if aggregator is None else asyncio.create_task(aggregator.run_sweeps())
         yield
+        if sweeps is not None:
+            sweeps.cancel()
+            await asyncio.gather(sweeps, return_exceptions=True)
+            await aggregator.wait_idle()  # an aggregation in flight finishes its record
         await app.state.container.ledger.aclose()  # this loop's connection, if it made one
 
     app = FastAPI(title="dataledger", version="0.1.0", lifespan=lifespan,

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.deps import ReadSettings
 from api.errors import error_body
 from api.fields import MAX_JSON_BYTES, MAX_JSON_DEPTH
+from core.hidden_query import ELEMENT_BYTES, MAX_CODES, REQUEST_TAG
 
 log = logging.getLogger("dataledger.api")
 
@@ -33,12 +34,17 @@ BODY_TIMED_OUT = "dataledger.body_timed_out"
 #: the body of a joint computation's masked part or layout (``api/routes/joint.py``): a
 #: part of 2,000,000 keys x value columns of 8-byte words in base64, a layout of as many keys
 JOINT_BODY_BYTES = 24 * 1024 * 1024
+#: the body of a hidden query (``api/routes/hidden_queries.py``): a request of MAX_CODES
+#: blinded elements in base64, and room for the JSON around it (the joint id)
+HIDDEN_QUERY_BODY_BYTES = 4 * -(-(len(REQUEST_TAG) + 4 + ELEMENT_BYTES * MAX_CODES) // 3) + 4096
 #: the routes whose body has a limit of its own, by path: (pattern, limit); a result
 #: post's is the setting DATALEDGER_MAX_RESULT_BYTES (``LimitBody``)
 FIXED_LIMITS: list[tuple[re.Pattern[str], int, str]] = [
     (re.compile(r"/computations/[^/]+/masked-part|/joint/[^/]+/layout"), JOINT_BODY_BYTES,
      ("a masked part's or a layout's body (POST /computations/{id}/masked-part, "
-      "POST /joint/{id}/layout)"))]
+      "POST /joint/{id}/layout)")),
+    (re.compile(r"/orders/[^/]+/hidden-queries"), HIDDEN_QUERY_BODY_BYTES,
+     "a hidden query's body (POST /orders/{id}/hidden-queries)")]
 
 
 @dataclass(frozen=True)

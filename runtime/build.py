@@ -8,11 +8,13 @@ commands build the chain. Nothing is built at import.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
+from aggregation.service import Aggregator
 from anchoring.checkpointer import CutPolicy
 from anchoring.service import ChainService, build_chain
 from api.auth import AuthCache, hash_token, new_token
@@ -20,11 +22,13 @@ from core.files import private_dir
 from delivery import results
 from domain.application import Ledger
 from domain.base import Actor, Context
+from domain.joint import TERMINAL
 from domain.participant import Participant, found_platform
 from events.commit import new_ledger
 from events.store import EventStore, LedgerLog, open_store
 from events.url import DatabaseURL
 from projections import all_projections
+from projections.joint import joints
 from projections.runner import ProjectionRunner, views_engine
 from runtime.background import BackgroundProcess
 from runtime.settings import Settings
@@ -53,6 +57,8 @@ class Container:
     auth_cache: AuthCache = field(default_factory=AuthCache)
     #: projections and chain in a child process (settings.background_process)
     background: BackgroundProcess | None = None
+    #: the platform's aggregation node of joint computations (serve's API process)
+    aggregator: Aggregator | None = None
 
     def on_commit(self) -> None:
         """The in-process dispatcher: wake the projections and the chain."""
@@ -128,6 +134,9 @@ def _serve(container: Container, url: DatabaseURL, start_background: bool) -> No
     # the platform is made once everything else is configured: a first start that fails
     # on a setting writes nothing (its admin token is never made and lost)
     container.first_admin_token = ensure_platform(container)
+    container.aggregator = Aggregator(
+        container.engine, container.ledger, SYSTEM, open_joints=_open_joints(container),
+        sweep_seconds=settings.aggregation_sweep_seconds)
     runner.catch_up()
     # result bytes a crash left unrecorded (the background process sweeps them from now on)
     results.sweep(container.engine, container.store)
@@ -143,6 +152,18 @@ def _serve(container: Container, url: DatabaseURL, start_background: bool) -> No
     if container.publisher is not None:
         container.publisher.start()
     container.ledger.on_commit = container.on_commit
+
+
+def _open_joints(c: Container) -> Callable[[], list[str]]:
+    """The aggregation node's sweep list: the joint executions the read models hold as
+    neither published nor failed (the node reads each one's state from the log)."""
+
+    def find() -> list[str]:
+        with c.engine.connect() as conn:
+            return list(conn.execute(select(joints.c.id).where(
+                joints.c.state.not_in(TERMINAL))).scalars())
+
+    return find
 
 
 def ensure_platform(c: Container) -> str | None:

@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     body_read_timeout: float = Field(default=15.0, gt=0, description="the longest wait in seconds for the next part of a request body; then 408 and the connection is closed")
     header_read_timeout: float = Field(default=10.0, gt=0, description="the longest a request's head (request line and headers) may take to arrive, from the connection or the previous answer, in seconds; then the connection is closed")
     max_header_bytes: int = Field(default=32 * 1024, ge=1024, description="the largest request head (request line and headers) in bytes; a larger one is answered 431 and the connection closed")
+    aggregation_sweep_seconds: float = Field(default=2.0, gt=0, description="how often the aggregation node (in serve's API process) fails joint executions past their deadline with a part missing and finishes those whose parts are all in but that were not published")
     keep_alive_timeout: float = Field(default=5.0, gt=0, description="how long an idle connection is kept open for the next request, in seconds")
 
     @field_validator("admin_token")

@@ -6,6 +6,7 @@ from api.routes.computations import router as computations
 from api.routes.datasets import router as datasets
 from api.routes.deliveries import router as deliveries
 from api.routes.forensics import router as forensics
+from api.routes.hidden_queries import router as hidden_queries
 from api.routes.joint import router as joint
 from api.routes.ledger import router as ledger
 from api.routes.orders import router as orders
@@ -14,4 +15,4 @@ from api.routes.products import router as products
 from api.routes.scenarios import router as scenarios
 
 ROUTERS = [participants, datasets, scenarios, authorizations, products, orders, ledger, chain,
-           computations, joint, deliveries, forensics]
+           computations, joint, deliveries, forensics, hidden_queries]
