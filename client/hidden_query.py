@@ -23,7 +23,7 @@ from typing import Any
 
 from client.platform import Caller, Platform
 from core import hidden_query as hq
-from core.files import write_private
+from core.files import private_dir, write_private
 
 #: a table digest as the ledger writes it, and the cache's file names
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
@@ -34,13 +34,23 @@ class HiddenQueryFailed(Exception):
 
 
 class TableCache:
-    """Published tables by digest: in memory, and under ``directory`` (0600 files) if given.
+    """Published tables by digest: the last few in memory, and every one under ``directory``
+    (0700, its files 0600) if given.
 
     A table read back from disk is used only if its bytes still hash to its digest."""
+
+    #: tables kept in memory at most (a 1,000,000-row table takes about 100 MB)
+    IN_MEMORY = 2
 
     def __init__(self, directory: Path | None = None) -> None:
         self.directory = directory
         self.tables: dict[str, hq.HiddenTable] = {}
+
+    def _remember(self, digest: str, table: hq.HiddenTable) -> None:
+        self.tables.pop(digest, None)
+        self.tables[digest] = table
+        while len(self.tables) > self.IN_MEMORY:
+            del self.tables[next(iter(self.tables))]
 
     def _path(self, digest: str) -> Path | None:
         if self.directory is None or not _DIGEST.match(digest):
@@ -60,16 +70,16 @@ class TableCache:
             return None
         if table.digest() != digest:
             return None
-        self.tables[digest] = table
+        self._remember(digest, table)
         return table
 
     def put(self, table: hq.HiddenTable, raw: bytes) -> None:
         """Keep ``table`` (whose bytes are ``raw``) under its digest."""
         digest = table.digest()
-        self.tables[digest] = table
+        self._remember(digest, table)
         path = self._path(digest)
         if path is not None:
-            write_private(path, raw)
+            write_private(private_dir(path.parent) / path.name, raw)
 
 
 def _as_cache(table_cache: TableCache | Path | str | None) -> TableCache:

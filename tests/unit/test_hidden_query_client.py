@@ -104,6 +104,7 @@ def test_the_latest_published_joint_is_asked_and_its_table_downloaded_once(
     assert answer.joint["id"] == "joint-2"
     assert (tmp_path / f"{node.digest}.table").read_bytes() == node.raw
     assert (tmp_path / f"{node.digest}.table").stat().st_mode & 0o777 == 0o600
+    assert tmp_path.stat().st_mode & 0o777 == 0o700
     first = next(iter(MEMBERS))
     again = hidden_query(api, TOKEN, ORDER, [first], table_cache=tmp_path)
     assert again == {first: MEMBERS[first]}
@@ -183,3 +184,13 @@ def test_bad_codes_are_refused_before_anything_is_sent(
 
 def test_repeated_codes_are_asked_once() -> None:
     assert check_codes(["b", "a", "b", "a"]) == ["b", "a"]
+
+
+def test_the_memory_keeps_the_last_tables_only() -> None:
+    cache = TableCache()
+    tables = [hq.prepare_table(hq.generate_key(), {f"c{i}": b"{}"}) for i in range(3)]
+    for table in tables:
+        cache.put(table, table.to_bytes())
+    assert cache.get(tables[0].digest()) is None  # no directory: gone
+    assert cache.get(tables[2].digest()) is tables[2]
+    assert len(cache.tables) == TableCache.IN_MEMORY
