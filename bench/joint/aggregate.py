@@ -5,12 +5,13 @@ parts it wrote, beside the clear sum of the same outputs, and the table rows.
 Clear mode, end to end: each provider's product run, its output and result bytes (at the
 datasites), then the sum per key of the three outputs as received (parsed, added up).
 Joint mode: each provider's product run, output, layout, vector, fixed point, masking and
-part bytes (at the datasites), then ``core.secagg.aggregate`` over the parts and the joint
-table (key -> summed values). The joint table must equal the clear sums over the layout.
+part bytes (at the datasites), then ``core.secagg.aggregate`` over the parts, the joint
+table (key -> summed values) and its hash, with the aggregation node's own functions. The joint table must equal the clear sums over the layout.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import statistics
@@ -22,7 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.joint.workload import KEY_COLUMN, RESULT_MARK, VALUE_COLUMNS, Sizes
+from bench.joint.workload import KEY_COLUMN, RESULT_MARK, VALUE_COLUMNS, Sizes, joint_stand_in
 from bench.table import Row
 from core import secagg
 
@@ -64,14 +65,18 @@ def clear_sum(bodies: list[bytes]) -> dict[str, dict[str, int]]:
 
 
 def joint_sum(parts: list[secagg.MaskedPart], execution_id: str, providers: list[str],
-              layout: list[str]) -> dict[str, dict[str, int]]:
-    """The aggregation node's step: the parts summed, then the joint table (integer
-    columns: the sum / SCALE is exact)."""
+              layout: list[str]) -> dict[str, dict[str, int | float]]:
+    """The aggregation node's step, with its own functions: the parts summed
+    (``secagg.aggregate``), the joint table (``aggregation.service.joint_table``: integer
+    columns divided exactly) and the sha256 of its canonical JSON that ``joint.published``
+    records."""
+    from aggregation import service
+
     sums = secagg.aggregate(parts, execution_id, providers)
-    width = len(VALUE_COLUMNS)
-    return {key: {column: sums[i * width + c] // secagg.SCALE
-                  for c, column in enumerate(VALUE_COLUMNS)}
-            for i, key in enumerate(layout)}
+    table = service.joint_table(joint_stand_in(providers), layout, sums,
+                                ["integer"] * len(VALUE_COLUMNS))
+    hashlib.sha256(service.table_json(table)).hexdigest()
+    return table
 
 
 def _median_time(fn: Callable[[], Any], runs: int) -> tuple[float, list[float], Any]:

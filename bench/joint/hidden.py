@@ -1,7 +1,8 @@
 """The hidden query's part of ``dataledger bench joint`` (server venv), in process.
 
 A joint table of ``table_rows`` rows (credit code -> canonical JSON of its row, as the
-aggregation node seals it) is prepared once with ``core.hidden_query.prepare_table`` and
+aggregation node seals it) is prepared once with the aggregation node's
+``aggregation.prepare.prepare`` (``core.hidden_query.prepare_table`` on worker processes) and
 kept under ``bench-results/joint-tables/`` (the sealed bytes, the bench's own OPRF key and
 the preparation's time), so a second run reads it back. Then, ``repetitions`` times, a query
 for ``codes`` codes (half in the table, half not), step by step: ``blind`` (the bank),
@@ -14,6 +15,7 @@ bank) is measured on its own: it is done once per table, not per query.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import statistics
 import time
@@ -21,10 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.joint.workload import KEY_COLUMN, Sizes, credit_code, query_codes
+from aggregation import prepare
+from bench.joint.workload import Sizes, credit_code, joint_stand_in, points_of, query_codes
 from bench.table import Row
 from core import hidden_query as hq
-from core.canonical import canonical_bytes
 from core.files import write_private
 
 CACHE = Path("bench-results/joint-tables")
@@ -32,9 +34,13 @@ GOAL_S = 2.0
 
 
 def table_rows(sizes: Sizes) -> dict[str, bytes]:
-    """The joint table's clear rows: code -> canonical JSON of its row."""
-    return {credit_code(i): canonical_bytes({KEY_COLUMN: credit_code(i), "points": i % 257})
-            for i in range(sizes.table_rows)}
+    """The joint table's rows as the aggregation node seals them
+    (``aggregation.service.sealed_rows``): code -> canonical JSON of its row."""
+    from aggregation.service import sealed_rows
+
+    table: dict[str, dict[str, int | float]] = {
+        credit_code(i): {"points": points_of(i)} for i in range(sizes.table_rows)}
+    return sealed_rows(joint_stand_in(["bench"]), table)
 
 
 def prepared_table(sizes: Sizes, rows: dict[str, bytes],
@@ -52,12 +58,15 @@ def prepared_table(sizes: Sizes, rows: dict[str, bytes],
             return key, table, {**meta, "from_cache": True,
                                 "read_back_s": time.perf_counter() - t0}
     key = hq.generate_key()
+    workers = prepare.workers_for(len(rows))
     t0 = time.perf_counter()
-    table = hq.prepare_table(key, rows)
+    table = prepare.prepare(key, rows, workers=workers)
     prepare_s = time.perf_counter() - t0
     meta = {"rows": sizes.table_rows, "prepare_s": prepare_s, "digest": table.digest(),
             "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "how": "core.hidden_query.prepare_table, one process"}
+            "load": [round(x, 2) for x in os.getloadavg()],
+            "how": "aggregation.prepare.prepare, "
+                   + (f"{workers} worker processes" if workers else "one process")}
     write_private(stem.with_suffix(".table"), table.to_bytes())
     write_private(stem.with_suffix(".key"), key)
     write_private(meta_path, json.dumps(meta).encode())

@@ -105,6 +105,11 @@ CODE = '''def credit_points(data):
 FUNCTION = "credit_points"
 
 
+def points_of(i: int) -> int:
+    """The joint table's summed points for enterprise ``i`` (the hidden query's tables)."""
+    return i % 257
+
+
 def query_codes(sizes: Sizes) -> list[str]:
     """The hidden query's codes: half of them rows of the table, half not, interleaved."""
     rng = random.Random(sizes.seed)
@@ -113,3 +118,12 @@ def query_codes(sizes: Sizes) -> list[str]:
                                                        sizes.codes // 2)]
     mixed = [credit_code(i) for pair in zip(members, others) for i in pair]
     return mixed + [credit_code(i) for i in members[len(others):]]
+
+
+def joint_stand_in(providers: list[str]) -> Any:
+    """What the aggregation node's ``joint_table`` and ``sealed_rows`` read of a
+    ``JointExecution`` (its providers, key and value columns), for the bench's own sums."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(providers=list(providers), key_column=KEY_COLUMN,
+                           value_columns=list(VALUE_COLUMNS))

@@ -1,7 +1,8 @@
-"""``dataledger bench joint`` at small sizes: the command runs both parts (the datasites'
-half in the compute venv), its joint table equals the clear sum, every hidden-query answer
-is right, and the JSON holds the figures docs/BENCHMARKS.md reports. No figure is judged
-here; sizes out of bounds are refused naming the option."""
+"""``dataledger bench joint`` at small sizes: the command runs every part (the datasites'
+half in the compute venv; the hidden query in process and over HTTP against a real server
+whose aggregation node publishes the table), its joint table equals the clear sum, every
+hidden-query answer is right, and the JSON holds the figures docs/BENCHMARKS.md reports.
+No figure is judged here; sizes out of bounds are refused naming the option."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench.joint import hidden
+from bench.joint.workload import Sizes
 from runtime.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,7 +42,7 @@ def test_bench_joint_runs_and_writes_its_json(tmp_path: Path,
     keys = {row["key"]: row for row in report["table"]}
     assert {"joint_provider-0", "joint_provider-1", "joint_provider-2", "joint_datasites",
             "joint_aggregate", "joint_end_to_end", "hidden_query", "hidden_table_prepare",
-            "hidden_table_publication"} == set(keys)
+            "hidden_table_publication", "hidden_query_http", "hidden_publish_http"} == set(keys)
     site = result["joint"]["datasites"]
     assert site["layout_length"] == 300 and site["rows"]["provider-1"] == 300
     steps = keys["joint_provider-1"]["data"]["joint"]["steps_s"]
@@ -55,13 +57,17 @@ def test_bench_joint_runs_and_writes_its_json(tmp_path: Path,
     assert query["publication"]["same"] is True
     assert query["table"]["from_cache"] is False
     assert (tmp_path / "tables" / "table-200-14.table").stat().st_mode & 0o077 == 0
+    http = report["results"][1]
+    assert http["backend"] == "sqlite" and "error" not in http
+    served = http["served"]
+    assert served["answers_right"] is True and served["rows"] == 200
+    assert served["codes"] == 20 and served["members"] == 10
+    assert served["download"]["bytes"] > 0 and len(served["posts_s"]) == 1
+    assert keys["hidden_query_http"]["backend"] == "sqlite"
 
     # a second run reads the sealed table back instead of preparing it again
-    again = run.main(Namespace(suite="joint", backend="sqlite", json=str(out), quick=True,
-                               rows=300, providers=3, codes=20, table_rows=200,
-                               repetitions=1))
-    assert again == 0
-    assert json.loads(out.read_text())["results"][0]["hidden"]["table"]["from_cache"] is True
+    again = hidden.measure(Sizes(**report["sizes"]))
+    assert again["table"]["from_cache"] is True and again["answers_right"] is True
 
 
 @pytest.mark.parametrize(("option", "value", "message"), [
