@@ -426,9 +426,9 @@ class Finance:
         kept = self.bank_dir / "queries" / answer.recorded["request_commitment"]
         write_private(kept.with_suffix(".request"), answer.request)  # the bank's own record
         write_private(kept.with_suffix(".response"), answer.response)
-        say("bank", f"三: downloaded the sealed table ({len(joint['parts'])} parts' sum, "
-            f"digest {str(joint['table_digest'])[:16]}…) and blinded {len(asked)} credit codes "
-            "on its own machine")
+        say("bank", f"三: downloaded the sealed joint table ({joint['rows']} rows, digest "
+            f"{str(joint['table_digest'])[:16]}…, as on the ledger) and blinded {len(asked)} "
+            "credit codes on its own machine")
         say("bank", f"四: posted the blinded request: {len(answer.request)} bytes, "
             f"{len(asked)} random-looking group elements; commitment "
             f"{answer.recorded['request_commitment'][:16]}…")

@@ -33,12 +33,13 @@ if TYPE_CHECKING:
 
 
 def files_holding(roots: Iterable[Path], needles: Iterable[str]) -> dict[Path, set[str]]:
-    """Each file under ``roots`` whose bytes hold one of ``needles`` in clear (UTF-8), with
-    the needles it holds."""
+    """Each file under ``roots`` (a root may be a file) whose bytes hold one of ``needles`` in
+    clear (UTF-8), with the needles it holds."""
     wanted = [(n, n.encode()) for n in needles]
     found: dict[Path, set[str]] = {}
     for root in roots:
-        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        paths = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for path in paths:
             try:
                 data = path.read_bytes()
             except OSError:  # a socket or a file that went away
@@ -76,9 +77,11 @@ def providers_saw(demo: Finance) -> None:
             + "; no code")
     node = demo.data_dir / "node"
     logs = [p for p in node.rglob("*.log") if p.is_file()]
-    in_logs = {path: hits for path, hits in files_holding(logs, codes).items()}
-    demo.check(f"the providers' node logs ({len(logs)} files, private.log included) name "
-               "none of the queried codes", not in_logs)
+    server_log = demo.data_dir / "serve.log"  # the nodes' operational lines go there
+    in_logs = files_holding([*logs, server_log], codes)
+    demo.check(f"the providers' node logs ({len(logs)} private.log files) and the server's "
+               "log (with the nodes' operational lines) name none of the queried codes",
+               not in_logs)
     outside = files_holding([node], demo.queries.outsiders)
     demo.check("no file of any provider's node holds a code the bank asked about outside "
                "the table", not outside)
