@@ -20,9 +20,9 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
-from api.deps import Reader, commands
+from api.deps import Commands, Reader, commands
 from domain.application import CommandResult
-from domain.errors import NotFound
+from domain.errors import ConcurrencyConflict, NotFound, StaleDecision
 from projections.base import Listing
 
 RouteHandler = Callable[[Request], Coroutine[Any, Any, Response]]
@@ -60,6 +60,24 @@ def visible_row(reader: Reader, listing: Listing, kind: str, id: str) -> dict[st
     with reader.connect() as conn:
         row = listing.find(conn, id, reader.actor.participant_id, reader.sees_all)
     return found(row, kind, id)
+
+
+#: how often a command that met a concurrent change of one of its aggregates is decided again
+TRIES = 8
+
+
+async def run_retried(cmd: Commands, handler: Callable[..., dict[str, Any]], *args: Any,
+                      **kwargs: Any) -> CommandResult:
+    """``cmd.run``, decided again on a fresh read while another command changed one of its
+    aggregates first (the providers' nodes of a joint execution post to it at once); a
+    signed decision's stale version is its member's to sign again (raised)."""
+    for attempt in range(TRIES):
+        try:
+            return await cmd.run(handler, *args, **kwargs)
+        except ConcurrencyConflict as exc:
+            if isinstance(exc, StaleDecision) or attempt + 1 == TRIES:
+                raise
+    raise AssertionError("unreachable: the last try raises")
 
 
 #: a key (a computation id) -> the lock its byte posts take, so that one post's refusal

@@ -27,6 +27,7 @@ from api.routes.common import (
     ReadRoute,
     answer,
     posting,
+    run_retried,
     visible_row,
     visible_rows,
 )
@@ -175,7 +176,7 @@ async def request_computation(body: ComputationRequest, cmd: CommandsDep) -> JSO
     contract, 409 execution ``n - 1`` (``n`` ≥ 2) was never requested by this provider or
     execution ``n`` was not asked for.
     """
-    result = await cmd.run(uc.request_computation, contract_id=body.contract_id,
+    result = await run_retried(cmd, uc.request_computation, contract_id=body.contract_id,
                            execution=body.execution, datasite=body.datasite,
                            code_sha256=body.code_sha256)
     return answer(result, 200 if result.body.get("existing") else 201)
@@ -237,7 +238,8 @@ async def record_result(computation_id: str, body: ResultReport,
 async def record_failure(computation_id: str, body: FailureReport,
                          cmd: CommandsDep) -> JSONResponse:
     """The requesting provider reports that the execution failed (terminal)."""
-    return answer(await cmd.run(uc.record_failure, computation_id, reason=body.reason))
+    return answer(await run_retried(cmd, uc.record_failure, computation_id,
+                                    reason=body.reason))
 
 
 @router.get("/computations", response_model=list[ComputationView])

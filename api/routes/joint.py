@@ -28,7 +28,15 @@ from aggregation.hook import PartsComplete
 from api.deps import CommandsDep, ReaderDep
 from api.errors import TOO_LARGE
 from api.fields import Name, NoNul
-from api.routes.common import CommandAnswer, ReadRoute, answer, posting, visible_row, visible_rows
+from api.routes.common import (
+    CommandAnswer,
+    ReadRoute,
+    answer,
+    posting,
+    run_retried,
+    visible_row,
+    visible_rows,
+)
 from core.secagg import MAX_PROVIDERS, MaskedPart
 from domain import joint as uc
 from domain import joint_parts as parts_uc
@@ -167,7 +175,7 @@ async def post_masked_part(computation_id: str, body: MaskedPartPost,
         drop = (store.discard_part, c.engine, c.store, body.header.execution_id,
                 part.provider_id, digest)
         try:
-            done = await cmd.run(parts_uc.record_part, computation_id, post,
+            done = await run_retried(cmd, parts_uc.record_part, computation_id, post,
                                  input_hashes=dict(body.input_hashes), datasite=body.datasite)
         except DomainError:
             await run_in_threadpool(*drop)
@@ -197,7 +205,7 @@ async def post_layout(joint_id: str, body: LayoutPost, cmd: CommandsDep) -> JSON
         await run_in_threadpool(c.ledger.check, uc.check_layout, cmd.actor, joint_id, sha)
         await run_in_threadpool(store.put_layout, c.engine, joint_id, sha, content)
         try:
-            done = await cmd.run(uc.publish_layout, joint_id, layout_sha256=sha,
+            done = await run_retried(cmd, uc.publish_layout, joint_id, layout_sha256=sha,
                                  length=len(body.keys))
         except DomainError:
             await run_in_threadpool(store.discard_layout, c.engine, c.store, joint_id, sha)

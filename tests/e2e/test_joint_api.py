@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -432,3 +433,25 @@ def test_the_aggregation_node_is_told_once_every_part_is_in(
         time.sleep(0.05)
     assert view["state"] == "published", view
     assert view["rows"] == len(KEYS)
+
+
+def test_the_providers_nodes_requesting_and_posting_at_once_all_get_in(
+        world: World, chain: Chain) -> None:
+    """Three nodes at once on one joint execution: each command that met another's change
+    of the joint is decided again, so none is refused for it."""
+    j = with_node_keys(world, joint_market(world, chain))
+    oid = approved_order(world, chain, j)
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda p: request(world, p, oid), j.providers))
+    jid = joint_id(oid, 1)
+    assert {a["joint_id"] for a in answers} == {jid}
+    assert [e["type"] for e in events_of(world, jid)] == ["joint.started"]
+    world.call("POST", f"/joint/{jid}/layout", j.providers[0], json={"keys": KEYS})
+    parts = [masked(j, jid, k) for k in range(3)]
+    with ThreadPoolExecutor(3) as pool:
+        posted = list(pool.map(lambda k: post_part(world, j, k, answers[k]["computation_id"],
+                                                   parts[k]), range(3)))
+    assert [p["digest"] for p in posted] == [p.digest() for p in parts]
+    assert sum(p["complete"] for p in posted) == 1
+    view = world.call("GET", f"/joint/{jid}", world.regulator)
+    assert view["parts"] == {j.ids[k]: parts[k].digest() for k in range(3)}
