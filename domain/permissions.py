@@ -334,6 +334,8 @@ def permit(actor: Actor, name: str) -> None:
 def _who(rule: Rule) -> str:
     if rule.kind == PUBLIC:
         return "anyone, no token"
+    if not rule.who:
+        return "the server itself (its system actor), no member"
     if rule.who == EVERYONE:
         return "any member of any participant"
     kinds = set(rule.who.values())
