@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Literal
 
 from sqlalchemy import Engine, select
 
+from aggregation import store as joint_store
 from aggregation.service import Aggregator
 from anchoring.checkpointer import CutPolicy
 from anchoring.service import ChainService, build_chain
@@ -138,8 +139,10 @@ def _serve(container: Container, url: DatabaseURL, start_background: bool) -> No
         container.engine, container.ledger, SYSTEM, open_joints=_open_joints(container),
         sweep_seconds=settings.aggregation_sweep_seconds)
     runner.catch_up()
-    # result bytes a crash left unrecorded (the background process sweeps them from now on)
+    # result bytes, and joint layouts, parts and tables, a crash left unrecorded (the
+    # background process sweeps them from now on)
     results.sweep(container.engine, container.store)
+    joint_store.sweep(container.engine, container.store)
     if not start_background:
         return
     if settings.background_process:  # the chain here only serves the /ledger routes

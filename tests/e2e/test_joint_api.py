@@ -455,3 +455,21 @@ def test_the_providers_nodes_requesting_and_posting_at_once_all_get_in(
     assert sum(p["complete"] for p in posted) == 1
     view = world.call("GET", f"/joint/{jid}", world.regulator)
     assert view["parts"] == {j.ids[k]: parts[k].digest() for k in range(3)}
+
+
+def test_the_sweep_drops_the_parts_and_layouts_no_event_records(
+        world: World, chain: Chain, container: Container) -> None:
+    s = started(world, chain)
+    j, jid = s.j, s.jid
+    kept = masked(j, jid, 0)
+    post_part(world, j, 0, s.cids[0], kept)
+    orphan = masked(j, jid, 1)  # stored, then the server crashed before recording it
+    store.put_part(container.engine, jid, orphan)
+    store.put_layout(container.engine, jid, "0" * 64, b'["x"]')
+    assert store.sweep(container.engine, container.store) == 0  # younger than the grace
+    with container.engine.begin() as conn:
+        for table in (store.parts, store.layouts):
+            conn.execute(table.update().values(stored_at=0.0))
+    assert store.sweep(container.engine, container.store) == 2
+    assert stored_parts(container, jid) == [j.ids[0]]
+    assert world.call("GET", f"/joint/{jid}/layout", j.providers[1])["keys"] == KEYS
