@@ -3,7 +3,8 @@ paper 6.1), on a SQLite file and on PostgreSQL: the providers' node keys registe
 a joint execution published by the aggregation node and queried by the bank (within and
 then beyond its query_count), a second contract's joint failed with a provider; exported
 with ``dataledger export`` and replayed with exit 0, every step passed, the rule book with
-signatures required finding nothing; and each party's self-proof on the joint verifies."""
+signatures required finding nothing; and each party's self-proof on the joint verifies.
+Events written to the store behind the domain's back are found at their seq."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ from chain.trust import TrustedKeys
 from client.hidden_query import hidden_query
 from client.platform import PlatformError
 from core import secagg
+from domain.base import Actor, Context
+from domain.computation import Computation, DeliveryMade
+from domain.joint import JointExecution, JointQueried
 from runtime.build import Container
 from tests.e2e.conftest import World, head
 from tests.e2e.joint_market import (
@@ -144,3 +148,32 @@ def test_a_log_with_joint_computations_and_hidden_queries_replays_clean(
     bank = verify_self_proof(world.api.self_proof(
         jm.demander, jm.demander.participant_id, f"joint:{failed}", None, None), keys)
     assert [e.type_name for e in bank.events] == ["joint.started", "joint.failed"]
+
+
+def test_a_query_and_a_delivery_written_behind_the_domain_are_found(
+        world: World, container: Container) -> None:
+    """Straight to the store, no permission or usage control: a hidden query beyond the
+    contract's query_count, and a joint computation's result delivered to the bank."""
+    jm = published_and_queried(world)
+    store = container.store
+    assert RuleBook().run(store.read(0, 1_000_000)) == []
+    bank = Actor(jm.demander.participant_id, jm.demander.member_id, "demander", ("admin",))
+    provider = jm.providers[0]
+    tax = Actor(provider.participant_id, provider.member_id, "provider", ("admin",))
+
+    def query(uow: Any, ctx: Context) -> dict[str, Any]:
+        uow.get(JointExecution, jm.joint_id).trigger(
+            JointQueried, ctx, contract_id=jm.order_id, demander_id=bank.participant_id,
+            request_commitment="0" * 64, request_size=3, answer_hash="0" * 64)
+        return {}
+
+    def delivery(uow: Any, ctx: Context) -> dict[str, Any]:
+        run = uow.get(Computation, jm.computations[provider.participant_id])
+        run.trigger(DeliveryMade, ctx, demander_id=bank.participant_id,
+                    result_sha256=run.result_sha256)  # its part's digest
+        return {}
+
+    asked = container.ledger.execute(query, bank).seqs
+    delivered = container.ledger.execute(delivery, tax).seqs
+    found = [(f.seq, f.rule) for f in RuleBook().run(store.read(0, 1_000_000))]
+    assert found == [(asked[0], "query_count"), (delivered[0], "delivery")]
