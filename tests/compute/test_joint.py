@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import math
 import os
+import stat
 import subprocess
 import threading
 import time
@@ -39,7 +41,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from compute_nodes.enrollment import enroll, node_key_path, node_public_key
+from compute_nodes.enrollment import enroll, enroll_command, node_key_path, node_public_key
 from compute_nodes.joint import PartStore, joint_rows, layout_of, vector
 from compute_nodes.outcome import Outcome
 from core import secagg
@@ -314,6 +316,25 @@ def test_the_joint_table_is_the_per_enterprise_sum_of_the_three_tables(
     # nothing of a provider's part is delivered: no delivery, no result to download
     assert not [e for e in j.api.events() if e["type"] == "delivery.made"
                 and e["payload"].get("contract_id") == oid]
+
+
+def test_enroll_makes_the_node_key_once_and_prints_it(
+        j: SimpleNamespace, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    provider = j.p.providers["tax"]
+    key_file = node_key_path(j.node_dir, provider.id)
+    before = key_file.read_bytes()
+    monkeypatch.setenv("DATALEDGER_NODE_TOKEN", provider.token)
+    assert enroll_command(j.node_dir, j.url, None) == 0  # a re-enrollment
+    printed = json.loads(capsys.readouterr().out)
+    assert key_file.read_bytes() == before and stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    public = printed["node_key"]
+    assert public == node_public_key(key_file)
+    # the key the provider registered, as every participant sees it
+    view = j.api.api.call("GET", f"/participants/{provider.id}", j.p.providers["power"].token)
+    raw = base64.b64decode(public)
+    assert view["node_key"]["public_key"] == public
+    assert view["node_key"]["key_id"] == "x25519:" + hashlib.sha256(raw).hexdigest()[:32]
 
 
 def test_a_part_of_another_execution_is_refused_and_stores_nothing(
