@@ -223,3 +223,36 @@ def test_the_query_body_is_capped_for_max_codes(world: World, container: Contain
     assert r.status_code == 413 and r.json()["error"] == "too_large"
     assert "hidden query" in r.json()["detail"]
     assert head(world) == before
+
+
+def test_queries_racing_for_the_last_of_the_count_never_pass_it(
+        world: World, container: Container) -> None:
+    """Four queries of 3 codes at once on a query_count of 6: each passes the check alone,
+    but the ledger records two and refuses two (the joint is in each decision's read set)."""
+    import asyncio
+
+    import httpx
+
+    from api.app import create_app
+
+    jm = published(world, query_count=6)
+    requests = [hq.blind(CODES[i:i + 3])[1] for i in range(0, 12, 3)]
+    transport = httpx.ASGITransport(app=create_app(container=container))
+
+    async def race() -> list[httpx.Response]:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return list(await asyncio.gather(*(client.post(
+                f"/orders/{jm.order_id}/hidden-queries", headers=jm.demander.headers,
+                json={"joint_id": jm.joint_id, "request": base64.b64encode(r).decode()})
+                for r in requests)))
+
+    answers = asyncio.run(race())
+    assert sorted(r.status_code for r in answers) == [200, 200, 409, 409], [
+        r.text for r in answers]
+    assert {r.json()["error"] for r in answers if r.status_code == 409} == {"count_exhausted"}
+    container.runner.wait_for(container.ledger.last_seq, 10)
+    view = world.call("GET", f"/joint/{jm.joint_id}", jm.demander)
+    assert (view["queries"], view["queried"]) == (2, 6)
+    refusals = [e for e in world.call("GET", "/ledger/events?limit=1000", world.regulator)[
+        "events"] if e["type"] == "usage.refused"]
+    assert len(refusals) == 2
