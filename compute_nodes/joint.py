@@ -112,14 +112,17 @@ def layout_sha256(keys: Sequence[str]) -> str:
 
 def _key(row: Mapping[str, Any], key_column: str) -> str | None:
     value = row.get(key_column)
-    if isinstance(value, str) and 0 < len(value) <= MAX_KEY_CHARS:
-        return value
-    return None
+    return value if _usable(value) else None
+
+
+def _usable(key: Any) -> bool:
+    """A key the ledger lays out: a non-empty string of at most 200 characters, no NUL."""
+    return isinstance(key, str) and 0 < len(key) <= MAX_KEY_CHARS and "\x00" not in key
 
 
 def layout_of(rows: Sequence[Mapping[str, Any]], key_column: str) -> tuple[list[str], int]:
     """The layout the layout provider posts: the sorted unique key-column values of its
-    rows, and how many rows had no usable key (not a non-empty string of at most 200)."""
+    rows, and how many rows had no usable key (``_usable``)."""
     keys = {_key(row, key_column) for row in rows}
     unusable = sum(1 for row in rows if _key(row, key_column) is None)
     keys.discard(None)
@@ -129,7 +132,7 @@ def layout_of(rows: Sequence[Mapping[str, Any]], key_column: str) -> tuple[list[
 def check_layout(keys: Any) -> list[str]:
     """A layout as fetched: a list of 1 to 2,000,000 sorted unique keys."""
     if not isinstance(keys, list) or not 1 <= len(keys) <= MAX_LAYOUT or not all(
-            isinstance(k, str) and 0 < len(k) <= MAX_KEY_CHARS for k in keys) or any(
+            _usable(k) for k in keys) or any(
             a >= b for a, b in itertools.pairwise(keys)):
         raise JointFailed("layout_refused: the layout is not 1 to 2,000,000 sorted unique "
                           "keys")
@@ -155,7 +158,8 @@ def vector(rows: Sequence[Mapping[str, Any]], layout: Sequence[str], key_column:
     values: list[float | int] = [0] * (len(layout) * width)
     dropped = nulls = 0
     for row in rows:
-        at = index.get(row.get(key_column))  # type: ignore[arg-type]
+        key = _key(row, key_column)
+        at = None if key is None else index.get(key)
         if at is None:
             dropped += 1
             continue

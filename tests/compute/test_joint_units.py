@@ -36,16 +36,17 @@ from core import secagg
 
 def test_the_layout_is_the_sorted_unique_usable_keys() -> None:
     rows = [{"uscc": "B"}, {"uscc": "A"}, {"uscc": "B"}, {"uscc": None}, {"uscc": ""},
-            {"uscc": 7}, {"uscc": "x" * 201}, {"other": "C"}, {"uscc": "x" * 200}]
+            {"uscc": 7}, {"uscc": "x" * 201}, {"other": "C"}, {"uscc": "x" * 200},
+            {"uscc": "A\x00"}, {"uscc": ["A"]}]
     keys, unusable = layout_of(rows, "uscc")
     assert keys == ["A", "B", "x" * 200]
-    assert unusable == 5
+    assert unusable == 7
     assert layout_sha256(["A", "B"]) == hashlib.sha256(b'["A","B"]').hexdigest()
     assert layout_sha256(["中"]) == hashlib.sha256('["中"]'.encode()).hexdigest()
 
 
 @pytest.mark.parametrize("keys", [[], ["b", "a"], ["a", "a"], ["a", 1], "ab", None, [""],
-                                  ["x" * 201]])
+                                  ["x" * 201], ["a\x00"]])
 def test_a_layout_that_is_not_sorted_unique_keys_is_refused(keys: Any) -> None:
     with pytest.raises(JointFailed, match="layout_refused"):
         check_layout(keys)
@@ -54,11 +55,12 @@ def test_a_layout_that_is_not_sorted_unique_keys_is_refused(keys: Any) -> None:
 
 def test_the_vector_is_row_major_over_the_layout() -> None:
     rows = [{"k": "b", "x": 2, "y": 0.5}, {"k": "a", "x": 1, "y": None},
-            {"k": "b", "x": 3, "y": 1.25}, {"k": "zz", "x": 9, "y": 9}, {"k": "c"}]
+            {"k": "b", "x": 3, "y": 1.25}, {"k": "zz", "x": 9, "y": 9}, {"k": "c"},
+            {"k": ["a"], "x": 1}, {"x": 1}]
     laid = vector(rows, ["a", "b", "c", "d"], "k", ["x", "y"])
     #               a: x  y   b: x  y     c: x y   d: x y
     assert laid.values == [1, 0, 5, 1.75, 0, 0, 0, 0]
-    assert laid.dropped == 1  # zz is not in the layout
+    assert laid.dropped == 3  # zz is not in the layout; a list and no key are no key
     assert laid.nulls == 3  # a's y, c's x and y
     assert secagg.to_fixed(laid.values)[3] == round(1.75 * secagg.SCALE)
 
@@ -311,12 +313,12 @@ def test_a_served_layout_that_is_not_the_views_is_refused(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize(("status", "body", "reason"), [
     (409, '{"error":"part_refused","reason":"execution"}',
-     "part_refused: the ledger refused the masked part (HTTP 409, error part_refused, "
-     "reason execution)"),
+     ("part_refused: the ledger refused the masked part (HTTP 409, error part_refused, "
+     "reason execution)")),
     (409, '{"error":"wrong_state"}', "joint_failed: the joint execution ended before"),
     (422, '{"error":"invalid_input","field":"header.length","detail":"9 words, not 7"}',
-     "part_refused: the ledger refused the masked part (HTTP 422, error invalid_input, "
-     "field header.length)"),
+     ("part_refused: the ledger refused the masked part (HTTP 422, error invalid_input, "
+     "field header.length)")),
 ])
 def test_a_refused_part_fails_with_the_ledgers_status(tmp_path: Path, status: int, body: str,
                                                        reason: str) -> None:
