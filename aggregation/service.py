@@ -257,11 +257,18 @@ class Aggregator:
         self._start(joint_id)
 
     def _start(self, joint_id: str) -> None:
+        """Aggregate ``joint_id`` in a worker thread: a task of the running event loop
+        (``wait_idle`` awaits it), or a thread of its own when called off any loop."""
         with self._lock:
             if joint_id in self._running:
                 return
-        task = asyncio.get_running_loop().create_task(
-            asyncio.to_thread(self._aggregate_logged, joint_id))
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            threading.Thread(target=self._aggregate_logged, args=(joint_id,),
+                             name=f"aggregate-{joint_id}").start()
+            return
+        task = loop.create_task(asyncio.to_thread(self._aggregate_logged, joint_id))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

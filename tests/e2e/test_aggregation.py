@@ -175,3 +175,18 @@ def test_a_restart_finishes_a_joint_whose_parts_are_all_in(
                 table_json(plain_sum())).hexdigest()
     finally:
         restarted.close()
+
+
+def test_the_hook_called_off_any_event_loop_aggregates_in_a_thread(
+        world: World, container: Container) -> None:
+    jm = joint_market(world)
+    request_all(jm)
+    publish_layout(jm)
+    aggregator, container.aggregator = container.aggregator, None  # no hook from the route
+    for pid in jm.ids:
+        post_part(jm, pid, part_of(jm, pid))
+    container.aggregator = aggregator
+    assert aggregator is not None
+    aggregator.on_parts_complete(jm.joint_id)  # the test's thread: no running loop
+    view = wait_for(jm, ("published", "failed"))
+    assert view["state"] == "published", view["reason"]
