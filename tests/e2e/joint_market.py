@@ -43,6 +43,8 @@ class JointMarket:
     datasets: list[str]
     product_id: str
     order_id: str
+    #: each provider's authorization of its dataset, in provider order
+    authorizations: list[str] = field(default_factory=list)
     keys: dict[str, X25519PrivateKey] = field(default_factory=dict)
     #: provider id -> its computation of execution 1
     computations: dict[str, str] = field(default_factory=dict)
@@ -109,7 +111,8 @@ def joint_market(world: World, *, usage_policy: dict[str, Any] | None = None,
     api.accept_contract(demander, order_id)
     for party in (*providers, operator):
         api.approve_contract(party, order_id)
-    return JointMarket(world, providers, operator, demander, datasets, product_id, order_id)
+    return JointMarket(world, providers, operator, demander, datasets, product_id, order_id,
+                       authorizations=auths)
 
 
 def request_all(jm: JointMarket) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from client.hidden_query import hidden_query
 from client.platform import PlatformError
 from core import hidden_query as hq
 from runtime.build import Container
-from tests.e2e.conftest import World, head
+from tests.e2e.conftest import Clock, World, head
 from tests.e2e.joint_market import (
     CODES,
     OUTSIDERS,
@@ -256,3 +257,24 @@ def test_queries_racing_for_the_last_of_the_count_never_pass_it(
     refusals = [e for e in world.call("GET", "/ledger/events?limit=1000", world.regulator)[
         "events"] if e["type"] == "usage.refused"]
     assert len(refusals) == 2
+
+
+def test_a_query_outside_the_window_or_on_a_revoked_grant_is_refused(
+        world: World, container: Container, clock: Clock) -> None:
+    jm = published(world)
+    _, request = hq.blind(CODES[:2])
+    clock.move_to(datetime.now(UTC) + timedelta(days=91))  # past the contract's not_after
+    before = head(world)
+    refused = post_query(world, jm, jm.demander, request, 409)
+    assert refused["error"] == "outside_contract_window"
+    after = world.call("GET", f"/ledger/events?after={before}&limit=10", world.regulator)
+    assert [(e["type"], e["payload"]["rule"]) for e in after["events"]] == [
+        ("usage.refused", "usage_window")]
+    clock.move_to(datetime.now(UTC))
+    world.api.revoke_authorization(jm.providers[1], jm.authorizations[1], "grant withdrawn")
+    before = head(world)
+    refused = post_query(world, jm, jm.demander, request, 409)
+    assert refused["error"] == "authorization_revoked", refused
+    assert head(world) == before  # a grant's breach is no usage control: nothing recorded
+    view = world.call("GET", f"/joint/{jm.joint_id}", jm.demander)
+    assert (view["queries"], view["queried"]) == (0, 0)
