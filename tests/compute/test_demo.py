@@ -186,8 +186,11 @@ def row_hits(database: Path, codes: Iterable[str]) -> dict[str, set[str]]:
 
 def test_a_queried_code_outside_the_table_appears_nowhere(demo: tuple[Path, str, str]) -> None:
     data = demo[0]
-    _, outsiders = queried(data)
+    members, outsiders = queried(data)
     assert not raw_hits(data, outsiders)
+    # nor any queried code's SHA-256 (a code is enumerable: its hash would name it)
+    assert not raw_hits(data, [hashlib.sha256(c.encode()).hexdigest()
+                               for c in members + outsiders])
     databases = [p for p in files(data) if is_sqlite(p)]
     assert any(p.name == "ledger.db" for p in databases)
     for database in databases:
