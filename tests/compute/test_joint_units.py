@@ -202,7 +202,7 @@ class Proving:
 
     def proven(self, view: dict[str, Any], key: str, type_name: str, originator: str,
                checkpoint: Any) -> Any:
-        assert type_name == "participant.node_key_registered" and view[key] <= 100
+        assert type_name == "participant.node_key_registered" and view[key] <= checkpoint.size
         self.proofs += 1
         return SimpleNamespace(payload=lambda: {"public_key": view["public_key"]})
 
@@ -345,3 +345,20 @@ def test_a_part_posted_after_the_policy_lapsed_is_a_recorded_failure(tmp_path: P
     platform.post_masked_part = lapsed  # type: ignore[method-assign]
     outcome = _node(tmp_path, platform).deliver(JOB, "c", "J", ROWS, {}, "site")
     assert (outcome.status, outcome.detail) == ("failed", "policy_lapsed: the contract ended")
+
+
+def test_a_key_not_yet_under_an_anchored_checkpoint_is_waited_for(tmp_path: Path) -> None:
+    platform = Scripted("market", deadline="1970-01-01T00:00:50Z")
+    platform.keys["power"] = {**platform.keys["power"], "seq": 150}  # not anchored yet
+    node = _node(tmp_path, platform)
+    with pytest.raises(JointFailed, match="provider power has no node key proven"):
+        node.deliver(JOB, "c", "J", ROWS, {}, "site")
+    assert platform.posted == [] and node.parts.load("J") is None  # type: ignore[union-attr]
+    # anchored before the deadline: proven, then used
+    platform = Scripted("market")
+    platform.keys["power"] = {**platform.keys["power"], "seq": 150}
+    node = _node(tmp_path / "later", platform)
+    proving = node.verifier
+    looks = iter([None, None, SimpleNamespace(size=200)])
+    proving.anchored = lambda seq: SimpleNamespace(size=100) if seq <= 100 else next(looks)
+    assert node.deliver(JOB, "c", "J", ROWS, {}, "site").status == "posted"
