@@ -3,8 +3,9 @@
 A row costs about 100 µs, most of it one ristretto255 scalar multiplication (libsodium's,
 through rbcl): a 1,000,000-row joint table takes about 100 s on one core. The rows are
 independent, so a large table is split among worker processes, each sealing its share under
-the same key and the same table id (each row's key seals that one row: a table id may seal
-one table, and the shares are disjoint parts of one). The workers are spawned, never forked
+the same key, the same table id (each row's key seals that one row: a table id may seal
+one table, and the shares are disjoint parts of one) and the same row bucket (the whole
+table's: every sealed row has one length). The workers are spawned, never forked
 (the server holds threads), and get the rows over a pipe: the clear joint table is never
 written to disk. A small table is prepared in the calling thread, where starting processes
 would cost more than it saves.
@@ -49,13 +50,14 @@ def prepare(key: bytes, rows: Mapping[str, bytes], *, workers: int | None = None
     if n < 2:
         return hq.prepare_table(key, rows)
     table_id = os.urandom(hq.TABLE_ID_BYTES)
+    bucket = hq.row_bucket(rows.values())
     items = list(rows.items())
     size = -(-len(items) // n)
     shares = [dict(items[i:i + size]) for i in range(0, len(items), size)]
     with ProcessPoolExecutor(len(shares),
                              mp_context=multiprocessing.get_context("spawn")) as pool:
         parts = list(pool.map(hq.prepare_table, [key] * len(shares), shares,
-                              [table_id] * len(shares)))
+                              [table_id] * len(shares), [bucket] * len(shares)))
     merged: dict[bytes, bytes] = {}
     for part in parts:
         merged.update(part.rows)

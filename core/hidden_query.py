@@ -40,16 +40,21 @@ SCALAR_BYTES = 32
 OUTPUT_BYTES = 64
 REQUEST_TAG = b"dataledger/hidden-query/request/v1\n"
 RESPONSE_TAG = b"dataledger/hidden-query/response/v1\n"
-TABLE_TAG = b"dataledger/hidden-query/table/v1\n"
+TABLE_TAG = b"dataledger/hidden-query/table/v2\n"
 MAX_CODES = 100_000  # per request
 MAX_CODE_BYTES = 256
 TABLE_ID_BYTES = 16
 MAX_TABLE_ROWS = 2_000_000  # a joint table's keys at most (its layout's bound)
-MAX_SEALED_ROW_BYTES = 65_536  # one sealed row: canonical JSON of a key and a few values
-_TAG_BYTES = 16  # ChaCha20-Poly1305's tag: a sealed row is at least this long
-_ROW_LENGTH_BYTES = 4
+#: a row is padded, before it is sealed, to its table's bucket: a power of two from
+#: MIN_ROW_BUCKET to MAX_ROW_BUCKET bytes, so every sealed row of a table has one length and
+#: the table tells nothing of any row's length (how many digits its values have)
+MIN_ROW_BUCKET = 64
+MAX_ROW_BUCKET = 65_536
+_TAG_BYTES = 16  # ChaCha20-Poly1305's tag
+MAX_SEALED_ROW_BYTES = MAX_ROW_BUCKET + _TAG_BYTES
+_ROW_LENGTH_BYTES = 4  # a padded row's length prefix, and a table's sealed-row size
 _TABLE_COUNT_BYTES = 8
-_ROW_INFO = b"dataledger/hidden-query/row/v1"
+_ROW_INFO = b"dataledger/hidden-query/row/v2"
 _NONCE = bytes(12)  # each row key is used once: unique per (table id, OPRF output)
 _COUNT_BYTES = 4
 # the group order L of ristretto255, little-endian scalars must be below it
@@ -252,11 +257,52 @@ def evaluate(key: bytes, request: bytes) -> bytes:
                    [bytes(rbcl.crypto_scalarmult_ristretto255(key, e)) for e in elements])
 
 
+def row_bucket(rows: Iterable[bytes]) -> int:
+    """The size every row of a table is padded to: the smallest power of two, at least
+    ``MIN_ROW_BUCKET``, that holds the longest row and its 4-byte length prefix."""
+    longest = max((len(row) for row in rows), default=0) + _ROW_LENGTH_BYTES
+    bucket = MIN_ROW_BUCKET
+    while bucket < longest:
+        bucket *= 2
+    if bucket > MAX_ROW_BUCKET:
+        raise HiddenQueryError(f"a row of {longest - _ROW_LENGTH_BYTES} bytes is longer than "
+                               f"a table's rows may be ({MAX_ROW_BUCKET - _ROW_LENGTH_BYTES})")
+    return bucket
+
+
+def _check_bucket(bucket: int) -> int:
+    if (not isinstance(bucket, int) or not MIN_ROW_BUCKET <= bucket <= MAX_ROW_BUCKET
+            or bucket & (bucket - 1)):
+        raise HiddenQueryError(f"a row bucket is a power of two from {MIN_ROW_BUCKET} to "
+                               f"{MAX_ROW_BUCKET}, not {bucket!r}")
+    return bucket
+
+
+def pad_row(row: bytes, bucket: int) -> bytes:
+    """``row`` as it is sealed: its length (4 bytes, big-endian), the row, zeros up to
+    ``bucket`` bytes."""
+    if len(row) + _ROW_LENGTH_BYTES > _check_bucket(bucket):
+        raise HiddenQueryError(f"a row of {len(row)} bytes does not fit a {bucket}-byte bucket")
+    return (len(row).to_bytes(_ROW_LENGTH_BYTES, "big") + row
+            + bytes(bucket - _ROW_LENGTH_BYTES - len(row)))
+
+
+def unpad_row(padded: bytes) -> bytes:
+    """The row ``pad_row`` padded; HiddenQueryError for a length past the end or padding
+    that is not all zeros."""
+    size = int.from_bytes(padded[:_ROW_LENGTH_BYTES], "big")
+    end = _ROW_LENGTH_BYTES + size
+    if len(padded) < _ROW_LENGTH_BYTES or end > len(padded) or any(padded[end:]):
+        raise HiddenQueryError("a row of the table is not padded as a table's rows are")
+    return padded[_ROW_LENGTH_BYTES:end]
+
+
 @dataclass(frozen=True)
 class HiddenTable:
     """A published table: lookup id -> sealed row, under a random table id (the HKDF salt).
 
-    It names no code: a lookup id and a row key come only from an OPRF output.
+    It names no code: a lookup id and a row key come only from an OPRF output. Every sealed
+    row has one length (its rows padded to one bucket before sealing).
     """
 
     table_id: bytes
@@ -270,53 +316,66 @@ class HiddenTable:
             h.update(lookup_id + len(sealed).to_bytes(8, "big") + sealed)
         return h.hexdigest()
 
+    def row_size(self) -> int:
+        """The length of every sealed row (0 for a table of none); HiddenQueryError if its
+        rows differ in length (no table ``seal_rows`` made)."""
+        sizes = {len(sealed) for sealed in self.rows.values()}
+        if len(sizes) > 1:
+            raise HiddenQueryError("the rows of a table are all of one length")
+        return sizes.pop() if sizes else 0
+
     def to_bytes(self) -> bytes:
         """The table as published: canonical, so one table has one byte string.
 
-        ``TABLE_TAG``, the 16-byte table id, an 8-byte big-endian row count, then each row
-        in lookup-id order: its 32-byte lookup id, a 4-byte big-endian length, the sealed row.
+        ``TABLE_TAG``, the 16-byte table id, an 8-byte big-endian row count, the 4-byte
+        big-endian length of every sealed row, then each row in lookup-id order: its 32-byte
+        lookup id and the sealed row.
         """
-        parts = [TABLE_TAG, self.table_id, len(self.rows).to_bytes(_TABLE_COUNT_BYTES, "big")]
+        parts = [TABLE_TAG, self.table_id, len(self.rows).to_bytes(_TABLE_COUNT_BYTES, "big"),
+                 self.row_size().to_bytes(_ROW_LENGTH_BYTES, "big")]
         for lookup_id in sorted(self.rows):
-            sealed = self.rows[lookup_id]
-            parts += (lookup_id, len(sealed).to_bytes(_ROW_LENGTH_BYTES, "big"), sealed)
+            parts += (lookup_id, self.rows[lookup_id])
         return b"".join(parts)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> HiddenTable:
-        """The table ``to_bytes`` wrote; HiddenQueryError for anything else (another tag, a
-        count or a row length out of bounds, rows out of lookup-id order or repeated, bytes
-        missing or left over), so a bank never looks up in a table it misread."""
+        """The table ``to_bytes`` wrote; HiddenQueryError for anything else (another tag or
+        version, a count or a row length out of bounds, rows out of lookup-id order or
+        repeated, bytes missing or left over), so a bank never looks up in a table it
+        misread."""
         if not isinstance(data, bytes) or not data.startswith(TABLE_TAG):
-            raise HiddenQueryError("not a hidden-query table")
-        at = len(TABLE_TAG) + TABLE_ID_BYTES + _TABLE_COUNT_BYTES
+            raise HiddenQueryError("not a hidden-query table (of this version)")
+        at = len(TABLE_TAG) + TABLE_ID_BYTES + _TABLE_COUNT_BYTES + _ROW_LENGTH_BYTES
         if len(data) < at:
             raise HiddenQueryError("the table is truncated")
         table_id = data[len(TABLE_TAG):len(TABLE_TAG) + TABLE_ID_BYTES]
-        count = int.from_bytes(data[at - _TABLE_COUNT_BYTES:at], "big")
+        count = int.from_bytes(data[at - 12:at - _ROW_LENGTH_BYTES], "big")
+        size = int.from_bytes(data[at - _ROW_LENGTH_BYTES:at], "big")
         if count > MAX_TABLE_ROWS:
             raise HiddenQueryError(f"a table holds at most {MAX_TABLE_ROWS} rows, not {count}")
+        if count and _bucket_of(size) is None:
+            raise HiddenQueryError(f"the table's rows are {size} bytes, not a bucket of "
+                                   f"{MIN_ROW_BUCKET} to {MAX_ROW_BUCKET} bytes and its tag")
+        if len(data) != at + count * (ELEMENT_BYTES + size):
+            raise HiddenQueryError(f"the table's length does not match its {count} rows of "
+                                   f"{size} bytes")
         rows: dict[bytes, bytes] = {}
         previous = b""
-        view = memoryview(data)
         for i in range(count):
-            head = at + ELEMENT_BYTES + _ROW_LENGTH_BYTES
-            if len(data) < head:
-                raise HiddenQueryError(f"the table is truncated at row {i}")
             lookup_id = data[at:at + ELEMENT_BYTES]
-            size = int.from_bytes(view[head - _ROW_LENGTH_BYTES:head], "big")
-            if not _TAG_BYTES <= size <= MAX_SEALED_ROW_BYTES:
-                raise HiddenQueryError(f"row {i} of the table is {size} bytes, not "
-                                       f"{_TAG_BYTES} to {MAX_SEALED_ROW_BYTES}")
             if lookup_id <= previous:
                 raise HiddenQueryError(f"row {i} of the table is out of lookup-id order")
-            if len(data) < head + size:
-                raise HiddenQueryError(f"the table is truncated at row {i}")
-            rows[lookup_id] = data[head:head + size]
-            previous, at = lookup_id, head + size
-        if at != len(data):
-            raise HiddenQueryError(f"the table has {len(data) - at} bytes after its {count} rows")
+            rows[lookup_id] = data[at + ELEMENT_BYTES:at + ELEMENT_BYTES + size]
+            previous, at = lookup_id, at + ELEMENT_BYTES + size
         return cls(table_id, rows)
+
+
+def _bucket_of(sealed_size: int) -> int | None:
+    """The bucket a sealed row of ``sealed_size`` bytes was padded to, or None."""
+    try:
+        return _check_bucket(sealed_size - _TAG_BYTES)
+    except HiddenQueryError:
+        return None
 
 
 def _row_keys(table_id: bytes, output: bytes) -> tuple[bytes, bytes]:
@@ -326,45 +385,53 @@ def _row_keys(table_id: bytes, output: bytes) -> tuple[bytes, bytes]:
     return okm[:32], okm[32:]
 
 
-def seal_rows(table_id: bytes, sealed: Iterable[tuple[bytes, bytes]]) -> HiddenTable:
-    """A table from (OPRF output, row bytes) pairs: the node's preparation, without codes.
+def seal_rows(table_id: bytes, sealed: Iterable[tuple[bytes, bytes]],
+              bucket: int) -> HiddenTable:
+    """A table from (OPRF output, row bytes) pairs, each row padded to ``bucket`` bytes
+    (``row_bucket``) and sealed: the node's preparation, without codes.
 
     A table id seals one table once: each row key is used with a fixed nonce, so reusing an id
     for other rows under the same OPRF key would reuse a (key, nonce) pair. Leave it random.
     """
     if len(table_id) != TABLE_ID_BYTES:
         raise HiddenQueryError(f"a table id is {TABLE_ID_BYTES} bytes")
+    _check_bucket(bucket)
     rows: dict[bytes, bytes] = {}
     for output, row in sealed:
         lookup_id, row_key = _row_keys(table_id, output)
         if lookup_id in rows:
             raise HiddenQueryError("two rows under one code")
-        rows[lookup_id] = ChaCha20Poly1305(row_key).encrypt(_NONCE, row, table_id + lookup_id)
+        rows[lookup_id] = ChaCha20Poly1305(row_key).encrypt(_NONCE, pad_row(row, bucket),
+                                                            table_id + lookup_id)
     return HiddenTable(table_id, rows)
 
 
-def prepare_table(key: bytes, rows: Mapping[str, bytes],
-                  table_id: bytes | None = None) -> HiddenTable:
-    """The node's table of `rows` (code -> row bytes), each sealed under OPRF(key, code)."""
+def prepare_table(key: bytes, rows: Mapping[str, bytes], table_id: bytes | None = None,
+                  bucket: int | None = None) -> HiddenTable:
+    """The node's table of ``rows`` (code -> row bytes), each padded to ``bucket`` (default
+    ``row_bucket`` of these rows; a table prepared in shares passes the whole table's) and
+    sealed under OPRF(key, code)."""
     check_key(key)
     tid = os.urandom(TABLE_ID_BYTES) if table_id is None else table_id
-    return seal_rows(tid, ((oprf_output(key, code), row) for code, row in rows.items()))
+    size = row_bucket(rows.values()) if bucket is None else bucket
+    return seal_rows(tid, ((oprf_output(key, code), row) for code, row in rows.items()), size)
 
 
 def open_row(table: HiddenTable, output: bytes) -> bytes | None:
-    """The row sealed under this OPRF output, or None if the table holds none."""
+    """The row sealed under this OPRF output (its padding removed), or None if the table
+    holds none."""
     lookup_id, row_key = _row_keys(table.table_id, output)
     sealed = table.rows.get(lookup_id)
     if sealed is None:
         return None
     try:
-        return ChaCha20Poly1305(row_key).decrypt(_NONCE, sealed, table.table_id + lookup_id)
+        padded = ChaCha20Poly1305(row_key).decrypt(_NONCE, sealed, table.table_id + lookup_id)
     except InvalidTag as exc:
         raise HiddenQueryError("a row of the table does not open: tampered") from exc
+    return unpad_row(padded)
 
 
 def lookup(table: HiddenTable, state: BlindState, response: bytes) -> dict[str, bytes | None]:
     """The bank's result: each queried code's row, or None for a code not in the table."""
     return {code: open_row(table, output)
             for code, output in finalize(state, response).items()}
-

@@ -46,13 +46,17 @@ def table_rows(sizes: Sizes) -> dict[str, bytes]:
 def prepared_table(sizes: Sizes, rows: dict[str, bytes],
                    cache: Path) -> tuple[bytes, hq.HiddenTable, dict[str, Any]]:
     """The OPRF key and sealed table of ``rows``: read back from ``cache`` when a run made
-    it already (its bytes must hash to the digest kept beside them), else prepared now."""
+    it already (its bytes must read back as this version's table and hash to the digest kept
+    beside them), else prepared now."""
     stem = cache / f"table-{sizes.table_rows}-{sizes.seed}"
     meta_path = stem.with_suffix(".json")
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         t0 = time.perf_counter()
-        table = hq.HiddenTable.from_bytes(stem.with_suffix(".table").read_bytes())
+        try:  # a table of an older format is prepared again
+            table = hq.HiddenTable.from_bytes(stem.with_suffix(".table").read_bytes())
+        except hq.HiddenQueryError:
+            table = hq.HiddenTable(bytes(hq.TABLE_ID_BYTES), {})
         if table.digest() == meta["digest"] and len(table.rows) == sizes.table_rows:
             key = stem.with_suffix(".key").read_bytes()
             return key, table, {**meta, "from_cache": True,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+from types import SimpleNamespace
 
 import pytest
 
+from aggregation.service import sealed_rows
 from core import hidden_query as hq
 
 # RFC 9497, appendix A.1.1 (OPRF(ristretto255, SHA-512), mode 0)
@@ -215,25 +217,26 @@ def test_a_table_travels_as_canonical_bytes() -> None:
     assert hq.HiddenTable.from_bytes(hq.HiddenTable(b"\x01" * 16, {}).to_bytes()).rows == {}
 
 
+_HEAD = len(hq.TABLE_TAG) + 16 + 8 + 4  # tag, table id, row count, sealed-row length
+
+
 def _row_at(data: bytes, i: int) -> tuple[int, int]:
     """The offset of row ``i`` of ``data`` and its sealed length (rows of one length)."""
-    at = len(hq.TABLE_TAG) + 16 + 8
-    for _ in range(i):
-        at += 36 + int.from_bytes(data[at + 32:at + 36], "big")
-    return at, int.from_bytes(data[at + 32:at + 36], "big")
+    size = int.from_bytes(data[_HEAD - 4:_HEAD], "big")
+    return _HEAD + i * (32 + size), size
 
 
 def _swap_first_rows(data: bytes) -> bytes:
     first, size = _row_at(data, 0)
     second, _ = _row_at(data, 1)
-    end = second + 36 + size
+    end = second + 32 + size
     return data[:first] + data[second:end] + data[first:second] + data[end:]
 
 
 def _repeat_first_row(data: bytes) -> bytes:
     first, size = _row_at(data, 0)
     second, _ = _row_at(data, 1)
-    end = second + 36 + size
+    end = second + 32 + size
     return data[:second] + data[first:second] + data[end:]
 
 
@@ -243,21 +246,23 @@ def _with_count(data: bytes, count: int) -> bytes:
 
 
 def _with_row_length(data: bytes, size: int) -> bytes:
-    first, _ = _row_at(data, 0)
-    return data[:first + 32] + size.to_bytes(4, "big") + data[first + 36:]
+    return data[:_HEAD - 4] + size.to_bytes(4, "big") + data[_HEAD:]
 
 
 @pytest.mark.parametrize(("mangle", "message"), [
     (lambda d: b"x" + d, "not a hidden-query table"),
     (lambda d: d.replace(hq.TABLE_TAG, hq.REQUEST_TAG, 1), "not a hidden-query table"),
+    (lambda d: d.replace(hq.TABLE_TAG, b"dataledger/hidden-query/table/v1\n", 1),
+     "not a hidden-query table \\(of this version\\)"),
     (lambda d: d[:len(hq.TABLE_TAG) + 10], "truncated"),
-    (lambda d: d[:-1], "truncated at row 4"),
-    (lambda d: d + b"\x00", "1 bytes after its 5 rows"),
-    (lambda d: _with_count(d, 4), "after its 4 rows"),
-    (lambda d: _with_count(d, 6), "truncated at row 5"),
+    (lambda d: d[:-1], "length does not match its 5 rows"),
+    (lambda d: d + b"\x00", "length does not match its 5 rows"),
+    (lambda d: _with_count(d, 4), "length does not match its 4 rows"),
+    (lambda d: _with_count(d, 6), "length does not match its 6 rows"),
     (lambda d: _with_count(d, hq.MAX_TABLE_ROWS + 1), "at most 2000000 rows"),
-    (lambda d: _with_row_length(d, 3), "row 0 of the table is 3 bytes"),
-    (lambda d: _with_row_length(d, hq.MAX_SEALED_ROW_BYTES + 1), "row 0 of the table is"),
+    (lambda d: _with_row_length(d, 3), "rows are 3 bytes, not a bucket"),
+    (lambda d: _with_row_length(d, 100), "rows are 100 bytes, not a bucket"),
+    (lambda d: _with_row_length(d, hq.MAX_SEALED_ROW_BYTES * 2), "not a bucket"),
     (_swap_first_rows, "row 1 of the table is out of lookup-id order"),
     (_repeat_first_row, "row 1 of the table is out of lookup-id order"),
     (lambda d: "text", "not a hidden-query table"),
@@ -266,3 +271,45 @@ def test_a_malformed_table_is_refused(mangle, message) -> None:  # type: ignore[
     _, _, data = _table_bytes()
     with pytest.raises(hq.HiddenQueryError, match=message):
         hq.HiddenTable.from_bytes(mangle(data))
+
+
+def test_every_sealed_row_of_a_table_has_one_length() -> None:
+    """The table tells the bank nothing of a row's length: rows of 2 to 900 bytes are all
+    padded to one power-of-two bucket before sealing, and open to exactly what was sealed."""
+    rows = {f"91110000MA0{i:07d}X": b"x" * n for i, n in enumerate([2, 9, 63, 64, 500, 900])}
+    key = hq.generate_key()
+    table = hq.prepare_table(key, rows)
+    assert {len(sealed) for sealed in table.rows.values()} == {1024 + 16}
+    data = table.to_bytes()
+    assert len(data) == _HEAD + len(rows) * (32 + 1024 + 16)
+    state, request = hq.blind(list(rows))
+    assert hq.lookup(hq.HiddenTable.from_bytes(data), state, hq.evaluate(key, request)) == rows
+    assert hq.row_bucket([b""]) == hq.MIN_ROW_BUCKET and hq.row_bucket([bytes(60)]) == 64
+    assert hq.row_bucket([bytes(61)]) == 128
+
+
+def test_the_joint_table_s_rows_do_not_leak_their_length() -> None:
+    """The aggregation node's rows (a key and summed values of 1 to 7 digits) seal alike."""
+    table = {f"91110000MA0{i:07d}X": {"score": s, "weight": 0.5}
+             for i, s in enumerate([5, 42, 1234567, 9, 88888])}
+    joint = SimpleNamespace(key_column="credit_code")
+    hidden = hq.prepare_table(hq.generate_key(), sealed_rows(joint, table))  # type: ignore[arg-type]
+    assert len({len(v) for v in hidden.rows.values()}) == 1
+
+
+def test_padding_is_unambiguous_and_bounded() -> None:
+    assert hq.unpad_row(hq.pad_row(b"ab\x00", 64)) == b"ab\x00"
+    for padded in (bytes(3), (61).to_bytes(4, "big") + bytes(60),
+                   (1).to_bytes(4, "big") + b"a" + b"\x01" + bytes(58)):
+        with pytest.raises(hq.HiddenQueryError, match="not padded"):
+            hq.unpad_row(padded)
+    with pytest.raises(hq.HiddenQueryError, match="does not fit"):
+        hq.pad_row(bytes(61), 64)
+    with pytest.raises(hq.HiddenQueryError, match="power of two"):
+        hq.pad_row(b"a", 100)
+    with pytest.raises(hq.HiddenQueryError, match="longer than"):
+        hq.row_bucket([bytes(hq.MAX_ROW_BUCKET)])
+    a_table = hq.prepare_table(hq.generate_key(), {"a": b"1", "b": b"22"})
+    uneven = hq.HiddenTable(a_table.table_id, {**a_table.rows, bytes(32): b"x" * 20})
+    with pytest.raises(hq.HiddenQueryError, match="all of one length"):
+        uneven.to_bytes()
