@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import functools
 import inspect
@@ -19,10 +21,13 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
+from starlette.concurrency import run_in_threadpool
 
-from api.deps import Commands, Reader, commands
+from api.deps import Commands, Reader, Services, commands
 from domain.application import CommandResult
 from domain.errors import ConcurrencyConflict, NotFound, StaleDecision
+from domain.usage import Meter
+from projections import usage as usage_q
 from projections.base import Listing
 
 RouteHandler = Callable[[Request], Coroutine[Any, Any, Response]]
@@ -62,21 +67,50 @@ def visible_row(reader: Reader, listing: Listing, kind: str, id: str) -> dict[st
     return found(row, kind, id)
 
 
+def decoded_base64(text: str) -> bytes | None:
+    """The bytes of a body field in base64, or None for text that is no base64 (the use
+    case says so once it checked who posts)."""
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def meter(reader: Reader, contract_id: str) -> Meter:
+    """The contract's usage counters as the read models hold them (``domain.usage``)."""
+    with reader.connect() as conn:
+        return usage_q.meter(conn, contract_id)
+
+
+def catch_up(container: Services) -> None:
+    """Let the read models reach the log's head (another process's use moved it)."""
+    container.runner.wait_for(container.store.max_seq(), container.settings.read_wait_seconds)
+
+
 #: how often a command that met a concurrent change of one of its aggregates is decided again
 TRIES = 8
 
 
 async def run_retried(cmd: Commands, handler: Callable[..., dict[str, Any]], *args: Any,
-                      **kwargs: Any) -> CommandResult:
+                      metered: str | None = None, **kwargs: Any) -> CommandResult:
     """``cmd.run``, decided again on a fresh read while another command changed one of its
     aggregates first (the providers' nodes of a joint execution post to it at once); a
-    signed decision's stale version is its member's to sign again (raised)."""
+    signed decision's stale version is its member's to sign again (raised).
+
+    ``metered``: a contract id whose usage counters the handler decides on (``meter=``,
+    read each try from the read models, caught up with the log after a conflict: another
+    use of the contract moved its usage stream first)."""
+    reader = Reader(cmd.container, cmd.actor)
     for attempt in range(TRIES):
+        if metered is not None:
+            kwargs["meter"] = await run_in_threadpool(meter, reader, metered)
         try:
             return await cmd.run(handler, *args, **kwargs)
         except ConcurrencyConflict as exc:
             if isinstance(exc, StaleDecision) or attempt + 1 == TRIES:
                 raise
+            if metered is not None:
+                await run_in_threadpool(catch_up, cmd.container)
     raise AssertionError("unreachable: the last try raises")
 
 

@@ -22,20 +22,15 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import Commands, CommandsDep, Reader, Services
 from api.fields import SignedBody
-from api.routes.common import CommandAnswer, answer
+from api.routes.common import CommandAnswer, answer, run_retried
 from delivery import results
 from domain import delivery as uc
-from domain.errors import ConcurrencyConflict, NotFound, WrongState
+from domain.errors import NotFound, WrongState
 from domain.signing import Signed
-from domain.usage import Meter
 from projections import computations as q
-from projections import usage as usage_q
 
 router = APIRouter(tags=["deliveries"])
 
-#: how many times an access is decided again when another access moved the contract's
-#: usage stream first (each time on counters caught up with the log)
-TRIES = 8
 REFUSALS = ("409: a usage control refused (``error`` names it: view_count_exhausted, "
             "download_count_exhausted, outside_contract_window, circulation_mode_not_allowed, "
             "release_pending, contract_terminated, contract_not_approved, unknown_constraint) "
@@ -80,16 +75,6 @@ def _delivery(reader: Reader, delivery_id: str) -> dict[str, Any]:
     return delivery
 
 
-def _meter(reader: Reader, contract_id: str) -> Meter:
-    with reader.connect() as conn:
-        return usage_q.meter(conn, contract_id)
-
-
-def _catch_up(container: Services) -> None:
-    """Let the read models reach the log's head (another process's access moved it)."""
-    container.runner.wait_for(container.store.max_seq(), container.settings.read_wait_seconds)
-
-
 async def access(cmd: CommandsDep, delivery_id: str, kind: str) -> tuple[bytes,
                                                                           dict[str, Any]]:
     """Decide and record one ``kind`` access: the result's bytes and the command's answer;
@@ -101,15 +86,8 @@ async def access(cmd: CommandsDep, delivery_id: str, kind: str) -> tuple[bytes,
     reader = Reader(cmd.container, cmd.actor)
     delivery = await run_in_threadpool(_delivery, reader, delivery_id)
     content = await run_in_threadpool(_content, cmd.container, delivery)
-    for attempt in range(TRIES):
-        meter = await run_in_threadpool(_meter, reader, delivery["contract_id"])
-        try:
-            done = await cmd.run(uc.access_result, delivery_id, kind=kind, meter=meter)
-            break
-        except ConcurrencyConflict:
-            if attempt + 1 == TRIES:
-                raise
-            await run_in_threadpool(_catch_up, cmd.container)
+    done = await run_retried(cmd, uc.access_result, delivery_id, kind=kind,
+                             metered=delivery["contract_id"])
     if not done.body["allowed"]:
         raise uc.refusal_error(done.body)
     return content, done.body

@@ -8,14 +8,13 @@ machine (``core.hidden_query.blind``); the ledger checks it like any use of the 
 (``aggregation/service.py``), the ledger records its commitment, its size and the answer's
 hash (``joint.queried``), and only then is the response returned. Neither the request nor the
 response is logged or stored; a refusal by a usage control is recorded (``usage.refused``)
-before it is answered.
+before it is answered, a refusal for a lapsed grant is not (see ``hidden_query``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 from typing import Any
 
 from fastapi import APIRouter
@@ -23,21 +22,17 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Commands, CommandsDep, ContainerDep, CurrentActor, Reader, Services
+from api.deps import Commands, CommandsDep, ContainerDep, CurrentActor, Services
 from api.fields import Id
-from api.routes.deliveries import _catch_up, _meter
+from api.routes.common import decoded_base64, run_retried
 from core import hidden_query as hq
 from domain import joint_query as uc
 from domain.base import Actor
 from domain.delivery import refusal_error
-from domain.errors import ConcurrencyConflict, Forbidden, NotFound, WrongState
+from domain.errors import Forbidden, NotFound, WrongState
 from domain.usage import UsageDenied, UsageForbidden
 
 router = APIRouter(tags=["hidden queries"])
-
-#: how many times a query is recorded again when another use moved the contract's usage
-#: stream or the joint first (each time on fresh counters)
-TRIES = 8
 
 
 class HiddenQueryBody(BaseModel):
@@ -66,30 +61,14 @@ def _aggregator(container: Services) -> Any:
     return aggregator
 
 
-def _decoded(text: str) -> bytes | None:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-
-
 async def _record(cmd: Commands, order_id: str, query: uc.Query,
                   answer_hash: str | None) -> dict[str, Any]:
     """Record the query (or, ``answer_hash`` None, its refusal), deciding again on fresh
     usage counters each time another use moved the contract's usage stream or the joint
     first."""
-    reader = Reader(cmd.container, cmd.actor)
-    for attempt in range(TRIES):
-        meter = await run_in_threadpool(_meter, reader, order_id)
-        try:
-            done = await cmd.run(uc.record_query, order_id, query=query,
-                                 answer_hash=answer_hash, meter=meter)
-            return done.body
-        except ConcurrencyConflict:
-            if attempt + 1 == TRIES:
-                raise
-            await run_in_threadpool(_catch_up, cmd.container)
-    raise AssertionError("unreachable: the last try raises")
+    done = await run_retried(cmd, uc.record_query, order_id, query=query,
+                             answer_hash=answer_hash, metered=order_id)
+    return done.body
 
 
 @router.post("/orders/{order_id}/hidden-queries", response_model=HiddenQueryAnswer)
@@ -97,13 +76,17 @@ async def hidden_query(order_id: str, body: HiddenQueryBody, cmd: CommandsDep) -
     """The demander's hidden query on a published joint table of contract ``order_id``:
     checked like any use of the contract (403 for anyone but its demander's members; 404
     for a joint not of this contract; 409 until it is published, outside the contract's
-    window, terminated, over its ``query_count`` (count_exhausted), its grants lapsed;
-    each refusal by a usage control recorded, usage.refused), evaluated by the aggregation
-    node, recorded (``joint.queried``: commitment, size, answer hash), then answered. 422
-    ``request`` for a body that is not a hidden-query request."""
+    window, terminated, over its ``query_count`` (count_exhausted): each refusal by a
+    usage control recorded, ``usage.refused``, before it is answered), evaluated by the
+    aggregation node, recorded (``joint.queried``: commitment, size, answer hash), then
+    answered. 409 too when a grant the product rests on lapsed (``authorization_revoked``,
+    ``authorization_expired``, ``scenario_suspended``): that refusal is *not* recorded, as
+    a delivery's access records none for a lapsed grant (a grant is no usage control of
+    the contract); the node evaluates nothing either way. 422 ``request`` for a body that
+    is not a hidden-query request."""
     cmd = Commands(cmd.container, cmd.actor, None)  # each query is new: never a replay
     ledger, aggregator = cmd.container.ledger, _aggregator(cmd.container)
-    request = _decoded(body.request)
+    request = decoded_base64(body.request)
     try:  # the checks first: a refused query costs the node nothing
         await run_in_threadpool(ledger.check, uc.check_query, cmd.actor, order_id,
                                 joint_id=body.joint_id, request=request)

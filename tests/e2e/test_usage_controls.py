@@ -236,6 +236,21 @@ def test_the_usage_window_refuses_outside_it_across_a_restart(
     assert fetch(world, cid, chain.demander).status_code == 200
 
 
+def test_a_lapsed_grant_neither_refuses_nor_records_anything_for_a_delivered_result(
+        world: World, chain: Chain) -> None:
+    """A grant is no usage control of the contract: once its authorization is revoked, a
+    result delivered while it held is still read, recorded as an access, and no refusal
+    is recorded (the hidden query, which is refused for a lapsed grant, records none
+    either: docs/HIDDEN_QUERY.md)."""
+    oid = contract(world, chain, policy())
+    cid = delivered(world, chain, oid)
+    world.api.revoke_authorization(chain.provider, chain.authorization_id, "withdrawn")
+    before = head(world)
+    assert fetch(world, cid, chain.demander).status_code == 200
+    events = world.call("GET", f"/ledger/events?after={before}", world.regulator)["events"]
+    assert [e["type"] for e in events] == ["delivery.accessed"]
+
+
 def test_a_designated_users_result_is_refused_to_another_member_of_the_demander(
         world: World, chain: Chain, server: Server) -> None:
     colleague = world.member(chain.demander, "loan officer 信贷员", ["member"])
