@@ -193,7 +193,8 @@ class Aggregator:
                 raise secagg.AggregationRefused(
                     "missing", f"the part of provider {provider} recorded as "
                                f"{joint.parts[provider]} is not stored")
-        total = secagg.aggregate(parts.values(), joint.id, joint.providers)
+        total = secagg.aggregate(parts.values(), joint.id, joint.providers,
+                                 joint.layout_sha256)
         product: Product = self._load(Product, joint.product_id)
         kinds = [column_type(product.output_schema, c) for c in joint.value_columns]
         table = joint_table(joint, keys, total, kinds)

@@ -32,6 +32,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+#: a code's UTF-8 bytes at most: defined in core.secagg, which the compute node imports
+#: (never this module), so its layout keys and the table's codes have one bound
+from core.secagg import MAX_CODE_BYTES
+
 CONTEXT = b"OPRFV1-\x00-ristretto255-SHA512"  # RFC 9497 contextString, mode 0
 HASH_TO_GROUP_DST = b"HashToGroup-" + CONTEXT
 DERIVE_KEY_DST = b"DeriveKeyPair" + CONTEXT
@@ -42,7 +46,6 @@ REQUEST_TAG = b"dataledger/hidden-query/request/v1\n"
 RESPONSE_TAG = b"dataledger/hidden-query/response/v1\n"
 TABLE_TAG = b"dataledger/hidden-query/table/v2\n"
 MAX_CODES = 100_000  # per request
-MAX_CODE_BYTES = 256
 TABLE_ID_BYTES = 16
 MAX_TABLE_ROWS = 2_000_000  # a joint table's keys at most (its layout's bound)
 #: a row is padded, before it is sealed, to its table's bucket: a power of two from

@@ -2,11 +2,13 @@
 
 Each provider's compute node holds an X25519 key pair. For one execution and the ordered
 list of its providers, provider ``i`` agrees a seed with every peer ``j`` (X25519, then
-HKDF-SHA256 whose ``info`` binds the execution id, both provider ids in list order and the
-vector length), expands it with ChaCha20 into a mask vector over Z_2^64, and adds the
+HKDF-SHA256 whose ``info`` binds the execution id, both provider ids in list order, the
+vector length and the SHA-256 of the layout the vector follows), expands it with ChaCha20 into a mask vector over Z_2^64, and adds the
 masks of the peers after it in the list and subtracts those of the peers before it. Every
 pair's mask is added once and subtracted once, so the sum of all masked parts is the sum
 of the values, while one part alone is uniformly random to whoever lacks its seeds.
+Binding the layout means parts laid out over different key lists never cancel: a platform
+that shows one provider another layout than its peers recovers nothing from the sum.
 
 Values are fixed-point integers: a real number ``x`` travels as ``round(x * SCALE)`` with
 ``SCALE = 2**16`` (``to_fixed``/``from_fixed``). Each value must satisfy
@@ -38,7 +40,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from core.canonical import canonical_bytes
 
-FORMAT = "dataledger-secagg-v1"
+FORMAT = "dataledger-secagg-v2"
 #: fixed point: a real x is the integer round(x * SCALE)
 FRACTION_BITS = 16
 SCALE = 1 << FRACTION_BITS
@@ -46,6 +48,10 @@ SCALE = 1 << FRACTION_BITS
 VALUE_BOUND = 1 << 56
 MAX_PROVIDERS = 64
 MODULUS = 1 << 64
+#: a layout key (a joint table's key column value, the code a hidden query looks up): at
+#: most this many bytes of UTF-8; one definition, read by the compute node, the ledger and
+#: core.hidden_query (which the compute node never imports)
+MAX_CODE_BYTES = 256
 #: ChaCha20's 16-byte nonce in cryptography (32-bit counter, 96-bit nonce): all zero, as
 #: every key is derived for one (execution, pair, length) and used once
 _NONCE = bytes(16)
@@ -149,11 +155,20 @@ def _check_providers(providers: Sequence[str]) -> None:
         raise ValueError("a provider id must be a non-empty string")
 
 
-def pair_info(execution_id: str, first: str, second: str, length: int) -> bytes:
-    """HKDF's ``info`` for one pair: the format, the execution, the pair in list order and
-    the vector length, as canonical JSON."""
+def pair_info(execution_id: str, first: str, second: str, length: int,
+              layout_sha256: str) -> bytes:
+    """HKDF's ``info`` for one pair: the format, the execution, the pair in list order,
+    the vector length and the layout's SHA-256, as canonical JSON."""
     return canonical_bytes({"format": FORMAT, "execution_id": execution_id,
-                            "providers": [first, second], "length": length})
+                            "providers": [first, second], "length": length,
+                            "layout_sha256": layout_sha256})
+
+
+def _check_layout_sha256(layout_sha256: Any) -> str:
+    if not isinstance(layout_sha256, str) or len(layout_sha256) != 64 or any(
+            c not in "0123456789abcdef" for c in layout_sha256):
+        raise ValueError("the layout's SHA-256 must be 64 lowercase hex digits")
+    return layout_sha256
 
 
 def pairwise_seed(key: X25519PrivateKey, peer: X25519PublicKey, info: bytes) -> bytes:
@@ -171,16 +186,19 @@ def _keystream(seed: bytes, length: int) -> bytes:
 
 
 def _pair_stream(key: X25519PrivateKey, peer: X25519PublicKey | bytes | str,
-                 execution_id: str, pair: tuple[str, str], length: int) -> bytes:
-    info = pair_info(execution_id, pair[0], pair[1], length)
+                 execution_id: str, pair: tuple[str, str], length: int,
+                 layout_sha256: str) -> bytes:
+    info = pair_info(execution_id, pair[0], pair[1], length, layout_sha256)
     return _keystream(pairwise_seed(key, load_public_key(peer), info), length)
 
 
 def pairwise_mask(key: X25519PrivateKey, peer: X25519PublicKey | bytes | str,
-                  execution_id: str, pair: tuple[str, str], length: int) -> list[int]:
+                  execution_id: str, pair: tuple[str, str], length: int, *,
+                  layout_sha256: str) -> list[int]:
     """The mask vector a pair shares (``pair`` in the order of the providers' list):
     the first adds it, the second subtracts it."""
-    return _words(_pair_stream(key, peer, execution_id, pair, length))
+    return _words(_pair_stream(key, peer, execution_id, pair, length,
+                               _check_layout_sha256(layout_sha256)))
 
 
 # Vectors are added lane by lane inside one Python int: each 64-bit word gets a 72-bit lane
@@ -249,11 +267,14 @@ class MaskedPart:
 
 def mask(key: X25519PrivateKey, execution_id: str, provider_id: str,
          providers: Sequence[str], public_keys: Mapping[str, X25519PublicKey | bytes | str],
-         values: Sequence[int]) -> MaskedPart:
+         values: Sequence[int], *, layout_sha256: str) -> MaskedPart:
     """Provider ``provider_id``'s masked part of ``values`` (fixed-point ints) for one
-    execution. ``public_keys`` holds every peer's registered public key."""
+    execution, laid out over the layout whose SHA-256 is ``layout_sha256`` (bound into
+    every pair's mask and the header). ``public_keys`` holds every peer's registered
+    public key."""
     if not isinstance(execution_id, str) or not execution_id:
         raise ValueError("the execution id must be a non-empty string")
+    _check_layout_sha256(layout_sha256)
     providers = list(providers)
     _check_providers(providers)
     if provider_id not in providers:
@@ -272,18 +293,20 @@ def mask(key: X25519PrivateKey, execution_id: str, provider_id: str,
         if peer not in public_keys:
             raise ValueError(f"no public key for the peer {peer!r}")
         pair = (provider_id, peer) if me < j else (peer, provider_id)
-        m = _spread(_pair_stream(key, public_keys[peer], execution_id, pair, length))
+        m = _spread(_pair_stream(key, public_keys[peer], execution_id, pair, length,
+                                 layout_sha256))
         acc += m if me < j else _lane_modulus(length) - m
     body = _gather(acc, length)
     header = {"format": FORMAT, "execution_id": execution_id, "provider_id": provider_id,
-              "providers": providers, "length": length,
+              "providers": providers, "length": length, "layout_sha256": layout_sha256,
               "body_sha256": hashlib.sha256(body).hexdigest()}
     return MaskedPart(header=header, body=body)
 
 
 # -- the aggregator ------------------------------------------------------------------------
 
-def _check_part(part: MaskedPart, execution_id: str, providers: list[str]) -> None:
+def _check_part(part: MaskedPart, execution_id: str, providers: list[str],
+                layout_sha256: str | None) -> None:
     h = part.header
     if h.get("format") != FORMAT:
         raise AggregationRefused("format", f"a part of format {h.get('format')!r}, "
@@ -299,6 +322,11 @@ def _check_part(part: MaskedPart, execution_id: str, providers: list[str]) -> No
                          f"{h.get('providers')!r}, not {providers!r}")
     if who not in providers:
         raise AggregationRefused("unknown", f"{who!r} is not a provider of the execution")
+    said = h.get("layout_sha256")
+    if not isinstance(said, str) or (layout_sha256 is not None and said != layout_sha256):
+        raise AggregationRefused(
+            "layout", f"the part of {who!r} was laid out over the layout {said!r}, not "
+                      f"{layout_sha256!r}")
     length = h.get("length")
     if not isinstance(length, int) or length < 1 or len(part.body) != 8 * length:
         raise AggregationRefused(
@@ -310,19 +338,22 @@ def _check_part(part: MaskedPart, execution_id: str, providers: list[str]) -> No
 
 
 def aggregate(parts: Iterable[MaskedPart], execution_id: str,
-              providers: Sequence[str]) -> list[int]:
+              providers: Sequence[str], layout_sha256: str | None = None) -> list[int]:
     """The exact sum of the providers' values, from exactly one checked part of each.
 
     Refuses (``AggregationRefused``) a part of another format or execution, one masked
-    for another list of providers, an unknown or duplicate provider, a wrong length or a
-    body that does not match its hash, and a missing provider (no dropout recovery).
+    for another list of providers or another layout (``layout_sha256``; None: the first
+    part's, which every other must share), an unknown or duplicate provider, a wrong
+    length or a body that does not match its hash, and a missing provider (no dropout
+    recovery).
     """
     providers = list(providers)
     _check_providers(providers)
     seen: dict[str, MaskedPart] = {}
     length: int | None = None
     for part in parts:
-        _check_part(part, execution_id, providers)
+        _check_part(part, execution_id, providers, layout_sha256)
+        layout_sha256 = str(part.header["layout_sha256"])
         who = part.provider_id
         if who in seen:
             raise AggregationRefused("duplicate", f"two parts from {who!r}")

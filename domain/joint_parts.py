@@ -1,12 +1,13 @@
 """A provider's masked part of a joint execution (``domain.joint``), as its node posts it.
 
 The part is ``core.secagg.MaskedPart``: a header (format, execution id, provider, the
-providers' list, length in 64-bit words, the body's SHA-256) and the body. The ledger
-checks the header against the joint before anything is stored and again when it records
-it, so a part the aggregation node would refuse never gets in: masked for another
-execution (a replay), for another list of providers, by another provider, of the wrong
-length, a body that does not match its hash, or a second, different part of one provider
-(each 409 ``part_refused`` naming the reason and the field). The same part again is
+providers' list, length in 64-bit words, the layout's SHA-256, the body's SHA-256) and the
+body. The ledger checks the header against the joint before anything is stored and again
+when it records it, so a part the aggregation node would refuse never gets in: masked for
+another execution (a replay), for another list of providers, over another layout than the
+joint recorded (its masks would not cancel the others'), by another provider, of the
+wrong length, a body that does not match its hash, or a second, different part of one
+provider (each 409 ``part_refused`` naming the reason and the field). The same part again is
 answered as recorded, writing nothing.
 
 Recorded as the provider's ``computation.succeeded`` (``result_sha256`` the part's digest,
@@ -36,7 +37,8 @@ from domain.joint import JointExecution, find_joint, joint_id
 from domain.permissions import permit
 from domain.unit_of_work import UnitOfWork
 
-HEADER_KEYS = ("format", "execution_id", "provider_id", "providers", "length", "body_sha256")
+HEADER_KEYS = ("format", "execution_id", "provider_id", "providers", "length", "layout_sha256",
+               "body_sha256")
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,9 @@ def _check_header(joint: JointExecution, post: PartPost, provider_id: str) -> No
     if h["providers"] != joint.providers:
         raise _refuse("providers", "providers", f"the part was masked for the providers "
                       f"{h['providers']!r}, not the joint's {joint.providers!r}")
+    if h["layout_sha256"] != joint.layout_sha256:
+        raise _refuse("layout", "layout_sha256", f"the part was laid out over the layout "
+                      f"{h['layout_sha256']!r}, not the joint's {joint.layout_sha256!r}")
     if h["provider_id"] != provider_id:
         raise _refuse("unknown", "provider_id", f"the part is {h['provider_id']!r}'s, posted "
                       f"for provider {provider_id}'s computation")

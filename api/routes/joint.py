@@ -60,6 +60,8 @@ class PartHeader(BaseModel):
     provider_id: Text
     providers: list[Text] = Field(min_length=2, max_length=MAX_PROVIDERS)
     length: StrictInt = Field(ge=1, le=2**53 - 1, description="64-bit words in the body")
+    layout_sha256: Sha256 = Field(description="the layout the vector follows, bound into "
+                                              "its masks: the joint's own")
     body_sha256: Sha256
 
 

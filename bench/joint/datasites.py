@@ -101,13 +101,14 @@ class Provider:
             layout, _unusable = node.layout_of(rows, KEY_COLUMN)
         else:
             node.check_layout(layout)
-        node.layout_sha256(layout)
+        layout_sha256 = node.layout_sha256(layout)
         t3 = time.perf_counter()
         laid = node.vector(rows, layout, KEY_COLUMN, VALUE_COLUMNS)
         t4 = time.perf_counter()
         fixed = secagg.to_fixed(laid.values)
         t5 = time.perf_counter()
-        part = secagg.mask(self.key, execution_id, self.id, providers, public, fixed)
+        part = secagg.mask(self.key, execution_id, self.id, providers, public, fixed,
+                           layout_sha256=layout_sha256)
         t6 = time.perf_counter()
         self.parts.save(part)
         post = {"header": dict(part.header), "body": base64.b64encode(part.body).decode(),

@@ -149,15 +149,16 @@ def post_parts(api: Platform, m: dict[str, Any], sizes: Sizes) -> dict[str, Any]
         joint_ids.add(made["joint_id"])
     (joint_id,) = joint_ids
     t0 = time.perf_counter()
-    api.call("POST", f"/joint/{joint_id}/layout", sites[0],
-             json={"keys": [credit_code(i) for i in range(sizes.table_rows)]})
+    keys_laid = [credit_code(i) for i in range(sizes.table_rows)]
+    posted = api.call("POST", f"/joint/{joint_id}/layout", sites[0], json={"keys": keys_laid})
     layout_s = time.perf_counter() - t0
     publics = {p: k.public_key() for p, k in keys.items()}
     posts = []
     for k, party in enumerate(sites):
         pid = party.participant_id
         values = [share(i, k, len(sites)) * secagg.SCALE for i in range(sizes.table_rows)]
-        part = secagg.mask(keys[pid], joint_id, pid, ids, publics, values)
+        part = secagg.mask(keys[pid], joint_id, pid, ids, publics, values,
+                           layout_sha256=posted["layout_sha256"])
         t1 = time.perf_counter()
         api.call("POST", f"/computations/{computations[pid]}/masked-part", party, json={
             "header": dict(part.header), "body": base64.b64encode(part.body).decode(),

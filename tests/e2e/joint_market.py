@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from client.platform import Party, Platform
 from core import secagg
+from core.canonical import canonical_bytes
 from tests.e2e.conftest import CODE, World
 
 FIELDS = [{"name": "credit_code", "type": "string", "sensitivity": "public"},
@@ -151,9 +152,10 @@ def plain_sum() -> dict[str, dict[str, int | float]]:
 
 
 def part_of(jm: JointMarket, pid: str, *, execution_id: str | None = None,
-            values: list[int] | None = None) -> secagg.MaskedPart:
+            values: list[int] | None = None,
+            layout: list[str] = CODES) -> secagg.MaskedPart:
     """Provider ``pid``'s masked part: its rows laid out by the layout, masked with its key
-    and the peers' public keys."""
+    and the peers' public keys, bound to ``layout``'s SHA-256."""
     i = jm.ids.index(pid)
     if values is None:
         rows = rows_of(i)
@@ -162,7 +164,13 @@ def part_of(jm: JointMarket, pid: str, *, execution_id: str | None = None,
             score, weight = rows.get(code, (0, 0.0))
             values += [score * secagg.SCALE, secagg.to_fixed([weight])[0]]
     peers = {p: k.public_key() for p, k in jm.keys.items() if p != pid}
-    return secagg.mask(jm.keys[pid], execution_id or jm.joint_id, pid, jm.ids, peers, values)
+    return secagg.mask(jm.keys[pid], execution_id or jm.joint_id, pid, jm.ids, peers, values,
+                       layout_sha256=layout_hash(layout))
+
+
+def layout_hash(keys: list[str]) -> str:
+    """A layout's SHA-256 as the ledger records it (of the key list's canonical JSON)."""
+    return hashlib.sha256(canonical_bytes(keys)).hexdigest()
 
 
 def post_part(jm: JointMarket, pid: str, part: secagg.MaskedPart,

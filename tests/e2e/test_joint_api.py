@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 from aggregation import store
 from client.platform import Party
 from core import secagg
+from core.canonical import canonical_bytes
 from domain.joint import joint_id
 from projections.computations import deliveries
 from runtime.build import Container
@@ -114,14 +115,16 @@ def values(k: int) -> list[list[float]]:
 
 
 def masked(j: Joint, jid: str, k: int, rows: list[list[float]] | None = None,
-           providers: list[str] | None = None, who: int | None = None) -> secagg.MaskedPart:
+           providers: list[str] | None = None, who: int | None = None,
+           layout: list[str] | None = None) -> secagg.MaskedPart:
     """Provider ``k``'s part as its node masks it (``who``: masked with that provider's
-    key and id instead)."""
+    key and id instead; ``layout``: bound to that layout instead of ``KEYS``)."""
     who = k if who is None else who
     flat = [v for row in (rows if rows is not None else values(k)) for v in row]
     pid = j.ids[who]
     return secagg.mask(j.node_keys[pid], jid, pid, providers or j.ids, j.public_keys(),
-                       secagg.to_fixed(flat))
+                       secagg.to_fixed(flat), layout_sha256=hashlib.sha256(
+                           canonical_bytes(KEYS if layout is None else layout)).hexdigest())
 
 
 def part_body(j: Joint, k: int, part: secagg.MaskedPart, **changes: Any) -> dict[str, Any]:
@@ -333,6 +336,8 @@ def test_every_refused_part_stores_nothing_and_writes_nothing(
     part_refused(part_body(j, 0, masked(j, jid, 0, providers=list(reversed(j.ids)))),
                  "providers")
     part_refused(part_body(j, 0, masked(j, jid, 0, who=1)), "unknown")
+    # masked over another layout than the joint's: its masks would never cancel
+    part_refused(part_body(j, 0, masked(j, jid, 0, layout=[*KEYS[:-1], "zz"])), "layout")
     part_refused(part_body(j, 0, masked(j, jid, 0, rows=values(0)[:-1])), "length")
     good = masked(j, jid, 0)
     tampered = bytes([good.body[0] ^ 1]) + good.body[1:]

@@ -57,7 +57,8 @@ def test_masks_that_do_not_cancel_are_out_of_bounds() -> None:
     values = [secagg.SCALE * 5] * 64
 
     def part(p: str, execution: str) -> secagg.MaskedPart:
-        return secagg.mask(keys[p], execution, p, list(keys), publics, values)
+        return secagg.mask(keys[p], execution, p, list(keys), publics, values,
+                           layout_sha256="ab" * 32)
 
     old = part("c", "old")
     relabelled = secagg.MaskedPart({**old.header, "execution_id": "new"}, old.body)

@@ -34,7 +34,8 @@ def run(providers: Sequence[str], values: dict[str, list[int]], execution: str =
         seed: int = 7) -> list[s.MaskedPart]:
     keys = keys_for(providers, seed)
     pubs = publics(keys)
-    return [s.mask(keys[p], execution, p, providers, pubs, values[p]) for p in providers]
+    return [s.mask(keys[p], execution, p, providers, pubs, values[p], layout_sha256=LAYOUT)
+            for p in providers]
 
 
 def plain_sum(values: dict[str, list[int]]) -> list[int]:
@@ -48,6 +49,8 @@ def vectors(providers: Sequence[str], length: int, seed: int) -> dict[str, list[
 
 
 PROVIDERS = ["market", "tax", "power", "water", "telecom"]
+#: the SHA-256 of the layout the vectors follow (bound into every mask)
+LAYOUT = "ab" * 32
 
 
 # -- correctness ---------------------------------------------------------------------------
@@ -98,7 +101,7 @@ def test_a_known_answer_pins_the_construction_across_cryptography_versions() -> 
     values = {p: list(range(-4, 4)) for p in providers}
     part = run(providers, values, execution="kat", seed=2026)[1]
     assert part.header["body_sha256"] == (
-        "65987498cb70a26ecd0bc0978af3cd7249a13ac2f2a68eb1d396149458354679")
+        "c2ed66f25d39c91477651a7b76c16ab0478fbeee297cbfb725516a8821c9b589")
 
 
 # -- one part alone looks uniform ----------------------------------------------------------
@@ -130,7 +133,7 @@ def masked_bodies(runs: int, length: int) -> tuple[bytes, bytes]:
     masked, plain = bytearray(), bytearray()
     for r in range(runs):
         values = [rng.randrange(0, 100) for _ in range(length)]
-        part = s.mask(keys["tax"], f"ex-{r}", "tax", providers, pubs, values)
+        part = s.mask(keys["tax"], f"ex-{r}", "tax", providers, pubs, values, layout_sha256=LAYOUT)
         masked += part.body
         plain += s._body(values)
     return bytes(masked), bytes(plain)
@@ -208,6 +211,14 @@ def test_a_duplicate_an_unknown_provider_a_wrong_length_or_body_is_refused() -> 
     other = s.MaskedPart({**parts[2].header, "format": "v0"}, parts[2].body)
     assert refused([parts[0], parts[1], other], providers) == "format"
     assert refused(parts, providers[::-1]) == "providers"
+    # a part masked over another layout than the others' (or than the one recorded)
+    keys, pubs = keys_for(providers, 7), publics(keys_for(providers, 7))
+    elsewhere = s.mask(keys[providers[2]], "ex-1", providers[2], providers, pubs,
+                       values[providers[2]], layout_sha256="cd" * 32)
+    assert refused([parts[0], parts[1], elsewhere], providers) == "layout"
+    with pytest.raises(s.AggregationRefused) as info:
+        s.aggregate(parts, "ex-1", providers, "cd" * 32)
+    assert info.value.reason == "layout"
 
 
 def test_mask_refuses_what_it_cannot_mask_safely() -> None:
@@ -216,21 +227,22 @@ def test_mask_refuses_what_it_cannot_mask_safely() -> None:
     pubs = publics(keys)
     k = keys["market"]
     with pytest.raises(ValueError, match="2 to 64 providers"):
-        s.mask(k, "ex", "market", ["market"], pubs, [1])
+        s.mask(k, "ex", "market", ["market"], pubs, [1], layout_sha256=LAYOUT)
     with pytest.raises(ValueError, match="twice"):
-        s.mask(k, "ex", "market", ["market", "tax", "tax"], pubs, [1])
+        s.mask(k, "ex", "market", ["market", "tax", "tax"], pubs, [1], layout_sha256=LAYOUT)
     with pytest.raises(ValueError, match="not among"):
-        s.mask(k, "ex", "bank", providers, pubs, [1])
+        s.mask(k, "ex", "bank", providers, pubs, [1], layout_sha256=LAYOUT)
     with pytest.raises(ValueError, match="bound"):
-        s.mask(k, "ex", "market", providers, pubs, [s.VALUE_BOUND + 1])
+        s.mask(k, "ex", "market", providers, pubs, [s.VALUE_BOUND + 1], layout_sha256=LAYOUT)
     with pytest.raises(TypeError):
-        s.mask(k, "ex", "market", providers, pubs, [1.5])  # type: ignore[list-item]
+        s.mask(k, "ex", "market", providers, pubs, [1.5],  # type: ignore[list-item]
+               layout_sha256=LAYOUT)
     with pytest.raises(ValueError, match="no public key"):
-        s.mask(k, "ex", "market", providers, {"tax": pubs["tax"]}, [1])
+        s.mask(k, "ex", "market", providers, {"tax": pubs["tax"]}, [1], layout_sha256=LAYOUT)
     with pytest.raises(ValueError, match="empty"):
-        s.mask(k, "ex", "market", providers, pubs, [])
+        s.mask(k, "ex", "market", providers, pubs, [], layout_sha256=LAYOUT)
     with pytest.raises(ValueError, match="not the one registered for 'tax'"):
-        s.mask(k, "ex", "tax", providers, pubs, [1])
+        s.mask(k, "ex", "tax", providers, pubs, [1], layout_sha256=LAYOUT)
 
 
 # -- the pairwise masks --------------------------------------------------------------------
@@ -238,13 +250,19 @@ def test_mask_refuses_what_it_cannot_mask_safely() -> None:
 def test_both_ends_of_a_pair_derive_the_same_mask_bound_to_its_context() -> None:
     keys = keys_for(["a", "b", "c"], 10)
     a, b, c = keys["a"], keys["b"], keys["c"]
-    m = s.pairwise_mask(a, b.public_key(), "ex", ("a", "b"), 6)
-    assert m == s.pairwise_mask(b, s.public_key_text(a.public_key()), "ex", ("a", "b"), 6)
-    assert m != s.pairwise_mask(a, b.public_key(), "ex2", ("a", "b"), 6)
-    assert m != s.pairwise_mask(a, b.public_key(), "ex", ("b", "a"), 6)
-    assert m != s.pairwise_mask(a, c.public_key(), "ex", ("a", "b"), 6)
+    lay = {"layout_sha256": LAYOUT}
+    m = s.pairwise_mask(a, b.public_key(), "ex", ("a", "b"), 6, **lay)
+    assert m == s.pairwise_mask(b, s.public_key_text(a.public_key()), "ex", ("a", "b"), 6,
+                                **lay)
+    assert m != s.pairwise_mask(a, b.public_key(), "ex2", ("a", "b"), 6, **lay)
+    assert m != s.pairwise_mask(a, b.public_key(), "ex", ("b", "a"), 6, **lay)
+    assert m != s.pairwise_mask(a, c.public_key(), "ex", ("a", "b"), 6, **lay)
     # the length is bound too: a shorter vector's mask is not a prefix of a longer one's
-    assert s.pairwise_mask(a, b.public_key(), "ex", ("a", "b"), 7)[:6] != m
+    assert s.pairwise_mask(a, b.public_key(), "ex", ("a", "b"), 7, **lay)[:6] != m
+    # and the layout: a pair masking over two different layouts never cancels
+    assert m != s.pairwise_mask(a, b.public_key(), "ex", ("a", "b"), 6, layout_sha256="cd" * 32)
+    with pytest.raises(ValueError, match="64 lowercase hex"):
+        s.pairwise_mask(a, b.public_key(), "ex", ("a", "b"), 6, layout_sha256="AB" * 32)
 
 
 def test_a_colluding_pair_learns_only_the_sum_of_the_others() -> None:
@@ -261,7 +279,7 @@ def test_a_colluding_pair_learns_only_the_sum_of_the_others() -> None:
         words = parts[k].words()
         for bad in ("market", "tax"):  # before the honest ones: they added, it subtracted
             m = s.pairwise_mask(keys[bad], keys[honest].public_key(), "ex-1",
-                                (bad, honest), 32)
+                                (bad, honest), 32, layout_sha256=LAYOUT)
             words = [(w + x) & (2**64 - 1) for w, x in zip(words, m)]
         stripped[honest] = words
         assert words != [v & (2**64 - 1) for v in values[honest]]
