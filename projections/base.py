@@ -235,9 +235,15 @@ ACL_KIND_OF_TYPE = {"dataset": "dataset", "scenario": "scenario", "authorization
                     "computation": "computation", "delivery": "computation", "usage": "usage",
                     "joint": "joint"}
 #: the event types whose aggregate is not the one the first part of their name says (a
-#: provider's node key: seen by the providers of its joint executions, projections/joint.py)
+#: provider's node key, and the member keys that sign it: seen by the providers of its joint
+#: executions, projections/joint.py)
 ACL_KIND_OF_EXACT_TYPE = {"delivery.accessed": "usage",
-                          "participant.node_key_registered": "node_key"}
+                          "participant.node_key_registered": "node_key",
+                          "participant.key_registered": "node_key",
+                          "participant.key_revoked": "node_key"}
+#: event types seen also by those granted a second kind on the same id: a joint input's
+#: registration, by the joint's providers (each proves who owns which input)
+ALSO_ACL_KIND_OF_TYPE = {"dataset.registered": "joint_input"}
 
 
 def acl_kind_of_event(type_name: str) -> str | None:
@@ -259,10 +265,10 @@ def visible_events(conn: Connection, events: Iterable[tuple[str, str]],
     aggregate it was granted (the rule of ``may_see_event``, one query per acl kind)."""
     wanted: dict[str, dict[str, list[tuple[str, str]]]] = {}
     for type_name, originator_id in events:
-        kind = acl_kind_of_event(type_name)
-        if kind is not None:
-            wanted.setdefault(kind, {}).setdefault(originator_id, []).append(
-                (type_name, originator_id))
+        for kind in (acl_kind_of_event(type_name), ALSO_ACL_KIND_OF_TYPE.get(type_name)):
+            if kind is not None:
+                wanted.setdefault(kind, {}).setdefault(originator_id, []).append(
+                    (type_name, originator_id))
     out: set[tuple[str, str]] = set()
     for kind, by_id in wanted.items():
         granted = conn.execute(select(acl.c.resource_id).where(

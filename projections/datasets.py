@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Column, Connection, String
+from sqlalchemy import JSON, BigInteger, Column, Connection, String
 
 from core.record import LogEntry
 from projections import base
@@ -24,6 +24,8 @@ datasets = base.state_table(
     Column("published_at", String, nullable=True),
     Column("withdrawn_at", String, nullable=True),
     Column("withdrawal_reason", String, nullable=True),
+    # the seq of dataset.registered: a joint's provider proves an input's owner from it
+    Column("registered_seq", BigInteger, nullable=True),
 )
 
 
@@ -32,7 +34,8 @@ def _registered(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
         id=entry.originator_id, owner_id=p["owner_id"], name=p["name"],
         description=p["description"], source_system=p["source_system"],
         classification=p["classification"], fields=p["fields"], state="registered",
-        registered_at=p["at"], updated_at=p["at"], version=entry.version)
+        registered_at=p["at"], updated_at=p["at"], version=entry.version,
+        registered_seq=entry.seq)
     base.grant(conn, KIND, entry.originator_id, p["owner_id"])
 
 
@@ -64,4 +67,4 @@ DATASETS = base.Listing(
     datasets, KIND, order_by=("registered_at", "id"), public=datasets.c.state == "published",
     fields=("id", "owner_id", "name", "description", "source_system", "classification",
             "fields", "state", "registered_at", "published_at", "updated_at", "withdrawn_at",
-            "withdrawal_reason", "version"))
+            "withdrawal_reason", "version", "registered_seq"))

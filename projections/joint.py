@@ -2,9 +2,13 @@
 
 A joint execution is seen by its contract's parties (the demander, the operator, the
 providers; acl kind ``joint``); the regulator and the platform see everything. Its providers
-also see each other's ``participant.node_key_registered`` events in the log (acl kind
-``node_key``, resource the provider's participant id): each provider's node proves its
-peers' node keys from them before it masks.
+also see each other's ``participant.node_key_registered``, ``participant.key_registered``
+and ``participant.key_revoked`` events in the log (acl kind ``node_key``, resource the
+provider's participant id): each provider's node proves its peers' node keys, signed by a
+member key, from them before it masks; and the ``dataset.registered`` of each input of the
+product (acl kind ``joint_input``), from which it proves the providers. The view names the
+seqs of ``joint.started`` and ``joint.layout_published`` (``started_seq``, ``layout_seq``),
+which a node proves the providers, deadline and layout from.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ from sqlalchemy import (
 from core.record import LogEntry
 from projections import base
 from projections.orders import orders
+from projections.products import products
 
 KIND = "joint"
 NODE_KEY_KIND = "node_key"
+INPUT_KIND = "joint_input"
 
 joints = base.state_table(
     "rm_joints",
@@ -55,6 +61,8 @@ joints = base.state_table(
     Column("queried", BigInteger, nullable=False),
     Column("started_at", String, nullable=False),
     Column("finished_at", String, nullable=True),
+    Column("started_seq", BigInteger, nullable=True),
+    Column("layout_seq", BigInteger, nullable=True),
 )
 
 
@@ -65,13 +73,23 @@ def _started(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
                     layout_provider=p["layout_provider"], key_column=p["key_column"],
                     value_columns=list(p["value_columns"]), state="started",
                     deadline=p["deadline"], parts={}, queries=0, queried=0,
-                    started_at=p["at"], updated_at=p["at"], version=entry.version)
+                    started_at=p["at"], updated_at=p["at"], version=entry.version,
+                    started_seq=entry.seq)
     operator = conn.execute(select(orders.c.operator_id).where(
         orders.c.id == p["contract_id"])).scalar()
     base.grant(conn, KIND, entry.originator_id, p["demander_id"], operator or "",
                *p["providers"])
     for provider in p["providers"]:
         base.grant(conn, NODE_KEY_KIND, provider, *p["providers"])
+    inputs = conn.execute(select(products.c.inputs).where(
+        products.c.id == p["product_id"])).scalar() or []
+    for item in inputs:
+        base.grant(conn, INPUT_KIND, item["dataset_id"], *p["providers"])
+
+
+def _layout_published(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
+    base.touch(conn, joints, entry, p, state="layout_published",
+               layout_sha256=p["layout_sha256"], length=p["length"], layout_seq=entry.seq)
 
 
 def _part_received(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
@@ -90,13 +108,12 @@ def _queried(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
 class JointProjection(base.Projection):
     name = "joint"
     tables = (joints,)
-    kinds = (KIND, NODE_KEY_KIND)
+    kinds = (KIND, NODE_KEY_KIND, INPUT_KIND)
 
     def handlers(self) -> dict[str, base.EventHandler]:
         return {
             "joint.started": _started,
-            "joint.layout_published": base.transition(
-                joints, "layout_published", layout_sha256="layout_sha256", length="length"),
+            "joint.layout_published": _layout_published,
             "joint.part_received": _part_received,
             "joint.published": base.transition(
                 joints, "published", result_sha256="result_sha256",
@@ -111,7 +128,7 @@ _FIELDS = ("id", "contract_id", "execution", "product_id", "demander_id", "provi
            "layout_provider", "key_column", "value_columns", "state", "deadline",
            "layout_sha256", "length", "parts", "result_sha256", "table_digest", "rows",
            "reason", "queries", "queried", "started_at", "finished_at", "updated_at",
-           "version")
+           "version", "started_seq", "layout_seq")
 
 
 def _joint_row(row: RowMapping, viewer_id: str, sees_all: bool) -> dict[str, Any]:

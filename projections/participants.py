@@ -17,9 +17,12 @@ participants = base.state_table(
     Column("credit_code", String, nullable=False),
     Column("state", String, nullable=False),
     Column("registered_at", String, nullable=False),
-    # a provider's compute-node key: {public_key, key_id, seq} (the seq of its
-    # participant.node_key_registered, which a peer's node proves); null: none registered
+    # a provider's compute-node key: {public_key, key_id, seq, signer_seq} (the seq of its
+    # participant.node_key_registered, which a peer's node proves, and of the
+    # participant.key_registered of the member key that signed it); null: none registered
     Column("node_key", JSON, nullable=True),
+    # member key id -> the seq of its participant.key_registered (not shown)
+    Column("key_seqs", JSON, nullable=True),
     stamped=False,
 )
 
@@ -88,11 +91,21 @@ def _key_registered(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> Non
     _set_keys(conn, entry, p, [*keys, {
         "key_id": key_id, "public_key": p["public_key"], "state": "active",
         "registered_at": p["at"], "revoked_at": None, "revocation_reason": None}])
+    conn.execute(update(participants).where(participants.c.id == entry.originator_id).values(
+        key_seqs={**_key_seqs(conn, entry.originator_id), key_id: entry.seq}))
+
+
+def _key_seqs(conn: Connection, participant_id: str) -> dict[str, int]:
+    return dict(conn.execute(select(participants.c.key_seqs).where(
+        participants.c.id == participant_id)).scalar() or {})
 
 
 def _node_key_registered(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
+    signature = p.get("signature")
+    signer = signature.get("key_id") if isinstance(signature, dict) else None
     base.touch(conn, participants, entry, p, node_key={
-        "public_key": p["public_key"], "key_id": p["key_id"], "seq": entry.seq})
+        "public_key": p["public_key"], "key_id": p["key_id"], "seq": entry.seq,
+        "signer_seq": _key_seqs(conn, entry.originator_id).get(str(signer))})
 
 
 def _key_revoked(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:

@@ -75,6 +75,8 @@ class DatasetView(BaseModel):
     withdrawn_at: str | None
     withdrawal_reason: str | None
     version: int = Field(description="the dataset's stream version")
+    registered_seq: int | None = Field(description=(
+        "the seq of its dataset.registered: a joint's provider proves the owner from it"))
 
 
 @router.post("", status_code=201, response_model=DatasetAnswer)

@@ -132,6 +132,9 @@ class JointView(BaseModel):
     finished_at: str | None
     updated_at: str
     version: int
+    started_seq: int | None = Field(description="the seq of its joint.started, which a "
+                                                "provider's node proves the terms from")
+    layout_seq: int | None = Field(description="the seq of its joint.layout_published")
 
 
 def _decoded(text: str) -> tuple[bytes, str | None]:
