@@ -7,7 +7,9 @@ contract passed, :class:`JointNode` turns them into this provider's masked part:
 1. the **layout**: the layout provider (the owner of the product's first input) posts the
    sorted unique key-column values of its output (``POST /joint/{id}/layout``); every
    provider waits for it (until the joint's deadline) and checks its SHA-256 (of the key
-   list's canonical JSON) against the joint's view;
+   list's canonical JSON) against the joint's proven ``joint.layout_published``; the hash is
+   bound into every pair's mask (``secagg.mask``'s ``layout_sha256``), so parts laid out
+   over different layouts never cancel;
 2. the **vector**: row-major over the layout, for each key each value column: the
    provider's value, 0 where it has no row (two rows of one key add up; a row whose key is
    not in the layout is dropped, counted in the private log only), in fixed point
@@ -15,15 +17,17 @@ contract passed, :class:`JointNode` turns them into this provider's masked part:
 3. the **keys**: this node's X25519 key (``<node dir>/providers/<pid>.node-key``, made at
    enrollment) must be the one its provider registered; each peer's key comes from its
    participant view, checked against its ``participant.node_key_registered`` event proven
-   under an anchored checkpoint (``compute_nodes/trust.py``), never the platform's word;
+   under an anchored checkpoint (``compute_nodes/trust.py``), signed by a member of that
+   provider (``compute_nodes/joint_proofs.py``), never the platform's word;
 4. the **masked part** (``secagg.mask``) is stored under the node's directory (0600) before
    it is posted (``POST /computations/{id}/masked-part``); a retry posts the stored part
    again and never masks twice (two maskings under one execution id would leak the
    difference of the two vectors).
 
 The joint's providers and terms the platform shows are checked against the proven events:
-the key and value columns against ``product.registered``, the providers (the distinct
-owners of the product's inputs, in input order) against the parties of the proven
+the view against its ``joint.started``, the key and value columns against
+``product.registered``, the providers (the distinct owners of the product's inputs, each
+proven from its ``dataset.registered``, in input order) against the parties of the proven
 ``contract.proposed``. A failure raises :class:`JointFailed`; the executor records it
 (``reason`` on the log, ``detail`` in the provider's private log only).
 """
@@ -47,6 +51,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from client.platform import PlatformError
 from compute_nodes.enrollment import read_node_key
+from compute_nodes.joint_proofs import JointProofs
 from compute_nodes.logs import private_log
 from compute_nodes.outcome import Outcome
 from compute_nodes.platform import NodePlatform
@@ -55,8 +60,8 @@ from core import secagg
 from core.canonical import canonical_bytes
 from core.files import private_dir, write_private
 
-KEY_EVENT = "participant.node_key_registered"
-#: a layout key: a non-empty string of at most this many characters
+#: a layout key: a non-empty string of at most this many characters, and of at most
+#: ``secagg.MAX_CODE_BYTES`` bytes of UTF-8 (a code of the hidden table)
 MAX_KEY_CHARS = 200
 MAX_LAYOUT = 2_000_000
 POLL_S = 0.5  # pause between two looks at the joint while waiting (layout, peers' keys)
@@ -116,8 +121,15 @@ def _key(row: Mapping[str, Any], key_column: str) -> str | None:
 
 
 def _usable(key: Any) -> bool:
-    """A key the ledger lays out: a non-empty string of at most 200 characters, no NUL."""
-    return isinstance(key, str) and 0 < len(key) <= MAX_KEY_CHARS and "\x00" not in key
+    """A key the ledger lays out: a non-empty string of at most 200 characters and
+    ``secagg.MAX_CODE_BYTES`` bytes of UTF-8, no NUL (nor a lone surrogate, which has no
+    UTF-8)."""
+    if not isinstance(key, str) or not 0 < len(key) <= MAX_KEY_CHARS or "\x00" in key:
+        return False
+    try:
+        return len(key.encode("utf-8")) <= secagg.MAX_CODE_BYTES
+    except UnicodeEncodeError:
+        return False
 
 
 def layout_of(rows: Sequence[Mapping[str, Any]], key_column: str) -> tuple[list[str], int]:
@@ -267,6 +279,7 @@ class JointNode:
         self.sleep = sleep
         self.clock = clock
         self.poll_s = poll_s
+        self.proofs = JointProofs(platform, verifier)
         #: (participant, seq, public key) of a key event already proven
         self._proven: set[tuple[str, int, str]] = set()
 
@@ -297,10 +310,12 @@ class JointNode:
 
     # -- the joint's view, checked against the proven terms -------------------------------
     def checked_view(self, job: Any, joint_id: str) -> dict[str, Any]:
-        """The joint's view, once its execution, columns and providers agree with the
-        proven terms (TrustError otherwise)."""
+        """The joint's view, once it agrees with its proven ``joint.started`` and that
+        with the proven terms (TrustError otherwise)."""
         terms: JointTerms = job.joint
         view = self.platform.joint(joint_id)
+        checkpoint = self._checkpoint(view, "started_seq", "joint.started")
+        self.proofs.started(view, joint_id, checkpoint)
         said = (view.get("id"), view.get("contract_id"), view.get("execution"),
                 view.get("key_column"), list(view.get("value_columns") or ()))
         wanted = (joint_id, job.contract_id, job.execution, terms.key_column,
@@ -308,7 +323,7 @@ class JointNode:
         if said != wanted:
             raise TrustError(f"the joint view {said!r} is not the proven {wanted!r}")
         providers = view.get("providers")
-        owners = list(dict.fromkeys(self.platform.dataset_owner(d) for d in terms.input_ids))
+        owners = list(dict.fromkeys(self.proofs.owner(d, checkpoint) for d in terms.input_ids))
         if providers != owners or self.me not in owners or len(owners) < max(
                 2, terms.min_providers) or not set(owners) <= set(terms.parties):
             raise TrustError(f"the joint's providers {providers!r} are not the owners of the "
@@ -318,13 +333,29 @@ class JointNode:
         deadline_of(view)
         return view
 
+    def _checkpoint(self, view: Mapping[str, Any], key: str, what: str) -> Any:
+        """An anchored checkpoint covering the event ``view[key]`` names, waited for until
+        the joint's deadline (TrustError if none comes)."""
+        seq = view.get(key)
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+            raise TrustError(f"the joint view names no {what} event ({key} {seq!r})")
+        deadline = deadline_of(view)
+        checkpoint = self.verifier.anchored(seq)
+        while checkpoint is None and self.clock() < deadline:
+            self.sleep(self.poll_s)
+            checkpoint = self.verifier.anchored(seq)
+        if checkpoint is None:
+            raise TrustError(f"{what} (event {seq}) is under no anchored checkpoint by the "
+                             "joint's deadline")
+        return checkpoint
+
     # -- making the part --------------------------------------------------------------------
     def _masked(self, job: Any, joint_id: str, view: dict[str, Any],
                 result: Any) -> secagg.MaskedPart:
         terms: JointTerms = job.joint
         key = self._own_key(deadline_of(view))
         rows = joint_rows(result)
-        layout = self._layout(joint_id, view, rows, terms.key_column)
+        layout, laid_sha256 = self._layout(joint_id, view, rows, terms.key_column)
         laid = vector(rows, layout, terms.key_column, terms.value_columns)
         if laid.dropped or laid.nulls:
             private_log.info("joint %s: %d row(s) with a key not in the layout dropped, %d "
@@ -335,7 +366,8 @@ class JointNode:
             raise JointFailed("result_not_reportable: a value is beyond what a masked part "
                               "holds (|x| <= 2**40)", str(exc)) from None
         peers = self._peer_keys(view["providers"], deadline_of(view))
-        part = secagg.mask(key, joint_id, self.me, view["providers"], peers, fixed)
+        part = secagg.mask(key, joint_id, self.me, view["providers"], peers, fixed,
+                           layout_sha256=laid_sha256)
         assert self.parts is not None  # deliver checked it
         self.parts.save(part)  # before the post: a retry posts these bytes again
         return part
@@ -388,11 +420,7 @@ class JointNode:
         checkpoint = self.verifier.anchored(seq)
         if checkpoint is None:
             return _NOT_ANCHORED
-        payload = self.verifier.proven(node_key, "seq", KEY_EVENT, participant_id,
-                                       checkpoint).payload()
-        if payload.get("public_key") != text:
-            raise TrustError(f"participant {participant_id}'s node key is not the one of its "
-                             f"{KEY_EVENT} (event {seq})")
+        self.proofs.node_key(participant_id, node_key, checkpoint)
         try:
             secagg.load_public_key(text)
         except ValueError as exc:
@@ -402,8 +430,9 @@ class JointNode:
 
     # -- the layout -------------------------------------------------------------------------
     def _layout(self, joint_id: str, view: dict[str, Any], rows: list[dict[str, Any]],
-                key_column: str) -> list[str]:
-        """The layout provider posts its own; the others wait for it and check it."""
+                key_column: str) -> tuple[list[str], str]:
+        """The layout and its SHA-256: the layout provider posts its own; the others wait
+        for it and check it against its proven event."""
         if view["layout_provider"] != self.me:
             return self._fetched_layout(joint_id, view)
         keys, unusable = layout_of(rows, key_column)
@@ -423,24 +452,38 @@ class JointNode:
         if answer.get("layout_sha256") != layout_sha256(keys):
             raise TrustError(f"the ledger answered the layout {answer.get('layout_sha256')!r}"
                              f", not its hash {layout_sha256(keys)}")
-        return keys
+        view = self._wait(joint_id, view, "its layout")
+        checkpoint = self._checkpoint(view, "layout_seq", "joint.layout_published")
+        if self.proofs.layout(view, joint_id, checkpoint) != layout_sha256(keys):
+            raise TrustError("the joint.layout_published the log holds is not this "
+                             "provider's layout")
+        return keys, layout_sha256(keys)
 
-    def _fetched_layout(self, joint_id: str, view: dict[str, Any]) -> list[str]:
+    def _wait(self, joint_id: str, view: dict[str, Any], what: str) -> dict[str, Any]:
+        """The joint's view once it shows a layout, looked at again until the deadline."""
         deadline = deadline_of(view)
-        while not view.get("layout_sha256"):
+        while not view.get("layout_sha256") or not view.get("layout_seq"):
             if view.get("state") == "failed":
-                raise JointFailed("joint_failed: the joint execution failed before its layout "
+                raise JointFailed(f"joint_failed: the joint execution failed before {what} "
                                   f"({str(view.get('reason') or '')[:500]})")
             if self.clock() >= deadline:
                 raise JointFailed("layout_missing: the layout provider posted no layout by "
                                   "the joint's deadline")
             self.sleep(self.poll_s)
             view = self.platform.joint(joint_id)
+        return view
+
+    def _fetched_layout(self, joint_id: str, view: dict[str, Any]) -> tuple[list[str], str]:
+        view = self._wait(joint_id, view, "its layout")
+        checkpoint = self._checkpoint(view, "layout_seq", "joint.layout_published")
+        self.proofs.started(view, joint_id, checkpoint)  # the view, read again
+        proven = self.proofs.layout(view, joint_id, checkpoint)
         fetched = self.platform.joint_layout(joint_id)
         keys = check_layout(fetched.get("keys"))
-        if layout_sha256(keys) != view["layout_sha256"]:
-            raise TrustError(f"the layout served is not the joint's {view['layout_sha256']}")
-        return keys
+        if layout_sha256(keys) != proven:
+            raise TrustError(f"the layout served is not the joint's {proven} (its "
+                             "joint.layout_published)")
+        return keys, proven
 
     # -- the post ---------------------------------------------------------------------------
     @staticmethod

@@ -111,6 +111,12 @@ class NodePlatform:
         layout: dict[str, Any] = self.call("GET", f"/joint/{joint_id}/layout").json()
         return layout
 
+    def dataset(self, dataset_id: str) -> dict[str, Any]:
+        """``GET /datasets/{id}``: its ``registered_seq`` names the event a joint's node
+        proves the owner from."""
+        view: dict[str, Any] = self.call("GET", f"/datasets/{dataset_id}").json()
+        return view
+
     def dataset_owner(self, dataset_id: str) -> str:
         owner = self._owners.get(dataset_id)
         if owner is None:

@@ -7,6 +7,7 @@ Runs inside the compute venv only: ``compute_nodes/setup-env test``.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import stat
 from pathlib import Path
@@ -21,7 +22,6 @@ from compute_nodes import joint
 from compute_nodes.enrollment import ensure_node_key, node_key_path, node_public_key
 from compute_nodes.joint import (
     JointFailed,
-    JointNode,
     JointTerms,
     PartStore,
     check_layout,
@@ -31,7 +31,19 @@ from compute_nodes.joint import (
     vector,
 )
 from compute_nodes.trust import TrustError
-from core import secagg
+from core import decision, secagg
+from tests.compute.joint_script import (
+    JOB,
+    KEYS,
+    MEMBER_TEXT,
+    MEMBERS,
+    PROVIDERS,
+    ROWS,
+    TEXT,
+    Scripted,
+    node_for,
+    signed,
+)
 
 
 def test_the_layout_is_the_sorted_unique_usable_keys() -> None:
@@ -93,7 +105,8 @@ def test_three_providers_vectors_masked_sum_to_the_plain_per_key_sum() -> None:
     for provider, table in zip(keys, tables, strict=True):
         laid = vector(joint_rows(table), layout, "k", ["x", "y"])
         parts.append(secagg.mask(keys[provider], "exec-1", provider, list(keys), public,
-                                 secagg.to_fixed(laid.values)))
+                                 secagg.to_fixed(laid.values),
+                                 layout_sha256=layout_sha256(layout)))
     total = secagg.from_fixed(secagg.aggregate(parts, "exec-1", list(keys)))
     plain = pd.concat(tables).groupby("k")[["x", "y"]].sum().reindex(layout, fill_value=0)
     assert total == [float(v) for row in plain.itertuples(index=False) for v in row]
@@ -141,86 +154,12 @@ def test_the_terms_come_from_the_proven_payloads() -> None:
 
 # -- JointNode against a scripted platform --------------------------------------------------
 
-PROVIDERS = ["market", "tax", "power"]
-KEYS = {p: secagg.new_node_key() for p in PROVIDERS}
-TEXT = {p: secagg.public_key_text(k.public_key()) for p, k in KEYS.items()}
-
-
 def _part(execution_id: str, provider: str, values: list[int] | None = None) -> Any:
     return secagg.mask(KEYS[provider], execution_id, provider, PROVIDERS, TEXT,
-                       values or [1, 2, 3, 4])
+                       values or [1, 2, 3, 4], layout_sha256=layout_sha256(["a", "b"]))
 
 
-class Scripted:
-    """The platform as one provider's node sees it, scripted."""
-
-    def __init__(self, me: str, **view: Any) -> None:
-        self.participant_id = me
-        self.view = {"id": "J", "contract_id": "C", "execution": 1, "key_column": "k",
-                     "value_columns": ["x"], "providers": PROVIDERS,
-                     "layout_provider": "market", "state": "started",
-                     "deadline": "2999-01-01T00:00:00Z", "layout_sha256": None, **view}
-        self.layout: list[str] | None = None
-        self.posted: list[dict[str, Any]] = []
-        self.keys = {p: {"public_key": TEXT[p], "key_id": "x", "seq": 10 + i}
-                     for i, p in enumerate(PROVIDERS)}
-
-    def joint(self, joint_id: str) -> dict[str, Any]:
-        return dict(self.view)
-
-    def joint_layout(self, joint_id: str) -> dict[str, Any]:
-        return {"keys": self.layout, "layout_sha256": self.view["layout_sha256"]}
-
-    def post_layout(self, joint_id: str, keys: list[str]) -> dict[str, Any]:
-        self.layout = keys
-        self.view["layout_sha256"] = layout_sha256(keys)
-        return {"joint_id": joint_id, "layout_sha256": layout_sha256(keys),
-                "length": len(keys)}
-
-    def post_masked_part(self, computation_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        self.posted.append(body)
-        digest = secagg.MaskedPart(body["header"], b"").digest()
-        return {"computation_id": computation_id, "joint_id": "J", "digest": digest,
-                "state": "parts"}
-
-    def participant(self, participant_id: str) -> dict[str, Any]:
-        return {"id": participant_id, "node_key": self.keys.get(participant_id)}
-
-    def dataset_owner(self, dataset_id: str) -> str:
-        return {"d1": "market", "d2": "tax", "d3": "power"}[dataset_id]
-
-
-class Proving:
-    """A verifier whose every key event is proven under checkpoint 100."""
-
-    def __init__(self, platform: Scripted) -> None:
-        self.platform = platform
-        self.proofs = 0
-
-    def anchored(self, seq: int) -> Any:
-        return SimpleNamespace(size=100) if seq <= 100 else None
-
-    def proven(self, view: dict[str, Any], key: str, type_name: str, originator: str,
-               checkpoint: Any) -> Any:
-        assert type_name == "participant.node_key_registered" and view[key] <= checkpoint.size
-        self.proofs += 1
-        return SimpleNamespace(payload=lambda: {"public_key": view["public_key"]})
-
-
-TERMS = JointTerms("k", ("x",), 2, 600, ("d1", "d2", "d3"), (*PROVIDERS, "operator"))
-JOB = SimpleNamespace(contract_id="C", execution=1, joint=TERMS)
-ROWS = [{"k": "b", "x": 2}, {"k": "a", "x": 1}]
-
-
-def _node(tmp_path: Path, platform: Scripted, *, key: bool = True) -> JointNode:
-    key_file = tmp_path / f"{platform.participant_id}.node-key"
-    tmp_path.mkdir(exist_ok=True)
-    if key:
-        key_file.write_bytes(KEYS[platform.participant_id].private_bytes_raw())
-    clock = iter(range(10**6))
-    return JointNode(platform, Proving(platform), key_file,  # type: ignore[arg-type]
-                     PartStore(tmp_path / "parts" / platform.participant_id),
-                     sleep=lambda s: None, clock=lambda: float(next(clock)))
+_node = node_for
 
 
 def test_the_layout_provider_lays_out_masks_stores_then_posts(tmp_path: Path) -> None:
@@ -362,3 +301,143 @@ def test_a_key_not_yet_under_an_anchored_checkpoint_is_waited_for(tmp_path: Path
     looks = iter([None, None, SimpleNamespace(size=200)])
     proving.anchored = lambda seq: SimpleNamespace(size=100) if seq <= 100 else next(looks)
     assert node.deliver(JOB, "c", "J", ROWS, {}, "site").status == "posted"
+
+
+# -- a platform that lies (DESIGN.md 8: the operator is not trusted) ------------------------
+
+MARKET_ROWS = [{"k": "a", "x": 1234}, {"k": "b", "x": 5678}]
+OTHER_ROWS = [{"k": "a", "x": 7}, {"k": "b", "x": 9}]
+
+
+def _posted(platform: Scripted) -> secagg.MaskedPart:
+    body = platform.posted[0]
+    return secagg.MaskedPart(body["header"], base64.b64decode(body["body"]))
+
+
+def test_a_layout_the_log_does_not_hold_is_refused(tmp_path: Path) -> None:
+    market = Scripted("market")
+    _node(tmp_path / "m", market).deliver(JOB, "c-m", "J", MARKET_ROWS, {}, "s")
+    assert _posted(market).header["layout_sha256"] == layout_sha256(["a", "b"])
+    fake = ["zz-1", "zz-2"]  # the platform's layout, of the real one's length
+    for pid in ("tax", "power"):
+        platform = Scripted(pid, layout_sha256=layout_sha256(fake), state="layout_published")
+        platform.layout = fake
+        platform.layout_event = {"layout_sha256": layout_sha256(["a", "b"]), "length": 2}
+        with pytest.raises(TrustError, match="layout_sha256"):
+            _node(tmp_path / pid, platform).deliver(JOB, f"c-{pid}", "J", OTHER_ROWS, {}, "s")
+        assert platform.posted == []
+    # a view naming no layout event (waited for until the deadline), or the joint's start
+    # as its layout: refused
+    for seq, error in ((None, JointFailed), (20, TrustError)):
+        platform = Scripted("tax", layout_sha256=layout_sha256(["a", "b"]), layout_seq=seq,
+                            deadline="1970-01-01T00:00:50Z")
+        platform.layout = ["a", "b"]
+        with pytest.raises(error):
+            _node(tmp_path / f"t{seq}", platform).deliver(JOB, "c", "J", OTHER_ROWS, {}, "s")
+        assert platform.posted == []
+
+
+def test_parts_masked_over_a_layout_the_platform_forged_never_unmask_a_provider(
+        tmp_path: Path) -> None:
+    """Even a platform that writes a forged layout into its log for two providers gets
+    nothing: their masks are bound to another layout than market's, and do not cancel."""
+    market = Scripted("market")
+    _node(tmp_path / "m", market).deliver(JOB, "c-m", "J", MARKET_ROWS, {}, "s")
+    fake = ["zz-1", "zz-2"]
+    parts = [_posted(market)]
+    for pid in ("tax", "power"):
+        platform = Scripted(pid, layout_sha256=layout_sha256(fake), state="layout_published")
+        platform.layout = fake
+        _node(tmp_path / pid, platform).deliver(JOB, f"c-{pid}", "J", [], {}, "s")
+        parts.append(_posted(platform))
+    with pytest.raises(secagg.AggregationRefused, match="layout"):
+        secagg.aggregate(parts, "J", PROVIDERS)
+    # relabelled to pass the header checks, the sum is noise, not market's values
+    relabelled = [secagg.MaskedPart({**p.header, "layout_sha256": layout_sha256(["a", "b"])},
+                                    p.body) for p in parts]
+    total = secagg.aggregate(relabelled, "J", PROVIDERS)
+    assert secagg.from_fixed(total) != [1234.0, 5678.0]
+
+
+def test_a_joint_view_that_is_not_its_proven_start_is_refused(tmp_path: Path) -> None:
+    for change in ({"deadline": "2999-06-01T00:00:00Z"}, {"providers": ["market", "tax"]},
+                   {"layout_provider": "tax"}):
+        platform = Scripted("tax")
+        platform.started_event = {**platform.log()[20][2], **change}
+        with pytest.raises(TrustError, match="joint.started"):
+            _node(tmp_path / str(len(change)), platform).deliver(JOB, "c", "J", ROWS, {}, "s")
+        assert platform.posted == []
+
+
+def test_providers_come_from_the_proven_dataset_registrations(tmp_path: Path) -> None:
+    """The platform says d3 is tax's, so that market masks against tax alone (whom it
+    then joins to unmask market): the owners are proven, and the view's list refused."""
+    market = Scripted("market", providers=["market", "tax"])
+    market.dataset_owner = lambda d: {"d1": "market", "d2": "tax", "d3": "tax"}[d]  # type: ignore
+    with pytest.raises(TrustError, match="owners of the product's inputs"):
+        _node(tmp_path / "m", market).deliver(JOB, "c-m", "J", MARKET_ROWS, {}, "s")
+    assert market.posted == []
+    # a dataset view naming another event than its registration
+    market = Scripted("market")
+    market.dataset = lambda d: {"id": d, "owner_id": "market", "registered_seq": 4}  # type: ignore
+    with pytest.raises(TrustError, match="dataset.registered"):
+        _node(tmp_path / "m2", market).deliver(JOB, "c-m", "J", MARKET_ROWS, {}, "s")
+
+
+def _forged_keys(market: Scripted) -> dict[str, Any]:
+    evil = {p: secagg.new_node_key() for p in ("tax", "power")}
+    for p, k in evil.items():
+        market.keys[p] = {**market.keys[p], "public_key": secagg.public_key_text(k.public_key()),
+                          "seq": 50 + PROVIDERS.index(p)}
+    return evil
+
+
+@pytest.mark.parametrize("forgery", ["unsigned", "made_up_key", "another_member",
+                                     "other_statement", "revoked", "newer"])
+def test_a_peer_key_event_without_its_members_valid_signature_is_refused(
+        tmp_path: Path, forgery: str) -> None:
+    market = Scripted("market")
+    evil = _forged_keys(market)
+    if forgery == "unsigned":
+        market.signers.update(tax=None, power=None)
+    elif forgery == "made_up_key":
+        market.signers.update(tax=decision.new_private_key(), power=decision.new_private_key())
+    elif forgery == "another_member":  # signed by market's member, shown as tax's signer
+        market.signers.update(tax=MEMBERS["market"])
+        market.keys["tax"]["signer_seq"] = 4
+    elif forgery == "other_statement":  # tax's real signature, of its real key, replayed
+        market.extra[51] = ("participant.node_key_registered", "tax", {
+            **market.log()[51][2], "signature": signed("tax", TEXT["tax"], 2)})
+    elif forgery == "revoked":  # tax's member key revoked before the registration
+        market.keys = {p: {**v, "seq": 60 + i} for i, (p, v) in enumerate(
+            Scripted("market").keys.items())}
+        market.extra[30] = ("participant.key_revoked", "tax", {
+            "member_id": "tax-admin", "key_id": decision.key_id(MEMBER_TEXT["tax"]),
+            "reason": "lost"})
+    elif forgery == "newer":  # the view shows an older key than the latest registration
+        market.keys = {p: {**v, "seq": 60 + i} for i, (p, v) in enumerate(
+            Scripted("market").keys.items())}
+        market.extra[70] = ("participant.node_key_registered", "tax", {
+            "public_key": TEXT["power"], "key_id": "x", "signature": None})
+    node = _node(tmp_path / "m", market)
+    with pytest.raises(TrustError):
+        node.deliver(JOB, "c-m", "J", MARKET_ROWS, {}, "s")
+    assert market.posted == [] and node.parts.load("J") is None  # type: ignore[union-attr]
+    assert evil  # what a platform would unmask market with, had it posted
+
+
+def test_the_registered_keys_signed_by_their_members_are_used(tmp_path: Path) -> None:
+    market = Scripted("market")
+    node = _node(tmp_path, market)
+    assert node.deliver(JOB, "c-m", "J", MARKET_ROWS, {}, "s").status == "posted"
+    assert node.verifier.proofs == 3
+
+
+def test_a_key_longer_than_a_code_is_no_layout_key() -> None:
+    long_key = "中" * (secagg.MAX_CODE_BYTES // 3 + 1)  # under 200 characters, over the bytes
+    assert len(long_key) <= joint.MAX_KEY_CHARS
+    keys, unusable = layout_of([{"k": long_key}, {"k": "a"}, {"k": "\ud800"}], "k")
+    assert (keys, unusable) == (["a"], 2)
+    with pytest.raises(JointFailed, match="layout_refused"):
+        check_layout(["a", long_key])
+    assert check_layout(["a", "中" * (secagg.MAX_CODE_BYTES // 3)])
