@@ -22,6 +22,7 @@ from api.deps import ReadSettings
 from api.errors import error_body
 from api.fields import MAX_JSON_BYTES, MAX_JSON_DEPTH
 from core.hidden_query import ELEMENT_BYTES, MAX_CODES, REQUEST_TAG
+from domain.joint import MAX_KEYS, MAX_PART_WORDS
 
 log = logging.getLogger("dataledger.api")
 
@@ -31,18 +32,26 @@ CLOSE = {"Connection": "close"}
 #: ``{"seconds": timeout}``, when no part of a request's body came for that long (it then
 #: wakes the app's wait for the body, and LimitBody answers 408)
 BODY_TIMED_OUT = "dataledger.body_timed_out"
-#: the body of a joint computation's masked part or layout (``api/routes/joint.py``): a
-#: part of 2,000,000 keys x value columns of 8-byte words in base64, a layout of as many keys
-JOINT_BODY_BYTES = 24 * 1024 * 1024
+#: the body of a joint computation's masked part (``api/routes/joint.py``): the most words
+#: a layout allows (``domain.joint.MAX_PART_WORDS``, 8 bytes each) in base64, and room for
+#: the header, the input hashes and the datasite
+JOINT_PART_BODY_BYTES = 4 * -(-8 * MAX_PART_WORDS // 3) + 64 * 1024
+#: the JSON bytes a layout key may take on average in a layout of MAX_KEYS keys: a credit
+#: code of 18 characters, its quotes, a separator, and room (longer keys: fewer of them)
+LAYOUT_KEY_BYTES = 24
+#: the body of a joint's layout (``POST /joint/{id}/layout``): MAX_KEYS keys of
+#: LAYOUT_KEY_BYTES each, and the JSON around them
+JOINT_LAYOUT_BODY_BYTES = MAX_KEYS * LAYOUT_KEY_BYTES + 4096
 #: the body of a hidden query (``api/routes/hidden_queries.py``): a request of MAX_CODES
 #: blinded elements in base64, and room for the JSON around it (the joint id)
 HIDDEN_QUERY_BODY_BYTES = 4 * -(-(len(REQUEST_TAG) + 4 + ELEMENT_BYTES * MAX_CODES) // 3) + 4096
 #: the routes whose body has a limit of its own, by path: (pattern, limit); a result
 #: post's is the setting DATALEDGER_MAX_RESULT_BYTES (``LimitBody``)
 FIXED_LIMITS: list[tuple[re.Pattern[str], int, str]] = [
-    (re.compile(r"/computations/[^/]+/masked-part|/joint/[^/]+/layout"), JOINT_BODY_BYTES,
-     ("a masked part's or a layout's body (POST /computations/{id}/masked-part, "
-      "POST /joint/{id}/layout)")),
+    (re.compile(r"/computations/[^/]+/masked-part"), JOINT_PART_BODY_BYTES,
+     "a masked part's body (POST /computations/{id}/masked-part)"),
+    (re.compile(r"/joint/[^/]+/layout"), JOINT_LAYOUT_BODY_BYTES,
+     "a layout's body (POST /joint/{id}/layout)"),
     (re.compile(r"/orders/[^/]+/hidden-queries"), HIDDEN_QUERY_BODY_BYTES,
      "a hidden query's body (POST /orders/{id}/hidden-queries)")]
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from core.canonical import canonical_bytes
 from core.event import Event
+from core.secagg import MAX_CODE_BYTES
 from domain.base import Aggregate, Context, applies
 from domain.errors import Forbidden, InvalidInput, NotFound, WrongState
 from domain.order import Order
@@ -42,9 +43,12 @@ NS = uuid.uuid5(uuid.NAMESPACE_URL, "dataledger:joint")
 FAILURE_CODES = ("missing", "provider_failed", "refused", "policy_lapsed")
 #: the states after which nothing more is taken
 TERMINAL = ("published", "failed")
-#: a layout: 1 to MAX_KEYS sorted unique keys, each 1 to MAX_KEY characters
+#: a layout: 1 to MAX_KEYS sorted unique keys, each 1 to MAX_CODE_BYTES bytes of UTF-8
+#: (``core.secagg``'s bound on a code: each key is a code of the hidden table)
 MAX_KEYS = 2_000_000
-MAX_KEY = 200
+#: a masked part's words at most: its layout's keys x the product's value columns, so a
+#: part's body (8 bytes a word, 32,000,000 bytes) fits its post (``api/edge.py``)
+MAX_PART_WORDS = 4_000_000
 MAX_REASON = 2000
 
 
@@ -56,14 +60,16 @@ def joint_id(contract_id: str, execution: int) -> str:
 
 def layout_bytes(keys: Any) -> tuple[bytes, str]:
     """A layout's canonical JSON bytes and their SHA-256 (``layout_sha256``), checked:
-    a list of 1 to 2,000,000 sorted unique non-empty strings of at most 200 characters."""
+    a list of 1 to MAX_KEYS sorted unique non-empty strings of at most MAX_CODE_BYTES
+    bytes of UTF-8 (a longer key could not be a code of the hidden table)."""
     if not isinstance(keys, list) or not 1 <= len(keys) <= MAX_KEYS:
         raise InvalidInput("keys", f"must be a list of 1 to {MAX_KEYS} keys")
     previous: str | None = None
     for i, key in enumerate(keys):
-        if not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY or "\x00" in key:
+        if (not isinstance(key, str) or not key or "\x00" in key
+                or len(key) > MAX_CODE_BYTES or len(key.encode("utf-8")) > MAX_CODE_BYTES):
             raise InvalidInput(f"keys[{i}]", f"must be a non-empty string of at most "
-                                             f"{MAX_KEY} characters, without NUL")
+                                             f"{MAX_CODE_BYTES} bytes of UTF-8, without NUL")
         if previous is not None and key <= previous:
             raise InvalidInput(f"keys[{i}]", "the keys must be sorted and unique (each "
                                              "greater than the one before)")
@@ -183,6 +189,21 @@ class JointExecution(Aggregate):
         """Whether every provider's part is in."""
         return all(p in self.parts for p in self.providers)
 
+    def past_deadline(self, at: str) -> bool:
+        """Whether instant ``at`` is at or past the joint's deadline."""
+        return parse_instant(at, "at") >= parse_instant(self.deadline, "deadline")
+
+    def missing_reason(self) -> str:
+        """The ``missing: …`` reason of a joint its deadline found incomplete: the layout,
+        else the providers whose part is not in."""
+        if self.state != "layout_published":
+            why = f"layout provider {self.layout_provider} published no layout"
+        else:
+            missing = [p for p in self.providers if p not in self.parts]
+            why = (f"provider{'s' if len(missing) > 1 else ''} {', '.join(missing)} sent no "
+                   "part")
+        return f"missing: {why} by the deadline {self.deadline}"
+
     # -- decide -----------------------------------------------------------------
     @classmethod
     def start(cls, ctx: Context, *, order: Order, product: Product, execution: int,
@@ -200,13 +221,20 @@ class JointExecution(Aggregate):
                     deadline=deadline.isoformat().replace("+00:00", "Z"))
         return agg
 
-    def takes_layout(self, ctx: Context, layout_sha256: str) -> bool:
-        """Whether the layout provider may publish this layout: True if it published this
-        very one already (a repeat), False if the joint awaits it; else it raises."""
+    def takes_layout(self, ctx: Context, layout_sha256: str, length: int) -> bool:
+        """Whether the layout provider may publish this layout of ``length`` keys: True if
+        it published this very one already (a repeat), False if the joint awaits it; else
+        it raises (422 ``keys`` for a layout whose parts would pass MAX_PART_WORDS)."""
         if ctx.actor.role != "provider" or ctx.actor.participant_id != self.layout_provider:
             raise Forbidden(f"only the layout provider {self.layout_provider} of joint "
                             f"{self.id} publishes its layout")
         self.require_open("publish a layout")
+        most = MAX_PART_WORDS // len(self.value_columns)
+        if length > most:
+            raise InvalidInput("keys", f"joint {self.id} has {len(self.value_columns)} value "
+                                       f"column(s): its parts hold at most {MAX_PART_WORDS} "
+                                       f"words, so its layout at most {most} keys, not "
+                                       f"{length}")
         if self.layout_sha256 == layout_sha256:
             return True
         if self.layout_sha256 is not None:
@@ -216,7 +244,7 @@ class JointExecution(Aggregate):
         return False
 
     def publish_layout(self, ctx: Context, *, layout_sha256: str, length: int) -> None:
-        if not self.takes_layout(ctx, layout_sha256):
+        if not self.takes_layout(ctx, layout_sha256, length):
             self.trigger(JointLayoutPublished, ctx, layout_sha256=layout_sha256, length=length)
 
     def receive_part(self, ctx: Context, *, provider_id: str, computation_id: str,
@@ -237,11 +265,16 @@ class JointExecution(Aggregate):
                      table_digest=table_digest, rows=rows)
 
     def fail(self, ctx: Context, *, reason: str) -> None:
+        """Fail the joint; ``missing`` only while a part or the layout is missing (the
+        sweep read it incomplete, and the last part may have come since)."""
         self.require_open("fail")
         code = reason.split(":", 1)[0]
         if code not in FAILURE_CODES or not reason[len(code) + 1:].strip():
             raise InvalidInput("reason", f"must be 'code: sentence' with a code of "
                                          f"{', '.join(FAILURE_CODES)}")
+        if code == "missing" and self.state == "layout_published" and self.complete():
+            raise WrongState(f"joint {self.id} has every part: none is missing",
+                             state=self.state)
         self.trigger(JointFailed, ctx, reason=reason[:MAX_REASON])
 
     def require_open(self, action: str) -> None:
@@ -324,11 +357,13 @@ def on_failure(uow: UnitOfWork, ctx: Context, *, contract_id: str, execution: in
 
 
 # -- use cases ------------------------------------------------------------------
-def check_layout(uow: UnitOfWork, ctx: Context, id: str, layout_sha256: str) -> None:
+def check_layout(uow: UnitOfWork, ctx: Context, id: str, layout_sha256: str,
+                 length: int) -> None:
     """Whether the actor may publish this layout (asked before its bytes are stored): the
-    joint's layout provider, the joint awaiting it or holding this very one."""
+    joint's layout provider, the joint awaiting it or holding this very one, its parts
+    within MAX_PART_WORDS."""
     permit(ctx.actor, "joint.layout")
-    uow.get(JointExecution, id).takes_layout(ctx, layout_sha256)
+    uow.get(JointExecution, id).takes_layout(ctx, layout_sha256, length)
 
 
 def publish_layout(uow: UnitOfWork, ctx: Context, id: str, *, layout_sha256: str,

@@ -13,7 +13,10 @@ answered as recorded, writing nothing.
 Recorded as the provider's ``computation.succeeded`` (``result_sha256`` the part's digest,
 ``result_rows`` the layout's length; never a ``delivery.made``) and ``joint.part_received``
 in one unit of work. A part that comes after the policy lapsed (the rules of a result post,
-``domain.execution_rules.lapse_refusal``) fails the computation and the joint instead.
+``domain.execution_rules.lapse_refusal``) fails the computation and the joint instead; one
+that comes at or after the joint's deadline fails the joint (``missing: …``, as the
+deadline sweep would): ``check_part`` raises ``LatePart`` for it, so the route stores
+nothing and has ``record_part`` record the failure.
 """
 
 from __future__ import annotations
@@ -55,6 +58,11 @@ class PartPost:
         return hashlib.sha256(canonical_bytes(self.header)).hexdigest()
 
 
+class LatePart(WrongState):
+    """A part posted at or after its joint's deadline: the joint fails (``record_part``
+    records ``joint.failed``, ``missing: …``), the part is not taken."""
+
+
 def _refuse(reason: str, field: str, detail: str) -> PartRefused:
     return PartRefused(f"{reason}: {detail}", reason=reason, field=f"header.{field}")
 
@@ -94,7 +102,8 @@ def _check_header(joint: JointExecution, post: PartPost, provider_id: str) -> No
 def _checked(uow: UnitOfWork, ctx: Context, computation_id: str,
              post: PartPost) -> tuple[Computation, JointExecution, str, bool]:
     """The computation, its joint, the part's digest, and whether this very part is
-    recorded already; raises if the ledger will not take it."""
+    recorded already; raises if the ledger will not take it (``LatePart``: a new part at
+    or after the joint's deadline)."""
     permit(ctx.actor, "computation.masked_part")
     agg = uow.get(Computation, computation_id)
     agg.require_reporter(ctx.actor)
@@ -113,20 +122,27 @@ def _checked(uow: UnitOfWork, ctx: Context, computation_id: str,
         raise _refuse("duplicate", "body_sha256", f"provider {agg.provider_id} sent another "
                       f"part already ({recorded}); one part per provider")
     agg.require_state(["requested"], "record a part")
+    if joint.past_deadline(ctx.at):
+        raise LatePart(f"joint {joint.id}'s deadline {joint.deadline} has passed: the part "
+                       f"of provider {agg.provider_id} is not taken, and the joint fails "
+                       f"({joint.missing_reason()})", state=joint.state)
     return agg, joint, digest, False
 
 
 def check_part(uow: UnitOfWork, ctx: Context, computation_id: str, post: PartPost) -> None:
     """Whether the actor may post this part (asked with ``Ledger.check`` before its bytes
-    are stored): the checks of ``record_part`` that need no input hashes."""
+    are stored): the checks of ``record_part`` that need no input hashes. ``LatePart``
+    past the deadline: the caller stores nothing and has ``record_part`` fail the joint."""
     _checked(uow, ctx, computation_id, post)
 
 
 def _answer(agg: Computation, joint: JointExecution, digest: str | None,
             existing: bool = False) -> dict[str, Any]:
+    reason = (agg.reason if agg.state == "failed" else
+              joint.reason if joint.state == "failed" else None)
     return {"computation_id": agg.id, "joint_id": joint.id, "digest": digest,
             "state": agg.state, "joint_state": joint.state, "complete": joint.complete(),
-            "existing": existing, "reason": agg.reason if agg.state == "failed" else None}
+            "existing": existing, "reason": reason}
 
 
 def record_part(uow: UnitOfWork, ctx: Context, computation_id: str, post: PartPost, *,
@@ -134,8 +150,15 @@ def record_part(uow: UnitOfWork, ctx: Context, computation_id: str, post: PartPo
     """Record a provider's masked part (its bytes stored by the caller): the provider's
     ``computation.succeeded`` with the part's digest and ``joint.part_received``; or, if
     the policy lapsed while the code ran, its ``computation.failed`` and ``joint.failed``
-    (``policy_lapsed: …``; the answer's ``state`` is failed)."""
-    agg, joint, digest, repeat = _checked(uow, ctx, computation_id, post)
+    (``policy_lapsed: …``; the answer's ``state`` is failed); or, at or after the joint's
+    deadline, ``joint.failed`` (``missing: …``). Either refusal answers ``digest`` None."""
+    try:
+        agg, joint, digest, repeat = _checked(uow, ctx, computation_id, post)
+    except LatePart:
+        agg = uow.get(Computation, computation_id)
+        joint = uow.get(JointExecution, joint_id(agg.contract_id, agg.execution))
+        joint.fail(ctx, reason=joint.missing_reason())
+        return _answer(agg, joint, None)
     if repeat:
         return _answer(agg, joint, digest, existing=True)
     if require_text(datasite, "datasite") != agg.datasite:

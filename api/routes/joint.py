@@ -12,8 +12,6 @@ it refuses.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 from typing import Annotated, Any
@@ -32,12 +30,13 @@ from api.routes.common import (
     CommandAnswer,
     ReadRoute,
     answer,
+    decoded_base64,
     posting,
     run_retried,
     visible_row,
     visible_rows,
 )
-from core.secagg import MAX_PROVIDERS, MaskedPart
+from core.secagg import MAX_CODE_BYTES, MAX_PROVIDERS, MaskedPart
 from domain import joint as uc
 from domain import joint_parts as parts_uc
 from domain.errors import DomainError, Forbidden, WrongState
@@ -88,8 +87,9 @@ class PartAnswer(CommandAnswer):
 
 class LayoutPost(BaseModel):
     keys: list[str] = Field(min_length=1, max_length=uc.MAX_KEYS, description=(
-        "the layout: sorted unique non-empty keys of at most 200 characters (the key "
-        "column's values of the layout provider's output)"))
+        f"the layout: sorted unique non-empty keys of at most {MAX_CODE_BYTES} bytes of "
+        "UTF-8 (the key column's values of the layout provider's output); at most "
+        f"{uc.MAX_PART_WORDS} divided by the joint's value columns of them"))
 
 
 class LayoutAnswer(CommandAnswer):
@@ -140,11 +140,8 @@ class JointView(BaseModel):
 def _decoded(text: str) -> tuple[bytes, str | None]:
     """The body's bytes and SHA-256; None for text that is no base64 (the domain refuses
     it once it checked who posts)."""
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return b"", None
-    return raw, hashlib.sha256(raw).hexdigest()
+    raw = decoded_base64(text)
+    return (b"", None) if raw is None else (raw, hashlib.sha256(raw).hexdigest())
 
 
 @router.post("/computations/{computation_id}/masked-part", response_model=PartAnswer,
@@ -166,26 +163,33 @@ async def post_masked_part(computation_id: str, body: MaskedPartPost,
     failed. The same part again: 200, ``existing: true``. A part that comes after the
     policy lapsed (contract terminated, out of its window, scenario suspended, grant
     revoked) fails the computation and the joint (``policy_lapsed: …``): 409, nothing
-    stored. Once the last part is in, the aggregation node sums them."""
+    stored. A new part at or after the joint's deadline fails the joint (``missing: …``,
+    recorded in the refusal's unit of work): 409, nothing stored. Once the last part is
+    in, the aggregation node sums them."""
     raw, body_sha256 = await run_in_threadpool(_decoded, body.body)
     header = body.header.model_dump()
     post = parts_uc.PartPost(header, len(raw), body_sha256)
     c = cmd.container
+    record = (parts_uc.record_part, computation_id, post)
+    extra = {"input_hashes": dict(body.input_hashes), "datasite": body.datasite}
     async with posting(computation_id):
-        await run_in_threadpool(c.ledger.check, parts_uc.check_part, cmd.actor,
-                                computation_id, post)
+        try:
+            await run_in_threadpool(c.ledger.check, parts_uc.check_part, cmd.actor,
+                                    computation_id, post)
+        except parts_uc.LatePart:  # nothing stored: record the joint's failure, refuse
+            late = await run_retried(cmd, *record, **extra)
+            raise WrongState(late.body["reason"], state=late.body["joint_state"]) from None
         part = MaskedPart(header, raw)
         digest = await run_in_threadpool(store.put_part, c.engine, body.header.execution_id,
                                          part)
         drop = (store.discard_part, c.engine, c.store, body.header.execution_id,
                 part.provider_id, digest)
         try:
-            done = await run_retried(cmd, parts_uc.record_part, computation_id, post,
-                                 input_hashes=dict(body.input_hashes), datasite=body.datasite)
+            done = await run_retried(cmd, *record, **extra)
         except DomainError:
             await run_in_threadpool(*drop)
             raise
-        if done.body["state"] == "failed":  # policy_lapsed: recorded, the joint failed
+        if done.body["digest"] is None:  # lapsed or late: recorded, the joint failed
             await run_in_threadpool(*drop)
             raise WrongState(done.body["reason"], state="failed")
     aggregator: PartsComplete | None = getattr(c, "aggregator", None)
@@ -203,11 +207,14 @@ async def post_layout(joint_id: str, body: LayoutPost, cmd: CommandsDep) -> JSON
     length), the keys stored off the log for the joint's providers (``GET
     /joint/{id}/layout``). The same keys again: 200, nothing written; other keys once one
     is published: 409. 403 for anyone but the layout provider; 409 once the joint was
-    published or failed; 422 naming the key out of order."""
+    published or failed; 422 naming the key out of order or too long (``keys[i]``), or
+    ``keys`` when the parts of so many keys would be more than ``MAX_PART_WORDS`` words
+    (the answer says how many keys this product's value columns allow)."""
     content, sha = await run_in_threadpool(uc.layout_bytes, body.keys)
     c = cmd.container
     async with posting(joint_id):
-        await run_in_threadpool(c.ledger.check, uc.check_layout, cmd.actor, joint_id, sha)
+        await run_in_threadpool(c.ledger.check, uc.check_layout, cmd.actor, joint_id, sha,
+                                len(body.keys))
         await run_in_threadpool(store.put_layout, c.engine, joint_id, sha, content)
         try:
             done = await run_retried(cmd, uc.publish_layout, joint_id, layout_sha256=sha,

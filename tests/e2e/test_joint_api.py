@@ -478,3 +478,79 @@ def test_the_sweep_drops_the_parts_and_layouts_no_event_records(
     assert store.sweep(container.engine, container.store) == 2
     assert stored_parts(container, jid) == [j.ids[0]]
     assert world.call("GET", f"/joint/{jid}/layout", j.providers[1])["keys"] == KEYS
+
+
+def test_a_part_after_the_joint_s_deadline_is_refused_and_fails_the_joint(
+        world: World, chain: Chain, container: Container, clock: Any) -> None:
+    """The deadline holds at the post, not only at the sweep: a new part at or after it
+    is 409, stores nothing, and its refusal records the joint's failure (``missing``)."""
+    s = started(world, chain)
+    j, jid = s.j, s.jid
+    post_part(world, j, 0, s.cids[0], masked(j, jid, 0))
+    deadline = world.call("GET", f"/joint/{jid}", world.regulator)["deadline"]
+    clock.move_to(datetime.fromisoformat(deadline) + timedelta(seconds=1))
+    before = head(world)
+    answer = world.api.send("POST", f"/computations/{s.cids[1]}/masked-part",
+                            j.providers[1], json=part_body(j, 1, masked(j, jid, 1)))
+    r = answer.json()
+    assert (answer.status_code, r["error"]) == (409, "wrong_state"), r
+    assert r["detail"] == (f"missing: providers {j.ids[1]}, {j.ids[2]} sent no part by the "
+                           f"deadline {deadline}")
+    assert head(world) == before + 1 and events_of(world, jid)[-1]["type"] == "joint.failed"
+    view = world.call("GET", f"/joint/{jid}", chain.demander)
+    assert (view["state"], view["reason"]) == ("failed", r["detail"])
+    assert stored_parts(container, jid) == [j.ids[0]]
+    # the computation was not failed: the joint was (as the deadline sweep does)
+    comp = world.call("GET", f"/computations/{s.cids[1]}", j.providers[1])
+    assert comp["state"] == "requested", comp
+    nothing_delivered(world, container, s.cids)
+
+
+def test_a_layout_the_hidden_table_or_the_part_cap_cannot_take_is_refused(
+        world: World, chain: Chain, container: Container,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key is a code of the hidden table: at most 256 bytes of UTF-8 (86 three-byte
+    characters are 258); a layout whose parts would pass the part cap (MAX_PART_WORDS,
+    here made 6 words: 3 keys of 2 value columns) is refused naming ``keys`` and the most
+    keys. Nothing is stored or written; a layout that fits is then taken."""
+    s = started(world, chain, layout=False)
+    j, jid = s.j, s.jid
+    path = f"/joint/{jid}/layout"
+    before = head(world)
+    long_key = refused(world, "POST", path, j.providers[0], 422,
+                       {"keys": [*KEYS, "企" * 86]})
+    assert long_key["fields"][0]["field"] == f"keys[{len(KEYS)}]", long_key
+    monkeypatch.setattr("domain.joint.MAX_PART_WORDS", 6)
+    too_many = refused(world, "POST", path, j.providers[0], 422, {"keys": KEYS})
+    assert too_many["fields"][0]["field"] == "keys", too_many
+    assert "at most 3 keys, not 4" in too_many["detail"], too_many
+    assert head(world) == before
+    assert world.call("GET", f"/joint/{jid}", world.regulator)["state"] == "started"
+    monkeypatch.undo()
+    world.call("POST", path, j.providers[0], json={"keys": [*KEYS, "企" * 85]})
+
+
+@pytest.mark.parametrize("columns", range(1, 9))
+def test_the_body_caps_take_every_part_and_layout_a_joint_allows(columns: int) -> None:
+    """Every layout the ledger takes (at most MAX_PART_WORDS // columns keys) makes parts
+    whose post fits the masked-part cap; a layout of MAX_KEYS credit codes fits the layout
+    cap, in canonical JSON or with the standard library's default separators."""
+    import json
+
+    from api.edge import JOINT_LAYOUT_BODY_BYTES, JOINT_PART_BODY_BYTES, LimitBody
+    from domain.joint import MAX_KEYS, MAX_PART_WORDS
+    limits = LimitBody(lambda *a: None, 1 << 20, 1 << 20)  # type: ignore[arg-type]
+    assert limits.bound("POST", "/computations/c/masked-part").limit == JOINT_PART_BODY_BYTES
+    assert limits.bound("POST", "/joint/j/layout").limit == JOINT_LAYOUT_BODY_BYTES
+    keys = min(MAX_KEYS, MAX_PART_WORDS // columns)
+    words = keys * columns
+    header = {"format": secagg.FORMAT, "execution_id": "x" * 36, "provider_id": "p" * 36,
+              "providers": ["p" * 36] * secagg.MAX_PROVIDERS, "length": words,
+              "body_sha256": "0" * 64, "layout_sha256": "0" * 64}
+    around = json.dumps({"header": header, "body": "", "datasite": "d" * 200,
+                         "input_hashes": {f"{i:036d}": "0" * 64 for i in range(50)}})
+    assert 4 * -(-8 * words // 3) + len(around) <= JOINT_PART_BODY_BYTES
+    code = "91110000MA01234567"  # 18 characters, as a unified social credit code
+    canonical = len(b'{"keys":[]}') + MAX_KEYS * (len(code) + 3) - 1
+    spaced = canonical + MAX_KEYS + 1  # json.dumps's ", " and ": "
+    assert canonical < spaced <= JOINT_LAYOUT_BODY_BYTES

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from core.canonical import canonical_bytes
+from core.hidden_query import MAX_CODE_BYTES, code_bytes
 from domain.base import Actor, Context
 from domain.errors import Forbidden, InvalidInput, WrongState
-from domain.joint import NS, JointExecution, joint_id, layout_bytes
+from domain.joint import MAX_PART_WORDS, NS, JointExecution, joint_id, layout_bytes
 from domain.product import check_joint
 
 AT = "2026-12-04T10:00:00.000000Z"
@@ -47,7 +48,8 @@ def test_a_layout_is_sorted_unique_keys_and_its_hash_is_of_its_canonical_json() 
     assert content == canonical_bytes(["a", "b", "中"])
     assert sha == hashlib.sha256(content).hexdigest()
     for keys, field in ((["b", "a"], "keys[1]"), (["a", "a"], "keys[1]"), ([""], "keys[0]"),
-                        (["x" * 201], "keys[0]"), ([1], "keys[0]"), ([], "keys"), ("ab", "keys")):
+                        (["x" * 257], "keys[0]"), ([1], "keys[0]"), ([], "keys"), ("ab", "keys"),
+                        (["a", "企" * 86], "keys[1]"), (["a\x00"], "keys[0]")):
         with pytest.raises(InvalidInput) as info:
             layout_bytes(keys)
         assert info.value.field == field
@@ -111,3 +113,43 @@ def test_a_failure_is_terminal_and_starts_with_one_of_its_codes() -> None:
     assert (agg.state, agg.reason) == ("failed", "missing: provider p-tax sent no part")
     with pytest.raises(WrongState, match="failed"):
         agg.fail(ctx("system", "system"), reason="refused: body: x")
+
+
+def test_a_layout_key_is_bounded_in_utf8_bytes_as_the_hidden_table_s_codes_are() -> None:
+    """Every key a layout takes is a code the hidden table can take: 256 bytes of ASCII
+    or 85 three-byte characters pass; 86 (258 bytes) are refused naming the key."""
+    longest = ["a" * MAX_CODE_BYTES, "企" * 85]
+    layout_bytes(sorted(longest))
+    for key in longest:
+        code_bytes(key)
+    with pytest.raises(InvalidInput, match="at most 256 bytes of UTF-8") as info:
+        layout_bytes(["a", "b", "企" * 86])
+    assert info.value.field == "keys[2]"
+
+
+def test_a_layout_whose_parts_would_not_fit_is_refused_naming_the_most_keys() -> None:
+    agg = started()  # two value columns: at most MAX_PART_WORDS // 2 keys
+    with pytest.raises(InvalidInput, match=f"at most {MAX_PART_WORDS // 2} keys") as info:
+        agg.publish_layout(ctx(), layout_sha256="a" * 64, length=MAX_PART_WORDS // 2 + 1)
+    assert info.value.field == "keys" and agg.pending[-1].type_name == "joint.started"
+    agg.publish_layout(ctx(), layout_sha256="a" * 64, length=MAX_PART_WORDS // 2)
+    assert agg.part_length == MAX_PART_WORDS
+
+
+def test_missing_fails_only_an_incomplete_joint() -> None:
+    """The sweep reads a joint incomplete and fails it ``missing``; if the last part came
+    in between, the failure is refused (the joint is aggregated instead)."""
+    agg = started()
+    system = ctx("system", "system")
+    assert agg.missing_reason() == ("missing: layout provider p-market published no layout "
+                                    "by the deadline 2026-12-04T10:01:30Z")
+    agg.publish_layout(ctx(), layout_sha256="a" * 64, length=3)
+    agg.receive_part(ctx("p-tax"), provider_id="p-tax", computation_id="c", digest="d")
+    assert agg.missing_reason().startswith("missing: providers p-market, p-power sent no")
+    for p in ("p-market", "p-power"):
+        agg.receive_part(ctx(p), provider_id=p, computation_id=f"c-{p}", digest=f"d-{p}")
+    with pytest.raises(WrongState, match="every part"):
+        agg.fail(system, reason="missing: provider p-power sent no part")
+    agg.fail(system, reason="refused: table: a key too long")
+    assert agg.state == "failed"
+    assert not agg.past_deadline(AT) and agg.past_deadline("2026-12-04T10:01:30Z")
