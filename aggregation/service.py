@@ -9,12 +9,15 @@ the stored parts), prepares the hidden table under a fresh OPRF key
 ``joint.published`` as the system actor. A refused aggregation records ``joint.failed``
 (``refused: <reason>: <message>``) and stores nothing; so does a sum out of reach of the
 providers' values (``bound``: a part whose masks do not cancel, such as an old body
-relabelled for this execution) or an integer column whose sum is not whole.
+relabelled for this execution), an integer column whose sum is not whole, or a table the
+hidden table cannot take (``table``: a key or a row out of ``core.hidden_query``'s bounds).
 
 ``sweep()`` (every few seconds, in the API process: ``run_sweeps``) fails the executions
 past their deadline with a part or the layout missing (``missing: …``) and aggregates those
-whose parts are all in but that were not published (a crash, a restart). Both are
-idempotent: an execution already published or failed is left as it is, and a table stored
+whose parts are all in but that were not published (a crash, a restart); one whose
+aggregation raised (a database error, say: tried again every ``RETRY_AFTER_S``) is failed
+once a run past its deadline raised (``refused: aggregation: …``), never tried for ever. Both
+are idempotent: an execution already published or failed is left as it is, and a table stored
 before a crash and never recorded is swept as unrecorded bytes (``aggregation/store.py``).
 
 ``answer(joint_id, request)``: the node's side of a hidden query, ``evaluate`` with the
@@ -114,6 +117,8 @@ class Aggregator:
         self.prepare_table = prepare_table
         self._running: set[str] = set()
         self._failed_at: dict[str, float] = {}
+        #: joint id -> the kind of error its last aggregation raised (not a refusal), when
+        self._errors: dict[str, tuple[str, datetime]] = {}
         self._lock = threading.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._digests: dict[str, str] = {}
@@ -171,7 +176,10 @@ class Aggregator:
             except secagg.AggregationRefused as exc:
                 return self._fail(joint, f"refused: {exc}")
             key = hq.generate_key()  # a fresh key per publication (docs/HIDDEN_QUERY.md)
-            hidden = self.prepare_table(key, sealed_rows(joint, table))
+            try:
+                hidden = self.prepare_table(key, sealed_rows(joint, table))
+            except ValueError as exc:  # HiddenQueryError: a key or row it cannot take
+                return self._fail(joint, f"refused: table: {exc}")
             del table
             digest = hidden.digest()
             store.put_table(self.engine, joint_id, digest, hidden.to_bytes(), key)
@@ -230,26 +238,31 @@ class Aggregator:
                 continue
             try:
                 out[joint_id] = self._sweep_one(joint_id, at, aggregate)
-            except Exception:  # one execution's error must not stop the others'
+            except Exception as exc:  # one execution's error must not stop the others'
                 log.exception("aggregation: the sweep of joint %s failed", joint_id)
-                self._failed_at[joint_id] = time.monotonic()
+                self._errored(joint_id, exc, at)
         return out
+
+    def _errored(self, joint_id: str, exc: Exception, at: datetime | None = None) -> None:
+        """Remember that ``joint_id``'s run raised (at ``at``, default now): the sweep waits
+        ``RETRY_AFTER_S``; once a run at or past the deadline raised, it fails the joint."""
+        self._failed_at[joint_id] = time.monotonic()
+        self._errors[joint_id] = (type(exc).__name__, at or datetime.now(UTC))
 
     def _sweep_one(self, joint_id: str, at: datetime, aggregate: bool) -> str:
         joint = self.joint(joint_id)
         if joint is None or joint.state in uc.TERMINAL:
             return "unknown" if joint is None else joint.state
+        deadline = parse_instant(joint.deadline, "deadline")
         if joint.state == "layout_published" and joint.complete():
+            error = self._errors.get(joint_id)
+            if error is not None and error[1] >= deadline:  # raised past it: no more tries
+                return self._fail(joint, f"refused: aggregation: it raised {error[0]} past "
+                                         f"the deadline {joint.deadline}")
             return self.aggregate(joint_id) if aggregate else "complete"
-        if at < parse_instant(joint.deadline, "deadline"):
+        if at < deadline:
             return joint.state
-        if joint.state != "layout_published":
-            why = f"layout provider {joint.layout_provider} published no layout"
-        else:
-            missing = [p for p in joint.providers if p not in joint.parts]
-            why = (f"provider{'s' if len(missing) > 1 else ''} {', '.join(missing)} sent no "
-                   "part")
-        return self._fail(joint, f"missing: {why} by the deadline {joint.deadline}")
+        return self._fail(joint, joint.missing_reason())
 
     # -- in the API process: off the event loop -------------------------------------
     def on_parts_complete(self, joint_id: str) -> None:
@@ -276,9 +289,9 @@ class Aggregator:
     def _aggregate_logged(self, joint_id: str) -> str:
         try:
             return self.aggregate(joint_id)
-        except Exception:  # the sweep tries again later
+        except Exception as exc:  # the sweep tries again later
             log.exception("aggregation: joint %s could not be aggregated", joint_id)
-            self._failed_at[joint_id] = time.monotonic()
+            self._errored(joint_id, exc)
             return "error"
 
     async def run_sweeps(self) -> None:

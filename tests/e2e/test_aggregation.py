@@ -190,3 +190,55 @@ def test_the_hook_called_off_any_event_loop_aggregates_in_a_thread(
     aggregator.on_parts_complete(jm.joint_id)  # the test's thread: no running loop
     view = wait_for(jm, ("published", "failed"))
     assert view["state"] == "published", view["reason"]
+
+
+def test_a_table_the_hidden_table_cannot_take_fails_the_joint_refused(
+        world: World, container: Container, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A joint table the hidden table refuses (here its preparation raises, as it does for
+    a code out of its bounds) fails the joint ``refused: table: …``, publishing nothing;
+    the sweep then leaves it alone."""
+    jm = joint_market(world)
+    assert container.aggregator is not None
+
+    def cannot(key: bytes, rows: dict[str, bytes]) -> hq.HiddenTable:
+        raise hq.HiddenQueryError("a code is 1 to 256 bytes of UTF-8")
+
+    monkeypatch.setattr(container.aggregator, "prepare_table", cannot)
+    _all_parts(jm)
+    view = wait_for(jm, ("published", "failed"))
+    assert (view["state"], view["reason"]) == (
+        "failed", "refused: table: a code is 1 to 256 bytes of UTF-8"), view
+    assert view["table_digest"] is None
+    store.TABLES.ensure(container.engine)
+    with container.engine.connect() as conn:
+        assert conn.execute(store.sealed.select()).all() == []
+    assert sweep(container) == {}
+
+
+def test_a_complete_joint_whose_aggregation_keeps_raising_fails_past_its_deadline(
+        world: World, container: Container, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An aggregation that raises (not a refusal: the database away, say) is tried again
+    by the sweep until a run past the deadline raised too; then the joint fails
+    (``refused: aggregation: …``) instead of being tried for ever."""
+    jm = joint_market(world, deadline_seconds=10)
+    aggregator, container.aggregator = container.aggregator, None  # no hook: sweeps only
+    _all_parts(jm)
+    container.aggregator = aggregator
+    assert aggregator is not None
+    runs: list[int] = []
+
+    def away(key: bytes, rows: dict[str, bytes]) -> hq.HiddenTable:
+        runs.append(len(rows))
+        raise RuntimeError("the database is away")
+
+    monkeypatch.setattr(aggregator, "prepare_table", away)
+    monkeypatch.setattr("aggregation.service.RETRY_AFTER_S", 0.0)
+    assert sweep(container) == {}  # raised before the deadline: tried again later
+    later = datetime.now(UTC) + timedelta(seconds=11)
+    assert sweep(container, later) == {}  # raised again, past the deadline
+    assert sweep(container, later) == {jm.joint_id: "failed"}
+    assert runs == [len(CODES)] * 2
+    view = world.call("GET", f"/joint/{jm.joint_id}", jm.demander)
+    assert view["reason"] == ("refused: aggregation: it raised RuntimeError past the "
+                              f"deadline {view['deadline']}")
+    assert sweep(container, later) == {}
