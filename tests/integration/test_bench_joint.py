@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.joint import hidden
+from bench.joint import hidden, served
 from bench.joint.workload import Sizes
 from runtime.settings import Settings
 
@@ -68,6 +68,18 @@ def test_bench_joint_runs_and_writes_its_json(tmp_path: Path,
     # a second run reads the sealed table back instead of preparing it again
     again = hidden.measure(Sizes(**report["sizes"]))
     assert again["table"]["from_cache"] is True and again["answers_right"] is True
+
+
+@pytest.mark.postgres
+def test_bench_joint_hidden_query_over_http_on_postgresql(pg_available: None) -> None:
+    # the HTTP rows' server on a fresh PostgreSQL schema (dropped at the end)
+    notes: list[str] = []
+    r = served.measure(Sizes(rows=100, codes=20, table_rows=200, repetitions=1),
+                       "postgresql", notes)
+    assert r["backend"] == "postgresql" and r["rows"] == 200
+    assert r["answers_right"] is True and r["members"] == 10
+    assert r["download"]["bytes"] > 0 and r["publish_s"] > 0
+    assert notes == []  # the schema was dropped
 
 
 @pytest.mark.parametrize(("option", "value", "message"), [
