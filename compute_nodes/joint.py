@@ -280,8 +280,6 @@ class JointNode:
         self.clock = clock
         self.poll_s = poll_s
         self.proofs = JointProofs(platform, verifier)
-        #: (participant, seq, public key) of a key event already proven
-        self._proven: set[tuple[str, int, str]] = set()
 
     @property
     def me(self) -> str:
@@ -415,8 +413,6 @@ class JointNode:
         seq, text = node_key.get("seq"), node_key.get("public_key")
         if isinstance(seq, bool) or not isinstance(seq, int) or not isinstance(text, str):
             raise TrustError(f"participant {participant_id}: node_key {node_key!r}")
-        if (participant_id, seq, text) in self._proven:
-            return text
         checkpoint = self.verifier.anchored(seq)
         if checkpoint is None:
             return _NOT_ANCHORED
@@ -425,7 +421,6 @@ class JointNode:
             secagg.load_public_key(text)
         except ValueError as exc:
             raise TrustError(f"participant {participant_id}'s node key: {exc}") from None
-        self._proven.add((participant_id, seq, text))
         return text
 
     # -- the layout -------------------------------------------------------------------------

@@ -47,6 +47,10 @@ class JointProofs:
         self.platform = platform
         self.verifier = verifier
         self._owners: dict[str, str] = {}  # dataset id -> proven owner
+        #: (participant, seq, public key) of a node key event proven and its signature
+        #: verified; (participant, seq) -> how far the log was read for a later one
+        self._keys: set[tuple[str, int, str]] = set()
+        self._scanned: dict[tuple[str, int], int] = {}
 
     def owner(self, dataset_id: str, checkpoint: Checkpoint) -> str:
         """The owner of ``dataset_id`` as its proven ``dataset.registered`` says."""
@@ -85,19 +89,27 @@ class JointProofs:
     def node_key(self, participant_id: str, node_key: Mapping[str, Any],
                  checkpoint: Checkpoint) -> str:
         """The public key of ``participant_id``'s node, from its proven, signed, latest
-        ``participant.node_key_registered`` (the view's ``node_key``)."""
-        entry = self.verifier.proven(node_key, "seq", KEY_EVENT, participant_id, checkpoint)
-        payload = entry.payload()
-        text = payload.get("public_key")
-        if text != node_key.get("public_key") or not isinstance(text, str):
-            raise TrustError(f"participant {participant_id}'s node key is not the one of its "
-                             f"{KEY_EVENT} (event {entry.seq})")
-        self._signed(participant_id, node_key, entry, checkpoint)
-        later = self._find(entry.seq, checkpoint.size, lambda e: (
+        ``participant.node_key_registered`` (the view's ``node_key``). The event and its
+        signature are proven once; whether a later registration came is read on every call,
+        from where the last one stopped."""
+        seq, text = node_key.get("seq"), node_key.get("public_key")
+        if not isinstance(seq, int) or not isinstance(text, str):
+            raise TrustError(f"participant {participant_id}: node_key {dict(node_key)!r}")
+        if (participant_id, seq, text) not in self._keys:
+            entry = self.verifier.proven(node_key, "seq", KEY_EVENT, participant_id,
+                                         checkpoint)
+            if entry.payload().get("public_key") != text:
+                raise TrustError(f"participant {participant_id}'s node key is not the one of "
+                                 f"its {KEY_EVENT} (event {entry.seq})")
+            self._signed(participant_id, node_key, entry, checkpoint)
+            self._keys.add((participant_id, seq, text))
+        start = max(seq, self._scanned.get((participant_id, seq), seq))
+        later = self._find(start, checkpoint.size, lambda e: (
             e.type_name == KEY_EVENT and e.originator_id == participant_id))
         if later is not None:
             raise TrustError(f"participant {participant_id} registered another node key "
-                             f"(event {later.seq}) after the one shown (event {entry.seq})")
+                             f"(event {later.seq}) after the one shown (event {seq})")
+        self._scanned[(participant_id, seq)] = max(start, checkpoint.size)
         return text
 
     def _signed(self, participant_id: str, node_key: Mapping[str, Any], entry: LogEntry,

@@ -441,3 +441,18 @@ def test_a_key_longer_than_a_code_is_no_layout_key() -> None:
     with pytest.raises(JointFailed, match="layout_refused"):
         check_layout(["a", long_key])
     assert check_layout(["a", "中" * (secagg.MAX_CODE_BYTES // 3)])
+
+
+def test_a_key_proven_once_is_still_checked_for_a_later_registration(tmp_path: Path) -> None:
+    market = Scripted("market")
+    node = _node(tmp_path, market)
+    shown = market.keys["tax"]
+    for size in (60, 80):
+        checkpoint = SimpleNamespace(size=size)
+        assert node.proofs.node_key("tax", shown, checkpoint) == TEXT["tax"]
+    assert node.verifier.proofs == 1  # proven and verified once
+    # registered again after the log the node read: found under a larger checkpoint
+    market.extra[90] = ("participant.node_key_registered", "tax", {
+        "public_key": TEXT["power"], "key_id": "x", "signature": None})
+    with pytest.raises(TrustError, match="registered another node key .event 90."):
+        node.proofs.node_key("tax", shown, SimpleNamespace(size=100))
