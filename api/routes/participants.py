@@ -70,8 +70,10 @@ class NodeKeyAnswer(CommandAnswer):
 
     participant_id: str
     key_id: str = Field(description="x25519: and 32 hex digits of the key's SHA-256")
-    node_key: dict[str, Any] = Field(description="{public_key, key_id, seq}: seq is that of "
-                                     "the participant.node_key_registered event")
+    node_key: dict[str, Any] = Field(description="{public_key, key_id, seq, signer_seq}: seq "
+                                     "is that of the participant.node_key_registered event, "
+                                     "signer_seq of the participant.key_registered of the "
+                                     "member key that signed it")
 
 
 class KeyRevocation(BaseModel):
@@ -191,8 +193,9 @@ async def register_node_key(participant_id: str, body: NodeKeyCreate,
     """A member of a provider registers its compute node's X25519 public key (a signed
     decision, ``participant.node_key``): the key its peers agree masks with in a joint
     computation (docs/SECAGG.md). It replaces the provider's earlier node key. The answer
-    is the participant's view, whose ``node_key`` is ``{public_key, key_id, seq}`` (``seq``
-    that of the ``participant.node_key_registered`` event a peer's node proves)."""
+    is the participant's view, whose ``node_key`` is ``{public_key, key_id, seq,
+    signer_seq}`` (``seq`` that of the ``participant.node_key_registered`` event a peer's
+    node proves, ``signer_seq`` that of the signing member key's registration)."""
     result = await cmd.run(uc.register_node_key, participant_id, public_key=body.public_key,
                            signed=body.signed())
     container = cmd.container
