@@ -56,7 +56,9 @@ from client.platform import Party, Platform, PlatformError
 from core.canonical import canonical_bytes
 from core.files import write_private
 from demo.enterprises import (
+    CODE,
     MARKET_FIELDS,
+    OUTPUT_SCHEMA,
     POWER_FIELDS,
     TAX_FIELDS,
     bank_queries,
@@ -65,30 +67,6 @@ from demo.enterprises import (
     write_tables,
 )
 from demo.harness import ROOT, Checks, DemoError, node_cli, say, served
-
-#: the bank's credit model (信贷征信模型), run by each provider's node on its own view
-CODE = '''def credit_points(data):
-    cols = set(data.columns)
-    points = data["uscc"].str.len() * 0
-    if "tax_rating" in cols:
-        rating = data["tax_rating"].map({"A": 40, "B": 30, "M": 20, "C": 10, "D": 0})
-        points = points + rating.fillna(0).astype("int64")
-        points = points + (data["tax_paid_yuan_12m"] // 50000).clip(upper=20)
-        points = points - (data["tax_arrears_yuan"] > 0).astype("int64") * 15
-    if "power_kwh_12m" in cols:
-        points = points + (data["power_kwh_12m"] // 20000).clip(upper=20)
-        points = points + data["power_growth_pct"].clip(lower=-10, upper=10)
-        points = points - data["bill_arrears_months"] * 3
-    if "abnormal_operation" in cols:
-        points = points + data["years_registered"].clip(upper=10) * 2
-        points = points - data["abnormal_operation"] * 20 - data["penalties_3y"] * 5
-    return [{"uscc": str(u), "points": int(p)} for u, p in zip(data["uscc"], points)]
-'''
-
-#: what CODE returns: one row of partial points per enterprise, by its credit code
-OUTPUT_SCHEMA = {"type": "array", "items": {
-    "type": "object", "required": ["uscc", "points"], "additionalProperties": False,
-    "properties": {"uscc": {"type": "string"}, "points": {"type": "integer"}}}}
 
 #: the product's joint output: the points summed over the providers by credit code
 JOINT = {"value_columns": ["points"], "min_providers": 3, "deadline_seconds": 600}

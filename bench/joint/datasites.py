@@ -33,8 +33,6 @@ from pathlib import Path
 from typing import Any
 
 from bench.joint.workload import (
-    CODE,
-    FUNCTION,
     KEY_COLUMN,
     RESULT_MARK,
     VALUE_COLUMNS,
@@ -45,6 +43,7 @@ from bench.joint.workload import (
 )
 from core import secagg
 from core.canonical import canonical_bytes
+from demo.enterprises import CODE, FUNCTION
 
 
 class Provider:

@@ -32,7 +32,6 @@ from typing import Any
 from bench.append.server import running_server
 from bench.databases import Scratch
 from bench.joint.workload import (
-    CODE,
     KEY_COLUMN,
     VALUE_COLUMNS,
     Sizes,
@@ -46,12 +45,11 @@ from client.market import Market
 from client.platform import Party, Platform
 from core import hidden_query as hq
 from core import secagg
+from demo.enterprises import CODE, OUTPUT_SCHEMA
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SITE = "bench-datasite"
 SPLIT = {"developer": 1000, "operator": 3000, "platform": 1000, "provider": 5000}
-OUTPUT = {"type": "array", "items": {"type": "object", "properties": {
-    KEY_COLUMN: {"type": "string"}, "points": {"type": "integer"}}}}
 #: how long the aggregation node may take to publish: its preparation costs about 100 µs a
 #: row on one core (docs/HIDDEN_QUERY.md); six times that (a loaded machine), and a minute
 PUBLISH_S_PER_ROW = 600e-6
@@ -115,7 +113,7 @@ def build_market(api: Platform, admin: str, providers: int) -> dict[str, Any]:
     product = api.list_product(operator, market.platform, {
         "scenario_id": sc, "authorization_ids": grants, "name": "Joint SME credit points",
         "kind": "api", "description": "points per enterprise, summed over the providers",
-        "code": CODE, "inputs": requested, "output_schema": OUTPUT, "key_column": KEY_COLUMN,
+        "code": CODE, "inputs": requested, "output_schema": OUTPUT_SCHEMA, "key_column": KEY_COLUMN,
         "joint": {"value_columns": VALUE_COLUMNS, "min_providers": providers,
                   "deadline_seconds": 3600},
         "quality_report": "AUC 0.8", "price_fen": 100, "developer_id": developer.id})

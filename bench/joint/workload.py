@@ -1,6 +1,7 @@
 """What both halves of ``dataledger bench joint`` share: the sizes, the providers' synthetic
-enterprise tables, the product's registered code and the credit codes. Standard library
-only: the datasites' half (``bench.joint.datasites``) imports it in the compute venv."""
+enterprise tables and the credit codes (the product's registered code is the demo's,
+``demo.enterprises.CODE``). Standard library only: the datasites' half
+(``bench.joint.datasites``) imports it in the compute venv."""
 
 from __future__ import annotations
 
@@ -81,28 +82,6 @@ def table_columns(view: str, numbers: list[int], seed: int) -> dict[str, list[An
         cols["bill_arrears_months"] = [0 if rng.random() < 0.75 else rng.randint(1, 6)
                                        for _ in range(n)]
     return cols
-
-
-#: the product's registered code: each provider's node runs it on its own view; one row of
-#: partial points per enterprise (the joint output sums them over the providers)
-CODE = '''def credit_points(data):
-    cols = set(data.columns)
-    points = data["uscc"].str.len() * 0
-    if "tax_rating" in cols:
-        rating = data["tax_rating"].map({"A": 40, "B": 30, "M": 20, "C": 10, "D": 0})
-        points = points + rating.fillna(0).astype("int64")
-        points = points + (data["tax_paid_yuan_12m"] // 50000).clip(upper=20)
-        points = points - (data["tax_arrears_yuan"] > 0).astype("int64") * 15
-    if "power_kwh_12m" in cols:
-        points = points + (data["power_kwh_12m"] // 20000).clip(upper=20)
-        points = points + data["power_growth_pct"].clip(lower=-10, upper=10)
-        points = points - data["bill_arrears_months"] * 3
-    if "abnormal_operation" in cols:
-        points = points + data["years_registered"].clip(upper=10) * 2
-        points = points - data["abnormal_operation"] * 20 - data["penalties_3y"] * 5
-    return [{"uscc": str(u), "points": int(p)} for u, p in zip(data["uscc"], points)]
-'''
-FUNCTION = "credit_points"
 
 
 def points_of(i: int) -> int:

@@ -33,7 +33,7 @@ ALLOWED: dict[str, set[str]] = {
     "compute_nodes": {"core", "chain", "client"},
     "audit": {"core", "chain", "client"},
     "bench": {"core", "chain", "client", "domain", "events", "projections", "anchoring",
-              "delivery", "aggregation", "api", "runtime", "compute_nodes", "audit"},
+              "delivery", "aggregation", "api", "runtime", "compute_nodes", "audit", "demo"},
     "demo": {"core", "chain", "client", "domain", "events", "projections", "anchoring",
              "delivery", "aggregation", "api", "runtime"},
     "cli": {"core", "chain", "client", "domain", "events", "projections", "anchoring",
