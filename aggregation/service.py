@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine
@@ -227,11 +227,17 @@ class Aggregator:
         return "unknown" if joint is None else joint.state
 
     # -- the sweep --------------------------------------------------------------------
+    def now(self) -> datetime:
+        """The ledger's time: the instant its next event will be stamped with."""
+        return parse_instant(self.ledger.clock(), "now")
+
     def sweep(self, *, now: datetime | None = None, aggregate: bool = True) -> dict[str, str]:
         """Fail the open joints past their deadline with a part (or the layout) missing;
         aggregate those whose parts are all in (``aggregate`` False: leave them
-        ``complete``, for the caller to run). Each one's state after."""
-        at = now or datetime.now(UTC)
+        ``complete``, for the caller to run). Each one's state after. ``now`` defaults to the
+        ledger's clock, the one its events are stamped with, so a failure is never dated
+        before the deadline it cites."""
+        at = now or self.now()
         out: dict[str, str] = {}
         for joint_id in self.open_joints():
             if time.monotonic() - self._failed_at.get(joint_id, -RETRY_AFTER_S) < RETRY_AFTER_S:
@@ -247,7 +253,7 @@ class Aggregator:
         """Remember that ``joint_id``'s run raised (at ``at``, default now): the sweep waits
         ``RETRY_AFTER_S``; once a run at or past the deadline raised, it fails the joint."""
         self._failed_at[joint_id] = time.monotonic()
-        self._errors[joint_id] = (type(exc).__name__, at or datetime.now(UTC))
+        self._errors[joint_id] = (type(exc).__name__, at or self.now())
 
     def _sweep_one(self, joint_id: str, at: datetime, aggregate: bool) -> str:
         joint = self.joint(joint_id)

@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
 from aggregation import store
 from aggregation.service import table_json
+from audit.rules import RuleBook
 from core import hidden_query as hq
 from runtime.build import Container
-from tests.e2e.conftest import World
+from tests.e2e.conftest import Clock, World
 from tests.e2e.joint_market import (
     CODES,
     JointMarket,
@@ -37,12 +38,25 @@ def settings_changes() -> dict[str, Any]:
     return {"aggregation_sweep_seconds": 3600}
 
 
-def sweep(container: Container, now: datetime | None = None) -> dict[str, str]:
-    """The aggregation node's sweep, once the read models (its list of open joints) hold
-    every event written so far."""
+def sweep(container: Container) -> dict[str, str]:
+    """The aggregation node's sweep, at the ledger's time, once the read models (its list of
+    open joints) hold every event written so far."""
     assert container.aggregator is not None
     container.runner.wait_for(container.ledger.last_seq, 10)
-    return container.aggregator.sweep(now=now)
+    return container.aggregator.sweep()
+
+
+def past_the_deadline(world: World, jm: JointMarket, clock: Clock) -> None:
+    """Move the ledger's clock (the one the sweep reads too) a second past the joint's
+    deadline."""
+    deadline = world.call("GET", f"/joint/{jm.joint_id}", jm.demander)["deadline"]
+    clock.move_to(datetime.fromisoformat(deadline) + timedelta(seconds=1))
+
+
+def assert_the_rule_book_finds_nothing(container: Container) -> None:
+    """The stored log passes the audit's rule book: in particular no failure is dated
+    before the deadline it cites."""
+    assert [f.as_dict() for f in RuleBook().run(container.store.read(0, 1_000_000))] == []
 
 
 def _all_parts(jm: JointMarket) -> None:
@@ -113,15 +127,15 @@ def test_a_part_whose_masks_do_not_cancel_fails_the_joint(
 
 
 def test_a_provider_that_sends_no_part_fails_the_joint_at_its_deadline(
-        world: World, container: Container) -> None:
+        world: World, container: Container, clock: Clock) -> None:
     jm = joint_market(world, deadline_seconds=10)
     request_all(jm)
     publish_layout(jm)
     for pid in jm.ids[:2]:
         post_part(jm, pid, part_of(jm, pid))
     assert sweep(container) == {jm.joint_id: "layout_published"}  # not yet due
-    later = datetime.now(UTC) + timedelta(seconds=11)
-    assert sweep(container, later) == {jm.joint_id: "failed"}
+    past_the_deadline(world, jm, clock)
+    assert sweep(container) == {jm.joint_id: "failed"}
     view = world.call("GET", f"/joint/{jm.joint_id}", jm.demander)
     assert view["state"] == "failed"
     assert view["reason"] == (f"missing: provider {jm.ids[2]} sent no part by the deadline "
@@ -132,19 +146,22 @@ def test_a_provider_that_sends_no_part_fails_the_joint_at_its_deadline(
                               "header": dict(part_of(jm, jm.ids[2]).header),
                               "body": "AAAAAAAAAAA=", "input_hashes": {}, "datasite": "d"})
     assert late.status_code in (409, 422), late.text
-    assert sweep(container, later) == {}
+    assert sweep(container) == {}
     assert "joint.published" not in {e["type"] for e in events_of(world, jm.joint_id)}
+    assert_the_rule_book_finds_nothing(container)
 
 
 def test_a_layout_never_published_fails_the_joint_at_its_deadline(
-        world: World, container: Container) -> None:
+        world: World, container: Container, clock: Clock) -> None:
     jm = joint_market(world, deadline_seconds=10)
     request_all(jm)
-    later = datetime.now(UTC) + timedelta(seconds=11)
-    assert sweep(container, later) == {jm.joint_id: "failed"}
+    assert sweep(container) == {jm.joint_id: "started"}  # not yet due
+    past_the_deadline(world, jm, clock)
+    assert sweep(container) == {jm.joint_id: "failed"}
     view = world.call("GET", f"/joint/{jm.joint_id}", jm.demander)
     assert view["reason"].startswith(
         f"missing: layout provider {jm.ids[0]} published no layout by the deadline")
+    assert_the_rule_book_finds_nothing(container)
 
 
 def test_a_restart_finishes_a_joint_whose_parts_are_all_in(
@@ -216,7 +233,8 @@ def test_a_table_the_hidden_table_cannot_take_fails_the_joint_refused(
 
 
 def test_a_complete_joint_whose_aggregation_keeps_raising_fails_past_its_deadline(
-        world: World, container: Container, monkeypatch: pytest.MonkeyPatch) -> None:
+        world: World, container: Container, clock: Clock,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """An aggregation that raises (not a refusal: the database away, say) is tried again
     by the sweep until a run past the deadline raised too; then the joint fails
     (``refused: aggregation: …``) instead of being tried for ever."""
@@ -234,11 +252,12 @@ def test_a_complete_joint_whose_aggregation_keeps_raising_fails_past_its_deadlin
     monkeypatch.setattr(aggregator, "prepare_table", away)
     monkeypatch.setattr("aggregation.service.RETRY_AFTER_S", 0.0)
     assert sweep(container) == {}  # raised before the deadline: tried again later
-    later = datetime.now(UTC) + timedelta(seconds=11)
-    assert sweep(container, later) == {}  # raised again, past the deadline
-    assert sweep(container, later) == {jm.joint_id: "failed"}
+    past_the_deadline(world, jm, clock)
+    assert sweep(container) == {}  # raised again, past the deadline
+    assert sweep(container) == {jm.joint_id: "failed"}
     assert runs == [len(CODES)] * 2
     view = world.call("GET", f"/joint/{jm.joint_id}", jm.demander)
     assert view["reason"] == ("refused: aggregation: it raised RuntimeError past the "
                               f"deadline {view['deadline']}")
-    assert sweep(container, later) == {}
+    assert sweep(container) == {}
+    assert_the_rule_book_finds_nothing(container)
