@@ -16,14 +16,16 @@ import pytest
 from bench.joint import hidden, served
 from bench.joint.workload import Sizes
 from runtime.settings import Settings
+from tests.conftest import require_service
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.skipif(not Settings().compute_python.exists(),
-                    reason="the compute venv (.venv-compute) is not installed")
 def test_bench_joint_runs_and_writes_its_json(tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    venv = Settings().compute_python
+    require_service("the compute venv (compute_nodes/setup-env)",
+                    None if venv.exists() else f"{venv} does not exist")
     monkeypatch.setattr(hidden, "CACHE", tmp_path / "tables")
     out = tmp_path / "joint.json"
     from argparse import Namespace
