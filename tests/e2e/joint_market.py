@@ -195,6 +195,24 @@ def wait_for(jm: JointMarket, states: tuple[str, ...], timeout: float = 30,
         time.sleep(0.05)
 
 
+def post_all_parts(jm: JointMarket) -> None:
+    """Every provider's node, played: computations requested, the layout and each part
+    posted (masks that cancel)."""
+    request_all(jm)
+    publish_layout(jm)
+    for pid in jm.ids:
+        post_part(jm, pid, part_of(jm, pid))
+
+
+def published(world: World, **policy: Any) -> JointMarket:
+    """A joint product's execution, its parts posted and published by the aggregation node
+    (``policy``: the contract's usage policy)."""
+    jm = joint_market(world, usage_policy=policy)
+    post_all_parts(jm)
+    assert wait_for(jm, ("published", "failed"))["state"] == "published"
+    return jm
+
+
 def events_of(world: World, originator_id: str) -> list[dict[str, Any]]:
     page = world.call("GET", "/ledger/events?limit=1000", world.regulator)["events"]
     return [e for e in page if e["originator_id"] == originator_id]

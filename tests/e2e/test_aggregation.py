@@ -25,6 +25,7 @@ from tests.e2e.joint_market import (
     joint_market,
     part_of,
     plain_sum,
+    post_all_parts,
     post_part,
     publish_layout,
     request_all,
@@ -59,17 +60,10 @@ def assert_the_rule_book_finds_nothing(container: Container) -> None:
     assert [f.as_dict() for f in RuleBook().run(container.store.read(0, 1_000_000))] == []
 
 
-def _all_parts(jm: JointMarket) -> None:
-    request_all(jm)
-    publish_layout(jm)
-    for pid in jm.ids:
-        post_part(jm, pid, part_of(jm, pid))
-
-
 def test_the_joint_table_is_the_plain_sum_and_is_published(
         world: World, container: Container) -> None:
     jm = joint_market(world)
-    _all_parts(jm)
+    post_all_parts(jm)
     view = wait_for(jm, ("published", "failed"))
     assert view["state"] == "published", view
     expected = plain_sum()
@@ -221,7 +215,7 @@ def test_a_table_the_hidden_table_cannot_take_fails_the_joint_refused(
         raise hq.HiddenQueryError("a code is 1 to 256 bytes of UTF-8")
 
     monkeypatch.setattr(container.aggregator, "prepare_table", cannot)
-    _all_parts(jm)
+    post_all_parts(jm)
     view = wait_for(jm, ("published", "failed"))
     assert (view["state"], view["reason"]) == (
         "failed", "refused: table: a code is 1 to 256 bytes of UTF-8"), view
@@ -240,7 +234,7 @@ def test_a_complete_joint_whose_aggregation_keeps_raising_fails_past_its_deadlin
     (``refused: aggregation: …``) instead of being tried for ever."""
     jm = joint_market(world, deadline_seconds=10)
     aggregator, container.aggregator = container.aggregator, None  # no hook: sweeps only
-    _all_parts(jm)
+    post_all_parts(jm)
     container.aggregator = aggregator
     assert aggregator is not None
     runs: list[int] = []

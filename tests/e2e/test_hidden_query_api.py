@@ -29,6 +29,7 @@ from tests.e2e.joint_market import (
     plain_sum,
     post_part,
     publish_layout,
+    published,
     request_all,
     wait_for,
 )
@@ -40,16 +41,6 @@ QUERIED = [*MEMBERS, *OUTSIDERS]
 @pytest.fixture
 def settings_changes() -> dict[str, Any]:
     return {"aggregation_sweep_seconds": 3600}
-
-
-def published(world: World, **policy: Any) -> JointMarket:
-    jm = joint_market(world, usage_policy=policy)
-    request_all(jm)
-    publish_layout(jm)
-    for pid in jm.ids:
-        post_part(jm, pid, part_of(jm, pid))
-    assert wait_for(jm, ("published", "failed"))["state"] == "published"
-    return jm
 
 
 def post_query(world: World, jm: JointMarket, who: Any, request: bytes,

@@ -21,14 +21,9 @@ from tests.e2e.conftest import World
 from tests.e2e.joint_market import (
     CODES,
     OUTSIDERS,
-    JointMarket,
     joint_market,
-    part_of,
     plain_sum,
-    post_part,
-    publish_layout,
-    request_all,
-    wait_for,
+    published,
 )
 
 REPO = Path(__file__).parents[2]
@@ -105,17 +100,6 @@ def served(world: World, monkeypatch: pytest.MonkeyPatch) -> World:
     monkeypatch.setattr(client_platform.Platform, "at",
                         classmethod(lambda cls, url, timeout=30: _Shared(world.client)))
     return world
-
-
-def published(world: World, **policy: Any) -> JointMarket:
-    """A joint product's execution 1, its parts posted by the test and published."""
-    jm = joint_market(world, usage_policy=policy)
-    request_all(jm)
-    publish_layout(jm)
-    for pid in jm.ids:
-        post_part(jm, pid, part_of(jm, pid))
-    assert wait_for(jm, ("published", "failed"))["state"] == "published"
-    return jm
 
 
 def run_in_process(args: list[str], token: str, monkeypatch: pytest.MonkeyPatch,
