@@ -26,18 +26,20 @@ ALLOWED: dict[str, set[str]] = {
     "anchoring": {"core", "chain", "events"},
     "delivery": {"core", "chain", "events"},
     "aggregation": {"core", "chain", "events", "domain"},
+    "privacy": {"core", "chain", "events"},
     "api": {"core", "chain", "domain", "events", "projections", "anchoring", "delivery",
-            "aggregation", "audit"},
+            "aggregation", "privacy", "audit"},
     "runtime": {"core", "chain", "domain", "events", "projections", "anchoring", "delivery",
-                "aggregation", "api"},
+                "aggregation", "privacy", "api"},
     "compute_nodes": {"core", "chain", "client"},
     "audit": {"core", "chain", "client"},
     "bench": {"core", "chain", "client", "domain", "events", "projections", "anchoring",
-              "delivery", "aggregation", "api", "runtime", "compute_nodes", "audit", "demo"},
+              "delivery", "aggregation", "privacy", "api", "runtime", "compute_nodes", "audit",
+              "demo"},
     "demo": {"core", "chain", "client", "domain", "events", "projections", "anchoring",
-             "delivery", "aggregation", "api", "runtime"},
+             "delivery", "aggregation", "privacy", "api", "runtime"},
     "cli": {"core", "chain", "client", "domain", "events", "projections", "anchoring",
-            "delivery", "aggregation", "api", "runtime", "bench", "demo", "audit"},
+            "delivery", "aggregation", "privacy", "api", "runtime", "bench", "demo", "audit"},
 }
 ROOMS = set(ALLOWED)
 #: the one module of a room that may import more, inside its functions only: audit's
@@ -45,7 +47,7 @@ ROOMS = set(ALLOWED)
 LAZY_EXTRA: dict[str, set[str]] = {"audit/live_db.py": {"events", "anchoring", "projections"}}
 #: the rooms that make up the server process
 SERVER = {"core", "chain", "domain", "events", "projections", "anchoring", "delivery",
-          "aggregation", "api", "runtime", "cli"}
+          "aggregation", "privacy", "api", "runtime", "cli"}
 
 DATABASE = {"sqlite3", "psycopg", "psycopg_pool", "sqlalchemy", "asyncpg", "eventsourcing"}
 WEB = {"fastapi", "starlette", "uvicorn", "httpx", "requests", "pydantic", "pydantic_settings"}
