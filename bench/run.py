@@ -14,7 +14,7 @@ from typing import Any
 from bench.append.suite import GOAL_RATIO
 from bench.table import aligned, format_rows, now
 
-SUITES = ("append", "audit", "chain", "compute", "joint", "security")
+SUITES = ("append", "audit", "chain", "compute", "joint", "privacy", "security")
 
 
 def machine() -> dict[str, Any]:
@@ -103,6 +103,7 @@ def main(args: Any) -> int:
     from bench.audit import suite as audit
     from bench.chain import suite as chain
     from bench.joint import suite as joint
+    from bench.privacy import suite as privacy
 
     command = f"dataledger bench {suite} --backend {backend}" + (" --quick" if quick else "")
     if suite == "joint":
@@ -112,11 +113,19 @@ def main(args: Any) -> int:
             print(f"dataledger bench joint: {exc}", file=sys.stderr)
             return 2
         command += " " + joint.options(sizes)
+    if suite == "privacy":
+        try:
+            private = privacy.sizes_of(args, quick)
+        except ValueError as exc:
+            print(f"dataledger bench privacy: {exc}", file=sys.stderr)
+            return 2
+        command += " " + privacy.options(private)
     run_suite, table_of = {"append": (append.run, format_table),
                            "audit": (audit.run, format_rows),
                            "chain": (chain.run, format_rows),
                            "compute": (compute.run, format_rows),
                            "joint": (lambda b, q: joint.run(b, q, sizes), format_rows),
+                           "privacy": (lambda b, q: privacy.run(b, q, private), format_rows),
                            "security": (security.run, format_rows)}[suite]
     print(f"{command}: measuring {', '.join(backends)}"
           f"{' (quick: short runs, figures are indicative only)' if quick else ''} ...",
