@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.event import Event
+from core.masking import GRADES
+from core.masking import KINDS as FIELD_KINDS
 from domain.base import Aggregate, Context, applies, new_id
 from domain.errors import DatasetNotPublished, Forbidden, InvalidInput, WrongState
 from domain.permissions import permit
@@ -22,6 +24,22 @@ SENSITIVITIES = ("public", "internal", "sensitive", "personal")
 #: the sensitivities an output may not carry unless a contract allows the field
 PROTECTED = ("sensitive", "personal")
 FIELD_KEYS = ("name", "sensitivity", "type")
+#: a field's optional keys: its grade (分级, ``core.masking.GRADES``) and identifier kind
+FIELD_OPTIONAL = ("grade", "kind")
+#: the grade of a field that gives none, from its sensitivity
+GRADE_OF_SENSITIVITY = {"public": "L1", "internal": "L2", "sensitive": "L3", "personal": "L3"}
+
+
+def complete_field(item: dict[str, str]) -> dict[str, str]:
+    """A field with its ``grade`` (absent: derived from its sensitivity) and ``kind``
+    (absent: "none"): stored fields always carry both."""
+    return {**item, "grade": item.get("grade") or GRADE_OF_SENSITIVITY[item["sensitivity"]],
+            "kind": item.get("kind") or "none"}
+
+
+def _complete_stored(state: dict[str, Any]) -> None:
+    if state.get("fields") is not None:
+        state["fields"] = [complete_field(f) for f in state["fields"]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,12 +47,19 @@ class DatasetRegistered(Event):
     """A provider registered a dataset's metadata (元数据登记): owner, classification, fields."""
 
     type_name = "dataset.registered"
+    class_version = 2
     owner_id: str
     name: str
     description: str
     source_system: str
     classification: str
+    #: each {"name", "type", "sensitivity", "grade", "kind"}
     fields: list[dict[str, str]]
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Version 1's fields had no grade and kind: derived (``complete_field``)."""
+        _complete_stored(state)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,8 +74,14 @@ class DatasetUpdated(Event):
     """The owner changed the description and/or the fields (``None``: unchanged)."""
 
     type_name = "dataset.updated"
+    class_version = 2
     description: str | None = None
     fields: list[dict[str, str]] | None = None
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Version 1's fields had no grade and kind: derived (``complete_field``)."""
+        _complete_stored(state)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,7 +141,8 @@ def validate_selection(items: Any, field: str) -> list[dict[str, Any]]:
 
 
 def validate_fields(value: Any, field: str = "fields") -> list[dict[str, str]]:
-    """A non-empty list of ``{"name", "type", "sensitivity"}`` with distinct names."""
+    """A non-empty list of ``{"name", "type", "sensitivity"}`` (optionally ``grade`` and
+    ``kind``) with distinct names; each returned with its grade and kind (``complete_field``)."""
     if not isinstance(value, list) or not value:
         raise InvalidInput(field, "must be a non-empty list of {name, type, sensitivity}")
     out = [_validate_field(item, f"{field}[{i}]") for i, item in enumerate(value)]
@@ -119,13 +151,20 @@ def validate_fields(value: Any, field: str = "fields") -> list[dict[str, str]]:
 
 
 def _validate_field(item: Any, path: str) -> dict[str, str]:
-    if not isinstance(item, dict) or set(item) != set(FIELD_KEYS):
-        raise InvalidInput(path, "must be an object with exactly name, type and sensitivity")
+    if (not isinstance(item, dict) or not set(FIELD_KEYS) <= set(item)
+            or set(item) - set(FIELD_KEYS) - set(FIELD_OPTIONAL)):
+        raise InvalidInput(path, "must be an object with name, type and sensitivity "
+                                 "(and optionally grade and kind)")
     if item["sensitivity"] not in SENSITIVITIES:
         raise InvalidInput(f"{path}.sensitivity", f"must be one of {', '.join(SENSITIVITIES)}")
-    return {"name": require_text(item["name"], f"{path}.name"),
-            "type": require_text(item["type"], f"{path}.type"),
-            "sensitivity": item["sensitivity"]}
+    if item.get("grade") is not None and item["grade"] not in GRADES:
+        raise InvalidInput(f"{path}.grade", f"must be one of {', '.join(GRADES)}")
+    if item.get("kind") is not None and item["kind"] not in FIELD_KINDS:
+        raise InvalidInput(f"{path}.kind", f"must be one of {', '.join(FIELD_KINDS)}")
+    return complete_field({"name": require_text(item["name"], f"{path}.name"),
+                           "type": require_text(item["type"], f"{path}.type"),
+                           "sensitivity": item["sensitivity"],
+                           "grade": item.get("grade"), "kind": item.get("kind")})
 
 
 def _count(value: Any, field: str) -> int:
@@ -169,6 +208,10 @@ class Dataset(Aggregate):
     # -- queries ----------------------------------------------------------------
     def field_names(self) -> list[str]:
         return [f["name"] for f in self.fields]
+
+    def field_grades(self) -> dict[str, dict[str, str]]:
+        """Each field's ``{"grade", "kind"}`` (what the compute node masks by)."""
+        return {f["name"]: {"grade": f["grade"], "kind": f["kind"]} for f in self.fields}
 
     def protected_field_names(self) -> list[str]:
         """The fields marked sensitive or personal (``PROTECTED``), sorted."""
@@ -234,7 +277,8 @@ class Dataset(Aggregate):
             raise Forbidden(f"only the owning provider changes dataset {self.id}")
 
     def _require_growth(self, new_fields: list[dict[str, str]]) -> None:
-        """A published dataset's fields only grow: none removed, retyped or made less sensitive."""
+        """A published dataset's fields only grow: none removed, retyped, made less sensitive
+        or given a lower grade."""
         new = {f["name"]: f for f in new_fields}
         for old in self.fields:
             name, now = old["name"], new.get(old["name"])
@@ -244,6 +288,8 @@ class Dataset(Aggregate):
                 raise WrongState(f"field {name!r} cannot be retyped while published")
             if SENSITIVITIES.index(now["sensitivity"]) < SENSITIVITIES.index(old["sensitivity"]):
                 raise WrongState(f"field {name!r} cannot be made less sensitive while published")
+            if GRADES.index(now["grade"]) < GRADES.index(old["grade"]):
+                raise WrongState(f"field {name!r} cannot be given a lower grade while published")
 
     # -- evolve -----------------------------------------------------------------
     @applies(DatasetRegistered)

@@ -36,10 +36,12 @@ class ProductRegistered(Event):
     """An operator registered a product: its code and SHA-256, inputs, output schema, price;
     the column a query may name (``key_column``), and the fields of each input dataset
     marked sensitive or personal when it was registered (``sensitive_fields``, filled by
-    the domain): the compute node proves this event and refuses outputs carrying them."""
+    the domain): the compute node proves this event and refuses outputs carrying them; and
+    each input field's grade and kind (``field_grades``, filled by the domain): the node
+    masks the result's columns by them (core.masking)."""
 
     type_name = "product.registered"
-    class_version = 3
+    class_version = 4
     operator_id: str
     scenario_id: str
     authorization_ids: list[str]
@@ -61,6 +63,11 @@ class ProductRegistered(Event):
     #: the joint output (``check_joint``): {"value_columns", "min_providers",
     #: "deadline_seconds"}; None: plain mode, each provider delivers its own result
     joint: dict[str, Any] | None = None
+    #: input dataset id -> field -> {"grade", "kind"} of each of its fields at registration
+    field_grades: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+    #: the differential privacy of an aggregate output (domain/privacy_budget.py); None:
+    #: no noise
+    dp: dict[str, Any] | None = None
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -72,6 +79,12 @@ class ProductRegistered(Event):
     def upcast_v2_v3(state: dict[str, Any]) -> None:
         """Version 2 had no joint output: plain mode."""
         state["joint"] = None
+
+    @staticmethod
+    def upcast_v3_v4(state: dict[str, Any]) -> None:
+        """Version 3 recorded no field grades (nothing masked) and no differential privacy."""
+        state["field_grades"] = {}
+        state["dp"] = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -234,6 +247,10 @@ class Product(Aggregate):
         self.developer_id: str | None = None
         self.key_column: str | None = None
         self.sensitive_fields: dict[str, list[str]] = {}
+        #: input dataset id -> field -> {"grade", "kind"} (what the node masks by)
+        self.field_grades: dict[str, dict[str, dict[str, str]]] = {}
+        #: the differential privacy declaration, or None
+        self.dp: dict[str, Any] | None = None
         #: the joint output (``check_joint``), or None: plain mode
         self.joint: dict[str, Any] | None = None
         #: the output's JSON schema (the value columns' types of a joint output)
@@ -315,6 +332,9 @@ class Product(Aggregate):
         self.sensitive_fields = {d: list(names) for d, names in e.sensitive_fields.items()}
         self.joint = None if e.joint is None else dict(e.joint)
         self.output_schema = e.output_schema
+        self.field_grades = {d: {n: dict(g) for n, g in fs.items()}
+                             for d, fs in e.field_grades.items()}
+        self.dp = None if e.dp is None else dict(e.dp)
 
     @applies(ProductListingRequested)
     def _requested(self, e: ProductListingRequested) -> None:
@@ -430,6 +450,8 @@ class ProductDraft:
     key_column: str | None = None
     #: the joint output (``check_joint``); None: plain mode
     joint: dict[str, Any] | None = None
+    #: the differential privacy of an aggregate output; None: no noise
+    dp: dict[str, Any] | None = None
 
 
 def joint_providers(uow: UnitOfWork, product: Product | list[dict[str, Any]]) -> list[str]:
@@ -447,6 +469,12 @@ def _sensitive_fields(uow: UnitOfWork, inputs: list[dict[str, Any]]) -> dict[str
             for i in inputs}
 
 
+def _field_grades(uow: UnitOfWork,
+                  inputs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, str]]]:
+    """Each input dataset's current fields with their grade and kind."""
+    return {i["dataset_id"]: uow.get(Dataset, i["dataset_id"]).field_grades() for i in inputs}
+
+
 def register_product(uow: UnitOfWork, ctx: Context, d: ProductDraft) -> dict[str, str]:
     """An operator registers a product over inputs covered by live authorizations; the
     domain records which of their datasets' fields are sensitive (never the client)."""
@@ -458,7 +486,8 @@ def register_product(uow: UnitOfWork, ctx: Context, d: ProductDraft) -> dict[str
     _check_allowed_fields(items, auths)
     _check_developer(uow, d.developer_id)
     details = {**asdict(d), "code_sha256": _checked_digest(d.code, d.code_sha256),
-               "inputs": items, "sensitive_fields": _sensitive_fields(uow, items)}
+               "inputs": items, "sensitive_fields": _sensitive_fields(uow, items),
+               "field_grades": _field_grades(uow, items)}
     agg = Product.register(new_id(), ctx, details=details)
     if agg.joint is not None and len(joint_providers(uow, items)) < agg.joint["min_providers"]:
         raise InvalidInput("joint.min_providers", f"the inputs belong to "

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Column, Connection, String
 
 from core.record import LogEntry
+from domain.dataset import complete_field
 from projections import base
 
 KIND = "dataset"
@@ -33,7 +34,8 @@ def _registered(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
     base.insert_row(conn, datasets,
         id=entry.originator_id, owner_id=p["owner_id"], name=p["name"],
         description=p["description"], source_system=p["source_system"],
-        classification=p["classification"], fields=p["fields"], state="registered",
+        classification=p["classification"],
+        fields=[complete_field(f) for f in p["fields"]], state="registered",
         registered_at=p["at"], updated_at=p["at"], version=entry.version,
         registered_seq=entry.seq)
     base.grant(conn, KIND, entry.originator_id, p["owner_id"])
@@ -41,6 +43,8 @@ def _registered(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
 
 def _updated(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
     changes = {key: p[key] for key in ("description", "fields") if p.get(key) is not None}
+    if "fields" in changes:  # version 1 stored no grade and kind: derived as the domain does
+        changes["fields"] = [complete_field(f) for f in changes["fields"]]
     base.touch(conn, datasets, entry, p, **changes)
 
 

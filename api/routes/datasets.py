@@ -19,18 +19,30 @@ router = APIRouter(prefix="/datasets", tags=["datasets"], route_class=CommandRou
 Classification = Literal["L1", "L2", "L3", "L4"]
 Sensitivity = Literal["public", "internal", "sensitive", "personal"]
 DatasetState = Literal["registered", "published", "withdrawn"]
+Grade = Literal["L1", "L2", "L3", "L4"]
+FieldKind = Literal["id_number", "phone", "name", "address", "account", "email", "none"]
 assert get_args(Classification) == uc.CLASSIFICATIONS
 assert get_args(Sensitivity) == uc.SENSITIVITIES
+assert get_args(Grade) == uc.GRADES
+assert get_args(FieldKind) == uc.FIELD_KINDS
 
 
 class DatasetField(BaseModel):
-    """One column of a dataset: its name, type and sensitivity (least to most sensitive)."""
+    """One column of a dataset: its name, type, sensitivity (least to most sensitive), grade
+    (分级, L1 to L4) and identifier kind; the compute node masks result columns by grade and
+    kind (docs/PRIVACY.md, Masking)."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str = NAME
     type: str = Field(min_length=1, max_length=100, description="e.g. string, integer, date")
     sensitivity: Sensitivity
+    grade: Grade | None = Field(default=None, description=(
+        "L1 and L2 clear, L3 partially masked, L4 never in a plaintext result; omitted: from "
+        "the sensitivity (public L1, internal L2, sensitive and personal L3); while "
+        "published it may not be lowered"))
+    kind: FieldKind | None = Field(default=None, description=(
+        "the identifier the field holds, for a format-preserving mask; omitted: none"))
 
 
 class DatasetCreate(BaseModel):

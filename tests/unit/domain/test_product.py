@@ -307,7 +307,7 @@ def test_records_the_key_column_and_the_sensitive_fields_of_every_input() -> Non
     w = product_world(uow)
     product_id = registered_product(uow, w)
     registered = uow.streams[product_id][0]
-    assert registered.payload()["class_version"] == 3
+    assert registered.payload()["class_version"] == 4
     assert registered.payload()["key_column"] == "credit_code"
     assert registered.payload()["sensitive_fields"] == {
         w["dataset_id"]: ["legal_person_id", "tax_paid_fen"]}
@@ -362,4 +362,4 @@ def test_a_v1_product_registered_reads_with_no_key_column_and_no_sensitive_field
         "product-1", 1, decode(canonical_bytes(stored_v1)))
     assert isinstance(event, uc.ProductRegistered)
     assert (event.key_column, event.sensitive_fields, event.joint) == (None, {}, None)
-    assert event.payload()["class_version"] == 3
+    assert event.payload()["class_version"] == 4
