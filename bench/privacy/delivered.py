@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.privacy.workload import GRADES, Sizes, result_rows
+from bench.privacy.workload import GRADES, KEY_COLUMN, Sizes, result_rows
 from bench.table import Row
 
 #: the goal: masked and watermarked / unmarked at most this
@@ -21,8 +21,8 @@ GOAL_RATIO = 2.0
 NOTES = [
     ("delivered result: baseline = delivery.results.encode (canonical JSON + SHA-256, what "
      "the platform writes today); measured = core.masking.mask_rows (mode plaintext, the "
-     "columns' grades and kinds) + privacy.watermark's mark for a delivery id + the same "
-     "encode of the marked rows; medians, the two alternating which runs first"),
+     "columns' grades and kinds) + privacy.watermark.mark_rows for a delivery id (the key "
+     "column left alone) + the same encode of the marked rows; medians, the two alternating which runs first"),
 ]
 
 
@@ -55,17 +55,18 @@ def marked(rows: list[dict[str, Any]], delivery_id: str, key: bytes) -> dict[str
 
 def watermark(rows: list[dict[str, Any]], delivery_id: str,
               key: bytes) -> tuple[list[dict[str, Any]], int]:
-    """The rows marked for ``delivery_id`` under ``key`` and how many cells carry the mark."""
-    from privacy.watermark import embed
+    """The rows marked for ``delivery_id`` under ``key`` (the key column left alone) and
+    how many cells carry the mark."""
+    from privacy.watermark import mark_rows
 
-    return embed(rows, key, delivery_id)
+    out, marking = mark_rows(rows, key, delivery_id, key_column=KEY_COLUMN)
+    return out, marking.cells
 
 
 def measure(sizes: Sizes) -> tuple[dict[str, Any], list[Row]]:
     """Both, ``sizes.repetitions`` times after a warm-up; the medians and the row."""
-    import privacy.watermark  # noqa: F401
-
     import core.masking  # noqa: F401 - absent: the measurement is reported as not made
+    import privacy.watermark  # noqa: F401
 
     rows = result_rows(sizes.rows, sizes.seed)
     key = bytes(range(32))

@@ -14,27 +14,36 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.privacy.workload import Sizes, result_rows
+from bench.privacy.workload import GRADES, Sizes, result_rows
 from bench.table import Row
 
 #: the goal: a trace over the deliveries under this many seconds
 GOAL_S = 5.0
+#: the marked column the leaked copy lacks (two marked columns remain: income, overdue_days)
+DROPPED = "credit_limit"
 
 NOTES = [
     ("leak trace: the leaked copy is one delivery's marked table shuffled, cut to half its "
-     "rows, a marked column dropped and saved as CSV; timed = privacy.trace over every "
+     "rows, a marked column dropped and saved as CSV (and as Parquet); timed = privacy.trace over every "
      "delivery (its read, the votes, each candidate's agreement and confidence); baseline = "
      "reading the same file; a never-delivered table must get no match"),
 ]
 
 
 def leak_copy(rows: list[dict[str, Any]], path: Path, seed: int, drop: str) -> Path:
-    """``rows`` shuffled, half of them, without column ``drop``, written as CSV at ``path``."""
+    """``rows`` shuffled, half of them, without column ``drop``, written at ``path``: CSV
+    (the csv module), or Parquet (pyarrow) for a ``.parquet`` path."""
     rng = random.Random(seed)
-    kept = rng.sample(rows, len(rows) // 2)
     columns = [c for c in rows[0] if c != drop]
+    kept = [{c: row[c] for c in columns} for row in rng.sample(rows, len(rows) // 2)]
+    if path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(kept), path)
+        return path
     with path.open("w", newline="", encoding="utf-8") as f:
-        out = csv.DictWriter(f, columns, extrasaction="ignore")
+        out = csv.DictWriter(f, columns)
         out.writeheader()
         out.writerows(kept)
     return path
@@ -46,52 +55,69 @@ def read_back(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def _median_time(repetitions: int, step: Any) -> tuple[float, list[float], Any]:
+def _median(repetitions: int, step: Any) -> tuple[float, list[float], Any]:
+    """The median time of ``repetitions`` calls of ``step``, every time, its last answer."""
     times, out = [], None
     for _ in range(repetitions):
         t0 = time.perf_counter()
         out = step()
-        times.append(time.perf_counter() - t0)
+        times.append(round(time.perf_counter() - t0, 4))
     return statistics.median(times), times, out
 
 
 def measure(sizes: Sizes) -> tuple[dict[str, Any], list[Row]]:
-    """Mark ``deliveries`` copies, leak one, trace it (and a never-delivered table) among
-    all of them ``repetitions`` times; the medians and the rows."""
-    from privacy.trace import trace_file
-
+    """Mask and mark one of ``deliveries`` deliveries, leak it, trace it (and a
+    never-delivered table) among all of them ``repetitions`` times; the medians and the
+    rows."""
     from bench.privacy.delivered import watermark
+    from core.masking import mask_rows
+    from privacy.trace import Candidate, codebook, read_table, trace, trace_file
 
     key = bytes(range(32))
-    rows = result_rows(sizes.trace_rows, sizes.seed + 1)
-    ids = [f"bench-delivery-{n:06d}" for n in range(sizes.deliveries)]
-    t0 = time.perf_counter()
-    leaked_id = ids[len(ids) // 2]
-    leaked_rows, cells = watermark(rows, leaked_id, key)
-    mark_s = time.perf_counter() - t0
+    candidates = [Candidate(f"bench-delivery-{n:06d}", f"bench-contract-{n // 5:06d}",
+                            f"bench-demander-{n % 10:02d}") for n in range(sizes.deliveries)]
+    leaked = candidates[len(candidates) // 2]
+    masked, _ = mask_rows(result_rows(sizes.trace_rows, sizes.seed + 1), GRADES, "plaintext")
+    delivered, cells = watermark(masked, leaked.delivery_id, key)
+    never, _ = mask_rows(result_rows(sizes.trace_rows, sizes.seed + 2), GRADES, "plaintext")
     with tempfile.TemporaryDirectory(prefix="dataledger-bench-privacy-") as tmp:
-        leak = leak_copy(leaked_rows, Path(tmp) / "leak.csv", sizes.seed, "credit_limit")
-        fresh = leak_copy(result_rows(sizes.trace_rows, sizes.seed + 2),
-                          Path(tmp) / "never.csv", sizes.seed, "credit_limit")
-        read_s, _, _ = _median_time(sizes.repetitions, lambda: read_back(leak))
-        trace_s, runs, found = _median_time(sizes.repetitions,
-                                            lambda: trace_file(leak, key, ids))
-        none_s, _, nothing = _median_time(sizes.repetitions, lambda: trace_file(fresh, key, ids))
-    right = isinstance(found, dict) and found.get("delivery_id") == leaked_id
+        leak = leak_copy(delivered, Path(tmp) / "leak.csv", sizes.seed, DROPPED)
+        fresh = leak_copy(never, Path(tmp) / "never.csv", sizes.seed, DROPPED)
+        steps = {
+            "read_s": _median(sizes.repetitions, lambda: read_table(leak))[0],
+            "codebook_s": _median(sizes.repetitions, lambda: codebook(key, candidates))[0],
+            "score_s": _median(sizes.repetitions,
+                               lambda: trace(read_table(leak), key, candidates))[0]}
+        baseline_s = _median(sizes.repetitions, lambda: read_back(leak))[0]
+        trace_s, runs, (found, _) = _median(sizes.repetitions,
+                                            lambda: trace_file(leak, key, candidates))
+        none_s, _, (nothing, _) = _median(sizes.repetitions,
+                                          lambda: trace_file(fresh, key, candidates))
+        parquet = leak_copy(delivered, Path(tmp) / "leak.parquet", sizes.seed, DROPPED)
+        parquet_s, _, (in_parquet, _) = _median(sizes.repetitions,
+                                                lambda: trace_file(parquet, key, candidates))
+    right = found.match == leaked
     data = {"deliveries": sizes.deliveries, "rows": sizes.trace_rows,
-            "leak_rows": sizes.trace_rows // 2, "marked_cells": cells, "mark_s": mark_s,
-            "trace_s": trace_s, "trace_runs_s": runs, "read_s": read_s,
-            "never_delivered_s": none_s, "match": found, "right": right,
-            "never_delivered": nothing, "no_match": nothing is None}
-    rows_out = [
+            "leak_rows": sizes.trace_rows // 2, "dropped_column": DROPPED,
+            "marked_cells": cells, "trace_s": trace_s, "trace_runs_s": runs,
+            "steps_s": steps, "read_csv_module_s": baseline_s, "right": right,
+            "match": found.record(), "never_delivered_s": none_s,
+            "never_delivered": nothing.record(), "no_match": nothing.match is None,
+            "parquet_s": parquet_s, "parquet_right": in_parquet.match == leaked}
+    return data, [
         Row("-", "trace_leak",
-            f"leak trace among {sizes.deliveries:,} deliveries: a copy of one ({sizes.trace_rows:,}"
-            f" rows, shuffled, half kept, a column dropped, CSV)"
-            + ("" if right else " [WRONG delivery]"),
-            f"{trace_s:.3f} s", f"{1000 * read_s:.1f} ms (reading the file)", "-",
+            f"leak trace among {sizes.deliveries:,} deliveries of a copy of one "
+            f"({sizes.trace_rows:,} rows masked + marked; shuffled, half kept, "
+            f"{DROPPED} dropped, CSV): privacy.trace.trace_file, confidence "
+            f"{found.confidence}" + ("" if right else " [WRONG delivery]"),
+            f"{trace_s:.3f} s", f"{1000 * baseline_s:.1f} ms (reading the CSV)", "-",
             f"< {GOAL_S:g} s", right and trace_s < GOAL_S, data),
+        Row("-", "trace_leak_parquet",
+            "the same copy saved as Parquet (pyarrow), traced among the same deliveries"
+            + ("" if in_parquet.match == leaked else " [WRONG delivery]"),
+            f"{parquet_s:.3f} s", "-", "-", f"< {GOAL_S:g} s",
+            in_parquet.match == leaked and parquet_s < GOAL_S, {}),
         Row("-", "trace_no_match",
             "a table never delivered, traced among the same deliveries"
-            + ("" if nothing is None else " [MATCHED]"),
-            f"{none_s:.3f} s", "-", "-", "no match", nothing is None, {})]
-    return data, rows_out
+            + ("" if nothing.match is None else " [MATCHED]"),
+            f"{none_s:.3f} s", "-", "-", "no match", nothing.match is None, {})]
