@@ -120,6 +120,8 @@ class Prepared:
     detail: str = ""
     #: the joint execution (``POST /computations``' ``joint_id``) of a joint product
     joint_id: str | None = None
+    #: column -> the masking rule that changed it (``OutputContract.mask``)
+    masking: dict[str, str] = field(default_factory=dict)
 
 
 class Executor:
@@ -343,7 +345,9 @@ class Executor:
             else:
                 value, rows = to_json_result(apply_query(result, job.query))
             job.terms.check(value, job.query)
+            masking: dict[str, str] = {}
             if job.joint is None or job.execution == 0:
+                value, masking = job.terms.mask(value)  # before it leaves the datasite
                 canonical_bytes(value)  # what the ledger hashes: else it refuses the post
         except JointFailed as exc:
             return Prepared(comp_id, reason=exc.reason)
@@ -360,13 +364,14 @@ class Executor:
         except Exception as exc:  # noqa: BLE001 - the product's output, whatever it is
             return Prepared(comp_id, reason="result_not_reportable: the output could not be "
                             f"checked ({type(exc).__name__})", detail=repr(exc))
-        return Prepared(comp_id, value, rows, hashes)
+        return Prepared(comp_id, value, rows, hashes, masking=masking)
 
     def _report(self, job: Job, prepared: Prepared) -> Outcome:
         try:
             answer = self.platform.report_result(prepared.computation_id, {
                 "result": prepared.value, "input_hashes": prepared.hashes,
-                "result_rows": prepared.rows, "datasite": self.datasite_name})
+                "result_rows": prepared.rows, "datasite": self.datasite_name,
+                "masking": prepared.masking})
         except PlatformError as exc:
             if exc.status in (413, 422):  # the ledger will never take it: say so
                 return self._fail(job, prepared.computation_id, (

@@ -12,6 +12,10 @@ query. The checks, in order:
    ``additionalProperties``, ...);
 4. a row-level output answering a query has at most one row per key asked.
 
+Then, before the result leaves the datasite, :meth:`OutputContract.mask` masks its columns by
+the grade and kind of the input fields they are named like (``field_grades`` of
+``product.registered``, ``core/masking.py``): the rows reported are the masked ones.
+
 A violation is an :class:`OutputViolation` whose reason is recorded on the log as
 ``computation.failed``: it names the column and the rule, never a value of the output.
 A column name the product made up is product output too (it could spell a private value):
@@ -27,7 +31,11 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, ValidationError
 
+from core.masking import column_grades, mask_result
 from core.output_schema import unsafe_keyword
+
+#: the form a result leaves the datasite in (the server's domain/usage.py RESULT_FORM)
+MODE = "plaintext"
 
 
 class OutputViolation(ValueError):
@@ -48,6 +56,8 @@ class OutputContract:
     declared: frozenset[str] = frozenset()
     #: why the registered schema cannot be checked (then no output can pass), else None
     invalid: str | None = None
+    #: column -> {"grade", "kind"} of the input fields named like it (core.masking)
+    grades: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, registered: Mapping[str, Any], policy: Mapping[str, Any] | None) -> OutputContract:
@@ -74,7 +84,8 @@ class OutputContract:
                    sensitive={str(d): [str(f) for f in names]
                               for d, names in sensitive.items()},
                    allowed=frozenset(str(a) for a in allowed), declared=frozenset(declared),
-                   invalid=invalid)
+                   invalid=invalid,
+                   grades=column_grades(registered.get("field_grades") or {}))
 
     def check_query(self, query: Mapping[str, Any] | None) -> None:
         """Rule 1, and a schema the node can check: before anything runs."""
@@ -95,6 +106,11 @@ class OutputContract:
         self._check_schema(value)
         if query is not None and isinstance(value, list):
             self._check_rows(value, query)
+
+    def mask(self, value: Any) -> tuple[Any, dict[str, str]]:
+        """The output as it leaves the datasite, its columns masked by their grade and kind
+        in plaintext form, and which rule changed each column (``core.masking.mask_rows``)."""
+        return mask_result(value, self.grades, MODE)
 
     def _check_rows(self, rows: list[Any], query: Mapping[str, Any]) -> None:
         """At most one row per distinct key asked. The reason gives no count: a product

@@ -98,3 +98,22 @@ def test_an_output_schema_the_node_cannot_check_lets_nothing_through(
     refused = terms(output_schema=schema)
     with pytest.raises(OutputViolation, match=f"output_schema_refused: .*{re.escape(why)}"):
         refused.check_query(QUERY)
+
+
+def test_the_output_is_masked_by_the_grades_of_the_input_fields_it_is_named_like() -> None:
+    """product.registered's field_grades: a column takes its input field's grade and kind
+    (the stricter of two inputs); a column named like no field, or a v3 product (no
+    field_grades), is left as it is."""
+    grades = {"tax": {"uscc": {"grade": "L1", "kind": "none"},
+                      "tax_paid_yuan_12m": {"grade": "L3", "kind": "none"},
+                      "tax_rating": {"grade": "L2", "kind": "none"}},
+              "people": {"tax_rating": {"grade": "L4", "kind": "none"},
+                         "phone": {"grade": "L3", "kind": "phone"}}}
+    rows = [{"uscc": "A1", "tax_paid_yuan_12m": 123456, "tax_rating": "A",
+             "phone": "13812345678", "points": 7}]
+    masked, applied = terms(field_grades=grades).mask(rows)
+    assert masked == [{"uscc": "A1", "tax_paid_yuan_12m": 120000, "tax_rating": None,
+                       "phone": "138****5678", "points": 7}]
+    assert applied == {"phone": "L3:phone:partial", "tax_paid_yuan_12m": "L3:none:partial",
+                       "tax_rating": "L4:none:withheld"}
+    assert terms().mask(rows) == (rows, {})
