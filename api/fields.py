@@ -112,6 +112,11 @@ MAX_FEN = 2**53 - 1
 Money = Annotated[StrictInt, Field(ge=0, le=MAX_FEN,
                                    description="integer fen (分), never a float")]
 CirculationMode = Literal["plaintext", "ciphertext", "trusted_exchange"]
+#: an amount of privacy loss ε (domain.policy.positive_decimal): decimal text or an integer,
+#: never a float (the log and the signed statements hold none)
+Epsilon = Annotated[StrictInt | Annotated[str, Field(pattern=r"^[0-9]{1,6}(\.[0-9]{1,6})?$")],
+                    Field(description="ε > 0, at most 1000: decimal text such as \"0.5\" "
+                                      "(at most 6 decimal places) or an integer; never a float")]
 assert get_args(CirculationMode) == CIRCULATION_MODES
 
 #: the field of a required name, and of an optional free text

@@ -19,7 +19,9 @@ folds the log in seq order and says each event's keys (the table is in docs/INDE
    contract's parties (the demander, each provider, the operator) with ``joint:<id>``, and
    under the demander and each input dataset's owner with the dataset; a part also under
    its provider with its computation, a hidden query under the demander with its order;
-8. a provider's compute-node key, under that provider with the participant.
+8. a provider's compute-node key, under that provider with the participant;
+9. privacy budget spent (``privacy.budget_spent``), under its actor (the computing
+   provider), the dataset's owner and the contract's demander with the dataset.
 
 The value of a key after its k-th event e_k is :class:`IndexValue` (count k, head_seq the
 seq of e_k, chain_k = SHA-256("dataledger-index-chain\\0" ‖ chain_{k-1} ‖ leafhash(e_k)),
@@ -208,6 +210,11 @@ class IndexRules:
                 out.append((payload.get("demander_id"), f"order:{payload.get('contract_id')}"))
         elif t == "participant.node_key_registered":
             out.append((oid, f"participant:{oid}"))
+        elif t == "privacy.budget_spent":
+            datasets = _ids([payload.get("dataset_id")], "")
+            demander = self.orders.get(str(payload.get("contract_id")), (None, ""))[0]
+            out += self._both(actor_of(payload), datasets)
+            out += [(demander, f"dataset:{ds}") for ds in datasets]
         elif t.startswith("authorization.") and oid in self.authorizations:
             provider, operator, datasets = self.authorizations[oid]
             for ds in datasets:

@@ -14,6 +14,7 @@ from domain import (  # noqa: F401  (registers the event types)
     joint,
     order,
     participant,
+    privacy_budget,
     product,
     scenario,
     usage,

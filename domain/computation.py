@@ -59,6 +59,7 @@ from domain.execution_rules import (
 from domain.joint import joint_id, on_failure, on_request
 from domain.order import Order, require_plain_query
 from domain.permissions import permit
+from domain.privacy_budget import meter
 from domain.product import Product
 from domain.unit_of_work import UnitOfWork
 from domain.usage import DeliveryReleaseApproved, RuleReason, UsageRefused
@@ -72,7 +73,8 @@ REFUSAL_CODES = ("contract_not_approved", "contract_terminated", "outside_contra
                  "count_exhausted", "code_hash_mismatch", "product_not_listed",
                  "authorization_revoked", "authorization_expired", "no_authorization",
                  "scenario_suspended", "trial_not_granted", "trial_after_approval",
-                 "policy_lapsed", "unknown_constraint", "circulation_mode_not_allowed")
+                 "policy_lapsed", "unknown_constraint", "circulation_mode_not_allowed",
+                 "privacy_budget_exhausted")
 
 
 def computation_id(contract_id: str, execution: int, provider_id: str) -> str:
@@ -471,6 +473,8 @@ def _record_request(uow: UnitOfWork, ctx: Context, order: Order, product: Produc
                               dataset_ids=[i["dataset_id"] for i in run.inputs])
     uow.add(agg)
     joint = on_request(uow, ctx, order=order, product=product, execution=run.number)
+    refusal = refusal or meter(uow, ctx, order=order, product=product, computation_id=agg.id,
+                               number=run.number, dataset_ids=agg.dataset_ids)
     if refusal is not None:
         fail_computation(uow, ctx, agg, refusal)
     return {**_view(agg), "joint_id": joint}

@@ -14,12 +14,14 @@ not known here is refused rather than ignored.
 | ``derivatives_need_approval`` | 数据审批控制: derived outputs need the provider's approval |
 | ``circulation_modes`` | allowed circulation modes (plaintext / ciphertext / trusted exchange) |
 | ``allowed_fields`` | column restriction |
+| ``privacy_budget`` | 差分隐私预算: the total privacy loss ε the executions of differentially private products may spend per input dataset (decimal text such as ``"2.5"``, or an integer; ``domain.privacy_budget``) |
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from domain.errors import InvalidInput
@@ -29,6 +31,12 @@ COUNT_KEYS = ("view_count", "processing_count", "download_count", "query_count")
 FLAG_KEYS = ("provider_may_terminate", "derivatives_need_approval")
 TIME_KEYS = ("not_before", "not_after")
 LIST_KEYS = ("designated_users", "allowed_fields")
+#: the amounts of privacy loss (ε): exact decimals kept as text, since the log holds no float
+AMOUNT_KEYS = ("privacy_budget",)
+#: the bounds of an amount of ε: above 0, at most MAX_EPSILON, at most 6 decimal places
+MAX_EPSILON = Decimal(1000)
+EPSILON_PLACES = 6
+_DIGITS = frozenset("0123456789")
 
 
 def parse_instant(value: Any, field: str) -> datetime:
@@ -84,7 +92,26 @@ def _modes(value: Any, field: str) -> list[str]:
     return [m for m in CIRCULATION_MODES if m in value]
 
 
+def positive_decimal(value: Any, field: str, maximum: Decimal = MAX_EPSILON) -> str:
+    """A number above 0 and at most ``maximum`` as its one decimal text (``"0.5"``, ``"2"``),
+    or InvalidInput naming ``field``. Given as decimal text or an integer: never a float,
+    which has no exact canonical form (the log and the signed statements hold none)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    whole, _, places = value.partition(".") if isinstance(value, str) else ("", "", "")
+    if (not whole or not set(whole) <= _DIGITS or not set(places) <= _DIGITS
+            or value.endswith(".") or len(places) > EPSILON_PLACES or len(whole) > 15):
+        raise InvalidInput(field, "must be a number > 0 given as decimal text (e.g. \"0.5\", "
+                                  f"at most {EPSILON_PLACES} decimal places) or an integer")
+    amount = Decimal(value)
+    if not 0 < amount <= maximum:
+        raise InvalidInput(field, f"must be above 0 and at most {maximum}")
+    return format(amount.normalize(), "f")
+
+
 def _checker(key: str) -> Callable[[Any, str], Any]:
+    if key in AMOUNT_KEYS:
+        return positive_decimal
     if key in COUNT_KEYS:
         return _count
     if key in FLAG_KEYS:
@@ -97,7 +124,7 @@ def _checker(key: str) -> Callable[[Any, str], Any]:
 
 
 KNOWN_KEYS = (*COUNT_KEYS, *TIME_KEYS, "designated_users", *FLAG_KEYS,
-              "circulation_modes", "allowed_fields")
+              "circulation_modes", "allowed_fields", *AMOUNT_KEYS)
 
 
 def validate_policy(policy: Any, field: str = "usage_policy") -> dict[str, Any]:
@@ -134,7 +161,7 @@ def strictest(*policies: Mapping[str, Any]) -> dict[str, Any]:
     """The one policy that holds when each of ``policies`` must (the stricter of a contract
     and the authorizations it uses, at use): the lowest count, the latest ``not_before``,
     the earliest ``not_after``, the common designated users, circulation modes and allowed
-    fields, and a flag set when any sets it. Known keys only: the caller refuses a policy
+    fields, the smallest privacy budget, and a flag set when any sets it. Known keys only: the caller refuses a policy
     with an unknown key (``unknown_keys``) before it merges."""
     out: dict[str, Any] = {}
     for policy in policies:
@@ -146,6 +173,8 @@ def strictest(*policies: Mapping[str, Any]) -> dict[str, Any]:
                 out[key] = list(value) if isinstance(value, list) else value
             elif key in COUNT_KEYS:
                 out[key] = min(have, value)
+            elif key in AMOUNT_KEYS:
+                out[key] = min(have, value, key=Decimal)
             elif key in FLAG_KEYS:
                 out[key] = bool(have or value)
             elif key == "not_before":
@@ -170,6 +199,8 @@ def looser_than(policy: Mapping[str, Any], bound: Mapping[str, Any]) -> tuple[st
                 continue
             return key, f"the bound sets {limit!r} and this policy sets nothing"
         if key in COUNT_KEYS and value > limit:
+            return key, f"{value} is more than the bound's {limit}"
+        if key in AMOUNT_KEYS and Decimal(value) > Decimal(limit):
             return key, f"{value} is more than the bound's {limit}"
         if key in FLAG_KEYS and limit and not value:
             return key, "the bound sets true"

@@ -24,6 +24,7 @@ from domain.errors import (
 )
 from domain.participant import Participant
 from domain.permissions import permit
+from domain.privacy_budget import check_dp
 from domain.scenario import Scenario
 from domain.signing import Sign, Signed, signature_check
 from domain.unit_of_work import UnitOfWork
@@ -278,6 +279,10 @@ class Product(Aggregate):
                           details["inputs"])
         details["joint"] = check_joint(details.get("joint"), details.get("key_column"),
                                        details["output_schema"])
+        schema = details["output_schema"]
+        details["dp"] = check_dp(details.get("dp"), {c: column_type(schema, c) for c in
+                                                     output_columns(schema)},
+                                 details.get("key_column"), details["joint"])
         agg = cls(id)
         agg.trigger(ProductRegistered, ctx, operator_id=ctx.actor.participant_id, **details)
         return agg

@@ -39,7 +39,7 @@ KINDS = ("view", "download")
 #: the rules a refusal names: a policy key, or the contract's state, or an unknown key
 RULES = ("view_count", "download_count", "processing_count", "query_count", "usage_window",
          "designated_users", "derivatives_need_approval", "circulation_modes",
-         "allowed_fields", "contract_state", "unknown_constraint")
+         "allowed_fields", "contract_state", "unknown_constraint", "privacy_budget")
 #: the form results take today: rows of plain values
 RESULT_FORM = "plaintext"
 

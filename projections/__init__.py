@@ -13,10 +13,12 @@ def all_projections() -> list[Projection]:
     from projections.joint import JointProjection
     from projections.orders import OrdersProjection
     from projections.participants import ParticipantsProjection
+    from projections.privacy_budget import PrivacyBudgetProjection
     from projections.products import ProductsProjection
     from projections.scenarios import ScenariosProjection
     from projections.usage import UsageProjection
 
     return [ParticipantsProjection(), DatasetsProjection(), ScenariosProjection(),
             AuthorizationsProjection(), ProductsProjection(), OrdersProjection(),
-            ComputationsProjection(), UsageProjection(), JointProjection()]
+            ComputationsProjection(), UsageProjection(), JointProjection(),
+            PrivacyBudgetProjection()]

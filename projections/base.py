@@ -240,7 +240,10 @@ ACL_KIND_OF_TYPE = {"dataset": "dataset", "scenario": "scenario", "authorization
 ACL_KIND_OF_EXACT_TYPE = {"delivery.accessed": "usage",
                           "participant.node_key_registered": "node_key",
                           "participant.key_registered": "node_key",
-                          "participant.key_revoked": "node_key"}
+                          "participant.key_revoked": "node_key",
+                          # ε spent on a dataset under an authorization (its own stream):
+                          # seen by the authorization's parties (projections/privacy_budget.py)
+                          "privacy.budget_spent": "privacy_budget"}
 #: event types seen also by those granted a second kind on the same id: a joint input's
 #: registration, by the joint's providers (each proves who owns which input)
 ALSO_ACL_KIND_OF_TYPE = {"dataset.registered": "joint_input"}

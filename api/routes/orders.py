@@ -16,12 +16,23 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
 from api.deps import CommandsDep, ReaderDep
-from api.fields import MAX_FEN, CirculationMode, Id, JsonValue, Name, NoNul, SignedBody, Text
+from api.fields import (
+    MAX_FEN,
+    CirculationMode,
+    Epsilon,
+    Id,
+    JsonValue,
+    Name,
+    NoNul,
+    SignedBody,
+    Text,
+)
 from api.routes.common import CommandAnswer, ReadRoute, answer, visible_row, visible_rows
 from domain import computation, policy
 from domain import order as uc
 from domain.signing import Signed
 from projections import orders as q
+from projections import privacy_budget as budget_q
 from projections import usage as usage_q
 
 router = APIRouter(prefix="/orders", tags=["orders"], route_class=ReadRoute)
@@ -89,6 +100,9 @@ class UsagePolicy(BaseModel):
     derivatives_need_approval: StrictBool | None = None
     circulation_modes: list[CirculationMode] | None = Field(default=None, min_length=1)
     allowed_fields: list[Name] | None = None
+    privacy_budget: Epsilon | None = Field(default=None, description=(
+        "差分隐私预算: the total ε the executions of differentially private products may "
+        "spend per input dataset under this contract (docs/PRIVACY.md)"))
 
 
 class RevenueSplit(BaseModel):
@@ -156,6 +170,14 @@ class UsageCounters(BaseModel):
     refused: int = Field(default=0, description="uses refused (usage.refused)")
 
 
+class BudgetLine(BaseModel):
+    """One input dataset's privacy budget under the contract (ε, exact decimal text)."""
+
+    budget: str | None = Field(description="the contract's privacy_budget; null: none set")
+    spent: str = Field(description="ε its executions spent on the dataset (never refunded)")
+    remaining: str | None = Field(description="budget − spent; null without a budget")
+
+
 class OrderView(BaseModel):
     id: str
     contract_id: str
@@ -199,6 +221,10 @@ class OrderView(BaseModel):
     usage: UsageCounters = Field(default_factory=lambda: UsageCounters(),
                                  description="the contract's usage so far, counted from "
                                  "its delivery.accessed and computations (read model)")
+    privacy_budget: dict[str, BudgetLine] | None = Field(default=None, description=(
+        "input dataset id → its privacy budget (差分隐私预算) under the contract, from the "
+        "log's privacy.budget_spent; null unless the product declares dp or the contract "
+        "sets a privacy_budget"))
     updated_at: str
     version: int
 
@@ -303,7 +329,9 @@ def get_order(order_id: str, reader: ReaderDep) -> dict[str, Any]:
 
 
 def _with_usage(reader: ReaderDep, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``rows`` with each contract's usage counters (``projections.usage.counters``)."""
+    """``rows`` with each contract's usage counters (``projections.usage.counters``) and
+    privacy budget (``projections.privacy_budget.contract_budgets``)."""
     with reader.connect() as conn:
         counted = usage_q.counters(conn, [r["id"] for r in rows])
-    return [{**r, "usage": counted[r["id"]]} for r in rows]
+        budgets = budget_q.contract_budgets(conn, rows)
+    return [{**r, "usage": counted[r["id"]], "privacy_budget": budgets[r["id"]]} for r in rows]

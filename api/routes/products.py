@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from api.deps import CommandsDep, ReaderDep
-from api.fields import Id, JsonObject, Money, Name, NoNul, Reason, SignedBody, Text
+from api.fields import Epsilon, Id, JsonObject, Money, Name, NoNul, Reason, SignedBody, Text
 from api.routes.common import CommandAnswer, CommandRoute, answer, visible_row, visible_rows
 from domain import product as uc
 from projections import products as q
@@ -47,6 +47,27 @@ class JointDeclaration(BaseModel):
                                         "execution waits for every provider's part")
 
 
+class DpColumn(BaseModel):
+    """A noised column: the most one person's record can change its value (Δ)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sensitivity: Epsilon = Field(description="Δ > 0 (decimal text such as \"1\" or an "
+                                 "integer, at most 10^12): the noise's scale is Δ / (ε / n)")
+
+
+class DpDeclaration(BaseModel):
+    """Differential privacy (差分隐私) of an aggregate output (docs/PRIVACY.md): the compute
+    node adds Laplace noise to each listed column before the result leaves the datasite,
+    and each execution spends ``epsilon`` of every input dataset's privacy budget."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epsilon: Epsilon = Field(description="ε per execution (split evenly over the columns)")
+    columns: dict[Name, DpColumn] = Field(min_length=1, max_length=32, description=(
+        "output columns of type integer (not the key column) → their sensitivity"))
+
+
 class ProductCreate(BaseModel):
     scenario_id: Id = Field(description="the operator's approved scenario")
     authorization_ids: list[Id] = Field(min_length=1, description="live authorizations of "
@@ -72,6 +93,10 @@ class ProductCreate(BaseModel):
         "a joint output: needs a key_column of type string and inputs of at least "
         "min_providers providers; its orders take no clear query (hidden queries only). "
         "null (the default): each provider's result is delivered on its own"))
+    dp: DpDeclaration | None = Field(default=None, description=(
+        "differential privacy of an aggregate output: noised on the datasite, metered "
+        "against the contracts' and authorizations' privacy_budget; null (the default): "
+        "no noise. Not for a joint product"))
 
 
 class ListingDecision(SignedBody):
@@ -110,6 +135,9 @@ class ProductView(BaseModel):
                                    "name; null: the product takes no query")
     joint: dict[str, Any] | None = Field(default=None, description=(
         "the joint output {value_columns, min_providers, deadline_seconds}; null: plain"))
+    dp: dict[str, Any] | None = Field(default=None, description=(
+        "differential privacy {epsilon, columns: {column: {sensitivity}}} (decimal text); "
+        "null: no noise"))
     sensitive_fields: dict[str, list[str]] = Field(
         default_factory=dict, description="input dataset id → its fields marked sensitive or "
         "personal when the product was registered (recorded by the platform, in "
@@ -140,7 +168,8 @@ async def register_product(body: ProductCreate, cmd: CommandsDep) -> JSONRespons
         quality_report=body.quality_report, price_fen=body.price_fen,
         developer_id=body.developer_id, code_sha256=body.code_sha256,
         key_column=body.key_column,
-        joint=None if body.joint is None else body.joint.model_dump()))
+        joint=None if body.joint is None else body.joint.model_dump(),
+        dp=None if body.dp is None else body.dp.model_dump()))
     return answer(result, 201)
 
 

@@ -73,6 +73,8 @@ WHO: dict[str, Mapping[str, frozenset[str]]] = {
     "delivery.release_approved": _admins("provider"),
     "delivery.accessed": {r: ANY for r in ROLES if r != "platform"},
     "usage.refused": {r: ANY for r in ROLES if r != "platform"},
+    # ε of a differentially private product spent by the node's request (差分隐私预算)
+    "privacy.budget_spent": {"provider": WORKER},
     # a joint computation (白皮书 6.1): the providers' nodes, the aggregation node (the
     # system actor: joint.published and joint.failed, judged in joint.py), the demander
     "joint.started": {"provider": WORKER},

@@ -3,7 +3,8 @@
 not revoked at that seq (``core.decision.event_signature_verifies``); its statement is this
 event's: the command, the aggregate it decided on at the version that aggregate had, the
 acting member, and a body that says what the event records once normalized the way the
-server normalizes (instants in UTC, a usage policy's lists as sets); and no signature is
+server normalizes (instants in UTC, a usage policy's lists as sets, its privacy budget as a
+decimal); and no signature is
 used twice. An unsigned decision (version 1, or ``null`` in development mode) is a finding
 only for a rule book made with ``require_signatures``.
 """
@@ -14,6 +15,7 @@ import hashlib
 import uuid
 from collections.abc import Callable
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from audit.rules.model import SYSTEM, Ev, Finding, Malformed, State, instant
@@ -22,6 +24,8 @@ from core.decision import FORMAT, event_signature_verifies
 #: the namespace of an authorization id derived from its grant's signature (docs/SIGNING.md)
 GRANT_IDS = uuid.UUID("5b0c4a5e-4f0b-4d4e-9a57-6f7e0d9c1a21")
 TIME_KEYS = ("not_before", "not_after")
+#: the policy keys that are amounts of ε: decimal text or an integer, compared as decimals
+AMOUNT_KEYS = ("privacy_budget",)
 
 #: what a body must say: (the event's field, the body's field, its default when not sent,
 #: how values compare); no event field: the default is the value the event type implies
@@ -39,14 +43,26 @@ def _when(value: Any) -> datetime | str:
         return f"not an instant: {value!r}"
 
 
+def _amount(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return value
+    try:
+        return Decimal(value)
+    except InvalidOperation:
+        return value
+
+
 def policy_form(value: Any) -> Any:
-    """A usage policy as compared: instants as instants, lists as sets."""
+    """A usage policy as compared: instants as instants, lists as sets, amounts of ε as
+    decimals."""
     if not isinstance(value, dict):
         return value
     out: dict[str, Any] = {}
     for key, item in value.items():
         if key in TIME_KEYS:
             out[key] = _when(item)
+        elif key in AMOUNT_KEYS:
+            out[key] = _amount(item)
         elif isinstance(item, list):
             out[key] = frozenset(map(str, item))
         else:
