@@ -18,6 +18,7 @@ from domain.application import CommandResult, Idempotency, Ledger
 from domain.base import Actor
 from domain.errors import InvalidInput, Unauthenticated
 from events.store import EventStore
+from privacy.keystore import KeyStore
 from projections.participants import members, participants
 from projections.runner import ProjectionRunner
 
@@ -99,6 +100,8 @@ class Services(Protocol):
     def background(self) -> Background | None: ...
     @property
     def aggregator(self) -> Aggregation | None: ...
+    @property
+    def keystore(self) -> KeyStore: ...
 
 
 async def get_container(request: Request) -> Services:

@@ -16,6 +16,7 @@ from cli import (
     events,
     export,
     forensics,
+    privacy,
     projections,
     serve,
     signing,
@@ -37,7 +38,7 @@ def parser() -> argparse.ArgumentParser:
     for register in (serve.register, events.register, projections.register, chain.register,
                      client.register, signing.register, witness.register, compute_node.register,
                      demo_cli.register, bench_cli.register, docs.register, audit_cli.register,
-                     forensics.register, export.register):
+                     forensics.register, export.register, privacy.register):
         register(sub)
     return p
 

@@ -210,6 +210,9 @@ class IndexRules:
                 out.append((payload.get("demander_id"), f"order:{payload.get('contract_id')}"))
         elif t == "participant.node_key_registered":
             out.append((oid, f"participant:{oid}"))
+        elif t == "privacy.subject_erased":  # a member's erasure, under its participant
+            pid = payload.get("participant_id")
+            out.append((pid, f"participant:{pid}"))
         elif t == "privacy.budget_spent":
             datasets = _ids([payload.get("dataset_id")], "")
             demander = self.orders.get(str(payload.get("contract_id")), (None, ""))[0]

@@ -11,6 +11,7 @@ from domain import (  # noqa: F401  (registers the event types)
     computation,
     dataset,
     delivery,
+    erasure,
     joint,
     order,
     participant,

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from core.event import Event
-from domain.base import Actor, Aggregate, Context
+from domain.base import Actor, Aggregate, Context, Sealer
 from domain.errors import ConcurrencyConflict, DomainError, IdempotencyKeyReused
 from domain.participant import Participant
 from domain.signing import Signed
@@ -166,9 +166,12 @@ class Ledger:
     """Runs commands: check the actor, decide in a unit of work, save atomically."""
 
     def __init__(self, log: EventLog, streams: Streams, committer: Committer | None = None,
-                 clock: Callable[[], str] = utc_now, decide_in_thread: bool = False) -> None:
+                 clock: Callable[[], str] = utc_now, decide_in_thread: bool = False,
+                 sealer: Sealer | None = None) -> None:
         self.log = log
         self.clock = clock
+        #: seals personal fields before their events are encoded (None: kept in clear)
+        self.sealer = sealer
         self.committer: Committer = committer if committer is not None else DirectCommits(log)
         self.streams = streams
         #: participant id -> (events replayed, state): admission read from cached events
@@ -257,7 +260,7 @@ class Ledger:
         handler(uow, self._context(actor), *args, **kwargs)
 
     def _context(self, actor: Actor) -> Context:
-        return Context(actor, self.clock(), self.allow_unsigned_decisions)
+        return Context(actor, self.clock(), self.allow_unsigned_decisions, self.sealer)
 
     def _prepare_cached(self, handler: Handler, actor: Actor, args: tuple[Any, ...],
                         kwargs: dict[str, Any], idempotency: Idempotency | None,

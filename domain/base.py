@@ -11,7 +11,7 @@ import random
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Protocol, Self, TypeVar
 
 from core.canonical import CanonicalEncodingError
 from core.event import Event
@@ -39,15 +39,30 @@ class Actor:
         return {"participant": self.participant_id, "member": self.member_id, "role": self.role}
 
 
+class Sealer(Protocol):
+    """The port through which the domain seals a field naming a natural person before its
+    event is encoded (密钥销毁, docs/PRIVACY.md): the envelope of ``value`` under the key
+    of ``subject`` (made on first use), bound to ``path`` (``core.sealed``). The domain is
+    handed one (``privacy.keystore``'s, by the composition root), never the key store."""
+
+    def seal(self, subject: str, path: str, value: str) -> dict[str, str]: ...
+
+
 @dataclass(frozen=True)
 class Context:
-    """Everything a command needs besides its arguments: the actor, the time, and whether
+    """Everything a command needs besides its arguments: the actor, the time, whether
     a decision without a signature is let through (the development mode the application
-    service is told of; never the default)."""
+    service is told of; never the default), and the sealer of personal fields (None: they
+    are recorded in clear, as by a Ledger built by hand without a key store)."""
 
     actor: Actor
     at: str
     allow_unsigned: bool = False
+    sealer: Sealer | None = None
+
+    def personal(self, subject: str, path: str, value: str) -> str | dict[str, str]:
+        """A personal field's stored value: sealed for ``subject`` when there is a sealer."""
+        return value if self.sealer is None else self.sealer.seal(subject, path, value)
 
 
 #: version-4 UUIDs from a generator seeded once from the OS: ``uuid4()`` makes a system

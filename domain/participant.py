@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from core.decision import DecisionFormatError, load_public_key, weak_key
 from core.decision import key_id as decision_key_id
 from core.event import Event
+from core.sealed import MEMBER_NAME
 from core.secagg import check_node_key, node_key_id
 from domain.base import MEMBER_ROLES, ROLES, Aggregate, Context, applies, new_id
 from domain.errors import (
@@ -75,13 +76,22 @@ class AdmissionRejected(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class MemberAdded(Event):
-    """A member (user) joined; ``token_hash`` is SHA-256 of its bearer token, never the token."""
+    """A member (user) joined; ``token_hash`` is SHA-256 of its bearer token, never the token.
+    ``name`` names a natural person: from version 2 it is sealed under the member's own key
+    (``core.sealed`` envelope, subject = ``member_id``), so erasing that key erases it."""
 
     type_name = "participant.member_added"
+    class_version = 2
     member_id: str
-    name: str
+    #: the envelope of the member's name (a clear string: version 1, or a Ledger without
+    #: a key store)
+    name: str | dict[str, str]
     member_roles: list[str]
     token_hash: str
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Version 1 held the name in clear: it stays so (its bytes are in the tree)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -174,7 +184,8 @@ class MemberKey:
 
 @dataclass
 class Member:
-    name: str
+    #: as recorded: an envelope (core.sealed) or a clear name; the domain never opens it
+    name: str | dict[str, str]
     roles: list[str]
     token_hash: str
     #: key id -> the member's registered decision keys, active or revoked
@@ -232,7 +243,8 @@ class Participant(Aggregate):
         if "expert" in member_roles and self.role != "regulator":
             raise InvalidInput("roles", "experts (专家组) are members of the regulator")
         self._require_unused(token_hash)
-        self.trigger(MemberAdded, ctx, member_id=member_id, name=name,
+        self.trigger(MemberAdded, ctx, member_id=member_id,
+                     name=ctx.personal(member_id, MEMBER_NAME, name),
                      member_roles=sorted(set(member_roles)), token_hash=token_hash)
 
     def rotate_token(self, ctx: Context, *, member_id: str, token_hash: str) -> None:

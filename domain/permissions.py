@@ -224,6 +224,10 @@ RULES: tuple[Rule, ...] = (
          conditions="The server's system actor (a deadline passed with parts missing, an "
          "aggregation refused); a provider's computation.failed of the execution fails it "
          "too, in the same command. Terminal."),
+    Rule("privacy.erasure", "",
+         conditions="The server's system actor only (dataledger privacy erase, on the "
+         "platform's host): a member whose name the log holds sealed, once its key is "
+         "destroyed (密钥销毁); a second erasure of it records nothing."),
     Rule("joint.hidden_query", "POST /orders/{order_id}/hidden-queries",
          {"demander": ANY},
          "The contract's demander (403 for anyone else) on a published joint execution of "

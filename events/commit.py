@@ -22,6 +22,7 @@ from typing import Protocol, TypeVar
 
 from core.event import Event
 from domain.application import AsyncEventLog, Batch, ConflictError, EventLog, Ledger, utc_now
+from domain.base import Sealer
 from events.streams import StreamCache
 
 log = logging.getLogger(__name__)
@@ -348,8 +349,9 @@ class GroupedCommits:
 
 
 def new_ledger(log: EventLog, *, clock: Callable[[], str] = utc_now, group_commit: bool = True,
-               decide_in_thread: bool = False) -> Ledger:
-    """A Ledger over ``log`` with a stream cache, its commits grouped unless told not to."""
+               decide_in_thread: bool = False, sealer: Sealer | None = None) -> Ledger:
+    """A Ledger over ``log`` with a stream cache, its commits grouped unless told not to,
+    sealing personal fields with ``sealer`` (``privacy.keystore``; None: in clear)."""
     committer = GroupedCommits(log) if group_commit else None
     return Ledger(log, StreamCache(log), committer, clock=clock,
-                  decide_in_thread=decide_in_thread)
+                  decide_in_thread=decide_in_thread, sealer=sealer)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import JSON, Column, Connection, String, Table, select, update
 
 from core.record import LogEntry
+from core.sealed import ERASED, MEMBER_NAME, is_envelope
 from domain.participant import registered_key_id
 from projections import base
+
+#: opens stored names for a reader: (values as recorded, their path) -> what is shown
+Names = Callable[[list[Any], str], list[str]]
 
 participants = base.state_table(
     "rm_participants",
@@ -30,7 +35,12 @@ members = Table(
     "rm_members", base.METADATA,
     Column("member_id", String, primary_key=True),
     Column("participant_id", String, nullable=False, index=True),
+    #: the name as recorded in clear (before names were sealed), "" when sealed, or
+    #: "[erased]" once the member is erased
     Column("name", String, nullable=False),
+    #: the envelope of the name (core.sealed), opened by the reader with the member's key;
+    #: null when recorded in clear or erased
+    Column("sealed_name", JSON, nullable=True),
     Column("roles", JSON, nullable=False),
     Column("token_hash", String, nullable=False, unique=True),
     #: the member's decision keys in the order registered: [{key_id, public_key, state
@@ -55,11 +65,20 @@ def _own_token_hash(conn: Connection, member_id: str, token_hash: str) -> str:
 
 
 def _member_added(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
+    name = p["name"]
+    envelope = is_envelope(name)
     base.insert_row(conn, members,
-        member_id=p["member_id"], participant_id=entry.originator_id, name=p["name"],
+        member_id=p["member_id"], participant_id=entry.originator_id,
+        name="" if envelope else name, sealed_name=name if envelope else None,
         roles=p["member_roles"], token_hash=_own_token_hash(conn, p["member_id"], p["token_hash"]),
         keys=[])
     base.touch(conn, participants, entry, p)
+
+
+def _subject_erased(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
+    """密钥销毁: the member's row keeps neither its name nor the name's envelope."""
+    conn.execute(update(members).where(members.c.member_id == p["subject_id"])
+                 .values(name=ERASED, sealed_name=None))
 
 
 def _token_rotated(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
@@ -130,6 +149,7 @@ class ParticipantsProjection(base.Projection):
             "participant.key_registered": _key_registered,
             "participant.key_revoked": _key_revoked,
             "participant.node_key_registered": _node_key_registered,
+            "privacy.subject_erased": _subject_erased,
         }
 
 
@@ -159,9 +179,16 @@ def token_hash_in_use(conn: Connection, token_hash: str) -> bool:
         members.c.token_hash == token_hash)).first() is not None
 
 
+def participant_of_member(conn: Connection, subject_id: str) -> str | None:
+    """The participant of member ``subject_id``, or None."""
+    return conn.execute(select(members.c.participant_id).where(
+        members.c.member_id == subject_id)).scalar()
+
+
 def get_participant(conn: Connection, participant_id: str, viewer_id: str,
-                    sees_all: bool) -> dict[str, Any] | None:
-    """One participant; its members only for itself, the regulator and the platform."""
+                    sees_all: bool, names: Names) -> dict[str, Any] | None:
+    """One participant; its members only for itself, the regulator and the platform.
+    ``names`` opens the members' sealed names (the key store's ``reveal_all``)."""
     row = conn.execute(select(participants).where(participants.c.id == participant_id)).mappings().first()
     if row is None:
         return None
@@ -170,9 +197,10 @@ def get_participant(conn: Connection, participant_id: str, viewer_id: str,
         return None
     member_rows = None
     if own:
-        member_rows = [{"member_id": m["member_id"], "name": m["name"], "roles": m["roles"],
-                        "keys": m["keys"]}
-                       for m in conn.execute(select(members).where(
-                           members.c.participant_id == participant_id)
-                           .order_by(members.c.member_id)).mappings()]
+        rows = list(conn.execute(select(members).where(
+            members.c.participant_id == participant_id).order_by(members.c.member_id)).mappings())
+        shown = names([m["sealed_name"] if m["sealed_name"] is not None else m["name"]
+                       for m in rows], MEMBER_NAME)
+        member_rows = [{"member_id": m["member_id"], "name": name, "roles": m["roles"],
+                        "keys": m["keys"]} for m, name in zip(rows, shown, strict=True)]
     return _participant_row(row, member_rows)

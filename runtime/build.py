@@ -28,6 +28,7 @@ from domain.participant import Participant, found_platform
 from events.commit import new_ledger
 from events.store import EventStore, LedgerLog, open_store
 from events.url import DatabaseURL
+from privacy.keystore import KeyStore, open_keystore
 from projections import all_projections
 from projections.joint import joints
 from projections.runner import ProjectionRunner, views_engine
@@ -52,6 +53,8 @@ class Container:
     ledger: Ledger
     runner: ProjectionRunner
     engine: Engine
+    #: the per-subject keys of personal fields in events (privacy/keystore.py)
+    keystore: KeyStore
     chain: ChainService | None = None
     publisher: JetStreamPublisher | None = None
     first_admin_token: str | None = None
@@ -80,6 +83,7 @@ class Container:
         self.runner.stop()
         self.ledger.close()
         self.engine.dispose()
+        self.keystore.close()
         self.store.close()
 
 
@@ -99,14 +103,15 @@ def build(settings: Settings, *, role: Role = "serve",
     if role != "background":
         private_dir(settings.data_dir)  # the product's code runs as another user
     store = open_store(url, create=role != "background")
+    keystore = open_keystore(url, settings.data_dir)  # personal fields sealed (密钥销毁)
     ledger = new_ledger(LedgerLog(store), group_commit=settings.group_commit and role == "serve",
-                        decide_in_thread=url.kind == "postgresql")
+                        decide_in_thread=url.kind == "postgresql", sealer=keystore)
     ledger.allow_unsigned_decisions = settings.allow_unsigned_decisions
     engine = views_engine(url, settings.views_path())
     runner = ProjectionRunner(store, engine, all_projections())
     if role != "chain":
         runner.create_tables()
-    container = Container(settings, store, ledger, runner, engine)
+    container = Container(settings, store, ledger, runner, engine, keystore)
     if settings.chain or role == "chain":
         container.chain = build_chain(
             store, url, settings.data_dir, origin=settings.log_origin,
@@ -176,7 +181,7 @@ def ensure_platform(c: Container) -> str | None:
     """
     events = c.store.load(PLATFORM_ID)
     wanted = c.settings.admin_token
-    ctx = Context(SYSTEM, c.ledger.clock())
+    ctx = Context(SYSTEM, c.ledger.clock(), sealer=c.keystore)
     if not events:
         token = wanted or new_token()
         agg = found_platform(PLATFORM_ID, ctx, name=c.settings.platform_name)

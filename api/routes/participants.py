@@ -203,7 +203,8 @@ async def register_node_key(participant_id: str, body: NodeKeyCreate,
         await asyncio.to_thread(container.runner.wait_for, result.seqs[-1],
                                 container.settings.read_wait_seconds)
     with container.engine.connect() as conn:
-        view = q.get_participant(conn, participant_id, cmd.actor.participant_id, False)
+        view = q.get_participant(conn, participant_id, cmd.actor.participant_id, False,
+                                 container.keystore.reveal_all)
     return answer(result, 200, **found(view, "participant", participant_id))
 
 
@@ -227,7 +228,7 @@ def me(reader: ReaderDep) -> dict[str, Any]:
     """The caller: its member id, participant and roles."""
     with reader.connect() as conn:
         row = q.get_participant(conn, reader.actor.participant_id, reader.actor.participant_id,
-                                True)
+                                True, reader.container.keystore.reveal_all)
     return {"member_id": reader.actor.member_id, "member_roles": list(reader.actor.member_roles),
             "participant": found(row, "participant", reader.actor.participant_id)}
 
@@ -237,5 +238,5 @@ def get_participant(participant_id: str, reader: ReaderDep) -> dict[str, Any]:
     """One participant (members only for itself, the regulator and the platform)."""
     with reader.connect() as conn:
         row = q.get_participant(conn, participant_id, reader.actor.participant_id,
-                                reader.sees_all)
+                                reader.sees_all, reader.container.keystore.reveal_all)
     return found(row, "participant", participant_id)

@@ -89,6 +89,9 @@ SYSTEM_EVENTS = frozenset({"participant.registered", "participant.admission_appr
                            "participant.member_added", "participant.member_token_rotated"})
 #: what the server's own actor does as the platform's aggregation node (joint.py judges)
 JOINT_SYSTEM_EVENTS = frozenset({"joint.published", "joint.failed"})
+#: what the server's own actor records for the platform's key store: a data subject's key
+#: destroyed (密钥销毁, ``dataledger privacy erase``)
+ERASURE_SYSTEM_EVENTS = frozenset({"privacy.subject_erased"})
 #: what a participant still pending admission may do: complete its own membership
 PENDING_EVENTS = frozenset({"participant.member_added", "participant.member_token_rotated"})
 
@@ -126,7 +129,7 @@ def actor_findings(s: State, ev: Ev) -> list[Finding]:
 def _system(s: State, ev: Ev) -> list[Finding]:
     """The server's own actor founds the platform operator and, as the aggregation node,
     publishes or fails a joint computation; nothing else."""
-    if ev.type in JOINT_SYSTEM_EVENTS:
+    if ev.type in JOINT_SYSTEM_EVENTS or ev.type in ERASURE_SYSTEM_EVENTS:
         return []
     platform = s.participants.get(ev.id)
     founding = (ev.type == "participant.registered" and ev.payload.get("role") == "platform"
@@ -179,6 +182,23 @@ def _member_added(s: State, ev: Ev) -> list[Finding]:
         return []
     return _party(ev, f"members of {ev.id} added by its own admins (the platform: its first "
                   "admin only)", f"added by {ev.participant} ({ev.role})")
+
+
+def _subject_erased(s: State, ev: Ev) -> list[Finding]:
+    """A data subject's erasure: by the system actor, of a member of the participant it
+    names, once (its stream is the subject's: version 1)."""
+    who = s.participants.get(str(ev.get("participant_id")))
+    subject = ev.get("subject_id")
+    if ev.role != SYSTEM:
+        return [Finding(ev.seq, "actor_identity", "an erasure by the server's own actor",
+                        f"by {ev.participant} ({ev.role})")]
+    if who is None or subject not in who.members or subject != ev.id:
+        return _party(ev, "the erasure of a member of the participant it names",
+                      f"subject {subject} of participant {ev.get('participant_id')}")
+    if ev.version != 1:
+        return [Finding(ev.seq, "lifecycle", f"subject {subject} erased once",
+                        f"version {ev.version}")]
+    return []
 
 
 def _key_registered(s: State, ev: Ev) -> list[Finding]:
@@ -339,6 +359,7 @@ def _product_state(*allowed: str) -> Check:
 
 CHECKS: dict[str, Check] = {
     "participant.member_added": _member_added,
+    "privacy.subject_erased": _subject_erased,
     "participant.key_registered": _key_registered,
     "participant.key_revoked": _key_revoked,
     "participant.node_key_registered": _node_key,

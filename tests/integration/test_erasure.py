@@ -1,0 +1,188 @@
+"""Crypto-shredding (密钥销毁) end to end, on a SQLite data directory and on PostgreSQL: a
+member's name is sealed in the log; ``dataledger privacy erase`` (a process of its own, as
+the operator runs it) destroys its key and records ``privacy.subject_erased``. Afterwards
+no file under the data directory, no table, no export holds the clear name (nor the key),
+the API and a rebuild show ``[erased]``, and ``chain verify`` and ``audit replay`` (bundle
+and database, read models included) pass."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from client.platform import bearer
+from core.sealed import ERASED
+from events.url import DatabaseURL
+from runtime.build import Container, build
+from runtime.settings import Settings
+from tests.e2e.conftest import ADMIN_TOKEN, World
+from tests.integration.test_chain_verify import REPO
+
+
+@dataclass
+class Erased:
+    url: str
+    data: Path
+    trust: Path
+    name: bytes
+    key: bytes
+    kept: str
+    subject: str
+    erase: subprocess.CompletedProcess[str]
+    again: subprocess.CompletedProcess[str]
+    unknown: subprocess.CompletedProcess[str]
+    api_before: list[dict[str, Any]]
+    api_after: list[dict[str, Any]]
+    api_rebuilt: list[dict[str, Any]]
+    export_tar: bytes
+
+
+def cli(url: str, data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATALEDGER_DATA_DIR": str(data), "DATALEDGER_DATABASE_URL": url,
+           "DATALEDGER_ADMIN_TOKEN": ADMIN_TOKEN, "NO_COLOR": "1"}
+    return subprocess.run([sys.executable, "-m", "cli", *args], env=env, capture_output=True,
+                          text=True, timeout=300, cwd=REPO, check=False)
+
+
+def members(world: World, pid: str, party: Any) -> list[dict[str, Any]]:
+    return list(world.call("GET", f"/participants/{pid}", party)["members"])
+
+
+def files_holding(root: Path, needle: bytes) -> list[str]:
+    """Every file under ``root`` (SQLite files, their WAL, key store, logs, exports...)
+    whose bytes hold ``needle``."""
+    return [str(p) for p in sorted(root.rglob("*")) if p.is_file() and needle in p.read_bytes()]
+
+
+def tables_holding(url: str, *needles: bytes) -> list[str]:
+    """Every table of the PostgreSQL schema with a row holding one of ``needles`` (as text,
+    JSON, or bytea)."""
+    db = DatabaseURL.parse(url)
+    found = []
+    with psycopg.connect(db.conninfo(), autocommit=True) as conn:
+        tables = [t for (t,) in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+            (db.schema,))]
+        assert tables
+        for table in tables:
+            for row in conn.execute(f'SELECT * FROM "{db.schema}"."{table}"'):
+                blob = b"".join(bytes(v) if isinstance(v, bytes | memoryview)
+                                else json.dumps(v, ensure_ascii=False, default=str).encode()
+                                for v in row)
+                if any(n in blob for n in needles):
+                    found.append(table)
+                    break
+    return found
+
+
+@pytest.fixture
+def erased(database_url: str, tmp_path: Path) -> Erased:
+    data = tmp_path / "var"
+    url = (f"sqlite:///{data / 'ledger.db'}" if database_url.startswith("sqlite")
+           else database_url)
+    settings = Settings(data_dir=data, database_url=url, admin_token=ADMIN_TOKEN,
+                        checkpoint_every_seconds=0.2, checkpoint_every_leaves=8)
+    name = f"张伟 Zhang Wei {uuid.uuid4().hex}"
+    container = build(settings)
+    try:
+        with TestClient(create_app(container=container), raise_server_exceptions=False) as tc:
+            world = World(tc)
+            provider = world.onboard("provider", "Tax bureau 税务局")
+            person = world.member(provider, name, ["member"])
+            kept = world.member(provider, "kept 留下", ["member"])
+            pid = provider.participant_id
+            before = members(world, pid, provider)
+            subject = next(m["member_id"] for m in before if m["name"] == name)
+            key = container.keystore.get(subject)
+            assert key is not None and person.token
+            assert files_holding(data, name.encode()) == []  # never written in clear
+            done = cli(url, data, "privacy", "erase", "--subject", subject)
+            again = cli(url, data, "privacy", "erase", "--subject", subject)
+            unknown = cli(url, data, "privacy", "erase", "--subject", str(uuid.uuid4()))
+            after = members(world, pid, kept)
+            export = tc.get("/ledger/export", params={"all": "true"},
+                            headers=bearer(world.regulator.token))
+            assert export.status_code == 200, export.text
+            trust = _anchored(container, tmp_path)
+            container.runner.rebuild()
+            rebuilt = members(world, pid, provider)
+    finally:
+        container.close()
+    return Erased(url, data, trust, name.encode(), key, kept.member_id, subject, done, again,
+                  unknown, before, after, rebuilt, export.content)
+
+
+def _anchored(container: Container, tmp_path: Path) -> Path:
+    head = container.store.max_seq()
+    assert container.chain is not None and container.chain.wait_anchored(head, timeout=60)
+    assert container.runner.wait_for(head, timeout=30)
+    trust = tmp_path / "trust.json"  # outside the data dir, as a regulator keeps it
+    trust.write_text(json.dumps(container.chain.trust_document()))
+    return trust
+
+
+def test_erase_destroys_the_key_records_the_event_and_is_idempotent(erased: Erased) -> None:
+    assert erased.erase.returncode == 0, erased.erase.stderr
+    assert "key destroyed" in erased.erase.stdout and "recorded at seq" in erased.erase.stdout
+    assert erased.again.returncode == 0, erased.again.stderr
+    assert "recorded before" in erased.again.stdout
+    assert erased.unknown.returncode == 2 and "--subject: no member" in erased.unknown.stderr
+
+
+def test_the_api_and_a_rebuild_show_erased_and_other_members_unchanged(erased: Erased) -> None:
+    def names(rows: list[dict[str, Any]]) -> dict[str, str]:
+        return {m["member_id"]: m["name"] for m in rows}
+
+    assert names(erased.api_before)[erased.subject].encode() == erased.name
+    for rows in (erased.api_after, erased.api_rebuilt):
+        assert names(rows)[erased.subject] == ERASED
+        assert names(rows)[erased.kept] == "kept 留下"
+
+
+def test_no_file_table_or_export_holds_the_name_or_its_key(erased: Erased,
+                                                            tmp_path: Path) -> None:
+    out = tmp_path / "bundle"
+    done = cli(erased.url, erased.data, "export", "--out", str(out), "--database", erased.url,
+               "--all")
+    assert done.returncode == 0, done.stdout + done.stderr
+    with tarfile.open(fileobj=io.BytesIO(erased.export_tar)) as tar:
+        for member in tar.getmembers():
+            blob = tar.extractfile(member)
+            assert blob is None or erased.name not in blob.read(), member.name
+    for root in (erased.data, out):
+        assert files_holding(root, erased.name) == []
+        assert files_holding(root, erased.key) == []
+    if erased.url.startswith("postgresql"):
+        assert tables_holding(erased.url, erased.name, erased.key) == []
+
+
+def test_chain_verify_and_audit_replay_pass_after_erasure(erased: Erased,
+                                                          tmp_path: Path) -> None:
+    verified = cli(erased.url, erased.data, "chain", "verify", "--trust", str(erased.trust))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    out = tmp_path / "bundle"
+    assert cli(erased.url, erased.data, "export", "--out", str(out), "--database",
+               erased.url).returncode == 0
+    for source in (("--bundle", str(out)),
+                   ("--database", erased.url, "--data-dir", str(erased.data))):
+        report = tmp_path / "report.json"
+        done = cli(erased.url, erased.data, "audit", "replay", *source, "--trust",
+                   str(erased.trust), "--json", str(report), "--quiet")
+        assert done.returncode == 0, done.stdout + done.stderr
+        steps = {s["name"]: s["status"] for s in json.loads(report.read_text())["steps"]}
+        assert steps["business rules"] == "passed"
+        if source[0] == "--database":
+            assert steps["read models"] == "passed"
