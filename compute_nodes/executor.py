@@ -347,7 +347,8 @@ class Executor:
             job.terms.check(value, job.query)
             masking: dict[str, str] = {}
             if job.joint is None or job.execution == 0:
-                value, masking = job.terms.mask(value)  # before it leaves the datasite
+                value = job.terms.noise(value)  # a dp product's noise (dp_noise.py), then
+                value, masking = job.terms.mask(value)  # masking: before it leaves the datasite
                 canonical_bytes(value)  # what the ledger hashes: else it refuses the post
         except JointFailed as exc:
             return Prepared(comp_id, reason=exc.reason)

@@ -12,7 +12,9 @@ query. The checks, in order:
    ``additionalProperties``, ...);
 4. a row-level output answering a query has at most one row per key asked.
 
-Then, before the result leaves the datasite, :meth:`OutputContract.mask` masks its columns by
+Then, before the result leaves the datasite, :meth:`OutputContract.noise` adds a dp product's
+Laplace noise to its declared columns (``dp`` of ``product.registered``, ``dp_noise.py``), and
+:meth:`OutputContract.mask` masks its columns by
 the grade and kind of the input fields they are named like (``field_grades`` of
 ``product.registered``, ``core/masking.py``): the rows reported are the masked ones.
 
@@ -31,6 +33,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, ValidationError
 
+from compute_nodes.dp_noise import add_noise
 from core.masking import column_grades, mask_result
 from core.output_schema import unsafe_keyword
 
@@ -58,6 +61,8 @@ class OutputContract:
     invalid: str | None = None
     #: column -> {"grade", "kind"} of the input fields named like it (core.masking)
     grades: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    #: the differential privacy declared ({"epsilon", "columns"}, decimal text), or None
+    dp: Mapping[str, Any] | None = None
 
     @classmethod
     def of(cls, registered: Mapping[str, Any], policy: Mapping[str, Any] | None) -> OutputContract:
@@ -85,7 +90,8 @@ class OutputContract:
                               for d, names in sensitive.items()},
                    allowed=frozenset(str(a) for a in allowed), declared=frozenset(declared),
                    invalid=invalid,
-                   grades=column_grades(registered.get("field_grades") or {}))
+                   grades=column_grades(registered.get("field_grades") or {}),
+                   dp=registered.get("dp") or None)
 
     def check_query(self, query: Mapping[str, Any] | None) -> None:
         """Rule 1, and a schema the node can check: before anything runs."""
@@ -106,6 +112,11 @@ class OutputContract:
         self._check_schema(value)
         if query is not None and isinstance(value, list):
             self._check_rows(value, query)
+
+    def noise(self, value: Any) -> Any:
+        """The output with a dp product's Laplace noise on its declared columns
+        (``dp_noise.add_noise``, the system's entropy); unchanged without ``dp``."""
+        return add_noise(value, self.dp)
 
     def mask(self, value: Any) -> tuple[Any, dict[str, str]]:
         """The output as it leaves the datasite, its columns masked by their grade and kind

@@ -1,0 +1,158 @@
+"""Differential privacy on the datasite (差分隐私): the noise is diffprivlib's Laplace
+mechanism at the scale ε and Δ set (a statistical test with fixed seeds), it cannot be
+replayed from numpy's global state, and a dp product's execution through a real ledger
+server and PySyft datasite delivers a noised aggregate, spends its ε, and is refused
+(``privacy_budget_exhausted``) before it runs once the contract's budget is spent.
+
+Runs inside the compute venv only (diffprivlib, scipy; a real ledger server and datasite).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from diffprivlib.mechanisms import Laplace
+from scipy import stats
+
+from compute_nodes.dp_noise import add_noise, mechanisms
+from tests.compute.ledger import provider_view, until_settled
+
+pytestmark = pytest.mark.timeout(240)
+
+SITE = "tax-bureau-dp"
+DP = {"epsilon": "0.5", "columns": {"firms": {"sensitivity": "1"},
+                                    "tax_wan": {"sensitivity": "20"}}}
+
+
+# -- the noise: the library's, at the declared scale ---------------------------------------
+def test_the_noise_is_diffprivlibs_laplace_with_the_epsilon_split_over_the_columns() -> None:
+    """Seeded, the noised rows are exactly diffprivlib's Laplace(ε / n, Δ) draws from one
+    stream, in row then column order, rounded."""
+    rows = [{"industry": "retail", "firms": 40, "tax_wan": 900},
+            {"industry": "software", "firms": 12, "tax_wan": None}]
+    noised = add_noise(rows, DP, random_state=np.random.RandomState(7))
+    rng = np.random.RandomState(7)
+    firms = Laplace(epsilon=0.25, sensitivity=1.0, random_state=rng)
+    tax = Laplace(epsilon=0.25, sensitivity=20.0, random_state=rng)
+    assert noised == [{"industry": "retail", "firms": round(firms.randomise(40.0)),
+                       "tax_wan": round(tax.randomise(900.0))},
+                      {"industry": "software", "firms": round(firms.randomise(12.0)),
+                       "tax_wan": None}]
+    assert all(isinstance(r["firms"], int) for r in noised)
+    assert add_noise(rows, None) is rows
+
+
+@pytest.mark.parametrize(("epsilon", "sensitivity"), [("0.5", "1"), ("2", "1"),
+                                                       ("0.1", "20")])
+def test_the_noise_scale_matches_epsilon(epsilon: str, sensitivity: str) -> None:
+    """20,000 draws of one column's noise (fixed seed): the Kolmogorov-Smirnov test does
+    not reject Laplace(0, Δ / ε) and does reject half and twice that scale; the mean
+    absolute deviation is Δ / ε within 3 %, and so is that of the rounded values the node
+    reports (rounding adds at most 1/4 on average to it)."""
+    scale = float(sensitivity) / float(epsilon)
+    dp = {"epsilon": epsilon, "columns": {"n": {"sensitivity": sensitivity}}}
+    mechanism = mechanisms(dp, np.random.RandomState(20261204))["n"]
+    noise = np.array([mechanism.randomise(0.0) for _ in range(20_000)])
+    assert stats.kstest(noise, stats.laplace(scale=scale).cdf).pvalue > 0.01
+    for wrong in (scale / 2, scale * 2):
+        assert stats.kstest(noise, stats.laplace(scale=wrong).cdf).pvalue < 1e-6
+    assert abs(np.mean(np.abs(noise)) / scale - 1) < 0.03
+    assert abs(float(np.median(noise))) < 0.05 * scale
+    reported = add_noise([{"n": 1000}] * 20_000, dp, np.random.RandomState(5))
+    deviation = np.mean([abs(r["n"] - 1000) for r in reported])
+    assert abs(deviation / scale - 1) < 0.03 + 0.25 / scale
+
+
+def test_the_node_draws_from_the_systems_entropy_not_numpys_global_state() -> None:
+    """Without a seed diffprivlib draws from ``secrets.SystemRandom``: seeding numpy (all a
+    product or a forked process could share) replays nothing."""
+    rows = [{"firms": 1000}] * 50
+    np.random.seed(0)
+    first = add_noise(rows, DP)
+    np.random.seed(0)
+    second = add_noise(rows, DP)
+    assert first != second
+    assert type(mechanisms(DP)["firms"]._rng).__name__ == "SystemRandom"
+
+
+# -- a dp product through the ledger and the datasite ---------------------------------------
+BY_BAND = '''def by_band(data):
+    groups = data.groupby(data["tax_paid_yuan"] // 50000)
+    return [{"band": f"band-{k}", "firms": int(len(g)),
+             "tax_wan": int(g["tax_paid_yuan"].sum() // 10000)} for k, g in groups]
+'''
+SCHEMA = {"type": "array", "items": {"type": "object", "properties": {
+    "band": {"type": "string"}, "firms": {"type": "integer"},
+    "tax_wan": {"type": "integer"}}, "required": ["band", "firms", "tax_wan"],
+    "additionalProperties": False}}
+
+
+def dp_product(w: SimpleNamespace, dp: dict[str, Any]) -> str:
+    return w.api.api.list_product(w.p.operator, w.api.platform, {
+        "scenario_id": w.p.scenario_id, "authorization_ids": [w.p.auth_id],
+        "name": "Firms and tax by band", "kind": "dataset",
+        "description": "counts and tax per tax band, differentially private",
+        "code": BY_BAND, "inputs": [{"dataset_id": w.p.dataset_id, "fields": ["uscc", "tax_paid_yuan"]}],
+        "output_schema": SCHEMA, "quality_report": "n/a", "price_fen": 1,
+        "developer_id": w.p.developer.id, "dp": dp})
+
+
+def contract(w: SimpleNamespace, product: str, budget: str) -> str:
+    api, p = w.api.api, w.p
+    oid = api.place_order(p.demander, product, "tax band statistics")
+    api.propose_contract(p.operator, oid, usage_policy={
+        "processing_count": 5, "circulation_modes": ["plaintext"],
+        "privacy_budget": budget}, price_fen=1,
+        revenue_split={"developer": 1000, "operator": 3000, "platform": 1000,
+                       "provider": 5000})
+    api.accept_contract(p.demander, oid)
+    w.api.approve(p, oid)
+    return oid
+
+
+def exact(w: SimpleNamespace) -> dict[str, tuple[int, int]]:
+    bands = w.private.groupby(w.private["tax_paid_yuan"] // 50000)
+    return {f"band-{k}": (len(g), int(g["tax_paid_yuan"].sum() // 10000)) for k, g in bands}
+
+
+def test_a_dp_product_is_noised_on_the_datasite_and_a_spent_budget_refuses_it(
+        w: SimpleNamespace) -> None:
+    """ε 0.1 per execution over two columns (scales 20 and 4,000). Under a contract with a
+    budget of 0.2 execution 1 delivers a noised aggregate (the bands in clear, every count
+    and sum off the exact one), spends 0.1 on the input dataset and the contract view says
+    so; under a contract with a budget of 0.05 execution 1 is refused before it runs
+    (``privacy_budget_exhausted``, with usage.refused), nothing spent."""
+    product = dp_product(w, {"epsilon": "0.1", "columns": {
+        "firms": {"sensitivity": 1}, "tax_wan": {"sensitivity": "20"}}})
+    assert w.api.call("GET", f"/products/{product}", w.p.demander.token)["dp"] == {
+        "epsilon": "0.1", "columns": {"firms": {"sensitivity": "1"},
+                                      "tax_wan": {"sensitivity": "20"}}}
+    node, truth = w.node(), exact(w)
+    oid = contract(w, product, "0.2")
+    [outcome] = until_settled(node, provider_view(w, oid, "contract.approved"), 60)
+    assert outcome.status == "delivered" and outcome.execution == 1, outcome
+    rows = w.api.call("GET", f"/deliveries/{outcome.computation_id}/result",
+                      w.p.demander.token)
+    noised = {r["band"]: (r["firms"], r["tax_wan"]) for r in rows}
+    assert sorted(noised) == sorted(truth)
+    # P(a Laplace noise rounds to 0): of scale 4,000 about 1e-4, of scale 20 about 2.5 %
+    assert sum(noised[b][1] != truth[b][1] for b in truth) >= len(truth) - 1, (noised, truth)
+    assert any(noised[b][0] != truth[b][0] for b in truth), (noised, truth)
+    budget = w.api.call("GET", f"/orders/{oid}", w.p.demander.token)["privacy_budget"]
+    assert budget == {w.p.dataset_id: {"budget": "0.2", "spent": "0.1", "remaining": "0.1"}}
+    spent = [e["payload"] for e in w.api.events() if e["type"] == "privacy.budget_spent"]
+    assert [(s["contract_id"], s["execution"], s["epsilon"], s["dataset_id"])
+            for s in spent] == [(oid, 1, "0.1", w.p.dataset_id)]
+
+    short = contract(w, product, "0.05")
+    [refused] = until_settled(node, provider_view(w, short, "contract.approved"), 60)
+    assert refused.status == "failed" and refused.execution == 1, refused
+    assert refused.detail.startswith("privacy_budget_exhausted: execution 1 of contract "), (
+        refused)
+    assert w.api.of(refused.computation_id) == ["computation.requested",
+                                                "computation.failed", "usage.refused"]
+    assert w.api.call("GET", f"/orders/{short}", w.p.demander.token)["privacy_budget"] == {
+        w.p.dataset_id: {"budget": "0.05", "spent": "0", "remaining": "0.05"}}
