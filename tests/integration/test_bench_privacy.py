@@ -36,6 +36,29 @@ def test_bench_privacy_runs_and_writes_its_json(tmp_path: Path) -> None:
     for row in report["table"]:
         assert {"backend", "key", "measure", "value", "baseline", "ratio", "goal", "met",
                 "data"} <= set(row)
+    keys = {row["key"]: row for row in report["table"]}
+    assert set(keys) == {"mask_watermark", "trace_leak", "trace_leak_parquet",
+                         "trace_no_match", "event_encryption_1", "event_encryption_16"}
+
+    delivered = report["results"][0]["delivered"]
+    assert delivered["rows"] == 300 and delivered["marked_cells"] > 0
+    assert set(delivered["median"]["marked"]) == {"mask_s", "mark_s", "encode_s", "total_s"}
+    assert set(delivered["median"]["unmarked"]) == {"encode_s", "total_s"}
+    assert delivered["applied"]["account"] == "L4:account:withheld"
+    assert delivered["applied"]["phone"] == "L3:phone:partial"
+
+    trace = report["results"][0]["trace"]
+    assert trace["deliveries"] == 12 and trace["leak_rows"] == 100
+    assert trace["right"] is True and trace["parquet_right"] is True  # the right delivery
+    assert trace["no_match"] is True and trace["never_delivered"]["confidence"] is None
+    assert trace["match"]["candidates"] == 12 and trace["match"]["confidence"].startswith("1 - ")
+    assert keys["trace_leak"]["met"] is not False and keys["trace_no_match"]["met"] is True
+
+    sealing = report["results"][1]["sealing"]
+    assert sealing["name_sealed_on_log"] is True
+    assert {m["key"] for m in sealing["measures"]} == {"clear_1", "sealed_1", "clear_16",
+                                                      "sealed_16"}
+    assert all(m["errors"] == 0 and m["commands"] > 0 for m in sealing["measures"])
 
 
 @pytest.mark.parametrize(("option", "value", "message"), [
@@ -51,3 +74,16 @@ def test_bench_privacy_refuses_sizes_out_of_bounds(tmp_path: Path, option: str, 
     assert done.returncode == 2
     assert message in done.stderr
     assert not (tmp_path / "p.json").exists()
+
+
+@pytest.mark.postgres
+def test_bench_privacy_sealing_on_postgresql(pg_available: None) -> None:
+    # measurement 3 on a fresh PostgreSQL schema (its key store a table there; dropped)
+    from bench.privacy import sealing
+    from bench.privacy.workload import Sizes
+
+    data, rows = sealing.measure("postgresql", Sizes(seconds=0.3, repetitions=1))
+    assert data["backend"] == "postgresql" and data["name_sealed_on_log"] is True
+    assert [r.key for r in rows] == ["event_encryption_1", "event_encryption_16"]
+    assert all(m["errors"] == 0 and m["commands"] > 0 for m in data["measures"])
+    assert data["notes"] == []  # the schema was dropped
