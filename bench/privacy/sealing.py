@@ -26,7 +26,9 @@ NOTES = [
      "commit) on a fresh store of each backend, the use case register_participant (2 events, "
      "the admin member's name sealed), a ledger with the key store as its sealer (the key "
      "made and stored per new member, then AES-256-GCM) against a ledger over the same store "
-     "without (the name in clear), alternating rounds; cost = 1 - sealed/clear commands/s"),
+     "without (the name in clear), alternating rounds; cost = 1 - sealed/clear commands/s. "
+     "For information, a third ledger seals with keys kept in memory (never stored): the "
+     "cipher's share alone"),
 ]
 
 
@@ -52,25 +54,42 @@ class PersonalWorkload(Workload):
         return register_participant
 
 
-def _pair(clear: Any, sealed: Any, log: CountingLog, workload: Workload, sizes: AppendSizes,
+class MemoryKeys:
+    """A sealer whose keys live in a dict, never stored: the cipher's share of the cost
+    alone (not a configuration the platform runs: its keys would not survive a restart)."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, bytes] = {}
+
+    def seal(self, subject: str, path: str, value: str) -> dict[str, str]:
+        from core import sealed
+
+        key = self.keys.get(subject)
+        if key is None:
+            key = self.keys[subject] = sealed.new_key()
+        return sealed.seal(key, subject, path, value)
+
+
+#: variant -> what its ledger seals with
+VARIANTS = {"clear": "names clear", "sealed": "names sealed (key store)",
+            "cipher": "names sealed, keys in memory (the cipher alone)"}
+
+
+def _runs(ledgers: dict[str, Any], log: CountingLog, workload: Workload, sizes: AppendSizes,
           threads: int, first: int) -> list[Measure]:
-    """The clear and the sealed command path from ``threads`` threads, alternating."""
+    """Each variant's command path from ``threads`` threads, alternating in rounds."""
     from bench.append.inprocess import measure_commands
 
     block = 10 * sizes.max_count
     plural = "s" if threads > 1 else ""
 
-    def spec(r: int, key: str, label: str, n: int) -> Spec:
-        return Spec(key, label, threads, (first + n) * block + r * sizes.max_count,
-                    sizes.seconds / sizes.rounds)
+    def one(n: int, variant: str) -> Any:
+        return lambda r: measure_commands(ledgers[variant], log, workload, sizes, Spec(
+            f"{variant}_{threads}", f"command path, {threads} thread{plural}, "
+            f"{VARIANTS[variant]}", threads, (first + n) * block + r * sizes.max_count,
+            sizes.seconds / sizes.rounds))
 
-    return alternate(
-        sizes.rounds,
-        lambda r: measure_commands(clear, log, workload, sizes, spec(
-            r, f"clear_{threads}", f"command path, {threads} thread{plural}, names clear", 0)),
-        lambda r: measure_commands(sealed, log, workload, sizes, spec(
-            r, f"sealed_{threads}", f"command path, {threads} thread{plural}, names sealed",
-            1)))
+    return alternate(sizes.rounds, *(one(n, v) for n, v in enumerate(VARIANTS)))
 
 
 def run_backend(backend: str, sizes: Sizes) -> dict[str, Any]:
@@ -90,26 +109,44 @@ def run_backend(backend: str, sizes: Sizes) -> dict[str, Any]:
         store = open_store(url)
         keys = open_keystore(url, scratch.tmp / "keys")
         log = CountingLog(LedgerLog(store))
-        clear = new_ledger(log, group_commit=True)
-        sealed = new_ledger(log, group_commit=True, sealer=keys)
+        ledgers = {"clear": new_ledger(log, group_commit=True),
+                   "sealed": new_ledger(log, group_commit=True, sealer=keys),
+                   "cipher": new_ledger(log, group_commit=True, sealer=MemoryKeys())}
         workload = PersonalWorkload()
         try:
-            workload.setup(clear)
-            measures = (_pair(clear, sealed, log, workload, runs, 1, 0)
-                        + _pair(clear, sealed, log, workload, runs, runs.threads, 2))
-            probe = sealed.execute(workload.handler, workload.actor,
-                                   **workload.kwargs(99 * 10 * runs.max_count))
+            workload.setup(ledgers["clear"])
+            measures = (_runs(ledgers, log, workload, runs, 1, 0)
+                        + _runs(ledgers, log, workload, runs, runs.threads, 3))
+            probe = ledgers["sealed"].execute(workload.handler, workload.actor,
+                                              **workload.kwargs(99 * 10 * runs.max_count))
             sealed_on_log = _sealed_name(store, probe.body["participant_id"])
+            steps = _steps(keys)
         finally:
-            clear.close()
-            sealed.close()
+            for ledger in ledgers.values():
+                ledger.close()
             keys.close()
             store.close()
     finally:
         scratch.cleanup(notes)
     return {"backend": backend, "workload": workload.name, "threads": runs.threads,
             "measures": [m.as_json() for m in measures], "name_sealed_on_log": sealed_on_log,
-            "notes": notes}
+            "steps_us": steps, "notes": notes}
+
+
+def _steps(keys: Any, n: int = 200) -> dict[str, float]:
+    """Mean microseconds of the two halves of a seal: a new subject's key made and stored
+    (``get_or_create``), and the envelope under a key in hand (``core.sealed.seal``)."""
+    import time
+
+    from core import sealed
+
+    t0 = time.perf_counter()
+    made = [keys.get_or_create(f"bench-subject-{i}") for i in range(n)]
+    t1 = time.perf_counter()
+    for i, key in enumerate(made):
+        sealed.seal(key, f"bench-subject-{i}", sealed.MEMBER_NAME, f"bench admin {i}")
+    t2 = time.perf_counter()
+    return {"new_key_us": round(1e6 * (t1 - t0) / n, 1), "seal_us": round(1e6 * (t2 - t1) / n, 1)}
 
 
 def _sealed_name(store: Any, participant_id: str) -> bool:
@@ -126,9 +163,12 @@ def measure(backend: str, sizes: Sizes) -> tuple[dict[str, Any], list[Row]]:
     data = run_backend(backend, sizes)
     by_key = {m["key"]: m for m in data["measures"]}
     rows = []
+    steps = data["steps_us"]
     for threads in (1, data["threads"]):
         clear, sealed = by_key[f"clear_{threads}"], by_key[f"sealed_{threads}"]
+        cipher = by_key[f"cipher_{threads}"]
         share = sealed["commands_per_s"] / clear["commands_per_s"]
+        alone = cipher["commands_per_s"] / clear["commands_per_s"]
         errors = clear["errors"] + sealed["errors"]
         ok = share >= GOAL_SHARE and errors == 0 and data["name_sealed_on_log"]
         rows.append(Row(
@@ -141,4 +181,12 @@ def measure(backend: str, sizes: Sizes) -> tuple[dict[str, Any], list[Row]]:
             f"{clear['commands_per_s']:,.0f} cmd/s (names clear)",
             f"{share:.3f}x ({100 * (1 - share):.1f}% cost)", f">= {GOAL_SHARE:g}x", ok,
             {"clear": clear, "sealed": sealed, "share": round(share, 3)}))
+        rows.append(Row(
+            backend, f"event_encryption_cipher_{threads}",
+            f"the same, keys in memory (the cipher's share alone; a new key stored "
+            f"{steps['new_key_us']:,.0f} µs, a seal {steps['seal_us']:,.0f} µs)",
+            f"{cipher['commands_per_s']:,.0f} cmd/s",
+            f"{clear['commands_per_s']:,.0f} cmd/s (names clear)",
+            f"{alone:.3f}x ({100 * (1 - alone):.1f}% cost)", "-", None,
+            {"cipher": cipher, "share": round(alone, 3)}))
     return data, rows

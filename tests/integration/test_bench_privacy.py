@@ -38,7 +38,8 @@ def test_bench_privacy_runs_and_writes_its_json(tmp_path: Path) -> None:
                 "data"} <= set(row)
     keys = {row["key"]: row for row in report["table"]}
     assert set(keys) == {"mask_watermark", "trace_leak", "trace_leak_parquet",
-                         "trace_no_match", "event_encryption_1", "event_encryption_16"}
+                         "trace_no_match", "event_encryption_1", "event_encryption_16",
+                         "event_encryption_cipher_1", "event_encryption_cipher_16"}
 
     delivered = report["results"][0]["delivered"]
     assert delivered["rows"] == 300 and delivered["marked_cells"] > 0
@@ -56,9 +57,10 @@ def test_bench_privacy_runs_and_writes_its_json(tmp_path: Path) -> None:
 
     sealing = report["results"][1]["sealing"]
     assert sealing["name_sealed_on_log"] is True
-    assert {m["key"] for m in sealing["measures"]} == {"clear_1", "sealed_1", "clear_16",
-                                                      "sealed_16"}
+    assert {m["key"] for m in sealing["measures"]} == {
+        f"{variant}_{threads}" for variant in ("clear", "sealed", "cipher") for threads in (1, 16)}
     assert all(m["errors"] == 0 and m["commands"] > 0 for m in sealing["measures"])
+    assert set(sealing["steps_us"]) == {"new_key_us", "seal_us"}
 
 
 @pytest.mark.parametrize(("option", "value", "message"), [
@@ -84,6 +86,7 @@ def test_bench_privacy_sealing_on_postgresql(pg_available: None) -> None:
 
     data, rows = sealing.measure("postgresql", Sizes(seconds=0.3, repetitions=1))
     assert data["backend"] == "postgresql" and data["name_sealed_on_log"] is True
-    assert [r.key for r in rows] == ["event_encryption_1", "event_encryption_16"]
+    assert [r.key for r in rows] == ["event_encryption_1", "event_encryption_cipher_1",
+                                     "event_encryption_16", "event_encryption_cipher_16"]
     assert all(m["errors"] == 0 and m["commands"] > 0 for m in data["measures"])
     assert data["notes"] == []  # the schema was dropped
