@@ -7,6 +7,7 @@ import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Header, Request
@@ -37,6 +38,10 @@ class ReadSettings(Protocol):
     @property
     def max_body_bytes(self) -> int:
         """The largest request body, in bytes (413 beyond); not a result post's."""
+
+    @property
+    def data_dir(self) -> Path:
+        """The platform's data directory (its watermark key: ``privacy/watermark.py``)."""
 
     @property
     def body_read_timeout(self) -> float:

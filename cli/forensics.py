@@ -3,16 +3,24 @@
 ``self-proof`` fetches the clean self-proof (清白自证) of a participant on a resource from a
 running server (``GET /forensics/self-proof``, as that participant or as the regulator) and
 writes it to a file for anyone to check offline with ``dataledger audit verify-proof``.
+
+``trace-leak FILE`` is the platform's own tool (溯源), run on its host (it reads the watermark
+key in the data directory and the log through the settings, as ``serve`` does): it reads the
+watermark out of a leaked table (CSV, Parquet, JSON), compares it with every watermarked
+delivery on the log, prints the delivery, contract and demander it came from with a
+confidence, or "no match", and records ``forensics.leak_traced`` as the server's system
+actor. Exit 0 on a match, 3 on no match (``NO_MATCH``), 2 for a file it cannot read.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cli.common import Subcommands
@@ -42,6 +50,79 @@ def register(sub: Subcommands) -> None:
                        help="a bearer token of the participant itself or of the regulator "
                        "(default $DATALEDGER_TOKEN)")
     proof.set_defaults(func=_self_proof)
+    leak = forensics_sub.add_parser(
+        "trace-leak", help="name the delivery (contract, demander) a leaked table came from, "
+        "by its watermark, with a confidence; or no match (exit 3); records "
+        "forensics.leak_traced (the platform's host: its data directory and database)")
+    leak.add_argument("file", type=Path, metavar="FILE",
+                      help="the leaked copy: CSV, Parquet or JSON (rows or columns)")
+    leak.add_argument("--json", action="store_true", help="print the answer as one JSON object")
+    leak.set_defaults(func=_trace_leak)
+
+
+#: the exit code of ``trace-leak`` when the file matches no delivery
+NO_MATCH = 3
+
+
+def _trace_leak(args: argparse.Namespace) -> int:
+    """Trace ``args.file`` among the deliveries and record the trace; 0 match, 3 none."""
+    from sqlalchemy import select
+
+    from cli.common import build_or_exit, load_settings
+    from domain.forensics import record_leak_trace
+    from privacy.trace import Candidate, read_table, trace
+    from privacy.watermark import load_or_create_key
+    from projections.computations import deliveries
+    from runtime.build import SYSTEM
+
+    try:
+        data = args.file.read_bytes()
+        table = read_table(args.file)
+    except (OSError, ValueError) as exc:
+        print(f"dataledger forensics trace-leak: {args.file}: {exc}", file=sys.stderr)
+        return 2
+    settings = load_settings()
+    container = build_or_exit(settings, start_background=False)
+    try:
+        with container.engine.connect() as conn:
+            rows = conn.execute(select(deliveries.c.id, deliveries.c.contract_id,
+                                       deliveries.c.demander_id).where(
+                deliveries.c.watermark.is_not(None)).order_by(deliveries.c.id)).all()
+        found = trace(table, load_or_create_key(settings.data_dir),
+                      [Candidate(r.id, r.contract_id, r.demander_id) for r in rows])
+        digest = hashlib.sha256(data).hexdigest()
+        done = container.ledger.execute(
+            record_leak_trace, SYSTEM, file_sha256=digest,
+            match=None if found.match is None else found.match._asdict(),
+            evidence=found.record())
+        container.runner.catch_up()
+    finally:
+        container.close()
+    _print_trace(args, digest, found, done.body["trace_id"], done.seqs)
+    return 0 if found.match is not None else NO_MATCH
+
+
+def _print_trace(args: argparse.Namespace, digest: str, found: Any, trace_id: str,
+                 seqs: list[int]) -> None:
+    record = {"file": str(args.file), "file_sha256": digest,
+              "match": None if found.match is None else found.match._asdict(),
+              **found.record(), "trace_id": trace_id, "seqs": seqs}
+    if args.json:
+        print(json.dumps(record, ensure_ascii=False))
+        return
+    votes = record["votes"]
+    print(f"file        {args.file} (sha256 {digest})")
+    if found.match is None:
+        print(f"no match    among {found.candidates} watermarked deliveries (best candidate's "
+              f"p-value {record['p_value']}; a match needs <= 1e-09)")
+    else:
+        m = found.match
+        print(f"delivery    {m.delivery_id}\ncontract    {m.contract_id}\n"
+              f"demander    {m.demander_id}\nconfidence  {record['confidence']} "
+              f"(Bonferroni over {found.candidates} watermarked deliveries)")
+    print(f"votes       {votes['cast']} cast, {votes['bits_decided']} codeword bits decided, "
+          f"{votes['bits_agreeing']} agreeing with the best candidate")
+    print(f"recorded    forensics.leak_traced {trace_id} (seq {', '.join(map(str, seqs))})")
 
 
 def _self_proof(args: argparse.Namespace) -> int:

@@ -10,7 +10,9 @@ folds the log in seq order and says each event's keys (the table is in docs/INDE
 2. the events of an order and its contract, under the demander with the order, and under
    the demander and each input dataset's provider with ``dataset:<id>``;
 3. computations, deliveries and the uses of a delivered result, under the demander and the
-   computing provider with each input dataset;
+   computing provider with each input dataset; a leak trace (``forensics.leak_traced``, by
+   the system actor) that names a delivery, under that delivery's demander with the
+   delivery's computation and its order;
 4. authorizations, under the grantor (provider) and the grantee (operator) with each
    dataset they cover;
 5. a dataset's events (its data loads among them), under its owner with the dataset;
@@ -226,6 +228,10 @@ class IndexRules:
             out.append((self.owner[oid], f"dataset:{oid}"))
         elif t == "product.registered":
             out.extend(self._both(payload.get("operator_id"), self.inputs.get(oid, [])))
+        elif t == "forensics.leak_traced" and isinstance(payload.get("match"), dict):
+            match = payload["match"]
+            out += [(match.get("demander_id"), f"computation:{match.get('delivery_id')}"),
+                    (match.get("demander_id"), f"order:{match.get('contract_id')}")]
         return _dedupe(out)
 
     def _joint(self, jid: str) -> list[tuple[Any, str]]:

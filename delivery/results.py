@@ -1,7 +1,9 @@
 """The results store: the bytes of delivered results, which never go in the log.
 
 The log records only a result's SHA-256 (``computation.succeeded``, ``delivery.made``); the
-bytes are kept here, keyed by (computation id, SHA-256). The route stores the bytes *before*
+bytes are kept here, keyed by (computation id, SHA-256): the result as the node posted it,
+and the copy watermarked for its delivery (``delivered_sha256`` of ``delivery.made``), the
+only bytes the demander is served. The route stores the bytes *before*
 the command that records their digest commits, so a crash between the two never leaves a
 recorded delivery without its bytes. A delivery serves the row whose digest the log
 recorded, which no later post can replace.
@@ -42,6 +44,8 @@ RESULTS_METADATA = MetaData()
 TABLE = "rm_delivery_results"
 #: the event that records a result's SHA-256 (by its stable type name)
 SUCCEEDED = "computation.succeeded"
+#: the event that records the delivered (watermarked) copy's SHA-256
+DELIVERED = "delivery.made"
 
 results = Table(
     TABLE, RESULTS_METADATA,
@@ -62,8 +66,10 @@ def _add_stored_at(engine: Engine) -> None:
 
 
 def recorded(log: Log, computation_id: str, sha256: str) -> bool:
-    """Whether the log records ``sha256`` as the result of ``computation_id``."""
-    return any(e.type_name == SUCCEEDED and e.payload().get("result_sha256") == sha256
+    """Whether the log records ``sha256`` as the result of ``computation_id``, or as the
+    bytes its delivery serves."""
+    return any((e.type_name == SUCCEEDED and e.payload().get("result_sha256") == sha256)
+               or (e.type_name == DELIVERED and e.payload().get("delivered_sha256") == sha256)
                for e in log.load(computation_id))
 
 

@@ -12,6 +12,7 @@ from domain import (  # noqa: F401  (registers the event types)
     dataset,
     delivery,
     erasure,
+    forensics,
     joint,
     order,
     participant,

@@ -36,7 +36,6 @@ authorizations or the processing count, since mock data is not the provider's da
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from typing import Any, NamedTuple
 from core.event import Event
 from domain.base import Actor, Aggregate, Context, applies
 from domain.dataset import Dataset, require_text
+from domain.delivered import Delivered, DeliveryMade, require_sha256
 from domain.errors import Forbidden, InvalidInput, NotFound, WrongState
 from domain.execution_rules import (
     TRIAL,
@@ -66,7 +66,6 @@ from domain.usage import DeliveryReleaseApproved, RuleReason, UsageRefused
 
 #: the namespace of computation ids: uuid5(NAMESPACE, f"{contract_id}#{execution}#{provider_id}")
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "dataledger:computation")
-SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 MAX_REASON = 5000
 #: the stable codes a recorded policy refusal's reason starts with (``code: sentence``)
 REFUSAL_CODES = ("contract_not_approved", "contract_terminated", "outside_contract_window",
@@ -122,22 +121,6 @@ class ComputationFailed(Event):
     reason: str
 
 
-@dataclass(frozen=True, kw_only=True)
-class DeliveryMade(Event):
-    """The result (by its SHA-256) was delivered to the demander (交付)."""
-
-    type_name = "delivery.made"
-    demander_id: str
-    result_sha256: str
-
-
-def require_sha256(value: Any, field: str) -> str:
-    """A lower-case hex SHA-256 digest (upper case is folded)."""
-    if not isinstance(value, str) or not SHA256_HEX.fullmatch(value.lower()):
-        raise InvalidInput(field, "must be a hex SHA-256 digest (64 hex digits)")
-    return value.lower()
-
-
 def _require_count(value: Any, field: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InvalidInput(field, f"must be an integer >= {minimum}")
@@ -164,7 +147,7 @@ class Computation(Aggregate):
         self.input_hashes: dict[str, str] = {}
         self.result_sha256 = ""
         self.result_rows = 0
-        self.delivered = False
+        self.delivered, self.delivered_sha256 = False, ""  # the bytes served (watermarked)
         self.reason = ""
         #: the input providers that approved the release of this (held) result
         self.released_by: list[str] = []
@@ -183,16 +166,18 @@ class Computation(Aggregate):
         return agg
 
     def succeed(self, ctx: Context, *, result_sha256: str, input_hashes: dict[str, str],
-                result_rows: int, datasite: str, deliver: bool = True) -> None:
-        """Record the result; and its delivery, unless it is a joint execution's part."""
+                result_rows: int, datasite: str, deliver: bool = True,
+                delivered: Delivered | None = None) -> None:
+        """Record the result; and its delivery (``delivered``: the bytes served, by default
+        the result's own, unmarked), unless it is a joint execution's part."""
         self.require_requester(ctx)
         self.require_state(["requested"], "record a result")
         self.trigger(ComputationSucceeded, ctx, datasite=datasite, code_sha256=self.code_sha256,
                      input_hashes=input_hashes, result_sha256=result_sha256,
                      result_rows=result_rows)
         if deliver:
-            self.trigger(DeliveryMade, ctx, demander_id=self.demander_id,
-                         result_sha256=result_sha256)
+            self.trigger(DeliveryMade, ctx, demander_id=self.demander_id, **(
+                delivered or Delivered.unmarked(result_sha256)).fields(result_sha256))
 
     def fail(self, ctx: Context, *, reason: str) -> None:
         """Fail; a usage rule's refusal (``RuleReason``) is recorded as ``usage.refused`` too."""
@@ -248,7 +233,7 @@ class Computation(Aggregate):
 
     @applies(DeliveryMade)
     def _delivered(self, e: DeliveryMade) -> None:
-        self.delivered = True
+        self.delivered, self.delivered_sha256 = True, e.delivered_sha256
 
 
 def _find(uow: UnitOfWork, id: str) -> Computation | None:
@@ -521,9 +506,10 @@ def _takes_result(agg: Computation, digest: str) -> bool:
 
 
 def record_success(uow: UnitOfWork, ctx: Context, computation_id: str, *, result_sha256: str,
-                   input_hashes: dict[str, str], result_rows: int,
-                   datasite: str) -> dict[str, Any]:
-    """The requesting provider reports the result's hash; the delivery is recorded with it.
+                   input_hashes: dict[str, str], result_rows: int, datasite: str,
+                   delivered: Delivered | None = None) -> dict[str, Any]:
+    """The requesting provider reports the result's hash; the delivery is recorded with it
+    (``delivered``: the bytes served, the result watermarked by the route; ``DeliveryMade``).
     For the trial (execution 0) ``input_hashes`` are those of the mock tables the code read.
 
     For an execution >= 1 the rules that can change while the code runs are checked again
@@ -549,7 +535,7 @@ def record_success(uow: UnitOfWork, ctx: Context, computation_id: str, *, result
         fail_computation(uow, ctx, agg, lapsed)
         return {**_view(agg), "result_sha256": None}
     agg.succeed(ctx, result_sha256=digest, input_hashes=hashes, result_rows=rows,
-                datasite=datasite)
+                datasite=datasite, delivered=delivered)
     return {**_view(agg), "result_sha256": agg.result_sha256}
 
 

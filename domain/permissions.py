@@ -240,6 +240,10 @@ RULES: tuple[Rule, ...] = (
          _admins("provider"),
          "The provider whose computation made the delivery, once; the contract holds "
          "derivatives (derivatives_need_approval, 409 otherwise). Signed."),
+    Rule("forensics.leak_trace", "",
+         conditions="The server's system actor only (dataledger forensics trace-leak, on the "
+         "platform's host, which holds the watermark key): the trace of a leaked copy, its "
+         "match (a delivery of that contract to that demander) or none (溯源)."),
     # -- queries: every member with a token; rows by visibility (404 otherwise) -----------
     Rule("participants.list", "GET /participants", EVERYONE,
          "Admitted participants; every one for an admitted regulator or platform.", QUERY),

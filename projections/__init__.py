@@ -10,6 +10,7 @@ def all_projections() -> list[Projection]:
     from projections.authorizations import AuthorizationsProjection
     from projections.computations import ComputationsProjection
     from projections.datasets import DatasetsProjection
+    from projections.forensics import ForensicsProjection
     from projections.joint import JointProjection
     from projections.orders import OrdersProjection
     from projections.participants import ParticipantsProjection
@@ -20,5 +21,5 @@ def all_projections() -> list[Projection]:
 
     return [ParticipantsProjection(), DatasetsProjection(), ScenariosProjection(),
             AuthorizationsProjection(), ProductsProjection(), OrdersProjection(),
-            ComputationsProjection(), UsageProjection(), JointProjection(),
+            ComputationsProjection(), UsageProjection(), JointProjection(), ForensicsProjection(),
             PrivacyBudgetProjection()]

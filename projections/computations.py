@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Connection, Integer, RowMapping, String, Table, Text, select
 
 from core.record import LogEntry
+from domain.delivered import UNMARKED_V1
 from projections import base
 
 KIND = "computation"
@@ -48,6 +49,11 @@ deliveries = Table(
     Column("operator_id", String, nullable=False),
     Column("result_sha256", String, nullable=False),
     Column("delivered_at", String, nullable=False),
+    # the bytes served (the result watermarked for this delivery), and the watermark (null:
+    # nothing marked, watermark_reason says why)
+    Column("delivered_sha256", String, nullable=True),
+    Column("watermark", JSON, nullable=True),
+    Column("watermark_reason", Text, nullable=True),
 )
 
 
@@ -67,7 +73,11 @@ def _delivered(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
         computations.c.id == entry.originator_id)).one()
     base.insert_row(conn, deliveries, id=entry.originator_id, contract_id=row.contract_id,
                demander_id=p["demander_id"], operator_id=row.operator_id,
-               result_sha256=p["result_sha256"], delivered_at=p["at"])
+               result_sha256=p["result_sha256"], delivered_at=p["at"],
+               # delivery.made v1 served the result's own bytes, unmarked
+               delivered_sha256=p.get("delivered_sha256", p["result_sha256"]),
+               watermark=p.get("watermark"), watermark_reason=p.get(
+                   "watermark_reason", UNMARKED_V1))
     base.touch(conn, computations, entry, p)
     base.grant(conn, DELIVERY_KIND, entry.originator_id, p["demander_id"], row.operator_id)
 
@@ -125,4 +135,5 @@ COMPUTATIONS = base.Listing(computations, KIND, order_by=("contract_id", "execut
 #: a delivery, for its demander and operator (and those who see all)
 DELIVERIES = base.Listing(deliveries, DELIVERY_KIND, order_by=("id",),
                      fields=("id", "contract_id", "demander_id", "operator_id",
-                             "result_sha256", "delivered_at"))
+                             "result_sha256", "delivered_at", "delivered_sha256",
+                             "watermark", "watermark_reason"))

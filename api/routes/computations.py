@@ -31,6 +31,7 @@ from api.routes.common import (
     visible_row,
     visible_rows,
 )
+from api.watermarking import watermark_result
 from core.canonical import CanonicalEncodingError
 from delivery import results
 from domain import computation as uc
@@ -209,7 +210,12 @@ async def record_result(computation_id: str, body: ResultReport,
     ``input_hashes`` name exactly the computation's input datasets; for executions ≥ 1 each
     must equal the private file's hash of the dataset's last ``dataset.data_loaded`` (if
     any); for the trial (execution 0) they are the hashes of the mock tables read, not
-    checked against it."""
+    checked against it.
+
+    The demander is never served the posted bytes: the server watermarks the result for
+    this delivery (its integers outside the product's key column, by at most 1 each;
+    docs/PRIVACY.md), stores that copy beside the posted one and records its SHA-256 on
+    ``delivery.made`` (``delivered_sha256``, with ``watermark``)."""
     try:
         content, digest = results.encode(body.result)
     except CanonicalEncodingError as exc:
@@ -220,16 +226,25 @@ async def record_result(computation_id: str, body: ResultReport,
         # and only for a computation that still takes this result
         await run_in_threadpool(c.ledger.check, uc.check_reporter, cmd.actor, computation_id,
                                 digest)
+        served, marked = await run_in_threadpool(watermark_result, c, computation_id,
+                                                 body.result, content)
         await run_in_threadpool(results.put, c.engine, computation_id, content)
+        await run_in_threadpool(results.put, c.engine, computation_id, marked)
+        digests = {digest, served.sha256}
         try:
             done = await cmd.run(uc.record_success, computation_id, result_sha256=digest,
                                  input_hashes=dict(body.input_hashes),
-                                 result_rows=body.result_rows, datasite=body.datasite)
+                                 result_rows=body.result_rows, datasite=body.datasite,
+                                 delivered=served)
         except DomainError:
-            await run_in_threadpool(results.discard, c.engine, c.store, computation_id, digest)
+            for kept in digests:
+                await run_in_threadpool(results.discard, c.engine, c.store, computation_id,
+                                        kept)
             raise
         if done.body["state"] == "failed":  # policy_lapsed: recorded, never delivered
-            await run_in_threadpool(results.discard, c.engine, c.store, computation_id, digest)
+            for kept in digests:
+                await run_in_threadpool(results.discard, c.engine, c.store, computation_id,
+                                        kept)
             raise WrongState(done.body["reason"], state="failed")
     return answer(done)
 

@@ -4,9 +4,11 @@ when the contract holds them.
 Every access is decided by the contract's usage controls (``domain/delivery.py``) on the
 counters the read model holds (``projections/usage.py``) and recorded: ``delivery.accessed``
 when allowed, ``usage.refused`` (the rule and its limit) when refused; a refusal is answered
-after it is recorded. ``GET /deliveries/{id}/result`` is a *download* (the bytes, as the
-compute node posted them); ``GET /deliveries/{id}/view`` is a *view* (the rows inside a JSON
-answer, for display). The delivery id is the computation id.
+after it is recorded. ``GET /deliveries/{id}/result`` is a *download* (the bytes);
+``GET /deliveries/{id}/view`` is a *view* (the rows inside a JSON answer, for display). The
+delivery id is the computation id. Both serve the same bytes: the result watermarked for
+this delivery when it was recorded (``delivered_sha256`` of ``delivery.made``;
+docs/PRIVACY.md), never the bytes the compute node posted.
 """
 
 from __future__ import annotations
@@ -42,8 +44,11 @@ REFUSALS = ("409: a usage control refused (``error`` names it: view_count_exhaus
 class ResultView(BaseModel):
     delivery_id: str
     contract_id: str
-    result_sha256: str
-    result: Any = Field(description="the delivered result (the rows), as posted")
+    result_sha256: str = Field(description="the SHA-256 of the result the node posted")
+    delivered_sha256: str = Field(description="the SHA-256 of the bytes delivered (the "
+                                  "result watermarked for this delivery): what `result` is")
+    result: Any = Field(description="the delivered result (the rows), watermarked for this "
+                                    "delivery")
     views_used: int = Field(description="the demander's views of this contract's results, "
                                         "this one included")
     downloads_used: int
@@ -77,9 +82,9 @@ def _delivery(reader: Reader, delivery_id: str) -> dict[str, Any]:
 
 async def access(cmd: CommandsDep, delivery_id: str, kind: str) -> tuple[bytes,
                                                                           dict[str, Any]]:
-    """Decide and record one ``kind`` access: the result's bytes and the command's answer;
-    the refusal's error once it is recorded (nothing is written while the delivery or its
-    bytes are not there)."""
+    """Decide and record one ``kind`` access: the delivered bytes and the command's answer
+    (with the bytes' ``delivered_sha256``); the refusal's error once it is recorded (nothing
+    is written while the delivery or its bytes are not there)."""
     # an access is never replayed: an Idempotency-Key would answer a repeated GET with the
     # first access's "allowed" without counting it
     cmd = Commands(cmd.container, cmd.actor, None)
@@ -90,27 +95,30 @@ async def access(cmd: CommandsDep, delivery_id: str, kind: str) -> tuple[bytes,
                              metered=delivery["contract_id"])
     if not done.body["allowed"]:
         raise uc.refusal_error(done.body)
-    return content, done.body
+    return content, {**done.body, "delivered_sha256": delivery["delivered_sha256"]}
 
 
 def _content(container: Services, delivery: dict[str, Any]) -> bytes:
-    content = results.get(container.engine, delivery["id"], delivery["result_sha256"])
+    """The bytes the delivery serves: those ``delivery.made`` recorded (watermarked)."""
+    content = results.get(container.engine, delivery["id"], delivery["delivered_sha256"])
     if content is None:  # only for a delivery recorded before the bytes were stored first
         raise WrongState(f"the result of delivery {delivery['id']} is not stored yet")
     return content
 
 
 @router.get("/deliveries/{delivery_id}/result", responses={200: {
-    "description": "the delivered result, as posted by the compute node (canonical JSON)",
+    "description": "the delivered result: the node's, watermarked for this delivery "
+                   "(canonical JSON)",
     "content": {"application/json": {"schema": {"description": "any JSON value"}}}}},
     description="Download the delivered result (the delivery id is the computation id), "
     "for the demander, the operator, the regulator and the platform; `X-Result-SHA256` is "
-    "the recorded hash. A download: recorded (`delivery.accessed`), and for the demander "
+    "the recorded hash of the bytes served (`delivered_sha256` of `delivery.made`: the "
+    "result watermarked for this delivery, docs/PRIVACY.md). A download: recorded (`delivery.accessed`), and for the demander "
     "counted against the contract's `download_count`. 404 to anyone else; " + REFUSALS)
 async def get_delivered_result(delivery_id: str, cmd: CommandsDep) -> Response:
     """Download the delivered result (a counted, recorded access)."""
     content, done = await access(cmd, delivery_id, "download")
-    digest = done["result_sha256"]
+    digest = done["delivered_sha256"]
     b64 = base64.b64encode(bytes.fromhex(digest)).decode()
     return Response(content, media_type="application/json",
                     headers={"X-Result-SHA256": digest, "Content-Digest": f"sha-256=:{b64}:"})
@@ -125,6 +133,7 @@ async def view_delivered_result(delivery_id: str, cmd: CommandsDep) -> JSONRespo
     content, done = await access(cmd, delivery_id, "view")
     return JSONResponse({"delivery_id": delivery_id, "contract_id": done["contract_id"],
                          "result_sha256": done["result_sha256"],
+                         "delivered_sha256": done["delivered_sha256"],
                          "result": json.loads(content), "views_used": done["views_used"],
                          "downloads_used": done["downloads_used"]})
 

@@ -84,6 +84,9 @@ WHO: dict[str, Mapping[str, frozenset[str]]] = {
     "joint.queried": {"demander": ANY},
 }
 
+#: what the server's own actor records as the platform's forensics: a leak's trace (溯源,
+#: ``dataledger forensics trace-leak``, judged by ``_leak_traced``)
+FORENSICS_SYSTEM_EVENTS = frozenset({"forensics.leak_traced"})
 #: what the server's own actor does: found the platform operator, rotate its admin's token
 SYSTEM_EVENTS = frozenset({"participant.registered", "participant.admission_approved",
                            "participant.member_added", "participant.member_token_rotated"})
@@ -99,7 +102,10 @@ PENDING_EVENTS = frozenset({"participant.member_added", "participant.member_toke
 def actor_findings(s: State, ev: Ev) -> list[Finding]:
     """The actor is who it says, may act at all at this seq, and holds a role that may."""
     if ev.role == SYSTEM or ev.participant == SYSTEM:
-        return _system(s, ev)
+        return [] if ev.type in FORENSICS_SYSTEM_EVENTS else _system(s, ev)
+    if ev.type in FORENSICS_SYSTEM_EVENTS:
+        return [Finding(ev.seq, "actor_identity", f"{ev.type} by the server's own actor",
+                        f"by {ev.participant} ({ev.role})")]
     who = s.participants.get(ev.participant)
     name = f"member {ev.member} of participant {ev.participant} ({ev.role})"
     if who is None or ev.member not in who.members or who.role != ev.role:
@@ -377,3 +383,20 @@ CHECKS: dict[str, Check] = {
     "product.listing_rejected": _product_state("listing_requested"),
     "product.delisted": _product_state("listed"),
 }
+
+
+def _leak_traced(s: State, ev: Ev) -> list[Finding]:
+    """A leak trace names no delivery, or one that was made: that computation delivered,
+    under that contract, to that demander."""
+    match = ev.get("match")
+    if match is None:
+        return []
+    run = s.computations.get(str(match.get("delivery_id"))) if isinstance(match, dict) else None
+    if run is not None and run.delivered and (run.contract, run.demander) == (
+            match.get("contract_id"), match.get("demander_id")):
+        return []
+    return [Finding(ev.seq, "delivery", "a leak traced to a delivery made: its contract and "
+                    "demander", f"{match!r}")]
+
+
+CHECKS["forensics.leak_traced"] = _leak_traced

@@ -38,6 +38,7 @@ from tests.e2e.test_market_api import (
     proposal,
     refused,
 )
+from tests.e2e.watermarked import delivery_made, watermarked
 
 CODE_SHA256 = hashlib.sha256(CODE.encode()).hexdigest()
 SITE = "tax-bureau-datasite"
@@ -149,11 +150,15 @@ def test_a_node_runs_execution_one_once_and_the_demander_gets_the_result(
 
     got = world.client.get(f"/deliveries/{cid}/result", headers=chain.demander.headers)
     assert got.status_code == 200, got.text
-    assert json.loads(got.content) == RESULT
-    assert hashlib.sha256(got.content).hexdigest() == digest
-    assert got.headers["X-Result-SHA256"] == digest
+    # the demander is served the result watermarked for this delivery, whose digest the log
+    # records (delivery.made's delivered_sha256)
+    assert watermarked(json.loads(got.content), RESULT)
+    served = delivery_made(world, cid)
+    assert served["result_sha256"] == digest and served["watermark"]["cells"] == 2
+    assert hashlib.sha256(got.content).hexdigest() == served["delivered_sha256"]
+    assert got.headers["X-Result-SHA256"] == served["delivered_sha256"]
     assert got.headers["Content-Digest"] == (
-        f"sha-256=:{base64.b64encode(bytes.fromhex(digest)).decode()}:")
+        f"sha-256=:{base64.b64encode(bytes.fromhex(served['delivered_sha256'])).decode()}:")
 
     logged = events_of(world, cid)
     assert [e["type"] for e in logged] == [
@@ -221,7 +226,7 @@ def test_a_crash_right_after_the_result_is_recorded_loses_no_bytes(
         "computation.requested", "computation.succeeded", "delivery.made"]
     restarted = world.call("POST", "/computations", chain.provider, 200, json=ask(oid))
     assert (restarted["existing"], restarted["state"]) == (True, "succeeded")
-    assert json.loads(delivered(world, chain, cid)) == RESULT
+    assert watermarked(json.loads(delivered(world, chain, cid)), RESULT)
 
 
 def test_a_delivery_recorded_without_its_bytes_gets_them_when_the_result_is_posted_again(
@@ -241,7 +246,7 @@ def test_a_delivery_recorded_without_its_bytes_gets_them_when_the_result_is_post
     again = world.call("POST", f"/computations/{cid}/result", chain.provider,
                        json=report(chain))
     assert (again["existing"], again["seqs"], head(world)) == (True, [], before)
-    assert json.loads(delivered(world, chain, cid)) == RESULT
+    assert watermarked(json.loads(delivered(world, chain, cid)), RESULT)
 
 
 def test_no_other_post_changes_the_bytes_the_demander_fetches(
@@ -257,12 +262,12 @@ def test_no_other_post_changes_the_bytes_the_demander_fetches(
                                             "input_hashes": {ds2: DATA_SHA}}):
         refused(world, "POST", f"/computations/{cid}/result", second, 403, json=report_)
     world.call("POST", f"/computations/{cid}/result", chain.provider, json=report(chain))
-    assert json.loads(delivered(world, chain, cid)) == RESULT
+    assert watermarked(json.loads(delivered(world, chain, cid)), RESULT)
     refused(world, "POST", f"/computations/{cid}/result", second, 403,
             json=report(chain, forged))
     refused(world, "POST", f"/computations/{cid}/result", chain.provider, 409,
             json=report(chain, forged))
-    assert json.loads(delivered(world, chain, cid)) == RESULT
+    assert watermarked(json.loads(delivered(world, chain, cid)), RESULT)
     # neither the requester's refused bytes nor another provider's are kept
     assert results.get(container.engine, cid, forged_sha) is None
     other = [{"firm": "B", "score": 2}]

@@ -121,7 +121,8 @@ def test_the_whole_lifecycle_then_a_rebuild_gives_the_same_read_models(
     assert runner.wait_for(page["head"])
     before = runner.digests()
     assert set(before) == {"participants", "datasets", "scenarios", "authorizations",
-                           "products", "orders", "computations", "usage", "joint"}
+                           "products", "orders", "computations", "usage", "joint",
+                           "forensics", "privacy_budget"}
     assert runner.rebuild() == page["head"]
     assert runner.digests() == before
     assert w.call("GET", f"/orders/{order}", bank)["state"] == "approved"

@@ -30,6 +30,7 @@ from tests.e2e.test_computations_api import (
     report,
 )
 from tests.e2e.test_market_api import approved_contract, refused
+from tests.e2e.watermarked import kept_digests, watermarked
 
 LIMIT = 4096
 
@@ -82,7 +83,9 @@ def test_a_body_over_the_limit_is_413_and_stores_nothing(
     done = world.call("POST", f"/computations/{cid}/result", chain.provider,
                       json=report(chain))
     assert done["state"] == "succeeded"
-    assert stored(container, cid) == [done["result_sha256"]]
+    # the posted bytes and the copy watermarked for the delivery
+    assert stored(container, cid) == kept_digests(world, cid)
+    assert done["result_sha256"] in stored(container, cid)
     # the limit is the result route's: other routes are not cut at it
     assert world.client.get("/health").status_code == 200
 
@@ -108,8 +111,8 @@ def test_a_refused_post_keeps_no_bytes(world: World, chain: Chain,
         body = refused(world, "POST", f"/computations/{cid}/result", chain.provider, 409,
                        json=report(chain, forged))
         assert "is succeeded" in body["detail"]
-    assert stored(container, cid) == [digest]
-    assert json.loads(delivered(world, chain, cid)) == RESULT
+    assert stored(container, cid) == kept_digests(world, cid) and digest in stored(container, cid)
+    assert watermarked(json.loads(delivered(world, chain, cid)), RESULT)
 
     world.call("POST", f"/orders/{oid}/queries", chain.demander, 201,
                json={"query": {"field": "taxpayer_id", "values": ["91110000MA01"]}})
@@ -201,20 +204,23 @@ def test_the_sweep_drops_unrecorded_bytes_and_keeps_recorded_ones(
     assert post(world, chain, second, json=report(chain)).status_code == 500
     undo()
     orphan = hashlib.sha256(canonical_bytes(RESULT)).hexdigest()
-    assert stored(container, second) == [orphan]
+    orphans = stored(container, second)  # the posted bytes, and the watermarked copy
+    assert orphan in orphans and len(orphans) <= 2
     assert world.call("GET", f"/computations/{second}", chain.provider)["state"] == "requested"
 
     # within the grace period the bytes stay (a post may be about to record them)
     assert results.sweep(container.engine, container.store) == 0
-    assert stored(container, second) == [orphan]
-    assert results.sweep(container.engine, container.store, older_than=0) == 1
+    assert stored(container, second) == orphans
+    assert results.sweep(container.engine, container.store, older_than=0) == len(orphans)
     assert stored(container, second) == []
-    assert stored(container, cid) == [recorded]  # recorded bytes are never swept
-    assert json.loads(delivered(world, chain, cid)) == RESULT
+    # recorded bytes are never swept: the result's and its delivery's
+    assert stored(container, cid) == kept_digests(world, cid) and recorded in stored(
+        container, cid)
+    assert watermarked(json.loads(delivered(world, chain, cid)), RESULT)
     # the node, restarted, posts again: stored and recorded, then delivered
     assert world.call("POST", f"/computations/{second}/result", chain.provider,
                       json=report(chain))["state"] == "succeeded"
-    assert json.loads(delivered(world, chain, second)) == RESULT
+    assert watermarked(json.loads(delivered(world, chain, second)), RESULT)
 
 
 def test_serve_sweeps_at_start_up(world: World, chain: Chain, container: Container) -> None:

@@ -23,6 +23,7 @@ from tests.e2e.test_computations_api import (
     two_provider_contract,
 )
 from tests.e2e.test_market_api import place, proposal, refused
+from tests.e2e.watermarked import delivery_made, watermarked
 
 MOCK_SHA = hashlib.sha256(b"taxpayer_id,annual_revenue\nMOCK-1,1000\n").hexdigest()
 
@@ -71,8 +72,8 @@ def test_a_granted_trial_runs_on_mock_data_and_the_demander_gets_the_result(
 
     got = world.client.get(f"/deliveries/{cid}/result", headers=chain.demander.headers)
     assert got.status_code == 200, got.text
-    assert json.loads(got.content) == RESULT
-    assert got.headers["X-Result-SHA256"] == posted["result_sha256"]
+    assert watermarked(json.loads(got.content), RESULT)
+    assert got.headers["X-Result-SHA256"] == delivery_made(world, cid)["delivered_sha256"]
     for party in (chain.demander, chain.provider, chain.operator):
         view = world.call("GET", f"/computations/{cid}", party)
         assert (view["execution"], view["trial"], view["state"]) == (0, True, "succeeded")
