@@ -165,6 +165,9 @@ class PostgresKeyStore(_Keys):
         self.engine: Engine = create_engine(
             url.sqlalchemy_url(), pool_size=4, max_overflow=8,
             connect_args={"options": f"-csearch_path={url.schema}"})
+        with self.engine.begin() as conn:  # the log's store makes it too; either may be first
+            schema = conn.dialect.identifier_preparer.quote_identifier(url.schema)
+            conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {schema}"))
         _METADATA.create_all(self.engine, tables=[_keys])
 
     def get_or_create(self, subject: str) -> bytes:
