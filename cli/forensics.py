@@ -72,7 +72,8 @@ def _trace_leak(args: argparse.Namespace) -> int:
     from domain.forensics import record_leak_trace
     from privacy.trace import Candidate, read_table, trace
     from privacy.watermark import load_or_create_key
-    from projections.computations import deliveries
+    from projections.computations import computations, deliveries
+    from projections.products import products
     from runtime.build import SYSTEM
 
     try:
@@ -85,11 +86,15 @@ def _trace_leak(args: argparse.Namespace) -> int:
     container = build_or_exit(settings, start_background=False)
     try:
         with container.engine.connect() as conn:
-            rows = conn.execute(select(deliveries.c.id, deliveries.c.contract_id,
-                                       deliveries.c.demander_id).where(
-                deliveries.c.watermark.is_not(None)).order_by(deliveries.c.id)).all()
+            rows = conn.execute(select(
+                deliveries.c.id, deliveries.c.contract_id, deliveries.c.demander_id,
+                products.c.key_column).join(computations, computations.c.id == deliveries.c.id)
+                .join(products, products.c.id == computations.c.product_id)
+                .where(deliveries.c.watermark.is_not(None)).order_by(deliveries.c.id)).all()
+        # the products' key columns are never marked: a CSV reader may read them as numbers
         found = trace(table, load_or_create_key(settings.data_dir),
-                      [Candidate(r.id, r.contract_id, r.demander_id) for r in rows])
+                      [Candidate(r.id, r.contract_id, r.demander_id) for r in rows],
+                      skip={r.key_column for r in rows if r.key_column})
         digest = hashlib.sha256(data).hexdigest()
         done = container.ledger.execute(
             record_leak_trace, SYSTEM, file_sha256=digest,

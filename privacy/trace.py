@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -140,10 +140,11 @@ def binomial_tail(m: int, a: int) -> float:
 
 
 def trace(columns: dict[str, Sequence[Any]], key: bytes, candidates: Sequence[Candidate], *,
-          book: np.ndarray | None = None) -> Trace:
+          book: np.ndarray | None = None, skip: Collection[str] = ()) -> Trace:
     """Trace a table (column name -> values) among ``candidates`` (``book``: their
-    ``codebook``, if the caller made it already)."""
-    cast = votes(columns, key)
+    ``codebook``, if the caller made it already; ``skip``: columns that cast no vote, the
+    products' key columns, never marked)."""
+    cast = votes(columns, key, skip)
     decided, bits = decode(cast)
     m = int(decided.sum())
     if book is None:
@@ -159,8 +160,9 @@ def trace(columns: dict[str, Sequence[Any]], key: bytes, candidates: Sequence[Ca
                  chosen)
 
 
-def trace_file(path: Path, key: bytes,
-               candidates: Sequence[Candidate]) -> tuple[Trace, str]:
-    """Trace the file at ``path``: the answer and the file's SHA-256."""
+def trace_file(path: Path, key: bytes, candidates: Sequence[Candidate], *,
+               skip: Collection[str] = ()) -> tuple[Trace, str]:
+    """Trace the file at ``path`` (``skip`` as for ``trace``): the answer and the file's
+    SHA-256."""
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    return trace(read_table(path), key, candidates), digest
+    return trace(read_table(path), key, candidates, skip=skip), digest

@@ -30,7 +30,7 @@ import hashlib
 import hmac
 import os
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -195,13 +195,17 @@ class Votes(NamedTuple):
         return int(self.total.sum())
 
 
-def votes(columns: dict[str, Sequence[Any]], key: bytes) -> Votes:
+def votes(columns: dict[str, Sequence[Any]], key: bytes,
+          skip: Collection[str] = ()) -> Votes:
     """The votes of a table given as column name -> values (integers; anything else is
     passed over): one per distinct (column, hi) of its markable cells, none for a hi seen
-    with both parities."""
+    with both parities; none from the columns ``skip`` (key columns, never marked: a CSV
+    reader may take digits for integers)."""
     ones = np.zeros(BITS, dtype=np.int64)
     total = np.zeros(BITS, dtype=np.int64)
     for name, values in columns.items():
+        if name in skip:
+            continue
         _, arr = _int_cells(values)
         arr = np.unique(arr[_markable(arr >> 1)])
         if not arr.size:

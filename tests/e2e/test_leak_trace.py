@@ -1,0 +1,179 @@
+"""Leak tracing (溯源) end to end, on a SQLite file and on PostgreSQL: 50 deliveries of the
+same product to 10 demanders, each result posted through the real route (which watermarks
+it) and downloaded through the real routes (``/result``, ``/view``); a demander's copy,
+shuffled, cut to half its rows, with columns dropped, saved as CSV, as Parquet and as JSON,
+is named by ``dataledger forensics trace-leak`` (its delivery, contract and demander, with a
+confidence) and the trace is recorded (``forensics.leak_traced``, by the system actor); a
+never-delivered table gets "no match" (exit 3); the rule book finds nothing to object to."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from audit.rules import RuleBook
+from cli.forensics import NO_MATCH
+from cli.main import main
+from privacy.watermark import mark_rows
+from runtime.build import Container
+from tests.e2e.conftest import ADMIN_TOKEN, Chain, World, list_product
+from tests.e2e.test_computations_api import QUERY, ask, report
+from tests.e2e.test_market_api import place, proposal
+from tests.e2e.watermarked import delivery_made, watermarked
+
+OUTPUT = {"type": "object", "properties": {
+    "taxpayer_id": {"type": "string"}, "revenue": {"type": "integer"},
+    "tax": {"type": "integer"}, "employees": {"type": "integer"},
+    "score": {"type": "integer"}}}
+DEMANDERS, EXECUTIONS = 10, 5
+
+
+def result(rows: int = 120) -> list[dict[str, Any]]:
+    """The product's result, the same for every delivery (the node's rows)."""
+    rng = random.Random(15)
+    return [{"taxpayer_id": f"91110000MA{i:06d}", "revenue": rng.randint(10**5, 10**8),
+             "tax": rng.randint(1_000, 5 * 10**6), "employees": rng.randint(20, 3_000),
+             "score": rng.randint(300, 850)} for i in range(rows)]
+
+
+class Delivery(NamedTuple):
+    delivery_id: str
+    contract_id: str
+    demander: Any
+
+
+def fifty_deliveries(world: World, chain: Chain) -> list[Delivery]:
+    """10 demanders, a contract each, 5 executions each (1, then 4 queries), each result
+    posted by the provider's node through ``POST /computations/{id}/result``."""
+    product = list_product(world, chain, output_schema=OUTPUT)
+    out: list[Delivery] = []
+    for d in range(DEMANDERS):
+        party = world.onboard("demander", f"Bank {d} 第{d}银行")
+        mine = dataclasses.replace(chain, demander=party)
+        oid = place(world, mine, product)
+        world.call("POST", f"/orders/{oid}/contract", chain.operator, json=proposal())
+        world.call("POST", f"/orders/{oid}/contract/acceptance", party)
+        world.call("POST", f"/orders/{oid}/contract/approvals", chain.provider)
+        world.call("POST", f"/orders/{oid}/contract/approvals", chain.operator)
+        for n in range(1, EXECUTIONS + 1):
+            if n > 1:
+                world.call("POST", f"/orders/{oid}/queries", party, 201, json={"query": QUERY})
+            cid = world.call("POST", "/computations", chain.provider, 201,
+                             json=ask(oid, n))["computation_id"]
+            world.call("POST", f"/computations/{cid}/result", chain.provider,
+                       json=report(mine, result()))
+            out.append(Delivery(cid, oid, party))
+    return out
+
+
+def leaked(rows: list[dict[str, Any]], keep: tuple[str, ...], seed: int) -> list[dict[str, Any]]:
+    """The leaker's copy: shuffled, half the rows, only the columns ``keep``."""
+    half = random.Random(seed).sample(rows, len(rows) // 2)
+    return [{c: r[c] for c in keep} for r in half]
+
+
+def trace_leak(container: Container, path: Path, monkeypatch: pytest.MonkeyPatch,
+               capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
+    """``dataledger forensics trace-leak PATH --json`` on the platform's host (its data
+    directory and database, as serve's settings)."""
+    settings = container.settings
+    monkeypatch.setenv("DATALEDGER_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("DATALEDGER_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("DATALEDGER_ADMIN_TOKEN", ADMIN_TOKEN)
+    capsys.readouterr()
+    code = main(["forensics", "trace-leak", str(path), "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_leaked_copies_are_traced_to_their_delivery_among_fifty(
+        world: World, chain: Chain, container: Container, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    made = fifty_deliveries(world, chain)
+    assert len(made) == 50 and len({d.demander.participant_id for d in made}) == 10
+    for d in made[:3]:
+        record = delivery_made(world, d.delivery_id)
+        assert record["watermark"] == {"scheme": "dataledger-wm-v1", "cells": 480}
+        assert record["delivered_sha256"] != record["result_sha256"]
+
+    # three demanders leak their copy, each as its own route served it
+    cases: list[tuple[Delivery, Path]] = []
+    downloaded = world.client.get(f"/deliveries/{made[7].delivery_id}/result",
+                                  headers=made[7].demander.headers)
+    assert downloaded.status_code == 200, downloaded.text
+    rows = json.loads(downloaded.content)
+    assert watermarked(rows, result()) and rows != result()
+    csv = tmp_path / "leak.csv"
+    pacsv.write_csv(pa.Table.from_pylist(leaked(rows, ("taxpayer_id", "revenue", "score"), 1)),
+                    csv)
+    cases.append((made[7], csv))
+
+    downloaded = world.client.get(f"/deliveries/{made[23].delivery_id}/result",
+                                  headers=made[23].demander.headers)
+    parquet = tmp_path / "leak.parquet"
+    pq.write_table(pa.Table.from_pylist(
+        leaked(json.loads(downloaded.content), ("tax", "employees"), 2)), parquet)
+    cases.append((made[23], parquet))
+
+    viewed = world.call("GET", f"/deliveries/{made[41].delivery_id}/view", made[41].demander)
+    assert viewed["delivered_sha256"] == delivery_made(world, made[41].delivery_id)[
+        "delivered_sha256"]
+    as_json = tmp_path / "leak.json"
+    as_json.write_text(json.dumps(leaked(viewed["result"], ("taxpayer_id", "employees",
+                                                            "revenue", "tax"), 3)))
+    cases.append((made[41], as_json))
+
+    for source, path in cases:
+        code, answer = trace_leak(container, path, monkeypatch, capsys)
+        assert code == 0, answer
+        assert answer["match"] == {"delivery_id": source.delivery_id,
+                                   "contract_id": source.contract_id,
+                                   "demander_id": source.demander.participant_id}
+        assert answer["confidence"].startswith("1 - ") and float(answer["p_value"]) <= 1e-9
+        assert answer["candidates"] == 50
+        votes = answer["votes"]
+        assert votes["bits_agreeing"] == votes["bits_decided"] > 30
+
+    # a table that was never delivered: the same rows, marked for no delivery
+    never = tmp_path / "never.csv"
+    pacsv.write_csv(pa.Table.from_pylist(
+        mark_rows(result(), bytes(32), "no-such-delivery")[0]), never)
+    code, answer = trace_leak(container, never, monkeypatch, capsys)
+    assert (code, answer["match"], answer["confidence"]) == (NO_MATCH, None, None)
+    unmarked = tmp_path / "unmarked.parquet"
+    pq.write_table(pa.Table.from_pylist(result()), unmarked)
+    assert trace_leak(container, unmarked, monkeypatch, capsys)[0] == NO_MATCH
+
+    # every trace is on the log, by the server's own actor; the regulator reads them
+    page = world.call("GET", "/ledger/events?limit=1000", world.regulator)["events"]
+    traces = [e["payload"] for e in page if e["type"] == "forensics.leak_traced"]
+    assert [t["match"] and t["match"]["delivery_id"] for t in traces] == [
+        made[7].delivery_id, made[23].delivery_id, made[41].delivery_id, None, None]
+    assert all(t["actor"]["role"] == "system" and len(t["file_sha256"]) == 64 for t in traces)
+    assert "revenue" not in json.dumps(traces)  # nothing of the data itself
+    # a demander reads no trace (not even its own): the regulator and the platform do
+    mine = world.call("GET", "/ledger/events?limit=1000", made[7].demander)["events"]
+    assert not [e for e in mine if e["type"] == "forensics.leak_traced"]
+    book = RuleBook(require_signatures=True)
+    assert [(f.seq, f.rule) for f in book.run(container.store.read(0, 1_000_000))] == []
+
+
+def test_an_unreadable_file_is_exit_2_and_records_nothing(
+        container: Container, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2,3\n")
+    head = container.store.max_seq()
+    monkeypatch.setenv("DATALEDGER_DATA_DIR", str(container.settings.data_dir))
+    monkeypatch.setenv("DATALEDGER_DATABASE_URL", container.settings.database_url)
+    assert main(["forensics", "trace-leak", str(bad)]) == 2
+    assert "not a table" in capsys.readouterr().err
+    assert main(["forensics", "trace-leak", str(tmp_path / "missing.csv")]) == 2
+    assert container.store.max_seq() == head
