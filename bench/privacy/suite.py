@@ -4,9 +4,12 @@ same work without them in the same run.
 1. **Masking and watermarking a delivered result** (``bench.privacy.delivered``): a
    ``rows``-row plaintext result (100,000) masked by its columns' grades and kinds and
    watermarked for its delivery, then written, against writing it unmarked. Goal: at most 2x.
-2. **Leak trace** (``bench.privacy.tracing``): a leaked copy of one of ``deliveries``
-   deliveries (1,000), shuffled, cut to half its rows, a column dropped, saved as CSV, traced
-   back among all of them. Goal: under 5 s.
+2. **Leak trace**: a leaked copy of one of ``deliveries`` deliveries (1,000), shuffled, cut
+   to half its rows, saved as CSV, traced back among all of them: in process
+   (``bench.privacy.tracing``: ``privacy.trace.trace_file``, a marked column dropped too,
+   and as Parquet), and end to end (``bench.privacy.traced``: ``dataledger forensics
+   trace-leak`` as its own process, over deliveries made through the routes, on each
+   backend). Goal: under 5 s.
 3. **Event encryption on the append path** (``bench.privacy.sealing``): the command path of
    ``bench append`` with the personal fields of its events sealed under per-subject keys,
    against the same commands in the clear, on each backend. Goal: under 10% slower.
@@ -20,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from bench.privacy import delivered, sealing, tracing
+from bench.privacy import delivered, sealing, traced, tracing
 from bench.privacy.workload import QUICK, Sizes
 from bench.table import Row, all_met
 
@@ -71,11 +74,16 @@ def run(backends: list[str], quick: bool, sizes: Sizes | None = None) -> dict[st
         one: dict[str, Any] = {"backend": backend, "load_before": _load()}
         t1 = time.monotonic()
         _part("sealing", one, table, backend, lambda b=backend: sealing.measure(b, sizes))
+        print(f"  {backend}: {sizes.deliveries:,} deliveries made through the routes, then "
+              f"`dataledger forensics trace-leak` on a leaked copy, {sizes.repetitions} "
+              "times ...", flush=True)
+        _part("trace_command", one, table, backend,
+              lambda b=backend: traced.measure(sizes, b))
         one["load_after"] = _load()
         one["wall_seconds"] = round(time.monotonic() - t1, 1)
         results.append(one)
     absent = [r["key"] for r in table if r["key"].endswith("_absent")]
-    notes = delivered.NOTES + tracing.NOTES + sealing.NOTES
+    notes = delivered.NOTES + tracing.NOTES + traced.NOTES + sealing.NOTES
     if absent:
         notes.append("not measured (their module is not in the tree): " + ", ".join(absent))
     return {"suite": "privacy", "quick": quick, "sizes": asdict(sizes), "results": results,

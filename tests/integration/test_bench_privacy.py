@@ -39,7 +39,8 @@ def test_bench_privacy_runs_and_writes_its_json(tmp_path: Path) -> None:
     keys = {row["key"]: row for row in report["table"]}
     assert set(keys) == {"mask_watermark", "trace_leak", "trace_leak_parquet",
                          "trace_no_match", "event_encryption_1", "event_encryption_16",
-                         "event_encryption_cipher_1", "event_encryption_cipher_16"}
+                         "event_encryption_cipher_1", "event_encryption_cipher_16",
+                         "trace_leak_command"}
 
     delivered = report["results"][0]["delivered"]
     assert delivered["rows"] == 300 and delivered["marked_cells"] > 0
@@ -54,6 +55,12 @@ def test_bench_privacy_runs_and_writes_its_json(tmp_path: Path) -> None:
     assert trace["no_match"] is True and trace["never_delivered"]["confidence"] is None
     assert trace["match"]["candidates"] == 12 and trace["match"]["confidence"].startswith("1 - ")
     assert keys["trace_leak"]["met"] is not False and keys["trace_no_match"]["met"] is True
+
+    command = report["results"][1]["trace_command"]
+    assert command["deliveries"] == 12 and command["demanders"] == 10
+    assert command["right"] is True and command["notes"] == []  # the right delivery named
+    assert command["answer"]["candidates"] == 12 and command["answer"]["seqs"]
+    assert command["answer"]["match"]["delivery_id"] == command["leaked"]
 
     sealing = report["results"][1]["sealing"]
     assert sealing["name_sealed_on_log"] is True
