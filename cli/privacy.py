@@ -33,8 +33,10 @@ def register(sub: Subcommands) -> None:
 
 
 def _erase(args: argparse.Namespace) -> int:
+    from core.sealed import key_id_of
     from domain.erasure import erase_subject
     from domain.errors import DomainError
+    from domain.participant import Participant
     from privacy.erase import UnknownSubject, erase
     from projections.participants import participant_of_member
     from runtime.build import SYSTEM
@@ -42,9 +44,15 @@ def _erase(args: argparse.Namespace) -> int:
     container = build_or_exit(load_settings(), start_background=False)
     seqs: list[int] = []
 
-    def participant_of(subject: str) -> str | None:
+    def find(subject: str) -> tuple[str, list[str]] | None:
+        """The member's participant (read model), and its name's key (the log itself)."""
         with container.engine.connect() as conn:
-            return participant_of_member(conn, subject)
+            pid = participant_of_member(conn, subject)
+        if pid is None:
+            return None
+        member = Participant.replay(pid, container.store.load(pid)).members.get(subject)
+        key_id = None if member is None else key_id_of(member.name)
+        return pid, [] if key_id is None else [key_id]
 
     def record(subject: str, participant: str) -> bool:
         result = container.ledger.execute(erase_subject, SYSTEM, subject,
@@ -53,8 +61,7 @@ def _erase(args: argparse.Namespace) -> int:
         return bool(result.body["recorded"])
 
     try:
-        done = erase(container.keystore, args.subject, participant_of=participant_of,
-                     record=record)
+        done = erase(container.keystore, args.subject, find=find, record=record)
         container.runner.catch_up()
     except UnknownSubject as exc:
         print(f"dataledger privacy erase: --subject: {exc}", file=sys.stderr)
@@ -64,7 +71,7 @@ def _erase(args: argparse.Namespace) -> int:
         return 1
     finally:
         container.close()
-    key = "key destroyed" if done.key_destroyed else "no key left (destroyed before)"
+    key = "key destroyed" if done.keys_destroyed else "no key left (destroyed before)"
     event = (f"privacy.subject_erased recorded at seq {seqs[-1]}" if done.recorded
              else "privacy.subject_erased recorded before")
     print(f"subject {done.subject_id} (member of participant {done.participant_id}): "

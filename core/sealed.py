@@ -3,16 +3,17 @@ names a natural person is stored in, and its seal and open with a subject's key.
 
 An envelope is a JSON object, stored in the event's payload in place of the clear value::
 
-    {"sealed": "aes-256-gcm-v1", "subject": "<subject id>", "nonce": "<b64, 12 bytes>",
-     "ct": "<b64: ciphertext and 16-byte tag>"}
+    {"sealed": "aes-256-gcm-v1", "subject": "<subject id>", "key": "<key id>",
+     "nonce": "<b64, 12 bytes>", "ct": "<b64: ciphertext and 16-byte tag>"}
 
-The cipher is AES-256-GCM (``cryptography``) under the subject's 256-bit key; the
-additional authenticated data binds the subject and the field's path (``event type`` +
-``.`` + field name, e.g. ``participant.member_added.name``), so an envelope moved to
-another subject or field does not open. The event's canonical bytes hold only the
-envelope: leaves, proofs and checkpoints never depend on the clear value, and once the
-subject's key is destroyed (``privacy/keystore.py``) nobody, the operator holding every
-file included, can open it again; readers then show :data:`ERASED`. See docs/PRIVACY.md.
+The cipher is AES-256-GCM (``cryptography``) under a 256-bit key of the subject's own
+(``key`` names it in the key store, ``privacy/keystore.py``: a key seals one subject's
+values only); the additional authenticated data binds the subject, the key id and the
+field's path (``event type`` + ``.`` + field name, e.g. ``participant.member_added.name``),
+so an envelope moved to another subject or field does not open. The event's canonical
+bytes hold only the envelope: leaves, proofs and checkpoints never depend on the clear
+value, and once the key is destroyed nobody, the operator holding every file included, can
+open it again; readers then show :data:`ERASED`. See docs/PRIVACY.md.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ SCHEME = "aes-256-gcm-v1"
 #: a subject key's length in bytes (AES-256)
 KEY_BYTES = 32
 NONCE_BYTES = 12
+#: a key id: random bytes, as hex
+KEY_ID_BYTES = 16
 #: what a reader shows for a sealed value whose subject's key was destroyed
 ERASED = "[erased]"
 #: what a reader shows for an envelope its subject's key does not open (a damaged key store)
@@ -39,7 +42,7 @@ UNREADABLE = "[unreadable]"
 #: the path of a member's name (participant.member_added): the one sealed field today
 MEMBER_NAME = "participant.member_added.name"
 
-#: a subject id -> its key, or None once destroyed (or never made)
+#: a key id -> its key, or None once destroyed (or never made)
 KeyLookup = Callable[[str], bytes | None]
 
 
@@ -47,20 +50,20 @@ class SealError(ValueError):
     """An envelope is malformed, or its key does not open it (wrong key, subject or path)."""
 
 
-def new_key() -> bytes:
-    """A fresh subject key: 32 bytes from the OS's generator."""
-    return os.urandom(KEY_BYTES)
+def new_key() -> tuple[str, bytes]:
+    """A fresh key and its id: 32 and 16 bytes from the OS's generator."""
+    return os.urandom(KEY_ID_BYTES).hex(), os.urandom(KEY_BYTES)
 
 
-def _aad(subject: str, path: str) -> bytes:
-    return canonical_bytes({"path": path, "sealed": SCHEME, "subject": subject})
+def _aad(subject: str, key_id: str, path: str) -> bytes:
+    return canonical_bytes({"key": key_id, "path": path, "sealed": SCHEME, "subject": subject})
 
 
-def seal(key: bytes, subject: str, path: str, value: str) -> dict[str, str]:
-    """The envelope of ``value`` under ``key``, bound to ``subject`` and ``path``."""
+def seal(key_id: str, key: bytes, subject: str, path: str, value: str) -> dict[str, str]:
+    """The envelope of ``value`` under key ``key_id``, bound to ``subject`` and ``path``."""
     nonce = os.urandom(NONCE_BYTES)
-    ct = AESGCM(key).encrypt(nonce, value.encode("utf-8"), _aad(subject, path))
-    return {"sealed": SCHEME, "subject": subject,
+    ct = AESGCM(key).encrypt(nonce, value.encode("utf-8"), _aad(subject, key_id, path))
+    return {"sealed": SCHEME, "subject": subject, "key": key_id,
             "nonce": base64.b64encode(nonce).decode("ascii"),
             "ct": base64.b64encode(ct).decode("ascii")}
 
@@ -68,12 +71,17 @@ def seal(key: bytes, subject: str, path: str, value: str) -> dict[str, str]:
 def is_envelope(value: Any) -> bool:
     """Whether ``value`` is a sealed envelope (of this scheme)."""
     return isinstance(value, Mapping) and value.get("sealed") == SCHEME \
-        and isinstance(value.get("subject"), str)
+        and isinstance(value.get("subject"), str) and isinstance(value.get("key"), str)
 
 
 def subject_of(value: Any) -> str | None:
     """The subject an envelope is sealed for; None for anything else (a clear value)."""
     return str(value["subject"]) if is_envelope(value) else None
+
+
+def key_id_of(value: Any) -> str | None:
+    """The id of the key an envelope is sealed under; None for a clear value."""
+    return str(value["key"]) if is_envelope(value) else None
 
 
 def open_envelope(key: bytes, envelope: Mapping[str, Any], path: str) -> str:
@@ -83,7 +91,8 @@ def open_envelope(key: bytes, envelope: Mapping[str, Any], path: str) -> str:
     try:
         nonce = base64.b64decode(str(envelope.get("nonce")), validate=True)
         ct = base64.b64decode(str(envelope.get("ct")), validate=True)
-        clear = AESGCM(key).decrypt(nonce, ct, _aad(str(envelope["subject"]), path))
+        aad = _aad(str(envelope["subject"]), str(envelope["key"]), path)
+        clear = AESGCM(key).decrypt(nonce, ct, aad)
         return clear.decode("utf-8")
     except (binascii.Error, InvalidTag, ValueError) as exc:
         raise SealError(f"the envelope of subject {envelope['subject']} does not open "
@@ -92,11 +101,11 @@ def open_envelope(key: bytes, envelope: Mapping[str, Any], path: str) -> str:
 
 def reveal(value: Any, path: str, key_of: KeyLookup) -> str:
     """What a reader shows for a stored field: a clear value as is (recorded before fields
-    were sealed), an envelope opened with its subject's key, :data:`ERASED` once that key
-    is destroyed, :data:`UNREADABLE` if the key does not open it."""
+    were sealed), an envelope opened with its key (``key_of`` its id), :data:`ERASED` once
+    that key is destroyed, :data:`UNREADABLE` if the key does not open it."""
     if not is_envelope(value):
         return "" if value is None else str(value)
-    key = key_of(str(value["subject"]))
+    key = key_of(str(value["key"]))
     if key is None:
         return ERASED
     try:

@@ -1,19 +1,25 @@
-"""The per-subject keys of personal data in events (密钥销毁), kept apart from the log.
+"""The keys of personal data in events (密钥销毁), kept apart from the log.
 
-A subject (today: a member, its id the subject id) has one 256-bit key, made the first time
-a field naming it is sealed (``core.sealed``). Destroying the key erases every value sealed
-under it: the log keeps the envelopes (its leaves, proofs and checkpoints unchanged), and
-nobody can open them again.
+Every sealed value names its key (``core.sealed``: the envelope's ``key``); a key seals
+the values of one subject only (today: a member's name, subject = the member id), so
+destroying the keys of a subject's envelopes erases it: the log keeps the envelopes (its
+leaves, proofs and checkpoints unchanged), and nobody can open them again.
+
+Keys are made ahead, in batches of :data:`BATCH` stored in one durable commit, and each
+seal takes the next unused one (:meth:`KeyStore.issue`): a command that seals a name
+waits for no write of the key store, and every key an event names was on disk before the
+event was appended. A key taken by a command that is then refused, or left in a batch when
+its process stops, is never used: a row of 48 bytes that opens nothing.
 
 Where the keys live:
 
 - SQLite (the embedded default): a file of its own, ``<data dir>/subject_keys.db`` (mode
   0600), never the log's or the read models' file. ``PRAGMA secure_delete=ON`` overwrites a
   destroyed key's bytes with zeros in its page, and the write-ahead log is checkpointed and
-  truncated after a destruction, so no file keeps them. Commits are ``synchronous=FULL``:
-  a key is on disk before the event sealed with it is appended.
+  truncated after a destruction, so no file keeps them; batches commit with
+  ``synchronous=FULL``.
 - PostgreSQL: the table ``privacy_subject_keys`` in the database's schema, apart from the
-  event table and the read models; a destruction deletes the row and rewrites the table
+  event table and the read models; a destruction deletes the rows and rewrites the table
   (``VACUUM FULL``), so no page of it keeps the key. PostgreSQL's own write-ahead log and
   any base backup or WAL archive still hold the key until they are recycled: the limit of a
   key store inside the database (docs/PRIVACY.md).
@@ -43,7 +49,6 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects import postgresql
 
 from core import sealed
 from core.files import write_private
@@ -51,25 +56,27 @@ from events.url import DatabaseURL
 
 #: the SQLite key store's file name in the data directory
 KEYS_FILE = "subject_keys.db"
-#: the PostgreSQL key store's table
+#: the key table (SQLite and PostgreSQL)
 KEYS_TABLE = "privacy_subject_keys"
+#: keys made and stored per durable commit
+BATCH = 256
 
 _METADATA = MetaData()
 _keys = Table(KEYS_TABLE, _METADATA,
-              Column("subject_id", String, primary_key=True),
+              Column("key_id", String, primary_key=True),
               Column("key", LargeBinary, nullable=False))
 
 
 class KeyStore(Protocol):
-    """Get-or-create, get, destroy a subject's key; seal and reveal with them."""
+    """Issue, get and destroy keys; seal and reveal with them."""
 
-    def get_or_create(self, subject: str) -> bytes: ...
+    def issue(self) -> tuple[str, bytes]: ...
 
-    def get_many(self, subjects: Iterable[str]) -> dict[str, bytes]: ...
+    def get_many(self, key_ids: Iterable[str]) -> dict[str, bytes]: ...
 
-    def get(self, subject: str) -> bytes | None: ...
+    def get(self, key_id: str) -> bytes | None: ...
 
-    def destroy(self, subject: str) -> bool: ...
+    def destroy(self, key_ids: Iterable[str]) -> int: ...
 
     def seal(self, subject: str, path: str, value: str) -> dict[str, str]: ...
 
@@ -81,23 +88,38 @@ class KeyStore(Protocol):
 
 
 class _Keys(ABC):
-    """What both stores share, on their ``get_or_create`` and ``get_many``."""
+    """What both stores share: the batch of keys made ahead, sealing and revealing."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ready: list[tuple[str, bytes]] = []
 
     @abstractmethod
-    def get_or_create(self, subject: str) -> bytes:
-        """The subject's key, made (and stored durably) if it has none."""
+    def _store(self, made: list[tuple[str, bytes]]) -> None:
+        """Store ``made`` (key id, key) in one durable commit."""
 
     @abstractmethod
-    def get_many(self, subjects: Iterable[str]) -> dict[str, bytes]:
-        """The keys of those subjects that have one."""
+    def get_many(self, key_ids: Iterable[str]) -> dict[str, bytes]:
+        """The keys of those ids that exist (not destroyed)."""
 
-    def get(self, subject: str) -> bytes | None:
-        """The subject's key, or None (never made, or destroyed)."""
-        return self.get_many([subject]).get(subject)
+    def issue(self) -> tuple[str, bytes]:
+        """A key of its own for the next sealed value: stored before it is handed out."""
+        with self._lock:
+            if not self._ready:
+                made = [sealed.new_key() for _ in range(BATCH)]
+                self._store(made)
+                self._ready = made[::-1]
+            return self._ready.pop()
+
+    def get(self, key_id: str) -> bytes | None:
+        """The key of that id, or None (never made, or destroyed)."""
+        return self.get_many([key_id]).get(key_id)
 
     def seal(self, subject: str, path: str, value: str) -> dict[str, str]:
-        """The ``Sealer`` port the domain is handed: ``value`` sealed under the subject's key."""
-        return sealed.seal(self.get_or_create(subject), subject, path, value)
+        """The ``Sealer`` port the domain is handed: ``value`` sealed for ``subject`` under
+        a key of its own."""
+        key_id, key = self.issue()
+        return sealed.seal(key_id, key, subject, path, value)
 
     def reveal(self, value: Any, path: str) -> str:
         """What a reader shows for a stored field (``core.sealed.reveal``)."""
@@ -105,7 +127,7 @@ class _Keys(ABC):
 
     def reveal_all(self, values: list[Any], path: str) -> list[str]:
         """:meth:`reveal` of many values, their keys read at once."""
-        keys = self.get_many({s for v in values if (s := sealed.subject_of(v)) is not None})
+        keys = self.get_many({k for v in values if (k := sealed.key_id_of(v)) is not None})
         return [sealed.reveal(v, path, keys.get) for v in values]
 
 
@@ -113,48 +135,49 @@ class SQLiteKeyStore(_Keys):
     """The keys in a SQLite file of their own (one connection, serialized by a lock)."""
 
     def __init__(self, path: Path) -> None:
+        super().__init__()
         self.path = path
         if not path.exists():
             write_private(path, b"")  # mode 0600 before SQLite writes a byte into it
-        self._lock = threading.Lock()
+        self._db = threading.Lock()
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
                                      timeout=30)
         for pragma in ("secure_delete=ON", "journal_mode=WAL", "synchronous=FULL"):
             self._conn.execute(f"PRAGMA {pragma}")
         self._conn.execute(f"CREATE TABLE IF NOT EXISTS {KEYS_TABLE} "
-                           "(subject_id TEXT PRIMARY KEY, key BLOB NOT NULL)")
+                           "(key_id TEXT PRIMARY KEY, key BLOB NOT NULL)")
 
-    def get_or_create(self, subject: str) -> bytes:
-        with self._lock:
-            self._conn.execute(f"INSERT OR IGNORE INTO {KEYS_TABLE} VALUES (?, ?)",
-                               (subject, sealed.new_key()))
-            row = self._conn.execute(f"SELECT key FROM {KEYS_TABLE} WHERE subject_id = ?",
-                                     (subject,)).fetchone()
-        return bytes(row[0])
+    def _store(self, made: list[tuple[str, bytes]]) -> None:
+        with self._db:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.executemany(f"INSERT INTO {KEYS_TABLE} VALUES (?, ?)", made)
+            self._conn.execute("COMMIT")
 
-    def get_many(self, subjects: Iterable[str]) -> dict[str, bytes]:
-        wanted = list(subjects)
+    def get_many(self, key_ids: Iterable[str]) -> dict[str, bytes]:
+        wanted = list(key_ids)
         out: dict[str, bytes] = {}
-        with self._lock:
+        with self._db:
             for i in range(0, len(wanted), 500):
                 part = wanted[i:i + 500]
                 marks = ",".join("?" * len(part))
-                out.update((str(s), bytes(k)) for s, k in self._conn.execute(
-                    f"SELECT subject_id, key FROM {KEYS_TABLE} WHERE subject_id IN ({marks})",
-                    part))
+                out.update((str(k), bytes(v)) for k, v in self._conn.execute(
+                    f"SELECT key_id, key FROM {KEYS_TABLE} WHERE key_id IN ({marks})", part))
         return out
 
-    def destroy(self, subject: str) -> bool:
-        with self._lock:
-            gone = self._conn.execute(f"DELETE FROM {KEYS_TABLE} WHERE subject_id = ?",
-                                      (subject,)).rowcount > 0
+    def destroy(self, key_ids: Iterable[str]) -> int:
+        """Destroy those keys; how many there were. No file keeps their bytes after."""
+        ids = [(k,) for k in key_ids]
+        with self._db:
+            before = self._conn.total_changes
+            self._conn.executemany(f"DELETE FROM {KEYS_TABLE} WHERE key_id = ?", ids)
+            gone = self._conn.total_changes - before
             # the WAL's frames still hold the key's page as it was: copy the zeroed page
             # back into the file and truncate the WAL to nothing
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return gone
 
     def close(self) -> None:
-        with self._lock:
+        with self._db:
             self._conn.close()
 
 
@@ -162,6 +185,7 @@ class PostgresKeyStore(_Keys):
     """The keys in a table of their own in the PostgreSQL database's schema."""
 
     def __init__(self, url: DatabaseURL) -> None:
+        super().__init__()
         self.engine: Engine = create_engine(
             url.sqlalchemy_url(), pool_size=4, max_overflow=8,
             connect_args={"options": f"-csearch_path={url.schema}"})
@@ -170,28 +194,27 @@ class PostgresKeyStore(_Keys):
             conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {schema}"))
         _METADATA.create_all(self.engine, tables=[_keys])
 
-    def get_or_create(self, subject: str) -> bytes:
+    def _store(self, made: list[tuple[str, bytes]]) -> None:
         with self.engine.begin() as conn:
-            conn.execute(postgresql.insert(_keys).values(
-                subject_id=subject, key=sealed.new_key()).on_conflict_do_nothing())
-            return bytes(conn.execute(select(_keys.c.key).where(
-                _keys.c.subject_id == subject)).scalar_one())
+            conn.execute(_keys.insert(), [{"key_id": k, "key": v} for k, v in made])
 
-    def get_many(self, subjects: Iterable[str]) -> dict[str, bytes]:
-        wanted = list(subjects)
+    def get_many(self, key_ids: Iterable[str]) -> dict[str, bytes]:
+        wanted = list(key_ids)
         if not wanted:
             return {}
         with self.engine.connect() as conn:
-            return {str(s): bytes(k) for s, k in conn.execute(
-                select(_keys.c.subject_id, _keys.c.key).where(_keys.c.subject_id.in_(wanted)))}
+            return {str(k): bytes(v) for k, v in conn.execute(
+                select(_keys.c.key_id, _keys.c.key).where(_keys.c.key_id.in_(wanted)))}
 
-    def destroy(self, subject: str) -> bool:
+    def destroy(self, key_ids: Iterable[str]) -> int:
+        """Destroy those keys; how many there were. The table is rewritten after."""
+        wanted = list(key_ids)
         with self.engine.begin() as conn:
-            gone = conn.execute(delete(_keys).where(_keys.c.subject_id == subject)).rowcount > 0
-        # the deleted row's bytes stay in the table's pages until it is rewritten
+            gone = conn.execute(delete(_keys).where(_keys.c.key_id.in_(wanted))).rowcount
+        # the deleted rows' bytes stay in the table's pages until it is rewritten
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text(f"VACUUM FULL {KEYS_TABLE}"))
-        return gone
+        return int(gone)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -106,7 +106,10 @@ def erased(database_url: str, tmp_path: Path) -> Erased:
             pid = provider.participant_id
             before = members(world, pid, provider)
             subject = next(m["member_id"] for m in before if m["name"] == name)
-            key = container.keystore.get(subject)
+            added = [e for e in container.store.load(pid)
+                     if e.type_name == "participant.member_added"
+                     and e.payload()["member_id"] == subject]
+            key = container.keystore.get(added[0].payload()["name"]["key"])
             assert key is not None and person.token
             assert files_holding(data, name.encode()) == []  # never written in clear
             done = cli(url, data, "privacy", "erase", "--subject", subject)

@@ -1,5 +1,6 @@
-"""privacy/keystore.py on a SQLite file and on PostgreSQL: get-or-create, get, destroy; a
-destroyed key's bytes are left in no file of the SQLite store and no row of the table."""
+"""privacy/keystore.py on a SQLite file and on PostgreSQL: keys issued from batches stored
+ahead, read, destroyed; a destroyed key's bytes are left in no file of the SQLite store and
+no row of the table."""
 
 from __future__ import annotations
 
@@ -8,47 +9,60 @@ from pathlib import Path
 
 import psycopg
 
-from core.sealed import ERASED, MEMBER_NAME
+from core.sealed import ERASED, MEMBER_NAME, key_id_of
 from events.url import DatabaseURL
-from privacy.keystore import KEYS_FILE, KEYS_TABLE, open_keystore
+from privacy.keystore import BATCH, KEYS_FILE, KEYS_TABLE, open_keystore
 
 
-def test_keys_are_made_once_kept_apart_and_destroyed(database_url: str, tmp_path: Path) -> None:
+def stored(url: DatabaseURL, tmp_path: Path) -> dict[str, bytes]:
+    """The key table as another process reads it."""
+    if url.kind == "sqlite":
+        import sqlite3
+
+        with sqlite3.connect(tmp_path / "var" / KEYS_FILE) as conn:
+            return {k: bytes(v) for k, v in conn.execute(f"SELECT key_id, key FROM {KEYS_TABLE}")}
+    with psycopg.connect(url.conninfo(), autocommit=True) as conn:
+        return {k: bytes(v) for k, v in conn.execute(
+            f'SELECT key_id, key FROM "{url.schema}".{KEYS_TABLE}')}
+
+
+def test_keys_are_stored_before_issued_and_destroyed(database_url: str, tmp_path: Path) -> None:
     url = DatabaseURL.parse(database_url)
     store = open_keystore(url, tmp_path / "var")
     try:
-        key = store.get_or_create("m-1")
-        assert len(key) == 32 and store.get_or_create("m-1") == key == store.get("m-1")
-        other = store.get_or_create("m-2")
-        assert other != key and store.get_many(["m-1", "m-2", "m-3"]) == {
-            "m-1": key, "m-2": other}
+        kid, key = store.issue()
+        assert len(key) == 32 and stored(url, tmp_path)[kid] == key  # on disk first
+        assert len(stored(url, tmp_path)) == BATCH
+        issued = [store.issue() for _ in range(BATCH)]  # past the first batch: a second
+        assert len({k for k, _ in issued} | {kid}) == BATCH + 1
+        assert len(stored(url, tmp_path)) == 2 * BATCH
         env = store.seal("m-1", MEMBER_NAME, "张伟")
+        other = store.seal("m-2", MEMBER_NAME, "李四")
         assert store.reveal(env, MEMBER_NAME) == "张伟"
-        assert store.destroy("m-1") is True and store.destroy("m-1") is False
-        assert store.get("m-1") is None and store.get("m-2") == other
-        assert store.reveal(env, MEMBER_NAME) == ERASED
-        assert store.reveal_all([env, "clear"], MEMBER_NAME) == [ERASED, "clear"]
+        gone = key_id_of(env)
+        assert gone is not None and store.get(gone) is not None
+        assert store.destroy([gone]) == 1 and store.destroy([gone]) == 0
+        assert store.get(gone) is None and gone not in stored(url, tmp_path)
+        assert store.reveal_all([env, other, "clear"], MEMBER_NAME) == [ERASED, "李四", "clear"]
+        destroyed = store.get_many([kid])[kid]
+        assert store.destroy([kid]) == 1
     finally:
         store.close()
     if url.kind == "sqlite":
         files = [p for p in (tmp_path / "var").iterdir() if p.is_file()]
-        assert tmp_path / "var" / KEYS_FILE in files
         assert stat.S_IMODE((tmp_path / "var" / KEYS_FILE).stat().st_mode) == 0o600
-        assert not any(key in p.read_bytes() for p in files)
-        assert any(other in p.read_bytes() for p in files)
-    else:
-        with psycopg.connect(url.conninfo(), autocommit=True) as conn:
-            rows = conn.execute(f'SELECT subject_id, key FROM "{url.schema}".{KEYS_TABLE}')
-            assert [(s, bytes(k)) for s, k in rows] == [("m-2", other)]
+        assert not any(destroyed in p.read_bytes() for p in files)
+        assert any(issued[0][1] in p.read_bytes() for p in files)
 
 
-def test_a_reopened_store_keeps_its_keys(database_url: str, tmp_path: Path) -> None:
+def test_a_reopened_store_reads_its_keys_and_issues_new_ones(database_url: str,
+                                                             tmp_path: Path) -> None:
     url = DatabaseURL.parse(database_url)
     first = open_keystore(url, tmp_path / "var")
-    key = first.get_or_create("m-1")
+    kid, key = first.issue()
     first.close()
     again = open_keystore(url, tmp_path / "var")
     try:
-        assert again.get("m-1") == key
+        assert again.get(kid) == key and again.issue()[0] != kid
     finally:
         again.close()

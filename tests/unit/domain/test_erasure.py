@@ -22,7 +22,9 @@ class Keys:
         self.keys: dict[str, bytes] = {}
 
     def seal(self, subject: str, path: str, value: str) -> dict[str, str]:
-        return seal(self.keys.setdefault(subject, new_key()), subject, path, value)
+        kid, key = new_key()
+        self.keys[kid] = key
+        return seal(kid, key, subject, path, value)
 
 
 def sealed_member(uow: MemoryUnitOfWork, keys: Keys) -> tuple[str, str]:
@@ -40,7 +42,7 @@ def test_the_name_is_sealed_for_the_member_before_its_event_is_encoded() -> None
     assert isinstance(event, MemberAdded) and event.class_version == 2
     assert is_envelope(event.name) and event.name["subject"] == mid
     assert "张伟".encode() not in event.canonical_payload()
-    assert open_envelope(keys.keys[mid], event.name, MEMBER_NAME) == "张伟"
+    assert open_envelope(keys.keys[event.name["key"]], event.name, MEMBER_NAME) == "张伟"
 
 
 def test_without_a_sealer_the_name_is_recorded_in_clear_and_v1_reads_as_stored() -> None:
