@@ -13,7 +13,9 @@ from pydantic import (
     Field,
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
+    PlainValidator,
     StrictInt,
+    WithJsonSchema,
 )
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
@@ -112,12 +114,25 @@ MAX_FEN = 2**53 - 1
 Money = Annotated[StrictInt, Field(ge=0, le=MAX_FEN,
                                    description="integer fen (分), never a float")]
 CirculationMode = Literal["plaintext", "ciphertext", "trusted_exchange"]
-#: an amount of privacy loss ε (domain.policy.positive_decimal): decimal text or an integer,
-#: never a float (the log and the signed statements hold none)
-Epsilon = Annotated[StrictInt | Annotated[str, Field(pattern=r"^[0-9]{1,6}(\.[0-9]{1,6})?$")],
-                    Field(description="ε > 0, at most 1000: decimal text such as \"0.5\" "
-                                      "(at most 6 decimal places) or an integer; never a float")]
 assert get_args(CirculationMode) == CIRCULATION_MODES
+
+
+def _exact_number(value: Any) -> Any:
+    """An integer or a text (checked as a decimal by the domain: ``positive_decimal``); a
+    float is refused here, naming the field: it has no exact canonical form."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(  # noqa: TRY004 - pydantic reports a ValueError, naming the field
+            'must be decimal text such as "0.5" or an integer, never a float')
+    return value
+
+
+#: an amount of privacy loss ε or a sensitivity Δ (domain.policy.positive_decimal): decimal
+#: text or an integer, never a float (the log and the signed statements hold none)
+Epsilon = Annotated[int | str, PlainValidator(_exact_number), WithJsonSchema({
+    "anyOf": [{"type": "integer", "minimum": 1},
+              {"type": "string", "pattern": r"^[0-9]{1,15}(\.[0-9]{1,6})?$"}],
+    "description": "a number > 0 as decimal text such as \"0.5\" (at most 6 decimal "
+                   "places) or an integer; never a float"})]
 
 #: the field of a required name, and of an optional free text
 NAME = Field(min_length=1, max_length=200)

@@ -1,0 +1,155 @@
+"""Differential privacy's budget over HTTP, on SQLite and PostgreSQL: a dp product's
+executions spend ε per input dataset (``privacy.budget_spent``), the contract view shows
+each dataset's budget, spent and remaining, and an execution past the budget is refused
+before it runs (``privacy_budget_exhausted``, with usage.refused), also after the server
+restarts on the same database and after the read models are rebuilt from the log; a bad
+declaration or budget is a 422 naming the field, writing nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from runtime.settings import Settings
+from tests.e2e.conftest import ADMIN_TOKEN, USED, Chain, World, list_product, product_body
+from tests.e2e.test_computations_api import QUERY, ask, events_of
+from tests.e2e.test_market_api import SPLIT, invalid, place
+from tests.e2e.test_usage_controls import NOW, Server, contract, delivered, policy
+
+DP = {"epsilon": "0.5", "columns": {"score": {"sensitivity": "1"}}}
+
+
+@pytest.fixture
+def server(database_url: str, tmp_path: Path) -> Iterator[Server]:
+    s = Server(Settings(data_dir=tmp_path / "var", database_url=database_url,
+                        admin_token=ADMIN_TOKEN, checkpoint_every_seconds=0.3))
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def client(server: Server) -> TestClient:
+    return server.client
+
+
+def budget_of(world: World, chain: Chain, oid: str) -> dict[str, Any]:
+    view: dict[str, Any] = world.call("GET", f"/orders/{oid}", chain.demander)
+    return dict(view["privacy_budget"])
+
+
+def line(budget: str, spent: str, remaining: str) -> dict[str, str]:
+    return {"budget": budget, "spent": spent, "remaining": remaining}
+
+
+def test_an_execution_past_the_budget_is_refused_before_it_runs_across_a_restart(
+        world: World, chain: Chain, server: Server) -> None:
+    product = list_product(world, chain, dp=DP)
+    assert world.call("GET", f"/products/{product}", chain.demander)["dp"] == DP
+    oid = contract(world, chain, policy(privacy_budget="1"), product)
+    assert budget_of(world, chain, oid) == {chain.dataset_id: line("1", "0", "1")}
+    delivered(world, chain, oid)
+    assert budget_of(world, chain, oid) == {chain.dataset_id: line("1", "0.5", "0.5")}
+    world.call("POST", f"/orders/{oid}/queries", chain.demander, 201, json={"query": QUERY})
+    second = world.call("POST", "/computations", chain.provider, 201, json=ask(oid, 2))
+    assert second["state"] == "requested"
+    assert budget_of(world, chain, oid) == {chain.dataset_id: line("1", "1", "0")}
+
+    server.restart(world)
+    assert budget_of(world, chain, oid) == {chain.dataset_id: line("1", "1", "0")}
+    world.call("POST", f"/orders/{oid}/queries", chain.demander, 201, json={"query": QUERY})
+    third = world.call("POST", "/computations", chain.provider, 201, json=ask(oid, 3))
+    assert third["state"] == "failed"
+    assert third["reason"].startswith(f"privacy_budget_exhausted: execution 3 of contract {oid}")
+    assert [e["type"] for e in events_of(world, third["computation_id"])] == [
+        "computation.requested", "computation.failed", "usage.refused"]
+    refusal = events_of(world, third["computation_id"])[2]["payload"]
+    assert (refusal["rule"], refusal["limit"], refusal["action"]) == (
+        "privacy_budget", "1", "processing")
+    r = world.client.post(f"/computations/{third['computation_id']}/result",
+                          headers=chain.provider.headers, json={
+                              "result": [], "input_hashes": {}, "result_rows": 0,
+                              "datasite": "x"})
+    assert r.status_code == 409, r.text  # nothing of it runs or is delivered
+    spent = [e for e in world.call("GET", "/ledger/events?limit=1000", world.regulator)[
+        "events"] if e["type"] == "privacy.budget_spent"]
+    assert [(e["payload"]["execution"], e["payload"]["epsilon"],
+             e["payload"]["authorization_id"]) for e in spent] == [
+        (1, "0.5", chain.authorization_id), (2, "0.5", chain.authorization_id)]
+    assert world.call("GET", f"/orders/{oid}", chain.demander)["usage"]["refused"] == 1
+
+    server.container.runner.rebuild()
+    assert budget_of(world, chain, oid) == {chain.dataset_id: line("1", "1", "0")}
+
+
+def test_the_authorization_budget_bounds_all_its_contracts(world: World, chain: Chain) -> None:
+    requested = [{"dataset_id": chain.dataset_id, "fields": USED}]
+    auth = world.api.authorize(chain.provider, chain.scenario_id, requested,
+                               (NOW - timedelta(days=1), NOW + timedelta(days=365)),
+                               {"processing_count": 100, "privacy_budget": "0.5"})
+    product = list_product(world, chain, authorization_ids=[auth], dp=DP)
+    first = contract(world, chain, policy(privacy_budget="0.5"), product)
+    second = contract(world, chain, policy(privacy_budget="0.5"), product)
+    delivered(world, chain, first)
+    out = world.call("POST", "/computations", chain.provider, 201, json=ask(second))
+    assert out["state"] == "failed" and f"under authorization {auth}" in out["reason"], out
+    assert budget_of(world, chain, second) == {chain.dataset_id: line("0.5", "0", "0.5")}
+
+
+def test_a_contract_without_a_budget_shows_what_was_spent(world: World, chain: Chain) -> None:
+    product = list_product(world, chain, dp=DP)
+    oid = contract(world, chain, policy(), product)
+    delivered(world, chain, oid)
+    assert budget_of(world, chain, oid) == {chain.dataset_id: {
+        "budget": None, "spent": "0.5", "remaining": None}}
+    plain = contract(world, chain, policy())
+    assert world.call("GET", f"/orders/{plain}", chain.demander)["privacy_budget"] is None
+
+
+@pytest.mark.parametrize(("dp", "field"), [
+    ({"epsilon": 0.5, "columns": {"score": {"sensitivity": "1"}}}, "dp.epsilon"),
+    ({"epsilon": "0", "columns": {"score": {"sensitivity": "1"}}}, "dp.epsilon"),
+    ({"epsilon": "1", "columns": {"score": {"sensitivity": "-1"}}},
+     "dp.columns.score.sensitivity"),
+    ({"epsilon": "1", "columns": {"taxpayer_id": {"sensitivity": "1"}}},
+     "dp.columns.taxpayer_id"),
+    ({"epsilon": "1", "columns": {"nope": {"sensitivity": "1"}}}, "dp.columns.nope"),
+    ({"epsilon": "1", "columns": {}}, "dp.columns"),
+    ({"epsilon": "1"}, "dp.columns"),
+])
+def test_a_bad_dp_declaration_is_a_422_naming_the_field(world: World, chain: Chain,
+                                                        dp: Any, field: str) -> None:
+    assert invalid(world, "/products", chain.operator, product_body(chain, dp=dp)) == {field}
+
+
+@pytest.mark.parametrize("budget", [0.5, "0", "-1", "abc", "1.0000001", True])
+def test_a_bad_budget_is_a_422_naming_the_field(world: World, chain: Chain,
+                                                budget: Any) -> None:
+    oid = place(world, chain, list_product(world, chain, dp=DP))
+    assert invalid(world, f"/orders/{oid}/contract", chain.operator, {
+        "usage_policy": policy(privacy_budget=budget), "price_fen": 1,
+        "revenue_split": dict(SPLIT)}) == {"usage_policy.privacy_budget"}
+    assert invalid(world, "/authorizations", chain.provider, {
+        "scenario_id": chain.scenario_id,
+        "datasets": [{"dataset_id": chain.dataset_id, "fields": USED}],
+        "not_before": NOW.isoformat(), "not_after": (NOW + timedelta(days=9)).isoformat(),
+        "usage_policy": {"privacy_budget": budget}}) == {"usage_policy.privacy_budget"}
+
+
+def test_a_contract_budget_above_its_authorizations_is_a_422(world: World,
+                                                             chain: Chain) -> None:
+    requested = [{"dataset_id": chain.dataset_id, "fields": USED}]
+    auth = world.api.authorize(chain.provider, chain.scenario_id, requested,
+                               (NOW - timedelta(days=1), NOW + timedelta(days=365)),
+                               {"processing_count": 100, "privacy_budget": "2"})
+    oid = place(world, chain, list_product(world, chain, authorization_ids=[auth], dp=DP))
+    body = {"usage_policy": policy(privacy_budget="2.5"), "price_fen": 1,
+            "revenue_split": dict(SPLIT)}
+    assert invalid(world, f"/orders/{oid}/contract", chain.operator, body) == {
+        "usage_policy.privacy_budget"}
+    assert invalid(world, f"/orders/{oid}/contract", chain.operator, {
+        **body, "usage_policy": policy()}) == {"usage_policy.privacy_budget"}
