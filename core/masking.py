@@ -144,20 +144,26 @@ def rule(mode: str, grade: str) -> str:
     return RULES.get(mode, {}).get(grade, "withheld")
 
 
+def label(graded: Mapping[str, str], mode: str) -> str:
+    """How a column's masking is recorded: ``"<grade>:<kind>:<rule>"`` (``mask_rows``'s
+    ``applied``, ``computation.succeeded``'s ``masking``)."""
+    return f"{graded['grade']}:{graded['kind']}:{rule(mode, graded['grade'])}"
+
+
 def mask_rows(rows: list[dict[str, Any]], grades: Mapping[str, Mapping[str, str]],
               mode: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """The rows with each column that ``grades`` (column -> ``{"grade", "kind"}``) names
     masked by ``mode``'s rule, and ``applied``: for each column present in some row that a
     rule changed, ``"<grade>:<kind>:<rule>"`` (e.g. ``"L3:phone:partial"``). The rows given
     are not modified; rows that need no change are returned as they are."""
-    plan: dict[str, tuple[str, str, Callable[[Any], Any]]] = {}
+    plan: dict[str, Callable[[Any], Any]] = {}
     for column, graded in grades.items():
         action = rule(mode, graded["grade"])
         if action != "clear":
-            plan[column] = (action, graded["kind"], _masker(action, graded["kind"]))
+            plan[column] = _masker(action, graded["kind"])
     if not plan:
         return rows, {}
-    steps = [(column, masker) for column, (_, _, masker) in plan.items()]
+    steps = list(plan.items())
     present: set[str] = set()
     out = []
     for row in rows:
@@ -173,8 +179,7 @@ def mask_rows(rows: list[dict[str, Any]], grades: Mapping[str, Mapping[str, str]
             if len(present) < len(plan):
                 present.update(c for c in plan if c in row)
             out.append(copy)
-    applied = {c: f"{grades[c]['grade']}:{plan[c][1]}:{plan[c][0]}"
-               for c in sorted(present)}
+    applied = {c: label(grades[c], mode) for c in sorted(present)}
     return out, applied
 
 

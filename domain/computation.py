@@ -61,6 +61,7 @@ from domain.order import Order, require_plain_query
 from domain.permissions import permit
 from domain.privacy_budget import meter
 from domain.product import Product
+from domain.succeeded import ComputationSucceeded, Reported, check_masking
 from domain.unit_of_work import UnitOfWork
 from domain.usage import DeliveryReleaseApproved, RuleReason, UsageRefused
 
@@ -98,19 +99,6 @@ class ComputationRequested(Event):
     code_sha256: str
     datasite: str
     dataset_ids: list[str]
-
-
-@dataclass(frozen=True, kw_only=True)
-class ComputationSucceeded(Event):
-    """The code ran on the private data (on the mock data for execution 0): the hashes of
-    what went in and came out."""
-
-    type_name = "computation.succeeded"
-    datasite: str
-    code_sha256: str
-    input_hashes: dict[str, str]
-    result_sha256: str
-    result_rows: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -166,6 +154,7 @@ class Computation(Aggregate):
         return agg
 
     def succeed(self, ctx: Context, *, result_sha256: str, input_hashes: dict[str, str],
+                masking: dict[str, str] | None = None,
                 result_rows: int, datasite: str, deliver: bool = True,
                 delivered: Delivered | None = None) -> None:
         """Record the result; and its delivery (``delivered``: the bytes served, by default
@@ -174,7 +163,7 @@ class Computation(Aggregate):
         self.require_state(["requested"], "record a result")
         self.trigger(ComputationSucceeded, ctx, datasite=datasite, code_sha256=self.code_sha256,
                      input_hashes=input_hashes, result_sha256=result_sha256,
-                     result_rows=result_rows)
+                     result_rows=result_rows, masking=masking or {})
         if deliver:
             self.trigger(DeliveryMade, ctx, demander_id=self.demander_id, **(
                 delivered or Delivered.unmarked(result_sha256)).fields(result_sha256))
@@ -505,12 +494,13 @@ def _takes_result(agg: Computation, digest: str) -> bool:
     return False
 
 
-def record_success(uow: UnitOfWork, ctx: Context, computation_id: str, *, result_sha256: str,
-                   input_hashes: dict[str, str], result_rows: int, datasite: str,
+def record_success(uow: UnitOfWork, ctx: Context, computation_id: str, *, result: Reported,
+                   input_hashes: dict[str, str], datasite: str,
                    delivered: Delivered | None = None) -> dict[str, Any]:
     """The requesting provider reports the result's hash; the delivery is recorded with it
     (``delivered``: the bytes served, the result watermarked by the route; ``DeliveryMade``).
     For the trial (execution 0) ``input_hashes`` are those of the mock tables the code read.
+    ``result``: its hash, rows and the masking applied (checked against the product's grades).
 
     For an execution >= 1 the rules that can change while the code runs are checked again
     (``lapse_refusal``): if they no longer hold, ``computation.failed`` is recorded with the
@@ -522,19 +512,20 @@ def record_success(uow: UnitOfWork, ctx: Context, computation_id: str, *, result
     agg = uow.get(Computation, computation_id)
     agg.require_requester(ctx)
     _require_plain(uow, agg)
-    digest = require_sha256(result_sha256, "result_sha256")
+    digest = require_sha256(result.sha256, "result_sha256")
     if _takes_result(agg, digest):
         return {**_view(agg, existing=True), "result_sha256": agg.result_sha256}
     if require_text(datasite, "datasite") != agg.datasite:
         raise InvalidInput("datasite", f"computation {agg.id} was requested on datasite "
                                        f"{agg.datasite!r}")
     hashes = check_input_hashes(uow, agg, input_hashes)
-    rows = _require_count(result_rows, "result_rows", 0)
+    rows = _require_count(result.rows, "result_rows", 0)
+    applied = check_masking(result.masking, uow.get(Product, agg.product_id).field_grades)
     lapsed = None if agg.execution == TRIAL else lapse_refusal(uow, ctx, agg)
     if lapsed is not None:
         fail_computation(uow, ctx, agg, lapsed)
         return {**_view(agg), "result_sha256": None}
-    agg.succeed(ctx, result_sha256=digest, input_hashes=hashes, result_rows=rows,
+    agg.succeed(ctx, result_sha256=digest, input_hashes=hashes, result_rows=rows, masking=applied,
                 datasite=datasite, delivered=delivered)
     return {**_view(agg), "result_sha256": agg.result_sha256}
 

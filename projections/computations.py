@@ -34,6 +34,8 @@ computations = base.state_table(
     Column("input_hashes", JSON, nullable=True),
     Column("result_sha256", String, nullable=True),
     Column("result_rows", Integer, nullable=True),
+    # column -> the masking rule the node applied (computation.succeeded v2; v1: none)
+    Column("masking", JSON, nullable=True),
     Column("failure_reason", Text, nullable=True),
     Column("requested_at", String, nullable=False),
     Column("finished_at", String, nullable=True),
@@ -82,6 +84,12 @@ def _delivered(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
     base.grant(conn, DELIVERY_KIND, entry.originator_id, p["demander_id"], row.operator_id)
 
 
+def _succeeded(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
+    base.touch(conn, computations, entry, p, state="succeeded", input_hashes=p["input_hashes"],
+               result_sha256=p["result_sha256"], result_rows=p["result_rows"],
+               masking=p.get("masking") or {}, finished_at=p["at"])
+
+
 def _release_approved(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
     released = conn.execute(select(computations.c.released_by).where(
         computations.c.id == entry.originator_id)).scalar_one()
@@ -102,9 +110,7 @@ class ComputationsProjection(base.Projection):
     def handlers(self) -> dict[str, base.EventHandler]:
         return {
             "computation.requested": _requested,
-            "computation.succeeded": base.transition(
-                computations, "succeeded", input_hashes="input_hashes",
-                result_sha256="result_sha256", result_rows="result_rows", finished_at="at"),
+            "computation.succeeded": _succeeded,
             "computation.failed": base.transition(computations, "failed", failure_reason="reason",
                                                   finished_at="at"),
             "delivery.made": _delivered,
@@ -115,7 +121,7 @@ class ComputationsProjection(base.Projection):
 
 _FIELDS = ("id", "contract_id", "execution", "product_id", "demander_id", "operator_id",
            "provider_id", "code_sha256", "datasite", "dataset_ids", "state", "input_hashes",
-           "result_sha256", "result_rows", "failure_reason", "requested_at", "finished_at",
+           "result_sha256", "result_rows", "masking", "failure_reason", "requested_at", "finished_at",
            "updated_at", "version")
 
 

@@ -39,6 +39,8 @@ products = base.state_table(
     Column("key_column", String, nullable=True),
     # input dataset id -> its fields marked sensitive or personal, as registered
     Column("sensitive_fields", JSON, nullable=False),
+    # input dataset id -> field -> {grade, kind}, as registered (the node masks by them)
+    Column("field_grades", JSON, nullable=False),
     # the joint output {value_columns, min_providers, deadline_seconds}; null: plain mode
     Column("joint", JSON, nullable=True),
     # differential privacy {epsilon, columns} (domain/privacy_budget.py); null: no noise
@@ -67,6 +69,7 @@ def _registered(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
         name=p["name"], kind=p["kind"], description=p["description"], code=p["code"],
         code_sha256=p["code_sha256"], inputs=p["inputs"], output_schema=p["output_schema"],
         key_column=p.get("key_column"), sensitive_fields=p.get("sensitive_fields") or {},
+        field_grades=p.get("field_grades") or {},
         joint=p.get("joint"), dp=p.get("dp"),
         quality_report=p["quality_report"], price_fen=p["price_fen"], state="registered",
         registered_at=p["at"], registered_seq=entry.seq, updated_at=p["at"],
@@ -94,7 +97,7 @@ class ProductsProjection(base.Projection):
 
 _FIELDS = ("id", "operator_id", "developer_id", "scenario_id", "authorization_ids", "name",
            "kind", "description", "code_sha256", "inputs", "output_schema", "key_column",
-           "sensitive_fields", "joint", "dp", "quality_report",
+           "sensitive_fields", "field_grades", "joint", "dp", "quality_report",
            "price_fen", "state", "review_comment", "delist_reason", "registered_at",
            "registered_seq", "listed_at", "delisted_at", "updated_at", "version")
 

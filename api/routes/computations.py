@@ -66,6 +66,12 @@ class ResultReport(BaseModel):
                     "mock table for the trial, execution 0)")
     result_rows: Count
     datasite: Name
+    masking: dict[Annotated[str, NoNul], Annotated[str, Field(max_length=64)]] | None = Field(
+        default=None, max_length=1000, description=(
+            "column → the masking rule the node applied before the result left the datasite "
+            "(\"<grade>:<kind>:<rule>\", e.g. \"L3:phone:partial\"; docs/PRIVACY.md), checked "
+            "against the product's field_grades and recorded on computation.succeeded; "
+            "omitted: nothing masked"))
 
 
 class FailureReport(BaseModel):
@@ -132,6 +138,9 @@ class ComputationView(BaseModel):
     input_hashes: dict[str, str] | None
     result_sha256: str | None
     result_rows: int | None
+    masking: dict[str, str] | None = Field(default=None, description=(
+        "column → the masking rule the node applied to the result (computation.succeeded); "
+        "null until it succeeded"))
     failure_reason: str | None
     reason: str | None = Field(default=None, description="the same as failure_reason")
     requested_at: str
@@ -232,10 +241,10 @@ async def record_result(computation_id: str, body: ResultReport,
         await run_in_threadpool(results.put, c.engine, computation_id, marked)
         digests = {digest, served.sha256}
         try:
-            done = await cmd.run(uc.record_success, computation_id, result_sha256=digest,
+            done = await cmd.run(uc.record_success, computation_id,
+                                 result=uc.Reported(digest, body.result_rows, body.masking),
                                  input_hashes=dict(body.input_hashes),
-                                 result_rows=body.result_rows, datasite=body.datasite,
-                                 delivered=served)
+                                 datasite=body.datasite, delivered=served)
         except DomainError:
             for kept in digests:
                 await run_in_threadpool(results.discard, c.engine, c.store, computation_id,

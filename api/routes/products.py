@@ -142,6 +142,11 @@ class ProductView(BaseModel):
         default_factory=dict, description="input dataset id → its fields marked sensitive or "
         "personal when the product was registered (recorded by the platform, in "
         "product.registered): outputs must not carry them unless the contract allows")
+    field_grades: dict[str, dict[str, dict[str, str]]] = Field(
+        default_factory=dict, description="input dataset id → field → {grade, kind} when the "
+        "product was registered (recorded by the platform, in product.registered): the "
+        "compute node masks the result's columns named like these fields by them "
+        "(docs/PRIVACY.md, Masking)")
     quality_report: str
     price_fen: int
     state: str

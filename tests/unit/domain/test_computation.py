@@ -50,6 +50,7 @@ from domain.product import (
     request_listing,
 )
 from domain.scenario import suspend_scenario
+from domain.succeeded import Reported
 from events.commit import new_ledger
 from events.store import LedgerLog, open_store
 from events.url import DatabaseURL
@@ -114,8 +115,13 @@ def inputs_of(uow: MemoryUnitOfWork, cid: str, digest: str = DATA_SHA) -> dict[s
 
 
 def success_kwargs(uow: MemoryUnitOfWork, cid: str, **overrides: Any) -> dict[str, Any]:
-    return {"result_sha256": RESULT_SHA, "input_hashes": inputs_of(uow, cid), "result_rows": 1,
-            "datasite": SITE, **overrides}
+    """``record_success``'s keywords; ``result_sha256``, ``result_rows`` and ``masking``
+    overrides go into its ``result`` (``Reported``)."""
+    given = {"result_sha256": RESULT_SHA, "result_rows": 1, "masking": None,
+             "input_hashes": inputs_of(uow, cid), "datasite": SITE, **overrides}
+    result = Reported(given.pop("result_sha256"), given.pop("result_rows"),
+                      given.pop("masking"))
+    return {"result": result, **given}
 
 
 # -- happy paths --------------------------------------------------------------------------

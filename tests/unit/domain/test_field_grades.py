@@ -123,3 +123,25 @@ def test_a_v3_product_registered_reads_with_no_field_grades_and_no_dp() -> None:
     event = _read("product.registered", stored_v3)
     assert (event.field_grades, event.dp) == ({}, None)
     assert event.payload()["class_version"] == 4
+
+
+def test_a_v1_computation_succeeded_reads_with_nothing_masked() -> None:
+    event = _read("computation.succeeded", {
+        "at": "2026-01-01T00:00:00Z", "actor": ACTOR, "datasite": "d", "code_sha256": "0" * 64,
+        "input_hashes": {}, "result_sha256": "1" * 64, "result_rows": 1})
+    assert event.masking == {} and event.payload()["class_version"] == 2
+
+
+def test_the_reported_masking_must_be_what_the_grades_call_for() -> None:
+    from domain.succeeded import check_masking
+
+    grades = {"d1": {"phone": {"grade": "L3", "kind": "phone"},
+                     "code": {"grade": "L1", "kind": "none"}},
+              "d2": {"phone": {"grade": "L4", "kind": "none"}}}
+    assert check_masking(None, grades) == {}
+    assert check_masking({"phone": "L4:none:withheld"}, grades) == {"phone": "L4:none:withheld"}
+    for bad in ({"phone": "L3:phone:partial"}, {"code": "L1:none:clear"},
+                {"score": "L3:none:partial"}, ["phone"], {7: "L4:none:withheld"}):
+        with pytest.raises(InvalidInput) as caught:
+            check_masking(bad, grades)
+        assert caught.value.field == "masking"
