@@ -67,7 +67,7 @@ def test_bench_privacy_runs_and_writes_its_json(tmp_path: Path) -> None:
     assert {m["key"] for m in sealing["measures"]} == {
         f"{variant}_{threads}" for variant in ("clear", "sealed", "cipher") for threads in (1, 16)}
     assert all(m["errors"] == 0 and m["commands"] > 0 for m in sealing["measures"])
-    assert set(sealing["steps_us"]) == {"new_key_us", "seal_us"}
+    assert set(sealing["steps_us"]) == {"issue_us", "batch_store_ms", "batch", "seal_us"}
 
 
 @pytest.mark.parametrize(("option", "value", "message"), [
