@@ -18,6 +18,7 @@ from typing import Any
 from audit.rules import authority, execution
 from audit.rules.joint import JointRules
 from audit.rules.model import Ev, Finding, Malformed, State
+from audit.rules.privacy import PrivacyRules
 from audit.rules.signatures import Signatures
 from core.canonical import CanonicalEncodingError
 from core.record import LogEntry
@@ -33,6 +34,7 @@ class RuleBook:
         self.state = State()
         self.signatures = Signatures(require_signatures)
         self.joints = JointRules()
+        self.privacy = PrivacyRules()
         self.events = 0
 
     def feed(self, entry: LogEntry, payload: dict[str, Any] | None = None) -> list[Finding]:
@@ -53,6 +55,7 @@ class RuleBook:
                 found += check(self.state, ev)
             found += self.signatures.findings(self.state, ev)
             found += self.joints.findings(self.state, ev)
+            found += self.privacy.findings(self.state, ev)
             self.state.apply(ev)
         except (Malformed, KeyError, TypeError, AttributeError) as exc:
             return [*ended, Finding(entry.seq, "event_shape", f"{entry.type_name} as the "

@@ -153,3 +153,47 @@ def test_a_contract_budget_above_its_authorizations_is_a_422(world: World,
         "usage_policy.privacy_budget"}
     assert invalid(world, f"/orders/{oid}/contract", chain.operator, {
         **body, "usage_policy": policy()}) == {"usage_policy.privacy_budget"}
+
+
+def test_the_rule_book_replays_the_spending_and_finds_a_forged_one(
+        world: World, chain: Chain, server: Server) -> None:
+    """The honest log (spent, delivered, refused past the budget) breaks no rule, signed
+    decisions required; a spending past the contract's budget, of another ε than the
+    product's, or a dp execution delivered without its spending, is a ``privacy_budget``
+    finding at its seq."""
+    from dataclasses import replace
+
+    from audit.rules import RuleBook
+    from tests.unit.audit.rules_log import insert, with_payload
+
+    product = list_product(world, chain, dp=DP)
+    oid = contract(world, chain, policy(privacy_budget="1"), product)
+    delivered(world, chain, oid)
+    world.call("POST", f"/orders/{oid}/queries", chain.demander, 201, json={"query": QUERY})
+    delivered(world, chain, oid, execution=2)
+    world.call("POST", f"/orders/{oid}/queries", chain.demander, 201, json={"query": QUERY})
+    refused = world.call("POST", "/computations", chain.provider, 201, json=ask(oid, 3))
+    assert refused["state"] == "failed"
+    head = int(world.client.get("/health").json()["head"])
+    entries = server.container.store.read(0, head + 1)
+    assert RuleBook(require_signatures=True).run(entries) == []
+
+    spends = [e for e in entries if e.type_name == "privacy.budget_spent"]
+    assert len(spends) == 2
+    first, second = spends
+    wrong = [e if e.seq != first.seq else with_payload(e, epsilon="0.25") for e in entries]
+    assert [(f.seq, f.rule) for f in RuleBook().run(wrong)] == [(first.seq, "privacy_budget")]
+    request = next(e for e in entries if e.type_name == "computation.requested"
+                   and e.originator_id == refused["computation_id"])
+    past = replace(with_payload(second, execution=3,
+                                computation_id=refused["computation_id"]),
+                   originator_id=second.originator_id, version=second.version + 1)
+    # the refused request recorded as if it had spent (its failure dropped): 1.5 > 1
+    forged = [e for e in insert(entries, request.seq, past)
+              if not (e.type_name in ("computation.failed", "usage.refused")
+                      and e.originator_id == refused["computation_id"])]
+    found = [(f.seq, f.rule) for f in RuleBook().run(forged)]
+    assert (request.seq + 1, "privacy_budget") in found
+    unspent = [e for e in entries if e.seq != second.seq]
+    found = [f.rule for f in RuleBook().run(unspent)]
+    assert found == ["privacy_budget"]
