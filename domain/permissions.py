@@ -198,7 +198,9 @@ RULES: tuple[Rule, ...] = (
     Rule("computation.request", "POST /computations", {"provider": ("admin", "member")},
          "A party provider (its compute node) over its own input datasets; execution 0, the "
          "trial, by an owner of an input. A refusal of the policy is recorded "
-         "(computation.failed with its code), not answered 403."),
+         "(computation.failed with its code), not answered 403. An execution >= 1 of a dp "
+         "product spends its ε on each input dataset (privacy.budget_spent, same command) "
+         "or is refused as privacy_budget_exhausted."),
     Rule("computation.result", "POST /computations/{computation_id}/result",
          {"provider": ("admin", "member")},
          "The provider that requested the computation; it is requested (or succeeded with "
