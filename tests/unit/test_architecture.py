@@ -172,6 +172,14 @@ def test_nothing_in_the_server_imports_the_compute_node() -> None:
     assert wrong == []
 
 
+def test_only_the_compute_node_imports_the_differential_privacy_library() -> None:
+    """diffprivlib (and the scipy and scikit-learn under it) is installed in the compute
+    environment only: the noise is added on the datasite, never by the server."""
+    wrong = [str(imp) for imp in all_imports()
+             if room_of(imp.path) != "compute_nodes" and imp.top == "diffprivlib"]
+    assert wrong == []
+
+
 def test_the_rules_see_lazy_imports_and_skip_type_checking_ones(tmp_path: Path) -> None:
     """The checker itself: an import inside a function counts, one under TYPE_CHECKING not."""
     path = tmp_path / "probe.py"
