@@ -197,3 +197,39 @@ def test_the_rule_book_replays_the_spending_and_finds_a_forged_one(
     unspent = [e for e in entries if e.seq != second.seq]
     found = [f.rule for f in RuleBook().run(unspent)]
     assert found == ["privacy_budget"]
+
+
+def test_two_requests_decided_on_the_same_budget_are_not_both_stored(
+        world: World, chain: Chain, server: Server) -> None:
+    """The authorization's budget affords one execution; two contracts' requests are decided
+    at once on the same (authorization, dataset) stream: the append refuses the one decided
+    on the spending the other moved since; decided again, it is refused for the budget."""
+    from domain.base import Actor
+    from domain.computation import request_computation
+    from domain.errors import ConcurrencyConflict
+
+    requested = [{"dataset_id": chain.dataset_id, "fields": USED}]
+    auth = world.api.authorize(chain.provider, chain.scenario_id, requested,
+                               (NOW - timedelta(days=1), NOW + timedelta(days=365)),
+                               {"processing_count": 100, "privacy_budget": "0.5"})
+    product = list_product(world, chain, authorization_ids=[auth], dp=DP)
+    first, second = (contract(world, chain, policy(privacy_budget="0.5"), product)
+                     for _ in range(2))
+    ledger = server.container.ledger
+    actor = Actor(chain.provider.participant_id, chain.provider.member_id, "provider",
+                  ("admin",))
+
+    def racing(uow: Any, ctx: Any, **kwargs: Any) -> dict[str, Any]:
+        out = request_computation(uow, ctx, **kwargs)  # decided: nothing spent yet
+        ledger.execute(request_computation, actor, **ask(second))  # the other spends
+        return out
+
+    with pytest.raises(ConcurrencyConflict):
+        ledger.execute(racing, actor, **ask(first))
+    again = world.call("POST", "/computations", chain.provider, 201, json=ask(first))
+    assert again["state"] == "failed", again
+    assert again["reason"].startswith("privacy_budget_exhausted: ")
+    spent = [e["payload"]["contract_id"] for e in world.call(
+        "GET", "/ledger/events?limit=1000", world.regulator)["events"]
+        if e["type"] == "privacy.budget_spent"]
+    assert spent == [second]
