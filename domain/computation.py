@@ -59,7 +59,7 @@ from domain.execution_rules import (
 from domain.joint import joint_id, on_failure, on_request
 from domain.order import Order, require_plain_query
 from domain.permissions import permit
-from domain.privacy_budget import meter
+from domain.privacy_budget import meter, query_refusal
 from domain.product import Product
 from domain.succeeded import ComputationSucceeded, Reported, check_masking
 from domain.unit_of_work import UnitOfWork
@@ -565,7 +565,9 @@ def submit_query(uow: UnitOfWork, ctx: Context, order_id: str, *,
 
     Refused, writing nothing (WrongState, ``count_exhausted: …``), when that execution is
     beyond the contract's processing count for every provider that would run it, counted
-    as a node's request is (``_used``: failed executions are free).
+    as a node's request is (``_used``: failed executions are free); or
+    (``privacy_budget_exhausted: …``) when a dp product's budget spent so far cannot
+    afford its ε (``domain.privacy_budget.query_refusal``).
     """
     permit(ctx.actor, "order.query")
     order = uow.get(Order, order_id)
@@ -573,5 +575,6 @@ def submit_query(uow: UnitOfWork, ctx: Context, order_id: str, *,
     require_plain_query(product, query)
     execution = order.submit_query(
         ctx, query=query, key_column=product.key_column,
-        count_refusal=lambda n: _query_count_refusal(uow, order, product, n))
+        count_refusal=lambda n: (_query_count_refusal(uow, order, product, n)
+                                 or query_refusal(uow, order, product, n)))
     return {"order_id": order.id, "execution": execution}

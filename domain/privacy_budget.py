@@ -148,22 +148,18 @@ def _exhausted(order: Order, number: int, epsilon: Decimal, why: str, limit: str
                       "privacy_budget", limit)
 
 
-def meter(uow: UnitOfWork, ctx: Context, *, order: Order, product: Product,
-          computation_id: str, number: int, dataset_ids: list[str]) -> RuleReason | None:
-    """Charge execution ``number`` (its computation ``computation_id``, over the provider's
-    input datasets ``dataset_ids``) of a dp product its ε, or say why not.
-
-    Refused (``privacy_budget_exhausted``, nothing spent) if, on any of the datasets, the
-    contract's spending plus ε would pass the contract's ``privacy_budget``, or the spending
-    of every contract under one of the product's authorizations granting the dataset plus
-    ε would pass that authorization's. Otherwise one ``privacy.budget_spent`` per dataset
-    and granting authorization. None also for a product without dp and for the trial."""
-    if product.dp is None or number < 1:
-        return None
+def _charges(uow: UnitOfWork, order: Order, product: Product, number: int,
+             dataset_ids: list[str]) -> RuleReason | list[tuple[str, str, PrivacyBudget]]:
+    """What execution ``number`` over ``dataset_ids`` would spend, per dataset and granting
+    authorization of the product (its budget stream), or why it may not: a refusal if, on
+    any of the datasets, the contract's spending plus ε would pass the contract's
+    ``privacy_budget``, or the spending of every contract under one of those authorizations
+    plus ε would pass that authorization's."""
+    assert product.dp is not None
     epsilon = Decimal(product.dp["epsilon"])
     contract_limit = order.usage_policy.get("privacy_budget")
     auths = [uow.get(Authorization, a) for a in product.authorization_ids]
-    charges: list[tuple[str, Authorization, PrivacyBudget]] = []
+    charges: list[tuple[str, str, PrivacyBudget]] = []
     for dataset_id in dataset_ids:
         granting = [(a, _budget(uow, a.id, dataset_id)) for a in auths
                     if a.granted_fields(dataset_id) is not None]
@@ -177,9 +173,38 @@ def meter(uow: UnitOfWork, ctx: Context, *, order: Order, product: Product,
                 return _exhausted(order, number, epsilon, f"dataset {dataset_id}, which has "
                                   f"spent {budget.spent} under authorization {auth.id}'s",
                                   limit)
-            charges.append((dataset_id, auth, budget))
-    for dataset_id, auth, budget in charges:
+            charges.append((dataset_id, auth.id, budget))
+    return charges
+
+
+def meter(uow: UnitOfWork, ctx: Context, *, order: Order, product: Product,
+          computation_id: str, number: int, dataset_ids: list[str]) -> RuleReason | None:
+    """Charge execution ``number`` (its computation ``computation_id``, over the provider's
+    input datasets ``dataset_ids``) of a dp product its ε: one ``privacy.budget_spent`` per
+    dataset and authorization of the product granting it; or say why not
+    (``privacy_budget_exhausted``, ``_charges``), spending nothing. None also for a product
+    without dp and for the trial."""
+    if product.dp is None or number < 1:
+        return None
+    charges = _charges(uow, order, product, number, dataset_ids)
+    if isinstance(charges, RuleReason):
+        return charges
+    for dataset_id, authorization_id, budget in charges:
         budget.spend(ctx, computation_id=computation_id, contract_id=order.id,
-                     execution=number, dataset_id=dataset_id, authorization_id=auth.id,
-                     epsilon=product.dp["epsilon"])
+                     execution=number, dataset_id=dataset_id,
+                     authorization_id=authorization_id, epsilon=product.dp["epsilon"])
     return None
+
+
+def query_refusal(uow: UnitOfWork, order: Order, product: Product, number: int) -> str | None:
+    """Why the demander may not ask for execution ``number`` of a dp product: the budget
+    spent so far leaves too little for its ε on one of the product's input datasets (the
+    node's request of it would be refused); None otherwise, or without dp. An early answer
+    only: executions asked for and not yet requested have spent nothing yet, and the node's
+    request is what spends."""
+    if product.dp is None:
+        return None
+    refusal = _charges(uow, order, product, number, product.dataset_ids())
+    if not isinstance(refusal, RuleReason):
+        return None
+    return refusal.replace("; it cannot run", "; it cannot be asked for")

@@ -16,7 +16,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from runtime.settings import Settings
-from tests.e2e.conftest import ADMIN_TOKEN, USED, Chain, World, list_product, product_body
+from tests.e2e.conftest import (
+    ADMIN_TOKEN,
+    USED,
+    Chain,
+    World,
+    head,
+    list_product,
+    product_body,
+)
 from tests.e2e.test_computations_api import QUERY, ask, events_of
 from tests.e2e.test_market_api import SPLIT, invalid, place
 from tests.e2e.test_usage_controls import NOW, Server, contract, delivered, policy
@@ -54,14 +62,15 @@ def test_an_execution_past_the_budget_is_refused_before_it_runs_across_a_restart
     assert budget_of(world, chain, oid) == {chain.dataset_id: line("1", "0", "1")}
     delivered(world, chain, oid)
     assert budget_of(world, chain, oid) == {chain.dataset_id: line("1", "0.5", "0.5")}
-    world.call("POST", f"/orders/{oid}/queries", chain.demander, 201, json={"query": QUERY})
+    for _ in (2, 3):  # 0.5 spent: each, asked alone, would fit
+        world.call("POST", f"/orders/{oid}/queries", chain.demander, 201,
+                   json={"query": QUERY})
     second = world.call("POST", "/computations", chain.provider, 201, json=ask(oid, 2))
     assert second["state"] == "requested"
     assert budget_of(world, chain, oid) == {chain.dataset_id: line("1", "1", "0")}
 
     server.restart(world)
     assert budget_of(world, chain, oid) == {chain.dataset_id: line("1", "1", "0")}
-    world.call("POST", f"/orders/{oid}/queries", chain.demander, 201, json={"query": QUERY})
     third = world.call("POST", "/computations", chain.provider, 201, json=ask(oid, 3))
     assert third["state"] == "failed"
     assert third["reason"].startswith(f"privacy_budget_exhausted: execution 3 of contract {oid}")
@@ -81,6 +90,13 @@ def test_an_execution_past_the_budget_is_refused_before_it_runs_across_a_restart
              e["payload"]["authorization_id"]) for e in spent] == [
         (1, "0.5", chain.authorization_id), (2, "0.5", chain.authorization_id)]
     assert world.call("GET", f"/orders/{oid}", chain.demander)["usage"]["refused"] == 1
+    before = head(world)
+    r = world.client.post(f"/orders/{oid}/queries", headers=chain.demander.headers,
+                          json={"query": QUERY})
+    assert r.status_code == 409, r.text
+    assert r.json()["detail"].startswith(f"privacy_budget_exhausted: execution 4 of contract "
+                                         f"{oid} would spend ε 0.5 on dataset "), r.text
+    assert head(world) == before
 
     server.container.runner.rebuild()
     assert budget_of(world, chain, oid) == {chain.dataset_id: line("1", "1", "0")}
@@ -169,9 +185,10 @@ def test_the_rule_book_replays_the_spending_and_finds_a_forged_one(
     product = list_product(world, chain, dp=DP)
     oid = contract(world, chain, policy(privacy_budget="1"), product)
     delivered(world, chain, oid)
-    world.call("POST", f"/orders/{oid}/queries", chain.demander, 201, json={"query": QUERY})
+    for _ in (2, 3):
+        world.call("POST", f"/orders/{oid}/queries", chain.demander, 201,
+                   json={"query": QUERY})
     delivered(world, chain, oid, execution=2)
-    world.call("POST", f"/orders/{oid}/queries", chain.demander, 201, json={"query": QUERY})
     refused = world.call("POST", "/computations", chain.provider, 201, json=ask(oid, 3))
     assert refused["state"] == "failed"
     head = int(world.client.get("/health").json()["head"])

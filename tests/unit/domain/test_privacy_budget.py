@@ -14,7 +14,7 @@ import pytest
 
 from domain.authorization import grant_authorization
 from domain.computation import TRIAL, record_failure, request_computation, submit_query
-from domain.errors import InvalidInput
+from domain.errors import InvalidInput, WrongState
 from domain.order import (
     accept_contract,
     approve_contract,
@@ -166,12 +166,33 @@ def _contract(uow: MemoryUnitOfWork, order_id: str, budget: str | None) -> str:
     return order_id
 
 
-def _execute(uow: MemoryUnitOfWork, order_id: str, execution: int) -> dict[str, Any]:
-    if execution > 1:
-        run(uow, submit_query, DEMANDER, order_id,
-            query={"field": "credit_code", "values": ["91110000MA01"]})
+QUERY = {"field": "credit_code", "values": ["91110000MA01"]}
+
+
+def _ask(uow: MemoryUnitOfWork, order_id: str) -> int:
+    """The demander asks for the next execution."""
+    return int(run(uow, submit_query, DEMANDER, order_id, query=QUERY)["execution"])
+
+
+def _request(uow: MemoryUnitOfWork, order_id: str, execution: int) -> dict[str, Any]:
+    """The provider's node asks to run ``execution``."""
     return dict(run(uow, request_computation, PROVIDER, contract_id=order_id,
                     execution=execution, datasite=SITE, code_sha256=CODE_SHA256))
+
+
+def _execute(uow: MemoryUnitOfWork, order_id: str, execution: int) -> dict[str, Any]:
+    if execution > 1:
+        assert _ask(uow, order_id) == execution
+    return _request(uow, order_id, execution)
+
+
+def _asking_refused(uow: MemoryUnitOfWork, order_id: str) -> str:
+    """The demander's query for one more execution is refused for the budget, writing
+    nothing."""
+    err = refused(uow, WrongState, submit_query, DEMANDER, order_id, query=QUERY)
+    assert str(err).startswith("privacy_budget_exhausted: execution "), err
+    assert str(err).endswith("it cannot be asked for"), err
+    return str(err)
 
 
 def _spent(uow: MemoryUnitOfWork, w_auth: str, dataset_id: str) -> list[dict[str, Any]]:
@@ -188,13 +209,14 @@ def test_each_execution_spends_epsilon_until_the_contract_budget_refuses() -> No
     uow = MemoryUnitOfWork()
     order_id = _contract(uow, _ordered(uow, dp={**DP, "epsilon": "0.7"}), "2")
     auth_id, dataset_id = _ids(uow, order_id)
-    for n in (1, 2):
-        assert _execute(uow, order_id, n)["state"] == "requested"
+    assert _execute(uow, order_id, 1)["state"] == "requested"
+    assert (_ask(uow, order_id), _ask(uow, order_id)) == (2, 3)  # 0.7 spent: both afford
+    assert _request(uow, order_id, 2)["state"] == "requested"
     spent = _spent(uow, auth_id, dataset_id)
     assert [(s["contract_id"], s["execution"], s["dataset_id"], s["authorization_id"],
              s["epsilon"]) for s in spent] == [(order_id, 1, dataset_id, auth_id, "0.7"),
                                                (order_id, 2, dataset_id, auth_id, "0.7")]
-    out = _execute(uow, order_id, 3)
+    out = _request(uow, order_id, 3)
     assert out["state"] == "failed"
     assert out["reason"].startswith("privacy_budget_exhausted: execution 3 of contract ")
     assert "spent 1.4 of the contract's (budget 2)" in out["reason"]
@@ -203,13 +225,14 @@ def test_each_execution_spends_epsilon_until_the_contract_budget_refuses() -> No
     refusal = uow.streams[out["computation_id"]][2].payload()
     assert (refusal["rule"], refusal["limit"]) == ("privacy_budget", "2")
     assert len(_spent(uow, auth_id, dataset_id)) == 2  # the refused one spent nothing
+    assert "execution 4 of contract" in _asking_refused(uow, order_id)
 
 
 def test_decimal_budgets_are_exact() -> None:
     uow = MemoryUnitOfWork()
     order_id = _contract(uow, _ordered(uow, dp={**DP, "epsilon": "0.1"}), "0.3")
-    assert [_execute(uow, order_id, n)["state"] for n in (1, 2, 3, 4)] == [
-        "requested", "requested", "requested", "failed"]
+    assert [_execute(uow, order_id, n)["state"] for n in (1, 2, 3)] == ["requested"] * 3
+    assert "which has spent 0.3 of the contract's (budget 0.3)" in _asking_refused(uow, order_id)
     auth_id, dataset_id = _ids(uow, order_id)
     assert uow.get(PrivacyBudget, budget_id(auth_id, dataset_id)).spent == Decimal("0.3")
 
@@ -221,10 +244,12 @@ def test_the_authorization_budget_holds_over_all_its_contracts() -> None:
     product_id = uow.get(Order, first).product_id
     second = _contract(uow, _ordered(uow, w={"product_id": product_id}), "1")
     assert _execute(uow, first, 1)["state"] == "requested"
+    assert _ask(uow, first) == 2  # 0.5 spent under the authorization: it affords one more
     assert _execute(uow, second, 1)["state"] == "requested"
-    out = _execute(uow, first, 2)
+    out = _request(uow, first, 2)
     assert out["state"] == "failed"
     assert "under authorization" in out["reason"] and "(budget 1)" in out["reason"]
+    assert "under authorization" in _asking_refused(uow, second)
 
 
 def test_a_failed_execution_is_not_refunded() -> None:
@@ -232,8 +257,7 @@ def test_a_failed_execution_is_not_refunded() -> None:
     order_id = _contract(uow, _ordered(uow), "0.5")
     cid = _execute(uow, order_id, 1)["computation_id"]
     run(uow, record_failure, PROVIDER, cid, reason="the sandbox ran out of memory")
-    out = _execute(uow, order_id, 2)
-    assert out["reason"].startswith("privacy_budget_exhausted: ")
+    _asking_refused(uow, order_id)
 
 
 def test_the_trial_and_a_product_without_dp_spend_nothing() -> None:
