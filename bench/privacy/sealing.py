@@ -9,6 +9,7 @@ rounds."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -67,6 +68,10 @@ class MemoryKeys:
         return sealed.seal(key_id, key, subject, path, value)
 
 
+#: rounds of each variant per repetition of the suite (short rounds, many: the median of
+#: the rounds' ratios is what a burst of load elsewhere moves least)
+ROUNDS_PER_REPETITION = 3
+
 #: variant -> what its ledger seals with
 VARIANTS = {"clear": "names clear", "sealed": "names sealed (key store)",
             "cipher": "names sealed, keys in memory (the cipher alone)"}
@@ -77,14 +82,21 @@ def _runs(ledgers: dict[str, Any], log: CountingLog, workload: Workload, sizes: 
     """Each variant's command path from ``threads`` threads, alternating in rounds."""
     from bench.append.inprocess import measure_commands
 
-    block = 10 * sizes.max_count
+    block = (sizes.rounds + 1) * sizes.max_count
     plural = "s" if threads > 1 else ""
 
     def one(n: int, variant: str) -> Any:
-        return lambda r: measure_commands(ledgers[variant], log, workload, sizes, Spec(
-            f"{variant}_{threads}", f"command path, {threads} thread{plural}, "
-            f"{VARIANTS[variant]}", threads, (first + n) * block + r * sizes.max_count,
-            sizes.seconds / sizes.rounds))
+        def run(r: int) -> Measure:
+            cpu = time.process_time()
+            m = measure_commands(ledgers[variant], log, workload, sizes, Spec(
+                f"{variant}_{threads}", f"command path, {threads} thread{plural}, "
+                f"{VARIANTS[variant]}", threads, (first + n) * block + r * sizes.max_count,
+                sizes.seconds / sizes.rounds))
+            # this process's CPU (SQLite's work included, PostgreSQL's not), warm-up too:
+            # less moved by the load of other processes than the rate
+            m.extra["client_cpu_s"] = time.process_time() - cpu
+            return m
+        return run
 
     return alternate(sizes.rounds, *(one(n, v) for n, v in enumerate(VARIANTS)))
 
@@ -97,8 +109,9 @@ def run_backend(backend: str, sizes: Sizes) -> dict[str, Any]:
     from events.url import DatabaseURL
     from privacy.keystore import open_keystore
 
-    runs = replace(FULL, seconds=sizes.seconds * sizes.repetitions, rounds=sizes.repetitions,
-                   warmup=min(FULL.warmup, 5 if sizes.seconds < 1 else FULL.warmup))
+    rounds = ROUNDS_PER_REPETITION * sizes.repetitions
+    runs = replace(FULL, seconds=sizes.seconds * rounds, rounds=rounds,
+                   warmup=5 if sizes.seconds < 1 else 20)
     notes: list[str] = []
     scratch = Scratch(backend, f"dataledger-bench-privacy-{backend}-")
     try:
@@ -134,8 +147,6 @@ def _steps(keys: Any) -> dict[str, float]:
     """The two halves of a seal: a key issued by the key store (mean microseconds over two
     of its batches, each batch made and stored in one durable commit; the slowest issue is
     the one that stored a batch), and the envelope made under a key in hand."""
-    import time
-
     from core import sealed
     from privacy.keystore import BATCH
 
@@ -184,21 +195,27 @@ def measure(backend: str, sizes: Sizes) -> tuple[dict[str, Any], list[Row]]:
         clear, sealed = by_key[f"clear_{threads}"], by_key[f"sealed_{threads}"]
         cipher = by_key[f"cipher_{threads}"]
         share, alone = paired_share(sealed, clear), paired_share(cipher, clear)
+        cpu = {k: round(1000 * m["extra"]["client_cpu_s"] / m["commands"], 3)
+               for k, m in (("clear", clear), ("sealed", sealed), ("cipher", cipher))}
         errors = clear["errors"] + sealed["errors"]
         ok = share >= GOAL_SHARE and errors == 0 and data["name_sealed_on_log"]
         rows.append(Row(
             backend, f"event_encryption_{threads}",
             f"bench append's command path, {threads} thread{'s' if threads > 1 else ''}: "
-            "register_participant with its admin's name sealed"
+            f"register_participant with its admin's name sealed; this process's CPU per "
+            f"command {cpu['sealed']:.3f} ms vs {cpu['clear']:.3f} ms clear "
+            f"({cpu['sealed'] / cpu['clear']:.3f}x)"
             + ("" if data["name_sealed_on_log"] else " [NOT sealed on the log]")
             + (f" [{errors} errors]" if errors else ""),
             f"{sealed['commands_per_s']:,.0f} cmd/s",
             f"{clear['commands_per_s']:,.0f} cmd/s (names clear)",
             f"{share:.3f}x ({100 * (1 - share):.1f}% cost)", f">= {GOAL_SHARE:g}x", ok,
-            {"clear": clear, "sealed": sealed, "share": round(share, 3)}))
+            {"clear": clear, "sealed": sealed, "share": round(share, 3),
+             "cpu_ms_per_command": cpu}))
         rows.append(Row(
             backend, f"event_encryption_cipher_{threads}",
-            f"the same, keys in memory (the cipher's share alone); a key issued "
+            f"the same, keys in memory (the cipher's share alone; CPU per command "
+            f"{cpu['cipher']:.3f} ms); a key issued "
             f"{steps['issue_us']:,.0f} µs on average (a batch of {steps['batch']} stored: "
             f"{steps['batch_store_ms']:,.1f} ms), a seal {steps['seal_us']:,.0f} µs",
             f"{cipher['commands_per_s']:,.0f} cmd/s",

@@ -70,7 +70,8 @@ def run(backends: list[str], quick: bool, sizes: Sizes | None = None) -> dict[st
     results = [result]
     for backend in backends:
         print(f"  {backend}: bench append's command path, personal fields sealed vs clear, "
-              f"{sizes.repetitions} rounds of {sizes.seconds:g} s each ...", flush=True)
+              f"{sealing.ROUNDS_PER_REPETITION * sizes.repetitions} rounds of "
+              f"{sizes.seconds:g} s each ...", flush=True)
         one: dict[str, Any] = {"backend": backend, "load_before": _load()}
         t1 = time.monotonic()
         _part("sealing", one, table, backend, lambda b=backend: sealing.measure(b, sizes))

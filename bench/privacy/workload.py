@@ -39,12 +39,12 @@ class Sizes:
     rows: int = 100_000        # rows of the delivered result (measurement 1)
     deliveries: int = 1_000    # deliveries the leak trace compares a file against (2)
     trace_rows: int = 2_000    # rows of each delivered table the trace reads a leak of (2)
-    seconds: float = 2.0       # length of each timed append round (3)
+    seconds: float = 1.0       # length of each timed append round (3), 3 per repetition
     repetitions: int = 5       # repetitions of each timed step (the median is reported)
     seed: int = 15
 
 
-QUICK = Sizes(rows=2_000, deliveries=20, trace_rows=400, seconds=1.0, repetitions=2)
+QUICK = Sizes(rows=2_000, deliveries=20, trace_rows=400, seconds=0.3, repetitions=2)
 
 
 def result_rows(n: int, seed: int) -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ def test_bench_privacy_runs_and_writes_its_json(tmp_path: Path) -> None:
     assert code == 0, [r.get("error") for r in report["results"]]
     assert report["suite"] == "privacy" and report["quick"] is True
     assert report["sizes"] == {"rows": 300, "deliveries": 12, "trace_rows": 200,
-                               "seconds": 1.0, "repetitions": 1, "seed": 15}
+                               "seconds": 0.3, "repetitions": 1, "seed": 15}
     assert "--rows 300 --deliveries 12 --trace-rows 200 --repetitions 1" in report["command"]
     assert {"cpu_count", "python", "date"} <= set(report["machine"])
     assert [r["backend"] for r in report["results"]] == ["-", "sqlite"]
@@ -61,6 +61,7 @@ def test_bench_privacy_runs_and_writes_its_json(tmp_path: Path) -> None:
     assert command["right"] is True and command["notes"] == []  # the right delivery named
     assert command["answer"]["candidates"] == 12 and command["answer"]["seqs"]
     assert command["answer"]["match"]["delivery_id"] == command["leaked"]
+    assert command["start_up_s"] > 0 and len(command["runs_s"]) == 1
 
     sealing = report["results"][1]["sealing"]
     assert sealing["name_sealed_on_log"] is True
