@@ -65,6 +65,14 @@ def expected_scores(private: pd.DataFrame) -> list[dict[str, Any]]:
     return [{"uscc": u, "score": int(p)} for u, p in zip(table["uscc"], points, strict=True)]
 
 
+def served(w: SimpleNamespace, computation_id: str, rows: Any) -> Any:
+    """``rows`` as the demander is served them (``GET /deliveries/{id}/result``): marked for
+    that delivery under the test server's watermark key (privacy/watermark.py)."""
+    from privacy.watermark import load_or_create_key, mark_rows
+
+    return mark_rows(rows, load_or_create_key(w.tmp / "ledger"), computation_id)[0]
+
+
 def expected_joined(tax: pd.DataFrame, loans: pd.DataFrame) -> list[dict[str, Any]]:
     table = tax.merge(loans, on="uscc").sort_values("uscc")
     points = table["tax_paid_yuan"] // 10000 - table["overdue_days"]

@@ -45,6 +45,7 @@ from tests.compute.ledger import (
     ledger_server,
     nats_up,
     provider_view,
+    served,
     until_settled,
     world,
 )
@@ -266,7 +267,7 @@ def test_a_node_killed_mid_computation_delivers_once_after_restart(
         "computation.requested", "computation.succeeded", "delivery.made"]
     result = w.api.call("GET", f"/deliveries/{computation['computation_id']}/result",
                         w.p.demander.token)
-    assert result == expected_scores(w.private)
+    assert result == served(w, computation["computation_id"], expected_scores(w.private))
     printed = [json.loads(line) for line in (node_dir / "second.out").read_text().splitlines()
                if line.startswith("{")]
     assert [o["status"] for o in printed if o["contract_id"] == contract] == ["delivered"]
@@ -350,7 +351,7 @@ def test_a_host_killed_mid_computation_leaves_no_process_and_delivers_once(
         "computation.requested", "computation.succeeded", "delivery.made"]
     result = w.api.call("GET", f"/deliveries/{computation['computation_id']}/result",
                         w.p.demander.token)
-    assert result == expected_scores(w.private)
+    assert result == served(w, computation["computation_id"], expected_scores(w.private))
     secrets = logscan.node_secrets(node_dir)
     assert len(secrets) == 3
     assert logscan.scan([node_dir, w.tmp / "server.log"], secrets=secrets) == []

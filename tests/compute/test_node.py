@@ -39,6 +39,7 @@ from tests.compute.ledger import (
     expected_scores,
     free_port,
     provider_view,
+    served,
     until_settled,
 )
 
@@ -99,7 +100,7 @@ def test_approved_contract_is_delivered_exactly_once(w: SimpleNamespace) -> None
     assert succeeded["payload"]["input_hashes"] == {
         p.dataset_id: w.loaded["sha256_of_private_file"]}
     result = result_of(w, outcome)
-    assert result == expected_scores(w.private)
+    assert result == served(w, outcome.computation_id, expected_scores(w.private))
     assert all(set(row) == {"uscc", "score"} for row in result)
 
     # The same event again, to the same node and to a fresh one (a restart).
@@ -119,7 +120,8 @@ def test_two_inputs_of_the_provider_are_bound_by_position(w: SimpleNamespace) ->
     assert succeeded["payload"]["input_hashes"] == {
         w.p.dataset_id: w.loaded["sha256_of_private_file"],
         w.p.loans_id: w.loaded_loans["sha256_of_private_file"]}
-    assert result_of(w, outcome) == expected_joined(w.private, w.loans)
+    assert result_of(w, outcome) == served(w, outcome.computation_id,
+                                           expected_joined(w.private, w.loans))
 
 
 def test_queries_bring_back_only_the_asked_rows(w: SimpleNamespace) -> None:
@@ -134,7 +136,8 @@ def test_queries_bring_back_only_the_asked_rows(w: SimpleNamespace) -> None:
     [one] = until_settled(node, provider_view(w, contract, "contract.approved"))
     assert one.status == "delivered" and one.execution == 1, one
     everything = {row["uscc"]: row for row in expected_scores(w.private)}
-    assert result_of(w, one) == [everything[usccs[3]], everything[usccs[7]]]
+    assert result_of(w, one) == served(w, one.computation_id,
+                                       [everything[usccs[3]], everything[usccs[7]]])
     assert w.api.event(one.computation_id, "computation.succeeded")["payload"][
         "result_rows"] == 2
 
@@ -145,7 +148,7 @@ def test_queries_bring_back_only_the_asked_rows(w: SimpleNamespace) -> None:
     [two] = until_settled(node, event)
     assert two.status == "delivered" and two.execution == 2, two
     assert two.computation_id != one.computation_id
-    assert result_of(w, two) == [everything[usccs[0]]]
+    assert result_of(w, two) == served(w, two.computation_id, [everything[usccs[0]]])
     delivered_once(w, two)
     assert [c["execution"] for c in w.api.computations(contract)] in ([1, 2], [2, 1])
 
@@ -238,7 +241,8 @@ def test_over_an_http_datasite_on_loopback(w: SimpleNamespace) -> None:
         [outcome] = until_settled(node, provider_view(w, contract, "contract.approved"))
         assert outcome.status == "delivered", outcome
         delivered_once(w, outcome)
-        assert result_of(w, outcome) == expected_scores(w.private)
+        assert result_of(w, outcome) == served(w, outcome.computation_id,
+                                               expected_scores(w.private))
         comp = w.api.call("GET", f"/computations/{outcome.computation_id}", ADMIN_TOKEN)
         assert comp["datasite"] == "tax-bureau-http"
     finally:
@@ -270,7 +274,7 @@ def test_the_command_line_loads_and_runs_once(w: SimpleNamespace) -> None:
     assert [o["status"] for o in mine] == ["delivered"], mine
     result = w.api.call("GET", f"/deliveries/{mine[0]['computation_id']}/result",
                         w.p.demander.token)
-    assert result == expected_scores(w.private)
+    assert result == served(w, mine[0]["computation_id"], expected_scores(w.private))
     assert json.loads((node_dir / "position.json").read_text())["seq"] >= mine[0]["seq"]
 
 
@@ -455,7 +459,8 @@ def test_a_jetstream_message_is_only_a_notification_of_its_seq(w: SimpleNamespac
     assert [(o.status, o.execution, o.event_type) for o in seen] == [
         ("delivered", 1, "contract.approved")], seen
     assert acks.acked == [forged] and f"/ledger/events/{approved}" in transport.paths
-    assert result_of(w, seen[0]) == expected_scores(w.private)
+    assert result_of(w, seen[0]) == served(w, seen[0].computation_id,
+                                           expected_scores(w.private))
 
     # an event this provider may not see (another tenant's) is acknowledged and skipped
     hidden = next(e["seq"] for e in w.api.events()

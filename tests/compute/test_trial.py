@@ -21,6 +21,7 @@ from tests.compute.ledger import (
     USED,
     expected_scores,
     provider_view,
+    served,
     until_settled,
 )
 from tests.compute.test_node import delivered_once, result_of
@@ -41,7 +42,7 @@ def test_a_granted_trial_runs_on_mock_rows_only_and_reaches_the_demander(
     assert requested["payload"]["execution"] == 0
     mock = pd.read_csv(w.tmp / "mock.csv")
     result = result_of(w, outcome)
-    assert result == expected_scores(mock)
+    assert result == served(w, outcome.computation_id, expected_scores(mock))
     assert not {row["uscc"] for row in result} & set(w.private["uscc"])
     # the input hash is the mock table's, and no code request reached the datasite
     text = datasite._asset(w.admin, w.p.dataset_id).mock.to_csv(index=False,
@@ -116,6 +117,7 @@ def test_data_not_loaded_yet_is_waited_for_then_the_failure_is_recorded(
         node.load(w.p.dataset_id, w.tmp / "private.csv", w.tmp / "mock.csv")
         [done] = node.handle(events[trial])
         assert done.status == "delivered" and done.execution == 0, done
-        assert result_of(w, done) == expected_scores(pd.read_csv(w.tmp / "mock.csv"))
+        assert result_of(w, done) == served(w, done.computation_id,
+                                            expected_scores(pd.read_csv(w.tmp / "mock.csv")))
     finally:
         site.land()
