@@ -189,3 +189,33 @@ def test_chain_verify_and_audit_replay_pass_after_erasure(erased: Erased,
         assert steps["business rules"] == "passed"
         if source[0] == "--database":
             assert steps["read models"] == "passed"
+
+
+def test_a_stopped_erasure_is_completed_and_a_clear_name_is_refused(tmp_path: Path) -> None:
+    """A run stopped after destroying the key (the key gone, nothing recorded) is completed
+    by the next; a name recorded in clear (a ledger without a key store, as before names
+    were sealed) is refused, exit 1, nothing recorded."""
+    data = tmp_path / "var"
+    url = f"sqlite:///{data / 'ledger.db'}"
+    container = build(Settings(data_dir=data, database_url=url, admin_token=ADMIN_TOKEN,
+                               chain=False))
+    try:
+        with TestClient(create_app(container=container), raise_server_exceptions=False) as tc:
+            world = World(tc)
+            provider = world.onboard("provider", "Tax bureau 税务局")
+            stopped = world.member(provider, "王芳", ["member"])
+            container.ledger.sealer = None
+            clear = world.member(provider, "recorded in clear", ["member"])
+            [added] = [e for e in container.store.load(provider.participant_id)
+                       if e.type_name == "participant.member_added"
+                       and e.payload()["member_id"] == stopped.member_id]
+            assert container.keystore.destroy([added.payload()["name"]["key"]]) == 1
+            head = container.store.max_seq()
+    finally:
+        container.close()
+    done = cli(url, data, "privacy", "erase", "--subject", stopped.member_id)
+    assert done.returncode == 0, done.stderr
+    assert "no key left" in done.stdout and f"recorded at seq {head + 1}" in done.stdout
+    refused = cli(url, data, "privacy", "erase", "--subject", clear.member_id)
+    assert refused.returncode == 1 and "recorded in clear" in refused.stderr
+    assert cli(url, data, "privacy", "erase", "--subject", stopped.member_id).returncode == 0
