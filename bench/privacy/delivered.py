@@ -82,14 +82,18 @@ def measure(sizes: Sizes) -> tuple[dict[str, Any], list[Row]]:
     med = {which: {k: statistics.median(run[k] for run in done)
                    for k in done[0] if k.endswith("_s")} for which, done in runs.items()}
     ratio = med["marked"]["total_s"] / med["unmarked"]["total_s"]
+    base, m = med["unmarked"]["total_s"], med["marked"]
+    # each side's share, were each to write the bytes once: the node masks, the platform
+    # marks (for information: the goal is on the whole)
+    sides = {"node_mask_ratio": round((m["mask_s"] + base) / base, 3),
+             "platform_mark_ratio": round((m["mark_s"] + base) / base, 3)}
     data = {"rows": sizes.rows, "repetitions": sizes.repetitions, "median": med,
-            "ratio": round(ratio, 3), "applied": last["applied"],
+            "ratio": round(ratio, 3), "sides": sides, "applied": last["applied"],
             "marked_cells": last["marked_cells"], "bytes": {
                 "unmarked": runs["unmarked"][-1]["bytes"], "marked": last["bytes"]},
             "runs": [{k: (round(v, 4) if isinstance(v, float) else v)
                       for k, v in run.items() if k != "applied"}
                      for which in runs for run in runs[which]]}
-    m = med["marked"]
     row = Row("-", "mask_watermark",
               f"{sizes.rows:,}-row result masked ({1000 * m['mask_s']:.0f} ms) + watermarked "
               f"({1000 * m['mark_s']:.0f} ms, {last['marked_cells']:,} cells) + written "
