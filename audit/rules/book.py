@@ -17,6 +17,7 @@ from typing import Any
 
 from audit.rules import authority, execution
 from audit.rules.joint import JointRules
+from audit.rules.masking import MaskingRules
 from audit.rules.model import Ev, Finding, Malformed, State
 from audit.rules.privacy import PrivacyRules
 from audit.rules.signatures import Signatures
@@ -35,6 +36,7 @@ class RuleBook:
         self.signatures = Signatures(require_signatures)
         self.joints = JointRules()
         self.privacy = PrivacyRules()
+        self.masking = MaskingRules()
         self.events = 0
 
     def feed(self, entry: LogEntry, payload: dict[str, Any] | None = None) -> list[Finding]:
@@ -56,6 +58,7 @@ class RuleBook:
             found += self.signatures.findings(self.state, ev)
             found += self.joints.findings(self.state, ev)
             found += self.privacy.findings(self.state, ev)
+            found += self.masking.findings(self.state, ev)
             self.state.apply(ev)
         except (Malformed, KeyError, TypeError, AttributeError) as exc:
             return [*ended, Finding(entry.seq, "event_shape", f"{entry.type_name} as the "

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from core.canonical import canonical_bytes
+from runtime.build import Container
 from tests.e2e.conftest import Chain, World, head
+from tests.e2e.test_audit_rules import findings
 from tests.e2e.test_computations_api import DATA_SHA, ask, events_of, report
 from tests.e2e.test_market_api import approved_contract, refused
 
@@ -31,7 +33,8 @@ def requested(world: World, chain: Chain) -> tuple[str, str]:
     return str(made["computation_id"]), product_id
 
 
-def test_the_applied_masking_is_recorded_and_shown(world: World, chain: Chain) -> None:
+def test_the_applied_masking_is_recorded_and_shown(world: World, chain: Chain,
+                                                   container: Container) -> None:
     cid, product_id = requested(world, chain)
     product = world.call("GET", f"/products/{product_id}", chain.operator)
     assert product["field_grades"][chain.dataset_id]["taxpayer_id"] == {
@@ -45,6 +48,7 @@ def test_the_applied_masking_is_recorded_and_shown(world: World, chain: Chain) -
     assert succeeded[0]["payload"]["class_version"] == 2
     for party in (chain.demander, chain.operator, chain.provider):
         assert world.call("GET", f"/computations/{cid}", party)["masking"] == APPLIED
+    assert findings(container) == []  # the rule book agrees: grades and masking
 
 
 def test_a_result_reported_without_masking_records_none(world: World, chain: Chain) -> None:
