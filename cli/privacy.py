@@ -5,8 +5,8 @@ name the log holds sealed. Its key is destroyed in the key store, ``privacy.subj
 is recorded by the server's system actor, and the read models are brought up to it, so
 the API, the read models, an export and a rebuild show ``[erased]``; the log, its proofs,
 ``chain verify`` and ``audit replay`` still pass. Idempotent. Exit 0 erased (now or
-before), 1 refused by the ledger (a name recorded in clear, before names were sealed), 2
-an unknown subject.
+before), 1 refused by the ledger (a name recorded in clear, before names were sealed) or
+not yet scrubbed from the key store's files (run it again), 2 an unknown subject.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ def _erase(args: argparse.Namespace) -> int:
     from domain.errors import DomainError
     from domain.participant import Participant
     from privacy.erase import UnknownSubject, erase
+    from privacy.keystore import KeyStoreBusy
     from projections.participants import participant_of_member
     from runtime.build import SYSTEM
 
@@ -66,7 +67,7 @@ def _erase(args: argparse.Namespace) -> int:
     except UnknownSubject as exc:
         print(f"dataledger privacy erase: --subject: {exc}", file=sys.stderr)
         return 2
-    except DomainError as exc:
+    except (DomainError, KeyStoreBusy) as exc:
         print(f"dataledger privacy erase: refused: {exc}", file=sys.stderr)
         return 1
     finally:

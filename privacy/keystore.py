@@ -67,6 +67,10 @@ _keys = Table(KEYS_TABLE, _METADATA,
               Column("key", LargeBinary, nullable=False))
 
 
+class KeyStoreBusy(RuntimeError):
+    """A destruction could not yet scrub every file of the key store (run it again)."""
+
+
 class KeyStore(Protocol):
     """Issue, get and destroy keys; seal and reveal with them."""
 
@@ -172,8 +176,12 @@ class SQLiteKeyStore(_Keys):
             self._conn.executemany(f"DELETE FROM {KEYS_TABLE} WHERE key_id = ?", ids)
             gone = self._conn.total_changes - before
             # the WAL's frames still hold the key's page as it was: copy the zeroed page
-            # back into the file and truncate the WAL to nothing
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            # back into the file and truncate the WAL to nothing (waiting for readers)
+            busy, frames, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy or frames:
+            raise KeyStoreBusy(f"{self.path}: the write-ahead log could not be truncated (a "
+                               "reader held it): the destroyed keys' old pages may remain in "
+                               "it; run the erasure again")
         return gone
 
     def close(self) -> None:
