@@ -260,9 +260,14 @@ def checks(api: Platform, cfg: dict[str, Any], private: Any, t: Timings,
     expected = function(private)
     same = None
     if first:
-        got = api.call("GET", f"/deliveries/{t.computation[first[0]]}/result",
-                       cfg["tokens"]["demander"])
-        same = got == expected
+        from privacy.watermark import load_or_create_key, mark_rows
+
+        delivery = t.computation[first[0]]
+        got = api.call("GET", f"/deliveries/{delivery}/result", cfg["tokens"]["demander"])
+        # the demander is served the result watermarked for its delivery (docs/PRIVACY.md),
+        # under the key in the bench server's data directory
+        key = load_or_create_key(Path(cfg["tmp"]).parent / "ledger")
+        same = got == mark_rows(expected, key, delivery)[0]
     baseline: list[float] = []
     sandboxed: list[float] = []
     for _ in range(Sizes(**cfg["sizes"]).baseline_runs):

@@ -340,8 +340,13 @@ class Finance:
                 continue
             raw = self.api.delivery(self.bank, comp["computation_id"])
             rows: list[dict[str, Any]] = json.loads(raw)
-            self.check(f"{p.view} #0: the delivered bytes hash to the ledger's result SHA-256",
-                       hashlib.sha256(raw).hexdigest() == comp["result_sha256"])
+            made = [e["payload"] for e in self.api.events(self.bank)
+                    if e["type"] == "delivery.made"
+                    and e["originator_id"] == comp["computation_id"]]
+            self.check(f"{p.view} #0: the delivered bytes (the result watermarked for the "
+                       "bank) hash to the SHA-256 the ledger recorded with the delivery",
+                       [m["delivered_sha256"] for m in made] == [hashlib.sha256(raw).hexdigest()]
+                       and made[0]["result_sha256"] == comp["result_sha256"])
             for r in rows:
                 totals[r["uscc"]] += int(r["points"])
         return totals

@@ -177,3 +177,23 @@ def test_an_unreadable_file_is_exit_2_and_records_nothing(
     assert "not a table" in capsys.readouterr().err
     assert main(["forensics", "trace-leak", str(tmp_path / "missing.csv")]) == 2
     assert container.store.max_seq() == head
+
+
+def test_a_result_with_nothing_markable_is_delivered_as_posted_with_the_reason(
+        world: World, chain: Chain) -> None:
+    product = list_product(world, chain, output_schema=OUTPUT)
+    oid = place(world, chain, product)
+    world.call("POST", f"/orders/{oid}/contract", chain.operator, json=proposal())
+    world.call("POST", f"/orders/{oid}/contract/acceptance", chain.demander)
+    world.call("POST", f"/orders/{oid}/contract/approvals", chain.provider)
+    world.call("POST", f"/orders/{oid}/contract/approvals", chain.operator)
+    cid = world.call("POST", "/computations", chain.provider, 201,
+                     json=ask(oid))["computation_id"]
+    small = [{"taxpayer_id": "91110000MA000001", "score": 15, "tax": -16}]
+    world.call("POST", f"/computations/{cid}/result", chain.provider, json=report(chain, small))
+    made = delivery_made(world, cid)
+    assert made["watermark"] is None and "no markable cell" in made["watermark_reason"]
+    assert made["delivered_sha256"] == made["result_sha256"]
+    got = world.client.get(f"/deliveries/{cid}/result", headers=chain.demander.headers)
+    assert got.status_code == 200 and json.loads(got.content) == small
+    assert got.headers["X-Result-SHA256"] == made["delivered_sha256"]
