@@ -30,7 +30,7 @@ import hashlib
 import hmac
 import os
 import secrets
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -141,28 +141,40 @@ def _markable(hi: np.ndarray) -> np.ndarray:
 # -- marking ------------------------------------------------------------------------------
 def columns_of(rows: Sequence[dict[str, Any]]) -> list[str]:
     """Every column the rows name, in order of first appearance."""
+    first = rows[0].keys() if rows else {}.keys()
+    if all(r.keys() == first for r in rows):  # a table: every row names the same columns
+        return list(first)
     seen: dict[str, None] = {}
     for row in rows:
-        for name in row:
-            seen.setdefault(name, None)
+        seen.update(dict.fromkeys(row))
     return list(seen)
+
+
+def _integer_column(rows: Sequence[dict[str, Any]], column: str) -> bool:
+    """Whether the column's first value that is not null is an integer (not a boolean): the
+    columns ``mark_rows`` marks (a string column is passed over without a scan)."""
+    for row in rows:
+        value = row.get(column)
+        if value is not None:
+            return type(value) is int
+    return False
 
 
 def mark_rows(rows: Any, key: bytes, delivery_id: str, *,
               key_column: str | None = None) -> tuple[Any, Marking]:
     """Watermark ``rows`` (the result as the node posted it: a list of JSON objects) for
-    delivery ``delivery_id``: a copy with every markable cell set to carry the codeword,
-    and what was marked. A result that is not a table of rows, or has no markable cell, is
-    returned unchanged with ``Marking(0, [], reason)``; ``key_column`` is never marked (a
-    demander joins on it)."""
+    delivery ``delivery_id``: a copy with every markable cell of its integer columns (whose
+    first value not null is an integer) set to carry the codeword, and what was marked. A
+    result that is not a table of rows, or has no markable cell, is returned unchanged with
+    ``Marking(0, [], reason)``; ``key_column`` is never marked (a demander joins on it)."""
     if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
         what = "no rows" if rows == [] else "not a table of rows (a JSON list of objects)"
         return rows, Marking(0, [], f"the result is {what}")
     bits = codeword_bits(key, delivery_id).astype(np.int64)
-    out = [dict(r) for r in rows]
+    out: list[dict[str, Any]] | None = None
     cells, marked = 0, []
     for column in columns_of(rows):
-        if column == key_column:
+        if column == key_column or not _integer_column(rows, column):
             continue
         pos, arr = _int_cells([r.get(column) for r in rows])
         hi = arr >> 1
@@ -171,16 +183,19 @@ def mark_rows(rows: Any, key: bytes, delivery_id: str, *,
         if not n:
             continue
         idx, flip = _mix(hi, _column_keys(key, column))
-        new = np.where(ok, 2 * hi + (bits[idx] ^ flip), arr).tolist()
-        targets: Iterable[dict[str, Any]] = out if pos is None else (out[i] for i in pos)
-        for row, value in zip(targets, new, strict=True):
-            row[column] = value
+        new = np.where(ok, 2 * hi + (bits[idx] ^ flip), arr)
+        moved = np.flatnonzero(new != arr)
+        if out is None:
+            out = [dict(r) for r in rows]
+        at = moved.tolist() if pos is None else [pos[i] for i in moved.tolist()]
+        for i, value in zip(at, new[moved].tolist(), strict=True):
+            out[i][column] = value
         cells += n
         marked.append(column)
     if not cells:
         return rows, Marking(0, [], "no markable cell: no integer of magnitude >= 16 outside "
                                     "the key column")
-    return out, Marking(cells, marked)
+    return (out if out is not None else [dict(r) for r in rows]), Marking(cells, marked)
 
 
 # -- detection ----------------------------------------------------------------------------
