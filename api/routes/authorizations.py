@@ -10,11 +10,19 @@ from pydantic import BaseModel, Field
 
 from api.deps import CommandsDep, ReaderDep
 from api.fields import JsonObject, SignedBody
-from api.routes.common import CommandAnswer, CommandRoute, answer, visible_row, visible_rows
+from api.routes.common import (
+    BudgetLine,
+    CommandAnswer,
+    CommandRoute,
+    answer,
+    visible_row,
+    visible_rows,
+)
 from api.routes.scenarios import DatasetSelection
 from domain import authorization as uc
 from domain.policy import KNOWN_KEYS
 from projections import authorizations as q
+from projections import privacy_budget as budget_q
 
 router = APIRouter(prefix="/authorizations", tags=["authorizations"], route_class=CommandRoute)
 
@@ -69,6 +77,10 @@ class AuthorizationView(BaseModel):
     granted_seq: int | None = Field(default=None, description="seq of the "
                                     "authorization.granted event (a compute node proves the "
                                     "granted fields from it)")
+    privacy_budget: dict[str, BudgetLine] | None = Field(default=None, description=(
+        "dataset id → its privacy budget (差分隐私预算) under this authorization: the ε every "
+        "contract using it spent (privacy.budget_spent); null without a privacy_budget and "
+        "nothing spent"))
     updated_at: str
     version: int = Field(description="the authorization's stream version")
 
@@ -106,11 +118,21 @@ def list_authorizations(reader: ReaderDep,
                         ) -> list[dict[str, Any]]:
     """Authorizations the caller granted or received; all of them for the regulator and the
     platform."""
-    return visible_rows(reader, q.AUTHORIZATIONS, state=state, scenario_id=scenario_id,
-                        provider_id=provider_id, operator_id=operator_id)
+    return _with_budget(reader, visible_rows(
+        reader, q.AUTHORIZATIONS, state=state, scenario_id=scenario_id,
+        provider_id=provider_id, operator_id=operator_id))
 
 
 @router.get("/{authorization_id}", response_model=AuthorizationView)
 def get_authorization(authorization_id: str, reader: ReaderDep) -> dict[str, Any]:
     """One authorization, for its provider and operator (404 for anyone else)."""
-    return visible_row(reader, q.AUTHORIZATIONS, "authorization", authorization_id)
+    return _with_budget(reader, [visible_row(reader, q.AUTHORIZATIONS, "authorization",
+                                             authorization_id)])[0]
+
+
+def _with_budget(reader: ReaderDep, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with each authorization's privacy budget
+    (``projections.privacy_budget.authorization_budgets``)."""
+    with reader.connect() as conn:
+        budgets = budget_q.authorization_budgets(conn, rows)
+    return [{**r, "privacy_budget": budgets[r["id"]]} for r in rows]

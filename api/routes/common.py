@@ -41,6 +41,15 @@ class CommandAnswer(BaseModel):
     seqs: list[int] = Field(description="global sequence numbers of the events written")
 
 
+class BudgetLine(BaseModel):
+    """One dataset's privacy budget (差分隐私预算) under a contract or an authorization: ε as
+    exact decimal text (docs/PRIVACY.md)."""
+
+    budget: str | None = Field(description="its privacy_budget; null: none set")
+    spent: str = Field(description="ε the executions spent on the dataset (never refunded)")
+    remaining: str | None = Field(description="budget − spent; null without a budget")
+
+
 def answer(result: CommandResult, status: int = 200, **extra: Any) -> JSONResponse:
     """The JSON answer of a command; a replayed Idempotency-Key says so in a header."""
     headers = {"Idempotent-Replayed": "true"} if result.replayed else {}

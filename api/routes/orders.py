@@ -27,7 +27,14 @@ from api.fields import (
     SignedBody,
     Text,
 )
-from api.routes.common import CommandAnswer, ReadRoute, answer, visible_row, visible_rows
+from api.routes.common import (
+    BudgetLine,
+    CommandAnswer,
+    ReadRoute,
+    answer,
+    visible_row,
+    visible_rows,
+)
 from domain import computation, policy
 from domain import order as uc
 from domain.signing import Signed
@@ -168,14 +175,6 @@ class UsageCounters(BaseModel):
                                   "succeeded, of the provider that ran most "
                                   "(processing_count)")
     refused: int = Field(default=0, description="uses refused (usage.refused)")
-
-
-class BudgetLine(BaseModel):
-    """One input dataset's privacy budget under the contract (ε, exact decimal text)."""
-
-    budget: str | None = Field(description="the contract's privacy_budget; null: none set")
-    spent: str = Field(description="ε its executions spent on the dataset (never refunded)")
-    remaining: str | None = Field(description="budget − spent; null without a budget")
 
 
 class OrderView(BaseModel):

@@ -114,6 +114,19 @@ def test_the_authorization_budget_bounds_all_its_contracts(world: World, chain: 
     out = world.call("POST", "/computations", chain.provider, 201, json=ask(second))
     assert out["state"] == "failed" and f"under authorization {auth}" in out["reason"], out
     assert budget_of(world, chain, second) == {chain.dataset_id: line("0.5", "0", "0.5")}
+    for who in (chain.provider, chain.operator, world.regulator):
+        view = world.call("GET", f"/authorizations/{auth}", who)
+        assert view["privacy_budget"] == {chain.dataset_id: line("0.5", "0.5", "0")}
+    unbounded = world.call("GET", f"/authorizations/{chain.authorization_id}", chain.provider)
+    assert unbounded["privacy_budget"] is None
+    listed = {a["id"]: a["privacy_budget"]
+              for a in world.call("GET", "/authorizations", chain.provider)}
+    assert listed[auth] == {chain.dataset_id: line("0.5", "0.5", "0")}
+    spent = [e for e in world.call("GET", "/ledger/events?limit=1000", chain.provider)[
+        "events"] if e["type"] == "privacy.budget_spent"]
+    assert len(spent) == 1  # the grantor sees its budget stream; the demander does not
+    assert not [e for e in world.call("GET", "/ledger/events?limit=1000", chain.demander)[
+        "events"] if e["type"] == "privacy.budget_spent"]
 
 
 def test_a_contract_without_a_budget_shows_what_was_spent(world: World, chain: Chain) -> None:
