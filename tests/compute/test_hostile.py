@@ -56,6 +56,8 @@ from compute_nodes.output_contract import OutputContract
 from compute_nodes.sandbox import Limits, Sandbox
 from compute_nodes.sandbox.limits import GIB
 from compute_nodes.trust import Trust
+from core.canonical import canonical_bytes
+from core.masking import generalise
 from tests.compute import hostile_products as hp
 from tests.compute import logscan
 from tests.compute.ledger import (
@@ -609,9 +611,14 @@ def test_a_sensitive_column_is_delivered_only_if_the_contract_allows_it(
                        f"{w.p.dataset_id} and the contract does not allow it")
     allowed = act(w, h.node, order(w, product, allowed=["tax_paid_yuan"]))
     table = w.private.sort_values("uscc")
-    assert delivered(w, allowed) == [
-        {"uscc": u, "tax_paid_yuan": int(t)}
-        for u, t in zip(table["uscc"], table["tax_paid_yuan"], strict=True)]
+    # allowed, yet sensitive (grade L3): generalised on the datasite (docs/PRIVACY.md)
+    masked = [{"uscc": u, "tax_paid_yuan": generalise(int(t))}
+              for u, t in zip(table["uscc"], table["tax_paid_yuan"], strict=True)]
+    rows = delivered(w, allowed)
+    succeeded = w.api.event(allowed.computation_id, "computation.succeeded")["payload"]
+    assert succeeded["result_sha256"] == hashlib.sha256(canonical_bytes(masked)).hexdigest()
+    assert succeeded["masking"] == {"tax_paid_yuan": "L3:none:partial"}
+    assert [r["uscc"] for r in rows] == [m["uscc"] for m in masked]
     healthy(w, h)
 
 
