@@ -170,7 +170,8 @@ def test_a_query_and_a_delivery_written_behind_the_domain_are_found(
     def delivery(uow: Any, ctx: Context) -> dict[str, Any]:
         run = uow.get(Computation, jm.computations[provider.participant_id])
         run.trigger(DeliveryMade, ctx, demander_id=bank.participant_id,
-                    result_sha256=run.result_sha256)  # its part's digest
+                    result_sha256=run.result_sha256,  # its part's digest
+                    delivered_sha256=run.result_sha256, watermark=None)
         return {}
 
     asked = container.ledger.execute(query, bank).seqs

@@ -20,12 +20,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from audit.rules import RuleBook
+from audit.selfproof import verify_self_proof
+from chain.trust import TrustedKeys
 from cli.forensics import NO_MATCH
 from cli.main import main
 from privacy.watermark import mark_rows
 from runtime.build import Container
 from tests.e2e.conftest import ADMIN_TOKEN, Chain, World, list_product
 from tests.e2e.test_computations_api import QUERY, ask, report
+from tests.e2e.test_joint_replay import cli
 from tests.e2e.test_market_api import place, proposal
 from tests.e2e.watermarked import delivery_made, watermarked
 
@@ -163,6 +166,30 @@ def test_leaked_copies_are_traced_to_their_delivery_among_fifty(
     assert not [e for e in mine if e["type"] == "forensics.leak_traced"]
     book = RuleBook(require_signatures=True)
     assert [(f.seq, f.rule) for f in book.run(container.store.read(0, 1_000_000))] == []
+
+    # the whole log, the traces in it, replays clean offline: every step, the index too
+    assert container.chain is not None
+    assert container.chain.wait_anchored(container.store.max_seq(), timeout=60) is not None
+    trust = tmp_path / "trust.json"
+    trust.write_text(json.dumps(container.chain.trust_document()))
+    bundle, report = tmp_path / "bundle", tmp_path / "report.json"
+    done = cli("export", "--out", str(bundle), "--database", container.settings.database_url,
+               data=tmp_path / "var")
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = cli("audit", "replay", "--bundle", str(bundle), "--trust", str(trust),
+              "--json", str(report), "--quiet", data=tmp_path / "var")
+    assert out.returncode == 0, out.stdout + out.stderr
+    doc = json.loads(report.read_text())
+    assert doc["ok"] is True and doc["events_per_type"]["forensics.leak_traced"] == 5
+    assert {s["status"] for s in doc["steps"] if s["name"] in (
+        "records", "tree", "signatures", "consistency", "index", "business rules")} == {
+        "passed"}
+    # the demander's self-proof on its delivery shows the trace that names it
+    accused = made[7].demander
+    proof = verify_self_proof(world.api.self_proof(
+        accused, accused.participant_id, f"computation:{made[7].delivery_id}", None, None),
+        TrustedKeys.from_json(container.chain.trust_document()))
+    assert [e.type_name for e in proof.events][-1] == "forensics.leak_traced"
 
 
 def test_an_unreadable_file_is_exit_2_and_records_nothing(
