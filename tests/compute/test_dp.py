@@ -156,3 +156,38 @@ def test_a_dp_product_is_noised_on_the_datasite_and_a_spent_budget_refuses_it(
                                                 "computation.failed", "usage.refused"]
     assert w.api.call("GET", f"/orders/{short}", w.p.demander.token)["privacy_budget"] == {
         w.p.dataset_id: {"budget": "0.05", "spent": "0", "remaining": "0.05"}}
+
+
+def test_the_trial_on_mock_rows_is_noised_too_and_spends_nothing(w: SimpleNamespace) -> None:
+    """The trial (execution 0) runs on the mock table: its aggregate is noised the same way
+    and no ε is spent (mock data is not the provider's)."""
+    import pandas as pd
+
+    product = dp_product(w, {"epsilon": "0.1", "columns": {"tax_wan": {"sensitivity": 20}}})
+    oid = w.api.api.place_order(w.p.demander, product, "a look before buying")
+    w.api.call("POST", f"/orders/{oid}/trial", w.p.operator.token)
+    [outcome] = until_settled(w.node(), provider_view(w, oid, "order.trial_granted"), 60)
+    assert outcome.status == "delivered" and outcome.execution == 0, outcome
+    mock = pd.read_csv(w.tmp / "mock.csv")
+    bands = mock.groupby(mock["tax_paid_yuan"] // 50000)
+    truth = {f"band-{k}": (len(g), int(g["tax_paid_yuan"].sum() // 10000)) for k, g in bands}
+    rows = w.api.call("GET", f"/deliveries/{outcome.computation_id}/result",
+                      w.p.demander.token)
+    noised = {r["band"]: (r["firms"], r["tax_wan"]) for r in rows}
+    assert sorted(noised) == sorted(truth)
+    # only tax_wan is declared (scale 200): P(its noise rounds to 0) is about 0.25 % a row
+    assert sum(noised[b][1] != truth[b][1] for b in truth) >= len(truth) - 1, (noised, truth)
+    assert not [e for e in w.api.events() if e["type"] == "privacy.budget_spent"
+                and e["payload"]["contract_id"] == oid]
+    assert w.api.call("GET", f"/orders/{oid}", w.p.demander.token)["privacy_budget"] == {
+        w.p.dataset_id: {"budget": None, "spent": "0", "remaining": None}}
+
+
+def test_an_object_output_and_nulls_are_noised_in_place() -> None:
+    """An object output is noised like one row; a null stays null, other columns as they
+    are, and the declared columns' values come back integers."""
+    dp = {"epsilon": "1", "columns": {"n": {"sensitivity": "1"}}}
+    out = add_noise({"n": 50, "label": "all", "m": 7}, dp, np.random.RandomState(3))
+    assert set(out) == {"n", "label", "m"} and (out["label"], out["m"]) == ("all", 7)
+    assert isinstance(out["n"], int)
+    assert add_noise([{"n": None}, "not a row"], dp) == [{"n": None}, "not a row"]
