@@ -214,3 +214,38 @@ def test_json_shapes_a_leak_may_take(tmp_path: Path) -> None:
     bad.write_bytes(b"a,b\n1,2,3\n")
     with pytest.raises(ValueError, match="not a table"):
         tr.read_table(bad)
+
+
+COMPUTE_PYTHON = Path(__file__).resolve().parents[2] / ".venv-compute" / "bin" / "python"
+#: pandas (the compute environment's) re-saves a leaked copy: half the rows, shuffled, three
+#: columns, a gap in one integer column (pandas writes that column as floats: 123.0), and
+#: its index column
+RESAVE = """
+import json, sys
+import pandas as pd
+df = pd.DataFrame(json.load(open(sys.argv[1])))
+df = df.sample(frac=0.5, random_state=3)[["taxpayer_id", "revenue", "score"]]
+df.loc[df.index[:5], "revenue"] = None
+df.to_csv(sys.argv[2])
+df.to_json(sys.argv[3])
+df.to_parquet(sys.argv[4])
+"""
+
+
+@pytest.mark.skipif(not COMPUTE_PYTHON.exists(), reason="no compute environment (pandas)")
+def test_a_copy_re_saved_by_pandas_is_traced(tmp_path: Path) -> None:
+    import subprocess
+
+    rows, candidates = table(240), deliveries(50)
+    source = tmp_path / "delivered.json"
+    source.write_text(json.dumps(wm.mark_rows(rows, KEY, candidates[11].delivery_id,
+                                              key_column="taxpayer_id")[0]))
+    out = [tmp_path / f"pandas.{s}" for s in ("csv", "json", "parquet")]
+    subprocess.run([str(COMPUTE_PYTHON), "-c", RESAVE, str(source), *map(str, out)],
+                   check=True, timeout=120)
+    text = out[0].read_text()
+    assert text.startswith(",taxpayer_id,revenue,score\n") and ".0," in text  # floats, index
+    for path in out:
+        found, _ = tr.trace_file(path, KEY, candidates, skip=("taxpayer_id",))
+        assert found.match == candidates[11], (path.name, found)
+        assert found.p_value <= tr.THRESHOLD
