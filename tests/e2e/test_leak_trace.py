@@ -144,6 +144,13 @@ def test_leaked_copies_are_traced_to_their_delivery_among_fifty(
         votes = answer["votes"]
         assert votes["bits_agreeing"] == votes["bits_decided"] > 30
 
+    # the text form names the same delivery, contract and demander
+    source, path = cases[0]
+    assert main(["forensics", "trace-leak", str(path)]) == 0
+    text = capsys.readouterr().out
+    for line in (f"delivery    {source.delivery_id}", f"contract    {source.contract_id}",
+                 f"demander    {source.demander.participant_id}", "confidence  1 - "):
+        assert line in text, text
     # a table that was never delivered: the same rows, marked for no delivery
     never = tmp_path / "never.csv"
     pacsv.write_csv(pa.Table.from_pylist(
@@ -158,7 +165,8 @@ def test_leaked_copies_are_traced_to_their_delivery_among_fifty(
     page = world.call("GET", "/ledger/events?limit=1000", world.regulator)["events"]
     traces = [e["payload"] for e in page if e["type"] == "forensics.leak_traced"]
     assert [t["match"] and t["match"]["delivery_id"] for t in traces] == [
-        made[7].delivery_id, made[23].delivery_id, made[41].delivery_id, None, None]
+        made[7].delivery_id, made[23].delivery_id, made[41].delivery_id, made[7].delivery_id,
+        None, None]
     assert all(t["actor"]["role"] == "system" and len(t["file_sha256"]) == 64 for t in traces)
     assert "revenue" not in json.dumps(traces)  # nothing of the data itself
     # a demander reads no trace (not even its own): the regulator and the platform do
@@ -180,7 +188,7 @@ def test_leaked_copies_are_traced_to_their_delivery_among_fifty(
               "--json", str(report), "--quiet", data=tmp_path / "var")
     assert out.returncode == 0, out.stdout + out.stderr
     doc = json.loads(report.read_text())
-    assert doc["ok"] is True and doc["events_per_type"]["forensics.leak_traced"] == 5
+    assert doc["ok"] is True and doc["events_per_type"]["forensics.leak_traced"] == 6
     assert {s["status"] for s in doc["steps"] if s["name"] in (
         "records", "tree", "signatures", "consistency", "index", "business rules")} == {
         "passed"}
