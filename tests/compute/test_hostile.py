@@ -66,6 +66,7 @@ from tests.compute.ledger import (
     USED,
     provider_view,
     running_world,
+    served,
     until_settled,
 )
 
@@ -260,8 +261,9 @@ def expected_points(private: pd.DataFrame) -> list[dict[str, Any]]:
 
 def healthy(w: SimpleNamespace, h: SimpleNamespace) -> None:
     """The node delivers a normal product's contract right after the attack."""
-    result = delivered(w, act(w, h.node, order(w, h.normal)))
-    assert result == expected_points(w.private)
+    outcome = act(w, h.node, order(w, h.normal))
+    result = delivered(w, outcome)  # as served: watermarked for this delivery
+    assert result == served(w, outcome.computation_id, expected_points(w.private))
 
 
 def no_secret(w: SimpleNamespace, h: SimpleNamespace, *texts: str) -> None:
