@@ -33,11 +33,6 @@ RULES: dict[str, dict[str, str]] = {
 STAR = "*"
 
 
-def stricter(a: str, b: str) -> str:
-    """The stricter (higher) of two grades."""
-    return a if GRADES.index(a) >= GRADES.index(b) else b
-
-
 def column_grades(field_grades: Mapping[str, Mapping[str, Mapping[str, str]]],
                   ) -> dict[str, dict[str, str]]:
     """Each field name's ``{"grade", "kind"}`` over every input dataset of
@@ -196,10 +191,11 @@ def _masker(action: str, kind: str) -> Callable[[Any], Any]:
 
 def mask_result(value: Any, grades: Mapping[str, Mapping[str, str]],
                 mode: str) -> tuple[Any, dict[str, str]]:
-    """``mask_rows`` for any JSON result: a table of rows directly; otherwise every object
-    at any depth has its graded keys masked (a nested object or list under a masked key is
-    withheld, ``mask_value``)."""
-    if isinstance(value, list) and all(isinstance(row, dict) for row in value):
+    """``mask_rows`` for any JSON result: a table of flat rows directly; otherwise every
+    object at any depth has its graded keys masked (a nested object or list under a masked
+    key is withheld, ``mask_value``)."""
+    if isinstance(value, list) and all(isinstance(row, dict) for row in value) and not any(
+            isinstance(cell, dict | list) for row in value for cell in row.values()):
         return mask_rows(value, grades, mode)
     applied: dict[str, str] = {}
 

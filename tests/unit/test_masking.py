@@ -95,6 +95,10 @@ def test_a_result_that_is_not_a_table_is_masked_at_every_depth() -> None:
     assert applied == {"phone": "L3:phone:partial", "secret": "L4:name:withheld",
                        "tax": "L3:none:partial"}
     assert m.mask_result(7, GRADES, "plaintext") == (7, {})
+    nested = [{"code": "c", "extra": {"phone": "13812345678"}}, {"code": "d", "extra": None}]
+    assert m.mask_result(nested, GRADES, "plaintext") == (
+        [{"code": "c", "extra": {"phone": "138****5678"}}, {"code": "d", "extra": None}],
+        {"phone": "L3:phone:partial"})
 
 
 def test_column_grades_take_the_stricter_of_two_inputs() -> None:
@@ -106,4 +110,3 @@ def test_column_grades_take_the_stricter_of_two_inputs() -> None:
     assert m.column_grades(field_grades) == {
         "phone": {"grade": "L3", "kind": "phone"}, "name": {"grade": "L3", "kind": "name"},
         "odd": {"grade": "L4", "kind": "none"}, "code": {"grade": "L1", "kind": "none"}}
-    assert m.stricter("L2", "L4") == "L4" and m.stricter("L3", "L1") == "L3"
