@@ -20,6 +20,7 @@ import pytest
 
 from core.canonical import canonical_bytes
 from tests.compute.ledger import provider_view, until_settled
+from tests.compute.test_allowed_fields import contract
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -108,16 +109,7 @@ def residents_market(w: SimpleNamespace) -> dict[str, str]:
         "kind": "dataset", "description": "rows", "code": CODE, "inputs": selection,
         "output_schema": SCHEMA, "quality_report": "n/a", "price_fen": 1,
         "developer_id": p.developer.id})
-    oid = api.place_order(p.demander, product, "contact residents")
-    api.propose_contract(p.operator, oid, usage_policy={
-        "processing_count": 1, "circulation_modes": ["plaintext"], "allowed_fields": COLUMNS,
-        "not_before": (now - timedelta(minutes=1)).isoformat(),
-        "not_after": (now + timedelta(days=90)).isoformat()}, price_fen=1,
-        revenue_split={"developer": 1000, "operator": 3000, "platform": 1000,
-                       "provider": 5000})
-    api.accept_contract(p.demander, oid)
-    w.api.approve(p, oid)
-    return {"dataset": dataset, "product": product, "order": oid}
+    return {"dataset": dataset, "product": product, "order": contract(w, product, COLUMNS)}
 
 
 def test_a_real_execution_is_masked_by_grade_and_kind_before_it_leaves(
