@@ -9,7 +9,11 @@ key in the data directory and the log through the settings, as ``serve`` does): 
 watermark out of a leaked table (CSV, Parquet, JSON), compares it with every watermarked
 delivery on the log, prints the delivery, contract and demander it came from with a
 confidence, or "no match", and records ``forensics.leak_traced`` as the server's system
-actor. Exit 0 on a match, 3 on no match (``NO_MATCH``), 2 for a file it cannot read.
+actor. Every copy under the threshold is named (several: a merged copy); the operator's and
+the regulator's copies are their own (marked for them at access), so a trace names them.
+Exit 0 on a match, 3 on no match (``NO_MATCH``), 2 (``CANNOT``, nothing recorded) for a
+file it cannot read, no usable watermark key in the data directory (it never makes one),
+or a key whose id is on none of the watermarked deliveries.
 """
 
 from __future__ import annotations
@@ -62,18 +66,48 @@ def register(sub: Subcommands) -> None:
 
 #: the exit code of ``trace-leak`` when the file matches no delivery
 NO_MATCH = 3
+#: the exit code of ``trace-leak`` when it cannot trace (unreadable file, no usable key, a
+#: key that marked none of the watermarked deliveries): nothing is recorded
+CANNOT = 2
+
+
+def _candidates(conn: Any, own_key_id: str) -> tuple[list[Any], set[str], int]:
+    """The copies to compare a leak with (each watermarked delivery's demander copy, and the
+    copies its other readers were served), the products' key columns, and how many
+    watermarked deliveries carry another key's id."""
+    from sqlalchemy import select
+
+    from privacy.trace import Candidate
+    from projections.computations import computations, deliveries
+    from projections.forensics import delivery_readers
+    from projections.products import products
+
+    rows = conn.execute(select(
+        deliveries.c.id, deliveries.c.contract_id, deliveries.c.demander_id,
+        deliveries.c.watermark, products.c.key_column)
+        .join(computations, computations.c.id == deliveries.c.id)
+        .join(products, products.c.id == computations.c.product_id)
+        .where(deliveries.c.watermark.is_not(None)).order_by(deliveries.c.id)).all()
+    readers: dict[str, list[str]] = {}
+    for r in conn.execute(select(delivery_readers.c.delivery_id, delivery_readers.c.reader_id)
+                          .order_by(delivery_readers.c.reader_id)):
+        readers.setdefault(r.delivery_id, []).append(r.reader_id)
+    mine = [r for r in rows if (r.watermark or {}).get("key_id") in (None, own_key_id)]
+    out = []
+    for r in mine:
+        out.append(Candidate(r.id, r.contract_id, r.demander_id))
+        out += [Candidate(r.id, r.contract_id, r.demander_id, reader)
+                for reader in readers.get(r.id, ()) if reader != r.demander_id]
+    return out, {r.key_column for r in mine if r.key_column}, len(rows) - len(mine)
 
 
 def _trace_leak(args: argparse.Namespace) -> int:
-    """Trace ``args.file`` among the deliveries and record the trace; 0 match, 3 none."""
-    from sqlalchemy import select
-
+    """Trace ``args.file`` among the copies served and record the trace; 0 match, 3 none,
+    2 when it cannot trace (nothing recorded)."""
     from cli.common import build_or_exit, load_settings
     from domain.forensics import record_leak_trace
-    from privacy.trace import Candidate, read_table, trace
-    from privacy.watermark import load_or_create_key
-    from projections.computations import computations, deliveries
-    from projections.products import products
+    from privacy.trace import read_table, trace
+    from privacy.watermark import KeyMissing, key_id, load_key
     from runtime.build import SYSTEM
 
     try:
@@ -81,52 +115,67 @@ def _trace_leak(args: argparse.Namespace) -> int:
         table = read_table(args.file)
     except (OSError, ValueError) as exc:
         print(f"dataledger forensics trace-leak: {args.file}: {exc}", file=sys.stderr)
-        return 2
+        return CANNOT
     settings = load_settings()
+    try:  # never a fresh key: a trace under a key that marked nothing would exonerate
+        key = load_key(settings.data_dir)
+    except KeyMissing as exc:
+        print(f"dataledger forensics trace-leak: {exc}; nothing recorded", file=sys.stderr)
+        return CANNOT
     container = build_or_exit(settings, start_background=False)
     try:
         with container.engine.connect() as conn:
-            rows = conn.execute(select(
-                deliveries.c.id, deliveries.c.contract_id, deliveries.c.demander_id,
-                products.c.key_column).join(computations, computations.c.id == deliveries.c.id)
-                .join(products, products.c.id == computations.c.product_id)
-                .where(deliveries.c.watermark.is_not(None)).order_by(deliveries.c.id)).all()
+            candidates, skip, foreign = _candidates(conn, key_id(key))
+        if foreign and not candidates:
+            print(f"dataledger forensics trace-leak: the watermark key in {settings.data_dir} "
+                  f"(key id {key_id(key)}) marked none of the {foreign} watermarked "
+                  "deliveries on this log (another host's key, or a wrong data directory); "
+                  "nothing recorded", file=sys.stderr)
+            return CANNOT
         # the products' key columns are never marked: a CSV reader may read them as numbers
-        found = trace(table, load_or_create_key(settings.data_dir),
-                      [Candidate(r.id, r.contract_id, r.demander_id) for r in rows],
-                      skip={r.key_column for r in rows if r.key_column})
+        found = trace(table, key, candidates, skip=skip)
         digest = hashlib.sha256(data).hexdigest()
-        done = container.ledger.execute(
-            record_leak_trace, SYSTEM, file_sha256=digest,
-            match=None if found.match is None else found.match._asdict(),
-            evidence=found.record())
+        done = container.ledger.execute(record_leak_trace, SYSTEM, file_sha256=digest,
+                                        evidence=found.record())
         container.runner.catch_up()
     finally:
         container.close()
-    _print_trace(args, digest, found, done.body["trace_id"], done.seqs)
-    return 0 if found.match is not None else NO_MATCH
+    _print_trace(args, digest, found, done.body["trace_id"], done.seqs, foreign)
+    return 0 if found.matches else NO_MATCH
 
 
 def _print_trace(args: argparse.Namespace, digest: str, found: Any, trace_id: str,
-                 seqs: list[int]) -> None:
+                 seqs: list[int], foreign: int) -> None:
+    from privacy.trace import SHIFTS
+
     record = {"file": str(args.file), "file_sha256": digest,
               "match": None if found.match is None else found.match._asdict(),
-              **found.record(), "trace_id": trace_id, "seqs": seqs}
+              **found.record(), "other_key_deliveries": foreign, "trace_id": trace_id,
+              "seqs": seqs}
     if args.json:
         print(json.dumps(record, ensure_ascii=False))
         return
     votes = record["votes"]
     print(f"file        {args.file} (sha256 {digest})")
-    if found.match is None:
-        print(f"no match    among {found.candidates} watermarked deliveries (best candidate's "
-              f"p-value {record['p_value']}; a match needs <= 1e-09)")
-    else:
-        m = found.match
-        print(f"delivery    {m.delivery_id}\ncontract    {m.contract_id}\n"
-              f"demander    {m.demander_id}\nconfidence  {record['confidence']} "
-              f"(Bonferroni over {found.candidates} watermarked deliveries)")
+    if not found.matches:
+        print(f"no match    among {found.candidates} copies of watermarked deliveries (best "
+              f"candidate's p-value {record['p_value']}; a match needs <= 1e-09)")
+    if found.merged:
+        print(f"MERGED      {len(found.matches)} copies match: a copy merged from several, "
+              "or readers who colluded (none is picked among them)")
+    for m in found.matches:
+        c = m.candidate
+        reader = "the demander's copy" if c.reader_id is None else f"{c.reader_id}'s copy"
+        print(f"delivery    {c.delivery_id}\ncontract    {c.contract_id}\n"
+              f"demander    {c.demander_id}\nreader      {reader}\n"
+              f"confidence  1 - {m.p_value:.3g} (Bonferroni over {found.candidates} copies "
+              f"and {len(SHIFTS)} shifts; {m.agreeing} of {found.bits} bits agree)")
     print(f"votes       {votes['cast']} cast, {votes['bits_decided']} codeword bits decided, "
-          f"{votes['bits_agreeing']} agreeing with the best candidate")
+          f"{votes['bits_agreeing']} agreeing with the best candidate"
+          + (f", integers shifted by {-found.shift} undone" if found.shift else ""))
+    if foreign:
+        print(f"warning     {foreign} watermarked deliveries carry another key's id: not "
+              "compared")
     print(f"recorded    forensics.leak_traced {trace_id} (seq {', '.join(map(str, seqs))})")
 
 

@@ -11,8 +11,9 @@ folds the log in seq order and says each event's keys (the table is in docs/INDE
    the demander and each input dataset's provider with ``dataset:<id>``;
 3. computations, deliveries and the uses of a delivered result, under the demander and the
    computing provider with each input dataset; a leak trace (``forensics.leak_traced``, by
-   the system actor) that names a delivery, under that delivery's demander with the
-   delivery's computation and its order;
+   the system actor) that names a delivery, under that delivery's demander (or, when the
+   copy matched was another reader's own, that reader) with the delivery's computation and
+   its order, for each copy it names;
 4. authorizations, under the grantor (provider) and the grantee (operator) with each
    dataset they cover;
 5. a dataset's events (its data loads among them), under its owner with the dataset;
@@ -137,6 +138,19 @@ def aggregate_resource(entry: LogEntry, payload: dict[str, Any]) -> str:
     return f"{_AGGREGATE_KIND.get(prefix, prefix)}:{entry.originator_id}"
 
 
+def _traced(payload: dict[str, Any]) -> list[tuple[Any, str]]:
+    """A leak trace's keys: each accused (the demander, or the reader whose own copy it
+    was) with the delivery's computation and its order (``match``: version 1)."""
+    matches = payload.get("matches", [payload.get("match")])
+    out: list[tuple[Any, str]] = []
+    for match in matches if isinstance(matches, list) else ():
+        if isinstance(match, dict):
+            who = match.get("reader_id") or match.get("demander_id")
+            out += [(who, f"computation:{match.get('delivery_id')}"),
+                    (who, f"order:{match.get('contract_id')}")]
+    return out
+
+
 def actor_of(payload: dict[str, Any]) -> str | None:
     """The participant that caused the event (its recorded actor), if any."""
     actor = payload.get("actor")
@@ -228,10 +242,8 @@ class IndexRules:
             out.append((self.owner[oid], f"dataset:{oid}"))
         elif t == "product.registered":
             out.extend(self._both(payload.get("operator_id"), self.inputs.get(oid, [])))
-        elif t == "forensics.leak_traced" and isinstance(payload.get("match"), dict):
-            match = payload["match"]
-            out += [(match.get("demander_id"), f"computation:{match.get('delivery_id')}"),
-                    (match.get("demander_id"), f"order:{match.get('contract_id')}")]
+        elif t == "forensics.leak_traced":
+            out += _traced(payload)
         return _dedupe(out)
 
     def _joint(self, jid: str) -> list[tuple[Any, str]]:

@@ -112,10 +112,11 @@ def _refusal(uow: UnitOfWork, ctx: Context, comp: Computation, order: Order,
 
 
 def access_result(uow: UnitOfWork, ctx: Context, delivery_id: str, *, kind: str,
-                  meter: Meter) -> dict[str, Any]:
+                  meter: Meter, served_sha256: str | None = None) -> dict[str, Any]:
     """One ``kind`` access (view or download) to delivery ``delivery_id``, decided on
     ``meter`` (the contract's usage counters as the read model holds them; the append
-    refuses the event if the stream moved since). Records ``delivery.accessed`` or
+    refuses the event if the stream moved since), of the copy ``served_sha256`` (the
+    reader's watermarked copy). Records ``delivery.accessed`` or
     ``usage.refused``; the answer says which (``allowed``), with the refusal's code,
     rule, limit and detail, and the counters after."""
     if kind not in KINDS:
@@ -128,7 +129,7 @@ def access_result(uow: UnitOfWork, ctx: Context, delivery_id: str, *, kind: str,
     if refusal is not None:
         usage.refuse(ctx, computation_id=comp.id, kind=kind, refusal=refusal)
     else:
-        usage.access(ctx, computation_id=comp.id, kind=kind,
+        usage.access(ctx, computation_id=comp.id, kind=kind, served_sha256=served_sha256,
                      counted=not supervised and ctx.actor.participant_id == order.demander_id)
     uow.add(usage)
     body: dict[str, Any] = {"delivery_id": comp.id, "contract_id": order.id, "kind": kind,

@@ -53,14 +53,23 @@ def usage_id(contract_id: str) -> str:
 class DeliveryAccessed(Event):
     """A member read a delivered result: ``view`` (its rows shown) or ``download`` (its
     bytes). ``counted``: the access counts against the contract's view or download count
-    (the demander's accesses to an execution's result; not the trial's, not supervision)."""
+    (the demander's accesses to an execution's result; not the trial's, not supervision).
+    ``served_sha256``: the SHA-256 of the copy served, watermarked for its reader (the
+    demander's copy, or the operator's or regulator's own; null before version 2)."""
 
     type_name = "delivery.accessed"
+    class_version = 2
     contract_id: str
     computation_id: str
     member_id: str
     kind: str
     counted: bool
+    served_sha256: str | None = None
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Version 1 did not record which copy was served."""
+        state["served_sha256"] = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -176,10 +185,11 @@ class Usage(Aggregate):
     def meter(self) -> Meter:
         return Meter(self.version, self.views, self.downloads)
 
-    def access(self, ctx: Context, *, computation_id: str, kind: str, counted: bool) -> None:
+    def access(self, ctx: Context, *, computation_id: str, kind: str, counted: bool,
+               served_sha256: str | None = None) -> None:
         self.trigger(DeliveryAccessed, ctx, contract_id=self.contract_id,
                      computation_id=computation_id, member_id=ctx.actor.member_id, kind=kind,
-                     counted=counted)
+                     counted=counted, served_sha256=served_sha256)
 
     def refuse(self, ctx: Context, *, computation_id: str, kind: str, refusal: Refusal) -> None:
         self.trigger(UsageRefused, ctx, contract_id=self.contract_id,

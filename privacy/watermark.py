@@ -20,7 +20,8 @@ candidate delivery's score is how many decoded bits agree with its codeword
 (``privacy/trace.py`` turns that into a confidence). Row order, dropped rows and dropped
 columns change nothing but the number of votes; CSV and Parquet keep the integers.
 
-Public functions (the bench and the trace use them): ``load_or_create_key``, ``codeword``,
+Public functions (the bench and the trace use them): ``load_or_create_key`` (serve),
+``load_key`` (trace-leak: never makes one), ``key_id``, ``reader_mark``, ``codeword``,
 ``mark_rows``, ``votes``, ``decode``. numpy does the per-cell arithmetic.
 """
 
@@ -49,26 +50,69 @@ _M1, _M2, _M3 = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9),
 
 class Marking(NamedTuple):
     """What ``mark_rows`` did: cells changed or kept as marked, and the marked columns;
-    ``reason`` says why nothing was marked (then ``cells`` is 0)."""
+    ``reason`` says why nothing was marked (then ``cells`` is 0); ``key_id`` names the key
+    (``key_id``)."""
 
     cells: int
     columns: list[str]
     reason: str | None = None
+    key_id: str | None = None
 
     def record(self) -> dict[str, Any] | None:
-        """The ``watermark`` of ``delivery.made``: ``{"scheme", "cells"}`` (no column name:
-        the log holds nothing of the result), or None when nothing was marked (``reason``
-        says why)."""
+        """The ``watermark`` of ``delivery.made``: ``{"scheme", "cells", "key_id"}`` (no
+        column name: the log holds nothing of the result), or None when nothing was marked
+        (``reason`` says why)."""
         if not self.cells:
             return None
-        return {"scheme": SCHEME, "cells": self.cells}
+        return {"scheme": SCHEME, "cells": self.cells, "key_id": self.key_id}
+
+
+class KeyMissing(LookupError):
+    """No usable watermark key in the data directory (absent, malformed, or readable by
+    others than its owner)."""
 
 
 # -- the key ------------------------------------------------------------------------------
+def load_key(data_dir: Path) -> bytes:
+    """The platform's watermark key, never made here (``trace-leak`` must not trace with a
+    fresh key): KeyMissing if ``<data_dir>/watermark.key`` is absent, malformed, or open to
+    its group or others (mode wider than 0600)."""
+    path = Path(data_dir) / KEY_FILE
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        raise KeyMissing(f"no watermark key in {path.parent} ({KEY_FILE}); only serve "
+                         "makes it, at its first delivery") from None
+    if mode & 0o077:
+        raise KeyMissing(f"{path} is readable by others (mode {mode & 0o777:o}); it must "
+                         "be 0600")
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise KeyMissing(f"{path} does not hold a 32-byte watermark key")
+    return key
+
+
+def key_id(key: bytes) -> str:
+    """The key's public name: the first 8 bytes of HMAC-SHA256(key, "dataledger-wm-v1|key-id")
+    in hex, recorded on each ``delivery.made``'s ``watermark`` so a trace can tell a key
+    that marked no delivery (another host's, a wrong data directory) from "no match"."""
+    return hmac.new(key, f"{SCHEME}|key-id".encode(), hashlib.sha256).digest()[:8].hex()
+
+
+def reader_mark(delivery_id: str, reader_id: str | None) -> str:
+    """What a copy's codeword is bound to: the delivery id for the demander's copy; the
+    delivery id and the reader participant for any other reader's (operator, regulator)."""
+    return delivery_id if reader_id is None else f"{delivery_id}|reader|{reader_id}"
+
+
 def load_or_create_key(data_dir: Path) -> bytes:
     """The platform's watermark key: ``<data_dir>/watermark.key`` (64 hex digits, mode 0600),
-    made at first use. Two processes making it at once agree: the file is linked into place
-    only if absent, and the loser reads the winner's."""
+    made at first use (``serve`` only). Two processes making it at once agree: the file is
+    linked into place only if absent, and the loser reads the winner's."""
     path = Path(data_dir) / KEY_FILE
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,10 +128,10 @@ def load_or_create_key(data_dir: Path) -> bytes:
             pass
         finally:
             tmp.unlink()
-    key = bytes.fromhex(path.read_text().strip())
-    if len(key) != 32:
-        raise ValueError(f"{path} does not hold a 32-byte watermark key")
-    return key
+    try:
+        return load_key(data_dir)
+    except KeyMissing as exc:
+        raise ValueError(str(exc)) from None
 
 
 # -- the codeword and the per-column mixer ------------------------------------------------
@@ -151,30 +195,48 @@ def columns_of(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def _integer_column(rows: Sequence[dict[str, Any]], column: str) -> bool:
-    """Whether the column's first value that is not null is an integer (not a boolean): the
-    columns ``mark_rows`` marks (a string column is passed over without a scan)."""
-    for row in rows:
-        value = row.get(column)
-        if value is not None:
-            return type(value) is int
-    return False
+    """Whether the column holds an integer (not a boolean) in any row (not only its first:
+    a null or a string ahead of the integers does not hide them)."""
+    return any(type(row.get(column)) is int for row in rows)
 
 
-def mark_rows(rows: Any, key: bytes, delivery_id: str, *,
-              key_column: str | None = None) -> tuple[Any, Marking]:
+def _declared(output_schema: Any) -> dict[str, bool]:
+    """The row columns the product's ``output_schema`` declares, and whether each may hold
+    an integer (type integer or number): the others are passed over without a scan."""
+    schema = output_schema if isinstance(output_schema, dict) else {}
+    if schema.get("type") == "array" and isinstance(schema.get("items"), dict):
+        schema = schema["items"]
+    props = schema.get("properties")
+    if not isinstance(props, dict):
+        return {}
+    out = {}
+    for name, spec in props.items():
+        kind = spec.get("type") if isinstance(spec, dict) else None
+        kinds = set(kind) if isinstance(kind, list) else {kind}
+        out[str(name)] = None in kinds or bool(kinds & {"integer", "number"})
+    return out
+
+
+def mark_rows(rows: Any, key: bytes, delivery_id: str, *, key_column: str | None = None,
+              skip: Collection[str] = (), output_schema: Any = None) -> tuple[Any, Marking]:
     """Watermark ``rows`` (the result as the node posted it: a list of JSON objects) for
-    delivery ``delivery_id``: a copy with every markable cell of its integer columns (whose
-    first value not null is an integer) set to carry the codeword, and what was marked. A
-    result that is not a table of rows, or has no markable cell, is returned unchanged with
-    ``Marking(0, [], reason)``; ``key_column`` is never marked (a demander joins on it)."""
+    ``delivery_id`` (``reader_mark``'s for a reader's copy): a copy with every markable
+    cell of its integer columns set to carry the codeword, and what was marked. A column
+    is passed over when it is ``key_column`` (a demander joins on it), in ``skip`` (the
+    columns the masking generalised or that hold identifiers), declared by
+    ``output_schema`` as neither integer nor number, or holds no integer. A result that is
+    not a table of rows, or has no markable cell, is returned unchanged with
+    ``Marking(0, [], reason)``."""
     if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
         what = "no rows" if rows == [] else "not a table of rows (a JSON list of objects)"
         return rows, Marking(0, [], f"the result is {what}")
     bits = codeword_bits(key, delivery_id).astype(np.int64)
+    declared = _declared(output_schema)
     out: list[dict[str, Any]] | None = None
     cells, marked = 0, []
     for column in columns_of(rows):
-        if column == key_column or not _integer_column(rows, column):
+        if column == key_column or column in skip or not declared.get(column, True) \
+                or not _integer_column(rows, column):
             continue
         pos, arr = _int_cells([r.get(column) for r in rows])
         hi = arr >> 1
@@ -194,8 +256,9 @@ def mark_rows(rows: Any, key: bytes, delivery_id: str, *,
         marked.append(column)
     if not cells:
         return rows, Marking(0, [], "no markable cell: no integer of magnitude >= 16 outside "
-                                    "the key column")
-    return (out if out is not None else [dict(r) for r in rows]), Marking(cells, marked)
+                                    "the key column and the masked or identifier columns")
+    return ((out if out is not None else [dict(r) for r in rows]),
+            Marking(cells, marked, key_id=key_id(key)))
 
 
 # -- detection ----------------------------------------------------------------------------
@@ -211,17 +274,21 @@ class Votes(NamedTuple):
 
 
 def votes(columns: dict[str, Sequence[Any]], key: bytes,
-          skip: Collection[str] = ()) -> Votes:
+          skip: Collection[str] = (), shift: int = 0) -> Votes:
     """The votes of a table given as column name -> values (integers; anything else is
     passed over): one per distinct (column, hi) of its markable cells, none for a hi seen
     with both parities; none from the columns ``skip`` (key columns, never marked: a CSV
-    reader may take digits for integers)."""
+    reader may take digits for integers). ``shift`` is added to every integer first (to
+    undo a constant shift a leaker applied)."""
     ones = np.zeros(BITS, dtype=np.int64)
     total = np.zeros(BITS, dtype=np.int64)
     for name, values in columns.items():
         if name in skip:
             continue
         _, arr = _int_cells(values)
+        if shift:
+            with np.errstate(over="ignore"):
+                arr = arr + np.int64(shift)
         arr = np.unique(arr[_markable(arr >> 1)])
         if not arr.size:
             continue

@@ -386,17 +386,22 @@ CHECKS: dict[str, Check] = {
 
 
 def _leak_traced(s: State, ev: Ev) -> list[Finding]:
-    """A leak trace names no delivery, or one that was made: that computation delivered,
-    under that contract, to that demander."""
-    match = ev.get("match")
-    if match is None:
-        return []
-    run = s.computations.get(str(match.get("delivery_id"))) if isinstance(match, dict) else None
-    if run is not None and run.delivered and (run.contract, run.demander) == (
-            match.get("contract_id"), match.get("demander_id")):
-        return []
-    return [Finding(ev.seq, "delivery", "a leak traced to a delivery made: its contract and "
-                    "demander", f"{match!r}")]
+    """A leak trace names no delivery, or only deliveries that were made: each computation
+    delivered, under that contract, to that demander (version 1: ``match``; version 2:
+    ``matches``, several for a merged copy)."""
+    matches = ev.get("matches")
+    if matches is None:
+        matches = [] if ev.get("match") is None else [ev.get("match")]
+    out = []
+    for match in matches if isinstance(matches, list) else [matches]:
+        run = s.computations.get(str(match.get("delivery_id"))) \
+            if isinstance(match, dict) else None
+        if run is not None and run.delivered and (run.contract, run.demander) == (
+                match.get("contract_id"), match.get("demander_id")):
+            continue
+        out.append(Finding(ev.seq, "delivery", "a leak traced to a delivery made: its "
+                           "contract and demander", f"{match!r}"))
+    return out
 
 
 CHECKS["forensics.leak_traced"] = _leak_traced

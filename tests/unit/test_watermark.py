@@ -61,7 +61,7 @@ def test_a_mark_moves_each_markable_integer_by_at_most_one_and_nothing_else() ->
     marked, marking = wm.mark_rows(rows, KEY, "delivery-1", key_column="taxpayer_id")
     assert rows == table(300)  # the input is not changed
     assert marking.columns == ["revenue", "tax", "employees", "score"]
-    assert marking.record() == {"scheme": wm.SCHEME, "cells": 1200}
+    assert marking.record() == {"scheme": wm.SCHEME, "cells": 1200, "key_id": wm.key_id(KEY)}
     moved = 0
     for before, after in zip(rows, marked, strict=True):
         assert set(after) == set(before)
