@@ -74,7 +74,8 @@ REFUSAL_CODES = ("contract_not_approved", "contract_terminated", "outside_contra
                  "authorization_revoked", "authorization_expired", "no_authorization",
                  "scenario_suspended", "trial_not_granted", "trial_after_approval",
                  "policy_lapsed", "unknown_constraint", "circulation_mode_not_allowed",
-                 "privacy_budget_exhausted")
+                 "privacy_budget_exhausted", "privacy_budget_requires_dp",
+                 "privacy_budget_missing")
 
 
 def computation_id(contract_id: str, execution: int, provider_id: str) -> str:

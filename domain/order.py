@@ -25,6 +25,7 @@ from domain.errors import Forbidden, InvalidInput, WrongState
 from domain.participant import Participant
 from domain.permissions import permit
 from domain.policy import parse_instant, validate_policy
+from domain.privacy_budget import check_contract_budget
 from domain.product import Product, require_still_authorized
 from domain.signing import Sign, Signed, signature_check
 from domain.unit_of_work import UnitOfWork
@@ -450,6 +451,7 @@ def propose_contract(uow: UnitOfWork, ctx: Context, order_id: str, *,
     agg.check_can_propose(ctx)
     product = uow.get(Product, agg.product_id)
     _require_product_usable(uow, product, ctx.at)
+    check_contract_budget(uow, product, validate_policy(usage_policy))  # dp's, and only dp's
     agg.propose(ctx, usage_policy=usage_policy, price_fen=price_fen,
                 revenue_split=revenue_split,
                 required_approvals=_required_approvals(uow, product),

@@ -21,14 +21,20 @@ anything runs. The spending of one (authorization, dataset) is its own stream
 again on the first's spending. Spent budget is never refunded: a run that failed may have
 disclosed its result. The trial (execution 0) reads mock data and spends nothing.
 
-Without a ``privacy_budget`` on the contract and its authorizations the spending is
-recorded and shown, and nothing refuses it.
+A budget binds every product over the dataset under that authorization or contract, and
+every dp product has one: a product without dp is refused at registration under an
+authorization setting a budget on a dataset it reads (``require_dp_under_budget``), and a
+contract is refused at proposal (``check_contract_budget``) if it sets a budget, or an
+authorization of its product does, for a product without dp (its exact results would read
+the rows without spending any ε), or if no budget (its own or an authorization's) bounds
+an input dataset of a dp product. An execution of a contract proposed before these rules
+is refused the same way when its node asks to run it (``budget_refusal``:
+``privacy_budget_requires_dp``, ``privacy_budget_missing``).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -59,15 +65,17 @@ def budget_id(authorization_id: str, dataset_id: str) -> str:
     return str(uuid.uuid5(NAMESPACE, f"{authorization_id}#{dataset_id}"))
 
 
-def check_dp(dp: Any, column_types: Mapping[str, Any], key_column: str | None,
+def check_dp(dp: Any, schema: Any, key_column: str | None,
              joint: Any) -> dict[str, Any] | None:
     """A product's ``dp`` declaration, normalized (ε and each Δ as decimal text), or
-    InvalidInput naming ``dp.<field>``; None: no differential privacy.
+    InvalidInput naming ``dp.<field>`` (or ``output_schema``); None: no differential privacy.
 
-    ``column_types``: each output column's declared JSON type. Each dp column is an output
-    column of type integer (an aggregate the product computes; the noised value is rounded
-    to an integer, as results carry integers only), not the key column; a joint product
-    cannot declare dp (its parts are masked sums, noised nowhere)."""
+    ``schema``: the product's output schema. A dp product's output is a table
+    (``dp_table``) whose columns are exactly its key column, if any, and its dp columns:
+    each dp column is of type integer (an aggregate the product computes; the noised value
+    is rounded to an integer, as results carry integers only), not the key column; no
+    column leaves un-noised but the key. A joint product cannot declare dp (its parts are
+    masked sums, noised nowhere)."""
     if dp is None:
         return None
     if not isinstance(dp, dict) or set(dp) != set(DP_KEYS):
@@ -79,17 +87,61 @@ def check_dp(dp: Any, column_types: Mapping[str, Any], key_column: str | None,
     if not isinstance(columns, dict) or not 1 <= len(columns) <= MAX_DP_COLUMNS:
         raise InvalidInput("dp.columns", f"must be an object of 1 to {MAX_DP_COLUMNS} output "
                                          "columns, each {\"sensitivity\": Δ}")
+    properties = dp_table(schema, key_column)
     out: dict[str, dict[str, str]] = {}
     for name in sorted(columns):
         where, spec = f"dp.columns.{name}", columns[name]
-        if column_types.get(name) != "integer" or name == key_column:
+        if _type(properties.get(name)) != "integer" or name == key_column:
             raise InvalidInput(where, f"{name!r} is not an output column of type integer "
                                       "(the key column is never noised)")
         if not isinstance(spec, dict) or set(spec) != {"sensitivity"}:
             raise InvalidInput(where, "must be an object {\"sensitivity\": Δ}")
         out[name] = {"sensitivity": positive_decimal(spec["sensitivity"],
                                                      f"{where}.sensitivity", MAX_SENSITIVITY)}
+    extra = sorted(set(properties) - set(out) - {key_column})
+    if extra:
+        raise InvalidInput("dp.columns", f"output column {extra[0]!r} is neither the key column "
+                           "nor a dp column: a dp product's output holds only its noised "
+                           "columns and its key column (nothing may leave exact)")
     return {"epsilon": epsilon, "columns": out}
+
+
+#: the keywords a dp product's output schema may use: at its top, and for its rows
+TABLE_KEYWORDS = frozenset({"type", "items", "title", "description", "minItems", "maxItems",
+                            "$schema"})
+ROW_KEYWORDS = frozenset({"type", "properties", "required", "additionalProperties", "title",
+                          "description"})
+TABLE_FORM = ('{"type": "array", "items": {"type": "object", "properties": {...}, '
+              '"additionalProperties": false}}')
+
+
+def _type(column: Any) -> Any:
+    return column.get("type") if isinstance(column, dict) else None
+
+
+def dp_table(schema: Any, key_column: str | None) -> dict[str, Any]:
+    """The row properties of a dp product's output schema, or InvalidInput naming
+    ``output_schema``: it must be a table, ``TABLE_FORM`` (no other keyword that could let
+    other values through: ``patternProperties``, ``prefixItems``, ...), its key column of
+    type string or integer (a scalar)."""
+    items = schema.get("items") if isinstance(schema, dict) else None
+    if (not isinstance(schema, dict) or schema.get("type") != "array"
+            or not isinstance(items, dict) or items.get("type") != "object"
+            or not isinstance(items.get("properties"), dict)
+            or items.get("additionalProperties") is not False):
+        raise InvalidInput("output_schema", f"a dp product's output must be a table, {TABLE_FORM}"
+                           ", whose columns are its key column and its dp columns")
+    odd = sorted(set(schema) - TABLE_KEYWORDS) + sorted(set(items) - ROW_KEYWORDS)
+    if odd:
+        raise InvalidInput("output_schema", f"a dp product's output schema may not use "
+                           f"{odd[0]!r} (allowed: {', '.join(sorted(TABLE_KEYWORDS))} and for "
+                           f"its items {', '.join(sorted(ROW_KEYWORDS))})")
+    properties: dict[str, Any] = items["properties"]
+    if key_column is not None and _type(properties.get(key_column)) not in ("string",
+                                                                            "integer"):
+        raise InvalidInput("output_schema", f"the key column {key_column!r} of a dp product "
+                           "must be of type string or integer")
+    return properties
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,6 +181,91 @@ class PrivacyBudget(Aggregate):
         amount = Decimal(e.epsilon)
         self.spent += amount
         self.by_contract[e.contract_id] = self.by_contract.get(e.contract_id, 0) + amount
+
+
+def bounding(auths: list[Authorization], dataset_ids: list[str]) -> list[tuple[str, str, str]]:
+    """Each (authorization, dataset, budget) where one of ``auths`` granting one of
+    ``dataset_ids`` sets a ``privacy_budget``."""
+    return [(a.id, d, a.usage_policy["privacy_budget"]) for a in auths
+            if a.usage_policy.get("privacy_budget") is not None
+            for d in dataset_ids if a.granted_fields(d) is not None]
+
+
+def require_dp_under_budget(dp: Any, auths: list[Authorization],
+                            dataset_ids: list[str]) -> None:
+    """At a product's registration: InvalidInput naming ``dp`` if it declares none while
+    one of its authorizations sets a ``privacy_budget`` on a dataset it reads. A budget
+    binds every product over the dataset under that authorization: an exact result would
+    read the rows without spending any of it."""
+    bound = bounding(auths, dataset_ids) if dp is None else []
+    if bound:
+        auth_id, dataset_id, limit = bound[0]
+        raise InvalidInput("dp", f"authorization {auth_id} sets a privacy_budget ({limit}) on "
+                           f"dataset {dataset_id}: a product over it must declare dp (its "
+                           "results noised, each execution spending the budget)")
+
+
+def _unbounded(order_budget: Any, auths: list[Authorization],
+               dataset_ids: list[str]) -> list[str]:
+    """The datasets of ``dataset_ids`` no budget bounds: neither the contract's
+    (``order_budget``) nor one of an authorization granting it."""
+    if order_budget is not None:
+        return []
+    bound = {d for _, d, _ in bounding(auths, dataset_ids)}
+    return [d for d in dataset_ids if d not in bound]
+
+
+def check_contract_budget(uow: UnitOfWork, product: Product, policy: dict[str, Any]) -> None:
+    """At a contract's proposal, its (validated) usage policy: InvalidInput naming
+    ``usage_policy.privacy_budget`` if it sets a budget, or one of the product's
+    authorizations sets one on an input dataset, while the product declares no dp (the
+    budget would bind nothing: its results are exact); or if the product declares dp and
+    neither the contract nor an authorization granting it bounds one of its input datasets
+    (its executions would spend ε without a bound)."""
+    auths = [uow.get(Authorization, a) for a in product.authorization_ids]
+    dataset_ids, field = product.dataset_ids(), "usage_policy.privacy_budget"
+    if product.dp is None:
+        if policy.get("privacy_budget") is not None:
+            raise InvalidInput(field, f"product {product.id} declares no dp: its results are "
+                               "exact, so no budget can bound them")
+        bound = bounding(auths, dataset_ids)
+        if bound:
+            raise InvalidInput(field, f"authorization {bound[0][0]} sets a privacy_budget on "
+                               f"dataset {bound[0][1]} and product {product.id} declares no "
+                               "dp: no contract may use its exact results")
+        return
+    free = _unbounded(policy.get("privacy_budget"), auths, dataset_ids)
+    if free:
+        raise InvalidInput(field, f"product {product.id} declares dp: a contract for it needs a "
+                           "privacy_budget (its own, or an authorization's over each input "
+                           f"dataset); none bounds dataset {free[0]}")
+
+
+def budget_refusal(uow: UnitOfWork, order: Order, product: Product, number: int,
+                   dataset_ids: list[str]) -> RuleReason | None:
+    """Why execution ``number`` over ``dataset_ids`` may not run whatever was spent (a
+    contract proposed before the rule of ``check_contract_budget``):
+    ``privacy_budget_requires_dp`` (a budget applies and the product declares no dp: its
+    exact result would bypass it), ``privacy_budget_missing`` (a dp product with no budget
+    bounding a dataset); None otherwise."""
+    auths = [uow.get(Authorization, a) for a in product.authorization_ids]
+    own = order.usage_policy.get("privacy_budget")
+    if product.dp is None:
+        bound = ([("the contract", d, own) for d in dataset_ids[:1]] if own is not None
+                 else [(f"authorization {a}", d, b) for a, d, b in bounding(auths, dataset_ids)])
+        if not bound:
+            return None
+        who, dataset_id, limit = bound[0]
+        return RuleReason(f"privacy_budget_requires_dp: {who} sets a privacy_budget ({limit}) "
+                          f"on dataset {dataset_id} and product {product.id} declares no dp; "
+                          f"execution {number} of contract {order.id} cannot run",
+                          "privacy_budget", limit)
+    free = _unbounded(own, auths, dataset_ids)
+    if not free:
+        return None
+    return RuleReason(f"privacy_budget_missing: product {product.id} declares dp and no "
+                      f"privacy_budget bounds dataset {free[0]}; execution {number} of "
+                      f"contract {order.id} cannot run", "privacy_budget", None)
 
 
 def _budget(uow: UnitOfWork, authorization_id: str, dataset_id: str) -> PrivacyBudget:
@@ -183,9 +320,13 @@ def meter(uow: UnitOfWork, ctx: Context, *, order: Order, product: Product,
     input datasets ``dataset_ids``) of a dp product its ε: one ``privacy.budget_spent`` per
     dataset and authorization of the product granting it; or say why not
     (``privacy_budget_exhausted``, ``_charges``), spending nothing. None also for a product
-    without dp and for the trial."""
-    if product.dp is None or number < 1:
+    without dp and for the trial; ``budget_refusal`` first: a product without dp under a
+    budget, a dp product under none, is refused (nothing spent)."""
+    if number < 1:
         return None
+    refusal = budget_refusal(uow, order, product, number, dataset_ids)
+    if refusal is not None or product.dp is None:
+        return refusal
     charges = _charges(uow, order, product, number, dataset_ids)
     if isinstance(charges, RuleReason):
         return charges

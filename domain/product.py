@@ -24,7 +24,7 @@ from domain.errors import (
 )
 from domain.participant import Participant
 from domain.permissions import permit
-from domain.privacy_budget import check_dp
+from domain.privacy_budget import check_dp, require_dp_under_budget
 from domain.scenario import Scenario
 from domain.signing import Sign, Signed, signature_check
 from domain.unit_of_work import UnitOfWork
@@ -279,9 +279,7 @@ class Product(Aggregate):
                           details["inputs"])
         details["joint"] = check_joint(details.get("joint"), details.get("key_column"),
                                        details["output_schema"])
-        schema = details["output_schema"]
-        details["dp"] = check_dp(details.get("dp"), {c: column_type(schema, c) for c in
-                                                     output_columns(schema)},
+        details["dp"] = check_dp(details.get("dp"), details["output_schema"],
                                  details.get("key_column"), details["joint"])
         agg = cls(id)
         agg.trigger(ProductRegistered, ctx, operator_id=ctx.actor.participant_id, **details)
@@ -489,6 +487,7 @@ def register_product(uow: UnitOfWork, ctx: Context, d: ProductDraft) -> dict[str
     items = validate_selection(d.inputs, "inputs")
     check_inputs_covered(items, auths, ctx.at)
     _check_allowed_fields(items, auths)
+    require_dp_under_budget(d.dp, auths, [i["dataset_id"] for i in items])
     _check_developer(uow, d.developer_id)
     details = {**asdict(d), "code_sha256": _checked_digest(d.code, d.code_sha256),
                "inputs": items, "sensitive_fields": _sensitive_fields(uow, items),

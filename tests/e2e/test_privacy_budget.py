@@ -30,6 +30,15 @@ from tests.e2e.test_market_api import SPLIT, invalid, place
 from tests.e2e.test_usage_controls import NOW, Server, contract, delivered, policy
 
 DP = {"epsilon": "0.5", "columns": {"score": {"sensitivity": "1"}}}
+#: a dp product's output: a table of its key column and its noised column, nothing else
+DP_SCHEMA = {"type": "array", "items": {"type": "object", "additionalProperties": False,
+                                        "properties": {"taxpayer_id": {"type": "string"},
+                                                       "score": {"type": "integer"}}}}
+
+
+def dp_product(world: World, chain: Chain, **changes: Any) -> str:
+    """A listed dp product of the chain (``DP`` over ``DP_SCHEMA``)."""
+    return list_product(world, chain, **{"dp": DP, "output_schema": DP_SCHEMA, **changes})
 
 
 @pytest.fixture
@@ -56,7 +65,7 @@ def line(budget: str, spent: str, remaining: str) -> dict[str, str]:
 
 def test_an_execution_past_the_budget_is_refused_before_it_runs_across_a_restart(
         world: World, chain: Chain, server: Server) -> None:
-    product = list_product(world, chain, dp=DP)
+    product = dp_product(world, chain)
     assert world.call("GET", f"/products/{product}", chain.demander)["dp"] == DP
     oid = contract(world, chain, policy(privacy_budget="1"), product)
     assert budget_of(world, chain, oid) == {chain.dataset_id: line("1", "0", "1")}
@@ -107,7 +116,7 @@ def test_the_authorization_budget_bounds_all_its_contracts(world: World, chain: 
     auth = world.api.authorize(chain.provider, chain.scenario_id, requested,
                                (NOW - timedelta(days=1), NOW + timedelta(days=365)),
                                {"processing_count": 100, "privacy_budget": "0.5"})
-    product = list_product(world, chain, authorization_ids=[auth], dp=DP)
+    product = dp_product(world, chain, authorization_ids=[auth])
     first = contract(world, chain, policy(privacy_budget="0.5"), product)
     second = contract(world, chain, policy(privacy_budget="0.5"), product)
     delivered(world, chain, first)
@@ -129,14 +138,59 @@ def test_the_authorization_budget_bounds_all_its_contracts(world: World, chain: 
         "events"] if e["type"] == "privacy.budget_spent"]
 
 
-def test_a_contract_without_a_budget_shows_what_was_spent(world: World, chain: Chain) -> None:
-    product = list_product(world, chain, dp=DP)
-    oid = contract(world, chain, policy(), product)
-    delivered(world, chain, oid)
-    assert budget_of(world, chain, oid) == {chain.dataset_id: {
-        "budget": None, "spent": "0.5", "remaining": None}}
+def test_a_contract_for_a_dp_product_needs_a_budget(world: World, chain: Chain) -> None:
+    """Its own or one of its authorizations': else 422, writing nothing; a contract with
+    one shows it, and a contract of a product without dp shows none."""
+    oid = place(world, chain, dp_product(world, chain))
+    body = {"usage_policy": policy(), "price_fen": 1, "revenue_split": dict(SPLIT)}
+    assert invalid(world, f"/orders/{oid}/contract", chain.operator, body) == {
+        "usage_policy.privacy_budget"}
+    oid = contract(world, chain, policy(privacy_budget="2"), dp_product(world, chain))
+    assert budget_of(world, chain, oid) == {chain.dataset_id: line("2", "0", "2")}
     plain = contract(world, chain, policy())
     assert world.call("GET", f"/orders/{plain}", chain.demander)["privacy_budget"] is None
+
+
+def test_a_budget_binds_every_product_over_the_dataset(world: World, chain: Chain) -> None:
+    """F6: exact results would bypass the budget. A product without dp is refused at
+    registration under an authorization setting a budget on its dataset (422 ``dp``), and
+    a contract setting a budget for a product without dp is refused (422)."""
+    requested = [{"dataset_id": chain.dataset_id, "fields": USED}]
+    auth = world.api.authorize(chain.provider, chain.scenario_id, requested,
+                               (NOW - timedelta(days=1), NOW + timedelta(days=365)),
+                               {"processing_count": 100, "privacy_budget": "1"})
+    assert invalid(world, "/products", chain.operator,
+                   product_body(chain, authorization_ids=[auth])) == {"dp"}
+    assert invalid(world, "/products", chain.operator, product_body(
+        chain, authorization_ids=[auth, chain.authorization_id])) == {"dp"}
+    assert dp_product(world, chain, authorization_ids=[auth])
+    oid = place(world, chain, list_product(world, chain))
+    before = head(world)
+    assert invalid(world, f"/orders/{oid}/contract", chain.operator, {
+        "usage_policy": policy(privacy_budget="1"), "price_fen": 1,
+        "revenue_split": dict(SPLIT)}) == {"usage_policy.privacy_budget"}
+    assert head(world) == before
+
+
+def test_an_old_contract_of_a_product_without_dp_under_a_budget_is_refused_before_it_runs(
+        world: World, chain: Chain, server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A contract proposed before the rule (the check skipped here) sets a budget over a
+    product without dp: its node's request is refused (``privacy_budget_requires_dp``,
+    recorded with usage.refused), also after a restart, and nothing is spent."""
+    import domain.order
+    product = list_product(world, chain)
+    with monkeypatch.context() as patched:
+        patched.setattr(domain.order, "check_contract_budget", lambda *_: None)
+        oid = contract(world, chain, policy(privacy_budget="1"), product)
+    server.restart(world)
+    out = world.call("POST", "/computations", chain.provider, 201, json=ask(oid))
+    assert out["state"] == "failed", out
+    assert out["reason"].startswith("privacy_budget_requires_dp: the contract sets a "
+                                    f"privacy_budget (1) on dataset {chain.dataset_id}"), out
+    assert [e["type"] for e in events_of(world, out["computation_id"])] == [
+        "computation.requested", "computation.failed", "usage.refused"]
+    assert not [e for e in world.call("GET", "/ledger/events?limit=1000", world.regulator)[
+        "events"] if e["type"] == "privacy.budget_spent"]
 
 
 @pytest.mark.parametrize(("dp", "field"), [
@@ -152,13 +206,36 @@ def test_a_contract_without_a_budget_shows_what_was_spent(world: World, chain: C
 ])
 def test_a_bad_dp_declaration_is_a_422_naming_the_field(world: World, chain: Chain,
                                                         dp: Any, field: str) -> None:
-    assert invalid(world, "/products", chain.operator, product_body(chain, dp=dp)) == {field}
+    assert invalid(world, "/products", chain.operator, product_body(
+        chain, dp=dp, output_schema=DP_SCHEMA)) == {field}
+
+
+ROW = DP_SCHEMA["items"]
+
+
+@pytest.mark.parametrize(("schema", "field"), [
+    ({"type": "object", "properties": ROW["properties"]}, "output_schema"),
+    ({"type": "array", "items": {"type": "object", "properties": ROW["properties"]}},
+     "output_schema"),
+    ({**DP_SCHEMA, "items": {**ROW, "patternProperties": {".*": {}}}}, "output_schema"),
+    ({**DP_SCHEMA, "items": {**ROW, "properties": {**ROW["properties"],
+                                                   "exact_tax": {"type": "integer"}}}},
+     "dp.columns"),
+    ({**DP_SCHEMA, "items": {**ROW, "properties": {**ROW["properties"],
+                                                   "detail": {"type": "object"}}}},
+     "dp.columns"),
+])
+def test_a_dp_output_other_than_a_table_of_key_and_dp_columns_is_a_422(
+        world: World, chain: Chain, schema: dict[str, Any], field: str) -> None:
+    """F7: an exact column beside the noised ones (or a schema letting one through)."""
+    assert invalid(world, "/products", chain.operator, product_body(
+        chain, dp=DP, output_schema=schema)) == {field}
 
 
 @pytest.mark.parametrize("budget", [0.5, "0", "-1", "abc", "1.0000001", True])
 def test_a_bad_budget_is_a_422_naming_the_field(world: World, chain: Chain,
                                                 budget: Any) -> None:
-    oid = place(world, chain, list_product(world, chain, dp=DP))
+    oid = place(world, chain, dp_product(world, chain))
     assert invalid(world, f"/orders/{oid}/contract", chain.operator, {
         "usage_policy": policy(privacy_budget=budget), "price_fen": 1,
         "revenue_split": dict(SPLIT)}) == {"usage_policy.privacy_budget"}
@@ -175,7 +252,7 @@ def test_a_contract_budget_above_its_authorizations_is_a_422(world: World,
     auth = world.api.authorize(chain.provider, chain.scenario_id, requested,
                                (NOW - timedelta(days=1), NOW + timedelta(days=365)),
                                {"processing_count": 100, "privacy_budget": "2"})
-    oid = place(world, chain, list_product(world, chain, authorization_ids=[auth], dp=DP))
+    oid = place(world, chain, dp_product(world, chain, authorization_ids=[auth]))
     body = {"usage_policy": policy(privacy_budget="2.5"), "price_fen": 1,
             "revenue_split": dict(SPLIT)}
     assert invalid(world, f"/orders/{oid}/contract", chain.operator, body) == {
@@ -195,7 +272,7 @@ def test_the_rule_book_replays_the_spending_and_finds_a_forged_one(
     from audit.rules import RuleBook
     from tests.unit.audit.rules_log import insert, with_payload
 
-    product = list_product(world, chain, dp=DP)
+    product = dp_product(world, chain)
     oid = contract(world, chain, policy(privacy_budget="1"), product)
     delivered(world, chain, oid)
     for _ in (2, 3):
@@ -242,7 +319,7 @@ def test_two_requests_decided_on_the_same_budget_are_not_both_stored(
     auth = world.api.authorize(chain.provider, chain.scenario_id, requested,
                                (NOW - timedelta(days=1), NOW + timedelta(days=365)),
                                {"processing_count": 100, "privacy_budget": "0.5"})
-    product = list_product(world, chain, authorization_ids=[auth], dp=DP)
+    product = dp_product(world, chain, authorization_ids=[auth])
     first, second = (contract(world, chain, policy(privacy_budget="0.5"), product)
                      for _ in range(2))
     ledger = server.container.ledger

@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from runtime.build import build
 from runtime.settings import Settings
-from tests.e2e.conftest import ADMIN_TOKEN, World, build_chain, list_product
+from tests.e2e.conftest import ADMIN_TOKEN, World, build_chain
 from tests.e2e.test_computations_api import QUERY, ask
-from tests.e2e.test_privacy_budget import DP
+from tests.e2e.test_privacy_budget import dp_product
 from tests.e2e.test_usage_controls import contract, delivered, policy
 from tests.integration.test_audit_replay import audit
 
@@ -31,8 +31,7 @@ def test_a_log_with_budget_spent_and_refused_replays_with_its_read_models(
         with TestClient(create_app(container=container), raise_server_exceptions=False) as tc:
             world = World(tc)
             chain = build_chain(world)
-            oid = contract(world, chain, policy(privacy_budget="1"),
-                           list_product(world, chain, dp=DP))
+            oid = contract(world, chain, policy(privacy_budget="1"), dp_product(world, chain))
             delivered(world, chain, oid)
             for _ in (2, 3):
                 world.call("POST", f"/orders/{oid}/queries", chain.demander, 201,

@@ -41,13 +41,24 @@ from tests.unit.domain.test_scenario import OPERATOR
 from tests.unit.fakes import MemoryUnitOfWork, run
 
 DP = {"epsilon": "0.5", "columns": {"score": {"sensitivity": "1"}}}
-TYPES = {"credit_code": "string", "score": "integer", "share": "number"}
+
+
+def table(**columns: Any) -> dict[str, Any]:
+    """A dp product's output schema: a table of ``columns`` (name -> type), nothing else."""
+    return {"type": "array", "items": {"type": "object", "additionalProperties": False,
+                                       "properties": {c: {"type": t}
+                                                      for c, t in columns.items()}}}
+
+
+#: the output of a dp product keyed by credit code: its key column and its noised score
+DP_SCHEMA = table(credit_code="string", score="integer")
+TYPES = table(credit_code="string", score="integer", share="number")
 
 
 # -- the declaration ----------------------------------------------------------------------
 def test_dp_is_normalized_to_decimal_text() -> None:
     assert check_dp(None, TYPES, "credit_code", None) is None
-    assert check_dp({"epsilon": "0.50", "columns": {"score": {"sensitivity": 2}}}, TYPES,
+    assert check_dp({"epsilon": "0.50", "columns": {"score": {"sensitivity": 2}}}, DP_SCHEMA,
                     "credit_code", None) == {"epsilon": "0.5",
                                              "columns": {"score": {"sensitivity": "2"}}}
 
@@ -79,6 +90,32 @@ def test_a_bad_declaration_is_refused_naming_the_field(dp: Any, field: str) -> N
     assert info.value.field == field
 
 
+@pytest.mark.parametrize(("schema", "field"), [
+    ({"type": "object", "properties": {"credit_code": {"type": "string"},
+                                       "score": {"type": "integer"}}}, "output_schema"),
+    ({"type": "array", "items": {"type": "object", "properties": {
+        "credit_code": {"type": "string"}, "score": {"type": "integer"}}}}, "output_schema"),
+    ({**DP_SCHEMA, "items": {**DP_SCHEMA["items"], "additionalProperties": True}},
+     "output_schema"),
+    ({**DP_SCHEMA, "items": {**DP_SCHEMA["items"],
+                             "patternProperties": {"^x": {"type": "integer"}}}},
+     "output_schema"),
+    ({**DP_SCHEMA, "prefixItems": [{"type": "object"}]}, "output_schema"),
+    (table(credit_code="object", score="integer"), "output_schema"),
+    (table(credit_code="string", score="integer", exact_tax="integer"), "dp.columns"),
+    (table(credit_code="string", score="integer", detail="object"), "dp.columns"),
+    (table(credit_code="string", score="integer", label="string"), "dp.columns"),
+])
+def test_a_dp_output_is_a_table_of_the_key_and_the_dp_columns_only(schema: Any,
+                                                                    field: str) -> None:
+    """F7: a column beside the key and the dp columns (an exact integer, a nested object, a
+    label), or a schema letting other values through, would leave un-noised."""
+    with pytest.raises(InvalidInput) as info:
+        check_dp(DP, schema, "credit_code", None)
+    assert info.value.field == field
+    assert check_dp(DP, table(score="integer"), None, None) == DP
+
+
 def test_a_joint_product_cannot_declare_dp() -> None:
     with pytest.raises(InvalidInput) as info:
         check_dp(DP, TYPES, "credit_code", {"value_columns": ["score"]})
@@ -89,14 +126,18 @@ def test_registration_records_the_normalized_declaration() -> None:
     uow = MemoryUnitOfWork()
     w = _world(uow, {})
     ids = run(uow, register_product, OPERATOR, **register_kwargs(
-        w, dp={"epsilon": 1, "columns": {"score": {"sensitivity": "1.0"}}}))
+        w, dp={"epsilon": 1, "columns": {"score": {"sensitivity": "1.0"}}},
+        output_schema=DP_SCHEMA))
     assert uow.get(Product, ids["product_id"]).dp == {
         "epsilon": "1", "columns": {"score": {"sensitivity": "1"}}}
     event = uow.streams[ids["product_id"]][0]
     assert (event.class_version, event.payload()["dp"]["epsilon"]) == (4, "1")
     err = refused(uow, InvalidInput, register_product, OPERATOR, **register_kwargs(
-        w, dp={"epsilon": "1", "columns": {"credit_code": {"sensitivity": "1"}}}))
+        w, dp={"epsilon": "1", "columns": {"credit_code": {"sensitivity": "1"}}},
+        output_schema=DP_SCHEMA))
     assert err.field == "dp.columns.credit_code"
+    err = refused(uow, InvalidInput, register_product, OPERATOR, **register_kwargs(w, dp=DP))
+    assert err.field == "output_schema"  # OUTPUT_SCHEMA's rows may hold any other column
 
 
 # -- the policy key -----------------------------------------------------------------------
@@ -139,8 +180,9 @@ def _world(uow: MemoryUnitOfWork, auth_policy: dict[str, Any]) -> dict[str, str]
 
 
 def _listed(uow: MemoryUnitOfWork, w: dict[str, str], dp: Any) -> str:
+    schema = OUTPUT_SCHEMA if dp is None else DP_SCHEMA
     product_id = run(uow, register_product, OPERATOR,
-                     **register_kwargs(w, dp=dp))["product_id"]
+                     **register_kwargs(w, dp=dp, output_schema=schema))["product_id"]
     run(uow, request_listing, OPERATOR, product_id)
     run(uow, decide_listing, PLATFORM, product_id, approve=True, comment="reviewed")
     return product_id
@@ -276,10 +318,81 @@ def test_the_trial_and_a_product_without_dp_spend_nothing() -> None:
     assert _spent(plain, auth_id, dataset_id) == []
 
 
-def test_without_a_budget_the_spending_is_recorded_and_nothing_refuses() -> None:
+# -- a budget binds every product, and every dp product has one (F6) ----------------------
+def test_under_an_authorization_budget_a_product_must_declare_dp() -> None:
+    """A product without dp over a dataset whose authorization sets a budget would read it
+    exactly, spending nothing: refused at registration (422 ``dp``); with dp it registers."""
     uow = MemoryUnitOfWork()
-    order_id = _contract(uow, _ordered(uow), None)
-    assert [_execute(uow, order_id, n)["state"] for n in (1, 2, 3)] == ["requested"] * 3
+    w = _world(uow, {"privacy_budget": "1"})
+    err = refused(uow, InvalidInput, register_product, OPERATOR, **register_kwargs(w))
+    assert err.field == "dp"
+    assert f"authorization {w['authorization_id']} sets a privacy_budget (1)" in str(err)
+    assert _listed(uow, w, DP)
+
+
+def test_a_contract_budget_for_a_product_without_dp_is_refused() -> None:
+    uow = MemoryUnitOfWork()
+    order_id = _ordered(uow, dp=None)
+    err = refused(uow, InvalidInput, propose_contract, OPERATOR, order_id, usage_policy={
+        **POLICY, "privacy_budget": "1"}, price_fen=1, revenue_split=SPLIT)
+    assert err.field == "usage_policy.privacy_budget"
+    assert "declares no dp" in str(err)
+
+
+def test_a_contract_for_a_dp_product_needs_a_budget() -> None:
+    """Its own, or one of an authorization granting each input dataset."""
+    uow = MemoryUnitOfWork()
+    order_id = _ordered(uow)
+    err = refused(uow, InvalidInput, propose_contract, OPERATOR, order_id, usage_policy=POLICY,
+                  price_fen=1, revenue_split=SPLIT)
+    assert err.field == "usage_policy.privacy_budget"
+    assert "needs a privacy_budget" in str(err)
+    assert _contract(uow, order_id, "1")
+
+
+def _old_contract(uow: MemoryUnitOfWork, order_id: str, budget: str | None,
+                  monkeypatch: pytest.MonkeyPatch) -> str:
+    """A contract proposed before ``check_contract_budget`` existed."""
+    import domain.order
+    with monkeypatch.context() as patched:
+        patched.setattr(domain.order, "check_contract_budget", lambda *_: None)
+        return _contract(uow, order_id, budget)
+
+
+def test_an_old_contract_without_dp_under_a_budget_is_refused_before_it_runs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    uow = MemoryUnitOfWork()
+    order_id = _old_contract(uow, _ordered(uow, dp=None), "1", monkeypatch)
+    out = _request(uow, order_id, 1)
+    assert out["state"] == "failed"
+    assert out["reason"].startswith("privacy_budget_requires_dp: the contract sets a "
+                                    "privacy_budget (1) on dataset "), out
+    assert [e.type_name for e in uow.streams[out["computation_id"]]] == [
+        "computation.requested", "computation.failed", "usage.refused"]
+    refusal = uow.streams[out["computation_id"]][2].payload()
+    assert (refusal["rule"], refusal["limit"]) == ("privacy_budget", "1")
+
+
+def test_an_old_product_without_dp_under_an_authorization_budget_is_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registered (and contracted) before the rules: its execution is refused."""
+    import domain.product
+    uow = MemoryUnitOfWork()
+    monkeypatch.setattr(domain.product, "require_dp_under_budget", lambda *_: None)
+    order_id = _old_contract(uow, _ordered(uow, auth_budget="2", dp=None), "2", monkeypatch)
+    out = _request(uow, order_id, 1)
+    assert out["state"] == "failed"
+    assert out["reason"].startswith("privacy_budget_requires_dp: the contract sets "), out
+
+
+def test_an_old_dp_contract_without_a_budget_is_refused_before_it_runs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    uow = MemoryUnitOfWork()
+    order_id = _old_contract(uow, _ordered(uow), None, monkeypatch)
+    out = _request(uow, order_id, 1)
+    assert out["state"] == "failed"
+    assert out["reason"].startswith("privacy_budget_missing: product "), out
     auth_id, dataset_id = _ids(uow, order_id)
-    assert uow.get(PrivacyBudget, budget_id(auth_id, dataset_id)).spent == Decimal("1.5")
-    assert OUTPUT_SCHEMA["items"]["properties"]["score"]["type"] == "integer"
+    assert _spent(uow, auth_id, dataset_id) == []
+    assert [e.type_name for e in uow.streams[out["computation_id"]]] == [
+        "computation.requested", "computation.failed", "usage.refused"]
