@@ -58,6 +58,7 @@ from typing import Any
 
 from client.platform import PlatformError
 from compute_nodes import datasite
+from compute_nodes.clear_values import ClearValues
 from compute_nodes.joint import JointFailed, JointNode, JointTerms, joint_rows
 from compute_nodes.logs import private_log
 from compute_nodes.outcome import NodeError, Outcome
@@ -248,7 +249,8 @@ class Executor:
         return comp_id, None if joint_id is None else str(joint_id)
 
     def _on_datasite(self, job: Job, comp_id: str,
-                     function_name: str) -> tuple[Any, dict[str, str]] | Prepared | Outcome:
+                     function_name: str,
+                     ) -> tuple[Any, dict[str, str], ClearValues] | Prepared | Outcome:
         """The result and input hashes of the run, with up to ``retries`` attempts while
         the datasite does not answer; else the failure, or the outcome waiting for data."""
         error = detail = ""
@@ -272,7 +274,8 @@ class Executor:
             error += f" (after {self.retries} attempts)"
         return Prepared(comp_id, reason=error, detail=detail)
 
-    def _attempt(self, job: Job, function_name: str) -> tuple[Any, dict[str, str]]:
+    def _attempt(self, job: Job, function_name: str,
+                 ) -> tuple[Any, dict[str, str], ClearValues]:
         key = self.request_key(job.contract_id, job.execution)
         request_id = None
         age = self._met.get(job.key, self.clock())
@@ -287,15 +290,18 @@ class Executor:
                                              job.inputs, key, cache=self.inputs)
                 run = datasite.prepare_run(self.admin, request_id, job.inputs,
                                            cache=self.inputs)
-        if isinstance(run, datasite.Recorded):
-            return run.value, hashes
-        ran = self.sandbox.run(run.code_source, run.function_name,
-                               _declared(run.inputs, job.columns, job.inputs))
+        if isinstance(run, datasite.Recorded):  # ran before: its tables, for the check
+            with self.pysyft.turn(age):
+                tables = [self.inputs.table(self.admin, d) for d in job.inputs]
+            handed = _declared(tables, job.columns, job.inputs)
+            return run.value, hashes, ClearValues.of(handed, job.terms.grades)
+        handed = _declared(run.inputs, job.columns, job.inputs)
+        ran = self.sandbox.run(run.code_source, run.function_name, handed)
         _printed(key, ran.stdout, ran.stderr)
         if request_id is not None:
             with self.pysyft.turn(age):
                 datasite.deposit(self.admin, request_id, ran.value, run=run)
-        return ran.value, hashes
+        return ran.value, hashes, ClearValues.of(handed, job.terms.grades)
 
     def _waiting(self, job: Job, comp_id: str, exc: Exception) -> Outcome | None:
         """An input dataset not on the datasite yet, within ``DATASET_WAIT_S``: the
@@ -335,9 +341,10 @@ class Executor:
             f"datasite_error: the datasite raised {type(exc).__name__}; details are in the "
             "node's log")), detail, True
 
-    def _checked(self, job: Job, comp_id: str, result: Any,
-                 hashes: dict[str, str]) -> Prepared:
-        """The result as reported, once it meets the query and the terms."""
+    def _checked(self, job: Job, comp_id: str, result: Any, hashes: dict[str, str],
+                 clear: ClearValues) -> Prepared:
+        """The result as reported, once it meets the query and the terms, masked, and
+        holding no clear value of an L3/L4 field the code was handed (``clear``)."""
         try:
             if job.joint is not None and job.execution > 0:  # masked, never on the ledger
                 value = joint_rows(result)
@@ -349,6 +356,7 @@ class Executor:
             if job.joint is None or job.execution == 0:
                 value = job.terms.noise(value)  # a dp product's noise (dp_noise.py), then
                 value, masking = job.terms.mask(value)  # masking: before it leaves the datasite
+                clear.check(value, job.terms.quote)  # under whatever name the code gave it
                 canonical_bytes(value)  # what the ledger hashes: else it refuses the post
         except JointFailed as exc:
             return Prepared(comp_id, reason=exc.reason)

@@ -16,7 +16,9 @@ Then, before the result leaves the datasite, :meth:`OutputContract.noise` adds a
 Laplace noise to its declared columns (``dp`` of ``product.registered``, ``dp_noise.py``), and
 :meth:`OutputContract.mask` masks its columns by
 the grade and kind of the input fields they are named like (``field_grades`` of
-``product.registered``, ``core/masking.py``): the rows reported are the masked ones.
+``product.registered``, ``core/masking.py``): the rows reported are the masked ones. Last,
+the masked output may hold no clear value of an L3/L4 input field under any name, key or
+depth (``clear_values.py``: the product's code is not trusted to keep the names).
 
 A violation is an :class:`OutputViolation` whose reason is recorded on the log as
 ``computation.failed``: it names the column and the rule, never a value of the output.
@@ -122,6 +124,11 @@ class OutputContract:
         """The output as it leaves the datasite, its columns masked by their grade and kind
         in plaintext form, and which rule changed each column (``core.masking.mask_rows``)."""
         return mask_result(value, self.grades, MODE)
+
+    def quote(self, column: str | None) -> str:
+        """How a reason may name an output column: quoted if the product or its datasets
+        declare it, else withheld (a made-up name could spell a private value)."""
+        return self._name(column)
 
     def _check_rows(self, rows: list[Any], query: Mapping[str, Any]) -> None:
         """At most one row per distinct key asked. The reason gives no count: a product

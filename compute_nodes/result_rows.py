@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 from compute_nodes.outcome import NodeError
+from compute_nodes.sandbox.worker import series_value
 
 
 class ResultError(ValueError):
@@ -62,7 +63,7 @@ def to_json_result(value: Any) -> tuple[Any, int]:
     if isinstance(value, pd.DataFrame):
         value = value.to_dict(orient="records")
     elif isinstance(value, pd.Series):
-        value = value.to_dict()
+        value = series_value(value)
     plain = _plain(value)
     rows = len(plain) if isinstance(plain, list) else 1
     return plain, rows

@@ -126,7 +126,8 @@ def _limit(exc: BaseException) -> str | None:
 
 
 def plain(value: Any, depth: int = 0) -> Any:
-    """``value`` as plain JSON: a DataFrame as a list of row dicts, a Series as a dict,
+    """``value`` as plain JSON: a DataFrame as a list of row dicts, a Series as rows or a
+    dict (:func:`series_value`),
     numpy scalars and arrays as Python values, datetimes as ISO text, NaN/NaT/NA as null,
     floats kept as floats. Refused (a fixed code) for anything else."""
     if depth > MAX_DEPTH:
@@ -151,7 +152,7 @@ def _plain_library(value: Any, depth: int) -> Any:
     if isinstance(value, pd.DataFrame):
         return plain(value.to_dict(orient="records"), depth)
     if isinstance(value, pd.Series):
-        return plain(value.to_dict(), depth)
+        return plain(series_value(value), depth)
     if isinstance(value, np.ndarray):
         return plain(value.tolist(), depth)
     if isinstance(value, np.generic):
@@ -162,6 +163,19 @@ def _plain_library(value: Any, depth: int) -> Any:
     if isinstance(value, datetime.datetime | datetime.date | datetime.time):
         return value.isoformat()
     raise Refused("type")
+
+
+def series_value(series: Any) -> Any:
+    """A pandas Series as a result: rows (one per entry: its index under the index's names,
+    its values under the Series' name, else ``"value"``) when every level of the index is
+    named (``df.groupby("district")["x"].sum()``: a ``district`` column, masked by that
+    field's grade like any column); else a dict of index -> value."""
+    names = list(series.index.names)
+    if not all(isinstance(name, str) for name in names):
+        return series.to_dict()
+    column = series.name if isinstance(series.name, str) and series.name not in names \
+        else "value"
+    return series.rename(column).reset_index().to_dict(orient="records")
 
 
 def _key(key: Any) -> str:

@@ -139,8 +139,9 @@ def test_a_function_runs_on_its_tables_and_returns_plain_json(sandbox: Sandbox) 
     ]
     assert result.stdout == "rows 3\n" and result.stderr == ""
     assert 0 < result.seconds < 5
-    assert run(sandbox, "return data.set_index('uscc').points") == {"A1": 10, "B2": 20,
-                                                                   "C3": 35}
+    assert run(sandbox, "return data.set_index('uscc').points") == [
+        {"uscc": "A1", "points": 10}, {"uscc": "B2", "points": 20},
+        {"uscc": "C3", "points": 35}]
     assert run(sandbox, """
         import numpy as np, pandas as pd
         return {"mean": data.points.mean(), "n": np.int64(3), "ok": np.bool_(True),

@@ -44,7 +44,11 @@ def test_values_become_plain_json_and_floats_stay_floats() -> None:
         {"a": 1, "b": 0.5, "c": "x", "d": "2024-01-01T00:00:00"},
         {"a": 2, "b": None, "c": None, "d": None},
     ]
-    assert worker.plain(table.set_index("c").a) == {"x": 1, "null": 2}
+    # a Series with a named index: rows (the index's column masked by its grade like any)
+    assert worker.plain(table.set_index("c").a) == [{"c": "x", "a": 1}, {"c": None, "a": 2}]
+    assert worker.plain(table.groupby("c")["c"].count()) == [{"c": "x", "value": 1}]
+    # an index without a name: a dict of index -> value
+    assert worker.plain(pd.Series([7, 8], name="n")) == {"0": 7, "1": 8}
     assert worker.plain({1: np.float32(2.5), 2.5: np.int8(3), None: [np.bool_(False)]}) \
         == {"1": 2.5, "2.5": 3, "null": [False]}
     assert worker.plain({True: 1, pd.Timestamp("2024-01-01"): 2}) \
