@@ -249,3 +249,69 @@ def test_a_copy_re_saved_by_pandas_is_traced(tmp_path: Path) -> None:
         found, _ = tr.trace_file(path, KEY, candidates, skip=("taxpayer_id",))
         assert found.match == candidates[11], (path.name, found)
         assert found.p_value <= tr.THRESHOLD
+
+
+def test_load_key_never_makes_one_and_refuses_a_key_open_to_others(tmp_path: Path) -> None:
+    with pytest.raises(wm.KeyMissing, match="no watermark key"):
+        wm.load_key(tmp_path)
+    assert not (tmp_path / wm.KEY_FILE).exists()
+    key = wm.load_or_create_key(tmp_path)
+    assert wm.load_key(tmp_path) == key
+    (tmp_path / wm.KEY_FILE).chmod(0o640)
+    with pytest.raises(wm.KeyMissing, match="0600"):
+        wm.load_key(tmp_path)
+    assert len(wm.key_id(key)) == 16 and wm.key_id(key) != wm.key_id(KEY)
+
+
+def test_columns_are_marked_whatever_their_first_value_but_never_masked_ones() -> None:
+    rows = table(200)
+    rows[0]["revenue"], rows[1]["tax"] = None, "n/a"  # a null and a string first
+    _, marking = wm.mark_rows(rows, KEY, "d", key_column="taxpayer_id")
+    assert marking.columns == ["revenue", "tax", "employees", "score"]
+    # graded L3/L4 or identifier columns (skip), and a column the schema declares as text
+    schema = {"type": "array", "items": {"properties": {"score": {"type": "string"},
+                                                        "tax": {"type": ["integer", "null"]}}}}
+    out, marking = wm.mark_rows(rows, KEY, "d", key_column="taxpayer_id",
+                                skip={"revenue", "employees"}, output_schema=schema)
+    assert marking.columns == ["tax"]
+    assert [r["revenue"] for r in out] == [r["revenue"] for r in rows]
+    assert [r["score"] for r in out] == [r["score"] for r in rows]
+    assert wm.mark_rows(rows, KEY, "d", skip={"revenue", "tax", "employees", "score"})[1] \
+        .reason.startswith("no markable cell")
+
+
+def test_merged_copies_name_every_source_and_a_reader_copy_its_reader() -> None:
+    rows, candidates = table(240), deliveries(20)
+    readers = [tr.Candidate(*candidates[4][:3], "operator-1"),
+               tr.Candidate(*candidates[4][:3], "regulator-1")]
+    everyone = candidates + readers
+    copy = {c: wm.mark_rows(rows, KEY, c.mark, key_column="taxpayer_id")[0] for c in everyone}
+    assert copy[readers[0]] != copy[candidates[4]] != copy[readers[1]]
+    columns = tr._json_columns
+
+    found = tr.trace(columns(copy[readers[0]]), KEY, everyone, skip=("taxpayer_id",))
+    assert found.match == readers[0] and not found.merged
+    # two copies of the same rows stacked (ties): both named, flagged, in a stable order
+    merged = tr.trace(columns(copy[candidates[2]] + copy[candidates[9]]), KEY, everyone,
+                      skip=("taxpayer_id",))
+    assert merged.merged and {m.candidate for m in merged.matches} == {candidates[2],
+                                                                       candidates[9]}
+    assert merged.record()["merged"] is True and len(merged.record()["matches"]) == 2
+    # half of one and half of another (of a larger table: each half decides fewer bits)
+    big = table(480)
+    a, b = (wm.mark_rows(big, KEY, candidates[n].mark, key_column="taxpayer_id")[0]
+            for n in (2, 9))
+    half = a[:240] + b[240:]
+    assert {m.candidate for m in tr.trace(columns(half), KEY, everyone,
+                                          skip=("taxpayer_id",)).matches} == {
+        candidates[2], candidates[9]}
+
+
+@pytest.mark.parametrize("shift", [-2, -1, 1, 2])
+def test_a_constant_shift_of_every_integer_is_undone(shift: int) -> None:
+    rows, candidates = table(240), deliveries(50)
+    marked = wm.mark_rows(rows, KEY, candidates[6].delivery_id, key_column="taxpayer_id")[0]
+    moved = [{k: v + shift if type(v) is int else v for k, v in r.items()} for r in marked]
+    found = tr.trace(tr._json_columns(moved), KEY, candidates,
+                     skip=("taxpayer_id",))
+    assert found.match == candidates[6] and found.shift == -shift
