@@ -315,3 +315,20 @@ def test_a_constant_shift_of_every_integer_is_undone(shift: int) -> None:
     found = tr.trace(tr._json_columns(moved), KEY, candidates,
                      skip=("taxpayer_id",))
     assert found.match == candidates[6] and found.shift == -shift
+
+
+def test_a_version_1_trace_and_access_read_as_version_2() -> None:
+    match = {"delivery_id": "c", "contract_id": "o", "demander_id": "d"}
+    stored = canonical_bytes({"at": "2026-01-01T00:00:00Z", "actor": ACTOR,
+                              "file_sha256": "ab" * 32, "match": match,
+                              "confidence": "1 - 1e-20", "p_value": "1e-20", "candidates": 5,
+                              "votes": {"cast": 9, "bits_decided": 70, "bits_agreeing": 70},
+                              "scheme": wm.SCHEME})
+    event: Any = event_class("forensics.leak_traced").from_payload("t", 1, decode(stored))
+    assert event.matches == [{**match, "reader_id": None, "p_value": "1e-20",
+                              "bits_agreeing": 70}] and event.merged is False
+    stored = canonical_bytes({"at": "2026-01-01T00:00:00Z", "actor": ACTOR,
+                              "contract_id": "o", "computation_id": "c", "member_id": "m",
+                              "kind": "view", "counted": True})
+    event = event_class("delivery.accessed").from_payload("u", 1, decode(stored))
+    assert event.served_sha256 is None
