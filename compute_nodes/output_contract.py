@@ -35,7 +35,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, ValidationError
 
-from compute_nodes.dp_noise import add_noise
+from compute_nodes.dp_noise import add_noise, dp_violation
 from core.masking import column_grades, mask_result
 from core.output_schema import unsafe_keyword
 
@@ -117,7 +117,12 @@ class OutputContract:
 
     def noise(self, value: Any) -> Any:
         """The output with a dp product's Laplace noise on its declared columns
-        (``dp_noise.add_noise``, the system's entropy); unchanged without ``dp``."""
+        (``dp_noise.add_noise``, the system's entropy); unchanged without ``dp``. Refused
+        (OutputViolation) unless a dp product's output is a table of its dp columns and
+        its key column only (``dp_noise.dp_violation``): nothing leaves exact."""
+        violation = dp_violation(value, self.dp, self.key_column)
+        if violation is not None:
+            raise OutputViolation(f"output_violation: {violation}")
         return add_noise(value, self.dp)
 
     def mask(self, value: Any) -> tuple[Any, dict[str, str]]:

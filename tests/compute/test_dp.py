@@ -17,7 +17,8 @@ import pytest
 from diffprivlib.mechanisms import Laplace
 from scipy import stats
 
-from compute_nodes.dp_noise import add_noise, mechanisms
+from compute_nodes.dp_noise import add_noise, dp_violation, mechanisms
+from compute_nodes.output_contract import OutputContract, OutputViolation
 from tests.compute.ledger import provider_view, until_settled
 
 pytestmark = pytest.mark.timeout(240)
@@ -79,23 +80,32 @@ def test_the_node_draws_from_the_systems_entropy_not_numpys_global_state() -> No
 
 
 # -- a dp product through the ledger and the datasite ---------------------------------------
+#: a row per tax band, in band order: its firms and tax, both noised (a dp output is a
+#: table of its dp columns and its key column only: the band is the row's place)
 BY_BAND = '''def by_band(data):
     groups = data.groupby(data["tax_paid_yuan"] // 50000)
-    return [{"band": f"band-{k}", "firms": int(len(g)),
-             "tax_wan": int(g["tax_paid_yuan"].sum() // 10000)} for k, g in groups]
+    return [{"firms": int(len(g)), "tax_wan": int(g["tax_paid_yuan"].sum() // 10000)}
+            for k, g in groups]
 '''
 SCHEMA = {"type": "array", "items": {"type": "object", "properties": {
-    "band": {"type": "string"}, "firms": {"type": "integer"},
-    "tax_wan": {"type": "integer"}}, "required": ["band", "firms", "tax_wan"],
-    "additionalProperties": False}}
+    "firms": {"type": "integer"}, "tax_wan": {"type": "integer"}},
+    "required": ["firms", "tax_wan"], "additionalProperties": False}}
+#: untrusted code adding exact values beside the noised ones: a column, a nested object
+EXACT_TOO = '''def by_band(data):
+    groups = data.groupby(data["tax_paid_yuan"] // 50000)
+    return [{"firms": int(len(g)), "tax_wan": int(g["tax_paid_yuan"].sum() // 10000),
+             "exact_tax": int(g["tax_paid_yuan"].sum()), "detail": {"firms": int(len(g))}}
+            for k, g in groups]
+'''
 
 
-def dp_product(w: SimpleNamespace, dp: dict[str, Any]) -> str:
+def dp_product(w: SimpleNamespace, dp: dict[str, Any], code: str = BY_BAND) -> str:
     return w.api.api.list_product(w.p.operator, w.api.platform, {
         "scenario_id": w.p.scenario_id, "authorization_ids": [w.p.auth_id],
         "name": "Firms and tax by band", "kind": "dataset",
         "description": "counts and tax per tax band, differentially private",
-        "code": BY_BAND, "inputs": [{"dataset_id": w.p.dataset_id, "fields": ["uscc", "tax_paid_yuan"]}],
+        "code": code, "inputs": [{"dataset_id": w.p.dataset_id,
+                                  "fields": ["uscc", "tax_paid_yuan"]}],
         "output_schema": SCHEMA, "quality_report": "n/a", "price_fen": 1,
         "developer_id": w.p.developer.id, "dp": dp})
 
@@ -113,15 +123,21 @@ def contract(w: SimpleNamespace, product: str, budget: str) -> str:
     return oid
 
 
-def exact(w: SimpleNamespace) -> dict[str, tuple[int, int]]:
+def exact(w: SimpleNamespace) -> dict[int, tuple[int, int]]:
     bands = w.private.groupby(w.private["tax_paid_yuan"] // 50000)
-    return {f"band-{k}": (len(g), int(g["tax_paid_yuan"].sum() // 10000)) for k, g in bands}
+    return {i: (len(g), int(g["tax_paid_yuan"].sum() // 10000))
+            for i, (_, g) in enumerate(bands)}
+
+
+def by_place(rows: list[dict[str, Any]]) -> dict[int, tuple[int, int]]:
+    """The delivered rows by their place (the band's, in band order)."""
+    return {i: (r["firms"], r["tax_wan"]) for i, r in enumerate(rows)}
 
 
 def test_a_dp_product_is_noised_on_the_datasite_and_a_spent_budget_refuses_it(
         w: SimpleNamespace) -> None:
     """ε 0.1 per execution over two columns (scales 20 and 4,000). Under a contract with a
-    budget of 0.2 execution 1 delivers a noised aggregate (the bands in clear, every count
+    budget of 0.2 execution 1 delivers a noised aggregate (a row per band, every count
     and sum off the exact one), spends 0.1 on the input dataset and the contract view says
     so; under a contract with a budget of 0.05 execution 1 is refused before it runs
     (``privacy_budget_exhausted``, with usage.refused), nothing spent."""
@@ -136,7 +152,7 @@ def test_a_dp_product_is_noised_on_the_datasite_and_a_spent_budget_refuses_it(
     assert outcome.status == "delivered" and outcome.execution == 1, outcome
     rows = w.api.call("GET", f"/deliveries/{outcome.computation_id}/result",
                       w.p.demander.token)
-    noised = {r["band"]: (r["firms"], r["tax_wan"]) for r in rows}
+    noised = by_place(rows)
     assert sorted(noised) == sorted(truth)
     # P(a Laplace noise rounds to 0): of scale 4,000 about 1e-4, of scale 20 about 2.5 %
     assert sum(noised[b][1] != truth[b][1] for b in truth) >= len(truth) - 1, (noised, truth)
@@ -158,24 +174,88 @@ def test_a_dp_product_is_noised_on_the_datasite_and_a_spent_budget_refuses_it(
         w.p.dataset_id: {"budget": "0.05", "spent": "0", "remaining": "0.05"}}
 
 
+def test_a_dp_product_adding_exact_values_delivers_nothing(w: SimpleNamespace) -> None:
+    """F7, through the datasite: the code adds an exact column and a nested object beside
+    the noised ones. The output is refused on the node (``output_violation``) before
+    anything leaves: nothing delivered, and the ε it spent when it was requested stays
+    spent (a run may have disclosed)."""
+    product = dp_product(w, {"epsilon": "0.1", "columns": {
+        "firms": {"sensitivity": 1}, "tax_wan": {"sensitivity": "20"}}}, EXACT_TOO)
+    oid = contract(w, product, "0.2")
+    [outcome] = until_settled(w.node(), provider_view(w, oid, "contract.approved"), 60)
+    assert outcome.status == "failed" and outcome.execution == 1, outcome
+    assert outcome.detail.startswith("output_violation: "), outcome
+    assert w.api.of(outcome.computation_id) == ["computation.requested",
+                                                "computation.failed"]
+    w.api.call("GET", f"/deliveries/{outcome.computation_id}/result", w.p.demander.token,
+               (404, 409))
+    bands = w.private.groupby(w.private["tax_paid_yuan"] // 50000)
+    logged = str(w.api.events())
+    assert not [t for t in (str(int(g["tax_paid_yuan"].sum())) for _, g in bands)
+                if t in logged]
+    assert w.api.call("GET", f"/orders/{oid}", w.p.demander.token)["privacy_budget"] == {
+        w.p.dataset_id: {"budget": "0.2", "spent": "0.1", "remaining": "0.1"}}
+
+
+#: a dp product registered before a dp output had to be a table (its schema lets any
+#: column through): the node refuses what its schema no longer does
+LEGACY = {"output_schema": {},
+          "key_column": "uscc", "inputs": [{"dataset_id": "d", "fields": ["uscc"]}],
+          "dp": {"epsilon": "1", "columns": {"firms": {"sensitivity": "1"}}}}
+
+
+@pytest.mark.parametrize("output", [
+    [{"uscc": "9111", "firms": 3, "exact_tax": 123456}],
+    [{"uscc": "9111", "firms": 3, "detail": {"firms": 3}}],
+    [{"uscc": {"firms": 3}, "firms": 3}],
+    [{"uscc": "9111", "firms": [3, 4]}],
+    [{"uscc": "9111", "firms": "3"}],
+    [["9111", 3]],
+    {"uscc": "9111", "firms": 3},
+])
+def test_the_node_refuses_a_dp_output_holding_anything_but_key_and_dp_columns(
+        output: Any) -> None:
+    """F7 on the node: any other column, a nested value, a row that is not an object, an
+    output that is not a table: OutputViolation, naming no value nor made-up name."""
+    terms = OutputContract.of(LEGACY, None)
+    terms.check(output, None)  # the legacy schema lets it through
+    with pytest.raises(OutputViolation) as info:
+        terms.noise(output)
+    reason = str(info.value)
+    assert reason.startswith("output_violation: ")
+    assert "9111" not in reason and "123456" not in reason and "exact_tax" not in reason
+    assert dp_violation(output, LEGACY["dp"], "uscc") is not None
+
+
+def test_the_node_noises_a_table_of_key_and_dp_columns() -> None:
+    terms = OutputContract.of(LEGACY, None)
+    rows = [{"uscc": "9111", "firms": 3}, {"uscc": None, "firms": None}, {"firms": 7}]
+    out = terms.noise(rows)
+    assert [set(r) for r in out] == [set(r) for r in rows] and out[1]["firms"] is None
+    assert dp_violation(rows, LEGACY["dp"], "uscc") is None
+    assert dp_violation([{"anything": {}}], None, None) is None  # no dp: not this rule
+
+
 def test_the_trial_on_mock_rows_is_noised_too_and_spends_nothing(w: SimpleNamespace) -> None:
     """The trial (execution 0) runs on the mock table: its aggregate is noised the same way
     and no ε is spent (mock data is not the provider's)."""
     import pandas as pd
 
-    product = dp_product(w, {"epsilon": "0.1", "columns": {"tax_wan": {"sensitivity": 20}}})
+    product = dp_product(w, {"epsilon": "0.1", "columns": {"firms": {"sensitivity": 1},
+                                                           "tax_wan": {"sensitivity": 20}}})
     oid = w.api.api.place_order(w.p.demander, product, "a look before buying")
     w.api.call("POST", f"/orders/{oid}/trial", w.p.operator.token)
     [outcome] = until_settled(w.node(), provider_view(w, oid, "order.trial_granted"), 60)
     assert outcome.status == "delivered" and outcome.execution == 0, outcome
     mock = pd.read_csv(w.tmp / "mock.csv")
     bands = mock.groupby(mock["tax_paid_yuan"] // 50000)
-    truth = {f"band-{k}": (len(g), int(g["tax_paid_yuan"].sum() // 10000)) for k, g in bands}
+    truth = {i: (len(g), int(g["tax_paid_yuan"].sum() // 10000))
+             for i, (_, g) in enumerate(bands)}
     rows = w.api.call("GET", f"/deliveries/{outcome.computation_id}/result",
                       w.p.demander.token)
-    noised = {r["band"]: (r["firms"], r["tax_wan"]) for r in rows}
+    noised = by_place(rows)
     assert sorted(noised) == sorted(truth)
-    # only tax_wan is declared (scale 200): P(its noise rounds to 0) is about 0.25 % a row
+    # tax_wan's scale is 400: P(its noise rounds to 0) is about 0.125 % a row
     assert sum(noised[b][1] != truth[b][1] for b in truth) >= len(truth) - 1, (noised, truth)
     assert not [e for e in w.api.events() if e["type"] == "privacy.budget_spent"
                 and e["payload"]["contract_id"] == oid]
