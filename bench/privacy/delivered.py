@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.privacy.workload import GRADES, KEY_COLUMN, Sizes, result_rows
+from bench.privacy.workload import GRADES, KEY_COLUMN, Sizes, result_rows, unmarked_columns
 from bench.table import Row
 
 #: the goal: masked and watermarked / unmarked at most this
@@ -21,8 +21,9 @@ GOAL_RATIO = 2.0
 NOTES = [
     ("delivered result: baseline = delivery.results.encode (canonical JSON + SHA-256, what "
      "the platform writes today); measured = core.masking.mask_rows (mode plaintext, the "
-     "columns' grades and kinds) + privacy.watermark.mark_rows for a delivery id (the key "
-     "column left alone) + the same encode of the marked rows; medians, the two alternating which runs first"),
+     "columns' grades and kinds) + privacy.watermark.mark_rows for a delivery id (the key, "
+     "the L3/L4 and the identifier columns left alone, as the platform marks) + the same "
+     "encode of the marked rows; medians, the two alternating which runs first"),
 ]
 
 
@@ -55,11 +56,13 @@ def marked(rows: list[dict[str, Any]], delivery_id: str, key: bytes) -> dict[str
 
 def watermark(rows: list[dict[str, Any]], delivery_id: str,
               key: bytes) -> tuple[list[dict[str, Any]], int]:
-    """The rows marked for ``delivery_id`` under ``key`` (the key column left alone) and
-    how many cells carry the mark."""
+    """The rows marked for ``delivery_id`` under ``key`` as the platform marks them (the key
+    column, the masked and the identifier columns left alone) and how many cells carry the
+    mark."""
     from privacy.watermark import mark_rows
 
-    out, marking = mark_rows(rows, key, delivery_id, key_column=KEY_COLUMN)
+    out, marking = mark_rows(rows, key, delivery_id, key_column=KEY_COLUMN,
+                             skip=unmarked_columns())
     return out, marking.cells
 
 

@@ -206,7 +206,8 @@ def measure(sizes: Sizes, backend: str = "sqlite") -> tuple[dict[str, Any], list
     help_s = statistics.median(start_up)
     answer, code = runs[-1][1], runs[-1][2]
     match = answer.get("match") or {}
-    right = code == 0 and match.get("delivery_id") == made["leaked"] \
+    right = code == 0 and not answer.get("merged") \
+        and match.get("delivery_id") == made["leaked"] \
         and match.get("contract_id") == made["leaked_contract"] \
         and match.get("demander_id") == made["leaked_demander"]
     data = {**made, "backend": backend, "rows": sizes.trace_rows,

@@ -19,7 +19,8 @@ from bench.table import Row
 
 #: the goal: a trace over the deliveries under this many seconds
 GOAL_S = 5.0
-#: the marked column the leaked copy lacks (two marked columns remain: income, overdue_days)
+#: the marked column the leaked copy lacks (three remain: overdue_days, deposits,
+#: transactions)
 DROPPED = "credit_limit"
 
 NOTES = [

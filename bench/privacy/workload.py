@@ -24,8 +24,19 @@ GRADES: dict[str, dict[str, str]] = {
     "income": {"grade": "L3", "kind": "none"},
     "loans": {"grade": "L2", "kind": "none"},
     "overdue_days": {"grade": "L2", "kind": "none"},
+    "deposits": {"grade": "L2", "kind": "none"},
     "credit_limit": {"grade": "L1", "kind": "none"},
+    "transactions": {"grade": "L1", "kind": "none"},
 }
+
+
+def unmarked_columns() -> frozenset[str]:
+    """The columns the platform never watermarks (``api.watermarking``'s rule: graded L3 or
+    L4, or of an identifier kind: the masking changed them, or they identify someone)."""
+    from api.watermarking import MASKED_GRADES
+
+    return frozenset(c for c, g in GRADES.items()
+                     if g["grade"] in MASKED_GRADES or g["kind"] != "none")
 
 _SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
 _GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚"
@@ -64,6 +75,8 @@ def result_rows(n: int, seed: int) -> list[dict[str, Any]]:
             "income": rng.randrange(20_000, 2_000_000),
             "loans": rng.randrange(0, 12),
             "overdue_days": rng.randrange(0, 400),
+            "deposits": rng.randrange(0, 1_000_000),
             "credit_limit": rng.randrange(1_000, 500_000),
+            "transactions": rng.randrange(0, 5_000),
         })
     return rows
