@@ -73,6 +73,16 @@ class KeyMissing(LookupError):
 
 
 # -- the key ------------------------------------------------------------------------------
+def _read_key(path: Path) -> bytes:
+    try:
+        key = bytes.fromhex(path.read_text().strip())
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise KeyMissing(f"{path} does not hold a 32-byte watermark key")
+    return key
+
+
 def load_key(data_dir: Path) -> bytes:
     """The platform's watermark key, never made here (``trace-leak`` must not trace with a
     fresh key): KeyMissing if ``<data_dir>/watermark.key`` is absent, malformed, or open to
@@ -80,20 +90,13 @@ def load_key(data_dir: Path) -> bytes:
     path = Path(data_dir) / KEY_FILE
     try:
         mode = path.stat().st_mode
-        text = path.read_text().strip()
     except FileNotFoundError:
         raise KeyMissing(f"no watermark key in {path.parent} ({KEY_FILE}); only serve "
                          "makes it, at its first delivery") from None
     if mode & 0o077:
         raise KeyMissing(f"{path} is readable by others (mode {mode & 0o777:o}); it must "
                          "be 0600")
-    try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        key = b""
-    if len(key) != 32:
-        raise KeyMissing(f"{path} does not hold a 32-byte watermark key")
-    return key
+    return _read_key(path)
 
 
 def key_id(key: bytes) -> str:
@@ -129,7 +132,7 @@ def load_or_create_key(data_dir: Path) -> bytes:
         finally:
             tmp.unlink()
     try:
-        return load_key(data_dir)
+        return _read_key(path)
     except KeyMissing as exc:
         raise ValueError(str(exc)) from None
 

@@ -24,7 +24,7 @@ from audit.selfproof import verify_self_proof
 from chain.trust import TrustedKeys
 from cli.forensics import NO_MATCH
 from cli.main import main
-from core.masking import mask_text
+from core.masking import generalise, mask_text
 from privacy.watermark import KEY_FILE, key_id, load_key, mark_rows
 from runtime.build import Container
 from tests.e2e.conftest import ADMIN_TOKEN, Chain, World, list_product
@@ -349,3 +349,28 @@ def test_trace_leak_never_traces_with_a_key_that_marked_nothing(
     assert container.store.max_seq() == head
     (empty / KEY_FILE).chmod(0o600)
     assert main(["forensics", "trace-leak", str(leak)]) == 0
+
+
+def test_a_generalised_column_is_never_marked(world: World, chain: Chain) -> None:
+    """``annual_revenue`` is graded L3 (sensitive): the node generalises it to two significant
+    digits; the mark leaves it alone (it would show against the rounding), and marks the
+    rest."""
+    output = {"type": "array", "items": {"type": "object", "properties": {
+        **OUTPUT["properties"], "annual_revenue": {"type": "integer"}}}}
+    product = list_product(world, chain, output_schema=output)
+    oid = place(world, chain, product)
+    world.call("POST", f"/orders/{oid}/contract", chain.operator, json=proposal())
+    world.call("POST", f"/orders/{oid}/contract/acceptance", chain.demander)
+    world.call("POST", f"/orders/{oid}/contract/approvals", chain.provider)
+    world.call("POST", f"/orders/{oid}/contract/approvals", chain.operator)
+    cid = world.call("POST", "/computations", chain.provider, 201,
+                     json=ask(oid))["computation_id"]
+    rows = [{**r, "annual_revenue": generalise(r["revenue"])} for r in result(60)]
+    body = posted(chain, rows)
+    body["masking"]["annual_revenue"] = "L3:none:partial"
+    world.call("POST", f"/computations/{cid}/result", chain.provider, json=body)
+    assert delivery_made(world, cid)["watermark"]["cells"] == 60 * 4
+    got = json.loads(world.client.get(f"/deliveries/{cid}/result",
+                                      headers=chain.demander.headers).content)
+    assert watermarked(got, rows) and got != rows
+    assert [r["annual_revenue"] for r in got] == [r["annual_revenue"] for r in rows]
