@@ -158,7 +158,8 @@ RULES: tuple[Rule, ...] = (
     Rule("product.registration", "POST /products", _admins("operator"),
          "The scenario is the operator's own and approved; each input is covered by a live "
          "authorization of it (409 authorization_revoked, authorization_expired, "
-         "no_authorization); a developer, if named, is admitted."),
+         "no_authorization); a developer, if named, is admitted; it declares dp if an "
+         "authorization sets a privacy_budget on a dataset it reads (422 dp)."),
     Rule("product.listing_request", "POST /products/{product_id}/listing-request",
          _admins("operator"),
          "The owning operator; the product is registered, its scenario approved and its "
@@ -181,7 +182,9 @@ RULES: tuple[Rule, ...] = (
          "The order's operator, or the platform; the order is open (placed, proposed, "
          "accepted); one trial per order."),
     Rule("contract.proposal", "POST /orders/{order_id}/contract", _admins("operator"),
-         "The order's operator; the order is placed and its product still usable. Signed."),
+         "The order's operator; the order is placed and its product still usable; a dp "
+         "product's contract has a privacy_budget (its own or its authorizations'), a "
+         "product without dp none (422 usage_policy.privacy_budget). Signed."),
     Rule("contract.acceptance", "POST /orders/{order_id}/contract/acceptance",
          _admins("demander"), "The order's demander; the contract is proposed. Signed."),
     Rule("contract.approval", "POST /orders/{order_id}/contract/approvals",
@@ -200,7 +203,9 @@ RULES: tuple[Rule, ...] = (
          "trial, by an owner of an input. A refusal of the policy is recorded "
          "(computation.failed with its code), not answered 403. An execution >= 1 of a dp "
          "product spends its ε on each input dataset (privacy.budget_spent, same command) "
-         "or is refused as privacy_budget_exhausted."),
+         "or is refused as privacy_budget_exhausted (privacy_budget_missing: no budget "
+         "bounds it); one of a product without dp under a budget is refused as "
+         "privacy_budget_requires_dp."),
     Rule("computation.result", "POST /computations/{computation_id}/result",
          {"provider": ("admin", "member")},
          "The provider that requested the computation; it is requested (or succeeded with "

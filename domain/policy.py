@@ -14,7 +14,7 @@ not known here is refused rather than ignored.
 | ``derivatives_need_approval`` | 数据审批控制: derived outputs need the provider's approval |
 | ``circulation_modes`` | allowed circulation modes (plaintext / ciphertext / trusted exchange) |
 | ``allowed_fields`` | column restriction |
-| ``privacy_budget`` | 差分隐私预算: the total privacy loss ε the executions of differentially private products may spend per input dataset (decimal text such as ``"2.5"``, or an integer; ``domain.privacy_budget``) |
+| ``privacy_budget`` | 差分隐私预算: the total privacy loss ε the executions of differentially private products may spend per input dataset (decimal text such as ``"2.5"``, or an integer; ``domain.privacy_budget``); it binds every product: one without ``dp`` is refused where a budget applies, and a dp product's contract must have one |
 """
 
 from __future__ import annotations

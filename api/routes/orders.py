@@ -109,7 +109,8 @@ class UsagePolicy(BaseModel):
     allowed_fields: list[Name] | None = None
     privacy_budget: Epsilon | None = Field(default=None, description=(
         "差分隐私预算: the total ε the executions of differentially private products may "
-        "spend per input dataset under this contract (docs/PRIVACY.md)"))
+        "spend per input dataset under this contract (docs/PRIVACY.md); required for a "
+        "product declaring dp unless its authorizations set one, refused for one without"))
 
 
 class RevenueSplit(BaseModel):

@@ -95,8 +95,11 @@ class ProductCreate(BaseModel):
         "null (the default): each provider's result is delivered on its own"))
     dp: DpDeclaration | None = Field(default=None, description=(
         "differential privacy of an aggregate output: noised on the datasite, metered "
-        "against the contracts' and authorizations' privacy_budget; null (the default): "
-        "no noise. Not for a joint product"))
+        "against the contracts' and authorizations' privacy_budget; its output_schema must "
+        "be a table (items with additionalProperties false) of the key column and the dp "
+        "columns only. null (the default): no noise; refused (422 dp) under an "
+        "authorization setting a privacy_budget on an input dataset. Not for a joint "
+        "product"))
 
 
 class ListingDecision(SignedBody):
