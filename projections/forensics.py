@@ -31,7 +31,8 @@ leak_traces = Table(
     Column("traced_at", String, nullable=False),
 )
 
-#: who, other than the demander, was served its own copy of a delivery (its first access)
+#: who was served a copy of a delivery (the demander too; its first access), since
+#: ``delivery.accessed`` version 2: the others' copies are their own
 delivery_readers = Table(
     "rm_delivery_readers", base.METADATA,
     Column("delivery_id", String, primary_key=True),
@@ -61,8 +62,8 @@ def _traced(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
 
 def _accessed(conn: Connection, entry: LogEntry, p: dict[str, Any]) -> None:
     reader = actor_of(p)
-    if reader is None:
-        return
+    if reader is None or p.get("served_sha256") is None:
+        return  # before version 2 every reader was served the demander's copy
     conn.execute(base.insert_ignoring_conflicts(conn, delivery_readers).values(
         delivery_id=p["computation_id"], reader_id=reader,
         first_served_sha256=p.get("served_sha256"), first_at=p["at"]))
