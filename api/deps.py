@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,18 +176,24 @@ CurrentActor = Annotated[Actor, Depends(current_actor)]
 MIN_IDEMPOTENCY_KEY, MAX_IDEMPOTENCY_KEY = 1, 200
 
 
-async def _idempotency(request: Request, actor: Actor,
+async def _idempotency(container: Services, request: Request, actor: Actor,
                        idempotency_key: str | None) -> Idempotency | None:
-    """The request's Idempotency-Key with a fingerprint of method, path and body."""
+    """The request's Idempotency-Key with a fingerprint of method, path and body.
+
+    The fingerprint is an HMAC-SHA256 under the platform's secret in the key store
+    (``KeyStore.fingerprint_key``), not a plain hash: a body may name a person (a member's
+    name, sealed in the log), and a plain hash kept in the log's idempotency table would
+    confirm a guessed name after its erasure (docs/PRIVACY.md, Erasure)."""
     if idempotency_key is None:
         return None
     if not MIN_IDEMPOTENCY_KEY <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
         raise InvalidInput("Idempotency-Key", f"must be {MIN_IDEMPOTENCY_KEY} to "
                            f"{MAX_IDEMPOTENCY_KEY} characters")
-    digest = hashlib.sha256()
+    key = container.keystore.fingerprint_key()
+    digest = hmac.new(key, digestmod=hashlib.sha256)
     for part in (request.method.encode(), request.url.path.encode(), await request.body()):
         digest.update(len(part).to_bytes(8, "big") + part)
-    return Idempotency(actor.member_id, idempotency_key, digest.hexdigest())
+    return Idempotency(actor.member_id, idempotency_key, "hmac-sha256:" + digest.hexdigest())
 
 
 @dataclass
@@ -225,7 +232,8 @@ async def commands(request: Request) -> Commands:
     idempotency_key = request.headers.get("idempotency-key")
     container: Services = request.app.state.container
     actor = await _authenticate(container, authorization)
-    return Commands(container, actor, await _idempotency(request, actor, idempotency_key))
+    return Commands(container, actor,
+                    await _idempotency(container, request, actor, idempotency_key))
 
 
 CommandsDep = Annotated[Commands, Depends(commands)]

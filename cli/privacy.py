@@ -62,7 +62,8 @@ def _erase(args: argparse.Namespace) -> int:
         return bool(result.body["recorded"])
 
     try:
-        done = erase(container.keystore, args.subject, find=find, record=record)
+        done = erase(container.keystore, args.subject, find=find,
+                     forget=container.store.forget_answers, record=record)
         container.runner.catch_up()
     except UnknownSubject as exc:
         print(f"dataledger privacy erase: --subject: {exc}", file=sys.stderr)
@@ -76,5 +77,6 @@ def _erase(args: argparse.Namespace) -> int:
     event = (f"privacy.subject_erased recorded at seq {seqs[-1]}" if done.recorded
              else "privacy.subject_erased recorded before")
     print(f"subject {done.subject_id} (member of participant {done.participant_id}): "
-          f"{key}; {event}; read models refreshed")
+          f"{key}; {done.answers_forgotten} idempotency record(s) naming it deleted; "
+          f"{event}; read models refreshed")
     return 0

@@ -259,6 +259,16 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
             rows = conn.execute(self._topics_between, (after, upto), prepare=True).fetchall()
         return [row["topic"] for row in rows]
 
+    def forget_answers(self, needle: bytes) -> int:
+        """Delete the idempotency rows whose stored answer holds ``needle``; the table is
+        rewritten after (``VACUUM FULL``), so no page of it keeps them."""
+        table = SQL("{0}.idempotency").format(Identifier(self.datastore.schema))
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            gone = conn.execute(SQL("DELETE FROM {0} WHERE position(%s::bytea in response) > 0")
+                                .format(table), (needle,)).rowcount
+            conn.execute(SQL("VACUUM FULL {0}").format(table))
+        return int(gone)
+
     def idempotency(self, member_id: str, key: str) -> tuple[str, bytes] | None:
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(self._select_idem, (member_id, key))

@@ -141,6 +141,19 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
             row = c.fetchone()
         return None if row is None else (row["fingerprint"], bytes(row["response"]))
 
+    def forget_answers(self, needle: bytes) -> int:
+        """Delete the idempotency rows whose stored answer holds ``needle``, their bytes
+        overwritten (``secure_delete``); then the write-ahead log is checkpointed and
+        truncated if no reader holds it (else its frames age out as the server writes)."""
+        with self.datastore.transaction(commit=True) as c:
+            c.execute("PRAGMA secure_delete=ON")
+            c.execute("DELETE FROM idempotency WHERE instr(response, ?) > 0", (needle,))
+            c.execute("SELECT changes()")
+            gone = int(c.fetchone()[0])
+        with self.datastore.get_connection(commit=False) as conn:
+            conn.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return gone
+
     def topics_between(self, after: int, upto: int) -> list[str]:
         with self.datastore.get_connection(commit=False) as conn:
             cur = conn.cursor()

@@ -15,7 +15,7 @@ from typing import Any
 
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
-from core.canonical import decode
+from core.canonical import canonical_bytes, decode
 from core.event import Event, event_class
 from core.record import LogEntry
 from domain.application import AdmissionStale, ConflictError
@@ -145,6 +145,12 @@ class EventStore:
         """The fingerprint and first answer stored for (member, key), if any."""
         found = self.recorder.idempotency(member_id, key)
         return None if found is None else (found[0], decode(found[1]))
+
+    def forget_answers(self, naming: str) -> int:
+        """Delete the idempotency records whose stored answer names ``naming`` (an id: a
+        data subject's, at its erasure, docs/PRIVACY.md); how many. A retry of such a
+        request is then run again, not replayed."""
+        return self.recorder.forget_answers(canonical_bytes(naming))
 
     def close(self) -> None:
         """Release connections."""

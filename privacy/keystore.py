@@ -49,6 +49,7 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from core import sealed
 from core.files import write_private
@@ -60,6 +61,9 @@ KEYS_FILE = "subject_keys.db"
 KEYS_TABLE = "privacy_subject_keys"
 #: keys made and stored per durable commit
 BATCH = 256
+#: the row of the secret that keys the Idempotency-Key fingerprints (``api/deps.py``): not a
+#: subject's key (ids of those are 32 hex digits), never destroyed by an erasure
+FINGERPRINT_KEY_ID = "idempotency-fingerprint-hmac-v1"
 
 _METADATA = MetaData()
 _keys = Table(KEYS_TABLE, _METADATA,
@@ -82,6 +86,8 @@ class KeyStore(Protocol):
 
     def destroy(self, key_ids: Iterable[str]) -> int: ...
 
+    def fingerprint_key(self) -> bytes: ...
+
     def seal(self, subject: str, path: str, value: str) -> dict[str, str]: ...
 
     def reveal(self, value: Any, path: str) -> str: ...
@@ -97,10 +103,15 @@ class _Keys(ABC):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._ready: list[tuple[str, bytes]] = []
+        self._fingerprint: bytes | None = None
 
     @abstractmethod
     def _store(self, made: list[tuple[str, bytes]]) -> None:
         """Store ``made`` (key id, key) in one durable commit."""
+
+    @abstractmethod
+    def _store_unless_there(self, key_id: str, key: bytes) -> None:
+        """Store ``key`` under ``key_id`` unless a key of that id is there (kept then)."""
 
     @abstractmethod
     def get_many(self, key_ids: Iterable[str]) -> dict[str, bytes]:
@@ -114,6 +125,19 @@ class _Keys(ABC):
                 self._store(made)
                 self._ready = made[::-1]
             return self._ready.pop()
+
+    def fingerprint_key(self) -> bytes:
+        """The platform's secret keying the Idempotency-Key fingerprints (HMAC-SHA256): made
+        once by whichever process asks first, shared by every server on the same store, and
+        kept apart from the log with the subjects' keys, so that the log's idempotency rows
+        (or a copy of them) cannot confirm a guessed request body."""
+        with self._lock:
+            if self._fingerprint is None:
+                self._store_unless_there(FINGERPRINT_KEY_ID, sealed.new_key()[1])
+                self._fingerprint = self.get(FINGERPRINT_KEY_ID)
+            if self._fingerprint is None:
+                raise KeyStoreBusy(f"{FINGERPRINT_KEY_ID}: stored, then not found")
+            return self._fingerprint
 
     def get(self, key_id: str) -> bytes | None:
         """The key of that id, or None (never made, or destroyed)."""
@@ -156,6 +180,11 @@ class SQLiteKeyStore(_Keys):
             self._conn.execute("BEGIN IMMEDIATE")
             self._conn.executemany(f"INSERT INTO {KEYS_TABLE} VALUES (?, ?)", made)
             self._conn.execute("COMMIT")
+
+    def _store_unless_there(self, key_id: str, key: bytes) -> None:
+        with self._db:
+            self._conn.execute(f"INSERT OR IGNORE INTO {KEYS_TABLE} VALUES (?, ?)",
+                               (key_id, key))
 
     def get_many(self, key_ids: Iterable[str]) -> dict[str, bytes]:
         wanted = list(key_ids)
@@ -205,6 +234,11 @@ class PostgresKeyStore(_Keys):
     def _store(self, made: list[tuple[str, bytes]]) -> None:
         with self.engine.begin() as conn:
             conn.execute(_keys.insert(), [{"key_id": k, "key": v} for k, v in made])
+
+    def _store_unless_there(self, key_id: str, key: bytes) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(pg_insert(_keys).values(key_id=key_id, key=key)
+                         .on_conflict_do_nothing(index_elements=["key_id"]))
 
     def get_many(self, key_ids: Iterable[str]) -> dict[str, bytes]:
         wanted = list(key_ids)

@@ -7,6 +7,8 @@ and database, read models included) pass."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import json
 import os
@@ -23,10 +25,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from client.platform import bearer
+from client.platform import Party, bearer
 from core.sealed import ERASED
 from events.url import DatabaseURL
-from runtime.build import Container, build
+from runtime.build import PLATFORM_ADMIN_ID, Container, build
 from runtime.settings import Settings
 from tests.e2e.conftest import ADMIN_TOKEN, World
 from tests.integration.test_chain_verify import REPO
@@ -48,6 +50,10 @@ class Erased:
     api_after: list[dict[str, Any]]
     api_rebuilt: list[dict[str, Any]]
     export_tar: bytes
+    #: the Idempotency-Key fingerprint of the request that carried the erased name, as the
+    #: server keyed it, and the plain SHA-256 a dictionary attack would compute
+    fingerprints: list[bytes]
+    answers_after: list[Any]
 
 
 def cli(url: str, data: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -65,6 +71,30 @@ def files_holding(root: Path, needle: bytes) -> list[str]:
     """Every file under ``root`` (SQLite files, their WAL, key store, logs, exports...)
     whose bytes hold ``needle``."""
     return [str(p) for p in sorted(root.rglob("*")) if p.is_file() and needle in p.read_bytes()]
+
+
+def fingerprints(key: bytes, path: str, body: bytes) -> list[bytes]:
+    """The request's fingerprint as the server keys it (HMAC-SHA256 of method, path and
+    body, each length-prefixed) and the unkeyed SHA-256 of the same parts."""
+    keyed, plain = hmac.new(key, digestmod=hashlib.sha256), hashlib.sha256()
+    for part in (b"POST", path.encode(), body):
+        keyed.update(len(part).to_bytes(8, "big") + part)
+        plain.update(len(part).to_bytes(8, "big") + part)
+    return [f"hmac-sha256:{keyed.hexdigest()}".encode(), plain.hexdigest().encode()]
+
+
+def post_once_and_again(tc: TestClient, path: str, body: dict[str, Any], token: str,
+                        key: str) -> dict[str, Any]:
+    """POST ``body`` with an Idempotency-Key twice: the second answers the first again."""
+    raw = json.dumps(body, ensure_ascii=False).encode()
+    headers = {**bearer(token), "Idempotency-Key": key, "Content-Type": "application/json"}
+    first = tc.post(path, content=raw, headers=headers)
+    again = tc.post(path, content=raw, headers=headers)
+    assert first.status_code == again.status_code == 201, first.text + again.text
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert again.json()["member_id"] == first.json()["member_id"]
+    answer: dict[str, Any] = first.json()
+    return answer
 
 
 def tables_holding(url: str, *needles: bytes) -> list[str]:
@@ -101,9 +131,15 @@ def erased(database_url: str, tmp_path: Path) -> Erased:
         with TestClient(create_app(container=container), raise_server_exceptions=False) as tc:
             world = World(tc)
             provider = world.onboard("provider", "Tax bureau 税务局")
-            person = world.member(provider, name, ["member"])
-            kept = world.member(provider, "kept 留下", ["member"])
             pid = provider.participant_id
+            path, body = f"/participants/{pid}/members", {"name": name, "roles": ["member"]}
+            made = post_once_and_again(tc, path, body, provider.token, "add-person")
+            person = world.api.give_key(Party(pid, made["token"], provider.role,
+                                              made["member_id"], provider.name))
+            prints = fingerprints(container.keystore.fingerprint_key(), path,
+                                  json.dumps(body, ensure_ascii=False).encode())
+            answers = [container.store.idempotency(provider.member_id, "add-person")]
+            kept = world.member(provider, "kept 留下", ["member"])
             before = members(world, pid, provider)
             subject = next(m["member_id"] for m in before if m["name"] == name)
             added = [e for e in container.store.load(pid)
@@ -115,6 +151,7 @@ def erased(database_url: str, tmp_path: Path) -> Erased:
             done = cli(url, data, "privacy", "erase", "--subject", subject)
             again = cli(url, data, "privacy", "erase", "--subject", subject)
             unknown = cli(url, data, "privacy", "erase", "--subject", str(uuid.uuid4()))
+            answers_after = [container.store.idempotency(provider.member_id, "add-person")]
             after = members(world, pid, kept)
             export = tc.get("/ledger/export", params={"all": "true"},
                             headers=bearer(world.regulator.token))
@@ -124,8 +161,9 @@ def erased(database_url: str, tmp_path: Path) -> Erased:
             rebuilt = members(world, pid, provider)
     finally:
         container.close()
+    assert answers[0] is not None and answers[0][0].encode() == prints[0], answers
     return Erased(url, data, trust, name.encode(), key, kept.member_id, subject, done, again,
-                  unknown, before, after, rebuilt, export.content)
+                  unknown, before, after, rebuilt, export.content, prints, answers_after)
 
 
 def _anchored(container: Container, tmp_path: Path) -> Path:
@@ -143,6 +181,18 @@ def test_erase_destroys_the_key_records_the_event_and_is_idempotent(erased: Eras
     assert erased.again.returncode == 0, erased.again.stderr
     assert "recorded before" in erased.again.stdout
     assert erased.unknown.returncode == 2 and "--subject: no member" in erased.unknown.stderr
+
+
+def test_no_idempotency_fingerprint_can_confirm_an_erased_name(erased: Erased) -> None:
+    """The request that carried the name was sent with an Idempotency-Key: its record is
+    deleted at the erasure, and while it lived its fingerprint was keyed by the platform's
+    secret (a dictionary of names hashed the plain way matches nothing)."""
+    assert "1 idempotency record(s) naming it deleted" in erased.erase.stdout
+    assert erased.answers_after == [None]
+    for needle in erased.fingerprints:
+        assert files_holding(erased.data, needle) == []
+    if erased.url.startswith("postgresql"):
+        assert tables_holding(erased.url, *erased.fingerprints) == []
 
 
 def test_the_api_and_a_rebuild_show_erased_and_other_members_unchanged(erased: Erased) -> None:
@@ -219,3 +269,38 @@ def test_a_stopped_erasure_is_completed_and_a_clear_name_is_refused(tmp_path: Pa
     refused = cli(url, data, "privacy", "erase", "--subject", clear.member_id)
     assert refused.returncode == 1 and "recorded in clear" in refused.stderr
     assert cli(url, data, "privacy", "erase", "--subject", stopped.member_id).returncode == 0
+
+
+def test_a_registration_naming_its_admin_is_forgotten_with_the_admin(tmp_path: Path) -> None:
+    """``POST /participants`` carries the first admin's name: with an Idempotency-Key, its
+    record is keyed by the platform's secret and deleted when that admin is erased (the
+    other records stay)."""
+    data = tmp_path / "var"
+    url = f"sqlite:///{data / 'ledger.db'}"
+    container = build(Settings(data_dir=data, database_url=url, admin_token=ADMIN_TOKEN,
+                               chain=False))
+    body = {"name": "Demander 需方", "role": "demander", "credit_code": "DEM-1",
+            "admin_name": f"李娜 {uuid.uuid4().hex}"}
+    try:
+        with TestClient(create_app(container=container), raise_server_exceptions=False) as tc:
+            registered = post_once_and_again(tc, "/participants", body, ADMIN_TOKEN, "reg-1")
+            other = post_once_and_again(tc, "/participants", dict(body, credit_code="DEM-2"),
+                                        ADMIN_TOKEN, "reg-2")
+            keyed, plain = fingerprints(container.keystore.fingerprint_key(), "/participants",
+                                        json.dumps(body, ensure_ascii=False).encode())
+            stored = container.store.idempotency(PLATFORM_ADMIN_ID, "reg-1")
+            assert stored is not None and stored[0].encode() == keyed != plain
+    finally:
+        container.close()
+    done = cli(url, data, "privacy", "erase", "--subject", registered["member_id"])
+    assert done.returncode == 0, done.stderr
+    assert "1 idempotency record(s) naming it deleted" in done.stdout
+    container = build(Settings(data_dir=data, database_url=url, admin_token=ADMIN_TOKEN,
+                               chain=False))
+    try:
+        assert container.store.idempotency(PLATFORM_ADMIN_ID, "reg-1") is None
+        kept = container.store.idempotency(PLATFORM_ADMIN_ID, "reg-2")
+        assert kept is not None and kept[1]["member_id"] == other["member_id"]
+    finally:
+        container.close()
+    assert files_holding(data, keyed) == files_holding(data, plain) == []

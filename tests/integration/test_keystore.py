@@ -11,7 +11,7 @@ import psycopg
 
 from core.sealed import ERASED, MEMBER_NAME, key_id_of
 from events.url import DatabaseURL
-from privacy.keystore import BATCH, KEYS_FILE, KEYS_TABLE, open_keystore
+from privacy.keystore import BATCH, FINGERPRINT_KEY_ID, KEYS_FILE, KEYS_TABLE, open_keystore
 
 
 def stored(url: DatabaseURL, tmp_path: Path) -> dict[str, bytes]:
@@ -66,3 +66,18 @@ def test_a_reopened_store_reads_its_keys_and_issues_new_ones(database_url: str,
         assert again.get(kid) == key and again.issue()[0] != kid
     finally:
         again.close()
+
+
+def test_the_fingerprint_key_is_made_once_and_shared(database_url: str, tmp_path: Path) -> None:
+    """The secret keying Idempotency-Key fingerprints: made by the first store that asks, the
+    same for every store on that database (several servers), and kept in the key table."""
+    url = DatabaseURL.parse(database_url)
+    first, second = open_keystore(url, tmp_path / "var"), open_keystore(url, tmp_path / "var")
+    try:
+        key = first.fingerprint_key()
+        assert len(key) == 32 and second.fingerprint_key() == key == first.fingerprint_key()
+        assert stored(url, tmp_path)[FINGERPRINT_KEY_ID] == key
+    finally:
+        first.close()
+        second.close()
+
