@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from privacy.watermark import SCHEME, codeword, decode, reader_mark, votes
+from privacy.watermark import SCHEME, codeword, decode, int_cells, reader_mark, votes
 
 #: the Bonferroni-corrected chance at or below which a candidate is named
 THRESHOLD = 1e-9
@@ -197,8 +197,12 @@ def trace(columns: dict[str, Sequence[Any]], key: bytes, candidates: Sequence[Ca
     if book is None:
         book = codebook(key, candidates)
     n = len(candidates) * len(SHIFTS)
+    # each column's distinct integers, once (a shift keeps them sorted and distinct)
+    columns = {name: np.unique(int_cells(values)[1]) for name, values in columns.items()}
     found = None
     for shift in SHIFTS:
+        if found is not None and found[0] <= THRESHOLD:
+            break  # matched: the other shifts would only read a true copy as noise
         count, m, agree = _scored(columns, key, book, skip, shift)
         if not len(candidates) or not m:
             if found is None:

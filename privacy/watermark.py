@@ -169,8 +169,10 @@ def _mix(hi: np.ndarray, keys: tuple[np.uint64, np.uint64]) -> tuple[np.ndarray,
         np.int64)
 
 
-def _int_cells(values: Sequence[Any]) -> tuple[list[int] | None, np.ndarray]:
+def int_cells(values: Sequence[Any]) -> tuple[list[int] | None, np.ndarray]:
     """The integer cells of a column: (their positions, or None for all; their int64s)."""
+    if isinstance(values, np.ndarray) and values.dtype == np.int64:
+        return None, values
     if all(type(v) is int for v in values):
         try:
             return None, np.array(values, dtype=np.int64)
@@ -241,7 +243,7 @@ def mark_rows(rows: Any, key: bytes, delivery_id: str, *, key_column: str | None
         if column == key_column or column in skip or not declared.get(column, True) \
                 or not _integer_column(rows, column):
             continue
-        pos, arr = _int_cells([r.get(column) for r in rows])
+        pos, arr = int_cells([r.get(column) for r in rows])
         hi = arr >> 1
         ok = _markable(hi)
         n = int(ok.sum())
@@ -288,11 +290,13 @@ def votes(columns: dict[str, Sequence[Any]], key: bytes,
     for name, values in columns.items():
         if name in skip:
             continue
-        _, arr = _int_cells(values)
+        _, arr = int_cells(values)
         if shift:
             with np.errstate(over="ignore"):
                 arr = arr + np.int64(shift)
-        arr = np.unique(arr[_markable(arr >> 1)])
+        arr = arr[_markable(arr >> 1)]
+        if arr.size > 1 and not bool((arr[1:] > arr[:-1]).all()):  # not already distinct
+            arr = np.unique(arr)
         if not arr.size:
             continue
         hi = arr >> 1
