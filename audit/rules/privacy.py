@@ -9,7 +9,9 @@ under one of the product's authorizations granting the dataset, once per (comput
 dataset, authorization); and it must keep the ε spent on the dataset within the contract's
 ``privacy_budget`` (each execution counted once) and within the authorization's (every
 contract under it together). A dp product's execution >= 1 that succeeds has spent its ε on
-each dataset it read. Amounts are compared as decimals.
+each dataset it read; a product's without dp succeeds only where no budget applies (the
+contract's, or that of one of the product's authorizations granting a dataset it read): a
+budget binds every product. Amounts are compared as decimals.
 """
 
 from __future__ import annotations
@@ -116,10 +118,13 @@ class PrivacyRules:
         return out
 
     def _succeeded(self, s: State, ev: Ev) -> list[Finding]:
-        """A dp product's execution >= 1 delivers only once it spent its ε on each dataset."""
+        """A dp product's execution >= 1 delivers only once it spent its ε on each dataset;
+        a product without dp delivers none where a budget applies (``_exact``)."""
         run = s.computations.get(ev.id)
-        if run is None or run.execution < 1 or run.product not in self.epsilon:
+        if run is None or run.execution < 1:
             return []
+        if run.product not in self.epsilon:
+            return _exact(s, ev, run.contract, run.product, run.datasets)
         missing = [d for d in run.datasets
                    if run.execution not in self.by_contract.get((run.contract, d), {})]
         if not missing:
@@ -127,3 +132,24 @@ class PrivacyRules:
         return [Finding(ev.seq, RULE, f"execution {run.execution} of contract {run.contract} "
                         f"(product {run.product} declares dp) spent its ε on each dataset it "
                         "read before it ran", f"nothing spent on {', '.join(missing)}")]
+
+
+def _exact(s: State, ev: Ev, contract: str, product_id: str,
+           datasets: list[str]) -> list[Finding]:
+    """A budget binds every product: the execution of a product without dp succeeds only
+    if neither its contract nor an authorization of the product granting one of the
+    datasets it read sets a ``privacy_budget`` (its exact result would bypass the budget)."""
+    order, product = s.orders.get(contract), s.products.get(product_id)
+    bound = []
+    if order is not None and _amount(order.policy.get("privacy_budget")) is not None:
+        bound.append(f"contract {contract}")
+    for auth_id in product.authorizations if product is not None else []:
+        auth = s.authorizations.get(auth_id)
+        if (auth is not None and _amount(auth.policy.get("privacy_budget")) is not None
+                and any(d in auth.datasets for d in datasets)):
+            bound.append(f"authorization {auth_id}")
+    if not bound:
+        return []
+    return [Finding(ev.seq, RULE, f"an execution of contract {contract} under a privacy budget "
+                    f"is of a product declaring dp (product {product_id} declares none)",
+                    f"exact result delivered under the budget of {bound[0]}")]

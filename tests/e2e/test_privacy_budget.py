@@ -340,3 +340,25 @@ def test_two_requests_decided_on_the_same_budget_are_not_both_stored(
         "GET", "/ledger/events?limit=1000", world.regulator)["events"]
         if e["type"] == "privacy.budget_spent"]
     assert spent == [second]
+
+
+def test_the_rule_book_finds_an_exact_result_delivered_under_a_budget(
+        world: World, chain: Chain, server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """F6 on replay: a ledger that let a product without dp run under a contract's budget
+    (both checks skipped here, as an older or a forged ledger would) is a ``privacy_budget``
+    finding at the execution's ``computation.succeeded``; the honest log has none."""
+    import domain.order
+    import domain.privacy_budget
+    from audit.rules import RuleBook
+
+    product = list_product(world, chain)
+    monkeypatch.setattr(domain.order, "check_contract_budget", lambda *_: None)
+    monkeypatch.setattr(domain.privacy_budget, "budget_refusal", lambda *_: None)
+    oid = contract(world, chain, policy(privacy_budget="1"), product)
+    cid = delivered(world, chain, oid)
+    head = int(world.client.get("/health").json()["head"])
+    entries = server.container.store.read(0, head + 1)
+    succeeded = next(e for e in entries if e.type_name == "computation.succeeded"
+                     and e.originator_id == cid)
+    assert [(f.seq, f.rule) for f in RuleBook().run(entries)] == [
+        (succeeded.seq, "privacy_budget")]
