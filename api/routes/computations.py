@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CommandsDep, ReaderDep
+from api.deps import CommandsDep, ReaderDep, Services
 from api.errors import TOO_LARGE
 from api.fields import Id, JsonValue, Name, NoNul
 from api.routes.common import (
@@ -37,6 +37,8 @@ from delivery import results
 from domain import computation as uc
 from domain import dataset as datasets_uc
 from domain.errors import DomainError, InvalidInput, WrongState
+from domain.product import Product
+from domain.succeeded import verify_masked
 from projections import computations as q
 
 router = APIRouter(tags=["computations"], route_class=ReadRoute)
@@ -221,6 +223,12 @@ async def record_result(computation_id: str, body: ResultReport,
     any); for the trial (execution 0) they are the hashes of the mock tables read, not
     checked against it.
 
+    The posted result must be masked as the product's ``field_grades`` call for (the node
+    masks before the result leaves the datasite; docs/PRIVACY.md, Masking): the server masks
+    it again (the masks are idempotent) and refuses 422 ``result``, storing nothing, if that
+    changes anything (naming the column and its grade, never a value), 422 ``masking`` if
+    the node's ``masking`` report differs from the server's; the server's own is recorded.
+
     The demander is never served the posted bytes: the server watermarks the result for
     this delivery (its integers outside the product's key column, by at most 1 each;
     docs/PRIVACY.md), stores that copy beside the posted one and records its SHA-256 on
@@ -235,6 +243,7 @@ async def record_result(computation_id: str, body: ResultReport,
         # and only for a computation that still takes this result
         await run_in_threadpool(c.ledger.check, uc.check_reporter, cmd.actor, computation_id,
                                 digest)
+        applied = await run_in_threadpool(_masked, c, computation_id, body)
         served, marked = await run_in_threadpool(watermark_result, c, computation_id,
                                                  body.result, content)
         await run_in_threadpool(results.put, c.engine, computation_id, content)
@@ -242,7 +251,7 @@ async def record_result(computation_id: str, body: ResultReport,
         digests = {digest, served.sha256}
         try:
             done = await cmd.run(uc.record_success, computation_id,
-                                 result=uc.Reported(digest, body.result_rows, body.masking),
+                                 result=uc.Reported(digest, body.result_rows, applied),
                                  input_hashes=dict(body.input_hashes),
                                  datasite=body.datasite, delivered=served)
         except DomainError:
@@ -256,6 +265,16 @@ async def record_result(computation_id: str, body: ResultReport,
                                         kept)
             raise WrongState(done.body["reason"], state="failed")
     return answer(done)
+
+
+def _masked(container: Services, computation_id: str, body: ResultReport) -> dict[str, str]:
+    """The masking the server applies to the posted result with the product's grades
+    (``domain.succeeded.verify_masked``): 422 ``result`` if it would change anything (the
+    node did not mask it), 422 ``masking`` if the node's report differs. Blocking."""
+    store = container.store
+    comp = uc.Computation.replay(computation_id, store.load(computation_id))
+    product = Product.replay(comp.product_id, store.load(comp.product_id))
+    return verify_masked(body.result, product.field_grades, body.masking)
 
 
 @router.post("/computations/{computation_id}/failure", response_model=ComputationAnswer)

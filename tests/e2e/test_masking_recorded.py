@@ -1,6 +1,7 @@
 """The masking a compute node applied (脱敏, docs/PRIVACY.md) is recorded with the result:
 ``computation.succeeded``'s ``masking`` beside the masked result's hash, shown in the
-computation view, checked against the product's field grades (422 naming ``masking``)."""
+computation view, checked against the product's field grades (422 naming ``masking``); a
+posted result the product's grades would mask further is refused (422 naming ``result``)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import hashlib
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
 from core.canonical import canonical_bytes
+from delivery import results
 from runtime.build import Container
 from tests.e2e.conftest import Chain, World, head
 from tests.e2e.test_audit_rules import findings
@@ -73,3 +76,38 @@ def test_a_masking_the_product_grades_do_not_call_for_is_422(
     assert "masking" in str(body)
     assert head(world) == before
     assert world.call("GET", f"/computations/{cid}", chain.provider)["state"] == "requested"
+
+
+@pytest.mark.parametrize("posted", [
+    [{"taxpayer_id": "91110000123456789X", "annual_revenue": 120000}],  # L3 text in clear
+    [{"taxpayer_id": "9********1", "annual_revenue": 123456}],          # L3 number exact
+    [{"firm": "A", "detail": {"taxpayer_id": "91110000123456789X"}}],    # nested
+])
+def test_a_result_the_node_did_not_mask_is_422_and_nothing_is_stored(
+        world: World, chain: Chain, container: Container, posted: Any) -> None:
+    cid, _ = requested(world, chain)
+    before = head(world)
+    body = refused(world, "POST", f"/computations/{cid}/result", chain.provider, 422,
+                   json={**report(chain, posted), "masking": APPLIED})
+    text = str(body)
+    assert "result" in text and "is not masked as the product's grades call for" in text
+    column = "annual_revenue" if posted[0].get("annual_revenue") == 123456 else "taxpayer_id"
+    assert f"column '{column}' of grade L3" in text
+    assert "123456789X" not in text and "123456" not in text
+    assert head(world) == before
+    with container.engine.connect() as conn:  # no bytes stored for it
+        stored = conn.execute(select(func.count()).select_from(results.results).where(
+            results.results.c.computation_id == cid)).scalar()
+    assert stored == 0
+    # the masked result is then taken, with the server's masking
+    posted = world.call("POST", f"/computations/{cid}/result", chain.provider,
+                        json={**report(chain, MASKED), "masking": APPLIED})
+    assert posted["state"] == "succeeded"
+
+
+def test_a_masking_report_other_than_the_servers_is_422(world: World, chain: Chain) -> None:
+    cid, _ = requested(world, chain)
+    body = refused(world, "POST", f"/computations/{cid}/result", chain.provider, 422,
+                   json={**report(chain, MASKED),
+                         "masking": {"taxpayer_id": "L3:none:partial"}})
+    assert "masking" in str(body) and "differs" in str(body)
