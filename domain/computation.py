@@ -43,7 +43,7 @@ from typing import Any, NamedTuple
 
 from core.event import Event
 from domain.base import Actor, Aggregate, Context, applies
-from domain.dataset import Dataset, require_text
+from domain.dataset import Dataset, grades_refusal, require_text
 from domain.delivered import Delivered, DeliveryMade, require_sha256
 from domain.errors import Forbidden, InvalidInput, NotFound, WrongState
 from domain.execution_rules import (
@@ -75,7 +75,7 @@ REFUSAL_CODES = ("contract_not_approved", "contract_terminated", "outside_contra
                  "scenario_suspended", "trial_not_granted", "trial_after_approval",
                  "policy_lapsed", "unknown_constraint", "circulation_mode_not_allowed",
                  "privacy_budget_exhausted", "privacy_budget_requires_dp",
-                 "privacy_budget_missing")
+                 "privacy_budget_missing", "grades_raised")
 
 
 def computation_id(contract_id: str, execution: int, provider_id: str) -> str:
@@ -337,7 +337,8 @@ def policy_refusal(uow: UnitOfWork, ctx: Context, *, order: Order, product: Prod
             return RuleReason(f"{usage.code}: {usage.detail}; execution {number} of contract "
                               f"{order.id} cannot run", usage.rule, usage.limit)
         refusal = (_count_refusal(uow, order, ctx.actor.participant_id, number)
-                   or code_refusal(order, product, number, code_sha256))
+                   or code_refusal(order, product, number, code_sha256)
+                   or grades_refusal(uow, product.id, inputs, product.field_grades))
         if refusal:
             return refusal
         breach = grant_breach(uow, product, inputs, ctx.at)

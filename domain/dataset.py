@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.event import Event
-from core.masking import GRADES
+from core.masking import GRADES, rule
 from core.masking import KINDS as FIELD_KINDS
 from domain.base import Aggregate, Context, applies, new_id
 from domain.errors import DatasetNotPublished, Forbidden, InvalidInput, WrongState
@@ -150,6 +150,30 @@ def validate_fields(value: Any, field: str = "fields") -> list[dict[str, str]]:
     return out
 
 
+def grades_refusal(uow: UnitOfWork, product_id: str, inputs: list[dict[str, Any]],
+                   snapshot: dict[str, dict[str, dict[str, str]]]) -> str | None:
+    """Why an execution of product ``product_id`` may not run because a field it reads is
+    graded stricter now than in the product's ``field_grades`` (``snapshot``, taken at its
+    registration: what the node masks by), so that the node would mask less than the
+    dataset's current grade calls for (``grades_raised: …``); else None. A field the
+    snapshot does not grade (a product registered before grades existed) counts as L1."""
+    for item in inputs:
+        dataset_id = item["dataset_id"]
+        now = uow.get(Dataset, dataset_id).field_grades()
+        then = snapshot.get(dataset_id) or {}
+        for name in item.get("fields") or []:
+            current = (now.get(name) or {}).get("grade", GRADES[0])
+            recorded = (then.get(name) or {}).get("grade")
+            was = recorded if recorded in GRADES else GRADES[0]
+            if GRADES.index(current) > GRADES.index(was) and \
+                    rule("plaintext", current) != rule("plaintext", was):
+                return (f"grades_raised: field {name!r} of dataset {dataset_id} is graded "
+                        f"{current} now, product {product_id} was registered with "
+                        f"{recorded or 'no grade'} for it (the node would mask it less); "
+                        "the operator registers the product again")
+    return None
+
+
 def _validate_field(item: Any, path: str) -> dict[str, str]:
     if (not isinstance(item, dict) or not set(FIELD_KEYS) <= set(item)
             or set(item) - set(FIELD_KEYS) - set(FIELD_OPTIONAL)):
@@ -159,6 +183,10 @@ def _validate_field(item: Any, path: str) -> dict[str, str]:
         raise InvalidInput(f"{path}.sensitivity", f"must be one of {', '.join(SENSITIVITIES)}")
     if item.get("grade") is not None and item["grade"] not in GRADES:
         raise InvalidInput(f"{path}.grade", f"must be one of {', '.join(GRADES)}")
+    floor = GRADE_OF_SENSITIVITY[item["sensitivity"]]
+    if item.get("grade") is not None and GRADES.index(item["grade"]) < GRADES.index(floor):
+        raise InvalidInput(f"{path}.grade", f"must be at least {floor} for a field of "
+                                            f"sensitivity {item['sensitivity']}")
     if item.get("kind") is not None and item["kind"] not in FIELD_KINDS:
         raise InvalidInput(f"{path}.kind", f"must be one of {', '.join(FIELD_KINDS)}")
     return complete_field({"name": require_text(item["name"], f"{path}.name"),

@@ -26,6 +26,11 @@ def test_grades_and_kinds_are_stored_derived_and_refused_by_name(cast: Cast) -> 
                        json=dataset_body(fields=[GRADED[0], {**GRADED[1], **bad}]))
         assert named(body) == {where}, body
 
+    under = {**GRADED[0], "grade": "L2"}  # personal: at least L3
+    body = refused(w, "POST", "/datasets", cast.provider, 422,
+                   json=dataset_body(fields=[GRADED[1], under]))
+    assert "fields[1].grade" in str(body) and "at least L3" in str(body), body
+
     w.call("POST", f"/datasets/{dataset_id}/publication", cast.provider)
     raised = [GRADED[0], {**GRADED[1], "grade": "L2", "kind": "address"}]
     w.call("PATCH", f"/datasets/{dataset_id}", cast.provider, json={"fields": raised})

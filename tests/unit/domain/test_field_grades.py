@@ -61,8 +61,9 @@ def test_a_published_field_may_not_get_a_lower_grade_but_a_higher_one() -> None:
     run(uow, update_dataset, PROVIDER, dataset_id, fields=raised)
     lowered = [{**FIELDS[0], "grade": "L1"}, *FIELDS[1:]]
     refused(uow, WrongState, update_dataset, PROVIDER, dataset_id, fields=lowered)
-    under_derived = [*FIELDS[:2], {**FIELDS[2], "grade": "L2"}]  # personal: L3 before
-    refused(uow, WrongState, update_dataset, PROVIDER, dataset_id, fields=under_derived)
+    under_derived = [*FIELDS[:2], {**FIELDS[2], "grade": "L2"}]  # personal: L3 at least
+    err = refused(uow, InvalidInput, update_dataset, PROVIDER, dataset_id, fields=under_derived)
+    assert isinstance(err, InvalidInput) and err.field == "fields[2].grade"
     assert uow.get(Dataset, dataset_id).field_grades()["credit_code"] == {
         "grade": "L2", "kind": "account"}
 
@@ -71,8 +72,24 @@ def test_a_registered_field_may_change_its_grade_freely() -> None:
     uow = MemoryUnitOfWork()
     dataset_id = registered_dataset(uow)
     run(uow, update_dataset, PROVIDER, dataset_id,
-        fields=[*FIELDS[:2], {**FIELDS[2], "grade": "L2"}])
-    assert uow.get(Dataset, dataset_id).field_grades()["legal_person_id"]["grade"] == "L2"
+        fields=[*FIELDS[:2], {**FIELDS[2], "grade": "L4"}])
+    run(uow, update_dataset, PROVIDER, dataset_id,
+        fields=[*FIELDS[:2], {**FIELDS[2], "grade": "L3"}])
+    assert uow.get(Dataset, dataset_id).field_grades()["legal_person_id"]["grade"] == "L3"
+
+
+@pytest.mark.parametrize(("sensitivity", "grade", "floor"), [
+    ("internal", "L1", "L2"), ("sensitive", "L2", "L3"), ("personal", "L1", "L3")])
+def test_a_grade_below_the_one_its_sensitivity_derives_is_refused(
+        sensitivity: str, grade: str, floor: str) -> None:
+    uow = MemoryUnitOfWork()
+    err = refused(uow, InvalidInput, register_dataset, PROVIDER, name="n", description="",
+                  source_system="s", classification="L3", fields=[
+                      {"name": "a", "type": "str", "sensitivity": "public", "grade": "L4"},
+                      {"name": "b", "type": "str", "sensitivity": sensitivity,
+                       "grade": grade}])
+    assert isinstance(err, InvalidInput) and err.field == "fields[1].grade"
+    assert f"at least {floor}" in str(err)
 
 
 def _read(type_name: str, payload: dict[str, Any]) -> Any:
