@@ -7,7 +7,7 @@ input field takes that field's grade and kind (``column_grades``: the stricter g
 inputs disagree), and ``RULES`` says what the circulation mode does to each grade: in a
 plaintext result (the only form results are delivered in, domain/usage.py ``RESULT_FORM``)
 L1 and L2 stay clear, L3 is partially masked (``partial``: format-preserving by kind, numbers
-generalised to two significant digits) and L4 never appears (its values replaced by null).
+generalised to two significant digits, under 100 to tens) and L4 never appears (its values replaced by null).
 
 Standard library only: the server (its domain validates grades and kinds), the compute node
 (which masks) and the bench import it.
@@ -97,9 +97,14 @@ def mask_email(text: str) -> str:
     return local[0] + "***@" + domain
 
 
+#: a text (kind "none") shorter than this keeps its first character only
+SHORT_TEXT = 5
+
+
 def mask_text(text: str) -> str:
-    """Any other text: its first and last characters."""
-    return _keep(text, 1, 1)
+    """Any other text: its first and last characters; one shorter than ``SHORT_TEXT``
+    its first only (``王小明`` -> ``王**``: two of three would be kept otherwise)."""
+    return _keep(text, 1, 0 if len(text) < SHORT_TEXT else 1)
 
 
 MASKS: dict[str, Callable[[str], str]] = {
@@ -108,11 +113,11 @@ MASKS: dict[str, Callable[[str], str]] = {
 
 
 def generalise(number: int) -> int:
-    """An integer rounded to two significant digits (123456 -> 120000, -987 -> -990)."""
+    """An integer rounded to two significant digits (123456 -> 120000, -987 -> -990); one
+    under 100 to the nearest ten (7 -> 10, 42 -> 40: an age or a count of children is not
+    left exact)."""
     magnitude = abs(number)
-    if magnitude < 100:
-        return number
-    step = 10 ** (len(str(magnitude)) - 2)
+    step = 10 ** max(1, len(str(magnitude)) - 2)
     rounded = (magnitude + step // 2) // step * step
     return rounded if number >= 0 else -rounded
 

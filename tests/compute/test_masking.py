@@ -60,11 +60,11 @@ MASKED = [
      "diagnosis": None, "district": "海淀", "age_band": "30-39"},
     {"person_id": "310104********5678", "phone": "139****4321", "full_name": "李*",
      "home_address": "上海市徐汇区*******", "bank_account": "************2345",
-     "email": "l***@corp.cn", "income_yuan": 99000, "nickname": "*k",
+     "email": "l***@corp.cn", "income_yuan": 99000, "nickname": "o*",
      "diagnosis": None, "district": "徐汇", "age_band": "40-49"},
     {"person_id": "440305********4321", "phone": "150****2222", "full_name": "欧***",
      "home_address": "深圳市南山区***", "bank_account": "************6677",
-     "email": "n***@mail.org", "income_yuan": 7, "nickname": "*",
+     "email": "n***@mail.org", "income_yuan": 10, "nickname": "*",
      "diagnosis": None, "district": "南山", "age_band": "50-59"},
 ]
 APPLIED = {"bank_account": "L3:account:partial", "diagnosis": "L4:none:withheld",

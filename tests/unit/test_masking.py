@@ -21,7 +21,9 @@ ID = "110101199003071234"
     ("account", "6222020200112233", "************2233"),
     ("email", "alice@example.com", "a***@example.com"),
     ("none", "secret", "s****t"),
-    ("none", "ab", "*b"),
+    ("none", "ab", "a*"),              # shorter than 5: the first character only
+    ("none", "王小明", "王**"),
+    ("none", "sunny", "s***y"),
     ("none", "a", "*"),
     ("none", "", ""),
     ("phone", "12345", "***45"),       # too short for 3 + 4: at most half shown
@@ -35,11 +37,11 @@ def test_each_kind_has_its_format_preserving_mask(kind: str, clear: str, masked:
 
 
 @pytest.mark.parametrize(("number", "general"), [
-    (0, 0), (7, 7), (99, 99), (123, 120), (125, 130), (987, 990), (995, 1000),
+    (0, 0), (4, 0), (7, 10), (42, 40), (-7, -10), (99, 100), (123, 120), (125, 130), (987, 990), (995, 1000),
     (123456, 120000), (-987, -990), (-123456, -120000), (12_345_678_901, 12_000_000_000),
     (1500.0, 1500), (1549.0, 1500),
 ])
-def test_l3_integers_are_generalised_to_two_significant_digits(number: Any,
+def test_l3_integers_are_generalised_to_two_significant_digits_or_tens(number: Any,
                                                                 general: int) -> None:
     assert m.mask_value(number, "none") == general
     assert m.mask_value(number, "phone") == general  # a number's kind does not matter
@@ -68,7 +70,7 @@ def test_a_plaintext_result_keeps_l1_l2_masks_l3_and_withholds_l4() -> None:
         {"code": "91310000MA1", "amount": 123456, "phone": "138****5678",
          "id": "110101********1234", "tax": 990000, "secret": None, "other": "x"},
         {"code": "91310000MA2", "amount": 5, "phone": None, "id": "110101********1234",
-         "tax": 42, "secret": None, "other": "y"}]
+         "tax": 40, "secret": None, "other": "y"}]
     assert applied == {"id": "L3:id_number:partial", "phone": "L3:phone:partial",
                        "secret": "L4:name:withheld", "tax": "L3:none:partial"}
 
