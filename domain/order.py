@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.event import Event
+from core.masking import GRADES, column_grades
 from domain.base import Aggregate, Context, applies, new_id
 from domain.contract_terms import check_terms
 from domain.dataset import Dataset, require_text
@@ -195,9 +196,26 @@ def require_key_column(query: dict[str, Any], key_column: str | None) -> None:
 
 def require_plain_query(product: Product, query: Any) -> None:
     """A joint product's rows are looked up by hidden queries only (the bank's codes never
-    in clear on the log): its orders carry no query and ask for no execution by one."""
+    in clear on the log): its orders carry no query and ask for no execution by one. Nor
+    does a product whose key column identifies people (:func:`require_unnamed_key`)."""
     if product.joint is not None and query is not None:
         raise InvalidInput("query", "a joint product takes hidden queries only")
+    if query is not None:
+        require_unnamed_key(product)
+
+
+def require_unnamed_key(product: Product) -> None:
+    """Refuse a query when the product's key column is, in any input dataset, a field of an
+    identifier kind (``core.masking.KINDS`` but "none": ID number, phone, name, address,
+    account, email) or graded L4: a query's values are recorded in clear on the log
+    (``order.placed``, ``contract.query_submitted``: the compute node proves and reads them
+    there), where no erasure reaches them (docs/PRIVACY.md, Erasure)."""
+    graded = column_grades(product.field_grades).get(product.key_column or "")
+    if graded is not None and (graded["kind"] != "none" or graded["grade"] == GRADES[-1]):
+        raise InvalidInput("query.field", f"the key column {product.key_column!r} is a field "
+                           f"of grade {graded['grade']} and kind {graded['kind']}: its values "
+                           "identify people, and a query is recorded in clear on the log, "
+                           "where no erasure reaches it; this product takes no query")
 
 
 def validate_split(split: Any, *, has_developer: bool) -> dict[str, int]:
