@@ -8,8 +8,9 @@ the reader participant, for a copy served to anyone but the demander):
 - the delivery's codeword: the 256 bits of HMAC-SHA256(key, "dataledger-wm-v1|" + id);
 - a *markable cell*: an integer (not a boolean) of a column other than the product's key
   column and the columns the caller skips (masked, identifiers) or the output schema
-  declares neither integer nor number, inside the 64-bit range, whose ``hi = v >> 1`` is >= 8 or < -8 (that is v >= 16
-  or v <= -17: small counts are left alone, and a mark never moves a cell across the line);
+  declares neither integer nor number, inside the 64-bit range, whose ``hi = v >> 1`` is
+  >= 8 or < -8 (that is v >= 16 or v <= -17: small counts are left alone, and a mark never
+  moves a cell across the line);
 - per column, two 64-bit keys from HMAC-SHA256(key, "dataledger-wm-v1|column|" + name);
   ``x = mix(hi)`` (a keyed 64-bit mixer, ``_mix``) picks the codeword bit ``idx = x >> 56``
   and a pad bit ``flip = (x >> 55) & 1``; the cell becomes ``2 * hi + (codeword[idx] XOR
