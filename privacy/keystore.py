@@ -23,6 +23,8 @@ Where the keys live:
   (``VACUUM FULL``), so no page of it keeps the key. PostgreSQL's own write-ahead log and
   any base backup or WAL archive still hold the key until they are recycled: the limit of a
   key store inside the database (docs/PRIVACY.md).
+- A database of its own (``DATALEDGER_KEYSTORE_URL``, :func:`open_keystore`'s ``own``): the
+  same table in a SQLite file or a PostgreSQL database elsewhere, nothing beside the log.
 
 The domain never sees this store: it is handed :meth:`KeyStore.seal` as its ``Sealer``
 port (``domain.base``); readers open values with :meth:`KeyStore.reveal`.
@@ -262,9 +264,17 @@ class PostgresKeyStore(_Keys):
         self.engine.dispose()
 
 
-def open_keystore(url: DatabaseURL, data_dir: Path) -> KeyStore:
-    """The key store beside the log at ``url``: PostgreSQL's table, or the SQLite file in
-    ``data_dir`` (made if absent)."""
+def open_keystore(url: DatabaseURL, data_dir: Path,
+                  own: DatabaseURL | None = None) -> KeyStore:
+    """The key store in a database of its ``own`` when given (``DATALEDGER_KEYSTORE_URL``: a
+    PostgreSQL database or schema, or a SQLite file, made if absent), else beside the log
+    at ``url``: PostgreSQL's table, or the SQLite file in ``data_dir`` (made if absent)."""
+    if own is not None and own.kind == "postgresql":
+        return PostgresKeyStore(own)
+    if own is not None:
+        path = Path(own.path).absolute()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return SQLiteKeyStore(path)
     if url.kind == "postgresql":
         return PostgresKeyStore(url)
     data_dir.mkdir(parents=True, exist_ok=True)

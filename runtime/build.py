@@ -103,7 +103,9 @@ def build(settings: Settings, *, role: Role = "serve",
     if role != "background":
         private_dir(settings.data_dir)  # the product's code runs as another user
     store = open_store(url, create=role != "background")
-    keystore = open_keystore(url, settings.data_dir)  # personal fields sealed (密钥销毁)
+    keystore = open_keystore(url, settings.data_dir,  # personal fields sealed (密钥销毁)
+                             DatabaseURL.parse(settings.keystore_url)
+                             if settings.keystore_url else None)
     ledger = new_ledger(LedgerLog(store), group_commit=settings.group_commit and role == "serve",
                         decide_in_thread=url.kind == "postgresql", sealer=keystore)
     ledger.allow_unsigned_decisions = settings.allow_unsigned_decisions

@@ -23,6 +23,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(default=Path("var"), description="where the embedded default keeps its files")
     database_url: str = Field(default="", description="sqlite:///path or postgresql://user@host:port/db[?schema=s]; empty = SQLite in data_dir")
+    keystore_url: str = Field(default="", description="where the keys of sealed personal fields live (docs/PRIVACY.md, Erasure): sqlite:///path or postgresql://user@host:port/db[?schema=s], a database of its own; empty = beside the log (data_dir/subject_keys.db, or the log's PostgreSQL schema)")
     admin_token: str | None = Field(default=None, description="the platform admin's bearer token; if unset, one is made and printed once at first start")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535, description="where serve listens")

@@ -5,6 +5,7 @@ no row of the table."""
 from __future__ import annotations
 
 import stat
+import uuid
 from pathlib import Path
 
 import psycopg
@@ -81,3 +82,53 @@ def test_the_fingerprint_key_is_made_once_and_shared(database_url: str, tmp_path
         first.close()
         second.close()
 
+
+def test_a_key_store_in_a_database_of_its_own(database_url: str, tmp_path: Path) -> None:
+    """``DATALEDGER_KEYSTORE_URL``: the keys of sealed names (and the fingerprint secret)
+    live there, in a SQLite file or a PostgreSQL database/schema of their own, and nowhere
+    beside the log (no ``subject_keys.db`` in the data directory, no key table in the log's
+    schema), so a backup of the log carries no key."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from runtime.build import build
+    from runtime.settings import Settings
+    from tests.conftest import PG_DSN
+    from tests.e2e.conftest import ADMIN_TOKEN, World
+
+    data = tmp_path / "var"
+    log_url = f"sqlite:///{data / 'ledger.db'}" if database_url.startswith("sqlite") else database_url
+    own = (f"sqlite:///{tmp_path / 'keys' / 'own.db'}" if database_url.startswith("sqlite")
+           else f"{PG_DSN}?schema=k_{uuid.uuid4().hex[:12]}")
+    container = build(Settings(data_dir=data, database_url=log_url, keystore_url=own,
+                               admin_token=ADMIN_TOKEN, chain=False))
+    try:
+        with TestClient(create_app(container=container)) as tc:
+            world = World(tc)
+            provider = world.onboard("provider", "Tax bureau 税务局")
+            member = world.member(provider, "王芳", ["member"])
+            [added] = [e for e in container.store.load(provider.participant_id)
+                       if e.type_name == "participant.member_added"
+                       and e.payload()["member_id"] == member.member_id]
+            key_id = key_id_of(added.payload()["name"])
+            assert key_id is not None and container.keystore.get(key_id) is not None
+            secret = container.keystore.fingerprint_key()
+    finally:
+        container.close()
+    own_url, log = DatabaseURL.parse(own), DatabaseURL.parse(log_url)
+    if own_url.kind == "sqlite":
+        import sqlite3
+
+        with sqlite3.connect(own_url.path) as conn:
+            kept = {k: bytes(v) for k, v in conn.execute(f"SELECT key_id, key FROM {KEYS_TABLE}")}
+        assert not (data / KEYS_FILE).exists()
+    else:
+        with psycopg.connect(own_url.conninfo(), autocommit=True) as conn:
+            kept = {k: bytes(v) for k, v in conn.execute(
+                f'SELECT key_id, key FROM "{own_url.schema}".{KEYS_TABLE}')}
+            beside = conn.execute("SELECT count(*) FROM information_schema.tables WHERE "
+                                  "table_schema = %s AND table_name = %s",
+                                  (log.schema, KEYS_TABLE)).fetchone()
+            conn.execute(f'DROP SCHEMA "{own_url.schema}" CASCADE')
+        assert beside == (0,)
+    assert key_id in kept and kept[FINGERPRINT_KEY_ID] == secret
