@@ -23,13 +23,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from sqlalchemy import Engine, select
+
 from api.deps import Services
 from core.masking import column_grades
 from delivery import results
 from domain.computation import Computation, Delivered
 from domain.errors import WrongState
 from domain.product import Product
-from privacy.watermark import load_or_create_key, mark_rows, reader_mark
+from privacy.watermark import KEY_FILE, key_id, load_or_create_key, mark_rows, reader_mark
+from projections.computations import deliveries
 
 #: the grades whose integer columns the masking changes (L3 generalised, L4 withheld)
 MASKED_GRADES = ("L3", "L4")
@@ -95,3 +98,26 @@ def _stored(container: Services, delivery_id: str, sha256: str) -> bytes:
     if content is None:  # only for a delivery recorded before the bytes were stored first
         raise WrongState(f"the result of delivery {delivery_id} is not stored yet")
     return content
+
+
+def key_mismatch(engine: Engine, data_dir: Path) -> str | None:
+    """Why ``serve`` must not start with the watermark key of ``data_dir`` (None: it may):
+    watermarked deliveries on the log name key ids (``delivery.made``'s ``watermark``) and
+    the key there is absent (serve would make a fresh one) or is none of them (another
+    host's): deliveries it marks would trace under a key the others do not hold."""
+    with engine.connect() as conn:
+        ids = {(w or {}).get("key_id") for (w,) in conn.execute(
+            select(deliveries.c.watermark).where(deliveries.c.watermark.is_not(None)))}
+    ids.discard(None)
+    if not ids:
+        return None
+    if not (Path(data_dir) / KEY_FILE).exists():
+        return (f"no watermark key in {data_dir}, but the log's deliveries were marked under "
+                f"key id(s) {', '.join(sorted(ids))}: copy {KEY_FILE} from the host that "
+                "marked them (0600) before serving")
+    own = key_id(platform_key(Path(data_dir).resolve()))
+    if own in ids:
+        return None
+    return (f"the watermark key in {data_dir} (key id {own}) marked none of the log's "
+            f"deliveries (key id(s) {', '.join(sorted(ids))}): copy {KEY_FILE} from the host "
+            "that marked them")

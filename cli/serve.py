@@ -37,6 +37,13 @@ def _serve(args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     container = build_or_exit(settings)
+    from api.watermarking import key_mismatch
+
+    problem = key_mismatch(container.engine, settings.data_dir)
+    if problem is not None:  # the deliveries it marks would trace under a key no one else has
+        print(f"dataledger serve: {problem}", file=sys.stderr)
+        container.close()
+        return 2
     _say_witnesses(container)
     app = create_app(container)
     try:

@@ -19,6 +19,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
+from api.watermarking import key_mismatch
 from audit.rules import RuleBook
 from audit.selfproof import verify_self_proof
 from chain.trust import TrustedKeys
@@ -374,3 +375,18 @@ def test_a_generalised_column_is_never_marked(world: World, chain: Chain) -> Non
                                       headers=chain.demander.headers).content)
     assert watermarked(got, rows) and got != rows
     assert [r["annual_revenue"] for r in got] == [r["annual_revenue"] for r in rows]
+
+
+def test_serve_refuses_a_key_that_marked_none_of_the_deliveries(
+        world: World, chain: Chain, container: Container, tmp_path: Path) -> None:
+    assert key_mismatch(container.engine, container.settings.data_dir) is None  # none yet
+    fifty_deliveries(world, chain, demanders=1, executions=1)
+    container.runner.catch_up()
+    assert key_mismatch(container.engine, container.settings.data_dir) is None
+    other = tmp_path / "other-host"
+    other.mkdir()
+    assert "no watermark key" in key_mismatch(container.engine, other)
+    assert not (other / KEY_FILE).exists()
+    (other / KEY_FILE).write_text(bytes(range(32)).hex() + "\n")
+    (other / KEY_FILE).chmod(0o600)
+    assert "marked none of the log's deliveries" in key_mismatch(container.engine, other)
