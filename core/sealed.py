@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -33,6 +34,8 @@ SCHEME = "aes-256-gcm-v1"
 #: a subject key's length in bytes (AES-256)
 KEY_BYTES = 32
 NONCE_BYTES = 12
+#: random nonces made per read of the OS's generator (``_nonce``)
+NONCE_BATCH = 1024
 #: a key id: random bytes, as hex
 KEY_ID_BYTES = 16
 #: what a reader shows for a sealed value whose subject's key was destroyed
@@ -52,7 +55,35 @@ class SealError(ValueError):
 
 def new_key() -> tuple[str, bytes]:
     """A fresh key and its id: 32 and 16 bytes from the OS's generator."""
-    return os.urandom(KEY_ID_BYTES).hex(), os.urandom(KEY_BYTES)
+    return new_keys(1)[0]
+
+
+def new_keys(count: int) -> list[tuple[str, bytes]]:
+    """``count`` fresh keys and their ids (32 and 16 bytes each) from one read of the OS's
+    generator: each ``os.urandom`` call releases the GIL, a thread switch when many
+    threads seal at once (docs/BENCHMARKS.md, bench privacy)."""
+    step = KEY_ID_BYTES + KEY_BYTES
+    raw = os.urandom(count * step)
+    return [(raw[i:i + KEY_ID_BYTES].hex(), raw[i + KEY_ID_BYTES:i + step])
+            for i in range(0, count * step, step)]
+
+
+#: random nonces read ahead, each handed out once (``deque.popleft`` is atomic); emptied in
+#: a forked child, so that no two processes use the same ones
+_NONCES: deque[bytes] = deque()
+os.register_at_fork(after_in_child=_NONCES.clear)
+
+
+def _nonce() -> bytes:
+    """A random 12-byte nonce, never handed out twice: from nonces read ahead in batches
+    of :data:`NONCE_BATCH` by one ``os.urandom`` call (each call releases the GIL, a
+    thread switch when many threads seal at once: docs/BENCHMARKS.md, bench privacy)."""
+    while True:
+        try:
+            return _NONCES.popleft()
+        except IndexError:
+            raw = os.urandom(NONCE_BYTES * NONCE_BATCH)
+            _NONCES.extend(raw[i:i + NONCE_BYTES] for i in range(0, len(raw), NONCE_BYTES))
 
 
 def _aad(subject: str, key_id: str, path: str) -> bytes:
@@ -60,8 +91,9 @@ def _aad(subject: str, key_id: str, path: str) -> bytes:
 
 
 def seal(key_id: str, key: bytes, subject: str, path: str, value: str) -> dict[str, str]:
-    """The envelope of ``value`` under key ``key_id``, bound to ``subject`` and ``path``."""
-    nonce = os.urandom(NONCE_BYTES)
+    """The envelope of ``value`` under key ``key_id``, bound to ``subject`` and ``path``
+    (a random nonce of its own, ``_nonce``)."""
+    nonce = _nonce()
     ct = AESGCM(key).encrypt(nonce, value.encode("utf-8"), _aad(subject, key_id, path))
     return {"sealed": SCHEME, "subject": subject, "key": key_id,
             "nonce": base64.b64encode(nonce).decode("ascii"),

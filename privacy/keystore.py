@@ -123,7 +123,7 @@ class _Keys(ABC):
         """A key of its own for the next sealed value: stored before it is handed out."""
         with self._lock:
             if not self._ready:
-                made = [sealed.new_key() for _ in range(BATCH)]
+                made = sealed.new_keys(BATCH)  # one read of the OS generator a batch
                 self._store(made)
                 self._ready = made[::-1]
             return self._ready.pop()
