@@ -30,7 +30,7 @@ def test_events_catalogue_prints_a_schema_per_stable_type_name(tmp_path: Path) -
     schemas = json.loads(out.stdout)
     assert "contract.approved" in schemas and "participant.registered" in schemas
     registered = schemas["dataset.registered"]
-    assert registered["x-class-version"] == 1
+    assert registered["x-class-version"] == 2
     assert {"owner_id", "classification", "fields", "at", "actor"} <= set(registered["properties"])
     assert "originator_id" not in registered["properties"]
     assert all("." in name and name == name.lower() for name in schemas)
