@@ -24,6 +24,7 @@ from core.event import event_class
 from events.catalogue import catalogue
 from privacy import trace as tr
 from privacy import watermark as wm
+from tests.conftest import require_service
 
 KEY = bytes(range(32))
 ACTOR = {"participant": "p", "member": "m", "role": "provider"}
@@ -232,10 +233,11 @@ df.to_parquet(sys.argv[4])
 """
 
 
-@pytest.mark.skipif(not COMPUTE_PYTHON.exists(), reason="no compute environment (pandas)")
 def test_a_copy_re_saved_by_pandas_is_traced(tmp_path: Path) -> None:
     import subprocess
 
+    require_service("the compute environment (pandas)",
+                    None if COMPUTE_PYTHON.exists() else f"{COMPUTE_PYTHON} is missing")
     rows, candidates = table(240), deliveries(50)
     source = tmp_path / "delivered.json"
     source.write_text(json.dumps(wm.mark_rows(rows, KEY, candidates[11].delivery_id,
