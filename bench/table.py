@@ -97,6 +97,20 @@ def run_backends(backends: list[str], run_one: Callable[[str], dict[str, Any]],
     return results, table
 
 
+def chosen_sizes(args: Any, limits: dict[str, tuple[str, int, int]]) -> dict[str, int]:
+    """The sizes a suite's command line sets (``limits``: option -> (field, smallest,
+    largest)); ValueError naming the option when one is out of its bounds."""
+    chosen: dict[str, int] = {}
+    for option, (name, low, high) in limits.items():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if not low <= value <= high:
+            raise ValueError(f"{option} must be {low:,} to {high:,}, not {value:,}")
+        chosen[name] = value
+    return chosen
+
+
 def all_met(table: list[dict[str, Any]]) -> bool:
     """Whether the table judges at least one goal and every goal it judges is met."""
     goals = [r["met"] for r in table if r["met"] is not None]

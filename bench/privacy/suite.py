@@ -25,7 +25,7 @@ from typing import Any
 
 from bench.privacy import delivered, sealing, traced, tracing
 from bench.privacy.workload import QUICK, Sizes
-from bench.table import Row, all_met
+from bench.table import Row, all_met, chosen_sizes
 
 
 class Absent(Exception):
@@ -101,14 +101,7 @@ def sizes_of(args: Any, quick: bool) -> Sizes:
     """The sizes the command line asks for, over the defaults (``QUICK`` with ``--quick``);
     ValueError naming the option when one is out of its bounds."""
     base = QUICK if quick else Sizes()
-    chosen: dict[str, int] = {}
-    for option, (name, low, high) in LIMITS.items():
-        value = getattr(args, name, None)
-        if value is None:
-            continue
-        if not low <= value <= high:
-            raise ValueError(f"{option} must be {low:,} to {high:,}, not {value:,}")
-        chosen[name] = value
+    chosen = chosen_sizes(args, LIMITS)
     return Sizes(**{**asdict(base), **chosen})
 
 
