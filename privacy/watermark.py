@@ -30,6 +30,7 @@ Public functions (the bench and the trace use them): ``load_or_create_key`` (ser
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -130,9 +131,8 @@ def load_or_create_key(data_dir: Path) -> bytes:
             handle.flush()
             os.fsync(handle.fileno())
         try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
+            with contextlib.suppress(FileExistsError):  # another process linked its key first
+                os.link(tmp, path)
         finally:
             tmp.unlink()
     try:
@@ -178,10 +178,8 @@ def int_cells(values: Sequence[Any]) -> tuple[list[int] | None, np.ndarray]:
     if isinstance(values, np.ndarray) and values.dtype == np.int64:
         return None, values
     if set(map(type, values)) <= {int}:  # one pass in C: no bool, no float, no None
-        try:
+        with contextlib.suppress(OverflowError):  # beyond 64 bits: the cells one by one below
             return None, np.array(values, dtype=np.int64)
-        except OverflowError:
-            pass
     low, high = _INT64
     pos = [i for i, v in enumerate(values) if type(v) is int and low <= v <= high]
     return pos, np.array([values[i] for i in pos], dtype=np.int64)
